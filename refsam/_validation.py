@@ -1,0 +1,84 @@
+"""Input validation at the public boundary, and the one randomness helper.
+
+Every public entry point validates its arguments here, once; private helpers trust their inputs.
+Errors follow one pattern: argument, what was expected, what was got, and (where useful) the remedy.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+
+def check_random_state(seed) -> np.random.Generator:
+    """Turn `seed` (None, an int, or a `np.random.Generator`) into a `np.random.Generator`.
+
+    This is the only place refsam creates randomness; there are no global seeds.
+    """
+    if seed is None or isinstance(seed, (numbers.Integral, np.integer)):
+        if seed is not None and seed < 0:
+            raise ValueError(f"`seed` must be None, an int >= 0 or a np.random.Generator, got {seed!r}")
+        return np.random.default_rng(seed)
+    if isinstance(seed, np.random.Generator):
+        return seed
+    raise ValueError(
+        f"`seed` must be None, an int >= 0 or a np.random.Generator, got {type(seed).__name__}"
+    )
+
+
+def check_nonnegative(name: str, value) -> float:
+    """Return `value` as a finite float >= 0, or raise naming `name`."""
+    if isinstance(value, bool) or not isinstance(value, (numbers.Real, np.floating, np.integer)):
+        raise ValueError(f"`{name}` must be a real number >= 0, got {value!r}")
+    value = float(value)
+    if not np.isfinite(value) or value < 0:
+        raise ValueError(f"`{name}` must be a finite number >= 0, got {value!r}")
+    return value
+
+
+def check_positive(name: str, value) -> float:
+    """Return `value` as a finite float > 0, or raise naming `name`."""
+    if isinstance(value, bool) or not isinstance(value, (numbers.Real, np.floating, np.integer)):
+        raise ValueError(f"`{name}` must be a real number > 0, got {value!r}")
+    value = float(value)
+    if not np.isfinite(value) or value <= 0:
+        raise ValueError(f"`{name}` must be a finite number > 0, got {value!r}")
+    return value
+
+
+def check_positive_int(name: str, value, minimum: int = 1) -> int:
+    """Return `value` as an int >= `minimum`, or raise naming `name`."""
+    if isinstance(value, bool) or not isinstance(value, (numbers.Integral, np.integer)):
+        raise ValueError(f"`{name}` must be an int >= {minimum}, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"`{name}` must be an int >= {minimum}, got {value}")
+    return int(value)
+
+
+def check_finite_array(name: str, value, ndim: int | None = None, shape=None) -> np.ndarray:
+    """Return `value` as a float64 array with the given ndim/shape and only finite entries.
+
+    `shape` may contain None for "any length" along that axis.
+    """
+    try:
+        arr = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"`{name}` must be an array of real numbers, got {type(value).__name__}") from exc
+    if ndim is not None and arr.ndim != ndim:
+        raise ValueError(f"`{name}` must be {ndim}-dimensional, got shape {arr.shape}")
+    if shape is not None:
+        if arr.ndim != len(shape) or any(s is not None and s != a for s, a in zip(shape, arr.shape)):
+            want = "(" + ", ".join("any" if s is None else str(s) for s in shape) + ")"
+            raise ValueError(f"`{name}` must have shape {want}, got {arr.shape}")
+    if not np.all(np.isfinite(arr)):
+        bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
+        raise ValueError(f"`{name}` must contain only finite values, got {bad} NaN/inf entries")
+    return arr
+
+
+def check_choice(name: str, value, choices) -> str:
+    """Return `value` if it is one of `choices`, or raise listing them."""
+    if value not in choices:
+        raise ValueError(f"`{name}` must be one of {sorted(choices)}, got {value!r}")
+    return value

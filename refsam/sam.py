@@ -1,0 +1,165 @@
+"""SAM perturbation rules ε(θ; g) and their hand-derived Jacobians (SPEC §2).
+
+Conventions
+-----------
+* ``g`` is the gradient the perturbation is built from: ∇F_B(θ) in decoupled mode, ∇(F_B + r)(θ) in
+  coupled mode (the training layer decides; this module only sees g).
+* Rules, with radius ρ ≥ 0:
+      SAM   ε = ρ g/‖g‖                      ∂ε/∂g = (ρ/‖g‖)(I − u uᵀ),   u = g/‖g‖
+      USAM  ε = ρ g                          ∂ε/∂g = ρ I
+      ASAM  ε = ρ T² g/‖T g‖, T = diag(|θ| + κ)
+            ∂ε/∂g = (ρ/‖s‖) T (I − u uᵀ) T,  s = T g, u = s/‖s‖
+            ∂ε/∂θ|_g = ρ diag(2 t g sgnθ)/‖s‖ − ρ (t² g)(t g² sgnθ)ᵀ/‖s‖³     (t = |θ| + κ)
+  Only ASAM depends on θ other than through g; for SAM and USAM ∂ε/∂θ|_g = 0.
+  The total derivative used by the influence methods is  dε/dθ = ∂ε/∂g · ∂g/∂θ + ∂ε/∂θ|_g.
+* ‖g‖ = 0 (or ‖Tg‖ = 0) makes SAM and ASAM undefined: :class:`ZeroGradientError` is raised rather than
+  dividing by zero. ρ = 0 gives ε = 0 exactly for every rule (training reduces to (S)GD).
+* Perturbations are written in autograd.numpy so the autodiff oracle can differentiate through them;
+  Jacobians are plain NumPy, shape (d, d); ``*_vjp``/``*_jvp`` apply them to a vector in O(d).
+See docs/sam_rules.md for the derivations.
+"""
+
+from __future__ import annotations
+
+import autograd.numpy as anp
+import numpy as np
+
+from ._validation import check_choice, check_nonnegative, check_positive
+
+RULES = ("sam", "usam", "asam")
+
+
+class ZeroGradientError(FloatingPointError):
+    """The SAM (or ASAM) perturbation ρ g/‖g‖ is undefined because the gradient is exactly zero."""
+
+
+class SAM:
+    """A perturbation rule with radius ``rho``.
+
+    Parameters
+    ----------
+    rho : float >= 0
+        Perturbation radius ρ. ρ = 0 makes every rule plain (S)GD.
+    rule : {"sam", "usam", "asam"}
+    kappa : float > 0
+        κ in ASAM's T = diag(|θ| + κ) (ignored by the other rules). Default 0.01 (Kwon et al., 2021).
+    """
+
+    def __init__(self, rho: float, rule: str = "sam", kappa: float = 0.01):
+        self.rho = check_nonnegative("rho", rho)
+        self.rule = check_choice("rule", rule, RULES)
+        self.kappa = check_positive("kappa", kappa)
+
+    def config(self) -> dict:
+        return {"rho": self.rho, "rule": self.rule, "kappa": self.kappa}
+
+    def __repr__(self) -> str:
+        extra = f", kappa={self.kappa}" if self.rule == "asam" else ""
+        return f"SAM(rho={self.rho}, rule={self.rule!r}{extra})"
+
+    # -- the perturbation --------------------------------------------------------------------------
+    def _norm(self, norm_value, what: str):
+        if norm_value == 0.0:
+            raise ZeroGradientError(
+                f"the {self.rule.upper()} perturbation ρ·{what} is undefined: the gradient is exactly "
+                f"zero. Use rho=0, rule='usam', or start from a point with a non-zero gradient."
+            )
+
+    def perturbation(self, theta, g):
+        """ε(θ; g), shape (d,). autograd-differentiable in θ and g (away from ‖g‖ = 0)."""
+        if self.rho == 0.0:
+            return 0.0 * g
+        if self.rule == "usam":
+            return self.rho * g
+        if self.rule == "sam":
+            norm = anp.sqrt(anp.dot(g, g))
+            self._norm(_value(norm), "g/‖g‖")
+            return self.rho * g / norm
+        t = anp.abs(theta) + self.kappa  # diagonal of T
+        norm = anp.sqrt(anp.sum((t * g) ** 2))  # ‖T g‖
+        self._norm(_value(norm), "T²g/‖Tg‖")
+        return self.rho * t**2 * g / norm
+
+    # -- Jacobians ---------------------------------------------------------------------------------
+    def jacobian_g(self, theta, g) -> np.ndarray:
+        """∂ε/∂g, shape (d, d). Symmetric for every rule."""
+        d = g.shape[0]
+        if self.rho == 0.0:
+            return np.zeros((d, d))
+        if self.rule == "usam":
+            return self.rho * np.eye(d)
+        t = self._t(theta, d)
+        s = t * g
+        norm = np.linalg.norm(s)
+        self._norm(norm, "g/‖g‖")
+        u = s / norm
+        return (self.rho / norm) * t[:, None] * (np.eye(d) - np.outer(u, u)) * t[None, :]
+
+    def jacobian_theta(self, theta, g) -> np.ndarray:
+        """∂ε/∂θ at fixed g, shape (d, d): ASAM's T term; zero for SAM and USAM."""
+        d = g.shape[0]
+        if self.rho == 0.0 or self.rule != "asam":
+            return np.zeros((d, d))
+        t = np.abs(theta) + self.kappa
+        sgn = np.sign(theta)
+        norm = np.linalg.norm(t * g)
+        self._norm(norm, "T²g/‖Tg‖")
+        return self.rho * (np.diag(2.0 * t * g * sgn) / norm
+                           - np.outer(t**2 * g, t * g**2 * sgn) / norm**3)
+
+    def jvp_g(self, theta, g, v) -> np.ndarray:
+        """(∂ε/∂g) v in O(d)."""
+        if self.rho == 0.0:
+            return np.zeros_like(v)
+        if self.rule == "usam":
+            return self.rho * v
+        t = self._t(theta, g.shape[0])
+        s = t * g
+        norm = np.linalg.norm(s)
+        self._norm(norm, "g/‖g‖")
+        u = s / norm
+        tv = t * v
+        return (self.rho / norm) * t * (tv - u * (u @ tv))
+
+    def vjp_g(self, theta, g, v) -> np.ndarray:
+        """(∂ε/∂g)ᵀ v in O(d); equals ``jvp_g`` since ∂ε/∂g is symmetric."""
+        return self.jvp_g(theta, g, v)
+
+    def jvp_theta(self, theta, g, v) -> np.ndarray:
+        """(∂ε/∂θ|_g) v in O(d); zero for SAM and USAM."""
+        if self.rho == 0.0 or self.rule != "asam":
+            return np.zeros_like(v)
+        t = np.abs(theta) + self.kappa
+        sgn = np.sign(theta)
+        norm = np.linalg.norm(t * g)
+        self._norm(norm, "T²g/‖Tg‖")
+        return self.rho * (2.0 * t * g * sgn * v / norm
+                           - t**2 * g * ((t * g**2 * sgn) @ v) / norm**3)
+
+    def vjp_theta(self, theta, g, v) -> np.ndarray:
+        """(∂ε/∂θ|_g)ᵀ v in O(d); zero for SAM and USAM."""
+        if self.rho == 0.0 or self.rule != "asam":
+            return np.zeros_like(v)
+        t = np.abs(theta) + self.kappa
+        sgn = np.sign(theta)
+        norm = np.linalg.norm(t * g)
+        self._norm(norm, "T²g/‖Tg‖")
+        return self.rho * (2.0 * t * g * sgn * v / norm
+                           - (t * g**2 * sgn) * ((t**2 * g) @ v) / norm**3)
+
+    def d_rho(self, theta, g) -> np.ndarray:
+        """∂ε/∂ρ = ε/ρ (every rule is linear in ρ), shape (d,)."""
+        return SAM(1.0, self.rule, self.kappa).perturbation(theta, g)
+
+    def _t(self, theta, d) -> np.ndarray:
+        """Diagonal of T: |θ| + κ for ASAM, ones for SAM (so SAM is ASAM with T = I)."""
+        if self.rule == "asam":
+            return np.abs(theta) + self.kappa
+        return np.ones(d)
+
+
+def _value(x):
+    """The float inside an autograd box (or x itself)."""
+    while hasattr(x, "_value"):
+        x = x._value
+    return float(x)
