@@ -5,15 +5,50 @@ Influence convention (SPEC §1): I_j(f) = ∂ f(θ_final(w)) / ∂ w_j at w = 1.
 is Δw_j = −1, so −I_j(f) is the first-order prediction of the change of f when j is removed.
 """
 
+from .closed_form import (
+    HyperparameterSensitivity,
+    UnverifiedRootError,
+    UnverifiedRootWarning,
+    hessian_influence,
+    hyperparameter_sensitivity,
+    parameter_influence,
+    self_influence,
+)
 from .datasets import make_gaussian_classification
+from .fixed_point import (
+    FixedPoint,
+    FixedPointError,
+    NoFixedPointError,
+    fixed_point_diagnostics,
+    residual_jacobian,
+    residual_map,
+    solve_fixed_point,
+)
 from .models import MLP, LogisticRegression, Model, SoftmaxRegression, model_from_spec
 from .objective import Problem
+from .resolve import finite_difference_influence, leave_one_out
 from .sam import SAM, ZeroGradientError
 from .training import Trajectory, replay, train
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "FixedPoint",
+    "FixedPointError",
+    "HyperparameterSensitivity",
+    "NoFixedPointError",
+    "UnverifiedRootError",
+    "UnverifiedRootWarning",
+    "fixed_point_diagnostics",
+    "finite_difference_influence",
+    "hessian_influence",
+    "hyperparameter_sensitivity",
+    "leave_one_out",
+    "parameter_influence",
+    "residual_jacobian",
+    "residual_map",
+    "self_influence",
+    "solve_fixed_point",
     "MLP",
     "SAM",
     "LogisticRegression",
