@@ -22,6 +22,7 @@ from .fixed_point import (
     fixed_point_diagnostics,
     residual_jacobian,
     residual_map,
+    residual_weight_jacobian,
     solve_fixed_point,
 )
 from .models import MLP, LogisticRegression, Model, SoftmaxRegression, model_from_spec
@@ -47,6 +48,7 @@ __all__ = [
     "parameter_influence",
     "residual_jacobian",
     "residual_map",
+    "residual_weight_jacobian",
     "self_influence",
     "solve_fixed_point",
     "MLP",

@@ -38,7 +38,7 @@ import numpy as np
 import scipy.linalg
 
 from ._validation import check_choice, check_positive
-from .fixed_point import FixedPoint, _check_inputs, _linearise
+from .fixed_point import FixedPoint, _check_inputs, _linearise, _weight_jacobian
 from .objective import Problem
 from .sam import SAM
 
@@ -112,10 +112,7 @@ def _system(problem: Problem, lin, variant: str) -> _System:
     lam = problem.weight_decay
     if variant == "full":
         J = lin.jacobian
-        grads_hat = problem.per_sample_grads(lin.w_hat)  # ∇ℓ_j(ŵ), (n, d)
-        grads_theta = problem.per_sample_grads(lin.theta)  # ∇ℓ_j(θ̂), (n, d)
-        M = (lin.H_hat + lin.lam_in * I) @ lin.D  # (H(ŵ) + λ_in I) ∂ε/∂g, (d, d)
-        G_w = (grads_hat + grads_theta @ M.T) / n  # (n, d)
+        G_w = _weight_jacobian(problem, lin)  # (n, d)
     elif variant == "frozen":
         J = lin.H_hat + lam * I
         G_w = problem.per_sample_grads(lin.w_hat) / n

@@ -204,6 +204,25 @@ def residual_jacobian(problem: Problem, sam: SAM, theta, weights=None) -> np.nda
     return _linearise(problem, sam, theta, weights).jacobian
 
 
+def _weight_jacobian(problem: Problem, lin: Linearisation) -> np.ndarray:
+    """Rows ∂G/∂w_j = (1/n)[∇ℓ_j(ŵ) + (H(ŵ) + λ_in I)(∂ε/∂g) ∇ℓ_j(θ)], shape (n, d); trusts its inputs."""
+    grads_hat = problem.per_sample_grads(lin.w_hat)  # ∇ℓ_j(ŵ), (n, d)
+    grads_theta = problem.per_sample_grads(lin.theta)  # ∇ℓ_j(θ), (n, d)
+    M = (lin.H_hat + lin.lam_in * np.eye(problem.d)) @ lin.D  # (H(ŵ) + λ_in I) ∂ε/∂g, (d, d)
+    return (grads_hat + grads_theta @ M.T) / problem.n  # (n, d)
+
+
+def residual_weight_jacobian(problem: Problem, sam: SAM, theta, weights=None) -> np.ndarray:
+    """∂G/∂w, shape (n, d): row j is ∂G/∂w_j = (1/n)[∇ℓ_j(ŵ) + (H(ŵ) + λ_in I)(∂ε/∂g) ∇ℓ_j(θ)].
+
+    The first term moves the descent gradient ∇F_w(ŵ); the second moves ŵ through g = ∇F_w(θ)
+    (∂g/∂w_j = ∇ℓ_j(θ)/n). For ASAM, ∂ε/∂g is ASAM's (ρ/‖Tg‖) T (I − u uᵀ) T. Cost: two Hessians,
+    two per-sample gradient matrices and O(n d²).
+    """
+    theta, weights = _check_inputs(problem, sam, theta, weights=weights)
+    return _weight_jacobian(problem, _linearise(problem, sam, theta, weights))
+
+
 # -- diagnostics ----------------------------------------------------------------------------------------
 def _condition_number(J: np.ndarray) -> float:
     s = np.linalg.svd(J, compute_uv=False)
@@ -343,7 +362,8 @@ def _scipy_root(problem, sam, theta, weights, method, max_iter):
     with np.errstate(over="ignore", invalid="ignore"):
         sol = scipy.optimize.root(fun, theta, jac=jac, method=method, options=options)
     theta_new = np.asarray(sol.x, dtype=np.float64)
-    return theta_new, _safe_norm(problem, sam, theta_new, weights), counter["jac"], sol.message
+    message = " ".join(str(sol.message).split())  # MINPACK messages contain line breaks
+    return theta_new, _safe_norm(problem, sam, theta_new, weights), counter["jac"], message
 
 
 def solve_fixed_point(problem: Problem, sam: SAM, theta0, lr=None, tol: float = TOL_DEFAULT,
