@@ -14,6 +14,8 @@ import sys
 # Modules that contribute sub-commands, in the order they appear in --help.
 COMMAND_MODULES = (
     "refsam.cli_train",
+    "refsam.cli_cases",
+    "refsam.cli_apps",
 )
 
 

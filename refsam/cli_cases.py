@@ -1,0 +1,50 @@
+"""``refsam export-cases`` and ``refsam check``: the oracle kit on the command line (docs/validating.md).
+
+    refsam export-cases DIR                   write the reference suite (manifest.json + one .npz per case)
+    refsam check DIR --scores FILE            compare an implementation's scores with it
+
+``check`` prints a per-case table (pass/fail, max absolute and relative error, Spearman rank correlation)
+and exits 0 when every case passes, 1 when any fails, and 2 with a one-line error for a missing, corrupt
+or tampered case or scores file.
+"""
+
+from __future__ import annotations
+
+import time
+
+from .cases import TARGETS, check_scores, export_cases
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("export-cases", help="write the reference cases for validating other "
+                                                   "implementations")
+    p.add_argument("directory", metavar="DIR", help="output directory (created if needed)")
+    p.add_argument("--cases", default=None, metavar="PATTERN",
+                   help="only cases whose id matches this shell pattern, e.g. 'logistic-*' (default: all)")
+    p.set_defaults(func=run_export)
+
+    p = subparsers.add_parser("check", help="compare an implementation's influence scores with the "
+                                            "reference cases")
+    p.add_argument("directory", metavar="DIR", help="a directory written by `refsam export-cases`")
+    p.add_argument("--scores", required=True, metavar="FILE",
+                   help=".npz with one (n_train, n_test) array per case id")
+    p.add_argument("--target", choices=TARGETS, default="trajectory",
+                   help="stored output to compare with (default: trajectory)")
+    p.add_argument("--cases", default=None, metavar="PATTERN",
+                   help="only cases whose id matches this shell pattern (default: all)")
+    p.set_defaults(func=run_check)
+
+
+def run_export(args) -> int:
+    start = time.perf_counter()
+    manifest = export_cases(args.directory, cases=args.cases, progress=True)
+    n_closed = sum("closed_form" in c["outputs"] for c in manifest["cases"])
+    print(f"wrote {len(manifest['cases'])} cases ({n_closed} with closed-form outputs) and manifest.json "
+          f"to {args.directory} in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+def run_check(args) -> int:
+    report = check_scores(args.directory, args.scores, target=args.target, cases=args.cases)
+    print(report.table())
+    return 0 if report.passed else 1
