@@ -11,8 +11,12 @@ Conventions
     ``sam-frozen``  Koh–Liang at ŵ = θ̂ + ε̂ with ε̂ held constant (ablation)
     ``erm``         Koh–Liang at θ̂, SAM ignored (ablation)
     ``trajectory``  exact derivative of the recorded run (adjoint recursion)
-    ``first-order`` trajectory with every step Jacobian A_t ≈ I (test gradient at θ_T)
-    ``tracin``      TracIn: test gradient at each checkpoint, A_t ≈ I
+    ``first-order`` trajectory with every step Jacobian A_t ≈ I and the SAM inner term dropped:
+                    −Σ_t η_t c_{t,j} ∇ℓ_j(ŵ_t)ᵀ ∇f(θ_T)
+    ``tracin``      TracIn, test gradient at the same checkpoint: −Σ_t η_t c_{t,j} ∇ℓ_j(ŵ_t)ᵀ ∇f(ŵ_t)
+    ``first-order-unperturbed``, ``tracin-unperturbed``: the same with θ_t in place of ŵ_t
+  (the trajectory family is :func:`refsam.trajectory_influence.trajectory_influence`; the closed-form
+  family :func:`refsam.closed_form.hessian_influence`).
   and two detection baselines that are not influence methods: ``loss`` (rank by ℓ_j(θ_T)) and
   ``random``.
 * Self-influence ``I_j(ℓ_j)`` is ≤ 0 for a well-behaved point (up-weighting j lowers its own loss). The
@@ -39,7 +43,7 @@ from .sam import SAM
 from .training import Trajectory, replay, train
 
 CLOSED_FORM_METHODS = ("sam-full", "sam-frozen", "erm")
-TRAJECTORY_METHODS = ("trajectory", "first-order", "tracin")
+TRAJECTORY_METHODS = ("trajectory", "first-order", "tracin", "first-order-unperturbed", "tracin-unperturbed")
 METHODS = CLOSED_FORM_METHODS + TRAJECTORY_METHODS
 BASELINES = ("loss", "random")
 DETECTION_FRACTIONS = (0.05, 0.10, 0.20)
@@ -152,7 +156,7 @@ def influence(fit_: Fit, method: str, X_test, y_test) -> np.ndarray:
                                                 variant=variant, on_unverified="warn"))
     from .trajectory_influence import trajectory_influence
 
-    name = {"trajectory": "adjoint", "first-order": "first-order", "tracin": "tracin"}[method]
+    name = "adjoint" if method == "trajectory" else method.replace("-", "_")
     return np.asarray(trajectory_influence(problem, fit_.trajectory, X_test, y_test, method=name))
 
 
