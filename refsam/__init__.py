@@ -14,6 +14,8 @@ from .closed_form import (
     parameter_influence,
     self_influence,
 )
+from .counterfactual import finite_difference_influence as finite_difference_replay
+from .counterfactual import leave_one_out_replay
 from .datasets import make_gaussian_classification
 from .fixed_point import (
     FixedPoint,
@@ -30,6 +32,7 @@ from .objective import Problem
 from .resolve import finite_difference_influence, leave_one_out
 from .sam import SAM, ZeroGradientError
 from .training import Trajectory, replay, train
+from .trajectory_influence import trajectory_influence, trajectory_parameter_influence
 
 __version__ = "0.1.0"
 
@@ -63,4 +66,8 @@ __all__ = [
     "model_from_spec",
     "replay",
     "train",
+    "trajectory_influence",
+    "trajectory_parameter_influence",
+    "finite_difference_replay",
+    "leave_one_out_replay",
 ]

@@ -147,12 +147,10 @@ def _check_run(problem, trajectory) -> Problem:
 
 def _check_test(problem, X_test, y_test):
     X_test, y_test = problem.model.check_data(X_test, y_test, "X_test", "y_test")
-    if X_test.shape[1] != problem.p:
+    if X_test.shape[1] != problem.p or X_test.shape[0] == 0:
         raise ValueError(
-            f"`X_test` must have {problem.p} columns like the training data, got shape {X_test.shape}"
+            f"`X_test` must have shape (m >= 1, {problem.p}) like the training data, got {X_test.shape}"
         )
-    if X_test.shape[0] == 0:
-        raise ValueError("`X_test` must have at least one row, got 0")
     return X_test, y_test
 
 
