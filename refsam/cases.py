@@ -587,10 +587,11 @@ def read_scores(scores) -> dict:
     if not os.path.isfile(path):
         raise CaseFileError(f"scores file {path!r} does not exist")
     try:
-        with np.load(path, allow_pickle=False) as f:
-            if not hasattr(f, "files"):
-                raise CaseFileError(f"scores file {path!r} holds a single array, expected an .npz with one "
-                                    f"array per case id (np.savez(path, **{{case_id: scores}}))")
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            raise CaseFileError(f"scores file {path!r} holds a single array, expected an .npz with one "
+                                f"array per case id (np.savez(path, **{{case_id: scores}}))")
+        with loaded as f:
             return {k: f[k] for k in f.files}
     except CaseFileError:
         raise

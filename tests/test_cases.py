@@ -1,0 +1,387 @@
+"""The oracle kit's reference cases and checker (refsam.cases, ``refsam export-cases`` / ``refsam check``).
+
+Claims, each a test below:
+* the suite covers every value of every axis (model × rule × regularisation × batching), one case each;
+* a case directory is readable with plain numpy + json, and every sha256 in the manifest is right;
+* every recorded run replays bit for bit from the stored θ_0, batches and learning rates;
+* the stored exact outputs agree with their ground truths (adjoint vs replay finite differences ≤ 1e-5;
+  closed form at a verified root vs re-solved finite differences ≤ 1e-6), and are not trivial;
+* refsam's own scores by an independent method (autodiff through training; closed form recomputed)
+  check green; perturbed, sign-flipped or ablated scores check red;
+* export is deterministic (same bytes, same sha256);
+* corrupt, truncated, tampered or malformed case and scores files raise one-line errors naming the file
+  (exit status 2 from the CLI), and failing cases give exit status 1.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from refsam import replay
+from refsam.cases import (
+    BATCHINGS,
+    CASE_SPECS,
+    MODELS,
+    REGULARIZATIONS,
+    RULES,
+    CaseFileError,
+    check_scores,
+    export_cases,
+    load_case,
+    load_cases,
+    read_manifest,
+)
+from refsam.cli import main
+from refsam.fixed_point import residual_map
+from refsam.trajectory_influence import trajectory_influence
+
+RTOL_TRAJECTORY_FD = 1e-5  # SPEC §4: adjoint vs central differences of replays
+RTOL_CLOSED_FORM_FD = 1e-6  # SPEC §3: closed form vs central differences of the re-solved root
+ROOT_TOL = 1e-10  # SPEC §3: ‖G(θ̂)‖ of a verified root
+MIN_ABLATION_GAP = 1e-3  # frozen/erm must differ from full by far more than any tolerance (1e-7)
+MIN_SCALE = 1e-3  # a guard against trivially small (or zero) reference influences
+PROBE = "logistic-sam-decoupled-full"  # the case the corruption tests tamper with
+
+
+@pytest.fixture(scope="module")
+def case_dir(tmp_path_factory):
+    """The whole suite, exported once per module (a few seconds)."""
+    directory = tmp_path_factory.mktemp("cases") / "suite"
+    export_cases(directory)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def cases(case_dir):
+    return load_cases(case_dir)
+
+
+@pytest.fixture(scope="module")
+def exact_scores(cases):
+    """refsam's scores by autodiff through the replayed training loop: independent of the adjoint."""
+    return {c.case_id: trajectory_influence(c.problem(), c.trajectory(), c.arrays["X_test"],
+                                            c.arrays["y_test"], method="autodiff") for c in cases}
+
+
+@pytest.fixture
+def scores_path(tmp_path, exact_scores):
+    path = tmp_path / "scores.npz"
+    np.savez(path, **exact_scores)
+    return path
+
+
+@pytest.fixture
+def copy_dir(case_dir, tmp_path):
+    """A private copy of the suite to corrupt."""
+    target = tmp_path / "copy"
+    shutil.copytree(case_dir, target)
+    return target
+
+
+def _rewrite_case(directory, case_id, mutate):
+    """Apply ``mutate`` to a case's arrays, re-save it and fix its sha256, so only the content is wrong."""
+    manifest_path = directory / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    entry = next(c for c in manifest["cases"] if c["id"] == case_id)
+    path = directory / entry["file"]
+    with np.load(path) as f:
+        arrays = {k: f[k] for k in f.files}
+    mutate(arrays)
+    np.savez(path, **arrays)
+    entry["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    manifest_path.write_text(json.dumps(manifest))
+
+
+def _edit_manifest(directory, edit):
+    path = directory / "manifest.json"
+    manifest = json.loads(path.read_text())
+    edit(manifest)
+    path.write_text(json.dumps(manifest))
+
+
+# -- the suite ----------------------------------------------------------------------------------------
+def test_suite_covers_every_value_of_every_axis(case_dir):
+    manifest = read_manifest(case_dir)
+    ids = [c["id"] for c in manifest["cases"]]
+    assert len(ids) == len(set(ids)) == 36 == len(MODELS) * len(RULES) * len(REGULARIZATIONS) * len(BATCHINGS)
+    for entry in manifest["cases"]:
+        assert entry["model"]["name"] in MODELS and entry["rule"] in RULES
+        assert entry["regularization"] in REGULARIZATIONS and entry["batching"] in BATCHINGS
+        assert entry["n_train"] <= 20 and entry["n_params"] <= 20 and entry["steps"] <= 30
+        assert {"trajectory", "trajectory_fd"} <= set(entry["outputs"])
+        has_closed_form = "closed_form" in entry["outputs"]
+        assert has_closed_form == (entry["regularization"] == "decoupled" and entry["batching"] == "full"), \
+            entry["closed_form_status"]
+        for output in entry["outputs"].values():
+            assert output["rtol"] > 0 and output["atol"] >= 0
+
+
+def test_case_directory_reads_with_plain_numpy_json_and_hashlib(case_dir):
+    with open(case_dir / "manifest.json", encoding="utf-8") as f:
+        manifest = json.load(f)
+    assert manifest["schema_version"] == 1
+    for entry in manifest["cases"]:
+        path = case_dir / entry["file"]
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == entry["sha256"]
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files}
+        assert all(a.dtype != object for a in arrays.values())
+        n, m = entry["n_train"], entry["n_test"]
+        for output in entry["outputs"].values():
+            assert arrays[output["array"]].shape == (n, m)
+        offsets = arrays["batch_offsets"]
+        assert offsets[0] == 0 and offsets[-1] == len(arrays["batch_indices"])
+        assert len(offsets) == entry["steps"] + 1
+        assert arrays["batch_indices"].min() >= 0 and arrays["batch_indices"].max() < n
+
+
+def test_recorded_runs_replay_bit_for_bit(cases):
+    for case in cases:
+        problem, trajectory = case.problem(), case.trajectory()
+        rerun = replay(problem, trajectory)
+        np.testing.assert_array_equal(rerun.thetas, case.arrays["thetas"], err_msg=case.case_id)
+        np.testing.assert_array_equal(rerun.epsilons, case.arrays["epsilons"], err_msg=case.case_id)
+        losses = problem.model.losses(rerun.theta_final, case.arrays["X_test"], case.arrays["y_test"])
+        np.testing.assert_array_equal(losses, case.arrays["test_losses"], err_msg=case.case_id)
+        sizes = {len(b) for b in case.batches}
+        assert sizes == ({case.meta["n_train"]} if case.meta["batching"] == "full" else {4})
+
+
+def _rel_err(a, b):
+    return np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-300)
+
+
+def test_stored_trajectory_influence_matches_replay_finite_differences(cases):
+    for case in cases:
+        exact, fd = case.reference("trajectory"), case.reference("trajectory_fd")
+        assert np.max(np.abs(exact)) > MIN_SCALE and np.ptp(exact) > MIN_SCALE, case.case_id
+        err = _rel_err(exact, fd)
+        assert err <= RTOL_TRAJECTORY_FD, (case.case_id, err)
+        recorded = case.meta["outputs"]["trajectory"]["verified_against"]["rel_err"]
+        assert recorded == pytest.approx(err, rel=1e-3)
+
+
+def test_stored_closed_form_is_exact_at_a_verified_root(cases):
+    with_closed_form = [c for c in cases if "closed_form" in c.meta["outputs"]]
+    assert {c.meta["model"]["name"] for c in with_closed_form} == set(MODELS)
+    assert {c.meta["rule"] for c in with_closed_form} == set(RULES)
+    for case in with_closed_form:
+        G = residual_map(case.problem(), case.sam(), case.arrays["theta_hat"])
+        assert np.linalg.norm(G) <= ROOT_TOL, case.case_id
+        full = case.reference("closed_form")
+        assert np.max(np.abs(full)) > MIN_SCALE
+        assert _rel_err(full, case.reference("closed_form_fd")) <= RTOL_CLOSED_FORM_FD, case.case_id
+        for ablation in ("closed_form_frozen", "closed_form_erm"):
+            assert _rel_err(case.reference(ablation), full) > MIN_ABLATION_GAP, (case.case_id, ablation)
+
+
+# -- the checker: green and red ------------------------------------------------------------------------
+def test_refsam_autodiff_scores_check_green(case_dir, scores_path):
+    report = check_scores(case_dir, scores_path)
+    assert report.passed, report.table()
+    assert len(report.results) == 36 and not report.skipped
+    for r in report.results:
+        assert r.rel_err < 1e-9 and r.spearman > 0.999, r
+
+
+def test_perturbed_scores_check_red(case_dir, exact_scores):
+    scaled = {k: v * (1 + 1e-5) for k, v in exact_scores.items()}
+    report = check_scores(case_dir, scaled)
+    assert report.n_failed == 36 and not report.passed
+    assert "0/36 cases passed" in report.table()
+    one_entry = dict(exact_scores)
+    bad = one_entry["mlp-asam-coupled-minibatch"].copy()
+    bad[3, 1] += 1e-6 * np.max(np.abs(bad))  # a single entry, 10× the tolerance
+    one_entry["mlp-asam-coupled-minibatch"] = bad
+    report = check_scores(case_dir, one_entry)
+    assert [r.case_id for r in report.results if not r.passed] == ["mlp-asam-coupled-minibatch"]
+    report = check_scores(case_dir, {k: -v for k, v in exact_scores.items()}, cases="softmax-*")
+    assert len(report.results) == 12 and report.n_failed == 12
+    assert all("sign convention" in r.note for r in report.results)
+
+
+def test_nonfinite_scores_fail_the_case(case_dir, exact_scores):
+    scores = dict(exact_scores)
+    scores[PROBE] = np.full_like(scores[PROBE], np.nan)
+    report = check_scores(case_dir, scores, cases="logistic-sam-*")
+    failed = [r for r in report.results if not r.passed]
+    assert [r.case_id for r in failed] == [PROBE] and "non-finite" in failed[0].note
+
+
+def test_closed_form_target_accepts_the_closed_form_and_rejects_its_ablations(case_dir, cases):
+    from refsam.closed_form import hessian_influence
+
+    with_cf = [c for c in cases if "closed_form" in c.meta["outputs"]]
+    full = {c.case_id: hessian_influence(c.problem(), c.sam(), c.arrays["theta_hat"], c.arrays["X_test"],
+                                         c.arrays["y_test"], variant="full") for c in with_cf}
+    report = check_scores(case_dir, full, target="closed_form")
+    assert report.passed and len(report.results) == 9 and len(report.skipped) == 27, report.table()
+    frozen = {c.case_id: c.reference("closed_form_frozen") for c in with_cf}
+    report = check_scores(case_dir, frozen, target="closed_form")
+    assert report.n_failed == 9
+    assert check_scores(case_dir, frozen, target="closed_form_frozen").passed
+
+
+def test_extra_score_keys_are_ignored_and_reported(case_dir, exact_scores):
+    scores = {**exact_scores, "not-a-case": np.zeros((2, 2))}
+    report = check_scores(case_dir, scores)
+    assert report.passed and report.ignored_keys == ("not-a-case",)
+    assert "ignored 1 score keys" in report.table()
+
+
+# -- determinism -------------------------------------------------------------------------------------------
+def test_export_is_deterministic(case_dir, tmp_path):
+    first = export_cases(tmp_path / "a", cases="softmax-asam-*")
+    second = export_cases(tmp_path / "b", cases="softmax-asam-*")
+    assert first == second
+    suite = {c["id"]: c["sha256"] for c in read_manifest(case_dir)["cases"]}
+    for entry in first["cases"]:
+        assert (tmp_path / "a" / entry["file"]).read_bytes() == (tmp_path / "b" / entry["file"]).read_bytes()
+        assert entry["sha256"] == suite[entry["id"]]
+
+
+# -- corrupt, truncated, tampered and malformed files ------------------------------------------------------
+def test_tampered_case_file_is_rejected_naming_the_file(copy_dir, scores_path):
+    path = copy_dir / f"{PROBE}.npz"
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(CaseFileError, match=rf"{PROBE}\.npz: sha256 mismatch .*modified or corrupted"):
+        check_scores(copy_dir, scores_path)
+
+
+def test_truncated_case_file_is_rejected(copy_dir, scores_path):
+    path = copy_dir / f"{PROBE}.npz"
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(CaseFileError, match="sha256 mismatch"):
+        check_scores(copy_dir, scores_path)
+    _edit_manifest(copy_dir, lambda m: m["cases"][0].update(
+        sha256=hashlib.sha256(path.read_bytes()).hexdigest()))  # hash updated: content still unreadable
+    with pytest.raises(CaseFileError, match=rf"{PROBE}\.npz: unreadable \.npz"):
+        check_scores(copy_dir, scores_path)
+
+
+def test_missing_case_file_and_manifest_are_rejected(copy_dir, scores_path, tmp_path):
+    os.remove(copy_dir / f"{PROBE}.npz")
+    with pytest.raises(CaseFileError, match=rf"{PROBE}\.npz listed in the manifest is missing"):
+        check_scores(copy_dir, scores_path)
+    os.remove(copy_dir / "manifest.json")
+    with pytest.raises(CaseFileError, match="manifest.json is missing.*refsam export-cases"):
+        check_scores(copy_dir, scores_path)
+    with pytest.raises(CaseFileError, match="does not exist"):
+        check_scores(tmp_path / "nowhere", scores_path)
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (lambda m: m.update(schema_version=99), r"`schema_version` 99 is not supported"),
+    (lambda m: m.update(format="other"), r"`format` must be 'refsam-reference-cases'"),
+    (lambda m: m.update(cases=[]), r"`cases` must be a non-empty list"),
+    (lambda m: m["cases"][0].pop("n_test"),
+     r"cases\[0\] \(logistic-sam-decoupled-full\): missing field `n_test`"),
+    (lambda m: m["cases"][0]["outputs"]["trajectory"].pop("rtol"),
+     r"outputs\['trajectory'\]: missing field `rtol`"),
+    (lambda m: m["cases"][1].update(id=PROBE), r"duplicate case id"),
+    (lambda m: m["cases"][0].update(file="../x.npz"), r"`file` must be a plain file name"),
+])
+def test_malformed_manifest_is_rejected(copy_dir, scores_path, edit, message):
+    _edit_manifest(copy_dir, edit)
+    with pytest.raises(CaseFileError, match=message):
+        check_scores(copy_dir, scores_path)
+
+
+def test_manifest_that_is_not_json_is_rejected(copy_dir, scores_path):
+    (copy_dir / "manifest.json").write_text('{"format": "refsam-reference-cases", ')
+    with pytest.raises(CaseFileError, match="manifest.json: not valid JSON"):
+        check_scores(copy_dir, scores_path)
+
+
+def test_case_file_with_missing_or_misshapen_arrays_is_rejected(copy_dir, scores_path):
+    _rewrite_case(copy_dir, PROBE, lambda a: a.pop("influence_trajectory"))
+    with pytest.raises(CaseFileError, match=r"missing arrays \['influence_trajectory'\]"):
+        check_scores(copy_dir, scores_path)
+    _rewrite_case(copy_dir, PROBE, lambda a: a.update(influence_trajectory=np.zeros((3, 12))))
+    with pytest.raises(CaseFileError, match=r"array 'influence_trajectory' has shape \(3, 12\), the manifest "
+                                            r"implies \(12, 3\)"):
+        check_scores(copy_dir, scores_path)
+
+
+def test_bad_scores_files_are_rejected(case_dir, tmp_path, exact_scores):
+    with pytest.raises(CaseFileError, match="scores file .* does not exist"):
+        check_scores(case_dir, tmp_path / "absent.npz")
+    garbage = tmp_path / "garbage.npz"
+    garbage.write_bytes(b"this is not a zip file at all")
+    with pytest.raises(CaseFileError, match="not a readable .npz without pickle"):
+        check_scores(case_dir, garbage)
+    pickled = tmp_path / "pickled.npz"
+    np.savez(pickled, **{k: np.array(list(v), dtype=object) for k, v in exact_scores.items()})
+    with pytest.raises(CaseFileError, match="not a readable .npz without pickle"):
+        check_scores(case_dir, pickled)
+    single = tmp_path / "single.npy"
+    np.save(single, exact_scores[PROBE])
+    with pytest.raises(CaseFileError, match="holds a single array"):
+        check_scores(case_dir, single)
+
+
+def test_scores_with_missing_keys_or_wrong_shapes_are_rejected(case_dir, exact_scores):
+    partial = {k: v for k, v in exact_scores.items() if not k.startswith("mlp")}
+    with pytest.raises(CaseFileError, match=r"scores lacks 12 case ids: 'mlp-sam-decoupled-full'"):
+        check_scores(case_dir, partial)
+    assert check_scores(case_dir, partial, cases="softmax-*").passed  # a subset can be checked alone
+    transposed = {**exact_scores, PROBE: exact_scores[PROBE].T}
+    with pytest.raises(CaseFileError, match=rf"scores for '{PROBE}' have shape \(3, 12\), expected "
+                                            r"\(n_train, n_test\) = \(12, 3\); transpose it"):
+        check_scores(case_dir, transposed)
+    text = {**exact_scores, PROBE: np.full((12, 3), "x")}
+    with pytest.raises(CaseFileError, match="have dtype <U1, expected float64"):
+        check_scores(case_dir, text)
+    with pytest.raises(ValueError, match="`target` must be one of"):
+        check_scores(case_dir, exact_scores, target="tracin")
+    with pytest.raises(ValueError, match="matches none of the 36 cases"):
+        check_scores(case_dir, exact_scores, cases="resnet-*")
+
+
+def test_load_case_rebuilds_the_run_and_names_unknown_cases(case_dir):
+    case = load_case(case_dir, "mlp-usam-coupled-minibatch")
+    assert case.problem().regularization == "coupled" and case.sam().rule == "usam"
+    assert case.trajectory().steps == case.meta["steps"] == len(case.batches)
+    with pytest.raises(ValueError, match="has no output 'closed_form'"):
+        case.reference("closed_form")
+    with pytest.raises(CaseFileError, match="no case 'mlp-x'"):
+        load_case(case_dir, "mlp-x")
+
+
+def test_case_specs_match_the_exported_ids(case_dir):
+    assert [s.case_id for s in CASE_SPECS] == [c["id"] for c in read_manifest(case_dir)["cases"]]
+
+
+# -- the command line -------------------------------------------------------------------------------------
+def test_cli_check_green_red_and_corrupt(case_dir, scores_path, exact_scores, copy_dir, tmp_path, capsys):
+    assert main(["check", str(case_dir), "--scores", str(scores_path)]) == 0
+    out = capsys.readouterr().out
+    assert "36/36 cases passed" in out and "max abs err" in out and "spearman" in out
+    wrong = tmp_path / "wrong.npz"
+    np.savez(wrong, **{**exact_scores, PROBE: exact_scores[PROBE] * 1.001})
+    assert main(["check", str(case_dir), "--scores", str(wrong)]) == 1
+    out = capsys.readouterr().out
+    assert "35/36 cases passed" in out and f"{PROBE}" in out and "FAIL" in out
+    (copy_dir / f"{PROBE}.npz").write_bytes(b"tampered")
+    assert main(["check", str(copy_dir), "--scores", str(scores_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("refsam check: error:") and "sha256 mismatch" in err and "\n" not in err
+    assert main(["check", str(case_dir), "--scores", str(tmp_path / "absent.npz")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_cli_export_cases_writes_a_subset(tmp_path, capsys):
+    assert main(["export-cases", str(tmp_path / "out"), "--cases", "logistic-usam-*-full"]) == 0
+    assert "wrote 2 cases (1 with closed-form outputs)" in capsys.readouterr().out
+    assert sorted(os.listdir(tmp_path / "out")) == ["logistic-usam-coupled-full.npz",
+                                                    "logistic-usam-decoupled-full.npz", "manifest.json"]
+    assert main(["export-cases", str(tmp_path / "none"), "--cases", "nothing*"]) == 2
+    assert "matches no case" in capsys.readouterr().err
