@@ -443,27 +443,21 @@ def choose_subset(n: int, size: int, flipped=None, seed=0) -> np.ndarray:
 def ground_truth(fit_: Fit, X_val, y_val, subset, h: float = H_RUN, progress: bool = False) -> GroundTruth:
     """Retrain and re-solve for every j in ``subset`` (see :class:`GroundTruth`).
 
-    Cost: 3 replays of the run per point, plus 3 root solves per point when there is a root.
+    Cost: 3 replays of the run per point (:mod:`refsam.counterfactual`), plus 3 root solves per point
+    when there is a root (:mod:`refsam.resolve`).
     """
     problem = fit_.problem
     X_val, y_val = problem.model.check_data(X_val, y_val, "X_val", "y_val")
     subset = np.asarray(subset, dtype=np.int64)
     start = time.perf_counter()
-    f0 = mean_loss(problem, fit_.theta_final, X_val, y_val)
-    loo_run = np.empty(subset.size)
-    derivative_run = np.empty(subset.size)
-    report_every = max(1, subset.size // 5)
-    for r, j in enumerate(subset):
-        loo_run[r] = mean_loss(problem, retrain_without(fit_, [j]), X_val, y_val) - f0
-        f_pm = []
-        for sign in (1.0, -1.0):
-            weights = problem.weights.copy()
-            weights[j] += sign * h
-            theta = replay(problem, fit_.trajectory, weights=weights).theta_final
-            f_pm.append(mean_loss(problem, theta, X_val, y_val))
-        derivative_run[r] = (f_pm[0] - f_pm[1]) / (2 * h)
-        if progress and ((r + 1) % report_every == 0 or r + 1 == subset.size):
-            _progress(f"  ground truth: retrained {r + 1}/{subset.size} points (×3 runs)", progress)
+    from .counterfactual import finite_difference_influence as replay_differences
+    from .counterfactual import leave_one_out_replay
+
+    _progress(f"  ground truth: {subset.size} leave-one-out replays, {2 * subset.size} finite-difference "
+              f"replays", progress)
+    # per-sample validation losses (s, m) -> mean over the validation set: f = mean loss, linear in ℓ_k
+    loo_run = leave_one_out_replay(problem, fit_.trajectory, X_val, y_val, subset).mean(axis=1)
+    derivative_run = replay_differences(problem, fit_.trajectory, X_val, y_val, subset, h=h).mean(axis=1)
     derivative_root = np.full(subset.size, np.nan)
     loo_root = np.full(subset.size, np.nan)
     if fit_.fixed_point is not None and fit_.fixed_point.converged:
