@@ -16,6 +16,8 @@ def check_random_state(seed) -> np.random.Generator:
 
     This is the only place refsam creates randomness; there are no global seeds.
     """
+    if isinstance(seed, bool):
+        raise ValueError(f"`seed` must be None, an int >= 0 or a np.random.Generator, got {seed!r}")
     if seed is None or isinstance(seed, (numbers.Integral, np.integer)):
         if seed is not None and seed < 0:
             raise ValueError(f"`seed` must be None, an int >= 0 or a np.random.Generator, got {seed!r}")
@@ -79,6 +81,10 @@ def check_finite_array(name: str, value, ndim: int | None = None, shape=None) ->
 
 def check_choice(name: str, value, choices) -> str:
     """Return `value` if it is one of `choices`, or raise listing them."""
-    if value not in choices:
+    try:
+        known = value in choices
+    except TypeError:  # an unhashable value (a list, say) is not among hashable choices
+        known = False
+    if not known:
         raise ValueError(f"`{name}` must be one of {sorted(choices)}, got {value!r}")
     return value

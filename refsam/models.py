@@ -127,10 +127,12 @@ class Model:
 class LogisticRegression(Model):
     """Binary logistic regression, labels in {0, 1}; θ = (weights, bias), bias last, d = p + 1.
 
-    With x̃ = [x, 1] and logit z = x̃ᵀθ:
-        ℓ(θ)   = log(1 + e^z) − y z              (computed as logaddexp(0, z) − y z: stable)
-        ∇ℓ(θ)  = (σ(z) − y) x̃
-        ∇²ℓ(θ) = σ(z)(1 − σ(z)) x̃ x̃ᵀ
+    With x̃ = [x, 1], logit z = x̃ᵀθ and the signed logit m = (1 − 2y) z (m = z for y = 0, −z for y = 1):
+        ℓ(θ)   = log(1 + e^z) − y z = log(1 + e^m)      (computed as logaddexp(0, m))
+        ∇ℓ(θ)  = (σ(z) − y) x̃ = (1 − 2y) σ(m) x̃
+        ∇²ℓ(θ) = σ(z) σ(−z) x̃ x̃ᵀ                     (σ(z)(1 − σ(z)), without the cancellation)
+    Written in m, every term keeps full relative precision for large |z| (a confidently right point
+    has ℓ ≈ e^{−|z|}, not 0) and never overflows.
     """
 
     name = "logistic"
@@ -146,30 +148,36 @@ class LogisticRegression(Model):
         return anp.dot(X, theta[:-1]) + theta[-1]  # (n,)
 
     def losses(self, theta, X, y):
-        z = self.logits(theta, X)  # (n,)
-        return anp.logaddexp(0.0, z) - y * z
+        sign = 1.0 - 2.0 * y  # +1 for y = 0, −1 for y = 1
+        return anp.logaddexp(0.0, sign * self.logits(theta, X))  # log(1 + e^m), (n,)
 
     def predict_proba(self, theta, X) -> np.ndarray:
-        p1 = expit(self.logits(theta, X))
-        return np.stack([1.0 - p1, p1], axis=1)
+        z = self.logits(theta, X)
+        return np.stack([expit(-z), expit(z)], axis=1)
+
+    def _residual(self, theta, X, y) -> np.ndarray:
+        """σ(z) − y = (1 − 2y) σ(m), shape (n,)."""
+        sign = 1.0 - 2.0 * y
+        return sign * expit(sign * self.logits(theta, X))
+
+    def _curvature(self, theta, X) -> np.ndarray:
+        """σ(z) σ(−z) = ∂²ℓ/∂z², shape (n,)."""
+        z = self.logits(theta, X)
+        return expit(z) * expit(-z)
 
     def per_sample_grads(self, theta, X, y) -> np.ndarray:
-        residual = expit(self.logits(theta, X)) - y  # σ(z) − y, (n,)
-        return residual[:, None] * _augment(X)  # (n, p+1)
+        return self._residual(theta, X, y)[:, None] * _augment(X)  # (σ(z) − y) x̃, (n, p+1)
 
     def grad(self, theta, X, y, c) -> np.ndarray:
-        residual = expit(self.logits(theta, X)) - y
-        return _augment(X).T @ (c * residual)
+        return _augment(X).T @ (c * self._residual(theta, X, y))
 
     def hessian(self, theta, X, y, c) -> np.ndarray:
-        s = expit(self.logits(theta, X))
         Xa = _augment(X)  # (n, p+1)
-        return (Xa * (c * s * (1.0 - s))[:, None]).T @ Xa  # Σ c_i σ(1−σ) x̃ x̃ᵀ
+        return (Xa * (c * self._curvature(theta, X))[:, None]).T @ Xa  # Σ c_i σ(z)σ(−z) x̃ x̃ᵀ
 
     def hvp(self, theta, X, y, c, v) -> np.ndarray:
-        s = expit(self.logits(theta, X))
         Xa = _augment(X)
-        return Xa.T @ (c * s * (1.0 - s) * (Xa @ v))
+        return Xa.T @ (c * self._curvature(theta, X) * (Xa @ v))
 
 
 class SoftmaxRegression(Model):
@@ -270,7 +278,12 @@ class MLP(Model):
     name = "mlp"
 
     def __init__(self, sizes, activation: str = "tanh"):
-        sizes = tuple(sizes)
+        try:
+            sizes = tuple(sizes)
+        except TypeError:
+            raise ValueError(
+                f"`sizes` must be a sequence of ints (n_features, hidden..., n_classes), got {sizes!r}"
+            ) from None
         if len(sizes) < 2:
             raise ValueError(f"`sizes` must list at least (n_features, n_classes), got {sizes!r}")
         for s in sizes:

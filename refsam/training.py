@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import sys
+import zipfile
 
 import numpy as np
 
@@ -121,50 +122,108 @@ class Trajectory:
 
     # -- persistence -------------------------------------------------------------------------------
     def save(self, path) -> None:
-        """Write the trajectory to ``path`` (.npz, no pickle). Batches are stored flat with offsets."""
+        """Write the trajectory to exactly ``path`` (an .npz archive, no pickle; no suffix is added).
+
+        Batches are stored flat with offsets, so batches of different sizes round-trip exactly.
+        """
         offsets = np.cumsum([0] + [len(b) for b in self.batches]).astype(np.int64)
         flat = np.concatenate(self.batches) if self.batches else np.zeros(0, dtype=np.int64)
-        np.savez(
-            path,
-            format_version=np.array(TRAJECTORY_FORMAT_VERSION),
-            thetas=self.thetas,
-            epsilons=self.epsilons,
-            batch_indices=flat.astype(np.int64),
-            batch_offsets=offsets,
-            lrs=self.lrs,
-            weights=self.weights,
-            config_json=np.array(json.dumps(self.config, sort_keys=True)),
-        )
+        with open(path, "wb") as fh:  # a file object: np.savez would append ".npz" to a bare name
+            np.savez(
+                fh,
+                format_version=np.array(TRAJECTORY_FORMAT_VERSION),
+                thetas=self.thetas,
+                epsilons=self.epsilons,
+                batch_indices=flat.astype(np.int64),
+                batch_offsets=offsets,
+                lrs=self.lrs,
+                weights=self.weights,
+                config_json=np.array(json.dumps(self.config, sort_keys=True)),
+            )
 
     @classmethod
     def load(cls, path) -> Trajectory:
-        """Read a trajectory written by :meth:`save`. Never unpickles."""
+        """Read a trajectory written by :meth:`save`. Never unpickles.
+
+        Raises ValueError naming the file if it is not such an archive, has another format version,
+        lacks a key, or is inconsistent (shapes, batch offsets and indices, configuration).
+        """
+        where = f"trajectory file {str(path)!r}"
         try:
-            with np.load(path, allow_pickle=False) as f:
-                data = {k: f[k] for k in f.files}
-        except (OSError, ValueError) as exc:
+            archive = np.load(path, allow_pickle=False)
+            if not hasattr(archive, "files"):
+                raise ValueError("it holds a single array, not the .npz archive Trajectory.save writes")
+            with archive:
+                data = {k: archive[k] for k in archive.files}
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
             raise ValueError(f"cannot read a trajectory from {str(path)!r}: {exc}") from exc
-        required = {"format_version", "thetas", "epsilons", "batch_indices", "batch_offsets",
-                    "lrs", "weights", "config_json"}
-        missing = required - set(data)
+        missing = set(_ARRAY_KEYS) - set(data)
         if missing:
-            raise ValueError(f"trajectory file {str(path)!r} lacks keys {sorted(missing)}")
-        version = int(data["format_version"])
-        if version != TRAJECTORY_FORMAT_VERSION:
+            raise ValueError(f"{where} lacks keys {sorted(missing)}")
+        version = data["format_version"]
+        if version.shape != () or version.dtype.kind not in "iu" or int(version) != TRAJECTORY_FORMAT_VERSION:
             raise ValueError(
-                f"trajectory file {str(path)!r} has format_version {version}, this refsam reads "
+                f"{where} has format_version {version.tolist()!r}, this refsam reads "
                 f"{TRAJECTORY_FORMAT_VERSION}"
             )
+        try:
+            config = json.loads(str(data["config_json"]))
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{where} has an unreadable config_json: {exc}") from exc
+        if not isinstance(config, dict):
+            raise ValueError(f"{where}: config_json must hold a JSON object, got {type(config).__name__}")
+        missing = set(_CONFIG_KEYS) - set(config)
+        if missing:
+            raise ValueError(f"{where}: config_json lacks keys {sorted(missing)}")
+        problems = _inconsistencies(data, config)
+        if problems:
+            raise ValueError(f"{where} is inconsistent (tampered or corrupt): " + "; ".join(problems))
         offsets = data["batch_offsets"]
         flat = data["batch_indices"]
         batches = [flat[offsets[t]:offsets[t + 1]] for t in range(len(offsets) - 1)]
-        return cls(data["thetas"], data["epsilons"], batches, data["lrs"], data["weights"],
-                   json.loads(str(data["config_json"])))
+        return cls(data["thetas"], data["epsilons"], batches, data["lrs"], data["weights"], config)
 
     def __repr__(self) -> str:
         c = self.config
         return (f"Trajectory(steps={self.steps}, d={self.thetas.shape[1]}, rule={c['rule']!r}, "
                 f"rho={c['rho']}, batch_size={c['batch_size']})")
+
+
+_ARRAY_KEYS = ("format_version", "thetas", "epsilons", "batch_indices", "batch_offsets", "lrs", "weights",
+               "config_json")
+_CONFIG_KEYS = ("model", "rho", "rule", "kappa", "weight_decay", "regularization", "batch_size", "seed",
+                "steps", "n", "d", "data_sha256")
+
+
+def _inconsistencies(data: dict, config: dict) -> list:
+    """What is wrong with the arrays of a loaded trajectory, given its config (empty list: nothing)."""
+    T, d, n = config["steps"], config["d"], config["n"]
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in (T, d, n)):
+        return [f"config steps, d, n must be ints >= 0, got {T!r}, {d!r}, {n!r}"]
+    expected_shapes = {"thetas": (T + 1, d), "epsilons": (T, d), "lrs": (T,), "weights": (n,),
+                       "batch_offsets": (T + 1,)}
+    problems = [f"{key} has shape {data[key].shape}, expected {shape}"
+                for key, shape in expected_shapes.items() if data[key].shape != shape]
+    for key in ("thetas", "epsilons", "lrs", "weights"):
+        if data[key].dtype != np.float64 or not np.all(np.isfinite(data[key])):
+            problems.append(f"{key} must be finite float64")
+    if data["lrs"].size and np.any(data["lrs"] <= 0):
+        problems.append("lrs must be > 0")
+    offsets, flat = data["batch_offsets"], data["batch_indices"]
+    if offsets.dtype.kind not in "iu" or flat.dtype.kind not in "iu" or flat.ndim != 1:
+        problems.append("batch_offsets and batch_indices must be 1-D integer arrays")
+    elif not problems:
+        if offsets[0] != 0 or offsets[-1] != flat.size or np.any(np.diff(offsets) <= 0):
+            problems.append(f"batch_offsets must rise strictly from 0 to {flat.size}")
+        if flat.size and (flat.min() < 0 or flat.max() >= n):
+            problems.append(f"batch_indices must lie in 0..{n - 1}")
+    if not problems:
+        try:
+            SAM(config["rho"], config["rule"], config["kappa"])
+            model_from_spec(config["model"])
+        except (ValueError, TypeError, KeyError) as exc:
+            problems.append(f"invalid configuration ({exc})")
+    return problems
 
 
 def make_batches(n: int, steps: int, batch_size, seed) -> list:
