@@ -207,6 +207,11 @@ def _closed_form_outputs(problem, sam, trajectory, X_test, y_test):
         "closed_form_erm": _output("closed_form_erm", True, RTOL_EXACT),
         "closed_form_fd": _output("closed_form_fd", False, RTOL_CLOSED_FORM_FD, step=FD_STEP),
     }
+    outputs["closed_form"]["root"] = {
+        "array": "theta_hat", "residual": float(f"{root.residual:.3e}"),
+        "condition_number": float(f"{root.condition_number:.3e}"), "lr": lr,
+        "spectral_radius": float(f"{root.spectral_radius:.6f}"),
+    }
     status = (f"verified root: ||G(theta_hat)|| = {root.residual:.1e}, cond(dG/dtheta) = "
               f"{root.condition_number:.1e}, spectral radius of I - lr dG/dtheta = "
               f"{root.spectral_radius:.4f}")
@@ -458,6 +463,9 @@ def _load_entry(directory, entry, verify) -> ReferenceCase:
               "test_losses": (m,)}
     for output in entry["outputs"].values():
         shapes[output["array"]] = (n, m)
+        root = output.get("root")
+        if isinstance(root, dict) and isinstance(root.get("array"), str):
+            shapes[root["array"]] = (d,)
     missing = sorted((set(shapes) | {"batch_indices"}) - set(arrays))
     if missing:
         raise CaseFileError(f"case file {path}: missing arrays {missing}; re-export the cases")

@@ -1,0 +1,55 @@
+"""docs/validating.md runs verbatim: its files are written and its bash commands executed, in order, in
+an empty directory — and they end in a green check, then a red one.
+
+The only substitutions: ``refsam`` becomes ``<this python> -m refsam.cli`` and ``python`` becomes this
+interpreter, so the test runs the same commands whether or not a virtual environment is activated.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "validating.md"
+FENCE = re.compile(r"(?:<!-- file: (?P<file>[\w.]+) -->\n)?```(?P<lang>\w*)\n(?P<body>.*?)```", re.DOTALL)
+
+
+def tutorial_steps():
+    """[(kind, name, text)]: ("file", name, content) and ("bash", None, commands), in page order."""
+    steps = []
+    for match in FENCE.finditer(DOC.read_text(encoding="utf-8")):
+        if match["file"]:
+            steps.append(("file", match["file"], match["body"]))
+        elif match["lang"] == "bash":
+            steps.append(("bash", None, match["body"]))
+    return steps
+
+
+def _localise(command: str) -> str:
+    command = re.sub(r"^refsam ", f"{sys.executable} -m refsam.cli ", command, flags=re.MULTILINE)
+    return re.sub(r"^python ", f"{sys.executable} ", command, flags=re.MULTILINE)
+
+
+def test_tutorial_commands_run_verbatim_and_end_green_then_red(tmp_path):
+    steps = tutorial_steps()
+    commands = "".join(text for kind, _, text in steps if kind == "bash")
+    assert "refsam export-cases cases" in commands and "refsam check cases --scores scores.npz" in commands
+    assert [name for kind, name, _ in steps if kind == "file"] == ["my_scores.py", "perturb.py"]
+    outputs = []
+    for kind, name, text in steps:
+        if kind == "file":
+            (tmp_path / name).write_text(text, encoding="utf-8")
+            continue
+        result = subprocess.run(["bash", "-e", "-c", _localise(text)], cwd=tmp_path, capture_output=True,
+                                text=True, timeout=300)
+        assert result.returncode == 0, (text, result.stdout, result.stderr)
+        outputs.append(result.stdout)
+    export, green, red = outputs
+    assert "wrote 36 cases" in export
+    assert "36/36 cases passed (target: trajectory)" in green and "FAIL" not in green
+    assert "35/36 cases passed" in red and "1 FAILED" in red
+    assert "exit status 1: the check failed, as it should" in red
+    row = next(line for line in red.splitlines() if line.startswith("logistic-sam-decoupled-full "))
+    assert "FAIL" in row and "1.000e-03" in row
