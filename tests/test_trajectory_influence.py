@@ -1,0 +1,263 @@
+"""Trajectory influence (SPEC §4, §5): the exact methods agree with each other and with retraining.
+
+Oracle ladder: adjoint = forward = autograd through the whole training loop (≤ 1e-9) on hypothesis-
+generated runs; = central finite differences of replaying the run (≤ 1e-5), also in the coupled
+2-cycle regime; → the closed form of a converged, stable full-batch run as T grows; leave-one-out
+replays for the approximations.
+"""
+
+import numpy as np
+import pytest
+from autograd import grad as ag_grad
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import refsam
+from refsam.counterfactual import finite_difference_influence, leave_one_out_replay
+from refsam.fixed_point import residual_map, solve_fixed_point
+from refsam.trajectory_influence import (
+    APPROXIMATE_METHODS,
+    trajectory_influence,
+    trajectory_parameter_influence,
+)
+
+RTOL_EXACT = 1e-9  # adjoint / forward / autodiff: one derivative, float64 sums in different orders
+RTOL_FD = 1e-5  # central differences, h = 1e-4: truncation O(h²) ~ 1e-8 plus rounding ~1e-12 relative
+RTOL_CLOSED_FORM = 1e-6  # SPEC §5.4: trajectory → closed form once the run has reached the root
+FD_STEP = 1e-4
+
+
+def rel_err(a, b) -> float:
+    """SPEC §5: ‖a − b‖_∞ / max(‖b‖_∞, 1e-300)."""
+    return float(np.max(np.abs(np.asarray(a) - np.asarray(b))) / max(np.max(np.abs(b)), 1e-300))
+
+
+def spearman(a, b) -> float:
+    ra = np.argsort(np.argsort(a)).astype(float)
+    rb = np.argsort(np.argsort(b)).astype(float)
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def assert_not_trivial(values):
+    """Guard: the influence must be neither all zero nor constant across training points."""
+    values = np.asarray(values)
+    assert np.max(np.abs(values)) > 1e-8
+    assert np.ptp(values, axis=0).max() > 1e-8
+
+
+# -- strategies -------------------------------------------------------------------------------------
+
+MODELS = {
+    "logistic": lambda p: (refsam.LogisticRegression(), 2),
+    "softmax": lambda p: (refsam.SoftmaxRegression(3), 3),
+    "mlp": lambda p: (refsam.MLP((p, 3, 2), activation="tanh"), 2),
+}
+
+
+@st.composite
+def recorded_runs(draw, max_steps=8):
+    """A tiny recorded SAM run: (problem, trajectory, X_test, y_test).
+
+    Covers every rule, both regularisation modes, full batch and minibatches (including a smaller last
+    batch when batch_size does not divide n), constant and per-step learning rates, and non-unit
+    sample weights. Sizes stay tiny (n ≤ 14, d ≤ 15, T ≤ 8) so the autograd oracle is quick.
+    """
+    model_name = draw(st.sampled_from(sorted(MODELS)))
+    n = draw(st.integers(8, 14))
+    p = draw(st.integers(2, 3))
+    model, n_classes = MODELS[model_name](p)
+    seed = draw(st.integers(0, 2**16))
+    X, y, _ = refsam.make_gaussian_classification(n=n + 3, n_features=p, n_classes=n_classes,
+                                                  separation=1.0, seed=seed)
+    weights = None
+    if draw(st.booleans()):
+        weights = np.random.default_rng(seed).uniform(0.5, 1.5, size=n)
+    problem = refsam.Problem(model, X[:n], y[:n], weight_decay=draw(st.sampled_from([0.0, 0.01, 0.1])),
+                             weights=weights, regularization=draw(st.sampled_from(["decoupled", "coupled"])))
+    sam = refsam.SAM(draw(st.sampled_from([0.0, 0.05, 0.2])), draw(st.sampled_from(["sam", "usam", "asam"])))
+    steps = draw(st.integers(3, max_steps))
+    lr = draw(st.one_of(st.floats(0.05, 0.5),
+                        st.lists(st.floats(0.05, 0.5), min_size=steps, max_size=steps).map(np.array)))
+    batch_size = draw(st.one_of(st.none(), st.integers(3, n - 1)))
+    trajectory = refsam.train(problem, sam, lr, steps, batch_size=batch_size, seed=seed)
+    return problem, trajectory, X[n:], y[n:]
+
+
+# -- exact methods agree ------------------------------------------------------------------------------
+
+@given(run=recorded_runs())
+def test_adjoint_equals_forward_equals_autodiff(run):
+    problem, trajectory, X_test, y_test = run
+    autodiff = trajectory_influence(problem, trajectory, X_test, y_test, method="autodiff")
+    adjoint = trajectory_influence(problem, trajectory, X_test, y_test, method="adjoint")
+    forward = trajectory_influence(problem, trajectory, X_test, y_test, method="forward")
+    assert adjoint.shape == (problem.n, len(y_test))
+    assert_not_trivial(autodiff)
+    assert rel_err(adjoint, autodiff) <= RTOL_EXACT
+    assert rel_err(forward, autodiff) <= RTOL_EXACT
+
+
+@settings(max_examples=6)
+@given(run=recorded_runs(max_steps=5))
+def test_parameter_target_equals_autodiff_jacobian(run):
+    problem, trajectory, _, _ = run
+    autodiff = trajectory_parameter_influence(problem, trajectory, method="autodiff")  # (n, d)
+    assert autodiff.shape == (problem.n, problem.d)
+    assert_not_trivial(autodiff)
+    for method in ("adjoint", "forward"):
+        got = trajectory_parameter_influence(problem, trajectory, method=method)
+        assert rel_err(got, autodiff) <= RTOL_EXACT, method
+
+
+def _logistic_run(rule="sam", regularization="decoupled", batch_size=None, steps=12, n=12, rho=0.1,
+                  weight_decay=0.05, lr=0.4, seed=3, p=3):
+    X, y, _ = refsam.make_gaussian_classification(n=n + 4, n_features=p, seed=seed)
+    problem = refsam.Problem(refsam.LogisticRegression(), X[:n], y[:n], weight_decay=weight_decay,
+                             regularization=regularization)
+    trajectory = refsam.train(problem, refsam.SAM(rho, rule), lr, steps, batch_size=batch_size, seed=seed)
+    return problem, trajectory, X[n:], y[n:]
+
+
+@pytest.mark.parametrize("rule", ["sam", "usam", "asam"])
+@pytest.mark.parametrize("regularization", ["decoupled", "coupled"])
+def test_adjoint_equals_replay_finite_differences(rule, regularization):
+    problem, trajectory, X_test, y_test = _logistic_run(rule, regularization, batch_size=5)
+    adjoint = trajectory_influence(problem, trajectory, X_test, y_test)
+    fd = finite_difference_influence(problem, trajectory, X_test, y_test, h=FD_STEP)
+    assert_not_trivial(fd)
+    assert rel_err(adjoint, fd) <= RTOL_FD
+
+
+def test_exact_in_the_coupled_two_cycle_regime():
+    """Coupled SAM, full batch, strictly convex F + r: no fixed point, the run ends in a 2-cycle —
+    and the trajectory influence is still the exact derivative of that run."""
+    problem, trajectory, X_test, y_test = _logistic_run("sam", "coupled", steps=400, n=16, rho=0.1,
+                                                        weight_decay=0.1, lr=0.5)
+    thetas = trajectory.thetas
+    two_step = np.linalg.norm(thetas[-1] - thetas[-3])
+    one_step = np.linalg.norm(thetas[-1] - thetas[-2])
+    assert one_step > 1e-2 and two_step < 1e-12, (one_step, two_step)  # θ_T = θ_{T−2} ≠ θ_{T−1}
+    adjoint = trajectory_influence(problem, trajectory, X_test, y_test)
+    fd = finite_difference_influence(problem, trajectory, X_test, y_test, h=FD_STEP)
+    assert_not_trivial(fd)
+    assert rel_err(adjoint, fd) <= RTOL_FD
+
+
+def test_derivative_is_taken_at_the_recorded_weights():
+    """A run recorded with weights w⁰ ≠ 1 is differentiated at w⁰, whatever the problem's weights."""
+    X, y, _ = refsam.make_gaussian_classification(n=14, n_features=3, seed=5)
+    weights = np.linspace(0.5, 1.5, 12)
+    weighted = refsam.Problem(refsam.LogisticRegression(), X[:12], y[:12], 0.05, weights)
+    trajectory = refsam.train(weighted, refsam.SAM(0.1), 0.4, 6, batch_size=5)
+    unit = weighted.with_weights(None)
+    expected = trajectory_influence(weighted, trajectory, X[12:], y[12:], method="autodiff")
+    assert rel_err(trajectory_influence(unit, trajectory, X[12:], y[12:]), expected) <= RTOL_EXACT
+    assert rel_err(finite_difference_influence(unit, trajectory, X[12:], y[12:]), expected) <= RTOL_FD
+
+
+# -- approximations ---------------------------------------------------------------------------------
+
+def test_approximations_match_an_independent_autograd_sum():
+    """first_order / tracin (perturbed and unperturbed) = −Σ_t η_t/|B_t| ∇ℓ_j(x_t)ᵀ ∇f(y_t) computed
+    here with autograd per training point, no batching tricks."""
+    X, y, _ = refsam.make_gaussian_classification(n=13, n_features=3, n_classes=3, seed=2)
+    problem = refsam.Problem(refsam.MLP((3, 4, 3)), X[:10], y[:10], 0.01)
+    trajectory = refsam.train(problem, refsam.SAM(0.1, "asam"), 0.3, 5, batch_size=4, seed=1)
+    X_test, y_test = X[10:], y[10:]
+
+    def loss_grad(theta, x, label):
+        return ag_grad(lambda t: problem.model.losses(t, x[None], np.array([label]))[0])(theta)
+
+    for method in APPROXIMATE_METHODS:
+        perturbed = not method.endswith("unperturbed")
+        expected = np.zeros((problem.n, len(y_test)))
+        for t, idx in enumerate(trajectory.batches):
+            x_t = trajectory.perturbed[t] if perturbed else trajectory.thetas[t]
+            test_point = x_t if method.startswith("tracin") else trajectory.theta_final
+            for j in idx:
+                for k in range(len(y_test)):
+                    test_grad = loss_grad(test_point, X_test[k], y_test[k])
+                    expected[j, k] -= trajectory.lrs[t] / len(idx) * loss_grad(x_t, X[j], y[j]) @ test_grad
+        got = trajectory_influence(problem, trajectory, X_test, y_test, method=method)
+        assert_not_trivial(got)
+        assert rel_err(got, expected) <= RTOL_EXACT, method
+
+
+def test_first_order_is_exact_for_one_plain_gradient_step():
+    """T = 1 and ρ = 0: A_0 never acts and the inner term vanishes, so first_order = exact."""
+    problem, trajectory, X_test, y_test = _logistic_run(rho=0.0, steps=1)
+    exact = trajectory_influence(problem, trajectory, X_test, y_test, method="autodiff")
+    for method in ("first_order", "first_order_unperturbed"):
+        got = trajectory_influence(problem, trajectory, X_test, y_test, method=method)
+        assert rel_err(got, exact) <= RTOL_EXACT, method
+
+
+def test_leave_one_out_spearman_of_each_method(record_property):
+    """Exact trajectory influence ranks the actual leave-one-out changes of a small smooth problem;
+    the approximations' Spearman correlations are recorded (docs/trajectory.md has the full table)."""
+    problem, trajectory, X_test, y_test = _logistic_run("sam", "decoupled", batch_size=10, steps=60, n=40,
+                                                        rho=0.05, weight_decay=0.01, lr=0.3, p=4, seed=7)
+    actual = leave_one_out_replay(problem, trajectory, X_test, y_test).mean(axis=1)  # mean test loss
+    correlations = {}
+    for method in ("adjoint",) + APPROXIMATE_METHODS:
+        predicted = -trajectory_influence(problem, trajectory, X_test, y_test, method=method).mean(axis=1)
+        correlations[method] = spearman(predicted, actual)
+        record_property(f"spearman_{method}", correlations[method])
+    print("leave-one-out Spearman:", {k: round(v, 4) for k, v in correlations.items()})
+    assert_not_trivial(actual[:, None])
+    assert correlations["adjoint"] >= 0.95
+    assert all(c > 0 for c in correlations.values())  # every approximation at least points the right way
+
+
+# -- the closed form as T grows ---------------------------------------------------------------------
+
+def test_converges_to_the_closed_form_of_a_stable_root():
+    """Full batch, decoupled, a stable root: the trajectory derivative → the IFT derivative as T → ∞."""
+    X, y, _ = refsam.make_gaussian_classification(n=24, n_features=3, seed=0)
+    problem = refsam.Problem(refsam.LogisticRegression(), X[:20], y[:20], weight_decay=0.05)
+    sam = refsam.SAM(0.05)
+    X_test, y_test = X[20:], y[20:]
+    errors, residuals = [], []
+    for steps in (25, 50, 100, 200, 400, 800):
+        trajectory = refsam.train(problem, sam, 0.5, steps)
+        root = solve_fixed_point(problem, sam, trajectory.theta_final, lr=0.5)
+        assert root.spectral_radius < 1  # a stable root: full-batch SAM converges to it
+        closed = refsam.hessian_influence(problem, sam, root.theta, X_test, y_test)
+        errors.append(rel_err(trajectory_influence(problem, trajectory, X_test, y_test), closed))
+        residuals.append(np.linalg.norm(residual_map(problem, sam, trajectory.theta_final)))
+    print("T = 25..800: rel. err", [f"{e:.1e}" for e in errors], "residual", [f"{r:.1e}" for r in residuals])
+    assert all(later < earlier for earlier, later in zip(errors, errors[1:]))
+    assert residuals[-1] <= 1e-10
+    for err, residual in zip(errors, residuals):
+        if residual <= 1e-10:
+            assert err <= RTOL_CLOSED_FORM
+
+
+# -- inputs ---------------------------------------------------------------------------------------------
+
+def test_bad_inputs_raise_with_pinned_messages():
+    problem, trajectory, X_test, y_test = _logistic_run(steps=3)
+    other = refsam.Problem(problem.model, problem.X, problem.y, weight_decay=0.5)
+    with pytest.raises(ValueError, match=r"`problem` does not match the trajectory: weight_decay 0.5"):
+        trajectory_influence(other, trajectory, X_test, y_test)
+    with pytest.raises(ValueError, match=r"`method` must be one of \['adjoint', 'forward', 'autodiff'"):
+        trajectory_influence(problem, trajectory, X_test, y_test, method="newton")
+    with pytest.raises(ValueError, match=r"`method` must be one of \['adjoint', 'forward', 'autodiff'\]"):
+        trajectory_parameter_influence(problem, trajectory, method="tracin")
+    with pytest.raises(ValueError, match=r"`X_test` must have shape \(m >= 1, 3\) like the training data"):
+        trajectory_influence(problem, trajectory, X_test[:, :2], y_test)
+    with pytest.raises(ValueError, match=r"`y_test` must have shape \(4,\)"):
+        trajectory_influence(problem, trajectory, X_test, y_test[:2])
+    with pytest.raises(ValueError, match=r"`trajectory` must be a refsam.Trajectory, got ndarray"):
+        trajectory_influence(problem, trajectory.thetas, X_test, y_test)
+    with pytest.raises(ValueError, match=r"`problem` must be a refsam.Problem, got str"):
+        trajectory_influence("problem", trajectory, X_test, y_test)
+
+
+def test_hyphenated_method_names_and_progress(capsys):
+    problem, trajectory, X_test, y_test = _logistic_run(steps=10)
+    a = trajectory_influence(problem, trajectory, X_test, y_test, method="first-order")
+    b = trajectory_influence(problem, trajectory, X_test, y_test, method="first_order")
+    np.testing.assert_array_equal(a, b)
+    trajectory_influence(problem, trajectory, X_test, y_test, progress=True)
+    assert "adjoint: step 10/10" in capsys.readouterr().err
