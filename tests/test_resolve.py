@@ -1,0 +1,142 @@
+"""The re-solving ground truth (SPEC §5): finite differences and leave-one-out of the SAM root.
+
+Oracles independent of refsam's root finder: scipy.optimize.minimize on the weighted ERM objective
+(ρ = 0), Koh–Liang with autograd Hessians (ρ = 0), and long SAM training runs with w_j = 0.
+"""
+
+import autograd
+import numpy as np
+import pytest
+import scipy.optimize
+
+import refsam
+import refsam.resolve as resolve
+from refsam.fixed_point import FixedPointError, solve_fixed_point
+from refsam.resolve import finite_difference_influence, finite_difference_parameters, leave_one_out
+
+RTOL_REFIT = 1e-7  # BFGS to gtol 1e-12 vs Newton to ‖G‖ 1e-16: test-loss changes agree to ~1e-9
+RTOL_FD_VS_EXACT = 1e-6  # central differences, h = 1e-4: truncation O(h²)
+
+
+def rel_err(a, b):
+    return np.max(np.abs(np.asarray(a) - np.asarray(b))) / max(np.max(np.abs(b)), 1e-300)
+
+
+@pytest.fixture(scope="module")
+def logistic():
+    X, y, _ = refsam.make_gaussian_classification(n=60, n_features=3, seed=4)
+    X_test, y_test, _ = refsam.make_gaussian_classification(n=7, n_features=3, seed=5)
+    problem = refsam.Problem(refsam.LogisticRegression(), X, y, weight_decay=0.05)
+    return problem, X_test, y_test
+
+
+def test_leave_one_out_at_rho_zero_equals_an_independent_refit(logistic):
+    """ρ = 0: the re-solved root is argmin (1/n) Σ_{i≠j} ℓ_i + (λ/2)‖θ‖² (note 1/n: w_j = 0, n fixed)."""
+    problem, X_test, y_test = logistic
+    gd = refsam.SAM(0.0)
+    root = solve_fixed_point(problem, gd, np.zeros(problem.d))
+    indices = np.array([0, 13, 59])
+    actual = leave_one_out(problem, gd, root, X_test, y_test, indices)
+
+    def refit(weights):
+        def objective(t):
+            return problem.objective(t, None, weights) + problem.regularizer(t)
+        result = scipy.optimize.minimize(objective, np.zeros(problem.d), jac=autograd.grad(objective),
+                                         method="BFGS", options={"gtol": 1e-12})
+        return result.x
+
+    base = problem.model.losses(refit(np.ones(problem.n)), X_test, y_test)
+    for row, j in enumerate(indices):
+        weights = np.ones(problem.n)
+        weights[j] = 0.0
+        expected = problem.model.losses(refit(weights), X_test, y_test) - base
+        assert rel_err(actual[row], expected) <= RTOL_REFIT
+    assert np.min(np.abs(actual)) > 0  # removals change every test loss
+
+
+def test_leave_one_out_under_sam_equals_training_to_convergence_without_the_point(logistic):
+    """Decoupled SAM at a stable root: a long full-batch run with w_j = 0 lands on the re-solved root."""
+    problem, X_test, y_test = logistic
+    sam = refsam.SAM(0.05, "sam")
+    root = solve_fixed_point(problem, sam, problem.init_params(0), lr=0.5)
+    assert root.stable
+    indices = np.array([2, 31])
+    actual = leave_one_out(problem, sam, root, X_test, y_test, indices)
+    base = problem.model.losses(refsam.train(problem, sam, lr=0.5, steps=3000).theta_final, X_test, y_test)
+    for row, j in enumerate(indices):
+        weights = np.ones(problem.n)
+        weights[j] = 0.0
+        run = refsam.train(problem.with_weights(weights), sam, lr=0.5, steps=3000)
+        expected = problem.model.losses(run.theta_final, X_test, y_test) - base
+        assert rel_err(actual[row], expected) <= 1e-8
+
+
+def test_finite_differences_at_rho_zero_equal_koh_liang(logistic):
+    problem, X_test, y_test = logistic
+    gd = refsam.SAM(0.0)
+    root = solve_fixed_point(problem, gd, np.zeros(problem.d)).theta
+    H = autograd.hessian(lambda t: problem.objective(t))(root) + problem.weight_decay * np.eye(problem.d)
+    train_grads = autograd.jacobian(lambda t: problem.losses(t))(root)  # (n, d)
+    test_grads = autograd.jacobian(lambda t: problem.model.losses(t, X_test, y_test))(root)  # (m, d)
+    d_theta = -np.linalg.solve(H, train_grads.T).T / problem.n  # (n, d)
+    indices = np.array([4, 8])
+    fd_theta = finite_difference_parameters(problem, gd, root, indices)
+    assert rel_err(fd_theta, d_theta[indices]) <= RTOL_FD_VS_EXACT
+    fd = finite_difference_influence(problem, gd, root, X_test, y_test, indices)
+    assert rel_err(fd, (d_theta @ test_grads.T)[indices]) <= RTOL_FD_VS_EXACT
+
+
+def test_any_subset_of_indices_gives_the_matching_rows(logistic):
+    problem, X_test, y_test = logistic
+    sam = refsam.SAM(0.05, "asam")
+    root = solve_fixed_point(problem, sam, problem.init_params(0))
+    full = finite_difference_influence(problem, sam, root, X_test, y_test)
+    assert full.shape == (problem.n, len(y_test))
+    subset = np.array([17, 3, 17])
+    np.testing.assert_array_equal(finite_difference_influence(problem, sam, root, X_test, y_test, subset),
+                                  full[subset])
+    loo = leave_one_out(problem, sam, root, X_test, y_test)
+    np.testing.assert_array_equal(leave_one_out(problem, sam, root, X_test, y_test, subset), loo[subset])
+    # removal (Δw_j = −1) and the derivative agree in sign and roughly in size for most entries
+    assert np.mean(np.sign(loo) == -np.sign(full)) > 0.95
+
+
+def test_starting_point_is_polished_so_a_slightly_off_root_gives_the_same_answer(logistic):
+    problem, X_test, y_test = logistic
+    sam = refsam.SAM(0.05, "sam")
+    root = solve_fixed_point(problem, sam, problem.init_params(0)).theta
+    indices = np.array([1, 2])
+    exact = leave_one_out(problem, sam, root, X_test, y_test, indices)
+    nearby = leave_one_out(problem, sam, root + 1e-7, X_test, y_test, indices)
+    assert rel_err(nearby, exact) <= 1e-9
+
+
+def test_a_failed_re_solve_names_the_training_point(logistic, monkeypatch):
+    problem, X_test, y_test = logistic
+    sam = refsam.SAM(0.05, "sam")
+    root = solve_fixed_point(problem, sam, problem.init_params(0)).theta
+    real = resolve.solve_fixed_point
+
+    def failing_when_a_weight_is_zero(problem, sam, theta0, weights=None, **kwargs):
+        if weights is not None and np.any(weights == 0):
+            raise FixedPointError("no root of G", residual=0.5, reason="test")
+        return real(problem, sam, theta0, weights=weights, **kwargs)
+
+    monkeypatch.setattr(resolve, "solve_fixed_point", failing_when_a_weight_is_zero)
+    with pytest.raises(FixedPointError, match=r"re-solving the root with w_9 = 0 failed: no root") as info:
+        leave_one_out(problem, sam, root, X_test, y_test, [9])
+    assert info.value.residual == 0.5
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"indices": [60]}, r"`indices` must lie in 0..59, got values in 60..60"),
+    ({"indices": []}, r"`indices` must be a non-empty 1-d array of ints"),
+    ({"indices": [0.5]}, r"`indices` must be a non-empty 1-d array of ints"),
+    ({"h": 0.0}, r"`h` must be a finite number > 0, got 0.0"),
+    ({"theta_hat": np.zeros(2)}, r"`theta_hat` must have shape \(4\), got \(2,\)"),
+])
+def test_invalid_arguments_name_argument_expected_and_got(logistic, kwargs, message):
+    problem, X_test, y_test = logistic
+    args = {"theta_hat": np.zeros(problem.d), **kwargs}
+    with pytest.raises(ValueError, match=message):
+        finite_difference_influence(problem, refsam.SAM(0.0), X_test=X_test, y_test=y_test, **args)
