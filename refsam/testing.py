@@ -1,0 +1,166 @@
+"""Hypothesis strategies for refsam's domain: small problems, SAM rules and recorded runs.
+
+These are a public asset for anyone testing refsam or checking a port of it against refsam: each
+strategy is named for what it draws, bounded (small n, p and d; bounded float entries, so every draw
+runs in milliseconds and no draw overflows), and seeded (randomness that hypothesis does not draw
+element by element comes from a drawn integer seed through ``np.random.default_rng``; under
+hypothesis's derandomized ``ci`` profile every run draws the same examples).
+
+This module imports ``hypothesis`` (the ``test`` extra: ``pip install "refsam[test]"``). ``import refsam``
+never imports it, so the runtime dependencies stay numpy, scipy and autograd.
+
+Strategies
+----------
+``problems(...)``       a :class:`~refsam.Problem`: logistic, softmax or MLP model, X with bounded
+                        entries, valid labels, λ, regularisation mode, optional sample weights.
+``sam_configs(...)``    a :class:`~refsam.SAM`: rule, ρ, κ.
+``trajectories(...)``   a pair ``(problem, trajectory)``: a short recorded :func:`~refsam.train` run.
+
+Helper
+------
+``rel_err(a, b)``       SPEC's relative error ‖a − b‖_∞ / max(‖b‖_∞, 1e-300).
+
+Example
+-------
+>>> from hypothesis import given
+>>> from refsam.testing import problems, sam_configs
+>>> @given(problems(kinds=("logistic",)), sam_configs(rules=("sam",), min_rho=0.01))
+... def test_sam_radius(problem, sam): ...
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+try:
+    from hypothesis import assume
+    from hypothesis import strategies as st
+    from hypothesis.extra.numpy import arrays
+except ImportError as exc:  # pragma: no cover - exercised only without the test extra
+    raise ImportError(
+        'refsam.testing needs hypothesis; install the test extra: pip install "refsam[test]"'
+    ) from exc
+
+from .models import _ACTIVATIONS, MLP, LogisticRegression, SoftmaxRegression
+from .objective import REGULARIZATION_MODES, Problem
+from .sam import RULES, SAM
+from .training import train
+
+__all__ = ["MODEL_KINDS", "problems", "rel_err", "sam_configs", "trajectories"]
+
+MODEL_KINDS = ("logistic", "softmax", "mlp")
+ACTIVATIONS = tuple(sorted(_ACTIVATIONS))
+
+
+def rel_err(a, b) -> float:
+    """SPEC §5: rel_err(a, b) = ‖a − b‖_∞ / max(‖b‖_∞, 1e-300); ``b`` is the reference."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    return float(np.max(np.abs(a - b), initial=0.0) / max(np.max(np.abs(b), initial=0.0), 1e-300))
+
+
+def _bounded_floats(low: float, high: float):
+    """Finite float64 in [low, high], no subnormals (they only test the FPU, not refsam)."""
+    return st.floats(low, high, allow_nan=False, allow_infinity=False, allow_subnormal=False, width=64)
+
+
+@st.composite
+def problems(draw, kinds=MODEL_KINDS, min_n: int = 2, max_n: int = 10, max_features: int = 3,
+             max_classes: int = 3, max_abs_x: float = 2.0, weight_decays=(0.0, 1e-2, 0.1),
+             regularizations=REGULARIZATION_MODES, weighted=None, activations=ACTIVATIONS,
+             max_depth: int = 2, max_width: int = 3) -> Problem:
+    """A small random :class:`~refsam.Problem`.
+
+    Parameters
+    ----------
+    kinds : subset of ("logistic", "softmax", "mlp")
+        Model families to draw from. MLPs get 1..``max_depth`` hidden layers of width 1..``max_width``
+        and an activation from ``activations``.
+    min_n, max_n : int
+        Range of the number of training points n.
+    max_features : int
+        p is drawn from 1..max_features.
+    max_classes : int
+        K for softmax and MLP is drawn from 2..max_classes (logistic is always binary).
+    max_abs_x : float
+        Entries of X lie in [−max_abs_x, max_abs_x].
+    weight_decays : sequence of float
+        λ is drawn from these values.
+    regularizations : subset of ("decoupled", "coupled")
+    weighted : bool or None
+        True: sample weights w_i drawn from [0, 2]; False: all ones; None: either.
+    """
+    kind = draw(st.sampled_from(kinds))
+    n = draw(st.integers(min_n, max_n))
+    p = draw(st.integers(1, max_features))
+    n_classes = 2 if kind == "logistic" else draw(st.integers(2, max_classes))
+    if kind == "logistic":
+        model = LogisticRegression()
+    elif kind == "softmax":
+        model = SoftmaxRegression(n_classes)
+    else:
+        hidden = draw(st.lists(st.integers(1, max_width), min_size=1, max_size=max_depth))
+        model = MLP((p, *hidden, n_classes), activation=draw(st.sampled_from(activations)))
+    X = draw(arrays(np.float64, (n, p), elements=_bounded_floats(-max_abs_x, max_abs_x)))
+    y = draw(arrays(np.int64, (n,), elements=st.integers(0, n_classes - 1)))
+    weight_decay = draw(st.sampled_from(weight_decays))
+    regularization = draw(st.sampled_from(regularizations))
+    if weighted is None:
+        weighted = draw(st.booleans())
+    weights = draw(arrays(np.float64, (n,), elements=_bounded_floats(0.0, 2.0))) if weighted else None
+    return Problem(model, X, y, weight_decay=weight_decay, weights=weights, regularization=regularization)
+
+
+@st.composite
+def sam_configs(draw, rules=RULES, min_rho: float = 0.0, max_rho: float = 0.3,
+                min_kappa: float = 1e-3, max_kappa: float = 1.0) -> SAM:
+    """A :class:`~refsam.SAM` with rule from ``rules``, ρ in [min_rho, max_rho], κ in [min_kappa, max_kappa].
+
+    Pass ``min_rho > 0`` when the property needs a genuine perturbation (‖ε‖ = ρ, say); with the
+    default ``min_rho = 0`` the boundary ρ = 0 (plain (S)GD) is among the draws.
+    """
+    rule = draw(st.sampled_from(rules))
+    rho = draw(_bounded_floats(min_rho, max_rho))
+    kappa = draw(_bounded_floats(min_kappa, max_kappa))
+    return SAM(rho, rule, kappa)
+
+
+@st.composite
+def trajectories(draw, problem_strategy=None, sam_strategy=None, min_steps: int = 1, max_steps: int = 5,
+                 max_lr: float = 0.3, per_step_lr=None, minibatch=None):
+    """``(problem, trajectory)``: a short recorded SAM run on a drawn problem.
+
+    Parameters
+    ----------
+    problem_strategy, sam_strategy : strategies, optional
+        Default :func:`problems` and :func:`sam_configs`.
+    min_steps, max_steps : int
+        Range of T.
+    max_lr : float
+        η is drawn from [1e-3, max_lr] (constant) or, with ``per_step_lr``, one value per step.
+    per_step_lr : bool or None
+        True: a per-step array η_t; False: a constant; None: either.
+    minibatch : bool or None
+        True: a batch size in 1..n (seeded per-epoch shuffles, possibly a smaller last batch);
+        False: full batch; None: either.
+
+    Draws where a batch gradient is exactly zero under the SAM/ASAM rule (ε undefined, refsam raises
+    :class:`~refsam.ZeroGradientError`) or the run diverges are rejected, not returned.
+    """
+    problem = draw(problems() if problem_strategy is None else problem_strategy)
+    sam = draw(sam_configs() if sam_strategy is None else sam_strategy)
+    steps = draw(st.integers(min_steps, max_steps))
+    if per_step_lr is None:
+        per_step_lr = draw(st.booleans())
+    if per_step_lr:
+        lr = draw(arrays(np.float64, (steps,), elements=_bounded_floats(1e-3, max_lr)))
+    else:
+        lr = draw(_bounded_floats(1e-3, max_lr))
+    if minibatch is None:
+        minibatch = draw(st.booleans())
+    batch_size = draw(st.integers(1, problem.n)) if minibatch else None
+    seed = draw(st.integers(0, 2**16))
+    try:
+        trajectory = train(problem, sam, lr, steps, batch_size=batch_size, seed=seed)
+    except FloatingPointError:  # ZeroGradientError (ε undefined) or divergence: discard this draw
+        assume(False)
+    return problem, trajectory
