@@ -16,9 +16,15 @@ Strategies
 ``sam_configs(...)``    a :class:`~refsam.SAM`: rule, ρ, κ.
 ``trajectories(...)``   a pair ``(problem, trajectory)``: a short recorded :func:`~refsam.train` run.
 
-Helper
-------
+``influence_problems(...)``  an :class:`InfluenceProblem` (problem, sam, trajectory, X_test, y_test):
+                        a drawn run plus test points — everything an influence method takes.
+``suite_cases(pattern)`` one of the oracle kit's 36 reference-case configurations, as an InfluenceProblem.
+
+Helpers
+-------
 ``rel_err(a, b)``       SPEC's relative error ‖a − b‖_∞ / max(‖b‖_∞, 1e-300).
+``assert_influence_close(actual, desired, rtol, atol, err_msg)``  the ``refsam check`` criterion as
+                        an assertion, with a diagnosis on failure (worst entries, sign, scale, shape).
 
 Example
 -------
@@ -29,6 +35,8 @@ Example
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import numpy as np
 
@@ -44,9 +52,19 @@ except ImportError as exc:  # pragma: no cover - exercised only without the test
 from .models import _ACTIVATIONS, MLP, LogisticRegression, SoftmaxRegression
 from .objective import REGULARIZATION_MODES, Problem
 from .sam import RULES, SAM
-from .training import train
+from .training import Trajectory, train
 
-__all__ = ["MODEL_KINDS", "problems", "rel_err", "sam_configs", "trajectories"]
+__all__ = [
+    "MODEL_KINDS",
+    "InfluenceProblem",
+    "assert_influence_close",
+    "influence_problems",
+    "problems",
+    "rel_err",
+    "sam_configs",
+    "suite_cases",
+    "trajectories",
+]
 
 MODEL_KINDS = ("logistic", "softmax", "mlp")
 ACTIVATIONS = tuple(sorted(_ACTIVATIONS))
@@ -164,3 +182,120 @@ def trajectories(draw, problem_strategy=None, sam_strategy=None, min_steps: int 
     except FloatingPointError:  # ZeroGradientError (ε undefined) or divergence: discard this draw
         assume(False)
     return problem, trajectory
+
+
+# -- comparing influence scores (the oracle kit) --------------------------------------------------------
+MAX_WORST_ENTRIES = 5  # entries listed in a failure message
+
+
+def assert_influence_close(actual, desired, rtol: float = 1e-7, atol: float = 0.0, err_msg: str = "") -> None:
+    """Assert that influence scores match a reference, with a diagnosis when they do not.
+
+    Passes iff ``max|actual − desired| ≤ atol + rtol · max|desired|`` — the criterion of
+    ``refsam check`` (SPEC §5's rel_err over the whole array, so tiny entries need no special care).
+    ``desired`` is the reference (e.g. refsam's :func:`~refsam.trajectory_influence`); arrays are
+    typically (n_train, n_test), entry [j, k] = I_j(f_k), but any matching shapes work.
+
+    On failure the AssertionError states the error and the tolerance, how many entries are off, the
+    worst entries with their indices, the Spearman rank correlation, and what the mismatch looks like
+    when it has a simple cause: a flipped sign (refsam's I_j = +∂f/∂w_j), a constant scale factor (such
+    as n: Koh & Liang's I_up,loss = n·I_j), transposed shapes, non-finite entries, or all zeros.
+    """
+    a = np.asarray(actual, dtype=np.float64)
+    d = np.asarray(desired, dtype=np.float64)
+    header = "influence scores differ" + (f": {err_msg}" if err_msg else "")
+    if a.shape != d.shape:
+        hint = "; transposed? influence arrays are (n_train, n_test)" if a.shape == d.shape[::-1] else ""
+        raise AssertionError(f"{header}\nshape mismatch: actual {a.shape}, desired {d.shape}{hint}")
+    for name, arr in (("actual", a), ("desired", d)):
+        if not np.all(np.isfinite(arr)):
+            bad = np.argwhere(~np.isfinite(arr))
+            raise AssertionError(f"{header}\n{name} has {len(bad)} NaN/inf entries, the first at "
+                                 f"{_index(bad[0])}")
+    if a.size == 0:
+        return
+    diff = np.abs(a - d)  # same shape as the inputs
+    scale = float(np.max(np.abs(d)))
+    tolerance = atol + rtol * scale
+    max_abs = float(np.max(diff))
+    if max_abs <= tolerance:
+        return
+    n_off = int(np.count_nonzero(diff > tolerance))
+    lines = [
+        header,
+        f"max |actual − desired| = {max_abs:.3e} > atol + rtol·max|desired| = {atol:.1e} + {rtol:.1e}·"
+        f"{scale:.3e} = {tolerance:.3e}",
+        f"relative error {max_abs / max(scale, 1e-300):.3e}; {n_off} of {a.size} entries off by more than "
+        f"the tolerance",
+    ]
+    diagnosis = _diagnose(a, d, tolerance)
+    if diagnosis:
+        lines.append("looks like: " + diagnosis)
+    if a.size >= 2 and np.ptp(a) > 0 and np.ptp(d) > 0:
+        from scipy.stats import spearmanr
+
+        lines.append(f"Spearman rank correlation {spearmanr(a.ravel(), d.ravel())[0]:.6f}")
+    lines.append("worst entries (index: actual, desired, difference):")
+    for flat in np.argsort(diff, axis=None)[::-1][:min(MAX_WORST_ENTRIES, n_off)]:
+        where = np.unravel_index(flat, a.shape)
+        lines.append(f"  {_index(where)}: {a[where]:+.6e}, {d[where]:+.6e}, {a[where] - d[where]:+.3e}")
+    raise AssertionError("\n".join(lines))
+
+
+def _index(where) -> str:
+    return "[" + ", ".join(str(int(i)) for i in where) + "]"
+
+
+def _diagnose(a: np.ndarray, d: np.ndarray, tolerance: float) -> str:
+    """A simple explanation of a mismatch, or ""."""
+    if not np.any(a):
+        return "actual is identically zero"
+    if np.max(np.abs(a + d)) <= tolerance:
+        return ("actual = −desired: the sign is flipped (refsam's I_j = +∂f/∂w_j at w = 1; removing j "
+                "is Δw_j = −1)")
+    dd = float(np.sum(d * d))
+    if dd > 0:
+        c = float(np.sum(a * d)) / dd  # least-squares factor: actual ≈ c · desired
+        if c != 0 and np.max(np.abs(a / c - d)) <= tolerance:
+            return (f"actual ≈ {c:.6g} × desired: a constant scale factor (a factor n or |B| is Koh & "
+                    f"Liang's I_up,loss = n·I_j, or a mean taken over Σw instead of |B|)")
+    return ""
+
+
+# -- bundles for influence methods ----------------------------------------------------------------------
+class InfluenceProblem(NamedTuple):
+    """Everything an influence method takes: a recorded run and test points.
+
+    ``problem`` (Problem), ``sam`` (SAM, the run's rule), ``trajectory`` (Trajectory),
+    ``X_test`` (m, p), ``y_test`` (m,) int labels valid for the model.
+    """
+
+    problem: Problem
+    sam: SAM
+    trajectory: Trajectory
+    X_test: np.ndarray
+    y_test: np.ndarray
+
+
+@st.composite
+def influence_problems(draw, trajectory_strategy=None, min_test: int = 1, max_test: int = 3,
+                       max_abs_x: float = 2.0) -> InfluenceProblem:
+    """An :class:`InfluenceProblem`: a drawn run (default :func:`trajectories`) plus m ∈ [min_test,
+    max_test] test points with entries in [−max_abs_x, max_abs_x] and labels valid for the model."""
+    problem, trajectory = draw(trajectories() if trajectory_strategy is None else trajectory_strategy)
+    m = draw(st.integers(min_test, max_test))
+    X_test = draw(arrays(np.float64, (m, problem.p), elements=_bounded_floats(-max_abs_x, max_abs_x)))
+    y_test = draw(arrays(np.int64, (m,), elements=st.integers(0, problem.model.n_classes - 1)))
+    return InfluenceProblem(problem, trajectory.sam(), trajectory, X_test, y_test)
+
+
+def suite_cases(pattern: str | None = None):
+    """One of the oracle kit's reference-case configurations (:mod:`refsam.cases`), recorded afresh, as an
+    :class:`InfluenceProblem`. ``pattern`` selects case ids (``"mlp-*"``). Deterministic per case."""
+    from .cases import _make_run, _select_specs
+
+    def build(spec) -> InfluenceProblem:
+        problem, sam, trajectory, X_test, y_test = _make_run(spec)
+        return InfluenceProblem(problem, sam, trajectory, X_test, y_test)
+
+    return st.sampled_from(_select_specs(pattern)).map(build)
