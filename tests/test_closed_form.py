@@ -286,3 +286,14 @@ def test_invalid_arguments_name_argument_expected_and_got(kwargs, message):
     args = {"X_test": X_test, "y_test": y_test, **kwargs}
     with pytest.raises(ValueError, match=message):
         hessian_influence(problem, sam, root.theta, **args)
+
+
+def test_worked_example_in_docs_runs():
+    """docs/closed_form.md's worked example asserts against finite differences and leave-one-out."""
+    import pathlib
+    import re
+
+    page = (pathlib.Path(__file__).resolve().parents[1] / "docs" / "closed_form.md").read_text()
+    block = re.search(r"<!-- worked example -->\s*```python\n(.*?)```", page, re.S)
+    assert block is not None
+    exec(compile(block.group(1), "docs/closed_form.md", "exec"), {})

@@ -275,3 +275,45 @@ def test_solver_finds_verified_roots_on_random_logistic_problems(seed, rule, rho
     root = solve_fixed_point(problem, sam, problem.init_params(seed), lr=0.5)
     assert np.linalg.norm(residual_oracle(problem, sam, root.theta, problem.weights)) <= ATOL_ROOT
     assert np.linalg.norm(root.theta) > 1e-3  # not a trivial point
+
+
+# -- existence of decoupled roots: weight decay against sharpness ----------------------------------------
+def _mean_hessian_along(problem, start, step, nodes=20):
+    """H̄ = ∫₀¹ ∇²F(start + t·step) dt by Gauss–Legendre quadrature (autograd Hessians)."""
+    t, weights = np.polynomial.legendre.leggauss(nodes)
+    t, weights = 0.5 * (t + 1.0), 0.5 * weights
+    hessian = autograd.hessian(lambda th: problem.objective(th))
+    return sum(w * hessian(start + ti * step) for ti, w in zip(t, weights))
+
+
+@pytest.mark.parametrize("model", ["logistic", "mlp"])
+def test_decoupled_root_balances_weight_decay_against_sharpness(model):
+    """At a decoupled SAM root, −λ θ̂ᵀu = ‖g‖ + ρ uᵀH̄u with u = ε/ρ and H̄ the mean Hessian on [θ̂, ŵ]
+    (docs/closed_form.md): a root needs λ‖θ̂‖ ≥ ‖g‖ + ρ uᵀH̄u."""
+    if model == "mlp":
+        problem, sam = _mlp_problem(1, 0.1), refsam.SAM(0.05, "sam")
+        start = refsam.train(problem, sam, lr=0.5, steps=150, seed=0).theta_final
+    else:
+        X, y, _ = refsam.make_gaussian_classification(n=200, n_features=5, seed=0)
+        problem, sam = refsam.Problem(refsam.LogisticRegression(), X, y, weight_decay=1e-2), refsam.SAM(0.2)
+        start = problem.init_params(0)
+    theta = solve_fixed_point(problem, sam, start).theta
+    g = problem.grad(theta)
+    u = g / np.linalg.norm(g)
+    H_mean = _mean_hessian_along(problem, theta, sam.rho * u)
+    lhs = -problem.weight_decay * theta @ u
+    rhs = np.linalg.norm(g) + sam.rho * u @ H_mean @ u
+    assert abs(lhs - rhs) <= 1e-10 * abs(rhs)
+    assert sam.rho * u @ H_mean @ u > 0.1 * np.linalg.norm(g)  # the sharpness term is not negligible
+
+
+def test_decoupled_roots_disappear_when_rho_outgrows_weight_decay():
+    X, y, _ = refsam.make_gaussian_classification(n=50, n_features=3, seed=0)
+    problem = refsam.Problem(refsam.LogisticRegression(), X, y, weight_decay=1e-2)
+    assert solve_fixed_point(problem, refsam.SAM(0.02), problem.init_params(0)).converged
+    with pytest.raises(FixedPointError) as info:
+        solve_fixed_point(problem, refsam.SAM(0.1), problem.init_params(0))
+    assert info.value.residual > 1e-3
+    thetas = refsam.train(problem, refsam.SAM(0.1), lr=0.5, steps=3000).thetas
+    assert np.linalg.norm(residual_map(problem, refsam.SAM(0.1), thetas[-1])) > 1e-2
+    assert np.linalg.norm(thetas[-1] - thetas[-3]) < 1e-10 < np.linalg.norm(thetas[-1] - thetas[-2])
