@@ -57,7 +57,7 @@ from autograd import grad as _ag_grad
 from autograd import jacobian as _ag_jacobian
 from scipy.special import expit
 
-from .models import LogisticRegression, SoftmaxRegression, _augment
+from .models import MLP, LogisticRegression, SoftmaxRegression, _augment
 from .objective import Problem
 from .training import Trajectory
 
@@ -165,25 +165,21 @@ class _Step:
     """Everything about step t that the recursions need, with products for (d, k) blocks of vectors.
 
     Built from the stored θ_t, ε_t; g_t is recomputed (one batch gradient) because P_t depends on ‖g_t‖.
+    ``at_theta`` and ``at_perturbed`` hold the batch's derivatives at θ_t and ŵ_t (:class:`_BatchAt`).
     """
 
-    def __init__(self, problem: Problem, sam, trajectory: Trajectory, t: int):
-        self.problem, self.sam = problem, sam
+    def __init__(self, run: _Run, t: int):
+        trajectory = run.trajectory
+        self.sam = run.sam
         self.idx = trajectory.batches[t]  # B_t
         self.lr = trajectory.lrs[t]  # η_t
         self.theta = trajectory.thetas[t]  # θ_t
         self.theta_perturbed = self.theta + trajectory.epsilons[t]  # ŵ_t
-        lam = problem.weight_decay
-        coupled = problem.regularization == "coupled"
-        self.lam_in, self.lam_out = (lam, 0.0) if coupled else (0.0, lam)
-        self.g = problem.grad(self.theta, self.idx) + self.lam_in * self.theta  # g_t
-        self.X_B, self.y_B = problem.X[self.idx], problem.y[self.idx]
-        self.hessian_coef = problem.weights[self.idx] / len(self.idx)  # w_i/|B_t|, (|B|,)
+        self.lam_in, self.lam_out = run.lam_in, run.lam_out
         self.inv_batch = 1.0 / len(self.idx)  # c_{t,j} for j ∈ B_t
-
-    def K(self, x, V):
-        """K_t(x) V = (H_t(x) + λ_in I) V, (d, k)."""
-        return _hvp_block(self.problem.model, x, self.X_B, self.y_B, self.hessian_coef, V) + self.lam_in * V
+        self.at_theta = run.batch_at(self.theta, self.idx)
+        self.at_perturbed = run.batch_at(self.theta_perturbed, self.idx)
+        self.g = self.at_theta.grad() + self.lam_in * self.theta  # g_t
 
     def P(self, V):
         """P_t V = (∂ε/∂g) V, (d, k); P_t is symmetric, so this is also P_tᵀ V."""
@@ -191,19 +187,35 @@ class _Step:
 
     def S(self, V):
         """S_t V = (∂ε/∂θ|_g) V, (d, k)."""
+        if self.sam.rule != "asam":
+            return np.zeros_like(V)
         return _columns(lambda v: self.sam.jvp_theta(self.theta, self.g, v), V)
 
     def S_T(self, V):
         """S_tᵀ V, (d, k)."""
+        if self.sam.rule != "asam":
+            return np.zeros_like(V)
         return _columns(lambda v: self.sam.vjp_theta(self.theta, self.g, v), V)
 
-    def J(self, x, V):
-        """Per-sample directional derivatives ∇ℓ_i(x)ᵀ V for i ∈ B_t, (|B|, k)."""
-        return _jvp_block(self.problem.model, x, self.X_B, self.y_B, V)
 
-    def Jt(self, x):
-        """Per-sample gradients ∇ℓ_i(x) for i ∈ B_t as columns, (d, |B|)."""
-        return self.problem.model.per_sample_grads(x, self.X_B, self.y_B).T
+class _Run:
+    """The validated problem (at the run's weights), the trajectory and what every step shares."""
+
+    def __init__(self, problem: Problem, trajectory: Trajectory):
+        self.problem, self.trajectory = problem, trajectory
+        self.sam = trajectory.sam()
+        lam = problem.weight_decay
+        self.lam_in, self.lam_out = (lam, 0.0) if problem.regularization == "coupled" else (0.0, lam)
+        model = problem.model
+        self._linear = type(model) in (LogisticRegression, SoftmaxRegression)
+        self._X_aug = _augment(problem.X) if self._linear else None  # x̃ = [x, 1] for every sample
+
+    def batch_at(self, x, idx) -> _BatchAt:
+        """The batch B's derivatives at x, Hessian weighted by c_i = w_i/|B|."""
+        problem = self.problem
+        c = problem.weights[idx] / len(idx)
+        X_B = self._X_aug[idx] if self._linear else problem.X[idx]
+        return _batch_at(problem.model, x, X_B, problem.y[idx], c)
 
 
 def _columns(apply, V):
@@ -225,17 +237,18 @@ def _adjoint(problem: Problem, trajectory: Trajectory, V_T: np.ndarray, progress
         I_j += −η_t c_{t,j} [∇ℓ_j(ŵ_t)ᵀ U + ∇ℓ_j(θ_t)ᵀ PQ]      (uses K and P symmetric)
         v_t = A_tᵀ U = U − η_t [Q + K_t(θ_t) PQ + S_tᵀ Q + λ_out U]
     """
-    sam = trajectory.sam()
+    run = _Run(problem, trajectory)
     steps = trajectory.steps
     influence = np.zeros((problem.n, V_T.shape[1]))  # (n, k)
     U = np.array(V_T, dtype=np.float64)  # v_T, (d, k)
     for t in range(steps - 1, -1, -1):
-        step = _Step(problem, sam, trajectory, t)
-        Q = step.K(step.theta_perturbed, U)
+        step = _Step(run, t)
+        HU, J_perturbed_U = step.at_perturbed.hvp_and_jvp(U)
+        Q = HU + step.lam_in * U  # K_t(ŵ_t) U
         PQ = step.P(Q)
-        contribution = step.J(step.theta_perturbed, U) + step.J(step.theta, PQ)  # (|B|, k)
-        np.add.at(influence, step.idx, -step.lr * step.inv_batch * contribution)
-        U = U - step.lr * (Q + step.K(step.theta, PQ) + step.S_T(Q) + step.lam_out * U)
+        HPQ, J_theta_PQ = step.at_theta.hvp_and_jvp(PQ)
+        np.add.at(influence, step.idx, -step.lr * step.inv_batch * (J_perturbed_U + J_theta_PQ))
+        U = U - step.lr * (Q + HPQ + step.lam_in * PQ + step.S_T(Q) + step.lam_out * U)
         _progress(steps - t, steps, "adjoint", progress)
     return influence
 
@@ -248,16 +261,16 @@ def _forward(problem: Problem, trajectory: Trajectory, progress: bool) -> np.nda
         dŵ  = D + P_t dĝ + S_t D                     (tangent of ŵ_t)
         D  ← D − η_t [K_t(ŵ_t) dŵ + λ_out D + c_{t,j} ∇ℓ_j(ŵ_t)]
     """
-    sam = trajectory.sam()
+    run = _Run(problem, trajectory)
     steps = trajectory.steps
     D = np.zeros((problem.d, problem.n))  # d_0 = 0
     for t in range(steps):
-        step = _Step(problem, sam, trajectory, t)
-        dg = step.K(step.theta, D)
-        dg[:, step.idx] += step.inv_batch * step.Jt(step.theta)
+        step = _Step(run, t)
+        dg = step.at_theta.hvp(D) + step.lam_in * D  # K_t(θ_t) D
+        dg[:, step.idx] += step.inv_batch * step.at_theta.per_sample_grads()
         dw = D + step.P(dg) + step.S(D)
-        descent = step.K(step.theta_perturbed, dw) + step.lam_out * D
-        descent[:, step.idx] += step.inv_batch * step.Jt(step.theta_perturbed)
+        descent = step.at_perturbed.hvp(dw) + step.lam_in * dw + step.lam_out * D
+        descent[:, step.idx] += step.inv_batch * step.at_perturbed.per_sample_grads()
         D = D - step.lr * descent
         _progress(t + 1, steps, "forward", progress)
     return D.T
@@ -266,7 +279,7 @@ def _forward(problem: Problem, trajectory: Trajectory, progress: bool) -> np.nda
 def _autodiff(problem: Problem, trajectory: Trajectory, output) -> np.ndarray:
     """Jacobian of output(θ_T(w)) with respect to w by autograd through a re-run of the training loop.
 
-    The loop is written here from Problem.objective, Problem.regularizer and SAM.perturbation only —
+    The loop is written here from Problem.objective and SAM.perturbation only —
     none of the hand-written gradients, Hessians or Jacobians — so it is an independent oracle.
     Returns the transposed Jacobian, (n, dim output).
     """
@@ -294,53 +307,198 @@ def _autodiff(problem: Problem, trajectory: Trajectory, output) -> np.ndarray:
 
 def _approximation(problem, trajectory, X_test, y_test, method, progress) -> np.ndarray:
     """First-order and TracIn sums −Σ_t η_t c_{t,j} ∇ℓ_j(x_t)ᵀ ∇f(y_t) (module docstring)."""
-    model = problem.model
+    run = _Run(problem, trajectory)
     perturbed = not method.endswith("_unperturbed")
     tracin = method.startswith("tracin")
     steps = trajectory.steps
     influence = np.zeros((problem.n, X_test.shape[0]))
-    fixed_test_grads = None if tracin else model.per_sample_grads(trajectory.theta_final, X_test, y_test).T
+    test_at = None if tracin else problem.model.per_sample_grads(trajectory.theta_final, X_test, y_test).T
     for t in range(steps):
         idx = trajectory.batches[t]
         x = trajectory.thetas[t] + trajectory.epsilons[t] if perturbed else trajectory.thetas[t]
-        test_grads = model.per_sample_grads(x, X_test, y_test).T if tracin else fixed_test_grads  # (d, m)
-        contribution = _jvp_block(model, x, problem.X[idx], problem.y[idx], test_grads)  # (|B|, m)
+        test_grads = problem.model.per_sample_grads(x, X_test, y_test).T if tracin else test_at  # (d, m)
+        contribution = run.batch_at(x, idx).jvp(test_grads)  # ∇ℓ_j(x)ᵀ ∇f, (|B|, m)
         np.add.at(influence, idx, -trajectory.lrs[t] / len(idx) * contribution)
         _progress(t + 1, steps, method, progress)
     return influence
 
 
-# -- batched derivative products ----------------------------------------------------------------------
-# Fast paths for the linear models; any other model uses its own hvp / per_sample_grads.
+# -- the batch's derivatives at one point -------------------------------------------------------------
 
-def _hvp_block(model, theta, X, y, c, V) -> np.ndarray:
-    """(Σ_i c_i ∇²ℓ_i(θ)) V for V of shape (d, k), returns (d, k)."""
+def _batch_at(model, x, X_B, y_B, c) -> _BatchAt:
+    """Products with the derivatives of batch B at x; fast paths for refsam's three models.
+
+    For the linear models ``X_B`` is already augmented (x̃ = [x, 1]); for the others it is raw.
+    """
     if type(model) is LogisticRegression:
-        s = expit(model.logits(theta, X))
-        Xa = _augment(X)  # (|B|, d)
-        return Xa.T @ ((c * s * (1.0 - s))[:, None] * (Xa @ V))
+        return _LogisticAt(x, X_B, y_B, c)
     if type(model) is SoftmaxRegression:
-        P = model.predict_proba(theta, X)  # (|B|, K)
-        Xa = _augment(X)
-        K, k = model.n_classes, V.shape[1]
-        U = np.einsum("iq,qkm->ikm", Xa, V.reshape(Xa.shape[1], K, k))  # directional logits (|B|, K, k)
-        SU = P[:, :, None] * U - P[:, :, None] * np.sum(P[:, :, None] * U, axis=1, keepdims=True)
-        return np.einsum("iq,ikm->qkm", c[:, None] * Xa, SU).reshape(-1, k)
-    rows = getattr(model, "_hessian_rows", None)
-    if rows is not None:  # the MLP's R-operator takes a block of directions at once
-        return rows(theta, X, y, c, np.ascontiguousarray(V.T)).T
-    return _columns(lambda v: model.hvp(theta, X, y, c, v), V)
+        return _SoftmaxAt(model.n_classes, x, X_B, y_B, c)
+    if type(model) is MLP:
+        return _MLPAt(model, x, X_B, y_B, c)
+    return _BatchAt(model, x, X_B, y_B, c)
 
 
-def _jvp_block(model, theta, X, y, V) -> np.ndarray:
-    """Per-sample directional derivatives ∇ℓ_i(θ)ᵀ V, (|B|, k), without forming (|B|, d) where possible."""
-    if type(model) is LogisticRegression:
-        residual = expit(model.logits(theta, X)) - y  # σ(z) − y
-        return residual[:, None] * (_augment(X) @ V)
-    if type(model) is SoftmaxRegression:
-        residual = model.predict_proba(theta, X)
-        residual[np.arange(len(y)), y] -= 1.0  # π − e_y, (|B|, K)
-        Xa = _augment(X)
-        U = np.einsum("iq,qkm->ikm", Xa, V.reshape(Xa.shape[1], model.n_classes, V.shape[1]))
-        return np.einsum("ik,ikm->im", residual, U)
-    return model.per_sample_grads(theta, X, y) @ V
+class _BatchAt:
+    """Derivatives of the losses of batch B at a point x, c_i = w_i/|B|:
+
+        grad()           Σ_i c_i ∇ℓ_i(x)                                   (d,)
+        hvp(V)           H V = Σ_i c_i ∇²ℓ_i(x) V                           (d, k)
+        jvp(V)           per-sample directional derivatives ∇ℓ_i(x)ᵀ V     (|B|, k)
+        hvp_and_jvp(V)   both, sharing what they can
+        per_sample_grads()  ∇ℓ_i(x) as columns                               (d, |B|)
+    This generic version uses the model's own methods.
+    """
+
+    def __init__(self, model, x, X_B, y_B, c):
+        self.model, self.x, self.X, self.y, self.c = model, x, X_B, y_B, c
+
+    def grad(self):
+        return self.model.grad(self.x, self.X, self.y, self.c)
+
+    def hvp(self, V):
+        return _columns(lambda v: self.model.hvp(self.x, self.X, self.y, self.c, v), V)
+
+    def jvp(self, V):
+        return self.per_sample_grads().T @ V
+
+    def hvp_and_jvp(self, V):
+        return self.hvp(V), self.jvp(V)
+
+    def per_sample_grads(self):
+        return self.model.per_sample_grads(self.x, self.X, self.y).T
+
+
+class _LogisticAt(_BatchAt):
+    """Logistic regression with z = x̃ᵀθ, m = (1 − 2y) z (the model's stable forms):
+    ∇ℓ_i = (1 − 2y_i) σ(m_i) x̃_i and ∇²ℓ_i = σ(z_i) σ(−z_i) x̃_i x̃_iᵀ."""
+
+    def __init__(self, x, X_aug, y, c):
+        self.X, self.c = X_aug, c  # x̃_i as rows, (|B|, d)
+        z = X_aug @ x
+        sign = 1.0 - 2.0 * y
+        self.residual = sign * expit(sign * z)  # σ(z) − y
+        self.curvature = c * expit(z) * expit(-z)  # c_i σ(z_i) σ(−z_i)
+
+    def grad(self):
+        return self.X.T @ (self.c * self.residual)
+
+    def hvp_and_jvp(self, V):
+        XV = self.X @ V  # x̃_iᵀ v, (|B|, k)
+        return self.X.T @ (self.curvature[:, None] * XV), self.residual[:, None] * XV
+
+    def hvp(self, V):
+        return self.hvp_and_jvp(V)[0]
+
+    def jvp(self, V):
+        return self.residual[:, None] * (self.X @ V)
+
+    def per_sample_grads(self):
+        return (self.residual[:, None] * self.X).T
+
+
+class _SoftmaxAt(_BatchAt):
+    """Softmax regression, θ = vec(Θ) with Θ (q, K), q = p + 1: ∇ℓ_i = vec(x̃_i (π_i − e_{y_i})ᵀ),
+    ∇²ℓ_i v = vec(x̃_i (S_i u_i)ᵀ) with u_i = Vᵀx̃_i (directional logits), S_i = diag(π_i) − π_i π_iᵀ."""
+
+    def __init__(self, n_classes, x, X_aug, y, c):
+        self.X, self.c, self.K = X_aug, c, n_classes
+        Z = X_aug @ x.reshape(X_aug.shape[1], n_classes)  # logits, (|B|, K)
+        Z = Z - Z.max(axis=1, keepdims=True)
+        self.pi = np.exp(Z)
+        self.pi /= self.pi.sum(axis=1, keepdims=True)  # π, (|B|, K)
+        self.residual = self.pi.copy()
+        self.residual[np.arange(len(y)), y] -= 1.0  # π − e_y
+
+    def _directional_logits(self, V):
+        return np.einsum("iq,qkm->ikm", self.X, V.reshape(self.X.shape[1], self.K, V.shape[1]))
+
+    def grad(self):
+        return (self.X.T @ (self.c[:, None] * self.residual)).ravel()
+
+    def hvp_and_jvp(self, V):
+        U = self._directional_logits(V)  # (|B|, K, k)
+        pi = self.pi[:, :, None]
+        SU = pi * U - pi * np.sum(pi * U, axis=1, keepdims=True)  # S_i u_i
+        hv = np.einsum("iq,ikm->qkm", self.c[:, None] * self.X, SU).reshape(-1, V.shape[1])
+        return hv, np.einsum("ik,ikm->im", self.residual, U)
+
+    def hvp(self, V):
+        return self.hvp_and_jvp(V)[0]
+
+    def jvp(self, V):
+        return np.einsum("ik,ikm->im", self.residual, self._directional_logits(V))
+
+    def per_sample_grads(self):
+        return (self.X[:, :, None] * self.residual[:, None, :]).reshape(len(self.X), -1).T
+
+
+class _MLPAt(_BatchAt):
+    """The MLP: one forward/backward pass (``MLP._second_order_primal``) shared by the gradient and
+    every tangent pass; ``hvp_and_jvp`` is Pearlmutter's R-operator (the equations of
+    ``MLP._hessian_rows``) that also returns the per-sample ∇ℓ_iᵀ v = (π_i − e_{y_i})ᵀ ż_i, which the
+    forward tangent computes anyway. Checked against autograd by the adjoint = autodiff tests."""
+
+    def __init__(self, model, x, X_B, y_B, c):
+        super().__init__(model, x, X_B, y_B, c)
+        self.primal = model._second_order_primal(x, X_B, y_B)
+
+    def grad(self):
+        parts = []
+        for a, delta in zip(self.primal.inputs, self.primal.deltas):
+            parts.append((a.T @ (self.c[:, None] * delta)).ravel())  # a_{l-1}ᵀ C δ_l
+            parts.append(self.c @ delta)  # δ_lᵀ c
+        return np.concatenate(parts)
+
+    def _forward_tangent(self, V):
+        """ṗre_l = ȧ_{l-1} W_l + a_{l-1} V_l + v_l,  ȧ_l = f'(pre_l) ⊙ ṗre_l (ȧ_0 = 0) for the columns
+        of V (d, k). Returns (directions [(V_l (k, in, out), v_l (k, out))], [ṗre_l (k, n, out)])."""
+        p = self.primal
+        n, k, L = self.X.shape[0], V.shape[1], len(p.layers)
+        directions = self.model._unpack_directions(np.ascontiguousarray(V.T))
+        pre_dots, a_dot = [], None
+        for l, (W, _) in enumerate(p.layers):
+            V_l, v_l = directions[l]
+            pre_dot = np.matmul(p.inputs[l], V_l) + v_l[:, None, :]  # (k, n, out)
+            if a_dot is not None:
+                pre_dot += (a_dot.reshape(k * n, -1) @ W).reshape(k, n, -1)
+            pre_dots.append(pre_dot)
+            if l < L - 1:
+                a_dot = p.slopes[l] * pre_dot
+        return directions, pre_dots
+
+    def jvp(self, V):
+        """∇ℓ_iᵀ v = δ_{L,i}ᵀ ż_i with δ_L = π − e_y: the forward tangent only, (n, k)."""
+        return np.sum(self.primal.deltas[-1] * self._forward_tangent(V)[1][-1], axis=2).T
+
+    def hvp_and_jvp(self, V):
+        p, c = self.primal, self.c
+        n, k, L = self.X.shape[0], V.shape[1], len(p.layers)
+        # 1. forward tangent
+        directions, pre_dots = self._forward_tangent(V)
+        # 2. output: per-sample ∇ℓ_iᵀ v = δ_Lᵀ ż and δ̇_L = π ⊙ ż − π (πᵀż)
+        z_dot = pre_dots[-1]  # (k, n, K)
+        jvp = np.sum(p.deltas[-1] * z_dot, axis=2).T  # (n, k)
+        delta_dot = p.pi * z_dot - p.pi * np.sum(p.pi * z_dot, axis=2, keepdims=True)
+        # 3. backward tangent: (H v)_{W_l} = ȧ_{l-1}ᵀ C δ_l + a_{l-1}ᵀ C δ̇_l,  (H v)_{b_l} = δ̇_lᵀ c
+        out = [None] * L
+        for l in range(L - 1, -1, -1):
+            hv_W = np.matmul(p.inputs[l].T, c[:, None] * delta_dot)  # (k, in, out)
+            if l > 0:
+                a_dot_prev = p.slopes[l - 1] * pre_dots[l - 1]  # ȧ_{l-1}, (k, n, in)
+                hv_W += np.matmul(a_dot_prev.transpose(0, 2, 1), c[:, None] * p.deltas[l])
+            out[l] = (hv_W.reshape(k, -1), c @ delta_dot)
+            if l == 0:
+                break
+            W = p.layers[l][0]
+            back = p.deltas[l] @ W.T  # δ_l W_lᵀ, (n, in)
+            # δ̇_{l-1} = (δ̇_l W_lᵀ + δ_l V_lᵀ) ⊙ f'(pre_{l-1}) + (δ_l W_lᵀ) ⊙ f''(pre_{l-1}) ⊙ ṗre_{l-1}
+            delta_dot = (delta_dot.reshape(k * n, -1) @ W.T).reshape(k, n, -1)
+            delta_dot += np.matmul(p.deltas[l], directions[l][0].transpose(0, 2, 1))
+            delta_dot *= p.slopes[l - 1]
+            delta_dot += (back * p.curvatures[l - 1]) * pre_dots[l - 1]
+        hv = np.concatenate([part for pair in out for part in pair], axis=1).T  # (d, k)
+        return hv, jvp
+
+    def hvp(self, V):
+        return self.hvp_and_jvp(V)[0]
