@@ -38,7 +38,7 @@ import numpy as np
 import scipy.linalg
 
 from ._validation import check_choice, check_positive
-from .fixed_point import FixedPoint, _check_inputs, _linearise, _weight_jacobian
+from .fixed_point import FixedPoint, _check_inputs, _linearise, _weight_jacobian, no_root_reason
 from .objective import Problem
 from .sam import SAM
 
@@ -73,15 +73,8 @@ class HyperparameterSensitivity:
 
 
 # -- the linear system ----------------------------------------------------------------------------------
-@dataclass(frozen=True, eq=False)
-class _System:
-    lu: tuple  # scipy.linalg.lu_factor(J)
-    G_w: np.ndarray  # (n, d): row j is ∂G/∂w_j
-    lin: object  # the Linearisation at θ̂
-
-
 def _prepare(problem, sam, theta, variant, root_tol, on_unverified, X_test=None, y_test=None):
-    """Validate once, check the root, return (θ̂, weights-free problem inputs)."""
+    """Validate once and apply the root rule; returns (θ̂, variant, Linearisation at θ̂, X_test, y_test)."""
     if isinstance(theta, FixedPoint):
         theta = theta.theta
     theta, _ = _check_inputs(problem, sam, theta)
@@ -100,14 +93,17 @@ def _prepare(problem, sam, theta, variant, root_tol, on_unverified, X_test=None,
                    f"root_tol={root_tol:.1e}, so the closed-form influence is only an approximation. "
                    f"Polish it with refsam.solve_fixed_point(problem, sam, theta), or pass "
                    f"on_unverified='warn' to accept the approximation.")
+        proof = no_root_reason(problem, sam)
+        if proof is not None:
+            message += " Moreover, " + proof
         if on_unverified == "raise":
             raise UnverifiedRootError(message, residual)
         warnings.warn(message, UnverifiedRootWarning, stacklevel=3)
     return theta, variant, lin, X_test, y_test
 
 
-def _system(problem: Problem, lin, variant: str) -> _System:
-    """J and ∂G/∂w for the variant (module docstring); one LU factorisation of J."""
+def _system(problem: Problem, lin, variant: str):
+    """(LU factors of J, G_w (n, d)) for the variant (module docstring); one factorisation of J."""
     n, I = problem.n, np.eye(problem.d)
     lam = problem.weight_decay
     if variant == "full":
@@ -127,7 +123,7 @@ def _system(problem: Problem, lin, variant: str) -> _System:
     if cond > COND_WARN:
         warnings.warn(f"∂G/∂θ ({variant!r} variant) has condition number {cond:.2e}: the closed-form "
                       f"influence may have lost most of its digits.", RuntimeWarning, stacklevel=3)
-    return _System(scipy.linalg.lu_factor(J), G_w, lin)
+    return scipy.linalg.lu_factor(J), G_w
 
 
 # -- public functions -----------------------------------------------------------------------------------
@@ -155,10 +151,10 @@ def hessian_influence(problem: Problem, sam: SAM, theta, X_test, y_test, variant
     """
     theta, variant, lin, X_test, y_test = _prepare(problem, sam, theta, variant, root_tol, on_unverified,
                                                    X_test, y_test)
-    system = _system(problem, lin, variant)
+    lu, G_w = _system(problem, lin, variant)
     test_grads = problem.model.per_sample_grads(theta, X_test, y_test)  # ∇f_k(θ̂), (m, d)
-    V = scipy.linalg.lu_solve(system.lu, test_grads.T, trans=1)  # J⁻ᵀ ∇f_k, (d, m)
-    return -system.G_w @ V  # (n, m)
+    V = scipy.linalg.lu_solve(lu, test_grads.T, trans=1)  # v_k = J⁻ᵀ ∇f_k, (d, m)
+    return -G_w @ V  # I[j, k] = −(∂G/∂w_j)ᵀ v_k, (n, m)
 
 
 def parameter_influence(problem: Problem, sam: SAM, theta, variant: str = "full", *,
@@ -166,8 +162,8 @@ def parameter_influence(problem: Problem, sam: SAM, theta, variant: str = "full"
     """dθ̂/dw_j = −J⁻¹ ∂G/∂w_j for every j, shape (n_train, d) (row j). Arguments as
     :func:`hessian_influence`. Cost: O(n d² + d³)."""
     _, variant, lin, _, _ = _prepare(problem, sam, theta, variant, root_tol, on_unverified)
-    system = _system(problem, lin, variant)
-    return -scipy.linalg.lu_solve(system.lu, system.G_w.T).T  # (n, d)
+    lu, G_w = _system(problem, lin, variant)
+    return -scipy.linalg.lu_solve(lu, G_w.T).T  # row j: −J⁻¹ ∂G/∂w_j, (n, d)
 
 
 def self_influence(problem: Problem, sam: SAM, theta, variant: str = "full", *,
@@ -194,7 +190,7 @@ def hyperparameter_sensitivity(problem: Problem, sam: SAM, theta, *, root_tol: f
     Cost: O(d³).
     """
     theta, _, lin, _, _ = _prepare(problem, sam, theta, "full", root_tol, on_unverified)
-    lu = _system(problem, lin, "full").lu
+    lu, _ = _system(problem, lin, "full")
     A = lin.H_hat + lin.lam_in * np.eye(problem.d)  # H(ŵ) + λ_in I
     dG_drho = A @ sam.d_rho(theta, lin.g)
     if problem.regularization == "coupled":

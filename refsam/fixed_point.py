@@ -73,7 +73,8 @@ class FixedPoint:
     residual : float                ‖G(θ̂; w)‖₂
     converged : bool                residual <= tol
     iterations : int                Jacobian evaluations (root-finder iterations) used
-    method : str                    "newton", "hybr", "lm", or "none" (:func:`fixed_point_diagnostics`)
+    method : str                    "newton", "hybr", "lm"; "none" (:func:`fixed_point_diagnostics`);
+                                    "failed" (``raise_on_failure=False`` and no root found)
     tol : float                     the residual tolerance that defines ``converged``
     jacobian : array (d, d)         ∂G/∂θ at θ̂
     condition_number : float        2-norm condition number of ∂G/∂θ (inf if singular)

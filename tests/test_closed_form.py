@@ -105,6 +105,19 @@ def test_closed_form_equals_finite_differences_in_coupled_mode_where_roots_exist
     assert rel_err(hessian_influence(problem, sam, root, X_test, y_test)[indices], expected) <= RTOL_FD
 
 
+@settings(max_examples=6)
+@given(st.integers(0, 1000), st.sampled_from(["logistic", "softmax"]),
+       st.sampled_from(["sam", "usam", "asam"]), st.sampled_from([0.01, 0.05]), st.sampled_from([0.05, 0.2]))
+def test_closed_form_equals_finite_differences_on_random_problems(seed, model, rule, rho, lam):
+    X, y, X_test, y_test = _data(model, 30, seed)
+    m = refsam.LogisticRegression() if model == "logistic" else refsam.SoftmaxRegression(3)
+    problem, sam = refsam.Problem(m, X, y, weight_decay=lam), refsam.SAM(rho, rule)
+    root = solve_fixed_point(problem, sam, problem.init_params(seed))
+    indices = np.array([0, 29])
+    expected = finite_difference_influence(problem, sam, root, X_test, y_test, indices)
+    assert rel_err(hessian_influence(problem, sam, root, X_test, y_test)[indices], expected) <= RTOL_FD
+
+
 def test_closed_form_equals_finite_differences_at_non_unit_weights():
     weights = np.random.default_rng(0).uniform(0.5, 1.5, size=50)
     problem, sam, root, X_test, y_test = make_case("logistic", "asam", weights=weights)
@@ -263,6 +276,13 @@ def test_non_root_raises_by_default_with_the_residual(not_a_root):
             call()
         assert info.value.residual == pytest.approx(residual)
         assert f"{residual:.3e}" in str(info.value)
+
+
+def test_non_root_message_includes_the_proof_when_no_root_can_exist():
+    X, y, X_test, y_test = _data("logistic", 30, 0)
+    problem = refsam.Problem(refsam.LogisticRegression(), X, y, 0.1, regularization="coupled")
+    with pytest.raises(UnverifiedRootError, match=r"not a verified root .* has no solution .* 2-cycle"):
+        hessian_influence(problem, refsam.SAM(0.05), problem.init_params(0), X_test, y_test)
 
 
 def test_non_root_warns_and_returns_the_approximation_on_request(not_a_root):
