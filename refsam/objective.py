@@ -66,7 +66,7 @@ class Problem:
             return np.ones(self.n)
         w = check_finite_array(name, weights, shape=(self.n,))
         if np.any(w < 0):
-            raise ValueError(f"`{name}` must be >= 0, got minimum {w.min()!r}")
+            raise ValueError(f"`{name}` must be >= 0, got minimum {float(w.min())!r}")
         return w
 
     def check_theta(self, theta, name: str = "theta") -> np.ndarray:

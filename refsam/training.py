@@ -247,7 +247,7 @@ def _check_lr(lr, steps: int) -> np.ndarray:
         return np.full(steps, check_positive("lr", lr))
     lrs = check_finite_array("lr", lr, shape=(steps,))
     if np.any(lrs <= 0):
-        raise ValueError(f"`lr` entries must be > 0, got minimum {lrs.min()!r}")
+        raise ValueError(f"`lr` entries must be > 0, got minimum {float(lrs.min())!r}")
     return lrs
 
 
