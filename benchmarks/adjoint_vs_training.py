@@ -7,7 +7,7 @@ of all n training points on one test loss; print wall(adjoint) / wall(training).
 The two are timed alternately (train, adjoint, train, adjoint, …) and each keeps its minimum, the
 least noisy estimate on a shared machine. Configurations:
     logistic   n = 1000, d = 50, T = 1000, minibatch 100 and full batch
-    mlp        tanh MLP (20, 64, 50, 5), d = 4,849, n = 1000, minibatch 100 (T = 1000) and full batch (T = 100)
+    mlp        tanh MLP (20, 64, 50, 5), d = 4,849, n = 1000: minibatch 100 (T = 1000), full batch (T = 100)
 Per adjoint step: one batch gradient (to rebuild g_t, which P_t = ∂ε/∂g needs), two Hessian-vector
 products and two batch Jacobian-vector products; training costs two batch gradients per step.
 """
@@ -50,7 +50,8 @@ def make_problem(config):
         X, y, _ = make_gaussian_classification(n=config["n"] + 1, n_features=config["p"], seed=0)
         return Problem(LogisticRegression(), X[:-1], y[:-1], weight_decay=1e-2), X[-1:], y[-1:], 0.5
     sizes = config["sizes"]
-    X, y, _ = make_gaussian_classification(n=config["n"] + 1, n_features=sizes[0], n_classes=sizes[-1], seed=0)
+    X, y, _ = make_gaussian_classification(n=config["n"] + 1, n_features=sizes[0], n_classes=sizes[-1],
+                                           seed=0)
     return Problem(MLP(sizes), X[:-1], y[:-1], weight_decay=1e-3), X[-1:], y[-1:], 0.1
 
 
