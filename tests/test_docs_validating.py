@@ -1,5 +1,5 @@
 """docs/validating.md runs verbatim: its files are written and its bash commands executed, in order, in
-an empty directory — and they end in a green check, then a red one.
+an empty directory — and they end in a green check, then a red one; its Python examples then run there.
 
 The only substitutions: ``refsam`` becomes ``<this python> -m refsam.cli`` and ``python`` becomes this
 interpreter, so the test runs the same commands whether or not a virtual environment is activated.
@@ -17,13 +17,14 @@ FENCE = re.compile(r"(?:<!-- file: (?P<file>[\w.]+) -->\n)?```(?P<lang>\w*)\n(?P
 
 
 def tutorial_steps():
-    """[(kind, name, text)]: ("file", name, content) and ("bash", None, commands), in page order."""
+    """[(kind, name, text)]: ("file", name, content), ("bash", None, commands) and ("python", None, code)
+    for the page's other Python examples, in page order."""
     steps = []
     for match in FENCE.finditer(DOC.read_text(encoding="utf-8")):
         if match["file"]:
             steps.append(("file", match["file"], match["body"]))
-        elif match["lang"] == "bash":
-            steps.append(("bash", None, match["body"]))
+        elif match["lang"] in ("bash", "python"):
+            steps.append((match["lang"], None, match["body"]))
     return steps
 
 
@@ -32,7 +33,7 @@ def _localise(command: str) -> str:
     return re.sub(r"^python ", f"{sys.executable} ", command, flags=re.MULTILINE)
 
 
-def test_tutorial_commands_run_verbatim_and_end_green_then_red(tmp_path):
+def test_tutorial_runs_verbatim_and_ends_green_then_red(tmp_path):
     steps = tutorial_steps()
     commands = "".join(text for kind, _, text in steps if kind == "bash")
     assert "refsam export-cases cases" in commands and "refsam check cases --scores scores.npz" in commands
@@ -41,11 +42,23 @@ def test_tutorial_commands_run_verbatim_and_end_green_then_red(tmp_path):
     for kind, name, text in steps:
         if kind == "file":
             (tmp_path / name).write_text(text, encoding="utf-8")
+        if kind != "bash":
             continue
         result = subprocess.run(["bash", "-e", "-c", _localise(text)], cwd=tmp_path, capture_output=True,
                                 text=True, timeout=300)
         assert result.returncode == 0, (text, result.stdout, result.stderr)
         outputs.append(result.stdout)
+    # The page's other Python examples, in the same directory: the "from Python" check and the
+    # property test, with refsam's forward recursion standing in for the reader's implementation.
+    api, property_test = [text for kind, _, text in steps if kind == "python"]
+    stand_in = ("def my_trajectory_influence(case):\n"
+                "    return trajectory_influence(case.problem, case.trajectory, case.X_test, case.y_test,\n"
+                "                                method='forward')\n")
+    script = api + stand_in + property_test + "test_my_influence_matches_refsam()\nprint('examples ran')\n"
+    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "36/36 cases passed" in result.stdout and result.stdout.endswith("examples ran\n")
     export, green, red = outputs
     assert "wrote 36 cases" in export
     assert "36/36 cases passed (target: trajectory)" in green and "FAIL" not in green
@@ -53,3 +66,4 @@ def test_tutorial_commands_run_verbatim_and_end_green_then_red(tmp_path):
     assert "exit status 1: the check failed, as it should" in red
     row = next(line for line in red.splitlines() if line.startswith("logistic-sam-decoupled-full "))
     assert "FAIL" in row and "1.000e-03" in row
+
