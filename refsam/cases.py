@@ -42,11 +42,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .closed_form import hessian_influence
+from .counterfactual import finite_difference_influence
 from .datasets import make_gaussian_classification
+from .fixed_point import FixedPointError, solve_fixed_point
 from .models import MLP, LogisticRegression, SoftmaxRegression, model_from_spec
 from .objective import Problem
+from .resolve import finite_difference_influence as finite_difference_root_influence
 from .sam import SAM
 from .training import Trajectory, train
+from .trajectory_influence import trajectory_influence
 
 SCHEMA_VERSION = 1
 FORMAT_NAME = "refsam-reference-cases"
@@ -174,10 +179,6 @@ def _rel_err(a: np.ndarray, b: np.ndarray) -> float:
 
 def _closed_form_outputs(problem, sam, trajectory, X_test, y_test):
     """(arrays, outputs-metadata, status) of the closed form, or ({}, {}, reason) without a verified root."""
-    from .closed_form import hessian_influence
-    from .fixed_point import FixedPointError, solve_fixed_point
-    from .resolve import finite_difference_influence as finite_difference_root_influence
-
     lr = float(trajectory.lrs[0])
     try:  # warm start at θ_T; if T = 20 steps end too far away, at θ_T + ROOT_WARMUP_STEPS more steps
         root = solve_fixed_point(problem, sam, trajectory.theta_final, lr=lr, tol=ROOT_TOL)
@@ -231,9 +232,6 @@ def _output(name, exact, rtol, against=None, err=None, tolerance=None, step=None
 
 def _build_case(spec: CaseSpec):
     """(arrays, manifest entry without file/sha256) for one case."""
-    from .counterfactual import finite_difference_influence
-    from .trajectory_influence import trajectory_influence
-
     problem, sam, trajectory, X_test, y_test = _make_run(spec)
     offsets = np.cumsum([0] + [len(b) for b in trajectory.batches]).astype(np.int64)
     arrays = {
@@ -308,7 +306,7 @@ def export_cases(directory, cases: str | None = None, progress: bool = False) ->
     differences ≤ 1e-5; closed form vs re-solved finite differences ≤ 1e-6 where a root is claimed).
     Cost: a few seconds for the whole suite.
     """
-    from . import __version__
+    from . import __version__  # here, not at the top: refsam/__init__.py may import this module
 
     specs = _select_specs(cases)
     directory = os.fspath(directory)
