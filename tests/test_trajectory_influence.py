@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 import refsam
 from refsam.counterfactual import finite_difference_influence, leave_one_out_replay
 from refsam.fixed_point import residual_map, solve_fixed_point
+from refsam.testing import influence_problems, rel_err, trajectories
 from refsam.trajectory_influence import (
     APPROXIMATE_METHODS,
     trajectory_influence,
@@ -25,11 +26,6 @@ RTOL_EXACT = 1e-9  # adjoint / forward / autodiff: one derivative, float64 sums 
 RTOL_FD = 1e-5  # central differences, h = 1e-4: truncation O(h²) ~ 1e-8 plus rounding ~1e-12 relative
 RTOL_CLOSED_FORM = 1e-6  # SPEC §5.4: trajectory → closed form once the run has reached the root
 FD_STEP = 1e-4
-
-
-def rel_err(a, b) -> float:
-    """SPEC §5: ‖a − b‖_∞ / max(‖b‖_∞, 1e-300)."""
-    return float(np.max(np.abs(np.asarray(a) - np.asarray(b))) / max(np.max(np.abs(b)), 1e-300))
 
 
 def spearman(a, b) -> float:
@@ -55,38 +51,48 @@ MODELS = {
 
 
 @st.composite
-def recorded_runs(draw, max_steps=8):
+def recorded_runs(draw, model_name=None, rule=None, regularization=None, minibatch=None, max_steps=8):
     """A tiny recorded SAM run: (problem, trajectory, X_test, y_test).
 
-    Covers every rule, both regularisation modes, full batch and minibatches (including a smaller last
-    batch when batch_size does not divide n), constant and per-step learning rates, and non-unit
-    sample weights. Sizes stay tiny (n ≤ 14, d ≤ 15, T ≤ 8) so the autograd oracle is quick.
+    Arguments left as None are drawn. Draws cover constant and per-step learning rates, non-unit sample
+    weights, ρ in {0.05, 0.2}; a minibatch run uses a batch size that does not divide n, so the last
+    batch of every epoch is smaller. Gaussian data keep every draw non-degenerate; sizes stay tiny
+    (n ≤ 14, d ≤ 15, T ≤ 8) so the autograd oracle is quick.
     """
-    model_name = draw(st.sampled_from(sorted(MODELS)))
+    model_name = draw(st.sampled_from(sorted(MODELS))) if model_name is None else model_name
+    rule = draw(st.sampled_from(["sam", "usam", "asam"])) if rule is None else rule
+    if regularization is None:
+        regularization = draw(st.sampled_from(["decoupled", "coupled"]))
+    minibatch = draw(st.booleans()) if minibatch is None else minibatch
     n = draw(st.integers(8, 14))
     p = draw(st.integers(2, 3))
     model, n_classes = MODELS[model_name](p)
     seed = draw(st.integers(0, 2**16))
     X, y, _ = refsam.make_gaussian_classification(n=n + 3, n_features=p, n_classes=n_classes,
                                                   separation=1.0, seed=seed)
-    weights = None
-    if draw(st.booleans()):
-        weights = np.random.default_rng(seed).uniform(0.5, 1.5, size=n)
+    weights = np.random.default_rng(seed).uniform(0.5, 1.5, size=n) if draw(st.booleans()) else None
     problem = refsam.Problem(model, X[:n], y[:n], weight_decay=draw(st.sampled_from([0.0, 0.01, 0.1])),
-                             weights=weights, regularization=draw(st.sampled_from(["decoupled", "coupled"])))
-    sam = refsam.SAM(draw(st.sampled_from([0.0, 0.05, 0.2])), draw(st.sampled_from(["sam", "usam", "asam"])))
+                             weights=weights, regularization=regularization)
+    sam = refsam.SAM(draw(st.sampled_from([0.05, 0.2])), rule)
     steps = draw(st.integers(3, max_steps))
     lr = draw(st.one_of(st.floats(0.05, 0.5),
                         st.lists(st.floats(0.05, 0.5), min_size=steps, max_size=steps).map(np.array)))
-    batch_size = draw(st.one_of(st.none(), st.integers(3, n - 1)))
+    batch_size = draw(st.integers(3, n - 1).filter(lambda b: n % b != 0)) if minibatch else None
     trajectory = refsam.train(problem, sam, lr, steps, batch_size=batch_size, seed=seed)
     return problem, trajectory, X[n:], y[n:]
 
 
 # -- exact methods agree ------------------------------------------------------------------------------
 
-@given(run=recorded_runs())
-def test_adjoint_equals_forward_equals_autodiff(run):
+@pytest.mark.parametrize("model_name", sorted(MODELS))
+@pytest.mark.parametrize("rule", ["sam", "usam", "asam"])
+@pytest.mark.parametrize("regularization", ["decoupled", "coupled"])
+@pytest.mark.parametrize("minibatch", [False, True], ids=["full", "minibatch"])
+@settings(max_examples=2)
+@given(data=st.data())
+def test_adjoint_equals_forward_equals_autodiff(model_name, rule, regularization, minibatch, data):
+    """Every model × rule × mode × batching; hypothesis draws sizes, λ, ρ, weights and η schedules."""
+    run = data.draw(recorded_runs(model_name, rule, regularization, minibatch))
     problem, trajectory, X_test, y_test = run
     autodiff = trajectory_influence(problem, trajectory, X_test, y_test, method="autodiff")
     adjoint = trajectory_influence(problem, trajectory, X_test, y_test, method="adjoint")
@@ -95,6 +101,25 @@ def test_adjoint_equals_forward_equals_autodiff(run):
     assert_not_trivial(autodiff)
     assert rel_err(adjoint, autodiff) <= RTOL_EXACT
     assert rel_err(forward, autodiff) <= RTOL_EXACT
+
+
+def test_rho_zero_is_exact_for_plain_sgd():
+    """ρ = 0 (plain SGD): P_t = 0, the recursions reduce to SGD's; still = autodiff."""
+    problem, trajectory, X_test, y_test = _logistic_run(rho=0.0, batch_size=5)
+    autodiff = trajectory_influence(problem, trajectory, X_test, y_test, method="autodiff")
+    assert_not_trivial(autodiff)
+    assert rel_err(trajectory_influence(problem, trajectory, X_test, y_test), autodiff) <= RTOL_EXACT
+
+
+@settings(max_examples=10)
+@given(case=influence_problems(trajectories(min_steps=2, max_steps=6, max_lr=0.5)))
+def test_exact_methods_agree_on_refsam_testing_runs(case):
+    """The same claim on refsam.testing's broader (and more degenerate) draws: any p, widths, weights in
+    [0, 2], ρ and κ ranges, batch sizes 1..n."""
+    args = (case.problem, case.trajectory, case.X_test, case.y_test)
+    autodiff = trajectory_influence(*args, method="autodiff")
+    assert rel_err(trajectory_influence(*args, method="adjoint"), autodiff) <= RTOL_EXACT
+    assert rel_err(trajectory_influence(*args, method="forward"), autodiff) <= RTOL_EXACT
 
 
 @settings(max_examples=6)
