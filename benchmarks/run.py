@@ -1,0 +1,482 @@
+"""Benchmarks: the cost of every influence method against brute force and against training itself.
+
+    python benchmarks/run.py [--quick] [--json OUT]
+
+Every ratio is taken within one run on this machine: the two sides are timed alternately (A, B, A, B,
+…) and each keeps its best (minimum) wall time, which is the least noisy estimate on a shared machine.
+Peak memory is measured separately with ``tracemalloc`` (which traces NumPy's allocations), never
+while timing.
+
+Stable JSON keys (external checks read them):
+    closed_form_vs_loo_speedup        all-n closed form vs brute-force leave-one-out re-solves,
+                                      logistic regression, n = 1000 (target >= 100). The re-solves are
+                                      timed on k training points and extrapolated to all n.
+    adjoint_over_training             max of the two below (target <= 3)
+    adjoint_over_training_logistic    adjoint for all n (one test loss) / the training run itself;
+                                      logistic n = 1000, d = 50, T = 1000
+    adjoint_over_training_mlp         the same for a tanh MLP with d ≈ 5,000
+    autodiff_over_adjoint             autograd through the training loop / the adjoint, same run
+    mlp_hessian_d2000                 explicit MLP Hessian (d ≈ 2,000): autograd.hessian vs the
+                                      R-operator on identity blocks vs the layer-wise assembly
+                                      (refsam's MLP.hessian), with max |difference| to autograd
+    scaling                           per method and axis (n, d, T): sizes, seconds, fitted log-log
+                                      exponent, peak memory
+The README next to this file records the numbers and the before/after of each optimisation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from refsam import MLP, SAM, LogisticRegression, Problem, make_gaussian_classification, train  # noqa: E402
+from refsam.closed_form import hessian_influence  # noqa: E402
+from refsam.fixed_point import solve_fixed_point  # noqa: E402
+from refsam.models import Model  # noqa: E402
+from refsam.resolve import leave_one_out  # noqa: E402
+from refsam.trajectory_influence import trajectory_influence  # noqa: E402
+
+# Sizes per mode. "full" is what the README reports; "quick" finishes in under two minutes; "tiny" is
+# the smoke test's (seconds, numbers meaningless).
+CONFIGS = {
+    "full": dict(
+        repeats=3,
+        loo=dict(n=1000, p=49, m=10, k=40),
+        adjoint_logistic=dict(n=1000, p=49, steps=1000, batch_size=100),
+        adjoint_logistic_full_batch=dict(n=1000, p=49, steps=300, batch_size=None),
+        adjoint_mlp=dict(n=1000, sizes=(20, 64, 50, 5), steps=1000, batch_size=100),
+        adjoint_mlp_full_batch=dict(n=1000, sizes=(20, 64, 50, 5), steps=100, batch_size=None),
+        autodiff=dict(n=1000, p=49, steps=100, batch_size=100),
+        hessian=dict(n=500, sizes=(16, 40, 30, 5)),
+        scaling=dict(
+            base=dict(n=500, p=49, steps=200),
+            n=[250, 500, 1000, 2000], p=[9, 24, 49, 99, 199], steps=[100, 200, 400, 800],
+            base_exact_checks=dict(n=100, p=9, steps=50),  # forward (n tangents) and autodiff are slow
+            exact_checks=dict(n=[50, 100, 200, 400], p=[4, 9, 19, 39], steps=[25, 50, 100, 200]),
+            hessian_widths=[(16, 10, 10, 5), (16, 20, 15, 5), (16, 40, 30, 5), (16, 60, 45, 5)],
+            loo_k=5,
+        ),
+    ),
+    "quick": dict(
+        repeats=2,
+        loo=dict(n=1000, p=49, m=10, k=10),
+        adjoint_logistic=dict(n=1000, p=49, steps=1000, batch_size=100),
+        adjoint_logistic_full_batch=dict(n=1000, p=49, steps=100, batch_size=None),
+        adjoint_mlp=dict(n=1000, sizes=(20, 64, 50, 5), steps=200, batch_size=100),
+        adjoint_mlp_full_batch=dict(n=1000, sizes=(20, 64, 50, 5), steps=20, batch_size=None),
+        autodiff=dict(n=1000, p=49, steps=30, batch_size=100),
+        hessian=dict(n=200, sizes=(16, 40, 30, 5)),
+        scaling=dict(
+            base=dict(n=300, p=24, steps=100),
+            n=[150, 300, 600], p=[12, 24, 49], steps=[50, 100, 200],
+            base_exact_checks=dict(n=60, p=5, steps=30),
+            exact_checks=dict(n=[30, 60, 120], p=[3, 5, 10], steps=[15, 30, 60]),
+            hessian_widths=[(16, 10, 10, 5), (16, 20, 15, 5), (16, 40, 30, 5)],
+            loo_k=3,
+        ),
+    ),
+    "tiny": dict(
+        repeats=1,
+        loo=dict(n=60, p=4, m=2, k=2),
+        adjoint_logistic=dict(n=60, p=4, steps=20, batch_size=10),
+        adjoint_logistic_full_batch=dict(n=60, p=4, steps=10, batch_size=None),
+        adjoint_mlp=dict(n=60, sizes=(4, 6, 3), steps=10, batch_size=10),
+        adjoint_mlp_full_batch=dict(n=60, sizes=(4, 6, 3), steps=5, batch_size=None),
+        autodiff=dict(n=60, p=4, steps=5, batch_size=10),
+        hessian=dict(n=20, sizes=(3, 5, 4, 3)),
+        scaling=dict(
+            base=dict(n=60, p=4, steps=10),
+            n=[40, 60], p=[4, 6], steps=[5, 10],
+            base_exact_checks=dict(n=60, p=4, steps=5),
+            exact_checks=dict(n=[40, 60], p=[4, 6], steps=[3, 5]),
+            hessian_widths=[(3, 3, 2), (3, 5, 2)],
+            loo_k=1,
+        ),
+    ),
+}
+
+WEIGHT_DECAY = 1e-2  # λ (decoupled): makes the SAM root isolated for logistic regression (SPEC §3)
+RHO = 0.05  # ρ, SAM rule
+LR_LOGISTIC = 0.5
+LR_MLP = 0.1
+
+
+# -- measuring -------------------------------------------------------------------------------------------
+
+def best_time(fn, repeats: int) -> float:
+    """Minimum wall time of ``fn()`` over ``repeats`` calls, seconds."""
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def paired_best_times(fn_a, fn_b, repeats: int) -> tuple[float, float]:
+    """Best wall times of two functions timed alternately (A, B, A, B, …), so load drifts hit both."""
+    best_a = best_b = float("inf")
+    for _ in range(repeats):
+        best_a = min(best_a, best_time(fn_a, 1))
+        best_b = min(best_b, best_time(fn_b, 1))
+    return best_a, best_b
+
+
+def peak_memory(fn) -> int:
+    """Peak bytes allocated (Python and NumPy) while ``fn()`` runs, by tracemalloc."""
+    tracemalloc.start()
+    try:
+        fn()
+        return int(tracemalloc.get_traced_memory()[1])
+    finally:
+        tracemalloc.stop()
+
+
+def loglog_exponent(sizes, seconds) -> float:
+    """Slope of log(seconds) against log(size), least squares: cost ≈ C · size^slope."""
+    return float(np.polyfit(np.log(sizes), np.log(seconds), 1)[0])
+
+
+# -- problems --------------------------------------------------------------------------------------------
+
+def logistic_problem(n: int, p: int, seed: int = 0):
+    """Logistic regression on Gaussian clusters with 5% flipped labels; d = p + 1; one held-out set."""
+    X, y, _ = make_gaussian_classification(n + 20, p, 2, separation=1.0, flip_fraction=0.05, seed=seed)
+    problem = Problem(LogisticRegression(), X[:n], y[:n], weight_decay=WEIGHT_DECAY)
+    return problem, X[n:], y[n:]
+
+
+def mlp_problem(n: int, sizes, seed: int = 0):
+    """A tanh MLP on Gaussian clusters (sizes[-1] classes), 5% flipped labels; one held-out set."""
+    X, y, _ = make_gaussian_classification(n + 20, sizes[0], sizes[-1], separation=1.0,
+                                           flip_fraction=0.05, seed=seed)
+    problem = Problem(MLP(sizes, "tanh"), X[:n], y[:n], weight_decay=1e-3)
+    return problem, X[n:], y[n:]
+
+
+def sam_root(problem: Problem, sam: SAM):
+    """A verified SAM root: a full-batch SAM run as the warm start, then the root solver."""
+    warm = train(problem, sam, LR_LOGISTIC, 200).theta_final
+    return solve_fixed_point(problem, sam, warm).theta
+
+
+# -- 1. closed form vs brute-force leave-one-out ----------------------------------------------------------
+
+def bench_closed_form_vs_loo(n: int, p: int, m: int, k: int, repeats: int) -> dict:
+    """All-n closed-form influence on m test losses vs re-solving the root n times (w_j = 0).
+
+    The brute force is timed on the first k training points and extrapolated linearly to all n
+    (each re-solve is independent and costs the same). ``leave_one_out`` first polishes θ̂ once; that
+    polish is counted as one more re-solve, so the per-point cost — and the speed-up — is if anything
+    underestimated.
+    """
+    problem, X_test, y_test = logistic_problem(n, p)
+    sam = SAM(RHO)
+    theta_hat = sam_root(problem, sam)
+    indices = np.arange(k)
+    closed = {}
+    loo = {}
+
+    def run_closed():
+        closed["I"] = hessian_influence(problem, sam, theta_hat, X_test, y_test)
+
+    def run_loo():
+        loo["delta"] = leave_one_out(problem, sam, theta_hat, X_test, y_test, indices=indices)
+
+    t_closed, t_loo_k = paired_best_times(run_closed, run_loo, repeats)
+    per_resolve = t_loo_k / (k + 1)
+    t_brute = per_resolve * n
+    predicted = -closed["I"][indices].ravel()  # −I_j predicts the change on removal
+    actual = loo["delta"].ravel()
+    return {
+        "n": n, "d": problem.d, "n_test": m,
+        "closed_form_seconds": t_closed,
+        "loo_resolves_timed": k,
+        "loo_seconds_per_resolve": per_resolve,
+        "loo_seconds_all_n_extrapolated": t_brute,
+        "speedup": t_brute / t_closed,
+        "pearson_prediction_vs_actual": float(np.corrcoef(predicted, actual)[0, 1]),
+        "note": f"brute force timed on {k} re-solves (+1 reference polish) and extrapolated to n={n}",
+    }
+
+
+# -- 2. adjoint vs training ---------------------------------------------------------------------------------
+
+def bench_adjoint_over_training(problem, X_test, y_test, lr, steps, batch_size, repeats) -> dict:
+    """(trajectory adjoint for all n, one test loss) / (the SAM training run that recorded it)."""
+    sam = SAM(RHO)
+    run = {}
+
+    def run_training():
+        run["trajectory"] = train(problem, sam, lr, steps, batch_size=batch_size, seed=0)
+
+    run_training()
+
+    def run_adjoint():
+        trajectory_influence(problem, run["trajectory"], X_test[:1], y_test[:1], "adjoint")
+
+    t_train, t_adjoint = paired_best_times(run_training, run_adjoint, repeats)
+    return {
+        "model": problem.model.name, "n": problem.n, "d": problem.d, "steps": steps,
+        "batch_size": batch_size, "n_test": 1,
+        "training_seconds": t_train, "adjoint_seconds": t_adjoint, "ratio": t_adjoint / t_train,
+    }
+
+
+def bench_autodiff_over_adjoint(n, p, steps, batch_size, repeats) -> dict:
+    """Autograd through the whole training loop (the independent oracle) / the adjoint, one test loss."""
+    problem, X_test, y_test = logistic_problem(n, p)
+    trajectory = train(problem, SAM(RHO), LR_LOGISTIC, steps, batch_size=batch_size, seed=0)
+    out = {}
+
+    def run(method):
+        out[method] = trajectory_influence(problem, trajectory, X_test[:1], y_test[:1], method)
+
+    t_adjoint, t_autodiff = paired_best_times(lambda: run("adjoint"), lambda: run("autodiff"), repeats)
+    error = np.max(np.abs(out["autodiff"] - out["adjoint"])) / np.max(np.abs(out["autodiff"]))
+    return {
+        "model": "logistic", "n": n, "d": problem.d, "steps": steps, "batch_size": batch_size,
+        "adjoint_seconds": t_adjoint, "autodiff_seconds": t_autodiff, "ratio": t_autodiff / t_adjoint,
+        "rel_err_adjoint_vs_autodiff": float(error),
+    }
+
+
+# -- 3. the MLP Hessian -------------------------------------------------------------------------------------
+
+def hessian_by_hvp_blocks(model: MLP, theta, X, y, c, block: int = 256) -> np.ndarray:
+    """The intermediate approach: the batched R-operator HVP applied to blocks of the identity."""
+    d = theta.shape[0]
+    H = np.empty((d, d))
+    for lo in range(0, d, block):
+        hi = min(d, lo + block)
+        E = np.zeros((hi - lo, d))
+        E[np.arange(hi - lo), np.arange(lo, hi)] = 1.0
+        H[lo:hi] = model._hessian_rows(theta, X, y, c, E)
+    return 0.5 * (H + H.T)
+
+
+def bench_mlp_hessian(n: int, sizes, repeats: int, with_autograd: bool = True) -> dict:
+    """Explicit Hessian of F = (1/n) Σ ℓ_i for a tanh MLP: three exact approaches, timed and compared."""
+    problem, _, _ = mlp_problem(n, sizes)
+    model = problem.model
+    theta = problem.init_params(1) + 0.1 * np.random.default_rng(1).standard_normal(problem.d)
+    X, y, c = problem.X, problem.y, np.full(n, 1.0 / n)
+    results, seconds = {}, {}
+    approaches = {
+        "layerwise": lambda: model.hessian(theta, X, y, c),  # refsam's MLP.hessian
+        "hvp_blocks": lambda: hessian_by_hvp_blocks(model, theta, X, y, c),
+    }
+    if with_autograd:
+        approaches["autograd"] = lambda: Model.hessian(model, theta, X, y, c)  # autograd.hessian
+    for name, fn in approaches.items():
+        seconds[name] = best_time(lambda fn=fn, name=name: results.__setitem__(name, fn()), repeats
+                                  if name != "autograd" else 1)
+    reference = results.get("autograd", results["hvp_blocks"])
+    out = {
+        "n": n, "d": problem.d, "sizes": list(sizes), "seconds": seconds,
+        "reference": "autograd" if with_autograd else "hvp_blocks",
+        "max_abs_diff": {name: float(np.max(np.abs(H - reference))) for name, H in results.items()},
+        "max_abs_entry": float(np.max(np.abs(reference))),
+    }
+    base = seconds.get("autograd", seconds["hvp_blocks"])
+    out["speedup"] = {name: base / s for name, s in seconds.items()}
+    return out
+
+
+# -- 4. scaling -----------------------------------------------------------------------------------------
+
+def _scaling_row(axis, sizes, seconds, memory) -> dict:
+    return {"axis": axis, "sizes": list(sizes), "seconds": list(seconds), "peak_bytes": list(memory),
+            "exponent": loglog_exponent(sizes, seconds) if len(sizes) > 1 else float("nan")}
+
+
+def _measure(fn, repeats):
+    return best_time(fn, repeats), peak_memory(fn)
+
+
+def _closed_form_and_loo_runs(problem, sam, X_test, y_test, k):
+    """(closed form for all n, leave-one-out re-solves of the first k points) as argument-free calls."""
+    theta_hat = sam_root(problem, sam)
+    return (lambda: hessian_influence(problem, sam, theta_hat, X_test, y_test),
+            lambda: leave_one_out(problem, sam, theta_hat, X_test, y_test, np.arange(k)))
+
+
+def _trajectory_runs(problem, sam, X_test, y_test, steps, methods):
+    """{method: argument-free call}: training itself and each influence method on its recorded run."""
+    trajectory = train(problem, sam, LR_LOGISTIC, steps)
+    runs = {"training": lambda: train(problem, sam, LR_LOGISTIC, steps)}
+    for method in methods:
+        runs[method] = (lambda m=method:
+                        trajectory_influence(problem, trajectory, X_test[:1], y_test[:1], m))
+    return runs
+
+
+def scaling_closed_form_and_loo(cfg, repeats) -> dict:
+    """Closed form (all n) and extrapolated brute-force LOO against n and d (logistic, full batch)."""
+    base = cfg["base"]
+    sam = SAM(RHO)
+    table = {"closed_form": [], "loo_all_n": []}
+    for axis, values in (("n", cfg["n"]), ("d", cfg["p"])):
+        closed, loo, closed_mem, loo_mem, sizes = [], [], [], [], []
+        for v in values:
+            n, p = (v, base["p"]) if axis == "n" else (base["n"], v)
+            problem, X_test, y_test = logistic_problem(n, p)
+            run_closed, run_loo = _closed_form_and_loo_runs(problem, sam, X_test, y_test, cfg["loo_k"])
+            t, mem = _measure(run_closed, repeats)
+            closed.append(t)
+            closed_mem.append(mem)
+            t, mem = _measure(run_loo, 1)
+            loo.append(t / (cfg["loo_k"] + 1) * n)  # + 1: the reference polish (see bench_closed_form_vs_loo)
+            loo_mem.append(mem)
+            sizes.append(v if axis == "n" else problem.d)
+        table["closed_form"].append(_scaling_row(axis, sizes, closed, closed_mem))
+        table["loo_all_n"].append(_scaling_row(axis, sizes, loo, loo_mem))
+    return table
+
+
+def scaling_trajectory(base, axes, methods, repeats) -> dict:
+    """``methods`` (training and trajectory-influence methods) against n, d and T (logistic, full batch).
+
+    ``base`` = dict(n, p, steps); ``axes`` = dict(n=[…], p=[…], steps=[…]) varied one at a time.
+    """
+    sam = SAM(RHO)
+    table = {name: [] for name in methods}
+    for axis, key in (("n", "n"), ("d", "p"), ("T", "steps")):
+        rows = {name: ([], []) for name in methods}
+        sizes = []
+        for v in axes[key]:
+            size = dict(base, **{key: v})
+            problem, X_test, y_test = logistic_problem(size["n"], size["p"])
+            runs = _trajectory_runs(problem, sam, X_test, y_test, size["steps"],
+                                    [m for m in methods if m != "training"])
+            for name in methods:
+                t, mem = _measure(runs[name], repeats)
+                rows[name][0].append(t)
+                rows[name][1].append(mem)
+            sizes.append({"n": problem.n, "d": problem.d, "T": size["steps"]}[axis])
+        for name in methods:
+            table[name].append(_scaling_row(axis, sizes, *rows[name]))
+    return table
+
+
+def scaling_mlp_hessian(cfg, n, repeats) -> dict:
+    """MLP Hessian (layer-wise assembly) against d, at fixed n."""
+    seconds, memory, sizes = [], [], []
+    for widths in cfg["hessian_widths"]:
+        problem, _, _ = mlp_problem(n, widths)
+        theta = problem.init_params(1)
+        t, mem = _measure(lambda problem=problem, theta=theta: problem.hessian(theta), repeats)
+        seconds.append(t)
+        memory.append(mem)
+        sizes.append(problem.d)
+    return {"mlp_hessian_layerwise": [_scaling_row("d", sizes, seconds, memory)]}
+
+
+# -- driver ---------------------------------------------------------------------------------------------
+
+def run_benchmarks(mode: str = "full", log=print) -> dict:
+    """Run every benchmark at the sizes of ``mode`` ("full", "quick" or "tiny"); returns the JSON dict."""
+    cfg = CONFIGS[mode]
+    repeats = cfg["repeats"]
+    start = time.perf_counter()
+    results = {"mode": mode, "machine": {"python": platform.python_version(), "numpy": np.__version__,
+                                         "processor": platform.processor() or platform.machine()}}
+
+    log(f"[{time.perf_counter() - start:6.1f} s] closed form vs leave-one-out re-solves ...")
+    loo = bench_closed_form_vs_loo(**cfg["loo"], repeats=repeats)
+    results["closed_form_vs_loo"] = loo
+    results["closed_form_vs_loo_speedup"] = loo["speedup"]
+
+    log(f"[{time.perf_counter() - start:6.1f} s] adjoint vs training ...")
+    adjoint = {}
+    for key, lr in (("adjoint_logistic", LR_LOGISTIC), ("adjoint_logistic_full_batch", LR_LOGISTIC)):
+        c = cfg[key]
+        problem, X_test, y_test = logistic_problem(c["n"], c["p"])
+        adjoint[key] = bench_adjoint_over_training(problem, X_test, y_test, lr, c["steps"],
+                                                   c["batch_size"], repeats)
+    for key in ("adjoint_mlp", "adjoint_mlp_full_batch"):
+        c = cfg[key]
+        problem, X_test, y_test = mlp_problem(c["n"], c["sizes"])
+        adjoint[key] = bench_adjoint_over_training(problem, X_test, y_test, LR_MLP, c["steps"],
+                                                   c["batch_size"], repeats)
+    results["adjoint_over_training_runs"] = adjoint
+    results["adjoint_over_training_logistic"] = adjoint["adjoint_logistic"]["ratio"]
+    results["adjoint_over_training_mlp"] = adjoint["adjoint_mlp"]["ratio"]
+    results["adjoint_over_training"] = max(results["adjoint_over_training_logistic"],
+                                           results["adjoint_over_training_mlp"])
+
+    log(f"[{time.perf_counter() - start:6.1f} s] autodiff vs adjoint ...")
+    autodiff = bench_autodiff_over_adjoint(**cfg["autodiff"], repeats=repeats)
+    results["autodiff_vs_adjoint"] = autodiff
+    results["autodiff_over_adjoint"] = autodiff["ratio"]
+
+    log(f"[{time.perf_counter() - start:6.1f} s] MLP Hessian ...")
+    results["mlp_hessian_d2000"] = bench_mlp_hessian(**cfg["hessian"], repeats=repeats)
+
+    log(f"[{time.perf_counter() - start:6.1f} s] scaling ...")
+    scaling = {}
+    scaling.update(scaling_closed_form_and_loo(cfg["scaling"], repeats))
+    sc = cfg["scaling"]
+    scaling.update(scaling_trajectory(sc["base"], sc, ("training", "adjoint"), repeats))
+    scaling.update(scaling_trajectory(sc["base_exact_checks"], sc["exact_checks"], ("forward", "autodiff"),
+                                      repeats))
+    scaling.update(scaling_mlp_hessian(cfg["scaling"], cfg["hessian"]["n"], repeats))
+    results["scaling"] = scaling
+    results["total_seconds"] = time.perf_counter() - start
+    return results
+
+
+def format_summary(results: dict) -> str:
+    """A human-readable digest of the JSON."""
+    lines = [f"mode={results['mode']}  total {results['total_seconds']:.1f} s"]
+    loo = results["closed_form_vs_loo"]
+    lines.append(f"closed_form_vs_loo_speedup = {results['closed_form_vs_loo_speedup']:.0f}x  "
+                 f"(closed form {loo['closed_form_seconds'] * 1e3:.1f} ms vs LOO "
+                 f"{loo['loo_seconds_all_n_extrapolated']:.1f} s; {loo['note']}; "
+                 f"Pearson(−I, actual) = {loo['pearson_prediction_vs_actual']:.4f})  target >= 100")
+    for key, run in results["adjoint_over_training_runs"].items():
+        lines.append(f"{key}: n={run['n']} d={run['d']} T={run['steps']} batch={run['batch_size']}: "
+                     f"training {run['training_seconds']:.3f} s, adjoint {run['adjoint_seconds']:.3f} s, "
+                     f"ratio {run['ratio']:.2f}")
+    lines.append(f"adjoint_over_training = {results['adjoint_over_training']:.2f}  (logistic "
+                 f"{results['adjoint_over_training_logistic']:.2f}, MLP "
+                 f"{results['adjoint_over_training_mlp']:.2f})  target <= 3")
+    lines.append(f"autodiff_over_adjoint = {results['autodiff_over_adjoint']:.1f}  (rel. err "
+                 f"{results['autodiff_vs_adjoint']['rel_err_adjoint_vs_autodiff']:.1e})")
+    h = results["mlp_hessian_d2000"]
+    times = ", ".join(f"{k} {v:.3f} s" for k, v in h["seconds"].items())
+    diffs = ", ".join(f"{k} {v:.1e}" for k, v in h["max_abs_diff"].items())
+    lines.append(f"mlp_hessian_d2000 (d={h['d']}, n={h['n']}): {times}; max |diff| vs {h['reference']}: "
+                 f"{diffs}")
+    lines.append("scaling exponents (log-log fit):")
+    for method, rows in results["scaling"].items():
+        parts = [f"{row['axis']}: {row['exponent']:.2f}" for row in rows]
+        lines.append(f"  {method:24s} " + ", ".join(parts))
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller sizes; finishes in under 2 minutes")
+    parser.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # smoke test only
+    parser.add_argument("--json", metavar="OUT", help="write the results as JSON to OUT")
+    args = parser.parse_args(argv)
+    mode = "tiny" if args.tiny else "quick" if args.quick else "full"
+    results = run_benchmarks(mode, log=lambda msg: print(msg, file=sys.stderr, flush=True))
+    print(format_summary(results))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,41 @@
+"""Smoke test: benchmarks/run.py runs end to end at tiny sizes and writes every stable JSON key.
+
+No timing assertions (timings on a shared machine are not reproducible); it checks that the script
+still runs against the current API, that each ratio and exponent is a finite number, and that the
+exactness checks the benchmarks carry along (adjoint = autodiff, Hessians = autograd) hold.
+"""
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+STABLE_KEYS = ("closed_form_vs_loo_speedup", "adjoint_over_training", "adjoint_over_training_logistic",
+               "adjoint_over_training_mlp", "autodiff_over_adjoint")
+
+
+def test_benchmark_script_writes_finite_stable_keys(tmp_path):
+    out = tmp_path / "results.json"
+    command = [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--tiny", "--json", str(out)]
+    completed = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert completed.returncode == 0, completed.stderr
+    assert "adjoint_over_training" in completed.stdout  # the summary is printed
+    results = json.loads(out.read_text())
+    for key in STABLE_KEYS:
+        assert math.isfinite(results[key]) and results[key] > 0, key
+    assert results["adjoint_over_training"] == max(results["adjoint_over_training_logistic"],
+                                                   results["adjoint_over_training_mlp"])
+    RTOL_EXACT = 1e-9  # SPEC §5.3: adjoint = autodiff through training
+    assert results["autodiff_vs_adjoint"]["rel_err_adjoint_vs_autodiff"] <= RTOL_EXACT
+    hessian = results["mlp_hessian_d2000"]
+    ATOL_HESSIAN = 1e-10 * hessian["max_abs_entry"]  # SPEC §5.1: same derivative, reordered sums
+    assert hessian["max_abs_entry"] > 0
+    assert set(hessian["seconds"]) == {"autograd", "hvp_blocks", "layerwise"}
+    assert all(diff <= ATOL_HESSIAN for diff in hessian["max_abs_diff"].values())
+    for method, rows in results["scaling"].items():
+        for row in rows:
+            assert len(row["sizes"]) == len(row["seconds"]) == len(row["peak_bytes"]) >= 2, method
+            assert math.isfinite(row["exponent"]), (method, row["axis"])
+            assert all(b > 0 for b in row["peak_bytes"]), (method, row["axis"])
