@@ -19,9 +19,11 @@ Conventions
 * The suite spans model (logistic, softmax, mlp) × rule (sam, usam, asam) × regularisation (decoupled,
   coupled) × batching (full, minibatch): 36 cases, each n_train = 12, n_test = 3, d ≤ 20, T = 20.
 
-Outputs stored per case (all shape (n_train, n_test)):
+Outputs stored per case (shape (n_train, n_test) unless noted):
     trajectory       exact trajectory influence, adjoint recursion (SPEC §4)              every case
     trajectory_fd    central finite differences of replays with w_j = 1 ± h (ground truth) every case
+    trajectory_parameters   dθ_T/dw_j, shape (n_train, n_params), checked against ``trajectory``
+                     by the chain rule; for debugging a port one derivative at a time   every case
     closed_form      closed form at a verified root θ̂ (SPEC §3), variant "full"
     closed_form_frozen, closed_form_erm   the two ablations at the same root
     closed_form_fd   central finite differences of the re-solved root (ground truth)
@@ -51,7 +53,7 @@ from .objective import Problem
 from .resolve import finite_difference_influence as finite_difference_root_influence
 from .sam import SAM
 from .training import Trajectory, train
-from .trajectory_influence import trajectory_influence
+from .trajectory_influence import trajectory_influence, trajectory_parameter_influence
 
 SCHEMA_VERSION = 1
 FORMAT_NAME = "refsam-reference-cases"
@@ -80,6 +82,7 @@ RTOL_EXACT = 1e-7  # an exact derivative recomputed by another float64 implement
 #                    rejects any dropped term (the SAM terms move the scores by more than 1e-3)
 RTOL_TRAJECTORY_FD = 1e-5  # SPEC §4: central differences of replays, h = FD_STEP, O(h²) truncation
 RTOL_CLOSED_FORM_FD = 1e-6  # SPEC §3: central differences of the re-solved root
+RTOL_CHAIN_RULE = 1e-9  # scores = (dθ_T/dw) ∇f(θ_T)ᵀ: the same exact derivative contracted two ways
 ATOL = 0.0  # the criterion is relative to ‖reference‖_∞, so no absolute floor is needed
 FD_STEP = 1e-4  # h in w_j = 1 ± h
 ROOT_TOL = 1e-10  # ‖G(θ̂)‖ at which a root counts as verified (SPEC §3)
@@ -88,6 +91,7 @@ ROOT_WARMUP_STEPS = 200  # extra full-batch SAM steps from θ_T to warm-start th
 OUTPUT_METHODS = {
     "trajectory": "exact trajectory influence: adjoint recursion through the recorded run (SPEC §4)",
     "trajectory_fd": "central finite differences of replaying the run with w_j = 1 ± h (ground truth)",
+    "trajectory_parameters": "exact parameter influence d theta_T / d w_j (row j), adjoint recursion",
     "closed_form": "closed form at the verified root theta_hat, variant 'full' (SPEC §3)",
     "closed_form_frozen": "closed form at theta_hat with the perturbation frozen (ablation, SPEC §3)",
     "closed_form_erm": "Koh-Liang influence at theta_hat, SAM ignored (ablation, SPEC §3)",
@@ -201,12 +205,13 @@ def _closed_form_outputs(problem, sam, trajectory, X_test, y_test):
     if not err <= RTOL_CLOSED_FORM_FD:
         return {}, {}, (f"root not verified: closed form vs re-solved finite differences rel. err "
                         f"{err:.2e} > {RTOL_CLOSED_FORM_FD:.0e}")
+    shape = (problem.n, len(y_test))  # (n_train, n_test)
     outputs = {
-        "closed_form": _output("closed_form", True, RTOL_EXACT, against="closed_form_fd", err=err,
+        "closed_form": _output("closed_form", shape, True, RTOL_EXACT, against="closed_form_fd", err=err,
                                tolerance=RTOL_CLOSED_FORM_FD),
-        "closed_form_frozen": _output("closed_form_frozen", True, RTOL_EXACT),
-        "closed_form_erm": _output("closed_form_erm", True, RTOL_EXACT),
-        "closed_form_fd": _output("closed_form_fd", False, RTOL_CLOSED_FORM_FD, step=FD_STEP),
+        "closed_form_frozen": _output("closed_form_frozen", shape, True, RTOL_EXACT),
+        "closed_form_erm": _output("closed_form_erm", shape, True, RTOL_EXACT),
+        "closed_form_fd": _output("closed_form_fd", shape, False, RTOL_CLOSED_FORM_FD, step=FD_STEP),
     }
     outputs["closed_form"]["root"] = {
         "array": "theta_hat", "residual": float(f"{root.residual:.3e}"),
@@ -219,9 +224,9 @@ def _closed_form_outputs(problem, sam, trajectory, X_test, y_test):
     return arrays, outputs, status
 
 
-def _output(name, exact, rtol, against=None, err=None, tolerance=None, step=None) -> dict:
-    out = {"array": f"influence_{name}", "method": OUTPUT_METHODS[name], "exact": exact,
-           "rtol": rtol, "atol": ATOL}
+def _output(name, shape, exact, rtol, against=None, err=None, tolerance=None, step=None) -> dict:
+    out = {"array": f"influence_{name}", "shape": list(shape), "method": OUTPUT_METHODS[name],
+           "exact": exact, "rtol": rtol, "atol": ATOL}
     if against is not None:
         out["verified_against"] = {"output": against, "rel_err": float(f"{err:.3e}"),
                                    "tolerance": tolerance}
@@ -248,12 +253,23 @@ def _build_case(spec: CaseSpec):
     if not err <= RTOL_TRAJECTORY_FD:  # a failed self-check is a refsam bug: never export it
         raise RuntimeError(f"case {spec.case_id}: adjoint vs finite differences rel. err {err:.2e} "
                            f"> {RTOL_TRAJECTORY_FD:.0e}; refusing to export an unverified case")
+    # dθ_T/dw_j, row j; checked by the chain rule: scores[j, k] = (dθ_T/dw_j) · ∇f_k(θ_T)
+    parameters = trajectory_parameter_influence(problem, trajectory, method="adjoint")  # (n, d)
+    test_grads = problem.model.per_sample_grads(trajectory.theta_final, X_test, y_test)  # (m, d)
+    chain_err = _rel_err(parameters @ test_grads.T, exact)
+    if not chain_err <= RTOL_CHAIN_RULE:
+        raise RuntimeError(f"case {spec.case_id}: parameter influence contradicts the scores by the chain "
+                           f"rule (rel. err {chain_err:.2e} > {RTOL_CHAIN_RULE:.0e}); refusing to export")
     arrays["influence_trajectory"] = exact
     arrays["influence_trajectory_fd"] = fd
+    arrays["influence_trajectory_parameters"] = parameters
+    shape = (problem.n, len(y_test))  # (n_train, n_test)
     outputs = {
-        "trajectory": _output("trajectory", True, RTOL_EXACT, against="trajectory_fd", err=err,
+        "trajectory": _output("trajectory", shape, True, RTOL_EXACT, against="trajectory_fd", err=err,
                               tolerance=RTOL_TRAJECTORY_FD),
-        "trajectory_fd": _output("trajectory_fd", False, RTOL_TRAJECTORY_FD, step=FD_STEP),
+        "trajectory_fd": _output("trajectory_fd", shape, False, RTOL_TRAJECTORY_FD, step=FD_STEP),
+        "trajectory_parameters": _output("trajectory_parameters", (problem.n, problem.d), True, RTOL_EXACT,
+                                         against="trajectory", err=chain_err, tolerance=RTOL_CHAIN_RULE),
     }
     if spec.regularization == "decoupled" and spec.batching == "full":
         cf_arrays, cf_outputs, closed_form_status = _closed_form_outputs(problem, sam, trajectory,
@@ -343,7 +359,7 @@ _CASE_FIELDS = {
     "kappa": (int, float), "weight_decay": (int, float), "regularization": str, "batching": str,
     "steps": int, "n_train": int, "n_test": int, "n_features": int, "n_params": int, "outputs": dict,
 }
-_OUTPUT_FIELDS = {"array": str, "rtol": (int, float), "atol": (int, float), "exact": bool}
+_OUTPUT_FIELDS = {"array": str, "shape": list, "rtol": (int, float), "atol": (int, float), "exact": bool}
 
 
 def _manifest_error(directory, message) -> CaseFileError:
@@ -398,6 +414,9 @@ def read_manifest(directory, verify: bool = True) -> dict:
             if not isinstance(output, dict):
                 raise _manifest_error(directory, f"{where}: outputs[{name!r}] must be an object")
             _check_fields(directory, output, _OUTPUT_FIELDS, f"{where}: outputs[{name!r}]")
+            if not all(isinstance(k, int) and not isinstance(k, bool) and k >= 0 for k in output["shape"]):
+                raise _manifest_error(directory, f"{where}: outputs[{name!r}]: `shape` must be a list of "
+                                                 f"ints >= 0, got {output['shape']!r}")
         if "trajectory" not in case["outputs"]:
             raise _manifest_error(directory, f"{where}: outputs lacks 'trajectory'")
     if verify:
@@ -460,7 +479,7 @@ def _load_entry(directory, entry, verify) -> ReferenceCase:
               "thetas": (T + 1, d), "epsilons": (T, d), "lrs": (T,), "batch_offsets": (T + 1,),
               "test_losses": (m,)}
     for output in entry["outputs"].values():
-        shapes[output["array"]] = (n, m)
+        shapes[output["array"]] = tuple(output["shape"])
         root = output.get("root")
         if isinstance(root, dict) and isinstance(root.get("array"), str):
             shapes[root["array"]] = (d,)
@@ -642,10 +661,12 @@ def check_scores(directory, scores, target: str = "trajectory", cases: str | Non
         A directory written by :func:`export_cases`; its manifest and every file's sha256 are verified.
     scores : path or mapping
         An ``.npz`` (loaded with ``allow_pickle=False``) or a dict holding one array per case id, shape
-        (n_train, n_test), entry [j, k] = I_j(loss of test point k). Keys naming no case are ignored.
+        (n_train, n_test), entry [j, k] = I_j(loss of test point k) — or (n_train, n_params) for the
+        target "trajectory_parameters", row j = dθ_T/dw_j. Keys naming no case are ignored.
     target : str
-        Which stored output to compare with: "trajectory" (default), "trajectory_fd", "closed_form",
-        "closed_form_frozen", "closed_form_erm" or "closed_form_fd". Cases without it are skipped.
+        Which stored output to compare with: "trajectory" (default), "trajectory_fd",
+        "trajectory_parameters", "closed_form", "closed_form_frozen", "closed_form_erm" or
+        "closed_form_fd". Cases without it are skipped.
     cases : str, optional
         Shell-style pattern restricting the cases compared (``"logistic-*"``).
 
@@ -686,11 +707,13 @@ def check_scores(directory, scores, target: str = "trajectory", cases: str | Non
         if raw.dtype.kind not in "fiu":
             raise CaseFileError(f"{where}: scores for {entry['id']!r} have dtype {raw.dtype}, expected "
                                 f"float64")
-        expected = (entry["n_train"], entry["n_test"])
+        expected = tuple(output["shape"])
         if raw.shape != expected:
+            names = {(entry["n_train"], entry["n_test"]): "(n_train, n_test) = ",
+                     (entry["n_train"], entry["n_params"]): "(n_train, n_params) = "}.get(expected, "")
             hint = "; transpose it" if raw.shape == expected[::-1] else ""
             raise CaseFileError(f"{where}: scores for {entry['id']!r} have shape {raw.shape}, expected "
-                                f"(n_train, n_test) = {expected}{hint}")
+                                f"{names}{expected}{hint}")
         results.append(compare(raw.astype(np.float64), case.arrays[output["array"]], output["rtol"],
                                output["atol"], entry["id"]))
     selected = {c["id"] for c in entries}

@@ -44,6 +44,7 @@ from refsam.trajectory_influence import trajectory_influence
 RTOL_TRAJECTORY_FD = 1e-5  # SPEC §4: adjoint vs central differences of replays
 RTOL_CLOSED_FORM_FD = 1e-6  # SPEC §3: closed form vs central differences of the re-solved root
 ROOT_TOL = 1e-10  # SPEC §3: ‖G(θ̂)‖ of a verified root
+RTOL_CHAIN_RULE = 1e-9  # I_j(f_k) = (dθ_T/dw_j)·∇f_k(θ_T): one exact derivative contracted two ways
 MIN_ABLATION_GAP = 1e-3  # frozen/erm must differ from full by far more than any tolerance (1e-7)
 MIN_SCALE = 1e-3  # a guard against trivially small (or zero) reference influences
 PROBE = "logistic-sam-decoupled-full"  # the case the corruption tests tamper with
@@ -116,7 +117,7 @@ def test_suite_covers_every_value_of_every_axis(case_dir):
         assert entry["model"]["name"] in MODELS and entry["rule"] in RULES
         assert entry["regularization"] in REGULARIZATIONS and entry["batching"] in BATCHINGS
         assert entry["n_train"] <= 20 and entry["n_params"] <= 20 and entry["steps"] <= 30
-        assert {"trajectory", "trajectory_fd"} <= set(entry["outputs"])
+        assert {"trajectory", "trajectory_fd", "trajectory_parameters"} <= set(entry["outputs"])
         has_closed_form = "closed_form" in entry["outputs"]
         assert has_closed_form == (entry["regularization"] == "decoupled" and entry["batching"] == "full"), \
             entry["closed_form_status"]
@@ -134,9 +135,10 @@ def test_case_directory_reads_with_plain_numpy_json_and_hashlib(case_dir):
         with np.load(path, allow_pickle=False) as f:
             arrays = {k: f[k] for k in f.files}
         assert all(a.dtype != object for a in arrays.values())
-        n, m = entry["n_train"], entry["n_test"]
-        for output in entry["outputs"].values():
-            assert arrays[output["array"]].shape == (n, m)
+        n, m, d = entry["n_train"], entry["n_test"], entry["n_params"]
+        for name, output in entry["outputs"].items():
+            assert arrays[output["array"]].shape == tuple(output["shape"])
+            assert tuple(output["shape"]) == ((n, d) if name == "trajectory_parameters" else (n, m))
         offsets = arrays["batch_offsets"]
         assert offsets[0] == 0 and offsets[-1] == len(arrays["batch_indices"])
         assert len(offsets) == entry["steps"] + 1
@@ -169,6 +171,14 @@ def test_stored_trajectory_influence_matches_replay_finite_differences(cases):
         assert recorded == pytest.approx(err, rel=1e-3)
 
 
+def test_stored_parameter_influence_gives_the_scores_by_the_chain_rule(cases):
+    for case in cases:
+        problem, theta_T = case.problem(), case.arrays["thetas"][-1]
+        test_grads = problem.model.per_sample_grads(theta_T, case.arrays["X_test"], case.arrays["y_test"])
+        parameters = case.reference("trajectory_parameters")  # (n, d): row j = dθ_T/dw_j
+        assert _rel_err(parameters @ test_grads.T, case.reference("trajectory")) <= RTOL_CHAIN_RULE
+
+
 def test_stored_closed_form_is_exact_at_a_verified_root(cases):
     with_closed_form = [c for c in cases if "closed_form" in c.meta["outputs"]]
     assert {c.meta["model"]["name"] for c in with_closed_form} == set(MODELS)
@@ -198,6 +208,18 @@ def test_refsam_autodiff_scores_check_green_on_one_case_per_model(case_dir, case
                                               c.arrays["y_test"], method="autodiff") for c in subset}
     report = check_scores(case_dir, scores, cases="*-asam-coupled-minibatch")
     assert report.passed and len(report.results) == 3, report.table()
+
+
+def test_parameter_influence_target_checks_green_and_rejects_a_transposed_array(case_dir, cases):
+    from refsam.trajectory_influence import trajectory_parameter_influence
+
+    forward = {c.case_id: trajectory_parameter_influence(c.problem(), c.trajectory(), method="forward")
+               for c in cases if c.case_id.startswith("mlp-")}
+    report = check_scores(case_dir, forward, target="trajectory_parameters", cases="mlp-*")
+    assert report.passed and len(report.results) == 12, report.table()
+    with pytest.raises(CaseFileError, match=r"expected \(n_train, n_params\) = \(12, 20\); transpose it"):
+        check_scores(case_dir, {k: v.T for k, v in forward.items()}, target="trajectory_parameters",
+                     cases="mlp-*")
 
 
 def test_perturbed_scores_check_red(case_dir, exact_scores):
