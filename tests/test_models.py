@@ -5,6 +5,10 @@ never call the hand-written code), a Python loop over samples for the weighted o
 closed-form asymptotics of the logistic loss.
 """
 
+import subprocess
+import sys
+import textwrap
+
 import autograd
 import autograd.numpy as anp
 import numpy as np
@@ -224,3 +228,28 @@ def test_predict_proba_rows_are_distributions_matching_the_loss():
         P = model.predict_proba(theta, X)
         assert np.allclose(P.sum(axis=1), 1.0, rtol=1e-15, atol=1e-15) and np.all(P > 0)
         assert np.allclose(model.losses(theta, X, y), -np.log(P[np.arange(6), y]), rtol=1e-12)
+
+
+def test_refsam_imports_and_trains_without_hypothesis():
+    """hypothesis is a test extra: `import refsam` must not pull in refsam.testing, and refsam.testing
+    must say how to get hypothesis when it is missing."""
+    script = textwrap.dedent("""
+        import sys
+        class BlockHypothesis:
+            def find_spec(self, name, path=None, target=None):
+                if name == "hypothesis" or name.startswith("hypothesis."):
+                    raise ImportError("No module named 'hypothesis' (blocked)")
+        sys.meta_path.insert(0, BlockHypothesis())
+        import refsam
+        X, y, _ = refsam.make_gaussian_classification(20, 2, seed=0)
+        refsam.train(refsam.Problem(refsam.LogisticRegression(), X, y), refsam.SAM(0.05), 0.5, 3)
+        assert "refsam.testing" not in sys.modules and "hypothesis" not in sys.modules
+        try:
+            import refsam.testing
+        except ImportError as exc:
+            print(exc)
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert 'refsam.testing needs hypothesis; install the test extra: pip install "refsam[test]"' in (
+        result.stdout)
