@@ -27,14 +27,24 @@ The README next to this file records the numbers and the before/after of each op
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
+import os
 import platform
 import sys
 import time
 import tracemalloc
 from pathlib import Path
 
-import numpy as np
+# One BLAS thread unless the caller says otherwise (e.g. OPENBLAS_NUM_THREADS=2 python benchmarks/run.py).
+# On a shared 2-core machine, multi-threaded OpenBLAS spins against other processes: the same Hessian
+# assembly measured 0.08 s with one thread and 2.6 s with two under load. One thread keeps the ratios
+# reproducible and fair between BLAS-heavy and Python-heavy methods. Must be set before NumPy loads.
+BLAS_THREADS = os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", BLAS_THREADS)
+os.environ.setdefault("MKL_NUM_THREADS", BLAS_THREADS)
+
+import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
@@ -57,6 +67,7 @@ CONFIGS = {
         adjoint_mlp_full_batch=dict(n=1000, sizes=(20, 64, 50, 5), steps=100, batch_size=None),
         autodiff=dict(n=1000, p=49, steps=100, batch_size=100),
         hessian=dict(n=500, sizes=(16, 40, 30, 5)),
+        products=dict(sizes=(20, 64, 50, 5), batch_sizes=(100, 1000)),
         scaling=dict(
             base=dict(n=500, p=49, steps=200),
             n=[250, 500, 1000, 2000], p=[9, 24, 49, 99, 199], steps=[100, 200, 400, 800],
@@ -75,6 +86,7 @@ CONFIGS = {
         adjoint_mlp_full_batch=dict(n=1000, sizes=(20, 64, 50, 5), steps=20, batch_size=None),
         autodiff=dict(n=1000, p=49, steps=30, batch_size=100),
         hessian=dict(n=200, sizes=(16, 40, 30, 5)),
+        products=dict(sizes=(20, 64, 50, 5), batch_sizes=(100, 1000)),
         scaling=dict(
             base=dict(n=300, p=24, steps=100),
             n=[150, 300, 600], p=[12, 24, 49], steps=[50, 100, 200],
@@ -93,6 +105,7 @@ CONFIGS = {
         adjoint_mlp_full_batch=dict(n=60, sizes=(4, 6, 3), steps=5, batch_size=None),
         autodiff=dict(n=60, p=4, steps=5, batch_size=10),
         hessian=dict(n=20, sizes=(3, 5, 4, 3)),
+        products=dict(sizes=(4, 6, 3), batch_sizes=(10,)),
         scaling=dict(
             base=dict(n=60, p=4, steps=10),
             n=[40, 60], p=[4, 6], steps=[5, 10],
@@ -292,6 +305,42 @@ def bench_mlp_hessian(n: int, sizes, repeats: int, with_autograd: bool = True) -
     return out
 
 
+# -- 3b. the derivative products the methods are built from -------------------------------------------------
+
+def _product_calls(sizes, batch: int):
+    """{name: argument-free call} for one batch of a tanh MLP; the fused fast paths if present."""
+    # the module (refsam.trajectory_influence the attribute is the function of the same name)
+    ti = importlib.import_module("refsam.trajectory_influence")
+    problem, _, _ = mlp_problem(batch, sizes)
+    model, X, y = problem.model, problem.X, problem.y
+    theta = problem.init_params(0)
+    c = np.full(batch, 1.0 / batch)
+    v = np.random.default_rng(0).standard_normal(problem.d)
+    calls = {
+        "grad": lambda: model.grad(theta, X, y, c),
+        "hvp_autograd": lambda: Model.hvp(model, theta, X, y, c, v),
+        "hvp_r_operator": lambda: model.hvp(theta, X, y, c, v),
+        "jvp_per_sample_grads_matrix": lambda: model.per_sample_grads(theta, X, y) @ v,
+    }
+    batch_at = getattr(ti, "_batch_at", None)
+    if batch_at is not None:
+        calls["jvp_forward_tangent"] = lambda: batch_at(model, theta, X, y, c).jvp(v[:, None])
+        calls["hvp_and_jvp_fused"] = lambda: batch_at(model, theta, X, y, c).hvp_and_jvp(v[:, None])
+    return problem.d, calls
+
+
+def bench_derivative_products(sizes, batch_sizes, repeats) -> dict:
+    """Per-call cost of the MLP's derivative products, before (autograd, dense per-sample gradients)
+    and after (R-operator, forward tangents), each also in units of one batch gradient."""
+    out = {}
+    for batch in batch_sizes:
+        d, calls = _product_calls(sizes, batch)
+        seconds = {name: best_time(fn, max(repeats, 5)) for name, fn in calls.items()}
+        out[f"batch_{batch}"] = {"d": d, "batch": batch, "seconds": seconds,
+                                 "in_gradients": {k: t / seconds["grad"] for k, t in seconds.items()}}
+    return out
+
+
 # -- 4. scaling -----------------------------------------------------------------------------------------
 
 def _scaling_row(axis, sizes, seconds, memory) -> dict:
@@ -389,7 +438,8 @@ def run_benchmarks(mode: str = "full", log=print) -> dict:
     repeats = cfg["repeats"]
     start = time.perf_counter()
     results = {"mode": mode, "machine": {"python": platform.python_version(), "numpy": np.__version__,
-                                         "processor": platform.processor() or platform.machine()}}
+                                         "processor": platform.processor() or platform.machine(),
+                                         "cpu_count": os.cpu_count(), "blas_threads": BLAS_THREADS}}
 
     log(f"[{time.perf_counter() - start:6.1f} s] closed form vs leave-one-out re-solves ...")
     loo = bench_closed_form_vs_loo(**cfg["loo"], repeats=repeats)
@@ -422,6 +472,9 @@ def run_benchmarks(mode: str = "full", log=print) -> dict:
     log(f"[{time.perf_counter() - start:6.1f} s] MLP Hessian ...")
     results["mlp_hessian_d2000"] = bench_mlp_hessian(**cfg["hessian"], repeats=repeats)
 
+    log(f"[{time.perf_counter() - start:6.1f} s] derivative products ...")
+    results["derivative_products"] = bench_derivative_products(**cfg["products"], repeats=repeats)
+
     log(f"[{time.perf_counter() - start:6.1f} s] scaling ...")
     scaling = {}
     scaling.update(scaling_closed_form_and_loo(cfg["scaling"], repeats))
@@ -437,7 +490,8 @@ def run_benchmarks(mode: str = "full", log=print) -> dict:
 
 def format_summary(results: dict) -> str:
     """A human-readable digest of the JSON."""
-    lines = [f"mode={results['mode']}  total {results['total_seconds']:.1f} s"]
+    lines = [f"mode={results['mode']}  total {results['total_seconds']:.1f} s  "
+             f"(BLAS threads: {results['machine']['blas_threads']})"]
     loo = results["closed_form_vs_loo"]
     lines.append(f"closed_form_vs_loo_speedup = {results['closed_form_vs_loo_speedup']:.0f}x  "
                  f"(closed form {loo['closed_form_seconds'] * 1e3:.1f} ms vs LOO "
@@ -457,6 +511,9 @@ def format_summary(results: dict) -> str:
     diffs = ", ".join(f"{k} {v:.1e}" for k, v in h["max_abs_diff"].items())
     lines.append(f"mlp_hessian_d2000 (d={h['d']}, n={h['n']}): {times}; max |diff| vs {h['reference']}: "
                  f"{diffs}")
+    for key, row in results["derivative_products"].items():
+        costs = ", ".join(f"{k} {v:.2f}" for k, v in row["in_gradients"].items())
+        lines.append(f"MLP d={row['d']} {key}, cost in gradients: {costs}")
     lines.append("scaling exponents (log-log fit):")
     for method, rows in results["scaling"].items():
         parts = [f"{row['axis']}: {row['exponent']:.2f}" for row in rows]
