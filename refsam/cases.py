@@ -326,7 +326,10 @@ def export_cases(directory, cases: str | None = None, progress: bool = False) ->
 
     specs = _select_specs(cases)
     directory = os.fspath(directory)
-    os.makedirs(directory, exist_ok=True)
+    try:
+        os.makedirs(directory, exist_ok=True)
+    except OSError as exc:
+        raise CaseFileError(f"cannot create the case directory {directory!r}: {exc.strerror or exc}") from exc
     entries = []
     for spec in specs:
         arrays, entry = _build_case(spec)
@@ -378,8 +381,9 @@ def read_manifest(directory, verify: bool = True) -> dict:
     directory = os.fspath(directory)
     path = os.path.join(directory, MANIFEST_NAME)
     if not os.path.isdir(directory):
-        raise CaseFileError(f"case directory {directory!r} does not exist; create it with "
-                            f"`refsam export-cases {directory}`")
+        what = "is not a directory" if os.path.exists(directory) else "does not exist"
+        raise CaseFileError(f"case directory {directory!r} {what}; create one with "
+                            f"`refsam export-cases DIR`")
     if not os.path.isfile(path):
         raise CaseFileError(f"{path} is missing: {directory!r} is not a case directory; create one with "
                             f"`refsam export-cases {directory}`")

@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import shutil
+import zipfile
 
 import numpy as np
 import pytest
@@ -275,6 +276,8 @@ def test_export_is_deterministic(case_dir, tmp_path):
     suite = {c["id"]: c["sha256"] for c in read_manifest(case_dir)["cases"]}
     for entry in first["cases"]:
         assert (tmp_path / "a" / entry["file"]).read_bytes() == (tmp_path / "b" / entry["file"]).read_bytes()
+        with zipfile.ZipFile(tmp_path / "a" / entry["file"]) as archive:  # no clock in the bytes
+            assert {info.date_time for info in archive.infolist()} == {(1980, 1, 1, 0, 0, 0)}
         assert entry["sha256"] == suite[entry["id"]]
 
 
@@ -408,6 +411,14 @@ def test_cli_check_green_red_and_corrupt(case_dir, scores_path, exact_scores, co
     assert err.startswith("refsam check: error:") and "sha256 mismatch" in err and "\n" not in err
     assert main(["check", str(case_dir), "--scores", str(tmp_path / "absent.npz")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_cli_export_cases_refuses_a_file_as_directory(tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    assert main(["export-cases", str(tmp_path / "file"), "--cases", "logistic-sam-*-full"]) == 2
+    assert "cannot create the case directory" in capsys.readouterr().err
+    with pytest.raises(CaseFileError, match="is not a directory"):
+        read_manifest(tmp_path / "file")
 
 
 def test_cli_export_cases_writes_a_subset(tmp_path, capsys):
