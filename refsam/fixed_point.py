@@ -81,6 +81,8 @@ class FixedPoint:
     lr : float or None              η for the stability diagnostic
     spectral_radius : float or None max |eig(I − η ∂G/∂θ)|; < 1 iff full-batch SAM with step η is
                                     locally attracted to θ̂. None when ``lr`` is None.
+    start_distance : float or None  ‖θ̂ − θ_0‖₂ from the solver's start (None from diagnostics). A root far
+                                    from the end of a run may not be the point that run approaches.
     """
 
     theta: np.ndarray
@@ -93,6 +95,7 @@ class FixedPoint:
     condition_number: float
     lr: float | None = None
     spectral_radius: float | None = None
+    start_distance: float | None = None
 
     @property
     def stable(self) -> bool | None:
@@ -108,6 +111,8 @@ class FixedPoint:
             + ("  (singular: the closed form is undefined)" if not np.isfinite(self.condition_number)
                else ""),
         ]
+        if self.start_distance is not None:
+            lines.append(f"‖θ̂ − θ_0‖ = {self.start_distance:.3e} (distance from the solver's start)")
         if self.spectral_radius is not None:
             verdict = ("stable: full-batch SAM converges here" if self.stable
                        else "unstable: full-batch SAM is repelled from this root")
@@ -236,13 +241,14 @@ def _spectral_radius(J: np.ndarray, lr) -> float | None:
     return float(np.max(np.abs(np.linalg.eigvals(np.eye(J.shape[0]) - lr * J))))
 
 
-def _make_fixed_point(problem, sam, theta, weights, iterations, method, tol, lr) -> FixedPoint:
+def _make_fixed_point(problem, sam, theta, weights, iterations, method, tol, lr, theta0=None) -> FixedPoint:
     lin = _linearise(problem, sam, theta, weights)
     residual = float(np.linalg.norm(lin.residual))
     return FixedPoint(theta=theta, residual=residual, converged=bool(residual <= tol), iterations=iterations,
                       method=method, tol=tol, jacobian=lin.jacobian,
                       condition_number=_condition_number(lin.jacobian), lr=lr,
-                      spectral_radius=_spectral_radius(lin.jacobian, lr))
+                      spectral_radius=_spectral_radius(lin.jacobian, lr),
+                      start_distance=None if theta0 is None else float(np.linalg.norm(theta - theta0)))
 
 
 def fixed_point_diagnostics(problem: Problem, sam: SAM, theta, lr=None, tol: float = TOL_DEFAULT,
@@ -387,9 +393,12 @@ def solve_fixed_point(problem: Problem, sam: SAM, theta0, lr=None, tol: float = 
     max_iter : int >= 1
         Jacobian evaluations per method (so the solver never runs unbounded).
     method : {"auto", "newton", "hybr", "lm"}
-        "newton": damped Newton with backtracking on ‖G‖. "hybr": MINPACK's trust-region dogleg
-        (scipy.optimize.root). "lm": Levenberg–Marquardt. "auto" tries them in that order, each from
-        ``theta0``, and polishes a trust-region result with Newton steps.
+        "hybr": MINPACK's trust-region dogleg (scipy.optimize.root) with the hand Jacobian.
+        "newton": damped Newton with backtracking on ‖G‖. "lm": Levenberg–Marquardt. "auto" tries
+        hybr, newton, lm in that order, each from ``theta0``, and returns the first verified root —
+        but when ``lr`` is given and that root is unstable (spectral radius ≥ 1: training with step
+        ``lr`` cannot converge to it, e.g. a saddle) it tries the remaining methods for a stable root
+        first. Trust-region results are polished with full Newton steps.
     weights : array (n,), optional
         Sample weights overriding ``problem.weights`` (used by the re-solving ground truth).
     raise_on_failure : bool
@@ -418,9 +427,10 @@ def solve_fixed_point(problem: Problem, sam: SAM, theta0, lr=None, tol: float = 
         raise NoFixedPointError(reason, residual=_safe_norm(problem, sam, theta0, weights),
                                 reason="no fixed point exists", theta=None)
 
-    methods = ("newton", "hybr", "lm") if method == "auto" else (method,)
+    methods = ("hybr", "newton", "lm") if method == "auto" else (method,)
     best = (theta0, _safe_norm(problem, sam, theta0, weights))
     reasons, total_iterations = [], 0
+    first_root = None  # with `lr`, "auto" keeps looking past an unstable root for a stable one
     for name in methods:
         if name == "newton":
             theta, r, its, why = _damped_newton(problem, sam, theta0, weights, tol, max_iter)
@@ -433,8 +443,15 @@ def solve_fixed_point(problem: Problem, sam: SAM, theta0, lr=None, tol: float = 
         if r < best[1]:
             best = (theta, r)
         if r <= tol:
-            return _make_fixed_point(problem, sam, theta, weights, total_iterations, name, tol, lr)
+            root = _make_fixed_point(problem, sam, theta, weights, total_iterations, name, tol, lr, theta0)
+            if root.stable is not False:
+                return root
+            first_root = first_root or root
+            reasons.append(f"{name}: root with spectral radius {root.spectral_radius:.4f} >= 1")
+            continue
         reasons.append(f"{name}: {why}")
+    if first_root is not None:  # only unstable roots: report the first (its diagnostics say so)
+        return first_root
 
     theta, r = best
     message = (f"no root of G with ‖G‖ <= tol={tol:.1e} found from `theta0` (best ‖G‖ = {r:.3e}). "
@@ -444,4 +461,4 @@ def solve_fixed_point(problem: Problem, sam: SAM, theta0, lr=None, tol: float = 
         raise FixedPointError(message, residual=r, reason="; ".join(reasons), theta=theta)
     if not np.isfinite(r):
         raise FixedPointError(message, residual=r, reason="G undefined", theta=None)
-    return _make_fixed_point(problem, sam, theta, weights, total_iterations, "failed", tol, lr)
+    return _make_fixed_point(problem, sam, theta, weights, total_iterations, "failed", tol, lr, theta0)

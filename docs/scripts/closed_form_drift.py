@@ -59,7 +59,8 @@ def main() -> None:
                                      for v in ("full", "frozen", "erm"))
                 actual = leave_one_out(problem, sam, root, X_test, y_test).ravel()
                 pearson = [pearsonr(-I.ravel(), actual)[0] for I in (full, frozen, erm)]
-                print(f"| {lam:g} | {rule} | {rho:g} | {root.residual:.0e} | {root.spectral_radius:.4f} "
+                residual = "≤ 1e-15" if root.residual <= 1e-15 else f"{root.residual:.0e}"  # rounding noise
+                print(f"| {lam:g} | {rule} | {rho:g} | {residual} | {root.spectral_radius:.4f} "
                       f"| {rel_err(frozen, full):.2e} | {rel_err(erm, full):.2e} "
                       f"| {pearson[0]:.5f} | {pearson[1]:.5f} | {pearson[2]:.5f} |")
 
