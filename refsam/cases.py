@@ -70,7 +70,7 @@ N_TEST = 3  # test points per case: one influence column each
 N_FEATURES = 3
 STEPS = 20  # T
 BATCH_SIZE = 4  # minibatch cases: 3 batches per epoch, reshuffled every epoch
-LR = 0.5  # η; minibatch cases decay it linearly to η/2 (so the per-step lr array is exercised)
+LR = 0.5  # η; minibatch cases decay it linearly, η_t = η (1 − t/(2T)) (the per-step lr array is exercised)
 WEIGHT_DECAY = 0.05  # λ > 0 so that softmax has a nonsingular ∂G/∂θ
 RHO = {"sam": 0.1, "usam": 0.2, "asam": 0.5}  # ρ per rule: each moves the influence by several percent
 KAPPA = 0.01  # ASAM's κ
@@ -171,7 +171,7 @@ def _make_run(spec: CaseSpec):
         batch_size, lr = None, LR
     else:
         batch_size = BATCH_SIZE
-        lr = LR * (1.0 - 0.5 * np.arange(STEPS) / STEPS)  # η_t: linear decay from η to η/2
+        lr = LR * (1.0 - 0.5 * np.arange(STEPS) / STEPS)  # η_t = η (1 − t/(2T)), t = 0 … T−1
     trajectory = train(problem, sam, lr, STEPS, batch_size=batch_size, seed=seed)
     return problem, sam, trajectory, X_test, y_test
 
@@ -287,7 +287,7 @@ def _build_case(spec: CaseSpec):
         "weight_decay": c["weight_decay"], "regularization": c["regularization"],
         "batching": spec.batching, "batch_size": c["batch_size"],
         "steps": trajectory.steps,
-        "lr_schedule": "constant" if spec.batching == "full" else "linear decay from lr to lr/2",
+        "lr_schedule": "constant" if spec.batching == "full" else "linear decay: lr_t = lr (1 - t / (2T))",
         "n_train": problem.n, "n_test": int(X_test.shape[0]), "n_features": problem.p,
         "n_params": problem.d, "n_classes": problem.model.n_classes,
         "outputs": outputs,
