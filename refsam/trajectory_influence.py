@@ -42,9 +42,10 @@ Conventions
 
 When each is exact: the three exact methods are the derivative of the run itself, for any batch
 schedule, any number of steps, converged or not, in both regularisation modes (they need ‖g_t‖ ≠ 0 at
-every step for the SAM and ASAM rules, as training does). The approximations are exact only in special
-cases (first_order_unperturbed with ρ = 0, λ = 0 and a linear model, say); docs/trajectory.md derives
-the recursions and measures the approximations against the exact result and leave-one-out replays.
+every step for the SAM and ASAM rules, as training does). The approximations are exact only in
+degenerate cases (first_order with T = 1 and ρ = 0: no later step to propagate through, no inner
+term); docs/trajectory.md derives the recursions and measures the approximations against the exact
+result and against leave-one-out replays.
 """
 
 from __future__ import annotations
@@ -91,8 +92,9 @@ def trajectory_influence(problem: Problem, trajectory: Trajectory, X_test, y_tes
     progress : bool
         Print progress to stderr every 10% of the steps.
 
-    Cost: "adjoint" ≈ 2 HVPs + 2 batch JVPs + 1 gradient per step for all m test functions at once;
-    "forward" the same with n directions; the approximations ≈ 2 gradients per step.
+    Cost: "adjoint" ≈ 2 HVPs + 2 batch JVPs + 1 gradient per step for all m test functions at once
+    (≤ 3× the training run, benchmarks/adjoint_vs_training.py); "forward" the same with n directions;
+    the approximations one batch JVP per step (TracIn also m test gradients per step).
     """
     method = _check_method(method, METHODS)
     problem = _check_run(problem, trajectory)
@@ -112,8 +114,9 @@ def trajectory_parameter_influence(problem: Problem, trajectory: Trajectory, met
                                    progress: bool = False) -> np.ndarray:
     """dθ_T/dw_j through the recorded run, shape (n_train, d) (row j).
 
-    ``method`` is "adjoint" (d adjoint vectors, one per coordinate of θ_T), "forward" (n tangents) or
-    "autodiff"; all three are exact. Other arguments as :func:`trajectory_influence`.
+    ``method`` is "adjoint" (d adjoint vectors, one per coordinate of θ_T: a (d, d) block), "forward"
+    (n tangents: a (d, n) block — the cheaper choice when n < d) or "autodiff"; all three are exact.
+    Other arguments as :func:`trajectory_influence`.
     """
     method = _check_method(method, PARAMETER_METHODS)
     problem = _check_run(problem, trajectory)
