@@ -38,7 +38,9 @@ def spec_step(model, X, y, w, lam, mode, rho, rule, kappa, theta, idx, lr):
 
     grad = autograd.grad(F_plus_r if mode == "coupled" else F)
     g = grad(theta)
-    if rule == "sam":
+    if rho == 0.0:  # SPEC: ρ = 0 is exactly (S)GD, whatever g is (even g = 0)
+        eps = np.zeros_like(theta)
+    elif rule == "sam":
         eps = rho * g / np.linalg.norm(g)
     elif rule == "usam":
         eps = rho * g
