@@ -558,12 +558,83 @@ def format_summary(results: dict) -> str:
     return "\n".join(lines)
 
 
+def _fmt_seconds(t: float) -> str:
+    return f"{t * 1e3:.1f} ms" if t < 1 else f"{t:.2f} s"
+
+
+def format_markdown(results: dict) -> str:
+    """The README's tables, generated from a results JSON (``--markdown RESULTS.json``)."""
+    out = []
+    loo = results["closed_form_vs_loo"]
+    adj = results["adjoint_over_training_runs"]
+    ad = results["autodiff_vs_adjoint"]
+    out += ["| key | value | target | setting |", "|---|---|---|---|",
+            f"| `closed_form_vs_loo_speedup` | **{results['closed_form_vs_loo_speedup']:.0f}×** | ≥ 100× | "
+            f"logistic n={loo['n']}, d={loo['d']}, {loo['n_test']} test losses; closed form "
+            f"{_fmt_seconds(loo['closed_form_seconds'])}, LOO {_fmt_seconds(loo['loo_seconds_per_resolve'])}"
+            f" per re-solve × n = {_fmt_seconds(loo['loo_seconds_all_n_extrapolated'])} ({loo['note']}) |",
+            f"| `adjoint_over_training` | **{results['adjoint_over_training']:.2f}×** | ≤ 3× | "
+            f"max of the two below |"]
+    for key, name in (("adjoint_logistic", "logistic"), ("adjoint_mlp", "mlp")):
+        r = adj[key]
+        out.append(f"| `adjoint_over_training_{name}` | **{r['ratio']:.2f}×** | ≤ 3× | {r['model']} "
+                   f"n={r['n']}, d={r['d']}, T={r['steps']}, batch {r['batch_size']}, 1 test loss: training "
+                   f"{_fmt_seconds(r['training_seconds'])}, adjoint {_fmt_seconds(r['adjoint_seconds'])} |")
+    out.append(f"| `autodiff_over_adjoint` | {results['autodiff_over_adjoint']:.1f}× | — | "
+               f"logistic n={ad['n']}, T={ad['steps']}, batch {ad['batch_size']}; rel. err. adjoint vs "
+               f"autodiff {ad['rel_err_adjoint_vs_autodiff']:.1e} |")
+    out += ["", "Adjoint (all n, one test loss) against the training run that recorded it:", "",
+            "| run | model | n | d | T | batch | training | adjoint | ratio |", "|---" * 9 + "|"]
+    for key, r in adj.items():
+        out.append(f"| {key} | {r['model']} | {r['n']} | {r['d']} | {r['steps']} | "
+                   f"{r['batch_size'] or 'full'} | {_fmt_seconds(r['training_seconds'])} | "
+                   f"{_fmt_seconds(r['adjoint_seconds'])} | {r['ratio']:.2f}× |")
+    h = results["mlp_hessian_d2000"]
+    out += ["", f"MLP Hessian, tanh, sizes {tuple(h['sizes'])}, d = {h['d']}, n = {h['n']} "
+            f"(largest entry {h['max_abs_entry']:.2e}):", "",
+            "| approach | time | speed-up vs autograd | max abs diff vs autograd |", "|---|---|---|---|"]
+    labels = {"autograd": "`autograd.hessian` (the base-class `Model.hessian`)",
+              "hvp_blocks": "R-operator HVP on blocks of 256 identity rows",
+              "layerwise": "layer-wise assembly from pre-activation tangents (`MLP.hessian`)"}
+    for name in ("autograd", "hvp_blocks", "layerwise"):
+        if name in h["seconds"]:
+            out.append(f"| {labels[name]} | {_fmt_seconds(h['seconds'][name])} | {h['speedup'][name]:.1f}× | "
+                       f"{h['max_abs_diff'][name]:.1e} |")
+    products = results["derivative_products"]
+    names = list(next(iter(products.values()))["seconds"])
+    out += ["", "MLP derivative products, tanh, d = "
+            f"{next(iter(products.values()))['d']}: time per call (in units of one batch gradient):", "",
+            "| batch | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    for row in products.values():
+        out.append(f"| {row['batch']} | " + " | ".join(
+            f"{_fmt_seconds(row['seconds'][k])} ({row['in_gradients'][k]:.2f})" for k in names) + " |")
+    parts = results["closed_form_mlp_parts"]
+    out += ["", f"Closed form for an MLP, d = {parts['d']}, n = {parts['n']}: where the time goes", "",
+            "| part | time |", "|---|---|"]
+    out += [f"| {k} | {_fmt_seconds(v)} |" for k, v in parts["seconds"].items()]
+    out += ["", "Scaling (one axis varied, the others at the base sizes; exponent = log-log least-squares "
+            "slope; peak = tracemalloc peak):", "",
+            "| method | axis | sizes | times | peak memory | exponent |", "|---|---|---|---|---|---|"]
+    for method, rows in results["scaling"].items():
+        for row in rows:
+            out.append(f"| {method} | {row['axis']} | {', '.join(map(str, row['sizes']))} | "
+                       f"{', '.join(_fmt_seconds(t) for t in row['seconds'])} | "
+                       f"{', '.join(f'{b / 2**20:.1f}' for b in row['peak_bytes'])} MiB | "
+                       f"{row['exponent']:.2f} |")
+    return "\n".join(out)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes; finishes in under 2 minutes")
     parser.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # smoke test only
     parser.add_argument("--json", metavar="OUT", help="write the results as JSON to OUT")
+    parser.add_argument("--markdown", metavar="RESULTS",
+                        help="print the README tables from a results JSON and exit")
     args = parser.parse_args(argv)
+    if args.markdown:
+        print(format_markdown(json.loads(Path(args.markdown).read_text())))
+        return 0
     mode = "tiny" if args.tiny else "quick" if args.quick else "full"
     results = run_benchmarks(mode, log=lambda msg: print(msg, file=sys.stderr, flush=True))
     print(format_summary(results))
