@@ -138,7 +138,7 @@ class Linearisation:
     """Every term of G and of its derivatives at one θ (used by :mod:`refsam.closed_form`).
 
     g (d,), eps (d,), w_hat = θ + ε (d,), residual = G (d,); H_theta = ∇²F_w(θ), H_hat = ∇²F_w(ŵ),
-    D = ∂ε/∂g, T = ∂ε/∂θ|_g, E = D (H_theta + λ_in I) + T, jacobian = ∂G/∂θ — all (d, d).
+    D = ∂ε/∂g, D_theta = ∂ε/∂θ|_g, E = D (H_theta + λ_in I) + D_theta, jacobian = ∂G/∂θ — all (d, d).
     """
 
     theta: np.ndarray
@@ -149,7 +149,7 @@ class Linearisation:
     H_theta: np.ndarray
     H_hat: np.ndarray
     D: np.ndarray
-    T: np.ndarray
+    D_theta: np.ndarray
     E: np.ndarray
     jacobian: np.ndarray
     lam_in: float
@@ -174,10 +174,11 @@ def _linearise(problem: Problem, sam: SAM, theta, weights=None) -> Linearisation
     H_theta = problem.hessian(theta, None, weights)  # (d, d)
     H_hat = problem.hessian(w_hat, None, weights)  # (d, d)
     D = sam.jacobian_g(theta, g)  # ∂ε/∂g, (d, d)
-    T = sam.jacobian_theta(theta, g)  # ∂ε/∂θ|_g, (d, d)
-    E = D @ (H_theta + lam_in * I) + T  # dε/dθ
+    D_theta = sam.jacobian_theta(theta, g)  # ∂ε/∂θ|_g (ASAM's T = diag(|θ| + κ) term), (d, d)
+    E = D @ (H_theta + lam_in * I) + D_theta  # dε/dθ
     jacobian = (H_hat + lam_in * I) @ (I + E) + lam_out * I  # ∂G/∂θ
-    return Linearisation(theta, g, eps, w_hat, G, H_theta, H_hat, D, T, E, jacobian, lam_in, lam_out)
+    return Linearisation(theta, g, eps, w_hat, G, H_theta, H_hat, D, D_theta, E, jacobian, lam_in,
+                         lam_out)
 
 
 def _check_inputs(problem, sam, theta, name="theta", weights=None):
