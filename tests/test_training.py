@@ -346,6 +346,11 @@ def test_load_rejects_files_that_are_not_trajectories(tmp_path):
         Trajectory.load(tmp_path / "notes.txt")
     with pytest.raises(ValueError, match=r"cannot read a trajectory from .*missing\.npz"):
         Trajectory.load(tmp_path / "missing.npz")
+    path = tmp_path / "pickled.npz"  # an archive whose config would need unpickling: never unpickled
+    train(small_problem(n=7), SAM(0.05), 0.3, 2).save(path)
+    _tamper(path, lambda d: d.update(config_json=np.array([{"rho": 0.05}], dtype=object)))
+    with pytest.raises(ValueError, match=r"cannot read a trajectory from .*pickled\.npz.*allow_pickle=False"):
+        Trajectory.load(path)
 
 
 # -- ‖g‖ = 0 and divergence ------------------------------------------------------------------------------
