@@ -86,7 +86,7 @@ RTOL_CHAIN_RULE = 1e-9  # scores = (dθ_T/dw) ∇f(θ_T)ᵀ: the same exact deri
 ATOL = 0.0  # the criterion is relative to ‖reference‖_∞, so no absolute floor is needed
 FD_STEP = 1e-4  # h in w_j = 1 ± h
 ROOT_TOL = 1e-10  # ‖G(θ̂)‖ at which a root counts as verified (SPEC §3)
-ROOT_WARMUP_STEPS = 200  # extra full-batch SAM steps from θ_T to warm-start the root finder (MLP cases)
+ROOT_WARMUP_STEPS = 200  # extra full-batch SAM steps from θ_T that warm-start the root finder
 
 OUTPUT_METHODS = {
     "trajectory": "exact trajectory influence: adjoint recursion through the recorded run (SPEC §4)",
@@ -184,14 +184,13 @@ def _rel_err(a: np.ndarray, b: np.ndarray) -> float:
 def _closed_form_outputs(problem, sam, trajectory, X_test, y_test):
     """(arrays, outputs-metadata, status) of the closed form, or ({}, {}, reason) without a verified root."""
     lr = float(trajectory.lrs[0])
-    try:  # warm start at θ_T; if T = 20 steps end too far away, at θ_T + ROOT_WARMUP_STEPS more steps
-        root = solve_fixed_point(problem, sam, trajectory.theta_final, lr=lr, tol=ROOT_TOL)
-    except FixedPointError:
-        warm = train(problem, sam, lr, ROOT_WARMUP_STEPS, theta0=trajectory.theta_final).theta_final
-        try:
-            root = solve_fixed_point(problem, sam, warm, lr=lr, tol=ROOT_TOL)
-        except FixedPointError as exc:
-            return {}, {}, f"no verified root: {str(exc).splitlines()[0]}"
+    # Warm start: θ_T after ROOT_WARMUP_STEPS more full-batch steps (T = 20 steps end too far from the
+    # MLP roots for the root finder; the root found is the one the run is heading for).
+    warm = train(problem, sam, lr, ROOT_WARMUP_STEPS, theta0=trajectory.theta_final).theta_final
+    try:
+        root = solve_fixed_point(problem, sam, warm, lr=lr, tol=ROOT_TOL)
+    except FixedPointError as exc:
+        return {}, {}, f"no verified root: {str(exc).splitlines()[0]}"
     theta_hat = root.theta
     arrays = {"theta_hat": theta_hat}
     for variant, name in (("full", "closed_form"), ("frozen", "closed_form_frozen"),
