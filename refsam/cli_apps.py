@@ -40,6 +40,8 @@ def _add_common(p, steps: int = 300) -> None:
                    help="synthetic, synthetic2d, breast_cancer, digits (need scikit-learn), or a .csv/.npz "
                         "path (default synthetic)")
     p.add_argument("--n", type=int, default=None, help="rows to use (default: 250 synthetic, all otherwise)")
+    p.add_argument("--pca", type=int, default=None,
+                   help="project features on this many principal components (default: off)")
     p.add_argument("--model", choices=MODELS, default="logistic")
     p.add_argument("--hidden", type=int, default=8, help="MLP hidden width (default 8)")
     p.add_argument("--rule", choices=RULES, default="sam")
@@ -118,7 +120,7 @@ def _setup(args):
     for name in ("steps", "hidden"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name} must be >= 1, got {getattr(args, name)}")
-    train, val = prepare_data(args.dataset, args.n, args.model, args.flip, 0.2, args.seed)
+    train, val = prepare_data(args.dataset, args.n, args.model, args.flip, 0.2, args.seed, args.pca)
     model = build_model(args.model, train.p, train.n_classes, args.hidden)
     problem = Problem(model, train.X, train.y, weight_decay=args.weight_decay)
     sam = SAM(args.rho, args.rule)
@@ -137,9 +139,9 @@ def _chosen(fit_, args) -> list:
 
 
 def run_demo_command(args) -> int:
-    config = DemoConfig(dataset=args.dataset, n=args.n, model=args.model, hidden=args.hidden, rule=args.rule,
-                        rho=args.rho, weight_decay=args.weight_decay, lr=args.lr, steps=args.steps,
-                        flip_fraction=args.flip, subset=args.subset, seed=args.seed,
+    config = DemoConfig(dataset=args.dataset, n=args.n, pca=args.pca, model=args.model, hidden=args.hidden,
+                        rule=args.rule, rho=args.rho, weight_decay=args.weight_decay, lr=args.lr,
+                        steps=args.steps, flip_fraction=args.flip, subset=args.subset, seed=args.seed,
                         methods=_methods(args.methods), out_dir=_figure_dir(args), progress=not args.quiet)
     if args.quick:
         for key, value in QUICK.items():

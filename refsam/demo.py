@@ -24,7 +24,7 @@ import numpy as np
 
 from . import applications as apps
 from ._validation import check_nonnegative, check_positive, check_positive_int
-from .loaders import check_labels_fit, flip_labels, load_dataset, standardize, train_test_split
+from .loaders import check_labels_fit, flip_labels, load_dataset, project_pca, standardize, train_test_split
 from .models import MLP, LogisticRegression, SoftmaxRegression
 from .objective import Problem
 from .sam import RULES, SAM
@@ -36,6 +36,7 @@ MODELS = ("logistic", "softmax", "mlp")
 class DemoConfig:
     dataset: str = "synthetic"  # a built-in name (synthetic, synthetic2d, breast_cancer, digits) or a path
     n: int | None = None  # rows to use (train + validation); None: 250 for synthetic, all rows otherwise
+    pca: int | None = None  # project standardised features on this many principal components (None: off)
     model: str = "logistic"  # logistic | softmax | mlp
     hidden: int = 8  # MLP hidden width
     rule: str = "sam"  # sam | usam | asam
@@ -99,8 +100,10 @@ def build_model(name: str, n_features: int, n_classes: int, hidden: int = 8):
     raise ValueError(f"`model` must be one of {list(MODELS)}, got {name!r}")
 
 
-def prepare_data(dataset: str, n, model: str, flip_fraction: float, val_fraction: float, seed):
-    """Load, split, standardise and flip a fraction of the training labels.
+def prepare_data(dataset: str, n, model: str, flip_fraction: float, val_fraction: float, seed,
+                 pca: int | None = None):
+    """Load, split, standardise (optionally project on ``pca`` principal components) and flip a fraction
+    of the training labels.
 
     Returns (train, val) :class:`~refsam.loaders.Dataset` objects; ``train.flipped`` marks the noise.
     """
@@ -110,6 +113,8 @@ def prepare_data(dataset: str, n, model: str, flip_fraction: float, val_fraction
     check_labels_fit(data, model)
     train, val = train_test_split(data, val_fraction, seed=seed)
     train, val = standardize(train, val)
+    if pca is not None:
+        train, val = project_pca(train, val, n_components=pca)
     y_noisy, flipped = flip_labels(train.y, train.n_classes, flip_fraction, seed=seed + 1)
     train.y, train.flipped = y_noisy, flipped
     return train, val
@@ -131,7 +136,7 @@ def run_demo(config: DemoConfig | None = None) -> DemoResult:
     timings = {}
     # 1. data
     train, val = prepare_data(config.dataset, config.n, config.model, config.flip_fraction,
-                              config.val_fraction, config.seed)
+                              config.val_fraction, config.seed, config.pca)
     model = build_model(config.model, train.p, train.n_classes, config.hidden)
     problem = Problem(model, train.X, train.y, weight_decay=config.weight_decay)
     sam = SAM(config.rho, config.rule)

@@ -285,3 +285,19 @@ def load_dataset(source: str = "synthetic", n: int | None = None, seed=0) -> Dat
     if n is not None and n < dataset.n:
         dataset = dataset.subset(np.sort(rng.choice(dataset.n, size=n, replace=False)))
     return dataset
+
+
+def project_pca(train: Dataset, *others: Dataset, n_components: int):
+    """Project features onto the training set's top ``n_components`` principal directions (numpy SVD).
+
+    Centres with the training mean; returns the projected ``train`` followed by the projected ``others``.
+    Used to keep d small on wide data (digits: 64 features → 16, so softmax has d = 170, not 650).
+    """
+    n_components = check_positive_int("n_components", n_components)
+    if n_components > train.p:
+        raise ValueError(f"`n_components` must be <= the number of features {train.p}, got {n_components}")
+    mean = train.X.mean(axis=0)
+    _, _, Vt = np.linalg.svd(train.X - mean, full_matrices=False)  # rows of Vt: principal directions
+    W = Vt[:n_components].T  # (p, k)
+    return [Dataset((ds.X - mean) @ W, ds.y, ds.n_classes, ds.name, ds.flipped, ds.classes)
+            for ds in (train, *others)]
