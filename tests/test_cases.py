@@ -353,6 +353,11 @@ def test_bad_scores_files_are_rejected(case_dir, tmp_path, exact_scores):
     garbage.write_bytes(b"this is not a zip file at all")
     with pytest.raises(CaseFileError, match="not a readable .npz without pickle"):
         check_scores(case_dir, garbage)
+    truncated = tmp_path / "truncated.npz"
+    np.savez(truncated, **exact_scores)
+    truncated.write_bytes(truncated.read_bytes()[:-200])
+    with pytest.raises(CaseFileError, match=r"truncated.npz' is not a readable .npz without pickle"):
+        check_scores(case_dir, truncated)
     pickled = tmp_path / "pickled.npz"
     np.savez(pickled, **{k: np.array(list(v), dtype=object) for k, v in exact_scores.items()})
     with pytest.raises(CaseFileError, match="not a readable .npz without pickle"):
