@@ -50,7 +50,8 @@ class Problem:
                 f"got {type(model).__name__}"
             )
         self.model = model
-        self.X, self.y = model.check_data(X, y)
+        X, self.y = model.check_data(X, y)
+        self.X = X.copy()  # the problem owns its data: later edits of the caller's array cannot leak in
         if self.X.shape[0] == 0:
             raise ValueError("`X` must have at least one row, got 0")
         self.n, self.p = self.X.shape
@@ -67,7 +68,7 @@ class Problem:
         w = check_finite_array(name, weights, shape=(self.n,))
         if np.any(w < 0):
             raise ValueError(f"`{name}` must be >= 0, got minimum {float(w.min())!r}")
-        return w
+        return w.copy()  # a copy: problems and recorded runs must not alias the caller's array
 
     def check_theta(self, theta, name: str = "theta") -> np.ndarray:
         return self.model.check_theta(theta, self.p, name=name)

@@ -203,6 +203,26 @@ def test_counterfactual_replay_equals_training_with_those_weights():
     assert np.abs(counterfactual.theta_final - trajectory.theta_final).max() > 1e-6
 
 
+def test_runs_do_not_alias_the_callers_arrays():
+    """Reusing one weight vector for several counterfactual replays (w[j] = 0, replay, w[j] = 1, …)
+    must not rewrite earlier records; editing X after building a problem must not change it."""
+    problem = small_problem(n=8)
+    trajectory = train(problem, SAM(0.05), 0.4, 3, seed=0)
+    w = np.ones(8)
+    runs = []
+    for j in range(2):
+        w[j] = 0.0
+        runs.append(replay(problem, trajectory, weights=w))
+        w[j] = 1.0
+    assert runs[0].weights[0] == 0.0 and runs[1].weights[1] == 0.0
+    assert not np.array_equal(runs[0].thetas, runs[1].thetas)
+    X = problem.X.copy()
+    fresh = refsam.Problem(problem.model, X, problem.y, 0.05)
+    X[0, 0] += 1.0
+    assert np.array_equal(fresh.X, problem.X)
+    assert np.array_equal(replay(fresh, trajectory).thetas, trajectory.thetas)
+
+
 @pytest.mark.parametrize("change", ["X", "y", "weight_decay", "regularization", "model"])
 def test_replay_on_a_different_problem_raises(change):
     problem = small_problem()
