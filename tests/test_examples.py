@@ -27,3 +27,28 @@ def test_example_runs_in_quick_mode(script, tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, f"{script.name} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
     assert proc.stdout.strip()  # it printed a result
+
+
+def _load_script(name):
+    import importlib.util
+
+    path = EXAMPLES.parent / "docs" / "scripts" / name
+    spec = importlib.util.spec_from_file_location(name[:-3], path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_api_reference_is_up_to_date():
+    build_api = _load_script("build_api.py")
+    committed = (EXAMPLES.parent / "docs" / "api.md").read_text(encoding="utf-8")
+    assert build_api.render() == committed, "docs/api.md is stale: run `python docs/scripts/build_api.py`"
+    assert "### `refsam.applications.detect_mislabeled`" in committed  # the generator found the API
+
+
+def test_results_script_runs_in_quick_mode(tmp_path):
+    make_results = _load_script("make_results.py")
+    out = tmp_path / "results.md"
+    assert make_results.main(["--quick", "--datasets", "synthetic", "--out", str(out)]) == 0
+    text = out.read_text(encoding="utf-8")
+    assert "QUICK MODE" in text and "| sam-full |" in text and "| random (baseline) |" in text
