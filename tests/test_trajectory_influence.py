@@ -180,6 +180,14 @@ def test_derivative_is_taken_at_the_recorded_weights():
     assert rel_err(finite_difference_influence(unit, trajectory, X[12:], y[12:]), expected) <= RTOL_FD
 
 
+def test_a_saved_and_loaded_trajectory_gives_the_same_influence(tmp_path):
+    problem, trajectory, X_test, y_test = _logistic_run("asam", "coupled", batch_size=5)
+    trajectory.save(tmp_path / "run.npz")
+    loaded = refsam.Trajectory.load(tmp_path / "run.npz")
+    np.testing.assert_array_equal(trajectory_influence(problem, loaded, X_test, y_test),
+                                  trajectory_influence(problem, trajectory, X_test, y_test))
+
+
 # -- approximations ---------------------------------------------------------------------------------
 
 def test_approximations_match_an_independent_autograd_sum():
