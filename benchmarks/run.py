@@ -36,6 +36,7 @@ import time
 import tracemalloc
 import warnings
 from pathlib import Path
+from unittest import mock
 
 # One BLAS thread unless the caller says otherwise (e.g. OPENBLAS_NUM_THREADS=2 python benchmarks/run.py).
 # On a shared 2-core machine, multi-threaded OpenBLAS spins against other processes: the same Hessian
@@ -67,6 +68,7 @@ CONFIGS = {
         adjoint_logistic_full_batch=dict(n=1000, p=49, steps=300, batch_size=None),
         adjoint_mlp=dict(n=1000, sizes=(20, 64, 50, 5), steps=1000, batch_size=100),
         adjoint_mlp_full_batch=dict(n=1000, sizes=(20, 64, 50, 5), steps=100, batch_size=None),
+        adjoint_mlp_before_after=dict(n=1000, sizes=(20, 64, 50, 5), steps=200, batch_size=100),
         autodiff=dict(n=1000, p=49, steps=100, batch_size=100),
         hessian=dict(n=500, sizes=(16, 40, 30, 5)),
         closed_form_mlp=dict(n=500, sizes=(16, 40, 30, 5)),
@@ -87,6 +89,7 @@ CONFIGS = {
         adjoint_logistic_full_batch=dict(n=1000, p=49, steps=100, batch_size=None),
         adjoint_mlp=dict(n=1000, sizes=(20, 64, 50, 5), steps=200, batch_size=100),
         adjoint_mlp_full_batch=dict(n=1000, sizes=(20, 64, 50, 5), steps=20, batch_size=None),
+        adjoint_mlp_before_after=dict(n=1000, sizes=(20, 64, 50, 5), steps=50, batch_size=100),
         autodiff=dict(n=1000, p=49, steps=30, batch_size=100),
         hessian=dict(n=200, sizes=(16, 40, 30, 5)),
         closed_form_mlp=dict(n=200, sizes=(16, 20, 15, 5)),
@@ -107,6 +110,7 @@ CONFIGS = {
         adjoint_logistic_full_batch=dict(n=60, p=4, steps=10, batch_size=None),
         adjoint_mlp=dict(n=60, sizes=(4, 6, 3), steps=10, batch_size=10),
         adjoint_mlp_full_batch=dict(n=60, sizes=(4, 6, 3), steps=5, batch_size=None),
+        adjoint_mlp_before_after=dict(n=60, sizes=(4, 6, 3), steps=5, batch_size=10),
         autodiff=dict(n=60, p=4, steps=5, batch_size=10),
         hessian=dict(n=20, sizes=(3, 5, 4, 3)),
         closed_form_mlp=dict(n=20, sizes=(3, 5, 4, 3)),
@@ -147,6 +151,15 @@ def paired_best_times(fn_a, fn_b, repeats: int) -> tuple[float, float]:
         best_a = min(best_a, best_time(fn_a, 1))
         best_b = min(best_b, best_time(fn_b, 1))
     return best_a, best_b
+
+
+def round_robin_best_times(fns: dict, repeats: int) -> dict:
+    """Best wall time of each function in ``fns``, timed in turn (A, B, C, A, B, C, …)."""
+    best = dict.fromkeys(fns, float("inf"))
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            best[name] = min(best[name], best_time(fn, 1))
+    return best
 
 
 def peak_memory(fn) -> int:
@@ -250,6 +263,46 @@ def bench_adjoint_over_training(problem, X_test, y_test, lr, steps, batch_size, 
     }
 
 
+def bench_adjoint_mlp_before_after(n, sizes, steps, batch_size, repeats) -> dict:
+    """The MLP adjoint / training ratio along the optimisations (same run, timed round-robin):
+
+    generic_autograd_hvp   the generic per-batch path with autograd HVPs and per-sample directional
+                           derivatives from the dense (|B|, d) per-sample gradient matrix (the start)
+    generic_r_operator     the same path with the R-operator ``MLP.hvp``
+    current                refsam as it is (its MLP fast path: one shared forward/backward pass per
+                           point, HVP and per-sample directional derivatives fused in one R-operator)
+    """
+    ti = importlib.import_module("refsam.trajectory_influence")
+    problem, X_test, y_test = mlp_problem(n, sizes)
+    sam = SAM(RHO)
+    trajectory = train(problem, sam, LR_MLP, steps, batch_size=batch_size, seed=0)
+
+    def adjoint():
+        return trajectory_influence(problem, trajectory, X_test[:1], y_test[:1], "adjoint")
+
+    def generic(hvp):
+        def run():
+            with mock.patch.object(ti, "_batch_at", ti._BatchAt), mock.patch.object(MLP, "hvp", hvp):
+                return adjoint()
+        return run
+
+    variants = {"training": lambda: train(problem, sam, LR_MLP, steps, batch_size=batch_size, seed=0),
+                "current": adjoint}
+    if hasattr(ti, "_batch_at") and hasattr(ti, "_BatchAt"):
+        variants["generic_r_operator"] = generic(MLP.hvp)
+        variants["generic_autograd_hvp"] = generic(Model.hvp)
+    outputs = {name: fn() for name, fn in variants.items() if name != "training"}
+    seconds = round_robin_best_times(variants, repeats)
+    reference = outputs["current"]
+    return {
+        "model": "mlp", "n": n, "d": problem.d, "steps": steps, "batch_size": batch_size,
+        "seconds": seconds,
+        "over_training": {k: t / seconds["training"] for k, t in seconds.items()},
+        "max_rel_diff_to_current": {k: float(np.max(np.abs(v - reference)) / np.max(np.abs(reference)))
+                                    for k, v in outputs.items()},
+    }
+
+
 def bench_autodiff_over_adjoint(n, p, steps, batch_size, repeats) -> dict:
     """Autograd through the whole training loop (the independent oracle) / the adjoint, one test loss."""
     problem, X_test, y_test = logistic_problem(n, p)
@@ -295,9 +348,9 @@ def bench_mlp_hessian(n: int, sizes, repeats: int, with_autograd: bool = True) -
     }
     if with_autograd:
         approaches["autograd"] = lambda: Model.hessian(model, theta, X, y, c)  # autograd.hessian
-    for name, fn in approaches.items():
-        seconds[name] = best_time(lambda fn=fn, name=name: results.__setitem__(name, fn()), repeats
-                                  if name != "autograd" else 1)
+    seconds = round_robin_best_times(
+        {name: (lambda fn=fn, name=name: results.__setitem__(name, fn())) for name, fn in approaches.items()},
+        repeats)
     reference = results.get("autograd", results["hvp_blocks"])
     out = {
         "n": n, "d": problem.d, "sizes": list(sizes), "seconds": seconds,
@@ -470,7 +523,8 @@ def run_benchmarks(mode: str = "full", log=print) -> dict:
     start = time.perf_counter()
     results = {"mode": mode, "machine": {"python": platform.python_version(), "numpy": np.__version__,
                                          "processor": platform.processor() or platform.machine(),
-                                         "cpu_count": os.cpu_count(), "blas_threads": BLAS_THREADS}}
+                                         "cpu_count": os.cpu_count(), "blas_threads": BLAS_THREADS,
+                                         "load_average_at_start": list(os.getloadavg())}}
 
     log(f"[{time.perf_counter() - start:6.1f} s] closed form vs leave-one-out re-solves ...")
     loo = bench_closed_form_vs_loo(**cfg["loo"], repeats=repeats)
@@ -494,6 +548,10 @@ def run_benchmarks(mode: str = "full", log=print) -> dict:
     results["adjoint_over_training_mlp"] = adjoint["adjoint_mlp"]["ratio"]
     results["adjoint_over_training"] = max(results["adjoint_over_training_logistic"],
                                            results["adjoint_over_training_mlp"])
+
+    log(f"[{time.perf_counter() - start:6.1f} s] MLP adjoint before/after ...")
+    results["adjoint_mlp_before_after"] = bench_adjoint_mlp_before_after(**cfg["adjoint_mlp_before_after"],
+                                                                         repeats=repeats)
 
     log(f"[{time.perf_counter() - start:6.1f} s] autodiff vs adjoint ...")
     autodiff = bench_autodiff_over_adjoint(**cfg["autodiff"], repeats=repeats)
@@ -519,13 +577,16 @@ def run_benchmarks(mode: str = "full", log=print) -> dict:
     scaling.update(scaling_mlp_hessian(cfg["scaling"], cfg["hessian"]["n"], repeats))
     results["scaling"] = scaling
     results["total_seconds"] = time.perf_counter() - start
+    results["machine"]["load_average_at_end"] = list(os.getloadavg())
     return results
 
 
 def format_summary(results: dict) -> str:
     """A human-readable digest of the JSON."""
-    lines = [f"mode={results['mode']}  total {results['total_seconds']:.1f} s  "
-             f"(BLAS threads: {results['machine']['blas_threads']})"]
+    machine = results["machine"]
+    lines = [f"mode={results['mode']}  total {results['total_seconds']:.1f} s  (BLAS threads: "
+             f"{machine['blas_threads']}; load average {machine['load_average_at_start'][0]:.1f} at start, "
+             f"{machine['load_average_at_end'][0]:.1f} at end, {machine['cpu_count']} CPUs)"]
     loo = results["closed_form_vs_loo"]
     lines.append(f"closed_form_vs_loo_speedup = {results['closed_form_vs_loo_speedup']:.0f}x  "
                  f"(closed form {loo['closed_form_seconds'] * 1e3:.1f} ms vs LOO "
@@ -538,6 +599,10 @@ def format_summary(results: dict) -> str:
     lines.append(f"adjoint_over_training = {results['adjoint_over_training']:.2f}  (logistic "
                  f"{results['adjoint_over_training_logistic']:.2f}, MLP "
                  f"{results['adjoint_over_training_mlp']:.2f})  target <= 3")
+    ba = results["adjoint_mlp_before_after"]
+    lines.append(f"MLP adjoint / training before → after (d={ba['d']}, T={ba['steps']}, "
+                 f"batch {ba['batch_size']}): "
+                 + ", ".join(f"{k} {v:.2f}" for k, v in ba["over_training"].items()))
     lines.append(f"autodiff_over_adjoint = {results['autodiff_over_adjoint']:.1f}  (rel. err "
                  f"{results['autodiff_vs_adjoint']['rel_err_adjoint_vs_autodiff']:.1e})")
     h = results["mlp_hessian_d2000"]
@@ -589,6 +654,14 @@ def format_markdown(results: dict) -> str:
         out.append(f"| {key} | {r['model']} | {r['n']} | {r['d']} | {r['steps']} | "
                    f"{r['batch_size'] or 'full'} | {_fmt_seconds(r['training_seconds'])} | "
                    f"{_fmt_seconds(r['adjoint_seconds'])} | {r['ratio']:.2f}× |")
+    ba = results["adjoint_mlp_before_after"]
+    out += ["", f"MLP adjoint along the optimisations (n={ba['n']}, d={ba['d']}, T={ba['steps']}, batch "
+            f"{ba['batch_size']}, one test loss; all variants give the same influence):", "",
+            "| variant | time | / training | max rel. diff to current |", "|---|---|---|---|"]
+    for k, t in ba["seconds"].items():
+        diff = ba["max_rel_diff_to_current"].get(k)
+        out.append(f"| {k} | {_fmt_seconds(t)} | {ba['over_training'][k]:.2f}× | "
+                   f"{'—' if diff is None else f'{diff:.1e}'} |")
     h = results["mlp_hessian_d2000"]
     out += ["", f"MLP Hessian, tanh, sizes {tuple(h['sizes'])}, d = {h['d']}, n = {h['n']} "
             f"(largest entry {h['max_abs_entry']:.2e}):", "",
