@@ -326,6 +326,11 @@ def _approximation(problem, trajectory, X_test, y_test, method, progress) -> np.
     return influence
 
 
+# One MLP tangent pass holds (k directions × |B| samples × layer width) floats; blocks of directions keep
+# that below this many (≈ 32 MB) when the forward recursion or many test functions ask for large k.
+_TANGENT_BLOCK_FLOATS = 4_000_000
+
+
 # -- the batch's derivatives at one point -------------------------------------------------------------
 
 def _batch_at(model, x, X_B, y_B, c) -> _BatchAt:
@@ -470,11 +475,25 @@ class _MLPAt(_BatchAt):
                 a_dot = p.slopes[l] * pre_dot
         return directions, pre_dots
 
+    def _column_blocks(self, V):
+        """Split V's columns so one tangent pass holds at most _TANGENT_BLOCK_FLOATS floats per layer."""
+        per_column = self.X.shape[0] * max(self.model.sizes)
+        width = max(1, _TANGENT_BLOCK_FLOATS // per_column)
+        return [V[:, lo:lo + width] for lo in range(0, V.shape[1], width)]
+
     def jvp(self, V):
         """∇ℓ_iᵀ v = δ_{L,i}ᵀ ż_i with δ_L = π − e_y: the forward tangent only, (n, k)."""
-        return np.sum(self.primal.deltas[-1] * self._forward_tangent(V)[1][-1], axis=2).T
+        delta_L = self.primal.deltas[-1]
+        return np.concatenate([np.sum(delta_L * self._forward_tangent(block)[1][-1], axis=2).T
+                               for block in self._column_blocks(V)], axis=1)
 
     def hvp_and_jvp(self, V):
+        blocks = [self._hvp_and_jvp_block(block) for block in self._column_blocks(V)]
+        if len(blocks) == 1:
+            return blocks[0]
+        return np.concatenate([b[0] for b in blocks], axis=1), np.concatenate([b[1] for b in blocks], axis=1)
+
+    def _hvp_and_jvp_block(self, V):
         p, c = self.primal, self.c
         n, k, L = self.X.shape[0], V.shape[1], len(p.layers)
         # 1. forward tangent

@@ -6,6 +6,8 @@ generated runs; = central finite differences of replaying the run (≤ 1e-5), al
 replays for the approximations.
 """
 
+import sys
+
 import numpy as np
 import pytest
 from autograd import grad as ag_grad
@@ -186,6 +188,19 @@ def test_a_saved_and_loaded_trajectory_gives_the_same_influence(tmp_path):
     loaded = refsam.Trajectory.load(tmp_path / "run.npz")
     np.testing.assert_array_equal(trajectory_influence(problem, loaded, X_test, y_test),
                                   trajectory_influence(problem, trajectory, X_test, y_test))
+
+
+def test_blocked_mlp_tangents_give_the_same_result(monkeypatch):
+    """Many directions (n tangents, many test functions) are processed in column blocks to bound memory;
+    a tiny block budget (one direction per pass) must not change any result."""
+    X, y, _ = refsam.make_gaussian_classification(n=14, n_features=3, n_classes=3, seed=1)
+    problem = refsam.Problem(refsam.MLP((3, 5, 3)), X[:12], y[:12], 0.01)
+    trajectory = refsam.train(problem, refsam.SAM(0.1, "asam"), 0.3, 6, batch_size=5)
+    methods = ("adjoint", "forward", "first_order")
+    whole = {m: trajectory_influence(problem, trajectory, X, y, method=m) for m in methods}
+    monkeypatch.setattr(sys.modules["refsam.trajectory_influence"], "_TANGENT_BLOCK_FLOATS", 1)
+    for method in methods:
+        assert rel_err(trajectory_influence(problem, trajectory, X, y, method=method), whole[method]) <= 1e-14
 
 
 # -- approximations ---------------------------------------------------------------------------------
