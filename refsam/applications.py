@@ -134,11 +134,11 @@ def fit(problem: Problem, sam: SAM, lr: float = 0.5, steps: int = 300, batch_siz
 
 # -- influence by method -------------------------------------------------------------------------------
 
-def influence(fit_: Fit, method: str, X_test, y_test) -> np.ndarray:
+def influence(fit_: Fit, method: str, X_test, y_test, progress: bool = False) -> np.ndarray:
     """I_j(ℓ(z_test_k, ·)) for every training point j and test point k, shape (n_train, n_test).
 
     ``method`` is one of :data:`METHODS` (see the module docstring). Closed-form methods use θ̂,
-    trajectory methods the recorded run.
+    trajectory methods the recorded run. ``progress`` reports the trajectory sweep on stderr.
     """
     if method not in METHODS:
         raise ValueError(f"`method` must be one of {list(METHODS)}, got {method!r}")
@@ -157,10 +157,11 @@ def influence(fit_: Fit, method: str, X_test, y_test) -> np.ndarray:
     from .trajectory_influence import trajectory_influence
 
     name = "adjoint" if method == "trajectory" else method.replace("-", "_")
-    return np.asarray(trajectory_influence(problem, fit_.trajectory, X_test, y_test, method=name))
+    return np.asarray(trajectory_influence(problem, fit_.trajectory, X_test, y_test, method=name,
+                                           progress=progress))
 
 
-def self_influence(fit_: Fit, method: str) -> np.ndarray:
+def self_influence(fit_: Fit, method: str, progress: bool = False) -> np.ndarray:
     """I_j(ℓ_j): each training point's influence on its own loss, shape (n,).
 
     Closed-form methods use ``closed_form.self_influence`` (one solve per training point); trajectory
@@ -179,14 +180,14 @@ def self_influence(fit_: Fit, method: str) -> np.ndarray:
             value = closed_form_self_influence(problem, fit_.sam, fit_.theta_hat, variant=variant,
                                                on_unverified="warn")
     else:
-        value = np.diag(influence(fit_, method, problem.X, problem.y)).copy()
+        value = np.diag(influence(fit_, method, problem.X, problem.y, progress)).copy()
     fit_._cache[key] = np.asarray(value, dtype=np.float64)
     return fit_._cache[key]
 
 
 # -- mislabeled-data detection ---------------------------------------------------------------------------
 
-def detection_scores(fit_: Fit, method: str, seed=0) -> np.ndarray:
+def detection_scores(fit_: Fit, method: str, seed=0, progress: bool = False) -> np.ndarray:
     """Suspicion scores, shape (n,): higher means more likely mislabeled.
 
     * influence methods: ``−I_j(ℓ_j)`` (self-influence, sign flipped: the rise of j's loss on removal)
@@ -199,7 +200,7 @@ def detection_scores(fit_: Fit, method: str, seed=0) -> np.ndarray:
         return check_random_state(seed).random(fit_.problem.n)
     if method not in METHODS:
         raise ValueError(f"`method` must be one of {list(METHODS + BASELINES)}, got {method!r}")
-    return -self_influence(fit_, method)
+    return -self_influence(fit_, method, progress)
 
 
 def _check_scores_mask(scores, flipped):
@@ -275,7 +276,7 @@ def detect_mislabeled(fit_: Fit, flipped, methods=None, seed=0, progress: bool =
     for i, method in enumerate(methods):
         _progress(f"  detection [{i + 1}/{len(methods)}] {method}", progress)
         start = time.perf_counter()
-        scores = detection_scores(fit_, method, seed)
+        scores = detection_scores(fit_, method, seed, progress and method == "trajectory")
         seconds = time.perf_counter() - start
         results.append(DetectionResult(method, scores, detection_metrics(scores, flipped), seconds))
     return results
@@ -456,8 +457,10 @@ def ground_truth(fit_: Fit, X_val, y_val, subset, h: float = H_RUN, progress: bo
     _progress(f"  ground truth: {subset.size} leave-one-out replays, {2 * subset.size} finite-difference "
               f"replays", progress)
     # per-sample validation losses (s, m) -> mean over the validation set: f = mean loss, linear in ℓ_k
-    loo_run = leave_one_out_replay(problem, fit_.trajectory, X_val, y_val, subset).mean(axis=1)
-    derivative_run = replay_differences(problem, fit_.trajectory, X_val, y_val, subset, h=h).mean(axis=1)
+    loo_run = leave_one_out_replay(problem, fit_.trajectory, X_val, y_val, subset,
+                                   progress=progress).mean(axis=1)
+    derivative_run = replay_differences(problem, fit_.trajectory, X_val, y_val, subset, h=h,
+                                        progress=progress).mean(axis=1)
     derivative_root = np.full(subset.size, np.nan)
     loo_root = np.full(subset.size, np.nan)
     if fit_.fixed_point is not None and fit_.fixed_point.converged:
@@ -485,7 +488,7 @@ def compare_methods(fit_: Fit, X_val, y_val, truth: GroundTruth, methods=None,
     for i, method in enumerate(methods):
         _progress(f"  influence [{i + 1}/{len(methods)}] {method}", progress)
         start = time.perf_counter()
-        inf_f = influence(fit_, method, X_val, y_val).mean(axis=1)  # I_j(f), (n,)
+        inf_f = influence(fit_, method, X_val, y_val, progress and method == "trajectory").mean(axis=1)
         seconds = time.perf_counter() - start
         target = truth.derivative_root if method in CLOSED_FORM_METHODS else truth.derivative_run
         sub = inf_f[truth.subset]
