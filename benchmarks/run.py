@@ -79,6 +79,8 @@ CONFIGS = {
             base_exact_checks=dict(n=100, p=9, steps=50),  # forward (n tangents) and autodiff are slow
             exact_checks=dict(n=[50, 100, 200, 400], p=[4, 9, 19, 39], steps=[25, 50, 100, 200]),
             hessian_widths=[(16, 10, 10, 5), (16, 20, 15, 5), (16, 40, 30, 5), (16, 60, 45, 5)],
+            mlp_trajectory=dict(widths=[(20, 16, 12, 5), (20, 32, 25, 5), (20, 64, 50, 5), (20, 128, 100, 5)],
+                                n=1000, steps=200, batch_size=100),
             loo_k=5,
         ),
     ),
@@ -100,6 +102,8 @@ CONFIGS = {
             base_exact_checks=dict(n=60, p=5, steps=30),
             exact_checks=dict(n=[30, 60, 120], p=[3, 5, 10], steps=[15, 30, 60]),
             hessian_widths=[(16, 10, 10, 5), (16, 20, 15, 5), (16, 40, 30, 5)],
+            mlp_trajectory=dict(widths=[(20, 16, 12, 5), (20, 32, 25, 5), (20, 64, 50, 5)],
+                                n=1000, steps=50, batch_size=100),
             loo_k=3,
         ),
     ),
@@ -121,6 +125,7 @@ CONFIGS = {
             base_exact_checks=dict(n=60, p=4, steps=5),
             exact_checks=dict(n=[40, 60], p=[4, 6], steps=[3, 5]),
             hessian_widths=[(3, 3, 2), (3, 5, 2)],
+            mlp_trajectory=dict(widths=[(4, 3, 3), (4, 6, 3)], n=60, steps=5, batch_size=10),
             loo_k=1,
         ),
     ),
@@ -501,6 +506,27 @@ def scaling_trajectory(base, axes, methods, repeats) -> dict:
     return table
 
 
+def scaling_mlp_trajectory(widths, n, steps, batch_size, repeats) -> dict:
+    """Training and the adjoint (one test loss) for tanh MLPs of growing width, i.e. against d."""
+    sam = SAM(RHO)
+    rows = {"training_mlp": ([], []), "adjoint_mlp": ([], [])}
+    sizes = []
+    for layer_sizes in widths:
+        problem, X_test, y_test = mlp_problem(n, layer_sizes)
+        trajectory = train(problem, sam, LR_MLP, steps, batch_size=batch_size, seed=0)
+        runs = {
+            "training_mlp": lambda p=problem: train(p, sam, LR_MLP, steps, batch_size=batch_size, seed=0),
+            "adjoint_mlp": lambda p=problem, tr=trajectory, X=X_test, y=y_test:
+                trajectory_influence(p, tr, X[:1], y[:1], "adjoint"),
+        }
+        for name, fn in runs.items():
+            t, mem = _measure(fn, repeats)
+            rows[name][0].append(t)
+            rows[name][1].append(mem)
+        sizes.append(problem.d)
+    return {name: [_scaling_row("d", sizes, *row)] for name, row in rows.items()}
+
+
 def scaling_mlp_hessian(cfg, n, repeats) -> dict:
     """MLP Hessian (layer-wise assembly) against d, at fixed n."""
     seconds, memory, sizes = [], [], []
@@ -574,6 +600,7 @@ def run_benchmarks(mode: str = "full", log=print) -> dict:
     scaling.update(scaling_trajectory(sc["base"], sc, ("training", "adjoint"), repeats))
     scaling.update(scaling_trajectory(sc["base_exact_checks"], sc["exact_checks"], ("forward", "autodiff"),
                                       repeats))
+    scaling.update(scaling_mlp_trajectory(**sc["mlp_trajectory"], repeats=repeats))
     scaling.update(scaling_mlp_hessian(cfg["scaling"], cfg["hessian"]["n"], repeats))
     results["scaling"] = scaling
     results["total_seconds"] = time.perf_counter() - start
