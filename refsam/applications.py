@@ -72,7 +72,8 @@ class Fit:
         The training problem, the perturbation rule and the recorded run.
     fixed_point :
         The result of ``solve_fixed_point`` started at θ_T (``.theta .residual .converged
-        .spectral_radius``), or None when the closed form does not apply (minibatches, coupled mode).
+        .spectral_radius``), or None when the closed form does not apply (minibatches; no root exists,
+        e.g. coupled mode or λ = 0 on a convex model).
     fixed_point_note : str
         Why ``fixed_point`` is None, or "" .
     train_time : float
@@ -106,8 +107,10 @@ class Fit:
 
 def fit(problem: Problem, sam: SAM, lr: float = 0.5, steps: int = 300, batch_size=None, seed=0,
         solve_root: bool = True, progress: bool = False) -> Fit:
-    """Train with SAM (:func:`refsam.train`) and, for full-batch decoupled runs, refine θ_T to the
-    SAM fixed point with ``solve_fixed_point`` so the closed-form methods apply.
+    """Train with SAM (:func:`refsam.train`) and, for full-batch runs, refine θ_T to the SAM fixed point
+    with ``solve_fixed_point`` so the closed-form methods apply. If no root exists (provably, e.g. coupled
+    mode on a convex model) ``fixed_point`` is None; if the solver does not reach one, ``fixed_point``
+    is its best point with ``converged=False`` and the closed forms are only approximations.
 
     Cost: ``steps`` SAM steps plus a root solve (a few d×d factorizations).
     """
@@ -118,8 +121,6 @@ def fit(problem: Problem, sam: SAM, lr: float = 0.5, steps: int = 300, batch_siz
         note = "root solve skipped"
     elif batch_size is not None and batch_size < problem.n:
         note = "minibatch run: no fixed point of the full-batch map is targeted"
-    elif problem.regularization != "decoupled":
-        note = "coupled mode: the full-batch SAM map has no fixed point (SPEC §3)"
     else:
         from .fixed_point import FixedPointError, solve_fixed_point
 
@@ -128,7 +129,7 @@ def fit(problem: Problem, sam: SAM, lr: float = 0.5, steps: int = 300, batch_siz
             fixed_point = solve_fixed_point(problem, sam, trajectory.theta_final, lr=lr_root,
                                             raise_on_failure=False)
         except FixedPointError as exc:  # no root exists (or G undefined): only trajectory methods apply
-            note = str(exc).split(". ")[0]
+            note = str(exc).split(":")[0]  # the claim, without the proof that follows it
     return Fit(problem, sam, trajectory, fixed_point, note, time.perf_counter() - start)
 
 
