@@ -422,7 +422,8 @@ class MLP(Model):
             x_aug = _augment(primal.inputs[m])  # x̃_m, (n, in_m + 1)
             cx_T = (c[:, None] * x_aug).T  # (C x̃_m)ᵀ, (in_m + 1, n)
             out_m = self.sizes[m + 1]
-            rows_of_m = H[start:stop, start:].reshape(x_aug.shape[1], out_m, d - start)  # view: [a, b, :]
+            # rows (m, a, b) as [a, b, :]; a view (splitting the strided row axis never copies)
+            rows_of_m = H[start:stop, start:].reshape(x_aug.shape[1], out_m, d - start)
             R = np.empty((n, d - start))  # R^{(m,b)}, one row per sample
             for lo in range(0, out_m, units_per_block):
                 units = np.arange(lo, min(out_m, lo + units_per_block))
@@ -491,11 +492,12 @@ class MLP(Model):
         L = len(p.layers)
         directions = self._unpack_directions(V)  # [(V_l (k, in, out), v_l (k, out))]
         # 1. forward tangent: ṗre_l (k, n, out) and ȧ_l
-        pre_dots, a_dot = [], np.zeros((k, n, X.shape[1]))
+        pre_dots, a_dot = [], None  # ȧ_0 = 0: the input does not depend on θ
         for l, (W, _) in enumerate(p.layers):
             V_l, v_l = directions[l]
-            pre_dot = (a_dot.reshape(k * n, -1) @ W).reshape(k, n, -1)  # ȧ_{l-1} W_l
-            pre_dot += np.matmul(p.inputs[l], V_l) + v_l[:, None, :]  # + a_{l-1} V_l + v_l
+            pre_dot = np.matmul(p.inputs[l], V_l) + v_l[:, None, :]  # a_{l-1} V_l + v_l, (k, n, out)
+            if a_dot is not None:
+                pre_dot += (a_dot.reshape(k * n, -1) @ W).reshape(k, n, -1)  # + ȧ_{l-1} W_l
             pre_dots.append(pre_dot)
             if l < L - 1:
                 a_dot = p.slopes[l] * pre_dot
