@@ -191,3 +191,13 @@ def test_unknown_method_and_minibatch_runs_are_reported():
         apps.influence(fit_, "sam-full", data.X, data.y)
     with pytest.raises(ValueError, match="`method` must be one of"):
         apps.influence(fit_, "koh-liang", data.X, data.y)
+
+
+def test_a_run_without_a_sam_root_keeps_only_the_trajectory_methods():
+    data = load_dataset("synthetic", n=30, seed=0)
+    problem = Problem(LogisticRegression(), data.X, data.y, weight_decay=0.01, regularization="coupled")
+    fit_ = apps.fit(problem, SAM(0.05), lr=0.5, steps=20, seed=0)
+    assert fit_.fixed_point is None and "has no solution" in fit_.fixed_point_note
+    assert fit_.available_methods() == apps.TRAJECTORY_METHODS
+    with pytest.raises(ValueError, match="needs a SAM fixed point: G"):
+        apps.self_influence(fit_, "erm")

@@ -136,3 +136,19 @@ def test_cli_reports_bad_dataset_in_one_line_with_nonzero_exit(tmp_path, capsys)
     assert len(err.splitlines()) == 1
     assert main(["detect", "--dataset", "nonexistent"]) != 0
     assert "unknown dataset" in capsys.readouterr().err
+
+
+def test_pca_projection_decorrelates_and_keeps_distances_at_full_rank():
+    from refsam.loaders import project_pca
+
+    train, test = train_test_split(load_dataset("synthetic", n=60, seed=3), 0.25, seed=0)
+    (train_k, test_k) = project_pca(train, test, n_components=3)
+    cov = np.cov(train_k.X, rowvar=False)  # (3, 3)
+    np.testing.assert_allclose(cov - np.diag(np.diag(cov)), 0.0, atol=1e-10)  # principal axes
+    assert np.all(np.diff(np.diag(cov)) <= 0) and test_k.X.shape == (15, 3)
+    (full,) = project_pca(train, n_components=train.p)  # a rotation: pairwise distances unchanged
+    d_before = np.linalg.norm(train.X[:, None] - train.X[None], axis=2)
+    d_after = np.linalg.norm(full.X[:, None] - full.X[None], axis=2)
+    np.testing.assert_allclose(d_after, d_before, atol=1e-10)
+    with pytest.raises(ValueError, match="`n_components` must be <= the number of features 5"):
+        project_pca(train, n_components=6)
