@@ -1,6 +1,7 @@
 """Benchmarks: the cost of every influence method against brute force and against training itself.
 
-    python benchmarks/run.py [--quick] [--json OUT]
+    python benchmarks/run.py [--quick] [--json OUT]     measure (--quick: under two minutes)
+    python benchmarks/run.py --markdown RESULTS.json      print the README's tables from a results file
 
 Every ratio is taken within one run on this machine: the two sides are timed alternately (A, B, A, B,
 …) and each keeps its best (minimum) wall time, which is the least noisy estimate on a shared machine.
@@ -13,8 +14,10 @@ Stable JSON keys (external checks read them):
                                       timed on k training points and extrapolated to all n.
     adjoint_over_training             max of the two below (target <= 3)
     adjoint_over_training_logistic    adjoint for all n (one test loss) / the training run itself;
-                                      logistic n = 1000, d = 50, T = 1000
-    adjoint_over_training_mlp         the same for a tanh MLP with d ≈ 5,000
+                                      logistic n = 1000, d = 50, T = 1000, batches of 100
+    adjoint_over_training_mlp         the same for a tanh MLP (20, 64, 50, 5), d = 4849, n = 1000,
+                                      T = 1000 (200 with --quick), batches of 100. Full-batch runs of
+                                      both are reported too (adjoint_over_training_runs).
     autodiff_over_adjoint             autograd through the training loop / the adjoint, same run
     mlp_hessian_d2000                 explicit MLP Hessian (d ≈ 2,000): autograd.hessian vs the
                                       R-operator on identity blocks vs the layer-wise assembly
