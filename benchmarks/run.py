@@ -371,6 +371,14 @@ def bench_mlp_hessian(n: int, sizes, repeats: int, with_autograd: bool = True) -
     return out
 
 
+def _with_autograd_hessian(fn):
+    """``fn`` run with the MLP's Hessian taken from autograd again (the state before MLP.hessian)."""
+    def run():
+        with mock.patch.object(MLP, "hessian", Model.hessian):
+            return fn()
+    return run
+
+
 def bench_closed_form_mlp(n: int, sizes, repeats: int) -> dict:
     """Where the closed form's time goes for an MLP with d ≈ 2,000: its parts, timed one by one.
 
@@ -384,6 +392,8 @@ def bench_closed_form_mlp(n: int, sizes, repeats: int) -> dict:
     parts = {
         "hessian_influence_total": lambda: hessian_influence(problem, sam, theta, X_test[:1], y_test[:1],
                                                              on_unverified="warn"),
+        "hessian_influence_total_before (autograd Hessians)": _with_autograd_hessian(
+            lambda: hessian_influence(problem, sam, theta, X_test[:1], y_test[:1], on_unverified="warn")),
         "two_hessians": lambda: (problem.hessian(theta), problem.hessian(lin.w_hat)),
         "linearise (2 Hessians + dense d^3 products)": lambda: _linearise(problem, sam, theta),
         "cond_by_svd": lambda: np.linalg.cond(lin.jacobian),
