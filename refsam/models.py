@@ -415,6 +415,8 @@ class MLP(Model):
         flops in all — about one multiply-add per sample and entry of the upper block triangle.
         """
         n, d = X.shape[0], theta.shape[0]
+        if n == 0:
+            return np.zeros((d, d))  # an empty sum
         primal = self._second_order_primal(theta, X, y)
         H = np.empty((d, d))
         units_per_block = max(1, _HESSIAN_BLOCK_FLOATS // (n * max(self.sizes) * len(self.sizes)))
@@ -488,6 +490,8 @@ class MLP(Model):
                 ∇_{b_l} = δ_lᵀ c                    (H v)_{b_l} = δ̇_lᵀ c
         """
         n, k = X.shape[0], V.shape[0]
+        if n == 0:
+            return np.zeros_like(V)  # an empty sum
         p = self._second_order_primal(theta, X, y)
         L = len(p.layers)
         directions = self._unpack_directions(V)  # [(V_l (k, in, out), v_l (k, out))]
