@@ -610,7 +610,8 @@ def run_benchmarks(mode: str = "full", log=print) -> dict:
     scaling = {}
     scaling.update(scaling_closed_form_and_loo(cfg["scaling"], repeats))
     sc = cfg["scaling"]
-    scaling.update(scaling_trajectory(sc["base"], sc, ("training", "adjoint"), repeats))
+    cheap = ("training", "adjoint", "first_order", "tracin")  # the approximations cost ≈ 2 gradients/step
+    scaling.update(scaling_trajectory(sc["base"], sc, cheap, repeats))
     scaling.update(scaling_trajectory(sc["base_exact_checks"], sc["exact_checks"], ("forward", "autodiff"),
                                       repeats))
     scaling.update(scaling_mlp_trajectory(**sc["mlp_trajectory"], repeats=repeats))
