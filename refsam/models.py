@@ -417,6 +417,13 @@ class MLP(Model):
         n, d = X.shape[0], theta.shape[0]
         if n == 0:
             return np.zeros((d, d))  # an empty sum
+        max_samples = max(1, _HESSIAN_BLOCK_FLOATS // d)  # bounds the (samples, d) buffer R below
+        if n > max_samples:  # H is a sum over samples: assemble it chunk by chunk
+            H = np.zeros((d, d))
+            for lo in range(0, n, max_samples):
+                part = slice(lo, lo + max_samples)
+                H += self.hessian(theta, X[part], y[part], c[part])
+            return H
         primal = self._second_order_primal(theta, X, y)
         H = np.empty((d, d))
         units_per_block = max(1, _HESSIAN_BLOCK_FLOATS // (n * max(self.sizes) * len(self.sizes)))
@@ -589,7 +596,8 @@ class _Primal(NamedTuple):
     pi: np.ndarray
 
 
-# Hessian assembly holds about this many floats of tangents at a time (≈ 32 MB).
+# MLP.hessian holds about this many floats of tangents and gradient tangents at a time (≈ 32 MB),
+# besides the (d, d) result.
 _HESSIAN_BLOCK_FLOATS = 4_000_000
 
 

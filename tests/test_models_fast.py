@@ -75,7 +75,7 @@ def test_batched_hessian_rows_equal_single_hvps():
 
 
 def test_hessian_blocks_do_not_depend_on_the_block_size(monkeypatch):
-    """Assembly in blocks of one unit at a time gives the same matrix as the default blocking."""
+    """Assembly one unit and one sample at a time (H summed over sample chunks) gives the same matrix."""
     import refsam.models as models
 
     model, X, y, theta, c, _ = random_case((3, 6, 5, 2), "softplus", n=6, seed=5)
