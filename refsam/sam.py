@@ -88,24 +88,16 @@ class SAM:
             return np.zeros((d, d))
         if self.rule == "usam":
             return self.rho * np.eye(d)
-        t = self._t(theta, d)
-        s = t * g
-        norm = np.linalg.norm(s)
-        self._norm(norm, "g/‖g‖")
-        u = s / norm
-        return (self.rho / norm) * t[:, None] * (np.eye(d) - np.outer(u, u)) * t[None, :]
+        scale, t, u = self._g_factors(theta, g)
+        return scale * t[:, None] * (np.eye(d) - np.outer(u, u)) * t[None, :]
 
     def jacobian_theta(self, theta, g) -> np.ndarray:
         """∂ε/∂θ at fixed g, shape (d, d): ASAM's T term; zero for SAM and USAM."""
         d = g.shape[0]
         if self.rho == 0.0 or self.rule != "asam":
             return np.zeros((d, d))
-        t = np.abs(theta) + self.kappa
-        sgn = np.sign(theta)
-        norm = np.linalg.norm(t * g)
-        self._norm(norm, "T²g/‖Tg‖")
-        return self.rho * (np.diag(2.0 * t * g * sgn) / norm
-                           - np.outer(t**2 * g, t * g**2 * sgn) / norm**3)
+        diag, left, right = self._theta_factors(theta, g)
+        return np.diag(diag) - np.outer(left, right)
 
     def jvp_g(self, theta, g, v) -> np.ndarray:
         """(∂ε/∂g) v in O(d)."""
@@ -113,13 +105,9 @@ class SAM:
             return np.zeros_like(v)
         if self.rule == "usam":
             return self.rho * v
-        t = self._t(theta, g.shape[0])
-        s = t * g
-        norm = np.linalg.norm(s)
-        self._norm(norm, "g/‖g‖")
-        u = s / norm
+        scale, t, u = self._g_factors(theta, g)
         tv = t * v
-        return (self.rho / norm) * t * (tv - u * (u @ tv))
+        return scale * t * (tv - u * (u @ tv))
 
     def vjp_g(self, theta, g, v) -> np.ndarray:
         """(∂ε/∂g)ᵀ v in O(d); equals ``jvp_g`` since ∂ε/∂g is symmetric."""
@@ -129,23 +117,32 @@ class SAM:
         """(∂ε/∂θ|_g) v in O(d); zero for SAM and USAM."""
         if self.rho == 0.0 or self.rule != "asam":
             return np.zeros_like(v)
-        t = np.abs(theta) + self.kappa
-        sgn = np.sign(theta)
-        norm = np.linalg.norm(t * g)
-        self._norm(norm, "T²g/‖Tg‖")
-        return self.rho * (2.0 * t * g * sgn * v / norm
-                           - t**2 * g * ((t * g**2 * sgn) @ v) / norm**3)
+        diag, left, right = self._theta_factors(theta, g)
+        return diag * v - left * (right @ v)
 
     def vjp_theta(self, theta, g, v) -> np.ndarray:
         """(∂ε/∂θ|_g)ᵀ v in O(d); zero for SAM and USAM."""
         if self.rho == 0.0 or self.rule != "asam":
             return np.zeros_like(v)
+        diag, left, right = self._theta_factors(theta, g)
+        return diag * v - right * (left @ v)
+
+    def _g_factors(self, theta, g):
+        """(ρ/‖s‖, t, u) with ∂ε/∂g = (ρ/‖s‖) T (I − u uᵀ) T, s = T g, u = s/‖s‖ (T = I for SAM)."""
+        t = self._t(theta, g.shape[0])
+        s = t * g
+        norm = np.linalg.norm(s)
+        self._norm(norm, "g/‖g‖")
+        return self.rho / norm, t, s / norm
+
+    def _theta_factors(self, theta, g):
+        """ASAM's (a, b, c) with ∂ε/∂θ|_g = diag(a) − b cᵀ:
+        a = 2ρ t g sgnθ/‖s‖,  b = ρ t² g/‖s‖³,  c = t g² sgnθ   (t = |θ| + κ, s = t g)."""
         t = np.abs(theta) + self.kappa
         sgn = np.sign(theta)
         norm = np.linalg.norm(t * g)
         self._norm(norm, "T²g/‖Tg‖")
-        return self.rho * (2.0 * t * g * sgn * v / norm
-                           - (t * g**2 * sgn) * ((t**2 * g) @ v) / norm**3)
+        return 2.0 * self.rho * t * g * sgn / norm, self.rho * t**2 * g / norm**3, t * g**2 * sgn
 
     def d_rho(self, theta, g) -> np.ndarray:
         """∂ε/∂ρ = ε/ρ (every rule is linear in ρ), shape (d,)."""
