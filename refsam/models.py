@@ -37,6 +37,21 @@ def _augment(X: np.ndarray) -> np.ndarray:
     return np.hstack([X, np.ones((X.shape[0], 1))])
 
 
+def _cross_entropy(z, y):
+    """Softmax cross-entropy per sample, ℓ = logsumexp(z) − z_y (shifted by max z: stable).
+    z (n, K) logits, y (n,) labels. autograd.numpy, so autograd differentiates it."""
+    z_max = anp.max(z, axis=1, keepdims=True)
+    log_norm = anp.log(anp.sum(anp.exp(z - z_max), axis=1)) + z_max[:, 0]
+    z_y = anp.sum(z * (y[:, None] == anp.arange(z.shape[1])[None, :]), axis=1)
+    return log_norm - z_y
+
+
+def _softmax(z) -> np.ndarray:
+    """π = softmax(z) row-wise, (n, K) -> (n, K)."""
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
 class Model:
     """Base class. Subclasses define ``losses`` (autograd.numpy) and may override derivatives.
 
@@ -215,17 +230,10 @@ class SoftmaxRegression(Model):
         return anp.dot(X, Theta[:-1]) + Theta[-1]  # (n, K)
 
     def losses(self, theta, X, y):
-        z = self.logits(theta, X)  # (n, K)
-        z_max = anp.max(z, axis=1, keepdims=True)
-        log_norm = anp.log(anp.sum(anp.exp(z - z_max), axis=1)) + z_max[:, 0]
-        z_y = anp.sum(z * (y[:, None] == anp.arange(self._n_classes)[None, :]), axis=1)
-        return log_norm - z_y
+        return _cross_entropy(self.logits(theta, X), y)  # (n,)
 
     def predict_proba(self, theta, X) -> np.ndarray:
-        z = self.logits(theta, X)
-        z = z - z.max(axis=1, keepdims=True)
-        e = np.exp(z)
-        return e / e.sum(axis=1, keepdims=True)
+        return _softmax(self.logits(theta, X))  # (n, K)
 
     def per_sample_grads(self, theta, X, y) -> np.ndarray:
         residual = self.predict_proba(theta, X)  # π, (n, K)
@@ -339,17 +347,10 @@ class MLP(Model):
         return anp.dot(a, W) + b  # (n, K)
 
     def losses(self, theta, X, y):
-        z = self.logits(theta, X)
-        z_max = anp.max(z, axis=1, keepdims=True)
-        log_norm = anp.log(anp.sum(anp.exp(z - z_max), axis=1)) + z_max[:, 0]
-        z_y = anp.sum(z * (y[:, None] == anp.arange(self.n_classes)[None, :]), axis=1)
-        return log_norm - z_y
+        return _cross_entropy(self.logits(theta, X), y)  # (n,)
 
     def predict_proba(self, theta, X) -> np.ndarray:
-        z = self.logits(theta, X)
-        z = z - z.max(axis=1, keepdims=True)
-        e = np.exp(z)
-        return e / e.sum(axis=1, keepdims=True)
+        return _softmax(self.logits(theta, X))  # (n, K)
 
     def _backprop(self, theta, X, y):
         """Per-sample backpropagation. Returns [(a_{l-1}, δ_l)] per layer: inputs (n, in), δ (n, out).
