@@ -32,8 +32,15 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from refsam import MLP, SAM, LogisticRegression, Problem, make_gaussian_classification, train  # noqa: E402
-from refsam.trajectory_influence import trajectory_influence  # noqa: E402
+from refsam import (  # noqa: E402
+    MLP,
+    SAM,
+    LogisticRegression,
+    Problem,
+    make_gaussian_classification,
+    train,
+    trajectory_influence,  # noqa: E402
+)
 
 TARGET = 3.0
 

@@ -30,7 +30,6 @@ The README next to this file records the numbers and the before/after of each op
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import platform
@@ -39,7 +38,6 @@ import time
 import tracemalloc
 import warnings
 from pathlib import Path
-from unittest import mock
 
 # One BLAS thread unless the caller says otherwise (e.g. OPENBLAS_NUM_THREADS=2 python benchmarks/run.py).
 # On a shared 2-core machine, multi-threaded OpenBLAS spins against other processes: the same Hessian
@@ -54,12 +52,52 @@ import scipy.linalg  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from refsam import MLP, SAM, LogisticRegression, Problem, make_gaussian_classification, train  # noqa: E402
-from refsam.closed_form import hessian_influence  # noqa: E402
-from refsam.fixed_point import _linearise, _weight_jacobian, solve_fixed_point  # noqa: E402
-from refsam.models import Model  # noqa: E402
-from refsam.resolve import leave_one_out  # noqa: E402
-from refsam.trajectory_influence import trajectory_influence  # noqa: E402
+from refsam import (  # noqa: E402  # noqa: E402
+    MLP,
+    SAM,
+    LogisticRegression,
+    Problem,
+    hessian_influence,
+    leave_one_out,
+    make_gaussian_classification,
+    solve_fixed_point,
+    train,
+    trajectory_influence,
+)
+from refsam.influence import linearise, weight_jacobian  # noqa: E402
+from refsam.models import AutogradDerivatives, MLPDerivatives  # noqa: E402
+from refsam.models.base import as_columns  # noqa: E402
+
+
+class AutogradMLP(MLP):
+    """The MLP with every derivative from autograd: what any user model gets (the state before the
+    MLP's hand-written derivatives). Public API only: a Model whose ``at`` returns the generic object."""
+
+    def at(self, theta, X, y, c=None):
+        return AutogradDerivatives(self, theta, X, y, c)
+
+
+class DenseJvpDerivatives(MLPDerivatives):
+    """The R-operator HVP, but per-sample directional derivatives from the dense (|B|, d) per-sample
+    gradient matrix instead of the forward tangent the R-operator computes anyway."""
+
+    def hvp_and_jvp(self, V):
+        V, _ = as_columns(V)
+        return super().hvp_and_jvp(V)[0], self.per_sample_grads() @ V
+
+    def jvp(self, V):
+        V, _ = as_columns(V)
+        return self.per_sample_grads() @ V
+
+
+class DenseJvpMLP(MLP):
+    def at(self, theta, X, y, c=None):
+        return DenseJvpDerivatives(self, theta, X, y, c)
+
+
+def with_model(problem: Problem, model: MLP) -> Problem:
+    """The same data, weights and λ with another implementation of the same MLP (same spec)."""
+    return Problem(model, problem.X, problem.y, problem.weight_decay, problem.weights, problem.regularization)
 
 # Sizes per mode. "full" is what the README reports; "quick" finishes in under two minutes; "tiny" is
 # the smoke test's (seconds, numbers meaningless).
@@ -280,25 +318,18 @@ def bench_adjoint_mlp_before_after(n, sizes, steps, batch_size, repeats) -> dict
     current                refsam as it is (its MLP fast path: one shared forward/backward pass per
                            point, HVP and per-sample directional derivatives fused in one R-operator)
     """
-    ti = importlib.import_module("refsam.trajectory_influence")
     problem, X_test, y_test = mlp_problem(n, sizes)
     sam = SAM(RHO)
     trajectory = train(problem, sam, LR_MLP, steps, batch_size=batch_size, seed=0)
 
-    def adjoint():
-        return trajectory_influence(problem, trajectory, X_test[:1], y_test[:1], "adjoint")
+    def adjoint(on=problem):
+        return lambda: trajectory_influence(on, trajectory, X_test[:1], y_test[:1], "adjoint")
 
-    def generic(hvp):
-        def run():
-            with mock.patch.object(ti, "_batch_at", ti._BatchAt), mock.patch.object(MLP, "hvp", hvp):
-                return adjoint()
-        return run
-
+    sizes_ = problem.model.sizes
     variants = {"training": lambda: train(problem, sam, LR_MLP, steps, batch_size=batch_size, seed=0),
-                "current": adjoint}
-    if hasattr(ti, "_batch_at") and hasattr(ti, "_BatchAt"):
-        variants["generic_r_operator"] = generic(MLP.hvp)
-        variants["generic_autograd_hvp"] = generic(Model.hvp)
+                "current": adjoint(),
+                "generic_r_operator": adjoint(with_model(problem, DenseJvpMLP(sizes_))),
+                "generic_autograd_hvp": adjoint(with_model(problem, AutogradMLP(sizes_)))}
     outputs = {name: fn() for name, fn in variants.items() if name != "training"}
     seconds = round_robin_best_times(variants, repeats)
     reference = outputs["current"]
@@ -335,11 +366,12 @@ def hessian_by_hvp_blocks(model: MLP, theta, X, y, c, block: int = 256) -> np.nd
     """The intermediate approach: the batched R-operator HVP applied to blocks of the identity."""
     d = theta.shape[0]
     H = np.empty((d, d))
+    at = model.at(theta, X, y, c)
     for lo in range(0, d, block):
         hi = min(d, lo + block)
-        E = np.zeros((hi - lo, d))
-        E[np.arange(hi - lo), np.arange(lo, hi)] = 1.0
-        H[lo:hi] = model._hessian_rows(theta, X, y, c, E)
+        E = np.zeros((d, hi - lo))
+        E[np.arange(lo, hi), np.arange(hi - lo)] = 1.0
+        H[:, lo:hi] = at.hvp(E)
     return 0.5 * (H + H.T)
 
 
@@ -355,7 +387,7 @@ def bench_mlp_hessian(n: int, sizes, repeats: int, with_autograd: bool = True) -
         "hvp_blocks": lambda: hessian_by_hvp_blocks(model, theta, X, y, c),
     }
     if with_autograd:
-        approaches["autograd"] = lambda: Model.hessian(model, theta, X, y, c)  # autograd.hessian
+        approaches["autograd"] = lambda: AutogradDerivatives(model, theta, X, y, c).hessian()  # autograd
     seconds = round_robin_best_times(
         {name: (lambda fn=fn, name=name: results.__setitem__(name, fn())) for name, fn in approaches.items()},
         repeats)
@@ -371,14 +403,6 @@ def bench_mlp_hessian(n: int, sizes, repeats: int, with_autograd: bool = True) -
     return out
 
 
-def _with_autograd_hessian(fn):
-    """``fn`` run with the MLP's Hessian taken from autograd again (the state before MLP.hessian)."""
-    def run():
-        with mock.patch.object(MLP, "hessian", Model.hessian):
-            return fn()
-    return run
-
-
 def bench_closed_form_mlp(n: int, sizes, repeats: int) -> dict:
     """Where the closed form's time goes for an MLP with d ≈ 2,000: its parts, timed one by one.
 
@@ -388,17 +412,18 @@ def bench_closed_form_mlp(n: int, sizes, repeats: int) -> dict:
     problem, X_test, y_test = mlp_problem(n, sizes)
     sam = SAM(RHO)
     theta = problem.init_params(1) + 0.1 * np.random.default_rng(1).standard_normal(problem.d)
-    lin = _linearise(problem, sam, theta)
+    lin = linearise(problem, sam, theta)
+    autograd_problem = with_model(problem, AutogradMLP(problem.model.sizes))
     parts = {
         "hessian_influence_total": lambda: hessian_influence(problem, sam, theta, X_test[:1], y_test[:1],
                                                              on_unverified="warn"),
-        "hessian_influence_total_before (autograd Hessians)": _with_autograd_hessian(
-            lambda: hessian_influence(problem, sam, theta, X_test[:1], y_test[:1], on_unverified="warn")),
+        "hessian_influence_total_before (autograd Hessians)": lambda: hessian_influence(
+            autograd_problem, sam, theta, X_test[:1], y_test[:1], on_unverified="warn"),
         "two_hessians": lambda: (problem.hessian(theta), problem.hessian(lin.w_hat)),
-        "linearise (2 Hessians + dense d^3 products)": lambda: _linearise(problem, sam, theta),
+        "linearise (2 Hessians + dense d^3 products)": lambda: linearise(problem, sam, theta),
         "cond_by_svd": lambda: np.linalg.cond(lin.jacobian),
         "lu_factor": lambda: scipy.linalg.lu_factor(lin.jacobian),
-        "weight_jacobian": lambda: _weight_jacobian(problem, lin),
+        "weight_jacobian": lambda: weight_jacobian(problem, lin),
         "eigvals_for_spectral_radius (diagnostics only)": lambda: np.linalg.eigvals(lin.jacobian),
     }
     with warnings.catch_warnings():
@@ -411,8 +436,6 @@ def bench_closed_form_mlp(n: int, sizes, repeats: int) -> dict:
 
 def _product_calls(sizes, batch: int):
     """{name: argument-free call} for one batch of a tanh MLP; the fused fast paths if present."""
-    # the module (refsam.trajectory_influence the attribute is the function of the same name)
-    ti = importlib.import_module("refsam.trajectory_influence")
     problem, _, _ = mlp_problem(batch, sizes)
     model, X, y = problem.model, problem.X, problem.y
     theta = problem.init_params(0)
@@ -420,14 +443,12 @@ def _product_calls(sizes, batch: int):
     v = np.random.default_rng(0).standard_normal(problem.d)
     calls = {
         "grad": lambda: model.grad(theta, X, y, c),
-        "hvp_autograd": lambda: Model.hvp(model, theta, X, y, c, v),
+        "hvp_autograd": lambda: AutogradDerivatives(model, theta, X, y, c).hvp(v),
         "hvp_r_operator": lambda: model.hvp(theta, X, y, c, v),
         "jvp_per_sample_grads_matrix": lambda: model.per_sample_grads(theta, X, y) @ v,
+        "jvp_forward_tangent": lambda: model.at(theta, X, y, c).jvp(v[:, None]),
+        "hvp_and_jvp_fused": lambda: model.at(theta, X, y, c).hvp_and_jvp(v[:, None]),
     }
-    batch_at = getattr(ti, "_batch_at", None)
-    if batch_at is not None:
-        calls["jvp_forward_tangent"] = lambda: batch_at(model, theta, X, y, c).jvp(v[:, None])
-        calls["hvp_and_jvp_fused"] = lambda: batch_at(model, theta, X, y, c).hvp_and_jvp(v[:, None])
     return problem.d, calls
 
 
@@ -707,7 +728,7 @@ def format_markdown(results: dict) -> str:
     out += ["", f"MLP Hessian, tanh, sizes {tuple(h['sizes'])}, d = {h['d']}, n = {h['n']} "
             f"(largest entry {h['max_abs_entry']:.2e}):", "",
             "| approach | time | speed-up vs autograd | max abs diff vs autograd |", "|---|---|---|---|"]
-    labels = {"autograd": "`autograd.hessian` (the base-class `Model.hessian`)",
+    labels = {"autograd": "`autograd.hessian` (`refsam.models.AutogradDerivatives`)",
               "hvp_blocks": "R-operator HVP on blocks of 256 identity rows",
               "layerwise": "layer-wise assembly from pre-activation tangents (`MLP.hessian`)"}
     for name in ("autograd", "hvp_blocks", "layerwise"):

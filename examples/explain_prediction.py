@@ -30,7 +30,7 @@ fit = apps.fit(problem, refsam.SAM(rho=0.05), lr=0.5, steps=STEPS, seed=0)
 print(fit.fixed_point.describe())
 
 x, y = test.X[0], int(test.y[0])
-expl = apps.explain_prediction(fit, x, y, k=3, method="sam-full")
+expl = apps.explain_prediction(fit, x, y, k=3, method="closed_form")
 print(f"\ntest point {x.round(3)} with label {y}")
 for name, idx in (("proponents", expl.proponents), ("opponents", expl.opponents)):
     print(f"{name}: " + ", ".join(f"#{j} (label {y_noisy[j]}, I_j = {expl.influence[j]:+.2e})" for j in idx))

@@ -19,5 +19,5 @@ result = run_demo(config)
 print(format_report(result))
 
 for a in result.agreements:
-    if a.method in ("sam-full", "trajectory"):  # the exact methods
+    if a.method in ("closed_form", "trajectory"):  # the exact methods
         assert a.max_rel_err < 1e-5, f"{a.method} disagrees with finite differences: {a.max_rel_err:.1e}"

@@ -8,7 +8,11 @@ Conventions
 * Regulariser r(θ) = (λ/2)‖θ‖², λ = ``weight_decay``, in one of two modes:
   ``"decoupled"`` (default): the SAM perturbation uses ∇F only; λθ is added at the unperturbed point.
   ``"coupled"``: r is part of the loss everywhere. The SAM step (:mod:`refsam.training`) applies the mode.
+* The mode as two numbers (:meth:`Problem.weight_decay_split`, the one place the split is made):
+  λ_in = λ inside the perturbed gradient (coupled) and λ_out = λ at the unperturbed point (decoupled);
+  the other is 0. Every step, residual and recursion is written with (λ_in, λ_out).
 * ``idx`` selects a batch (an int array of indices into the training set); ``None`` is the full batch.
+  A batch that is all of [n] in order is served without copying X.
   ``weights`` overrides the problem's sample weights for one call (used by ground-truth re-solves and by
   autodiff with respect to w).
 """
@@ -16,14 +20,21 @@ Conventions
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 
 import autograd.numpy as anp
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
-from ._validation import check_choice, check_finite_array, check_nonnegative
-from .models import Model
+from .models import BatchDerivatives, Model
+from .validation import check_choice, check_finite_array, check_nonnegative
+
+__all__ = ["REGULARIZATION_MODES", "Problem"]
 
 REGULARIZATION_MODES = ("decoupled", "coupled")
+
+Array = NDArray[np.float64]
+Index = ArrayLike | None
 
 
 class Problem:
@@ -42,8 +53,8 @@ class Problem:
     regularization : {"decoupled", "coupled"}
     """
 
-    def __init__(self, model: Model, X, y, weight_decay: float = 0.0, weights=None,
-                 regularization: str = "decoupled"):
+    def __init__(self, model: Model, X: ArrayLike, y: ArrayLike, weight_decay: float = 0.0,
+                 weights: ArrayLike | None = None, regularization: str = "decoupled"):
         if not isinstance(model, Model):
             raise ValueError(
                 f"`model` must be a refsam model (LogisticRegression, SoftmaxRegression, MLP), "
@@ -61,7 +72,7 @@ class Problem:
         self.weights = self.check_weights(weights)
 
     # -- validation and copies -------------------------------------------------------------------
-    def check_weights(self, weights, name: str = "weights") -> np.ndarray:
+    def check_weights(self, weights: ArrayLike | None, name: str = "weights") -> Array:
         """Validate a weight vector for this problem; None means all ones."""
         if weights is None:
             return np.ones(self.n)
@@ -70,14 +81,25 @@ class Problem:
             raise ValueError(f"`{name}` must be >= 0, got minimum {float(w.min())!r}")
         return w.copy()  # a copy: problems and recorded runs must not alias the caller's array
 
-    def check_theta(self, theta, name: str = "theta") -> np.ndarray:
+    def check_theta(self, theta: ArrayLike, name: str = "theta") -> Array:
+        """Validate a parameter vector for this problem: finite, shape (d,)."""
         return self.model.check_theta(theta, self.p, name=name)
 
-    def with_weights(self, weights) -> Problem:
+    def check_test(self, X_test: ArrayLike, y_test: ArrayLike, name_X: str = "X_test",
+                   name_y: str = "y_test") -> tuple[Array, NDArray[np.int64]]:
+        """Validate test points for this problem: (m >= 1, p) features, labels valid for the model."""
+        X_test, y_test = self.model.check_data(X_test, y_test, name_X, name_y)
+        if X_test.shape[1] != self.p or X_test.shape[0] == 0:
+            raise ValueError(
+                f"`{name_X}` must have shape (m >= 1, {self.p}) like the training data, got {X_test.shape}"
+            )
+        return X_test, y_test
+
+    def with_weights(self, weights: ArrayLike | None) -> Problem:
         """The same problem with sample weights ``weights`` (e.g. w_j = 0 for leave-one-out)."""
         return Problem(self.model, self.X, self.y, self.weight_decay, weights, self.regularization)
 
-    def init_params(self, seed=None) -> np.ndarray:
+    def init_params(self, seed: object = None) -> Array:
         """The model's seeded initial θ for this data, shape (d,)."""
         return self.model.init_params(self.p, seed)
 
@@ -88,47 +110,65 @@ class Problem:
         h.update(np.ascontiguousarray(self.y).astype(np.int64).tobytes())
         return h.hexdigest()
 
-    # -- the objective and its derivatives -------------------------------------------------------
-    def _coefficients(self, idx, weights):
-        """(X_B, y_B, c) with c_i = w_i/|B| for i ∈ B: the per-sample factors of F_{B,w}."""
-        w = self.weights if weights is None else weights
-        if idx is None:
-            return self.X, self.y, w / self.n
-        return self.X[idx], self.y[idx], w[idx] / len(idx)
+    def weight_decay_split(self) -> tuple[float, float]:
+        """(λ_in, λ_out): λ inside the perturbed gradient (coupled mode), λ at the unperturbed point
+        (decoupled mode); the other is 0."""
+        lam = self.weight_decay
+        return (lam, 0.0) if self.regularization == "coupled" else (0.0, lam)
 
-    def losses(self, theta, idx=None):
-        """Unweighted per-sample losses ℓ_i(θ) for i ∈ B, shape (|B|,)."""
-        X, y = (self.X, self.y) if idx is None else (self.X[idx], self.y[idx])
+    # -- the objective and its derivatives -------------------------------------------------------
+    def batch(self, idx: Index = None) -> tuple[Array, NDArray[np.int64], slice | NDArray[np.int64]]:
+        """(X_B, y_B, selector): the rows of batch B; the full batch (None, or all of [n] in order) is
+        served as views of X and y, without a copy."""
+        if idx is None:
+            return self.X, self.y, slice(None)
+        idx = np.asarray(idx)
+        if idx.shape == (self.n,) and idx[0] == 0 and idx[-1] == self.n - 1 and np.all(np.diff(idx) == 1):
+            return self.X, self.y, slice(None)
+        return self.X[idx], self.y[idx], idx
+
+    def _coefficients(self, idx: Index, weights: ArrayLike | None) -> tuple[Array, Any, Array]:
+        """(X_B, y_B, c) with c_i = w_i/|B| for i ∈ B: the per-sample factors of F_{B,w}."""
+        w = self.weights if weights is None else np.asarray(weights)
+        X, y, rows = self.batch(idx)
+        return X, y, w[rows] / X.shape[0]
+
+    def at(self, theta: ArrayLike, idx: Index = None, weights: ArrayLike | None = None) -> BatchDerivatives:
+        """The derivatives of F_{B,w} at θ (data term only): ``model.at(θ, X_B, y_B, c)``, c_i = w_i/|B|."""
+        X, y, c = self._coefficients(idx, weights)
+        return self.model.at(theta, X, y, c)
+
+    def losses(self, theta: Any, idx: Index = None) -> Any:
+        """Unweighted per-sample losses ℓ_i(θ) for i ∈ B, shape (|B|,). autograd-differentiable in θ."""
+        X, y, _ = self.batch(idx)
         return self.model.losses(theta, X, y)
 
-    def objective(self, theta, idx=None, weights=None):
+    def objective(self, theta: Any, idx: Index = None, weights: Any = None) -> Any:
         """F_{B,w}(θ) = (1/|B|) Σ_{i∈B} w_i ℓ_i(θ). Written in autograd.numpy (differentiable in θ and w)."""
-        X, y, c = self._coefficients(idx, weights)
-        return anp.dot(c, self.model.losses(theta, X, y))
+        w = self.weights if weights is None else weights
+        X, y, rows = self.batch(idx)
+        return anp.dot(w[rows] / X.shape[0], self.model.losses(theta, X, y))
 
-    def regularizer(self, theta):
+    def regularizer(self, theta: Any) -> Any:
         """r(θ) = (λ/2)‖θ‖²."""
         return 0.5 * self.weight_decay * anp.dot(theta, theta)
 
-    def per_sample_grads(self, theta, idx=None) -> np.ndarray:
+    def per_sample_grads(self, theta: ArrayLike, idx: Index = None) -> Array:
         """Unweighted ∇ℓ_i(θ) for i ∈ B, shape (|B|, d)."""
-        X, y = (self.X, self.y) if idx is None else (self.X[idx], self.y[idx])
-        return self.model.per_sample_grads(theta, X, y)
+        return self.at(theta, idx).per_sample_grads()
 
-    def grad(self, theta, idx=None, weights=None) -> np.ndarray:
+    def grad(self, theta: ArrayLike, idx: Index = None, weights: ArrayLike | None = None) -> Array:
         """∇F_{B,w}(θ), shape (d,). Data term only (no λθ)."""
-        X, y, c = self._coefficients(idx, weights)
-        return self.model.grad(theta, X, y, c)
+        return self.at(theta, idx, weights).grad()
 
-    def hessian(self, theta, idx=None, weights=None) -> np.ndarray:
+    def hessian(self, theta: ArrayLike, idx: Index = None, weights: ArrayLike | None = None) -> Array:
         """∇²F_{B,w}(θ), shape (d, d). Data term only (no λI). Cost: O(|B| d²) or d autograd passes."""
-        X, y, c = self._coefficients(idx, weights)
-        return self.model.hessian(theta, X, y, c)
+        return self.at(theta, idx, weights).hessian()
 
-    def hvp(self, theta, v, idx=None, weights=None) -> np.ndarray:
+    def hvp(self, theta: ArrayLike, v: ArrayLike, idx: Index = None,
+            weights: ArrayLike | None = None) -> Array:
         """∇²F_{B,w}(θ) v, shape (d,), without forming the Hessian. Data term only."""
-        X, y, c = self._coefficients(idx, weights)
-        return self.model.hvp(theta, X, y, c, v)
+        return self.at(theta, idx, weights).hvp(v)
 
     def __repr__(self) -> str:
         return (

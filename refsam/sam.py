@@ -21,12 +21,19 @@ See docs/sam_rules.md for the derivations.
 
 from __future__ import annotations
 
+from typing import Any
+
 import autograd.numpy as anp
 import numpy as np
+from numpy.typing import NDArray
 
-from ._validation import check_choice, check_nonnegative, check_positive
+from .validation import check_choice, check_nonnegative, check_positive
+
+__all__ = ["RULES", "SAM", "ZeroGradientError"]
 
 RULES = ("sam", "usam", "asam")
+
+Array = NDArray[np.float64]
 
 
 class ZeroGradientError(FloatingPointError):
@@ -50,7 +57,7 @@ class SAM:
         self.rule = check_choice("rule", rule, RULES)
         self.kappa = check_positive("kappa", kappa)
 
-    def config(self) -> dict:
+    def config(self) -> dict[str, Any]:
         return {"rho": self.rho, "rule": self.rule, "kappa": self.kappa}
 
     def __repr__(self) -> str:
@@ -58,14 +65,14 @@ class SAM:
         return f"SAM(rho={self.rho}, rule={self.rule!r}{extra})"
 
     # -- the perturbation --------------------------------------------------------------------------
-    def _norm(self, norm_value, what: str):
+    def _norm(self, norm_value: float, what: str) -> None:
         if norm_value == 0.0:
             raise ZeroGradientError(
                 f"the {self.rule.upper()} perturbation ρ·{what} is undefined: the gradient is exactly "
                 f"zero. Use rho=0, rule='usam', or start from a point with a non-zero gradient."
             )
 
-    def perturbation(self, theta, g):
+    def perturbation(self, theta: Any, g: Any) -> Any:
         """ε(θ; g), shape (d,). autograd-differentiable in θ and g (away from ‖g‖ = 0)."""
         if self.rho == 0.0:
             return 0.0 * g
@@ -81,7 +88,7 @@ class SAM:
         return self.rho * t**2 * g / norm
 
     # -- Jacobians ---------------------------------------------------------------------------------
-    def jacobian_g(self, theta, g) -> np.ndarray:
+    def jacobian_g(self, theta: Array, g: Array) -> Array:
         """∂ε/∂g, shape (d, d). Symmetric for every rule."""
         d = g.shape[0]
         if self.rho == 0.0:
@@ -91,7 +98,7 @@ class SAM:
         scale, t, u = self._g_factors(theta, g)
         return scale * t[:, None] * (np.eye(d) - np.outer(u, u)) * t[None, :]
 
-    def jacobian_theta(self, theta, g) -> np.ndarray:
+    def jacobian_theta(self, theta: Array, g: Array) -> Array:
         """∂ε/∂θ at fixed g, shape (d, d): ASAM's T term; zero for SAM and USAM."""
         d = g.shape[0]
         if self.rho == 0.0 or self.rule != "asam":
@@ -99,63 +106,69 @@ class SAM:
         diag, left, right = self._theta_factors(theta, g)
         return np.diag(diag) - np.outer(left, right)
 
-    def jvp_g(self, theta, g, v) -> np.ndarray:
-        """(∂ε/∂g) v in O(d)."""
+    def jvp_g(self, theta: Array, g: Array, v: Array) -> Array:
+        """(∂ε/∂g) v in O(d) per column; ``v`` is (d,) or a block (d, k)."""
         if self.rho == 0.0:
             return np.zeros_like(v)
         if self.rule == "usam":
             return self.rho * v
         scale, t, u = self._g_factors(theta, g)
+        t, u_col = _column(t, v), _column(u, v)
         tv = t * v
-        return scale * t * (tv - u * (u @ tv))
+        return scale * t * (tv - u_col * (u @ tv))
 
-    def vjp_g(self, theta, g, v) -> np.ndarray:
+    def vjp_g(self, theta: Array, g: Array, v: Array) -> Array:
         """(∂ε/∂g)ᵀ v in O(d); equals ``jvp_g`` since ∂ε/∂g is symmetric."""
         return self.jvp_g(theta, g, v)
 
-    def jvp_theta(self, theta, g, v) -> np.ndarray:
+    def jvp_theta(self, theta: Array, g: Array, v: Array) -> Array:
         """(∂ε/∂θ|_g) v in O(d); zero for SAM and USAM."""
         if self.rho == 0.0 or self.rule != "asam":
             return np.zeros_like(v)
         diag, left, right = self._theta_factors(theta, g)
-        return diag * v - left * (right @ v)
+        return _column(diag, v) * v - _column(left, v) * (right @ v)
 
-    def vjp_theta(self, theta, g, v) -> np.ndarray:
+    def vjp_theta(self, theta: Array, g: Array, v: Array) -> Array:
         """(∂ε/∂θ|_g)ᵀ v in O(d); zero for SAM and USAM."""
         if self.rho == 0.0 or self.rule != "asam":
             return np.zeros_like(v)
         diag, left, right = self._theta_factors(theta, g)
-        return diag * v - right * (left @ v)
+        return _column(diag, v) * v - _column(right, v) * (left @ v)
 
-    def _g_factors(self, theta, g):
+    def _g_factors(self, theta: Array, g: Array) -> tuple[float, Array, Array]:
         """(ρ/‖s‖, t, u) with ∂ε/∂g = (ρ/‖s‖) T (I − u uᵀ) T, s = T g, u = s/‖s‖ (T = I for SAM)."""
         t = self._t(theta, g.shape[0])
         s = t * g
-        norm = np.linalg.norm(s)
+        norm = float(np.linalg.norm(s))
         self._norm(norm, "g/‖g‖")
-        return self.rho / norm, t, s / norm
+        return float(self.rho / norm), t, s / norm
 
-    def _theta_factors(self, theta, g):
+    def _theta_factors(self, theta: Array, g: Array) -> tuple[Array, Array, Array]:
         """ASAM's (a, b, c) with ∂ε/∂θ|_g = diag(a) − b cᵀ:
         a = 2ρ t g sgnθ/‖s‖,  b = ρ t² g/‖s‖³,  c = t g² sgnθ   (t = |θ| + κ, s = t g)."""
         t = np.abs(theta) + self.kappa
         sgn = np.sign(theta)
-        norm = np.linalg.norm(t * g)
+        norm = float(np.linalg.norm(t * g))
         self._norm(norm, "T²g/‖Tg‖")
         return 2.0 * self.rho * t * g * sgn / norm, self.rho * t**2 * g / norm**3, t * g**2 * sgn
 
-    def d_rho(self, theta, g) -> np.ndarray:
+    def d_rho(self, theta: Array, g: Array) -> Array:
         """∂ε/∂ρ = ε/ρ (every rule is linear in ρ), shape (d,)."""
         return SAM(1.0, self.rule, self.kappa).perturbation(theta, g)
 
-    def _t(self, theta, d) -> np.ndarray:
+    def _t(self, theta: Array, d: int) -> Array:
         """Diagonal of T: |θ| + κ for ASAM, ones for SAM (so SAM is ASAM with T = I)."""
         if self.rule == "asam":
             return np.abs(theta) + self.kappa
         return np.ones(d)
 
 
-def _value(x):
+def _column(a: Array, v: Array) -> Array:
+    """``a`` (d,) shaped to multiply ``v``: itself for a vector, a (d, 1) column for a block (d, k)."""
+    return a if v.ndim == 1 else a[:, None]
+
+
+def _value(x: Any) -> float:
     """The float inside an autograd box (or x itself)."""
     while hasattr(x, "_value"):
         x = x._value

@@ -96,7 +96,7 @@ def test_self_influence_matches_finite_differences_of_retraining_and_re_solving(
     problem = fit_.problem
     assert fit_.fixed_point.converged
     run_self = apps.self_influence(fit_, "trajectory")
-    root_self = apps.self_influence(fit_, "sam-full")
+    root_self = apps.self_influence(fit_, "closed_form")
     for j in (int(np.flatnonzero(flipped)[0]), 3):
         run_fd, root_fd = [], []
         for sign in (1.0, -1.0):
@@ -114,12 +114,12 @@ def test_self_influence_matches_finite_differences_of_retraining_and_re_solving(
 
 def test_detection_ranks_flipped_labels_far_above_chance(noisy_fit):
     fit_, flipped, _, _ = noisy_fit
-    results = {r.method: r for r in apps.detect_mislabeled(fit_, flipped, ["sam-full", "trajectory"])}
-    assert set(results) == {"sam-full", "trajectory", "loss", "random"}
-    for method in ("sam-full", "trajectory", "loss"):
+    results = {r.method: r for r in apps.detect_mislabeled(fit_, flipped, ["closed_form", "trajectory"])}
+    assert set(results) == {"closed_form", "trajectory", "loss", "random"}
+    for method in ("closed_form", "trajectory", "loss"):
         assert np.ptp(results[method].scores) > 0  # not a constant ranking
         assert results[method].metrics["auroc"] > 0.8  # chance is 0.5
-    assert results["sam-full"].metrics["top20%"] >= 0.5
+    assert results["closed_form"].metrics["top20%"] >= 0.5
     with pytest.raises(ValueError, match=r"`flipped` must have shape \(60,\)"):
         apps.detect_mislabeled(fit_, flipped[:5])
 
@@ -128,7 +128,7 @@ def test_detection_ranks_flipped_labels_far_above_chance(noisy_fit):
 
 def test_removing_the_most_harmful_points_lowers_validation_loss_as_predicted(noisy_fit):
     fit_, _, X_val, y_val = noisy_fit
-    results = apps.remove_harmful(fit_, X_val, y_val, k=3, methods=["sam-full", "trajectory"], n_random=3)
+    results = apps.remove_harmful(fit_, X_val, y_val, k=3, methods=["closed_form", "trajectory"], n_random=3)
     by_method = {r.method: r for r in results if r.method != "random"}
     random_mean = np.mean([r.actual_change for r in results if r.method == "random"])
     for r in by_method.values():
@@ -161,7 +161,7 @@ def test_removing_proponents_raises_and_removing_opponents_lowers_the_test_loss(
     base = problem.model.losses(fit_.theta_final, x[None, :], np.array([y]))[0]
     assert test_loss_without(expl.proponents) > base
     assert test_loss_without(expl.opponents) < base
-    closed = apps.explain_prediction(fit_, x, y, k=3, method="sam-full")
+    closed = apps.explain_prediction(fit_, x, y, k=3, method="closed_form")
     np.testing.assert_array_equal(np.sort(closed.proponents), np.sort(expl.proponents))  # converged run
 
 
@@ -174,11 +174,11 @@ def test_ground_truth_and_method_comparison_on_a_converged_run(noisy_fit):
     # how far 150 steps get from θ_0 towards the new root
     assert apps.rel_err(truth.loo_root, truth.loo_run) < RTOL_REPLAY_VS_ROOT
     agreements = {a.method: a for a in apps.compare_methods(fit_, X_val, y_val, truth,
-                                                            ["sam-full", "trajectory", "erm"])}
-    assert agreements["sam-full"].max_rel_err < RTOL_FD_ROOT
+                                                            ["closed_form", "trajectory", "closed_form_erm"])}
+    assert agreements["closed_form"].max_rel_err < RTOL_FD_ROOT
     assert agreements["trajectory"].max_rel_err < RTOL_FD_RUN
-    assert agreements["erm"].max_rel_err > 10 * RTOL_FD_ROOT  # the ablation is measurably different
-    assert agreements["sam-full"].pearson > 0.99
+    assert agreements["closed_form_erm"].max_rel_err > 10 * RTOL_FD_ROOT  # the ablation is measurably different
+    assert agreements["closed_form"].pearson > 0.99
 
 
 def test_unknown_method_and_minibatch_runs_are_reported():
@@ -186,9 +186,9 @@ def test_unknown_method_and_minibatch_runs_are_reported():
     problem = Problem(LogisticRegression(), data.X, data.y, weight_decay=0.05)
     fit_ = apps.fit(problem, SAM(0.05), lr=0.5, steps=10, batch_size=10, seed=0)
     assert fit_.fixed_point is None and "minibatch" in fit_.fixed_point_note
-    assert "sam-full" not in fit_.available_methods()
+    assert "closed_form" not in fit_.available_methods()
     with pytest.raises(ValueError, match="needs a SAM fixed point: minibatch run"):
-        apps.influence(fit_, "sam-full", data.X, data.y)
+        apps.influence(fit_, "closed_form", data.X, data.y)
     with pytest.raises(ValueError, match="`method` must be one of"):
         apps.influence(fit_, "koh-liang", data.X, data.y)
 
@@ -200,4 +200,15 @@ def test_a_run_without_a_sam_root_keeps_only_the_trajectory_methods():
     assert fit_.fixed_point is None and "has no solution" in fit_.fixed_point_note
     assert fit_.available_methods() == apps.TRAJECTORY_METHODS
     with pytest.raises(ValueError, match="needs a SAM fixed point: G"):
-        apps.self_influence(fit_, "erm")
+        apps.self_influence(fit_, "closed_form_erm")
+
+
+def test_the_0_1_method_spellings_name_the_same_methods(noisy_fit):
+    """0.1's application names ("sam-full", "erm", "first-order", …) still select the method-table rows
+    they named, with the same numbers; results carry the canonical name."""
+    fit_, _, X_val, y_val = noisy_fit
+    for old, new in (("sam-full", "closed_form"), ("sam-frozen", "closed_form_frozen"),
+                     ("erm", "closed_form_erm"), ("first-order", "first_order"), ("adjoint", "trajectory")):
+        np.testing.assert_array_equal(apps.influence(fit_, old, X_val, y_val),
+                                      apps.influence(fit_, new, X_val, y_val))
+    assert apps.explain_prediction(fit_, X_val[0], int(y_val[0]), method="sam-full").method == "closed_form"

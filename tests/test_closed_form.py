@@ -298,7 +298,7 @@ def test_non_root_warns_and_returns_the_approximation_on_request(not_a_root):
     ({"variant": "exact"}, r"`variant` must be one of \['erm', 'frozen', 'full'\], got 'exact'"),
     ({"on_unverified": "ignore"}, r"`on_unverified` must be one of \['raise', 'warn'\], got 'ignore'"),
     ({"root_tol": -1.0}, r"`root_tol` must be a finite number > 0, got -1.0"),
-    ({"X_test": np.zeros((2, 5)), "y_test": [0, 1]}, r"`X_test` must have 3 columns"),
+    ({"X_test": np.zeros((2, 5)), "y_test": [0, 1]}, r"`X_test` must have shape \(m >= 1, 3\)"),
     ({"y_test": [0, 1]}, r"`y_test` must have shape \(8,\)"),
 ])
 def test_invalid_arguments_name_argument_expected_and_got(kwargs, message):

@@ -28,9 +28,9 @@ def test_quick_demo_reports_every_method_beside_its_ground_truth(capsys):
         assert _table_row(report, method)
     assert "verified root" in report and "spectral radius" in report and "condition number" in report
     # exact methods agree with their finite-difference ground truth; the report's numbers say so
-    assert float(_table_row(report, "sam-full")[1]) < RTOL_ROOT
+    assert float(_table_row(report, "closed_form")[1]) < RTOL_ROOT
     assert float(_table_row(report, "trajectory")[1]) < RTOL_RUN
-    assert float(_table_row(report, "erm")[1]) > RTOL_ROOT  # the ablation is not exact
+    assert float(_table_row(report, "closed_form_erm")[1]) > RTOL_ROOT  # the ablation is not exact
 
 
 @pytest.mark.slow
@@ -39,11 +39,11 @@ def test_default_demo_is_accurate_and_detects_flipped_labels(tmp_path):
                                  progress=False))
     by_method = {a.method: a for a in result.agreements}
     assert set(by_method) == set(apps.METHODS)
-    assert by_method["sam-full"].max_rel_err < RTOL_ROOT
+    assert by_method["closed_form"].max_rel_err < RTOL_ROOT
     assert by_method["trajectory"].max_rel_err < RTOL_RUN
-    assert by_method["sam-full"].pearson > 0.99 and by_method["trajectory"].spearman > 0.95
+    assert by_method["closed_form"].pearson > 0.99 and by_method["trajectory"].spearman > 0.95
     detection = {d.method: d.metrics for d in result.detection}
-    assert detection["sam-full"]["auroc"] > 0.85 > detection["random"]["auroc"]
+    assert detection["closed_form"]["auroc"] > 0.85 > detection["random"]["auroc"]
     report = format_report(result)
     if matplotlib_available():
         for path in result.figures:
@@ -54,7 +54,7 @@ def test_default_demo_is_accurate_and_detects_flipped_labels(tmp_path):
 @pytest.mark.skipif(not matplotlib_available(), reason="matplotlib not installed")
 def test_application_commands_write_figures_and_say_where(tmp_path, capsys):
     out = str(tmp_path / "figs")
-    common = ["--n", "60", "--steps", "80", "--quiet", "--out", out, "--methods", "sam-full,first-order"]
+    common = ["--n", "60", "--steps", "80", "--quiet", "--out", out, "--methods", "closed_form,first_order"]
     assert main(["detect", *common]) == 0
     assert main(["remove", *common, "--k", "3", "--random-trials", "1"]) == 0
     assert main(["explain", *common, "--dataset", "synthetic2d", "--weight-decay", "0.1", "--k", "2"]) == 0
@@ -63,7 +63,7 @@ def test_application_commands_write_figures_and_say_where(tmp_path, capsys):
         assert (tmp_path / "figs" / name).stat().st_size > 0
         assert f"{out}/{name}" in text
     assert "Proponents" in text and "Opponents" in text and "predicted Δf" in text
-    row = _table_row(text, "sam-full")  # the detect table: four metrics and a time, all numbers
+    row = _table_row(text, "closed_form")  # the detect table: four metrics and a time, all numbers
     assert all(re.fullmatch(r"[0-9.]+", v) for v in row[1:])
 
 

@@ -51,4 +51,4 @@ def test_results_script_runs_in_quick_mode(tmp_path):
     out = tmp_path / "results.md"
     assert make_results.main(["--quick", "--datasets", "synthetic", "--out", str(out)]) == 0
     text = out.read_text(encoding="utf-8")
-    assert "QUICK MODE" in text and "| sam-full |" in text and "| random (baseline) |" in text
+    assert "QUICK MODE" in text and "| closed_form |" in text and "| random (baseline) |" in text

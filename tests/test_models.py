@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import refsam
-from refsam.models import Model, model_from_spec
+from refsam.models import AutogradDerivatives, Model, model_from_spec
 from refsam.testing import problems, rel_err
 
 RTOL_EXACT = 1e-10  # SPEC §5.1: analytic vs autograd, the same float64 maths in another order
@@ -26,17 +26,17 @@ RTOL_SCALE = 1e-13  # multiplying all weights by c only reorders one rounding pe
 
 def autograd_per_sample_grads(model, theta, X, y):
     """Oracle: the Jacobian of the per-sample losses, (n, d), by autograd."""
-    return Model.per_sample_grads(model, theta, X, y)
+    return AutogradDerivatives(model, theta, X, y).per_sample_grads()
 
 
 def autograd_hessian(model, theta, X, y, c):
     """Oracle: ∇² Σ_i c_i ℓ_i(θ) by autograd, (d, d)."""
-    return Model.hessian(model, theta, X, y, c)
+    return AutogradDerivatives(model, theta, X, y, c).hessian()
 
 
 def autograd_hvp(model, theta, X, y, c, v):
     """Oracle: (∇² Σ_i c_i ℓ_i(θ)) v by forward-over-reverse autograd, (d,)."""
-    return Model.hvp(model, theta, X, y, c, v)
+    return AutogradDerivatives(model, theta, X, y, c).hvp(v)
 
 
 def random_case(model, n, p, seed, theta_scale=1.0):

@@ -10,7 +10,7 @@ import pytest
 import scipy.optimize
 
 import refsam
-import refsam.resolve as resolve
+import refsam.ground_truth.resolve as resolve
 from refsam.fixed_point import FixedPointError, solve_fixed_point
 from refsam.resolve import finite_difference_influence, finite_difference_parameters, leave_one_out
 

@@ -198,7 +198,7 @@ def test_blocked_mlp_tangents_give_the_same_result(monkeypatch):
     trajectory = refsam.train(problem, refsam.SAM(0.1, "asam"), 0.3, 6, batch_size=5)
     methods = ("adjoint", "forward", "first_order")
     whole = {m: trajectory_influence(problem, trajectory, X, y, method=m) for m in methods}
-    monkeypatch.setattr(sys.modules["refsam.trajectory_influence"], "_TANGENT_BLOCK_FLOATS", 1)
+    monkeypatch.setattr(sys.modules["refsam.models.mlp"], "BLOCK_FLOATS", 1)
     for method in methods:
         assert rel_err(trajectory_influence(problem, trajectory, X, y, method=method), whole[method]) <= 1e-14
 

@@ -42,7 +42,7 @@ DATASETS = {
                "softmax regression (10 classes)"),
 }
 QUICK = {"n": 80, "steps": 60, "subset": 4}
-REMOVAL_METHODS = ("sam-full", "erm", "trajectory", "tracin")
+REMOVAL_METHODS = ("closed_form", "closed_form_erm", "trajectory", "tracin")
 
 
 def _f(x, spec):
@@ -100,18 +100,18 @@ def summary(results: dict) -> list:
     if not results:
         return []
     exact_err = {m: max((a.max_rel_err for r, _ in results.values() for a in r.agreements if a.method == m),
-                        default=float("nan")) for m in ("sam-full", "trajectory")}
+                        default=float("nan")) for m in ("closed_form", "trajectory")}
     approx = [a for r, _ in results.values() for a in r.agreements if a.method in
-              ("first-order", "tracin", "first-order-unperturbed", "tracin-unperturbed")]
-    ablation = [a for r, _ in results.values() for a in r.agreements if a.method in ("sam-frozen", "erm")]
+              ("first_order", "tracin", "first_order_unperturbed", "tracin_unperturbed")]
+    ablation = [a for r, _ in results.values() for a in r.agreements if a.method in ("closed_form_frozen", "closed_form_erm")]
     lines = ["## Summary (computed from the tables below)", ""]
     lines.append(f"* Exact methods: the largest derivative error over all datasets is "
-                 f"{exact_err['sam-full']:.1e} for sam-full (against re-solved roots) and "
+                 f"{exact_err['closed_form']:.1e} for closed_form (against re-solved roots) and "
                  f"{exact_err['trajectory']:.1e} for trajectory (against replayed runs).")
     if ablation:
         errs = [a.max_rel_err for a in ablation]
         pearsons = [a.pearson for a in ablation]
-        lines.append(f"* The SAM ablations (sam-frozen, erm) differ from the exact root derivative by "
+        lines.append(f"* The SAM ablations (closed_form_frozen, closed_form_erm) differ from the exact root derivative by "
                      f"{min(errs):.1e} to {max(errs):.1e} (relative); their leave-one-out Pearson is "
                      f"{min(pearsons):.4f}–{max(pearsons):.4f}.")
     if approx:
@@ -123,8 +123,8 @@ def summary(results: dict) -> list:
     for name, (result, _) in results.items():
         auroc = {d.method: d.metrics["auroc"] for d in result.detection}
         best = max(auroc, key=auroc.get)
-        lines.append(f"* Detection on {name}: best AUROC {auroc[best]:.3f} ({best}); sam-full "
-                     f"{_f(auroc.get('sam-full'), '.3f')}, trajectory {_f(auroc.get('trajectory'), '.3f')}, "
+        lines.append(f"* Detection on {name}: best AUROC {auroc[best]:.3f} ({best}); closed_form "
+                     f"{_f(auroc.get('closed_form'), '.3f')}, trajectory {_f(auroc.get('trajectory'), '.3f')}, "
                      f"loss baseline {auroc['loss']:.3f}, random {auroc['random']:.3f}.")
     return lines + [""]
 

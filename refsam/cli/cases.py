@@ -10,12 +10,14 @@ or tampered case or scores file.
 
 from __future__ import annotations
 
+import argparse
 import time
+from typing import Any
 
-from .cases import TARGETS, check_scores, export_cases
+from ..kit import TARGETS, check_scores, export_cases
 
 
-def add_parser(subparsers) -> None:
+def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser("export-cases", help="write the reference cases for validating other "
                                                    "implementations")
     p.add_argument("directory", metavar="DIR", help="output directory (created if needed)")
@@ -35,7 +37,7 @@ def add_parser(subparsers) -> None:
     p.set_defaults(func=run_check)
 
 
-def run_export(args) -> int:
+def run_export(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     manifest = export_cases(args.directory, cases=args.cases, progress=True)
     n_closed = sum("closed_form" in c["outputs"] for c in manifest["cases"])
@@ -44,7 +46,7 @@ def run_export(args) -> int:
     return 0
 
 
-def run_check(args) -> int:
+def run_check(args: argparse.Namespace) -> int:
     report = check_scores(args.directory, args.scores, target=args.target, cases=args.cases)
     print(report.table())
     return 0 if report.passed else 1

@@ -1,50 +1,24 @@
-"""SAM training that records a replayable trajectory (SPEC §2).
-
-One step on batch B_t with learning rate η_t:
-
-  decoupled:  g_t = ∇F_{B_t,w}(θ_t)              ε_t = ε(θ_t; g_t)    ŵ_t = θ_t + ε_t
-              θ_{t+1} = θ_t − η_t (∇F_{B_t,w}(ŵ_t) + λ θ_t)
-  coupled:    g_t = ∇F_{B_t,w}(θ_t) + λ θ_t      ε_t = ε(θ_t; g_t)    ŵ_t = θ_t + ε_t
-              θ_{t+1} = θ_t − η_t (∇F_{B_t,w}(ŵ_t) + λ ŵ_t)
-
-ρ = 0 gives ε_t = 0 exactly, so the run is exactly (S)GD. A run is deterministic given
-(θ_0, batch schedule, η schedule, rule, ρ, λ, mode, w); :class:`Trajectory` records all of them and
-:func:`replay` re-runs a recorded schedule — with other sample weights for counterfactual runs.
-
-Batches: ``batch_size=None`` is the full batch at every step. Otherwise each epoch draws a seeded
-permutation of [n] and cuts it into consecutive batches of ``batch_size``; the last batch of an epoch
-holds the remainder (it is smaller when batch_size does not divide n, as with drop_last=False).
-"""
+"""The record of a SAM run, :class:`Trajectory`, and its versioned ``.npz`` file format (no pickle)."""
 
 from __future__ import annotations
 
 import json
-import sys
+import os
 import zipfile
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
-from ._validation import check_finite_array, check_positive, check_positive_int, check_random_state
-from .models import model_from_spec
-from .objective import Problem
-from .sam import SAM
+from ..models import model_from_spec
+from ..objective import Problem
+from ..sam import SAM
+
+__all__ = ["TRAJECTORY_FORMAT_VERSION", "Trajectory"]
 
 TRAJECTORY_FORMAT_VERSION = 1
 
-
-def sam_step(problem: Problem, sam: SAM, theta, idx, lr: float, weights=None):
-    """One SAM step (equations in the module docstring). Returns (θ_{t+1}, ε_t)."""
-    lam = problem.weight_decay
-    g = problem.grad(theta, idx, weights)
-    if problem.regularization == "coupled":
-        g = g + lam * theta
-    eps = sam.perturbation(theta, g)
-    theta_perturbed = theta + eps  # ŵ_t
-    if problem.regularization == "coupled":
-        descent = problem.grad(theta_perturbed, idx, weights) + lam * theta_perturbed
-    else:
-        descent = problem.grad(theta_perturbed, idx, weights) + lam * theta
-    return theta - lr * descent, eps
+Array = NDArray[np.float64]
 
 
 class Trajectory:
@@ -62,7 +36,8 @@ class Trajectory:
                                  data_sha256 (of X and y)
     """
 
-    def __init__(self, thetas, epsilons, batches, lrs, weights, config):
+    def __init__(self, thetas: ArrayLike, epsilons: ArrayLike, batches: Any, lrs: ArrayLike,
+                 weights: ArrayLike, config: dict[str, Any]):
         self.thetas = np.asarray(thetas, dtype=np.float64)
         self.epsilons = np.asarray(epsilons, dtype=np.float64)
         self.batches = [np.asarray(b, dtype=np.int64) for b in batches]
@@ -76,16 +51,17 @@ class Trajectory:
         return len(self.lrs)
 
     @property
-    def theta0(self) -> np.ndarray:
+    def theta0(self) -> Array:
+        """θ_0."""
         return self.thetas[0]
 
     @property
-    def theta_final(self) -> np.ndarray:
+    def theta_final(self) -> Array:
         """θ_T."""
         return self.thetas[-1]
 
     @property
-    def perturbed(self) -> np.ndarray:
+    def perturbed(self) -> Array:
         """ŵ_t = θ_t + ε_t for t < T, shape (T, d)."""
         return self.thetas[:-1] + self.epsilons
 
@@ -94,7 +70,7 @@ class Trajectory:
         c = self.config
         return SAM(c["rho"], c["rule"], c["kappa"])
 
-    def problem(self, X, y, weights=None) -> Problem:
+    def problem(self, X: ArrayLike, y: ArrayLike, weights: ArrayLike | None = None) -> Problem:
         """Rebuild the run's Problem on data (X, y) (checked against the recorded fingerprint)."""
         c = self.config
         problem = Problem(model_from_spec(c["model"]), X, y, c["weight_decay"],
@@ -121,7 +97,7 @@ class Trajectory:
             raise ValueError("`problem` does not match the trajectory: " + "; ".join(mismatches))
 
     # -- persistence -------------------------------------------------------------------------------
-    def save(self, path) -> None:
+    def save(self, path: str | os.PathLike[str]) -> None:
         """Write the trajectory to exactly ``path`` (an .npz archive, no pickle; no suffix is added).
 
         Batches are stored flat with offsets, so batches of different sizes round-trip exactly.
@@ -142,7 +118,7 @@ class Trajectory:
             )
 
     @classmethod
-    def load(cls, path) -> Trajectory:
+    def load(cls, path: str | os.PathLike[str]) -> Trajectory:
         """Read a trajectory written by :meth:`save`. Never unpickles.
 
         Raises ValueError naming the file if it is not such an archive, has another format version,
@@ -195,7 +171,7 @@ _CONFIG_KEYS = ("model", "rho", "rule", "kappa", "weight_decay", "regularization
                 "steps", "n", "d", "data_sha256")
 
 
-def _inconsistencies(data: dict, config: dict) -> list:
+def _inconsistencies(data: dict[str, Any], config: dict[str, Any]) -> list[str]:
     """What is wrong with the arrays of a loaded trajectory, given its config (empty list: nothing)."""
     T, d, n = config["steps"], config["d"], config["n"]
     if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in (T, d, n)):
@@ -226,128 +202,3 @@ def _inconsistencies(data: dict, config: dict) -> list:
     return problems
 
 
-def make_batches(n: int, steps: int, batch_size, seed) -> list:
-    """The batch schedule: full batch, or seeded per-epoch shuffles cut into batches (see module doc)."""
-    if batch_size is None:
-        full = np.arange(n)
-        return [full for _ in range(steps)]
-    rng = check_random_state(seed)
-    batches = []
-    while len(batches) < steps:
-        perm = rng.permutation(n)
-        for start in range(0, n, batch_size):
-            batches.append(np.sort(perm[start:start + batch_size]))
-            if len(batches) == steps:
-                break
-    return batches
-
-
-def _check_lr(lr, steps: int) -> np.ndarray:
-    if np.ndim(lr) == 0:
-        return np.full(steps, check_positive("lr", lr))
-    lrs = check_finite_array("lr", lr, shape=(steps,))
-    if np.any(lrs <= 0):
-        raise ValueError(f"`lr` entries must be > 0, got minimum {float(lrs.min())!r}")
-    return lrs
-
-
-def _run(problem: Problem, sam: SAM, theta0, batches, lrs, progress=False):
-    """Run the SAM steps over a given schedule; the single code path of train and replay."""
-    steps = len(lrs)
-    thetas = np.empty((steps + 1, problem.d))
-    epsilons = np.empty((steps, problem.d))
-    thetas[0] = theta0
-    report_every = max(1, steps // 10)
-    for t in range(steps):
-        thetas[t + 1], epsilons[t] = sam_step(problem, sam, thetas[t], batches[t], lrs[t])
-        if not np.all(np.isfinite(thetas[t + 1])):
-            raise FloatingPointError(
-                f"training diverged at step {t}: θ_{t + 1} has non-finite entries; lower `lr` "
-                f"(got {lrs[t]}) or `rho` (got {sam.rho})"
-            )
-        if progress and ((t + 1) % report_every == 0 or t + 1 == steps):
-            print(f"  step {t + 1}/{steps}", file=sys.stderr, flush=True)
-    return thetas, epsilons
-
-
-def train(problem: Problem, sam: SAM, lr, steps: int, batch_size=None, seed=0, theta0=None,
-          progress: bool = False) -> Trajectory:
-    """Train with SAM and record the trajectory.
-
-    Parameters
-    ----------
-    problem : Problem
-    sam : SAM
-    lr : float > 0 or array (steps,) of floats > 0
-        η_t, constant or per step.
-    steps : int >= 1
-        T.
-    batch_size : int in 1..n, or None for the full batch
-    seed : None, int or np.random.Generator
-        Seeds the batch shuffles and, when ``theta0`` is None, the initial θ.
-    theta0 : array (d,), optional
-        Initial parameters; default ``problem.init_params(seed)``.
-    progress : bool
-        Print progress to stderr every 10% of the steps.
-
-    Returns
-    -------
-    Trajectory
-
-    Raises
-    ------
-    ZeroGradientError
-        If a batch gradient is exactly zero under the SAM or ASAM rule (ε undefined).
-    """
-    if not isinstance(problem, Problem):
-        raise ValueError(f"`problem` must be a refsam.Problem, got {type(problem).__name__}")
-    if not isinstance(sam, SAM):
-        raise ValueError(f"`sam` must be a refsam.SAM, got {type(sam).__name__}")
-    steps = check_positive_int("steps", steps)
-    lrs = _check_lr(lr, steps)
-    if batch_size is not None:
-        batch_size = check_positive_int("batch_size", batch_size)
-        if batch_size > problem.n:
-            raise ValueError(
-                f"`batch_size` must be <= n={problem.n} (or None for the full batch), got {batch_size}"
-            )
-    rng = check_random_state(seed)
-    seed_record = int(seed) if isinstance(seed, (int, np.integer)) else None
-    if theta0 is None:
-        theta0 = problem.init_params(rng)
-    else:
-        theta0 = problem.check_theta(theta0, "theta0")
-    batches = make_batches(problem.n, steps, batch_size, rng)
-    thetas, epsilons = _run(problem, sam, theta0, batches, lrs, progress)
-    config = {
-        "model": problem.model.spec(),
-        **sam.config(),
-        "weight_decay": problem.weight_decay,
-        "regularization": problem.regularization,
-        "batch_size": batch_size,
-        "seed": seed_record,
-        "steps": steps,
-        "n": problem.n,
-        "d": problem.d,
-        "data_sha256": problem.data_fingerprint(),
-    }
-    return Trajectory(thetas, epsilons, batches, lrs, problem.weights, config)
-
-
-def replay(problem: Problem, trajectory: Trajectory, weights=None, progress: bool = False) -> Trajectory:
-    """Re-run a recorded schedule (θ_0, batches, η_t, SAM rule) on ``problem``.
-
-    With ``weights=None`` the run uses ``problem.weights``; a replay with the recorded weights reproduces
-    the trajectory bit for bit. Other weights give the counterfactual run (same init, batches and
-    learning rates), e.g. ``w_j = 0`` for leave-one-out or ``w_j = 1 ± h`` for finite differences.
-    """
-    if not isinstance(trajectory, Trajectory):
-        raise ValueError(f"`trajectory` must be a refsam.Trajectory, got {type(trajectory).__name__}")
-    trajectory.check_problem(problem)
-    if weights is not None:
-        problem = problem.with_weights(weights)
-    sam = trajectory.sam()
-    thetas, epsilons = _run(problem, sam, trajectory.theta0, trajectory.batches, trajectory.lrs,
-                            progress)
-    config = dict(trajectory.config)
-    return Trajectory(thetas, epsilons, trajectory.batches, trajectory.lrs, problem.weights, config)

@@ -1,4 +1,4 @@
-"""The ``refsam`` command line.
+"""The ``refsam`` command line (one module per group of sub-commands: train, cases, apps).
 
 Each sub-command lives in a module that exposes ``add_parser(subparsers)``; the parser it adds sets
 ``func`` to a callable taking the parsed arguments and returning an exit status. Errors the user can fix
@@ -13,9 +13,9 @@ import sys
 
 # Modules that contribute sub-commands, in the order they appear in --help.
 COMMAND_MODULES = (
-    "refsam.cli_train",
-    "refsam.cli_cases",
-    "refsam.cli_apps",
+    "refsam.cli.train",
+    "refsam.cli.cases",
+    "refsam.cli.apps",
 )
 
 
@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv=None) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "func", None) is None:

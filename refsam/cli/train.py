@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
+import argparse
 import time
+from typing import Any
 
 import numpy as np
 
-from .datasets import make_gaussian_classification
-from .models import MLP, LogisticRegression, SoftmaxRegression
-from .objective import Problem
-from .sam import RULES, SAM
-from .training import train
+from ..data import make_gaussian_classification
+from ..models import MODEL_NAMES, build_model
+from ..objective import REGULARIZATION_MODES, Problem
+from ..sam import RULES, SAM
+from ..training import train
 
 
-def add_parser(subparsers) -> None:
+def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser("train", help="train with SAM on synthetic data and print a summary")
-    p.add_argument("--model", choices=["logistic", "softmax", "mlp"], default="logistic")
+    p.add_argument("--model", choices=MODEL_NAMES, default="logistic")
     p.add_argument("--n", type=int, default=200, help="training points (default 200)")
     p.add_argument("--features", type=int, default=5, help="input features (default 5)")
     p.add_argument("--classes", type=int, default=3, help="classes for softmax/mlp (default 3)")
@@ -23,7 +25,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--rule", choices=RULES, default="sam")
     p.add_argument("--rho", type=float, default=0.05, help="SAM radius ρ (default 0.05)")
     p.add_argument("--weight-decay", type=float, default=1e-2, help="λ (default 1e-2)")
-    p.add_argument("--regularization", choices=["decoupled", "coupled"], default="decoupled")
+    p.add_argument("--regularization", choices=REGULARIZATION_MODES, default="decoupled")
     p.add_argument("--lr", type=float, default=0.5, help="learning rate η (default 0.5)")
     p.add_argument("--steps", type=int, default=500, help="SAM steps T (default 500)")
     p.add_argument("--batch-size", type=int, default=None, help="minibatch size (default: full batch)")
@@ -32,14 +34,10 @@ def add_parser(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     n_classes = 2 if args.model == "logistic" else args.classes
     X, y, _ = make_gaussian_classification(args.n, args.features, n_classes, seed=args.seed)
-    model = {
-        "logistic": LogisticRegression,
-        "softmax": lambda: SoftmaxRegression(n_classes),
-        "mlp": lambda: MLP((args.features, args.hidden, n_classes)),
-    }[args.model]()
+    model = build_model(args.model, args.features, n_classes, args.hidden)
     problem = Problem(model, X, y, weight_decay=args.weight_decay, regularization=args.regularization)
     sam = SAM(args.rho, args.rule)
     start = time.perf_counter()

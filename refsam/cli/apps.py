@@ -12,12 +12,14 @@ Figures go to ``--out`` when matplotlib is installed.
 
 from __future__ import annotations
 
+import argparse
 import sys
+from typing import Any
 
 import numpy as np
 
-from . import applications as apps
-from .demo import (
+from .. import apps
+from ..apps.demo import (
     MODELS,
     QUICK,
     DemoConfig,
@@ -28,14 +30,14 @@ from .demo import (
     prepare_data,
     run_demo,
 )
-from .objective import Problem
-from .plotting import matplotlib_available
-from .sam import RULES, SAM
+from ..apps.plotting import matplotlib_available
+from ..objective import Problem
+from ..sam import RULES, SAM
 
 DEFAULT_FIGURE_DIR = "refsam-figures"
 
 
-def _add_common(p, steps: int = 300) -> None:
+def _add_common(p: Any, steps: int = 300) -> None:
     p.add_argument("--dataset", default="synthetic",
                    help="synthetic, synthetic2d, breast_cancer, digits (need scikit-learn), or a .csv/.npz "
                         "path (default synthetic)")
@@ -60,7 +62,7 @@ def _add_common(p, steps: int = 300) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
 
 
-def add_parser(subparsers) -> None:
+def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser("demo", help="the full pipeline: train, verify, attribute by every method, "
                                            "validate against retraining, detect flipped labels")
     _add_common(p)
@@ -84,21 +86,33 @@ def add_parser(subparsers) -> None:
     _add_common(p)
     p.add_argument("--index", type=int, default=0, help="validation point to explain (default 0)")
     p.add_argument("--k", type=int, default=5, help="proponents and opponents to list (default 5)")
-    p.add_argument("--method", choices=apps.METHODS, default="sam-full",
-                   help="influence method (default sam-full)")
+    p.add_argument("--method", type=_method, default="closed_form", metavar="METHOD",
+                   help=f"influence method, one of {','.join(apps.METHODS)} (default closed_form; 0.1's "
+                        f"names such as sam-full are accepted)")
     p.set_defaults(func=run_explain)
 
 
-def _methods(text: str) -> tuple:
-    methods = tuple(m.strip() for m in text.split(",") if m.strip())
-    unknown = [m for m in methods if m not in apps.METHODS]
-    if unknown or not methods:
+def _method(text: str) -> str:
+    """One method name (canonical or a 0.1 spelling) as its canonical name; argparse reports errors."""
+    try:
+        return apps.resolve_method(text).name
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be one of {','.join(apps.METHODS)}, got {text!r}") from None
+
+
+def _methods(text: str) -> tuple[str, ...]:
+    names = tuple(m.strip() for m in text.split(",") if m.strip())
+    try:
+        methods = tuple(apps.resolve_method(m).name for m in names)
+    except ValueError:
+        methods = ()
+    if not methods:
         raise ValueError(f"--methods must be a comma-separated subset of {','.join(apps.METHODS)}, "
                          f"got {text!r}")
     return methods
 
 
-def _figure_dir(args):
+def _figure_dir(args: argparse.Namespace) -> str | None:
     """The figure directory, or None (and a note on stdout) when figures are off or impossible."""
     if args.no_figures:
         return None
@@ -108,14 +122,14 @@ def _figure_dir(args):
     return args.out
 
 
-def _print_figures(paths) -> None:
+def _print_figures(paths: list[str]) -> None:
     if paths:
         print("Figures written:")
         for path in paths:
             print(f"  {path}")
 
 
-def _setup(args):
+def _setup(args: argparse.Namespace) -> tuple[Any, Any, apps.Fit]:
     """Data, problem and fit shared by detect/remove/explain. Returns (train, val, fit)."""
     for name in ("steps", "hidden"):
         if getattr(args, name) < 1:
@@ -134,11 +148,11 @@ def _setup(args):
     return train, val, fit_
 
 
-def _chosen(fit_, args) -> list:
+def _chosen(fit_: apps.Fit, args: argparse.Namespace) -> list[str]:
     return [m for m in _methods(args.methods) if m in fit_.available_methods()]
 
 
-def run_demo_command(args) -> int:
+def run_demo_command(args: argparse.Namespace) -> int:
     config = DemoConfig(dataset=args.dataset, n=args.n, pca=args.pca, model=args.model, hidden=args.hidden,
                         rule=args.rule, rho=args.rho, weight_decay=args.weight_decay, lr=args.lr,
                         steps=args.steps, flip_fraction=args.flip, subset=args.subset, seed=args.seed,
@@ -151,7 +165,7 @@ def run_demo_command(args) -> int:
     return 0
 
 
-def run_detect(args) -> int:
+def run_detect(args: argparse.Namespace) -> int:
     train, _, fit_ = _setup(args)
     if not train.flipped.any():
         raise ValueError("no flipped labels to detect: use --flip > 0")
@@ -163,13 +177,13 @@ def run_detect(args) -> int:
     print(format_table(["method"] + list(results[0].metrics) + ["time [s]"], rows))
     out_dir = _figure_dir(args)
     if out_dir:
-        from .plotting import detection_curves
+        from ..apps.plotting import detection_curves
 
         _print_figures(detection_curves(results, train.flipped, out_dir))
     return 0
 
 
-def run_remove(args) -> int:
+def run_remove(args: argparse.Namespace) -> int:
     train, val, fit_ = _setup(args)
     k = args.k if args.k is not None else max(1, round(0.05 * train.n))
     results = apps.remove_harmful(fit_, val.X, val.y, k, _chosen(fit_, args), n_random=args.random_trials,
@@ -185,13 +199,13 @@ def run_remove(args) -> int:
     print(format_table(["method", "predicted Δf", "actual Δf", "flipped among removed"], rows))
     out_dir = _figure_dir(args)
     if out_dir:
-        from .plotting import removal_bars
+        from ..apps.plotting import removal_bars
 
         _print_figures(removal_bars(results, out_dir))
     return 0
 
 
-def run_explain(args) -> int:
+def run_explain(args: argparse.Namespace) -> int:
     train, val, fit_ = _setup(args)
     if not 0 <= args.index < val.n:
         raise ValueError(f"--index must lie in 0..{val.n - 1} (validation points), got {args.index}")
@@ -212,7 +226,7 @@ def run_explain(args) -> int:
         print(format_table(["train index", "label", "flipped", "I_j"], rows))
     out_dir = _figure_dir(args)
     if out_dir:
-        from .plotting import explanation_2d
+        from ..apps.plotting import explanation_2d
 
         paths = explanation_2d(train.X, train.y, x, expl, out_dir)
         if not paths:

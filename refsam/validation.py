@@ -7,11 +7,24 @@ Errors follow one pattern: argument, what was expected, what was got, and (where
 from __future__ import annotations
 
 import numbers
+from collections.abc import Collection, Sequence
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+__all__ = [
+    "check_choice",
+    "check_finite_array",
+    "check_indices",
+    "check_nonnegative",
+    "check_positive",
+    "check_positive_int",
+    "check_random_state",
+]
 
 
-def check_random_state(seed) -> np.random.Generator:
+
+def check_random_state(seed: object) -> np.random.Generator:
     """Turn `seed` (None, an int, or a `np.random.Generator`) into a `np.random.Generator`.
 
     This is the only place refsam creates randomness; there are no global seeds.
@@ -29,7 +42,7 @@ def check_random_state(seed) -> np.random.Generator:
     )
 
 
-def check_nonnegative(name: str, value) -> float:
+def check_nonnegative(name: str, value: object) -> float:
     """Return `value` as a finite float >= 0, or raise naming `name`."""
     if isinstance(value, bool) or not isinstance(value, (numbers.Real, np.floating, np.integer)):
         raise ValueError(f"`{name}` must be a real number >= 0, got {value!r}")
@@ -39,7 +52,7 @@ def check_nonnegative(name: str, value) -> float:
     return value
 
 
-def check_positive(name: str, value) -> float:
+def check_positive(name: str, value: object) -> float:
     """Return `value` as a finite float > 0, or raise naming `name`."""
     if isinstance(value, bool) or not isinstance(value, (numbers.Real, np.floating, np.integer)):
         raise ValueError(f"`{name}` must be a real number > 0, got {value!r}")
@@ -49,7 +62,7 @@ def check_positive(name: str, value) -> float:
     return value
 
 
-def check_positive_int(name: str, value, minimum: int = 1) -> int:
+def check_positive_int(name: str, value: object, minimum: int = 1) -> int:
     """Return `value` as an int >= `minimum`, or raise naming `name`."""
     if isinstance(value, bool) or not isinstance(value, (numbers.Integral, np.integer)):
         raise ValueError(f"`{name}` must be an int >= {minimum}, got {value!r}")
@@ -58,7 +71,8 @@ def check_positive_int(name: str, value, minimum: int = 1) -> int:
     return int(value)
 
 
-def check_finite_array(name: str, value, ndim: int | None = None, shape=None) -> np.ndarray:
+def check_finite_array(name: str, value: ArrayLike, ndim: int | None = None,
+                       shape: Sequence[int | None] | None = None) -> NDArray[np.float64]:
     """Return `value` as a float64 array with the given ndim/shape and only finite entries.
 
     `shape` may contain None for "any length" along that axis.
@@ -79,7 +93,7 @@ def check_finite_array(name: str, value, ndim: int | None = None, shape=None) ->
     return arr
 
 
-def check_choice(name: str, value, choices) -> str:
+def check_choice(name: str, value: object, choices: Collection[str]) -> str:
     """Return `value` if it is one of `choices`, or raise listing them."""
     try:
         known = value in choices
@@ -87,4 +101,16 @@ def check_choice(name: str, value, choices) -> str:
         known = False
     if not known:
         raise ValueError(f"`{name}` must be one of {sorted(choices)}, got {value!r}")
-    return value
+    return str(value)
+
+
+def check_indices(name: str, indices: ArrayLike | None, n: int) -> NDArray[np.int64]:
+    """Training indices as an int64 array in 0..n−1; None means all n (``np.arange(n)``)."""
+    if indices is None:
+        return np.arange(n, dtype=np.int64)
+    idx = np.asarray(indices)
+    if idx.ndim != 1 or idx.size == 0 or not np.issubdtype(idx.dtype, np.integer):
+        raise ValueError(f"`{name}` must be a non-empty 1-d array of ints, got {idx!r}")
+    if idx.min() < 0 or idx.max() >= n:
+        raise ValueError(f"`{name}` must lie in 0..{n - 1}, got values in {idx.min()}..{idx.max()}")
+    return idx.astype(np.int64)

@@ -1,0 +1,188 @@
+"""A trained model with everything the influence methods need (:class:`Fit`), and influence by method name.
+
+Conventions
+-----------
+* Influence: ``I_j(f) = ∂ f(θ_final(w)) / ∂ w_j`` at w = 1, so removing point j changes f by about
+  ``−I_j(f)``. Every method returns this quantity, shape (n_train, n_test) for the per-sample test losses
+  ``f = ℓ(z_test, ·)`` (docs/contract.md).
+* Methods (:data:`METHODS`, rows of the method table :mod:`refsam.influence.methods`):
+    ``closed_form``         closed form at the SAM fixed point θ̂ (implicit function theorem; exact at a root)
+    ``closed_form_frozen``  Koh–Liang at ŵ = θ̂ + ε̂ with ε̂ held constant (ablation)
+    ``closed_form_erm``     Koh–Liang at θ̂, SAM ignored (ablation)
+    ``trajectory``          exact derivative of the recorded run (adjoint recursion)
+    ``first_order``         step Jacobians A_t ≈ I and the SAM inner term dropped:
+                            −Σ_t η_t c_{t,j} ∇ℓ_j(ŵ_t)ᵀ ∇f(θ_T)
+    ``tracin``              TracIn, test gradient at the same checkpoint: −Σ_t η_t c_{t,j} ∇ℓ_j(ŵ_t)ᵀ ∇f(ŵ_t)
+    ``first_order_unperturbed``, ``tracin_unperturbed``: the same with θ_t in place of ŵ_t
+  0.1's spellings ("sam-full", "sam-frozen", "erm", "first-order", …) are still accepted.
+* Closed-form methods need a full-batch, decoupled run whose end point is refined to a root of
+  G(θ) = ∇F(θ + ε(θ)) + λθ; :class:`Fit` records the residual and spectral radius so the report can say
+  when the closed form is only an approximation (docs/validity.md).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from ..influence import FixedPoint, FixedPointError, hessian_influence, solve_fixed_point
+from ..influence import self_influence as closed_form_self_influence
+from ..influence.methods import APPLICATION_METHODS, CLOSED_FORM, TRAJECTORY, MethodInfo, method_info
+from ..influence.trajectory import trajectory_influence
+from ..objective import Problem
+from ..sam import SAM
+from ..training import Trajectory, train
+
+__all__ = [
+    "CLOSED_FORM_METHODS",
+    "METHODS",
+    "TRAJECTORY_METHODS",
+    "Fit",
+    "fit",
+    "influence",
+    "progress_line",
+    "resolve_method",
+    "self_influence",
+]
+
+METHODS = APPLICATION_METHODS
+CLOSED_FORM_METHODS = tuple(m for m in METHODS if method_info(m).family == CLOSED_FORM)
+TRAJECTORY_METHODS = tuple(m for m in METHODS if method_info(m).family == TRAJECTORY)
+
+Array = NDArray[np.float64]
+
+
+def progress_line(message: str, enabled: bool) -> None:
+    """One progress line on stderr (the applications' long loops report through this)."""
+    if enabled:
+        print(message, file=sys.stderr, flush=True)
+
+
+# -- a trained model with everything the methods need ------------------------------------------------
+
+@dataclass
+class Fit:
+    """A SAM training run and, where it exists, the SAM fixed point it converged to.
+
+    Attributes
+    ----------
+    problem, sam, trajectory :
+        The training problem, the perturbation rule and the recorded run.
+    fixed_point :
+        The result of ``solve_fixed_point`` started at θ_T (``.theta .residual .converged
+        .spectral_radius``), or None when the closed form does not apply (minibatches; no root exists,
+        e.g. coupled mode or λ = 0 on a convex model).
+    fixed_point_note : str
+        Why ``fixed_point`` is None, or "" .
+    train_time : float
+        Seconds spent training (and solving for the root).
+    """
+
+    problem: Problem
+    sam: SAM
+    trajectory: Trajectory
+    fixed_point: FixedPoint | None = None
+    fixed_point_note: str = ""
+    train_time: float = 0.0
+    _cache: dict[Any, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def theta_final(self) -> np.ndarray:
+        """θ_T, the end of the recorded run, shape (d,)."""
+        return self.trajectory.theta_final
+
+    @property
+    def theta_hat(self) -> np.ndarray:
+        """θ̂: the refined root when there is one, else θ_T."""
+        return self.theta_final if self.fixed_point is None else np.asarray(self.fixed_point.theta)
+
+    def available_methods(self) -> tuple[str, ...]:
+        """The methods that apply to this run (closed-form ones need a fixed point)."""
+        if self.fixed_point is None:
+            return TRAJECTORY_METHODS
+        return METHODS
+
+
+def fit(problem: Problem, sam: SAM, lr: float = 0.5, steps: int = 300, batch_size: int | None = None,
+        seed: object = 0, solve_root: bool = True, progress: bool = False) -> Fit:
+    """Train with SAM (:func:`refsam.train`) and, for full-batch runs, refine θ_T to the SAM fixed point
+    with ``solve_fixed_point`` so the closed-form methods apply. If no root exists (provably, e.g. coupled
+    mode on a convex model) ``fixed_point`` is None; if the solver does not reach one, ``fixed_point``
+    is its best point with ``converged=False`` and the closed forms are only approximations.
+
+    Cost: ``steps`` SAM steps plus a root solve (a few d×d factorizations).
+    """
+    start = time.perf_counter()
+    trajectory = train(problem, sam, lr, steps, batch_size=batch_size, seed=seed, progress=progress)
+    fixed_point, note = None, ""
+    if not solve_root:
+        note = "root solve skipped"
+    elif batch_size is not None and batch_size < problem.n:
+        note = "minibatch run: no fixed point of the full-batch map is targeted"
+    else:
+        lr_root = float(np.ravel(lr)[-1])  # the step size the run ended with, for the stability check
+        try:
+            fixed_point = solve_fixed_point(problem, sam, trajectory.theta_final, lr=lr_root,
+                                            raise_on_failure=False)
+        except FixedPointError as exc:  # no root exists (or G undefined): only trajectory methods apply
+            note = str(exc).split(":")[0]  # the claim, without the proof that follows it
+    return Fit(problem, sam, trajectory, fixed_point, note, time.perf_counter() - start)
+
+
+# -- influence by method -------------------------------------------------------------------------------
+
+def resolve_method(method: object) -> MethodInfo:
+    """The method-table row of one of :data:`METHODS` (0.1 spellings such as "sam-full" accepted)."""
+    return method_info(method, METHODS)
+
+
+def influence(fit_: Fit, method: str, X_test: ArrayLike, y_test: ArrayLike,
+              progress: bool = False) -> Array:
+    """I_j(ℓ(z_test_k, ·)) for every training point j and test point k, shape (n_train, n_test).
+
+    ``method`` is one of :data:`METHODS` (the method table, :mod:`refsam.influence.methods`).
+    Closed-form methods use θ̂, trajectory methods the recorded run. ``progress`` reports the
+    trajectory sweep on stderr.
+    """
+    info = resolve_method(method)
+    problem = fit_.problem
+    X_arr, y_arr = problem.model.check_data(X_test, y_test, "X_test", "y_test")
+    if info.family == CLOSED_FORM:
+        if fit_.fixed_point is None:
+            raise ValueError(f"method {info.name!r} needs a SAM fixed point: {fit_.fixed_point_note}")
+        with warnings.catch_warnings():  # an unverified root is reported by the caller, not warned here
+            warnings.simplefilter("ignore")
+            return np.asarray(hessian_influence(problem, fit_.sam, fit_.theta_hat, X_arr, y_arr,
+                                                variant=info.call, on_unverified="warn"))
+    return np.asarray(trajectory_influence(problem, fit_.trajectory, X_arr, y_arr, method=info.call,
+                                           progress=progress))
+
+
+def self_influence(fit_: Fit, method: str, progress: bool = False) -> Array:
+    """I_j(ℓ_j): each training point's influence on its own loss, shape (n,).
+
+    Closed-form methods use ``closed_form.self_influence`` (one solve per training point); trajectory
+    methods take the diagonal of :func:`influence` with the training set as test set (n test functions).
+    """
+    info = resolve_method(method)
+    key = ("self", info.name)
+    if key in fit_._cache:
+        return np.asarray(fit_._cache[key])
+    problem = fit_.problem
+    if info.family == CLOSED_FORM and fit_.fixed_point is not None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            value = closed_form_self_influence(problem, fit_.sam, fit_.theta_hat, variant=info.call,
+                                               on_unverified="warn")
+    else:
+        value = np.diag(influence(fit_, info.name, problem.X, problem.y, progress)).copy()
+    fit_._cache[key] = np.asarray(value, dtype=np.float64)
+    return np.asarray(fit_._cache[key])
+
+

@@ -1,0 +1,13 @@
+"""Ground truth: counterfactual replays of a recorded run (:mod:`.replay`) and re-solved roots
+(:mod:`.resolve`) — finite differences in w_j and leave-one-out, independent of the methods they check."""
+
+from .replay import finite_difference_replay, leave_one_out_replay
+from .resolve import finite_difference_influence, finite_difference_parameters, leave_one_out
+
+__all__ = [
+    "finite_difference_influence",
+    "finite_difference_parameters",
+    "finite_difference_replay",
+    "leave_one_out",
+    "leave_one_out_replay",
+]

@@ -1,0 +1,98 @@
+"""Counterfactual retraining: the ground truth for trajectory influence.
+
+Conventions
+-----------
+* A counterfactual run replays the recorded schedule — same θ_0, batches B_t, learning rates η_t, SAM
+  rule — with changed sample weights (:func:`refsam.training.replay`); it is counterfactual SGD in the
+  sense of Hara et al. (2019), here for SAM. w⁰ = ``trajectory.weights`` (all ones by default).
+* Central finite differences, for each j in ``indices``:
+      I_j(f) ≈ [ f(θ_T(w⁰ + h e_j)) − f(θ_T(w⁰ − h e_j)) ] / (2h)        error O(h²) + O(δ/h)
+  (δ ≈ 1e-16 · |f|, rounding). Uses nothing but the training step itself: an independent oracle for
+  :func:`refsam.trajectory_influence`.
+* Leave-one-out: Δf_j = f(θ_T(w⁰ with w_j = 0)) − f(θ_T(w⁰)), the actual change of f when j is
+  removed; trajectory influence predicts it to first order as −I_j(f).
+* Test functions f are the per-sample test losses ℓ(z_k^test, θ): results have shape (len(indices), m).
+Cost: two (finite differences) or one (leave-one-out) replays of the whole run per index.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from ..objective import Problem
+from ..tolerances import FD_STEP
+from ..training import Trajectory, replay
+from ..validation import check_indices, check_positive
+
+__all__ = ["H_DEFAULT", "finite_difference_influence", "finite_difference_replay", "leave_one_out_replay"]
+
+H_DEFAULT = FD_STEP  # central differences (refsam.tolerances)
+
+Array = NDArray[np.float64]
+
+
+def finite_difference_influence(problem: Problem, trajectory: Trajectory, X_test: ArrayLike,
+                                y_test: ArrayLike, indices: ArrayLike | None = None, h: float = H_DEFAULT,
+                                progress: bool = False) -> Array:
+    """Central differences of replaying the run with w_j = w⁰_j ± h, ≈ I_j(test loss k).
+
+    entry [r, k] = [ℓ_k^test(θ_T(w⁰ + h e_j)) − ℓ_k^test(θ_T(w⁰ − h e_j))] / (2h),  j = indices[r];
+    shape (len(indices), m). ``indices=None`` means all n training points.
+    """
+    problem, X_test, y_test, idx = _check_inputs(problem, trajectory, X_test, y_test, indices)
+    h = check_positive("h", h)
+    out = np.empty((len(idx), X_test.shape[0]))
+    for row, j in enumerate(idx):
+        losses = []
+        for sign in (1.0, -1.0):
+            weights = trajectory.weights.copy()
+            weights[j] += sign * h
+            theta_T = replay(problem, trajectory, weights=weights).theta_final
+            losses.append(problem.model.losses(theta_T, X_test, y_test))
+        out[row] = (losses[0] - losses[1]) / (2 * h)
+        _progress(row + 1, len(idx), "finite differences", progress)
+    return out
+
+
+def leave_one_out_replay(problem: Problem, trajectory: Trajectory, X_test: ArrayLike, y_test: ArrayLike,
+                         indices: ArrayLike | None = None, progress: bool = False) -> Array:
+    """Actual change of each test loss when training point j is removed (w_j = 0) from the replayed run.
+
+    entry [r, k] = ℓ_k^test(θ_T(w⁰ with w_j = 0)) − ℓ_k^test(θ_T),  j = indices[r];  shape
+    (len(indices), m). Compare with the prediction −I_j(test loss k). The batches keep their size
+    |B_t| (j stays in its batches with weight 0), as in Hara et al.'s counterfactual SGD.
+    """
+    problem, X_test, y_test, idx = _check_inputs(problem, trajectory, X_test, y_test, indices)
+    base = problem.model.losses(trajectory.theta_final, X_test, y_test)  # (m,)
+    out = np.empty((len(idx), X_test.shape[0]))
+    for row, j in enumerate(idx):
+        weights = trajectory.weights.copy()
+        weights[j] = 0.0
+        theta_T = replay(problem, trajectory, weights=weights).theta_final
+        out[row] = problem.model.losses(theta_T, X_test, y_test) - base
+        _progress(row + 1, len(idx), "leave-one-out", progress)
+    return out
+
+
+def _check_inputs(problem: object, trajectory: object, X_test: ArrayLike, y_test: ArrayLike,
+                  indices: ArrayLike | None) -> tuple[Problem, Array, Any, NDArray[np.int64]]:
+    if not isinstance(problem, Problem):
+        raise ValueError(f"`problem` must be a refsam.Problem, got {type(problem).__name__}")
+    if not isinstance(trajectory, Trajectory):
+        raise ValueError(f"`trajectory` must be a refsam.Trajectory, got {type(trajectory).__name__}")
+    trajectory.check_problem(problem)
+    X_test, y_test = problem.check_test(X_test, y_test)
+    return problem, X_test, y_test, check_indices("indices", indices, problem.n)
+
+
+def _progress(done: int, total: int, what: str, enabled: bool) -> None:
+    if enabled and (done % max(1, total // 10) == 0 or done == total):
+        print(f"  {what}: replayed {done}/{total} points", file=sys.stderr, flush=True)
+
+
+# the name refsam exports (refsam.finite_difference_replay)
+finite_difference_replay = finite_difference_influence

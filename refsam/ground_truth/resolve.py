@@ -1,0 +1,113 @@
+"""Ground truth for the closed form: re-solve the root with changed sample weights.
+
+Conventions
+-----------
+* θ̂(w) is the root of G(θ; w) (:mod:`refsam.fixed_point`) that Newton reaches from a warm start at
+  the reference root θ̂ = θ̂(w⁰), w⁰ = ``problem.weights`` (all ones by default).
+  It shares nothing with the closed form but G itself: no ∂G/∂θ formula enters the answer.
+* Central finite differences, for each j in ``indices``:
+      I_j(f) ≈ [ f(θ̂(w⁰ + h e_j)) − f(θ̂(w⁰ − h e_j)) ] / (2h)          error O(h²) + O(δ/h)
+  (δ = the re-solved roots' residual error, ~1e-16). This is an independent oracle for the closed form:
+  it uses only G, never ∂G/∂θ's formula except inside Newton, whose answer does not depend on it.
+* Leave-one-out: Δf_j = f(θ̂(w⁰ − w⁰_j e_j)) − f(θ̂), the actual change of f when j is removed; the
+  closed form predicts it to first order as −I_j(f).
+* Test functions f are the per-sample test losses ℓ(z_k^test, θ): results have shape (len(indices), m).
+Cost: two (finite differences) or one (leave-one-out) root solves per index, each a few Newton steps.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from ..influence.fixed_point import FixedPoint, solve_fixed_point
+from ..influence.linearisation import check_root_inputs
+from ..objective import Problem
+from ..sam import SAM
+from ..tolerances import FD_STEP, RESOLVE_TOL
+from ..validation import check_indices, check_positive
+
+__all__ = ["H_DEFAULT", "finite_difference_influence", "finite_difference_parameters", "leave_one_out"]
+
+H_DEFAULT = FD_STEP  # central differences (refsam.tolerances)
+
+Array = NDArray[np.float64]
+
+
+def _reference(problem: Problem, sam: SAM, theta_hat: Any, X_test: ArrayLike | None,
+               y_test: ArrayLike | None) -> tuple[Array, Any, Any]:
+    """Validate once and polish θ̂ to a root at the problem's weights (warm start, tight tolerance)."""
+    if isinstance(theta_hat, FixedPoint):
+        theta_hat = theta_hat.theta
+    theta_hat, _ = check_root_inputs(problem, sam, theta_hat, "theta_hat")
+    if X_test is not None:
+        X_test, y_test = problem.check_test(X_test, y_test)
+    root = solve_fixed_point(problem, sam, theta_hat, tol=RESOLVE_TOL).theta
+    return root, X_test, y_test
+
+
+def _resolve(problem: Problem, sam: SAM, weights: Array, theta_start: Array, j: int) -> Array:
+    """θ̂(weights), warm-started at θ̂; the error names the training point whose re-solve failed."""
+    try:
+        return solve_fixed_point(problem, sam, theta_start, tol=RESOLVE_TOL, weights=weights).theta
+    except Exception as exc:
+        exc.args = (f"re-solving the root with w_{j} = {weights[j]:g} failed: {exc}",) + exc.args[1:]
+        raise
+
+
+def finite_difference_parameters(problem: Problem, sam: SAM, theta_hat: ArrayLike | FixedPoint,
+                                 indices: ArrayLike | None = None, h: float = H_DEFAULT) -> Array:
+    """[θ̂(w⁰ + h e_j) − θ̂(w⁰ − h e_j)] / (2h) ≈ dθ̂/dw_j, shape (len(indices), d)."""
+    root, _, _ = _reference(problem, sam, theta_hat, None, None)
+    idx = check_indices("indices", indices, problem.n)
+    h = check_positive("h", h)
+    out = np.empty((len(idx), problem.d))
+    for row, j in enumerate(idx):
+        plus, minus = problem.weights.copy(), problem.weights.copy()
+        plus[j] += h
+        minus[j] -= h
+        out[row] = (_resolve(problem, sam, plus, root, j) - _resolve(problem, sam, minus, root, j)) / (2 * h)
+    return out
+
+
+def finite_difference_influence(problem: Problem, sam: SAM, theta_hat: ArrayLike | FixedPoint,
+                                X_test: ArrayLike, y_test: ArrayLike, indices: ArrayLike | None = None,
+                                h: float = H_DEFAULT) -> Array:
+    """Central differences of the re-solved root's test losses, ≈ I_j(test loss k), shape (len(indices), m).
+
+    entry [r, k] = [ℓ_k^test(θ̂(w⁰ + h e_j)) − ℓ_k^test(θ̂(w⁰ − h e_j))] / (2h),  j = indices[r].
+    ``theta_hat`` (array (d,) or FixedPoint) is first polished to a root; ``indices=None`` means all n.
+    """
+    root, X_test, y_test = _reference(problem, sam, theta_hat, X_test, y_test)
+    idx = check_indices("indices", indices, problem.n)
+    h = check_positive("h", h)
+    out = np.empty((len(idx), X_test.shape[0]))
+    for row, j in enumerate(idx):
+        plus, minus = problem.weights.copy(), problem.weights.copy()
+        plus[j] += h
+        minus[j] -= h
+        loss_plus = problem.model.losses(_resolve(problem, sam, plus, root, j), X_test, y_test)
+        loss_minus = problem.model.losses(_resolve(problem, sam, minus, root, j), X_test, y_test)
+        out[row] = (loss_plus - loss_minus) / (2 * h)
+    return out
+
+
+def leave_one_out(problem: Problem, sam: SAM, theta_hat: ArrayLike | FixedPoint, X_test: ArrayLike,
+                  y_test: ArrayLike, indices: ArrayLike | None = None) -> Array:
+    """Actual change of each test loss when training point j is removed (w_j = 0), re-solving the root.
+
+    entry [r, k] = ℓ_k^test(θ̂(w⁰ with w_j = 0)) − ℓ_k^test(θ̂),  j = indices[r];  shape (len(indices), m).
+    Compare with the closed-form prediction −I_j(test loss k). ``theta_hat`` (array (d,) or
+    FixedPoint) is first polished to a root; every re-solve is warm-started there.
+    """
+    root, X_test, y_test = _reference(problem, sam, theta_hat, X_test, y_test)
+    idx = check_indices("indices", indices, problem.n)
+    base = problem.model.losses(root, X_test, y_test)  # (m,)
+    out = np.empty((len(idx), X_test.shape[0]))
+    for row, j in enumerate(idx):
+        weights = problem.weights.copy()
+        weights[j] = 0.0
+        out[row] = problem.model.losses(_resolve(problem, sam, weights, root, j), X_test, y_test) - base
+    return out

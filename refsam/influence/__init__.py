@@ -1,0 +1,57 @@
+"""Influence: the method table, the fixed point (residual, diagnostics, solvers), the closed form at a
+root, and the exact and approximate derivatives of a recorded run."""
+
+from .closed_form import (
+    HyperparameterSensitivity,
+    UnverifiedRootError,
+    UnverifiedRootWarning,
+    hessian_influence,
+    hyperparameter_sensitivity,
+    parameter_influence,
+    self_influence,
+)
+from .fixed_point import (
+    FixedPoint,
+    FixedPointError,
+    NoFixedPointError,
+    fixed_point_diagnostics,
+    no_root_reason,
+    solve_fixed_point,
+)
+from .linearisation import (
+    Linearisation,
+    linearise,
+    residual_jacobian,
+    residual_map,
+    residual_weight_jacobian,
+    weight_jacobian,
+)
+from .methods import METHOD_TABLE, MethodInfo, method_info
+from .trajectory import trajectory_influence, trajectory_parameter_influence
+
+__all__ = [
+    "METHOD_TABLE",
+    "FixedPoint",
+    "FixedPointError",
+    "HyperparameterSensitivity",
+    "Linearisation",
+    "MethodInfo",
+    "NoFixedPointError",
+    "UnverifiedRootError",
+    "UnverifiedRootWarning",
+    "fixed_point_diagnostics",
+    "hessian_influence",
+    "hyperparameter_sensitivity",
+    "linearise",
+    "method_info",
+    "no_root_reason",
+    "parameter_influence",
+    "residual_jacobian",
+    "residual_map",
+    "residual_weight_jacobian",
+    "self_influence",
+    "solve_fixed_point",
+    "trajectory_influence",
+    "trajectory_parameter_influence",
+    "weight_jacobian",
+]

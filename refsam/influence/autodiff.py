@@ -1,0 +1,52 @@
+"""The independent oracle: autograd through a re-implementation of the training loop.
+
+The loop below is written from :meth:`refsam.Problem.objective` and :meth:`refsam.SAM.perturbation`
+only — none of the hand-written gradients, Hessians, Jacobians or recursions, and not the training
+layer's step function — so it shares nothing with the methods it checks but the loss and the rule:
+
+    decoupled:  g = ∇F_{B_t,w}(θ_t),        θ_{t+1} = θ_t − η_t (∇F_{B_t,w}(θ_t + ε) + λ θ_t)
+    coupled:    g = ∇F_{B_t,w}(θ_t) + λθ_t, θ_{t+1} = θ_t − η_t (∇F_{B_t,w}(θ_t + ε) + λ (θ_t + ε))
+    with ε = ε(θ_t; g). Slow: an O(T) tape and one reverse pass per output coordinate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import autograd.numpy as anp
+import numpy as np
+from autograd import grad as ag_grad
+from autograd import jacobian as ag_jacobian
+from numpy.typing import NDArray
+
+from ..objective import Problem
+from ..training import Trajectory
+
+__all__ = ["autodiff_through_training"]
+
+
+def autodiff_through_training(problem: Problem, trajectory: Trajectory,
+                              output: Callable[[Any], Any]) -> NDArray[np.float64]:
+    """Jacobian of output(θ_T(w)) with respect to w at ``trajectory.weights``, transposed: (n, dim output).
+
+    ``problem`` must already carry the run's weights (its data and λ are what the loop uses).
+    """
+    sam = trajectory.sam()
+    coupled = problem.regularization == "coupled"
+    lam = problem.weight_decay
+    grad_objective = ag_grad(problem.objective)  # ∇_θ F_{B,w}(θ), differentiable in w too
+
+    def final_output(w: Any) -> Any:
+        theta = trajectory.theta0
+        for idx, lr in zip(trajectory.batches, trajectory.lrs):
+            g = grad_objective(theta, idx, w)
+            if coupled:
+                g = g + lam * theta
+            theta_perturbed = theta + sam.perturbation(theta, g)
+            descent = grad_objective(theta_perturbed, idx, w)
+            descent = descent + lam * (theta_perturbed if coupled else theta)
+            theta = theta - lr * descent
+        return output(theta)
+
+    return np.asarray(ag_jacobian(final_output)(anp.array(trajectory.weights))).T

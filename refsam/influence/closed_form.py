@@ -1,0 +1,219 @@
+"""Closed-form (Hessian-based) influence at a verified SAM fixed point.
+
+Conventions
+-----------
+* Influence of training point j on f: I_j(f) = ∂ f(θ̂(w)) / ∂ w_j at the problem's weights (w = 1 by
+  default), where θ̂(w) is the root of G(θ; w) (:mod:`refsam.fixed_point`). −I_j(f) predicts the change
+  of f when j is removed (Δw_j = −1). Koh & Liang's I_up,loss = n · I_j.
+* Full batch, F_w = (1/n) Σ_i w_i ℓ_i, so every ∂/∂w_j carries the factor 1/n.
+* Implicit function theorem on G(θ̂(w); w) = 0, with J = ∂G/∂θ (d, d, not symmetric):
+
+      dθ̂/dw_j = −J⁻¹ ∂G/∂w_j
+      ∂G/∂w_j = (1/n) [ ∇ℓ_j(ŵ) + (H(ŵ) + λ_in I) (∂ε/∂g) ∇ℓ_j(θ̂) ]           (ŵ = θ̂ + ε̂)
+      I_j(f)  = ∇f(θ̂)ᵀ dθ̂/dw_j = −[J⁻ᵀ ∇f(θ̂)]ᵀ ∂G/∂w_j
+
+  λ_in = λ in coupled mode, 0 in decoupled mode (the decoupled case is the paper's). One LU factorisation of
+  J, one triangular solve per test function, all n training points at once.
+* Variants (ablations that measure what the SAM terms are worth):
+      "full"    the exact derivative above
+      "frozen"  ε̂ treated as a constant: J = H(ŵ) + λI, ∂G/∂w_j = ∇ℓ_j(ŵ)/n (Koh–Liang at ŵ)
+      "erm"     SAM ignored:                J = H(θ̂) + λI, ∂G/∂w_j = ∇ℓ_j(θ̂)/n (Koh–Liang at θ̂)
+  All variants take the test gradient at θ̂ (the trained weights).
+* Shapes: X_test (m, p) → result (n, m); parameter influence (n, d); self-influence (n,).
+
+When it is exact: θ̂ is a root (‖G(θ̂)‖ = 0 to rounding) and J is nonsingular. Every function here
+checks ‖G(θ̂)‖ ≤ ``root_tol`` first; otherwise ``on_unverified="raise"`` (default) raises
+:class:`UnverifiedRootError`, and ``"warn"`` returns the (approximate) result with an
+:class:`UnverifiedRootWarning` that states the residual. Whether SAM training actually reaches θ̂ is
+a separate question: see :func:`refsam.fixed_point.fixed_point_diagnostics` (spectral radius of I − η J).
+Cost: two d×d Hessians, O(n d² + d³), plus O(d²) per test function. Derivation: docs/closed_form.md.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import scipy.linalg
+from numpy.typing import ArrayLike, NDArray
+
+from ..objective import Problem
+from ..sam import SAM
+from ..tolerances import COND_WARN, ROOT_TOL_INFLUENCE
+from ..validation import check_choice, check_positive
+from .fixed_point import FixedPoint, no_root_reason
+from .linearisation import Linearisation, check_root_inputs, linearise, weight_jacobian
+from .methods import CLOSED_FORM_VARIANTS
+
+__all__ = [
+    "ON_UNVERIFIED",
+    "VARIANTS",
+    "HyperparameterSensitivity",
+    "UnverifiedRootError",
+    "UnverifiedRootWarning",
+    "hessian_influence",
+    "hyperparameter_sensitivity",
+    "parameter_influence",
+    "self_influence",
+]
+
+VARIANTS = CLOSED_FORM_VARIANTS  # ("full", "frozen", "erm"), from the method table
+ON_UNVERIFIED = ("raise", "warn")
+ROOT_TOL_DEFAULT = ROOT_TOL_INFLUENCE  # ‖G(θ̂)‖ above this is not a verified root (refsam.tolerances)
+
+Array = NDArray[np.float64]
+
+
+class UnverifiedRootError(ValueError):
+    """``theta`` is not a root of G to within ``root_tol``: the closed form would not be exact."""
+
+    def __init__(self, message: str, residual: float):
+        super().__init__(message)
+        self.residual = float(residual)
+
+
+class UnverifiedRootWarning(RuntimeWarning):
+    """Issued with ``on_unverified="warn"``: the result is an approximation at a non-root."""
+
+
+@dataclass(frozen=True)
+class HyperparameterSensitivity:
+    """dθ̂/dρ and dθ̂/dλ at a root, each shape (d,).
+
+    d_rho          = −J⁻¹ ∂G/∂ρ,  ∂G/∂ρ = (H(ŵ) + λ_in I) ∂ε/∂ρ
+    d_weight_decay = −J⁻¹ ∂G/∂λ,  ∂G/∂λ = θ̂ (decoupled);  ŵ + (H(ŵ) + λI)(∂ε/∂g) θ̂ (coupled)
+    """
+
+    d_rho: Array
+    d_weight_decay: Array
+
+
+# -- the linear system ----------------------------------------------------------------------------------
+def _prepare(problem: Problem, sam: SAM, theta: Any, variant: str, root_tol: float, on_unverified: str,
+             X_test: ArrayLike | None = None, y_test: ArrayLike | None = None) -> tuple[Any, ...]:
+    """Validate once and apply the root rule; returns (θ̂, variant, Linearisation at θ̂, X_test, y_test)."""
+    if isinstance(theta, FixedPoint):
+        theta = theta.theta
+    theta, _ = check_root_inputs(problem, sam, theta)
+    variant = check_choice("variant", variant, VARIANTS)
+    on_unverified = check_choice("on_unverified", on_unverified, ON_UNVERIFIED)
+    root_tol = check_positive("root_tol", root_tol)
+    if X_test is not None:
+        X_test, y_test = problem.check_test(X_test, y_test)
+    lin = linearise(problem, sam, theta)
+    residual = float(np.linalg.norm(lin.residual))
+    if not residual <= root_tol:
+        message = (f"`theta` is not a verified root of the SAM residual G: ‖G(theta)‖ = {residual:.3e} > "
+                   f"root_tol={root_tol:.1e}, so the closed-form influence is only an approximation. "
+                   f"Polish it with refsam.solve_fixed_point(problem, sam, theta), or pass "
+                   f"on_unverified='warn' to accept the approximation.")
+        proof = no_root_reason(problem, sam)
+        if proof is not None:
+            message += " Moreover, " + proof
+        if on_unverified == "raise":
+            raise UnverifiedRootError(message, residual)
+        warnings.warn(message, UnverifiedRootWarning, stacklevel=3)
+    return theta, variant, lin, X_test, y_test
+
+
+def _system(problem: Problem, lin: Linearisation, variant: str) -> tuple[Any, Array]:
+    """(LU factors of J, G_w (n, d)) for the variant (module docstring); one factorisation of J."""
+    n, I = problem.n, np.eye(problem.d)
+    lam = problem.weight_decay
+    if variant == "full":
+        J = lin.jacobian
+        G_w = weight_jacobian(problem, lin)  # (n, d)
+    elif variant == "frozen":
+        J = lin.H_hat + lam * I
+        G_w = problem.per_sample_grads(lin.w_hat) / n
+    else:  # "erm"
+        J = lin.H_theta + lam * I
+        G_w = problem.per_sample_grads(lin.theta) / n
+    cond = np.linalg.cond(J)
+    if not np.isfinite(cond):
+        raise np.linalg.LinAlgError(
+            f"∂G/∂θ ({variant!r} variant) is singular at `theta`: the root is not isolated and the "
+            f"closed form is undefined. Use weight_decay > 0 (softmax needs it) or trajectory influence.")
+    if cond > COND_WARN:
+        warnings.warn(f"∂G/∂θ ({variant!r} variant) has condition number {cond:.2e}: the closed-form "
+                      f"influence may have lost most of its digits.", RuntimeWarning, stacklevel=3)
+    return scipy.linalg.lu_factor(J), G_w
+
+
+# -- public functions -----------------------------------------------------------------------------------
+def hessian_influence(problem: Problem, sam: SAM, theta: ArrayLike | FixedPoint, X_test: ArrayLike,
+                      y_test: ArrayLike, variant: str = "full", *, root_tol: float = ROOT_TOL_DEFAULT,
+                      on_unverified: str = "raise") -> Array:
+    """I_j(test loss k) at the SAM root ``theta``, shape (n_train, n_test).
+
+    entry [j, k] = ∂ ℓ(z_k^test, θ̂(w)) / ∂ w_j = −[J⁻ᵀ ∇ℓ_k^test(θ̂)]ᵀ ∂G/∂w_j   (module docstring).
+    −entry [j, k] is the first-order prediction of the change of test loss k when j is removed.
+
+    Parameters
+    ----------
+    problem, sam : the training problem (full batch) and SAM rule the root belongs to.
+    theta : array (d,) or FixedPoint
+        θ̂, a root of G (checked: see ``root_tol`` / ``on_unverified``).
+    X_test : array (m, p); y_test : int array (m,)
+    variant : {"full", "frozen", "erm"}
+    root_tol : float > 0
+        θ̂ is a verified root when ‖G(θ̂)‖₂ ≤ root_tol.
+    on_unverified : {"raise", "warn"}
+        What to do at a non-root: raise :class:`UnverifiedRootError` (default) or warn
+        (:class:`UnverifiedRootWarning`) and return the approximation.
+
+    Cost: O(n d² + d³) once, then O(d² + d n) per test point.
+    """
+    theta, variant, lin, X_test, y_test = _prepare(problem, sam, theta, variant, root_tol, on_unverified,
+                                                   X_test, y_test)
+    lu, G_w = _system(problem, lin, variant)
+    test_grads = problem.model.per_sample_grads(theta, X_test, y_test)  # ∇f_k(θ̂), (m, d)
+    V = scipy.linalg.lu_solve(lu, test_grads.T, trans=1)  # v_k = J⁻ᵀ ∇f_k, (d, m)
+    return -G_w @ V  # I[j, k] = −(∂G/∂w_j)ᵀ v_k, (n, m)
+
+
+def parameter_influence(problem: Problem, sam: SAM, theta: ArrayLike | FixedPoint, variant: str = "full", *,
+                        root_tol: float = ROOT_TOL_DEFAULT, on_unverified: str = "raise") -> Array:
+    """dθ̂/dw_j = −J⁻¹ ∂G/∂w_j for every j, shape (n_train, d) (row j). Arguments as
+    :func:`hessian_influence`. Cost: O(n d² + d³)."""
+    _, variant, lin, _, _ = _prepare(problem, sam, theta, variant, root_tol, on_unverified)
+    lu, G_w = _system(problem, lin, variant)
+    return -scipy.linalg.lu_solve(lu, G_w.T).T  # row j: −J⁻¹ ∂G/∂w_j, (n, d)
+
+
+def self_influence(problem: Problem, sam: SAM, theta: ArrayLike | FixedPoint, variant: str = "full", *,
+                   root_tol: float = ROOT_TOL_DEFAULT, on_unverified: str = "raise") -> Array:
+    """I_j(ℓ_j) = ∇ℓ_j(θ̂)ᵀ dθ̂/dw_j, shape (n_train,).
+
+    The derivative of training point j's own (unweighted) loss ℓ_j(θ̂(w)) with respect to its own weight
+    w_j; usually negative (up-weighting a point lowers its loss). −I_j(ℓ_j) predicts how much ℓ_j rises
+    when j is removed, the usual signal for mislabelled or atypical points. Arguments as
+    :func:`hessian_influence`.
+    """
+    theta_arr = theta.theta if isinstance(theta, FixedPoint) else theta
+    d_theta = parameter_influence(problem, sam, theta, variant, root_tol=root_tol,
+                                  on_unverified=on_unverified)  # (n, d)
+    grads = problem.per_sample_grads(problem.check_theta(theta_arr))  # ∇ℓ_j(θ̂), (n, d)
+    return np.einsum("jd,jd->j", grads, d_theta)
+
+
+def hyperparameter_sensitivity(problem: Problem, sam: SAM, theta: ArrayLike | FixedPoint, *,
+                               root_tol: float = ROOT_TOL_DEFAULT,
+                               on_unverified: str = "raise") -> HyperparameterSensitivity:
+    """dθ̂/dρ and dθ̂/dλ at the root ``theta`` (equations in :class:`HyperparameterSensitivity`).
+
+    ∂ε/∂ρ = ε/ρ (every rule is linear in ρ). Same root check as :func:`hessian_influence`.
+    Cost: O(d³).
+    """
+    theta, _, lin, _, _ = _prepare(problem, sam, theta, "full", root_tol, on_unverified)
+    lu, _ = _system(problem, lin, "full")
+    K_hat = lin.K_hat()  # K(ŵ) = H(ŵ) + λ_in I
+    dG_drho = K_hat @ sam.d_rho(theta, lin.g)
+    if problem.regularization == "coupled":
+        dG_dlam = lin.w_hat + K_hat @ (lin.P @ theta)  # ∂g/∂λ = θ̂ moves ε as well
+    else:
+        dG_dlam = theta
+    return HyperparameterSensitivity(d_rho=-scipy.linalg.lu_solve(lu, dG_drho),
+                                     d_weight_decay=-scipy.linalg.lu_solve(lu, dG_dlam))

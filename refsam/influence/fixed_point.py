@@ -1,0 +1,366 @@
+"""Fixed points of the full-batch SAM step map: diagnostics, the no-root theorem and the root solvers.
+
+Conventions
+-----------
+* G(θ; w) is the full-batch residual of :mod:`refsam.influence.linearisation` (the descent direction of
+  one SAM step), J = ∂G/∂θ its Jacobian. A SAM solution θ̂ is a root, G(θ̂; w) = 0.
+* Full-batch SAM with step η converges locally to θ̂ iff the spectral radius of I − η J is < 1.
+  :class:`FixedPoint` reports it, with ‖G(θ̂)‖ and the condition number of J: the three numbers that say
+  whether the closed-form influence (:mod:`refsam.influence.closed_form`) is exact and usable.
+* Coupled mode (or λ = 0) with the SAM or ASAM rule and ρ > 0 has NO root when F is convex: a root
+  would put ŵ at a minimiser θ* of the convex F + λ_in r, but then gᵀ(θ − θ*) = −gᵀε < 0, which
+  contradicts the monotonicity of a convex function's gradient. Training ends in a 2-cycle around θ*.
+  :func:`solve_fixed_point` says so up front (:class:`NoFixedPointError`) instead of iterating.
+See docs/closed_form.md for the derivation.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.linalg
+import scipy.optimize
+from numpy.typing import ArrayLike, NDArray
+
+from ..models import LogisticRegression, SoftmaxRegression
+from ..objective import Problem
+from ..sam import SAM, ZeroGradientError
+from ..tolerances import ROOT_TOL
+from ..training import descent_direction
+from ..validation import check_choice, check_positive, check_positive_int
+from .linearisation import check_root_inputs, linearise
+
+__all__ = [
+    "SOLVER_METHODS",
+    "FixedPoint",
+    "FixedPointError",
+    "NoFixedPointError",
+    "fixed_point_diagnostics",
+    "no_root_reason",
+    "solve_fixed_point",
+]
+
+Array = NDArray[np.float64]
+
+SOLVER_METHODS = ("auto", "newton", "hybr", "lm")
+TOL_DEFAULT = ROOT_TOL  # ‖G‖ at which a root counts as verified (refsam.tolerances)
+POLISH_STEPS = 3  # extra full Newton steps after reaching `tol`, kept only while ‖G‖ keeps falling
+ARMIJO_C = 1e-4  # sufficient decrease ‖G(θ + αs)‖ ≤ (1 − c α)‖G(θ)‖ for the damped Newton step
+MIN_STEP = 2.0**-30  # smallest backtracking step before the damped Newton method declares a stall
+
+
+class FixedPointError(RuntimeError):
+    """No verified root of G was found. ``.residual`` is ‖G‖ at the best point, ``.reason`` says why,
+    ``.theta`` is that best point (or None)."""
+
+    def __init__(self, message: str, residual: float = float("nan"), reason: str = "",
+                 theta: Array | None = None):
+        super().__init__(message)
+        self.residual = float(residual)
+        self.reason = reason
+        self.theta = theta
+
+
+class NoFixedPointError(FixedPointError):
+    """G provably has no root for this problem and rule (see the module docstring)."""
+
+
+@dataclass(frozen=True, eq=False)
+class FixedPoint:
+    """A candidate root θ̂ of G(θ; w) with the diagnostics that say whether it can be trusted.
+
+    Attributes
+    ----------
+    theta : array (d,)              θ̂
+    residual : float                ‖G(θ̂; w)‖₂
+    converged : bool                residual <= tol
+    iterations : int                Jacobian evaluations (root-finder iterations) used
+    method : str                    "newton", "hybr", "lm"; "none" (:func:`fixed_point_diagnostics`);
+                                    "failed" (``raise_on_failure=False`` and no root found)
+    tol : float                     the residual tolerance that defines ``converged``
+    jacobian : array (d, d)         ∂G/∂θ at θ̂
+    condition_number : float        2-norm condition number of ∂G/∂θ (inf if singular)
+    lr : float or None              η for the stability diagnostic
+    spectral_radius : float or None max |eig(I − η ∂G/∂θ)|; < 1 iff full-batch SAM with step η is
+                                    locally attracted to θ̂. None when ``lr`` is None.
+    start_distance : float or None  ‖θ̂ − θ_0‖₂ from the solver's start (None from diagnostics). A root far
+                                    from the end of a run may not be the point that run approaches.
+    """
+
+    theta: np.ndarray
+    residual: float
+    converged: bool
+    iterations: int
+    method: str
+    tol: float
+    jacobian: np.ndarray = field(repr=False)
+    condition_number: float
+    lr: float | None = None
+    spectral_radius: float | None = None
+    start_distance: float | None = None
+
+    @property
+    def stable(self) -> bool | None:
+        """True iff full-batch SAM with step ``lr`` converges locally to θ̂ (None without ``lr``)."""
+        return None if self.spectral_radius is None else bool(self.spectral_radius < 1.0)
+
+    def describe(self) -> str:
+        """A one-paragraph, human-readable verdict on this root."""
+        lines = [
+            f"‖G(θ̂)‖ = {self.residual:.3e} ({'verified root' if self.converged else 'NOT a root'}: "
+            f"tol {self.tol:.1e}; {self.method}, {self.iterations} iterations)",
+            f"cond(∂G/∂θ) = {self.condition_number:.3e}"
+            + ("  (singular: the closed form is undefined)" if not np.isfinite(self.condition_number)
+               else ""),
+        ]
+        if self.start_distance is not None:
+            lines.append(f"‖θ̂ − θ_0‖ = {self.start_distance:.3e} (distance from the solver's start)")
+        if self.spectral_radius is not None:
+            verdict = ("stable: full-batch SAM converges here" if self.stable
+                       else "unstable: full-batch SAM is repelled from this root")
+            lines.append(f"spectral radius of I − η ∂G/∂θ at η = {self.lr:g}: "
+                         f"{self.spectral_radius:.6f} ({verdict})")
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return (f"FixedPoint(residual={self.residual:.3e}, converged={self.converged}, "
+                f"iterations={self.iterations}, method={self.method!r}, "
+                f"condition_number={self.condition_number:.3e}, spectral_radius={self.spectral_radius})")
+
+
+# -- diagnostics ----------------------------------------------------------------------------------------
+def _condition_number(J: np.ndarray) -> float:
+    s = np.linalg.svd(J, compute_uv=False)
+    return float(s[0] / s[-1]) if s[-1] > 0 else float("inf")
+
+
+def _spectral_radius(J: np.ndarray, lr: float | None) -> float | None:
+    if lr is None:
+        return None
+    return float(np.max(np.abs(np.linalg.eigvals(np.eye(J.shape[0]) - lr * J))))
+
+
+def _make_fixed_point(problem: Problem, sam: SAM, theta: Array, weights: Array | None, iterations: int,
+                      method: str, tol: float, lr: float | None, theta0: Array | None = None) -> FixedPoint:
+    lin = linearise(problem, sam, theta, weights)
+    residual = float(np.linalg.norm(lin.residual))
+    return FixedPoint(theta=theta, residual=residual, converged=bool(residual <= tol), iterations=iterations,
+                      method=method, tol=tol, jacobian=lin.jacobian,
+                      condition_number=_condition_number(lin.jacobian), lr=lr,
+                      spectral_radius=_spectral_radius(lin.jacobian, lr),
+                      start_distance=None if theta0 is None else float(np.linalg.norm(theta - theta0)))
+
+
+def fixed_point_diagnostics(problem: Problem, sam: SAM, theta: ArrayLike, lr: float | None = None,
+                            tol: float = TOL_DEFAULT, weights: ArrayLike | None = None) -> FixedPoint:
+    """The root diagnostics at a given θ (e.g. the end of a training run), without solving.
+
+    Returns a :class:`FixedPoint` with ``method="none"``, ``iterations=0``; ``converged`` says whether θ
+    is a root to within ``tol``. Cost: two Hessians, one SVD and (with ``lr``) one eigen-decomposition.
+    """
+    theta, weights = check_root_inputs(problem, sam, theta, weights=weights)
+    tol = check_positive("tol", tol)
+    lr = None if lr is None else check_positive("lr", lr)
+    return _make_fixed_point(problem, sam, theta, weights, 0, "none", tol, lr)
+
+
+def no_root_reason(problem: Problem, sam: SAM) -> str | None:
+    """Why G provably has no root for (problem, sam), or None if no such proof applies.
+
+    Applies when ρ > 0, the rule is SAM or ASAM, the model is convex in θ (logistic or softmax
+    regression) and the perturbation is built from the gradient of the whole convex objective Φ
+    (coupled mode, or λ = 0): a root needs ∇Φ(ŵ) = 0, so ŵ = θ + ε is a minimiser θ*, and then
+    gᵀ(θ − θ*) = −gᵀε = −ρ‖g‖ (SAM) or −ρ‖Tg‖ (ASAM) < 0, while convexity demands gᵀ(θ − θ*) ≥ 0.
+    """
+    convex = isinstance(problem.model, (LogisticRegression, SoftmaxRegression))
+    whole_objective = problem.regularization == "coupled" or problem.weight_decay == 0.0
+    if not (sam.rho > 0 and sam.rule in ("sam", "asam") and convex and whole_objective):
+        return None
+    mode = ("coupled mode" if problem.regularization == "coupled" and problem.weight_decay > 0
+            else "λ = 0")
+    return (
+        f"G(θ) = 0 has no solution for the {sam.rule.upper()} rule with rho={sam.rho} > 0 in {mode} on "
+        f"the convex {problem.model.name} objective Φ: a root would need ∇Φ(θ + ε) = 0, i.e. θ + ε = θ* "
+        f"(a minimiser), but then gᵀ(θ − θ*) = −gᵀε < 0 contradicts the monotonicity of ∇Φ. "
+        f"Full-batch training ends in a 2-cycle around θ* instead of converging (docs/closed_form.md). Use "
+        f"refsam.trajectory_influence, which is exact for the recorded run, or decoupled mode with "
+        f"weight_decay > 0."
+    )
+
+
+# -- root finding ---------------------------------------------------------------------------------------
+def _safe_norm(problem, sam, theta, weights) -> float:
+    """‖G(θ)‖, or inf where G is undefined (‖g‖ = 0 under SAM/ASAM) or not finite."""
+    try:
+        with np.errstate(over="ignore", invalid="ignore"):
+            G = descent_direction(problem, sam, theta, None, weights).direction
+    except ZeroGradientError:
+        return float("inf")
+    r = float(np.linalg.norm(G))
+    return r if np.isfinite(r) else float("inf")
+
+
+def _newton_direction(J, G):
+    """s solving J s = −G (least squares if J is singular)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", scipy.linalg.LinAlgWarning)
+            return scipy.linalg.solve(J, -G)
+    except (np.linalg.LinAlgError, scipy.linalg.LinAlgWarning):
+        return np.linalg.lstsq(J, -G, rcond=None)[0]
+
+
+def _damped_newton(problem, sam, theta, weights, tol, max_iter):
+    """Newton on G with backtracking on ‖G‖ (Armijo), then up to POLISH_STEPS full steps past `tol`.
+
+    Stopping rule: ‖G‖ ≤ tol and the polish steps no longer lower ‖G‖; or `max_iter` Jacobians; or a
+    stall (no step length ≥ MIN_STEP lowers ‖G‖ sufficiently). Returns (θ, ‖G‖, iterations, reason).
+    """
+    r = _safe_norm(problem, sam, theta, weights)
+    if not np.isfinite(r):
+        return theta, r, 0, "G is undefined or not finite at the starting point"
+    polish_left = POLISH_STEPS
+    for it in range(1, max_iter + 1):
+        lin = linearise(problem, sam, theta, weights)
+        step = _newton_direction(lin.jacobian, lin.residual)  # J s = −G
+        if r <= tol:  # polishing: accept a full step only while it lowers ‖G‖
+            candidate = theta + step
+            r_new = _safe_norm(problem, sam, candidate, weights)
+            polish_left -= 1
+            if r_new < r:
+                theta, r = candidate, r_new
+            if r_new >= r or polish_left == 0 or r == 0.0:
+                return theta, r, it, "converged"
+            continue
+        alpha = 1.0
+        while alpha >= MIN_STEP:
+            candidate = theta + alpha * step
+            r_new = _safe_norm(problem, sam, candidate, weights)
+            if r_new <= (1.0 - ARMIJO_C * alpha) * r:
+                break
+            alpha /= 2.0
+        else:
+            return theta, r, it, f"damped Newton stalled at ‖G‖ = {r:.3e} (no step lowers ‖G‖)"
+        theta, r = candidate, r_new
+    reason = "converged" if r <= tol else f"damped Newton reached max_iter={max_iter} at ‖G‖ = {r:.3e}"
+    return theta, r, max_iter, reason
+
+
+def _scipy_root(problem, sam, theta, weights, method, max_iter):
+    """scipy.optimize.root with the hand Jacobian: 'hybr' (MINPACK Powell dogleg trust region) or 'lm'."""
+    counter = {"jac": 0}
+
+    def fun(t):
+        try:
+            G = descent_direction(problem, sam, t, None, weights).direction
+        except ZeroGradientError:
+            G = np.full(problem.d, 1e300)
+        return G
+
+    def jac(t):
+        counter["jac"] += 1
+        try:
+            return linearise(problem, sam, t, weights).jacobian
+        except ZeroGradientError:
+            return np.eye(problem.d)
+
+    budget = max_iter * (problem.d + 1)
+    options = {"maxfev": budget} if method == "hybr" else {"maxiter": budget}
+    with np.errstate(over="ignore", invalid="ignore"):
+        sol = scipy.optimize.root(fun, theta, jac=jac, method=method, options=options)
+    theta_new = np.asarray(sol.x, dtype=np.float64)
+    message = " ".join(str(sol.message).split())  # MINPACK messages contain line breaks
+    return theta_new, _safe_norm(problem, sam, theta_new, weights), counter["jac"], message
+
+
+def solve_fixed_point(problem: Problem, sam: SAM, theta0: ArrayLike, lr: float | None = None,
+                      tol: float = TOL_DEFAULT, max_iter: int = 100, method: str = "auto",
+                      weights: ArrayLike | None = None, raise_on_failure: bool = True) -> FixedPoint:
+    """Find a root θ̂ of the full-batch SAM residual G(θ; w) near ``theta0`` and diagnose it.
+
+    Parameters
+    ----------
+    problem : Problem
+        Model, data, sample weights, λ and regularisation mode.
+    sam : SAM
+        Rule and radius ρ.
+    theta0 : array (d,)
+        Warm start (e.g. the end of a SAM run). The root found is the one this start leads to.
+    lr : float > 0, optional
+        η for the stability diagnostic ``spectral_radius`` of I − η ∂G/∂θ.
+    tol : float > 0
+        The root is verified when ‖G(θ̂)‖₂ ≤ tol.
+    max_iter : int >= 1
+        Jacobian evaluations per method (so the solver never runs unbounded).
+    method : {"auto", "newton", "hybr", "lm"}
+        "hybr": MINPACK's trust-region dogleg (scipy.optimize.root) with the hand Jacobian.
+        "newton": damped Newton with backtracking on ‖G‖. "lm": Levenberg–Marquardt. "auto" tries
+        hybr, newton, lm in that order, each from ``theta0``, and returns the first verified root —
+        but when ``lr`` is given and that root is unstable (spectral radius ≥ 1: training with step
+        ``lr`` cannot converge to it, e.g. a saddle) it tries the remaining methods for a stable root
+        first. Trust-region results are polished with full Newton steps.
+    weights : array (n,), optional
+        Sample weights overriding ``problem.weights`` (used by the re-solving ground truth).
+    raise_on_failure : bool
+        If False, return the best point with ``converged=False`` instead of raising.
+
+    Returns
+    -------
+    FixedPoint
+
+    Raises
+    ------
+    NoFixedPointError
+        Up front, without iterating, when G provably has no root (:func:`no_root_reason`).
+    FixedPointError
+        When no method reaches ‖G‖ ≤ tol; ``.residual`` and ``.reason`` say how close and why.
+
+    Cost: per iteration two Hessians and an O(d³) solve; then one SVD and one eigen-decomposition.
+    """
+    theta0, weights = check_root_inputs(problem, sam, theta0, "theta0", weights)
+    tol = check_positive("tol", tol)
+    max_iter = check_positive_int("max_iter", max_iter)
+    method = check_choice("method", method, SOLVER_METHODS)
+    lr = None if lr is None else check_positive("lr", lr)
+    reason = no_root_reason(problem, sam)
+    if reason is not None:
+        raise NoFixedPointError(reason, residual=_safe_norm(problem, sam, theta0, weights),
+                                reason="no fixed point exists", theta=None)
+
+    methods = ("hybr", "newton", "lm") if method == "auto" else (method,)
+    best = (theta0, _safe_norm(problem, sam, theta0, weights))
+    reasons, total_iterations = [], 0
+    first_root = None  # with `lr`, "auto" keeps looking past an unstable root for a stable one
+    for name in methods:
+        if name == "newton":
+            theta, r, its, why = _damped_newton(problem, sam, theta0, weights, tol, max_iter)
+        else:
+            theta, r, its, why = _scipy_root(problem, sam, theta0, weights, name, max_iter)
+            if np.isfinite(r):  # polish: MINPACK stops near 1e-12 relative; Newton finishes the job
+                theta, r, more, _ = _damped_newton(problem, sam, theta, weights, tol, max_iter)
+                its += more
+        total_iterations += its
+        if r < best[1]:
+            best = (theta, r)
+        if r <= tol:
+            root = _make_fixed_point(problem, sam, theta, weights, total_iterations, name, tol, lr, theta0)
+            if root.stable is not False:
+                return root
+            first_root = first_root or root
+            reasons.append(f"{name}: root with spectral radius {root.spectral_radius:.4f} >= 1")
+            continue
+        reasons.append(f"{name}: {why}")
+    if first_root is not None:  # only unstable roots: report the first (its diagnostics say so)
+        return first_root
+
+    theta, r = best
+    message = (f"no root of G with ‖G‖ <= tol={tol:.1e} found from `theta0` (best ‖G‖ = {r:.3e}). "
+               + "; ".join(reasons)
+               + ". Try a better warm start (train longer first), a larger weight_decay, or a smaller rho.")
+    if raise_on_failure:
+        raise FixedPointError(message, residual=r, reason="; ".join(reasons), theta=theta)
+    if not np.isfinite(r):
+        raise FixedPointError(message, residual=r, reason="G undefined", theta=None)
+    return _make_fixed_point(problem, sam, theta, weights, total_iterations, "failed", tol, lr, theta0)

@@ -1,0 +1,150 @@
+"""The full-batch SAM residual G(θ; w) and its derivatives: the linear algebra of every fixed-point method.
+
+Conventions
+-----------
+* Full batch, sample weights w (the problem's, unless ``weights`` is given), F_w = (1/n) Σ_i w_i ℓ_i.
+* G is the descent direction of one SAM step (:func:`refsam.training.descent_direction`, the one home
+  of that equation), with λ_in and λ_out from :meth:`~refsam.Problem.weight_decay_split`:
+
+      g = ∇F_w(θ) + λ_in θ,   ŵ = θ + ε(θ; g),   G(θ; w) = ∇F_w(ŵ) + λ_in ŵ + λ_out θ
+
+  A SAM solution θ̂ is a root, G(θ̂; w) = 0; one SAM step is θ − η G.
+* Names, with H(·) = ∇²F_w(·) and K(·) = H(·) + λ_in I:
+
+      P  = ∂ε/∂g                          (d, d), symmetric
+      S  = ∂ε/∂θ|_g                        (d, d), ASAM's T = diag(|θ| + κ) term; 0 for SAM and USAM
+      E  = P K(θ) + S                      (d, d), the total dε/dθ
+      J  = ∂G/∂θ = K(ŵ)(I + E) + λ_out I   (d, d), NOT symmetric in general
+      ∂G/∂w_j = (1/n) [∇ℓ_j(ŵ) + K(ŵ) P ∇ℓ_j(θ)]      (row j of an (n, d) matrix)
+
+  Decoupled mode (λ_in = 0, λ_out = λ): J = H(ŵ)(I + P H(θ) + S) + λI.
+See docs/closed_form.md for the derivation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from ..objective import Problem
+from ..sam import SAM
+from ..training import descent_direction
+
+__all__ = [
+    "Linearisation",
+    "check_root_inputs",
+    "linearise",
+    "residual_jacobian",
+    "residual_map",
+    "residual_weight_jacobian",
+    "weight_jacobian",
+]
+
+Array = NDArray[np.float64]
+
+
+@dataclass(frozen=True, eq=False)
+class Linearisation:
+    """Every term of G and of its derivatives at one θ (names in the module docstring).
+
+    g, eps, w_hat = θ + ε, residual = G: (d,); H_theta = H(θ), H_hat = H(ŵ), P = ∂ε/∂g, S = ∂ε/∂θ|_g,
+    E = P K(θ) + S, jacobian = J: (d, d); lam_in, lam_out: floats. ``D`` and ``D_theta`` are 0.1's names
+    for ``P`` and ``S``.
+    """
+
+    theta: Array
+    g: Array
+    eps: Array
+    w_hat: Array
+    residual: Array
+    H_theta: Array
+    H_hat: Array
+    P: Array
+    S: Array
+    E: Array
+    jacobian: Array
+    lam_in: float
+    lam_out: float
+
+    @property
+    def D(self) -> Array:
+        """∂ε/∂g (0.1's name; the same matrix as ``P``)."""
+        return self.P
+
+    @property
+    def D_theta(self) -> Array:
+        """∂ε/∂θ|_g (0.1's name; the same matrix as ``S``)."""
+        return self.S
+
+    def K_hat(self) -> Array:
+        """K(ŵ) = H(ŵ) + λ_in I, (d, d)."""
+        return self.H_hat + self.lam_in * np.eye(self.H_hat.shape[0])
+
+
+def linearise(problem: Problem, sam: SAM, theta: Array, weights: ArrayLike | None = None) -> Linearisation:
+    """All terms of G and J at θ (module docstring); trusts its inputs. Cost: two Hessians, O(d³)."""
+    lam_in, lam_out = problem.weight_decay_split()
+    terms = descent_direction(problem, sam, theta, None, weights)
+    I = np.eye(problem.d)
+    H_theta = problem.hessian(theta, None, weights)  # (d, d)
+    H_hat = problem.hessian(terms.w_hat, None, weights)  # (d, d)
+    P = sam.jacobian_g(theta, terms.g)  # ∂ε/∂g
+    S = sam.jacobian_theta(theta, terms.g)  # ∂ε/∂θ|_g
+    E = P @ (H_theta + lam_in * I) + S  # dε/dθ
+    jacobian = (H_hat + lam_in * I) @ (I + E) + lam_out * I  # J = ∂G/∂θ
+    return Linearisation(theta, terms.g, terms.eps, terms.w_hat, terms.direction, H_theta, H_hat, P, S, E,
+                         jacobian, lam_in, lam_out)
+
+
+def check_root_inputs(problem: object, sam: object, theta: ArrayLike, name: str = "theta",
+                      weights: ArrayLike | None = None) -> tuple[Array, Array | None]:
+    """Validate (problem, sam, θ, weights) at the public boundary of the fixed-point methods."""
+    if not isinstance(problem, Problem):
+        raise ValueError(f"`problem` must be a refsam.Problem, got {type(problem).__name__}")
+    if not isinstance(sam, SAM):
+        raise ValueError(f"`sam` must be a refsam.SAM, got {type(sam).__name__}")
+    theta = problem.check_theta(theta, name)
+    return theta, None if weights is None else problem.check_weights(weights)
+
+
+def residual_map(problem: Problem, sam: SAM, theta: ArrayLike, weights: ArrayLike | None = None) -> Array:
+    """G(θ; w) = ∇F_w(ŵ) + λ_in ŵ + λ_out θ, ŵ = θ + ε(θ; g), shape (d,) (module docstring).
+
+    Decoupled mode: G = ∇F_w(θ + ε(θ; ∇F_w(θ))) + λθ. ``weights=None`` uses ``problem.weights``.
+    One SAM step is θ − η G(θ; w). Cost: two full-batch gradients.
+    """
+    theta_arr, w = check_root_inputs(problem, sam, theta, weights=weights)
+    return descent_direction(problem, sam, theta_arr, None, w).direction
+
+
+def residual_jacobian(problem: Problem, sam: SAM, theta: ArrayLike,
+                      weights: ArrayLike | None = None) -> Array:
+    """J = ∂G/∂θ = K(ŵ)(I + E) + λ_out I, E = P K(θ) + S, shape (d, d).
+
+    Decoupled mode: J = H(ŵ)(I + E) + λI with E = (∂ε/∂g) H(θ) (+ ASAM's ∂ε/∂θ|_g).
+    Cost: two Hessians and O(d³).
+    """
+    theta_arr, w = check_root_inputs(problem, sam, theta, weights=weights)
+    return linearise(problem, sam, theta_arr, w).jacobian
+
+
+def weight_jacobian(problem: Problem, lin: Linearisation) -> Array:
+    """Rows ∂G/∂w_j = (1/n)[∇ℓ_j(ŵ) + K(ŵ) P ∇ℓ_j(θ)], shape (n, d); trusts its inputs."""
+    grads_hat = problem.per_sample_grads(lin.w_hat)  # ∇ℓ_j(ŵ), (n, d)
+    grads_theta = problem.per_sample_grads(lin.theta)  # ∇ℓ_j(θ), (n, d)
+    M = lin.K_hat() @ lin.P  # K(ŵ) ∂ε/∂g, (d, d)
+    return (grads_hat + grads_theta @ M.T) / problem.n  # (n, d)
+
+
+def residual_weight_jacobian(problem: Problem, sam: SAM, theta: ArrayLike,
+                             weights: ArrayLike | None = None) -> Array:
+    """∂G/∂w, shape (n, d): row j is ∂G/∂w_j = (1/n)[∇ℓ_j(ŵ) + K(ŵ) (∂ε/∂g) ∇ℓ_j(θ)].
+
+    The first term moves the descent gradient ∇F_w(ŵ); the second moves ŵ through g = ∇F_w(θ)
+    (∂g/∂w_j = ∇ℓ_j(θ)/n). For ASAM, ∂ε/∂g is ASAM's (ρ/‖Tg‖) T (I − u uᵀ) T. Cost: two Hessians,
+    two per-sample gradient matrices and O(n d²).
+    """
+    theta_arr, w = check_root_inputs(problem, sam, theta, weights=weights)
+    return weight_jacobian(problem, linearise(problem, sam, theta_arr, w))

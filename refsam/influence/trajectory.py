@@ -1,0 +1,291 @@
+"""Gradient-trajectory influence: the exact derivative of a recorded SAM run, and its approximations.
+
+Conventions
+-----------
+* Influence of training point j on a scalar f: I_j(f) = ∂ f(θ_T(w)) / ∂ w_j at the weights the run was
+  recorded with (``trajectory.weights``, all ones by default), holding fixed everything else the run
+  used: θ_0, the batches B_t and the learning rates η_t. −I_j(f) predicts the change of f when j is
+  removed (Δw_j = −1). Test functions are the per-sample test losses f_k(θ) = ℓ(z_k^test, θ);
+  results have shape (n_train, n_test); the parameter target dθ_T/dw_j has shape (n_train, d).
+* One step (:mod:`refsam.training.step`), F_t = F_{B_t,w}, H_t(·) = ∇²F_t (data term, weighted by
+  w), c_{t,j} = 1[j ∈ B_t]/|B_t| (the derivative of w_j/|B_t|), (λ_in, λ_out) =
+  ``problem.weight_decay_split()`` (λ_in = λ in coupled mode, λ_out = λ in decoupled mode, else 0):
+
+      g_t = ∇F_t(θ_t) + λ_in θ_t       ε_t = ε(θ_t; g_t)       ŵ_t = θ_t + ε_t
+      θ_{t+1} = θ_t − η_t [∇F_t(ŵ_t) + λ_in ŵ_t + λ_out θ_t]
+
+  With P_t = ∂ε/∂g and S_t = ∂ε/∂θ|_g (ASAM's T term, zero for SAM and USAM) at (θ_t, g_t), and
+  K_t(x) = H_t(x) + λ_in I:
+
+      A_t     = ∂θ_{t+1}/∂θ_t = I − η_t [K_t(ŵ_t) (I + P_t K_t(θ_t) + S_t) + λ_out I]
+      b_{t,j} = ∂θ_{t+1}/∂w_j = −η_t c_{t,j} [∇ℓ_j(ŵ_t) + K_t(ŵ_t) P_t ∇ℓ_j(θ_t)]
+
+  (With E_t = P_t K_t(θ_t) + S_t this is A_t = I − η_t [K_t(ŵ_t)(I + E_t) + λ_out I], the step form of
+  J = ∂G/∂θ; every product above is a batch derivative of ``problem.at(x, B_t)``.)
+* Methods (``method=``; the method table :mod:`refsam.influence.methods`; hyphens are accepted for
+  underscores, "first-order" = "first_order"):
+
+      "adjoint"   reverse recursion, exact:  v_T = ∇f(θ_T);  for t = T−1 … 0:
+                      I_j += v_{t+1}ᵀ b_{t,j};   v_t = A_tᵀ v_{t+1}
+                  Per step: 2 batch Hessian-vector products, 2 batch Jacobian-vector products, one
+                  batch gradient (to rebuild g_t), O(d) SAM-rule products. No d×d matrix; memory is the
+                  trajectory plus O(n + d) per test function. All test functions run together.
+      "forward"   tangent recursion, exact:  Θ̇_0 = 0, Θ̇_{t+1} = A_t Θ̇_t + b_t, dθ_T/dw = Θ̇_T (d, n):
+                  n tangents at once; a cross-check of the adjoint (it applies A_t, not A_tᵀ).
+      "autodiff"  autograd through a re-implementation of the training loop written with
+                  Problem.objective and SAM.perturbation only (:mod:`refsam.influence.autodiff`):
+                  independent of every formula above. Slow (O(T) tape, one reverse pass per test
+                  function); for tests.
+      "first_order"              A_t ≈ I and the inner term K P ∇ℓ_j(θ_t) dropped, test gradient at θ_T:
+                                     I_j ≈ −Σ_t η_t c_{t,j} ∇ℓ_j(ŵ_t)ᵀ ∇f(θ_T)
+      "first_order_unperturbed"  the same with ∇ℓ_j(θ_t) in place of ∇ℓ_j(ŵ_t)
+      "tracin"                   TracIn: like first_order but the test gradient is taken at the same
+                                 checkpoint as the training gradient:  −Σ_t η_t c_{t,j} ∇ℓ_j(ŵ_t)ᵀ ∇f(ŵ_t)
+      "tracin_unperturbed"       −Σ_t η_t c_{t,j} ∇ℓ_j(θ_t)ᵀ ∇f(θ_t)
+
+When each is exact: the three exact methods are the derivative of the run itself, for any batch
+schedule, any number of steps, converged or not, in both regularisation modes (they need ‖g_t‖ ≠ 0 at
+every step for the SAM and ASAM rules, as training does). The approximations are exact only in
+degenerate cases (first_order with T = 1 and ρ = 0: no later step to propagate through, no inner
+term); docs/trajectory.md derives the recursions and measures the approximations against the exact
+result and against leave-one-out replays.
+"""
+
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from ..models import BatchDerivatives
+from ..objective import Problem
+from ..sam import SAM
+from ..training import Trajectory
+from .autodiff import autodiff_through_training
+from .methods import TRAJECTORY_APPROXIMATIONS, TRAJECTORY_EXACT, TRAJECTORY_METHODS
+
+__all__ = [
+    "APPROXIMATE_METHODS",
+    "EXACT_METHODS",
+    "METHODS",
+    "PARAMETER_METHODS",
+    "check_run",
+    "trajectory_influence",
+    "trajectory_parameter_influence",
+]
+
+EXACT_METHODS = TRAJECTORY_EXACT  # ("adjoint", "forward", "autodiff"), from the method table
+APPROXIMATE_METHODS = TRAJECTORY_APPROXIMATIONS
+METHODS = TRAJECTORY_METHODS
+PARAMETER_METHODS = EXACT_METHODS
+
+Array = NDArray[np.float64]
+
+
+# -- public API --------------------------------------------------------------------------------------
+
+def trajectory_influence(problem: Problem, trajectory: Trajectory, X_test: ArrayLike, y_test: ArrayLike,
+                         method: str = "adjoint", progress: bool = False) -> Array:
+    """I_j(ℓ(z_k^test, ·)) through the recorded run, shape (n_train, n_test).
+
+    entry [j, k] = ∂ ℓ(z_k^test, θ_T(w)) / ∂ w_j at w = ``trajectory.weights``; −entry [j, k] is the
+    first-order prediction of the change of test loss k when training point j is removed.
+
+    Parameters
+    ----------
+    problem : Problem
+        The problem the run was recorded on (checked with ``trajectory.check_problem``). Its sample
+        weights are ignored: the derivative is taken at the weights the run used, ``trajectory.weights``.
+    trajectory : Trajectory
+        The recorded run (θ_t, ε_t, B_t, η_t).
+    X_test : array (m, p)
+        The test points whose losses are the functions f_k.
+    y_test : int array (m,)
+        Their labels.
+    method : str
+        One of :data:`METHODS` (see the module docstring): "adjoint" (default, exact, fastest),
+        "forward" and "autodiff" (exact cross-checks), or an approximation: "first_order",
+        "first_order_unperturbed", "tracin", "tracin_unperturbed".
+    progress : bool
+        Print progress to stderr every 10% of the steps.
+
+    Returns
+    -------
+    array (n_train, n_test)
+
+    Cost: "adjoint" ≈ 2 HVPs + 2 batch JVPs + 1 gradient per step for all m test functions at once
+    (≤ 3× the training run, benchmarks/adjoint_vs_training.py); "forward" the same with n directions;
+    the approximations one batch JVP per step (TracIn also m test gradients per step).
+    """
+    method = _check_method(method, METHODS)
+    problem = check_run(problem, trajectory)
+    X_test, y_test = problem.check_test(X_test, y_test)
+    if method == "autodiff":
+        return autodiff_through_training(problem, trajectory,
+                                         lambda theta: problem.model.losses(theta, X_test, y_test))
+    if method in APPROXIMATE_METHODS:
+        return _approximation(problem, trajectory, X_test, y_test, method, progress)
+    test_grads = problem.model.per_sample_grads(trajectory.theta_final, X_test, y_test).T  # ∇f_k(θ_T), (d, m)
+    if method == "adjoint":
+        return _adjoint(problem, trajectory, test_grads, progress)
+    return _forward(problem, trajectory, progress) @ test_grads  # (n, d) @ (d, m)
+
+
+def trajectory_parameter_influence(problem: Problem, trajectory: Trajectory, method: str = "adjoint",
+                                   progress: bool = False) -> Array:
+    """dθ_T/dw_j through the recorded run, shape (n_train, d) (row j).
+
+    ``method`` is "adjoint" (d adjoint vectors, one per coordinate of θ_T: a (d, d) block), "forward"
+    (n tangents: a (d, n) block — the cheaper choice when n < d) or "autodiff"; all three are exact.
+    Other arguments as :func:`trajectory_influence`.
+    """
+    method = _check_method(method, PARAMETER_METHODS)
+    problem = check_run(problem, trajectory)
+    if method == "autodiff":
+        return autodiff_through_training(problem, trajectory, lambda theta: theta)
+    if method == "adjoint":
+        return _adjoint(problem, trajectory, np.eye(problem.d), progress)  # coordinates of θ_T
+    return _forward(problem, trajectory, progress)
+
+
+# -- validation ---------------------------------------------------------------------------------------
+
+def _check_method(method: object, allowed: tuple[str, ...]) -> str:
+    name = method.replace("-", "_") if isinstance(method, str) else method
+    if name not in allowed:
+        raise ValueError(f"`method` must be one of {list(allowed)}, got {method!r}")
+    return str(name)
+
+
+def check_run(problem: object, trajectory: object) -> Problem:
+    """Check that ``trajectory`` was recorded on ``problem`` and return the problem at the run's
+    weights (where every trajectory derivative is taken)."""
+    if not isinstance(problem, Problem):
+        raise ValueError(f"`problem` must be a refsam.Problem, got {type(problem).__name__}")
+    if not isinstance(trajectory, Trajectory):
+        raise ValueError(f"`trajectory` must be a refsam.Trajectory, got {type(trajectory).__name__}")
+    trajectory.check_problem(problem)
+    if trajectory.steps == 0:
+        raise ValueError("`trajectory` must have at least one step, got 0")
+    return problem.with_weights(trajectory.weights)
+
+
+def _progress(t_done: int, steps: int, what: str, enabled: bool) -> None:
+    if enabled and (t_done % max(1, steps // 10) == 0 or t_done == steps):
+        print(f"  {what}: step {t_done}/{steps}", file=sys.stderr, flush=True)
+
+
+# -- one step's linearisation ---------------------------------------------------------------------------
+
+class _Step:
+    """Everything about step t that the recursions need, with products for (d, k) blocks of vectors.
+
+    Built from the stored θ_t, ε_t; g_t is recomputed (one batch gradient) because P_t depends on ‖g_t‖.
+    ``at_theta`` and ``at_w_hat`` are the batch's derivatives at θ_t and ŵ_t (``problem.at``).
+    """
+
+    def __init__(self, problem: Problem, trajectory: Trajectory, sam: SAM, t: int):
+        self.sam = sam
+        self.idx = trajectory.batches[t]  # B_t
+        self.lr = float(trajectory.lrs[t])  # η_t
+        self.theta = trajectory.thetas[t]  # θ_t
+        self.w_hat = self.theta + trajectory.epsilons[t]  # ŵ_t
+        self.lam_in, self.lam_out = problem.weight_decay_split()
+        self.inv_batch = 1.0 / len(self.idx)  # c_{t,j} for j ∈ B_t
+        self.at_theta: BatchDerivatives = problem.at(self.theta, self.idx)
+        self.at_w_hat: BatchDerivatives = problem.at(self.w_hat, self.idx)
+        self.g = self.at_theta.grad() + self.lam_in * self.theta  # g_t
+
+    def P(self, V: Array) -> Array:
+        """P_t V = (∂ε/∂g) V, (d, k); P_t is symmetric, so this is also P_tᵀ V."""
+        return self.sam.jvp_g(self.theta, self.g, V)
+
+    def S(self, V: Array) -> Array:
+        """S_t V = (∂ε/∂θ|_g) V, (d, k)."""
+        return self.sam.jvp_theta(self.theta, self.g, V)
+
+    def S_T(self, V: Array) -> Array:
+        """S_tᵀ V, (d, k)."""
+        return self.sam.vjp_theta(self.theta, self.g, V)
+
+
+def _scatter_add(out: Array, idx: NDArray[np.int64], values: Array) -> None:
+    """out[idx] += values row by row; a fancy-index add where the batch's indices are distinct (refsam's
+    own schedules), np.add.at where a recorded batch repeats an index."""
+    if np.unique(idx).size == idx.size:
+        out[idx] += values
+    else:
+        np.add.at(out, idx, values)
+
+
+# -- the exact recursions ---------------------------------------------------------------------------
+
+def _adjoint(problem: Problem, trajectory: Trajectory, V_T: Array, progress: bool) -> Array:
+    """Reverse recursion for the k functions whose gradients at θ_T are the columns of V_T (d, k).
+
+    Returns I (n, k) with I[j, :] = Σ_t v_{t+1}ᵀ b_{t,j}. Per step, with U = v_{t+1}:
+        Q   = K_t(ŵ_t) U                                   (the shared HVP at ŵ_t)
+        PQ  = P_t Q
+        I_j += −η_t c_{t,j} [∇ℓ_j(ŵ_t)ᵀ U + ∇ℓ_j(θ_t)ᵀ PQ]      (uses K and P symmetric)
+        v_t = A_tᵀ U = U − η_t [Q + K_t(θ_t) PQ + S_tᵀ Q + λ_out U]
+    """
+    sam = trajectory.sam()
+    steps = trajectory.steps
+    influence = np.zeros((problem.n, V_T.shape[1]))  # (n, k)
+    U = np.array(V_T, dtype=np.float64)  # v_T, (d, k)
+    for t in range(steps - 1, -1, -1):
+        step = _Step(problem, trajectory, sam, t)
+        HU, J_w_hat_U = step.at_w_hat.hvp_and_jvp(U)
+        Q = HU + step.lam_in * U  # K_t(ŵ_t) U
+        PQ = step.P(Q)
+        HPQ, J_theta_PQ = step.at_theta.hvp_and_jvp(PQ)
+        _scatter_add(influence, step.idx, -step.lr * step.inv_batch * (J_w_hat_U + J_theta_PQ))
+        U = U - step.lr * (Q + HPQ + step.lam_in * PQ + step.S_T(Q) + step.lam_out * U)
+        _progress(steps - t, steps, "adjoint", progress)
+    return influence
+
+
+def _forward(problem: Problem, trajectory: Trajectory, progress: bool) -> Array:
+    """Tangent recursion for all n training points at once; returns dθ_T/dw as (n, d).
+
+    Θ̇ holds dθ_t/dw_j in column j, (d, n). Per step:
+        ġ  = K_t(θ_t) Θ̇ + c_{t,j} ∇ℓ_j(θ_t)          (tangent of g_t; the second term for j ∈ B_t)
+        ŵ̇  = Θ̇ + P_t ġ + S_t Θ̇                       (tangent of ŵ_t)
+        Θ̇ ← Θ̇ − η_t [K_t(ŵ_t) ŵ̇ + λ_out Θ̇ + c_{t,j} ∇ℓ_j(ŵ_t)]
+    """
+    sam = trajectory.sam()
+    steps = trajectory.steps
+    dtheta = np.zeros((problem.d, problem.n))  # Θ̇_0 = 0
+    for t in range(steps):
+        step = _Step(problem, trajectory, sam, t)
+        dg = step.at_theta.hvp(dtheta) + step.lam_in * dtheta  # K_t(θ_t) Θ̇
+        dg[:, step.idx] += step.inv_batch * step.at_theta.per_sample_grads().T
+        dw_hat = dtheta + step.P(dg) + step.S(dtheta)
+        descent = step.at_w_hat.hvp(dw_hat) + step.lam_in * dw_hat + step.lam_out * dtheta
+        descent[:, step.idx] += step.inv_batch * step.at_w_hat.per_sample_grads().T
+        dtheta = dtheta - step.lr * descent
+        _progress(t + 1, steps, "forward", progress)
+    return dtheta.T
+
+
+# -- the approximations -------------------------------------------------------------------------------
+
+def _approximation(problem: Problem, trajectory: Trajectory, X_test: Array, y_test: Any, method: str,
+                   progress: bool) -> Array:
+    """First-order and TracIn sums −Σ_t η_t c_{t,j} ∇ℓ_j(x_t)ᵀ ∇f(y_t) (module docstring)."""
+    at_w_hat = not method.endswith("_unperturbed")
+    tracin = method.startswith("tracin")
+    steps = trajectory.steps
+    influence = np.zeros((problem.n, X_test.shape[0]))
+    test_at_end = None if tracin else problem.model.per_sample_grads(trajectory.theta_final, X_test, y_test).T
+    for t in range(steps):
+        idx = trajectory.batches[t]
+        x = trajectory.thetas[t] + trajectory.epsilons[t] if at_w_hat else trajectory.thetas[t]
+        test_grads = problem.model.per_sample_grads(x, X_test, y_test).T if tracin else test_at_end  # (d, m)
+        contribution = problem.at(x, idx).jvp(test_grads)  # ∇ℓ_j(x)ᵀ ∇f, (|B|, m)
+        _scatter_add(influence, idx, -trajectory.lrs[t] / len(idx) * contribution)
+        _progress(t + 1, steps, method, progress)
+    return influence

@@ -1,0 +1,273 @@
+"""The reference suite's recipe: 36 small recorded SAM runs and their self-checked outputs.
+
+The suite spans model (logistic, softmax, mlp) × rule (sam, usam, asam) × regularisation (decoupled,
+coupled) × batching (full, minibatch), each n_train = 12, n_test = 3, d ≤ 20, T = 20. :func:`make_run`
+is the deterministic recipe of one case; :func:`build_case` adds the exact influence and the ground
+truth, refusing to return a case whose self-check fails. Files are :mod:`refsam.kit.files`.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from ..data import make_gaussian_classification
+from ..ground_truth import finite_difference_replay
+from ..ground_truth.resolve import finite_difference_influence as finite_difference_root_influence
+from ..influence import FixedPointError, hessian_influence, solve_fixed_point
+from ..influence.methods import method_info
+from ..influence.trajectory import trajectory_influence, trajectory_parameter_influence
+from ..models import build_model
+from ..objective import Problem
+from ..sam import SAM
+from ..tolerances import (
+    FD_STEP,
+    ROOT_TOL,
+    RTOL_CASE_EXACT,
+    RTOL_CHAIN_RULE,
+    RTOL_CLOSED_FORM_FD,
+    RTOL_TRAJECTORY_FD,
+    rel_err,
+)
+from ..training import Trajectory, train
+
+__all__ = [
+    "ATOL",
+    "BATCHINGS",
+    "CASE_SPECS",
+    "MODELS",
+    "OUTPUT_METHODS",
+    "REGULARIZATIONS",
+    "RTOL_EXACT",
+    "RULES",
+    "TARGETS",
+    "CaseSpec",
+    "build_case",
+    "case_ids",
+    "make_run",
+    "select_specs",
+]
+
+Array = NDArray[np.float64]
+
+# -- the suite's axes and sizes -----------------------------------------------------------------------
+MODELS = ("logistic", "softmax", "mlp")
+RULES = ("sam", "usam", "asam")
+REGULARIZATIONS = ("decoupled", "coupled")
+BATCHINGS = ("full", "minibatch")
+
+N_TRAIN = 12  # training points per case
+N_TEST = 3  # test points per case: one influence column each
+N_FEATURES = 3
+STEPS = 20  # T
+BATCH_SIZE = 4  # minibatch cases: 3 batches per epoch, reshuffled every epoch
+LR = 0.5  # η; minibatch cases decay it linearly, η_t = η (1 − t/(2T)) (the per-step lr array is exercised)
+WEIGHT_DECAY = 0.05  # λ > 0 so that softmax has a nonsingular ∂G/∂θ
+RHO = {"sam": 0.1, "usam": 0.2, "asam": 0.5}  # ρ per rule: each moves the influence by several percent
+KAPPA = 0.01  # ASAM's κ
+DATA_SEED = {"logistic": 1, "softmax": 2, "mlp": 3}  # data, θ_0 and batch shuffles per model
+
+# -- tolerances: each stored output carries the one a comparison against it should use (their reasons
+# are in refsam.tolerances, the one table of named tolerances)
+RTOL_EXACT = RTOL_CASE_EXACT  # an external float64 port vs a stored exact output
+ATOL = 0.0  # the criterion is relative to ‖reference‖_∞, so no absolute floor is needed
+ROOT_WARMUP_STEPS = 200  # extra full-batch SAM steps from θ_T that warm-start the root finder
+
+# The stored outputs: the methods' names and descriptions come from the method table; the ground truths
+# and the parameter influence are the suite's own.
+_METHOD_OUTPUTS = ("trajectory", "closed_form", "closed_form_frozen", "closed_form_erm")
+OUTPUT_METHODS = {
+    **{name: method_info(name).summary for name in _METHOD_OUTPUTS[:1]},
+    "trajectory_fd": "central finite differences of replaying the run with w_j = 1 ± h (ground truth)",
+    "trajectory_parameters": "exact parameter influence d theta_T / d w_j (row j), adjoint recursion",
+    **{name: method_info(name).summary for name in _METHOD_OUTPUTS[1:]},
+    "closed_form_fd": "central finite differences of the re-solved root with w_j = 1 ± h (ground truth)",
+}
+TARGETS = tuple(OUTPUT_METHODS)
+
+# Arrays every case file holds (name -> description); shapes are checked against the manifest.
+TRAJECTORY_ARRAYS = ("X", "y", "X_test", "y_test", "weights", "theta0", "thetas", "epsilons", "lrs",
+                     "batch_indices", "batch_offsets", "test_losses")
+
+
+
+
+# -- the suite ------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CaseSpec:
+    """One point of the grid model × rule × regularisation × batching."""
+
+    model: str
+    rule: str
+    regularization: str
+    batching: str
+
+    @property
+    def case_id(self) -> str:
+        return f"{self.model}-{self.rule}-{self.regularization}-{self.batching}"
+
+
+CASE_SPECS = tuple(
+    CaseSpec(m, r, reg, b) for m in MODELS for r in RULES for reg in REGULARIZATIONS for b in BATCHINGS
+)
+
+
+def case_ids(pattern: str | None = None) -> list[str]:
+    """Ids of the suite's cases, optionally filtered by a shell-style pattern (``"mlp-*"``)."""
+    return [s.case_id for s in select_specs(pattern)]
+
+
+def select_specs(pattern: str | None) -> list[CaseSpec]:
+    """The suite's case specs whose id matches the shell-style ``pattern`` (None: all 36)."""
+    if pattern is None:
+        return list(CASE_SPECS)
+    specs = [s for s in CASE_SPECS if fnmatch.fnmatchcase(s.case_id, pattern)]
+    if not specs:
+        raise ValueError(
+            f"`cases` pattern {pattern!r} matches no case; ids look like 'logistic-sam-decoupled-full' "
+            f"(model-rule-regularization-batching)"
+        )
+    return specs
+
+
+def make_run(spec: CaseSpec) -> tuple[Problem, SAM, Trajectory, Array, NDArray[np.int64]]:
+    """(problem, sam, trajectory, X_test, y_test) of one case: the deterministic recipe."""
+    model = build_model(spec.model, N_FEATURES, n_classes=2 if spec.model == "mlp" else 3, hidden=3)
+    seed = DATA_SEED[spec.model]
+    X_all, y_all, _ = make_gaussian_classification(
+        N_TRAIN + N_TEST, N_FEATURES, model.n_classes, separation=1.0, seed=seed
+    )
+    X, y = X_all[:N_TRAIN], y_all[:N_TRAIN]
+    X_test, y_test = X_all[N_TRAIN:], y_all[N_TRAIN:]
+    problem = Problem(model, X, y, weight_decay=WEIGHT_DECAY, regularization=spec.regularization)
+    sam = SAM(RHO[spec.rule], spec.rule, kappa=KAPPA)
+    if spec.batching == "full":
+        batch_size, lr = None, LR
+    else:
+        batch_size = BATCH_SIZE
+        lr = LR * (1.0 - 0.5 * np.arange(STEPS) / STEPS)  # η_t = η (1 − t/(2T)), t = 0 … T−1
+    trajectory = train(problem, sam, lr, STEPS, batch_size=batch_size, seed=seed)
+    return problem, sam, trajectory, X_test, y_test
+
+
+def _closed_form_outputs(problem: Problem, sam: SAM, trajectory: Trajectory, X_test: Array,
+                         y_test: NDArray[np.int64]) -> tuple[dict[str, Any], dict[str, Any], str]:
+    """(arrays, outputs-metadata, status) of the closed form, or ({}, {}, reason) without a verified root."""
+    lr = float(trajectory.lrs[0])
+    # Warm start: θ_T after ROOT_WARMUP_STEPS more full-batch steps (T = 20 steps end too far from the
+    # MLP roots for the root finder; the root found is the one the run is heading for).
+    warm = train(problem, sam, lr, ROOT_WARMUP_STEPS, theta0=trajectory.theta_final).theta_final
+    try:
+        root = solve_fixed_point(problem, sam, warm, lr=lr, tol=ROOT_TOL)
+    except FixedPointError as exc:
+        return {}, {}, f"no verified root: {str(exc).splitlines()[0]}"
+    theta_hat = root.theta
+    arrays = {"theta_hat": theta_hat}
+    for variant, name in (("full", "closed_form"), ("frozen", "closed_form_frozen"),
+                          ("erm", "closed_form_erm")):
+        arrays[f"influence_{name}"] = hessian_influence(problem, sam, theta_hat, X_test, y_test,
+                                                        variant=variant)
+    arrays["influence_closed_form_fd"] = finite_difference_root_influence(
+        problem, sam, theta_hat, X_test, y_test, h=FD_STEP
+    )
+    err = rel_err(arrays["influence_closed_form"], arrays["influence_closed_form_fd"])
+    if not err <= RTOL_CLOSED_FORM_FD:
+        return {}, {}, (f"root not verified: closed form vs re-solved finite differences rel. err "
+                        f"{err:.2e} > {RTOL_CLOSED_FORM_FD:.0e}")
+    shape = (problem.n, len(y_test))  # (n_train, n_test)
+    outputs = {
+        "closed_form": _output("closed_form", shape, True, RTOL_EXACT, against="closed_form_fd", err=err,
+                               tolerance=RTOL_CLOSED_FORM_FD),
+        "closed_form_frozen": _output("closed_form_frozen", shape, True, RTOL_EXACT),
+        "closed_form_erm": _output("closed_form_erm", shape, True, RTOL_EXACT),
+        "closed_form_fd": _output("closed_form_fd", shape, False, RTOL_CLOSED_FORM_FD, step=FD_STEP),
+    }
+    outputs["closed_form"]["root"] = {
+        "array": "theta_hat", "residual": float(f"{root.residual:.3e}"),
+        "condition_number": float(f"{root.condition_number:.3e}"), "lr": lr,
+        "spectral_radius": float(f"{root.spectral_radius:.6f}"),
+    }
+    status = (f"verified root: ||G(theta_hat)|| = {root.residual:.1e}, cond(dG/dtheta) = "
+              f"{root.condition_number:.1e}, spectral radius of I - lr dG/dtheta = "
+              f"{root.spectral_radius:.4f}")
+    return arrays, outputs, status
+
+
+def _output(name: str, shape: tuple[int, ...], exact: bool, rtol: float, against: str | None = None,
+            err: float | None = None, tolerance: float | None = None,
+            step: float | None = None) -> dict[str, Any]:
+    out = {"array": f"influence_{name}", "shape": list(shape), "method": OUTPUT_METHODS[name],
+           "exact": exact, "rtol": rtol, "atol": ATOL}
+    if against is not None:
+        out["verified_against"] = {"output": against, "rel_err": float(f"{err:.3e}"),
+                                   "tolerance": tolerance}
+    if step is not None:
+        out["fd_step"] = step
+    return out
+
+
+def build_case(spec: CaseSpec) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(arrays, manifest entry without file/sha256) for one case, self-checked before it is returned."""
+    problem, sam, trajectory, X_test, y_test = make_run(spec)
+    offsets = np.cumsum([0] + [len(b) for b in trajectory.batches]).astype(np.int64)
+    arrays = {
+        "X": problem.X, "y": problem.y.astype(np.int64),
+        "X_test": X_test, "y_test": y_test.astype(np.int64),
+        "weights": trajectory.weights, "theta0": trajectory.theta0,
+        "thetas": trajectory.thetas, "epsilons": trajectory.epsilons, "lrs": trajectory.lrs,
+        "batch_indices": np.concatenate(trajectory.batches).astype(np.int64), "batch_offsets": offsets,
+        "test_losses": problem.model.losses(trajectory.theta_final, X_test, y_test),
+    }
+    exact = trajectory_influence(problem, trajectory, X_test, y_test, method="adjoint")
+    fd = finite_difference_replay(problem, trajectory, X_test, y_test, h=FD_STEP)
+    err = rel_err(exact, fd)
+    if not err <= RTOL_TRAJECTORY_FD:  # a failed self-check is a refsam bug: never export it
+        raise RuntimeError(f"case {spec.case_id}: adjoint vs finite differences rel. err {err:.2e} "
+                           f"> {RTOL_TRAJECTORY_FD:.0e}; refusing to export an unverified case")
+    # dθ_T/dw_j, row j; checked by the chain rule: scores[j, k] = (dθ_T/dw_j) · ∇f_k(θ_T)
+    parameters = trajectory_parameter_influence(problem, trajectory, method="adjoint")  # (n, d)
+    test_grads = problem.model.per_sample_grads(trajectory.theta_final, X_test, y_test)  # (m, d)
+    chain_err = rel_err(parameters @ test_grads.T, exact)
+    if not chain_err <= RTOL_CHAIN_RULE:
+        raise RuntimeError(f"case {spec.case_id}: parameter influence contradicts the scores by the chain "
+                           f"rule (rel. err {chain_err:.2e} > {RTOL_CHAIN_RULE:.0e}); refusing to export")
+    arrays["influence_trajectory"] = exact
+    arrays["influence_trajectory_fd"] = fd
+    arrays["influence_trajectory_parameters"] = parameters
+    shape = (problem.n, len(y_test))  # (n_train, n_test)
+    outputs = {
+        "trajectory": _output("trajectory", shape, True, RTOL_EXACT, against="trajectory_fd", err=err,
+                              tolerance=RTOL_TRAJECTORY_FD),
+        "trajectory_fd": _output("trajectory_fd", shape, False, RTOL_TRAJECTORY_FD, step=FD_STEP),
+        "trajectory_parameters": _output("trajectory_parameters", (problem.n, problem.d), True, RTOL_EXACT,
+                                         against="trajectory", err=chain_err, tolerance=RTOL_CHAIN_RULE),
+    }
+    if spec.regularization == "decoupled" and spec.batching == "full":
+        cf_arrays, cf_outputs, closed_form_status = _closed_form_outputs(problem, sam, trajectory,
+                                                                         X_test, y_test)
+        arrays.update(cf_arrays)
+        outputs.update(cf_outputs)
+    else:
+        closed_form_status = ("not applicable: the closed form is defined for decoupled, full-batch "
+                              "runs at a root")
+    c = trajectory.config
+    entry = {
+        "id": spec.case_id,
+        "model": c["model"],
+        "rule": c["rule"], "rho": c["rho"], "kappa": c["kappa"],
+        "weight_decay": c["weight_decay"], "regularization": c["regularization"],
+        "batching": spec.batching, "batch_size": c["batch_size"],
+        "steps": trajectory.steps,
+        "lr_schedule": "constant" if spec.batching == "full" else "linear decay: lr_t = lr (1 - t / (2T))",
+        "n_train": problem.n, "n_test": int(X_test.shape[0]), "n_features": problem.p,
+        "n_params": problem.d, "n_classes": problem.model.n_classes,
+        "outputs": outputs,
+        "closed_form_status": closed_form_status,
+    }
+    return arrays, entry
+
+

@@ -1,0 +1,29 @@
+"""Models: per-sample losses on one flat float64 θ, each with the one object that owns its derivatives.
+
+* :class:`Model` — the protocol and the autograd defaults (any user model: define ``losses``,
+  ``n_params``, ``n_classes``); :class:`BatchDerivatives` — what ``model.at(theta, X, y, c)`` returns.
+* :class:`LogisticRegression`, :class:`SoftmaxRegression` — hand-written gradients and Hessians.
+* :class:`MLP` — hand-written backpropagation, the R-operator and the layer-wise exact Hessian.
+* :func:`build_model`, :func:`model_from_spec` — the one factory.
+"""
+
+from .base import AutogradDerivatives, BatchDerivatives, Model
+from .factory import MODEL_NAMES, build_model, model_from_spec
+from .linear import LogisticDerivatives, LogisticRegression, SoftmaxDerivatives, SoftmaxRegression
+from .mlp import ACTIVATIONS, MLP, MLPDerivatives
+
+__all__ = [
+    "ACTIVATIONS",
+    "MLP",
+    "MODEL_NAMES",
+    "AutogradDerivatives",
+    "BatchDerivatives",
+    "LogisticDerivatives",
+    "LogisticRegression",
+    "MLPDerivatives",
+    "Model",
+    "SoftmaxDerivatives",
+    "SoftmaxRegression",
+    "build_model",
+    "model_from_spec",
+]

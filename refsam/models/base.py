@@ -1,0 +1,250 @@
+"""The model protocol: a per-sample loss on a flat θ, and the one object that owns its derivatives.
+
+Conventions
+-----------
+* ``theta`` is a flat float64 vector of length ``d = model.n_params(p)``; each model unpacks it.
+* ``X`` has shape (n, p); ``y`` holds integer class labels, shape (n,).
+* ``losses(theta, X, y)`` returns the per-sample losses ``ℓ_i(θ)``, shape (n,), written in
+  ``autograd.numpy`` so autograd can differentiate it.
+* ``model.at(theta, X, y, c)`` returns a :class:`BatchDerivatives`: every derivative of the weighted
+  batch loss ``Σ_i c_i ℓ_i(θ)`` at that one point (the objective layer passes ``c_i = w_i / |B|``;
+  ``c=None`` means all ones). It is the single home of a model's derivatives: the objective, the SAM
+  step, the fixed point, the closed form, the trajectory recursions and the benchmarks all call it.
+  Blocks of directions are columns: ``V`` has shape (d, k).
+
+Bring your own model
+--------------------
+A subclass of :class:`Model` that defines only ``losses`` (in ``autograd.numpy``), ``n_params`` and
+``n_classes`` works with every method in refsam: the base class's ``at`` returns
+:class:`AutogradDerivatives`, which differentiates ``losses`` with autograd. It is slow (one reverse pass
+per direction) but exact, and it is also the oracle the tests hold the hand-written derivatives to.
+A model that knows its derivatives overrides ``at`` and returns its own :class:`BatchDerivatives`
+(as :class:`~refsam.LogisticRegression`, :class:`~refsam.SoftmaxRegression` and :class:`~refsam.MLP` do).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import autograd.numpy as anp
+import numpy as np
+from autograd import grad as ag_grad
+from autograd import hessian as ag_hessian
+from autograd import jacobian as ag_jacobian
+from numpy.typing import ArrayLike, NDArray
+
+from ..validation import check_finite_array, check_random_state
+
+__all__ = ["AutogradDerivatives", "BatchDerivatives", "Model", "as_columns", "cross_entropy", "softmax"]
+
+Array = NDArray[np.float64]
+
+
+def cross_entropy(z: Any, y: Any) -> Any:
+    """Softmax cross-entropy per sample, ℓ = logsumexp(z) − z_y (shifted by max z: stable).
+    z (n, K) logits, y (n,) labels. autograd.numpy, so autograd differentiates it."""
+    z_max = anp.max(z, axis=1, keepdims=True)
+    log_norm = anp.log(anp.sum(anp.exp(z - z_max), axis=1)) + z_max[:, 0]
+    z_y = anp.sum(z * (y[:, None] == anp.arange(z.shape[1])[None, :]), axis=1)
+    return log_norm - z_y
+
+
+def softmax(z: Array) -> Array:
+    """π = softmax(z) row-wise, (n, K) -> (n, K)."""
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def as_columns(V: ArrayLike) -> tuple[Array, bool]:
+    """(V as a (d, k) block, whether V was a single vector): products accept (d,) or (d, k)."""
+    V = np.asarray(V, dtype=np.float64)
+    return (V[:, None], True) if V.ndim == 1 else (V, False)
+
+
+class BatchDerivatives:
+    """Every derivative of the weighted batch loss L(x) = Σ_i c_i ℓ_i(x) at one point x.
+
+        grad()              ∇L = Σ_i c_i ∇ℓ_i(x)                       (d,)
+        hvp(V)              H V, H = Σ_i c_i ∇²ℓ_i(x)                   (d, k)   [(d,) for a vector]
+        jvp(V)              per-sample directional derivatives ∇ℓ_iᵀ V  (n, k)   [unweighted]
+        hvp_and_jvp(V)      both, sharing the forward pass               ((d, k), (n, k))
+        per_sample_grads()  ∇ℓ_i(x) as rows                             (n, d)   [unweighted]
+        hessian()           H                                           (d, d)
+        losses()            ℓ_i(x)                                      (n,)
+
+    Subclasses implement ``grad``, ``hvp_and_jvp``, ``per_sample_grads``, ``hessian`` and ``losses``;
+    the others follow. ``c=None`` means c_i = 1.
+    """
+
+    def __init__(self, model: Model, theta: ArrayLike, X: ArrayLike, y: ArrayLike,
+                 c: ArrayLike | None = None):
+        self.model = model
+        self.theta = np.asarray(theta, dtype=np.float64)
+        self.X = np.asarray(X, dtype=np.float64)
+        self.y = np.asarray(y)
+        self.c = np.ones(self.X.shape[0]) if c is None else np.asarray(c, dtype=np.float64)
+
+    @property
+    def n(self) -> int:
+        return int(self.X.shape[0])
+
+    @property
+    def d(self) -> int:
+        return int(self.theta.shape[0])
+
+    def losses(self) -> Array:
+        return np.asarray(self.model.losses(self.theta, self.X, self.y), dtype=np.float64)
+
+    def grad(self) -> Array:
+        raise NotImplementedError
+
+    def per_sample_grads(self) -> Array:
+        raise NotImplementedError
+
+    def hessian(self) -> Array:
+        raise NotImplementedError
+
+    def hvp_and_jvp(self, V: ArrayLike) -> tuple[Array, Array]:
+        raise NotImplementedError
+
+    def hvp(self, V: ArrayLike) -> Array:
+        V, single = as_columns(V)
+        HV = self.hvp_and_jvp(V)[0]
+        return HV[:, 0] if single else HV
+
+    def jvp(self, V: ArrayLike) -> Array:
+        V, single = as_columns(V)
+        JV = self.per_sample_grads() @ V  # (n, k)
+        return JV[:, 0] if single else JV
+
+
+class AutogradDerivatives(BatchDerivatives):
+    """The derivatives of any :class:`Model` by autograd from its ``losses`` alone.
+
+    Independent of every hand derivation, hence the oracle the tests compare the built-in models with,
+    and the default for user models. Cost: ``per_sample_grads`` one Jacobian (n reverse passes),
+    ``hvp`` one forward-over-reverse pass per column, ``hessian`` d passes.
+    """
+
+    def _batch_loss(self, t: Any) -> Any:
+        return anp.dot(self.c, self.model.losses(t, self.X, self.y))
+
+    def grad(self) -> Array:
+        if self.n == 0:
+            return np.zeros(self.d)
+        return np.asarray(ag_grad(self._batch_loss)(self.theta), dtype=np.float64)
+
+    def per_sample_grads(self) -> Array:
+        if self.n == 0:
+            return np.zeros((0, self.d))
+        return np.asarray(ag_jacobian(lambda t: self.model.losses(t, self.X, self.y))(self.theta),
+                          dtype=np.float64).reshape(self.n, self.d)
+
+    def hessian(self) -> Array:
+        if self.n == 0:
+            return np.zeros((self.d, self.d))
+        return np.asarray(ag_hessian(self._batch_loss)(self.theta), dtype=np.float64)
+
+    def hvp_and_jvp(self, V: ArrayLike) -> tuple[Array, Array]:
+        V, _ = as_columns(V)
+        HV = np.empty_like(V)
+        if self.n == 0:
+            HV[...] = 0.0
+            return HV, np.zeros((0, V.shape[1]))
+        gradient = ag_grad(self._batch_loss)
+        for col in range(V.shape[1]):
+            v = V[:, col]
+            HV[:, col] = ag_grad(lambda t, v=v: anp.dot(gradient(t), v))(self.theta)
+        return HV, self.per_sample_grads() @ V
+
+
+class Model:
+    """Base class: a per-sample loss ``losses(theta, X, y)`` on a flat parameter vector.
+
+    Subclasses define ``losses`` (autograd.numpy), ``n_params`` and ``n_classes``; they may override
+    ``at`` to supply hand-written derivatives. Every derivative method below is ``self.at(...)``'s.
+    """
+
+    name = "model"
+
+    # -- structure -----------------------------------------------------------------------------
+    def n_params(self, n_features: int) -> int:
+        """d, the length of θ for data with ``n_features`` columns."""
+        raise NotImplementedError
+
+    @property
+    def n_classes(self) -> int:
+        """K, the number of classes the labels may take (0..K−1)."""
+        raise NotImplementedError
+
+    def init_params(self, n_features: int, seed: object = None) -> Array:
+        """A seeded initial θ (small Gaussian entries), shape (d,)."""
+        rng = check_random_state(seed)
+        return 0.01 * rng.standard_normal(self.n_params(n_features))
+
+    def spec(self) -> dict[str, Any]:
+        """A JSON-able description from which :func:`~refsam.model_from_spec` rebuilds this model."""
+        return {"name": self.name}
+
+    def check_data(self, X: ArrayLike, y: ArrayLike, name_X: str = "X",
+                   name_y: str = "y") -> tuple[Array, NDArray[np.int64]]:
+        """Validate (X, y) for this model; returns (float64 X of shape (n, p), int64 y of shape (n,))."""
+        X = check_finite_array(name_X, X, ndim=2)
+        y_arr = np.asarray(y)
+        if y_arr.ndim != 1 or y_arr.shape[0] != X.shape[0]:
+            raise ValueError(
+                f"`{name_y}` must have shape ({X.shape[0]},) to match `{name_X}`, got {y_arr.shape}"
+            )
+        y_float = check_finite_array(name_y, y_arr, ndim=1)
+        if np.any(y_float != np.round(y_float)):
+            raise ValueError(f"`{name_y}` must hold integer class labels, got non-integer values")
+        y_int = y_float.astype(np.int64)
+        n_classes = self.n_classes
+        if y_int.size and (y_int.min() < 0 or y_int.max() >= n_classes):
+            raise ValueError(
+                f"`{name_y}` labels must lie in 0..{n_classes - 1} for {self.name}, "
+                f"got values in {y_int.min()}..{y_int.max()}"
+            )
+        return X, y_int
+
+    def check_theta(self, theta: ArrayLike, n_features: int, name: str = "theta") -> Array:
+        """Validate a parameter vector for data with ``n_features`` columns."""
+        return check_finite_array(name, theta, shape=(self.n_params(n_features),))
+
+    # -- loss and derivatives ------------------------------------------------------------------
+    def losses(self, theta: Any, X: Any, y: Any) -> Any:
+        """Per-sample losses ℓ_i(θ), shape (n,). Written in autograd.numpy."""
+        raise NotImplementedError
+
+    def at(self, theta: ArrayLike, X: ArrayLike, y: ArrayLike,
+           c: ArrayLike | None = None) -> BatchDerivatives:
+        """The derivatives of Σ_i c_i ℓ_i at ``theta`` (:class:`BatchDerivatives`); default: autograd."""
+        return AutogradDerivatives(self, theta, X, y, c)
+
+    def per_sample_grads(self, theta: ArrayLike, X: ArrayLike, y: ArrayLike) -> Array:
+        """∇ℓ_i(θ) for every sample, shape (n, d)."""
+        return self.at(theta, X, y).per_sample_grads()
+
+    def grad(self, theta: ArrayLike, X: ArrayLike, y: ArrayLike, c: ArrayLike) -> Array:
+        """Σ_i c_i ∇ℓ_i(θ), shape (d,)."""
+        return self.at(theta, X, y, c).grad()
+
+    def hessian(self, theta: ArrayLike, X: ArrayLike, y: ArrayLike, c: ArrayLike) -> Array:
+        """Σ_i c_i ∇²ℓ_i(θ), shape (d, d)."""
+        return self.at(theta, X, y, c).hessian()
+
+    def hvp(self, theta: ArrayLike, X: ArrayLike, y: ArrayLike, c: ArrayLike, v: ArrayLike) -> Array:
+        """(Σ_i c_i ∇²ℓ_i(θ)) v, shape (d,) (or (d, k) for a block v), without forming the Hessian."""
+        return self.at(theta, X, y, c).hvp(v)
+
+    def logits(self, theta: Any, X: Any) -> Any:
+        """Model outputs before the final link, shape (n,) for logistic, (n, K) otherwise."""
+        raise NotImplementedError
+
+    def predict_proba(self, theta: ArrayLike, X: ArrayLike) -> Array:
+        """Class probabilities, shape (n, K)."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.spec().items() if k != "name")
+        return f"{type(self).__name__}({args})"

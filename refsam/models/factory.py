@@ -1,0 +1,42 @@
+"""The one model factory: a model from its name (CLI, demo, reference cases) or from its spec (files)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from .base import Model
+from .linear import LogisticRegression, SoftmaxRegression
+from .mlp import MLP
+
+__all__ = ["MODEL_NAMES", "build_model", "model_from_spec"]
+
+MODEL_NAMES = ("logistic", "softmax", "mlp")
+
+
+def build_model(name: str, n_features: int, n_classes: int = 2, hidden: int | tuple[int, ...] = 8,
+                activation: str = "tanh") -> Model:
+    """The built-in model ``name`` for data with ``n_features`` columns and ``n_classes`` classes.
+
+    ``hidden`` is the MLP's hidden width (or a tuple of widths); ignored by the linear models.
+    """
+    if name == "logistic":
+        return LogisticRegression()
+    if name == "softmax":
+        return SoftmaxRegression(n_classes)
+    if name == "mlp":
+        widths = (hidden,) if isinstance(hidden, int) else tuple(hidden)
+        return MLP((n_features, *widths, n_classes), activation=activation)
+    raise ValueError(f"`model` must be one of {list(MODEL_NAMES)}, got {name!r}")
+
+
+def model_from_spec(spec: Mapping[str, Any]) -> Model:
+    """Rebuild a model from :meth:`Model.spec` (used by saved trajectories and reference cases)."""
+    name = spec.get("name")
+    if name == "logistic":
+        return LogisticRegression()
+    if name == "softmax":
+        return SoftmaxRegression(spec["n_classes"])
+    if name == "mlp":
+        return MLP(spec["sizes"], activation=spec.get("activation", "tanh"))
+    raise ValueError(f"model spec `name` must be one of {sorted(MODEL_NAMES)}, got {name!r}")

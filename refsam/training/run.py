@@ -1,0 +1,157 @@
+"""SAM training runs: the batch schedule, ``train`` and ``replay`` (each step is :func:`sam_step`).
+
+A run is deterministic given (θ_0, batch schedule, η schedule, rule, ρ, λ, mode, w); the
+:class:`~refsam.Trajectory` it returns records all of them, and :func:`replay` re-runs a recorded
+schedule — with other sample weights for counterfactual runs.
+
+Batches: ``batch_size=None`` is the full batch at every step. Otherwise each epoch draws a seeded
+permutation of [n] and cuts it into consecutive batches of ``batch_size``; the last batch of an epoch
+holds the remainder (it is smaller when batch_size does not divide n, as with drop_last=False).
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from ..objective import Problem
+from ..sam import SAM
+from ..validation import check_finite_array, check_positive, check_positive_int, check_random_state
+from .step import sam_step
+from .trajectory import Trajectory
+
+__all__ = ["make_batches", "replay", "train"]
+
+Array = NDArray[np.float64]
+
+
+
+def make_batches(n: int, steps: int, batch_size: int | None, seed: object) -> list[NDArray[np.int64]]:
+    """The batch schedule: full batch, or seeded per-epoch shuffles cut into batches (see module doc)."""
+    if batch_size is None:
+        full = np.arange(n)
+        return [full for _ in range(steps)]
+    rng = check_random_state(seed)
+    batches = []
+    while len(batches) < steps:
+        perm = rng.permutation(n)
+        for start in range(0, n, batch_size):
+            batches.append(np.sort(perm[start:start + batch_size]))
+            if len(batches) == steps:
+                break
+    return batches
+
+
+def _check_lr(lr: ArrayLike, steps: int) -> Array:
+    if np.ndim(lr) == 0:
+        return np.full(steps, check_positive("lr", lr))
+    lrs = check_finite_array("lr", lr, shape=(steps,))
+    if np.any(lrs <= 0):
+        raise ValueError(f"`lr` entries must be > 0, got minimum {float(lrs.min())!r}")
+    return lrs
+
+
+def _run(problem: Problem, sam: SAM, theta0: Array, batches: list[NDArray[np.int64]], lrs: Array,
+         progress: bool = False) -> tuple[Array, Array]:
+    """Run the SAM steps over a given schedule; the single code path of train and replay."""
+    steps = len(lrs)
+    thetas = np.empty((steps + 1, problem.d))
+    epsilons = np.empty((steps, problem.d))
+    thetas[0] = theta0
+    report_every = max(1, steps // 10)
+    for t in range(steps):
+        thetas[t + 1], epsilons[t] = sam_step(problem, sam, thetas[t], batches[t], lrs[t])
+        if not np.all(np.isfinite(thetas[t + 1])):
+            raise FloatingPointError(
+                f"training diverged at step {t}: θ_{t + 1} has non-finite entries; lower `lr` "
+                f"(got {lrs[t]}) or `rho` (got {sam.rho})"
+            )
+        if progress and ((t + 1) % report_every == 0 or t + 1 == steps):
+            print(f"  step {t + 1}/{steps}", file=sys.stderr, flush=True)
+    return thetas, epsilons
+
+
+def train(problem: Problem, sam: SAM, lr: ArrayLike, steps: int, batch_size: int | None = None,
+          seed: object = 0, theta0: ArrayLike | None = None, progress: bool = False) -> Trajectory:
+    """Train with SAM and record the trajectory.
+
+    Parameters
+    ----------
+    problem : Problem
+    sam : SAM
+    lr : float > 0 or array (steps,) of floats > 0
+        η_t, constant or per step.
+    steps : int >= 1
+        T.
+    batch_size : int in 1..n, or None for the full batch
+    seed : None, int or np.random.Generator
+        Seeds the batch shuffles and, when ``theta0`` is None, the initial θ.
+    theta0 : array (d,), optional
+        Initial parameters; default ``problem.init_params(seed)``.
+    progress : bool
+        Print progress to stderr every 10% of the steps.
+
+    Returns
+    -------
+    Trajectory
+
+    Raises
+    ------
+    ZeroGradientError
+        If a batch gradient is exactly zero under the SAM or ASAM rule (ε undefined).
+    """
+    if not isinstance(problem, Problem):
+        raise ValueError(f"`problem` must be a refsam.Problem, got {type(problem).__name__}")
+    if not isinstance(sam, SAM):
+        raise ValueError(f"`sam` must be a refsam.SAM, got {type(sam).__name__}")
+    steps = check_positive_int("steps", steps)
+    lrs = _check_lr(lr, steps)
+    if batch_size is not None:
+        batch_size = check_positive_int("batch_size", batch_size)
+        if batch_size > problem.n:
+            raise ValueError(
+                f"`batch_size` must be <= n={problem.n} (or None for the full batch), got {batch_size}"
+            )
+    rng = check_random_state(seed)
+    seed_record = int(seed) if isinstance(seed, (int, np.integer)) else None
+    if theta0 is None:
+        theta0 = problem.init_params(rng)
+    else:
+        theta0 = problem.check_theta(theta0, "theta0")
+    batches = make_batches(problem.n, steps, batch_size, rng)
+    thetas, epsilons = _run(problem, sam, theta0, batches, lrs, progress)
+    config = {
+        "model": problem.model.spec(),
+        **sam.config(),
+        "weight_decay": problem.weight_decay,
+        "regularization": problem.regularization,
+        "batch_size": batch_size,
+        "seed": seed_record,
+        "steps": steps,
+        "n": problem.n,
+        "d": problem.d,
+        "data_sha256": problem.data_fingerprint(),
+    }
+    return Trajectory(thetas, epsilons, batches, lrs, problem.weights, config)
+
+
+def replay(problem: Problem, trajectory: Trajectory, weights: ArrayLike | None = None,
+           progress: bool = False) -> Trajectory:
+    """Re-run a recorded schedule (θ_0, batches, η_t, SAM rule) on ``problem``.
+
+    With ``weights=None`` the run uses ``problem.weights``; a replay with the recorded weights reproduces
+    the trajectory bit for bit. Other weights give the counterfactual run (same init, batches and
+    learning rates), e.g. ``w_j = 0`` for leave-one-out or ``w_j = 1 ± h`` for finite differences.
+    """
+    if not isinstance(trajectory, Trajectory):
+        raise ValueError(f"`trajectory` must be a refsam.Trajectory, got {type(trajectory).__name__}")
+    trajectory.check_problem(problem)
+    if weights is not None:
+        problem = problem.with_weights(weights)
+    sam = trajectory.sam()
+    thetas, epsilons = _run(problem, sam, trajectory.theta0, trajectory.batches, trajectory.lrs,
+                            progress)
+    config = dict(trajectory.config)
+    return Trajectory(thetas, epsilons, trajectory.batches, trajectory.lrs, problem.weights, config)
