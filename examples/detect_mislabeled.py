@@ -33,7 +33,8 @@ fit = apps.fit(problem, refsam.SAM(rho=0.05), lr=0.5, steps=STEPS, seed=0)
 print(f"{problem!r}\n{fit.fixed_point.describe()}\n")
 
 # 3. rank by every method and by the baselines
-results = apps.detect_mislabeled(fit, flipped, methods=["closed_form", "closed_form_erm", "trajectory", "tracin"])
+results = apps.detect_mislabeled(fit, flipped,
+                                 methods=["closed_form", "closed_form_erm", "trajectory", "tracin"])
 print(f"{'method':<12}" + "".join(f"{k:>9}" for k in results[0].metrics))
 for r in results:
     print(f"{r.method:<12}" + "".join(f"{v:9.3f}" for v in r.metrics.values()))

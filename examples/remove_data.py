@@ -27,7 +27,8 @@ problem = refsam.Problem(refsam.LogisticRegression(), train.X, y_noisy, weight_d
 fit = apps.fit(problem, refsam.SAM(rho=0.05), lr=0.5, steps=STEPS, seed=0)
 
 f0 = apps.mean_loss(problem, fit.theta_final, val.X, val.y)
-results = apps.remove_harmful(fit, val.X, val.y, k=K, methods=["closed_form", "closed_form_erm", "trajectory", "tracin"],
+results = apps.remove_harmful(fit, val.X, val.y, k=K,
+                              methods=["closed_form", "closed_form_erm", "trajectory", "tracin"],
                               n_random=3, seed=0)
 print(f"validation loss before removal: {f0:.5f}; removing k = {K} of {problem.n} training points")
 print(f"{'method':<12}{'predicted Δf':>14}{'actual Δf':>12}{'flipped':>9}")

@@ -51,8 +51,7 @@ from .sam import SAM, ZeroGradientError
 
 # training
 from .training import Trajectory, replay, train
-
-__version__ = "0.1.0"
+from .version import __version__ as __version__
 
 __all__ = [
     "FixedPoint",

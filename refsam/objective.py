@@ -54,7 +54,7 @@ class Problem:
     """
 
     def __init__(self, model: Model, X: ArrayLike, y: ArrayLike, weight_decay: float = 0.0,
-                 weights: ArrayLike | None = None, regularization: str = "decoupled"):
+                 weights: ArrayLike | None = None, regularization: str = "decoupled") -> None:
         if not isinstance(model, Model):
             raise ValueError(
                 f"`model` must be a refsam model (LogisticRegression, SoftmaxRegression, MLP), "

@@ -52,7 +52,7 @@ class SAM:
         κ in ASAM's T = diag(|θ| + κ) (ignored by the other rules). Default 0.01 (Kwon et al., 2021).
     """
 
-    def __init__(self, rho: float, rule: str = "sam", kappa: float = 0.01):
+    def __init__(self, rho: float, rule: str = "sam", kappa: float = 0.01) -> None:
         self.rho = check_nonnegative("rho", rho)
         self.rule = check_choice("rule", rule, RULES)
         self.kappa = check_positive("kappa", kappa)

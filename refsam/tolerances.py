@@ -7,29 +7,59 @@ Every comparison in refsam (its self-checks, its reference cases, its tests) use
 against one of the constants below. Each constant has one name and one value everywhere; tests import
 them from here (``tests/test_tolerance_table.py`` checks that no other module redefines a name).
 
-The ladder, from the most to the least exact comparison:
+The ladder, from the most to the least exact comparison (the rungs of the test suite's folders):
 
-====================  ========  =========================================================================
-name                  value     why this value
-====================  ========  =========================================================================
-RTOL_DERIVATIVE       1e-10     a hand-written derivative vs autograd: the same float64 sums, reordered
-RTOL_JACOBIAN         1e-9      hand-derived Jacobians (∂ε/∂g, ∂G/∂θ) vs autograd: products of d × d terms
-RTOL_EXACT_METHODS    1e-9      adjoint = forward = autodiff through a run: T steps of reordered products
-RTOL_USER_MODEL       1e-12     a user model written in autograd.numpy vs the built-in hand derivatives
-                                of the same loss: round-off only, the same loss and the same recursion
-RTOL_TRAJECTORY_FD    1e-5      exact trajectory influence vs central differences of replays, h = FD_STEP:
-                                truncation O(h²) ≈ 1e-8 relative, times the conditioning of a T-step run
-RTOL_CLOSED_FORM_FD   1e-6      closed form vs central differences of re-solved roots, h = FD_STEP
-RTOL_CASE_EXACT       1e-7      an external float64 port vs a stored exact output of a reference case:
-                                ports reorder sums and use other solvers (~1e-12); any dropped SAM term
-                                moves the scores by more than 1e-3
-RTOL_CHAIN_RULE       1e-9      scores = (dθ_T/dw) ∇f(θ_T): one exact derivative contracted two ways
-====================  ========  =========================================================================
+==============================  ========  ================================================================
+name                            value     why this value
+==============================  ========  ================================================================
+RTOL_NORMALISATION              1e-14     ‖ε‖ = ρ after one normalisation: a few ulps
+RTOL_REORDERED                  1e-13     one rounding per term reordered (e.g. all weights scaled by c)
+RTOL_STEP                       1e-12     hand gradients vs autograd inside one SAM step: a few ulps/term
+RTOL_USER_MODEL                 1e-12     a user model in autograd.numpy vs the built-in hand derivatives of
+                                          the same loss, through a whole method: round-off only
+RTOL_DERIVATIVE                 1e-10     a hand-written derivative vs autograd: the same float64 sums in
+                                          another order (rung 1)
+RTOL_KOH_LIANG                  1e-10     ρ = 0: the same linear solve written twice
+RTOL_RESCALED_RUN               1e-10     one run computed two ways ((1/n)Σ_{i≠j} vs (1/(n−1))Σ, rescaled
+                                          η and λ)
+RTOL_JACOBIAN                   1e-9      hand-derived Jacobians (∂ε/∂g, ∂G/∂θ) vs autograd: products of
+                                          d × d terms (rung 1)
+RTOL_EXACT_METHODS              1e-9      adjoint = forward = autodiff through a run: T steps of reordered
+                                          products (rung 3)
+RTOL_SAME_FORMULA               1e-9      two float64 evaluations of one exact formula through a d × d solve
+                                          (e.g. the USAM root = the ERM root)
+RTOL_CHAIN_RULE                 1e-9      scores = (dθ_T/dw) ∇f(θ_T): one exact derivative contracted two
+                                          ways
+RTOL_CASE_EXACT                 1e-7      an external float64 port vs a stored exact output of a reference
+                                          case: ports reorder sums and use other solvers (~1e-12); a dropped
+                                          SAM term moves the scores by more than 1e-3
+RTOL_REFIT                      1e-7      refsam's re-solved root vs an independent autograd Newton refit
+RTOL_FD_HVP                     1e-6      H v vs central differences of the gradient, h = 1e-5: truncation
+                                          ~1e-10, cancellation ~1e-11
+RTOL_CLOSED_FORM_FD             1e-6      closed form vs central differences of re-solved roots, h = FD_STEP
+                                          (rung 4)
+RTOL_TRAJECTORY_TO_CLOSED_FORM  1e-6      trajectory influence of a run that has reached its root vs the
+                                          closed form at that root (rung 4)
+RTOL_TRAJECTORY_FD              1e-5      exact trajectory influence vs central differences of replays,
+                                          h = FD_STEP: truncation O(h²) ≈ 1e-8 relative, times the
+                                          conditioning of a T-step run (rung 4)
+RTOL_FD_DERIVATIVE              1e-5      ``check_grads``: derivatives vs central differences of the loss
+                                          and of the gradient, h = FD_GRAD_STEP
+RTOL_REPLAY_VS_ROOT             5e-3      a 150-step replay ends ~1e-4..1e-3 (relative) short of its root
+==============================  ========  ================================================================
+
+Absolute floors:
+
+* ``ATOL_EXACT_METHODS = 1e-13``: drawn runs can have all-zero influence (zero weights).
+* ``ATOL_ROOT = 1e-12``: a verified root's residual, measured by an independent oracle (roots ~1e-16).
+* ``ATOL_SAME_POINT = 1e-8``: the end of a long converged run vs its root (2000 steps at contraction
+  0.98 leave ~1e-17·‖θ‖; 1e-8 is far above that and far below any other root's distance).
 
 Other named numbers:
 
 * ``FD_STEP = 1e-4``: the central-difference step h in w_j = w⁰_j ± h, for replays and re-solved roots:
   truncation ~h² ≈ 1e-8 relative, rounding ~1e-16/h ≈ 1e-12.
+* ``FD_GRAD_STEP = 1e-6``: the step of ``check_grads``' central differences in θ.
 * ``ROOT_TOL = 1e-10``: ‖G(θ̂)‖₂ at which the root solver calls θ̂ a verified root; float64 roots polish
   to ~1e-16.
 * ``ROOT_TOL_INFLUENCE = 1e-8``: the closed form's default acceptance of a given θ̂ as a root: its error
@@ -43,37 +73,38 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike
 
-__all__ = [
-    "COND_WARN",
-    "FD_STEP",
-    "RESOLVE_TOL",
-    "ROOT_TOL",
-    "ROOT_TOL_INFLUENCE",
-    "RTOL_CASE_EXACT",
-    "RTOL_CHAIN_RULE",
-    "RTOL_CLOSED_FORM_FD",
-    "RTOL_DERIVATIVE",
-    "RTOL_EXACT_METHODS",
-    "RTOL_JACOBIAN",
-    "RTOL_TRAJECTORY_FD",
-    "RTOL_USER_MODEL",
-    "rel_err",
-]
-
+RTOL_NORMALISATION = 1e-14
+RTOL_REORDERED = 1e-13
+RTOL_STEP = 1e-12
+RTOL_USER_MODEL = 1e-12
 RTOL_DERIVATIVE = 1e-10
+RTOL_KOH_LIANG = 1e-10
+RTOL_RESCALED_RUN = 1e-10
 RTOL_JACOBIAN = 1e-9
 RTOL_EXACT_METHODS = 1e-9
-RTOL_USER_MODEL = 1e-12
-RTOL_TRAJECTORY_FD = 1e-5
-RTOL_CLOSED_FORM_FD = 1e-6
-RTOL_CASE_EXACT = 1e-7
+RTOL_SAME_FORMULA = 1e-9
 RTOL_CHAIN_RULE = 1e-9
+RTOL_CASE_EXACT = 1e-7
+RTOL_REFIT = 1e-7
+RTOL_FD_HVP = 1e-6
+RTOL_CLOSED_FORM_FD = 1e-6
+RTOL_TRAJECTORY_TO_CLOSED_FORM = 1e-6
+RTOL_TRAJECTORY_FD = 1e-5
+RTOL_FD_DERIVATIVE = 1e-5
+RTOL_REPLAY_VS_ROOT = 5e-3
+
+ATOL_EXACT_METHODS = 1e-13
+ATOL_ROOT = 1e-12
+ATOL_SAME_POINT = 1e-8
 
 FD_STEP = 1e-4
+FD_GRAD_STEP = 1e-6
 ROOT_TOL = 1e-10
 ROOT_TOL_INFLUENCE = 1e-8
 RESOLVE_TOL = 1e-12
 COND_WARN = 1e12
+
+__all__ = [name for name in dir() if name.isupper()] + ["rel_err"]
 
 
 def rel_err(a: ArrayLike, b: ArrayLike) -> float:

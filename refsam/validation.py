@@ -34,7 +34,7 @@ def check_random_state(seed: object) -> np.random.Generator:
     if seed is None or isinstance(seed, (numbers.Integral, np.integer)):
         if seed is not None and seed < 0:
             raise ValueError(f"`seed` must be None, an int >= 0 or a np.random.Generator, got {seed!r}")
-        return np.random.default_rng(seed)
+        return np.random.default_rng(None if seed is None else int(seed))
     if isinstance(seed, np.random.Generator):
         return seed
     raise ValueError(

@@ -103,7 +103,8 @@ def summary(results: dict) -> list:
                         default=float("nan")) for m in ("closed_form", "trajectory")}
     approx = [a for r, _ in results.values() for a in r.agreements if a.method in
               ("first_order", "tracin", "first_order_unperturbed", "tracin_unperturbed")]
-    ablation = [a for r, _ in results.values() for a in r.agreements if a.method in ("closed_form_frozen", "closed_form_erm")]
+    ablation = [a for r, _ in results.values() for a in r.agreements
+                if a.method in ("closed_form_frozen", "closed_form_erm")]
     lines = ["## Summary (computed from the tables below)", ""]
     lines.append(f"* Exact methods: the largest derivative error over all datasets is "
                  f"{exact_err['closed_form']:.1e} for closed_form (against re-solved roots) and "
@@ -111,7 +112,8 @@ def summary(results: dict) -> list:
     if ablation:
         errs = [a.max_rel_err for a in ablation]
         pearsons = [a.pearson for a in ablation]
-        lines.append(f"* The SAM ablations (closed_form_frozen, closed_form_erm) differ from the exact root derivative by "
+        lines.append(f"* The SAM ablations (closed_form_frozen, closed_form_erm) differ from the exact root "
+                     f"derivative by "
                      f"{min(errs):.1e} to {max(errs):.1e} (relative); their leave-one-out Pearson is "
                      f"{min(pearsons):.4f}–{max(pearsons):.4f}.")
     if approx:
@@ -124,7 +126,8 @@ def summary(results: dict) -> list:
         auroc = {d.method: d.metrics["auroc"] for d in result.detection}
         best = max(auroc, key=auroc.get)
         lines.append(f"* Detection on {name}: best AUROC {auroc[best]:.3f} ({best}); closed_form "
-                     f"{_f(auroc.get('closed_form'), '.3f')}, trajectory {_f(auroc.get('trajectory'), '.3f')}, "
+                     f"{_f(auroc.get('closed_form'), '.3f')}, "
+                     f"trajectory {_f(auroc.get('trajectory'), '.3f')}, "
                      f"loss baseline {auroc['loss']:.3f}, random {auroc['random']:.3f}.")
     return lines + [""]
 

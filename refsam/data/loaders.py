@@ -175,7 +175,7 @@ def load_csv(path: str | os.PathLike[str], label_column: int = -1) -> Dataset:
         raise ValueError(f"CSV file {str(path)!r} is empty")
     rows = [[field.strip() for field in line.split(",")] for line in lines]
 
-    def numeric(row):
+    def numeric(row: list[str]) -> bool:
         try:
             [float(v) for v in row]
         except ValueError:

@@ -17,7 +17,7 @@ def flip_labels(y: ArrayLike, n_classes: int, fraction: float, seed: object = 0
     Returns ``(y_noisy, flipped)``: int64 (n,) labels and the bool (n,) mask of flipped entries.
     Exactly ``round(fraction * n)`` labels change.
     """
-    y = np.asarray(y, dtype=np.int64)
+    y = np.asarray(y, dtype=np.int64).reshape(-1)
     n_classes = check_positive_int("n_classes", n_classes, minimum=2)
     fraction = check_nonnegative("fraction", fraction)
     if fraction > 1:

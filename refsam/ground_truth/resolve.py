@@ -36,8 +36,8 @@ H_DEFAULT = FD_STEP  # central differences (refsam.tolerances)
 Array = NDArray[np.float64]
 
 
-def _reference(problem: Problem, sam: SAM, theta_hat: Any, X_test: ArrayLike | None,
-               y_test: ArrayLike | None) -> tuple[Array, Any, Any]:
+def _reference(problem: Problem, sam: SAM, theta_hat: Any, X_test: Any,
+               y_test: Any) -> tuple[Array, Any, Any]:
     """Validate once and polish θ̂ to a root at the problem's weights (warm start, tight tolerance)."""
     if isinstance(theta_hat, FixedPoint):
         theta_hat = theta_hat.theta
@@ -80,16 +80,16 @@ def finite_difference_influence(problem: Problem, sam: SAM, theta_hat: ArrayLike
     entry [r, k] = [ℓ_k^test(θ̂(w⁰ + h e_j)) − ℓ_k^test(θ̂(w⁰ − h e_j))] / (2h),  j = indices[r].
     ``theta_hat`` (array (d,) or FixedPoint) is first polished to a root; ``indices=None`` means all n.
     """
-    root, X_test, y_test = _reference(problem, sam, theta_hat, X_test, y_test)
+    root, X_arr, y_arr = _reference(problem, sam, theta_hat, X_test, y_test)
     idx = check_indices("indices", indices, problem.n)
     h = check_positive("h", h)
-    out = np.empty((len(idx), X_test.shape[0]))
+    out = np.empty((len(idx), X_arr.shape[0]))
     for row, j in enumerate(idx):
         plus, minus = problem.weights.copy(), problem.weights.copy()
         plus[j] += h
         minus[j] -= h
-        loss_plus = problem.model.losses(_resolve(problem, sam, plus, root, j), X_test, y_test)
-        loss_minus = problem.model.losses(_resolve(problem, sam, minus, root, j), X_test, y_test)
+        loss_plus = problem.model.losses(_resolve(problem, sam, plus, root, j), X_arr, y_arr)
+        loss_minus = problem.model.losses(_resolve(problem, sam, minus, root, j), X_arr, y_arr)
         out[row] = (loss_plus - loss_minus) / (2 * h)
     return out
 
@@ -102,12 +102,12 @@ def leave_one_out(problem: Problem, sam: SAM, theta_hat: ArrayLike | FixedPoint,
     Compare with the closed-form prediction −I_j(test loss k). ``theta_hat`` (array (d,) or
     FixedPoint) is first polished to a root; every re-solve is warm-started there.
     """
-    root, X_test, y_test = _reference(problem, sam, theta_hat, X_test, y_test)
+    root, X_arr, y_arr = _reference(problem, sam, theta_hat, X_test, y_test)
     idx = check_indices("indices", indices, problem.n)
-    base = problem.model.losses(root, X_test, y_test)  # (m,)
-    out = np.empty((len(idx), X_test.shape[0]))
+    base = problem.model.losses(root, X_arr, y_arr)  # (m,)
+    out = np.empty((len(idx), X_arr.shape[0]))
     for row, j in enumerate(idx):
         weights = problem.weights.copy()
         weights[j] = 0.0
-        out[row] = problem.model.losses(_resolve(problem, sam, weights, root, j), X_test, y_test) - base
+        out[row] = problem.model.losses(_resolve(problem, sam, weights, root, j), X_arr, y_arr) - base
     return out

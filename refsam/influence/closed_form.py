@@ -69,7 +69,7 @@ Array = NDArray[np.float64]
 class UnverifiedRootError(ValueError):
     """``theta`` is not a root of G to within ``root_tol``: the closed form would not be exact."""
 
-    def __init__(self, message: str, residual: float):
+    def __init__(self, message: str, residual: float) -> None:
         super().__init__(message)
         self.residual = float(residual)
 
@@ -92,7 +92,7 @@ class HyperparameterSensitivity:
 
 # -- the linear system ----------------------------------------------------------------------------------
 def _prepare(problem: Problem, sam: SAM, theta: Any, variant: str, root_tol: float, on_unverified: str,
-             X_test: ArrayLike | None = None, y_test: ArrayLike | None = None) -> tuple[Any, ...]:
+             X_test: Any = None, y_test: Any = None) -> tuple[Any, ...]:
     """Validate once and apply the root rule; returns (θ̂, variant, Linearisation at θ̂, X_test, y_test)."""
     if isinstance(theta, FixedPoint):
         theta = theta.theta
@@ -166,10 +166,10 @@ def hessian_influence(problem: Problem, sam: SAM, theta: ArrayLike | FixedPoint,
 
     Cost: O(n d² + d³) once, then O(d² + d n) per test point.
     """
-    theta, variant, lin, X_test, y_test = _prepare(problem, sam, theta, variant, root_tol, on_unverified,
-                                                   X_test, y_test)
+    theta_hat, variant, lin, X_arr, y_arr = _prepare(problem, sam, theta, variant, root_tol, on_unverified,
+                                                     X_test, y_test)
     lu, G_w = _system(problem, lin, variant)
-    test_grads = problem.model.per_sample_grads(theta, X_test, y_test)  # ∇f_k(θ̂), (m, d)
+    test_grads = problem.model.per_sample_grads(theta_hat, X_arr, y_arr)  # ∇f_k(θ̂), (m, d)
     V = scipy.linalg.lu_solve(lu, test_grads.T, trans=1)  # v_k = J⁻ᵀ ∇f_k, (d, m)
     return -G_w @ V  # I[j, k] = −(∂G/∂w_j)ᵀ v_k, (n, m)
 
@@ -207,13 +207,13 @@ def hyperparameter_sensitivity(problem: Problem, sam: SAM, theta: ArrayLike | Fi
     ∂ε/∂ρ = ε/ρ (every rule is linear in ρ). Same root check as :func:`hessian_influence`.
     Cost: O(d³).
     """
-    theta, _, lin, _, _ = _prepare(problem, sam, theta, "full", root_tol, on_unverified)
+    theta_hat, _, lin, _, _ = _prepare(problem, sam, theta, "full", root_tol, on_unverified)
     lu, _ = _system(problem, lin, "full")
     K_hat = lin.K_hat()  # K(ŵ) = H(ŵ) + λ_in I
-    dG_drho = K_hat @ sam.d_rho(theta, lin.g)
+    dG_drho = K_hat @ sam.d_rho(theta_hat, lin.g)
     if problem.regularization == "coupled":
-        dG_dlam = lin.w_hat + K_hat @ (lin.P @ theta)  # ∂g/∂λ = θ̂ moves ε as well
+        dG_dlam = lin.w_hat + K_hat @ (lin.P @ theta_hat)  # ∂g/∂λ = θ̂ moves ε as well
     else:
-        dG_dlam = theta
+        dG_dlam = theta_hat
     return HyperparameterSensitivity(d_rho=-scipy.linalg.lu_solve(lu, dG_drho),
                                      d_weight_decay=-scipy.linalg.lu_solve(lu, dG_dlam))

@@ -56,7 +56,7 @@ class FixedPointError(RuntimeError):
     ``.theta`` is that best point (or None)."""
 
     def __init__(self, message: str, residual: float = float("nan"), reason: str = "",
-                 theta: Array | None = None):
+                 theta: Array | None = None) -> None:
         super().__init__(message)
         self.residual = float(residual)
         self.reason = reason
@@ -191,7 +191,7 @@ def no_root_reason(problem: Problem, sam: SAM) -> str | None:
 
 
 # -- root finding ---------------------------------------------------------------------------------------
-def _safe_norm(problem, sam, theta, weights) -> float:
+def _safe_norm(problem: Problem, sam: SAM, theta: Array, weights: Array | None) -> float:
     """‖G(θ)‖, or inf where G is undefined (‖g‖ = 0 under SAM/ASAM) or not finite."""
     try:
         with np.errstate(over="ignore", invalid="ignore"):
@@ -202,17 +202,18 @@ def _safe_norm(problem, sam, theta, weights) -> float:
     return r if np.isfinite(r) else float("inf")
 
 
-def _newton_direction(J, G):
+def _newton_direction(J: Array, G: Array) -> Array:
     """s solving J s = −G (least squares if J is singular)."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", scipy.linalg.LinAlgWarning)
             return scipy.linalg.solve(J, -G)
     except (np.linalg.LinAlgError, scipy.linalg.LinAlgWarning):
-        return np.linalg.lstsq(J, -G, rcond=None)[0]
+        return np.asarray(np.linalg.lstsq(J, -G, rcond=None)[0], dtype=np.float64)
 
 
-def _damped_newton(problem, sam, theta, weights, tol, max_iter):
+def _damped_newton(problem: Problem, sam: SAM, theta: Array, weights: Array | None, tol: float,
+                   max_iter: int) -> tuple[Array, float, int, str]:
     """Newton on G with backtracking on ‖G‖ (Armijo), then up to POLISH_STEPS full steps past `tol`.
 
     Stopping rule: ‖G‖ ≤ tol and the polish steps no longer lower ‖G‖; or `max_iter` Jacobians; or a
@@ -248,18 +249,19 @@ def _damped_newton(problem, sam, theta, weights, tol, max_iter):
     return theta, r, max_iter, reason
 
 
-def _scipy_root(problem, sam, theta, weights, method, max_iter):
+def _scipy_root(problem: Problem, sam: SAM, theta: Array, weights: Array | None, method: str,
+                max_iter: int) -> tuple[Array, float, int, str]:
     """scipy.optimize.root with the hand Jacobian: 'hybr' (MINPACK Powell dogleg trust region) or 'lm'."""
     counter = {"jac": 0}
 
-    def fun(t):
+    def fun(t: Array) -> Array:
         try:
             G = descent_direction(problem, sam, t, None, weights).direction
         except ZeroGradientError:
             G = np.full(problem.d, 1e300)
         return G
 
-    def jac(t):
+    def jac(t: Array) -> Array:
         counter["jac"] += 1
         try:
             return linearise(problem, sam, t, weights).jacobian

@@ -187,7 +187,7 @@ class _Step:
     ``at_theta`` and ``at_w_hat`` are the batch's derivatives at θ_t and ŵ_t (``problem.at``).
     """
 
-    def __init__(self, problem: Problem, trajectory: Trajectory, sam: SAM, t: int):
+    def __init__(self, problem: Problem, trajectory: Trajectory, sam: SAM, t: int) -> None:
         self.sam = sam
         self.idx = trajectory.batches[t]  # B_t
         self.lr = float(trajectory.lrs[t])  # η_t
@@ -280,11 +280,12 @@ def _approximation(problem: Problem, trajectory: Trajectory, X_test: Array, y_te
     tracin = method.startswith("tracin")
     steps = trajectory.steps
     influence = np.zeros((problem.n, X_test.shape[0]))
-    test_at_end = None if tracin else problem.model.per_sample_grads(trajectory.theta_final, X_test, y_test).T
+    test_grads = problem.model.per_sample_grads(trajectory.theta_final, X_test, y_test).T  # ∇f(θ_T), (d, m)
     for t in range(steps):
         idx = trajectory.batches[t]
         x = trajectory.thetas[t] + trajectory.epsilons[t] if at_w_hat else trajectory.thetas[t]
-        test_grads = problem.model.per_sample_grads(x, X_test, y_test).T if tracin else test_at_end  # (d, m)
+        if tracin:  # the test gradient at the same checkpoint
+            test_grads = problem.model.per_sample_grads(x, X_test, y_test).T  # (d, m)
         contribution = problem.at(x, idx).jvp(test_grads)  # ∇ℓ_j(x)ᵀ ∇f, (|B|, m)
         _scatter_add(influence, idx, -trajectory.lrs[t] / len(idx) * contribution)
         _progress(t + 1, steps, method, progress)

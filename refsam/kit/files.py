@@ -23,6 +23,7 @@ from ..models import model_from_spec
 from ..objective import Problem
 from ..sam import SAM
 from ..training import Trajectory
+from ..version import __version__
 from .suite import build_case, select_specs
 
 __all__ = [
@@ -91,8 +92,6 @@ def export_cases(directory: str | os.PathLike[str], cases: str | None = None,
     differences ≤ 1e-5; closed form vs re-solved finite differences ≤ 1e-6 where a root is claimed).
     Cost: a few seconds for the whole suite.
     """
-    from .. import __version__  # here, not at the top: refsam/__init__.py imports this package
-
     specs = select_specs(cases)
     directory = os.fspath(directory)
     try:
@@ -274,7 +273,7 @@ class ReferenceCase:
     refsam's own tests and for users who want to compute with refsam on a case.
     """
 
-    def __init__(self, meta: dict[str, Any], arrays: dict[str, Any], path: str):
+    def __init__(self, meta: dict[str, Any], arrays: dict[str, Any], path: str) -> None:
         self.meta = meta
         self.arrays = arrays
         self.path = path

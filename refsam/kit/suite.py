@@ -145,6 +145,7 @@ def make_run(spec: CaseSpec) -> tuple[Problem, SAM, Trajectory, Array, NDArray[n
     X_test, y_test = X_all[N_TRAIN:], y_all[N_TRAIN:]
     problem = Problem(model, X, y, weight_decay=WEIGHT_DECAY, regularization=spec.regularization)
     sam = SAM(RHO[spec.rule], spec.rule, kappa=KAPPA)
+    lr: float | Array
     if spec.batching == "full":
         batch_size, lr = None, LR
     else:

@@ -58,7 +58,7 @@ from numpy.typing import ArrayLike
 from ..models import ACTIVATIONS, MLP, AutogradDerivatives, LogisticRegression, Model, SoftmaxRegression
 from ..objective import REGULARIZATION_MODES, Problem
 from ..sam import RULES, SAM
-from ..tolerances import RTOL_DERIVATIVE, rel_err
+from ..tolerances import FD_GRAD_STEP, RTOL_DERIVATIVE, RTOL_FD_DERIVATIVE, rel_err
 from ..training import Trajectory, train
 
 __all__ = [
@@ -77,16 +77,17 @@ __all__ = [
 MODEL_KINDS = ("logistic", "softmax", "mlp")
 
 
-def _bounded_floats(low: float, high: float):
+def _bounded_floats(low: float, high: float) -> st.SearchStrategy[float]:
     """Finite float64 in [low, high], no subnormals (they only test the FPU, not refsam)."""
     return st.floats(low, high, allow_nan=False, allow_infinity=False, allow_subnormal=False, width=64)
 
 
 @st.composite
-def problems(draw, kinds=MODEL_KINDS, min_n: int = 2, max_n: int = 10, max_features: int = 3,
-             max_classes: int = 3, max_abs_x: float = 2.0, weight_decays=(0.0, 1e-2, 0.1),
-             regularizations=REGULARIZATION_MODES, weighted=None, activations=ACTIVATIONS,
-             max_depth: int = 2, max_width: int = 3) -> Problem:
+def problems(draw: Any, kinds: tuple[str, ...] = MODEL_KINDS, min_n: int = 2, max_n: int = 10,
+             max_features: int = 3, max_classes: int = 3, max_abs_x: float = 2.0,
+             weight_decays: tuple[float, ...] = (0.0, 1e-2, 0.1),
+             regularizations: tuple[str, ...] = REGULARIZATION_MODES, weighted: bool | None = None,
+             activations: tuple[str, ...] = ACTIVATIONS, max_depth: int = 2, max_width: int = 3) -> Problem:
     """A small random :class:`~refsam.Problem`.
 
     Parameters
@@ -109,6 +110,7 @@ def problems(draw, kinds=MODEL_KINDS, min_n: int = 2, max_n: int = 10, max_featu
         True: sample weights w_i drawn from [0, 2]; False: all ones; None: either.
     """
     kind = draw(st.sampled_from(kinds))
+    model: Model
     n = draw(st.integers(min_n, max_n))
     p = draw(st.integers(1, max_features))
     n_classes = 2 if kind == "logistic" else draw(st.integers(2, max_classes))
@@ -130,7 +132,7 @@ def problems(draw, kinds=MODEL_KINDS, min_n: int = 2, max_n: int = 10, max_featu
 
 
 @st.composite
-def sam_configs(draw, rules=RULES, min_rho: float = 0.0, max_rho: float = 0.3,
+def sam_configs(draw: Any, rules: tuple[str, ...] = RULES, min_rho: float = 0.0, max_rho: float = 0.3,
                 min_kappa: float = 1e-3, max_kappa: float = 1.0) -> SAM:
     """A :class:`~refsam.SAM` with rule from ``rules``, ρ in [min_rho, max_rho], κ in [min_kappa, max_kappa].
 
@@ -144,8 +146,9 @@ def sam_configs(draw, rules=RULES, min_rho: float = 0.0, max_rho: float = 0.3,
 
 
 @st.composite
-def trajectories(draw, problem_strategy=None, sam_strategy=None, min_steps: int = 1, max_steps: int = 5,
-                 max_lr: float = 0.3, per_step_lr=None, minibatch=None):
+def trajectories(draw: Any, problem_strategy: Any = None, sam_strategy: Any = None, min_steps: int = 1,
+                 max_steps: int = 5, max_lr: float = 0.3, per_step_lr: bool | None = None,
+                 minibatch: bool | None = None) -> tuple[Problem, Trajectory]:
     """``(problem, trajectory)``: a short recorded SAM run on a drawn problem.
 
     Parameters
@@ -189,7 +192,8 @@ def trajectories(draw, problem_strategy=None, sam_strategy=None, min_steps: int 
 MAX_WORST_ENTRIES = 5  # entries listed in a failure message
 
 
-def assert_influence_close(actual, desired, rtol: float = 1e-7, atol: float = 0.0, err_msg: str = "") -> None:
+def assert_influence_close(actual: ArrayLike, desired: ArrayLike, rtol: float = 1e-7, atol: float = 0.0,
+                           err_msg: str = "") -> None:
     """Assert that influence scores match a reference, with a diagnosis when they do not.
 
     Passes iff ``max|actual − desired| ≤ atol + rtol · max|desired|`` — the criterion of
@@ -243,7 +247,7 @@ def assert_influence_close(actual, desired, rtol: float = 1e-7, atol: float = 0.
     raise AssertionError("\n".join(lines))
 
 
-def _index(where) -> str:
+def _index(where: Any) -> str:
     return "[" + ", ".join(str(int(i)) for i in where) + "]"
 
 
@@ -279,7 +283,7 @@ class InfluenceProblem(NamedTuple):
 
 
 @st.composite
-def influence_problems(draw, trajectory_strategy=None, min_test: int = 1, max_test: int = 3,
+def influence_problems(draw: Any, trajectory_strategy: Any = None, min_test: int = 1, max_test: int = 3,
                        max_abs_x: float = 2.0) -> InfluenceProblem:
     """An :class:`InfluenceProblem`: a drawn run (default :func:`trajectories`) plus m ∈ [min_test,
     max_test] test points with entries in [−max_abs_x, max_abs_x] and labels valid for the model."""
@@ -290,7 +294,7 @@ def influence_problems(draw, trajectory_strategy=None, min_test: int = 1, max_te
     return InfluenceProblem(problem, trajectory.sam(), trajectory, X_test, y_test)
 
 
-def suite_cases(pattern: str | None = None):
+def suite_cases(pattern: str | None = None) -> st.SearchStrategy[InfluenceProblem]:
     """One of the oracle kit's reference-case configurations (:mod:`refsam.cases`), recorded afresh, as an
     :class:`InfluenceProblem`. ``pattern`` selects case ids (``"mlp-*"``). Deterministic per case."""
     from .suite import make_run, select_specs
@@ -303,8 +307,6 @@ def suite_cases(pattern: str | None = None):
 
 
 # -- the derivative oracle ------------------------------------------------------------------------------
-FD_GRAD_STEP = 1e-6  # central differences of the loss along a direction: truncation ~h², rounding ~1e-16/h
-RTOL_FD_DERIVATIVE = 1e-5  # what that step supports for first and second derivatives of O(1) losses
 
 
 def check_grads(model: Model, theta: ArrayLike, X: ArrayLike, y: ArrayLike, c: ArrayLike | None = None, *,

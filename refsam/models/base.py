@@ -77,7 +77,7 @@ class BatchDerivatives:
     """
 
     def __init__(self, model: Model, theta: ArrayLike, X: ArrayLike, y: ArrayLike,
-                 c: ArrayLike | None = None):
+                 c: ArrayLike | None = None) -> None:
         self.model = model
         self.theta = np.asarray(theta, dtype=np.float64)
         self.X = np.asarray(X, dtype=np.float64)

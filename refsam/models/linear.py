@@ -71,7 +71,7 @@ class LogisticDerivatives(BatchDerivatives):
     """
 
     def __init__(self, model: Model, theta: ArrayLike, X: ArrayLike, y: ArrayLike,
-                 c: ArrayLike | None = None):
+                 c: ArrayLike | None = None) -> None:
         super().__init__(model, theta, X, y, c)
         z = self.X @ self.theta[:-1] + self.theta[-1]  # (n,)
         sign = 1.0 - 2.0 * self.y
@@ -130,7 +130,7 @@ class SoftmaxRegression(Model):
 
     name = "softmax"
 
-    def __init__(self, n_classes: int):
+    def __init__(self, n_classes: int) -> None:
         self._n_classes = check_positive_int("n_classes", n_classes, minimum=2)
 
     @property
@@ -172,7 +172,7 @@ class SoftmaxDerivatives(BatchDerivatives):
     """
 
     def __init__(self, model: SoftmaxRegression, theta: ArrayLike, X: ArrayLike, y: ArrayLike,
-                 c: ArrayLike | None = None):
+                 c: ArrayLike | None = None) -> None:
         super().__init__(model, theta, X, y, c)
         self.K = model.n_classes
         self.p = self.X.shape[1]

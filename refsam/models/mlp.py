@@ -72,7 +72,7 @@ class MLP(Model):
 
     name = "mlp"
 
-    def __init__(self, sizes: Any, activation: str = "tanh"):
+    def __init__(self, sizes: Any, activation: str = "tanh") -> None:
         try:
             sizes = tuple(sizes)
         except TypeError:
@@ -180,7 +180,7 @@ class MLPDerivatives(BatchDerivatives):
     """
 
     def __init__(self, model: MLP, theta: ArrayLike, X: ArrayLike, y: ArrayLike,
-                 c: ArrayLike | None = None):
+                 c: ArrayLike | None = None) -> None:
         super().__init__(model, theta, X, y, c)
         self.mlp = model
         self.primal = self._primal()

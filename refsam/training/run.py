@@ -34,7 +34,7 @@ def make_batches(n: int, steps: int, batch_size: int | None, seed: object) -> li
         full = np.arange(n)
         return [full for _ in range(steps)]
     rng = check_random_state(seed)
-    batches = []
+    batches: list[NDArray[np.int64]] = []
     while len(batches) < steps:
         perm = rng.permutation(n)
         for start in range(0, n, batch_size):

@@ -37,7 +37,7 @@ class Trajectory:
     """
 
     def __init__(self, thetas: ArrayLike, epsilons: ArrayLike, batches: Any, lrs: ArrayLike,
-                 weights: ArrayLike, config: dict[str, Any]):
+                 weights: ArrayLike, config: dict[str, Any]) -> None:
         self.thetas = np.asarray(thetas, dtype=np.float64)
         self.epsilons = np.asarray(epsilons, dtype=np.float64)
         self.batches = [np.asarray(b, dtype=np.int64) for b in batches]

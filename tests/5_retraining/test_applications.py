@@ -10,11 +10,8 @@ from refsam import SAM, LogisticRegression, Problem, replay
 from refsam import applications as apps
 from refsam.fixed_point import solve_fixed_point
 from refsam.loaders import flip_labels, load_dataset
+from refsam.tolerances import FD_STEP, RTOL_CLOSED_FORM_FD, RTOL_REPLAY_VS_ROOT, RTOL_TRAJECTORY_FD
 
-RTOL_FD_RUN = 1e-5  # SPEC §5: trajectory derivative vs central differences of replays (h = 1e-4)
-RTOL_FD_ROOT = 1e-6  # SPEC §5: closed form at a verified root vs central differences of re-solves
-H = 1e-4  # finite-difference step for the oracles below
-RTOL_REPLAY_VS_ROOT = 5e-3  # 150-step replays end ~1e-4..1e-3 (relative) short of their roots
 LINEAR_REGIME = 0.35  # removing k=3 of 60 points: the linear prediction is right to within ~35%
 
 
@@ -101,15 +98,15 @@ def test_self_influence_matches_finite_differences_of_retraining_and_re_solving(
         run_fd, root_fd = [], []
         for sign in (1.0, -1.0):
             w = np.ones(problem.n)
-            w[j] += sign * H
+            w[j] += sign * FD_STEP
             run_fd.append(_loss_j(problem, replay(problem, fit_.trajectory, weights=w).theta_final, j))
             root = solve_fixed_point(problem, fit_.sam, fit_.theta_hat, weights=w, tol=1e-13).theta
             root_fd.append(_loss_j(problem, root, j))
-        run_d = (run_fd[0] - run_fd[1]) / (2 * H)
-        root_d = (root_fd[0] - root_fd[1]) / (2 * H)
+        run_d = (run_fd[0] - run_fd[1]) / (2 * FD_STEP)
+        root_d = (root_fd[0] - root_fd[1]) / (2 * FD_STEP)
         assert run_d < 0  # up-weighting a point lowers its own loss
-        assert run_self[j] == pytest.approx(run_d, rel=RTOL_FD_RUN)
-        assert root_self[j] == pytest.approx(root_d, rel=RTOL_FD_ROOT)
+        assert run_self[j] == pytest.approx(run_d, rel=RTOL_TRAJECTORY_FD)
+        assert root_self[j] == pytest.approx(root_d, rel=RTOL_CLOSED_FORM_FD)
 
 
 def test_detection_ranks_flipped_labels_far_above_chance(noisy_fit):
@@ -175,9 +172,10 @@ def test_ground_truth_and_method_comparison_on_a_converged_run(noisy_fit):
     assert apps.rel_err(truth.loo_root, truth.loo_run) < RTOL_REPLAY_VS_ROOT
     agreements = {a.method: a for a in apps.compare_methods(fit_, X_val, y_val, truth,
                                                             ["closed_form", "trajectory", "closed_form_erm"])}
-    assert agreements["closed_form"].max_rel_err < RTOL_FD_ROOT
-    assert agreements["trajectory"].max_rel_err < RTOL_FD_RUN
-    assert agreements["closed_form_erm"].max_rel_err > 10 * RTOL_FD_ROOT  # the ablation is measurably different
+    assert agreements["closed_form"].max_rel_err < RTOL_CLOSED_FORM_FD
+    assert agreements["trajectory"].max_rel_err < RTOL_TRAJECTORY_FD
+    # the ablation is measurably different
+    assert agreements["closed_form_erm"].max_rel_err > 10 * RTOL_CLOSED_FORM_FD
     assert agreements["closed_form"].pearson > 0.99
 
 

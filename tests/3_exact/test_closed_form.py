@@ -23,10 +23,8 @@ from refsam.closed_form import (
 )
 from refsam.fixed_point import residual_map, solve_fixed_point
 from refsam.resolve import finite_difference_influence, finite_difference_parameters, leave_one_out
+from refsam.tolerances import RTOL_CLOSED_FORM_FD, RTOL_KOH_LIANG, RTOL_SAME_FORMULA
 
-RTOL_FD = 1e-6  # SPEC §5.4: closed form = central differences of the re-solved root (h = 1e-4: O(h²) ≈ 1e-8)
-RTOL_EXACT = 1e-9  # two float64 evaluations of the same exact formula, e.g. the USAM root = the ERM root
-RTOL_KOH_LIANG = 1e-10  # ρ = 0: the same linear solve written twice
 MIN_DRIFT = 1e-3  # the SAM terms must change the answer here, or the FD test could not tell variants apart
 
 
@@ -80,15 +78,15 @@ def test_closed_form_equals_finite_differences_of_the_root(model, rule):
     influence = hessian_influence(problem, sam, root.theta, X_test, y_test)  # (n, m)
     expected = finite_difference_influence(problem, sam, root.theta, X_test, y_test, indices)
     assert influence.shape == (problem.n, len(y_test))
-    assert rel_err(influence[indices], expected) <= RTOL_FD
+    assert rel_err(influence[indices], expected) <= RTOL_CLOSED_FORM_FD
     assert np.std(influence) > 1e-3 * np.max(np.abs(influence))  # not a constant
     # parameters and self-influence against the same oracle
     d_theta = parameter_influence(problem, sam, root.theta)
     fd_theta = finite_difference_parameters(problem, sam, root.theta, indices)
-    assert rel_err(d_theta[indices], fd_theta) <= RTOL_FD
+    assert rel_err(d_theta[indices], fd_theta) <= RTOL_CLOSED_FORM_FD
     X_own, y_own = problem.X[indices], problem.y[indices]
     own = finite_difference_influence(problem, sam, root.theta, X_own, y_own, indices)  # (k, k)
-    assert rel_err(self_influence(problem, sam, root.theta)[indices], np.diag(own)) <= RTOL_FD
+    assert rel_err(self_influence(problem, sam, root.theta)[indices], np.diag(own)) <= RTOL_CLOSED_FORM_FD
     # the ablations are measurably different here, so the comparison above discriminates
     for variant in ("frozen", "erm"):
         ablation = hessian_influence(problem, sam, root.theta, X_test, y_test, variant)
@@ -102,7 +100,8 @@ def test_closed_form_equals_finite_differences_in_coupled_mode_where_roots_exist
     problem, sam, root, X_test, y_test = make_case(model, "usam", regularization="coupled")
     indices = np.array([3, 30])
     expected = finite_difference_influence(problem, sam, root.theta, X_test, y_test, indices)
-    assert rel_err(hessian_influence(problem, sam, root, X_test, y_test)[indices], expected) <= RTOL_FD
+    actual = hessian_influence(problem, sam, root, X_test, y_test)[indices]
+    assert rel_err(actual, expected) <= RTOL_CLOSED_FORM_FD
 
 
 @settings(max_examples=6)
@@ -115,7 +114,8 @@ def test_closed_form_equals_finite_differences_on_random_problems(seed, model, r
     root = solve_fixed_point(problem, sam, problem.init_params(seed))
     indices = np.array([0, 29])
     expected = finite_difference_influence(problem, sam, root, X_test, y_test, indices)
-    assert rel_err(hessian_influence(problem, sam, root, X_test, y_test)[indices], expected) <= RTOL_FD
+    actual = hessian_influence(problem, sam, root, X_test, y_test)[indices]
+    assert rel_err(actual, expected) <= RTOL_CLOSED_FORM_FD
 
 
 def test_closed_form_equals_finite_differences_at_non_unit_weights():
@@ -123,7 +123,8 @@ def test_closed_form_equals_finite_differences_at_non_unit_weights():
     problem, sam, root, X_test, y_test = make_case("logistic", "asam", weights=weights)
     indices = np.array([1, 2])
     expected = finite_difference_influence(problem, sam, root, X_test, y_test, indices)
-    assert rel_err(hessian_influence(problem, sam, root, X_test, y_test)[indices], expected) <= RTOL_FD
+    actual = hessian_influence(problem, sam, root, X_test, y_test)[indices]
+    assert rel_err(actual, expected) <= RTOL_CLOSED_FORM_FD
 
 
 @pytest.mark.parametrize(("model", "rule", "regularization"),
@@ -144,8 +145,8 @@ def test_hyperparameter_sensitivities_equal_finite_differences(model, rule, regu
     if regularization == "coupled":  # coupled USAM roots are the stationary points of F + r: ρ-free
         assert np.max(np.abs(fd_rho)) == 0.0 and np.max(np.abs(sens.d_rho)) <= 1e-12
     else:
-        assert rel_err(sens.d_rho, fd_rho) <= RTOL_FD
-    assert rel_err(sens.d_weight_decay, fd_lam) <= RTOL_FD
+        assert rel_err(sens.d_rho, fd_rho) <= RTOL_CLOSED_FORM_FD
+    assert rel_err(sens.d_weight_decay, fd_lam) <= RTOL_CLOSED_FORM_FD
     assert np.linalg.norm(sens.d_weight_decay) > 1e-3  # λ matters at this root
 
 
@@ -170,7 +171,7 @@ def test_closed_form_is_the_limit_of_autograd_through_converging_sam_training():
     errors = [rel_err(autograd.grad(test_loss_after_training)(np.ones(problem.n), T), closed)
               for T in (100, 1000)]
     assert errors[1] < 1e-4 * errors[0]
-    assert errors[1] <= RTOL_FD
+    assert errors[1] <= RTOL_CLOSED_FORM_FD
 
 
 # -- actual removal --------------------------------------------------------------------------------------
@@ -233,10 +234,10 @@ def test_usam_root_of_convex_objective_is_the_erm_root_and_its_influence_is_erms
     problem, sam, X_test, y_test = case
     erm = solve_fixed_point(problem, refsam.SAM(0.0), np.zeros(problem.d))
     usam = solve_fixed_point(problem, sam, erm.theta + 0.1)
-    assert rel_err(usam.theta, erm.theta) <= RTOL_EXACT
+    assert rel_err(usam.theta, erm.theta) <= RTOL_SAME_FORMULA
     full = hessian_influence(problem, sam, usam, X_test, y_test, "full")
-    assert rel_err(full, hessian_influence(problem, sam, usam, X_test, y_test, "erm")) <= RTOL_EXACT
-    assert rel_err(full, koh_liang(problem, usam.theta, X_test, y_test)) <= RTOL_EXACT
+    assert rel_err(full, hessian_influence(problem, sam, usam, X_test, y_test, "erm")) <= RTOL_SAME_FORMULA
+    assert rel_err(full, koh_liang(problem, usam.theta, X_test, y_test)) <= RTOL_SAME_FORMULA
 
 
 @settings(max_examples=6)
@@ -313,7 +314,7 @@ def test_worked_example_in_docs_runs():
     import pathlib
     import re
 
-    page = (pathlib.Path(__file__).resolve().parents[1] / "docs" / "closed_form.md").read_text()
+    page = (pathlib.Path(__file__).resolve().parents[2] / "docs" / "closed_form.md").read_text()
     block = re.search(r"<!-- worked example -->\s*```python\n(.*?)```", page, re.S)
     assert block is not None
     exec(compile(block.group(1), "docs/closed_form.md", "exec"), {})

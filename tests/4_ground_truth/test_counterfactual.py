@@ -10,10 +10,8 @@ import pytest
 
 import refsam
 from refsam.counterfactual import finite_difference_influence, leave_one_out_replay
+from refsam.tolerances import RTOL_RESCALED_RUN, RTOL_TRAJECTORY_FD
 from refsam.trajectory_influence import trajectory_influence
-
-RTOL_FD = 1e-5  # central differences, h = 1e-4: truncation O(h²) ~ 1e-8 plus rounding ~1e-12 relative
-RTOL_RETRAIN = 1e-10  # the same run computed two ways: (1/n) Σ_{i≠j} vs (1/(n−1)) Σ, rescaled η and λ
 
 
 def rel_err(a, b) -> float:
@@ -38,7 +36,7 @@ def test_finite_differences_equal_autograd_through_training(rule, regularization
     fd = finite_difference_influence(problem, trajectory, X_test, y_test)
     assert fd.shape == (problem.n, len(y_test))
     assert np.ptp(fd, axis=0).max() > 1e-6  # not constant across training points
-    assert rel_err(fd, autodiff) <= RTOL_FD
+    assert rel_err(fd, autodiff) <= RTOL_TRAJECTORY_FD
 
 
 @pytest.mark.parametrize("rule", ["sam", "usam", "asam"])
@@ -61,7 +59,7 @@ def test_full_batch_leave_one_out_is_retraining_without_the_point(rule, regulari
                                  theta0=trajectory.theta0)
         expected = problem.model.losses(retrained.theta_final, X_test, y_test) - base
         assert np.max(np.abs(expected)) > 1e-6
-        assert rel_err(loo[row], expected) <= RTOL_RETRAIN
+        assert rel_err(loo[row], expected) <= RTOL_RESCALED_RUN
 
 
 def test_removing_a_point_of_weight_zero_changes_nothing():
@@ -85,7 +83,7 @@ def test_subsets_are_rows_and_first_order_agreement():
                                                        indices=rows), loo[rows])
     assert np.corrcoef(-fd.ravel(), loo.ravel())[0, 1] > 0.95
     coarse = finite_difference_influence(problem, trajectory, X_test, y_test, h=2e-4)
-    assert rel_err(coarse, fd) <= RTOL_FD  # h-independence: the difference quotient has converged
+    assert rel_err(coarse, fd) <= RTOL_TRAJECTORY_FD  # h-independence: the difference quotient has converged
 
 
 def test_bad_inputs_raise_with_pinned_messages(capsys):

@@ -18,15 +18,13 @@ import refsam
 from refsam.counterfactual import finite_difference_influence, leave_one_out_replay
 from refsam.fixed_point import residual_map, solve_fixed_point
 from refsam.testing import influence_problems, rel_err, trajectories
+from refsam.tolerances import RTOL_EXACT_METHODS, RTOL_TRAJECTORY_FD, RTOL_TRAJECTORY_TO_CLOSED_FORM
 from refsam.trajectory_influence import (
     APPROXIMATE_METHODS,
     trajectory_influence,
     trajectory_parameter_influence,
 )
 
-RTOL_EXACT = 1e-9  # adjoint / forward / autodiff: one derivative, float64 sums in different orders
-RTOL_FD = 1e-5  # central differences, h = 1e-4: truncation O(h²) ~ 1e-8 plus rounding ~1e-12 relative
-RTOL_CLOSED_FORM = 1e-6  # SPEC §5.4: trajectory → closed form once the run has reached the root
 FD_STEP = 1e-4
 
 
@@ -101,8 +99,8 @@ def test_adjoint_equals_forward_equals_autodiff(model_name, rule, regularization
     forward = trajectory_influence(problem, trajectory, X_test, y_test, method="forward")
     assert adjoint.shape == (problem.n, len(y_test))
     assert_not_trivial(autodiff)
-    assert rel_err(adjoint, autodiff) <= RTOL_EXACT
-    assert rel_err(forward, autodiff) <= RTOL_EXACT
+    assert rel_err(adjoint, autodiff) <= RTOL_EXACT_METHODS
+    assert rel_err(forward, autodiff) <= RTOL_EXACT_METHODS
 
 
 def test_rho_zero_is_exact_for_plain_sgd():
@@ -110,7 +108,7 @@ def test_rho_zero_is_exact_for_plain_sgd():
     problem, trajectory, X_test, y_test = _logistic_run(rho=0.0, batch_size=5)
     autodiff = trajectory_influence(problem, trajectory, X_test, y_test, method="autodiff")
     assert_not_trivial(autodiff)
-    assert rel_err(trajectory_influence(problem, trajectory, X_test, y_test), autodiff) <= RTOL_EXACT
+    assert rel_err(trajectory_influence(problem, trajectory, X_test, y_test), autodiff) <= RTOL_EXACT_METHODS
 
 
 @settings(max_examples=10)
@@ -120,8 +118,8 @@ def test_exact_methods_agree_on_refsam_testing_runs(case):
     [0, 2], ρ and κ ranges, batch sizes 1..n."""
     args = (case.problem, case.trajectory, case.X_test, case.y_test)
     autodiff = trajectory_influence(*args, method="autodiff")
-    assert rel_err(trajectory_influence(*args, method="adjoint"), autodiff) <= RTOL_EXACT
-    assert rel_err(trajectory_influence(*args, method="forward"), autodiff) <= RTOL_EXACT
+    assert rel_err(trajectory_influence(*args, method="adjoint"), autodiff) <= RTOL_EXACT_METHODS
+    assert rel_err(trajectory_influence(*args, method="forward"), autodiff) <= RTOL_EXACT_METHODS
 
 
 @settings(max_examples=6)
@@ -133,7 +131,7 @@ def test_parameter_target_equals_autodiff_jacobian(run):
     assert_not_trivial(autodiff)
     for method in ("adjoint", "forward"):
         got = trajectory_parameter_influence(problem, trajectory, method=method)
-        assert rel_err(got, autodiff) <= RTOL_EXACT, method
+        assert rel_err(got, autodiff) <= RTOL_EXACT_METHODS, method
 
 
 def _logistic_run(rule="sam", regularization="decoupled", batch_size=None, steps=12, n=12, rho=0.1,
@@ -152,7 +150,7 @@ def test_adjoint_equals_replay_finite_differences(rule, regularization):
     adjoint = trajectory_influence(problem, trajectory, X_test, y_test)
     fd = finite_difference_influence(problem, trajectory, X_test, y_test, h=FD_STEP)
     assert_not_trivial(fd)
-    assert rel_err(adjoint, fd) <= RTOL_FD
+    assert rel_err(adjoint, fd) <= RTOL_TRAJECTORY_FD
 
 
 def test_exact_in_the_coupled_two_cycle_regime():
@@ -167,7 +165,7 @@ def test_exact_in_the_coupled_two_cycle_regime():
     adjoint = trajectory_influence(problem, trajectory, X_test, y_test)
     fd = finite_difference_influence(problem, trajectory, X_test, y_test, h=FD_STEP)
     assert_not_trivial(fd)
-    assert rel_err(adjoint, fd) <= RTOL_FD
+    assert rel_err(adjoint, fd) <= RTOL_TRAJECTORY_FD
 
 
 def test_derivative_is_taken_at_the_recorded_weights():
@@ -178,8 +176,9 @@ def test_derivative_is_taken_at_the_recorded_weights():
     trajectory = refsam.train(weighted, refsam.SAM(0.1), 0.4, 6, batch_size=5)
     unit = weighted.with_weights(None)
     expected = trajectory_influence(weighted, trajectory, X[12:], y[12:], method="autodiff")
-    assert rel_err(trajectory_influence(unit, trajectory, X[12:], y[12:]), expected) <= RTOL_EXACT
-    assert rel_err(finite_difference_influence(unit, trajectory, X[12:], y[12:]), expected) <= RTOL_FD
+    assert rel_err(trajectory_influence(unit, trajectory, X[12:], y[12:]), expected) <= RTOL_EXACT_METHODS
+    fd = finite_difference_influence(unit, trajectory, X[12:], y[12:])
+    assert rel_err(fd, expected) <= RTOL_TRAJECTORY_FD
 
 
 def test_a_saved_and_loaded_trajectory_gives_the_same_influence(tmp_path):
@@ -228,7 +227,7 @@ def test_approximations_match_an_independent_autograd_sum():
                     expected[j, k] -= trajectory.lrs[t] / len(idx) * loss_grad(x_t, X[j], y[j]) @ test_grad
         got = trajectory_influence(problem, trajectory, X_test, y_test, method=method)
         assert_not_trivial(got)
-        assert rel_err(got, expected) <= RTOL_EXACT, method
+        assert rel_err(got, expected) <= RTOL_EXACT_METHODS, method
 
 
 def test_first_order_is_exact_for_one_plain_gradient_step():
@@ -237,7 +236,7 @@ def test_first_order_is_exact_for_one_plain_gradient_step():
     exact = trajectory_influence(problem, trajectory, X_test, y_test, method="autodiff")
     for method in ("first_order", "first_order_unperturbed"):
         got = trajectory_influence(problem, trajectory, X_test, y_test, method=method)
-        assert rel_err(got, exact) <= RTOL_EXACT, method
+        assert rel_err(got, exact) <= RTOL_EXACT_METHODS, method
 
 
 def test_leave_one_out_spearman_of_each_method(record_property):
@@ -278,7 +277,7 @@ def test_converges_to_the_closed_form_of_a_stable_root():
     assert residuals[-1] <= 1e-10
     for err, residual in zip(errors, residuals):
         if residual <= 1e-10:
-            assert err <= RTOL_CLOSED_FORM
+            assert err <= RTOL_TRAJECTORY_TO_CLOSED_FORM
 
 
 # -- inputs ---------------------------------------------------------------------------------------------

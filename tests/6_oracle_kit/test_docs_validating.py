@@ -12,7 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "validating.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "validating.md"
 FENCE = re.compile(r"(?:<!-- file: (?P<file>[\w.]+) -->\n)?```(?P<lang>\w*)\n(?P<body>.*?)```", re.DOTALL)
 
 

@@ -40,12 +40,10 @@ from refsam.cases import (
 )
 from refsam.cli import main
 from refsam.fixed_point import residual_map
+from refsam.tolerances import RTOL_CHAIN_RULE, RTOL_CLOSED_FORM_FD, RTOL_TRAJECTORY_FD
 from refsam.trajectory_influence import trajectory_influence
 
-RTOL_TRAJECTORY_FD = 1e-5  # SPEC §4: adjoint vs central differences of replays
-RTOL_CLOSED_FORM_FD = 1e-6  # SPEC §3: closed form vs central differences of the re-solved root
 ROOT_TOL = 1e-10  # SPEC §3: ‖G(θ̂)‖ of a verified root
-RTOL_CHAIN_RULE = 1e-9  # I_j(f_k) = (dθ_T/dw_j)·∇f_k(θ_T): one exact derivative contracted two ways
 MIN_ABLATION_GAP = 1e-3  # frozen/erm must differ from full by far more than any tolerance (1e-7)
 MIN_SCALE = 1e-3  # a guard against trivially small (or zero) reference influences
 PROBE = "logistic-sam-decoupled-full"  # the case the corruption tests tamper with

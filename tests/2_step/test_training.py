@@ -19,9 +19,8 @@ from hypothesis import strategies as st
 import refsam
 from refsam import SAM, Trajectory, ZeroGradientError, replay, train
 from refsam.testing import problems, rel_err, sam_configs, trajectories
+from refsam.tolerances import RTOL_STEP
 from refsam.training import TRAJECTORY_FORMAT_VERSION, make_batches, sam_step
-
-RTOL_STEP = 1e-12  # analytic vs autograd gradients inside one step: a few ulps of each term
 
 
 def spec_step(model, X, y, w, lam, mode, rho, rule, kappa, theta, idx, lr):

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "examples"
+EXAMPLES = pathlib.Path(__file__).resolve().parents[2] / "examples"
 SKIP = {"validate_pytorch.py"}
 SCRIPTS = sorted(p for p in EXAMPLES.glob("*.py") if p.name not in SKIP)
 

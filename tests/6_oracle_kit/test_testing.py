@@ -14,11 +14,8 @@ from hypothesis import given, settings
 
 from refsam.counterfactual import finite_difference_influence
 from refsam.testing import InfluenceProblem, assert_influence_close, influence_problems, suite_cases
+from refsam.tolerances import ATOL_EXACT_METHODS, RTOL_EXACT_METHODS, RTOL_TRAJECTORY_FD
 from refsam.trajectory_influence import trajectory_influence
-
-RTOL_EXACT_METHODS = 1e-9  # SPEC §4: adjoint = autodiff, the same derivative by two routes
-ATOL_EXACT_METHODS = 1e-13  # drawn runs can have all-zero influence (zero weights): absolute floor
-RTOL_FD = 1e-5  # SPEC §4: adjoint vs central differences of replays
 
 
 @pytest.fixture
@@ -87,7 +84,7 @@ def test_suite_cases_match_replay_finite_differences(case):
     adjoint = trajectory_influence(case.problem, case.trajectory, case.X_test, case.y_test)
     assert np.ptp(adjoint) > 1e-3  # not trivially constant
     fd = finite_difference_influence(case.problem, case.trajectory, case.X_test, case.y_test)
-    assert_influence_close(adjoint, fd, rtol=RTOL_FD)
+    assert_influence_close(adjoint, fd, rtol=RTOL_TRAJECTORY_FD)
 
 
 @settings(max_examples=1)

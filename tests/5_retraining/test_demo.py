@@ -9,9 +9,7 @@ from refsam.cli import main
 from refsam.demo import DemoConfig, format_report, run_demo
 from refsam.loaders import sklearn_available
 from refsam.plotting import matplotlib_available
-
-RTOL_ROOT = 1e-6  # SPEC §5: closed form at a verified root vs finite differences of re-solves
-RTOL_RUN = 1e-5  # SPEC §5: trajectory influence vs finite differences of replays
+from refsam.tolerances import RTOL_CLOSED_FORM_FD, RTOL_TRAJECTORY_FD
 
 
 def _table_row(report: str, method: str) -> list:
@@ -28,9 +26,9 @@ def test_quick_demo_reports_every_method_beside_its_ground_truth(capsys):
         assert _table_row(report, method)
     assert "verified root" in report and "spectral radius" in report and "condition number" in report
     # exact methods agree with their finite-difference ground truth; the report's numbers say so
-    assert float(_table_row(report, "closed_form")[1]) < RTOL_ROOT
-    assert float(_table_row(report, "trajectory")[1]) < RTOL_RUN
-    assert float(_table_row(report, "closed_form_erm")[1]) > RTOL_ROOT  # the ablation is not exact
+    assert float(_table_row(report, "closed_form")[1]) < RTOL_CLOSED_FORM_FD
+    assert float(_table_row(report, "trajectory")[1]) < RTOL_TRAJECTORY_FD
+    assert float(_table_row(report, "closed_form_erm")[1]) > RTOL_CLOSED_FORM_FD  # the ablation is not exact
 
 
 @pytest.mark.slow
@@ -39,8 +37,8 @@ def test_default_demo_is_accurate_and_detects_flipped_labels(tmp_path):
                                  progress=False))
     by_method = {a.method: a for a in result.agreements}
     assert set(by_method) == set(apps.METHODS)
-    assert by_method["closed_form"].max_rel_err < RTOL_ROOT
-    assert by_method["trajectory"].max_rel_err < RTOL_RUN
+    assert by_method["closed_form"].max_rel_err < RTOL_CLOSED_FORM_FD
+    assert by_method["trajectory"].max_rel_err < RTOL_TRAJECTORY_FD
     assert by_method["closed_form"].pearson > 0.99 and by_method["trajectory"].spearman > 0.95
     detection = {d.method: d.metrics for d in result.detection}
     assert detection["closed_form"]["auroc"] > 0.85 > detection["random"]["auroc"]

@@ -25,11 +25,8 @@ from refsam.fixed_point import (
     residual_weight_jacobian,
     solve_fixed_point,
 )
+from refsam.tolerances import ATOL_ROOT, ATOL_SAME_POINT, RTOL_JACOBIAN
 from refsam.training import sam_step
-
-RTOL_JACOBIAN = 1e-9  # SPEC §5.2: hand-derived Jacobians = autograd Jacobians (same float64 maths, reordered)
-ATOL_ROOT = 1e-12  # a verified root's residual, measured by the independent oracle (float64 roots ~1e-16)
-ATOL_SAME_POINT = 1e-8  # training's end vs the root: 2000 steps at contraction 0.98 leave ~1e-17 · ‖θ‖
 
 
 def rel_err(a, b):

@@ -17,11 +17,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import refsam
-from refsam.models import AutogradDerivatives, Model, model_from_spec
+from refsam.models import AutogradDerivatives, model_from_spec
 from refsam.testing import problems, rel_err
-
-RTOL_EXACT = 1e-10  # SPEC §5.1: analytic vs autograd, the same float64 maths in another order
-RTOL_SCALE = 1e-13  # multiplying all weights by c only reorders one rounding per term
+from refsam.tolerances import RTOL_DERIVATIVE, RTOL_REORDERED
 
 
 def autograd_per_sample_grads(model, theta, X, y):
@@ -61,10 +59,10 @@ def test_analytic_derivatives_equal_autograd(model, seed):
     H_auto = autograd_hessian(model, theta, X, y, c)
     assert np.abs(G_auto).max() > 1e-3 and np.abs(H_auto).max() > 1e-3  # not trivially zero
 
-    assert rel_err(model.per_sample_grads(theta, X, y), G_auto) <= RTOL_EXACT
-    assert rel_err(model.grad(theta, X, y, c), c @ G_auto) <= RTOL_EXACT
-    assert rel_err(model.hessian(theta, X, y, c), H_auto) <= RTOL_EXACT
-    assert rel_err(model.hvp(theta, X, y, c, v), autograd_hvp(model, theta, X, y, c, v)) <= RTOL_EXACT
+    assert rel_err(model.per_sample_grads(theta, X, y), G_auto) <= RTOL_DERIVATIVE
+    assert rel_err(model.grad(theta, X, y, c), c @ G_auto) <= RTOL_DERIVATIVE
+    assert rel_err(model.hessian(theta, X, y, c), H_auto) <= RTOL_DERIVATIVE
+    assert rel_err(model.hvp(theta, X, y, c, v), autograd_hvp(model, theta, X, y, c, v)) <= RTOL_DERIVATIVE
 
 
 @settings(max_examples=15)
@@ -80,10 +78,10 @@ def test_objective_derivatives_equal_autograd_of_objective(problem, seed):
         grad_auto = autograd.grad(lambda t, b=batch: problem.objective(t, b))(theta)
         hess_auto = autograd.hessian(lambda t, b=batch: problem.objective(t, b))(theta)
         G_auto = autograd_per_sample_grads(problem.model, theta, problem.X[rows], problem.y[rows])
-        assert np.allclose(problem.grad(theta, batch), grad_auto, rtol=RTOL_EXACT, atol=1e-15)
-        assert np.allclose(problem.hessian(theta, batch), hess_auto, rtol=RTOL_EXACT, atol=1e-15)
-        assert np.allclose(problem.hvp(theta, v, batch), hess_auto @ v, rtol=RTOL_EXACT, atol=1e-14)
-        assert np.allclose(problem.per_sample_grads(theta, batch), G_auto, rtol=RTOL_EXACT, atol=1e-15)
+        assert np.allclose(problem.grad(theta, batch), grad_auto, rtol=RTOL_DERIVATIVE, atol=1e-15)
+        assert np.allclose(problem.hessian(theta, batch), hess_auto, rtol=RTOL_DERIVATIVE, atol=1e-15)
+        assert np.allclose(problem.hvp(theta, v, batch), hess_auto @ v, rtol=RTOL_DERIVATIVE, atol=1e-14)
+        assert np.allclose(problem.per_sample_grads(theta, batch), G_auto, rtol=RTOL_DERIVATIVE, atol=1e-15)
 
 
 def test_softmax_hessian_annihilates_class_shifts():
@@ -106,8 +104,8 @@ def test_mlp_per_sample_grads_equal_autograd(activation, hidden):
     theta = model.init_params(3, seed=7) + 0.1  # non-zero biases exercise the bias rows
     G_auto = autograd_per_sample_grads(model, theta, X, y)
     assert np.abs(G_auto).max() > 1e-3
-    assert rel_err(model.per_sample_grads(theta, X, y), G_auto) <= RTOL_EXACT
-    assert rel_err(model.grad(theta, X, y, c), c @ G_auto) <= RTOL_EXACT
+    assert rel_err(model.per_sample_grads(theta, X, y), G_auto) <= RTOL_DERIVATIVE
+    assert rel_err(model.grad(theta, X, y, c), c @ G_auto) <= RTOL_DERIVATIVE
 
 
 def test_mlp_parameter_layout_matches_the_docstring():
@@ -150,13 +148,13 @@ def test_uniform_weights_scale_gradient_and_hessian(problem, c, seed):
     idx = np.sort(rng.choice(problem.n, size=rng.integers(1, problem.n + 1), replace=False))
     for batch in (None, idx):
         g = problem.grad(theta, batch)
-        assert np.allclose(scaled.grad(theta, batch), c * g, rtol=RTOL_SCALE, atol=1e-15 * c)
+        assert np.allclose(scaled.grad(theta, batch), c * g, rtol=RTOL_REORDERED, atol=1e-15 * c)
         assert np.allclose(scaled.hvp(theta, v, batch), c * problem.hvp(theta, v, batch),
-                           rtol=RTOL_SCALE, atol=1e-15 * c * np.abs(v).max())
+                           rtol=RTOL_REORDERED, atol=1e-15 * c * np.abs(v).max())
         assert np.isclose(scaled.objective(theta, batch), c * problem.objective(theta, batch),
-                          rtol=RTOL_SCALE)
+                          rtol=RTOL_REORDERED)
     H = problem.hessian(theta)
-    assert np.allclose(scaled.hessian(theta), c * H, rtol=RTOL_SCALE, atol=1e-15 * c)
+    assert np.allclose(scaled.hessian(theta), c * H, rtol=RTOL_REORDERED, atol=1e-15 * c)
 
 
 def test_weights_override_and_zero_weight_removes_a_point():

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "validate_pytorch.py"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "validate_pytorch.py"
 
 HIDE_TORCH = (
     "import runpy, sys; sys.modules['torch'] = None; sys.argv = [sys.argv[1]]; "

@@ -13,10 +13,9 @@ import refsam
 import refsam.ground_truth.resolve as resolve
 from refsam.fixed_point import FixedPointError, solve_fixed_point
 from refsam.resolve import finite_difference_influence, finite_difference_parameters, leave_one_out
+from refsam.tolerances import RTOL_CLOSED_FORM_FD, RTOL_REFIT
 
-RTOL_REFIT = 1e-7  # autograd Newton to ‖∇‖ ~1e-16 vs refsam Newton to ‖G‖ 1e-16: agree to ~1e-10
 NEWTON_POLISH_STEPS = 5  # from BFGS's answer, quadratic convergence reaches round-off in 2-3 steps
-RTOL_FD_VS_EXACT = 1e-6  # central differences, h = 1e-4: truncation O(h²)
 
 
 def rel_err(a, b):
@@ -86,9 +85,9 @@ def test_finite_differences_at_rho_zero_equal_koh_liang(logistic):
     d_theta = -np.linalg.solve(H, train_grads.T).T / problem.n  # (n, d)
     indices = np.array([4, 8])
     fd_theta = finite_difference_parameters(problem, gd, root, indices)
-    assert rel_err(fd_theta, d_theta[indices]) <= RTOL_FD_VS_EXACT
+    assert rel_err(fd_theta, d_theta[indices]) <= RTOL_CLOSED_FORM_FD
     fd = finite_difference_influence(problem, gd, root, X_test, y_test, indices)
-    assert rel_err(fd, (d_theta @ test_grads.T)[indices]) <= RTOL_FD_VS_EXACT
+    assert rel_err(fd, (d_theta @ test_grads.T)[indices]) <= RTOL_CLOSED_FORM_FD
 
 
 def test_any_subset_of_indices_gives_the_matching_rows(logistic):
