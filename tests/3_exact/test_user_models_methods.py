@@ -1,0 +1,95 @@
+"""A model the user writes (only its per-sample loss, in autograd.numpy) goes through every method:
+training, the fixed point, the closed form (every variant), the trajectory methods (exact and
+approximate) and both ground truths — and a user re-implementation of the built-in logistic loss gives
+the built-in model's numbers to round-off."""
+
+import numpy as np
+import pytest
+
+import refsam
+from refsam.tolerances import (
+    RTOL_CLOSED_FORM_FD,
+    RTOL_EXACT_METHODS,
+    RTOL_TRAJECTORY_FD,
+    RTOL_USER_MODEL,
+    rel_err,
+)
+
+USER_MODELS = ["probit", "smoothed_logistic"]
+
+
+def _data(seed=3):
+    X, y, _ = refsam.make_gaussian_classification(n=24, n_features=2, separation=1.0, seed=seed)
+    return X[:20], y[:20], X[20:], y[20:]
+
+
+@pytest.fixture(scope="module", params=USER_MODELS)
+def user_root(request, user_models):
+    """A converged full-batch decoupled SAM run of a user model and its verified root."""
+    X, y, X_test, y_test = _data()
+    problem = refsam.Problem(user_models[request.param], X, y, weight_decay=0.05)
+    sam = refsam.SAM(0.05)
+    run = refsam.train(problem, sam, lr=0.5, steps=150, seed=0)
+    root = refsam.solve_fixed_point(problem, sam, run.theta_final, lr=0.5)
+    return problem, sam, root, X_test, y_test
+
+
+def test_a_user_model_has_a_verified_root_and_its_closed_form_equals_re_solved_differences(user_root):
+    problem, sam, root, X_test, y_test = user_root
+    assert root.converged and root.residual <= 1e-12 and root.stable
+    indices = np.array([0, 7, 19])
+    expected = refsam.finite_difference_influence(problem, sam, root, X_test, y_test, indices)
+    actual = refsam.hessian_influence(problem, sam, root, X_test, y_test)[indices]
+    assert np.max(np.abs(expected)) > 1e-4  # not trivially zero
+    assert rel_err(actual, expected) <= RTOL_CLOSED_FORM_FD
+    for variant in ("frozen", "erm"):  # the ablations run and differ from the exact closed form
+        ablation = refsam.hessian_influence(problem, sam, root, X_test, y_test, variant=variant)
+        assert np.all(np.isfinite(ablation)) and rel_err(ablation[indices], actual) > RTOL_CLOSED_FORM_FD
+    loo = refsam.leave_one_out(problem, sam, root, X_test, y_test, indices)
+    assert np.corrcoef(loo.ravel(), -actual.ravel())[0, 1] > 0.99  # removal is predicted by −I_j
+    assert np.all(np.isfinite(refsam.self_influence(problem, sam, root)))
+
+
+@pytest.mark.parametrize("name", USER_MODELS)
+@pytest.mark.parametrize(("rule", "regularization"), [("sam", "decoupled"), ("asam", "coupled")])
+def test_a_user_model_s_trajectory_methods_agree_with_autodiff_and_replays(user_models, name, rule,
+                                                                          regularization):
+    X, y, X_test, y_test = _data(seed=4)
+    problem = refsam.Problem(user_models[name], X, y, weight_decay=0.05, regularization=regularization)
+    run = refsam.train(problem, refsam.SAM(0.1, rule), lr=0.3, steps=8, batch_size=6, seed=1)
+    exact = {m: refsam.trajectory_influence(problem, run, X_test, y_test, method=m)
+             for m in ("adjoint", "forward", "autodiff")}
+    assert np.max(np.abs(exact["autodiff"])) > 1e-4
+    assert rel_err(exact["adjoint"], exact["autodiff"]) <= RTOL_EXACT_METHODS
+    assert rel_err(exact["forward"], exact["autodiff"]) <= RTOL_EXACT_METHODS
+    fd = refsam.finite_difference_replay(problem, run, X_test, y_test)
+    assert rel_err(exact["adjoint"], fd) <= RTOL_TRAJECTORY_FD
+    params = refsam.trajectory_parameter_influence(problem, run)
+    params_autodiff = refsam.trajectory_parameter_influence(problem, run, "autodiff")
+    assert rel_err(params, params_autodiff) <= RTOL_EXACT_METHODS
+    for method in ("first_order", "first_order_unperturbed", "tracin", "tracin_unperturbed"):
+        approx = refsam.trajectory_influence(problem, run, X_test, y_test, method=method)
+        assert np.all(np.isfinite(approx)) and np.ptp(approx) > 0
+    loo = refsam.leave_one_out_replay(problem, run, X_test, y_test, indices=[0, 5])
+    assert np.all(np.isfinite(loo)) and np.max(np.abs(loo)) > 0
+
+
+def test_a_user_re_implementation_of_the_logistic_loss_gives_the_built_in_numbers(user_models):
+    X, y, X_test, y_test = _data(seed=5)
+    builtin = refsam.Problem(refsam.LogisticRegression(), X, y, weight_decay=0.05)
+    user = refsam.Problem(user_models["hand_logistic"], X, y, weight_decay=0.05)
+    sam = refsam.SAM(0.05)
+    runs = [refsam.train(p, sam, lr=0.5, steps=150, seed=0) for p in (builtin, user)]
+    assert rel_err(runs[1].thetas, runs[0].thetas) <= RTOL_USER_MODEL
+    roots = [refsam.solve_fixed_point(p, sam, r.theta_final) for p, r in zip((builtin, user), runs)]
+    assert rel_err(roots[1].theta, roots[0].theta) <= RTOL_USER_MODEL
+    for variant in ("full", "frozen", "erm"):
+        a, b = (refsam.hessian_influence(p, sam, r, X_test, y_test, variant=variant)
+                for p, r in zip((builtin, user), roots))
+        assert rel_err(b, a) <= RTOL_USER_MODEL, variant
+    minibatch = [refsam.train(p, refsam.SAM(0.1, "asam"), lr=0.3, steps=10, batch_size=7, seed=2)
+                 for p in (builtin, user)]
+    for method in ("adjoint", "forward", "tracin"):
+        a, b = (refsam.trajectory_influence(p, r, X_test, y_test, method=method)
+                for p, r in zip((builtin, user), minibatch))
+        assert rel_err(b, a) <= RTOL_USER_MODEL, method
