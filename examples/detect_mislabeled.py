@@ -15,8 +15,8 @@ import sys
 import numpy as np
 
 import refsam
-from refsam import applications as apps
-from refsam.loaders import flip_labels, load_dataset
+from refsam import apps
+from refsam.data import flip_labels, load_dataset
 
 QUICK = "--quick" in sys.argv or os.environ.get("REFSAM_EXAMPLE_QUICK") == "1"
 N, STEPS = (60, 100) if QUICK else (300, 300)

@@ -13,9 +13,9 @@ import sys
 import numpy as np
 
 import refsam
-from refsam import applications as apps
-from refsam.loaders import flip_labels, load_dataset, train_test_split
-from refsam.plotting import explanation_2d
+from refsam import apps
+from refsam.apps.plotting import explanation_2d
+from refsam.data import flip_labels, load_dataset, train_test_split
 
 QUICK = "--quick" in sys.argv or os.environ.get("REFSAM_EXAMPLE_QUICK") == "1"
 N, STEPS = (60, 100) if QUICK else (250, 300)

@@ -14,8 +14,8 @@ import sys
 import numpy as np
 
 import refsam
-from refsam import applications as apps
-from refsam.loaders import flip_labels, load_dataset, train_test_split
+from refsam import apps
+from refsam.data import flip_labels, load_dataset, train_test_split
 
 QUICK = "--quick" in sys.argv or os.environ.get("REFSAM_EXAMPLE_QUICK") == "1"
 N, STEPS, K = (80, 100, 3) if QUICK else (300, 300, 10)

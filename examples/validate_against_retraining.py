@@ -10,8 +10,8 @@ retraining on a subset of training points. Set REFSAM_EXAMPLE_QUICK=1 (or pass -
 import os
 import sys
 
-from refsam.demo import QUICK as QUICK_SIZES
-from refsam.demo import DemoConfig, format_report, run_demo
+from refsam.apps.demo import QUICK as QUICK_SIZES
+from refsam.apps.demo import DemoConfig, format_report, run_demo
 
 QUICK = "--quick" in sys.argv or os.environ.get("REFSAM_EXAMPLE_QUICK") == "1"
 config = DemoConfig(progress=False, **(QUICK_SIZES if QUICK else {}))

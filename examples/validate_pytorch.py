@@ -8,12 +8,12 @@ below reads the cases with numpy and json only, re-runs every SAM run in torch f
 batch schedule, and differentiates the final test losses with respect to the sample weights w by
 autograd through the whole training loop (create_graph=True at every step):
 
-    scores[j, k] = ∂ ℓ(z_k^test, θ_T(w)) / ∂ w_j  at w = 1        (refsam's sign and scale, SPEC §1)
+    scores[j, k] = ∂ ℓ(z_k^test, θ_T(w)) / ∂ w_j  at w = 1        (refsam's sign and scale, docs/contract.md §1)
 
 Two variants are checked with ``refsam.cases.check_scores``:
 * "correct": the perturbation ε_t = ε(θ_t; g_t) stays in the graph;
 * "frozen perturbation (wrong)": ε_t is detached, which drops the inner-perturbation terms E_t and
-  e_{t,j} of SPEC §4 — a classic porting bug. The checker must reject it.
+  e_{t,j} of docs/contract.md §4 — a classic porting bug. The checker must reject it.
 
 Exit status 0 iff the correct variant passes every case and the wrong one fails at least one (in practice
 all of them). torch is imported lazily: without it the script prints "skipped: torch not installed" and
@@ -135,7 +135,7 @@ def main(argv=None) -> int:
     except ImportError:
         print("skipped: torch not installed (pip install torch to run this example)")
         return 0
-    from refsam.cases import check_scores, export_cases
+    from refsam.kit import check_scores, export_cases
 
     torch.set_default_dtype(torch.float64)
     with tempfile.TemporaryDirectory() as tmp:

@@ -1,4 +1,4 @@
-"""The weighted objective of SPEC §1: sample weights, batches and weight decay.
+"""The weighted objective (docs/contract.md §1): sample weights, batches and weight decay.
 
 Conventions
 -----------

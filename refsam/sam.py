@@ -1,4 +1,4 @@
-"""SAM perturbation rules ε(θ; g) and their hand-derived Jacobians (SPEC §2).
+"""SAM perturbation rules ε(θ; g) and their hand-derived Jacobians (docs/contract.md §2).
 
 Conventions
 -----------

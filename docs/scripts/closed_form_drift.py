@@ -4,7 +4,7 @@ Prints the markdown table of docs/closed_form.md. Run from the repository root:
 
     python docs/scripts/closed_form_drift.py            # about 10 s
 
-Setting (SPEC §3's decoupled example, and a stronger-λ variant that has roots for larger ρ): logistic
+Setting (the reference decoupled example of docs/closed_form.md, and a stronger-λ variant that has roots for larger ρ): logistic
 regression on seeded Gaussian data, n = 200, p = 5 (d = 6), 20 test points, η = 0.5 for the stability
 column. For every (λ, rule, ρ) the script solves the root from the same start, then reports
 
@@ -22,9 +22,8 @@ import numpy as np
 from scipy.stats import pearsonr
 
 import refsam
-from refsam.closed_form import hessian_influence
-from refsam.fixed_point import FixedPointError, solve_fixed_point
-from refsam.resolve import leave_one_out
+from refsam.ground_truth import leave_one_out
+from refsam.influence import FixedPointError, hessian_influence, solve_fixed_point
 
 RHOS = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5)
 WEIGHT_DECAYS = (1e-2, 1e-1)

@@ -24,9 +24,9 @@ import time
 import numpy as np
 
 import refsam
-from refsam import applications as apps
-from refsam.demo import DemoConfig, run_demo
-from refsam.loaders import sklearn_available
+from refsam import apps
+from refsam.apps.demo import DemoConfig, run_demo
+from refsam.data import sklearn_available
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEFAULT_OUT = os.path.join(ROOT, "docs", "results.md")
@@ -157,7 +157,7 @@ def main(argv=None) -> int:
         print(f"== {name}", file=sys.stderr, flush=True)
         config = DemoConfig(progress=True, **{**overrides, **(QUICK if args.quick else {})})
         result = run_demo(config)
-        from refsam.demo import prepare_data  # the same split the demo used, for the removal experiment
+        from refsam.apps.demo import prepare_data  # the same split the demo used, for the removal experiment
 
         _, val = prepare_data(config.dataset, config.n, config.model, config.flip_fraction,
                               config.val_fraction, config.seed, config.pca)

@@ -20,8 +20,8 @@ import numpy as np
 from scipy.stats import pearsonr, spearmanr
 
 import refsam
-from refsam.counterfactual import leave_one_out_replay
-from refsam.trajectory_influence import APPROXIMATE_METHODS, trajectory_influence
+from refsam.ground_truth import leave_one_out_replay
+from refsam.influence.trajectory import APPROXIMATE_METHODS, trajectory_influence
 
 N, N_TEST = 100, 20
 

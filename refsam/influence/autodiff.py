@@ -43,9 +43,9 @@ def autodiff_through_training(problem: Problem, trajectory: Trajectory,
             g = grad_objective(theta, idx, w)
             if coupled:
                 g = g + lam * theta
-            theta_perturbed = theta + sam.perturbation(theta, g)
-            descent = grad_objective(theta_perturbed, idx, w)
-            descent = descent + lam * (theta_perturbed if coupled else theta)
+            w_hat = theta + sam.perturbation(theta, g)
+            descent = grad_objective(w_hat, idx, w)
+            descent = descent + lam * (w_hat if coupled else theta)
             theta = theta - lr * descent
         return output(theta)
 

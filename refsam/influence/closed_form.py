@@ -164,6 +164,12 @@ def hessian_influence(problem: Problem, sam: SAM, theta: ArrayLike | FixedPoint,
         What to do at a non-root: raise :class:`UnverifiedRootError` (default) or warn
         (:class:`UnverifiedRootWarning`) and return the approximation.
 
+    Returns
+    -------
+    array (n_train, n_test)
+
+    Notes
+    -----
     Cost: O(n d² + d³) once, then O(d² + d n) per test point.
     """
     theta_hat, variant, lin, X_arr, y_arr = _prepare(problem, sam, theta, variant, root_tol, on_unverified,

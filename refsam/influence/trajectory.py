@@ -116,6 +116,8 @@ def trajectory_influence(problem: Problem, trajectory: Trajectory, X_test: Array
     -------
     array (n_train, n_test)
 
+    Notes
+    -----
     Cost: "adjoint" ≈ 2 HVPs + 2 batch JVPs + 1 gradient per step for all m test functions at once
     (≤ 3× the training run, benchmarks/adjoint_vs_training.py); "forward" the same with n directions;
     the approximations one batch JVP per step (TracIn also m test gradients per step).

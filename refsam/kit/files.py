@@ -87,6 +87,13 @@ def export_cases(directory: str | os.PathLike[str], cases: str | None = None,
     progress : bool
         Print one line per case to stdout.
 
+    Returns
+    -------
+    dict
+        The manifest written to ``directory/manifest.json``.
+
+    Notes
+    -----
     The export is deterministic: the same refsam on the same machine writes the same bytes (and hence
     the same sha256) every time. Every case is self-checked before it is written (adjoint vs finite
     differences ≤ 1e-5; closed form vs re-solved finite differences ≤ 1e-6 where a root is claimed).

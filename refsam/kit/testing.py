@@ -165,6 +165,8 @@ def trajectories(draw: Any, problem_strategy: Any = None, sam_strategy: Any = No
         True: a batch size in 1..n (seeded per-epoch shuffles, possibly a smaller last batch);
         False: full batch; None: either.
 
+    Notes
+    -----
     Draws where a batch gradient is exactly zero under the SAM/ASAM rule (ε undefined, refsam raises
     :class:`~refsam.ZeroGradientError`) or the run diverges are rejected, not returned.
     """

@@ -61,9 +61,14 @@ class Trajectory:
         return self.thetas[-1]
 
     @property
-    def perturbed(self) -> Array:
-        """ŵ_t = θ_t + ε_t for t < T, shape (T, d)."""
+    def w_hat(self) -> Array:
+        """The perturbed points ŵ_t = θ_t + ε_t for t < T, shape (T, d)."""
         return self.thetas[:-1] + self.epsilons
+
+    @property
+    def perturbed(self) -> Array:
+        """0.1's name for :attr:`w_hat`."""
+        return self.w_hat
 
     def sam(self) -> SAM:
         """The perturbation rule of this run."""
