@@ -172,7 +172,7 @@ CONFIGS = {
     ),
 }
 
-WEIGHT_DECAY = 1e-2  # λ (decoupled): makes the SAM root isolated for logistic regression (docs/contract.md §3)
+WEIGHT_DECAY = 1e-2  # λ (decoupled): makes the SAM root isolated for logistic regression (contract §3)
 RHO = 0.05  # ρ, SAM rule
 LR_LOGISTIC = 0.5
 LR_MLP = 0.1

@@ -8,7 +8,7 @@ below reads the cases with numpy and json only, re-runs every SAM run in torch f
 batch schedule, and differentiates the final test losses with respect to the sample weights w by
 autograd through the whole training loop (create_graph=True at every step):
 
-    scores[j, k] = ∂ ℓ(z_k^test, θ_T(w)) / ∂ w_j  at w = 1        (refsam's sign and scale, docs/contract.md §1)
+    scores[j, k] = ∂ ℓ(z_k^test, θ_T(w)) / ∂ w_j  at w = 1   (refsam's sign and scale, docs/contract.md §1)
 
 Two variants are checked with ``refsam.cases.check_scores``:
 * "correct": the perturbation ε_t = ε(θ_t; g_t) stays in the graph;
