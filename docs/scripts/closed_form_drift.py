@@ -4,9 +4,10 @@ Prints the markdown table of docs/closed_form.md. Run from the repository root:
 
     python docs/scripts/closed_form_drift.py            # about 10 s
 
-Setting (the reference decoupled example of docs/closed_form.md, and a stronger-λ variant that has
-roots for larger ρ): logistic regression on seeded Gaussian data, n = 200, p = 5 (d = 6), 20 test
-points, η = 0.5 for the stability column. For every (λ, rule, ρ) the script solves the root from the same start, then reports
+Setting (the reference decoupled example of docs/closed_form.md, and a stronger-λ variant that has roots
+for larger ρ): logistic regression on seeded Gaussian data, n = 200, p = 5 (d = 6), 20 test points, η =
+0.5 for the stability column. For every (λ, rule, ρ) the script solves the root from the same start,
+then reports
 
 * ‖G(θ̂)‖, and the spectral radius of I − η ∂G/∂θ (stable iff < 1),
 * drift = rel_err(variant, full) = ‖I_variant − I_full‖_∞ / ‖I_full‖_∞ over the (200, 20) influence matrix,
