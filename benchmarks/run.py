@@ -71,9 +71,9 @@ from refsam.models.base import as_columns  # noqa: E402
 
 class AutogradMLP(MLP):
     """The MLP with every derivative from autograd: what any user model gets (the state before the
-    MLP's hand-written derivatives). Public API only: a Model whose ``at`` returns the generic object."""
+    MLP's hand-written derivatives). Public API only: a Model whose ``derivatives`` is the generic one."""
 
-    def at(self, theta, X, y, c=None):
+    def derivatives(self, theta, X, y, c=None):
         return AutogradDerivatives(self, theta, X, y, c)
 
 
@@ -91,7 +91,7 @@ class DenseJvpDerivatives(MLPDerivatives):
 
 
 class DenseJvpMLP(MLP):
-    def at(self, theta, X, y, c=None):
+    def derivatives(self, theta, X, y, c=None):
         return DenseJvpDerivatives(self, theta, X, y, c)
 
 

@@ -67,6 +67,7 @@ class Problem:
             raise ValueError("`X` must have at least one row, got 0")
         self.n, self.p = self.X.shape
         self.d = model.n_params(self.p)
+        self.design = model.design(self.X)  # what the model's derivatives read (x̃ for linear models), once
         self.weight_decay = check_nonnegative("weight_decay", weight_decay)
         self.regularization = check_choice("regularization", regularization, REGULARIZATION_MODES)
         self.weights = self.check_weights(weights)
@@ -119,7 +120,7 @@ class Problem:
     # -- the objective and its derivatives -------------------------------------------------------
     def batch(self, idx: Index = None) -> tuple[Array, NDArray[np.int64], slice | NDArray[np.int64]]:
         """(X_B, y_B, selector): the rows of batch B; the full batch (None, or all of [n] in order) is
-        served as views of X and y, without a copy."""
+        served as X and y themselves, without a copy."""
         if idx is None:
             return self.X, self.y, slice(None)
         idx = np.asarray(idx)
@@ -127,16 +128,19 @@ class Problem:
             return self.X, self.y, slice(None)
         return self.X[idx], self.y[idx], idx
 
-    def _coefficients(self, idx: Index, weights: ArrayLike | None) -> tuple[Array, Any, Array]:
-        """(X_B, y_B, c) with c_i = w_i/|B| for i ∈ B: the per-sample factors of F_{B,w}."""
+    def coefficients(self, idx: Index = None, weights: ArrayLike | None = None) -> tuple[Array, Any, Array]:
+        """(design rows of B, y_B, c) with c_i = w_i/|B| for i ∈ B: what ``model.derivatives`` takes for
+        F_{B,w}. The full batch is served without a copy."""
         w = self.weights if weights is None else np.asarray(weights)
-        X, y, rows = self.batch(idx)
-        return X, y, w[rows] / X.shape[0]
+        _, y, rows = self.batch(idx)
+        design = self.design if isinstance(rows, slice) else self.design[rows]
+        return design, y, w[rows] / y.shape[0]
 
     def at(self, theta: ArrayLike, idx: Index = None, weights: ArrayLike | None = None) -> BatchDerivatives:
-        """The derivatives of F_{B,w} at θ (data term only): ``model.at(θ, X_B, y_B, c)``, c_i = w_i/|B|."""
-        X, y, c = self._coefficients(idx, weights)
-        return self.model.at(theta, X, y, c)
+        """The derivatives of F_{B,w} at θ (data term only): ``model.derivatives`` on the batch's rows of
+        the design, c_i = w_i/|B|."""
+        design, y, c = self.coefficients(idx, weights)
+        return self.model.derivatives(theta, design, y, c)
 
     def losses(self, theta: Any, idx: Index = None) -> Any:
         """Unweighted per-sample losses ℓ_i(θ) for i ∈ B, shape (|B|,). autograd-differentiable in θ."""

@@ -197,8 +197,9 @@ class _Step:
         self.w_hat = self.theta + trajectory.epsilons[t]  # ŵ_t
         self.lam_in, self.lam_out = problem.weight_decay_split()
         self.inv_batch = 1.0 / len(self.idx)  # c_{t,j} for j ∈ B_t
-        self.at_theta: BatchDerivatives = problem.at(self.theta, self.idx)
-        self.at_w_hat: BatchDerivatives = problem.at(self.w_hat, self.idx)
+        rows, y_B, c = problem.coefficients(self.idx)  # the batch's rows of the design, once for both
+        self.at_theta: BatchDerivatives = problem.model.derivatives(self.theta, rows, y_B, c)
+        self.at_w_hat: BatchDerivatives = problem.model.derivatives(self.w_hat, rows, y_B, c)
         self.g = self.at_theta.grad() + self.lam_in * self.theta  # g_t
 
     def P(self, V: Array) -> Array:
@@ -212,15 +213,6 @@ class _Step:
     def S_T(self, V: Array) -> Array:
         """S_tᵀ V, (d, k)."""
         return self.sam.vjp_theta(self.theta, self.g, V)
-
-
-def _scatter_add(out: Array, idx: NDArray[np.int64], values: Array) -> None:
-    """out[idx] += values row by row; a fancy-index add where the batch's indices are distinct (refsam's
-    own schedules), np.add.at where a recorded batch repeats an index."""
-    if np.unique(idx).size == idx.size:
-        out[idx] += values
-    else:
-        np.add.at(out, idx, values)
 
 
 # -- the exact recursions ---------------------------------------------------------------------------
@@ -244,7 +236,7 @@ def _adjoint(problem: Problem, trajectory: Trajectory, V_T: Array, progress: boo
         Q = HU + step.lam_in * U  # K_t(ŵ_t) U
         PQ = step.P(Q)
         HPQ, J_theta_PQ = step.at_theta.hvp_and_jvp(PQ)
-        _scatter_add(influence, step.idx, -step.lr * step.inv_batch * (J_w_hat_U + J_theta_PQ))
+        np.add.at(influence, step.idx, -step.lr * step.inv_batch * (J_w_hat_U + J_theta_PQ))
         U = U - step.lr * (Q + HPQ + step.lam_in * PQ + step.S_T(Q) + step.lam_out * U)
         _progress(steps - t, steps, "adjoint", progress)
     return influence
@@ -289,6 +281,6 @@ def _approximation(problem: Problem, trajectory: Trajectory, X_test: Array, y_te
         if tracin:  # the test gradient at the same checkpoint
             test_grads = problem.model.per_sample_grads(x, X_test, y_test).T  # (d, m)
         contribution = problem.at(x, idx).jvp(test_grads)  # ∇ℓ_j(x)ᵀ ∇f, (|B|, m)
-        _scatter_add(influence, idx, -trajectory.lrs[t] / len(idx) * contribution)
+        np.add.at(influence, idx, -trajectory.lrs[t] / len(idx) * contribution)
         _progress(t + 1, steps, method, progress)
     return influence

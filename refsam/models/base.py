@@ -11,6 +11,11 @@ Conventions
   ``c=None`` means all ones). It is the single home of a model's derivatives: the objective, the SAM
   step, the fixed point, the closed form, the trajectory recursions and the benchmarks all call it.
   Blocks of directions are columns: ``V`` has shape (d, k).
+* ``at`` is ``derivatives(theta, design(X), y, c)``: ``design(X)`` is the form of the data the
+  model's derivatives read (X itself by default; x̃ = [X, 1] for the linear models), computed once per
+  problem by :class:`~refsam.Problem`, which then calls ``derivatives`` on rows of it — so no step
+  rebuilds it. A model with hand-written derivatives overrides ``derivatives`` (and, if it wants
+  another form of the data, ``design``).
 
 Bring your own model
 --------------------
@@ -18,8 +23,9 @@ A subclass of :class:`Model` that defines only ``losses`` (in ``autograd.numpy``
 ``n_classes`` works with every method in refsam: the base class's ``at`` returns
 :class:`AutogradDerivatives`, which differentiates ``losses`` with autograd. It is slow (one reverse pass
 per direction) but exact, and it is also the oracle the tests hold the hand-written derivatives to.
-A model that knows its derivatives overrides ``at`` and returns its own :class:`BatchDerivatives`
-(as :class:`~refsam.LogisticRegression`, :class:`~refsam.SoftmaxRegression` and :class:`~refsam.MLP` do).
+A model that knows its derivatives overrides ``derivatives`` and returns its own
+:class:`BatchDerivatives` (as :class:`~refsam.LogisticRegression`, :class:`~refsam.SoftmaxRegression`
+and :class:`~refsam.MLP` do); :func:`refsam.kit.testing.check_grads` checks it against autograd.
 """
 
 from __future__ import annotations
@@ -78,6 +84,7 @@ class BatchDerivatives:
 
     def __init__(self, model: Model, theta: ArrayLike, X: ArrayLike, y: ArrayLike,
                  c: ArrayLike | None = None) -> None:
+        """``X`` is the model's design (rows of ``model.design(X)``; the raw X for most models)."""
         self.model = model
         self.theta = np.asarray(theta, dtype=np.float64)
         self.X = np.asarray(X, dtype=np.float64)
@@ -93,6 +100,8 @@ class BatchDerivatives:
         return int(self.theta.shape[0])
 
     def losses(self) -> Array:
+        """ℓ_i at this point. The default evaluates ``model.losses`` on X: models whose design is not X
+        itself override it."""
         return np.asarray(self.model.losses(self.theta, self.X, self.y), dtype=np.float64)
 
     def grad(self) -> Array:
@@ -145,17 +154,19 @@ class AutogradDerivatives(BatchDerivatives):
             return np.zeros((self.d, self.d))
         return np.asarray(ag_hessian(self._batch_loss)(self.theta), dtype=np.float64)
 
+    def hvp(self, V: ArrayLike) -> Array:
+        V, single = as_columns(V)
+        HV = np.zeros_like(V)
+        if self.n:
+            gradient = ag_grad(self._batch_loss)
+            for col in range(V.shape[1]):
+                v = V[:, col]
+                HV[:, col] = ag_grad(lambda t, v=v: anp.dot(gradient(t), v))(self.theta)
+        return HV[:, 0] if single else HV
+
     def hvp_and_jvp(self, V: ArrayLike) -> tuple[Array, Array]:
         V, _ = as_columns(V)
-        HV = np.empty_like(V)
-        if self.n == 0:
-            HV[...] = 0.0
-            return HV, np.zeros((0, V.shape[1]))
-        gradient = ag_grad(self._batch_loss)
-        for col in range(V.shape[1]):
-            v = V[:, col]
-            HV[:, col] = ag_grad(lambda t, v=v: anp.dot(gradient(t), v))(self.theta)
-        return HV, self.per_sample_grads() @ V
+        return self.hvp(V), self.jvp(V)
 
 
 class Model:
@@ -216,10 +227,22 @@ class Model:
         """Per-sample losses ℓ_i(θ), shape (n,). Written in autograd.numpy."""
         raise NotImplementedError
 
+    def design(self, X: ArrayLike) -> Array:
+        """The form of the data X (n, p) that :meth:`derivatives` reads; default: X itself."""
+        return np.asarray(X, dtype=np.float64)
+
+    def derivatives(self, theta: ArrayLike, design: ArrayLike, y: ArrayLike,
+                    c: ArrayLike | None = None) -> BatchDerivatives:
+        """The derivatives of Σ_i c_i ℓ_i at ``theta`` on rows of :meth:`design`; default: autograd.
+
+        A model that overrides :meth:`design` must override this too (autograd needs the raw X).
+        """
+        return AutogradDerivatives(self, theta, design, y, c)
+
     def at(self, theta: ArrayLike, X: ArrayLike, y: ArrayLike,
            c: ArrayLike | None = None) -> BatchDerivatives:
-        """The derivatives of Σ_i c_i ℓ_i at ``theta`` (:class:`BatchDerivatives`); default: autograd."""
-        return AutogradDerivatives(self, theta, X, y, c)
+        """The derivatives of Σ_i c_i ℓ_i at ``theta`` for data (X, y) (:class:`BatchDerivatives`)."""
+        return self.derivatives(theta, self.design(X), y, c)
 
     def per_sample_grads(self, theta: ArrayLike, X: ArrayLike, y: ArrayLike) -> Array:
         """∇ℓ_i(θ) for every sample, shape (n, d)."""

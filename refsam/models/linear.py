@@ -2,9 +2,9 @@
 
 Conventions
 -----------
-* θ stores the weights first and the bias last: x̃ = [x, 1] is the augmented input. The derivative
-  objects never build x̃: they apply the weights to X and add the bias row separately, so no (n, p+1)
-  copy of X is made on any per-step path.
+* θ stores the weights first and the bias last: x̃ = [x, 1] is the augmented input, the linear models'
+  ``design``. A :class:`~refsam.Problem` builds it once; the derivative objects read rows of it, so
+  every product is one matrix product with x̃ and no step rebuilds it.
 * Every derivative is of L(θ) = Σ_i c_i ℓ_i(θ) (see :mod:`refsam.models.base`); blocks of directions V
   are columns, shape (d, k).
 """
@@ -21,7 +21,7 @@ from scipy.special import expit
 from ..validation import check_positive_int
 from .base import Array, BatchDerivatives, Model, as_columns, cross_entropy, softmax
 
-__all__ = ["LogisticDerivatives", "LogisticRegression", "SoftmaxDerivatives", "SoftmaxRegression"]
+__all__ = ["LogisticDerivatives", "LogisticRegression", "SoftmaxDerivatives", "SoftmaxRegression", "augment"]
 
 
 class LogisticRegression(Model):
@@ -55,65 +55,54 @@ class LogisticRegression(Model):
         z = self.logits(np.asarray(theta, dtype=np.float64), np.asarray(X, dtype=np.float64))
         return np.stack([expit(-z), expit(z)], axis=1)
 
-    def at(self, theta: ArrayLike, X: ArrayLike, y: ArrayLike,
-           c: ArrayLike | None = None) -> LogisticDerivatives:
-        return LogisticDerivatives(self, theta, X, y, c)
+    def design(self, X: ArrayLike) -> Array:
+        return augment(X)
+
+    def derivatives(self, theta: ArrayLike, design: ArrayLike, y: ArrayLike,
+                    c: ArrayLike | None = None) -> LogisticDerivatives:
+        return LogisticDerivatives(self, theta, design, y, c)
 
 
 class LogisticDerivatives(BatchDerivatives):
-    """Logistic regression at one θ: residual r_i = σ(z_i) − y_i = (1 − 2y_i) σ(m_i) and curvature
-    s_i = σ(z_i) σ(−z_i) (the model's stable forms), with z = X w + b:
+    """Logistic regression at one θ on rows x̃_i of the design: residual r_i = σ(z_i) − y_i =
+    (1 − 2y_i) σ(m_i) and curvature s_i = σ(z_i) σ(−z_i) (the model's stable forms), z = x̃ᵀθ:
 
-        ∇L      = [Xᵀ (c ⊙ r),  Σ c ⊙ r]
-        H V     = [Xᵀ (c ⊙ s ⊙ u),  Σ c ⊙ s ⊙ u],   u = X V_w + v_b   (directional logits, (n, k))
-        ∇ℓ_iᵀ V = r_i u_i
-        H       = [[Xᵀ D X, Xᵀ D 1], [1ᵀ D X, 1ᵀ D 1]],  D = diag(c ⊙ s)
+        ∇L      = x̃ᵀ (c ⊙ r)
+        H V     = x̃ᵀ (c ⊙ s ⊙ (x̃ V))
+        ∇ℓ_iᵀ V = r_i (x̃ V)_i
+        H       = (x̃ ⊙ (c ⊙ s))ᵀ x̃
     """
 
     def __init__(self, model: Model, theta: ArrayLike, X: ArrayLike, y: ArrayLike,
                  c: ArrayLike | None = None) -> None:
         super().__init__(model, theta, X, y, c)
-        z = self.X @ self.theta[:-1] + self.theta[-1]  # (n,)
+        z = self.X @ self.theta  # (n,)
         sign = 1.0 - 2.0 * self.y
-        self.residual = sign * expit(sign * z)  # σ(z) − y
+        self.margin = sign * z  # m = (1 − 2y) z
+        self.residual = sign * expit(self.margin)  # σ(z) − y
         self.curvature = expit(z) * expit(-z)  # σ(z) σ(−z)
 
-    def _stack(self, weights_part: Array, bias_part: Array) -> Array:
-        """[weights; bias] along the first axis: the layout of θ."""
-        return np.concatenate([weights_part, bias_part[None]], axis=0)
+    def losses(self) -> Array:
+        return np.logaddexp(0.0, self.margin)  # log(1 + e^m)
 
     def grad(self) -> Array:
-        cr = self.c * self.residual
-        return self._stack(self.X.T @ cr, np.asarray(cr.sum()))
+        return self.X.T @ (self.c * self.residual)
 
     def per_sample_grads(self) -> Array:
-        out = np.empty((self.n, self.d))
-        np.multiply(self.residual[:, None], self.X, out=out[:, :-1])  # (σ(z) − y) x
-        out[:, -1] = self.residual  # the bias: x̃ = 1
-        return out
-
-    def _directional_logits(self, V: Array) -> Array:
-        return self.X @ V[:-1] + V[-1]  # u = x̃ᵀ v, (n, k)
+        return self.residual[:, None] * self.X  # (σ(z) − y) x̃, (n, d)
 
     def hvp_and_jvp(self, V: ArrayLike) -> tuple[Array, Array]:
         V, _ = as_columns(V)
-        U = self._directional_logits(V)  # (n, k)
-        weighted = (self.c * self.curvature)[:, None] * U  # c_i s_i u_i
-        return self._stack(self.X.T @ weighted, weighted.sum(axis=0)), self.residual[:, None] * U
+        XV = self.X @ V  # x̃ᵀ v, (n, k)
+        return self.X.T @ ((self.c * self.curvature)[:, None] * XV), self.residual[:, None] * XV
 
     def jvp(self, V: ArrayLike) -> Array:
         V, single = as_columns(V)
-        JV = self.residual[:, None] * self._directional_logits(V)
+        JV = self.residual[:, None] * (self.X @ V)
         return JV[:, 0] if single else JV
 
     def hessian(self) -> Array:
-        D = self.c * self.curvature  # (n,)
-        H = np.empty((self.d, self.d))
-        DX = D[:, None] * self.X  # (n, p)
-        H[:-1, :-1] = self.X.T @ DX
-        H[:-1, -1] = H[-1, :-1] = DX.sum(axis=0)
-        H[-1, -1] = D.sum()
-        return H
+        return (self.X * (self.c * self.curvature)[:, None]).T @ self.X  # Σ c_i s_i x̃_i x̃_iᵀ
 
 
 class SoftmaxRegression(Model):
@@ -156,17 +145,20 @@ class SoftmaxRegression(Model):
     def predict_proba(self, theta: ArrayLike, X: ArrayLike) -> Array:
         return softmax(self.logits(np.asarray(theta, dtype=np.float64), np.asarray(X, dtype=np.float64)))
 
-    def at(self, theta: ArrayLike, X: ArrayLike, y: ArrayLike,
-           c: ArrayLike | None = None) -> SoftmaxDerivatives:
-        return SoftmaxDerivatives(self, theta, X, y, c)
+    def design(self, X: ArrayLike) -> Array:
+        return augment(X)
+
+    def derivatives(self, theta: ArrayLike, design: ArrayLike, y: ArrayLike,
+                    c: ArrayLike | None = None) -> SoftmaxDerivatives:
+        return SoftmaxDerivatives(self, theta, design, y, c)
 
 
 class SoftmaxDerivatives(BatchDerivatives):
-    """Softmax regression at one θ = vec(Θ), Θ (q, K), q = p + 1, with π_i = softmax(z_i), residual
-    R_i = π_i − e_{y_i} and S_i = diag(π_i) − π_i π_iᵀ:
+    """Softmax regression at one θ = vec(Θ), Θ (q, K), q = p + 1, on rows x̃_i of the design, with
+    π_i = softmax(Θᵀx̃_i), residual R_i = π_i − e_{y_i} and S_i = diag(π_i) − π_i π_iᵀ:
 
-        ∇L      = vec([Xᵀ C R;  1ᵀ C R])                                   C = diag(c)
-        H V     = vec([Xᵀ C SU;  1ᵀ C SU]),  SU_i = S_i u_i,  u_i = V_wᵀ x_i + v_b   (per column)
+        ∇L      = vec(x̃ᵀ C R)                                          C = diag(c)
+        H V     = vec(x̃ᵀ C SU),  SU_i = S_i u_i,  u_i = Vᵀ x̃_i (directional logits, per column)
         ∇ℓ_iᵀ V = R_iᵀ u_i
         H       = Σ_k blockdiag_k(x̃ᵀ C diag(π_{:,k}) x̃) − Mᵀ C M,   M_i = vec(x̃_i π_iᵀ)   (two GEMMs)
     """
@@ -175,32 +167,25 @@ class SoftmaxDerivatives(BatchDerivatives):
                  c: ArrayLike | None = None) -> None:
         super().__init__(model, theta, X, y, c)
         self.K = model.n_classes
-        self.p = self.X.shape[1]
-        Theta = self.theta.reshape(self.p + 1, self.K)
-        self.pi = softmax(self.X @ Theta[:-1] + Theta[-1])  # π, (n, K)
+        self.q = self.X.shape[1]  # p + 1
+        self.logits = self.X @ self.theta.reshape(self.q, self.K)  # z, (n, K)
+        self.pi = softmax(self.logits)  # π, (n, K)
         self.residual = self.pi.copy()
         self.residual[np.arange(self.n), self.y] -= 1.0  # π − e_y
 
-    def _stack(self, weights_part: Array, bias_part: Array) -> Array:
-        """[weights rows; bias row], then θ's row-major layout: (q, K, …) -> (q K, …)."""
-        out = np.concatenate([weights_part, bias_part[None]], axis=0)
-        return out.reshape(self.d, *out.shape[2:])
+    def losses(self) -> Array:
+        return np.asarray(cross_entropy(self.logits, self.y), dtype=np.float64)
 
     def grad(self) -> Array:
-        CR = self.c[:, None] * self.residual  # (n, K)
-        return self._stack(self.X.T @ CR, CR.sum(axis=0))
+        return (self.X.T @ (self.c[:, None] * self.residual)).ravel()
 
     def per_sample_grads(self) -> Array:
-        out = np.empty((self.n, self.p + 1, self.K))
-        np.multiply(self.X[:, :, None], self.residual[:, None, :], out=out[:, :-1])
-        out[:, -1] = self.residual
-        return out.reshape(self.n, self.d)
+        return (self.X[:, :, None] * self.residual[:, None, :]).reshape(self.n, self.d)
 
     def _directional_logits(self, V: Array) -> Array:
-        """u_i = V_wᵀ x_i + v_b for every column of V: (n, K, k)."""
+        """u_i = Vᵀ x̃_i for every column of V: (n, K, k)."""
         k = V.shape[1]
-        V3 = V.reshape(self.p + 1, self.K, k)
-        return (self.X @ V3[:-1].reshape(self.p, self.K * k)).reshape(self.n, self.K, k) + V3[-1]
+        return (self.X @ V.reshape(self.q, self.K * k)).reshape(self.n, self.K, k)
 
     def hvp_and_jvp(self, V: ArrayLike) -> tuple[Array, Array]:
         V, _ = as_columns(V)
@@ -208,9 +193,8 @@ class SoftmaxDerivatives(BatchDerivatives):
         U = self._directional_logits(V)  # (n, K, k)
         pi = self.pi[:, :, None]
         SU = pi * U - pi * np.sum(pi * U, axis=1, keepdims=True)  # S_i u_i
-        CSU = self.c[:, None, None] * SU
-        top = (self.X.T @ CSU.reshape(self.n, self.K * k)).reshape(self.p, self.K, k)
-        return self._stack(top, CSU.sum(axis=0)), np.einsum("ik,ikm->im", self.residual, U)
+        CSU = (self.c[:, None, None] * SU).reshape(self.n, self.K * k)
+        return (self.X.T @ CSU).reshape(self.d, k), np.einsum("ik,ikm->im", self.residual, U)
 
     def jvp(self, V: ArrayLike) -> Array:
         V, single = as_columns(V)
@@ -218,9 +202,7 @@ class SoftmaxDerivatives(BatchDerivatives):
         return JV[:, 0] if single else JV
 
     def hessian(self) -> Array:
-        q, K = self.p + 1, self.K
-        Xa = np.empty((self.n, q))
-        Xa[:, :-1], Xa[:, -1] = self.X, 1.0  # x̃ (the Hessian is O(n d²): one copy of X is noise)
+        q, K, Xa = self.q, self.K, self.X
         M = (Xa[:, :, None] * self.pi[:, None, :]).reshape(self.n, q * K)  # M_i = vec(x̃_i π_iᵀ)
         H = -(M.T @ (self.c[:, None] * M))  # −Mᵀ C M, (qK, qK)
         H4 = H.reshape(q, K, q, K)  # a view: H[(a,k),(b,l)] = H4[a, k, b, l]
@@ -228,3 +210,10 @@ class SoftmaxDerivatives(BatchDerivatives):
             H4[:, k, :, k] += Xa.T @ ((self.c * self.pi[:, k])[:, None] * Xa)
         return H
 
+
+def augment(X: ArrayLike) -> Array:
+    """x̃ = [x, 1]: the input with the constant feature that multiplies the bias, (n, p) -> (n, p+1)."""
+    X = np.asarray(X, dtype=np.float64)
+    out = np.empty((X.shape[0], X.shape[1] + 1))
+    out[:, :-1], out[:, -1] = X, 1.0
+    return out

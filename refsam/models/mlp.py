@@ -153,9 +153,9 @@ class MLP(Model):
     def predict_proba(self, theta: ArrayLike, X: ArrayLike) -> Array:
         return softmax(self.logits(np.asarray(theta, dtype=np.float64), np.asarray(X, dtype=np.float64)))
 
-    def at(self, theta: ArrayLike, X: ArrayLike, y: ArrayLike,
-           c: ArrayLike | None = None) -> MLPDerivatives:
-        return MLPDerivatives(self, theta, X, y, c)
+    def derivatives(self, theta: ArrayLike, design: ArrayLike, y: ArrayLike,
+                    c: ArrayLike | None = None) -> MLPDerivatives:
+        return MLPDerivatives(self, theta, design, y, c)
 
 
 class Primal(NamedTuple):

@@ -42,7 +42,7 @@ class _OffByOnePercent(LogisticDerivatives):
 
 
 class _WrongGradientLogistic(refsam.LogisticRegression):
-    def at(self, theta, X, y, c=None):
+    def derivatives(self, theta, X, y, c=None):
         return _OffByOnePercent(self, theta, X, y, c)
 
 
@@ -53,7 +53,7 @@ class _WrongHvpDerivatives(LogisticDerivatives):
 
 
 class _WrongHvpLogistic(refsam.LogisticRegression):
-    def at(self, theta, X, y, c=None):
+    def derivatives(self, theta, X, y, c=None):
         return _WrongHvpDerivatives(self, theta, X, y, c)
 
 
