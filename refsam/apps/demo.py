@@ -31,6 +31,7 @@ from ..models import build_model as _factory_build_model
 from ..objective import Problem
 from ..sam import RULES, SAM
 from ..tolerances import rel_err
+from ..training import SGDMomentum
 from ..validation import check_nonnegative, check_positive, check_positive_int
 from .agreement import Agreement, GroundTruth, choose_subset, compare_methods, ground_truth
 from .detection import BASELINES, DetectionResult, detect_mislabeled
@@ -65,6 +66,9 @@ class DemoConfig:
     weight_decay: float = 1e-2  # λ (decoupled)
     lr: float = 0.5  # η
     steps: int = 300  # T, full-batch SAM steps (enough for the run to reach the root)
+    momentum: float = 0.0  # μ of the base optimizer (torch.optim.SGD semantics); 0: plain SGD
+    nesterov: bool = False  # Nesterov momentum
+    dampening: float = 0.0  # τ
     flip_fraction: float = 0.10  # fraction of training labels flipped
     val_fraction: float = 0.2  # held-out fraction for the validation loss f
     subset: int = 20  # training points validated against retraining
@@ -73,8 +77,12 @@ class DemoConfig:
     out_dir: str | None = None  # where figures go (None: no figures)
     progress: bool = True  # progress lines on stderr
 
+    def momentum_kwargs(self) -> dict[str, Any]:
+        return {"momentum": self.momentum, "dampening": self.dampening, "nesterov": self.nesterov}
+
     def validate(self) -> DemoConfig:
         check_positive_int("steps", self.steps)
+        SGDMomentum(self.momentum, self.dampening, self.nesterov)  # validates the three
         check_positive_int("subset", self.subset)
         check_positive_int("hidden", self.hidden)
         check_positive("lr", self.lr)
@@ -175,11 +183,12 @@ def run_demo(config: DemoConfig | None = None) -> DemoResult:
     # 2.-3. training and the fixed point
     say(f"[2/6] training: {sam!r}, λ = {config.weight_decay}, η = {config.lr}, T = {config.steps} "
         f"full-batch steps, then refining θ_T to the SAM root")
-    fit_ = fit(problem, sam, config.lr, config.steps, seed=config.seed)
+    fit_ = fit(problem, sam, config.lr, config.steps, seed=config.seed, **config.momentum_kwargs())
     timings["train + root"] = fit_.train_time
     diagnostics_end = None
     try:
-        diagnostics_end = fixed_point_diagnostics(problem, sam, fit_.theta_final, lr=config.lr)
+        diagnostics_end = fixed_point_diagnostics(problem, sam, fit_.theta_final, lr=config.lr,
+                                                  **config.momentum_kwargs())
     except (ValueError, FloatingPointError):
         pass
     accuracy = {
@@ -215,6 +224,13 @@ def run_demo(config: DemoConfig | None = None) -> DemoResult:
 
 # -- the report ----------------------------------------------------------------------------------------
 
+def _momentum_text(c: DemoConfig) -> str:
+    if not c.momentum:
+        return ""
+    kind = "Nesterov" if c.nesterov else "heavy-ball"
+    return f", {kind} momentum {c.momentum:g}" + (f" (dampening {c.dampening:g})" if c.dampening else "")
+
+
 def _fmt(x: Any, spec: str = ".3f") -> str:
     if x is None or (isinstance(x, float) and np.isnan(x)):
         return "—"
@@ -246,7 +262,9 @@ def format_fixed_point(fit_: Fit, diagnostics_end: FixedPoint | None) -> str:
                  f"‖θ_T − θ̂‖ = {np.linalg.norm(fit_.theta_final - fp.theta):.2e}")
     if fp.spectral_radius is not None:
         stable = "< 1: SAM converges to θ̂" if fp.stable else ">= 1: SAM is repelled from θ̂"
-        lines.append(f"spectral radius of I − η ∂G/∂θ = {fp.spectral_radius:.4f} ({stable})")
+        iteration = ("I − η ∂G/∂θ" if not fp.optimizer.active
+                     else f"the momentum iteration (μ = {fp.optimizer.momentum:g})")
+        lines.append(f"spectral radius of {iteration} = {fp.spectral_radius:.4f} ({stable})")
     lines.append(f"condition number of ∂G/∂θ = {fp.condition_number:.3e}")
     distance = np.linalg.norm(fit_.theta_final - fp.theta)
     if distance > RUN_AT_ROOT * (1.0 + np.linalg.norm(fit_.theta_final)):
@@ -261,7 +279,7 @@ def format_report(result: DemoResult) -> str:
     out = ["refsam demo — data attribution for Sharpness-Aware Minimization", "",
            f"data      {result.data_summary}",
            f"training  {fit_.sam!r}, λ = {c.weight_decay} (decoupled), η = {c.lr}, T = {c.steps}, "
-           f"full batch; {fit_.train_time:.2f} s",
+           f"full batch{_momentum_text(c)}; {fit_.train_time:.2f} s",
            "accuracy  " + ", ".join(f"{k} {v:.3f}" for k, v in result.accuracy.items()), "",
            "Fixed point", format_fixed_point(fit_, result.diagnostics_end), ""]
     root_ok = not np.all(np.isnan(truth.loo_root))

@@ -110,16 +110,20 @@ class Fit:
 
 
 def fit(problem: Problem, sam: SAM, lr: float = 0.5, steps: int = 300, batch_size: int | None = None,
-        seed: object = 0, solve_root: bool = True, progress: bool = False) -> Fit:
+        seed: object = 0, solve_root: bool = True, progress: bool = False, *, momentum: float = 0.0,
+        dampening: float = 0.0, nesterov: bool = False) -> Fit:
     """Train with SAM (:func:`refsam.train`) and, for full-batch runs, refine θ_T to the SAM fixed point
     with ``solve_fixed_point`` so the closed-form methods apply. If no root exists (provably, e.g. coupled
     mode on a convex model) ``fixed_point`` is None; if the solver does not reach one, ``fixed_point``
     is its best point with ``converged=False`` and the closed forms are only approximations.
+    ``momentum``, ``dampening``, ``nesterov`` are the base optimizer's (``torch.optim.SGD``): the root is
+    the same, and its stability is judged by the momentum iteration's spectral radius.
 
     Cost: ``steps`` SAM steps plus a root solve (a few d×d factorizations).
     """
     start = time.perf_counter()
-    trajectory = train(problem, sam, lr, steps, batch_size=batch_size, seed=seed, progress=progress)
+    trajectory = train(problem, sam, lr, steps, batch_size=batch_size, seed=seed, progress=progress,
+                       momentum=momentum, dampening=dampening, nesterov=nesterov)
     fixed_point, note = None, ""
     if not solve_root:
         note = "root solve skipped"
@@ -129,7 +133,8 @@ def fit(problem: Problem, sam: SAM, lr: float = 0.5, steps: int = 300, batch_siz
         lr_root = float(np.ravel(lr)[-1])  # the step size the run ended with, for the stability check
         try:
             fixed_point = solve_fixed_point(problem, sam, trajectory.theta_final, lr=lr_root,
-                                            raise_on_failure=False)
+                                            raise_on_failure=False, momentum=momentum,
+                                            dampening=dampening, nesterov=nesterov)
         except FixedPointError as exc:  # no root exists (or G undefined): only trajectory methods apply
             note = str(exc).split(":")[0]  # the claim, without the proof that follows it
     return Fit(problem, sam, trajectory, fixed_point, note, time.perf_counter() - start)

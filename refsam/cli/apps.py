@@ -33,6 +33,7 @@ from ..apps.demo import (
 from ..apps.plotting import matplotlib_available
 from ..objective import Problem
 from ..sam import RULES, SAM
+from .train import add_momentum_arguments
 
 DEFAULT_FIGURE_DIR = "refsam-figures"
 
@@ -51,6 +52,7 @@ def _add_common(p: Any, steps: int = 300) -> None:
     p.add_argument("--weight-decay", type=float, default=1e-2, help="λ, decoupled (default 1e-2)")
     p.add_argument("--lr", type=float, default=0.5, help="learning rate η (default 0.5)")
     p.add_argument("--steps", type=int, default=steps, help=f"full-batch SAM steps T (default {steps})")
+    add_momentum_arguments(p)
     p.add_argument("--flip", type=float, default=0.10,
                    help="fraction of training labels flipped (default 0.1)")
     p.add_argument("--methods", default=",".join(apps.METHODS),
@@ -141,7 +143,8 @@ def _setup(args: argparse.Namespace) -> tuple[Any, Any, apps.Fit]:
     if not args.quiet:
         print(f"training {model!r} on {train.name}: {train.n} points, {val.n} validation, "
               f"{int(train.flipped.sum())} labels flipped; {sam!r}", file=sys.stderr, flush=True)
-    fit_ = apps.fit(problem, sam, args.lr, args.steps, seed=args.seed)
+    fit_ = apps.fit(problem, sam, args.lr, args.steps, seed=args.seed, momentum=args.momentum,
+                    dampening=args.dampening, nesterov=args.nesterov)
     print(f"{train.name}: n = {train.n} training ({int(train.flipped.sum())} flipped), {val.n} validation, "
           f"{model!r}, d = {problem.d}; {sam!r}, λ = {args.weight_decay}, η = {args.lr}, T = {args.steps}")
     print(format_fixed_point(fit_, None))
@@ -156,7 +159,8 @@ def run_demo_command(args: argparse.Namespace) -> int:
     config = DemoConfig(dataset=args.dataset, n=args.n, pca=args.pca, model=args.model, hidden=args.hidden,
                         rule=args.rule, rho=args.rho, weight_decay=args.weight_decay, lr=args.lr,
                         steps=args.steps, flip_fraction=args.flip, subset=args.subset, seed=args.seed,
-                        methods=_methods(args.methods), out_dir=_figure_dir(args), progress=not args.quiet)
+                        methods=_methods(args.methods), out_dir=_figure_dir(args), progress=not args.quiet,
+                        momentum=args.momentum, dampening=args.dampening, nesterov=args.nesterov)
     if args.quick:
         for key, value in QUICK.items():
             setattr(config, key, value)

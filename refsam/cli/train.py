@@ -30,8 +30,17 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--steps", type=int, default=500, help="SAM steps T (default 500)")
     p.add_argument("--batch-size", type=int, default=None, help="minibatch size (default: full batch)")
     p.add_argument("--seed", type=int, default=0)
+    add_momentum_arguments(p)
     p.add_argument("--save", default=None, help="write the trajectory to this .npz file")
     p.set_defaults(func=run)
+
+
+def add_momentum_arguments(p: Any) -> None:
+    """--momentum, --dampening, --nesterov: the base optimizer, as torch.optim.SGD's keywords."""
+    p.add_argument("--momentum", type=float, default=0.0,
+                   help="momentum μ of the base optimizer, torch.optim.SGD semantics (default 0: plain SGD)")
+    p.add_argument("--dampening", type=float, default=0.0, help="momentum dampening τ (default 0)")
+    p.add_argument("--nesterov", action="store_true", help="Nesterov momentum (needs --momentum > 0)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -41,7 +50,8 @@ def run(args: argparse.Namespace) -> int:
     problem = Problem(model, X, y, weight_decay=args.weight_decay, regularization=args.regularization)
     sam = SAM(args.rho, args.rule)
     start = time.perf_counter()
-    trajectory = train(problem, sam, args.lr, args.steps, batch_size=args.batch_size, seed=args.seed)
+    trajectory = train(problem, sam, args.lr, args.steps, batch_size=args.batch_size, seed=args.seed,
+                       momentum=args.momentum, dampening=args.dampening, nesterov=args.nesterov)
     elapsed = time.perf_counter() - start
     theta = trajectory.theta_final
     residual = problem.grad(theta) + problem.weight_decay * theta

@@ -17,6 +17,7 @@ from .fixed_point import (
     fixed_point_diagnostics,
     no_root_reason,
     solve_fixed_point,
+    spectral_radius,
 )
 from .linearisation import (
     Linearisation,
@@ -51,6 +52,7 @@ __all__ = [
     "residual_weight_jacobian",
     "self_influence",
     "solve_fixed_point",
+    "spectral_radius",
     "trajectory_influence",
     "trajectory_parameter_influence",
     "weight_jacobian",

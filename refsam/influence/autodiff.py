@@ -4,9 +4,13 @@ The loop below is written from :meth:`refsam.Problem.objective` and :meth:`refsa
 only — none of the hand-written gradients, Hessians, Jacobians or recursions, and not the training
 layer's step function — so it shares nothing with the methods it checks but the loss and the rule:
 
-    decoupled:  g = ∇F_{B_t,w}(θ_t),        θ_{t+1} = θ_t − η_t (∇F_{B_t,w}(θ_t + ε) + λ θ_t)
-    coupled:    g = ∇F_{B_t,w}(θ_t) + λθ_t, θ_{t+1} = θ_t − η_t (∇F_{B_t,w}(θ_t + ε) + λ (θ_t + ε))
-    with ε = ε(θ_t; g). Slow: an O(T) tape and one reverse pass per output coordinate.
+    decoupled:  g = ∇F_{B_t,w}(θ_t),        d_t = ∇F_{B_t,w}(θ_t + ε) + λ θ_t
+    coupled:    g = ∇F_{B_t,w}(θ_t) + λθ_t, d_t = ∇F_{B_t,w}(θ_t + ε) + λ (θ_t + ε)
+    with ε = ε(θ_t; g), then torch.optim.SGD's update, written out again here:
+    μ = 0:      θ_{t+1} = θ_t − η_t d_t
+    μ > 0:      buf = d_0 at the first step, else μ buf + (1 − τ) d_t;
+                θ_{t+1} = θ_t − η_t (d_t + μ buf  if Nesterov,  else buf)
+    Slow: an O(T) tape and one reverse pass per output coordinate.
 """
 
 from __future__ import annotations
@@ -35,10 +39,12 @@ def autodiff_through_training(problem: Problem, trajectory: Trajectory,
     sam = trajectory.sam()
     coupled = problem.regularization == "coupled"
     lam = problem.weight_decay
+    mu, tau = trajectory.config["momentum"], trajectory.config["dampening"]
+    nesterov = trajectory.config["nesterov"]
     grad_objective = ag_grad(problem.objective)  # ∇_θ F_{B,w}(θ), differentiable in w too
 
     def final_output(w: Any) -> Any:
-        theta = trajectory.theta0
+        theta, buf = trajectory.theta0, None
         for idx, lr in zip(trajectory.batches, trajectory.lrs):
             g = grad_objective(theta, idx, w)
             if coupled:
@@ -46,7 +52,11 @@ def autodiff_through_training(problem: Problem, trajectory: Trajectory,
             w_hat = theta + sam.perturbation(theta, g)
             descent = grad_objective(w_hat, idx, w)
             descent = descent + lam * (w_hat if coupled else theta)
-            theta = theta - lr * descent
+            if mu == 0:
+                theta = theta - lr * descent
+                continue
+            buf = descent if buf is None else mu * buf + (1.0 - tau) * descent
+            theta = theta - lr * (descent + mu * buf if nesterov else buf)
         return output(theta)
 
     return np.asarray(ag_jacobian(final_output)(anp.array(trajectory.weights))).T

@@ -5,6 +5,14 @@ Conventions
 * G(θ; w) is the full-batch residual of :mod:`refsam.influence.linearisation` (the descent direction of
   one SAM step), J = ∂G/∂θ its Jacobian. A SAM solution θ̂ is a root, G(θ̂; w) = 0.
 * Full-batch SAM with step η converges locally to θ̂ iff the spectral radius of I − η J is < 1.
+  With momentum (μ, dampening τ) the iteration runs on (δθ_t, buf_{t−1}) and its linearisation is
+
+      heavy ball:  [[I − η(1−τ)J,        −ημ I ], [(1−τ)J, μI]]
+      Nesterov:    [[I − η(1+μ(1−τ))J,   −ημ² I], [(1−τ)J, μI]]
+
+  Both blocks are polynomials in J, so each eigenvalue m of J gives the 2 × 2 matrix with m in place of
+  J, and the spectral radius is the largest modulus of their eigenvalues (:func:`spectral_radius`). At
+  a root the buffer is 0 and so is the step: momentum has the same roots and the same closed form.
   :class:`FixedPoint` reports it, with ‖G(θ̂)‖ and the condition number of J: the three numbers that say
   whether the closed-form influence (:mod:`refsam.influence.closed_form`) is exact and usable.
 * Coupled mode (or λ = 0) with the SAM or ASAM rule and ρ > 0 has NO root when F is convex: a root
@@ -28,7 +36,7 @@ from ..models import LogisticRegression, SoftmaxRegression
 from ..objective import Problem
 from ..sam import SAM, ZeroGradientError
 from ..tolerances import ROOT_TOL
-from ..training import descent_direction
+from ..training import SGDMomentum, descent_direction
 from ..validation import check_choice, check_positive, check_positive_int
 from .linearisation import check_root_inputs, linearise
 
@@ -40,6 +48,7 @@ __all__ = [
     "fixed_point_diagnostics",
     "no_root_reason",
     "solve_fixed_point",
+    "spectral_radius",
 ]
 
 Array = NDArray[np.float64]
@@ -83,8 +92,10 @@ class FixedPoint:
     jacobian : array (d, d)         ∂G/∂θ at θ̂
     condition_number : float        2-norm condition number of ∂G/∂θ (inf if singular)
     lr : float or None              η for the stability diagnostic
-    spectral_radius : float or None max |eig(I − η ∂G/∂θ)|; < 1 iff full-batch SAM with step η is
-                                    locally attracted to θ̂. None when ``lr`` is None.
+    spectral_radius : float or None spectral radius of the linearised iteration (I − η ∂G/∂θ without
+                                    momentum; the momentum iteration's with it); < 1 iff full-batch SAM
+                                    with step η is locally attracted to θ̂. None when ``lr`` is None.
+    optimizer : SGDMomentum         the base optimizer the radius is for (μ = 0: plain SGD)
     start_distance : float or None  ‖θ̂ − θ_0‖₂ from the solver's start (None from diagnostics). A root far
                                     from the end of a run may not be the point that run approaches.
     """
@@ -100,6 +111,7 @@ class FixedPoint:
     lr: float | None = None
     spectral_radius: float | None = None
     start_distance: float | None = None
+    optimizer: SGDMomentum = field(default_factory=SGDMomentum)
 
     @property
     def stable(self) -> bool | None:
@@ -120,7 +132,10 @@ class FixedPoint:
         if self.spectral_radius is not None:
             verdict = ("stable: full-batch SAM converges here" if self.stable
                        else "unstable: full-batch SAM is repelled from this root")
-            lines.append(f"spectral radius of I − η ∂G/∂θ at η = {self.lr:g}: "
+            what = "I − η ∂G/∂θ" if not self.optimizer.active else (
+                f"the {'Nesterov' if self.optimizer.nesterov else 'heavy-ball'} iteration "
+                f"(μ = {self.optimizer.momentum:g}, τ = {self.optimizer.dampening:g})")
+            lines.append(f"spectral radius of {what} at η = {self.lr:g}: "
                          f"{self.spectral_radius:.6f} ({verdict})")
         return "\n".join(lines)
 
@@ -136,34 +151,56 @@ def _condition_number(J: np.ndarray) -> float:
     return float(s[0] / s[-1]) if s[-1] > 0 else float("inf")
 
 
-def _spectral_radius(J: np.ndarray, lr: float | None) -> float | None:
-    if lr is None:
-        return None
-    return float(np.max(np.abs(np.linalg.eigvals(np.eye(J.shape[0]) - lr * J))))
+def spectral_radius(J: ArrayLike, lr: float, optimizer: SGDMomentum | None = None) -> float:
+    """The spectral radius of full-batch SAM's linearised iteration at a root with Jacobian J.
+
+    Without momentum: max |eig(I − η J)|. With momentum, per eigenvalue m of J, the 2 × 2 matrix
+    [[1 − η a m, −η b], [(1−τ) m, μ]] (a = 1 − τ, b = μ for heavy ball; a = 1 + μ(1−τ), b = μ² for
+    Nesterov; module docstring), whose eigenvalues solve λ² − tr λ + det = 0. Cost: one eigen-
+    decomposition of J.
+    """
+    J = np.asarray(J, dtype=np.float64)
+    if optimizer is None or not optimizer.active:
+        return float(np.max(np.abs(np.linalg.eigvals(np.eye(J.shape[0]) - lr * J))))
+    mu, tau = optimizer.momentum, optimizer.dampening
+    a, b = (1.0 + mu * (1.0 - tau), mu**2) if optimizer.nesterov else (1.0 - tau, mu)
+    m = np.linalg.eigvals(J).astype(complex)  # eigenvalues of J
+    trace = 1.0 - lr * a * m + mu
+    det = (1.0 - lr * a * m) * mu + lr * b * (1.0 - tau) * m
+    root = np.sqrt(trace**2 - 4.0 * det)
+    return float(np.max(np.maximum(np.abs((trace + root) / 2.0), np.abs((trace - root) / 2.0))))
 
 
 def _make_fixed_point(problem: Problem, sam: SAM, theta: Array, weights: Array | None, iterations: int,
-                      method: str, tol: float, lr: float | None, theta0: Array | None = None) -> FixedPoint:
+                      method: str, tol: float, lr: float | None, theta0: Array | None = None,
+                      optimizer: SGDMomentum | None = None) -> FixedPoint:
+    optimizer = SGDMomentum() if optimizer is None else optimizer
     lin = linearise(problem, sam, theta, weights)
     residual = float(np.linalg.norm(lin.residual))
     return FixedPoint(theta=theta, residual=residual, converged=bool(residual <= tol), iterations=iterations,
                       method=method, tol=tol, jacobian=lin.jacobian,
                       condition_number=_condition_number(lin.jacobian), lr=lr,
-                      spectral_radius=_spectral_radius(lin.jacobian, lr),
-                      start_distance=None if theta0 is None else float(np.linalg.norm(theta - theta0)))
+                      spectral_radius=None if lr is None else spectral_radius(lin.jacobian, lr, optimizer),
+                      start_distance=None if theta0 is None else float(np.linalg.norm(theta - theta0)),
+                      optimizer=optimizer)
 
 
 def fixed_point_diagnostics(problem: Problem, sam: SAM, theta: ArrayLike, lr: float | None = None,
-                            tol: float = TOL_DEFAULT, weights: ArrayLike | None = None) -> FixedPoint:
+                            tol: float = TOL_DEFAULT, weights: ArrayLike | None = None, *,
+                            momentum: float = 0.0, dampening: float = 0.0,
+                            nesterov: bool = False) -> FixedPoint:
     """The root diagnostics at a given θ (e.g. the end of a training run), without solving.
 
     Returns a :class:`FixedPoint` with ``method="none"``, ``iterations=0``; ``converged`` says whether θ
-    is a root to within ``tol``. Cost: two Hessians, one SVD and (with ``lr``) one eigen-decomposition.
+    is a root to within ``tol``. ``momentum``, ``dampening``, ``nesterov`` (as in ``torch.optim.SGD``)
+    choose the iteration whose spectral radius is reported. Cost: two Hessians, one SVD and (with
+    ``lr``) one eigen-decomposition.
     """
     theta, weights = check_root_inputs(problem, sam, theta, weights=weights)
     tol = check_positive("tol", tol)
     lr = None if lr is None else check_positive("lr", lr)
-    return _make_fixed_point(problem, sam, theta, weights, 0, "none", tol, lr)
+    optimizer = SGDMomentum(momentum, dampening, nesterov)
+    return _make_fixed_point(problem, sam, theta, weights, 0, "none", tol, lr, optimizer=optimizer)
 
 
 def no_root_reason(problem: Problem, sam: SAM) -> str | None:
@@ -279,7 +316,8 @@ def _scipy_root(problem: Problem, sam: SAM, theta: Array, weights: Array | None,
 
 def solve_fixed_point(problem: Problem, sam: SAM, theta0: ArrayLike, lr: float | None = None,
                       tol: float = TOL_DEFAULT, max_iter: int = 100, method: str = "auto",
-                      weights: ArrayLike | None = None, raise_on_failure: bool = True) -> FixedPoint:
+                      weights: ArrayLike | None = None, raise_on_failure: bool = True, *,
+                      momentum: float = 0.0, dampening: float = 0.0, nesterov: bool = False) -> FixedPoint:
     """Find a root θ̂ of the full-batch SAM residual G(θ; w) near ``theta0`` and diagnose it.
 
     Parameters
@@ -291,7 +329,8 @@ def solve_fixed_point(problem: Problem, sam: SAM, theta0: ArrayLike, lr: float |
     theta0 : array (d,)
         Warm start (e.g. the end of a SAM run). The root found is the one this start leads to.
     lr : float > 0, optional
-        η for the stability diagnostic ``spectral_radius`` of I − η ∂G/∂θ.
+        η for the stability diagnostic ``spectral_radius`` of I − η ∂G/∂θ (or of the momentum
+        iteration, with ``momentum``).
     tol : float > 0
         The root is verified when ‖G(θ̂)‖₂ ≤ tol.
     max_iter : int >= 1
@@ -307,6 +346,9 @@ def solve_fixed_point(problem: Problem, sam: SAM, theta0: ArrayLike, lr: float |
         Sample weights overriding ``problem.weights`` (used by the re-solving ground truth).
     raise_on_failure : bool
         If False, return the best point with ``converged=False`` instead of raising.
+    momentum, dampening, nesterov :
+        The base optimizer of the training run (``torch.optim.SGD``'s names): the roots are the same,
+        but whether training reaches one is decided by the momentum iteration's spectral radius.
 
     Returns
     -------
@@ -326,6 +368,7 @@ def solve_fixed_point(problem: Problem, sam: SAM, theta0: ArrayLike, lr: float |
     max_iter = check_positive_int("max_iter", max_iter)
     method = check_choice("method", method, SOLVER_METHODS)
     lr = None if lr is None else check_positive("lr", lr)
+    optimizer = SGDMomentum(momentum, dampening, nesterov)
     reason = no_root_reason(problem, sam)
     if reason is not None:
         raise NoFixedPointError(reason, residual=_safe_norm(problem, sam, theta0, weights),
@@ -347,7 +390,8 @@ def solve_fixed_point(problem: Problem, sam: SAM, theta0: ArrayLike, lr: float |
         if r < best[1]:
             best = (theta, r)
         if r <= tol:
-            root = _make_fixed_point(problem, sam, theta, weights, total_iterations, name, tol, lr, theta0)
+            root = _make_fixed_point(problem, sam, theta, weights, total_iterations, name, tol, lr, theta0,
+                                     optimizer)
             if root.stable is not False:
                 return root
             first_root = first_root or root
@@ -365,4 +409,5 @@ def solve_fixed_point(problem: Problem, sam: SAM, theta0: ArrayLike, lr: float |
         raise FixedPointError(message, residual=r, reason="; ".join(reasons), theta=theta)
     if not np.isfinite(r):
         raise FixedPointError(message, residual=r, reason="G undefined", theta=None)
-    return _make_fixed_point(problem, sam, theta, weights, total_iterations, "failed", tol, lr, theta0)
+    return _make_fixed_point(problem, sam, theta, weights, total_iterations, "failed", tol, lr, theta0,
+                             optimizer)

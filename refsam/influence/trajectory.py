@@ -37,7 +37,9 @@ Conventions
                   independent of every formula above. Slow (O(T) tape, one reverse pass per test
                   function); for tests.
       "first_order"              A_t ≈ I and the inner term K P ∇ℓ_j(θ_t) dropped, test gradient at θ_T:
-                                     I_j ≈ −Σ_t η_t c_{t,j} ∇ℓ_j(ŵ_t)ᵀ ∇f(θ_T)
+                                     I_j ≈ −Σ_t γ_t c_{t,j} ∇ℓ_j(ŵ_t)ᵀ ∇f(θ_T)
+                                 (γ_t = η_t without momentum; with momentum the total weight of step
+                                 t's direction in θ_T, :func:`step_weights`)
       "first_order_unperturbed"  the same with ∇ℓ_j(θ_t) in place of ∇ℓ_j(ŵ_t)
       "tracin"                   TracIn: like first_order but the test gradient is taken at the same
                                  checkpoint as the training gradient:  −Σ_t η_t c_{t,j} ∇ℓ_j(ŵ_t)ᵀ ∇f(ŵ_t)
@@ -73,6 +75,7 @@ __all__ = [
     "METHODS",
     "PARAMETER_METHODS",
     "check_run",
+    "step_weights",
     "trajectory_influence",
     "trajectory_parameter_influence",
 ]
@@ -220,24 +223,40 @@ class _Step:
 def _adjoint(problem: Problem, trajectory: Trajectory, V_T: Array, progress: bool) -> Array:
     """Reverse recursion for the k functions whose gradients at θ_T are the columns of V_T (d, k).
 
-    Returns I (n, k) with I[j, :] = Σ_t v_{t+1}ᵀ b_{t,j}. Per step, with U = v_{t+1}:
-        Q   = K_t(ŵ_t) U                                   (the shared HVP at ŵ_t)
+    Returns I (n, k) with I[j, :] = Σ_t D_tᵀ β_{t,j}, β_{t,j} = ∂d_t/∂w_j, where D_t is the adjoint of
+    step t's direction d_t. With U = v_{t+1} (the adjoint of θ_{t+1}) and, under momentum, a_t (the
+    adjoint of buf_t carried back from step t+1; a_{T−1} = 0):
+
+        no momentum:   D_t = −η_t U
+        heavy ball:    b̄ = a_t − η_t U,        D_t = c_t b̄                    a_{t−1} = μ b̄
+        Nesterov:      b̄ = a_t − η_t μ U,      D_t = c_t b̄ − η_t U           a_{t−1} = μ b̄
+                       (c_0 = 1, c_t = 1 − τ: the factor of d_t in buf_t)
+    and then, with M_t = ∂d_t/∂θ_t (so A_t = I − η_t M_t without momentum):
+        Q   = K_t(ŵ_t) D_t                                   (the shared HVP at ŵ_t)
         PQ  = P_t Q
-        I_j += −η_t c_{t,j} [∇ℓ_j(ŵ_t)ᵀ U + ∇ℓ_j(θ_t)ᵀ PQ]      (uses K and P symmetric)
-        v_t = A_tᵀ U = U − η_t [Q + K_t(θ_t) PQ + S_tᵀ Q + λ_out U]
+        I_j += c_{t,j} [∇ℓ_j(ŵ_t)ᵀ D_t + ∇ℓ_j(θ_t)ᵀ PQ]         (uses K and P symmetric)
+        v_t = U + M_tᵀ D_t = U + Q + K_t(θ_t) PQ + S_tᵀ Q + λ_out D_t
     """
-    sam = trajectory.sam()
+    sam, optimizer = trajectory.sam(), trajectory.optimizer()
+    mu, nesterov = optimizer.momentum, optimizer.nesterov
     steps = trajectory.steps
     influence = np.zeros((problem.n, V_T.shape[1]))  # (n, k)
     U = np.array(V_T, dtype=np.float64)  # v_T, (d, k)
+    buffer_adjoint = np.zeros_like(U)  # a_{T−1} = 0: f depends on θ_T only
     for t in range(steps - 1, -1, -1):
         step = _Step(problem, trajectory, sam, t)
-        HU, J_w_hat_U = step.at_w_hat.hvp_and_jvp(U)
-        Q = HU + step.lam_in * U  # K_t(ŵ_t) U
+        if optimizer.active:
+            b_bar = buffer_adjoint - step.lr * (mu if nesterov else 1.0) * U
+            D = optimizer.buffer_weight(t) * b_bar - (step.lr * U if nesterov else 0.0)
+            buffer_adjoint = mu * b_bar
+        else:
+            D = -step.lr * U
+        HD, J_w_hat_D = step.at_w_hat.hvp_and_jvp(D)
+        Q = HD + step.lam_in * D  # K_t(ŵ_t) D
         PQ = step.P(Q)
         HPQ, J_theta_PQ = step.at_theta.hvp_and_jvp(PQ)
-        np.add.at(influence, step.idx, -step.lr * step.inv_batch * (J_w_hat_U + J_theta_PQ))
-        U = U - step.lr * (Q + HPQ + step.lam_in * PQ + step.S_T(Q) + step.lam_out * U)
+        np.add.at(influence, step.idx, step.inv_batch * (J_w_hat_D + J_theta_PQ))
+        U = U + (Q + HPQ + step.lam_in * PQ + step.S_T(Q) + step.lam_out * D)
         _progress(steps - t, steps, "adjoint", progress)
     return influence
 
@@ -245,14 +264,18 @@ def _adjoint(problem: Problem, trajectory: Trajectory, V_T: Array, progress: boo
 def _forward(problem: Problem, trajectory: Trajectory, progress: bool) -> Array:
     """Tangent recursion for all n training points at once; returns dθ_T/dw as (n, d).
 
-    Θ̇ holds dθ_t/dw_j in column j, (d, n). Per step:
+    Θ̇ holds dθ_t/dw_j in column j, (d, n). Per step, the tangent ḋ of the direction d_t:
         ġ  = K_t(θ_t) Θ̇ + c_{t,j} ∇ℓ_j(θ_t)          (tangent of g_t; the second term for j ∈ B_t)
         ŵ̇  = Θ̇ + P_t ġ + S_t Θ̇                       (tangent of ŵ_t)
-        Θ̇ ← Θ̇ − η_t [K_t(ŵ_t) ŵ̇ + λ_out Θ̇ + c_{t,j} ∇ℓ_j(ŵ_t)]
+        ḋ  = K_t(ŵ_t) ŵ̇ + λ_out Θ̇ + c_{t,j} ∇ℓ_j(ŵ_t)
+    then the optimizer's tangent (the buffer's tangent ḃ carries over):
+        no momentum:  Θ̇ ← Θ̇ − η_t ḋ
+        momentum:     ḃ ← ḋ (t = 0) or μ ḃ + (1 − τ) ḋ;   Θ̇ ← Θ̇ − η_t (ḋ + μ ḃ  Nesterov,  ḃ  heavy ball)
     """
-    sam = trajectory.sam()
+    sam, optimizer = trajectory.sam(), trajectory.optimizer()
     steps = trajectory.steps
     dtheta = np.zeros((problem.d, problem.n))  # Θ̇_0 = 0
+    dbuf: Array | None = None
     for t in range(steps):
         step = _Step(problem, trajectory, sam, t)
         dg = step.at_theta.hvp(dtheta) + step.lam_in * dtheta  # K_t(θ_t) Θ̇
@@ -260,6 +283,8 @@ def _forward(problem: Problem, trajectory: Trajectory, progress: bool) -> Array:
         dw_hat = dtheta + step.P(dg) + step.S(dtheta)
         descent = step.at_w_hat.hvp(dw_hat) + step.lam_in * dw_hat + step.lam_out * dtheta
         descent[:, step.idx] += step.inv_batch * step.at_w_hat.per_sample_grads().T
+        if optimizer.active:
+            dbuf, descent = optimizer.update(dbuf, descent, t)  # the same linear map on tangents
         dtheta = dtheta - step.lr * descent
         _progress(t + 1, steps, "forward", progress)
     return dtheta.T
@@ -267,12 +292,33 @@ def _forward(problem: Problem, trajectory: Trajectory, progress: bool) -> Array:
 
 # -- the approximations -------------------------------------------------------------------------------
 
+def step_weights(trajectory: Trajectory) -> Array:
+    """γ_t = Σ_{s ≥ t} η_s ∂step_s/∂d_t, the weight of step t's direction d_t in θ_0 − θ_T when every
+    step Jacobian is the identity (what the first-order approximations keep), shape (T,).
+
+        no momentum:  γ_t = η_t
+        heavy ball:   γ_t = c_t Σ_{s≥t} η_s μ^{s−t}            (c_0 = 1, c_t = 1 − τ)
+        Nesterov:     γ_t = η_t + μ c_t Σ_{s≥t} η_s μ^{s−t}
+    """
+    optimizer, lrs = trajectory.optimizer(), trajectory.lrs
+    if not optimizer.active:
+        return lrs.copy()
+    mu, tail = optimizer.momentum, np.empty_like(lrs)
+    running = 0.0
+    for t in range(len(lrs) - 1, -1, -1):  # tail_t = η_t + μ tail_{t+1}
+        running = lrs[t] + mu * running
+        tail[t] = running
+    c = np.array([optimizer.buffer_weight(t) for t in range(len(lrs))])
+    return lrs + mu * c * tail if optimizer.nesterov else c * tail
+
+
 def _approximation(problem: Problem, trajectory: Trajectory, X_test: Array, y_test: Any, method: str,
                    progress: bool) -> Array:
     """First-order and TracIn sums −Σ_t η_t c_{t,j} ∇ℓ_j(x_t)ᵀ ∇f(y_t) (module docstring)."""
     at_w_hat = not method.endswith("_unperturbed")
     tracin = method.startswith("tracin")
     steps = trajectory.steps
+    weights = step_weights(trajectory)  # γ_t (η_t without momentum)
     influence = np.zeros((problem.n, X_test.shape[0]))
     test_grads = problem.model.per_sample_grads(trajectory.theta_final, X_test, y_test).T  # ∇f(θ_T), (d, m)
     for t in range(steps):
@@ -281,6 +327,6 @@ def _approximation(problem: Problem, trajectory: Trajectory, X_test: Array, y_te
         if tracin:  # the test gradient at the same checkpoint
             test_grads = problem.model.per_sample_grads(x, X_test, y_test).T  # (d, m)
         contribution = problem.at(x, idx).jvp(test_grads)  # ∇ℓ_j(x)ᵀ ∇f, (|B|, m)
-        np.add.at(influence, idx, -trajectory.lrs[t] / len(idx) * contribution)
+        np.add.at(influence, idx, -weights[t] / len(idx) * contribution)
         _progress(t + 1, steps, method, progress)
     return influence

@@ -2,11 +2,12 @@
 (:mod:`.trajectory`)."""
 
 from .run import make_batches, replay, train
-from .step import StepTerms, descent_direction, sam_step
+from .step import SGDMomentum, StepTerms, descent_direction, sam_step
 from .trajectory import TRAJECTORY_FORMAT_VERSION, Trajectory
 
 __all__ = [
     "TRAJECTORY_FORMAT_VERSION",
+    "SGDMomentum",
     "StepTerms",
     "Trajectory",
     "descent_direction",

@@ -1,4 +1,4 @@
-"""SAM training runs: the batch schedule, ``train`` and ``replay`` (each step is :func:`sam_step`).
+"""SAM training runs: the batch schedule, ``train`` and ``replay`` (each step θ − η G, with momentum).
 
 A run is deterministic given (θ_0, batch schedule, η schedule, rule, ρ, λ, mode, w); the
 :class:`~refsam.Trajectory` it returns records all of them, and :func:`replay` re-runs a recorded
@@ -19,7 +19,7 @@ from numpy.typing import ArrayLike, NDArray
 from ..objective import Problem
 from ..sam import SAM
 from ..validation import check_finite_array, check_positive, check_positive_int, check_random_state
-from .step import sam_step
+from .step import SGDMomentum, descent_direction
 from .trajectory import Trajectory
 
 __all__ = ["make_batches", "replay", "train"]
@@ -54,15 +54,25 @@ def _check_lr(lr: ArrayLike, steps: int) -> Array:
 
 
 def _run(problem: Problem, sam: SAM, theta0: Array, batches: list[NDArray[np.int64]], lrs: Array,
-         progress: bool = False) -> tuple[Array, Array]:
-    """Run the SAM steps over a given schedule; the single code path of train and replay."""
+         optimizer: SGDMomentum, progress: bool = False) -> tuple[Array, Array, Array | None]:
+    """Run the SAM steps over a given schedule; the single code path of train and replay.
+
+    Returns (θ_0 … θ_T, ε_0 … ε_{T−1}, buf_0 … buf_{T−1} or None without momentum).
+    """
     steps = len(lrs)
     thetas = np.empty((steps + 1, problem.d))
     epsilons = np.empty((steps, problem.d))
+    buffers = np.empty((steps, problem.d)) if optimizer.active else None
     thetas[0] = theta0
     report_every = max(1, steps // 10)
     for t in range(steps):
-        thetas[t + 1], epsilons[t] = sam_step(problem, sam, thetas[t], batches[t], lrs[t])
+        terms = descent_direction(problem, sam, thetas[t], batches[t])
+        epsilons[t] = terms.eps
+        if buffers is None:
+            thetas[t + 1] = thetas[t] - lrs[t] * terms.direction
+        else:
+            buffers[t], step = optimizer.update(buffers[t - 1] if t else None, terms.direction, t)
+            thetas[t + 1] = thetas[t] - lrs[t] * step
         if not np.all(np.isfinite(thetas[t + 1])):
             raise FloatingPointError(
                 f"training diverged at step {t}: θ_{t + 1} has non-finite entries; lower `lr` "
@@ -70,11 +80,33 @@ def _run(problem: Problem, sam: SAM, theta0: Array, batches: list[NDArray[np.int
             )
         if progress and ((t + 1) % report_every == 0 or t + 1 == steps):
             print(f"  step {t + 1}/{steps}", file=sys.stderr, flush=True)
-    return thetas, epsilons
+    return thetas, epsilons, buffers
 
 
-def train(problem: Problem, sam: SAM, lr: ArrayLike, steps: int, batch_size: int | None = None,
-          seed: object = 0, theta0: ArrayLike | None = None, progress: bool = False) -> Trajectory:
+def _check_batches(batches: object, n: int) -> list[NDArray[np.int64]]:
+    """An external batch schedule: a non-empty sequence of non-empty integer index arrays in 0..n−1."""
+    try:
+        schedule = list(batches)  # type: ignore[call-overload]
+    except TypeError:
+        raise ValueError(f"`batches` must be a sequence of index arrays, "
+                         f"got {type(batches).__name__}") from None
+    if not schedule:
+        raise ValueError("`batches` must hold at least one batch, got an empty sequence")
+    out = []
+    for t, batch in enumerate(schedule):
+        idx = np.asarray(batch)
+        if idx.ndim != 1 or idx.size == 0 or not np.issubdtype(idx.dtype, np.integer):
+            raise ValueError(f"`batches[{t}]` must be a non-empty 1-d array of ints, got {idx!r}")
+        if idx.min() < 0 or idx.max() >= n:
+            raise ValueError(f"`batches[{t}]` must lie in 0..{n - 1}, got values in {idx.min()}..{idx.max()}")
+        out.append(idx.astype(np.int64))
+    return out
+
+
+def train(problem: Problem, sam: SAM, lr: ArrayLike, steps: int | None = None, batch_size: int | None = None,
+          seed: object = 0, theta0: ArrayLike | None = None, progress: bool = False, *,
+          momentum: float = 0.0, dampening: float = 0.0, nesterov: bool = False,
+          batches: object = None) -> Trajectory:
     """Train with SAM and record the trajectory.
 
     Parameters
@@ -84,14 +116,22 @@ def train(problem: Problem, sam: SAM, lr: ArrayLike, steps: int, batch_size: int
     lr : float > 0 or array (steps,) of floats > 0
         η_t, constant or per step.
     steps : int >= 1
-        T.
+        T. May be omitted when ``batches`` is given (T = len(batches)).
     batch_size : int in 1..n, or None for the full batch
+        Ignored when ``batches`` is given.
     seed : None, int or np.random.Generator
-        Seeds the batch shuffles and, when ``theta0`` is None, the initial θ.
+        Seeds the initial θ (when ``theta0`` is None) and then the batch shuffles. Passing
+        ``theta0=problem.init_params(seed)`` draws the same batches as omitting it.
     theta0 : array (d,), optional
         Initial parameters; default ``problem.init_params(seed)``.
     progress : bool
         Print progress to stderr every 10% of the steps.
+    momentum, dampening, nesterov :
+        The base optimizer's momentum, as ``torch.optim.SGD(momentum=, dampening=, nesterov=)``
+        (:class:`~refsam.training.SGDMomentum`); the default μ = 0 is plain SGD, bit for bit as before.
+    batches : sequence of int arrays, optional
+        An external batch schedule B_0 … B_{T−1} (e.g. the order a PyTorch or JAX run used): replayed as
+        given, with the per-step ``lr``; no shuffling.
 
     Returns
     -------
@@ -106,6 +146,16 @@ def train(problem: Problem, sam: SAM, lr: ArrayLike, steps: int, batch_size: int
         raise ValueError(f"`problem` must be a refsam.Problem, got {type(problem).__name__}")
     if not isinstance(sam, SAM):
         raise ValueError(f"`sam` must be a refsam.SAM, got {type(sam).__name__}")
+    optimizer = SGDMomentum(momentum, dampening, nesterov)
+    schedule = None if batches is None else _check_batches(batches, problem.n)
+    if schedule is not None:
+        if steps is not None and check_positive_int("steps", steps) != len(schedule):
+            raise ValueError(f"`steps` ({steps}) must equal len(batches) ({len(schedule)}), or be omitted")
+        if batch_size is not None:
+            raise ValueError("pass either `batches` (an external schedule) or `batch_size`, not both")
+        steps = len(schedule)
+    elif steps is None:
+        raise ValueError("`steps` is required unless an external schedule `batches` is given")
     steps = check_positive_int("steps", steps)
     lrs = _check_lr(lr, steps)
     if batch_size is not None:
@@ -116,12 +166,11 @@ def train(problem: Problem, sam: SAM, lr: ArrayLike, steps: int, batch_size: int
             )
     rng = check_random_state(seed)
     seed_record = int(seed) if isinstance(seed, (int, np.integer)) else None
-    if theta0 is None:
-        theta0 = problem.init_params(rng)
-    else:
-        theta0 = problem.check_theta(theta0, "theta0")
-    batches = make_batches(problem.n, steps, batch_size, rng)
-    thetas, epsilons = _run(problem, sam, theta0, batches, lrs, progress)
+    drawn = problem.init_params(rng)  # drawn either way, so that a given θ_0 leaves the batches unchanged
+    theta0 = drawn if theta0 is None else problem.check_theta(theta0, "theta0")
+    if schedule is None:
+        schedule = make_batches(problem.n, steps, batch_size, rng)
+    thetas, epsilons, buffers = _run(problem, sam, theta0, schedule, lrs, optimizer, progress)
     config = {
         "model": problem.model.spec(),
         **sam.config(),
@@ -133,13 +182,15 @@ def train(problem: Problem, sam: SAM, lr: ArrayLike, steps: int, batch_size: int
         "n": problem.n,
         "d": problem.d,
         "data_sha256": problem.data_fingerprint(),
+        **optimizer.config(),
+        "schedule": "external" if batches is not None else ("full" if batch_size is None else "shuffled"),
     }
-    return Trajectory(thetas, epsilons, batches, lrs, problem.weights, config)
+    return Trajectory(thetas, epsilons, schedule, lrs, problem.weights, config, buffers=buffers)
 
 
 def replay(problem: Problem, trajectory: Trajectory, weights: ArrayLike | None = None,
            progress: bool = False) -> Trajectory:
-    """Re-run a recorded schedule (θ_0, batches, η_t, SAM rule) on ``problem``.
+    """Re-run a recorded schedule (θ_0, batches, η_t, SAM rule, momentum) on ``problem``.
 
     With ``weights=None`` the run uses ``problem.weights``; a replay with the recorded weights reproduces
     the trajectory bit for bit. Other weights give the counterfactual run (same init, batches and
@@ -150,8 +201,8 @@ def replay(problem: Problem, trajectory: Trajectory, weights: ArrayLike | None =
     trajectory.check_problem(problem)
     if weights is not None:
         problem = problem.with_weights(weights)
-    sam = trajectory.sam()
-    thetas, epsilons = _run(problem, sam, trajectory.theta0, trajectory.batches, trajectory.lrs,
-                            progress)
+    thetas, epsilons, buffers = _run(problem, trajectory.sam(), trajectory.theta0, trajectory.batches,
+                                     trajectory.lrs, trajectory.optimizer(), progress)
     config = dict(trajectory.config)
-    return Trajectory(thetas, epsilons, trajectory.batches, trajectory.lrs, problem.weights, config)
+    return Trajectory(thetas, epsilons, trajectory.batches, trajectory.lrs, problem.weights, config,
+                      buffers=buffers)

@@ -14,19 +14,32 @@ coupled:    g = ∇F(θ) + λθ,   G = ∇F(ŵ) + λŵ       (r(θ) = (λ/2)‖�
 
 On the full batch, G(θ; w) is the residual whose roots are the SAM fixed points
 (:mod:`refsam.influence.fixed_point`). ρ = 0 gives ε = 0 exactly, so the step is exactly (S)GD.
+
+Momentum (:class:`SGDMomentum`) follows ``torch.optim.SGD`` to the letter, with d_t = G_t the direction
+above (weight decay included: it goes through the buffer, PyTorch's order), μ = momentum, τ = dampening:
+
+    buf_0 = d_0                                (the first step: the buffer is the direction itself)
+    buf_t = μ buf_{t−1} + (1 − τ) d_t          (t ≥ 1)
+    step_t = d_t + μ buf_t  (Nesterov)   or   buf_t  (heavy ball)
+    θ_{t+1} = θ_t − η_t step_t
+
+μ = 0 is the plain step θ − η G, computed exactly as without momentum. (refsam's "decoupled" weight
+decay is decoupled from the *perturbation*, not SGDW/AdamW's decoupling from the momentum buffer.)
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from ..objective import Problem
 from ..sam import SAM
+from ..validation import check_nonnegative
 
-__all__ = ["StepTerms", "descent_direction", "sam_step"]
+__all__ = ["SGDMomentum", "StepTerms", "descent_direction", "sam_step"]
 
 Array = NDArray[np.float64]
 
@@ -56,3 +69,59 @@ def sam_step(problem: Problem, sam: SAM, theta: Array, idx: ArrayLike | None, lr
     """One SAM step θ − η G(θ) on batch ``idx`` (module docstring). Returns (θ_{t+1}, ε_t)."""
     terms = descent_direction(problem, sam, theta, idx, weights)
     return theta - lr * terms.direction, terms.eps
+
+
+@dataclass(frozen=True)
+class SGDMomentum:
+    """The base optimizer's momentum, with ``torch.optim.SGD``'s keyword names and semantics.
+
+    Parameters
+    ----------
+    momentum : float in [0, 1)
+        μ; 0 (the default) is plain SGD.
+    dampening : float in [0, 1]
+        τ: the buffer adds (1 − τ) d_t from the second step on.
+    nesterov : bool
+        The step is d_t + μ buf_t instead of buf_t. (PyTorch rejects Nesterov with dampening ≠ 0;
+        refsam accepts it, with the same formulas.)
+    """
+
+    momentum: float = 0.0
+    dampening: float = 0.0
+    nesterov: bool = False
+
+    def __post_init__(self) -> None:
+        mu = check_nonnegative("momentum", self.momentum)
+        tau = check_nonnegative("dampening", self.dampening)
+        if mu >= 1.0:
+            raise ValueError(f"`momentum` must lie in [0, 1), got {mu}")
+        if tau > 1.0:
+            raise ValueError(f"`dampening` must lie in [0, 1], got {tau}")
+        if not isinstance(self.nesterov, (bool, np.bool_)):
+            raise ValueError(f"`nesterov` must be True or False, got {self.nesterov!r}")
+        if self.nesterov and mu == 0.0:
+            raise ValueError("`nesterov=True` needs `momentum` > 0 (as in torch.optim.SGD), got momentum=0")
+        object.__setattr__(self, "momentum", mu)
+        object.__setattr__(self, "dampening", tau)
+        object.__setattr__(self, "nesterov", bool(self.nesterov))
+
+    @property
+    def active(self) -> bool:
+        """False for μ = 0: the step is θ − η G and no buffer is kept."""
+        return self.momentum != 0.0
+
+    def buffer_weight(self, t: int) -> float:
+        """The factor of d_t in buf_t: 1 at the first step, 1 − τ afterwards."""
+        return 1.0 if t == 0 else 1.0 - self.dampening
+
+    def update(self, buf: Array | None, direction: Array, t: int) -> tuple[Array, Array]:
+        """(buf_t, step_t) from buf_{t−1} (None at t = 0) and d_t (module docstring)."""
+        if t == 0 or buf is None:
+            new_buf = direction.copy()  # buf_0 = d_0
+        else:
+            new_buf = self.momentum * buf + (1.0 - self.dampening) * direction
+        step = direction + self.momentum * new_buf if self.nesterov else new_buf
+        return new_buf, step
+
+    def config(self) -> dict[str, Any]:
+        return {"momentum": self.momentum, "dampening": self.dampening, "nesterov": self.nesterov}

@@ -13,10 +13,12 @@ from numpy.typing import ArrayLike, NDArray
 from ..models import model_from_spec
 from ..objective import Problem
 from ..sam import SAM
+from .step import SGDMomentum
 
 __all__ = ["TRAJECTORY_FORMAT_VERSION", "Trajectory"]
 
-TRAJECTORY_FORMAT_VERSION = 1
+TRAJECTORY_FORMAT_VERSION = 2  # 2: momentum buffers and the optimizer's configuration; 1 still loads
+READABLE_FORMAT_VERSIONS = (1, 2)
 
 Array = NDArray[np.float64]
 
@@ -33,17 +35,20 @@ class Trajectory:
     weights : array (n,)         the sample weights w the run used
     config : dict                everything else needed to replay it: model spec, rho, rule, kappa,
                                  weight_decay, regularization, batch_size, seed, steps, n, d,
-                                 data_sha256 (of X and y)
+                                 data_sha256 (of X and y), momentum, dampening, nesterov
+    buffers : array (T, d) or None   the momentum buffers buf_0 … buf_{T−1} (None without momentum):
+                                 with θ_t, buf_{t−1} is the run's state
     """
 
     def __init__(self, thetas: ArrayLike, epsilons: ArrayLike, batches: Any, lrs: ArrayLike,
-                 weights: ArrayLike, config: dict[str, Any]) -> None:
+                 weights: ArrayLike, config: dict[str, Any], buffers: ArrayLike | None = None) -> None:
         self.thetas = np.asarray(thetas, dtype=np.float64)
         self.epsilons = np.asarray(epsilons, dtype=np.float64)
         self.batches = [np.asarray(b, dtype=np.int64) for b in batches]
         self.lrs = np.asarray(lrs, dtype=np.float64)
         self.weights = np.asarray(weights, dtype=np.float64)
-        self.config = dict(config)
+        self.config = {"momentum": 0.0, "dampening": 0.0, "nesterov": False, **dict(config)}
+        self.buffers = None if buffers is None else np.asarray(buffers, dtype=np.float64)
 
     @property
     def steps(self) -> int:
@@ -69,6 +74,11 @@ class Trajectory:
     def perturbed(self) -> Array:
         """0.1's name for :attr:`w_hat`."""
         return self.w_hat
+
+    def optimizer(self) -> SGDMomentum:
+        """The base optimizer's momentum of this run (μ = 0 for runs recorded without it)."""
+        c = self.config
+        return SGDMomentum(c["momentum"], c["dampening"], c["nesterov"])
 
     def sam(self) -> SAM:
         """The perturbation rule of this run."""
@@ -119,6 +129,7 @@ class Trajectory:
                 batch_offsets=offsets,
                 lrs=self.lrs,
                 weights=self.weights,
+                buffers=np.zeros((0, self.thetas.shape[1])) if self.buffers is None else self.buffers,
                 config_json=np.array(json.dumps(self.config, sort_keys=True)),
             )
 
@@ -138,42 +149,49 @@ class Trajectory:
                 data = {k: archive[k] for k in archive.files}
         except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
             raise ValueError(f"cannot read a trajectory from {str(path)!r}: {exc}") from exc
-        missing = set(_ARRAY_KEYS) - set(data)
+        version = data.get("format_version")
+        if (version is None or version.shape != () or version.dtype.kind not in "iu"
+                or int(version) not in READABLE_FORMAT_VERSIONS):
+            got = None if version is None else version.tolist()
+            raise ValueError(f"{where} has format_version {got!r}, this refsam reads "
+                             f"{list(READABLE_FORMAT_VERSIONS)}")
+        missing = set(_ARRAY_KEYS + (("buffers",) if int(version) >= 2 else ())) - set(data)
         if missing:
             raise ValueError(f"{where} lacks keys {sorted(missing)}")
-        version = data["format_version"]
-        if version.shape != () or version.dtype.kind not in "iu" or int(version) != TRAJECTORY_FORMAT_VERSION:
-            raise ValueError(
-                f"{where} has format_version {version.tolist()!r}, this refsam reads "
-                f"{TRAJECTORY_FORMAT_VERSION}"
-            )
         try:
             config = json.loads(str(data["config_json"]))
         except json.JSONDecodeError as exc:
             raise ValueError(f"{where} has an unreadable config_json: {exc}") from exc
         if not isinstance(config, dict):
             raise ValueError(f"{where}: config_json must hold a JSON object, got {type(config).__name__}")
-        missing = set(_CONFIG_KEYS) - set(config)
+        required = _CONFIG_KEYS + (_MOMENTUM_KEYS if int(version) >= 2 else ())
+        missing = set(required) - set(config)
         if missing:
             raise ValueError(f"{where}: config_json lacks keys {sorted(missing)}")
+        config = {"momentum": 0.0, "dampening": 0.0, "nesterov": False, **config}  # version 1: no momentum
         problems = _inconsistencies(data, config)
         if problems:
             raise ValueError(f"{where} is inconsistent (tampered or corrupt): " + "; ".join(problems))
         offsets = data["batch_offsets"]
         flat = data["batch_indices"]
         batches = [flat[offsets[t]:offsets[t + 1]] for t in range(len(offsets) - 1)]
-        return cls(data["thetas"], data["epsilons"], batches, data["lrs"], data["weights"], config)
+        buffers = data.get("buffers")
+        buffers = None if buffers is None or buffers.shape[0] == 0 else buffers
+        return cls(data["thetas"], data["epsilons"], batches, data["lrs"], data["weights"], config,
+                   buffers=buffers)
 
     def __repr__(self) -> str:
         c = self.config
+        extra = f", momentum={c['momentum']}" if c["momentum"] else ""
         return (f"Trajectory(steps={self.steps}, d={self.thetas.shape[1]}, rule={c['rule']!r}, "
-                f"rho={c['rho']}, batch_size={c['batch_size']})")
+                f"rho={c['rho']}, batch_size={c['batch_size']}{extra})")
 
 
 _ARRAY_KEYS = ("format_version", "thetas", "epsilons", "batch_indices", "batch_offsets", "lrs", "weights",
                "config_json")
 _CONFIG_KEYS = ("model", "rho", "rule", "kappa", "weight_decay", "regularization", "batch_size", "seed",
                 "steps", "n", "d", "data_sha256")
+_MOMENTUM_KEYS = ("momentum", "dampening", "nesterov")
 
 
 def _inconsistencies(data: dict[str, Any], config: dict[str, Any]) -> list[str]:
@@ -202,8 +220,19 @@ def _inconsistencies(data: dict[str, Any], config: dict[str, Any]) -> list[str]:
         try:
             SAM(config["rho"], config["rule"], config["kappa"])
             model_from_spec(config["model"])
+            optimizer = SGDMomentum(config["momentum"], config["dampening"], config["nesterov"])
         except (ValueError, TypeError, KeyError) as exc:
             problems.append(f"invalid configuration ({exc})")
+            return problems
+        buffers = data.get("buffers")
+        if buffers is not None:
+            want = (T, d) if optimizer.active else (0, d)
+            if buffers.shape != want:
+                problems.append(f"buffers has shape {buffers.shape}, expected {want}")
+            elif buffers.dtype != np.float64 or not np.all(np.isfinite(buffers)):
+                problems.append("buffers must be finite float64")
+        elif optimizer.active:
+            problems.append("a momentum run must store its buffers")
     return problems
 
 

@@ -327,7 +327,7 @@ def _edit_config(key, value):
 TAMPERING = {
     "missing key": (lambda d: d.pop("lrs"), r"lacks keys \['lrs'\]"),
     "future version": (lambda d: d.update(format_version=np.array(TRAJECTORY_FORMAT_VERSION + 1)),
-                       r"has format_version 2, this refsam reads 1"),
+                       r"has format_version 3, this refsam reads \[1, 2\]"),
     "version not an int": (lambda d: d.update(format_version=np.array("one")), r"has format_version 'one'"),
     "config not JSON": (lambda d: d.update(config_json=np.array("{rho: 0.1")), r"unreadable config_json"),
     "config key missing": (_edit_config("rule", KeyError), r"config_json lacks keys \['rule'\]"),

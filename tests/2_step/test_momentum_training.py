@@ -1,0 +1,135 @@
+"""Rung 2 for the base optimizer: momentum follows torch.optim.SGD to the letter (heavy ball, Nesterov,
+dampening), μ = 0 is the plain step bit for bit, runs with momentum replay exactly and round-trip their
+files, 0.1 files still load, and an external batch schedule is replayed as given."""
+
+import json
+
+import numpy as np
+import pytest
+
+import refsam
+from refsam.training import SGDMomentum, descent_direction
+
+X, Y, _ = refsam.make_gaussian_classification(n=30, n_features=3, seed=2)
+OPTIMIZERS = {"heavy_ball": (0.9, 0.0, False), "nesterov": (0.9, 0.0, True),
+              "dampened": (0.8, 0.3, False), "nesterov_dampened": (0.7, 0.2, True)}
+
+
+def _problem(regularization="decoupled"):
+    return refsam.Problem(refsam.LogisticRegression(), X, Y, weight_decay=0.05, regularization=regularization)
+
+
+def _torch_sgd_reference(problem, sam, theta0, batches, lrs, momentum, dampening, nesterov):
+    """torch.optim.SGD's update written out as its source does it, on refsam's SAM direction:
+    d = grad (weight decay included); buf = clone(d) at the first step, else buf.mul_(μ).add_(d, 1 − τ);
+    d = d.add(buf, alpha=μ) if nesterov else buf; p.add_(d, alpha=−lr)."""
+    theta, buf, thetas, bufs = theta0.copy(), None, [theta0.copy()], []
+    for idx, lr in zip(batches, lrs):
+        d = descent_direction(problem, sam, theta, idx).direction
+        buf = d.copy() if buf is None else buf * momentum + d * (1.0 - dampening)
+        d = d + buf * momentum if nesterov else buf
+        theta = theta + d * (-lr)
+        thetas.append(theta.copy())
+        bufs.append(buf.copy())
+    return np.array(thetas), np.array(bufs)
+
+
+def test_zero_momentum_is_the_plain_step_bit_for_bit():
+    problem, sam = _problem(), refsam.SAM(0.1, "asam")
+    run = refsam.train(problem, sam, lr=0.3, steps=12, batch_size=7, seed=1, momentum=0.0)
+    theta = run.theta0
+    for t, idx in enumerate(run.batches):
+        theta = theta - run.lrs[t] * descent_direction(problem, sam, theta, idx).direction
+        np.testing.assert_array_equal(run.thetas[t + 1], theta)
+    assert run.buffers is None and run.optimizer() == SGDMomentum()
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+@pytest.mark.parametrize("regularization", ["decoupled", "coupled"])
+def test_momentum_training_follows_torch_sgd_to_the_letter(name, regularization):
+    momentum, dampening, nesterov = OPTIMIZERS[name]
+    problem, sam = _problem(regularization), refsam.SAM(0.05, "sam")
+    lrs = np.linspace(0.3, 0.1, 15)
+    run = refsam.train(problem, sam, lrs, 15, batch_size=8, seed=3, momentum=momentum, dampening=dampening,
+                       nesterov=nesterov)
+    thetas, bufs = _torch_sgd_reference(problem, sam, run.theta0, run.batches, lrs, momentum, dampening,
+                                        nesterov)
+    np.testing.assert_allclose(run.thetas, thetas, rtol=1e-15, atol=0)
+    np.testing.assert_allclose(run.buffers, bufs, rtol=1e-15, atol=0)
+    plain = refsam.train(problem, sam, lrs, 15, batch_size=8, seed=3)
+    assert np.max(np.abs(run.theta_final - plain.theta_final)) > 1e-3  # momentum changes the run
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_a_momentum_run_replays_bit_for_bit_and_round_trips_its_file(name, tmp_path):
+    momentum, dampening, nesterov = OPTIMIZERS[name]
+    problem = _problem()
+    run = refsam.train(problem, refsam.SAM(0.1), 0.2, 10, batch_size=6, momentum=momentum,
+                       dampening=dampening, nesterov=nesterov)
+    again = refsam.replay(problem, run)
+    np.testing.assert_array_equal(again.thetas, run.thetas)
+    np.testing.assert_array_equal(again.buffers, run.buffers)
+    run.save(tmp_path / "run.npz")
+    loaded = refsam.Trajectory.load(tmp_path / "run.npz")
+    np.testing.assert_array_equal(loaded.buffers, run.buffers)
+    assert loaded.optimizer() == run.optimizer() == SGDMomentum(momentum, dampening, nesterov)
+    counterfactual = refsam.replay(problem, loaded, weights=np.r_[0.0, np.ones(problem.n - 1)])
+    assert not np.array_equal(counterfactual.thetas, run.thetas)
+
+
+def test_a_version_1_file_still_loads_as_a_run_without_momentum(tmp_path):
+    problem = _problem()
+    run = refsam.train(problem, refsam.SAM(0.1), 0.3, 5, batch_size=10)
+    new_keys = ("momentum", "dampening", "nesterov", "schedule")
+    config = {k: v for k, v in run.config.items() if k not in new_keys}
+    offsets = np.cumsum([0] + [len(b) for b in run.batches])
+    with open(tmp_path / "v1.npz", "wb") as fh:  # the 0.1 layout: no buffers, no momentum keys
+        np.savez(fh, format_version=np.array(1), thetas=run.thetas, epsilons=run.epsilons,
+                 batch_indices=np.concatenate(run.batches), batch_offsets=offsets, lrs=run.lrs,
+                 weights=run.weights, config_json=np.array(json.dumps(config, sort_keys=True)))
+    loaded = refsam.Trajectory.load(tmp_path / "v1.npz")
+    assert loaded.optimizer() == SGDMomentum() and loaded.buffers is None
+    np.testing.assert_array_equal(refsam.replay(problem, loaded).thetas, run.thetas)
+
+
+def test_seed_alone_and_seed_with_its_own_init_draw_the_same_batches():
+    problem = _problem()
+    a = refsam.train(problem, refsam.SAM(0.1), 0.3, 9, batch_size=7, seed=5)
+    b = refsam.train(problem, refsam.SAM(0.1), 0.3, 9, batch_size=7, seed=5, theta0=problem.init_params(5))
+    for batch_a, batch_b in zip(a.batches, b.batches):
+        np.testing.assert_array_equal(batch_a, batch_b)
+    np.testing.assert_array_equal(a.thetas, b.thetas)
+
+
+def test_an_external_batch_schedule_is_replayed_as_given():
+    problem = _problem()
+    rng = np.random.default_rng(0)
+    schedule = [rng.choice(problem.n, size=k, replace=False) for k in (5, 9, 3, 30, 5)]  # unsorted, any size
+    lrs = [0.3, 0.2, 0.2, 0.1, 0.05]
+    run = refsam.train(problem, refsam.SAM(0.1), lrs, batches=schedule, momentum=0.9,
+                       theta0=np.zeros(problem.d))
+    assert run.steps == 5 and run.config["schedule"] == "external"
+    for given, used in zip(schedule, run.batches):
+        np.testing.assert_array_equal(given, used)
+    thetas, _ = _torch_sgd_reference(problem, refsam.SAM(0.1), np.zeros(problem.d), schedule, lrs, 0.9, 0.0,
+                                     False)
+    np.testing.assert_allclose(run.thetas, thetas, rtol=1e-15, atol=0)
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"momentum": 1.0}, r"`momentum` must lie in \[0, 1\), got 1.0"),
+    ({"momentum": -0.1}, r"`momentum` must be a finite number >= 0, got -0.1"),
+    ({"momentum": 0.9, "dampening": 1.5}, r"`dampening` must lie in \[0, 1\], got 1.5"),
+    ({"nesterov": True}, r"`nesterov=True` needs `momentum` > 0"),
+    ({"nesterov": "yes", "momentum": 0.9}, r"`nesterov` must be True or False, got 'yes'"),
+    ({"batches": [[0, 1], [2, 99]]}, r"`batches\[1\]` must lie in 0..29, got values in 2..99"),
+    ({"batches": [[0, 1], []]}, r"`batches\[1\]` must be a non-empty 1-d array of ints"),
+    ({"batches": [], "steps": None}, r"`batches` must hold at least one batch"),
+    ({"batches": [[0, 1]], "steps": 3}, r"`steps` \(3\) must equal len\(batches\) \(1\)"),
+    ({"batches": [[0, 1]], "batch_size": 2, "steps": None}, r"pass either `batches`"),
+    ({"steps": None}, r"`steps` is required unless an external schedule `batches` is given"),
+])
+def test_bad_optimizer_and_schedule_arguments_are_rejected_by_name(kwargs, message):
+    arguments = {"steps": 3, **kwargs}
+    with pytest.raises(ValueError, match=message):
+        refsam.train(_problem(), refsam.SAM(0.1), 0.1, **arguments)
