@@ -4,18 +4,25 @@ Conventions
 -----------
 * ``g`` is the gradient the perturbation is built from: ∇F_B(θ) in decoupled mode, ∇(F_B + r)(θ) in
   coupled mode (the training layer decides; this module only sees g).
-* Rules, with radius ρ ≥ 0:
-      SAM   ε = ρ g/‖g‖                      ∂ε/∂g = (ρ/‖g‖)(I − u uᵀ),   u = g/‖g‖
-      USAM  ε = ρ g                          ∂ε/∂g = ρ I
-      ASAM  ε = ρ T² g/‖T g‖, T = diag(|θ| + κ)
-            ∂ε/∂g = (ρ/‖s‖) T (I − u uᵀ) T,  s = T g, u = s/‖s‖
-            ∂ε/∂θ|_g = ρ diag(2 t g sgnθ)/‖s‖ − ρ (t² g)(t g² sgnθ)ᵀ/‖s‖³     (t = |θ| + κ)
-  Only ASAM depends on θ other than through g; for SAM and USAM ∂ε/∂θ|_g = 0.
-  The total derivative used by the influence methods is  dε/dθ = ∂ε/∂g · ∂g/∂θ + ∂ε/∂θ|_g.
-* ‖g‖ = 0 (or ‖Tg‖ = 0) makes SAM and ASAM undefined: :class:`ZeroGradientError` is raised rather than
-  dividing by zero. ρ = 0 gives ε = 0 exactly for every rule (training reduces to (S)GD).
+* Rules, with radius ρ ≥ 0, the denominator epsilon e ≥ 0 (``norm_eps``; 0 by default) and, for ASAM,
+  T = diag(t), t_i = |θ_i| + κ on the coordinates of ``t_mask`` (all by default) and t_i = 1 elsewhere:
+
+      SAM   ε = ρ g/(‖g‖ + e)              (SAM is ASAM with T = I)
+      USAM  ε = ρ g                        ∂ε/∂g = ρ I
+      ASAM  ε = ρ T² g/(‖s‖ + e),  s = T g
+
+  With n = ‖s‖, q = n + e and u = s/n:
+      ∂ε/∂g      = (ρ/q) T (I − (n/q) u uᵀ) T                            (symmetric; e = 0: the projector)
+      ∂ε/∂θ|_g   = diag(a) − b cᵀ,   a = 2ρ t g σ/q,   b = ρ t² g/(q² n),   c = t g² σ
+  where σ_i = sgn(θ_i) on the masked coordinates and 0 elsewhere (so dt_i/dθ_i = σ_i). With κ = 0
+  (T = |θ|, the PyTorch SAM wrapper's adaptive mode) t_i σ_i = θ_i: the rule is smooth in θ, and at
+  θ_i = 0 both a_i and c_i are 0 — the derivative of θ_i². Only ASAM depends on θ other than through g.
+  The total derivative the influence methods use is dε/dθ = ∂ε/∂g · ∂g/∂θ + ∂ε/∂θ|_g.
+* ‖g‖ = 0 (or ‖Tg‖ = 0) with e = 0 makes SAM and ASAM undefined: :class:`ZeroGradientError` is raised
+  rather than dividing by zero. With e > 0 a zero gradient gives ε = 0 (and ∂ε/∂g = (ρ/e) T²).
+  ρ = 0 gives ε = 0 exactly for every rule (training reduces to (S)GD).
 * Perturbations are written in autograd.numpy so the autodiff oracle can differentiate through them;
-  Jacobians are plain NumPy, shape (d, d); ``*_vjp``/``*_jvp`` apply them to a vector in O(d).
+  Jacobians are plain NumPy, shape (d, d); ``*_vjp``/``*_jvp`` apply them in O(d) per column.
 See docs/sam_rules.md for the derivations.
 """
 
@@ -25,9 +32,9 @@ from typing import Any
 
 import autograd.numpy as anp
 import numpy as np
-from numpy.typing import NDArray
+from numpy.typing import ArrayLike, NDArray
 
-from .validation import check_choice, check_nonnegative, check_positive
+from .validation import check_choice, check_nonnegative
 
 __all__ = ["RULES", "SAM", "ZeroGradientError"]
 
@@ -48,29 +55,67 @@ class SAM:
     rho : float >= 0
         Perturbation radius ρ. ρ = 0 makes every rule plain (S)GD.
     rule : {"sam", "usam", "asam"}
-    kappa : float > 0
-        κ in ASAM's T = diag(|θ| + κ) (ignored by the other rules). Default 0.01 (Kwon et al., 2021).
+    kappa : float >= 0
+        κ in ASAM's T = diag(|θ| + κ) (ignored by the other rules). Default 0.01 (Kwon et al., 2021);
+        κ = 0 is T = |θ|, the PyTorch SAM wrapper's adaptive mode.
+    norm_eps : float >= 0
+        e in the denominator ‖Tg‖ + e: 1e-12 in the PyTorch SAM wrapper, 1e-16 in the official ASAM code,
+        0 (the default) in the papers.
+    t_mask : bool array (d,), optional
+        ASAM only: the coordinates that get t = |θ| + κ; the others get t = 1 (the official ASAM code
+        scales weight matrices only: ``~model.bias_mask(p)``). Default: every coordinate.
     """
 
-    def __init__(self, rho: float, rule: str = "sam", kappa: float = 0.01) -> None:
+    def __init__(self, rho: float, rule: str = "sam", kappa: float = 0.01, norm_eps: float = 0.0,
+                 t_mask: ArrayLike | None = None) -> None:
         self.rho = check_nonnegative("rho", rho)
         self.rule = check_choice("rule", rule, RULES)
-        self.kappa = check_positive("kappa", kappa)
+        self.kappa = check_nonnegative("kappa", kappa)
+        self.norm_eps = check_nonnegative("norm_eps", norm_eps)
+        self.t_mask: NDArray[np.bool_] | None = None
+        if t_mask is not None:
+            mask = np.asarray(t_mask)
+            if mask.ndim != 1 or mask.dtype != bool:
+                raise ValueError(f"`t_mask` must be a 1-d bool array (one entry per parameter), got "
+                                 f"{mask.dtype} of shape {mask.shape}")
+            if rule != "asam":
+                raise ValueError(f"`t_mask` applies to rule='asam' only, got rule={rule!r}")
+            self.t_mask = mask.copy()
 
     def config(self) -> dict[str, Any]:
-        return {"rho": self.rho, "rule": self.rule, "kappa": self.kappa}
+        """The rule's configuration, JSON-able (recorded by trajectories and reference cases)."""
+        out: dict[str, Any] = {"rho": self.rho, "rule": self.rule, "kappa": self.kappa}
+        if self.norm_eps:
+            out["norm_eps"] = self.norm_eps
+        if self.t_mask is not None:
+            out["t_mask"] = [bool(v) for v in self.t_mask]
+        return out
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> SAM:
+        """The rule of a recorded :meth:`config` (missing keys: the defaults)."""
+        return cls(config["rho"], config["rule"], config["kappa"], config.get("norm_eps", 0.0),
+                   config.get("t_mask"))
 
     def __repr__(self) -> str:
         extra = f", kappa={self.kappa}" if self.rule == "asam" else ""
+        extra += f", norm_eps={self.norm_eps}" if self.norm_eps else ""
+        if self.t_mask is not None:
+            extra += f", t_mask=<{int(self.t_mask.sum())} of {self.t_mask.size}>"
         return f"SAM(rho={self.rho}, rule={self.rule!r}{extra})"
 
     # -- the perturbation --------------------------------------------------------------------------
     def _norm(self, norm_value: float, what: str) -> None:
-        if norm_value == 0.0:
+        if norm_value == 0.0 and self.norm_eps == 0.0:
             raise ZeroGradientError(
                 f"the {self.rule.upper()} perturbation ρ·{what} is undefined: the gradient is exactly "
-                f"zero. Use rho=0, rule='usam', or start from a point with a non-zero gradient."
+                f"zero. Use rho=0, rule='usam', norm_eps > 0, or start from a point with a non-zero "
+                f"gradient."
             )
+
+    def _check_mask(self, d: int) -> None:
+        if self.t_mask is not None and self.t_mask.shape != (d,):
+            raise ValueError(f"`t_mask` has {self.t_mask.size} entries, the parameters have {d}")
 
     def perturbation(self, theta: Any, g: Any) -> Any:
         """ε(θ; g), shape (d,). autograd-differentiable in θ and g (away from ‖g‖ = 0)."""
@@ -81,11 +126,18 @@ class SAM:
         if self.rule == "sam":
             norm = anp.sqrt(anp.dot(g, g))
             self._norm(_value(norm), "g/‖g‖")
-            return self.rho * g / norm
+            if _value(norm) == 0.0:
+                return 0.0 * g
+            return self.rho * g / (norm + self.norm_eps)
         t = anp.abs(theta) + self.kappa  # diagonal of T
+        if self.t_mask is not None:
+            self._check_mask(len(g))
+            t = anp.where(self.t_mask, t, 1.0)
         norm = anp.sqrt(anp.sum((t * g) ** 2))  # ‖T g‖
         self._norm(_value(norm), "T²g/‖Tg‖")
-        return self.rho * t**2 * g / norm
+        if _value(norm) == 0.0:
+            return 0.0 * g
+        return self.rho * t**2 * g / (norm + self.norm_eps)
 
     # -- Jacobians ---------------------------------------------------------------------------------
     def jacobian_g(self, theta: Array, g: Array) -> Array:
@@ -95,8 +147,8 @@ class SAM:
             return np.zeros((d, d))
         if self.rule == "usam":
             return self.rho * np.eye(d)
-        scale, t, u = self._g_factors(theta, g)
-        return scale * t[:, None] * (np.eye(d) - np.outer(u, u)) * t[None, :]
+        scale, t, u, coef = self._g_factors(theta, g)
+        return scale * t[:, None] * (np.eye(d) - coef * np.outer(u, u)) * t[None, :]
 
     def jacobian_theta(self, theta: Array, g: Array) -> Array:
         """∂ε/∂θ at fixed g, shape (d, d): ASAM's T term; zero for SAM and USAM."""
@@ -112,10 +164,10 @@ class SAM:
             return np.zeros_like(v)
         if self.rule == "usam":
             return self.rho * v
-        scale, t, u = self._g_factors(theta, g)
+        scale, t, u, coef = self._g_factors(theta, g)
         t, u_col = _column(t, v), _column(u, v)
         tv = t * v
-        return scale * t * (tv - u_col * (u @ tv))
+        return scale * t * (tv - coef * u_col * (u @ tv))
 
     def vjp_g(self, theta: Array, g: Array, v: Array) -> Array:
         """(∂ε/∂g)ᵀ v in O(d); equals ``jvp_g`` since ∂ε/∂g is symmetric."""
@@ -135,31 +187,40 @@ class SAM:
         diag, left, right = self._theta_factors(theta, g)
         return _column(diag, v) * v - _column(right, v) * (left @ v)
 
-    def _g_factors(self, theta: Array, g: Array) -> tuple[float, Array, Array]:
-        """(ρ/‖s‖, t, u) with ∂ε/∂g = (ρ/‖s‖) T (I − u uᵀ) T, s = T g, u = s/‖s‖ (T = I for SAM)."""
+    def _g_factors(self, theta: Array, g: Array) -> tuple[float, Array, Array, float]:
+        """(ρ/q, t, u, n/q) with ∂ε/∂g = (ρ/q) T (I − (n/q) u uᵀ) T, s = T g, n = ‖s‖, q = n + e,
+        u = s/n (T = I for SAM; u = 0 when n = 0, which needs e > 0)."""
         t = self._t(theta, g.shape[0])
         s = t * g
         norm = float(np.linalg.norm(s))
         self._norm(norm, "g/‖g‖")
-        return float(self.rho / norm), t, s / norm
+        q = norm + self.norm_eps
+        if norm == 0.0:
+            return float(self.rho / q), t, np.zeros_like(s), 0.0
+        return float(self.rho / q), t, s / norm, norm / q
 
     def _theta_factors(self, theta: Array, g: Array) -> tuple[Array, Array, Array]:
-        """ASAM's (a, b, c) with ∂ε/∂θ|_g = diag(a) − b cᵀ:
-        a = 2ρ t g sgnθ/‖s‖,  b = ρ t² g/‖s‖³,  c = t g² sgnθ   (t = |θ| + κ, s = t g)."""
-        t = np.abs(theta) + self.kappa
-        sgn = np.sign(theta)
+        """ASAM's (a, b, c) with ∂ε/∂θ|_g = diag(a) − b cᵀ (module docstring):
+        a = 2ρ t g σ/q,  b = ρ t² g/(q² n),  c = t g² σ   (σ = sgn θ on the masked coordinates, else 0)."""
+        t = self._t(theta, g.shape[0])
+        sgn = np.sign(theta) if self.t_mask is None else np.where(self.t_mask, np.sign(theta), 0.0)
         norm = float(np.linalg.norm(t * g))
         self._norm(norm, "T²g/‖Tg‖")
-        return 2.0 * self.rho * t * g * sgn / norm, self.rho * t**2 * g / norm**3, t * g**2 * sgn
+        q = norm + self.norm_eps
+        if norm == 0.0:
+            return 2.0 * self.rho * t * g * sgn / q, np.zeros_like(g), t * g**2 * sgn
+        return 2.0 * self.rho * t * g * sgn / q, self.rho * t**2 * g / (q * q * norm), t * g**2 * sgn
 
     def d_rho(self, theta: Array, g: Array) -> Array:
         """∂ε/∂ρ = ε/ρ (every rule is linear in ρ), shape (d,)."""
-        return SAM(1.0, self.rule, self.kappa).perturbation(theta, g)
+        return SAM(1.0, self.rule, self.kappa, self.norm_eps, self.t_mask).perturbation(theta, g)
 
     def _t(self, theta: Array, d: int) -> Array:
-        """Diagonal of T: |θ| + κ for ASAM, ones for SAM (so SAM is ASAM with T = I)."""
+        """Diagonal of T: |θ| + κ for ASAM (1 off the mask), ones for SAM (so SAM is ASAM with T = I)."""
         if self.rule == "asam":
-            return np.abs(theta) + self.kappa
+            self._check_mask(d)
+            t = np.abs(theta) + self.kappa
+            return t if self.t_mask is None else np.where(self.t_mask, t, 1.0)
         return np.ones(d)
 
 

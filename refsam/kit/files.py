@@ -308,7 +308,7 @@ class ReferenceCase:
                        self.arrays["weights"], m["regularization"])
 
     def sam(self) -> SAM:
-        return SAM(self.meta["rho"], self.meta["rule"], self.meta["kappa"])
+        return SAM.from_config(self.meta)
 
     def trajectory(self) -> Trajectory:
         m, a = self.meta, self.arrays

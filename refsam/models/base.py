@@ -39,20 +39,41 @@ from autograd import hessian as ag_hessian
 from autograd import jacobian as ag_jacobian
 from numpy.typing import ArrayLike, NDArray
 
-from ..validation import check_finite_array, check_random_state
+from ..validation import check_finite_array, check_nonnegative, check_random_state
 
-__all__ = ["AutogradDerivatives", "BatchDerivatives", "Model", "as_columns", "cross_entropy", "softmax"]
+__all__ = ["AutogradDerivatives", "BatchDerivatives", "Model", "as_columns", "check_label_smoothing",
+           "cross_entropy", "smoothed_residual", "softmax"]
 
 Array = NDArray[np.float64]
 
 
-def cross_entropy(z: Any, y: Any) -> Any:
-    """Softmax cross-entropy per sample, ℓ = logsumexp(z) − z_y (shifted by max z: stable).
-    z (n, K) logits, y (n,) labels. autograd.numpy, so autograd differentiates it."""
+def cross_entropy(z: Any, y: Any, label_smoothing: float = 0.0) -> Any:
+    """Softmax cross-entropy per sample, ℓ = logsumexp(z) − Σ_k q_k z_k with the smoothed target
+    q = (1 − α) e_y + α/K (α = ``label_smoothing``; α = 0: ℓ = logsumexp(z) − z_y). Shifted by max z
+    (stable). z (n, K) logits, y (n,) labels. autograd.numpy, so autograd differentiates it."""
     z_max = anp.max(z, axis=1, keepdims=True)
     log_norm = anp.log(anp.sum(anp.exp(z - z_max), axis=1)) + z_max[:, 0]
     z_y = anp.sum(z * (y[:, None] == anp.arange(z.shape[1])[None, :]), axis=1)
-    return log_norm - z_y
+    if label_smoothing == 0.0:
+        return log_norm - z_y
+    return log_norm - (1.0 - label_smoothing) * z_y - label_smoothing * anp.mean(z, axis=1)
+
+
+def smoothed_residual(pi: Array, y: Array, label_smoothing: float) -> Array:
+    """∂ℓ/∂z = π − q for the smoothed softmax cross-entropy, q = (1 − α) e_y + α/K, shape (n, K)."""
+    residual = pi.copy()
+    residual[np.arange(len(y)), y] -= 1.0 - label_smoothing
+    if label_smoothing:
+        residual -= label_smoothing / pi.shape[1]
+    return residual
+
+
+def check_label_smoothing(alpha: object) -> float:
+    """α in [0, 1): the weight of the uniform target in label smoothing."""
+    value = check_nonnegative("label_smoothing", alpha)
+    if value >= 1.0:
+        raise ValueError(f"`label_smoothing` must lie in [0, 1), got {value}")
+    return value
 
 
 def softmax(z: Array) -> Array:
@@ -196,6 +217,11 @@ class Model:
     def spec(self) -> dict[str, Any]:
         """A JSON-able description from which :func:`~refsam.model_from_spec` rebuilds this model."""
         return {"name": self.name}
+
+    def bias_mask(self, n_features: int) -> NDArray[np.bool_]:
+        """True at the coordinates of θ that are biases, shape (d,): none for a generic model. Used to
+        exclude biases from weight decay or from ASAM's scaling, as most training recipes do."""
+        return np.zeros(self.n_params(n_features), dtype=bool)
 
     def check_data(self, X: ArrayLike, y: ArrayLike, name_X: str = "X",
                    name_y: str = "y") -> tuple[Array, NDArray[np.int64]]:

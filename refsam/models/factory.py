@@ -15,28 +15,29 @@ MODEL_NAMES = ("logistic", "softmax", "mlp")
 
 
 def build_model(name: str, n_features: int, n_classes: int = 2, hidden: int | tuple[int, ...] = 8,
-                activation: str = "tanh") -> Model:
+                activation: str = "tanh", label_smoothing: float = 0.0) -> Model:
     """The built-in model ``name`` for data with ``n_features`` columns and ``n_classes`` classes.
 
     ``hidden`` is the MLP's hidden width (or a tuple of widths); ignored by the linear models.
     """
     if name == "logistic":
-        return LogisticRegression()
+        return LogisticRegression(label_smoothing)
     if name == "softmax":
-        return SoftmaxRegression(n_classes)
+        return SoftmaxRegression(n_classes, label_smoothing)
     if name == "mlp":
         widths = (hidden,) if isinstance(hidden, int) else tuple(hidden)
-        return MLP((n_features, *widths, n_classes), activation=activation)
+        return MLP((n_features, *widths, n_classes), activation=activation, label_smoothing=label_smoothing)
     raise ValueError(f"`model` must be one of {list(MODEL_NAMES)}, got {name!r}")
 
 
 def model_from_spec(spec: Mapping[str, Any]) -> Model:
     """Rebuild a model from :meth:`Model.spec` (used by saved trajectories and reference cases)."""
     name = spec.get("name")
+    smoothing = spec.get("label_smoothing", 0.0)
     if name == "logistic":
-        return LogisticRegression()
+        return LogisticRegression(smoothing)
     if name == "softmax":
-        return SoftmaxRegression(spec["n_classes"])
+        return SoftmaxRegression(spec["n_classes"], smoothing)
     if name == "mlp":
-        return MLP(spec["sizes"], activation=spec.get("activation", "tanh"))
+        return MLP(spec["sizes"], activation=spec.get("activation", "tanh"), label_smoothing=smoothing)
     raise ValueError(f"model spec `name` must be one of {sorted(MODEL_NAMES)}, got {name!r}")

@@ -15,11 +15,20 @@ from typing import Any
 
 import autograd.numpy as anp
 import numpy as np
-from numpy.typing import ArrayLike
+from numpy.typing import ArrayLike, NDArray
 from scipy.special import expit
 
 from ..validation import check_positive_int
-from .base import Array, BatchDerivatives, Model, as_columns, cross_entropy, softmax
+from .base import (
+    Array,
+    BatchDerivatives,
+    Model,
+    as_columns,
+    check_label_smoothing,
+    cross_entropy,
+    smoothed_residual,
+    softmax,
+)
 
 __all__ = ["LogisticDerivatives", "LogisticRegression", "SoftmaxDerivatives", "SoftmaxRegression", "augment"]
 
@@ -33,9 +42,25 @@ class LogisticRegression(Model):
         ∇²ℓ(θ) = σ(z) σ(−z) x̃ x̃ᵀ                     (σ(z)(1 − σ(z)), without the cancellation)
     Written in m, every term keeps full relative precision for large |z| (a confidently right point
     has ℓ ≈ e^{−|z|}, not 0) and never overflows.
+
+    ``label_smoothing`` α > 0 replaces the target y by q = (1 − α) y + α/2:
+        ℓ = q log(1 + e^{−z}) + (1 − q) log(1 + e^z),   ∇ℓ = (σ(z) − q) x̃ = [(σ(z) − y) + α (y − ½)] x̃,
+    with the same curvature σ(z) σ(−z).
     """
 
     name = "logistic"
+
+    def __init__(self, label_smoothing: float = 0.0) -> None:
+        self.label_smoothing = check_label_smoothing(label_smoothing)
+
+    def spec(self) -> dict[str, Any]:
+        smoothing = {"label_smoothing": self.label_smoothing} if self.label_smoothing else {}
+        return {"name": self.name, **smoothing}
+
+    def bias_mask(self, n_features: int) -> NDArray[np.bool_]:
+        mask = np.zeros(self.n_params(n_features), dtype=bool)
+        mask[-1] = True
+        return mask
 
     @property
     def n_classes(self) -> int:
@@ -48,8 +73,12 @@ class LogisticRegression(Model):
         return anp.dot(X, theta[:-1]) + theta[-1]  # (n,)
 
     def losses(self, theta: Any, X: Any, y: Any) -> Any:
+        z = self.logits(theta, X)
+        if self.label_smoothing:
+            q = (1.0 - self.label_smoothing) * y + 0.5 * self.label_smoothing
+            return q * anp.logaddexp(0.0, -z) + (1.0 - q) * anp.logaddexp(0.0, z)
         sign = 1.0 - 2.0 * y  # +1 for y = 0, −1 for y = 1
-        return anp.logaddexp(0.0, sign * self.logits(theta, X))  # log(1 + e^m), (n,)
+        return anp.logaddexp(0.0, sign * z)  # log(1 + e^m), (n,)
 
     def predict_proba(self, theta: ArrayLike, X: ArrayLike) -> Array:
         z = self.logits(np.asarray(theta, dtype=np.float64), np.asarray(X, dtype=np.float64))
@@ -73,16 +102,22 @@ class LogisticDerivatives(BatchDerivatives):
         H       = (x̃ ⊙ (c ⊙ s))ᵀ x̃
     """
 
-    def __init__(self, model: Model, theta: ArrayLike, X: ArrayLike, y: ArrayLike,
+    def __init__(self, model: LogisticRegression, theta: ArrayLike, X: ArrayLike, y: ArrayLike,
                  c: ArrayLike | None = None) -> None:
         super().__init__(model, theta, X, y, c)
-        z = self.X @ self.theta  # (n,)
+        self.alpha = model.label_smoothing
+        self.z = self.X @ self.theta  # (n,)
         sign = 1.0 - 2.0 * self.y
-        self.margin = sign * z  # m = (1 − 2y) z
+        self.margin = sign * self.z  # m = (1 − 2y) z
         self.residual = sign * expit(self.margin)  # σ(z) − y
-        self.curvature = expit(z) * expit(-z)  # σ(z) σ(−z)
+        if self.alpha:
+            self.residual += self.alpha * (self.y - 0.5)  # σ(z) − q
+        self.curvature = expit(self.z) * expit(-self.z)  # σ(z) σ(−z)
 
     def losses(self) -> Array:
+        if self.alpha:
+            q = (1.0 - self.alpha) * self.y + 0.5 * self.alpha
+            return q * np.logaddexp(0.0, -self.z) + (1.0 - q) * np.logaddexp(0.0, self.z)
         return np.logaddexp(0.0, self.margin)  # log(1 + e^m)
 
     def grad(self) -> Array:
@@ -115,19 +150,29 @@ class SoftmaxRegression(Model):
         ∇²ℓ(θ) = (x̃ x̃ᵀ) ⊗ (diag(π) − π πᵀ)        (Kronecker, row-major vec)
     Without weight decay the loss is invariant to adding a constant to every class, so the Hessian
     is singular; closed-form influence needs λ > 0 for this model.
+
+    ``label_smoothing`` α > 0 replaces e_y by q = (1 − α) e_y + α/K: ℓ = logsumexp(z) − qᵀz,
+    ∇ℓ = vec(x̃ (π − q)ᵀ), and the Hessian is unchanged (it does not depend on the target).
     """
 
     name = "softmax"
 
-    def __init__(self, n_classes: int) -> None:
+    def __init__(self, n_classes: int, label_smoothing: float = 0.0) -> None:
         self._n_classes = check_positive_int("n_classes", n_classes, minimum=2)
+        self.label_smoothing = check_label_smoothing(label_smoothing)
 
     @property
     def n_classes(self) -> int:
         return self._n_classes
 
     def spec(self) -> dict[str, Any]:
-        return {"name": self.name, "n_classes": self._n_classes}
+        smoothing = {"label_smoothing": self.label_smoothing} if self.label_smoothing else {}
+        return {"name": self.name, "n_classes": self._n_classes, **smoothing}
+
+    def bias_mask(self, n_features: int) -> NDArray[np.bool_]:
+        mask = np.zeros((n_features + 1, self._n_classes), dtype=bool)
+        mask[-1] = True  # the last row of Θ
+        return mask.ravel()
 
     def n_params(self, n_features: int) -> int:
         return (n_features + 1) * self._n_classes
@@ -140,7 +185,7 @@ class SoftmaxRegression(Model):
         return anp.dot(X, Theta[:-1]) + Theta[-1]  # (n, K)
 
     def losses(self, theta: Any, X: Any, y: Any) -> Any:
-        return cross_entropy(self.logits(theta, X), y)  # (n,)
+        return cross_entropy(self.logits(theta, X), y, self.label_smoothing)  # (n,)
 
     def predict_proba(self, theta: ArrayLike, X: ArrayLike) -> Array:
         return softmax(self.logits(np.asarray(theta, dtype=np.float64), np.asarray(X, dtype=np.float64)))
@@ -168,13 +213,13 @@ class SoftmaxDerivatives(BatchDerivatives):
         super().__init__(model, theta, X, y, c)
         self.K = model.n_classes
         self.q = self.X.shape[1]  # p + 1
+        self.alpha = model.label_smoothing
         self.logits = self.X @ self.theta.reshape(self.q, self.K)  # z, (n, K)
         self.pi = softmax(self.logits)  # π, (n, K)
-        self.residual = self.pi.copy()
-        self.residual[np.arange(self.n), self.y] -= 1.0  # π − e_y
+        self.residual = smoothed_residual(self.pi, self.y, self.alpha)  # π − q (q = e_y without smoothing)
 
     def losses(self) -> Array:
-        return np.asarray(cross_entropy(self.logits, self.y), dtype=np.float64)
+        return np.asarray(cross_entropy(self.logits, self.y, self.alpha), dtype=np.float64)
 
     def grad(self) -> Array:
         return (self.X.T @ (self.c[:, None] * self.residual)).ravel()

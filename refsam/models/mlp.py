@@ -18,11 +18,20 @@ from typing import Any, NamedTuple
 
 import autograd.numpy as anp
 import numpy as np
-from numpy.typing import ArrayLike
+from numpy.typing import ArrayLike, NDArray
 from scipy.special import expit
 
 from ..validation import check_choice, check_positive_int, check_random_state
-from .base import Array, BatchDerivatives, Model, as_columns, cross_entropy, softmax
+from .base import (
+    Array,
+    BatchDerivatives,
+    Model,
+    as_columns,
+    check_label_smoothing,
+    cross_entropy,
+    smoothed_residual,
+    softmax,
+)
 
 __all__ = ["ACTIVATIONS", "MLP", "MLPDerivatives"]
 
@@ -67,12 +76,13 @@ class MLP(Model):
     Layer l maps a ↦ a W_l + b_l with W_l of shape (sizes[l], sizes[l+1]); θ concatenates
     W_1.ravel(), b_1, W_2.ravel(), b_2, … in that order. Hidden layers apply ``activation``
     (tanh, softplus or sigmoid — ReLU is excluded: the methods need second derivatives).
-    ℓ(θ) = logsumexp(z) − z_y on the final logits z.
+    ℓ(θ) = logsumexp(z) − z_y on the final logits z; with ``label_smoothing`` α > 0,
+    ℓ = logsumexp(z) − qᵀz with q = (1 − α) e_y + α/K (so δ at the output is π − q).
     """
 
     name = "mlp"
 
-    def __init__(self, sizes: Any, activation: str = "tanh") -> None:
+    def __init__(self, sizes: Any, activation: str = "tanh", label_smoothing: float = 0.0) -> None:
         try:
             sizes = tuple(sizes)
         except TypeError:
@@ -87,13 +97,21 @@ class MLP(Model):
             raise ValueError(f"`sizes[-1]` (number of classes) must be >= 2, got {sizes[-1]}")
         self.sizes: tuple[int, ...] = tuple(int(s) for s in sizes)
         self.activation = check_choice("activation", activation, ACTIVATIONS)
+        self.label_smoothing = check_label_smoothing(label_smoothing)
 
     @property
     def n_classes(self) -> int:
         return self.sizes[-1]
 
     def spec(self) -> dict[str, Any]:
-        return {"name": self.name, "sizes": list(self.sizes), "activation": self.activation}
+        smoothing = {"label_smoothing": self.label_smoothing} if self.label_smoothing else {}
+        return {"name": self.name, "sizes": list(self.sizes), "activation": self.activation, **smoothing}
+
+    def bias_mask(self, n_features: int) -> NDArray[np.bool_]:
+        mask = np.zeros(self.n_params(n_features), dtype=bool)
+        for l, (start, stop) in enumerate(self.layer_slices()):
+            mask[start + self.sizes[l] * self.sizes[l + 1]:stop] = True  # b_l follows W_l
+        return mask
 
     def n_params(self, n_features: int) -> int:
         if n_features != self.sizes[0]:
@@ -148,7 +166,7 @@ class MLP(Model):
         return anp.dot(a, W) + b  # (n, K)
 
     def losses(self, theta: Any, X: Any, y: Any) -> Any:
-        return cross_entropy(self.logits(theta, X), y)  # (n,)
+        return cross_entropy(self.logits(theta, X), y, self.label_smoothing)  # (n,)
 
     def predict_proba(self, theta: ArrayLike, X: ArrayLike) -> Array:
         return softmax(self.logits(np.asarray(theta, dtype=np.float64), np.asarray(X, dtype=np.float64)))
@@ -196,8 +214,7 @@ class MLPDerivatives(BatchDerivatives):
             curvatures.append(curvature)
         W, b = layers[-1]
         pi = softmax(inputs[-1] @ W + b)  # (n, K)
-        delta = pi.copy()
-        delta[np.arange(self.n), self.y] -= 1.0  # π − e_y
+        delta = smoothed_residual(pi, self.y, model.label_smoothing)  # π − q (q = e_y without smoothing)
         deltas = [delta]
         for l in range(len(layers) - 1, 0, -1):
             deltas.insert(0, (deltas[0] @ layers[l][0].T) * slopes[l - 1])

@@ -1,17 +1,21 @@
 """Training: one SAM step (:mod:`.step`), runs over a batch schedule (:mod:`.run`) and their record
 (:mod:`.trajectory`)."""
 
+from .presets import PRESETS, Preset, preset
 from .run import make_batches, replay, train
 from .step import SGDMomentum, StepTerms, descent_direction, sam_step
 from .trajectory import TRAJECTORY_FORMAT_VERSION, Trajectory
 
 __all__ = [
     "TRAJECTORY_FORMAT_VERSION",
+    "PRESETS",
+    "Preset",
     "SGDMomentum",
     "StepTerms",
     "Trajectory",
     "descent_direction",
     "make_batches",
+    "preset",
     "replay",
     "sam_step",
     "train",

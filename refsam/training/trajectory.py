@@ -83,7 +83,7 @@ class Trajectory:
     def sam(self) -> SAM:
         """The perturbation rule of this run."""
         c = self.config
-        return SAM(c["rho"], c["rule"], c["kappa"])
+        return SAM.from_config(c)
 
     def problem(self, X: ArrayLike, y: ArrayLike, weights: ArrayLike | None = None) -> Problem:
         """Rebuild the run's Problem on data (X, y) (checked against the recorded fingerprint)."""
@@ -218,7 +218,7 @@ def _inconsistencies(data: dict[str, Any], config: dict[str, Any]) -> list[str]:
             problems.append(f"batch_indices must lie in 0..{n - 1}")
     if not problems:
         try:
-            SAM(config["rho"], config["rule"], config["kappa"])
+            SAM.from_config(config)
             model_from_spec(config["model"])
             optimizer = SGDMomentum(config["momentum"], config["dampening"], config["nesterov"])
         except (ValueError, TypeError, KeyError) as exc:

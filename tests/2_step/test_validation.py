@@ -81,7 +81,12 @@ BAD_INPUTS = {
     "infinite rho": (lambda: SAM(np.inf), r"`rho` must be a finite number >= 0, got inf"),
     "unknown rule": (lambda: SAM(0.1, rule="gsam"),
                      r"`rule` must be one of \['asam', 'sam', 'usam'\], got 'gsam'"),
-    "zero kappa": (lambda: SAM(0.1, "asam", kappa=0.0), r"`kappa` must be a finite number > 0, got 0.0"),
+    "negative kappa": (lambda: SAM(0.1, "asam", kappa=-0.5),
+                       r"`kappa` must be a finite number >= 0, got -0.5"),
+    "negative norm_eps": (lambda: SAM(0.1, norm_eps=-1e-12), r"`norm_eps` must be a finite number >= 0"),
+    "t_mask not bool": (lambda: SAM(0.1, "asam", t_mask=[1, 0]), r"`t_mask` must be a 1-d bool array"),
+    "t_mask off asam": (lambda: SAM(0.1, "sam", t_mask=np.array([True])),
+                        r"`t_mask` applies to rule=.asam. only"),
     # train
     "problem not a Problem": (lambda: train("p", SAM(0.1), 0.1, 2), r"`problem` must be a refsam.Problem"),
     "sam not a SAM": (lambda: train(logistic_problem(), 0.1, 0.1, 2),

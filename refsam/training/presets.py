@@ -1,0 +1,74 @@
+"""Named presets: the SAM rule and base optimizer of the public SAM implementations, step for step.
+
+Each preset is refsam's parameters for what that code computes (its conventions, not its code):
+
+``pytorch-sam`` — the widely used PyTorch SAM wrapper (``SAM(params, base_optimizer, rho, adaptive=False)``)
+    first step: ε = ρ g / (‖g‖ + 1e-12), ‖g‖ the norm over every parameter tensor together;
+    second step: the gradient at θ + ε, θ restored, then the base optimizer's step — ``torch.optim.SGD``
+    with momentum (0.9 in its example) and ``weight_decay=λ``, so λθ enters at the unperturbed point
+    and goes through the momentum buffer: refsam's ``decoupled`` mode with momentum.
+``pytorch-sam-adaptive`` — the same wrapper with ``adaptive=True``
+    ε = ρ θ² g / (‖θ g‖ + 1e-12) on every coordinate, biases included: ASAM with T = |θ| (κ = 0).
+``asam-official`` — the official ASAM code
+    T = |θ| + η (η = 0.01) on weight matrices only (parameters named ``weight``), T = 1 on biases;
+    ε = ρ T² g / (‖T g‖ + 1e-16); then SGD with momentum 0.9 and weight decay: ``decoupled`` mode.
+    The weights-only T needs the model's bias coordinates (``model.bias_mask``).
+
+Not yet available: the JAX/Flax SAM code (Nesterov momentum, an L2 penalty on weight matrices only inside
+the loss, m-sharpness across devices) needs per-coordinate weight decay and m-sharpness.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ..objective import Problem
+from ..sam import SAM
+from ..validation import check_choice
+from .step import SGDMomentum
+
+__all__ = ["PRESETS", "Preset", "preset"]
+
+PRESETS = {
+    "pytorch-sam": "PyTorch SAM wrapper: ε = ρ g/(‖g‖ + 1e-12), SGD momentum, weight decay in SGD",
+    "pytorch-sam-adaptive": "PyTorch SAM wrapper, adaptive=True: ASAM with T = |θ| (κ = 0), ‖Tg‖ + 1e-12",
+    "asam-official": "official ASAM code: T = |θ| + 0.01 on weights only, ‖Tg‖ + 1e-16, SGD momentum",
+}
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A public implementation's SAM rule and base optimizer, for one problem."""
+
+    name: str
+    sam: SAM
+    optimizer: SGDMomentum
+    regularization: str  # the weight-decay mode the implementation computes
+
+    def train_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments of :func:`refsam.train` that select the base optimizer."""
+        o = self.optimizer
+        return {"momentum": o.momentum, "dampening": o.dampening, "nesterov": o.nesterov}
+
+
+def preset(name: str, problem: Problem, rho: float, momentum: float = 0.9, nesterov: bool = False) -> Preset:
+    """The preset ``name`` (one of :data:`PRESETS`) for ``problem``, radius ``rho``, base-optimizer momentum.
+
+    Use it as ``p = preset("pytorch-sam", problem, 0.05); train(problem, p.sam, lr, steps,
+    **p.train_kwargs())``. Raises ValueError if ``problem``'s weight-decay mode is not the one the
+    implementation computes (all three: ``decoupled``).
+    """
+    name = check_choice("name", name, PRESETS)
+    if not isinstance(problem, Problem):
+        raise ValueError(f"`problem` must be a refsam.Problem, got {type(problem).__name__}")
+    if problem.regularization != "decoupled":
+        raise ValueError(f"preset {name!r} computes weight decay in the optimizer (decoupled mode); "
+                         f"`problem` has regularization={problem.regularization!r}")
+    if name == "pytorch-sam":
+        sam = SAM(rho, "sam", norm_eps=1e-12)
+    elif name == "pytorch-sam-adaptive":
+        sam = SAM(rho, "asam", kappa=0.0, norm_eps=1e-12)
+    else:  # asam-official: weights only
+        sam = SAM(rho, "asam", kappa=0.01, norm_eps=1e-16, t_mask=~problem.model.bias_mask(problem.p))
+    return Preset(name, sam, SGDMomentum(momentum, 0.0, nesterov), "decoupled")
