@@ -23,6 +23,8 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("directory", metavar="DIR", help="output directory (created if needed)")
     p.add_argument("--cases", default=None, metavar="PATTERN",
                    help="only cases whose id matches this shell pattern, e.g. 'logistic-*' (default: all)")
+    p.add_argument("--force", action="store_true",
+                   help="replace a manifest.json refsam did not write, or one listing cases this export drops")
     p.set_defaults(func=run_export)
 
     p = subparsers.add_parser("check", help="compare an implementation's influence scores with the "
@@ -39,7 +41,7 @@ def add_parser(subparsers: Any) -> None:
 
 def run_export(args: argparse.Namespace) -> int:
     start = time.perf_counter()
-    manifest = export_cases(args.directory, cases=args.cases, progress=True)
+    manifest = export_cases(args.directory, cases=args.cases, progress=True, force=args.force)
     n_closed = sum("closed_form" in c["outputs"] for c in manifest["cases"])
     print(f"wrote {len(manifest['cases'])} cases ({n_closed} with closed-form outputs) and manifest.json "
           f"to {args.directory} in {time.perf_counter() - start:.1f} s")

@@ -24,7 +24,7 @@ from ..objective import Problem
 from ..sam import SAM
 from ..training import Trajectory
 from ..version import __version__
-from .suite import build_case, select_specs
+from .suite import ATOL, OUTPUT_RTOL, build_case, select_specs
 
 __all__ = [
     "FORMAT_NAME",
@@ -74,18 +74,21 @@ def _sha256(path: str) -> str:
 
 
 def export_cases(directory: str | os.PathLike[str], cases: str | None = None,
-                 progress: bool = False) -> dict[str, Any]:
+                 progress: bool = False, force: bool = False) -> dict[str, Any]:
     """Write the reference suite to ``directory`` (created if needed) and return its manifest.
 
     Parameters
     ----------
     directory : path
-        Receives ``manifest.json`` and one ``<case id>.npz`` per case. Existing files of the same names
-        are overwritten; other files are left alone.
+        Receives ``manifest.json`` and one ``<case id>.npz`` per case. Files of other names are left
+        alone. A ``manifest.json`` already there is replaced only if refsam wrote it and the new export
+        keeps every case it lists (or with ``force``).
     cases : str, optional
         Shell-style pattern selecting case ids (``"logistic-*"``); default all 36.
     progress : bool
         Print one line per case to stdout.
+    force : bool
+        Replace a manifest refsam did not write, or one listing cases this export would drop.
 
     Returns
     -------
@@ -101,6 +104,8 @@ def export_cases(directory: str | os.PathLike[str], cases: str | None = None,
     """
     specs = select_specs(cases)
     directory = os.fspath(directory)
+    if not force:
+        _check_replaceable(directory, {s.case_id for s in specs})
     try:
         os.makedirs(directory, exist_ok=True)
     except OSError as exc:
@@ -196,12 +201,51 @@ def read_manifest(directory: str | os.PathLike[str], verify: bool = True) -> dic
             if not all(isinstance(k, int) and not isinstance(k, bool) and k >= 0 for k in output["shape"]):
                 raise _manifest_error(directory, f"{where}: outputs[{name!r}]: `shape` must be a list of "
                                                  f"ints >= 0, got {output['shape']!r}")
+            _check_tolerances(directory, name, output, f"{where}: outputs[{name!r}]")
         if "trajectory" not in case["outputs"]:
             raise _manifest_error(directory, f"{where}: outputs lacks 'trajectory'")
     if verify:
         for case in cases:
             _verify_file(directory, case)
     return manifest
+
+
+def _check_replaceable(directory: str, new_ids: set[str]) -> None:
+    """Refuse to overwrite a manifest refsam did not write, or to shrink a suite silently."""
+    path = os.path.join(directory, MANIFEST_NAME)
+    if not os.path.exists(path):
+        return
+    try:
+        with open(path, encoding="utf-8") as f:
+            existing = json.load(f)
+        ids = {c["id"] for c in existing["cases"]} if existing.get("format") == FORMAT_NAME else None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, TypeError, KeyError, AttributeError):
+        ids = None
+    if ids is None:
+        raise CaseFileError(f"{path} exists and was not written by refsam export-cases; refusing to "
+                            f"overwrite it (choose another directory, or pass --force / force=True)")
+    dropped = sorted(ids - new_ids)
+    if dropped:
+        raise CaseFileError(f"{path} lists {len(dropped)} cases this export would drop "
+                            f"({preview(dropped)}); export them too, use another directory, or pass "
+                            f"--force / force=True to replace the suite")
+
+
+def _check_tolerances(directory: str, name: str, output: dict[str, Any], where: str) -> None:
+    """Every stored output is a known one, and its (rtol, atol) are finite, >= 0 and no looser than the
+    suite's: the verdict of `refsam check` cannot be loosened by editing the manifest."""
+    if name not in OUTPUT_RTOL:
+        raise _manifest_error(directory, f"{where}: unknown output {name!r}; outputs are "
+                                         f"{sorted(OUTPUT_RTOL)}")
+    rtol, atol = float(output["rtol"]), float(output["atol"])
+    if not (np.isfinite(rtol) and 0.0 <= rtol <= OUTPUT_RTOL[name]):
+        raise _manifest_error(directory, f"{where}: `rtol` must lie in [0, {OUTPUT_RTOL[name]:g}] (the suite's "
+                                         f"tolerance for {name!r}), got {rtol!r}: the manifest was edited or "
+                                         f"corrupted; re-export the cases")
+    if not (np.isfinite(atol) and 0.0 <= atol <= ATOL):
+        raise _manifest_error(directory, f"{where}: `atol` must be {ATOL:g} (the suite compares relative to "
+                                         f"‖reference‖_∞), got {atol!r}: the manifest was edited or corrupted; "
+                                         f"re-export the cases")
 
 
 def _check_fields(directory: str, mapping: dict[str, Any], fields: dict[str, Any], where: str) -> None:

@@ -41,6 +41,7 @@ __all__ = [
     "CASE_SPECS",
     "MODELS",
     "OUTPUT_METHODS",
+    "OUTPUT_RTOL",
     "REGULARIZATIONS",
     "RTOL_EXACT",
     "RULES",
@@ -75,6 +76,13 @@ DATA_SEED = {"logistic": 1, "softmax": 2, "mlp": 3}  # data, θ_0 and batch shuf
 # are in refsam.tolerances, the one table of named tolerances)
 RTOL_EXACT = RTOL_CASE_EXACT  # an external float64 port vs a stored exact output
 ATOL = 0.0  # the criterion is relative to ‖reference‖_∞, so no absolute floor is needed
+# The loosest tolerance each stored output may carry: a manifest that claims a looser one (an edit, a
+# bit flip) is rejected, so no edit of the manifest can turn failing scores into a pass.
+OUTPUT_RTOL = {
+    "trajectory": RTOL_EXACT, "trajectory_parameters": RTOL_EXACT, "trajectory_fd": RTOL_TRAJECTORY_FD,
+    "closed_form": RTOL_EXACT, "closed_form_frozen": RTOL_EXACT, "closed_form_erm": RTOL_EXACT,
+    "closed_form_fd": RTOL_CLOSED_FORM_FD,
+}
 ROOT_WARMUP_STEPS = 200  # extra full-batch SAM steps from θ_T that warm-start the root finder
 
 # The stored outputs: the methods' names and descriptions come from the method table; the ground truths
