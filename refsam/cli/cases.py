@@ -24,7 +24,8 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--cases", default=None, metavar="PATTERN",
                    help="only cases whose id matches this shell pattern, e.g. 'logistic-*' (default: all)")
     p.add_argument("--force", action="store_true",
-                   help="replace a manifest.json refsam did not write, or one listing cases this export drops")
+                   help="replace a manifest.json refsam did not write, or one listing cases this "
+                        "export drops")
     p.set_defaults(func=run_export)
 
     p = subparsers.add_parser("check", help="compare an implementation's influence scores with the "

@@ -239,13 +239,13 @@ def _check_tolerances(directory: str, name: str, output: dict[str, Any], where: 
                                          f"{sorted(OUTPUT_RTOL)}")
     rtol, atol = float(output["rtol"]), float(output["atol"])
     if not (np.isfinite(rtol) and 0.0 <= rtol <= OUTPUT_RTOL[name]):
-        raise _manifest_error(directory, f"{where}: `rtol` must lie in [0, {OUTPUT_RTOL[name]:g}] (the suite's "
-                                         f"tolerance for {name!r}), got {rtol!r}: the manifest was edited or "
-                                         f"corrupted; re-export the cases")
+        raise _manifest_error(directory, f"{where}: `rtol` must lie in [0, {OUTPUT_RTOL[name]:g}] (the "
+                                         f"suite's tolerance for {name!r}), got {rtol!r}: the manifest was "
+                                         f"edited or corrupted; re-export the cases")
     if not (np.isfinite(atol) and 0.0 <= atol <= ATOL):
-        raise _manifest_error(directory, f"{where}: `atol` must be {ATOL:g} (the suite compares relative to "
-                                         f"‖reference‖_∞), got {atol!r}: the manifest was edited or corrupted; "
-                                         f"re-export the cases")
+        raise _manifest_error(directory, f"{where}: `atol` must be {ATOL:g} (the suite compares relative "
+                                         f"to ‖reference‖_∞), got {atol!r}: the manifest was edited or "
+                                         f"corrupted; re-export the cases")
 
 
 def _check_fields(directory: str, mapping: dict[str, Any], fields: dict[str, Any], where: str) -> None:
