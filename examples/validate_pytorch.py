@@ -1,23 +1,30 @@
 """Validate an independent float64 PyTorch implementation of SAM training and trajectory influence
-against refsam's reference cases — and watch the checker reject a subtly wrong variant.
+against refsam's reference cases — and watch the checker reject subtly wrong variants.
 
     python examples/validate_pytorch.py [CASES_DIR]
 
-CASES_DIR defaults to a temporary directory filled by ``refsam.cases.export_cases``. The PyTorch code
-below reads the cases with numpy and json only, re-runs every SAM run in torch from θ_0 on the recorded
-batch schedule, and differentiates the final test losses with respect to the sample weights w by
-autograd through the whole training loop (create_graph=True at every step):
+CASES_DIR defaults to a temporary directory filled by ``refsam.kit.export_cases``. The PyTorch code below
+reads the cases with numpy and json only and does two things for every case:
+
+1. it **replays the run with a real torch optimizer**: a SAM wrapper written here around
+   ``torch.optim.SGD(momentum=μ, nesterov=…, weight_decay=λ)`` (first step: ε from the loss gradient,
+   θ ← θ + ε; second step: the gradient at θ + ε, θ restored, then SGD's step), on the recorded θ_0,
+   batch schedule and learning rates — and checks θ_t against the recorded run at every step (≤ 1e-12);
+2. it computes the scores by autograd through a functional re-run of the same training loop, with
+   respect to the sample weights w (create_graph=True at every step):
 
     scores[j, k] = ∂ ℓ(z_k^test, θ_T(w)) / ∂ w_j  at w = 1   (refsam's sign and scale, docs/contract.md §1)
 
-Two variants are checked with ``refsam.cases.check_scores``:
-* "correct": the perturbation ε_t = ε(θ_t; g_t) stays in the graph;
-* "frozen perturbation (wrong)": ε_t is detached, which drops the inner-perturbation terms E_t and
-  e_{t,j} of docs/contract.md §4 — a classic porting bug. The checker must reject it.
+Three variants are checked with ``refsam.kit.check_scores``:
+* "correct": the perturbation ε_t stays in the graph and momentum follows torch.optim.SGD;
+* "frozen perturbation (wrong)": ε_t is detached, which drops the inner-perturbation terms of
+  docs/contract.md §4 — a classic porting bug. The checker must reject every case;
+* "weight decay outside the buffer (wrong)": λθ added after the momentum buffer (SGDW-style) instead of
+  through it (torch's order). The checker must reject every momentum case.
 
-Exit status 0 iff the correct variant passes every case and the wrong one fails at least one (in practice
-all of them). torch is imported lazily: without it the script prints "skipped: torch not installed" and
-exits 0 (refsam does not depend on torch; ``pip install torch`` to run it).
+Exit status 0 iff the correct variant passes every case and each wrong one fails the cases it must.
+torch is imported lazily: without it the script prints "skipped: torch not installed" and exits 0
+(refsam does not depend on torch; ``pip install torch`` to run it).
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ import tempfile
 
 import numpy as np
 
-REPLAY_ATOL = 1e-10  # θ_T of the torch replay vs the recorded θ_T: same float64 steps, reordered sums
+REPLAY_ATOL = 1e-12  # θ_t of the torch replay vs the recorded θ_t, every step: the same float64 steps
 
 
 # -- the PyTorch implementation (independent of refsam: numpy + json + torch only) ------------------------
@@ -71,25 +78,81 @@ def make_losses(torch, spec, n_features):
     return losses
 
 
-def perturbation(torch, rule, rho, kappa, theta, g):
-    """ε(θ; g): SAM ρ g/‖g‖, USAM ρ g, ASAM ρ T²g/‖Tg‖ with T = diag(|θ| + κ)."""
-    if rule == "sam":
-        return rho * g / torch.linalg.vector_norm(g)
+def perturbation(torch, meta, theta, g):
+    """ε(θ; g): SAM ρ g/(‖g‖ + e), USAM ρ g, ASAM ρ T²g/(‖Tg‖ + e) with T = diag(|θ| + κ) on the
+    masked coordinates (all without ``t_mask``) and 1 elsewhere; e = the case's ``norm_eps``."""
+    rule, rho, e = meta["rule"], meta["rho"], meta.get("norm_eps", 0.0)
     if rule == "usam":
         return rho * g
-    t = theta.abs() + kappa
-    return rho * t**2 * g / torch.linalg.vector_norm(t * g)
+    if rule == "sam":
+        return rho * g / (torch.linalg.vector_norm(g) + e)
+    t = theta.abs() + meta["kappa"]
+    if meta.get("t_mask") is not None:
+        t = torch.where(torch.as_tensor(meta["t_mask"]), t, torch.ones_like(t))
+    return rho * t**2 * g / (torch.linalg.vector_norm(t * g) + e)
 
 
-def torch_trajectory_influence(torch, meta, arrays, frozen_perturbation=False):
-    """(scores (n_train, n_test), θ_T) by autograd through the re-run training loop, w.r.t. w."""
+class SAMWrapper:
+    """SAM around a real ``torch.optim.SGD`` on one flat parameter tensor (written for this example)."""
+
+    def __init__(self, torch, param, meta, lr):
+        self.torch, self.param, self.meta = torch, param, meta
+        coupled = meta["regularization"] == "coupled"  # coupled: λθ is in the loss, not in SGD
+        self.base = torch.optim.SGD([param], lr=lr, momentum=meta.get("momentum", 0.0),
+                                    dampening=meta.get("dampening", 0.0),
+                                    nesterov=meta.get("nesterov", False),
+                                    weight_decay=0.0 if coupled else meta["weight_decay"])
+
+    def first_step(self):
+        with self.torch.no_grad():
+            self.eps = perturbation(self.torch, self.meta, self.param, self.param.grad)
+            self.param.add_(self.eps)  # to θ + ε
+
+    def second_step(self, lr):
+        with self.torch.no_grad():
+            self.param.sub_(self.eps)  # back to θ, then SGD's step with the gradient taken at θ + ε
+        for group in self.base.param_groups:
+            group["lr"] = lr
+        self.base.step()
+
+
+def replay_with_torch_optimizer(torch, meta, arrays):
+    """The largest |θ_t(torch) − θ_t(recorded)| over every step of the run."""
+    X, y = torch.as_tensor(arrays["X"]), torch.as_tensor(arrays["y"], dtype=torch.int64)
+    losses = make_losses(torch, meta["model"], meta["n_features"])
+    lam, coupled = meta["weight_decay"], meta["regularization"] == "coupled"
+    offsets, flat, lrs = arrays["batch_offsets"], arrays["batch_indices"], arrays["lrs"]
+    theta = torch.tensor(arrays["theta0"], requires_grad=True)
+    optimizer, worst = SAMWrapper(torch, theta, meta, float(lrs[0])), 0.0
+
+    def loss_at_current_point(idx):  # F_B (+ (λ/2)‖θ‖² in coupled mode) at the parameter's value
+        F = losses(theta, X[idx], y[idx]).sum() / len(idx)
+        return F + 0.5 * lam * (theta * theta).sum() if coupled else F
+
+    for t in range(len(lrs)):
+        idx = torch.as_tensor(flat[offsets[t]:offsets[t + 1]], dtype=torch.int64)
+        theta.grad = None
+        loss_at_current_point(idx).backward()
+        optimizer.first_step()
+        theta.grad = None
+        loss_at_current_point(idx).backward()
+        optimizer.second_step(float(lrs[t]))
+        worst = max(worst, float(np.max(np.abs(theta.detach().numpy() - arrays["thetas"][t + 1]))))
+    return worst
+
+
+def torch_trajectory_influence(torch, meta, arrays, bug=None):
+    """Scores (n_train, n_test) by autograd through a functional re-run of the training loop, w.r.t. w.
+
+    ``bug``: None (correct), "frozen" (ε detached) or "decay_outside_buffer" (SGDW-style weight decay).
+    """
     as_t = lambda a: torch.as_tensor(a, dtype=torch.float64)  # noqa: E731
     X, X_test = as_t(arrays["X"]), as_t(arrays["X_test"])
     y = torch.as_tensor(arrays["y"], dtype=torch.int64)
     y_test = torch.as_tensor(arrays["y_test"], dtype=torch.int64)
     losses = make_losses(torch, meta["model"], meta["n_features"])
     lam, coupled = meta["weight_decay"], meta["regularization"] == "coupled"
-    rule, rho, kappa = meta["rule"], meta["rho"], meta["kappa"]
+    mu, tau, nesterov = meta.get("momentum", 0.0), meta.get("dampening", 0.0), meta.get("nesterov", False)
     offsets, flat = arrays["batch_offsets"], arrays["batch_indices"]
 
     w = torch.ones(meta["n_train"], dtype=torch.float64, requires_grad=True)
@@ -99,21 +162,30 @@ def torch_trajectory_influence(torch, meta, arrays, frozen_perturbation=False):
         F = (w[idx] * losses(point, X[idx], y[idx])).sum() / len(idx)
         return torch.autograd.grad(F, point, create_graph=True)[0]
 
+    buf = None
     for t, lr in enumerate(arrays["lrs"]):
         idx = torch.as_tensor(flat[offsets[t]:offsets[t + 1]], dtype=torch.int64)
         g = batch_grad(theta, idx) + (lam * theta if coupled else 0.0)
-        if frozen_perturbation:  # the bug: no derivative flows through ε_t
-            eps = perturbation(torch, rule, rho, kappa, theta.detach(), g.detach())
+        if bug == "frozen":  # no derivative flows through ε_t
+            eps = perturbation(torch, meta, theta.detach(), g.detach())
         else:
-            eps = perturbation(torch, rule, rho, kappa, theta, g)
+            eps = perturbation(torch, meta, theta, g)
         w_hat = theta + eps
-        descent = batch_grad(w_hat, idx) + lam * (w_hat if coupled else theta)
-        theta = theta - float(lr) * descent
+        decay = lam * (w_hat if coupled else theta)
+        descent = batch_grad(w_hat, idx) + (0.0 if bug == "decay_outside_buffer" and mu else decay)
+        if mu:  # torch.optim.SGD: buf = d at the first step, then μ buf + (1 − τ) d
+            buf = descent if buf is None else mu * buf + (1.0 - tau) * descent
+            step = descent + mu * buf if nesterov else buf
+            if bug == "decay_outside_buffer":
+                step = step + decay
+        else:
+            step = descent
+        theta = theta - float(lr) * step
 
     test_losses = losses(theta, X_test, y_test)  # (m,)
     columns = [torch.autograd.grad(test_losses[k], w, retain_graph=True)[0]
                for k in range(len(test_losses))]
-    return torch.stack(columns, dim=1).detach().numpy(), theta.detach().numpy()
+    return torch.stack(columns, dim=1).detach().numpy()
 
 
 def read_cases(directory):
@@ -144,26 +216,33 @@ def main(argv=None) -> int:
             print(f"exporting the reference cases to {directory}")
             export_cases(directory)
         cases = read_cases(directory)
-        variants = {"correct": False, "frozen perturbation (wrong)": True}
+        worst_replay = max(replay_with_torch_optimizer(torch, meta, arrays) for meta, arrays in cases)
+        print(f"torch.optim.SGD-based SAM replay: max |θ_t(torch) − θ_t(recorded)| over every step of "
+              f"every case = {worst_replay:.2e}")
+        if worst_replay > REPLAY_ATOL:
+            print(f"the torch optimizer does not reproduce the recorded runs (> {REPLAY_ATOL:.0e})")
+            return 1
+        variants = {"correct": None, "frozen perturbation (wrong)": "frozen",
+                    "weight decay outside the buffer (wrong)": "decay_outside_buffer"}
         reports = {}
-        for label, frozen in variants.items():
-            scores, worst_replay = {}, 0.0
-            for meta, arrays in cases:
-                scores[meta["id"]], theta_T = torch_trajectory_influence(torch, meta, arrays, frozen)
-                worst_replay = max(worst_replay, float(np.max(np.abs(theta_T - arrays["thetas"][-1]))))
-            path = os.path.join(tmp, f"scores_{'wrong' if frozen else 'correct'}.npz")
+        for label, bug in variants.items():
+            scores = {meta["id"]: torch_trajectory_influence(torch, meta, arrays, bug)
+                      for meta, arrays in cases}
+            path = os.path.join(tmp, f"scores_{bug or 'correct'}.npz")
             np.savez(path, **scores)
             reports[label] = check_scores(directory, path)
-            print(f"\n== PyTorch, {label}: max |θ_T(torch) − θ_T(recorded)| = {worst_replay:.2e}")
+            print(f"\n== PyTorch, {label}")
             print(reports[label].table())
-            if not frozen and worst_replay > REPLAY_ATOL:
-                print(f"the torch replay does not reproduce the recorded runs (> {REPLAY_ATOL:.0e})")
-                return 1
-    correct, wrong = reports["correct"], reports["frozen perturbation (wrong)"]
+    correct = reports["correct"]
+    frozen = reports["frozen perturbation (wrong)"]
+    decay = reports["weight decay outside the buffer (wrong)"]
+    momentum_ids = {meta["id"] for meta, _ in cases if meta.get("momentum")}
+    decay_failed = {r.case_id for r in decay.results if not r.passed}
     print(f"\ncorrect variant: {len(correct.results) - correct.n_failed}/{len(correct.results)} passed; "
-          f"wrong variant: {wrong.n_failed}/{len(wrong.results)} rejected")
-    ok = correct.passed and wrong.n_failed > 0
-    print("validation " + ("succeeded: the checker accepts the correct port and rejects the wrong one"
+          f"wrong variant: {frozen.n_failed}/{len(frozen.results)} rejected; "
+          f"weight decay outside the buffer: {len(decay_failed)}/{len(momentum_ids)} momentum cases rejected")
+    ok = correct.passed and frozen.n_failed == len(frozen.results) and decay_failed == momentum_ids
+    print("validation " + ("succeeded: the checker accepts the correct port and rejects the wrong ones"
                            if ok else "FAILED"))
     return 0 if ok else 1
 

@@ -18,7 +18,8 @@ Conventions
   ``max_abs_err <= atol + rtol · ‖R‖_∞`` with that output's (rtol, atol). The Spearman rank correlation
   of the flattened arrays is reported beside it (informative, not part of the verdict).
 * The suite spans model (logistic, softmax, mlp) × rule (sam, usam, asam) × regularisation (decoupled,
-  coupled) × batching (full, minibatch): 36 cases, each n_train = 12, n_test = 3, d ≤ 20, T = 20.
+  coupled) × batching (full, minibatch): 36 cases, plus 6 with momentum and 9 with the presets of the
+  public implementations (51 in all), each n_train = 12, n_test = 3, d ≤ 20, T = 20.
 
 Outputs stored per case (shape (n_train, n_test) unless noted):
     trajectory       exact trajectory influence, adjoint recursion                         every case

@@ -84,7 +84,7 @@ def export_cases(directory: str | os.PathLike[str], cases: str | None = None,
         alone. A ``manifest.json`` already there is replaced only if refsam wrote it and the new export
         keeps every case it lists (or with ``force``).
     cases : str, optional
-        Shell-style pattern selecting case ids (``"logistic-*"``); default all 36.
+        Shell-style pattern selecting case ids (``"logistic-*"``); default all 51.
     progress : bool
         Print one line per case to stdout.
     force : bool
@@ -302,6 +302,8 @@ def load_entry(directory: str, entry: dict[str, Any], verify: bool) -> Reference
     shapes = {"X": (n, p), "y": (n,), "X_test": (m, p), "y_test": (m,), "weights": (n,), "theta0": (d,),
               "thetas": (T + 1, d), "epsilons": (T, d), "lrs": (T,), "batch_offsets": (T + 1,),
               "test_losses": (m,)}
+    if entry.get("momentum"):
+        shapes["buffers"] = (T, d)
     for output in entry["outputs"].values():
         shapes[output["array"]] = tuple(output["shape"])
         root = output.get("root")
@@ -360,8 +362,10 @@ class ReferenceCase:
         config = {"model": m["model"], **self.sam().config(), "weight_decay": m["weight_decay"],
                   "regularization": m["regularization"], "batch_size": m["batch_size"], "seed": None,
                   "steps": m["steps"], "n": m["n_train"], "d": m["n_params"],
-                  "data_sha256": problem.data_fingerprint()}
-        return Trajectory(a["thetas"], a["epsilons"], self.batches, a["lrs"], a["weights"], config)
+                  "data_sha256": problem.data_fingerprint(), "momentum": m.get("momentum", 0.0),
+                  "dampening": m.get("dampening", 0.0), "nesterov": m.get("nesterov", False)}
+        return Trajectory(a["thetas"], a["epsilons"], self.batches, a["lrs"], a["weights"], config,
+                          buffers=a.get("buffers"))
 
     def __repr__(self) -> str:
         return f"ReferenceCase({self.case_id!r}, outputs={sorted(self.meta['outputs'])})"

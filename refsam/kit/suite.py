@@ -1,9 +1,12 @@
-"""The reference suite's recipe: 36 small recorded SAM runs and their self-checked outputs.
+"""The reference suite's recipe: 51 small recorded SAM runs and their self-checked outputs.
 
 The suite spans model (logistic, softmax, mlp) × rule (sam, usam, asam) × regularisation (decoupled,
-coupled) × batching (full, minibatch), each n_train = 12, n_test = 3, d ≤ 20, T = 20. :func:`make_run`
-is the deterministic recipe of one case; :func:`build_case` adds the exact influence and the ground
-truth, refusing to return a case whose self-check fails. Files are :mod:`refsam.kit.files`.
+coupled) × batching (full, minibatch) — 36 cases with plain SGD — plus, on minibatches in decoupled
+mode, 6 momentum cases (model × heavy ball, Nesterov; μ = 0.9) and 9 preset cases (model × the presets
+of the public implementations, :mod:`refsam.training.presets`, with heavy-ball momentum). Each has
+n_train = 12, n_test = 3, d ≤ 20, T = 20. :func:`make_run` is the deterministic recipe of one case;
+:func:`build_case` adds the exact influence and the ground truth, refusing to return a case whose
+self-check fails. Files are :mod:`refsam.kit.files`.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from ..tolerances import (
     RTOL_TRAJECTORY_FD,
     rel_err,
 )
-from ..training import Trajectory, train
+from ..training import PRESETS, Trajectory, preset, train
 
 __all__ = [
     "ATOL",
@@ -70,6 +73,7 @@ LR = 0.5  # η; minibatch cases decay it linearly, η_t = η (1 − t/(2T)) (the
 WEIGHT_DECAY = 0.05  # λ > 0 so that softmax has a nonsingular ∂G/∂θ
 RHO = {"sam": 0.1, "usam": 0.2, "asam": 0.5}  # ρ per rule: each moves the influence by several percent
 KAPPA = 0.01  # ASAM's κ
+MOMENTUM = 0.9  # μ of the momentum and preset cases (their lr is scaled by 1 − μ)
 DATA_SEED = {"logistic": 1, "softmax": 2, "mlp": 3}  # data, θ_0 and batch shuffles per model
 
 # -- tolerances: each stored output carries the one a comparison against it should use (their reasons
@@ -105,22 +109,36 @@ TRAJECTORY_ARRAYS = ("X", "y", "X_test", "y_test", "weights", "theta0", "thetas"
 
 
 # -- the suite ------------------------------------------------------------------------------------------
+OPTIMIZERS = {"sgd": (0.0, False), "heavyball": (MOMENTUM, False), "nesterov": (MOMENTUM, True)}
+
+
 @dataclass(frozen=True)
 class CaseSpec:
-    """One point of the grid model × rule × regularisation × batching."""
+    """One case: a point of the grid model × rule × regularisation × batching, with the base optimizer
+    (``sgd``, ``heavyball``, ``nesterov``) and optionally a preset of a public implementation."""
 
     model: str
     rule: str
     regularization: str
     batching: str
+    optimizer: str = "sgd"
+    preset: str | None = None
 
     @property
     def case_id(self) -> str:
-        return f"{self.model}-{self.rule}-{self.regularization}-{self.batching}"
+        base = f"{self.model}-{self.rule}-{self.regularization}-{self.batching}"
+        return base + ("" if self.optimizer == "sgd" else f"-{self.optimizer}") + (
+            f"-{self.preset}" if self.preset else "")
 
 
-CASE_SPECS = tuple(
-    CaseSpec(m, r, reg, b) for m in MODELS for r in RULES for reg in REGULARIZATIONS for b in BATCHINGS
+_PRESET_RULES = {"pytorch-sam": "sam", "pytorch-sam-adaptive": "asam", "asam-official": "asam"}
+CASE_SPECS = (
+    tuple(CaseSpec(m, r, reg, b)
+          for m in MODELS for r in RULES for reg in REGULARIZATIONS for b in BATCHINGS)
+    + tuple(CaseSpec(m, "sam", "decoupled", "minibatch", o)
+            for m in MODELS for o in ("heavyball", "nesterov"))
+    + tuple(CaseSpec(m, _PRESET_RULES[p], "decoupled", "minibatch", "heavyball", p)
+            for m in MODELS for p in sorted(PRESETS))
 )
 
 
@@ -130,7 +148,7 @@ def case_ids(pattern: str | None = None) -> list[str]:
 
 
 def select_specs(pattern: str | None) -> list[CaseSpec]:
-    """The suite's case specs whose id matches the shell-style ``pattern`` (None: all 36)."""
+    """The suite's case specs whose id matches the shell-style ``pattern`` (None: all 51)."""
     if pattern is None:
         return list(CASE_SPECS)
     specs = [s for s in CASE_SPECS if fnmatch.fnmatchcase(s.case_id, pattern)]
@@ -152,14 +170,21 @@ def make_run(spec: CaseSpec) -> tuple[Problem, SAM, Trajectory, Array, NDArray[n
     X, y = X_all[:N_TRAIN], y_all[:N_TRAIN]
     X_test, y_test = X_all[N_TRAIN:], y_all[N_TRAIN:]
     problem = Problem(model, X, y, weight_decay=WEIGHT_DECAY, regularization=spec.regularization)
-    sam = SAM(RHO[spec.rule], spec.rule, kappa=KAPPA)
+    momentum, nesterov = OPTIMIZERS[spec.optimizer]
+    if spec.preset is None:
+        sam = SAM(RHO[spec.rule], spec.rule, kappa=KAPPA)
+    else:
+        sam = preset(spec.preset, problem, RHO[spec.rule], momentum, nesterov).sam
     lr: float | Array
     if spec.batching == "full":
         batch_size, lr = None, LR
     else:
         batch_size = BATCH_SIZE
         lr = LR * (1.0 - 0.5 * np.arange(STEPS) / STEPS)  # η_t = η (1 − t/(2T)), t = 0 … T−1
-    trajectory = train(problem, sam, lr, STEPS, batch_size=batch_size, seed=seed)
+    if momentum:
+        lr = (1.0 - momentum) * lr  # the same effective step size η/(1 − μ) as the SGD cases
+    trajectory = train(problem, sam, lr, STEPS, batch_size=batch_size, seed=seed, momentum=momentum,
+                       nesterov=nesterov)
     return problem, sam, trajectory, X_test, y_test
 
 
@@ -231,6 +256,8 @@ def build_case(spec: CaseSpec) -> tuple[dict[str, Any], dict[str, Any]]:
         "batch_indices": np.concatenate(trajectory.batches).astype(np.int64), "batch_offsets": offsets,
         "test_losses": problem.model.losses(trajectory.theta_final, X_test, y_test),
     }
+    if trajectory.buffers is not None:
+        arrays["buffers"] = trajectory.buffers  # buf_0 … buf_{T−1}, (T, d): the momentum state
     exact = trajectory_influence(problem, trajectory, X_test, y_test, method="adjoint")
     fd = finite_difference_replay(problem, trajectory, X_test, y_test, h=FD_STEP)
     err = rel_err(exact, fd)
@@ -272,6 +299,9 @@ def build_case(spec: CaseSpec) -> tuple[dict[str, Any], dict[str, Any]]:
         "batching": spec.batching, "batch_size": c["batch_size"],
         "steps": trajectory.steps,
         "lr_schedule": "constant" if spec.batching == "full" else "linear decay: lr_t = lr (1 - t / (2T))",
+        "momentum": c["momentum"], "dampening": c["dampening"], "nesterov": c["nesterov"],
+        "norm_eps": sam.norm_eps, "preset": spec.preset,
+        **({"t_mask": [bool(v) for v in sam.t_mask]} if sam.t_mask is not None else {}),
         "n_train": problem.n, "n_test": int(X_test.shape[0]), "n_features": problem.p,
         "n_params": problem.d, "n_classes": problem.model.n_classes,
         "outputs": outputs,

@@ -58,11 +58,11 @@ def test_tutorial_runs_verbatim_and_ends_green_then_red(tmp_path):
     result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True,
                             timeout=300)
     assert result.returncode == 0, result.stderr
-    assert "36/36 cases passed" in result.stdout and result.stdout.endswith("examples ran\n")
+    assert "51/51 cases passed" in result.stdout and result.stdout.endswith("examples ran\n")
     export, green, red = outputs
-    assert "wrote 36 cases" in export
-    assert "36/36 cases passed (target: trajectory)" in green and "FAIL" not in green
-    assert "35/36 cases passed" in red and "1 FAILED" in red
+    assert "wrote 51 cases" in export
+    assert "51/51 cases passed (target: trajectory)" in green and "FAIL" not in green
+    assert "50/51 cases passed" in red and "1 FAILED" in red
     assert "exit status 1: the check failed, as it should" in red
     row = next(line for line in red.splitlines() if line.startswith("logistic-sam-decoupled-full "))
     assert "FAIL" in row and "1.000e-03" in row

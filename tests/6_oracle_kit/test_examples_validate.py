@@ -1,7 +1,10 @@
 """examples/validate_pytorch.py: an independent PyTorch port checked against the reference cases.
 
-With torch installed the example must pass every case with its correct variant and have every case of
-its deliberately wrong variant (perturbation detached) rejected by the checker. Without torch (as in CI)
+With torch installed the example must replay every recorded run with a real torch.optim.SGD-based SAM
+optimizer (momentum, Nesterov, the presets) to 1e-12 at every step, pass every case with its correct
+variant, and have every case of its deliberately wrong variant (perturbation detached) and every momentum
+case of its second wrong variant (weight decay outside the momentum buffer) rejected by the checker.
+Without torch (as in CI)
 it must exit 0 with a "skipped" message — tested always, by hiding torch from the interpreter.
 """
 
@@ -33,6 +36,9 @@ def test_example_skips_cleanly_without_torch():
 def test_pytorch_port_passes_and_its_wrong_variant_is_rejected():
     result = subprocess.run([sys.executable, str(EXAMPLE)], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "correct variant: 36/36 passed; wrong variant: 36/36 rejected" in result.stdout
-    assert "36/36 cases passed (target: trajectory)" in result.stdout
-    assert "0/36 cases passed (target: trajectory); 36 FAILED" in result.stdout
+    assert ("correct variant: 51/51 passed; wrong variant: 51/51 rejected; weight decay outside the "
+            "buffer: 15/15 momentum cases rejected") in result.stdout
+    replay = float(result.stdout.split("every step of every case = ")[1].split()[0])
+    assert replay <= 1e-12
+    assert "51/51 cases passed (target: trajectory)" in result.stdout
+    assert "0/51 cases passed (target: trajectory); 51 FAILED" in result.stdout
