@@ -5,7 +5,9 @@ Conventions
 * Batch objective on index set B with sample weights w (default all ones):
       F_{B,w}(θ) = (1/|B|) Σ_{i∈B} w_i ℓ_i(θ)           (mean over the batch, 1/|B| — not 1/Σw)
   The full batch is B = [n]. ``grad``, ``hessian`` and ``hvp`` are derivatives of this data term only.
-* Regulariser r(θ) = (λ/2)‖θ‖², λ = ``weight_decay``, in one of two modes:
+* Regulariser r(θ) = (λ/2)‖θ‖², λ = ``weight_decay``, or r(θ) = ½ Σ_i λ_i θ_i² for a per-coordinate λ
+  (an array (d,); ``decay_biases=False`` sets λ_i = 0 on the model's bias coordinates, as most training
+  recipes do), in one of two modes:
   ``"decoupled"`` (default): the SAM perturbation uses ∇F only; λθ is added at the unperturbed point.
   ``"coupled"``: r is part of the loss everywhere. The SAM step (:mod:`refsam.training`) applies the mode.
 * The mode as two numbers (:meth:`Problem.weight_decay_split`, the one place the split is made):
@@ -29,7 +31,7 @@ from numpy.typing import ArrayLike, NDArray
 from .models import BatchDerivatives, Model
 from .validation import check_choice, check_finite_array, check_nonnegative
 
-__all__ = ["REGULARIZATION_MODES", "Problem"]
+__all__ = ["REGULARIZATION_MODES", "Problem", "decay_matrix", "decay_times"]
 
 REGULARIZATION_MODES = ("decoupled", "coupled")
 
@@ -46,15 +48,18 @@ class Problem:
         A :class:`~refsam.LogisticRegression`, :class:`~refsam.SoftmaxRegression` or :class:`~refsam.MLP`.
     X : array, shape (n, p)
     y : array of int, shape (n,)
-    weight_decay : float >= 0
-        λ in r(θ) = (λ/2)‖θ‖².
+    weight_decay : float >= 0, or array (d,) of floats >= 0
+        λ in r(θ) = (λ/2)‖θ‖², or one λ_i per coordinate: r(θ) = ½ Σ_i λ_i θ_i².
     weights : array, shape (n,), entries >= 0, optional
         Sample weights w; default all ones. Influence is the derivative with respect to these at w = 1.
     regularization : {"decoupled", "coupled"}
+    decay_biases : bool
+        False: no weight decay on the model's bias coordinates (``model.bias_mask``); λ becomes a vector.
     """
 
-    def __init__(self, model: Model, X: ArrayLike, y: ArrayLike, weight_decay: float = 0.0,
-                 weights: ArrayLike | None = None, regularization: str = "decoupled") -> None:
+    def __init__(self, model: Model, X: ArrayLike, y: ArrayLike, weight_decay: float | ArrayLike = 0.0,
+                 weights: ArrayLike | None = None, regularization: str = "decoupled",
+                 decay_biases: bool = True) -> None:
         if not isinstance(model, Model):
             raise ValueError(
                 f"`model` must be a refsam model (LogisticRegression, SoftmaxRegression, MLP), "
@@ -68,7 +73,7 @@ class Problem:
         self.n, self.p = self.X.shape
         self.d = model.n_params(self.p)
         self.design = model.design(self.X)  # what the model's derivatives read (x̃ for linear models), once
-        self.weight_decay = check_nonnegative("weight_decay", weight_decay)
+        self.weight_decay: float | Array = self._check_weight_decay(weight_decay, decay_biases)
         self.regularization = check_choice("regularization", regularization, REGULARIZATION_MODES)
         self.weights = self.check_weights(weights)
 
@@ -81,6 +86,30 @@ class Problem:
         if np.any(w < 0):
             raise ValueError(f"`{name}` must be >= 0, got minimum {float(w.min())!r}")
         return w.copy()  # a copy: problems and recorded runs must not alias the caller's array
+
+    def _check_weight_decay(self, weight_decay: Any, decay_biases: bool) -> float | Array:
+        """λ as a float (one λ for every coordinate) or a float64 array (d,) of per-coordinate λ_i."""
+        lam: float | Array
+        if np.ndim(weight_decay) == 0:
+            lam = check_nonnegative("weight_decay", weight_decay)
+        else:
+            vector = check_finite_array("weight_decay", weight_decay, shape=(self.d,)).copy()
+            if np.any(vector < 0):
+                raise ValueError(f"`weight_decay` entries must be >= 0, got minimum {float(vector.min())!r}")
+            lam = vector
+        if not decay_biases:
+            lam = np.where(self.model.bias_mask(self.p), 0.0, lam)
+        return lam
+
+    @property
+    def per_coordinate_decay(self) -> bool:
+        """True if λ is a vector (one λ_i per coordinate)."""
+        return np.ndim(self.weight_decay) != 0
+
+    def weight_decay_config(self) -> float | list[float]:
+        """λ as JSON: a float, or the list of λ_i."""
+        lam = self.weight_decay
+        return [float(v) for v in lam] if isinstance(lam, np.ndarray) else float(lam)
 
     def check_theta(self, theta: ArrayLike, name: str = "theta") -> Array:
         """Validate a parameter vector for this problem: finite, shape (d,)."""
@@ -111,7 +140,7 @@ class Problem:
         h.update(np.ascontiguousarray(self.y).astype(np.int64).tobytes())
         return h.hexdigest()
 
-    def weight_decay_split(self) -> tuple[float, float]:
+    def weight_decay_split(self) -> tuple[float | Array, float | Array]:
         """(λ_in, λ_out): λ inside the perturbed gradient (coupled mode), λ at the unperturbed point
         (decoupled mode); the other is 0."""
         lam = self.weight_decay
@@ -154,7 +183,9 @@ class Problem:
         return anp.dot(w[rows] / X.shape[0], self.model.losses(theta, X, y))
 
     def regularizer(self, theta: Any) -> Any:
-        """r(θ) = (λ/2)‖θ‖²."""
+        """r(θ) = (λ/2)‖θ‖² (½ Σ_i λ_i θ_i² per coordinate)."""
+        if self.per_coordinate_decay:
+            return 0.5 * anp.dot(self.weight_decay * theta, theta)
         return 0.5 * self.weight_decay * anp.dot(theta, theta)
 
     def per_sample_grads(self, theta: ArrayLike, idx: Index = None) -> Array:
@@ -177,5 +208,24 @@ class Problem:
     def __repr__(self) -> str:
         return (
             f"Problem({self.model!r}, n={self.n}, p={self.p}, d={self.d}, "
-            f"weight_decay={self.weight_decay}, regularization={self.regularization!r})"
+            f"weight_decay={_decay_repr(self.weight_decay)}, regularization={self.regularization!r})"
         )
+
+
+def decay_matrix(lam: float | Array, d: int) -> Array:
+    """λ I, or diag(λ_i) for a per-coordinate λ: (d, d)."""
+    return np.diag(np.broadcast_to(np.asarray(lam, dtype=np.float64), (d,)).copy())
+
+
+def decay_times(lam: float | Array, V: Array) -> Array:
+    """λ V row by row: λ_i V[i, …] for a per-coordinate λ (V (d,) or (d, k)), λ V otherwise."""
+    if np.ndim(lam) == 0 or V.ndim == 1:
+        return lam * V
+    return np.asarray(lam)[:, None] * V
+
+
+def _decay_repr(lam: float | Array) -> str:
+    if np.ndim(lam) == 0:
+        return str(lam)
+    arr = np.asarray(lam)
+    return f"<per-coordinate: {int(np.count_nonzero(arr))} of {arr.size} in {arr.min():g}..{arr.max():g}>"

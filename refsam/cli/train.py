@@ -31,6 +31,8 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--batch-size", type=int, default=None, help="minibatch size (default: full batch)")
     p.add_argument("--seed", type=int, default=0)
     add_momentum_arguments(p)
+    p.add_argument("--no-bias-decay", action="store_true",
+                   help="no weight decay on the model's bias coordinates (per-coordinate λ)")
     p.add_argument("--save", default=None, help="write the trajectory to this .npz file")
     p.set_defaults(func=run)
 
@@ -47,7 +49,8 @@ def run(args: argparse.Namespace) -> int:
     n_classes = 2 if args.model == "logistic" else args.classes
     X, y, _ = make_gaussian_classification(args.n, args.features, n_classes, seed=args.seed)
     model = build_model(args.model, args.features, n_classes, args.hidden)
-    problem = Problem(model, X, y, weight_decay=args.weight_decay, regularization=args.regularization)
+    problem = Problem(model, X, y, weight_decay=args.weight_decay, regularization=args.regularization,
+                      decay_biases=not args.no_bias_decay)
     sam = SAM(args.rho, args.rule)
     start = time.perf_counter()
     trajectory = train(problem, sam, args.lr, args.steps, batch_size=args.batch_size, seed=args.seed,

@@ -39,7 +39,7 @@ import numpy as np
 import scipy.linalg
 from numpy.typing import ArrayLike, NDArray
 
-from ..objective import Problem
+from ..objective import Problem, decay_matrix
 from ..sam import SAM
 from ..tolerances import COND_WARN, ROOT_TOL_INFLUENCE
 from ..validation import check_choice, check_positive
@@ -120,16 +120,16 @@ def _prepare(problem: Problem, sam: SAM, theta: Any, variant: str, root_tol: flo
 
 def _system(problem: Problem, lin: Linearisation, variant: str) -> tuple[Any, Array]:
     """(LU factors of J, G_w (n, d)) for the variant (module docstring); one factorisation of J."""
-    n, I = problem.n, np.eye(problem.d)
-    lam = problem.weight_decay
+    n = problem.n
+    Lam = decay_matrix(problem.weight_decay, problem.d)  # λ I, or diag(λ_i) per coordinate
     if variant == "full":
         J = lin.jacobian
         G_w = weight_jacobian(problem, lin)  # (n, d)
     elif variant == "frozen":
-        J = lin.H_hat + lam * I
+        J = lin.H_hat + Lam
         G_w = problem.per_sample_grads(lin.w_hat) / n
     else:  # "erm"
-        J = lin.H_theta + lam * I
+        J = lin.H_theta + Lam
         G_w = problem.per_sample_grads(lin.theta) / n
     cond = np.linalg.cond(J)
     if not np.isfinite(cond):
@@ -213,6 +213,9 @@ def hyperparameter_sensitivity(problem: Problem, sam: SAM, theta: ArrayLike | Fi
     ∂ε/∂ρ = ε/ρ (every rule is linear in ρ). Same root check as :func:`hessian_influence`.
     Cost: O(d³).
     """
+    if problem.per_coordinate_decay:
+        raise ValueError("hyperparameter_sensitivity differentiates with respect to one scalar λ; "
+                         "`problem` has a per-coordinate weight decay")
     theta_hat, _, lin, _, _ = _prepare(problem, sam, theta, "full", root_tol, on_unverified)
     lu, _ = _system(problem, lin, "full")
     K_hat = lin.K_hat()  # K(ŵ) = H(ŵ) + λ_in I

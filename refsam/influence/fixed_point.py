@@ -212,10 +212,11 @@ def no_root_reason(problem: Problem, sam: SAM) -> str | None:
     gᵀ(θ − θ*) = −gᵀε = −ρ‖g‖ (SAM) or −ρ‖Tg‖ (ASAM) < 0, while convexity demands gᵀ(θ − θ*) ≥ 0.
     """
     convex = isinstance(problem.model, (LogisticRegression, SoftmaxRegression))
-    whole_objective = problem.regularization == "coupled" or problem.weight_decay == 0.0
+    no_decay = not np.any(problem.weight_decay)
+    whole_objective = problem.regularization == "coupled" or no_decay
     if not (sam.rho > 0 and sam.rule in ("sam", "asam") and convex and whole_objective):
         return None
-    mode = ("coupled mode" if problem.regularization == "coupled" and problem.weight_decay > 0
+    mode = ("coupled mode" if problem.regularization == "coupled" and not no_decay
             else "λ = 0")
     return (
         f"G(θ) = 0 has no solution for the {sam.rule.upper()} rule with rho={sam.rho} > 0 in {mode} on "

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from ..objective import Problem
+from ..objective import Problem, decay_matrix
 from ..sam import SAM
 from ..training import descent_direction
 
@@ -65,8 +65,8 @@ class Linearisation:
     S: Array
     E: Array
     jacobian: Array
-    lam_in: float
-    lam_out: float
+    lam_in: float | Array
+    lam_out: float | Array
 
     @property
     def D(self) -> Array:
@@ -79,8 +79,8 @@ class Linearisation:
         return self.S
 
     def K_hat(self) -> Array:
-        """K(ŵ) = H(ŵ) + λ_in I, (d, d)."""
-        return self.H_hat + self.lam_in * np.eye(self.H_hat.shape[0])
+        """K(ŵ) = H(ŵ) + λ_in I (diag(λ_in) for a per-coordinate λ), (d, d)."""
+        return self.H_hat + decay_matrix(self.lam_in, self.H_hat.shape[0])
 
 
 def linearise(problem: Problem, sam: SAM, theta: Array, weights: ArrayLike | None = None) -> Linearisation:
@@ -92,8 +92,9 @@ def linearise(problem: Problem, sam: SAM, theta: Array, weights: ArrayLike | Non
     H_hat = problem.hessian(terms.w_hat, None, weights)  # (d, d)
     P = sam.jacobian_g(theta, terms.g)  # ∂ε/∂g
     S = sam.jacobian_theta(theta, terms.g)  # ∂ε/∂θ|_g
-    E = P @ (H_theta + lam_in * I) + S  # dε/dθ
-    jacobian = (H_hat + lam_in * I) @ (I + E) + lam_out * I  # J = ∂G/∂θ
+    Lam_in, Lam_out = decay_matrix(lam_in, problem.d), decay_matrix(lam_out, problem.d)  # λ I or diag(λ_i)
+    E = P @ (H_theta + Lam_in) + S  # dε/dθ
+    jacobian = (H_hat + Lam_in) @ (I + E) + Lam_out  # J = ∂G/∂θ
     return Linearisation(theta, terms.g, terms.eps, terms.w_hat, terms.direction, H_theta, H_hat, P, S, E,
                          jacobian, lam_in, lam_out)
 

@@ -63,7 +63,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from ..models import BatchDerivatives
-from ..objective import Problem
+from ..objective import Problem, decay_times
 from ..sam import SAM
 from ..training import Trajectory
 from .autodiff import autodiff_through_training
@@ -252,11 +252,11 @@ def _adjoint(problem: Problem, trajectory: Trajectory, V_T: Array, progress: boo
         else:
             D = -step.lr * U
         HD, J_w_hat_D = step.at_w_hat.hvp_and_jvp(D)
-        Q = HD + step.lam_in * D  # K_t(ŵ_t) D
+        Q = HD + decay_times(step.lam_in, D)  # K_t(ŵ_t) D
         PQ = step.P(Q)
         HPQ, J_theta_PQ = step.at_theta.hvp_and_jvp(PQ)
         np.add.at(influence, step.idx, step.inv_batch * (J_w_hat_D + J_theta_PQ))
-        U = U + (Q + HPQ + step.lam_in * PQ + step.S_T(Q) + step.lam_out * D)
+        U = U + (Q + HPQ + decay_times(step.lam_in, PQ) + step.S_T(Q) + decay_times(step.lam_out, D))
         _progress(steps - t, steps, "adjoint", progress)
     return influence
 
@@ -278,10 +278,11 @@ def _forward(problem: Problem, trajectory: Trajectory, progress: bool) -> Array:
     dbuf: Array | None = None
     for t in range(steps):
         step = _Step(problem, trajectory, sam, t)
-        dg = step.at_theta.hvp(dtheta) + step.lam_in * dtheta  # K_t(θ_t) Θ̇
+        dg = step.at_theta.hvp(dtheta) + decay_times(step.lam_in, dtheta)  # K_t(θ_t) Θ̇
         dg[:, step.idx] += step.inv_batch * step.at_theta.per_sample_grads().T
         dw_hat = dtheta + step.P(dg) + step.S(dtheta)
-        descent = step.at_w_hat.hvp(dw_hat) + step.lam_in * dw_hat + step.lam_out * dtheta
+        descent = (step.at_w_hat.hvp(dw_hat) + decay_times(step.lam_in, dw_hat)
+                   + decay_times(step.lam_out, dtheta))
         descent[:, step.idx] += step.inv_batch * step.at_w_hat.per_sample_grads().T
         if optimizer.active:
             dbuf, descent = optimizer.update(dbuf, descent, t)  # the same linear map on tangents

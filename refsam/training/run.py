@@ -174,7 +174,7 @@ def train(problem: Problem, sam: SAM, lr: ArrayLike, steps: int | None = None, b
     config = {
         "model": problem.model.spec(),
         **sam.config(),
-        "weight_decay": problem.weight_decay,
+        "weight_decay": problem.weight_decay_config(),
         "regularization": problem.regularization,
         "batch_size": batch_size,
         "seed": seed_record,

@@ -102,8 +102,8 @@ class Trajectory:
             mismatches.append(f"model {problem.model.spec()} != recorded {c['model']}")
         if problem.data_fingerprint() != c["data_sha256"]:
             mismatches.append("training data (X, y) differ from the recorded run's (sha256 mismatch)")
-        if problem.weight_decay != c["weight_decay"]:
-            mismatches.append(f"weight_decay {problem.weight_decay} != recorded {c['weight_decay']}")
+        if problem.weight_decay_config() != c["weight_decay"]:
+            mismatches.append(f"weight_decay {problem.weight_decay_config()} != recorded {c['weight_decay']}")
         if problem.regularization != c["regularization"]:
             mismatches.append(
                 f"regularization {problem.regularization!r} != recorded {c['regularization']!r}"
