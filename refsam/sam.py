@@ -34,7 +34,7 @@ import autograd.numpy as anp
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from .validation import check_choice, check_nonnegative
+from .validation import check_choice, check_nonnegative, check_positive_int
 
 __all__ = ["RULES", "SAM", "ZeroGradientError"]
 
@@ -64,14 +64,20 @@ class SAM:
     t_mask : bool array (d,), optional
         ASAM only: the coordinates that get t = |θ| + κ; the others get t = 1 (the official ASAM code
         scales weight matrices only: ``~model.bias_mask(p)``). Default: every coordinate.
+    m_sharpness : int >= 1, optional
+        m-sharpness (the original SAM paper and its JAX code): each batch is cut into consecutive chunks
+        of m samples, each chunk gets its own ε from its own gradient, and the step's direction averages
+        the chunks' directions at their own perturbed points (weighted by chunk size). None: one ε per
+        batch. The training and trajectory layers apply it (:mod:`refsam.training.step`).
     """
 
     def __init__(self, rho: float, rule: str = "sam", kappa: float = 0.01, norm_eps: float = 0.0,
-                 t_mask: ArrayLike | None = None) -> None:
+                 t_mask: ArrayLike | None = None, m_sharpness: int | None = None) -> None:
         self.rho = check_nonnegative("rho", rho)
         self.rule = check_choice("rule", rule, RULES)
         self.kappa = check_nonnegative("kappa", kappa)
         self.norm_eps = check_nonnegative("norm_eps", norm_eps)
+        self.m_sharpness = None if m_sharpness is None else check_positive_int("m_sharpness", m_sharpness)
         self.t_mask: NDArray[np.bool_] | None = None
         if t_mask is not None:
             mask = np.asarray(t_mask)
@@ -89,19 +95,23 @@ class SAM:
             out["norm_eps"] = self.norm_eps
         if self.t_mask is not None:
             out["t_mask"] = [bool(v) for v in self.t_mask]
+        if self.m_sharpness is not None:
+            out["m_sharpness"] = self.m_sharpness
         return out
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> SAM:
         """The rule of a recorded :meth:`config` (missing keys: the defaults)."""
         return cls(config["rho"], config["rule"], config["kappa"], config.get("norm_eps", 0.0),
-                   config.get("t_mask"))
+                   config.get("t_mask"), config.get("m_sharpness"))
 
     def __repr__(self) -> str:
         extra = f", kappa={self.kappa}" if self.rule == "asam" else ""
         extra += f", norm_eps={self.norm_eps}" if self.norm_eps else ""
         if self.t_mask is not None:
             extra += f", t_mask=<{int(self.t_mask.sum())} of {self.t_mask.size}>"
+        if self.m_sharpness is not None:
+            extra += f", m_sharpness={self.m_sharpness}"
         return f"SAM(rho={self.rho}, rule={self.rule!r}{extra})"
 
     # -- the perturbation --------------------------------------------------------------------------

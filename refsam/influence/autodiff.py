@@ -10,6 +10,8 @@ layer's step function — so it shares nothing with the methods it checks but th
     μ = 0:      θ_{t+1} = θ_t − η_t d_t
     μ > 0:      buf = d_0 at the first step, else μ buf + (1 − τ) d_t;
                 θ_{t+1} = θ_t − η_t (d_t + μ buf  if Nesterov,  else buf)
+    m-sharpness: the batch order cut into runs of m samples, each perturbed by its own gradient, and
+    d_t = Σ_C (|C|/|B|) (∇F_{C,w}(θ_t + ε_C) + λ_in (θ_t + ε_C)) + λ_out θ_t.
     Slow: an O(T) tape and one reverse pass per output coordinate.
 """
 
@@ -43,15 +45,24 @@ def autodiff_through_training(problem: Problem, trajectory: Trajectory,
     nesterov = trajectory.config["nesterov"]
     grad_objective = ag_grad(problem.objective)  # ∇_θ F_{B,w}(θ), differentiable in w too
 
+    m = sam.m_sharpness
+
+    def direction(theta: Any, idx: Any, w: Any) -> Any:  # the SAM direction on one set of samples
+        g = grad_objective(theta, idx, w)
+        if coupled:
+            g = g + lam * theta
+        w_hat = theta + sam.perturbation(theta, g)
+        return grad_objective(w_hat, idx, w) + (lam * w_hat if coupled else 0.0)
+
     def final_output(w: Any) -> Any:
         theta, buf = trajectory.theta0, None
         for idx, lr in zip(trajectory.batches, trajectory.lrs):
-            g = grad_objective(theta, idx, w)
-            if coupled:
-                g = g + lam * theta
-            w_hat = theta + sam.perturbation(theta, g)
-            descent = grad_objective(w_hat, idx, w)
-            descent = descent + lam * (w_hat if coupled else theta)
+            if m is None or len(idx) <= m:
+                descent = direction(theta, idx, w)
+            else:
+                descent = sum(len(idx[lo:lo + m]) / len(idx) * direction(theta, idx[lo:lo + m], w)
+                              for lo in range(0, len(idx), m))
+            descent = descent + (0.0 if coupled else lam * theta)
             if mu == 0:
                 theta = theta - lr * descent
                 continue

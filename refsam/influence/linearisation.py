@@ -106,6 +106,10 @@ def check_root_inputs(problem: object, sam: object, theta: ArrayLike, name: str 
         raise ValueError(f"`problem` must be a refsam.Problem, got {type(problem).__name__}")
     if not isinstance(sam, SAM):
         raise ValueError(f"`sam` must be a refsam.SAM, got {type(sam).__name__}")
+    if sam.m_sharpness is not None and sam.m_sharpness < problem.n:
+        raise ValueError(f"`sam` uses m-sharpness (m_sharpness={sam.m_sharpness} < n={problem.n}): the "
+                         f"fixed-point methods and the closed form do not support it; "
+                         f"refsam.trajectory_influence is exact for m-sharpness runs")
     theta = problem.check_theta(theta, name)
     return theta, None if weights is None else problem.check_weights(weights)
 

@@ -65,7 +65,7 @@ from numpy.typing import ArrayLike, NDArray
 from ..models import BatchDerivatives
 from ..objective import Problem, decay_times
 from ..sam import SAM
-from ..training import Trajectory
+from ..training import Trajectory, sharpness_chunks
 from .autodiff import autodiff_through_training
 from .methods import TRAJECTORY_APPROXIMATIONS, TRAJECTORY_EXACT, TRAJECTORY_METHODS
 
@@ -185,37 +185,58 @@ def _progress(t_done: int, steps: int, what: str, enabled: bool) -> None:
 
 # -- one step's linearisation ---------------------------------------------------------------------------
 
-class _Step:
-    """Everything about step t that the recursions need, with products for (d, k) blocks of vectors.
+class _Chunk:
+    """One perturbation of step t (the whole batch, or one m-sharpness chunk C): the derivatives of F_C at
+    θ_t and at ŵ_C, the gradient g_C the perturbation is built from, and products with P_C, S_C."""
 
-    Built from the stored θ_t, ε_t; g_t is recomputed (one batch gradient) because P_t depends on ‖g_t‖.
-    ``at_theta`` and ``at_w_hat`` are the batch's derivatives at θ_t and ŵ_t (``problem.at``).
-    """
-
-    def __init__(self, problem: Problem, trajectory: Trajectory, sam: SAM, t: int) -> None:
-        self.sam = sam
-        self.idx = trajectory.batches[t]  # B_t
-        self.lr = float(trajectory.lrs[t])  # η_t
-        self.theta = trajectory.thetas[t]  # θ_t
-        self.w_hat = self.theta + trajectory.epsilons[t]  # ŵ_t
-        self.lam_in, self.lam_out = problem.weight_decay_split()
-        self.inv_batch = 1.0 / len(self.idx)  # c_{t,j} for j ∈ B_t
-        rows, y_B, c = problem.coefficients(self.idx)  # the batch's rows of the design, once for both
-        self.at_theta: BatchDerivatives = problem.model.derivatives(self.theta, rows, y_B, c)
-        self.at_w_hat: BatchDerivatives = problem.model.derivatives(self.w_hat, rows, y_B, c)
-        self.g = self.at_theta.grad() + self.lam_in * self.theta  # g_t
+    def __init__(self, problem: Problem, sam: SAM, theta: Array, idx: NDArray[np.int64], share: float,
+                 w_hat: Array | None, lam_in: float | Array) -> None:
+        self.sam, self.theta, self.idx, self.share = sam, theta, idx, share  # share = |C|/|B|
+        self.inv_size = 1.0 / len(idx)  # c_{t,j} within the chunk: ∂(w_j/|C|)/∂w_j
+        rows, y_C, c = problem.coefficients(idx)  # the chunk's rows of the design, once for both points
+        self.at_theta: BatchDerivatives = problem.model.derivatives(theta, rows, y_C, c)
+        self.g = self.at_theta.grad() + lam_in * theta  # g_C
+        self.w_hat = theta + sam.perturbation(theta, self.g) if w_hat is None else w_hat  # ŵ_C
+        self.at_w_hat: BatchDerivatives = problem.model.derivatives(self.w_hat, rows, y_C, c)
 
     def P(self, V: Array) -> Array:
-        """P_t V = (∂ε/∂g) V, (d, k); P_t is symmetric, so this is also P_tᵀ V."""
+        """P_C V = (∂ε/∂g) V, (d, k); P is symmetric, so this is also Pᵀ V."""
         return self.sam.jvp_g(self.theta, self.g, V)
 
     def S(self, V: Array) -> Array:
-        """S_t V = (∂ε/∂θ|_g) V, (d, k)."""
+        """S_C V = (∂ε/∂θ|_g) V, (d, k)."""
         return self.sam.jvp_theta(self.theta, self.g, V)
 
     def S_T(self, V: Array) -> Array:
-        """S_tᵀ V, (d, k)."""
+        """S_Cᵀ V, (d, k)."""
         return self.sam.vjp_theta(self.theta, self.g, V)
+
+    def scaled(self, V: Array) -> Array:
+        """share · V (exactly V for a single chunk)."""
+        return V if self.share == 1.0 else self.share * V
+
+
+class _Step:
+    """Everything about step t that the recursions need, with products for (d, k) blocks of vectors.
+
+    Built from the stored θ_t (and ε_t without m-sharpness); g_t is recomputed (one batch gradient)
+    because P_t depends on ‖g_t‖. ``chunks`` are its perturbations: the whole batch, or with m-sharpness
+    one :class:`_Chunk` per chunk of m samples (their ε recomputed from θ_t exactly as training did).
+    """
+
+    def __init__(self, problem: Problem, trajectory: Trajectory, sam: SAM, t: int) -> None:
+        self.idx = trajectory.batches[t]  # B_t
+        self.lr = float(trajectory.lrs[t])  # η_t
+        self.theta = trajectory.thetas[t]  # θ_t
+        self.lam_in, self.lam_out = problem.weight_decay_split()
+        self.inv_batch = 1.0 / len(self.idx)  # c_{t,j} for j ∈ B_t
+        parts = sharpness_chunks(self.idx, sam.m_sharpness)
+        if len(parts) == 1:  # one perturbation: ŵ_t = θ_t + ε_t as recorded
+            self.chunks = [_Chunk(problem, sam, self.theta, self.idx, 1.0,
+                                  self.theta + trajectory.epsilons[t], self.lam_in)]
+        else:
+            self.chunks = [_Chunk(problem, sam, self.theta, part, len(part) / len(self.idx), None,
+                                  self.lam_in) for part in parts]
 
 
 # -- the exact recursions ---------------------------------------------------------------------------
@@ -251,12 +272,15 @@ def _adjoint(problem: Problem, trajectory: Trajectory, V_T: Array, progress: boo
             buffer_adjoint = mu * b_bar
         else:
             D = -step.lr * U
-        HD, J_w_hat_D = step.at_w_hat.hvp_and_jvp(D)
-        Q = HD + decay_times(step.lam_in, D)  # K_t(ŵ_t) D
-        PQ = step.P(Q)
-        HPQ, J_theta_PQ = step.at_theta.hvp_and_jvp(PQ)
-        np.add.at(influence, step.idx, step.inv_batch * (J_w_hat_D + J_theta_PQ))
-        U = U + (Q + HPQ + decay_times(step.lam_in, PQ) + step.S_T(Q) + decay_times(step.lam_out, D))
+        MtD = decay_times(step.lam_out, D)  # M_tᵀ D, accumulated over the step's perturbations
+        for chunk in step.chunks:
+            HD, J_w_hat_D = chunk.at_w_hat.hvp_and_jvp(D)
+            Q = HD + decay_times(step.lam_in, D)  # K_C(ŵ_C) D
+            PQ = chunk.P(Q)
+            HPQ, J_theta_PQ = chunk.at_theta.hvp_and_jvp(PQ)
+            np.add.at(influence, chunk.idx, step.inv_batch * (J_w_hat_D + J_theta_PQ))
+            MtD = MtD + chunk.scaled(Q + HPQ + decay_times(step.lam_in, PQ) + chunk.S_T(Q))
+        U = U + MtD
         _progress(steps - t, steps, "adjoint", progress)
     return influence
 
@@ -278,12 +302,14 @@ def _forward(problem: Problem, trajectory: Trajectory, progress: bool) -> Array:
     dbuf: Array | None = None
     for t in range(steps):
         step = _Step(problem, trajectory, sam, t)
-        dg = step.at_theta.hvp(dtheta) + decay_times(step.lam_in, dtheta)  # K_t(θ_t) Θ̇
-        dg[:, step.idx] += step.inv_batch * step.at_theta.per_sample_grads().T
-        dw_hat = dtheta + step.P(dg) + step.S(dtheta)
-        descent = (step.at_w_hat.hvp(dw_hat) + decay_times(step.lam_in, dw_hat)
-                   + decay_times(step.lam_out, dtheta))
-        descent[:, step.idx] += step.inv_batch * step.at_w_hat.per_sample_grads().T
+        descent = decay_times(step.lam_out, dtheta)  # ḋ, accumulated over the step's perturbations
+        for chunk in step.chunks:
+            dg = chunk.at_theta.hvp(dtheta) + decay_times(step.lam_in, dtheta)  # K_C(θ_t) Θ̇
+            dg[:, chunk.idx] += chunk.inv_size * chunk.at_theta.per_sample_grads().T
+            dw_hat = dtheta + chunk.P(dg) + chunk.S(dtheta)
+            part = chunk.at_w_hat.hvp(dw_hat) + decay_times(step.lam_in, dw_hat)
+            part[:, chunk.idx] += chunk.inv_size * chunk.at_w_hat.per_sample_grads().T
+            descent = descent + chunk.scaled(part)
         if optimizer.active:
             dbuf, descent = optimizer.update(dbuf, descent, t)  # the same linear map on tangents
         dtheta = dtheta - step.lr * descent
@@ -322,12 +348,18 @@ def _approximation(problem: Problem, trajectory: Trajectory, X_test: Array, y_te
     weights = step_weights(trajectory)  # γ_t (η_t without momentum)
     influence = np.zeros((problem.n, X_test.shape[0]))
     test_grads = problem.model.per_sample_grads(trajectory.theta_final, X_test, y_test).T  # ∇f(θ_T), (d, m)
+    sam = trajectory.sam()
     for t in range(steps):
         idx = trajectory.batches[t]
-        x = trajectory.thetas[t] + trajectory.epsilons[t] if at_w_hat else trajectory.thetas[t]
-        if tracin:  # the test gradient at the same checkpoint
-            test_grads = problem.model.per_sample_grads(x, X_test, y_test).T  # (d, m)
-        contribution = problem.at(x, idx).jvp(test_grads)  # ∇ℓ_j(x)ᵀ ∇f, (|B|, m)
-        np.add.at(influence, idx, -weights[t] / len(idx) * contribution)
+        if at_w_hat and sam.m_sharpness is not None and len(idx) > sam.m_sharpness:
+            points = [(chunk.idx, chunk.w_hat) for chunk in _Step(problem, trajectory, sam, t).chunks]
+        else:
+            x_t = trajectory.thetas[t] + trajectory.epsilons[t] if at_w_hat else trajectory.thetas[t]
+            points = [(idx, x_t)]
+        for rows, x in points:
+            if tracin:  # the test gradient at the same checkpoint
+                test_grads = problem.model.per_sample_grads(x, X_test, y_test).T  # (d, m)
+            contribution = problem.at(x, rows).jvp(test_grads)  # ∇ℓ_j(x)ᵀ ∇f, (|C|, m)
+            np.add.at(influence, rows, -weights[t] / len(idx) * contribution)
         _progress(t + 1, steps, method, progress)
     return influence

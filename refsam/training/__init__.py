@@ -3,7 +3,7 @@
 
 from .presets import PRESETS, Preset, preset
 from .run import make_batches, replay, train
-from .step import SGDMomentum, StepTerms, descent_direction, sam_step
+from .step import SGDMomentum, StepTerms, descent_direction, sam_step, sharpness_chunks
 from .trajectory import TRAJECTORY_FORMAT_VERSION, Trajectory
 
 __all__ = [
@@ -18,5 +18,6 @@ __all__ = [
     "preset",
     "replay",
     "sam_step",
+    "sharpness_chunks",
     "train",
 ]

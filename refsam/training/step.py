@@ -12,6 +12,14 @@ in decoupled mode, the other 0), on batch B with sample weights w:
 decoupled:  g = ∇F(θ),        G = ∇F(ŵ) + λθ       (PyTorch SAM + SGD(weight_decay=λ))
 coupled:    g = ∇F(θ) + λθ,   G = ∇F(ŵ) + λŵ       (r(θ) = (λ/2)‖θ‖² is part of the loss everywhere)
 
+With m-sharpness (``SAM(..., m_sharpness=m)``) the batch is cut into consecutive chunks C of m samples
+(the last may be smaller), each with its own perturbation, and the direction averages them:
+
+    g_C = ∇F_{C,w}(θ) + λ_in θ,   ŵ_C = θ + ε(θ; g_C),
+    G = Σ_C (|C|/|B|) [∇F_{C,w}(ŵ_C) + λ_in ŵ_C] + λ_out θ
+
+(one chunk: the equations above). The recorded ε_t is then the size-weighted mean of the ε_C.
+
 On the full batch, G(θ; w) is the residual whose roots are the SAM fixed points
 (:mod:`refsam.influence.fixed_point`). ρ = 0 gives ε = 0 exactly, so the step is exactly (S)GD.
 
@@ -39,7 +47,7 @@ from ..objective import Problem
 from ..sam import SAM
 from ..validation import check_nonnegative
 
-__all__ = ["SGDMomentum", "StepTerms", "descent_direction", "sam_step"]
+__all__ = ["SGDMomentum", "StepTerms", "descent_direction", "sam_step", "sharpness_chunks"]
 
 Array = NDArray[np.float64]
 
@@ -57,11 +65,31 @@ def descent_direction(problem: Problem, sam: SAM, theta: Array, idx: ArrayLike |
                       weights: ArrayLike | None = None) -> StepTerms:
     """g, ε, ŵ and G at θ on batch ``idx`` (None: full batch); trusts its inputs. Cost: two gradients."""
     lam_in, lam_out = problem.weight_decay_split()
+    chunks = sharpness_chunks(np.arange(problem.n) if idx is None else np.asarray(idx), sam.m_sharpness)
+    if len(chunks) == 1:
+        g = problem.grad(theta, idx, weights) + lam_in * theta
+        eps = sam.perturbation(theta, g)
+        w_hat = theta + eps
+        direction = problem.grad(w_hat, idx, weights) + lam_in * w_hat + lam_out * theta
+        return StepTerms(g, eps, w_hat, direction)
+    size = sum(len(chunk) for chunk in chunks)
+    direction, eps = lam_out * theta, np.zeros_like(theta)
+    for chunk in chunks:  # m-sharpness: one perturbation per chunk
+        share = len(chunk) / size
+        eps_c = sam.perturbation(theta, problem.grad(theta, chunk, weights) + lam_in * theta)
+        w_hat_c = theta + eps_c
+        direction = direction + share * (problem.grad(w_hat_c, chunk, weights) + lam_in * w_hat_c)
+        eps = eps + share * eps_c
     g = problem.grad(theta, idx, weights) + lam_in * theta
-    eps = sam.perturbation(theta, g)
-    w_hat = theta + eps
-    direction = problem.grad(w_hat, idx, weights) + lam_in * w_hat + lam_out * theta
-    return StepTerms(g, eps, w_hat, direction)
+    return StepTerms(g, eps, theta + eps, direction)
+
+
+def sharpness_chunks(idx: NDArray[np.int64], m: int | None) -> list[NDArray[np.int64]]:
+    """The chunks of a batch for m-sharpness: consecutive runs of m indices in the batch's order (the last
+    may be shorter); the whole batch as one chunk when m is None or ≥ |B|."""
+    if m is None or len(idx) <= m:
+        return [idx]
+    return [idx[lo:lo + m] for lo in range(0, len(idx), m)]
 
 
 def sam_step(problem: Problem, sam: SAM, theta: Array, idx: ArrayLike | None, lr: float,
