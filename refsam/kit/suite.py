@@ -36,7 +36,7 @@ from ..tolerances import (
     RTOL_TRAJECTORY_FD,
     rel_err,
 )
-from ..training import PRESETS, Trajectory, preset, train
+from ..training import Trajectory, preset, train
 
 __all__ = [
     "ATOL",
@@ -138,7 +138,7 @@ CASE_SPECS = (
     + tuple(CaseSpec(m, "sam", "decoupled", "minibatch", o)
             for m in MODELS for o in ("heavyball", "nesterov"))
     + tuple(CaseSpec(m, _PRESET_RULES[p], "decoupled", "minibatch", "heavyball", p)
-            for m in MODELS for p in sorted(PRESETS))
+            for m in MODELS for p in sorted(_PRESET_RULES))
 )
 
 

@@ -24,8 +24,12 @@ def _data(model, n=14, seed=5):
 def test_exact_methods_agree_through_preset_runs(name, model_name):
     model = MODELS[model_name]()
     X, y, X_test, y_test = _data(model)
-    problem = refsam.Problem(model, X, y, weight_decay=0.01)
-    p = preset(name, problem, rho=0.1, momentum=0.9, nesterov=model_name == "softmax")
+    if name == "jax-sam":  # an L2 penalty on the weights only, in the loss; m-sharpness; Nesterov
+        problem = refsam.Problem(model, X, y, weight_decay=0.01, regularization="coupled", decay_biases=False)
+        p = preset(name, problem, rho=0.1, momentum=0.9, m_sharpness=2)
+    else:
+        problem = refsam.Problem(model, X, y, weight_decay=0.01)
+        p = preset(name, problem, rho=0.1, momentum=0.9, nesterov=model_name == "softmax")
     run = refsam.train(problem, p.sam, 0.2, 8, batch_size=5, seed=2, **p.train_kwargs())
     exact = {m: refsam.trajectory_influence(problem, run, X_test, y_test, method=m)
              for m in ("adjoint", "forward", "autodiff")}
