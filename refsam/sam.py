@@ -134,20 +134,27 @@ class SAM:
         if self.rule == "usam":
             return self.rho * g
         if self.rule == "sam":
-            norm = anp.sqrt(anp.dot(g, g))
-            self._norm(_value(norm), "g/‖g‖")
-            if _value(norm) == 0.0:
-                return 0.0 * g
-            return self.rho * g / (norm + self.norm_eps)
+            if _SAFE_LOW < _squared(g) < _SAFE_HIGH:  # the common case: sqrt(g·g) is accurate
+                return self.rho * g / (anp.sqrt(anp.dot(g, g)) + self.norm_eps)
+            return self._rescaled(g, anp.ones(len(g)), "g/‖g‖")
         t = anp.abs(theta) + self.kappa  # diagonal of T
         if self.t_mask is not None:
             self._check_mask(len(g))
             t = anp.where(self.t_mask, t, 1.0)
-        norm = anp.sqrt(anp.sum((t * g) ** 2))  # ‖T g‖
-        self._norm(_value(norm), "T²g/‖Tg‖")
-        if _value(norm) == 0.0:
-            return 0.0 * g
-        return self.rho * t**2 * g / (norm + self.norm_eps)
+        s = t * g
+        if _SAFE_LOW < _squared(s) < _SAFE_HIGH:
+            return self.rho * t**2 * g / (anp.sqrt(anp.sum(s**2)) + self.norm_eps)  # ‖T g‖
+        return self._rescaled(s, t, "T²g/‖Tg‖")
+
+    def _rescaled(self, s: Any, t: Any, what: str) -> Any:
+        """ρ T s/(‖s‖ + e) from s/max|s|, for an s whose s·s would overflow or underflow (ε is invariant
+        to the scale of s, so nothing is lost); raises for s = 0 unless e > 0."""
+        scale = _value(anp.max(anp.abs(s)))
+        self._norm(scale, what)
+        if scale == 0.0:
+            return 0.0 * s
+        unit = s / scale  # max |unit| = 1: its norm lies in [1, sqrt(d)]
+        return self.rho * t * unit / (anp.sqrt(anp.dot(unit, unit)) + self.norm_eps / scale)
 
     # -- Jacobians ---------------------------------------------------------------------------------
     def jacobian_g(self, theta: Array, g: Array) -> Array:
@@ -202,7 +209,7 @@ class SAM:
         u = s/n (T = I for SAM; u = 0 when n = 0, which needs e > 0)."""
         t = self._t(theta, g.shape[0])
         s = t * g
-        norm = float(np.linalg.norm(s))
+        norm = _norm_2(s)
         self._norm(norm, "g/‖g‖")
         q = norm + self.norm_eps
         if norm == 0.0:
@@ -214,12 +221,16 @@ class SAM:
         a = 2ρ t g σ/q,  b = ρ t² g/(q² n),  c = t g² σ   (σ = sgn θ on the masked coordinates, else 0)."""
         t = self._t(theta, g.shape[0])
         sgn = np.sign(theta) if self.t_mask is None else np.where(self.t_mask, np.sign(theta), 0.0)
-        norm = float(np.linalg.norm(t * g))
+        norm = _norm_2(t * g)
         self._norm(norm, "T²g/‖Tg‖")
         q = norm + self.norm_eps
         if norm == 0.0:
             return 2.0 * self.rho * t * g * sgn / q, np.zeros_like(g), t * g**2 * sgn
-        return 2.0 * self.rho * t * g * sgn / q, self.rho * t**2 * g / (q * q * norm), t * g**2 * sgn
+        if 1e-90 < norm < 1e90:  # q² n and g³ stay in range: the direct form
+            return 2.0 * self.rho * t * g * sgn / q, self.rho * t**2 * g / (q * q * norm), t * g**2 * sgn
+        # b cᵀ = [ρ t (tg/q)] [σ g (tg/n)/q]ᵀ: every factor bounded, whatever the scale of g
+        u = t * g / norm
+        return 2.0 * self.rho * t * g * sgn / q, self.rho * t * (t * g / q), sgn * g * u / q
 
     def d_rho(self, theta: Array, g: Array) -> Array:
         """∂ε/∂ρ = ε/ρ (every rule is linear in ρ), shape (d,)."""
@@ -232,6 +243,28 @@ class SAM:
             t = np.abs(theta) + self.kappa
             return t if self.t_mask is None else np.where(self.t_mask, t, 1.0)
         return np.ones(d)
+
+
+# s·s inside (_SAFE_LOW, _SAFE_HIGH): sqrt(s·s) is accurate (no overflow, no gradual underflow)
+_SAFE_LOW, _SAFE_HIGH = 1e-280, 1e280
+
+
+def _squared(x: Any) -> float:
+    """x·x as a float (inf or 0 where it leaves float64's range, without a warning)."""
+    with np.errstate(over="ignore", under="ignore"):
+        return _value(anp.dot(x, x))
+
+
+def _norm_2(x: Array) -> float:
+    """‖x‖₂ without overflow or underflow: sqrt(x·x) when that is safe, else max|x| · ‖x/max|x|‖."""
+    squared = _squared(x)
+    if _SAFE_LOW < squared < _SAFE_HIGH:
+        return float(np.sqrt(squared))
+    scale = float(np.max(np.abs(x)))
+    if scale == 0.0 or not np.isfinite(scale):
+        return scale
+    unit = x / scale
+    return scale * float(np.sqrt(unit @ unit))
 
 
 def _column(a: Array, v: Array) -> Array:
