@@ -48,11 +48,11 @@ def test_adjoint_forward_and_autodiff_agree_through_momentum_runs(model_name, op
 
 @pytest.mark.parametrize(("model_name", "optimizer_name"), CASES)
 def test_momentum_influence_equals_finite_differences_of_replays(model_name, optimizer_name):
-    rule, regularization = RULES_AND_MODES[CASES.index((model_name, optimizer_name)) % len(RULES_AND_MODES)]
-    problem, run, X_test, y_test = _run(model_name, optimizer_name, rule, regularization)
-    exact = refsam.trajectory_influence(problem, run, X_test, y_test)
-    fd = refsam.finite_difference_replay(problem, run, X_test, y_test)
-    assert rel_err(exact, fd) <= RTOL_TRAJECTORY_FD
+    for rule, regularization in RULES_AND_MODES:  # every rule, both modes
+        problem, run, X_test, y_test = _run(model_name, optimizer_name, rule, regularization)
+        exact = refsam.trajectory_influence(problem, run, X_test, y_test)
+        fd = refsam.finite_difference_replay(problem, run, X_test, y_test)
+        assert rel_err(exact, fd) <= RTOL_TRAJECTORY_FD, (rule, regularization)
     # the parameter target too: dθ_T/dw by the adjoint (d functions) = forward = autodiff
     params = {m: refsam.trajectory_parameter_influence(problem, run, m) for m in ("adjoint", "forward")}
     assert rel_err(params["adjoint"], params["forward"]) <= RTOL_EXACT_METHODS
