@@ -34,7 +34,7 @@ def _torch_run(X, y, nesterov, steps=15, batch=8, rho=0.2, lam=5e-3, seed=0):
         idx = rng.choice(len(y), size=batch, replace=False)
         batches.append(idx)
 
-        def loss():
+        def loss(idx=idx):
             return torch.nn.functional.cross_entropy(Xt[idx] @ W + b, yt[idx])
 
         sgd.zero_grad()
