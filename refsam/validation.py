@@ -77,6 +77,10 @@ def check_finite_array(name: str, value: ArrayLike, ndim: int | None = None,
 
     `shape` may contain None for "any length" along that axis.
     """
+    if np.iscomplexobj(value):
+        raise ValueError(f"`{name}` must hold real numbers, got complex values (refsam is real float64)")
+    if isinstance(value, np.ma.MaskedArray) and np.ma.is_masked(value):
+        raise ValueError(f"`{name}` must not be a masked array with masked entries; fill or drop them first")
     try:
         arr = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError) as exc:

@@ -143,6 +143,9 @@ def prepare_data(dataset: str, n: int | None, model: str, flip_fraction: float, 
     if pca is not None:
         train, val = project_pca(train, val, n_components=pca)
     y_noisy, flipped = flip_labels(train.y, train.n_classes, flip_fraction, seed=seed + 1)
+    if flipped.all():  # checked here, before any training: nothing clean is left to learn from
+        raise ValueError(f"`flip_fraction` {flip_fraction} flips all {train.n} training labels; use a "
+                         f"smaller fraction (at most {(train.n - 1) / train.n:.3f} here)")
     train.y, train.flipped = y_noisy, flipped
     return train, val
 

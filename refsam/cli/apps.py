@@ -33,6 +33,7 @@ from ..apps.demo import (
 from ..apps.plotting import matplotlib_available
 from ..objective import Problem
 from ..sam import RULES, SAM
+from ..training import SGDMomentum
 from .train import add_momentum_arguments
 
 DEFAULT_FIGURE_DIR = "refsam-figures"
@@ -51,7 +52,9 @@ def _add_common(p: Any, steps: int = 300) -> None:
     p.add_argument("--rho", type=float, default=0.05, help="SAM radius ρ (default 0.05)")
     p.add_argument("--weight-decay", type=float, default=1e-2, help="λ, decoupled (default 1e-2)")
     p.add_argument("--lr", type=float, default=0.5, help="learning rate η (default 0.5)")
-    p.add_argument("--steps", type=int, default=steps, help=f"full-batch SAM steps T (default {steps})")
+    p.add_argument("--steps", type=int, default=None, dest="steps_given",
+                   help=f"full-batch SAM steps T (default {steps})")
+    p.set_defaults(steps=steps)
     add_momentum_arguments(p)
     p.add_argument("--flip", type=float, default=0.10,
                    help="fraction of training labels flipped (default 0.1)")
@@ -68,7 +71,7 @@ def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser("demo", help="the full pipeline: train, verify, attribute by every method, "
                                            "validate against retraining, detect flipped labels")
     _add_common(p)
-    p.add_argument("--subset", type=int, default=20, help="training points validated by retraining (20)")
+    p.add_argument("--subset", type=int, default=None, help="training points validated by retraining (20)")
     p.add_argument("--quick", action="store_true",
                    help=f"a smoke run in seconds ({', '.join(f'{k}={v}' for k, v in QUICK.items())})")
     p.set_defaults(func=run_demo_command)
@@ -131,11 +134,28 @@ def _print_figures(paths: list[str]) -> None:
             print(f"  {path}")
 
 
-def _setup(args: argparse.Namespace) -> tuple[Any, Any, apps.Fit]:
-    """Data, problem and fit shared by detect/remove/explain. Returns (train, val, fit)."""
+def _check_common(args: argparse.Namespace) -> None:
+    """Every shared argument checked before any data is loaded or any model trained."""
+    if args.steps_given is not None:
+        args.steps = args.steps_given
     for name in ("steps", "hidden"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name} must be >= 1, got {getattr(args, name)}")
+    if not 0 <= args.flip < 1:
+        raise ValueError(f"--flip must lie in [0, 1), got {args.flip}")
+    if args.n is not None and args.n < 4:
+        raise ValueError(f"--n must be >= 4, got {args.n}")
+    if getattr(args, "random_trials", 0) < 0:
+        raise ValueError(f"--random-trials must be >= 0, got {args.random_trials}")
+    if getattr(args, "k", None) is not None and args.k < 1:
+        raise ValueError(f"--k must be >= 1, got {args.k}")
+    _methods(args.methods)
+    SGDMomentum(args.momentum, args.dampening, args.nesterov)
+
+
+def _setup(args: argparse.Namespace) -> tuple[Any, Any, apps.Fit]:
+    """Data, problem and fit shared by detect/remove/explain. Returns (train, val, fit)."""
+    _check_common(args)
     train, val = prepare_data(args.dataset, args.n, args.model, args.flip, 0.2, args.seed, args.pca)
     model = build_model(args.model, train.p, train.n_classes, args.hidden)
     problem = Problem(model, train.X, train.y, weight_decay=args.weight_decay)
@@ -156,14 +176,18 @@ def _chosen(fit_: apps.Fit, args: argparse.Namespace) -> list[str]:
 
 
 def run_demo_command(args: argparse.Namespace) -> int:
-    config = DemoConfig(dataset=args.dataset, n=args.n, pca=args.pca, model=args.model, hidden=args.hidden,
-                        rule=args.rule, rho=args.rho, weight_decay=args.weight_decay, lr=args.lr,
-                        steps=args.steps, flip_fraction=args.flip, subset=args.subset, seed=args.seed,
-                        methods=_methods(args.methods), out_dir=_figure_dir(args), progress=not args.quiet,
-                        momentum=args.momentum, dampening=args.dampening, nesterov=args.nesterov)
-    if args.quick:
-        for key, value in QUICK.items():
-            setattr(config, key, value)
+    _check_common(args)
+    given = {"n": args.n, "steps": args.steps_given, "subset": args.subset}  # None: not on the command line
+    sizes: dict[str, Any] = {  # --quick fills only the sizes that were not given
+        key: (QUICK[key] if args.quick else default) if given[key] is None else given[key]
+        for key, default in (("n", None), ("steps", 300), ("subset", 20))}
+    config = DemoConfig(dataset=args.dataset, n=sizes["n"], pca=args.pca, model=args.model,
+                        hidden=args.hidden, rule=args.rule, rho=args.rho, weight_decay=args.weight_decay,
+                        lr=args.lr, steps=sizes["steps"], flip_fraction=args.flip,
+                        subset=sizes["subset"],
+                        seed=args.seed, methods=_methods(args.methods), out_dir=_figure_dir(args),
+                        progress=not args.quiet, momentum=args.momentum, dampening=args.dampening,
+                        nesterov=args.nesterov).validate()  # every argument checked before any work
     result = run_demo(config)
     print(format_report(result))
     return 0

@@ -13,6 +13,7 @@ from ..models import MODEL_NAMES, build_model
 from ..objective import REGULARIZATION_MODES, Problem
 from ..sam import RULES, SAM
 from ..training import train
+from ..training.trajectory import check_writable, is_trajectory_file
 
 
 def add_parser(subparsers: Any) -> None:
@@ -33,7 +34,9 @@ def add_parser(subparsers: Any) -> None:
     add_momentum_arguments(p)
     p.add_argument("--no-bias-decay", action="store_true",
                    help="no weight decay on the model's bias coordinates (per-coordinate λ)")
-    p.add_argument("--save", default=None, help="write the trajectory to this .npz file")
+    p.add_argument("--save", default=None, help="write the trajectory to this .npz file (an existing "
+                                                "file only if it is a refsam trajectory, or with --force)")
+    p.add_argument("--force", action="store_true", help="let --save replace any existing file")
     p.set_defaults(func=run)
 
 
@@ -46,6 +49,8 @@ def add_momentum_arguments(p: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.save:  # before the work: a bad --save fails in a second, not after training
+        check_writable(args.save, args.force, is_trajectory_file)
     n_classes = 2 if args.model == "logistic" else args.classes
     X, y, _ = make_gaussian_classification(args.n, args.features, n_classes, seed=args.seed)
     model = build_model(args.model, args.features, n_classes, args.hidden)
@@ -67,6 +72,6 @@ def run(args: argparse.Namespace) -> int:
     print(f"‖∇F(θ_T) + λθ_T‖ (ERM grad) = {np.linalg.norm(residual):.3e}")
     print(f"‖θ_T − θ_(T-1)‖             = {np.linalg.norm(theta - trajectory.thetas[-2]):.3e}")
     if args.save:
-        trajectory.save(args.save)
+        trajectory.save(args.save, overwrite=True)  # checked above
         print(f"trajectory written to {args.save}")
     return 0

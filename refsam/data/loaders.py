@@ -101,8 +101,12 @@ def standardize(train: Dataset, *others: Dataset) -> list[Dataset]:
 
     Returns the standardized ``train`` followed by the standardized ``others``.
     """
-    mean = train.X.mean(axis=0)
-    std = train.X.std(axis=0)
+    # moments of X/s, s = max|X| per column: no overflow of x² at 1e300-scale features
+    scale = np.max(np.abs(train.X), axis=0)
+    scale[~(scale > 0)] = 1.0
+    unit = train.X / scale
+    mean = scale * unit.mean(axis=0)
+    std = scale * unit.std(axis=0)
     std[std == 0] = 1.0
     out = []
     for ds in (train, *others):
@@ -135,11 +139,16 @@ def _encode_labels(raw: Any, source: str) -> tuple[NDArray[np.int64], NDArray[np
         raise ValueError(f"{source}: labels must be integer class ids, got non-numeric values") from None
     if not np.all(np.isfinite(values)) or np.any(values != np.round(values)):
         raise ValueError(f"{source}: labels must be integer class ids, got non-integer values")
+    if values.size and np.max(np.abs(values)) >= 2.0**53:  # from 2^53 on, distinct integers share a float
+        raise ValueError(f"{source}: labels must be integers of magnitude <= 2^53 to be read exactly, got "
+                         f"{np.max(np.abs(values)):.6g}; re-encode the classes as 0..K-1")
     classes, y = np.unique(values.astype(np.int64), return_inverse=True)
     return y.astype(np.int64), classes
 
 
 def _from_arrays(X: Any, y_raw: Any, name: str, flipped: Any = None) -> Dataset:
+    if np.iscomplexobj(X):
+        raise ValueError(f"{name}: features must be real numbers, got complex values")
     try:
         X = np.asarray(X, dtype=np.float64)
     except (TypeError, ValueError):
@@ -167,7 +176,7 @@ def load_csv(path: str | os.PathLike[str], label_column: int = -1) -> Dataset:
     """
     name = os.path.basename(str(path))
     try:
-        with open(path, encoding="utf-8") as fh:
+        with open(path, encoding="utf-8-sig") as fh:  # utf-8-sig: a byte-order mark is not data
             lines = [line.strip() for line in fh if line.strip()]
     except (OSError, UnicodeDecodeError) as exc:
         raise ValueError(f"cannot read CSV file {str(path)!r}: {exc.__class__.__name__}") from None

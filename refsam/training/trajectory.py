@@ -15,7 +15,7 @@ from ..objective import Problem
 from ..sam import SAM
 from .step import SGDMomentum
 
-__all__ = ["TRAJECTORY_FORMAT_VERSION", "Trajectory"]
+__all__ = ["TRAJECTORY_FORMAT_VERSION", "Trajectory", "check_writable", "is_trajectory_file"]
 
 TRAJECTORY_FORMAT_VERSION = 2  # 2: momentum buffers and the optimizer's configuration; 1 still loads
 READABLE_FORMAT_VERSIONS = (1, 2)
@@ -112,11 +112,14 @@ class Trajectory:
             raise ValueError("`problem` does not match the trajectory: " + "; ".join(mismatches))
 
     # -- persistence -------------------------------------------------------------------------------
-    def save(self, path: str | os.PathLike[str]) -> None:
+    def save(self, path: str | os.PathLike[str], overwrite: bool = False) -> None:
         """Write the trajectory to exactly ``path`` (an .npz archive, no pickle; no suffix is added).
 
-        Batches are stored flat with offsets, so batches of different sizes round-trip exactly.
+        Batches are stored flat with offsets, so batches of different sizes round-trip exactly. An existing
+        file is replaced only if it is a trajectory file (one refsam wrote) or with ``overwrite=True``;
+        a directory or an unwritable place is a ValueError naming the path.
         """
+        check_writable(path, overwrite, is_trajectory_file)
         offsets = np.cumsum([0] + [len(b) for b in self.batches]).astype(np.int64)
         flat = np.concatenate(self.batches) if self.batches else np.zeros(0, dtype=np.int64)
         with open(path, "wb") as fh:  # a file object: np.savez would append ".npz" to a bare name
@@ -236,3 +239,32 @@ def _inconsistencies(data: dict[str, Any], config: dict[str, Any]) -> list[str]:
     return problems
 
 
+
+
+def is_trajectory_file(path: str | os.PathLike[str]) -> bool:
+    """True if ``path`` is an .npz archive written by :meth:`Trajectory.save` (its keys say so)."""
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            return {"format_version", "config_json", "thetas"} <= set(getattr(archive, "files", ()))
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+        return False
+
+
+def check_writable(path: str | os.PathLike[str], overwrite: bool, ours: Any) -> None:
+    """Raise ValueError (naming ``path``) unless a file can be written there without destroying anything
+    refsam did not write: the path is not a directory, its folder exists and is writable, and an existing
+    file is ``ours(path)`` or ``overwrite`` is set. Called before the work, not after."""
+    where = os.fspath(path)
+    if os.path.isdir(where):
+        raise ValueError(f"cannot write {where!r}: it is a directory; give a file name")
+    folder = os.path.dirname(os.path.abspath(where))
+    if not os.path.isdir(folder):
+        raise ValueError(f"cannot write {where!r}: the folder {folder!r} does not exist")
+    if os.path.exists(where):
+        if not os.access(where, os.W_OK):
+            raise ValueError(f"cannot write {where!r}: the file is not writable")
+        if not overwrite and not ours(where):
+            raise ValueError(f"refusing to overwrite {where!r}: refsam did not write it; choose another "
+                             f"name, or pass overwrite=True (--force on the command line)")
+    elif not os.access(folder, os.W_OK):
+        raise ValueError(f"cannot write {where!r}: the folder {folder!r} is not writable")

@@ -59,7 +59,7 @@ def test_every_model_trains_from_the_cli(capsys, model):
     (["--steps", "0"], r"`steps` must be an int >= 1, got 0"),
     (["--n", "0"], r"`n` must be an int >= 1, got 0"),
     (["--classes", "1", "--model", "softmax"], r"`n_classes` must be an int >= 2, got 1"),
-    (["--save", "/nonexistent-dir/run.npz", "--steps", "2"], r"No such file or directory"),
+    (["--save", "/nonexistent-dir/run.npz", "--steps", "2"], r"the folder '/nonexistent-dir' does not exist"),
 ])
 def test_bad_input_exits_2_with_a_one_line_error(capsys, argv, message):
     status, _, err = run(capsys, ["train", *argv])

@@ -1,0 +1,103 @@
+"""Nothing silently changed, nothing lost: loaders refuse or handle what would corrupt the data (a
+byte-order mark, labels beyond 2^53, complex or masked input, 1e300-scale features), writers refuse to
+replace a file refsam did not write, and the CLI checks its arguments before any work."""
+
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import refsam
+from refsam.data import load_csv, load_npz, standardize
+from refsam.data.loaders import Dataset
+
+
+def _cli(*argv, timeout=120):
+    return subprocess.run([sys.executable, "-m", "refsam.cli", *argv], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_a_byte_order_mark_does_not_cost_the_first_row(tmp_path):
+    path = tmp_path / "bom.csv"
+    path.write_bytes("\ufeff1.0,2.0,0\n3.0,4.0,1\n5.0,6.0,0\n".encode())
+    data = load_csv(path)
+    assert data.n == 3 and data.X[0].tolist() == [1.0, 2.0]
+
+
+def test_labels_beyond_2_to_the_53_are_rejected_not_merged(tmp_path):
+    path = tmp_path / "big.csv"
+    path.write_text("1.0,9007199254740993\n2.0,9007199254740992\n3.0,1\n")
+    with pytest.raises(ValueError, match=r"labels must be integers of magnitude <= 2\^53"):
+        load_csv(path)
+
+
+def test_complex_or_masked_input_is_rejected(tmp_path):
+    X = np.array([[1 + 2j, 0], [0, 1]])
+    with pytest.raises(ValueError, match="must hold real numbers, got complex values"):
+        refsam.Problem(refsam.LogisticRegression(), X, [0, 1])
+    np.savez(tmp_path / "c.npz", X=X, y=np.array([0, 1]))
+    with pytest.raises(ValueError, match="features must be real numbers, got complex values"):
+        load_npz(tmp_path / "c.npz")
+    masked = np.ma.masked_array(np.eye(2), mask=[[True, False], [False, False]])
+    with pytest.raises(ValueError, match="masked array with masked entries"):
+        refsam.Problem(refsam.LogisticRegression(), masked, [0, 1])
+
+
+def test_standardize_keeps_1e300_scale_features():
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((20, 3))
+    plain = standardize(Dataset(X, np.zeros(20, dtype=np.int64), 2, "x"))[0].X
+    huge = standardize(Dataset(1e300 * X, np.zeros(20, dtype=np.int64), 2, "x"))[0].X
+    assert np.all(np.isfinite(huge)) and np.max(np.abs(huge - plain)) <= 1e-12
+
+
+def test_a_trajectory_never_replaces_a_file_refsam_did_not_write(tmp_path):
+    problem = refsam.Problem(refsam.LogisticRegression(), np.eye(3), [0, 1, 0], 0.1)
+    run = refsam.train(problem, refsam.SAM(0.1), 0.3, 2)
+    mine = tmp_path / "data.csv"
+    mine.write_text("precious\n")
+    with pytest.raises(ValueError, match="refusing to overwrite .*data.csv.*refsam did not write it"):
+        run.save(mine)
+    assert mine.read_text() == "precious\n"
+    run.save(tmp_path / "run.npz")
+    run.save(tmp_path / "run.npz")  # its own file: replaced
+    run.save(mine, overwrite=True)
+    assert refsam.Trajectory.load(mine).steps == 2
+    with pytest.raises(ValueError, match="it is a directory"):
+        run.save(tmp_path)
+
+
+def test_train_save_checks_the_path_before_training_and_keeps_user_files(tmp_path):
+    mine = tmp_path / "data.csv"
+    mine.write_text("precious\n")
+    start = time.perf_counter()
+    result = _cli("train", "--steps", "100000", "--save", str(mine))  # would train for minutes
+    assert result.returncode == 2 and time.perf_counter() - start < 30
+    assert "refusing to overwrite" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert mine.read_text() == "precious\n"
+    forced = _cli("train", "--steps", "3", "--save", str(mine), "--force")
+    assert forced.returncode == 0 and refsam.Trajectory.load(mine).steps == 3
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["demo", "--flip", "0.999", "--steps", "100000"], r"flip_fraction. 0.999 flips all 200 training labels"),
+    (["demo", "--flip", "1.0", "--steps", "100000"], r"--flip must lie in \[0, 1\), got 1.0"),
+    (["remove", "--random-trials", "-1", "--steps", "100000"], r"--random-trials must be >= 0, got -1"),
+    (["detect", "--momentum", "1.5", "--steps", "100000"], r"`momentum` must lie in \[0, 1\)"),
+])
+def test_the_cli_checks_its_arguments_before_any_work(argv, message):
+    start = time.perf_counter()
+    result = _cli(*argv)
+    assert result.returncode == 2 and time.perf_counter() - start < 30
+    assert len(result.stderr.strip().splitlines()) == 1
+    import re
+
+    assert re.search(message, result.stderr), result.stderr
+
+
+def test_demo_quick_keeps_the_sizes_given_on_the_command_line():
+    result = _cli("demo", "--quick", "--steps", "37", "--quiet", "--no-figures", "--methods", "trajectory")
+    assert result.returncode == 0, result.stderr
+    assert "T = 37" in result.stdout and "n_train" not in result.stderr
