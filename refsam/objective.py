@@ -150,20 +150,28 @@ class Problem:
     def batch(self, idx: Index = None) -> tuple[Array, NDArray[np.int64], slice | NDArray[np.int64]]:
         """(X_B, y_B, selector): the rows of batch B; the full batch (None, or all of [n] in order) is
         served as X and y themselves, without a copy."""
+        rows = self._rows(idx)
+        if rows is None:
+            return self.X, self.y, slice(None)
+        return self.X[rows], self.y[rows], rows
+
+    def _rows(self, idx: Index) -> NDArray[np.int64] | None:
+        """The batch's indices, or None for the full batch (None, or all of [n] in order)."""
         if idx is None:
-            return self.X, self.y, slice(None)
-        idx = np.asarray(idx)
-        if idx.shape == (self.n,) and idx[0] == 0 and idx[-1] == self.n - 1 and np.all(np.diff(idx) == 1):
-            return self.X, self.y, slice(None)
-        return self.X[idx], self.y[idx], idx
+            return None
+        rows = np.asarray(idx)
+        if rows.shape == (self.n,) and rows[0] == 0 and rows[-1] == self.n - 1 and np.all(np.diff(rows) == 1):
+            return None
+        return rows
 
     def coefficients(self, idx: Index = None, weights: ArrayLike | None = None) -> tuple[Array, Any, Array]:
         """(design rows of B, y_B, c) with c_i = w_i/|B| for i ∈ B: what ``model.derivatives`` takes for
         F_{B,w}. The full batch is served without a copy."""
         w = self.weights if weights is None else np.asarray(weights)
-        _, y, rows = self.batch(idx)
-        design = self.design if isinstance(rows, slice) else self.design[rows]
-        return design, y, w[rows] / y.shape[0]
+        rows = self._rows(idx)
+        if rows is None:  # the full batch: no copy
+            return self.design, self.y, w / self.n
+        return self.design[rows], self.y[rows], w[rows] / rows.shape[0]
 
     def at(self, theta: ArrayLike, idx: Index = None, weights: ArrayLike | None = None) -> BatchDerivatives:
         """The derivatives of F_{B,w} at θ (data term only): ``model.derivatives`` on the batch's rows of
@@ -219,7 +227,7 @@ def decay_matrix(lam: float | Array, d: int) -> Array:
 
 def decay_times(lam: float | Array, V: Array) -> Array:
     """λ V row by row: λ_i V[i, …] for a per-coordinate λ (V (d,) or (d, k)), λ V otherwise."""
-    if np.ndim(lam) == 0 or V.ndim == 1:
+    if isinstance(lam, float) or V.ndim == 1:  # the scalar λ refsam stores is a Python float
         return lam * V
     return np.asarray(lam)[:, None] * V
 

@@ -134,7 +134,7 @@ class SAM:
         if self.rule == "usam":
             return self.rho * g
         if self.rule == "sam":
-            if _SAFE_LOW < _squared(g) < _SAFE_HIGH:  # the common case: sqrt(g·g) is accurate
+            if _in_safe_range(g):  # the common case: sqrt(g·g) is accurate
                 return self.rho * g / (anp.sqrt(anp.dot(g, g)) + self.norm_eps)
             return self._rescaled(g, anp.ones(len(g)), "g/‖g‖")
         t = anp.abs(theta) + self.kappa  # diagonal of T
@@ -142,7 +142,7 @@ class SAM:
             self._check_mask(len(g))
             t = anp.where(self.t_mask, t, 1.0)
         s = t * g
-        if _SAFE_LOW < _squared(s) < _SAFE_HIGH:
+        if _in_safe_range(s):
             return self.rho * t**2 * g / (anp.sqrt(anp.sum(s**2)) + self.norm_eps)  # ‖T g‖
         return self._rescaled(s, t, "T²g/‖Tg‖")
 
@@ -245,21 +245,25 @@ class SAM:
         return np.ones(d)
 
 
-# s·s inside (_SAFE_LOW, _SAFE_HIGH): sqrt(s·s) is accurate (no overflow, no gradual underflow)
-_SAFE_LOW, _SAFE_HIGH = 1e-280, 1e280
+# max|x| inside (_SAFE_LOW, _SAFE_HIGH): x·x neither overflows nor underflows (for any d < 1e28), so
+# sqrt(x·x) is accurate; outside it the norm is taken of x/max|x|.
+_SAFE_LOW, _SAFE_HIGH = 1e-140, 1e140
 
 
-def _squared(x: Any) -> float:
-    """x·x as a float (inf or 0 where it leaves float64's range, without a warning)."""
-    with np.errstate(over="ignore", under="ignore"):
-        return _value(anp.dot(x, x))
+def _in_safe_range(x: Any) -> bool:
+    """True if 0 < _SAFE_LOW < max|x| < _SAFE_HIGH (x may be an autograd box)."""
+    while hasattr(x, "_value"):
+        x = x._value
+    if not x.size:
+        return False
+    peak = max(float(x.max()), -float(x.min()))
+    return _SAFE_LOW < peak < _SAFE_HIGH
 
 
 def _norm_2(x: Array) -> float:
     """‖x‖₂ without overflow or underflow: sqrt(x·x) when that is safe, else max|x| · ‖x/max|x|‖."""
-    squared = _squared(x)
-    if _SAFE_LOW < squared < _SAFE_HIGH:
-        return float(np.sqrt(squared))
+    if _in_safe_range(x):
+        return float(np.sqrt(x @ x))
     scale = float(np.max(np.abs(x)))
     if scale == 0.0 or not np.isfinite(scale):
         return scale

@@ -1,4 +1,4 @@
-"""Models and the weighted objective (SPEC §1, §5.1): every hand-written derivative equals autograd.
+"""Models and the weighted objective (contract §1, §5.1): every hand-written derivative equals autograd.
 
 Oracles: autograd applied to the models' per-sample losses (``Model``'s default derivatives, which
 never call the hand-written code), a Python loop over samples for the weighted objective, and

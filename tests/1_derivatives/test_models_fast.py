@@ -11,13 +11,10 @@ from hypothesis import strategies as st
 
 from refsam import MLP
 from refsam.models import AutogradDerivatives
-from refsam.tolerances import RTOL_DERIVATIVE, RTOL_FD_HVP
+from refsam.tolerances import RTOL_DERIVATIVE, RTOL_FD_HVP, rel_err
 
 ACTIVATIONS = ("tanh", "softplus", "sigmoid")
 
-
-def rel_err(a, b):
-    return np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-300)
 
 
 def random_case(sizes, activation, n, seed, theta_scale=0.5):

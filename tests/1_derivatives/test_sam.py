@@ -1,4 +1,4 @@
-"""SAM perturbation rules (SPEC §2, §5.2): ε(θ; g) and its hand-derived Jacobians.
+"""SAM perturbation rules (contract §2, §5.2): ε(θ; g) and its hand-derived Jacobians.
 
 Oracles: ``autograd.jacobian`` of ``SAM.perturbation`` (written in autograd.numpy) for ∂ε/∂g and ∂ε/∂θ|_g;
 autograd through "θ ↦ ε(θ; ∇F(θ))" (with the gradient itself from autograd) for the total dε/dθ;

@@ -1,7 +1,7 @@
-"""SAM training and trajectories (SPEC §2): the step equations, ρ = 0 ≡ (S)GD, the two regularisation
+"""SAM training and trajectories (contract §2): the step equations, ρ = 0 ≡ (S)GD, the two regularisation
 modes, the batch schedule, exact replay, and the .npz format.
 
-Oracles: SPEC §2's step transcribed below with autograd gradients of a hand-written F_{B,w} + r (no
+Oracles: contract §2's step transcribed below with autograd gradients of a hand-written F_{B,w} + r (no
 refsam derivative code), a plain (S)GD loop, and the recorded runs themselves (bitwise replay).
 """
 
@@ -24,7 +24,7 @@ from refsam.training import TRAJECTORY_FORMAT_VERSION, make_batches, sam_step
 
 
 def spec_step(model, X, y, w, lam, mode, rho, rule, kappa, theta, idx, lr):
-    """SPEC §2, one step, written out from the equations (autograd for ∇; no refsam derivative code).
+    """contract §2, one step, written out from the equations (autograd for ∇; no refsam derivative code).
 
     decoupled: g = ∇F_{B,w}(θ), ε = ε(θ; g), ŵ = θ + ε, θ' = θ − η (∇F_{B,w}(ŵ) + λθ)
     coupled:   g = ∇(F_{B,w} + r)(θ), ε = ε(θ; g), ŵ = θ + ε, θ' = θ − η ∇(F_{B,w} + r)(ŵ)
@@ -37,7 +37,7 @@ def spec_step(model, X, y, w, lam, mode, rho, rule, kappa, theta, idx, lr):
 
     grad = autograd.grad(F_plus_r if mode == "coupled" else F)
     g = grad(theta)
-    if rho == 0.0:  # SPEC: ρ = 0 is exactly (S)GD, whatever g is (even g = 0)
+    if rho == 0.0:  # the contract: ρ = 0 is exactly (S)GD, whatever g is (even g = 0)
         eps = np.zeros_like(theta)
     elif rule == "sam":
         eps = rho * g / np.linalg.norm(g)
@@ -58,7 +58,7 @@ def small_problem(model=None, n=9, regularization="decoupled", weight_decay=0.05
     return refsam.Problem(model, X, y, weight_decay, weights, regularization)
 
 
-# -- one step = SPEC §2 ---------------------------------------------------------------------------------
+# -- one step = contract §2 ---------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("rule", ["sam", "usam", "asam"])
 @pytest.mark.parametrize("regularization", ["decoupled", "coupled"])

@@ -1,4 +1,4 @@
-"""Closed-form influence at SAM fixed points (SPEC §3, §5.4–5.5).
+"""Closed-form influence at SAM fixed points (contract §3, §5.4–5.5).
 
 Oracle ladder: central finite differences of the re-solved root (w_j = 1 ± h); leave-one-out re-solves;
 Koh–Liang written independently here with autograd Hessians; autograd through the SAM training loop
@@ -23,13 +23,10 @@ from refsam.closed_form import (
 )
 from refsam.fixed_point import residual_map, solve_fixed_point
 from refsam.resolve import finite_difference_influence, finite_difference_parameters, leave_one_out
-from refsam.tolerances import RTOL_CLOSED_FORM_FD, RTOL_KOH_LIANG, RTOL_SAME_FORMULA
+from refsam.tolerances import RTOL_CLOSED_FORM_FD, RTOL_KOH_LIANG, RTOL_SAME_FORMULA, rel_err
 
 MIN_DRIFT = 1e-3  # the SAM terms must change the answer here, or the FD test could not tell variants apart
 
-
-def rel_err(a, b):
-    return np.max(np.abs(np.asarray(a) - np.asarray(b))) / max(np.max(np.abs(b)), 1e-300)
 
 
 def _data(model, n, seed):
@@ -152,14 +149,14 @@ def test_hyperparameter_sensitivities_equal_finite_differences(model, rule, regu
 
 # -- the limit of differentiating training --------------------------------------------------------------
 def test_closed_form_is_the_limit_of_autograd_through_converging_sam_training():
-    """SPEC §3: at a stable root, d(test loss at θ_T)/dw → closed form as T → ∞ (error ∝ radius^T)."""
+    """contract §3: at a stable root, d(test loss at θ_T)/dw → closed form as T → ∞ (error ∝ radius^T)."""
     X, y, _ = refsam.make_gaussian_classification(n=200, n_features=5, seed=0)
     X_test, y_test, _ = refsam.make_gaussian_classification(n=20, n_features=5, seed=1)
     problem = refsam.Problem(refsam.LogisticRegression(), X, y, weight_decay=1e-2)
     sam, lr, lam, theta0 = refsam.SAM(0.05), 0.5, 1e-2, problem.init_params(0)
     grad_F = autograd.grad(lambda t, w: problem.objective(t, None, w))
 
-    def test_loss_after_training(w, steps):  # SPEC §2's decoupled step, differentiable in w
+    def test_loss_after_training(w, steps):  # contract §2's decoupled step, differentiable in w
         theta = theta0
         for _ in range(steps):
             w_hat = theta + sam.perturbation(theta, grad_F(theta, w))

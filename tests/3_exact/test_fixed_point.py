@@ -1,7 +1,7 @@
-"""SAM fixed points (SPEC §3): the residual G, its hand Jacobians against autograd, the root finder,
+"""SAM fixed points (contract §3): the residual G, its hand Jacobians against autograd, the root finder,
 its diagnostics (spectral radius, conditioning), and the no-fixed-point regime.
 
-Oracles: ``residual_oracle`` transcribes SPEC §2/§3's step with autograd gradients of the objective
+Oracles: ``residual_oracle`` transcribes contract §2/§3's step with autograd gradients of the objective
 (no hand-written derivative), and the training loop itself (``train``/``sam_step``).
 """
 
@@ -25,17 +25,12 @@ from refsam.fixed_point import (
     residual_weight_jacobian,
     solve_fixed_point,
 )
-from refsam.tolerances import ATOL_ROOT, ATOL_SAME_POINT, RTOL_JACOBIAN
+from refsam.tolerances import ATOL_ROOT, ATOL_SAME_POINT, RTOL_JACOBIAN, rel_err
 from refsam.training import sam_step
 
 
-def rel_err(a, b):
-    """SPEC's rel_err: ‖a − b‖_∞ / max(‖b‖_∞, 1e-300)."""
-    return np.max(np.abs(np.asarray(a) - np.asarray(b))) / max(np.max(np.abs(b)), 1e-300)
-
-
 def residual_oracle(problem, sam, theta, weights):
-    """G(θ; w) from SPEC §2's step, with autograd gradients of F_w only (autograd-traceable in θ and w)."""
+    """G(θ; w) from contract §2's step, with autograd gradients of F_w only (traceable in θ and w)."""
     lam = problem.weight_decay
     coupled = problem.regularization == "coupled"
     grad_F = autograd.grad(lambda t, w: problem.objective(t, None, w))
@@ -108,10 +103,10 @@ def test_asam_dG_dw_uses_asams_perturbation_jacobian():
     assert rel_err(residual_weight_jacobian(problem, sam, theta), expected) > 1e-3
 
 
-# -- the SPEC's decoupled example: a stable root that training reaches --------------------------------
+# -- the contract's reference decoupled example: a stable root that training reaches --------------------
 @pytest.fixture(scope="module")
 def spec_example():
-    """SPEC §3: logistic regression, Gaussian data, n=200, d=5+1, λ=1e-2, ρ=0.05, η=0.5, decoupled."""
+    """contract §3: logistic regression, Gaussian data, n=200, d=5+1, λ=1e-2, ρ=0.05, η=0.5, decoupled."""
     X, y, _ = refsam.make_gaussian_classification(n=200, n_features=5, seed=0)
     problem = refsam.Problem(refsam.LogisticRegression(), X, y, weight_decay=1e-2)
     return problem, refsam.SAM(0.05, "sam"), 0.5
@@ -202,7 +197,7 @@ def test_failure_raises_fixed_point_error_carrying_residual_and_reason():
 @pytest.mark.parametrize("rule", ["sam", "asam"])
 @pytest.mark.parametrize("model", ["logistic", "softmax"])
 def test_coupled_sam_on_a_convex_objective_has_no_fixed_point(rule, model):
-    """SPEC §3: no root exists; the solver says so immediately, and training ends in a 2-cycle."""
+    """contract §3: no root exists; the solver says so immediately, and training ends in a 2-cycle."""
     n_classes = 3 if model == "softmax" else 2
     X, y, _ = refsam.make_gaussian_classification(n=40, n_features=3, n_classes=n_classes, seed=0)
     m = refsam.LogisticRegression() if model == "logistic" else refsam.SoftmaxRegression(3)

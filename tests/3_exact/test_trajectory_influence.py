@@ -1,4 +1,4 @@
-"""Trajectory influence (SPEC §4, §5): the exact methods agree with each other and with retraining.
+"""Trajectory influence (contract §4, §5): the exact methods agree with each other and with retraining.
 
 Oracle ladder: adjoint = forward = autograd through the whole training loop (≤ 1e-9) on hypothesis-
 generated runs; = central finite differences of replaying the run (≤ 1e-5), also in the coupled

@@ -1,4 +1,4 @@
-"""Counterfactual replays (SPEC §5): the ground truth the trajectory influence is measured against.
+"""Counterfactual replays (contract §5): the ground truth the trajectory influence is measured against.
 
 Oracles: autograd through an independent re-implementation of the training loop (finite differences
 must agree with it to ≤ 1e-5); retraining from scratch on the data with the point removed (a full-batch
@@ -10,13 +10,8 @@ import pytest
 
 import refsam
 from refsam.counterfactual import finite_difference_influence, leave_one_out_replay
-from refsam.tolerances import RTOL_RESCALED_RUN, RTOL_TRAJECTORY_FD
+from refsam.tolerances import RTOL_RESCALED_RUN, RTOL_TRAJECTORY_FD, rel_err
 from refsam.trajectory_influence import trajectory_influence
-
-
-def rel_err(a, b) -> float:
-    """SPEC §5: ‖a − b‖_∞ / max(‖b‖_∞, 1e-300)."""
-    return float(np.max(np.abs(np.asarray(a) - np.asarray(b))) / max(np.max(np.abs(b)), 1e-300))
 
 
 def _run(rule="sam", regularization="decoupled", batch_size=None, steps=15, n=12, weights=None, seed=4):

@@ -1,4 +1,4 @@
-"""The re-solving ground truth (SPEC §5): finite differences and leave-one-out of the SAM root.
+"""The re-solving ground truth (contract §5): finite differences and leave-one-out of the SAM root.
 
 Oracles independent of refsam's root finder: scipy.optimize.minimize on the weighted ERM objective
 (ρ = 0), Koh–Liang with autograd Hessians (ρ = 0), and long SAM training runs with w_j = 0.
@@ -13,13 +13,10 @@ import refsam
 import refsam.ground_truth.resolve as resolve
 from refsam.fixed_point import FixedPointError, solve_fixed_point
 from refsam.resolve import finite_difference_influence, finite_difference_parameters, leave_one_out
-from refsam.tolerances import RTOL_CLOSED_FORM_FD, RTOL_REFIT
+from refsam.tolerances import RTOL_CLOSED_FORM_FD, RTOL_REFIT, rel_err
 
 NEWTON_POLISH_STEPS = 5  # from BFGS's answer, quadratic convergence reaches round-off in 2-3 steps
 
-
-def rel_err(a, b):
-    return np.max(np.abs(np.asarray(a) - np.asarray(b))) / max(np.max(np.abs(b)), 1e-300)
 
 
 @pytest.fixture(scope="module")

@@ -40,10 +40,9 @@ from refsam.cases import (
 )
 from refsam.cli import main
 from refsam.fixed_point import residual_map
-from refsam.tolerances import RTOL_CHAIN_RULE, RTOL_CLOSED_FORM_FD, RTOL_TRAJECTORY_FD
+from refsam.tolerances import ROOT_TOL, RTOL_CHAIN_RULE, RTOL_CLOSED_FORM_FD, RTOL_TRAJECTORY_FD
 from refsam.trajectory_influence import trajectory_influence
 
-ROOT_TOL = 1e-10  # SPEC §3: ‖G(θ̂)‖ of a verified root
 MIN_ABLATION_GAP = 1e-3  # frozen/erm must differ from full by far more than any tolerance (1e-7)
 MIN_SCALE = 1e-3  # a guard against trivially small (or zero) reference influences
 PROBE = "logistic-sam-decoupled-full"  # the case the corruption tests tamper with
