@@ -299,15 +299,22 @@ def _scipy_root(problem: Problem, sam: SAM, theta: Array, weights: Array | None,
             G = np.full(problem.d, 1e300)
         return G
 
+    last: dict[str, Array] = {}  # scipy calls jac(θ₀) once to check its shape, then MINPACK again
+
     def jac(t: Array) -> Array:
+        if "t" in last and np.array_equal(last["t"], t):
+            return last["J"]
         counter["jac"] += 1
         try:
-            return linearise(problem, sam, t, weights).jacobian
+            J = linearise(problem, sam, t, weights).jacobian
         except ZeroGradientError:
-            return np.eye(problem.d)
+            J = np.eye(problem.d)
+        last["t"], last["J"] = np.array(t, dtype=np.float64), J
+        return J
 
-    budget = max_iter * (problem.d + 1)
-    options = {"maxfev": budget} if method == "hybr" else {"maxiter": budget}
+    # The budget is max_iter evaluations of G (MINPACK's maxfev; "maxiter" is lm's name for it); MINPACK
+    # evaluates the Jacobian at most once per evaluation of G, so it is also the Jacobian budget.
+    options = {"maxfev": max_iter} if method == "hybr" else {"maxiter": max_iter}
     with np.errstate(over="ignore", invalid="ignore"):
         sol = scipy.optimize.root(fun, theta, jac=jac, method=method, options=options)
     theta_new = np.asarray(sol.x, dtype=np.float64)
@@ -335,7 +342,8 @@ def solve_fixed_point(problem: Problem, sam: SAM, theta0: ArrayLike, lr: float |
     tol : float > 0
         The root is verified when ‖G(θ̂)‖₂ ≤ tol.
     max_iter : int >= 1
-        Jacobian evaluations per method (so the solver never runs unbounded).
+        The budget per method, honoured exactly: at most ``max_iter`` Jacobians of G, the Newton polish
+        of hybr and lm included (which also stop after ``max_iter`` evaluations of G).
     method : {"auto", "newton", "hybr", "lm"}
         "hybr": MINPACK's trust-region dogleg (scipy.optimize.root) with the hand Jacobian.
         "newton": damped Newton with backtracking on ‖G‖. "lm": Levenberg–Marquardt. "auto" tries
@@ -384,8 +392,9 @@ def solve_fixed_point(problem: Problem, sam: SAM, theta0: ArrayLike, lr: float |
             theta, r, its, why = _damped_newton(problem, sam, theta0, weights, tol, max_iter)
         else:
             theta, r, its, why = _scipy_root(problem, sam, theta0, weights, name, max_iter)
-            if np.isfinite(r):  # polish: MINPACK stops near 1e-12 relative; Newton finishes the job
-                theta, r, more, _ = _damped_newton(problem, sam, theta, weights, tol, max_iter)
+            if np.isfinite(r) and its < max_iter:  # polish within the same budget: MINPACK stops near
+                # 1e-12 relative, Newton finishes the job
+                theta, r, more, _ = _damped_newton(problem, sam, theta, weights, tol, max_iter - its)
                 its += more
         total_iterations += its
         if r < best[1]:
