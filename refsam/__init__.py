@@ -14,6 +14,9 @@ The package follows the data, each layer importing only the layers above it in t
 # data
 from .data import make_gaussian_classification
 
+# exceptions: one base class, each subclass also the standard type
+from .errors import InvalidInputError, RefsamError, SingularSystemError
+
 # models
 from .models import MLP, LogisticRegression, Model, SoftmaxRegression, model_from_spec
 
@@ -56,6 +59,9 @@ from .version import __version__ as __version__
 # isort: on
 
 __all__ = [
+    "InvalidInputError",
+    "RefsamError",
+    "SingularSystemError",
     "FixedPoint",
     "FixedPointError",
     "HyperparameterSensitivity",

@@ -28,6 +28,7 @@ import autograd.numpy as anp
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from .errors import InvalidInputError
 from .models import BatchDerivatives, Model
 from .validation import check_choice, check_finite_array, check_nonnegative
 
@@ -61,7 +62,7 @@ class Problem:
                  weights: ArrayLike | None = None, regularization: str = "decoupled",
                  decay_biases: bool = True) -> None:
         if not isinstance(model, Model):
-            raise ValueError(
+            raise InvalidInputError(
                 f"`model` must be a refsam model (LogisticRegression, SoftmaxRegression, MLP), "
                 f"got {type(model).__name__}"
             )
@@ -69,7 +70,7 @@ class Problem:
         X, self.y = model.check_data(X, y)
         self.X = X.copy()  # the problem owns its data: later edits of the caller's array cannot leak in
         if self.X.shape[0] == 0:
-            raise ValueError("`X` must have at least one row, got 0")
+            raise InvalidInputError("`X` must have at least one row, got 0")
         self.n, self.p = self.X.shape
         self.d = model.n_params(self.p)
         self.design = model.design(self.X)  # what the model's derivatives read (x̃ for linear models), once
@@ -84,7 +85,7 @@ class Problem:
             return np.ones(self.n)
         w = check_finite_array(name, weights, shape=(self.n,))
         if np.any(w < 0):
-            raise ValueError(f"`{name}` must be >= 0, got minimum {float(w.min())!r}")
+            raise InvalidInputError(f"`{name}` must be >= 0, got minimum {float(w.min())!r}")
         return w.copy()  # a copy: problems and recorded runs must not alias the caller's array
 
     def _check_weight_decay(self, weight_decay: Any, decay_biases: bool) -> float | Array:
@@ -95,7 +96,8 @@ class Problem:
         else:
             vector = check_finite_array("weight_decay", weight_decay, shape=(self.d,)).copy()
             if np.any(vector < 0):
-                raise ValueError(f"`weight_decay` entries must be >= 0, got minimum {float(vector.min())!r}")
+                raise InvalidInputError(
+                    f"`weight_decay` entries must be >= 0, got minimum {float(vector.min())!r}")
             lam = vector
         if not decay_biases:
             lam = np.where(self.model.bias_mask(self.p), 0.0, lam)
@@ -120,7 +122,7 @@ class Problem:
         """Validate test points for this problem: (m >= 1, p) features, labels valid for the model."""
         X_test, y_test = self.model.check_data(X_test, y_test, name_X, name_y)
         if X_test.shape[1] != self.p or X_test.shape[0] == 0:
-            raise ValueError(
+            raise InvalidInputError(
                 f"`{name_X}` must have shape (m >= 1, {self.p}) like the training data, got {X_test.shape}"
             )
         return X_test, y_test

@@ -34,6 +34,7 @@ import autograd.numpy as anp
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from .errors import InvalidInputError, RefsamError
 from .validation import check_choice, check_nonnegative, check_positive_int
 
 __all__ = ["RULES", "SAM", "ZeroGradientError"]
@@ -43,7 +44,7 @@ RULES = ("sam", "usam", "asam")
 Array = NDArray[np.float64]
 
 
-class ZeroGradientError(FloatingPointError):
+class ZeroGradientError(RefsamError, FloatingPointError):
     """The SAM (or ASAM) perturbation ρ g/‖g‖ is undefined because the gradient is exactly zero."""
 
 
@@ -82,10 +83,10 @@ class SAM:
         if t_mask is not None:
             mask = np.asarray(t_mask)
             if mask.ndim != 1 or mask.dtype != bool:
-                raise ValueError(f"`t_mask` must be a 1-d bool array (one entry per parameter), got "
+                raise InvalidInputError(f"`t_mask` must be a 1-d bool array (one entry per parameter), got "
                                  f"{mask.dtype} of shape {mask.shape}")
             if rule != "asam":
-                raise ValueError(f"`t_mask` applies to rule='asam' only, got rule={rule!r}")
+                raise InvalidInputError(f"`t_mask` applies to rule='asam' only, got rule={rule!r}")
             self.t_mask = mask.copy()
 
     def config(self) -> dict[str, Any]:
@@ -125,7 +126,7 @@ class SAM:
 
     def _check_mask(self, d: int) -> None:
         if self.t_mask is not None and self.t_mask.shape != (d,):
-            raise ValueError(f"`t_mask` has {self.t_mask.size} entries, the parameters have {d}")
+            raise InvalidInputError(f"`t_mask` has {self.t_mask.size} entries, the parameters have {d}")
 
     def perturbation(self, theta: Any, g: Any) -> Any:
         """ε(θ; g), shape (d,). autograd-differentiable in θ and g (away from ‖g‖ = 0)."""

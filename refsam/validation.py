@@ -12,6 +12,8 @@ from collections.abc import Collection, Sequence
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from .errors import InvalidInputError
+
 __all__ = [
     "check_choice",
     "check_finite_array",
@@ -30,14 +32,15 @@ def check_random_state(seed: object) -> np.random.Generator:
     This is the only place refsam creates randomness; there are no global seeds.
     """
     if isinstance(seed, bool):
-        raise ValueError(f"`seed` must be None, an int >= 0 or a np.random.Generator, got {seed!r}")
+        raise InvalidInputError(f"`seed` must be None, an int >= 0 or a np.random.Generator, got {seed!r}")
     if seed is None or isinstance(seed, (numbers.Integral, np.integer)):
         if seed is not None and seed < 0:
-            raise ValueError(f"`seed` must be None, an int >= 0 or a np.random.Generator, got {seed!r}")
+            raise InvalidInputError(
+                f"`seed` must be None, an int >= 0 or a np.random.Generator, got {seed!r}")
         return np.random.default_rng(None if seed is None else int(seed))
     if isinstance(seed, np.random.Generator):
         return seed
-    raise ValueError(
+    raise InvalidInputError(
         f"`seed` must be None, an int >= 0 or a np.random.Generator, got {type(seed).__name__}"
     )
 
@@ -45,29 +48,29 @@ def check_random_state(seed: object) -> np.random.Generator:
 def check_nonnegative(name: str, value: object) -> float:
     """Return `value` as a finite float >= 0, or raise naming `name`."""
     if isinstance(value, bool) or not isinstance(value, (numbers.Real, np.floating, np.integer)):
-        raise ValueError(f"`{name}` must be a real number >= 0, got {value!r}")
+        raise InvalidInputError(f"`{name}` must be a real number >= 0, got {value!r}")
     value = float(value)
     if not np.isfinite(value) or value < 0:
-        raise ValueError(f"`{name}` must be a finite number >= 0, got {value!r}")
+        raise InvalidInputError(f"`{name}` must be a finite number >= 0, got {value!r}")
     return value
 
 
 def check_positive(name: str, value: object) -> float:
     """Return `value` as a finite float > 0, or raise naming `name`."""
     if isinstance(value, bool) or not isinstance(value, (numbers.Real, np.floating, np.integer)):
-        raise ValueError(f"`{name}` must be a real number > 0, got {value!r}")
+        raise InvalidInputError(f"`{name}` must be a real number > 0, got {value!r}")
     value = float(value)
     if not np.isfinite(value) or value <= 0:
-        raise ValueError(f"`{name}` must be a finite number > 0, got {value!r}")
+        raise InvalidInputError(f"`{name}` must be a finite number > 0, got {value!r}")
     return value
 
 
 def check_positive_int(name: str, value: object, minimum: int = 1) -> int:
     """Return `value` as an int >= `minimum`, or raise naming `name`."""
     if isinstance(value, bool) or not isinstance(value, (numbers.Integral, np.integer)):
-        raise ValueError(f"`{name}` must be an int >= {minimum}, got {value!r}")
+        raise InvalidInputError(f"`{name}` must be an int >= {minimum}, got {value!r}")
     if value < minimum:
-        raise ValueError(f"`{name}` must be an int >= {minimum}, got {value}")
+        raise InvalidInputError(f"`{name}` must be an int >= {minimum}, got {value}")
     return int(value)
 
 
@@ -78,22 +81,25 @@ def check_finite_array(name: str, value: ArrayLike, ndim: int | None = None,
     `shape` may contain None for "any length" along that axis.
     """
     if np.iscomplexobj(value):
-        raise ValueError(f"`{name}` must hold real numbers, got complex values (refsam is real float64)")
+        raise InvalidInputError(
+            f"`{name}` must hold real numbers, got complex values (refsam is real float64)")
     if isinstance(value, np.ma.MaskedArray) and np.ma.is_masked(value):
-        raise ValueError(f"`{name}` must not be a masked array with masked entries; fill or drop them first")
+        raise InvalidInputError(
+            f"`{name}` must not be a masked array with masked entries; fill or drop them first")
     try:
         arr = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"`{name}` must be an array of real numbers, got {type(value).__name__}") from exc
+        raise InvalidInputError(
+            f"`{name}` must be an array of real numbers, got {type(value).__name__}") from exc
     if ndim is not None and arr.ndim != ndim:
-        raise ValueError(f"`{name}` must be {ndim}-dimensional, got shape {arr.shape}")
+        raise InvalidInputError(f"`{name}` must be {ndim}-dimensional, got shape {arr.shape}")
     if shape is not None:
         if arr.ndim != len(shape) or any(s is not None and s != a for s, a in zip(shape, arr.shape)):
             want = "(" + ", ".join("any" if s is None else str(s) for s in shape) + ")"
-            raise ValueError(f"`{name}` must have shape {want}, got {arr.shape}")
+            raise InvalidInputError(f"`{name}` must have shape {want}, got {arr.shape}")
     if not np.all(np.isfinite(arr)):
         bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
-        raise ValueError(f"`{name}` must contain only finite values, got {bad} NaN/inf entries")
+        raise InvalidInputError(f"`{name}` must contain only finite values, got {bad} NaN/inf entries")
     return arr
 
 
@@ -104,7 +110,7 @@ def check_choice(name: str, value: object, choices: Collection[str]) -> str:
     except TypeError:  # an unhashable value (a list, say) is not among hashable choices
         known = False
     if not known:
-        raise ValueError(f"`{name}` must be one of {sorted(choices)}, got {value!r}")
+        raise InvalidInputError(f"`{name}` must be one of {sorted(choices)}, got {value!r}")
     return str(value)
 
 
@@ -114,7 +120,7 @@ def check_indices(name: str, indices: ArrayLike | None, n: int) -> NDArray[np.in
         return np.arange(n, dtype=np.int64)
     idx = np.asarray(indices)
     if idx.ndim != 1 or idx.size == 0 or not np.issubdtype(idx.dtype, np.integer):
-        raise ValueError(f"`{name}` must be a non-empty 1-d array of ints, got {idx!r}")
+        raise InvalidInputError(f"`{name}` must be a non-empty 1-d array of ints, got {idx!r}")
     if idx.min() < 0 or idx.max() >= n:
-        raise ValueError(f"`{name}` must lie in 0..{n - 1}, got values in {idx.min()}..{idx.max()}")
+        raise InvalidInputError(f"`{name}` must lie in 0..{n - 1}, got values in {idx.min()}..{idx.max()}")
     return idx.astype(np.int64)

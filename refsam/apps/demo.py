@@ -25,6 +25,7 @@ import numpy as np
 
 from ..data import check_labels_fit, flip_labels, load_dataset, project_pca, standardize, train_test_split
 from ..data.loaders import Dataset
+from ..errors import InvalidInputError
 from ..influence import FixedPoint, fixed_point_diagnostics
 from ..models import MODEL_NAMES, Model
 from ..models import build_model as _factory_build_model
@@ -89,16 +90,16 @@ class DemoConfig:
         check_nonnegative("rho", self.rho)
         check_nonnegative("weight_decay", self.weight_decay)
         if self.model not in MODELS:
-            raise ValueError(f"`model` must be one of {list(MODELS)}, got {self.model!r}")
+            raise InvalidInputError(f"`model` must be one of {list(MODELS)}, got {self.model!r}")
         if self.rule not in RULES:
-            raise ValueError(f"`rule` must be one of {list(RULES)}, got {self.rule!r}")
+            raise InvalidInputError(f"`rule` must be one of {list(RULES)}, got {self.rule!r}")
         if not 0 <= self.flip_fraction < 1:
-            raise ValueError(f"`flip_fraction` must lie in [0, 1), got {self.flip_fraction}")
+            raise InvalidInputError(f"`flip_fraction` must lie in [0, 1), got {self.flip_fraction}")
         try:
             self.methods = tuple(resolve_method(m).name for m in self.methods)
         except ValueError:
             unknown = sorted(str(m) for m in self.methods if not _known(m))
-            raise ValueError(f"`methods` must be among {list(METHODS)}, got {unknown}") from None
+            raise InvalidInputError(f"`methods` must be among {list(METHODS)}, got {unknown}") from None
         return self
 
 
@@ -144,7 +145,7 @@ def prepare_data(dataset: str, n: int | None, model: str, flip_fraction: float, 
         train, val = project_pca(train, val, n_components=pca)
     y_noisy, flipped = flip_labels(train.y, train.n_classes, flip_fraction, seed=seed + 1)
     if flipped.all():  # checked here, before any training: nothing clean is left to learn from
-        raise ValueError(f"`flip_fraction` {flip_fraction} flips all {train.n} training labels; use a "
+        raise InvalidInputError(f"`flip_fraction` {flip_fraction} flips all {train.n} training labels; use a "
                          f"smaller fraction (at most {(train.n - 1) / train.n:.3f} here)")
     train.y, train.flipped = y_noisy, flipped
     return train, val

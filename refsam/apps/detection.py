@@ -16,6 +16,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy.stats import rankdata
 
+from ..errors import InvalidInputError
 from ..influence.methods import METHOD_TABLE
 from ..validation import check_finite_array, check_random_state
 from .fitting import METHODS, Fit, progress_line, resolve_method, self_influence
@@ -51,7 +52,7 @@ def detection_scores(fit_: Fit, method: str, seed: object = 0, progress: bool = 
     if method == "random":
         return check_random_state(seed).random(fit_.problem.n)
     if not isinstance(method, str) or method not in _SPELLINGS:
-        raise ValueError(f"`method` must be one of {list(METHODS + BASELINES)}, got {method!r}")
+        raise InvalidInputError(f"`method` must be one of {list(METHODS + BASELINES)}, got {method!r}")
     return -self_influence(fit_, method, progress)
 
 
@@ -59,7 +60,8 @@ def _check_scores_mask(scores: ArrayLike, flipped: ArrayLike) -> tuple[Array, ND
     scores = check_finite_array("scores", scores, ndim=1)
     flipped = np.asarray(flipped)
     if flipped.shape != scores.shape:
-        raise ValueError(f"`flipped` must have shape {scores.shape} to match `scores`, got {flipped.shape}")
+        raise InvalidInputError(
+            f"`flipped` must have shape {scores.shape} to match `scores`, got {flipped.shape}")
     return scores, flipped.astype(bool)
 
 
@@ -70,9 +72,9 @@ def recall_at_fraction(scores: ArrayLike, flipped: ArrayLike, fraction: float) -
     """
     scores, flipped = _check_scores_mask(scores, flipped)
     if not 0 < fraction <= 1:
-        raise ValueError(f"`fraction` must lie in (0, 1], got {fraction}")
+        raise InvalidInputError(f"`fraction` must lie in (0, 1], got {fraction}")
     if not flipped.any():
-        raise ValueError("`flipped` marks no point: recall is undefined without flipped labels")
+        raise InvalidInputError("`flipped` marks no point: recall is undefined without flipped labels")
     k = int(np.ceil(fraction * scores.size - 1e-9))
     top = np.argsort(-scores, kind="stable")[:k]
     return float(flipped[top].sum() / flipped.sum())
@@ -88,7 +90,8 @@ def auroc(scores: ArrayLike, flipped: ArrayLike) -> float:
     scores, flipped = _check_scores_mask(scores, flipped)
     n_pos, n_neg = int(flipped.sum()), int((~flipped).sum())
     if n_pos == 0 or n_neg == 0:
-        raise ValueError(f"AUROC needs flipped and clean points, got {n_pos} flipped and {n_neg} clean")
+        raise InvalidInputError(
+            f"AUROC needs flipped and clean points, got {n_pos} flipped and {n_neg} clean")
     ranks = rankdata(scores)  # average ranks, 1..n
     return float((ranks[flipped].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
@@ -124,7 +127,7 @@ def detect_mislabeled(fit_: Fit, flipped: ArrayLike, methods: Any = None, seed: 
     against the known ``flipped`` mask. Returns a list of :class:`DetectionResult`."""
     flipped = np.asarray(flipped, dtype=bool)
     if flipped.shape != (fit_.problem.n,):
-        raise ValueError(f"`flipped` must have shape ({fit_.problem.n},), got {flipped.shape}")
+        raise InvalidInputError(f"`flipped` must have shape ({fit_.problem.n},), got {flipped.shape}")
     chosen = fit_.available_methods() if methods is None else [resolve_method(m).name for m in methods]
     methods = list(chosen) + list(BASELINES)
     results = []

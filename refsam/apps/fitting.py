@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from ..errors import InvalidInputError
 from ..influence import FixedPoint, FixedPointError, hessian_influence, solve_fixed_point
 from ..influence import self_influence as closed_form_self_influence
 from ..influence.methods import APPLICATION_METHODS, CLOSED_FORM, TRAJECTORY, MethodInfo, method_info
@@ -160,7 +161,7 @@ def influence(fit_: Fit, method: str, X_test: ArrayLike, y_test: ArrayLike,
     X_arr, y_arr = problem.model.check_data(X_test, y_test, "X_test", "y_test")
     if info.family == CLOSED_FORM:
         if fit_.fixed_point is None:
-            raise ValueError(f"method {info.name!r} needs a SAM fixed point: {fit_.fixed_point_note}")
+            raise InvalidInputError(f"method {info.name!r} needs a SAM fixed point: {fit_.fixed_point_note}")
         with warnings.catch_warnings():  # an unverified root is reported by the caller, not warned here
             warnings.simplefilter("ignore")
             return np.asarray(hessian_influence(problem, fit_.sam, fit_.theta_hat, X_arr, y_arr,

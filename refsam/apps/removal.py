@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from ..errors import InvalidInputError
 from ..objective import Problem
 from ..training import replay
 from ..validation import check_positive_int, check_random_state
@@ -52,7 +53,7 @@ def remove_harmful(fit_: Fit, X_val: ArrayLike, y_val: ArrayLike, k: int, method
     problem = fit_.problem
     k = check_positive_int("k", k)
     if k >= problem.n:
-        raise ValueError(f"`k` must be < n={problem.n}, got {k}")
+        raise InvalidInputError(f"`k` must be < n={problem.n}, got {k}")
     X_val, y_val = problem.model.check_data(X_val, y_val, "X_val", "y_val")
     methods = fit_.available_methods() if methods is None else [resolve_method(m).name for m in methods]
     f0 = mean_loss(problem, fit_.theta_final, X_val, y_val)

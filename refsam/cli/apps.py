@@ -31,6 +31,7 @@ from ..apps.demo import (
     run_demo,
 )
 from ..apps.plotting import matplotlib_available
+from ..errors import InvalidInputError
 from ..objective import Problem
 from ..sam import RULES, SAM
 from ..training import SGDMomentum
@@ -112,7 +113,7 @@ def _methods(text: str) -> tuple[str, ...]:
     except ValueError:
         methods = ()
     if not methods:
-        raise ValueError(f"--methods must be a comma-separated subset of {','.join(apps.METHODS)}, "
+        raise InvalidInputError(f"--methods must be a comma-separated subset of {','.join(apps.METHODS)}, "
                          f"got {text!r}")
     return methods
 
@@ -140,15 +141,15 @@ def _check_common(args: argparse.Namespace) -> None:
         args.steps = args.steps_given
     for name in ("steps", "hidden"):
         if getattr(args, name) < 1:
-            raise ValueError(f"--{name} must be >= 1, got {getattr(args, name)}")
+            raise InvalidInputError(f"--{name} must be >= 1, got {getattr(args, name)}")
     if not 0 <= args.flip < 1:
-        raise ValueError(f"--flip must lie in [0, 1), got {args.flip}")
+        raise InvalidInputError(f"--flip must lie in [0, 1), got {args.flip}")
     if args.n is not None and args.n < 4:
-        raise ValueError(f"--n must be >= 4, got {args.n}")
+        raise InvalidInputError(f"--n must be >= 4, got {args.n}")
     if getattr(args, "random_trials", 0) < 0:
-        raise ValueError(f"--random-trials must be >= 0, got {args.random_trials}")
+        raise InvalidInputError(f"--random-trials must be >= 0, got {args.random_trials}")
     if getattr(args, "k", None) is not None and args.k < 1:
-        raise ValueError(f"--k must be >= 1, got {args.k}")
+        raise InvalidInputError(f"--k must be >= 1, got {args.k}")
     _methods(args.methods)
     SGDMomentum(args.momentum, args.dampening, args.nesterov)
 
@@ -196,7 +197,7 @@ def run_demo_command(args: argparse.Namespace) -> int:
 def run_detect(args: argparse.Namespace) -> int:
     train, _, fit_ = _setup(args)
     if not train.flipped.any():
-        raise ValueError("no flipped labels to detect: use --flip > 0")
+        raise InvalidInputError("no flipped labels to detect: use --flip > 0")
     results = apps.detect_mislabeled(fit_, train.flipped, _chosen(fit_, args), seed=args.seed,
                                      progress=not args.quiet)
     print(f"\nDetection of {int(train.flipped.sum())} flipped labels among {train.n} training points "
@@ -236,9 +237,9 @@ def run_remove(args: argparse.Namespace) -> int:
 def run_explain(args: argparse.Namespace) -> int:
     train, val, fit_ = _setup(args)
     if not 0 <= args.index < val.n:
-        raise ValueError(f"--index must lie in 0..{val.n - 1} (validation points), got {args.index}")
+        raise InvalidInputError(f"--index must lie in 0..{val.n - 1} (validation points), got {args.index}")
     if args.method not in fit_.available_methods():
-        raise ValueError(f"--method {args.method} needs a SAM fixed point: {fit_.fixed_point_note}")
+        raise InvalidInputError(f"--method {args.method} needs a SAM fixed point: {fit_.fixed_point_note}")
     x, y = val.X[args.index], int(val.y[args.index])
     expl = apps.explain_prediction(fit_, x, y, args.k, args.method)
     proba = fit_.problem.model.predict_proba(fit_.theta_final, x[None, :])[0]

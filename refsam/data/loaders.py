@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from ..errors import InvalidInputError
 from ..validation import check_nonnegative, check_positive_int, check_random_state
 from .synthetic import flip_labels, make_gaussian_classification
 
@@ -87,12 +88,12 @@ def train_test_split(dataset: Dataset, test_fraction: float = 0.25, seed: object
     """A seeded split into (train, test) datasets; the test part keeps its ``flipped`` mask."""
     test_fraction = check_nonnegative("test_fraction", test_fraction)
     if not 0 < test_fraction < 1:
-        raise ValueError(f"`test_fraction` must lie in (0, 1), got {test_fraction}")
+        raise InvalidInputError(f"`test_fraction` must lie in (0, 1), got {test_fraction}")
     rng = check_random_state(seed)
     perm = rng.permutation(dataset.n)
     n_test = max(1, int(round(test_fraction * dataset.n)))
     if n_test >= dataset.n:
-        raise ValueError(f"dataset {dataset.name!r} has too few rows ({dataset.n}) to split")
+        raise InvalidInputError(f"dataset {dataset.name!r} has too few rows ({dataset.n}) to split")
     return dataset.subset(np.sort(perm[n_test:])), dataset.subset(np.sort(perm[:n_test]))
 
 
@@ -120,9 +121,9 @@ def check_labels_fit(dataset: Dataset, model_name: str) -> None:
     ``logistic`` needs exactly 2 classes; ``softmax`` and ``mlp`` need at least 2.
     """
     if dataset.n_classes < 2:
-        raise ValueError(f"dataset {dataset.name!r} has a single class; classification needs >= 2")
+        raise InvalidInputError(f"dataset {dataset.name!r} has a single class; classification needs >= 2")
     if model_name == "logistic" and dataset.n_classes != 2:
-        raise ValueError(
+        raise InvalidInputError(
             f"model 'logistic' needs 2 classes but dataset {dataset.name!r} has {dataset.n_classes}; "
             f"use --model softmax or mlp"
         )
@@ -136,35 +137,37 @@ def _encode_labels(raw: Any, source: str) -> tuple[NDArray[np.int64], NDArray[np
     try:
         values = raw.astype(np.float64)
     except ValueError:
-        raise ValueError(f"{source}: labels must be integer class ids, got non-numeric values") from None
+        raise InvalidInputError(
+            f"{source}: labels must be integer class ids, got non-numeric values") from None
     if not np.all(np.isfinite(values)) or np.any(values != np.round(values)):
-        raise ValueError(f"{source}: labels must be integer class ids, got non-integer values")
+        raise InvalidInputError(f"{source}: labels must be integer class ids, got non-integer values")
     if values.size and np.max(np.abs(values)) >= 2.0**53:  # from 2^53 on, distinct integers share a float
-        raise ValueError(f"{source}: labels must be integers of magnitude <= 2^53 to be read exactly, got "
-                         f"{np.max(np.abs(values)):.6g}; re-encode the classes as 0..K-1")
+        raise InvalidInputError(
+            f"{source}: labels must be integers of magnitude <= 2^53 to be read exactly, got "
+            f"{np.max(np.abs(values)):.6g}; re-encode the classes as 0..K-1")
     classes, y = np.unique(values.astype(np.int64), return_inverse=True)
     return y.astype(np.int64), classes
 
 
 def _from_arrays(X: Any, y_raw: Any, name: str, flipped: Any = None) -> Dataset:
     if np.iscomplexobj(X):
-        raise ValueError(f"{name}: features must be real numbers, got complex values")
+        raise InvalidInputError(f"{name}: features must be real numbers, got complex values")
     try:
         X = np.asarray(X, dtype=np.float64)
     except (TypeError, ValueError):
-        raise ValueError(f"{name}: features must be numbers") from None
+        raise InvalidInputError(f"{name}: features must be numbers") from None
     if X.ndim != 2 or X.shape[0] == 0 or X.shape[1] == 0:
-        raise ValueError(f"{name}: features must form a non-empty 2-D table, got shape {X.shape}")
+        raise InvalidInputError(f"{name}: features must form a non-empty 2-D table, got shape {X.shape}")
     if not np.all(np.isfinite(X)):
-        raise ValueError(f"{name}: features contain NaN or inf values")
+        raise InvalidInputError(f"{name}: features contain NaN or inf values")
     y_raw = np.asarray(y_raw)
     if y_raw.ndim != 1 or y_raw.shape[0] != X.shape[0]:
-        raise ValueError(f"{name}: labels must have shape ({X.shape[0]},), got {y_raw.shape}")
+        raise InvalidInputError(f"{name}: labels must have shape ({X.shape[0]},), got {y_raw.shape}")
     y, classes = _encode_labels(y_raw, name)
     if flipped is not None:
         flipped = np.asarray(flipped, dtype=bool)
         if flipped.shape != y.shape:
-            raise ValueError(f"{name}: `flipped` must have shape {y.shape}, got {flipped.shape}")
+            raise InvalidInputError(f"{name}: `flipped` must have shape {y.shape}, got {flipped.shape}")
     return Dataset(X, y, len(classes), name, flipped, classes)
 
 
@@ -179,9 +182,9 @@ def load_csv(path: str | os.PathLike[str], label_column: int = -1) -> Dataset:
         with open(path, encoding="utf-8-sig") as fh:  # utf-8-sig: a byte-order mark is not data
             lines = [line.strip() for line in fh if line.strip()]
     except (OSError, UnicodeDecodeError) as exc:
-        raise ValueError(f"cannot read CSV file {str(path)!r}: {exc.__class__.__name__}") from None
+        raise InvalidInputError(f"cannot read CSV file {str(path)!r}: {exc.__class__.__name__}") from None
     if not lines:
-        raise ValueError(f"CSV file {str(path)!r} is empty")
+        raise InvalidInputError(f"CSV file {str(path)!r} is empty")
     rows = [[field.strip() for field in line.split(",")] for line in lines]
 
     def numeric(row: list[str]) -> bool:
@@ -194,18 +197,20 @@ def load_csv(path: str | os.PathLike[str], label_column: int = -1) -> Dataset:
     if not numeric(rows[0]):
         rows = rows[1:]  # header
     if not rows:
-        raise ValueError(f"CSV file {str(path)!r} has a header but no data rows")
+        raise InvalidInputError(f"CSV file {str(path)!r} has a header but no data rows")
     width = len(rows[0])
     if width < 2:
-        raise ValueError(f"CSV file {str(path)!r} needs at least 2 columns (features and a label), got 1")
+        raise InvalidInputError(
+            f"CSV file {str(path)!r} needs at least 2 columns (features and a label), got 1")
     for i, row in enumerate(rows):
         if len(row) != width:
-            raise ValueError(f"CSV file {str(path)!r}: row {i + 1} has {len(row)} fields, expected {width}")
+            raise InvalidInputError(
+                f"CSV file {str(path)!r}: row {i + 1} has {len(row)} fields, expected {width}")
         if not numeric(row):
-            raise ValueError(f"CSV file {str(path)!r}: row {i + 1} has a non-numeric field")
+            raise InvalidInputError(f"CSV file {str(path)!r}: row {i + 1} has a non-numeric field")
     table = np.array(rows, dtype=np.float64)  # (n, width)
     if not -width <= label_column < width:
-        raise ValueError(f"`label_column` must lie in {-width}..{width - 1}, got {label_column}")
+        raise InvalidInputError(f"`label_column` must lie in {-width}..{width - 1}, got {label_column}")
     col = label_column % width
     X = np.delete(table, col, axis=1)
     return _from_arrays(X, table[:, col], name)
@@ -218,10 +223,11 @@ def load_npz(path: str | os.PathLike[str]) -> Dataset:
         with np.load(path, allow_pickle=False) as f:
             data = {k: f[k] for k in f.files}
     except (OSError, ValueError) as exc:
-        raise ValueError(f"cannot read NPZ file {str(path)!r}: {str(exc).splitlines()[0]}") from None
+        raise InvalidInputError(f"cannot read NPZ file {str(path)!r}: {str(exc).splitlines()[0]}") from None
     missing = {"X", "y"} - set(data)
     if missing:
-        raise ValueError(f"NPZ file {str(path)!r} lacks arrays {sorted(missing)}; it needs `X` and `y`")
+        raise InvalidInputError(
+            f"NPZ file {str(path)!r} lacks arrays {sorted(missing)}; it needs `X` and `y`")
     return _from_arrays(data["X"], data["y"], name, data.get("flipped"))
 
 
@@ -229,7 +235,7 @@ def _load_sklearn(name: str) -> Dataset:
     try:
         import sklearn.datasets as skd
     except ImportError:
-        raise ValueError(
+        raise InvalidInputError(
             f"dataset {name!r} needs scikit-learn (pip install scikit-learn); it is not installed"
         ) from None
     loader = {"breast_cancer": skd.load_breast_cancer, "digits": skd.load_digits}[name]
@@ -266,7 +272,8 @@ def load_dataset(source: str | os.PathLike[str] = "synthetic", n: int | None = N
     Dataset, with clean labels (``flipped`` all False): use :func:`flip_labels` to add noise.
     """
     if not isinstance(source, (str, os.PathLike)):
-        raise ValueError(f"`source` must be a dataset name or a file path, got {type(source).__name__}")
+        raise InvalidInputError(
+            f"`source` must be a dataset name or a file path, got {type(source).__name__}")
     source = str(source)
     if n is not None:
         n = check_positive_int("n", n, minimum=4)
@@ -283,7 +290,7 @@ def load_dataset(source: str | os.PathLike[str] = "synthetic", n: int | None = N
     elif source.lower().endswith(".npz"):
         dataset = load_npz(source)
     else:
-        raise ValueError(
+        raise InvalidInputError(
             f"unknown dataset {source!r}: use one of {list(BUILTIN_DATASETS)} or a path ending in .csv/.npz"
         )
     if n is not None and n < dataset.n:
@@ -299,7 +306,8 @@ def project_pca(train: Dataset, *others: Dataset, n_components: int) -> list[Dat
     """
     n_components = check_positive_int("n_components", n_components)
     if n_components > train.p:
-        raise ValueError(f"`n_components` must be <= the number of features {train.p}, got {n_components}")
+        raise InvalidInputError(
+            f"`n_components` must be <= the number of features {train.p}, got {n_components}")
     mean = train.X.mean(axis=0)
     _, _, Vt = np.linalg.svd(train.X - mean, full_matrices=False)  # rows of Vt: principal directions
     W = Vt[:n_components].T  # (p, k)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from ..errors import InvalidInputError
 from ..validation import check_nonnegative, check_positive_int, check_random_state
 
 __all__ = ["flip_labels", "make_gaussian_classification"]
@@ -21,9 +22,9 @@ def flip_labels(y: ArrayLike, n_classes: int, fraction: float, seed: object = 0
     n_classes = check_positive_int("n_classes", n_classes, minimum=2)
     fraction = check_nonnegative("fraction", fraction)
     if fraction > 1:
-        raise ValueError(f"`fraction` must lie in [0, 1], got {fraction}")
+        raise InvalidInputError(f"`fraction` must lie in [0, 1], got {fraction}")
     if y.size and (y.min() < 0 or y.max() >= n_classes):
-        raise ValueError(f"`y` labels must lie in 0..{n_classes - 1}, got {y.min()}..{y.max()}")
+        raise InvalidInputError(f"`y` labels must lie in 0..{n_classes - 1}, got {y.min()}..{y.max()}")
     rng = check_random_state(seed)
     n = y.shape[0]
     flipped = np.zeros(n, dtype=bool)
@@ -56,7 +57,7 @@ def make_gaussian_classification(n: int = 200, n_features: int = 5, n_classes: i
     separation = check_nonnegative("separation", separation)
     flip_fraction = check_nonnegative("flip_fraction", flip_fraction)
     if flip_fraction > 1:
-        raise ValueError(f"`flip_fraction` must lie in [0, 1], got {flip_fraction}")
+        raise InvalidInputError(f"`flip_fraction` must lie in [0, 1], got {flip_fraction}")
     rng = check_random_state(seed)
     means = separation * rng.standard_normal((n_classes, n_features))  # (K, p)
     y_true = rng.integers(0, n_classes, size=n)

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from ..errors import InvalidInputError
 from ..objective import Problem
 from ..tolerances import FD_STEP
 from ..training import Trajectory, replay
@@ -81,9 +82,9 @@ def leave_one_out_replay(problem: Problem, trajectory: Trajectory, X_test: Array
 def _check_inputs(problem: object, trajectory: object, X_test: ArrayLike, y_test: ArrayLike,
                   indices: ArrayLike | None) -> tuple[Problem, Array, Any, NDArray[np.int64]]:
     if not isinstance(problem, Problem):
-        raise ValueError(f"`problem` must be a refsam.Problem, got {type(problem).__name__}")
+        raise InvalidInputError(f"`problem` must be a refsam.Problem, got {type(problem).__name__}")
     if not isinstance(trajectory, Trajectory):
-        raise ValueError(f"`trajectory` must be a refsam.Trajectory, got {type(trajectory).__name__}")
+        raise InvalidInputError(f"`trajectory` must be a refsam.Trajectory, got {type(trajectory).__name__}")
     trajectory.check_problem(problem)
     X_test, y_test = problem.check_test(X_test, y_test)
     return problem, X_test, y_test, check_indices("indices", indices, problem.n)

@@ -39,6 +39,7 @@ import numpy as np
 import scipy.linalg
 from numpy.typing import ArrayLike, NDArray
 
+from ..errors import InvalidInputError, SingularSystemError
 from ..objective import Problem, decay_matrix
 from ..sam import SAM
 from ..tolerances import COND_WARN, ROOT_TOL_INFLUENCE
@@ -66,7 +67,7 @@ ROOT_TOL_DEFAULT = ROOT_TOL_INFLUENCE  # ‖G(θ̂)‖ above this is not a verif
 Array = NDArray[np.float64]
 
 
-class UnverifiedRootError(ValueError):
+class UnverifiedRootError(InvalidInputError):
     """``theta`` is not a root of G to within ``root_tol``: the closed form would not be exact."""
 
     def __init__(self, message: str, residual: float) -> None:
@@ -136,7 +137,7 @@ def _system(problem: Problem, lin: Linearisation, variant: str) -> tuple[Any, Ar
     sigma = np.linalg.svd(J, compute_uv=False)
     singular = not np.all(np.isfinite(sigma)) or sigma[-1] <= sigma[0] * J.shape[0] * np.finfo(float).eps
     if singular:
-        raise np.linalg.LinAlgError(
+        raise SingularSystemError(
             f"∂G/∂θ ({variant!r} variant) is singular at `theta` (σ_min/σ_max = "
             f"{sigma[-1] / sigma[0] if sigma[0] > 0 else 0.0:.1e}, below d·eps): the root is not isolated "
             f"and the closed form is undefined — e.g. a constant feature beside the bias, or a direction "
@@ -220,7 +221,7 @@ def hyperparameter_sensitivity(problem: Problem, sam: SAM, theta: ArrayLike | Fi
     Cost: O(d³).
     """
     if problem.per_coordinate_decay:
-        raise ValueError("hyperparameter_sensitivity differentiates with respect to one scalar λ; "
+        raise InvalidInputError("hyperparameter_sensitivity differentiates with respect to one scalar λ; "
                          "`problem` has a per-coordinate weight decay")
     theta_hat, _, lin, _, _ = _prepare(problem, sam, theta, "full", root_tol, on_unverified)
     lu, _ = _system(problem, lin, "full")

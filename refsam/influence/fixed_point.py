@@ -32,6 +32,7 @@ import scipy.linalg
 import scipy.optimize
 from numpy.typing import ArrayLike, NDArray
 
+from ..errors import RefsamError
 from ..models import LogisticRegression, SoftmaxRegression
 from ..objective import Problem
 from ..sam import SAM, ZeroGradientError
@@ -60,7 +61,7 @@ ARMIJO_C = 1e-4  # sufficient decrease ‖G(θ + αs)‖ ≤ (1 − c α)‖G(θ
 MIN_STEP = 2.0**-30  # smallest backtracking step before the damped Newton method declares a stall
 
 
-class FixedPointError(RuntimeError):
+class FixedPointError(RefsamError, RuntimeError):
     """No verified root of G was found. ``.residual`` is ‖G‖ at the best point, ``.reason`` says why,
     ``.theta`` is that best point (or None)."""
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from ..errors import InvalidInputError
 from ..objective import Problem, decay_matrix
 from ..sam import SAM
 from ..training import descent_direction
@@ -103,13 +104,14 @@ def check_root_inputs(problem: object, sam: object, theta: ArrayLike, name: str 
                       weights: ArrayLike | None = None) -> tuple[Array, Array | None]:
     """Validate (problem, sam, θ, weights) at the public boundary of the fixed-point methods."""
     if not isinstance(problem, Problem):
-        raise ValueError(f"`problem` must be a refsam.Problem, got {type(problem).__name__}")
+        raise InvalidInputError(f"`problem` must be a refsam.Problem, got {type(problem).__name__}")
     if not isinstance(sam, SAM):
-        raise ValueError(f"`sam` must be a refsam.SAM, got {type(sam).__name__}")
+        raise InvalidInputError(f"`sam` must be a refsam.SAM, got {type(sam).__name__}")
     if sam.m_sharpness is not None and sam.m_sharpness < problem.n:
-        raise ValueError(f"`sam` uses m-sharpness (m_sharpness={sam.m_sharpness} < n={problem.n}): the "
-                         f"fixed-point methods and the closed form do not support it; "
-                         f"refsam.trajectory_influence is exact for m-sharpness runs")
+        raise InvalidInputError(
+            f"`sam` uses m-sharpness (m_sharpness={sam.m_sharpness} < n={problem.n}): the "
+            f"fixed-point methods and the closed form do not support it; "
+            f"refsam.trajectory_influence is exact for m-sharpness runs")
     theta = problem.check_theta(theta, name)
     return theta, None if weights is None else problem.check_weights(weights)
 

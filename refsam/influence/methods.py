@@ -27,6 +27,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..errors import InvalidInputError
+
 __all__ = [
     "APPLICATION_METHODS",
     "CLOSED_FORM",
@@ -96,7 +98,7 @@ def method_info(name: object, allowed: tuple[str, ...] | None = None, argument: 
         info = _BY_NAME.get(name) or _BY_NAME.get(name.replace("-", "_"))
     choices = [i.name for i in METHOD_TABLE] if allowed is None else list(allowed)
     if info is None or info.name not in choices:
-        raise ValueError(f"`{argument}` must be one of {choices}, got {name!r}")
+        raise InvalidInputError(f"`{argument}` must be one of {choices}, got {name!r}")
     return info
 
 

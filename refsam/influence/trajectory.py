@@ -62,6 +62,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from ..errors import InvalidInputError
 from ..models import BatchDerivatives
 from ..objective import Problem, decay_times
 from ..sam import SAM
@@ -161,7 +162,7 @@ def trajectory_parameter_influence(problem: Problem, trajectory: Trajectory, met
 def _check_method(method: object, allowed: tuple[str, ...]) -> str:
     name = method.replace("-", "_") if isinstance(method, str) else method
     if name not in allowed:
-        raise ValueError(f"`method` must be one of {list(allowed)}, got {method!r}")
+        raise InvalidInputError(f"`method` must be one of {list(allowed)}, got {method!r}")
     return str(name)
 
 
@@ -169,12 +170,12 @@ def check_run(problem: object, trajectory: object) -> Problem:
     """Check that ``trajectory`` was recorded on ``problem`` and return the problem at the run's
     weights (where every trajectory derivative is taken)."""
     if not isinstance(problem, Problem):
-        raise ValueError(f"`problem` must be a refsam.Problem, got {type(problem).__name__}")
+        raise InvalidInputError(f"`problem` must be a refsam.Problem, got {type(problem).__name__}")
     if not isinstance(trajectory, Trajectory):
-        raise ValueError(f"`trajectory` must be a refsam.Trajectory, got {type(trajectory).__name__}")
+        raise InvalidInputError(f"`trajectory` must be a refsam.Trajectory, got {type(trajectory).__name__}")
     trajectory.check_problem(problem)
     if trajectory.steps == 0:
-        raise ValueError("`trajectory` must have at least one step, got 0")
+        raise InvalidInputError("`trajectory` must have at least one step, got 0")
     return problem.with_weights(trajectory.weights)
 
 

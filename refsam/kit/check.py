@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from ..errors import InvalidInputError
 from .files import CaseFileError, load_entry, preview, read_manifest
 from .suite import TARGETS
 
@@ -158,16 +159,17 @@ def check_scores(directory: str | os.PathLike[str], scores: str | os.PathLike[st
         case missing from the scores, or scores of the wrong shape or dtype.
     """
     if target not in TARGETS:
-        raise ValueError(f"`target` must be one of {list(TARGETS)}, got {target!r}")
+        raise InvalidInputError(f"`target` must be one of {list(TARGETS)}, got {target!r}")
     manifest = read_manifest(directory, verify=True)
     entries = [c for c in manifest["cases"] if cases is None or fnmatch.fnmatchcase(c["id"], cases)]
     if not entries:
-        raise ValueError(f"`cases` pattern {cases!r} matches none of the {len(manifest['cases'])} cases in "
-                         f"{os.fspath(directory)!r}")
+        raise InvalidInputError(
+            f"`cases` pattern {cases!r} matches none of the {len(manifest['cases'])} cases in "
+            f"{os.fspath(directory)!r}")
     compared = [c for c in entries if target in c["outputs"]]
     skipped = tuple(c["id"] for c in entries if target not in c["outputs"])
     if not compared:
-        raise ValueError(f"none of the selected cases has a {target!r} output (see each case's "
+        raise InvalidInputError(f"none of the selected cases has a {target!r} output (see each case's "
                          f"closed_form_status in the manifest)")
     score_arrays = read_scores(scores)
     where = "scores" if isinstance(scores, Mapping) else f"scores file {os.fspath(scores)!r}"

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from ..errors import InvalidInputError
 from ..models import model_from_spec
 from ..objective import Problem
 from ..sam import SAM
@@ -50,7 +51,7 @@ TRAJECTORY_ARRAYS = ("X", "y", "X_test", "y_test", "weights", "theta0", "thetas"
                      "batch_indices", "batch_offsets", "test_losses")
 
 
-class CaseFileError(ValueError):
+class CaseFileError(InvalidInputError):
     """A case directory or scores file is missing, corrupt, tampered with or malformed.
 
     The message is one line naming the file, what was expected, what was found and the remedy.
@@ -344,7 +345,7 @@ class ReferenceCase:
     def reference(self, target: str = "trajectory") -> NDArray[np.float64]:
         """The stored output ``target`` (see :data:`TARGETS`), shape (n_train, n_test)."""
         if target not in self.meta["outputs"]:
-            raise ValueError(f"case {self.case_id!r} has no output {target!r}; it has "
+            raise InvalidInputError(f"case {self.case_id!r} has no output {target!r}; it has "
                              f"{sorted(self.meta['outputs'])} ({self.meta.get('closed_form_status', '')})")
         return self.arrays[self.meta["outputs"][target]["array"]]
 

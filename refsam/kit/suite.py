@@ -19,6 +19,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..data import make_gaussian_classification
+from ..errors import InvalidInputError
 from ..ground_truth import finite_difference_replay
 from ..ground_truth.resolve import finite_difference_influence as finite_difference_root_influence
 from ..influence import FixedPointError, hessian_influence, solve_fixed_point
@@ -153,7 +154,7 @@ def select_specs(pattern: str | None) -> list[CaseSpec]:
         return list(CASE_SPECS)
     specs = [s for s in CASE_SPECS if fnmatch.fnmatchcase(s.case_id, pattern)]
     if not specs:
-        raise ValueError(
+        raise InvalidInputError(
             f"`cases` pattern {pattern!r} matches no case; ids look like 'logistic-sam-decoupled-full' "
             f"(model-rule-regularization-batching)"
         )

@@ -39,6 +39,7 @@ from autograd import hessian as ag_hessian
 from autograd import jacobian as ag_jacobian
 from numpy.typing import ArrayLike, NDArray
 
+from ..errors import InvalidInputError
 from ..validation import check_finite_array, check_nonnegative, check_random_state
 
 __all__ = ["AutogradDerivatives", "BatchDerivatives", "Model", "as_columns", "check_label_smoothing",
@@ -72,7 +73,7 @@ def check_label_smoothing(alpha: object) -> float:
     """α in [0, 1): the weight of the uniform target in label smoothing."""
     value = check_nonnegative("label_smoothing", alpha)
     if value >= 1.0:
-        raise ValueError(f"`label_smoothing` must lie in [0, 1), got {value}")
+        raise InvalidInputError(f"`label_smoothing` must lie in [0, 1), got {value}")
     return value
 
 
@@ -229,16 +230,16 @@ class Model:
         X = check_finite_array(name_X, X, ndim=2)
         y_arr = np.asarray(y)
         if y_arr.ndim != 1 or y_arr.shape[0] != X.shape[0]:
-            raise ValueError(
+            raise InvalidInputError(
                 f"`{name_y}` must have shape ({X.shape[0]},) to match `{name_X}`, got {y_arr.shape}"
             )
         y_float = check_finite_array(name_y, y_arr, ndim=1)
         if np.any(y_float != np.round(y_float)):
-            raise ValueError(f"`{name_y}` must hold integer class labels, got non-integer values")
+            raise InvalidInputError(f"`{name_y}` must hold integer class labels, got non-integer values")
         y_int = y_float.astype(np.int64)
         n_classes = self.n_classes
         if y_int.size and (y_int.min() < 0 or y_int.max() >= n_classes):
-            raise ValueError(
+            raise InvalidInputError(
                 f"`{name_y}` labels must lie in 0..{n_classes - 1} for {self.name}, "
                 f"got values in {y_int.min()}..{y_int.max()}"
             )

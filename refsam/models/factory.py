@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from ..errors import InvalidInputError
 from .base import Model
 from .linear import LogisticRegression, SoftmaxRegression
 from .mlp import MLP
@@ -27,7 +28,7 @@ def build_model(name: str, n_features: int, n_classes: int = 2, hidden: int | tu
     if name == "mlp":
         widths = (hidden,) if isinstance(hidden, int) else tuple(hidden)
         return MLP((n_features, *widths, n_classes), activation=activation, label_smoothing=label_smoothing)
-    raise ValueError(f"`model` must be one of {list(MODEL_NAMES)}, got {name!r}")
+    raise InvalidInputError(f"`model` must be one of {list(MODEL_NAMES)}, got {name!r}")
 
 
 def model_from_spec(spec: Mapping[str, Any]) -> Model:
@@ -40,4 +41,4 @@ def model_from_spec(spec: Mapping[str, Any]) -> Model:
         return SoftmaxRegression(spec["n_classes"], smoothing)
     if name == "mlp":
         return MLP(spec["sizes"], activation=spec.get("activation", "tanh"), label_smoothing=smoothing)
-    raise ValueError(f"model spec `name` must be one of {sorted(MODEL_NAMES)}, got {name!r}")
+    raise InvalidInputError(f"model spec `name` must be one of {sorted(MODEL_NAMES)}, got {name!r}")

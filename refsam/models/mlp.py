@@ -21,6 +21,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy.special import expit
 
+from ..errors import InvalidInputError
 from ..validation import check_choice, check_positive_int, check_random_state
 from .base import (
     Array,
@@ -86,15 +87,15 @@ class MLP(Model):
         try:
             sizes = tuple(sizes)
         except TypeError:
-            raise ValueError(
+            raise InvalidInputError(
                 f"`sizes` must be a sequence of ints (n_features, hidden..., n_classes), got {sizes!r}"
             ) from None
         if len(sizes) < 2:
-            raise ValueError(f"`sizes` must list at least (n_features, n_classes), got {sizes!r}")
+            raise InvalidInputError(f"`sizes` must list at least (n_features, n_classes), got {sizes!r}")
         for s in sizes:
             check_positive_int("sizes entries", s)
         if sizes[-1] < 2:
-            raise ValueError(f"`sizes[-1]` (number of classes) must be >= 2, got {sizes[-1]}")
+            raise InvalidInputError(f"`sizes[-1]` (number of classes) must be >= 2, got {sizes[-1]}")
         self.sizes: tuple[int, ...] = tuple(int(s) for s in sizes)
         self.activation = check_choice("activation", activation, ACTIVATIONS)
         self.label_smoothing = check_label_smoothing(label_smoothing)
@@ -115,7 +116,7 @@ class MLP(Model):
 
     def n_params(self, n_features: int) -> int:
         if n_features != self.sizes[0]:
-            raise ValueError(
+            raise InvalidInputError(
                 f"MLP input width sizes[0]={self.sizes[0]} does not match the data's "
                 f"n_features={n_features}; build MLP(({n_features}, ...))"
             )

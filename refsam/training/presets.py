@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import InvalidInputError
 from ..objective import Problem
 from ..sam import SAM
 from ..validation import check_choice
@@ -71,21 +72,22 @@ def preset(name: str, problem: Problem, rho: float, momentum: float = 0.9, neste
     """
     name = check_choice("name", name, PRESETS)
     if not isinstance(problem, Problem):
-        raise ValueError(f"`problem` must be a refsam.Problem, got {type(problem).__name__}")
+        raise InvalidInputError(f"`problem` must be a refsam.Problem, got {type(problem).__name__}")
     if name == "jax-sam":
         biases = problem.model.bias_mask(problem.p)
         decayed_biases = np.any(np.broadcast_to(problem.weight_decay, biases.shape)[biases])
         if problem.regularization != "coupled" or decayed_biases:
-            raise ValueError("preset 'jax-sam' puts an L2 penalty on the weight matrices only into the loss: "
-                             "build the problem with regularization='coupled', decay_biases=False")
+            raise InvalidInputError(
+                "preset 'jax-sam' puts an L2 penalty on the weight matrices only into the loss: "
+                "build the problem with regularization='coupled', decay_biases=False")
         sam = SAM(rho, "sam", m_sharpness=m_sharpness)
         optimizer = SGDMomentum(momentum, 0.0, True if nesterov is None else nesterov)
         return Preset(name, sam, optimizer, "coupled")
     if m_sharpness is not None:
-        raise ValueError(f"`m_sharpness` applies to the 'jax-sam' preset only, got preset {name!r}")
+        raise InvalidInputError(f"`m_sharpness` applies to the 'jax-sam' preset only, got preset {name!r}")
     nesterov = False if nesterov is None else nesterov
     if problem.regularization != "decoupled":
-        raise ValueError(f"preset {name!r} computes weight decay in the optimizer (decoupled mode); "
+        raise InvalidInputError(f"preset {name!r} computes weight decay in the optimizer (decoupled mode); "
                          f"`problem` has regularization={problem.regularization!r}")
     if name == "pytorch-sam":
         sam = SAM(rho, "sam", norm_eps=1e-12)

@@ -16,6 +16,7 @@ import sys
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from ..errors import InvalidInputError
 from ..objective import Problem
 from ..sam import SAM
 from ..validation import check_finite_array, check_positive, check_positive_int, check_random_state
@@ -49,7 +50,7 @@ def _check_lr(lr: ArrayLike, steps: int) -> Array:
         return np.full(steps, check_positive("lr", lr))
     lrs = check_finite_array("lr", lr, shape=(steps,))
     if np.any(lrs <= 0):
-        raise ValueError(f"`lr` entries must be > 0, got minimum {float(lrs.min())!r}")
+        raise InvalidInputError(f"`lr` entries must be > 0, got minimum {float(lrs.min())!r}")
     return lrs
 
 
@@ -88,17 +89,18 @@ def _check_batches(batches: object, n: int) -> list[NDArray[np.int64]]:
     try:
         schedule = list(batches)  # type: ignore[call-overload]
     except TypeError:
-        raise ValueError(f"`batches` must be a sequence of index arrays, "
+        raise InvalidInputError(f"`batches` must be a sequence of index arrays, "
                          f"got {type(batches).__name__}") from None
     if not schedule:
-        raise ValueError("`batches` must hold at least one batch, got an empty sequence")
+        raise InvalidInputError("`batches` must hold at least one batch, got an empty sequence")
     out = []
     for t, batch in enumerate(schedule):
         idx = np.asarray(batch)
         if idx.ndim != 1 or idx.size == 0 or not np.issubdtype(idx.dtype, np.integer):
-            raise ValueError(f"`batches[{t}]` must be a non-empty 1-d array of ints, got {idx!r}")
+            raise InvalidInputError(f"`batches[{t}]` must be a non-empty 1-d array of ints, got {idx!r}")
         if idx.min() < 0 or idx.max() >= n:
-            raise ValueError(f"`batches[{t}]` must lie in 0..{n - 1}, got values in {idx.min()}..{idx.max()}")
+            raise InvalidInputError(
+                f"`batches[{t}]` must lie in 0..{n - 1}, got values in {idx.min()}..{idx.max()}")
         out.append(idx.astype(np.int64))
     return out
 
@@ -143,25 +145,26 @@ def train(problem: Problem, sam: SAM, lr: ArrayLike, steps: int | None = None, b
         If a batch gradient is exactly zero under the SAM or ASAM rule (ε undefined).
     """
     if not isinstance(problem, Problem):
-        raise ValueError(f"`problem` must be a refsam.Problem, got {type(problem).__name__}")
+        raise InvalidInputError(f"`problem` must be a refsam.Problem, got {type(problem).__name__}")
     if not isinstance(sam, SAM):
-        raise ValueError(f"`sam` must be a refsam.SAM, got {type(sam).__name__}")
+        raise InvalidInputError(f"`sam` must be a refsam.SAM, got {type(sam).__name__}")
     optimizer = SGDMomentum(momentum, dampening, nesterov)
     schedule = None if batches is None else _check_batches(batches, problem.n)
     if schedule is not None:
         if steps is not None and check_positive_int("steps", steps) != len(schedule):
-            raise ValueError(f"`steps` ({steps}) must equal len(batches) ({len(schedule)}), or be omitted")
+            raise InvalidInputError(
+                f"`steps` ({steps}) must equal len(batches) ({len(schedule)}), or be omitted")
         if batch_size is not None:
-            raise ValueError("pass either `batches` (an external schedule) or `batch_size`, not both")
+            raise InvalidInputError("pass either `batches` (an external schedule) or `batch_size`, not both")
         steps = len(schedule)
     elif steps is None:
-        raise ValueError("`steps` is required unless an external schedule `batches` is given")
+        raise InvalidInputError("`steps` is required unless an external schedule `batches` is given")
     steps = check_positive_int("steps", steps)
     lrs = _check_lr(lr, steps)
     if batch_size is not None:
         batch_size = check_positive_int("batch_size", batch_size)
         if batch_size > problem.n:
-            raise ValueError(
+            raise InvalidInputError(
                 f"`batch_size` must be <= n={problem.n} (or None for the full batch), got {batch_size}"
             )
     rng = check_random_state(seed)
@@ -197,7 +200,7 @@ def replay(problem: Problem, trajectory: Trajectory, weights: ArrayLike | None =
     learning rates), e.g. ``w_j = 0`` for leave-one-out or ``w_j = 1 ± h`` for finite differences.
     """
     if not isinstance(trajectory, Trajectory):
-        raise ValueError(f"`trajectory` must be a refsam.Trajectory, got {type(trajectory).__name__}")
+        raise InvalidInputError(f"`trajectory` must be a refsam.Trajectory, got {type(trajectory).__name__}")
     trajectory.check_problem(problem)
     if weights is not None:
         problem = problem.with_weights(weights)

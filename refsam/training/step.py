@@ -43,6 +43,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from ..errors import InvalidInputError
 from ..objective import Problem
 from ..sam import SAM
 from ..validation import check_nonnegative
@@ -122,13 +123,14 @@ class SGDMomentum:
         mu = check_nonnegative("momentum", self.momentum)
         tau = check_nonnegative("dampening", self.dampening)
         if mu >= 1.0:
-            raise ValueError(f"`momentum` must lie in [0, 1), got {mu}")
+            raise InvalidInputError(f"`momentum` must lie in [0, 1), got {mu}")
         if tau > 1.0:
-            raise ValueError(f"`dampening` must lie in [0, 1], got {tau}")
+            raise InvalidInputError(f"`dampening` must lie in [0, 1], got {tau}")
         if not isinstance(self.nesterov, (bool, np.bool_)):
-            raise ValueError(f"`nesterov` must be True or False, got {self.nesterov!r}")
+            raise InvalidInputError(f"`nesterov` must be True or False, got {self.nesterov!r}")
         if self.nesterov and mu == 0.0:
-            raise ValueError("`nesterov=True` needs `momentum` > 0 (as in torch.optim.SGD), got momentum=0")
+            raise InvalidInputError(
+                "`nesterov=True` needs `momentum` > 0 (as in torch.optim.SGD), got momentum=0")
         object.__setattr__(self, "momentum", mu)
         object.__setattr__(self, "dampening", tau)
         object.__setattr__(self, "nesterov", bool(self.nesterov))

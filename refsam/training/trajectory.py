@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from ..errors import InvalidInputError
 from ..models import model_from_spec
 from ..objective import Problem
 from ..sam import SAM
@@ -109,7 +110,7 @@ class Trajectory:
                 f"regularization {problem.regularization!r} != recorded {c['regularization']!r}"
             )
         if mismatches:
-            raise ValueError("`problem` does not match the trajectory: " + "; ".join(mismatches))
+            raise InvalidInputError("`problem` does not match the trajectory: " + "; ".join(mismatches))
 
     # -- persistence -------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike[str], overwrite: bool = False) -> None:
@@ -147,34 +148,36 @@ class Trajectory:
         try:
             archive = np.load(path, allow_pickle=False)
             if not hasattr(archive, "files"):
-                raise ValueError("it holds a single array, not the .npz archive Trajectory.save writes")
+                raise InvalidInputError(
+                    "it holds a single array, not the .npz archive Trajectory.save writes")
             with archive:
                 data = {k: archive[k] for k in archive.files}
         except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-            raise ValueError(f"cannot read a trajectory from {str(path)!r}: {exc}") from exc
+            raise InvalidInputError(f"cannot read a trajectory from {str(path)!r}: {exc}") from exc
         version = data.get("format_version")
         if (version is None or version.shape != () or version.dtype.kind not in "iu"
                 or int(version) not in READABLE_FORMAT_VERSIONS):
             got = None if version is None else version.tolist()
-            raise ValueError(f"{where} has format_version {got!r}, this refsam reads "
+            raise InvalidInputError(f"{where} has format_version {got!r}, this refsam reads "
                              f"{list(READABLE_FORMAT_VERSIONS)}")
         missing = set(_ARRAY_KEYS + (("buffers",) if int(version) >= 2 else ())) - set(data)
         if missing:
-            raise ValueError(f"{where} lacks keys {sorted(missing)}")
+            raise InvalidInputError(f"{where} lacks keys {sorted(missing)}")
         try:
             config = json.loads(str(data["config_json"]))
         except json.JSONDecodeError as exc:
-            raise ValueError(f"{where} has an unreadable config_json: {exc}") from exc
+            raise InvalidInputError(f"{where} has an unreadable config_json: {exc}") from exc
         if not isinstance(config, dict):
-            raise ValueError(f"{where}: config_json must hold a JSON object, got {type(config).__name__}")
+            raise InvalidInputError(
+                f"{where}: config_json must hold a JSON object, got {type(config).__name__}")
         required = _CONFIG_KEYS + (_MOMENTUM_KEYS if int(version) >= 2 else ())
         missing = set(required) - set(config)
         if missing:
-            raise ValueError(f"{where}: config_json lacks keys {sorted(missing)}")
+            raise InvalidInputError(f"{where}: config_json lacks keys {sorted(missing)}")
         config = {"momentum": 0.0, "dampening": 0.0, "nesterov": False, **config}  # version 1: no momentum
         problems = _inconsistencies(data, config)
         if problems:
-            raise ValueError(f"{where} is inconsistent (tampered or corrupt): " + "; ".join(problems))
+            raise InvalidInputError(f"{where} is inconsistent (tampered or corrupt): " + "; ".join(problems))
         offsets = data["batch_offsets"]
         flat = data["batch_indices"]
         batches = [flat[offsets[t]:offsets[t + 1]] for t in range(len(offsets) - 1)]
@@ -256,15 +259,16 @@ def check_writable(path: str | os.PathLike[str], overwrite: bool, ours: Any) -> 
     file is ``ours(path)`` or ``overwrite`` is set. Called before the work, not after."""
     where = os.fspath(path)
     if os.path.isdir(where):
-        raise ValueError(f"cannot write {where!r}: it is a directory; give a file name")
+        raise InvalidInputError(f"cannot write {where!r}: it is a directory; give a file name")
     folder = os.path.dirname(os.path.abspath(where))
     if not os.path.isdir(folder):
-        raise ValueError(f"cannot write {where!r}: the folder {folder!r} does not exist")
+        raise InvalidInputError(f"cannot write {where!r}: the folder {folder!r} does not exist")
     if os.path.exists(where):
         if not os.access(where, os.W_OK):
-            raise ValueError(f"cannot write {where!r}: the file is not writable")
+            raise InvalidInputError(f"cannot write {where!r}: the file is not writable")
         if not overwrite and not ours(where):
-            raise ValueError(f"refusing to overwrite {where!r}: refsam did not write it; choose another "
-                             f"name, or pass overwrite=True (--force on the command line)")
+            raise InvalidInputError(
+                f"refusing to overwrite {where!r}: refsam did not write it; choose another "
+                f"name, or pass overwrite=True (--force on the command line)")
     elif not os.access(folder, os.W_OK):
-        raise ValueError(f"cannot write {where!r}: the folder {folder!r} is not writable")
+        raise InvalidInputError(f"cannot write {where!r}: the folder {folder!r} is not writable")
