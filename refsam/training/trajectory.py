@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import zipfile
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -39,17 +40,43 @@ class Trajectory:
                                  data_sha256 (of X and y), momentum, dampening, nesterov
     buffers : array (T, d) or None   the momentum buffers buf_0 … buf_{T−1} (None without momentum):
                                  with θ_t, buf_{t−1} is the run's state
+
+    The constructor checks what :meth:`load` checks (shapes against ``config``'s steps, d and n, finite
+    float64 arrays, batch indices in range, a valid SAM and momentum configuration) and raises
+    :class:`refsam.InvalidInputError` naming what is wrong; the model spec may be a user model's.
     """
 
     def __init__(self, thetas: ArrayLike, epsilons: ArrayLike, batches: Any, lrs: ArrayLike,
                  weights: ArrayLike, config: dict[str, Any], buffers: ArrayLike | None = None) -> None:
-        self.thetas = np.asarray(thetas, dtype=np.float64)
-        self.epsilons = np.asarray(epsilons, dtype=np.float64)
-        self.batches = [np.asarray(b, dtype=np.int64) for b in batches]
-        self.lrs = np.asarray(lrs, dtype=np.float64)
-        self.weights = np.asarray(weights, dtype=np.float64)
+        # Checked as Trajectory.load checks a file: shapes against config's steps, d, n; finite float64
+        # arrays; batch indices in range; a configuration SAM, the model and the optimizer accept.
+        try:
+            self.thetas = np.asarray(thetas, dtype=np.float64)
+            self.epsilons = np.asarray(epsilons, dtype=np.float64)
+            self.batches = [np.asarray(b).reshape(-1) for b in batches]
+            self.lrs = np.asarray(lrs, dtype=np.float64)
+            self.weights = np.asarray(weights, dtype=np.float64)
+            self.buffers = None if buffers is None else np.asarray(buffers, dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            raise InvalidInputError(f"Trajectory(...): every array must be numeric ({exc})") from None
+        if not isinstance(config, Mapping):
+            raise InvalidInputError(f"Trajectory(...): `config` must be a dict, got {type(config).__name__}")
         self.config = {"momentum": 0.0, "dampening": 0.0, "nesterov": False, **dict(config)}
-        self.buffers = None if buffers is None else np.asarray(buffers, dtype=np.float64)
+        missing = set(_CONFIG_KEYS) - set(self.config)
+        if missing:
+            raise InvalidInputError(f"Trajectory(...): `config` lacks keys {sorted(missing)}")
+        if any(b.dtype.kind not in "iu" for b in self.batches):
+            raise InvalidInputError("Trajectory(...): `batches` must hold integer index arrays")
+        self.batches = [b.astype(np.int64) for b in self.batches]
+        offsets = np.cumsum([0] + [len(b) for b in self.batches]).astype(np.int64)
+        flat = np.concatenate(self.batches) if self.batches else np.zeros(0, dtype=np.int64)
+        d = self.thetas.shape[1] if self.thetas.ndim == 2 else 0
+        data = {"thetas": self.thetas, "epsilons": self.epsilons, "lrs": self.lrs, "weights": self.weights,
+                "batch_offsets": offsets, "batch_indices": flat,
+                "buffers": np.zeros((0, d)) if self.buffers is None else self.buffers}
+        problems = _inconsistencies(data, self.config, built_in_model=False)
+        if problems:
+            raise InvalidInputError("Trajectory(...) is inconsistent: " + "; ".join(problems))
 
     @property
     def steps(self) -> int:
@@ -152,7 +179,8 @@ class Trajectory:
                     "it holds a single array, not the .npz archive Trajectory.save writes")
             with archive:
                 data = {k: archive[k] for k in archive.files}
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile,
+                NotImplementedError, RuntimeError) as exc:  # zipfile: unknown compression, "encrypted"
             raise InvalidInputError(f"cannot read a trajectory from {str(path)!r}: {exc}") from exc
         version = data.get("format_version")
         if (version is None or version.shape != () or version.dtype.kind not in "iu"
@@ -200,8 +228,11 @@ _CONFIG_KEYS = ("model", "rho", "rule", "kappa", "weight_decay", "regularization
 _MOMENTUM_KEYS = ("momentum", "dampening", "nesterov")
 
 
-def _inconsistencies(data: dict[str, Any], config: dict[str, Any]) -> list[str]:
-    """What is wrong with the arrays of a loaded trajectory, given its config (empty list: nothing)."""
+def _inconsistencies(data: dict[str, Any], config: dict[str, Any], built_in_model: bool = True) -> list[str]:
+    """What is wrong with the arrays of a trajectory, given its config (empty list: nothing).
+
+    ``built_in_model``: the model spec must name a built-in model (a file: the model is rebuilt from
+    it); False for a run in memory, whose model may be a user's subclass of Model."""
     T, d, n = config["steps"], config["d"], config["n"]
     if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in (T, d, n)):
         return [f"config steps, d, n must be ints >= 0, got {T!r}, {d!r}, {n!r}"]
@@ -225,7 +256,8 @@ def _inconsistencies(data: dict[str, Any], config: dict[str, Any]) -> list[str]:
     if not problems:
         try:
             SAM.from_config(config)
-            model_from_spec(config["model"])
+            if built_in_model:
+                model_from_spec(config["model"])
             optimizer = SGDMomentum(config["momentum"], config["dampening"], config["nesterov"])
         except (ValueError, TypeError, KeyError) as exc:
             problems.append(f"invalid configuration ({exc})")

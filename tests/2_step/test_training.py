@@ -405,3 +405,62 @@ def test_divergence_raises_with_remedy():
     with pytest.raises(FloatingPointError, match=r"training diverged at step \d+: .*lower `lr`"), \
             np.errstate(over="ignore", invalid="ignore"):
         train(problem, SAM(0.0), 1e300, 5)
+
+
+def _constructor_args(trajectory):
+    return dict(thetas=trajectory.thetas, epsilons=trajectory.epsilons, batches=trajectory.batches,
+                lrs=trajectory.lrs, weights=trajectory.weights, config=dict(trajectory.config),
+                buffers=trajectory.buffers)
+
+
+CONSTRUCTOR_MISTAKES = {
+    "nan theta": (lambda a: a["thetas"].__setitem__((1, 0), np.nan), r"thetas must be finite float64"),
+    "short epsilons": (lambda a: a.update(epsilons=a["epsilons"][:-1]), r"epsilons has shape \(3, 9\)"),
+    "index out of range": (lambda a: a.update(batches=[np.array([0, 7])] + list(a["batches"][1:])),
+                           r"batch_indices must lie in 0..6"),
+    "float batches": (lambda a: a.update(batches=[b.astype(float) for b in a["batches"]]),
+                      r"`batches` must hold integer index arrays"),
+    "zero lr": (lambda a: a["lrs"].__setitem__(0, 0.0), r"lrs must be > 0"),
+    "missing config key": (lambda a: a["config"].pop("rho"), r"`config` lacks keys \['rho'\]"),
+    "bad rule": (lambda a: a["config"].update(rule="adam"), r"invalid configuration .*`rule`"),
+    "config not a dict": (lambda a: a.update(config=[1, 2]), r"`config` must be a dict, got list"),
+    "momentum without buffers": (lambda a: a["config"].update(momentum=0.9),
+                                 r"a momentum run must store its buffers|buffers has shape"),
+    "non-numeric": (lambda a: a.update(lrs=["fast"] * 4), r"every array must be numeric"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CONSTRUCTOR_MISTAKES))
+def test_the_trajectory_constructor_validates_like_load(case):
+    edit, message = CONSTRUCTOR_MISTAKES[case]
+    args = _constructor_args(train(small_problem(n=7), SAM(0.05), 0.3, 4, batch_size=3, seed=0))
+    args = {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in args.items()}
+    Trajectory(**args)  # unedited: accepted
+    edit(args)
+    with pytest.raises(refsam.InvalidInputError, match=r"Trajectory\(\.\.\.\).*" + message):
+        Trajectory(**args)
+
+
+def test_flipped_bits_and_truncations_give_a_clear_error_or_the_same_run(tmp_path):
+    """Every 11th byte of a saved run gets one bit flipped (a different bit each time), and the file is
+    cut at 40 places: each load either raises the one-line InvalidInputError naming the file or returns
+    the recorded run unchanged (a flip in zip metadata nothing reads). zip's CRC-32 catches data flips."""
+    trajectory = train(small_problem(n=7), SAM(0.05), 0.3, 4, batch_size=3, seed=0, momentum=0.9)
+    good = tmp_path / "run.npz"
+    trajectory.save(good)
+    raw = good.read_bytes()
+    bad = tmp_path / "bad.npz"
+    outcomes = {"error": 0, "same": 0}
+    variants = [raw[:i] + bytes([raw[i] ^ (1 << (i % 8))]) + raw[i + 1:] for i in range(0, len(raw), 11)]
+    variants += [raw[:cut] for cut in np.linspace(0, len(raw) - 1, 40).astype(int)]
+    for data in variants:
+        bad.write_bytes(data)
+        try:
+            loaded = Trajectory.load(bad)
+        except refsam.InvalidInputError as exc:
+            assert "bad.npz" in str(exc) and "\n" not in str(exc).strip()
+            outcomes["error"] += 1
+        else:
+            assert_same_trajectory(loaded, trajectory)
+            outcomes["same"] += 1
+    assert outcomes["error"] > len(variants) // 2
