@@ -66,6 +66,10 @@ Other named numbers:
   grows in proportion to ‖G(θ̂)‖.
 * ``RESOLVE_TOL = 1e-12``: the residual every re-solved root of the ground truth must reach.
 * ``COND_WARN = 1e12``: cond(∂G/∂θ) above this loses at least 12 of float64's 16 digits in a solve.
+* ``CANCEL_WARN = 1e-6``: ‖g_t‖ below this fraction of Σ_i |c_i| ‖∇ℓ_i‖ + ‖λθ‖ (the size of the terms
+  it is summed from) means g_t is mostly cancellation: ε's direction keeps only ~eps/ratio relative accuracy
+  (≥ 2e-10 here), the exact methods' rounding errors are amplified by 1/ratio, and they can disagree by
+  more than ``RTOL_EXACT_METHODS``; the trajectory methods warn.
 """
 
 from __future__ import annotations
@@ -103,6 +107,7 @@ ROOT_TOL = 1e-10
 ROOT_TOL_INFLUENCE = 1e-8
 RESOLVE_TOL = 1e-12
 COND_WARN = 1e12
+CANCEL_WARN = 1e-6
 
 __all__ = [name for name in dir() if name.isupper()] + ["rel_err"]
 

@@ -57,15 +57,18 @@ result and against leave-one-out replays.
 from __future__ import annotations
 
 import sys
+import warnings
 from typing import Any
 
 import numpy as np
+import scipy.linalg
 from numpy.typing import ArrayLike, NDArray
 
 from ..errors import InvalidInputError
 from ..models import BatchDerivatives
 from ..objective import Problem, decay_times
 from ..sam import SAM
+from ..tolerances import CANCEL_WARN
 from ..training import Trajectory, sharpness_chunks
 from .autodiff import autodiff_through_training
 from .methods import TRAJECTORY_APPROXIMATIONS, TRAJECTORY_EXACT, TRAJECTORY_METHODS
@@ -197,6 +200,8 @@ class _Chunk:
         rows, y_C, c = problem.coefficients(idx)  # the chunk's rows of the design, once for both points
         self.at_theta: BatchDerivatives = problem.model.derivatives(theta, rows, y_C, c)
         self.g = self.at_theta.grad() + lam_in * theta  # g_C
+        if sam.rule != "usam" and sam.rho > 0.0 and sam.norm_eps == 0.0:
+            _warn_if_cancelled(theta, self.g, self.at_theta, c, lam_in)
         self.w_hat = theta + sam.perturbation(theta, self.g) if w_hat is None else w_hat  # ŵ_C
         self.at_w_hat: BatchDerivatives = problem.model.derivatives(self.w_hat, rows, y_C, c)
 
@@ -215,6 +220,23 @@ class _Chunk:
     def scaled(self, V: Array) -> Array:
         """share · V (exactly V for a single chunk)."""
         return V if self.share == 1.0 else self.share * V
+
+
+def _warn_if_cancelled(theta: Array, g: Array, at_theta: BatchDerivatives, c: Array,
+                       lam_in: float | Array) -> None:
+    """Warn when g is round-off-level cancellation of its terms (tolerances.CANCEL_WARN): ε = ρ Tg/‖Tg‖
+    then points in a direction set by rounding, which the exact derivatives amplify by ‖terms‖/‖g‖.
+    The size of the terms is Σ_i |c_i| ‖∇ℓ_i‖ + ‖λθ‖ (the rounding error of g is ~eps times it; T
+    scales coordinates after the sum, so the ratio is judged on g). Cost: O(|B| d), no (|B|, d) array."""
+    size = float(np.abs(c) @ at_theta.per_sample_grad_norms()) + float(scipy.linalg.norm(lam_in * theta))
+    if not 0.0 < size < np.inf:
+        return
+    ratio = float(scipy.linalg.norm(g)) / size  # BLAS nrm2: no overflow or underflow
+    if ratio < CANCEL_WARN:
+        warnings.warn(f"a step's perturbation gradient is {ratio:.1e} of the size of the per-sample terms it "
+                      f"sums (cancellation): ε's direction is set by rounding there, and the exact methods "
+                      f"can disagree with each other and with autodiff. Use rule='usam', norm_eps > 0, or "
+                      f"avoid steps where the batch gradient nearly vanishes.", RuntimeWarning, stacklevel=5)
 
 
 class _Step:

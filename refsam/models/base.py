@@ -132,6 +132,12 @@ class BatchDerivatives:
     def per_sample_grads(self) -> Array:
         raise NotImplementedError
 
+    def per_sample_grad_norms(self) -> Array:
+        """‖∇ℓ_i‖₂ for every row, shape (n,). The default takes the norms of ``per_sample_grads``;
+        the built-in models use ‖a ⊗ b‖ = ‖a‖ ‖b‖ and never form the (n, d) matrix."""
+        G = self.per_sample_grads()
+        return np.asarray(np.sqrt(np.einsum("ij,ij->i", G, G)), dtype=np.float64)
+
     def hessian(self) -> Array:
         raise NotImplementedError
 

@@ -126,6 +126,9 @@ class LogisticDerivatives(BatchDerivatives):
     def per_sample_grads(self) -> Array:
         return self.residual[:, None] * self.X  # (σ(z) − y) x̃, (n, d)
 
+    def per_sample_grad_norms(self) -> Array:
+        return np.abs(self.residual) * np.linalg.norm(self.X, axis=1)  # |r_i| ‖x̃_i‖
+
     def hvp_and_jvp(self, V: ArrayLike) -> tuple[Array, Array]:
         V, _ = as_columns(V)
         XV = self.X @ V  # x̃ᵀ v, (n, k)
@@ -226,6 +229,9 @@ class SoftmaxDerivatives(BatchDerivatives):
 
     def per_sample_grads(self) -> Array:
         return (self.X[:, :, None] * self.residual[:, None, :]).reshape(self.n, self.d)
+
+    def per_sample_grad_norms(self) -> Array:
+        return np.linalg.norm(self.X, axis=1) * np.linalg.norm(self.residual, axis=1)  # ‖x̃_i ⊗ R_i‖
 
     def _directional_logits(self, V: Array) -> Array:
         """u_i = Vᵀ x̃_i for every column of V: (n, K, k)."""

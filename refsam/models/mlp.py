@@ -237,6 +237,12 @@ class MLPDerivatives(BatchDerivatives):
             block[:, -1] = delta  # the bias row
         return out
 
+    def per_sample_grad_norms(self) -> Array:
+        squares = np.zeros(self.n)
+        for a, delta in zip(self.primal.inputs, self.primal.deltas):  # ‖[a; 1] ⊗ δ‖² per layer
+            squares += (np.einsum("ij,ij->i", a, a) + 1.0) * np.einsum("ij,ij->i", delta, delta)
+        return np.sqrt(squares)
+
     # -- the tangent (R-operator) equations, written once --------------------------------------------
     def tangents(self, m: int, pre_dot: Array, directions: list[tuple[Array, Array]] | None = None,
                  backward: bool = True) -> tuple[list[Array], list[Array]]:

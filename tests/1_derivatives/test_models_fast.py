@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from refsam import MLP
-from refsam.models import AutogradDerivatives
+from refsam import MLP, Problem
+from refsam.models import AutogradDerivatives, build_model
 from refsam.tolerances import RTOL_DERIVATIVE, RTOL_FD_HVP, rel_err
 
 ACTIVATIONS = ("tanh", "softplus", "sigmoid")
@@ -91,3 +91,15 @@ def test_hvp_matches_central_differences_of_the_gradient():
     h = 1e-5
     fd = (model.grad(theta + h * v, X, y, c) - model.grad(theta - h * v, X, y, c)) / (2 * h)
     assert rel_err(model.hvp(theta, X, y, c, v), fd) <= RTOL_FD_HVP
+
+
+
+@pytest.mark.parametrize("name, n_classes", [("logistic", 2), ("softmax", 3), ("mlp", 3)])
+def test_per_sample_gradient_norms_equal_the_norms_of_the_per_sample_gradients(name, n_classes):
+    rng = np.random.default_rng(3)
+    model = build_model(name, 4, n_classes=n_classes, hidden=(5, 3))
+    X, y = rng.normal(size=(9, 4)), rng.integers(0, n_classes, 9)
+    d = Problem(model, X, y).d
+    at = model.at(rng.normal(size=d), X, y, np.full(9, 1 / 9))
+    expected = np.linalg.norm(at.per_sample_grads(), axis=1)  # the (n, d) matrix, checked vs autograd
+    assert rel_err(at.per_sample_grad_norms(), expected) < 1e-14
