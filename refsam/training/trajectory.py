@@ -28,6 +28,10 @@ Array = NDArray[np.float64]
 class Trajectory:
     """A recorded SAM run.
 
+    The constructor checks what :meth:`load` checks (shapes against ``config``'s steps, d and n, finite
+    float64 arrays, batch indices in range, a valid SAM and momentum configuration) and raises
+    :class:`refsam.InvalidInputError` naming what is wrong; the model spec may be a user model's.
+
     Attributes
     ----------
     thetas : array (T+1, d)      θ_0 … θ_T
@@ -40,10 +44,6 @@ class Trajectory:
                                  data_sha256 (of X and y), momentum, dampening, nesterov
     buffers : array (T, d) or None   the momentum buffers buf_0 … buf_{T−1} (None without momentum):
                                  with θ_t, buf_{t−1} is the run's state
-
-    The constructor checks what :meth:`load` checks (shapes against ``config``'s steps, d and n, finite
-    float64 arrays, batch indices in range, a valid SAM and momentum configuration) and raises
-    :class:`refsam.InvalidInputError` naming what is wrong; the model spec may be a user model's.
     """
 
     def __init__(self, thetas: ArrayLike, epsilons: ArrayLike, batches: Any, lrs: ArrayLike,
