@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from typing import Any
 
@@ -37,6 +38,8 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--save", default=None, help="write the trajectory to this .npz file (an existing "
                                                 "file only if it is a refsam trajectory, or with --force)")
     p.add_argument("--force", action="store_true", help="let --save replace any existing file")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="report every 10%% of the steps on stderr (default: when stderr is a terminal)")
     p.set_defaults(func=run)
 
 
@@ -59,7 +62,8 @@ def run(args: argparse.Namespace) -> int:
     sam = SAM(args.rho, args.rule)
     start = time.perf_counter()
     trajectory = train(problem, sam, args.lr, args.steps, batch_size=args.batch_size, seed=args.seed,
-                       momentum=args.momentum, dampening=args.dampening, nesterov=args.nesterov)
+                       momentum=args.momentum, dampening=args.dampening, nesterov=args.nesterov,
+                       progress=sys.stderr.isatty() if args.progress is None else args.progress)
     elapsed = time.perf_counter() - start
     theta = trajectory.theta_final
     residual = problem.grad(theta) + problem.weight_decay * theta

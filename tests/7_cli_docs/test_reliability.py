@@ -101,3 +101,10 @@ def test_demo_quick_keeps_the_sizes_given_on_the_command_line():
     result = _cli("demo", "--quick", "--steps", "37", "--quiet", "--no-figures", "--methods", "trajectory")
     assert result.returncode == 0, result.stderr
     assert "T = 37" in result.stdout and "n_train" not in result.stderr
+
+
+def test_train_reports_progress_on_request_and_stays_quiet_without():
+    loud = _cli("train", "--steps", "20", "--progress")
+    assert loud.returncode == 0 and "step 2/20" in loud.stderr and "step 20/20" in loud.stderr
+    quiet = _cli("train", "--steps", "20")  # stderr is a pipe here, not a terminal
+    assert quiet.returncode == 0 and quiet.stderr == ""
