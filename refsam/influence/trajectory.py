@@ -200,10 +200,14 @@ class _Chunk:
         rows, y_C, c = problem.coefficients(idx)  # the chunk's rows of the design, once for both points
         self.at_theta: BatchDerivatives = problem.model.derivatives(theta, rows, y_C, c)
         self.g = self.at_theta.grad() + lam_in * theta  # g_C
-        if sam.rule != "usam" and sam.rho > 0.0 and sam.norm_eps == 0.0:
-            _warn_if_cancelled(theta, self.g, self.at_theta, c, lam_in)
+        self.c, self.lam_in = c, lam_in
         self.w_hat = theta + sam.perturbation(theta, self.g) if w_hat is None else w_hat  # ŵ_C
         self.at_w_hat: BatchDerivatives = problem.model.derivatives(self.w_hat, rows, y_C, c)
+
+    def warn_if_cancelled(self) -> None:
+        """The exact methods differentiate ε = ρ Tg/‖Tg‖: warn if g_C is round-off-level cancellation."""
+        if self.sam.rule != "usam" and self.sam.rho > 0.0 and self.sam.norm_eps == 0.0:
+            _warn_if_cancelled(self.theta, self.g, self.at_theta, self.c, self.lam_in)
 
     def P(self, V: Array) -> Array:
         """P_C V = (∂ε/∂g) V, (d, k); P is symmetric, so this is also Pᵀ V."""
@@ -236,7 +240,7 @@ def _warn_if_cancelled(theta: Array, g: Array, at_theta: BatchDerivatives, c: Ar
         warnings.warn(f"a step's perturbation gradient is {ratio:.1e} of the size of the per-sample terms it "
                       f"sums (cancellation): ε's direction is set by rounding there, and the exact methods "
                       f"can disagree with each other and with autodiff. Use rule='usam', norm_eps > 0, or "
-                      f"avoid steps where the batch gradient nearly vanishes.", RuntimeWarning, stacklevel=5)
+                      f"avoid steps where the batch gradient nearly vanishes.", RuntimeWarning, stacklevel=6)
 
 
 class _Step:
@@ -247,7 +251,8 @@ class _Step:
     one :class:`_Chunk` per chunk of m samples (their ε recomputed from θ_t exactly as training did).
     """
 
-    def __init__(self, problem: Problem, trajectory: Trajectory, sam: SAM, t: int) -> None:
+    def __init__(self, problem: Problem, trajectory: Trajectory, sam: SAM, t: int,
+                 exact: bool = True) -> None:
         self.idx = trajectory.batches[t]  # B_t
         self.lr = float(trajectory.lrs[t])  # η_t
         self.theta = trajectory.thetas[t]  # θ_t
@@ -260,6 +265,9 @@ class _Step:
         else:
             self.chunks = [_Chunk(problem, sam, self.theta, part, len(part) / len(self.idx), None,
                                   self.lam_in) for part in parts]
+        if exact:  # the approximations use only the chunks' ŵ: no derivative of ε, nothing to warn of
+            for chunk in self.chunks:
+                chunk.warn_if_cancelled()
 
 
 # -- the exact recursions ---------------------------------------------------------------------------
@@ -375,7 +383,8 @@ def _approximation(problem: Problem, trajectory: Trajectory, X_test: Array, y_te
     for t in range(steps):
         idx = trajectory.batches[t]
         if at_w_hat and sam.m_sharpness is not None and len(idx) > sam.m_sharpness:
-            points = [(chunk.idx, chunk.w_hat) for chunk in _Step(problem, trajectory, sam, t).chunks]
+            step = _Step(problem, trajectory, sam, t, exact=False)
+            points = [(chunk.idx, chunk.w_hat) for chunk in step.chunks]
         else:
             x_t = trajectory.thetas[t] + trajectory.epsilons[t] if at_w_hat else trajectory.thetas[t]
             points = [(idx, x_t)]
