@@ -59,6 +59,10 @@ Other named numbers:
 
 * ``FD_STEP = 1e-4``: the central-difference step h in w_j = w⁰_j ± h, for replays and re-solved roots:
   truncation ~h² ≈ 1e-8 relative, rounding ~1e-16/h ≈ 1e-12.
+* ``FD_STEP_MIN = 1e-10``: the smallest step h the weight finite differences accept: their rounding
+  error ~eps·|f|/h is then ≤ ~1e-6 relative for unit-scale losses (h = 1e-300 would return zeros).
+* ``FD_STEP_RESOLUTION = 1e-3``: the largest relative difference between h and the step float64 can
+  represent at w_j ((w_j + h) − w_j); beyond it h is below the resolution of w_j and is refused.
 * ``FD_GRAD_STEP = 1e-6``: the step of ``check_grads``' central differences in θ.
 * ``ROOT_TOL = 1e-10``: ‖G(θ̂)‖₂ at which the root solver calls θ̂ a verified root; float64 roots polish
   to ~1e-16.
@@ -102,6 +106,8 @@ ATOL_ROOT = 1e-12
 ATOL_SAME_POINT = 1e-8
 
 FD_STEP = 1e-4
+FD_STEP_MIN = 1e-10
+FD_STEP_RESOLUTION = 1e-3
 FD_GRAD_STEP = 1e-6
 ROOT_TOL = 1e-10
 ROOT_TOL_INFLUENCE = 1e-8

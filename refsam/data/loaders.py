@@ -171,12 +171,17 @@ def _from_arrays(X: Any, y_raw: Any, name: str, flipped: Any = None) -> Dataset:
     return Dataset(X, y, len(classes), name, flipped, classes)
 
 
-def load_csv(path: str | os.PathLike[str], label_column: int = -1) -> Dataset:
+def load_csv(path: str | os.PathLike[str], label_column: int = -1, header: bool | None = None) -> Dataset:
     """Read a numeric CSV: one row per sample, the label in ``label_column`` (default: last).
 
-    A first line with non-numeric fields is taken as a header. Every other row must have the same
-    number of numeric fields.
+    ``header=None`` (default) decides from the first line: non-numeric fields make it a header; a
+    numeric first line whose label occurs in no other row looks like a numeric header (column numbers)
+    and is refused with an error rather than read as a class of its own — pass ``header=True`` to skip
+    the first line or ``header=False`` to keep it as data. Every data row must have the same number of
+    numeric fields.
     """
+    if header is not None and not isinstance(header, bool):
+        raise InvalidInputError(f"`header` must be None, True or False, got {header!r}")
     name = os.path.basename(str(path))
     try:
         with open(path, encoding="utf-8-sig") as fh:  # utf-8-sig: a byte-order mark is not data
@@ -194,8 +199,17 @@ def load_csv(path: str | os.PathLike[str], label_column: int = -1) -> Dataset:
             return False
         return True
 
-    if not numeric(rows[0]):
-        rows = rows[1:]  # header
+    if header or (header is None and not numeric(rows[0])):
+        rows = rows[1:]
+    elif header is None and len(rows) >= 3 and numeric(rows[0]) and len(rows[0]) >= 2:
+        first = _label_field(rows[0], label_column)
+        others = {_label_field(row, label_column) for row in rows[1:] if numeric(row) and len(row) >= 2}
+        if first is not None and others and first not in others:
+            raise InvalidInputError(
+                f"CSV file {str(path)!r}: the first line looks like a numeric header (its label "
+                f"{rows[0][label_column % len(rows[0])]!r} occurs in no other row); give the columns "
+                f"non-numeric names or delete the line (API: load_csv(..., header=True) skips it, "
+                f"header=False keeps it as data)")
     if not rows:
         raise InvalidInputError(f"CSV file {str(path)!r} has a header but no data rows")
     width = len(rows[0])
@@ -214,6 +228,13 @@ def load_csv(path: str | os.PathLike[str], label_column: int = -1) -> Dataset:
     col = label_column % width
     X = np.delete(table, col, axis=1)
     return _from_arrays(X, table[:, col], name)
+
+
+def _label_field(row: list[str], label_column: int) -> float | None:
+    """The numeric value of a row's label field (None if ``label_column`` is outside the row)."""
+    if not -len(row) <= label_column < len(row):
+        return None
+    return float(row[label_column])
 
 
 def load_npz(path: str | os.PathLike[str]) -> Dataset:

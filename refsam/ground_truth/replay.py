@@ -7,7 +7,8 @@ Conventions
   sense of Hara et al. (2019), here for SAM. w⁰ = ``trajectory.weights`` (all ones by default).
 * Central finite differences, for each j in ``indices``:
       I_j(f) ≈ [ f(θ_T(w⁰ + h e_j)) − f(θ_T(w⁰ − h e_j)) ] / (2h)        error O(h²) + O(δ/h)
-  (δ ≈ 1e-16 · |f|, rounding). Uses nothing but the training step itself: an independent oracle for
+  (δ ≈ 1e-16 · |f|, rounding); where w⁰_j < h, the second-order one-sided stencil on w⁰_j, w⁰_j + h,
+  w⁰_j + 2h (:mod:`.stencil`: no negative weight). h below 1e-10 or below w⁰_j's resolution is refused. Uses nothing but the training step itself: an independent oracle for
   :func:`refsam.trajectory_influence`.
 * Leave-one-out: Δf_j = f(θ_T(w⁰ with w_j = 0)) − f(θ_T(w⁰)), the actual change of f when j is
   removed; trajectory influence predicts it to first order as −I_j(f).
@@ -27,7 +28,8 @@ from ..errors import InvalidInputError
 from ..objective import Problem
 from ..tolerances import FD_STEP
 from ..training import Trajectory, replay
-from ..validation import check_indices, check_positive
+from ..validation import check_indices
+from .stencil import check_step, weight_stencil
 
 __all__ = ["H_DEFAULT", "finite_difference_influence", "finite_difference_replay", "leave_one_out_replay"]
 
@@ -41,20 +43,18 @@ def finite_difference_influence(problem: Problem, trajectory: Trajectory, X_test
                                 progress: bool = False) -> Array:
     """Central differences of replaying the run with w_j = w⁰_j ± h, ≈ I_j(test loss k).
 
-    entry [r, k] = [ℓ_k^test(θ_T(w⁰ + h e_j)) − ℓ_k^test(θ_T(w⁰ − h e_j))] / (2h),  j = indices[r];
-    shape (len(indices), m). ``indices=None`` means all n training points.
+    entry [r, k] = [ℓ_k^test(θ_T(w⁰ + h e_j)) − ℓ_k^test(θ_T(w⁰ − h e_j))] / (2h),  j = indices[r]
+    (one-sided, second order, where w⁰_j < h); shape (len(indices), m). ``indices=None`` means all n
+    training points. ``h`` must be ≥ 1e-10 and above the float64 resolution of every w⁰_j.
     """
     problem, X_test, y_test, idx = _check_inputs(problem, trajectory, X_test, y_test, indices)
-    h = check_positive("h", h)
+    h = check_step(h)
     out = np.empty((len(idx), X_test.shape[0]))
     for row, j in enumerate(idx):
-        losses = []
-        for sign in (1.0, -1.0):
-            weights = trajectory.weights.copy()
-            weights[j] += sign * h
-            theta_T = replay(problem, trajectory, weights=weights).theta_final
-            losses.append(problem.model.losses(theta_T, X_test, y_test))
-        out[row] = (losses[0] - losses[1]) / (2 * h)
+        vectors, coefficients = weight_stencil(trajectory.weights, j, h)
+        losses = [problem.model.losses(replay(problem, trajectory, weights=w).theta_final, X_test, y_test)
+                  for w in vectors]
+        out[row] = coefficients @ np.array(losses)
         _progress(row + 1, len(idx), "finite differences", progress)
     return out
 

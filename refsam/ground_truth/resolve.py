@@ -7,7 +7,8 @@ Conventions
   It shares nothing with the closed form but G itself: no ∂G/∂θ formula enters the answer.
 * Central finite differences, for each j in ``indices``:
       I_j(f) ≈ [ f(θ̂(w⁰ + h e_j)) − f(θ̂(w⁰ − h e_j)) ] / (2h)          error O(h²) + O(δ/h)
-  (δ = the re-solved roots' residual error, ~1e-16). This is an independent oracle for the closed form:
+  (δ = the re-solved roots' residual error, ~1e-16); where w⁰_j < h, the second-order one-sided
+  stencil on w⁰_j, w⁰_j + h, w⁰_j + 2h (:mod:`.stencil`). h below 1e-10 or w⁰_j's resolution is refused. This is an independent oracle for the closed form:
   it uses only G, never ∂G/∂θ's formula except inside Newton, whose answer does not depend on it.
 * Leave-one-out: Δf_j = f(θ̂(w⁰ − w⁰_j e_j)) − f(θ̂), the actual change of f when j is removed; the
   closed form predicts it to first order as −I_j(f).
@@ -27,7 +28,8 @@ from ..influence.linearisation import check_root_inputs
 from ..objective import Problem
 from ..sam import SAM
 from ..tolerances import FD_STEP, RESOLVE_TOL
-from ..validation import check_indices, check_positive
+from ..validation import check_indices
+from .stencil import check_step, weight_stencil
 
 __all__ = ["H_DEFAULT", "finite_difference_influence", "finite_difference_parameters", "leave_one_out"]
 
@@ -62,13 +64,11 @@ def finite_difference_parameters(problem: Problem, sam: SAM, theta_hat: ArrayLik
     """[θ̂(w⁰ + h e_j) − θ̂(w⁰ − h e_j)] / (2h) ≈ dθ̂/dw_j, shape (len(indices), d)."""
     root, _, _ = _reference(problem, sam, theta_hat, None, None)
     idx = check_indices("indices", indices, problem.n)
-    h = check_positive("h", h)
+    h = check_step(h)
     out = np.empty((len(idx), problem.d))
     for row, j in enumerate(idx):
-        plus, minus = problem.weights.copy(), problem.weights.copy()
-        plus[j] += h
-        minus[j] -= h
-        out[row] = (_resolve(problem, sam, plus, root, j) - _resolve(problem, sam, minus, root, j)) / (2 * h)
+        vectors, coefficients = weight_stencil(problem.weights, j, h)
+        out[row] = coefficients @ np.array([_resolve(problem, sam, w, root, j) for w in vectors])
     return out
 
 
@@ -82,15 +82,12 @@ def finite_difference_influence(problem: Problem, sam: SAM, theta_hat: ArrayLike
     """
     root, X_arr, y_arr = _reference(problem, sam, theta_hat, X_test, y_test)
     idx = check_indices("indices", indices, problem.n)
-    h = check_positive("h", h)
+    h = check_step(h)
     out = np.empty((len(idx), X_arr.shape[0]))
     for row, j in enumerate(idx):
-        plus, minus = problem.weights.copy(), problem.weights.copy()
-        plus[j] += h
-        minus[j] -= h
-        loss_plus = problem.model.losses(_resolve(problem, sam, plus, root, j), X_arr, y_arr)
-        loss_minus = problem.model.losses(_resolve(problem, sam, minus, root, j), X_arr, y_arr)
-        out[row] = (loss_plus - loss_minus) / (2 * h)
+        vectors, coefficients = weight_stencil(problem.weights, j, h)
+        out[row] = coefficients @ np.array(
+            [problem.model.losses(_resolve(problem, sam, w, root, j), X_arr, y_arr) for w in vectors])
     return out
 
 

@@ -26,6 +26,26 @@ def test_a_byte_order_mark_does_not_cost_the_first_row(tmp_path):
     assert data.n == 3 and data.X[0].tolist() == [1.0, 2.0]
 
 
+def test_a_numeric_header_is_not_read_as_a_third_class(tmp_path):
+    path = tmp_path / "numbered.csv"
+    path.write_text("1,2,3\n0.5,1.5,0\n2.5,0.5,1\n1.0,1.0,0\n")  # column numbers, then 2 classes
+    with pytest.raises(ValueError, match=r"first line looks like a numeric header \(its label '3' occurs "
+                                         r"in no other row\)"):
+        load_csv(path)
+    skipped = load_csv(path, header=True)
+    assert skipped.n == 3 and skipped.n_classes == 2
+    kept = load_csv(path, header=False)
+    assert kept.n == 4 and kept.n_classes == 3
+    ordinary = tmp_path / "ordinary.csv"  # a first row of a class seen again is data, as before
+    ordinary.write_text("0.5,1.5,0\n2.5,0.5,1\n1.0,1.0,0\n")
+    assert load_csv(ordinary).n == 3
+    with pytest.raises(ValueError, match="`header` must be None, True or False"):
+        load_csv(ordinary, header="yes")
+    result = _cli("detect", "--dataset", str(path), "--steps", "5")
+    assert result.returncode == 2 and "looks like a numeric header" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
 def test_labels_beyond_2_to_the_53_are_rejected_not_merged(tmp_path):
     path = tmp_path / "big.csv"
     path.write_text("1.0,9007199254740993\n2.0,9007199254740992\n3.0,1\n")
