@@ -7,6 +7,7 @@ Errors follow one pattern: argument, what was expected, what was got, and (where
 from __future__ import annotations
 
 import numbers
+import os
 from collections.abc import Collection, Sequence
 
 import numpy as np
@@ -19,6 +20,7 @@ __all__ = [
     "check_finite_array",
     "check_indices",
     "check_nonnegative",
+    "check_output_directory",
     "check_positive",
     "check_positive_int",
     "check_random_state",
@@ -124,3 +126,24 @@ def check_indices(name: str, indices: ArrayLike | None, n: int) -> NDArray[np.in
     if idx.min() < 0 or idx.max() >= n:
         raise InvalidInputError(f"`{name}` must lie in 0..{n - 1}, got values in {idx.min()}..{idx.max()}")
     return idx.astype(np.int64)
+
+
+def check_output_directory(name: str, path: object) -> str:
+    """Validate a directory refsam will write into (created if needed), before any work is done.
+
+    Refused: a path that is an existing file, or whose nearest existing ancestor is a file or is not
+    writable. Returns the path as a str.
+    """
+    if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
+        raise InvalidInputError(f"`{name}` must be a directory path, got {path!r}")
+    where = str(os.fspath(path))
+    if os.path.exists(where) and not os.path.isdir(where):
+        raise InvalidInputError(f"`{name}` {where!r} is a file, not a directory; give a directory")
+    ancestor = os.path.abspath(where)
+    while not os.path.exists(ancestor):
+        ancestor = os.path.dirname(ancestor)
+    if not os.path.isdir(ancestor):
+        raise InvalidInputError(f"`{name}` {where!r} cannot be created: {ancestor!r} is a file")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise InvalidInputError(f"`{name}` {where!r} cannot be written: {ancestor!r} is not writable")
+    return where

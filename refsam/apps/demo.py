@@ -33,7 +33,7 @@ from ..objective import Problem
 from ..sam import RULES, SAM
 from ..tolerances import rel_err
 from ..training import SGDMomentum
-from ..validation import check_nonnegative, check_positive, check_positive_int
+from ..validation import check_nonnegative, check_output_directory, check_positive, check_positive_int
 from .agreement import Agreement, GroundTruth, choose_subset, compare_methods, ground_truth
 from .detection import BASELINES, DetectionResult, detect_mislabeled
 from .fitting import CLOSED_FORM_METHODS, METHODS, Fit, fit, resolve_method
@@ -89,6 +89,8 @@ class DemoConfig:
         check_positive("lr", self.lr)
         check_nonnegative("rho", self.rho)
         check_nonnegative("weight_decay", self.weight_decay)
+        if self.out_dir is not None:
+            self.out_dir = check_output_directory("out_dir", self.out_dir)
         if self.model not in MODELS:
             raise InvalidInputError(f"`model` must be one of {list(MODELS)}, got {self.model!r}")
         if self.rule not in RULES:

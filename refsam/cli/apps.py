@@ -35,6 +35,7 @@ from ..errors import InvalidInputError
 from ..objective import Problem
 from ..sam import RULES, SAM
 from ..training import SGDMomentum
+from ..validation import check_output_directory
 from .train import add_momentum_arguments
 
 DEFAULT_FIGURE_DIR = "refsam-figures"
@@ -125,7 +126,7 @@ def _figure_dir(args: argparse.Namespace) -> str | None:
     if not matplotlib_available():
         print("matplotlib is not installed: no figures (pip install matplotlib)")
         return None
-    return args.out
+    return check_output_directory("--out", args.out)
 
 
 def _print_figures(paths: list[str]) -> None:
@@ -152,6 +153,8 @@ def _check_common(args: argparse.Namespace) -> None:
         raise InvalidInputError(f"--k must be >= 1, got {args.k}")
     _methods(args.methods)
     SGDMomentum(args.momentum, args.dampening, args.nesterov)
+    if not args.no_figures:
+        check_output_directory("--out", args.out)
 
 
 def _setup(args: argparse.Namespace) -> tuple[Any, Any, apps.Fit]:

@@ -25,6 +25,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from ..errors import InvalidInputError
 from ..validation import check_nonnegative, check_positive_int, check_random_state
+from .archive import read_npz
 from .synthetic import flip_labels, make_gaussian_classification
 
 BUILTIN_DATASETS = ("synthetic", "synthetic2d", "breast_cancer", "digits")
@@ -241,10 +242,9 @@ def load_npz(path: str | os.PathLike[str]) -> Dataset:
     """Read an .npz file with arrays ``X`` (n, p) and ``y`` (n,), and optionally ``flipped`` (n,)."""
     name = os.path.basename(str(path))
     try:
-        with np.load(path, allow_pickle=False) as f:
-            data = {k: f[k] for k in f.files}
-    except (OSError, ValueError) as exc:
-        raise InvalidInputError(f"cannot read NPZ file {str(path)!r}: {str(exc).splitlines()[0]}") from None
+        data = read_npz(path)
+    except InvalidInputError as exc:
+        raise InvalidInputError(f"cannot read NPZ file {str(path)!r}: {exc}") from None
     missing = {"X", "y"} - set(data)
     if missing:
         raise InvalidInputError(

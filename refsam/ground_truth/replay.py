@@ -8,7 +8,8 @@ Conventions
 * Central finite differences, for each j in ``indices``:
       I_j(f) ≈ [ f(θ_T(w⁰ + h e_j)) − f(θ_T(w⁰ − h e_j)) ] / (2h)        error O(h²) + O(δ/h)
   (δ ≈ 1e-16 · |f|, rounding); where w⁰_j < h, the second-order one-sided stencil on w⁰_j, w⁰_j + h,
-  w⁰_j + 2h (:mod:`.stencil`: no negative weight). h below 1e-10 or below w⁰_j's resolution is refused. Uses nothing but the training step itself: an independent oracle for
+  w⁰_j + 2h (:mod:`.stencil`: no negative weight). h below 1e-10 or below w⁰_j's resolution is
+  refused. Uses nothing but the training step itself: an independent oracle for
   :func:`refsam.trajectory_influence`.
 * Leave-one-out: Δf_j = f(θ_T(w⁰ with w_j = 0)) − f(θ_T(w⁰)), the actual change of f when j is
   removed; trajectory influence predicts it to first order as −I_j(f).

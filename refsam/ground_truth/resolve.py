@@ -8,8 +8,9 @@ Conventions
 * Central finite differences, for each j in ``indices``:
       I_j(f) ≈ [ f(θ̂(w⁰ + h e_j)) − f(θ̂(w⁰ − h e_j)) ] / (2h)          error O(h²) + O(δ/h)
   (δ = the re-solved roots' residual error, ~1e-16); where w⁰_j < h, the second-order one-sided
-  stencil on w⁰_j, w⁰_j + h, w⁰_j + 2h (:mod:`.stencil`). h below 1e-10 or w⁰_j's resolution is refused. This is an independent oracle for the closed form:
-  it uses only G, never ∂G/∂θ's formula except inside Newton, whose answer does not depend on it.
+  stencil on w⁰_j, w⁰_j + h, w⁰_j + 2h (:mod:`.stencil`). h below 1e-10 or w⁰_j's resolution is
+  refused. This is an independent oracle for the closed form: it uses only G, never ∂G/∂θ's formula
+  except inside Newton, whose answer does not depend on it.
 * Leave-one-out: Δf_j = f(θ̂(w⁰ − w⁰_j e_j)) − f(θ̂), the actual change of f when j is removed; the
   closed form predicts it to first order as −I_j(f).
 * Test functions f are the per-sample test losses ℓ(z_k^test, θ): results have shape (len(indices), m).

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import fnmatch
 import os
-import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +17,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from ..data.archive import SingleArrayError, read_npz
 from ..errors import InvalidInputError
 from .files import CaseFileError, load_entry, preview, read_manifest
 from .suite import TARGETS
@@ -88,17 +88,12 @@ def read_scores(scores: str | os.PathLike[str] | Mapping[str, Any]) -> dict[str,
     if not os.path.isfile(path):
         raise CaseFileError(f"scores file {path!r} does not exist")
     try:
-        loaded = np.load(path, allow_pickle=False)
-        if not isinstance(loaded, np.lib.npyio.NpzFile):
-            raise CaseFileError(f"scores file {path!r} holds a single array, expected an .npz with one "
-                                f"array per case id (np.savez(path, **{{case_id: scores}}))")
-        with loaded as f:
-            return {k: f[k] for k in f.files}
-    except CaseFileError:
-        raise
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CaseFileError(f"scores file {path!r} is not a readable .npz without pickle ({reason}); write "
+        return read_npz(path)
+    except SingleArrayError as exc:
+        raise CaseFileError(f"scores file {path!r} holds a single array, expected an .npz with one "
+                            f"array per case id (np.savez(path, **{{case_id: scores}}))") from exc
+    except InvalidInputError as exc:
+        raise CaseFileError(f"scores file {path!r} is not a readable .npz without pickle ({exc}); write "
                             f"it with np.savez(path, **{{case_id: array}})") from exc
 
 

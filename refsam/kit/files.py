@@ -12,13 +12,13 @@ import fnmatch
 import hashlib
 import json
 import os
-import zipfile
 from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
+from ..data.archive import read_npz
 from ..errors import InvalidInputError
 from ..models import model_from_spec
 from ..objective import Problem
@@ -294,9 +294,8 @@ def load_entry(directory: str, entry: dict[str, Any], verify: bool) -> Reference
     """One manifest entry's case file, read and checked against the manifest (hash, keys, shapes)."""
     path = _verify_file(directory, entry) if verify else os.path.join(directory, entry["file"])
     try:
-        with np.load(path, allow_pickle=False) as f:
-            arrays = {k: f[k] for k in f.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        arrays = read_npz(path)
+    except InvalidInputError as exc:
         raise CaseFileError(f"case file {path}: unreadable .npz ({exc}); re-export the cases") from exc
     n, m, p, d, T = (entry["n_train"], entry["n_test"], entry["n_features"], entry["n_params"],
                      entry["steps"])

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from ..data.archive import read_npz
 from ..errors import InvalidInputError
 from ..models import model_from_spec
 from ..objective import Problem
@@ -173,14 +174,8 @@ class Trajectory:
         """
         where = f"trajectory file {str(path)!r}"
         try:
-            archive = np.load(path, allow_pickle=False)
-            if not hasattr(archive, "files"):
-                raise InvalidInputError(
-                    "it holds a single array, not the .npz archive Trajectory.save writes")
-            with archive:
-                data = {k: archive[k] for k in archive.files}
-        except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile,
-                NotImplementedError, RuntimeError) as exc:  # zipfile: unknown compression, "encrypted"
+            data = read_npz(path)
+        except InvalidInputError as exc:
             raise InvalidInputError(f"cannot read a trajectory from {str(path)!r}: {exc}") from exc
         version = data.get("format_version")
         if (version is None or version.shape != () or version.dtype.kind not in "iu"

@@ -128,3 +128,44 @@ def test_train_reports_progress_on_request_and_stays_quiet_without():
     assert loud.returncode == 0 and "step 2/20" in loud.stderr and "step 20/20" in loud.stderr
     quiet = _cli("train", "--steps", "20")  # stderr is a pipe here, not a terminal
     assert quiet.returncode == 0 and quiet.stderr == ""
+
+
+def test_a_renamed_npy_or_a_truncated_npz_dataset_is_a_one_line_error(tmp_path):
+    np.save(tmp_path / "a.npy", np.eye(3))
+    (tmp_path / "renamed.npz").write_bytes((tmp_path / "a.npy").read_bytes())
+    np.savez(tmp_path / "whole.npz", X=np.eye(4), y=np.array([0, 1, 0, 1]))
+    data = (tmp_path / "whole.npz").read_bytes()
+    (tmp_path / "truncated.npz").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match=r"cannot read NPZ file .*renamed\.npz.*single array \(an \.npy"):
+        load_npz(tmp_path / "renamed.npz")
+    with pytest.raises(ValueError, match=r"cannot read NPZ file .*truncated\.npz.*not a zip file"):
+        load_npz(tmp_path / "truncated.npz")
+    for name in ("renamed.npz", "truncated.npz"):
+        result = _cli("detect", "--dataset", str(tmp_path / name), "--steps", "5")
+        assert result.returncode == 2 and "cannot read NPZ file" in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("command", [["demo", "--quick"], ["detect"], ["remove"], ["explain"]])
+def test_out_at_a_file_is_refused_before_any_work(tmp_path, command):
+    target = tmp_path / "afile"
+    target.write_text("mine\n")
+    for out, message in ((target, "is a file, not a directory"), (target / "sub", "cannot be created")):
+        result = _cli(*command, "--out", str(out))
+        assert result.returncode == 2 and message in result.stderr, result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+        assert "training" not in result.stderr and result.stdout == ""  # refused before any work
+    assert target.read_text() == "mine\n"
+
+
+def test_an_unwritable_output_directory_is_refused(tmp_path, monkeypatch):
+    """Root ignores permission bits, so the refusal is checked through os.access itself."""
+    from refsam.apps.demo import DemoConfig
+    from refsam.validation import check_output_directory
+
+    assert check_output_directory("out", tmp_path / "new" / "dir") == str(tmp_path / "new" / "dir")
+    monkeypatch.setattr("os.access", lambda path, mode: False)
+    with pytest.raises(ValueError, match=r"`out` .* cannot be written: .* is not writable"):
+        check_output_directory("out", tmp_path / "new")
+    with pytest.raises(ValueError, match="`out_dir` .* is not writable"):
+        DemoConfig(out_dir=str(tmp_path / "figs")).validate()
