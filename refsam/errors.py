@@ -5,13 +5,25 @@ system, a missing fixed point, a gradient with no direction — and nothing else
 user model surfaces as its own exception). Each subclass is also a ``ValueError``, ``LinAlgError``,
 ``FloatingPointError`` or ``RuntimeError``, so code written against 0.1's standard exceptions keeps
 working. Messages name the argument or file and what was expected.
+
+The hierarchy (importable from ``refsam`` unless a module is named):
+
+* ``InvalidInputError`` (ValueError): an argument, array or file refsam cannot use as given.
+  ``UnverifiedRootError``: θ̂ given to the closed form is not a root. ``CaseFileError``
+  (``refsam.kit.files``): a reference-case directory, manifest or score file that is damaged or foreign.
+* ``SingularSystemError`` (LinAlgError): ∂G/∂θ singular relative to its own scale.
+* ``ZeroGradientError`` (FloatingPointError, ``refsam.sam``): a SAM/ASAM step at a gradient that is
+  exactly zero, where ε has no direction.
+* ``DivergenceError`` (FloatingPointError): a training run whose iterate left float64's range.
+* ``FixedPointError`` (RuntimeError, ``refsam.influence.fixed_point``): the root solver's budget ran
+  out; ``NoFixedPointError``: G provably has no root for this problem and rule.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["InvalidInputError", "RefsamError", "SingularSystemError"]
+__all__ = ["DivergenceError", "InvalidInputError", "RefsamError", "SingularSystemError"]
 
 
 class RefsamError(Exception):
@@ -24,3 +36,8 @@ class InvalidInputError(RefsamError, ValueError):
 
 class SingularSystemError(RefsamError, np.linalg.LinAlgError):
     """A linear system that is singular relative to its own scale, so its solution is undefined."""
+
+
+class DivergenceError(RefsamError, FloatingPointError):
+    """A training run whose parameters left float64's range (non-finite θ_t); the message names the step
+    and the arguments to lower."""

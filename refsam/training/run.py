@@ -16,7 +16,7 @@ import sys
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from ..errors import InvalidInputError
+from ..errors import DivergenceError, InvalidInputError
 from ..objective import Problem
 from ..sam import SAM
 from ..validation import check_finite_array, check_positive, check_positive_int, check_random_state
@@ -69,13 +69,14 @@ def _run(problem: Problem, sam: SAM, theta0: Array, batches: list[NDArray[np.int
     for t in range(steps):
         terms = descent_direction(problem, sam, thetas[t], batches[t])
         epsilons[t] = terms.eps
-        if buffers is None:
-            thetas[t + 1] = thetas[t] - lrs[t] * terms.direction
-        else:
-            buffers[t], step = optimizer.update(buffers[t - 1] if t else None, terms.direction, t)
-            thetas[t + 1] = thetas[t] - lrs[t] * step
+        with np.errstate(over="ignore", invalid="ignore"):  # an overflow is reported just below
+            if buffers is None:
+                thetas[t + 1] = thetas[t] - lrs[t] * terms.direction
+            else:
+                buffers[t], step = optimizer.update(buffers[t - 1] if t else None, terms.direction, t)
+                thetas[t + 1] = thetas[t] - lrs[t] * step
         if not np.all(np.isfinite(thetas[t + 1])):
-            raise FloatingPointError(
+            raise DivergenceError(
                 f"training diverged at step {t}: θ_{t + 1} has non-finite entries; lower `lr` "
                 f"(got {lrs[t]}) or `rho` (got {sam.rho})"
             )

@@ -15,6 +15,7 @@ from refsam.kit.files import CaseFileError
     (refsam.NoFixedPointError, RuntimeError),
     (refsam.UnverifiedRootError, ValueError),
     (CaseFileError, ValueError),
+    (refsam.DivergenceError, FloatingPointError),
 ])
 def test_every_refsam_exception_is_a_refsam_error_and_its_standard_type(error, standard):
     assert issubclass(error, refsam.RefsamError) and issubclass(error, standard)
@@ -30,3 +31,27 @@ def test_every_refsam_exception_is_a_refsam_error_and_its_standard_type(error, s
 def test_bad_arguments_raise_invalid_input_error(call):
     with pytest.raises(refsam.InvalidInputError):
         call()
+
+
+def test_every_exception_class_refsam_defines_is_a_refsam_error():
+    """Walks every module: a new exception class outside the hierarchy fails here."""
+    import importlib
+    import pkgutil
+
+    found = set()
+    for info in pkgutil.walk_packages(refsam.__path__, "refsam."):
+        if info.name == "refsam.cli.__main__":
+            continue
+        module = importlib.import_module(info.name)
+        for value in vars(module).values():
+            if (isinstance(value, type) and issubclass(value, BaseException)
+                    and not issubclass(value, Warning) and value.__module__.startswith("refsam")):
+                found.add(value)
+    assert refsam.DivergenceError in found and len(found) >= 8
+    assert [cls.__name__ for cls in found if not issubclass(cls, refsam.RefsamError)] == []
+
+
+def test_a_diverging_run_raises_divergence_error():
+    problem = refsam.Problem(refsam.LogisticRegression(), 1e3 * np.eye(3), [0, 1, 0], 0.0)
+    with pytest.raises(refsam.DivergenceError, match=r"training diverged at step \d+"):
+        refsam.train(problem, refsam.SAM(0.0, "sam"), 1e306, 50)
