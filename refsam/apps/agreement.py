@@ -18,7 +18,7 @@ from ..ground_truth import (
 )
 from ..tolerances import FD_STEP, rel_err
 from ..validation import check_positive_int, check_random_state
-from .fitting import CLOSED_FORM_METHODS, Fit, influence, progress_line, resolve_method
+from .fitting import CLOSED_FORM_METHODS, Fit, check_fit, influence, progress_line, resolve_method
 
 __all__ = ["H_RUN", "Agreement", "GroundTruth", "choose_subset", "compare_methods", "ground_truth"]
 
@@ -99,6 +99,7 @@ def ground_truth(fit_: Fit, X_val: ArrayLike, y_val: ArrayLike, subset: ArrayLik
     Cost: 3 replays of the run per point (:mod:`refsam.ground_truth.replay`), plus 3 root solves per
     point when there is a root (:mod:`refsam.ground_truth.resolve`).
     """
+    check_fit(fit_)
     problem = fit_.problem
     X_val, y_val = problem.model.check_data(X_val, y_val, "X_val", "y_val")
     subset = np.asarray(subset, dtype=np.int64)
@@ -131,6 +132,7 @@ def compare_methods(fit_: Fit, X_val: ArrayLike, y_val: ArrayLike, truth: Ground
     trajectory methods with the run's; both with the actual leave-one-out retraining. Returns a list
     of :class:`Agreement` (timing covers all n training points, not just the subset).
     """
+    check_fit(fit_)
     methods = fit_.available_methods() if methods is None else [resolve_method(m).name for m in methods]
     out = []
     for i, method in enumerate(methods):

@@ -19,7 +19,7 @@ from scipy.stats import rankdata
 from ..errors import InvalidInputError
 from ..influence.methods import METHOD_TABLE
 from ..validation import check_finite_array, check_random_state
-from .fitting import METHODS, Fit, progress_line, resolve_method, self_influence
+from .fitting import METHODS, Fit, check_fit, progress_line, resolve_method, self_influence
 
 __all__ = [
     "BASELINES",
@@ -47,6 +47,7 @@ def detection_scores(fit_: Fit, method: str, seed: object = 0, progress: bool = 
     * ``loss``: ``ℓ_j(θ_T)``, the training loss at the end of the run
     * ``random``: seeded uniform noise (the chance baseline)
     """
+    check_fit(fit_)
     if method == "loss":
         return np.asarray(fit_.problem.losses(fit_.theta_final), dtype=np.float64)
     if method == "random":
@@ -125,6 +126,7 @@ def detect_mislabeled(fit_: Fit, flipped: ArrayLike, methods: Any = None, seed: 
                       progress: bool = False) -> list[DetectionResult]:
     """Rank training points by every method (and the loss and random baselines) and score the ranking
     against the known ``flipped`` mask. Returns a list of :class:`DetectionResult`."""
+    check_fit(fit_)
     flipped = np.asarray(flipped, dtype=bool)
     if flipped.shape != (fit_.problem.n,):
         raise InvalidInputError(f"`flipped` must have shape ({fit_.problem.n},), got {flipped.shape}")

@@ -8,7 +8,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from ..validation import check_finite_array, check_positive_int
-from .fitting import Fit, influence, resolve_method
+from .fitting import Fit, check_fit, influence, resolve_method
 
 __all__ = ["Explanation", "explain_prediction"]
 
@@ -37,6 +37,7 @@ def explain_prediction(fit_: Fit, x: ArrayLike, y: int, k: int = 5,
     y : int          its label (the loss ℓ(z_test) is measured at this label)
     k : int          how many of each to return
     """
+    check_fit(fit_)
     problem = fit_.problem
     k = check_positive_int("k", k)
     x = check_finite_array("x", x, shape=(problem.p,))

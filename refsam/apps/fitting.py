@@ -45,6 +45,7 @@ __all__ = [
     "METHODS",
     "TRAJECTORY_METHODS",
     "Fit",
+    "check_fit",
     "fit",
     "influence",
     "progress_line",
@@ -143,6 +144,14 @@ def fit(problem: Problem, sam: SAM, lr: float = 0.5, steps: int = 300, batch_siz
 
 # -- influence by method -------------------------------------------------------------------------------
 
+def check_fit(fit_: object) -> None:
+    """Raise InvalidInputError unless ``fit_`` is a :class:`Fit` (what :func:`fit` returns)."""
+    if not isinstance(fit_, Fit):
+        raise InvalidInputError(
+            f"`fit_` must be a refsam.apps.Fit (from refsam.apps.fit(problem, sam, ...)), "
+            f"got {type(fit_).__name__}")
+
+
 def resolve_method(method: object) -> MethodInfo:
     """The method-table row of one of :data:`METHODS` (0.1 spellings such as "sam-full" accepted)."""
     return method_info(method, METHODS)
@@ -156,6 +165,7 @@ def influence(fit_: Fit, method: str, X_test: ArrayLike, y_test: ArrayLike,
     Closed-form methods use θ̂, trajectory methods the recorded run. ``progress`` reports the
     trajectory sweep on stderr.
     """
+    check_fit(fit_)
     info = resolve_method(method)
     problem = fit_.problem
     X_arr, y_arr = problem.model.check_data(X_test, y_test, "X_test", "y_test")
@@ -176,6 +186,7 @@ def self_influence(fit_: Fit, method: str, progress: bool = False) -> Array:
     Closed-form methods use ``closed_form.self_influence`` (one solve per training point); trajectory
     methods take the diagonal of :func:`influence` with the training set as test set (n test functions).
     """
+    check_fit(fit_)
     info = resolve_method(method)
     key = ("self", info.name)
     if key in fit_._cache:

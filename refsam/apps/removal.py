@@ -12,7 +12,7 @@ from ..errors import InvalidInputError
 from ..objective import Problem
 from ..training import replay
 from ..validation import check_positive_int, check_random_state
-from .fitting import Fit, influence, progress_line, resolve_method
+from .fitting import Fit, check_fit, influence, progress_line, resolve_method
 
 __all__ = ["RemovalResult", "mean_loss", "remove_harmful", "retrain_without"]
 
@@ -26,6 +26,7 @@ def mean_loss(problem: Problem, theta: ArrayLike, X: ArrayLike, y: ArrayLike) ->
 
 def retrain_without(fit_: Fit, removed: ArrayLike) -> Array:
     """θ_T of the same run (init, batches, learning rates, rule) with w_j = 0 for j in ``removed``."""
+    check_fit(fit_)
     weights = fit_.problem.weights.copy()
     weights[np.asarray(removed, dtype=np.int64)] = 0.0
     return replay(fit_.problem, fit_.trajectory, weights=weights).theta_final
@@ -50,6 +51,7 @@ def remove_harmful(fit_: Fit, X_val: ArrayLike, y_val: ArrayLike, k: int, method
     prediction of removing the set S is ``Δf ≈ −Σ_{j∈S} I_j(f)`` (negative: f should fall). ``n_random``
     random sets of k points give the reference ("random" rows, no prediction).
     """
+    check_fit(fit_)
     problem = fit_.problem
     k = check_positive_int("k", k)
     if k >= problem.n:

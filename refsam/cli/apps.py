@@ -35,7 +35,7 @@ from ..errors import InvalidInputError
 from ..objective import Problem
 from ..sam import RULES, SAM
 from ..training import SGDMomentum
-from ..validation import check_output_directory
+from ..validation import check_nonnegative, check_output_directory, check_positive
 from .train import add_momentum_arguments
 
 DEFAULT_FIGURE_DIR = "refsam-figures"
@@ -151,6 +151,11 @@ def _check_common(args: argparse.Namespace) -> None:
         raise InvalidInputError(f"--random-trials must be >= 0, got {args.random_trials}")
     if getattr(args, "k", None) is not None and args.k < 1:
         raise InvalidInputError(f"--k must be >= 1, got {args.k}")
+    if args.command == "detect" and args.flip == 0:
+        raise InvalidInputError("no flipped labels to detect: use --flip > 0")
+    check_positive("--lr", args.lr)
+    check_nonnegative("--rho", args.rho)
+    check_nonnegative("--weight-decay", args.weight_decay)
     _methods(args.methods)
     SGDMomentum(args.momentum, args.dampening, args.nesterov)
     if not args.no_figures:
@@ -161,6 +166,8 @@ def _setup(args: argparse.Namespace) -> tuple[Any, Any, apps.Fit]:
     """Data, problem and fit shared by detect/remove/explain. Returns (train, val, fit)."""
     _check_common(args)
     train, val = prepare_data(args.dataset, args.n, args.model, args.flip, 0.2, args.seed, args.pca)
+    if args.command == "explain" and not 0 <= args.index < val.n:  # before training
+        raise InvalidInputError(f"--index must lie in 0..{val.n - 1} (validation points), got {args.index}")
     model = build_model(args.model, train.p, train.n_classes, args.hidden)
     problem = Problem(model, train.X, train.y, weight_decay=args.weight_decay)
     sam = SAM(args.rho, args.rule)
@@ -199,8 +206,8 @@ def run_demo_command(args: argparse.Namespace) -> int:
 
 def run_detect(args: argparse.Namespace) -> int:
     train, _, fit_ = _setup(args)
-    if not train.flipped.any():
-        raise InvalidInputError("no flipped labels to detect: use --flip > 0")
+    if not train.flipped.any():  # --flip > 0 so small that no label flipped
+        raise InvalidInputError(f"--flip {args.flip} flips no label of {train.n}: use a larger --flip")
     results = apps.detect_mislabeled(fit_, train.flipped, _chosen(fit_, args), seed=args.seed,
                                      progress=not args.quiet)
     print(f"\nDetection of {int(train.flipped.sum())} flipped labels among {train.n} training points "
@@ -239,8 +246,6 @@ def run_remove(args: argparse.Namespace) -> int:
 
 def run_explain(args: argparse.Namespace) -> int:
     train, val, fit_ = _setup(args)
-    if not 0 <= args.index < val.n:
-        raise InvalidInputError(f"--index must lie in 0..{val.n - 1} (validation points), got {args.index}")
     if args.method not in fit_.available_methods():
         raise InvalidInputError(f"--method {args.method} needs a SAM fixed point: {fit_.fixed_point_note}")
     x, y = val.X[args.index], int(val.y[args.index])

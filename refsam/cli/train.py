@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from ..data import make_gaussian_classification
+from ..errors import InvalidInputError
 from ..models import MODEL_NAMES, build_model
 from ..objective import REGULARIZATION_MODES, Problem
 from ..sam import RULES, SAM
@@ -22,7 +23,8 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--model", choices=MODEL_NAMES, default="logistic")
     p.add_argument("--n", type=int, default=200, help="training points (default 200)")
     p.add_argument("--features", type=int, default=5, help="input features (default 5)")
-    p.add_argument("--classes", type=int, default=3, help="classes for softmax/mlp (default 3)")
+    p.add_argument("--classes", type=int, default=None,
+                   help="classes for softmax/mlp (default 3; logistic has 2)")
     p.add_argument("--hidden", type=int, default=8, help="MLP hidden width (default 8)")
     p.add_argument("--rule", choices=RULES, default="sam")
     p.add_argument("--rho", type=float, default=0.05, help="SAM radius ρ (default 0.05)")
@@ -51,10 +53,27 @@ def add_momentum_arguments(p: Any) -> None:
     p.add_argument("--nesterov", action="store_true", help="Nesterov momentum (needs --momentum > 0)")
 
 
+def _check(args: argparse.Namespace) -> int:
+    """The arguments only the CLI knows about (the rest are checked by the API); returns K."""
+    if args.n < 2:
+        raise InvalidInputError(f"--n must be >= 2, got {args.n}")
+    if args.hidden < 1:
+        raise InvalidInputError(f"--hidden must be >= 1, got {args.hidden}")
+    if args.model == "logistic":
+        if args.classes not in (None, 2):
+            raise InvalidInputError(
+                f"--classes {args.classes} does not fit --model logistic (2 classes); use softmax or mlp")
+        return 2
+    n_classes = 3 if args.classes is None else args.classes
+    if n_classes < 2:
+        raise InvalidInputError(f"--classes must be >= 2, got {n_classes}")
+    return n_classes
+
+
 def run(args: argparse.Namespace) -> int:
+    n_classes = _check(args)
     if args.save:  # before the work: a bad --save fails in a second, not after training
         check_writable(args.save, args.force, is_trajectory_file)
-    n_classes = 2 if args.model == "logistic" else args.classes
     X, y, _ = make_gaussian_classification(args.n, args.features, n_classes, seed=args.seed)
     model = build_model(args.model, args.features, n_classes, args.hidden)
     problem = Problem(model, X, y, weight_decay=args.weight_decay, regularization=args.regularization,

@@ -33,10 +33,17 @@ def build_model(name: str, n_features: int, n_classes: int = 2, hidden: int | tu
 
 def model_from_spec(spec: Mapping[str, Any]) -> Model:
     """Rebuild a model from :meth:`Model.spec` (used by saved trajectories and reference cases)."""
+    if not isinstance(spec, Mapping):
+        raise InvalidInputError(
+            f"`spec` must be a mapping like Model.spec() returns (e.g. {{'name': 'logistic'}}), "
+            f"got {type(spec).__name__}")
     name = spec.get("name")
     smoothing = spec.get("label_smoothing", 0.0)
     if name == "logistic":
         return LogisticRegression(smoothing)
+    needs = {"softmax": "n_classes", "mlp": "sizes"}.get(str(name))
+    if needs is not None and needs not in spec:
+        raise InvalidInputError(f"model spec for {name!r} lacks the key {needs!r}")
     if name == "softmax":
         return SoftmaxRegression(spec["n_classes"], smoothing)
     if name == "mlp":

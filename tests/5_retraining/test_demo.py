@@ -68,7 +68,7 @@ def test_application_commands_write_figures_and_say_where(tmp_path, capsys):
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["demo", "--rho", "-1"], "`rho` must be a finite number >= 0"),
+        (["demo", "--rho", "-1"], "`--rho` must be a finite number >= 0"),
         (["demo", "--methods", "sam-full,bogus"], "--methods must be a comma-separated subset"),
         (["detect", "--dataset", "nowhere.csv"], "cannot read CSV file"),
         (["detect", "--flip", "0"], "no flipped labels to detect"),

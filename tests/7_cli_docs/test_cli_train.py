@@ -57,8 +57,8 @@ def test_every_model_trains_from_the_cli(capsys, model):
     (["--weight-decay", "-0.5"], r"`weight_decay` must be a finite number >= 0, got -0.5"),
     (["--batch-size", "500"], r"`batch_size` must be <= n=200 \(or None for the full batch\), got 500"),
     (["--steps", "0"], r"`steps` must be an int >= 1, got 0"),
-    (["--n", "0"], r"`n` must be an int >= 1, got 0"),
-    (["--classes", "1", "--model", "softmax"], r"`n_classes` must be an int >= 2, got 1"),
+    (["--n", "0"], r"--n must be >= 2, got 0"),
+    (["--classes", "1", "--model", "softmax"], r"--classes must be >= 2, got 1"),
     (["--save", "/nonexistent-dir/run.npz", "--steps", "2"], r"the folder '/nonexistent-dir' does not exist"),
 ])
 def test_bad_input_exits_2_with_a_one_line_error(capsys, argv, message):
