@@ -15,7 +15,7 @@ The package follows the data, each layer importing only the layers above it in t
 from .data import make_gaussian_classification
 
 # exceptions: one base class, each subclass also the standard type
-from .errors import DivergenceError, InvalidInputError, RefsamError, SingularSystemError
+from .errors import DivergenceError, InvalidInputError, NonFiniteResultError, RefsamError, SingularSystemError
 
 # models
 from .models import MLP, LogisticRegression, Model, SoftmaxRegression, model_from_spec
@@ -61,6 +61,7 @@ from .version import __version__ as __version__
 __all__ = [
     "InvalidInputError",
     "DivergenceError",
+    "NonFiniteResultError",
     "RefsamError",
     "SingularSystemError",
     "FixedPoint",

@@ -152,8 +152,8 @@ class SAM:
         to the scale of s, so nothing is lost); raises for s = 0 unless e > 0."""
         scale = _value(anp.max(anp.abs(s)))
         self._norm(scale, what)
-        if scale == 0.0:
-            return 0.0 * s
+        if scale == 0.0:  # s = 0 with e > 0: ε = ρ T s / e, written so that autograd sees ∂ε/∂g = ρT²/e
+            return self.rho * t * s / self.norm_eps
         unit = s / scale  # max |unit| = 1: its norm lies in [1, sqrt(d)]
         return self.rho * t * unit / (anp.sqrt(anp.dot(unit, unit)) + self.norm_eps / scale)
 

@@ -1,6 +1,7 @@
-"""Hypothesis profiles: "ci" (derandomized, bounded; the default) and "dev" (more examples, random).
+"""Hypothesis profiles: "ci" (derandomized, bounded; the default), "dev" (more examples, random) and
+"fuzz" (20,000 derandomized examples per test, for the long run of tests/3_exact/test_fuzz.py).
 
-Select with HYPOTHESIS_PROFILE=dev. CI runs the "ci" profile so results are reproducible.
+Select with HYPOTHESIS_PROFILE=dev or fuzz. CI runs the "ci" profile so results are reproducible.
 """
 
 import os
@@ -20,6 +21,14 @@ settings.register_profile(
     max_examples=100,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile(
+    "fuzz",
+    derandomize=True,
+    max_examples=20_000,
+    deadline=None,
+    print_blob=True,
+    suppress_health_check=list(HealthCheck),
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 

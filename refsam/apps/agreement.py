@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +17,7 @@ from ..ground_truth import (
     leave_one_out,
     leave_one_out_replay,
 )
+from ..ground_truth.parallel import shared_executor
 from ..tolerances import FD_STEP, rel_err
 from ..validation import check_positive_int, check_random_state
 from .fitting import CLOSED_FORM_METHODS, Fit, check_fit, influence, progress_line, resolve_method
@@ -93,11 +95,12 @@ def choose_subset(n: int, size: int, flipped: ArrayLike | None = None, seed: obj
 
 
 def ground_truth(fit_: Fit, X_val: ArrayLike, y_val: ArrayLike, subset: ArrayLike, h: float = H_RUN,
-                 progress: bool = False) -> GroundTruth:
+                 progress: bool = False, *, executor: Executor | None = None, n_jobs: int = 1) -> GroundTruth:
     """Retrain and re-solve for every j in ``subset`` (see :class:`GroundTruth`).
 
     Cost: 3 replays of the run per point (:mod:`refsam.ground_truth.replay`), plus 3 root solves per
-    point when there is a root (:mod:`refsam.ground_truth.resolve`).
+    point when there is a root (:mod:`refsam.ground_truth.resolve`); on ``executor`` or ``n_jobs``
+    processes (one pool for all of them, :mod:`refsam.ground_truth.parallel`), with the serial result.
     """
     check_fit(fit_)
     problem = fit_.problem
@@ -106,20 +109,22 @@ def ground_truth(fit_: Fit, X_val: ArrayLike, y_val: ArrayLike, subset: ArrayLik
     start = time.perf_counter()
     progress_line(f"  ground truth: {subset.size} leave-one-out replays, {2 * subset.size} finite-difference "
               f"replays", progress)
-    # per-sample validation losses (s, m) -> mean over the validation set: f = mean loss, linear in ℓ_k
-    loo_run = leave_one_out_replay(problem, fit_.trajectory, X_val, y_val, subset,
-                                   progress=progress).mean(axis=1)
-    derivative_run = finite_difference_replay(problem, fit_.trajectory, X_val, y_val, subset, h=h,
-                                        progress=progress).mean(axis=1)
-    derivative_root = np.full(subset.size, np.nan)
-    loo_root = np.full(subset.size, np.nan)
-    if fit_.fixed_point is not None and fit_.fixed_point.converged:
-        progress_line(f"  ground truth: re-solving the SAM root for {subset.size} points (×3 solves)",
-                      progress)
-        theta_hat = fit_.theta_hat
-        derivative_root = finite_difference_influence(problem, fit_.sam, theta_hat, X_val, y_val,
-                                                      indices=subset).mean(axis=1)
-        loo_root = leave_one_out(problem, fit_.sam, theta_hat, X_val, y_val, indices=subset).mean(axis=1)
+    with shared_executor(executor, n_jobs) as pool:
+        # per-sample validation losses (s, m) -> mean over the validation set: f = mean loss, linear in ℓ_k
+        loo_run = leave_one_out_replay(problem, fit_.trajectory, X_val, y_val, subset, progress=progress,
+                                       executor=pool).mean(axis=1)
+        derivative_run = finite_difference_replay(problem, fit_.trajectory, X_val, y_val, subset, h=h,
+                                                  progress=progress, executor=pool).mean(axis=1)
+        derivative_root = np.full(subset.size, np.nan)
+        loo_root = np.full(subset.size, np.nan)
+        if fit_.fixed_point is not None and fit_.fixed_point.converged:
+            progress_line(f"  ground truth: re-solving the SAM root for {subset.size} points (×3 solves)",
+                          progress)
+            theta_hat = fit_.theta_hat
+            derivative_root = finite_difference_influence(problem, fit_.sam, theta_hat, X_val, y_val,
+                                                          indices=subset, executor=pool).mean(axis=1)
+            loo_root = leave_one_out(problem, fit_.sam, theta_hat, X_val, y_val, indices=subset,
+                                     executor=pool).mean(axis=1)
     return GroundTruth(subset, loo_run, derivative_run, derivative_root, loo_root,
                        time.perf_counter() - start)
 

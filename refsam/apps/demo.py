@@ -26,6 +26,7 @@ import numpy as np
 from ..data import check_labels_fit, flip_labels, load_dataset, project_pca, standardize, train_test_split
 from ..data.loaders import Dataset
 from ..errors import InvalidInputError
+from ..ground_truth.parallel import check_parallel
 from ..influence import FixedPoint, fixed_point_diagnostics
 from ..models import MODEL_NAMES, Model
 from ..models import build_model as _factory_build_model
@@ -77,6 +78,7 @@ class DemoConfig:
     methods: tuple[str, ...] = METHODS  # influence methods to run (those that apply)
     out_dir: str | None = None  # where figures go (None: no figures)
     progress: bool = True  # progress lines on stderr
+    n_jobs: int = 1  # processes for the ground truth's per-point loop (-1: every CPU); same numbers
 
     def momentum_kwargs(self) -> dict[str, Any]:
         return {"momentum": self.momentum, "dampening": self.dampening, "nesterov": self.nesterov}
@@ -89,6 +91,7 @@ class DemoConfig:
         check_positive("lr", self.lr)
         check_nonnegative("rho", self.rho)
         check_nonnegative("weight_decay", self.weight_decay)
+        check_parallel(None, self.n_jobs)
         if self.out_dir is not None:
             self.out_dir = check_output_directory("out_dir", self.out_dir)
         if self.model not in MODELS:
@@ -205,7 +208,7 @@ def run_demo(config: DemoConfig | None = None) -> DemoResult:
     # 5. ground truth (before 4 so the progress reads in the order of cost)
     subset = choose_subset(problem.n, config.subset, train.flipped, seed=config.seed)
     say(f"[3/6] ground truth on {subset.size} training points: leave-one-out and finite differences")
-    truth = ground_truth(fit_, val.X, val.y, subset, progress=progress)
+    truth = ground_truth(fit_, val.X, val.y, subset, progress=progress, n_jobs=config.n_jobs)
     timings["ground truth"] = truth.seconds
 
     # 4. influence by every method

@@ -36,6 +36,7 @@ from ..objective import Problem
 from ..sam import RULES, SAM
 from ..training import SGDMomentum
 from ..validation import check_nonnegative, check_output_directory, check_positive
+from .cases import add_jobs_argument, check_jobs
 from .train import add_momentum_arguments
 
 DEFAULT_FIGURE_DIR = "refsam-figures"
@@ -76,6 +77,7 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--subset", type=int, default=None, help="training points validated by retraining (20)")
     p.add_argument("--quick", action="store_true",
                    help=f"a smoke run in seconds ({', '.join(f'{k}={v}' for k, v in QUICK.items())})")
+    add_jobs_argument(p)
     p.set_defaults(func=run_demo_command)
 
     p = subparsers.add_parser("detect", help="rank training points by self-influence to find flipped labels")
@@ -188,6 +190,7 @@ def _chosen(fit_: apps.Fit, args: argparse.Namespace) -> list[str]:
 
 def run_demo_command(args: argparse.Namespace) -> int:
     _check_common(args)
+    check_jobs(args)
     given = {"n": args.n, "steps": args.steps_given, "subset": args.subset}  # None: not on the command line
     sizes: dict[str, Any] = {  # --quick fills only the sizes that were not given
         key: (QUICK[key] if args.quick else default) if given[key] is None else given[key]
@@ -198,7 +201,7 @@ def run_demo_command(args: argparse.Namespace) -> int:
                         subset=sizes["subset"],
                         seed=args.seed, methods=_methods(args.methods), out_dir=_figure_dir(args),
                         progress=not args.quiet, momentum=args.momentum, dampening=args.dampening,
-                        nesterov=args.nesterov).validate()  # every argument checked before any work
+                        nesterov=args.nesterov, n_jobs=args.jobs).validate()  # every argument checked first
     result = run_demo(config)
     print(format_report(result))
     return 0

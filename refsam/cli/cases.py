@@ -14,6 +14,7 @@ import argparse
 import time
 from typing import Any
 
+from ..errors import InvalidInputError
 from ..kit import TARGETS, check_scores, export_cases
 
 
@@ -26,6 +27,7 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--force", action="store_true",
                    help="replace a manifest.json refsam did not write, or one listing cases this "
                         "export drops")
+    add_jobs_argument(p)
     p.set_defaults(func=run_export)
 
     p = subparsers.add_parser("check", help="compare an implementation's influence scores with the "
@@ -41,8 +43,10 @@ def add_parser(subparsers: Any) -> None:
 
 
 def run_export(args: argparse.Namespace) -> int:
+    check_jobs(args)
     start = time.perf_counter()
-    manifest = export_cases(args.directory, cases=args.cases, progress=True, force=args.force)
+    manifest = export_cases(args.directory, cases=args.cases, progress=True, force=args.force,
+                            n_jobs=args.jobs)
     n_closed = sum("closed_form" in c["outputs"] for c in manifest["cases"])
     print(f"wrote {len(manifest['cases'])} cases ({n_closed} with closed-form outputs) and manifest.json "
           f"to {args.directory} in {time.perf_counter() - start:.1f} s")
@@ -53,3 +57,15 @@ def run_check(args: argparse.Namespace) -> int:
     report = check_scores(args.directory, args.scores, target=args.target, cases=args.cases)
     print(report.table())
     return 0 if report.passed else 1
+
+
+def add_jobs_argument(p: Any) -> None:
+    """--jobs N: processes for the ground truth's per-point loops (the same numbers as one)."""
+    p.add_argument("--jobs", type=int, default=1, metavar="N",
+                   help="processes for the finite-difference and leave-one-out loops (default 1; -1: every "
+                        "CPU); the results are identical")
+
+
+def check_jobs(args: argparse.Namespace) -> None:
+    if not (args.jobs >= 1 or args.jobs == -1):
+        raise InvalidInputError(f"--jobs must be >= 1, or -1 for every CPU, got {args.jobs}")

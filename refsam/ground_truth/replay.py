@@ -14,12 +14,13 @@ Conventions
 * Leave-one-out: Δf_j = f(θ_T(w⁰ with w_j = 0)) − f(θ_T(w⁰)), the actual change of f when j is
   removed; trajectory influence predicts it to first order as −I_j(f).
 * Test functions f are the per-sample test losses ℓ(z_k^test, θ): results have shape (len(indices), m).
-Cost: two (finite differences) or one (leave-one-out) replays of the whole run per index.
+Cost: two (finite differences) or one (leave-one-out) replays of the whole run per index; the loop
+over indices runs serially, on a caller's ``executor`` or on ``n_jobs`` processes (:mod:`.parallel`).
 """
 
 from __future__ import annotations
 
-import sys
+from concurrent.futures import Executor
 from typing import Any
 
 import numpy as np
@@ -30,6 +31,7 @@ from ..objective import Problem
 from ..tolerances import FD_STEP
 from ..training import Trajectory, replay
 from ..validation import check_indices
+from .parallel import check_parallel, map_rows
 from .stencil import check_step, weight_stencil
 
 __all__ = ["H_DEFAULT", "finite_difference_influence", "finite_difference_replay", "leave_one_out_replay"]
@@ -41,42 +43,62 @@ Array = NDArray[np.float64]
 
 def finite_difference_influence(problem: Problem, trajectory: Trajectory, X_test: ArrayLike,
                                 y_test: ArrayLike, indices: ArrayLike | None = None, h: float = H_DEFAULT,
-                                progress: bool = False) -> Array:
+                                progress: bool = False, *, executor: Executor | None = None,
+                                n_jobs: int = 1) -> Array:
     """Central differences of replaying the run with w_j = w⁰_j ± h, ≈ I_j(test loss k).
 
     entry [r, k] = [ℓ_k^test(θ_T(w⁰ + h e_j)) − ℓ_k^test(θ_T(w⁰ − h e_j))] / (2h),  j = indices[r]
     (one-sided, second order, where w⁰_j < h); shape (len(indices), m). ``indices=None`` means all n
     training points. ``h`` must be ≥ 1e-10 and above the float64 resolution of every w⁰_j.
+    ``executor`` / ``n_jobs``: run the per-point loop on a concurrent.futures executor or a process
+    pool (:mod:`.parallel`); the result is the serial one, bit for bit.
     """
     problem, X_test, y_test, idx = _check_inputs(problem, trajectory, X_test, y_test, indices)
     h = check_step(h)
-    out = np.empty((len(idx), X_test.shape[0]))
-    for row, j in enumerate(idx):
-        vectors, coefficients = weight_stencil(trajectory.weights, j, h)
-        losses = [problem.model.losses(replay(problem, trajectory, weights=w).theta_final, X_test, y_test)
-                  for w in vectors]
-        out[row] = coefficients @ np.array(losses)
-        _progress(row + 1, len(idx), "finite differences", progress)
-    return out
+    executor, n_jobs = check_parallel(executor, n_jobs)
+    return map_rows(_difference_rows, (problem, trajectory, X_test, y_test, h), idx, X_test.shape[0],
+                    executor, n_jobs, "finite differences: replayed", progress)
 
 
 def leave_one_out_replay(problem: Problem, trajectory: Trajectory, X_test: ArrayLike, y_test: ArrayLike,
-                         indices: ArrayLike | None = None, progress: bool = False) -> Array:
+                         indices: ArrayLike | None = None, progress: bool = False, *,
+                         executor: Executor | None = None, n_jobs: int = 1) -> Array:
     """Actual change of each test loss when training point j is removed (w_j = 0) from the replayed run.
 
     entry [r, k] = ℓ_k^test(θ_T(w⁰ with w_j = 0)) − ℓ_k^test(θ_T),  j = indices[r];  shape
     (len(indices), m). Compare with the prediction −I_j(test loss k). The batches keep their size
     |B_t| (j stays in its batches with weight 0), as in Hara et al.'s counterfactual SGD.
+    ``executor`` / ``n_jobs``: run the per-point loop on a concurrent.futures executor or a process
+    pool (:mod:`.parallel`); the result is the serial one, bit for bit.
     """
     problem, X_test, y_test, idx = _check_inputs(problem, trajectory, X_test, y_test, indices)
+    executor, n_jobs = check_parallel(executor, n_jobs)
+    return map_rows(_removal_rows, (problem, trajectory, X_test, y_test), idx, X_test.shape[0],
+                    executor, n_jobs, "leave-one-out: replayed", progress)
+
+
+def _difference_rows(problem: Problem, trajectory: Trajectory, X_test: Array, y_test: Any, h: float,
+                     chunk: NDArray[np.int64]) -> Array:
+    """The finite-difference rows of the training points in ``chunk`` (one task of :func:`map_rows`)."""
+    out = np.empty((len(chunk), X_test.shape[0]))
+    for row, j in enumerate(chunk):
+        vectors, coefficients = weight_stencil(trajectory.weights, int(j), h)
+        losses = [problem.model.losses(replay(problem, trajectory, weights=w).theta_final, X_test, y_test)
+                  for w in vectors]
+        out[row] = coefficients @ np.array(losses)
+    return out
+
+
+def _removal_rows(problem: Problem, trajectory: Trajectory, X_test: Array, y_test: Any,
+                  chunk: NDArray[np.int64]) -> Array:
+    """The leave-one-out rows of the training points in ``chunk`` (one task of :func:`map_rows`)."""
     base = problem.model.losses(trajectory.theta_final, X_test, y_test)  # (m,)
-    out = np.empty((len(idx), X_test.shape[0]))
-    for row, j in enumerate(idx):
+    out = np.empty((len(chunk), X_test.shape[0]))
+    for row, j in enumerate(chunk):
         weights = trajectory.weights.copy()
         weights[j] = 0.0
-        theta_T = replay(problem, trajectory, weights=weights).theta_final
-        out[row] = problem.model.losses(theta_T, X_test, y_test) - base
-        _progress(row + 1, len(idx), "leave-one-out", progress)
+        out[row] = problem.model.losses(replay(problem, trajectory, weights=weights).theta_final,
+                                        X_test, y_test) - base
     return out
 
 
@@ -89,11 +111,6 @@ def _check_inputs(problem: object, trajectory: object, X_test: ArrayLike, y_test
     trajectory.check_problem(problem)
     X_test, y_test = problem.check_test(X_test, y_test)
     return problem, X_test, y_test, check_indices("indices", indices, problem.n)
-
-
-def _progress(done: int, total: int, what: str, enabled: bool) -> None:
-    if enabled and (done % max(1, total // 10) == 0 or done == total):
-        print(f"  {what}: replayed {done}/{total} points", file=sys.stderr, flush=True)
 
 
 # the name refsam exports (refsam.finite_difference_replay)

@@ -14,11 +14,14 @@ Conventions
 * Leave-one-out: Δf_j = f(θ̂(w⁰ − w⁰_j e_j)) − f(θ̂), the actual change of f when j is removed; the
   closed form predicts it to first order as −I_j(f).
 * Test functions f are the per-sample test losses ℓ(z_k^test, θ): results have shape (len(indices), m).
-Cost: two (finite differences) or one (leave-one-out) root solves per index, each a few Newton steps.
+Cost: two (finite differences) or one (leave-one-out) root solves per index, each a few Newton steps;
+the loop over indices runs serially, on a caller's ``executor`` or on ``n_jobs`` processes
+(:mod:`.parallel`).
 """
 
 from __future__ import annotations
 
+from concurrent.futures import Executor
 from typing import Any
 
 import numpy as np
@@ -30,6 +33,7 @@ from ..objective import Problem
 from ..sam import SAM
 from ..tolerances import FD_STEP, RESOLVE_TOL
 from ..validation import check_indices
+from .parallel import check_parallel, map_rows
 from .stencil import check_step, weight_stencil
 
 __all__ = ["H_DEFAULT", "finite_difference_influence", "finite_difference_parameters", "leave_one_out"]
@@ -61,51 +65,70 @@ def _resolve(problem: Problem, sam: SAM, weights: Array, theta_start: Array, j: 
 
 
 def finite_difference_parameters(problem: Problem, sam: SAM, theta_hat: ArrayLike | FixedPoint,
-                                 indices: ArrayLike | None = None, h: float = H_DEFAULT) -> Array:
-    """[θ̂(w⁰ + h e_j) − θ̂(w⁰ − h e_j)] / (2h) ≈ dθ̂/dw_j, shape (len(indices), d)."""
+                                 indices: ArrayLike | None = None, h: float = H_DEFAULT, *,
+                                 executor: Executor | None = None, n_jobs: int = 1) -> Array:
+    """[θ̂(w⁰ + h e_j) − θ̂(w⁰ − h e_j)] / (2h) ≈ dθ̂/dw_j, shape (len(indices), d).
+
+    ``executor`` / ``n_jobs``: the per-point loop on a concurrent.futures executor or a process pool
+    (:mod:`.parallel`), bit for bit the serial result.
+    """
     root, _, _ = _reference(problem, sam, theta_hat, None, None)
     idx = check_indices("indices", indices, problem.n)
     h = check_step(h)
-    out = np.empty((len(idx), problem.d))
-    for row, j in enumerate(idx):
-        vectors, coefficients = weight_stencil(problem.weights, j, h)
-        out[row] = coefficients @ np.array([_resolve(problem, sam, w, root, j) for w in vectors])
-    return out
+    executor, n_jobs = check_parallel(executor, n_jobs)
+    return map_rows(_rows, ("parameters", problem, sam, root, None, None, h), idx, problem.d,
+                    executor, n_jobs, "finite differences: re-solved", False)
 
 
 def finite_difference_influence(problem: Problem, sam: SAM, theta_hat: ArrayLike | FixedPoint,
                                 X_test: ArrayLike, y_test: ArrayLike, indices: ArrayLike | None = None,
-                                h: float = H_DEFAULT) -> Array:
+                                h: float = H_DEFAULT, *, executor: Executor | None = None,
+                                n_jobs: int = 1) -> Array:
     """Central differences of the re-solved root's test losses, ≈ I_j(test loss k), shape (len(indices), m).
 
     entry [r, k] = [ℓ_k^test(θ̂(w⁰ + h e_j)) − ℓ_k^test(θ̂(w⁰ − h e_j))] / (2h),  j = indices[r].
     ``theta_hat`` (array (d,) or FixedPoint) is first polished to a root; ``indices=None`` means all n.
+    ``executor`` / ``n_jobs`` as in :func:`finite_difference_parameters`.
     """
     root, X_arr, y_arr = _reference(problem, sam, theta_hat, X_test, y_test)
     idx = check_indices("indices", indices, problem.n)
     h = check_step(h)
-    out = np.empty((len(idx), X_arr.shape[0]))
-    for row, j in enumerate(idx):
-        vectors, coefficients = weight_stencil(problem.weights, j, h)
-        out[row] = coefficients @ np.array(
-            [problem.model.losses(_resolve(problem, sam, w, root, j), X_arr, y_arr) for w in vectors])
-    return out
+    executor, n_jobs = check_parallel(executor, n_jobs)
+    return map_rows(_rows, ("influence", problem, sam, root, X_arr, y_arr, h), idx, X_arr.shape[0],
+                    executor, n_jobs, "finite differences: re-solved", False)
 
 
 def leave_one_out(problem: Problem, sam: SAM, theta_hat: ArrayLike | FixedPoint, X_test: ArrayLike,
-                  y_test: ArrayLike, indices: ArrayLike | None = None) -> Array:
+                  y_test: ArrayLike, indices: ArrayLike | None = None, *, executor: Executor | None = None,
+                  n_jobs: int = 1) -> Array:
     """Actual change of each test loss when training point j is removed (w_j = 0), re-solving the root.
 
     entry [r, k] = ℓ_k^test(θ̂(w⁰ with w_j = 0)) − ℓ_k^test(θ̂),  j = indices[r];  shape (len(indices), m).
     Compare with the closed-form prediction −I_j(test loss k). ``theta_hat`` (array (d,) or
-    FixedPoint) is first polished to a root; every re-solve is warm-started there.
+    FixedPoint) is first polished to a root; every re-solve is warm-started there. ``executor`` /
+    ``n_jobs`` as in :func:`finite_difference_parameters`.
     """
     root, X_arr, y_arr = _reference(problem, sam, theta_hat, X_test, y_test)
     idx = check_indices("indices", indices, problem.n)
-    base = problem.model.losses(root, X_arr, y_arr)  # (m,)
-    out = np.empty((len(idx), X_arr.shape[0]))
-    for row, j in enumerate(idx):
-        weights = problem.weights.copy()
-        weights[j] = 0.0
-        out[row] = problem.model.losses(_resolve(problem, sam, weights, root, j), X_arr, y_arr) - base
-    return out
+    executor, n_jobs = check_parallel(executor, n_jobs)
+    return map_rows(_rows, ("removal", problem, sam, root, X_arr, y_arr, 0.0), idx, X_arr.shape[0],
+                    executor, n_jobs, "leave-one-out: re-solved", False)
+
+
+def _rows(kind: str, problem: Problem, sam: SAM, root: Array, X_test: Any, y_test: Any, h: float,
+          chunk: NDArray[np.int64]) -> Array:
+    """One task of :func:`map_rows`: the rows of ``chunk`` for ``kind`` in {"parameters" (dθ̂/dw_j),
+    "influence" (dℓ^test/dw_j), "removal" (Δℓ^test when w_j = 0)}."""
+    rows = []
+    base = None if kind == "parameters" else problem.model.losses(root, X_test, y_test)
+    for j in (int(j) for j in chunk):
+        if kind == "removal":
+            weights = problem.weights.copy()
+            weights[j] = 0.0
+            rows.append(problem.model.losses(_resolve(problem, sam, weights, root, j), X_test, y_test) - base)
+            continue
+        vectors, coefficients = weight_stencil(problem.weights, j, h)
+        roots = [_resolve(problem, sam, w, root, j) for w in vectors]
+        values = roots if kind == "parameters" else [problem.model.losses(r, X_test, y_test) for r in roots]
+        rows.append(coefficients @ np.array(values))
+    return np.array(rows)

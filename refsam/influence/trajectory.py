@@ -64,7 +64,7 @@ import numpy as np
 import scipy.linalg
 from numpy.typing import ArrayLike, NDArray
 
-from ..errors import InvalidInputError
+from ..errors import InvalidInputError, check_finite_result
 from ..models import BatchDerivatives
 from ..objective import Problem, decay_times
 from ..sam import SAM
@@ -132,15 +132,19 @@ def trajectory_influence(problem: Problem, trajectory: Trajectory, X_test: Array
     method = _check_method(method, METHODS)
     problem = check_run(problem, trajectory)
     X_test, y_test = problem.check_test(X_test, y_test)
+    result: Array
     if method == "autodiff":
-        return autodiff_through_training(problem, trajectory,
-                                         lambda theta: problem.model.losses(theta, X_test, y_test))
-    if method in APPROXIMATE_METHODS:
-        return _approximation(problem, trajectory, X_test, y_test, method, progress)
-    test_grads = problem.model.per_sample_grads(trajectory.theta_final, X_test, y_test).T  # ∇f_k(θ_T), (d, m)
-    if method == "adjoint":
-        return _adjoint(problem, trajectory, test_grads, progress)
-    return _forward(problem, trajectory, progress) @ test_grads  # (n, d) @ (d, m)
+        result = autodiff_through_training(problem, trajectory,
+                                           lambda theta: problem.model.losses(theta, X_test, y_test))
+    elif method in APPROXIMATE_METHODS:
+        result = _approximation(problem, trajectory, X_test, y_test, method, progress)
+    else:
+        test_grads = problem.model.per_sample_grads(trajectory.theta_final, X_test, y_test).T  # (d, m)
+        if method == "adjoint":
+            result = _adjoint(problem, trajectory, test_grads, progress)
+        else:
+            result = _forward(problem, trajectory, progress) @ test_grads  # (n, d) @ (d, m)
+    return check_finite_result(f"trajectory_influence(method={method!r})", result)
 
 
 def trajectory_parameter_influence(problem: Problem, trajectory: Trajectory, method: str = "adjoint",
@@ -154,10 +158,12 @@ def trajectory_parameter_influence(problem: Problem, trajectory: Trajectory, met
     method = _check_method(method, PARAMETER_METHODS)
     problem = check_run(problem, trajectory)
     if method == "autodiff":
-        return autodiff_through_training(problem, trajectory, lambda theta: theta)
-    if method == "adjoint":
-        return _adjoint(problem, trajectory, np.eye(problem.d), progress)  # coordinates of θ_T
-    return _forward(problem, trajectory, progress)
+        result = autodiff_through_training(problem, trajectory, lambda theta: theta)
+    elif method == "adjoint":
+        result = _adjoint(problem, trajectory, np.eye(problem.d), progress)  # coordinates of θ_T
+    else:
+        result = _forward(problem, trajectory, progress)
+    return check_finite_result(f"trajectory_parameter_influence(method={method!r})", result)
 
 
 # -- validation ---------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 from collections.abc import Iterable
+from concurrent.futures import Executor
 from typing import Any
 
 import numpy as np
@@ -20,6 +21,7 @@ from numpy.typing import NDArray
 
 from ..data.archive import read_npz
 from ..errors import InvalidInputError
+from ..ground_truth.parallel import check_parallel, shared_executor
 from ..models import model_from_spec
 from ..objective import Problem
 from ..sam import SAM
@@ -75,7 +77,8 @@ def _sha256(path: str) -> str:
 
 
 def export_cases(directory: str | os.PathLike[str], cases: str | None = None,
-                 progress: bool = False, force: bool = False) -> dict[str, Any]:
+                 progress: bool = False, force: bool = False, *, executor: Executor | None = None,
+                 n_jobs: int = 1) -> dict[str, Any]:
     """Write the reference suite to ``directory`` (created if needed) and return its manifest.
 
     Parameters
@@ -90,6 +93,9 @@ def export_cases(directory: str | os.PathLike[str], cases: str | None = None,
         Print one line per case to stdout.
     force : bool
         Replace a manifest refsam did not write, or one listing cases this export would drop.
+    executor, n_jobs :
+        Run the self-checks' finite-difference loops on a concurrent.futures executor or a pool of
+        ``n_jobs`` processes (:mod:`refsam.ground_truth.parallel`): the same bytes are written.
 
     Returns
     -------
@@ -104,6 +110,7 @@ def export_cases(directory: str | os.PathLike[str], cases: str | None = None,
     Cost: a few seconds for the whole suite.
     """
     specs = select_specs(cases)
+    check_parallel(executor, n_jobs)
     directory = os.fspath(directory)
     if not force:
         _check_replaceable(directory, {s.case_id for s in specs})
@@ -112,15 +119,16 @@ def export_cases(directory: str | os.PathLike[str], cases: str | None = None,
     except OSError as exc:
         raise CaseFileError(f"cannot create the case directory {directory!r}: {exc.strerror or exc}") from exc
     entries = []
-    for spec in specs:
-        arrays, entry = build_case(spec)
-        file_name = f"{spec.case_id}.npz"
-        path = os.path.join(directory, file_name)
-        np.savez(path, **arrays)
-        entry = {"id": entry.pop("id"), "file": file_name, "sha256": _sha256(path), **entry}
-        entries.append(entry)
-        if progress:
-            print(f"  {spec.case_id:<34} {entry['closed_form_status'].split(':')[0]}", flush=True)
+    with shared_executor(executor, n_jobs) as pool:
+        for spec in specs:
+            arrays, entry = build_case(spec, pool)
+            file_name = f"{spec.case_id}.npz"
+            path = os.path.join(directory, file_name)
+            np.savez(path, **arrays)
+            entry = {"id": entry.pop("id"), "file": file_name, "sha256": _sha256(path), **entry}
+            entries.append(entry)
+            if progress:
+                print(f"  {spec.case_id:<34} {entry['closed_form_status'].split(':')[0]}", flush=True)
     manifest = {
         "format": FORMAT_NAME,
         "schema_version": SCHEMA_VERSION,

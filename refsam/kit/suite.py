@@ -12,6 +12,7 @@ self-check fails. Files are :mod:`refsam.kit.files`.
 from __future__ import annotations
 
 import fnmatch
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
 
@@ -190,7 +191,8 @@ def make_run(spec: CaseSpec) -> tuple[Problem, SAM, Trajectory, Array, NDArray[n
 
 
 def _closed_form_outputs(problem: Problem, sam: SAM, trajectory: Trajectory, X_test: Array,
-                         y_test: NDArray[np.int64]) -> tuple[dict[str, Any], dict[str, Any], str]:
+                         y_test: NDArray[np.int64], executor: Executor | None = None
+                         ) -> tuple[dict[str, Any], dict[str, Any], str]:
     """(arrays, outputs-metadata, status) of the closed form, or ({}, {}, reason) without a verified root."""
     lr = float(trajectory.lrs[0])
     # Warm start: θ_T after ROOT_WARMUP_STEPS more full-batch steps (T = 20 steps end too far from the
@@ -207,7 +209,7 @@ def _closed_form_outputs(problem: Problem, sam: SAM, trajectory: Trajectory, X_t
         arrays[f"influence_{name}"] = hessian_influence(problem, sam, theta_hat, X_test, y_test,
                                                         variant=variant)
     arrays["influence_closed_form_fd"] = finite_difference_root_influence(
-        problem, sam, theta_hat, X_test, y_test, h=FD_STEP
+        problem, sam, theta_hat, X_test, y_test, h=FD_STEP, executor=executor
     )
     err = rel_err(arrays["influence_closed_form"], arrays["influence_closed_form_fd"])
     if not err <= RTOL_CLOSED_FORM_FD:
@@ -245,8 +247,9 @@ def _output(name: str, shape: tuple[int, ...], exact: bool, rtol: float, against
     return out
 
 
-def build_case(spec: CaseSpec) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(arrays, manifest entry without file/sha256) for one case, self-checked before it is returned."""
+def build_case(spec: CaseSpec, executor: Executor | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(arrays, manifest entry without file/sha256) for one case, self-checked before it is returned.
+    ``executor``: runs the finite-difference self-checks' per-point loops (same numbers)."""
     problem, sam, trajectory, X_test, y_test = make_run(spec)
     offsets = np.cumsum([0] + [len(b) for b in trajectory.batches]).astype(np.int64)
     arrays = {
@@ -260,7 +263,7 @@ def build_case(spec: CaseSpec) -> tuple[dict[str, Any], dict[str, Any]]:
     if trajectory.buffers is not None:
         arrays["buffers"] = trajectory.buffers  # buf_0 … buf_{T−1}, (T, d): the momentum state
     exact = trajectory_influence(problem, trajectory, X_test, y_test, method="adjoint")
-    fd = finite_difference_replay(problem, trajectory, X_test, y_test, h=FD_STEP)
+    fd = finite_difference_replay(problem, trajectory, X_test, y_test, h=FD_STEP, executor=executor)
     err = rel_err(exact, fd)
     if not err <= RTOL_TRAJECTORY_FD:  # a failed self-check is a refsam bug: never export it
         raise RuntimeError(f"case {spec.case_id}: adjoint vs finite differences rel. err {err:.2e} "
@@ -285,7 +288,7 @@ def build_case(spec: CaseSpec) -> tuple[dict[str, Any], dict[str, Any]]:
     }
     if spec.regularization == "decoupled" and spec.batching == "full":
         cf_arrays, cf_outputs, closed_form_status = _closed_form_outputs(problem, sam, trajectory,
-                                                                         X_test, y_test)
+                                                                         X_test, y_test, executor)
         arrays.update(cf_arrays)
         outputs.update(cf_outputs)
     else:

@@ -133,22 +133,32 @@ def problems(draw: Any, kinds: tuple[str, ...] = MODEL_KINDS, min_n: int = 2, ma
 
 @st.composite
 def sam_configs(draw: Any, rules: tuple[str, ...] = RULES, min_rho: float = 0.0, max_rho: float = 0.3,
-                min_kappa: float = 1e-3, max_kappa: float = 1.0) -> SAM:
+                min_kappa: float = 1e-3, max_kappa: float = 1.0, conventions: bool | None = False) -> SAM:
     """A :class:`~refsam.SAM` with rule from ``rules``, ρ in [min_rho, max_rho], κ in [min_kappa, max_kappa].
 
     Pass ``min_rho > 0`` when the property needs a genuine perturbation (‖ε‖ = ρ, say); with the
-    default ``min_rho = 0`` the boundary ρ = 0 (plain (S)GD) is among the draws.
+    default ``min_rho = 0`` the boundary ρ = 0 (plain (S)GD) is among the draws. ``conventions``:
+    True also draws the public implementations' options — ``norm_eps`` in {1e-16, 1e-12},
+    ``m_sharpness`` in 1..4, κ = 0 (ASAM) —, False (default) none of them, None either.
     """
     rule = draw(st.sampled_from(rules))
     rho = draw(_bounded_floats(min_rho, max_rho))
     kappa = draw(_bounded_floats(min_kappa, max_kappa))
-    return SAM(rho, rule, kappa)
+    if conventions is None:
+        conventions = draw(st.booleans())
+    if not conventions:
+        return SAM(rho, rule, kappa)
+    norm_eps = draw(st.sampled_from([0.0, 1e-16, 1e-12]))
+    m_sharpness = draw(st.one_of(st.none(), st.integers(1, 4)))
+    if rule == "asam" and draw(st.booleans()):
+        kappa = 0.0
+    return SAM(rho, rule, kappa, norm_eps=norm_eps, m_sharpness=m_sharpness)
 
 
 @st.composite
 def trajectories(draw: Any, problem_strategy: Any = None, sam_strategy: Any = None, min_steps: int = 1,
                  max_steps: int = 5, max_lr: float = 0.3, per_step_lr: bool | None = None,
-                 minibatch: bool | None = None) -> tuple[Problem, Trajectory]:
+                 minibatch: bool | None = None, momentum: bool | None = False) -> tuple[Problem, Trajectory]:
     """``(problem, trajectory)``: a short recorded SAM run on a drawn problem.
 
     Parameters
@@ -164,6 +174,9 @@ def trajectories(draw: Any, problem_strategy: Any = None, sam_strategy: Any = No
     minibatch : bool or None
         True: a batch size in 1..n (seeded per-epoch shuffles, possibly a smaller last batch);
         False: full batch; None: either.
+    momentum : bool or None
+        True: a base optimizer with momentum μ in [0.5, 0.95], Nesterov or not, dampening 0
+        (torch.optim.SGD semantics); False (default): plain SGD; None: either.
 
     Notes
     -----
@@ -183,8 +196,13 @@ def trajectories(draw: Any, problem_strategy: Any = None, sam_strategy: Any = No
         minibatch = draw(st.booleans())
     batch_size = draw(st.integers(1, problem.n)) if minibatch else None
     seed = draw(st.integers(0, 2**16))
+    if momentum is None:
+        momentum = draw(st.booleans())
+    optimizer: dict[str, Any] = {}
+    if momentum:
+        optimizer = {"momentum": draw(_bounded_floats(0.5, 0.95)), "nesterov": draw(st.booleans())}
     try:
-        trajectory = train(problem, sam, lr, steps, batch_size=batch_size, seed=seed)
+        trajectory = train(problem, sam, lr, steps, batch_size=batch_size, seed=seed, **optimizer)
     except FloatingPointError:  # ZeroGradientError (ε undefined) or divergence: discard this draw
         assume(False)
     return problem, trajectory

@@ -282,6 +282,14 @@ def test_export_is_deterministic(case_dir, tmp_path):
         assert entry["sha256"] == suite[entry["id"]]
 
 
+def test_a_parallel_export_writes_the_same_bytes(case_dir, tmp_path):
+    """n_jobs=2 runs the self-checks' finite differences on a process pool: the same files."""
+    manifest = export_cases(tmp_path / "p", cases="logistic-*-full", n_jobs=2)
+    suite = {c["id"]: c["sha256"] for c in read_manifest(case_dir)["cases"]}
+    assert len(manifest["cases"]) >= 3
+    assert all(entry["sha256"] == suite[entry["id"]] for entry in manifest["cases"])
+
+
 # -- corrupt, truncated, tampered and malformed files ------------------------------------------------------
 def test_tampered_case_file_is_rejected_naming_the_file(copy_dir, scores_path):
     path = copy_dir / f"{PROBE}.npz"

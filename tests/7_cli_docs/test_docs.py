@@ -14,6 +14,8 @@ OWN_TEST = {"validating.md"}  # tests/6_oracle_kit/test_docs_validating.py runs 
 
 
 def _runnable_blocks(page):
+    """Every python block not marked ``<!-- not run ... -->``; a block marked ``<!-- needs dask -->``
+    runs only where dask.distributed imports (the test skips the page's remaining blocks otherwise)."""
     return [m for m in BLOCK.finditer((DOCS / page).read_text(encoding="utf-8"))
             if not (m["mark"] or "").startswith("not run")]
 
@@ -27,6 +29,8 @@ def test_every_python_block_of_the_page_runs(page, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # blocks that write files write them here
     namespace = {}
     for match in _runnable_blocks(page):
+        if (match["mark"] or "").startswith("needs dask"):
+            pytest.importorskip("dask.distributed")
         exec(compile(match["code"], f"docs/{page}", "exec"), namespace)
 
 

@@ -16,6 +16,7 @@ from refsam.kit.files import CaseFileError
     (refsam.UnverifiedRootError, ValueError),
     (CaseFileError, ValueError),
     (refsam.DivergenceError, FloatingPointError),
+    (refsam.NonFiniteResultError, FloatingPointError),
 ])
 def test_every_refsam_exception_is_a_refsam_error_and_its_standard_type(error, standard):
     assert issubclass(error, refsam.RefsamError) and issubclass(error, standard)
@@ -55,3 +56,14 @@ def test_a_diverging_run_raises_divergence_error():
     problem = refsam.Problem(refsam.LogisticRegression(), 1e3 * np.eye(3), [0, 1, 0], 0.0)
     with pytest.raises(refsam.DivergenceError, match=r"training diverged at step \d+"):
         refsam.train(problem, refsam.SAM(0.0, "sam"), 1e306, 50)
+
+
+def test_an_influence_that_leaves_float64s_range_raises_instead_of_returning_nan():
+    """Found by the fuzz suite: a sample weight of ~5e-309 (subnormal gradients) made the adjoint's
+    ρ/‖g‖ overflow and the influence NaN; refsam now raises NonFiniteResultError naming the method."""
+    problem = refsam.Problem(refsam.LogisticRegression(), np.zeros((2, 1)), [0, 0],
+                             weights=[5.09739424e-253 * 2.0**-186, 0.0])
+    run = refsam.train(problem, refsam.SAM(0.25), 0.5 * 2.0**186, 1, theta0=[0.0012573, -0.00132105])
+    with pytest.raises(refsam.NonFiniteResultError, match=r"trajectory_influence\(method='adjoint'\) has \d+ "
+                                                          r"non-finite entries"):
+        refsam.trajectory_influence(problem, run, np.zeros((1, 1)), [0])

@@ -1,0 +1,103 @@
+"""Running the ground truth's per-point loop on a ``concurrent.futures.Executor``.
+
+Every leave-one-out or finite-difference ground truth is a loop over training points j whose
+iterations share nothing: one replay (or re-solve) per weight vector. :func:`map_rows` runs such a
+loop serially, on an executor the caller passes, or on a process pool of ``n_jobs`` workers:
+
+* ``executor=None, n_jobs=1`` (the default): in this process, in order.
+* ``executor=`` any ``concurrent.futures.Executor`` — a ``ProcessPoolExecutor``, a
+  ``ThreadPoolExecutor``, or a cluster's executor with the same interface (Dask's
+  ``Client.get_executor()``, Ray's ``RayExecutor``): the caller owns it, refsam only submits to it.
+* ``n_jobs > 1`` (``-1``: every CPU) without an executor: a ``ProcessPoolExecutor`` of that size,
+  created for the call and shut down after it.
+
+The indices are cut into contiguous chunks (about four per worker) so that each task carries the
+problem and the run once and replays several points; the rows come back in the order of the indices.
+Each row is computed by the same code as the serial loop, on the same inputs, so the results are
+bit-for-bit those of the serial path (tested). Tasks and their arguments must pickle for a process
+pool or a cluster: refsam's models and problems do; a user model defined in ``__main__`` may not.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Iterator
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, as_completed
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from ..errors import InvalidInputError
+
+__all__ = ["check_parallel", "map_rows", "shared_executor"]
+
+Array = NDArray[np.float64]
+CHUNKS_PER_WORKER = 4  # enough tasks to balance uneven replays, few enough to send the run rarely
+
+
+def check_parallel(executor: object, n_jobs: object) -> tuple[Executor | None, int]:
+    """Validate ``executor`` (None or a concurrent.futures.Executor) and ``n_jobs`` (int ≥ 1 or −1)."""
+    if executor is not None and not isinstance(executor, Executor):
+        raise InvalidInputError(
+            f"`executor` must be a concurrent.futures.Executor (e.g. ProcessPoolExecutor, or a Dask "
+            f"client's get_executor()), got {type(executor).__name__}")
+    if isinstance(n_jobs, bool) or not isinstance(n_jobs, (int, np.integer)) or not (
+            n_jobs >= 1 or n_jobs == -1):
+        raise InvalidInputError(f"`n_jobs` must be an int >= 1, or -1 for every CPU, got {n_jobs!r}")
+    jobs = (os.cpu_count() or 1) if n_jobs == -1 else int(n_jobs)
+    if executor is not None and jobs != 1:
+        raise InvalidInputError("give `executor` or `n_jobs`, not both: the executor sets the parallelism")
+    return executor, jobs
+
+
+@contextmanager
+def shared_executor(executor: object = None, n_jobs: object = 1) -> Iterator[Executor | None]:
+    """One executor for several ground-truth calls: the caller's ``executor``, a process pool of
+    ``n_jobs`` workers (shut down on exit), or None (serial) — pass it on as ``executor=``."""
+    executor, jobs = check_parallel(executor, n_jobs)
+    if executor is not None or jobs == 1:
+        yield executor
+        return
+    with ProcessPoolExecutor(max_workers=jobs) as pool:
+        yield pool
+
+
+def map_rows(task: Callable[..., Array], args: tuple[Any, ...], idx: NDArray[np.int64], width: int,
+             executor: Executor | None, n_jobs: int, what: str, progress: bool) -> Array:
+    """Rows ``task(*args, chunk)`` for contiguous chunks of ``idx``, stacked in index order.
+
+    ``task(*args, chunk)`` must return an array (len(chunk), width). ``executor`` and ``n_jobs`` come
+    from :func:`check_parallel`. ``progress`` prints ``what done/total points`` to stderr about every
+    10% (serial) or per finished chunk (parallel).
+    """
+    out = np.empty((len(idx), width))
+    if executor is None and n_jobs == 1:
+        for row in range(len(idx)):
+            out[row] = task(*args, idx[row:row + 1])[0]
+            _progress(row + 1, len(idx), what, progress, every=max(1, len(idx) // 10))
+        return out
+    workers = n_jobs if executor is None else max(1, getattr(executor, "_max_workers", 2))
+    bounds = np.linspace(0, len(idx), min(len(idx), CHUNKS_PER_WORKER * workers) + 1).astype(int)
+    pool = ProcessPoolExecutor(max_workers=n_jobs) if executor is None else executor
+    try:
+        spans = [(lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo]
+        futures: dict[Future[Array], tuple[int, int]] = {
+            pool.submit(task, *args, idx[lo:hi]): (lo, hi) for lo, hi in spans}
+        done = 0
+        for future in as_completed(futures):
+            lo, hi = futures[future]
+            out[lo:hi] = future.result()
+            done += hi - lo
+            _progress(done, len(idx), what, progress, every=1)
+    finally:
+        if executor is None:
+            pool.shutdown()
+    return out
+
+
+def _progress(done: int, total: int, what: str, enabled: bool, every: int) -> None:
+    if enabled and (done % every == 0 or done == total):
+        print(f"  {what} {done}/{total} points", file=sys.stderr, flush=True)
