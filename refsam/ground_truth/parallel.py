@@ -11,8 +11,9 @@ loop serially, on an executor the caller passes, or on a process pool of ``n_job
 * ``n_jobs > 1`` (``-1``: every CPU) without an executor: a ``ProcessPoolExecutor`` of that size,
   created for the call and shut down after it.
 
-The indices are cut into contiguous chunks (about four per worker) so that each task carries the
-problem and the run once and replays several points; the rows come back in the order of the indices.
+The indices are cut into contiguous chunks (four per worker of a standard pool; up to 256 for an
+executor that does not report its size, such as a cluster's) so that each task carries the problem and
+the run once and replays several points; the rows come back in the order of the indices.
 Each row is computed by the same code as the serial loop, on the same inputs, so the results are
 bit-for-bit those of the serial path (tested). Tasks and their arguments must pickle for a process
 pool or a cluster: refsam's models and problems do; a user model defined in ``__main__`` may not.
@@ -36,6 +37,7 @@ __all__ = ["check_parallel", "map_rows", "shared_executor"]
 
 Array = NDArray[np.float64]
 CHUNKS_PER_WORKER = 4  # enough tasks to balance uneven replays, few enough to send the run rarely
+UNKNOWN_POOL_CHUNKS = 256  # an executor that does not report its size (a cluster): up to 256 tasks
 
 
 def check_parallel(executor: object, n_jobs: object) -> tuple[Executor | None, int]:
@@ -79,8 +81,10 @@ def map_rows(task: Callable[..., Array], args: tuple[Any, ...], idx: NDArray[np.
             out[row] = task(*args, idx[row:row + 1])[0]
             _progress(row + 1, len(idx), what, progress, every=max(1, len(idx) // 10))
         return out
-    workers = n_jobs if executor is None else max(1, getattr(executor, "_max_workers", 2))
-    bounds = np.linspace(0, len(idx), min(len(idx), CHUNKS_PER_WORKER * workers) + 1).astype(int)
+    # the standard pools know their size; a cluster's executor (Dask, Ray) does not say: small chunks
+    workers = n_jobs if executor is None else getattr(executor, "_max_workers", None)
+    n_chunks = UNKNOWN_POOL_CHUNKS if workers is None else CHUNKS_PER_WORKER * max(1, int(workers))
+    bounds = np.linspace(0, len(idx), min(len(idx), n_chunks) + 1).astype(int)
     pool = ProcessPoolExecutor(max_workers=n_jobs) if executor is None else executor
     try:
         spans = [(lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo]
