@@ -45,7 +45,7 @@ from ..sam import SAM
 from ..tolerances import COND_WARN, ROOT_TOL_INFLUENCE
 from ..validation import check_choice, check_positive
 from .fixed_point import FixedPoint, no_root_reason
-from .linearisation import Linearisation, check_root_inputs, linearise, weight_jacobian
+from .linearisation import Linearisation, check_root_inputs, factorise, linearise, weight_jacobian
 from .methods import CLOSED_FORM_VARIANTS
 
 __all__ = [
@@ -132,21 +132,20 @@ def _system(problem: Problem, lin: Linearisation, variant: str) -> tuple[Any, Ar
     else:  # "erm"
         J = lin.H_theta + Lam
         G_w = problem.per_sample_grads(lin.theta) / n
-    # Singular relative to its own scale: σ_min ≤ d·eps·σ_max, numpy.linalg.matrix_rank's default rule.
-    # A finite cond (8.8e17 for a constant feature beside the bias) still leaves an exact zero pivot.
-    sigma = np.linalg.svd(J, compute_uv=False)
-    singular = not np.all(np.isfinite(sigma)) or sigma[-1] <= sigma[0] * J.shape[0] * np.finfo(float).eps
-    if singular:
+    # Singular relative to its own scale (linearisation.factorise: a zero pivot or σ_min ≤ d·eps·σ_max). A
+    # finite cond (8.8e17 for a constant feature beside the bias) still leaves an exact zero pivot.
+    factors = factorise(J)
+    if factors.singular:
         raise SingularSystemError(
-            f"∂G/∂θ ({variant!r} variant) is singular at `theta` (σ_min/σ_max = "
-            f"{sigma[-1] / sigma[0] if sigma[0] > 0 else 0.0:.1e}, below d·eps): the root is not isolated "
+            f"∂G/∂θ ({variant!r} variant) is singular at `theta` (σ_min/σ_max at most d·eps, or an "
+            f"exact zero pivot): the root is not isolated "
             f"and the closed form is undefined — e.g. a constant feature beside the bias, or a direction "
             f"no sample moves. Use weight_decay > 0 (softmax needs it) or trajectory influence.")
-    cond = sigma[0] / sigma[-1]
+    cond = factors.condition_number
     if cond > COND_WARN:
         warnings.warn(f"∂G/∂θ ({variant!r} variant) has condition number {cond:.2e}: the closed-form "
                       f"influence may have lost most of its digits.", RuntimeWarning, stacklevel=3)
-    return scipy.linalg.lu_factor(J), G_w
+    return factors.lu, G_w
 
 
 # -- public functions -----------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.linalg
 import scipy.optimize
+import scipy.sparse.linalg
 from numpy.typing import ArrayLike, NDArray
 
 from ..errors import RefsamError
@@ -39,7 +40,7 @@ from ..sam import SAM, ZeroGradientError
 from ..tolerances import ROOT_TOL
 from ..training import SGDMomentum, descent_direction
 from ..validation import check_choice, check_positive, check_positive_int
-from .linearisation import check_root_inputs, linearise
+from .linearisation import check_root_inputs, factorise, linearise
 
 __all__ = [
     "SOLVER_METHODS",
@@ -91,7 +92,8 @@ class FixedPoint:
                                     "failed" (``raise_on_failure=False`` and no root found)
     tol : float                     the residual tolerance that defines ``converged``
     jacobian : array (d, d)         ∂G/∂θ at θ̂
-    condition_number : float        2-norm condition number of ∂G/∂θ (inf if singular)
+    condition_number : float        condition number of ∂G/∂θ: LAPACK's 1-norm estimate from its LU,
+                                    the exact 2-norm value where that is above 1e10 (inf if singular)
     lr : float or None              η for the stability diagnostic
     spectral_radius : float or None spectral radius of the linearised iteration (I − η ∂G/∂θ without
                                     momentum; the momentum iteration's with it); < 1 iff full-batch SAM
@@ -148,8 +150,7 @@ class FixedPoint:
 
 # -- diagnostics ----------------------------------------------------------------------------------------
 def _condition_number(J: np.ndarray) -> float:
-    s = np.linalg.svd(J, compute_uv=False)
-    return float(s[0] / s[-1]) if s[-1] > 0 else float("inf")
+    return factorise(J).condition_number
 
 
 def spectral_radius(J: ArrayLike, lr: float, optimizer: SGDMomentum | None = None) -> float:
@@ -158,9 +159,15 @@ def spectral_radius(J: ArrayLike, lr: float, optimizer: SGDMomentum | None = Non
     Without momentum: max |eig(I − η J)|. With momentum, per eigenvalue m of J, the 2 × 2 matrix
     [[1 − η a m, −η b], [(1−τ) m, μ]] (a = 1 − τ, b = μ for heavy ball; a = 1 + μ(1−τ), b = μ² for
     Nesterov; module docstring), whose eigenvalues solve λ² − tr λ + det = 0. Cost: one eigen-
-    decomposition of J.
+    decomposition of J for d ≤ DENSE_EIGEN_MAX; above, ARPACK's largest-modulus eigenvalue of the
+    iteration map itself (I − ηJ, or the (2d, 2d) map of (θ, buf) with momentum) from matrix-vector
+    products, falling back to the dense path if ARPACK does not converge.
     """
     J = np.asarray(J, dtype=np.float64)
+    if J.shape[0] > DENSE_EIGEN_MAX:
+        radius = _iterative_spectral_radius(J, lr, optimizer)
+        if radius is not None:
+            return radius
     if optimizer is None or not optimizer.active:
         return float(np.max(np.abs(np.linalg.eigvals(np.eye(J.shape[0]) - lr * J))))
     mu, tau = optimizer.momentum, optimizer.dampening
@@ -170,6 +177,34 @@ def spectral_radius(J: ArrayLike, lr: float, optimizer: SGDMomentum | None = Non
     det = (1.0 - lr * a * m) * mu + lr * b * (1.0 - tau) * m
     root = np.sqrt(trace**2 - 4.0 * det)
     return float(np.max(np.maximum(np.abs((trace + root) / 2.0), np.abs((trace - root) / 2.0))))
+
+
+DENSE_EIGEN_MAX = 256  # above this d, one ARPACK eigenvalue is cheaper than all d of them
+
+
+def _iterative_spectral_radius(J: Array, lr: float, optimizer: SGDMomentum | None) -> float | None:
+    """max |eig| of the linearised iteration by ARPACK (None if it does not converge)."""
+    d = J.shape[0]
+    if optimizer is None or not optimizer.active:
+        def step(v: Array) -> Array:
+            return v - lr * (J @ v)
+        size = d
+    else:
+        mu, tau = optimizer.momentum, optimizer.dampening
+        a, b = (1.0 + mu * (1.0 - tau), mu**2) if optimizer.nesterov else (1.0 - tau, mu)
+
+        def step(v: Array) -> Array:  # (δθ, δbuf) -> the next (δθ, δbuf), module docstring
+            theta, buf = v[:d], v[d:]
+            Jt = J @ theta
+            return np.concatenate([theta - lr * (a * Jt + b * buf), (1.0 - tau) * Jt + mu * buf])
+        size = 2 * d
+    operator = scipy.sparse.linalg.LinearOperator((size, size), matvec=step, dtype=np.float64)
+    try:
+        values = scipy.sparse.linalg.eigs(operator, k=1, which="LM", tol=1e-12, ncv=min(size - 1, 40),
+                                          maxiter=200, return_eigenvectors=False, v0=np.ones(size))
+    except scipy.sparse.linalg.ArpackNoConvergence:
+        return None
+    return float(np.abs(values[0]))
 
 
 def _make_fixed_point(problem: Problem, sam: SAM, theta: Array, weights: Array | None, iterations: int,
@@ -194,7 +229,7 @@ def fixed_point_diagnostics(problem: Problem, sam: SAM, theta: ArrayLike, lr: fl
 
     Returns a :class:`FixedPoint` with ``method="none"``, ``iterations=0``; ``converged`` says whether θ
     is a root to within ``tol``. ``momentum``, ``dampening``, ``nesterov`` (as in ``torch.optim.SGD``)
-    choose the iteration whose spectral radius is reported. Cost: two Hessians, one SVD and (with
+    choose the iteration whose spectral radius is reported. Cost: two Hessians, one LU and (with
     ``lr``) one eigen-decomposition.
     """
     theta, weights = check_root_inputs(problem, sam, theta, weights=weights)
@@ -371,7 +406,7 @@ def solve_fixed_point(problem: Problem, sam: SAM, theta0: ArrayLike, lr: float |
     FixedPointError
         When no method reaches ‖G‖ ≤ tol; ``.residual`` and ``.reason`` say how close and why.
 
-    Cost: per iteration two Hessians and an O(d³) solve; then one SVD and one eigen-decomposition.
+    Cost: per iteration two Hessians and an O(d³) solve; then one LU and the spectral radius.
     """
     theta0, weights = check_root_inputs(problem, sam, theta0, "theta0", weights)
     tol = check_positive("tol", tol)

@@ -68,6 +68,8 @@ def _in_range(k, weights):
     the strategies draw weights as small as ~1e-300, and 1e-300 · 2^-960 is zero in float64 — refsam
     then raises (ZeroGradientError, NonFiniteResultError) instead of computing, which is its promise."""
     positive = weights[weights > 0]
+    if not positive.size:  # every weight zero: nothing to scale
+        return k
     lo = -MAX_EXPONENT - int(np.floor(np.log2(positive.min())))
     hi = MAX_EXPONENT - int(np.ceil(np.log2(positive.max())))
     return int(np.clip(k, lo, hi))
