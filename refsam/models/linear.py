@@ -28,6 +28,7 @@ from .base import (
     cross_entropy,
     smoothed_residual,
     softmax,
+    weighted_gram,
 )
 
 __all__ = ["LogisticDerivatives", "LogisticRegression", "SoftmaxDerivatives", "SoftmaxRegression", "augment"]
@@ -140,7 +141,7 @@ class LogisticDerivatives(BatchDerivatives):
         return JV[:, 0] if single else JV
 
     def hessian(self) -> Array:
-        return (self.X * (self.c * self.curvature)[:, None]).T @ self.X  # Σ c_i s_i x̃_i x̃_iᵀ
+        return weighted_gram(self.X, self.c * self.curvature)  # Σ c_i s_i x̃_i x̃_iᵀ (a rank-n update)
 
 
 class SoftmaxRegression(Model):
@@ -208,7 +209,8 @@ class SoftmaxDerivatives(BatchDerivatives):
         ∇L      = vec(x̃ᵀ C R)                                          C = diag(c)
         H V     = vec(x̃ᵀ C SU),  SU_i = S_i u_i,  u_i = Vᵀ x̃_i (directional logits, per column)
         ∇ℓ_iᵀ V = R_iᵀ u_i
-        H       = Σ_k blockdiag_k(x̃ᵀ C diag(π_{:,k}) x̃) − Mᵀ C M,   M_i = vec(x̃_i π_iᵀ)   (two GEMMs)
+        H       = Σ_k blockdiag_k(x̃ᵀ C diag(π_{:,k}) x̃) − Mᵀ C M,   M_i = vec(x̃_i π_iᵀ)
+                                                            (symmetric rank-n updates, BLAS dsyrk)
     """
 
     def __init__(self, model: SoftmaxRegression, theta: ArrayLike, X: ArrayLike, y: ArrayLike,
@@ -255,10 +257,10 @@ class SoftmaxDerivatives(BatchDerivatives):
     def hessian(self) -> Array:
         q, K, Xa = self.q, self.K, self.X
         M = (Xa[:, :, None] * self.pi[:, None, :]).reshape(self.n, q * K)  # M_i = vec(x̃_i π_iᵀ)
-        H = -(M.T @ (self.c[:, None] * M))  # −Mᵀ C M, (qK, qK)
+        H = -weighted_gram(M, self.c)  # −Mᵀ C M, (qK, qK)
         H4 = H.reshape(q, K, q, K)  # a view: H[(a,k),(b,l)] = H4[a, k, b, l]
         for k in range(K):  # + x̃ᵀ C diag(π_{:,k}) x̃ on the (·, k), (·, k) block
-            H4[:, k, :, k] += Xa.T @ ((self.c * self.pi[:, k])[:, None] * Xa)
+            H4[:, k, :, k] += weighted_gram(Xa, self.c * self.pi[:, k])
         return H
 
 

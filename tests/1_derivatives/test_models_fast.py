@@ -103,3 +103,18 @@ def test_per_sample_gradient_norms_equal_the_norms_of_the_per_sample_gradients(n
     at = model.at(rng.normal(size=d), X, y, np.full(9, 1 / 9))
     expected = np.linalg.norm(at.per_sample_grads(), axis=1)  # the (n, d) matrix, checked vs autograd
     assert rel_err(at.per_sample_grad_norms(), expected) < 1e-14
+
+
+@pytest.mark.parametrize("signs", ["nonnegative", "mixed"])
+def test_weighted_gram_is_the_gemm_product_and_exactly_symmetric(signs):
+    """The Hessians' Aᵀ diag(w) A by a symmetric rank-n update (dsyrk on √w ⊙ A) equals the GEMM form
+    to round-off; negative weights (possible in a user's c) take the GEMM path."""
+    from refsam.models.base import weighted_gram
+
+    rng = np.random.default_rng(0)
+    A = rng.standard_normal((300, 40))
+    w = rng.random(300) if signs == "nonnegative" else rng.standard_normal(300)
+    expected = (A * w[:, None]).T @ A
+    H = weighted_gram(A, w)
+    np.testing.assert_array_equal(H, H.T)
+    assert np.max(np.abs(H - expected)) <= 1e-13 * np.max(np.abs(expected))
