@@ -203,7 +203,17 @@ class Problem:
         return self.at(theta, idx).per_sample_grads()
 
     def grad(self, theta: ArrayLike, idx: Index = None, weights: ArrayLike | None = None) -> Array:
-        """∇F_{B,w}(θ), shape (d,). Data term only (no λθ)."""
+        """∇F_{B,w}(θ), shape (d,). Data term only (no λθ).
+
+        A block θ (d, K) with weights (n, K) (or None, or (n,) shared) gives the K runs' gradients as
+        columns, (d, K) (:meth:`Model.column_grads`): what block replays of many weight vectors use.
+        """
+        if np.ndim(theta) == 2:
+            design, y, c = self.coefficients(idx, weights)
+            theta = np.asarray(theta)
+            if c.ndim == 1:
+                c = np.broadcast_to(c[:, None], (c.shape[0], theta.shape[1]))
+            return self.model.column_grads(theta, design, y, c)
         return self.at(theta, idx, weights).grad()
 
     def hessian(self, theta: ArrayLike, idx: Index = None, weights: ArrayLike | None = None) -> Array:

@@ -62,6 +62,7 @@ from ..tolerances import FD_GRAD_STEP, RTOL_DERIVATIVE, RTOL_FD_DERIVATIVE, rel_
 from ..training import Trajectory, train
 
 __all__ = [
+    "MIN_POSITIVE_WEIGHT",
     "MODEL_KINDS",
     "InfluenceProblem",
     "assert_influence_close",
@@ -75,6 +76,7 @@ __all__ = [
 ]
 
 MODEL_KINDS = ("logistic", "softmax", "mlp")
+MIN_POSITIVE_WEIGHT = 1e-100  # the smallest non-zero sample weight the strategies draw
 
 
 def _bounded_floats(low: float, high: float) -> st.SearchStrategy[float]:
@@ -107,7 +109,9 @@ def problems(draw: Any, kinds: tuple[str, ...] = MODEL_KINDS, min_n: int = 2, ma
         λ is drawn from these values.
     regularizations : subset of ("decoupled", "coupled")
     weighted : bool or None
-        True: sample weights w_i drawn from [0, 2]; False: all ones; None: either.
+        True: sample weights w_i drawn from {0} ∪ [1e-100, 2] (MIN_POSITIVE_WEIGHT: a weight of 1e-308
+        makes its gradients subnormal, where refsam raises NonFiniteResultError rather than compute);
+        False: all ones; None: either.
     """
     kind = draw(st.sampled_from(kinds))
     model: Model
@@ -127,7 +131,8 @@ def problems(draw: Any, kinds: tuple[str, ...] = MODEL_KINDS, min_n: int = 2, ma
     regularization = draw(st.sampled_from(regularizations))
     if weighted is None:
         weighted = draw(st.booleans())
-    weights = draw(arrays(np.float64, (n,), elements=_bounded_floats(0.0, 2.0))) if weighted else None
+    weight_values = st.one_of(st.just(0.0), _bounded_floats(MIN_POSITIVE_WEIGHT, 2.0))
+    weights = draw(arrays(np.float64, (n,), elements=weight_values)) if weighted else None
     return Problem(model, X, y, weight_decay=weight_decay, weights=weights, regularization=regularization)
 
 

@@ -62,7 +62,8 @@ def cross_entropy(z: Any, y: Any, label_smoothing: float = 0.0) -> Any:
 
 
 def smoothed_residual(pi: Array, y: Array, label_smoothing: float) -> Array:
-    """∂ℓ/∂z = π − q for the smoothed softmax cross-entropy, q = (1 − α) e_y + α/K, shape (n, K)."""
+    """∂ℓ/∂z = π − q for the smoothed softmax cross-entropy, q = (1 − α) e_y + α/K, shape (n, K)
+    (or (n, K, runs) for a block of runs: the label picks along axes 0 and 1)."""
     residual = pi.copy()
     residual[np.arange(len(y)), y] -= 1.0 - label_smoothing
     if label_smoothing:
@@ -79,7 +80,7 @@ def check_label_smoothing(alpha: object) -> float:
 
 
 def softmax(z: Array) -> Array:
-    """π = softmax(z) row-wise, (n, K) -> (n, K)."""
+    """π = softmax(z) over the classes (axis 1), (n, K) -> (n, K); (n, K, runs) blocks too."""
     e = np.exp(z - z.max(axis=1, keepdims=True))
     return e / e.sum(axis=1, keepdims=True)
 
@@ -284,6 +285,13 @@ class Model:
         A model that overrides :meth:`design` must override this too (autograd needs the raw X).
         """
         return AutogradDerivatives(self, theta, design, y, c)
+
+    def column_grads(self, theta: Array, design: Array, y: Array, c: Array) -> Array:
+        """∇_θ Σ_i c_{ik} ℓ_i(θ_k) for every column k of θ (d, K) and c (n, K): the gradients of K
+        runs advanced together (block replays), (d, K). Default: one :meth:`derivatives` per column;
+        the linear models override it with two matrix products for all columns."""
+        return np.column_stack([self.derivatives(theta[:, k], design, y, c[:, k]).grad()
+                                for k in range(theta.shape[1])])
 
     def at(self, theta: ArrayLike, X: ArrayLike, y: ArrayLike,
            c: ArrayLike | None = None) -> BatchDerivatives:

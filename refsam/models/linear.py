@@ -92,6 +92,14 @@ class LogisticRegression(Model):
                     c: ArrayLike | None = None) -> LogisticDerivatives:
         return LogisticDerivatives(self, theta, design, y, c)
 
+    def column_grads(self, theta: Array, design: Array, y: Array, c: Array) -> Array:
+        """x̃ᵀ (c ⊙ r) for every column: z = x̃ θ (n, K), r = (1 − 2y) σ((1 − 2y) z) (+ α(y − ½))."""
+        sign = (1.0 - 2.0 * y)[:, None]
+        residual = sign * expit(sign * (design @ theta))
+        if self.label_smoothing:
+            residual += self.label_smoothing * (y[:, None] - 0.5)
+        return design.T @ (c * residual)
+
 
 class LogisticDerivatives(BatchDerivatives):
     """Logistic regression at one θ on rows x̃_i of the design: residual r_i = σ(z_i) − y_i =
@@ -200,6 +208,14 @@ class SoftmaxRegression(Model):
     def derivatives(self, theta: ArrayLike, design: ArrayLike, y: ArrayLike,
                     c: ArrayLike | None = None) -> SoftmaxDerivatives:
         return SoftmaxDerivatives(self, theta, design, y, c)
+
+    def column_grads(self, theta: Array, design: Array, y: Array, c: Array) -> Array:
+        """vec(x̃ᵀ C_k R_k) for every column k: logits of all columns in one product, (d, K)."""
+        q, K, runs = design.shape[1], self._n_classes, theta.shape[1]
+        logits = (design @ theta.reshape(q, K * runs)).reshape(-1, K, runs)  # (n, K classes, runs)
+        residual = smoothed_residual(softmax(logits), y, self.label_smoothing)  # both act on axes 0, 1
+        weighted = (c[:, None, :] * residual).reshape(-1, K * runs)
+        return (design.T @ weighted).reshape(q * K, runs)
 
 
 class SoftmaxDerivatives(BatchDerivatives):

@@ -2,7 +2,7 @@
 (:mod:`.trajectory`)."""
 
 from .presets import PRESETS, Preset, preset
-from .run import make_batches, replay, train
+from .run import make_batches, replay, replay_final, train
 from .step import SGDMomentum, StepTerms, descent_direction, sam_step, sharpness_chunks
 from .trajectory import TRAJECTORY_FORMAT_VERSION, Trajectory
 
@@ -17,6 +17,7 @@ __all__ = [
     "make_batches",
     "preset",
     "replay",
+    "replay_final",
     "sam_step",
     "sharpness_chunks",
     "train",

@@ -44,7 +44,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from ..errors import InvalidInputError
-from ..objective import Problem
+from ..objective import Problem, decay_times
 from ..sam import SAM
 from ..validation import check_nonnegative
 
@@ -64,24 +64,30 @@ class StepTerms(NamedTuple):
 
 def descent_direction(problem: Problem, sam: SAM, theta: Array, idx: ArrayLike | None = None,
                       weights: ArrayLike | None = None) -> StepTerms:
-    """g, ε, ŵ and G at θ on batch ``idx`` (None: full batch); trusts its inputs. Cost: two gradients."""
+    """g, ε, ŵ and G at θ on batch ``idx`` (None: full batch); trusts its inputs. Cost: two gradients.
+
+    θ may be a block (d, K) of K runs with ``weights`` (n, K): every term is then (d, K), column k the
+    step of run k (:meth:`Problem.grad`, :meth:`SAM.perturbation` on blocks).
+    """
     lam_in, lam_out = problem.weight_decay_split()
     chunks = sharpness_chunks(np.arange(problem.n) if idx is None else np.asarray(idx), sam.m_sharpness)
     if len(chunks) == 1:
-        g = problem.grad(theta, idx, weights) + lam_in * theta
+        g = problem.grad(theta, idx, weights) + decay_times(lam_in, theta)
         eps = sam.perturbation(theta, g)
         w_hat = theta + eps
-        direction = problem.grad(w_hat, idx, weights) + lam_in * w_hat + lam_out * theta
+        direction = (problem.grad(w_hat, idx, weights) + decay_times(lam_in, w_hat)
+                     + decay_times(lam_out, theta))
         return StepTerms(g, eps, w_hat, direction)
     size = sum(len(chunk) for chunk in chunks)
-    direction, eps = lam_out * theta, np.zeros_like(theta)
+    direction, eps = decay_times(lam_out, theta), np.zeros_like(theta)
     for chunk in chunks:  # m-sharpness: one perturbation per chunk
         share = len(chunk) / size
-        eps_c = sam.perturbation(theta, problem.grad(theta, chunk, weights) + lam_in * theta)
+        eps_c = sam.perturbation(theta, problem.grad(theta, chunk, weights) + decay_times(lam_in, theta))
         w_hat_c = theta + eps_c
-        direction = direction + share * (problem.grad(w_hat_c, chunk, weights) + lam_in * w_hat_c)
+        direction = direction + share * (problem.grad(w_hat_c, chunk, weights)
+                                         + decay_times(lam_in, w_hat_c))
         eps = eps + share * eps_c
-    g = problem.grad(theta, idx, weights) + lam_in * theta
+    g = problem.grad(theta, idx, weights) + decay_times(lam_in, theta)
     return StepTerms(g, eps, theta + eps, direction)
 
 
