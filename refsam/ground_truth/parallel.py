@@ -11,12 +11,13 @@ loop serially, on an executor the caller passes, or on a process pool of ``n_job
 * ``n_jobs > 1`` (``-1``: every CPU) without an executor: a ``ProcessPoolExecutor`` of that size,
   created for the call and shut down after it.
 
-The indices are cut into contiguous chunks (four per worker of a standard pool; up to 256 for an
-executor that does not report its size, such as a cluster's) so that each task carries the problem and
-the run once and replays several points; the rows come back in the order of the indices.
-Each row is computed by the same code as the serial loop, on the same inputs, so the results are
-bit-for-bit those of the serial path (tested). Tasks and their arguments must pickle for a process
-pool or a cluster: refsam's models and problems do; a user model defined in ``__main__`` may not.
+The indices are cut into contiguous chunks of at most 32 points (at least 8 chunks where there are
+that many points; :func:`chunk_size`), the same chunks whatever runs them: each task carries the problem
+and the run once and advances its points' counterfactual runs together as one block
+(:func:`refsam.training.replay_final`); the rows come back in the order of the indices. The serial
+path computes the same chunks in order, so every executor gives its results bit for bit (tested).
+Tasks and their arguments must pickle for a process pool or a cluster: refsam's models and problems
+do; a user model defined in ``__main__`` may not.
 """
 
 from __future__ import annotations
@@ -33,11 +34,11 @@ from numpy.typing import NDArray
 
 from ..errors import InvalidInputError
 
-__all__ = ["check_parallel", "map_rows", "shared_executor"]
+__all__ = ["chunk_size", "check_parallel", "map_rows", "shared_executor"]
 
 Array = NDArray[np.float64]
-CHUNKS_PER_WORKER = 4  # enough tasks to balance uneven replays, few enough to send the run rarely
-UNKNOWN_POOL_CHUNKS = 256  # an executor that does not report its size (a cluster): up to 256 tasks
+BLOCK_POINTS = 32  # training points per task: their replays advance together as one block
+MIN_CHUNKS = 8  # tasks at least, where there are that many points
 
 
 def check_parallel(executor: object, n_jobs: object) -> tuple[Executor | None, int]:
@@ -72,22 +73,20 @@ def map_rows(task: Callable[..., Array], args: tuple[Any, ...], idx: NDArray[np.
     """Rows ``task(*args, chunk)`` for contiguous chunks of ``idx``, stacked in index order.
 
     ``task(*args, chunk)`` must return an array (len(chunk), width). ``executor`` and ``n_jobs`` come
-    from :func:`check_parallel`. ``progress`` prints ``what done/total points`` to stderr about every
-    10% (serial) or per finished chunk (parallel).
+    from :func:`check_parallel`. ``progress`` prints ``what done/total points`` to stderr per chunk.
     """
     out = np.empty((len(idx), width))
+    size = chunk_size(len(idx))
+    spans = [(lo, min(lo + size, len(idx))) for lo in range(0, len(idx), size)]
     if executor is None and n_jobs == 1:
-        for row in range(len(idx)):
-            out[row] = task(*args, idx[row:row + 1])[0]
-            _progress(row + 1, len(idx), what, progress, every=max(1, len(idx) // 10))
+        done = 0
+        for lo, hi in spans:
+            out[lo:hi] = task(*args, idx[lo:hi])
+            done += hi - lo
+            _progress(done, len(idx), what, progress)
         return out
-    # the standard pools know their size; a cluster's executor (Dask, Ray) does not say: small chunks
-    workers = n_jobs if executor is None else getattr(executor, "_max_workers", None)
-    n_chunks = UNKNOWN_POOL_CHUNKS if workers is None else CHUNKS_PER_WORKER * max(1, int(workers))
-    bounds = np.linspace(0, len(idx), min(len(idx), n_chunks) + 1).astype(int)
     pool = ProcessPoolExecutor(max_workers=n_jobs) if executor is None else executor
     try:
-        spans = [(lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo]
         futures: dict[Future[Array], tuple[int, int]] = {
             pool.submit(task, *args, idx[lo:hi]): (lo, hi) for lo, hi in spans}
         done = 0
@@ -95,13 +94,20 @@ def map_rows(task: Callable[..., Array], args: tuple[Any, ...], idx: NDArray[np.
             lo, hi = futures[future]
             out[lo:hi] = future.result()
             done += hi - lo
-            _progress(done, len(idx), what, progress, every=1)
+            _progress(done, len(idx), what, progress)
     finally:
         if executor is None:
             pool.shutdown()
     return out
 
 
-def _progress(done: int, total: int, what: str, enabled: bool, every: int) -> None:
-    if enabled and (done % every == 0 or done == total):
+def chunk_size(n_points: int) -> int:
+    """Points per task: at least MIN_CHUNKS tasks for small sets (so a pool has work to share), at
+    most BLOCK_POINTS points per task (the block replays' width). A function of the number of points
+    only — never of the executor — so every executor computes the same blocks, bit for bit."""
+    return max(1, min(BLOCK_POINTS, -(-n_points // MIN_CHUNKS)))
+
+
+def _progress(done: int, total: int, what: str, enabled: bool) -> None:
+    if enabled:
         print(f"  {what} {done}/{total} points", file=sys.stderr, flush=True)

@@ -14,8 +14,9 @@ Conventions
 * Leave-one-out: Δf_j = f(θ_T(w⁰ with w_j = 0)) − f(θ_T(w⁰)), the actual change of f when j is
   removed; trajectory influence predicts it to first order as −I_j(f).
 * Test functions f are the per-sample test losses ℓ(z_k^test, θ): results have shape (len(indices), m).
-Cost: two (finite differences) or one (leave-one-out) replays of the whole run per index; the loop
-over indices runs serially, on a caller's ``executor`` or on ``n_jobs`` processes (:mod:`.parallel`).
+Cost: two (finite differences) or one (leave-one-out) replays of the whole run per index, advanced
+in blocks of up to 32 points (:func:`refsam.training.replay_final`: one (d, K) block of runs); the
+blocks run serially, on a caller's ``executor`` or on ``n_jobs`` processes (:mod:`.parallel`).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from numpy.typing import ArrayLike, NDArray
 from ..errors import InvalidInputError
 from ..objective import Problem
 from ..tolerances import FD_STEP
-from ..training import Trajectory, replay
+from ..training import Trajectory, replay_final
 from ..validation import check_indices
 from .parallel import check_parallel, map_rows
 from .stencil import check_step, weight_stencil
@@ -79,27 +80,34 @@ def leave_one_out_replay(problem: Problem, trajectory: Trajectory, X_test: Array
 
 def _difference_rows(problem: Problem, trajectory: Trajectory, X_test: Array, y_test: Any, h: float,
                      chunk: NDArray[np.int64]) -> Array:
-    """The finite-difference rows of the training points in ``chunk`` (one task of :func:`map_rows`)."""
+    """The finite-difference rows of the training points in ``chunk`` (one task of :func:`map_rows`):
+    every stencil weight vector of the chunk replayed together as one block."""
+    stencils = [weight_stencil(trajectory.weights, int(j), h) for j in chunk]
+    vectors = np.array([w for ws, _ in stencils for w in ws])  # (Σ stencil sizes, n)
+    losses = _final_losses(problem, trajectory, vectors, X_test, y_test)
     out = np.empty((len(chunk), X_test.shape[0]))
-    for row, j in enumerate(chunk):
-        vectors, coefficients = weight_stencil(trajectory.weights, int(j), h)
-        losses = [problem.model.losses(replay(problem, trajectory, weights=w).theta_final, X_test, y_test)
-                  for w in vectors]
-        out[row] = coefficients @ np.array(losses)
+    start = 0
+    for row, (ws, coefficients) in enumerate(stencils):
+        out[row] = coefficients @ losses[start:start + len(ws)]
+        start += len(ws)
     return out
 
 
 def _removal_rows(problem: Problem, trajectory: Trajectory, X_test: Array, y_test: Any,
                   chunk: NDArray[np.int64]) -> Array:
-    """The leave-one-out rows of the training points in ``chunk`` (one task of :func:`map_rows`)."""
+    """The leave-one-out rows of the training points in ``chunk`` (one task of :func:`map_rows`): their
+    runs with w_j = 0 replayed together as one block."""
+    weights = np.repeat(trajectory.weights[None, :], len(chunk), axis=0)
+    weights[np.arange(len(chunk)), chunk] = 0.0
     base = problem.model.losses(trajectory.theta_final, X_test, y_test)  # (m,)
-    out = np.empty((len(chunk), X_test.shape[0]))
-    for row, j in enumerate(chunk):
-        weights = trajectory.weights.copy()
-        weights[j] = 0.0
-        out[row] = problem.model.losses(replay(problem, trajectory, weights=weights).theta_final,
-                                        X_test, y_test) - base
-    return out
+    return _final_losses(problem, trajectory, weights, X_test, y_test) - base
+
+
+def _final_losses(problem: Problem, trajectory: Trajectory, weights: Array, X_test: Array,
+                  y_test: Any) -> Array:
+    """Test losses at θ_T of the run replayed with each row of ``weights``, (K, m)."""
+    finals = replay_final(problem, trajectory, weights)  # (K, d)
+    return np.array([problem.model.losses(theta, X_test, y_test) for theta in finals])
 
 
 def _check_inputs(problem: object, trajectory: object, X_test: ArrayLike, y_test: ArrayLike,

@@ -10,7 +10,7 @@ import pytest
 
 import refsam
 from refsam.counterfactual import finite_difference_influence, leave_one_out_replay
-from refsam.tolerances import RTOL_RESCALED_RUN, RTOL_TRAJECTORY_FD, rel_err
+from refsam.tolerances import RTOL_REORDERED, RTOL_RESCALED_RUN, RTOL_TRAJECTORY_FD, rel_err
 from refsam.trajectory_influence import trajectory_influence
 
 
@@ -72,10 +72,12 @@ def test_subsets_are_rows_and_first_order_agreement():
     fd = finite_difference_influence(problem, trajectory, X_test, y_test)
     loo = leave_one_out_replay(problem, trajectory, X_test, y_test)
     rows = np.array([7, 2])
-    np.testing.assert_array_equal(finite_difference_influence(problem, trajectory, X_test, y_test,
-                                                              indices=rows), fd[rows])
-    np.testing.assert_array_equal(leave_one_out_replay(problem, trajectory, X_test, y_test,
-                                                       indices=rows), loo[rows])
+    # Rows are replayed in blocks (one matrix product for a block's runs), so a row computed in another
+    # block differs by the rounding of a product with more columns: RTOL_REORDERED, not bit for bit.
+    assert rel_err(finite_difference_influence(problem, trajectory, X_test, y_test, indices=rows),
+                   fd[rows]) <= RTOL_REORDERED
+    assert rel_err(leave_one_out_replay(problem, trajectory, X_test, y_test, indices=rows),
+                   loo[rows]) <= RTOL_REORDERED
     assert np.corrcoef(-fd.ravel(), loo.ravel())[0, 1] > 0.95
     coarse = finite_difference_influence(problem, trajectory, X_test, y_test, h=2e-4)
     assert rel_err(coarse, fd) <= RTOL_TRAJECTORY_FD  # h-independence: the difference quotient has converged
