@@ -19,6 +19,14 @@ Stable JSON keys (external checks read them):
                                       T = 1000 (200 with --quick), batches of 100. Full-batch runs of
                                       both are reported too (adjoint_over_training_runs).
     autodiff_over_adjoint             autograd through the training loop / the adjoint, same run
+    softmax_hessian_dgemm_fraction    the softmax Hessian's rate (flops it needs: symmetric rank-n
+                                      updates) over a same-size dgemm's, same run (target >= 0.25)
+    closed_form_over_unavoidable      hessian_influence / (one Hessian + one LU at its size) (target <= 2)
+    training_step_over_gemv           full-batch logistic SAM step / the four GEMVs over X its two
+                                      gradients need, n = 1e4, d = 500 (target <= 2)
+    loo_block_speedup                 leave-one-out replays of 64 points one at a time / in blocks, one
+                                      process (target >= 10)
+    loo_parallel_speedup              the blocks on 1 process / on 2 (target >= 1.6)
     mlp_hessian_d2000                 explicit MLP Hessian (d ≈ 2,000): autograd.hessian vs the
                                       R-operator on identity blocks vs the layer-wise assembly
                                       (refsam's MLP.hessian), with max |difference| to autograd
@@ -57,9 +65,12 @@ from refsam import (  # noqa: E402  # noqa: E402
     SAM,
     LogisticRegression,
     Problem,
+    SoftmaxRegression,
     hessian_influence,
     leave_one_out,
+    leave_one_out_replay,
     make_gaussian_classification,
+    replay,
     solve_fixed_point,
     train,
     trajectory_influence,
@@ -114,6 +125,9 @@ CONFIGS = {
         hessian=dict(n=500, sizes=(16, 40, 30, 5)),
         closed_form_mlp=dict(n=500, sizes=(16, 40, 30, 5)),
         products=dict(sizes=(20, 64, 50, 5), batch_sizes=(100, 1000)),
+        hardware=dict(softmax=dict(n=5000, p=100, K=10), closed_form=dict(n=5000, p=300),
+                      step=dict(n=10_000, p=499, steps=20),
+                      loo=dict(n=1000, p=49, steps=200, batch_size=100, k=64)),
         scaling=dict(
             base=dict(n=500, p=49, steps=200),
             n=[250, 500, 1000, 2000], p=[9, 24, 49, 99, 199], steps=[100, 200, 400, 800],
@@ -137,6 +151,9 @@ CONFIGS = {
         hessian=dict(n=200, sizes=(16, 40, 30, 5)),
         closed_form_mlp=dict(n=200, sizes=(16, 20, 15, 5)),
         products=dict(sizes=(20, 64, 50, 5), batch_sizes=(100, 1000)),
+        hardware=dict(softmax=dict(n=5000, p=100, K=10), closed_form=dict(n=5000, p=300),
+                      step=dict(n=10_000, p=499, steps=10),
+                      loo=dict(n=1000, p=49, steps=100, batch_size=100, k=64)),
         scaling=dict(
             base=dict(n=300, p=24, steps=100),
             n=[150, 300, 600], p=[12, 24, 49], steps=[50, 100, 200],
@@ -160,6 +177,8 @@ CONFIGS = {
         hessian=dict(n=20, sizes=(3, 5, 4, 3)),
         closed_form_mlp=dict(n=20, sizes=(3, 5, 4, 3)),
         products=dict(sizes=(4, 6, 3), batch_sizes=(10,)),
+        hardware=dict(softmax=dict(n=200, p=5, K=3), closed_form=dict(n=100, p=5),
+                      step=dict(n=200, p=5, steps=3), loo=dict(n=40, p=4, steps=5, batch_size=10, k=8)),
         scaling=dict(
             base=dict(n=60, p=4, steps=10),
             n=[40, 60], p=[4, 6], steps=[5, 10],
@@ -576,6 +595,104 @@ def scaling_mlp_hessian(cfg, n, repeats) -> dict:
 
 # -- driver ---------------------------------------------------------------------------------------------
 
+# -- 8. against the hardware: each path over what its arithmetic needs, in the same run -------------------
+
+def _gemm_rate(n: int, d: int, repeats: int) -> float:
+    """FLOP/s of a dgemm AᵀB, A and B (n, d), on this machine now (2·n·d² flops)."""
+    rng = np.random.default_rng(0)
+    A, B = rng.standard_normal((n, d)), rng.standard_normal((n, d))
+    return 2.0 * n * d * d / best_time(lambda: A.T @ B, repeats)
+
+
+def bench_softmax_hessian_rate(n: int, p: int, K: int, repeats: int) -> dict:
+    """SoftmaxRegression's Hessian: its rate over the flops it needs (symmetric rank-n updates: n·d(d+1)
+    for MᵀCM plus K·n·q(q+1) for the diagonal blocks, q = p + 1, d = qK) against a same-size dgemm's."""
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((n, p)), rng.integers(0, K, n)
+    problem = Problem(SoftmaxRegression(K), X, y, weight_decay=WEIGHT_DECAY)
+    theta = 0.1 * rng.standard_normal(problem.d)
+    at = problem.at(theta)
+    q, d = p + 1, problem.d
+    seconds = best_time(at.hessian, repeats)
+    flops = n * d * (d + 1) + K * n * q * (q + 1)
+    rate, dgemm = flops / seconds, _gemm_rate(n, d, repeats)
+    return {"n": n, "d": d, "seconds": seconds, "gflops": rate / 1e9, "dgemm_gflops": dgemm / 1e9,
+            "fraction_of_dgemm": rate / dgemm}
+
+
+def bench_closed_form_over_unavoidable(n: int, p: int, repeats: int) -> dict:
+    """hessian_influence (full SAM variant, 1 test loss) over one Hessian build plus one LU at its size:
+    the parts no closed form can skip."""
+    problem, X_test, y_test = logistic_problem(n, p)
+    sam = SAM(RHO)
+    theta_hat = sam_root(problem, sam)
+
+    def closed():
+        hessian_influence(problem, sam, theta_hat, X_test[:1], y_test[:1])
+
+    def unavoidable():
+        J = problem.hessian(theta_hat) + WEIGHT_DECAY * np.eye(problem.d)
+        scipy.linalg.lu_factor(J)
+
+    t_closed, t_parts = paired_best_times(closed, unavoidable, repeats)
+    return {"n": n, "d": problem.d, "closed_form_seconds": t_closed, "unavoidable_seconds": t_parts,
+            "ratio": t_closed / t_parts}
+
+
+def bench_training_step_over_gemv(n: int, p: int, steps: int, repeats: int) -> dict:
+    """Full-batch logistic SAM training per step over the four GEMVs over X̃ its two gradients need
+    (x̃θ and x̃ᵀr, at θ and at θ + ε)."""
+    problem, _, _ = logistic_problem(n, p)
+    sam = SAM(RHO)
+    design = problem.design
+    theta, r = np.full(problem.d, 0.01), np.full(n, 0.5)
+
+    def four_gemvs():
+        for _ in range(2):
+            design @ theta
+            design.T @ r
+
+    t_train = best_time(lambda: train(problem, sam, LR_LOGISTIC, steps), repeats) / steps
+    t_gemv = best_time(four_gemvs, repeats)
+    return {"n": n, "d": problem.d, "seconds_per_step": t_train, "four_gemv_seconds": t_gemv,
+            "ratio": t_train / t_gemv}
+
+
+def bench_loo_block_and_parallel(n: int, p: int, steps: int, batch_size: int, k: int, repeats: int) -> dict:
+    """Leave-one-out replays of k points: one at a time (k replays) vs in blocks (the default), both on
+    one process; then the blocks on 2 processes vs 1. Results checked equal (blocks to RTOL_REORDERED,
+    processes bit for bit)."""
+    problem, X_test, y_test = logistic_problem(n, p)
+    run = train(problem, SAM(RHO), LR_LOGISTIC, steps, batch_size=batch_size, seed=0)
+    indices = np.arange(k)
+    out = {}
+
+    def one_at_a_time():
+        rows = []
+        base = problem.model.losses(run.theta_final, X_test, y_test)
+        for j in indices:
+            w = problem.weights.copy()
+            w[j] = 0.0
+            theta_T = replay(problem, run, weights=w).theta_final
+            rows.append(problem.model.losses(theta_T, X_test, y_test) - base)
+        out["single"] = np.array(rows)
+
+    def blocks():
+        out["block"] = leave_one_out_replay(problem, run, X_test, y_test, indices)
+
+    def two_processes():
+        out["parallel"] = leave_one_out_replay(problem, run, X_test, y_test, indices, n_jobs=2)
+
+    t_single, t_block = paired_best_times(one_at_a_time, blocks, repeats)
+    t_parallel = best_time(two_processes, repeats)
+    err = float(np.max(np.abs(out["block"] - out["single"])) / np.max(np.abs(out["single"])))
+    return {"n": n, "d": problem.d, "steps": steps, "k": k, "one_at_a_time_seconds": t_single,
+            "block_seconds": t_block, "two_process_seconds": t_parallel,
+            "loo_block_speedup": t_single / t_block, "loo_parallel_speedup": t_block / t_parallel,
+            "rel_err_block_vs_single": err,
+            "parallel_identical": bool(np.array_equal(out["parallel"], out["block"]))}
+
+
 def run_benchmarks(mode: str = "full", log=print) -> dict:
     """Run every benchmark at the sizes of ``mode`` ("full", "quick" or "tiny"); returns the JSON dict."""
     cfg = CONFIGS[mode]
@@ -626,6 +743,22 @@ def run_benchmarks(mode: str = "full", log=print) -> dict:
 
     log(f"[{time.perf_counter() - start:6.1f} s] derivative products ...")
     results["derivative_products"] = bench_derivative_products(**cfg["products"], repeats=repeats)
+
+    log(f"[{time.perf_counter() - start:6.1f} s] against the hardware ...")
+    hw = cfg["hardware"]
+    hardware = {
+        "softmax_hessian": bench_softmax_hessian_rate(**hw["softmax"], repeats=repeats),
+        "closed_form_over_unavoidable": bench_closed_form_over_unavoidable(**hw["closed_form"],
+                                                                           repeats=repeats),
+        "training_step_over_gemv": bench_training_step_over_gemv(**hw["step"], repeats=repeats),
+        "loo": bench_loo_block_and_parallel(**hw["loo"], repeats=repeats),
+    }
+    results["hardware"] = hardware
+    results["softmax_hessian_dgemm_fraction"] = hardware["softmax_hessian"]["fraction_of_dgemm"]
+    results["closed_form_over_unavoidable"] = hardware["closed_form_over_unavoidable"]["ratio"]
+    results["training_step_over_gemv"] = hardware["training_step_over_gemv"]["ratio"]
+    results["loo_block_speedup"] = hardware["loo"]["loo_block_speedup"]
+    results["loo_parallel_speedup"] = hardware["loo"]["loo_parallel_speedup"]
 
     log(f"[{time.perf_counter() - start:6.1f} s] scaling ...")
     scaling = {}
@@ -678,6 +811,22 @@ def format_summary(results: dict) -> str:
     parts = results["closed_form_mlp_parts"]
     lines.append(f"closed form parts, MLP d={parts['d']} n={parts['n']}: "
                  + ", ".join(f"{k} {v:.2f} s" for k, v in parts["seconds"].items()))
+    hw = results["hardware"]
+    sh, cf = hw["softmax_hessian"], hw["closed_form_over_unavoidable"]
+    st, lo = hw["training_step_over_gemv"], hw["loo"]
+    lines.append(f"softmax_hessian_dgemm_fraction = {results['softmax_hessian_dgemm_fraction']:.2f}  "
+                 f"(d={sh['d']}, n={sh['n']}: {sh['gflops']:.1f} GFLOP/s vs dgemm "
+                 f"{sh['dgemm_gflops']:.1f})  target >= 0.25")
+    lines.append(f"closed_form_over_unavoidable = {results['closed_form_over_unavoidable']:.2f}  (logistic "
+                 f"d={cf['d']}, n={cf['n']}: {cf['closed_form_seconds'] * 1e3:.1f} ms vs Hessian + LU "
+                 f"{cf['unavoidable_seconds'] * 1e3:.1f} ms)  target <= 2")
+    lines.append(f"training_step_over_gemv = {results['training_step_over_gemv']:.2f}  (full-batch logistic "
+                 f"n={st['n']}, d={st['d']}: {st['seconds_per_step'] * 1e3:.2f} ms/step vs four GEMVs "
+                 f"{st['four_gemv_seconds'] * 1e3:.2f} ms)  target <= 2")
+    lines.append(f"loo_block_speedup = {results['loo_block_speedup']:.1f}  target >= 10; "
+                 f"loo_parallel_speedup = {results['loo_parallel_speedup']:.2f}  target >= 1.6  "
+                 f"(k={lo['k']} points, n={lo['n']}, d={lo['d']}, T={lo['steps']}; block vs single rel. err "
+                 f"{lo['rel_err_block_vs_single']:.1e}, 2 processes identical: {lo['parallel_identical']})")
     lines.append("scaling exponents (log-log fit):")
     for method, rows in results["scaling"].items():
         parts = [f"{row['axis']}: {row['exponent']:.2f}" for row in rows]

@@ -315,7 +315,7 @@ def _adjoint(problem: Problem, trajectory: Trajectory, V_T: Array, progress: boo
             Q = HD + decay_times(step.lam_in, D)  # K_C(ŵ_C) D
             PQ = chunk.P(Q)
             HPQ, J_theta_PQ = chunk.at_theta.hvp_and_jvp(PQ)
-            np.add.at(influence, chunk.idx, step.inv_batch * (J_w_hat_D + J_theta_PQ))
+            _scatter_add(influence, chunk.idx, step.inv_batch * (J_w_hat_D + J_theta_PQ))
             MtD = MtD + chunk.scaled(Q + HPQ + decay_times(step.lam_in, PQ) + chunk.S_T(Q))
         U = U + MtD
         _progress(steps - t, steps, "adjoint", progress)
@@ -342,16 +342,25 @@ def _forward(problem: Problem, trajectory: Trajectory, progress: bool) -> Array:
         descent = decay_times(step.lam_out, dtheta)  # ḋ, accumulated over the step's perturbations
         for chunk in step.chunks:
             dg = chunk.at_theta.hvp(dtheta) + decay_times(step.lam_in, dtheta)  # K_C(θ_t) Θ̇
-            dg[:, chunk.idx] += chunk.inv_size * chunk.at_theta.per_sample_grads().T
+            _scatter_add(dg.T, chunk.idx, chunk.inv_size * chunk.at_theta.per_sample_grads())  # columns
             dw_hat = dtheta + chunk.P(dg) + chunk.S(dtheta)
             part = chunk.at_w_hat.hvp(dw_hat) + decay_times(step.lam_in, dw_hat)
-            part[:, chunk.idx] += chunk.inv_size * chunk.at_w_hat.per_sample_grads().T
+            _scatter_add(part.T, chunk.idx, chunk.inv_size * chunk.at_w_hat.per_sample_grads())
             descent = descent + chunk.scaled(part)
         if optimizer.active:
             dbuf, descent = optimizer.update(dbuf, descent, t)  # the same linear map on tangents
         dtheta = dtheta - step.lr * descent
         _progress(t + 1, steps, "forward", progress)
     return dtheta.T
+
+
+def _scatter_add(target: Array, rows: NDArray[np.int64], values: Array) -> None:
+    """target[rows] += values, row by row; a repeated row (an external batch drawn with replacement)
+    receives each of its contributions (np.add.at), distinct rows take one fancy-indexed add."""
+    if len(rows) > 1 and np.unique(rows).size < len(rows):
+        np.add.at(target, rows, values)
+    else:
+        target[rows] += values
 
 
 # -- the approximations -------------------------------------------------------------------------------
@@ -398,6 +407,6 @@ def _approximation(problem: Problem, trajectory: Trajectory, X_test: Array, y_te
             if tracin:  # the test gradient at the same checkpoint
                 test_grads = problem.model.per_sample_grads(x, X_test, y_test).T  # (d, m)
             contribution = problem.at(x, rows).jvp(test_grads)  # ∇ℓ_j(x)ᵀ ∇f, (|C|, m)
-            np.add.at(influence, rows, -weights[t] / len(idx) * contribution)
+            _scatter_add(influence, rows, -weights[t] / len(idx) * contribution)
         _progress(t + 1, steps, method, progress)
     return influence

@@ -308,3 +308,16 @@ def test_hyphenated_method_names_and_progress(capsys):
     np.testing.assert_array_equal(a, b)
     trajectory_influence(problem, trajectory, X_test, y_test, progress=True)
     assert "adjoint: step 10/10" in capsys.readouterr().err
+
+
+def test_a_batch_drawn_with_replacement_counts_a_repeated_point_each_time():
+    """An external schedule may repeat a point within a batch (sampling with replacement): each copy
+    contributes (the scatter-add falls back to np.add.at), as autodiff through the run says."""
+    X, y, _ = refsam.make_gaussian_classification(n=20, n_features=3, seed=0)
+    problem = refsam.Problem(refsam.LogisticRegression(), X, y, 0.05)
+    run = refsam.train(problem, refsam.SAM(0.05), 0.5, batches=[[0, 0, 1, 2], [3, 3, 3, 4], [5, 6, 7, 8]])
+    autodiff = trajectory_influence(problem, run, X[:2], y[:2], method="autodiff")
+    assert np.abs(autodiff[3]).max() > 3 * np.abs(autodiff[4]).max() > 0  # three copies of point 3
+    for method in ("adjoint", "forward"):
+        assert rel_err(trajectory_influence(problem, run, X[:2], y[:2], method=method), autodiff) \
+            <= RTOL_EXACT_METHODS
