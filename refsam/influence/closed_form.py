@@ -43,6 +43,7 @@ from ..errors import InvalidInputError, SingularSystemError
 from ..objective import Problem, decay_matrix
 from ..sam import SAM
 from ..tolerances import COND_WARN, ROOT_TOL_INFLUENCE
+from ..training import StepTerms, descent_direction
 from ..validation import check_choice, check_positive
 from .fixed_point import FixedPoint, no_root_reason
 from .linearisation import Linearisation, check_root_inputs, factorise, linearise, weight_jacobian
@@ -94,7 +95,10 @@ class HyperparameterSensitivity:
 # -- the linear system ----------------------------------------------------------------------------------
 def _prepare(problem: Problem, sam: SAM, theta: Any, variant: str, root_tol: float, on_unverified: str,
              X_test: Any = None, y_test: Any = None) -> tuple[Any, ...]:
-    """Validate once and apply the root rule; returns (θ̂, variant, Linearisation at θ̂, X_test, y_test)."""
+    """Validate once and apply the root rule; returns (θ̂, variant, the step terms at θ̂, X_test, y_test).
+
+    The root rule needs only G (two gradients); the Hessians are built by :func:`_system`, each variant
+    only those it uses."""
     if isinstance(theta, FixedPoint):
         theta = theta.theta
     theta, _ = check_root_inputs(problem, sam, theta)
@@ -103,8 +107,8 @@ def _prepare(problem: Problem, sam: SAM, theta: Any, variant: str, root_tol: flo
     root_tol = check_positive("root_tol", root_tol)
     if X_test is not None:
         X_test, y_test = problem.check_test(X_test, y_test)
-    lin = linearise(problem, sam, theta)
-    residual = float(np.linalg.norm(lin.residual))
+    terms = descent_direction(problem, sam, theta)
+    residual = float(np.linalg.norm(terms.direction))
     if not residual <= root_tol:
         message = (f"`theta` is not a verified root of the SAM residual G: ‖G(theta)‖ = {residual:.3e} > "
                    f"root_tol={root_tol:.1e}, so the closed-form influence is only an approximation. "
@@ -116,22 +120,26 @@ def _prepare(problem: Problem, sam: SAM, theta: Any, variant: str, root_tol: flo
         if on_unverified == "raise":
             raise UnverifiedRootError(message, residual)
         warnings.warn(message, UnverifiedRootWarning, stacklevel=3)
-    return theta, variant, lin, X_test, y_test
+    return theta, variant, terms, X_test, y_test
 
 
-def _system(problem: Problem, lin: Linearisation, variant: str) -> tuple[Any, Array]:
-    """(LU factors of J, G_w (n, d)) for the variant (module docstring); one factorisation of J."""
+def _system(problem: Problem, sam: SAM, theta: Array, terms: StepTerms,
+            variant: str) -> tuple[Any, Array, Linearisation | None]:
+    """(LU factors of J, G_w (n, d), the Linearisation for "full" else None) for the variant (module
+    docstring): "full" builds both Hessians and E; "frozen" only H(ŵ); "erm" only H(θ̂)."""
     n = problem.n
     Lam = decay_matrix(problem.weight_decay, problem.d)  # λ I, or diag(λ_i) per coordinate
+    lin = None
     if variant == "full":
+        lin = linearise(problem, sam, theta)
         J = lin.jacobian
         G_w = weight_jacobian(problem, lin)  # (n, d)
     elif variant == "frozen":
-        J = lin.H_hat + Lam
-        G_w = problem.per_sample_grads(lin.w_hat) / n
+        J = problem.hessian(terms.w_hat) + Lam
+        G_w = problem.per_sample_grads(terms.w_hat) / n
     else:  # "erm"
-        J = lin.H_theta + Lam
-        G_w = problem.per_sample_grads(lin.theta) / n
+        J = problem.hessian(theta) + Lam
+        G_w = problem.per_sample_grads(theta) / n
     # Singular relative to its own scale (linearisation.factorise: a zero pivot or σ_min ≤ d·eps·σ_max). A
     # finite cond (8.8e17 for a constant feature beside the bias) still leaves an exact zero pivot.
     factors = factorise(J)
@@ -145,7 +153,7 @@ def _system(problem: Problem, lin: Linearisation, variant: str) -> tuple[Any, Ar
     if cond > COND_WARN:
         warnings.warn(f"∂G/∂θ ({variant!r} variant) has condition number {cond:.2e}: the closed-form "
                       f"influence may have lost most of its digits.", RuntimeWarning, stacklevel=3)
-    return factors.lu, G_w
+    return factors.lu, G_w, lin
 
 
 # -- public functions -----------------------------------------------------------------------------------
@@ -178,9 +186,9 @@ def hessian_influence(problem: Problem, sam: SAM, theta: ArrayLike | FixedPoint,
     -----
     Cost: O(n d² + d³) once, then O(d² + d n) per test point.
     """
-    theta_hat, variant, lin, X_arr, y_arr = _prepare(problem, sam, theta, variant, root_tol, on_unverified,
-                                                     X_test, y_test)
-    lu, G_w = _system(problem, lin, variant)
+    theta_hat, variant, terms, X_arr, y_arr = _prepare(problem, sam, theta, variant, root_tol,
+                                                       on_unverified, X_test, y_test)
+    lu, G_w, _ = _system(problem, sam, theta_hat, terms, variant)
     test_grads = problem.model.per_sample_grads(theta_hat, X_arr, y_arr)  # ∇f_k(θ̂), (m, d)
     V = scipy.linalg.lu_solve(lu, test_grads.T, trans=1)  # v_k = J⁻ᵀ ∇f_k, (d, m)
     return -G_w @ V  # I[j, k] = −(∂G/∂w_j)ᵀ v_k, (n, m)
@@ -190,8 +198,8 @@ def parameter_influence(problem: Problem, sam: SAM, theta: ArrayLike | FixedPoin
                         root_tol: float = ROOT_TOL_DEFAULT, on_unverified: str = "raise") -> Array:
     """dθ̂/dw_j = −J⁻¹ ∂G/∂w_j for every j, shape (n_train, d) (row j). Arguments as
     :func:`hessian_influence`. Cost: O(n d² + d³)."""
-    _, variant, lin, _, _ = _prepare(problem, sam, theta, variant, root_tol, on_unverified)
-    lu, G_w = _system(problem, lin, variant)
+    theta_hat, variant, terms, _, _ = _prepare(problem, sam, theta, variant, root_tol, on_unverified)
+    lu, G_w, _ = _system(problem, sam, theta_hat, terms, variant)
     return -scipy.linalg.lu_solve(lu, G_w.T).T  # row j: −J⁻¹ ∂G/∂w_j, (n, d)
 
 
@@ -222,12 +230,13 @@ def hyperparameter_sensitivity(problem: Problem, sam: SAM, theta: ArrayLike | Fi
     if problem.per_coordinate_decay:
         raise InvalidInputError("hyperparameter_sensitivity differentiates with respect to one scalar λ; "
                          "`problem` has a per-coordinate weight decay")
-    theta_hat, _, lin, _, _ = _prepare(problem, sam, theta, "full", root_tol, on_unverified)
-    lu, _ = _system(problem, lin, "full")
+    theta_hat, _, terms, _, _ = _prepare(problem, sam, theta, "full", root_tol, on_unverified)
+    lu, _, lin = _system(problem, sam, theta_hat, terms, "full")
+    assert lin is not None  # "full" always linearises (for the type checker)
     K_hat = lin.K_hat()  # K(ŵ) = H(ŵ) + λ_in I
     dG_drho = K_hat @ sam.d_rho(theta_hat, lin.g)
     if problem.regularization == "coupled":
-        dG_dlam = lin.w_hat + K_hat @ (lin.P @ theta_hat)  # ∂g/∂λ = θ̂ moves ε as well
+        dG_dlam = lin.w_hat + K_hat @ lin.P_times(theta_hat)  # ∂g/∂λ = θ̂ moves ε as well
     else:
         dG_dlam = theta_hat
     return HyperparameterSensitivity(d_rho=-scipy.linalg.lu_solve(lu, dG_drho),

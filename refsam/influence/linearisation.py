@@ -75,6 +75,13 @@ class Linearisation:
     jacobian: Array
     lam_in: float | Array
     lam_out: float | Array
+    sam: SAM | None = None  # the rule, for O(d²) products with P (None: the dense P)
+
+    def P_times(self, A: Array) -> Array:
+        """P A = (∂ε/∂g) A for a block A (d, k): O(dk) from P's structure when the rule is known."""
+        if self.sam is None:
+            return self.P @ A
+        return self.sam.jvp_g(self.theta, self.g, A)
 
     @property
     def D(self) -> Array:
@@ -92,19 +99,24 @@ class Linearisation:
 
 
 def linearise(problem: Problem, sam: SAM, theta: Array, weights: ArrayLike | None = None) -> Linearisation:
-    """All terms of G and J at θ (module docstring); trusts its inputs. Cost: two Hessians, O(d³)."""
+    """All terms of G and J at θ (module docstring); trusts its inputs.
+
+    Cost: two Hessians and one d × d matrix product: E = P K(θ) + S in O(d²) from the structure
+    P = s T (I − c u uᵀ) T (``SAM.jvp_g`` on the columns of K(θ)) and S = diag(a) − b cᵀ, then
+    J = K(ŵ) + K(ŵ) E + λ_out I, the one O(d³) product.
+    """
     lam_in, lam_out = problem.weight_decay_split()
     terms = descent_direction(problem, sam, theta, None, weights)
-    I = np.eye(problem.d)
     H_theta = problem.hessian(theta, None, weights)  # (d, d)
     H_hat = problem.hessian(terms.w_hat, None, weights)  # (d, d)
-    P = sam.jacobian_g(theta, terms.g)  # ∂ε/∂g
-    S = sam.jacobian_theta(theta, terms.g)  # ∂ε/∂θ|_g
+    P = sam.jacobian_g(theta, terms.g)  # ∂ε/∂g (O(d²) to form)
+    S = sam.jacobian_theta(theta, terms.g)  # ∂ε/∂θ|_g (O(d²) to form)
     Lam_in, Lam_out = decay_matrix(lam_in, problem.d), decay_matrix(lam_out, problem.d)  # λ I or diag(λ_i)
-    E = P @ (H_theta + Lam_in) + S  # dε/dθ
-    jacobian = (H_hat + Lam_in) @ (I + E) + Lam_out  # J = ∂G/∂θ
+    E = sam.jvp_g(theta, terms.g, H_theta + Lam_in) + S  # dε/dθ = P K(θ) + S, O(d²)
+    K_hat = H_hat + Lam_in
+    jacobian = K_hat + K_hat @ E + Lam_out  # J = ∂G/∂θ = K(ŵ)(I + E) + λ_out
     return Linearisation(theta, terms.g, terms.eps, terms.w_hat, terms.direction, H_theta, H_hat, P, S, E,
-                         jacobian, lam_in, lam_out)
+                         jacobian, lam_in, lam_out, sam)
 
 
 def check_root_inputs(problem: object, sam: object, theta: ArrayLike, name: str = "theta",
@@ -148,8 +160,8 @@ def weight_jacobian(problem: Problem, lin: Linearisation) -> Array:
     """Rows ∂G/∂w_j = (1/n)[∇ℓ_j(ŵ) + K(ŵ) P ∇ℓ_j(θ)], shape (n, d); trusts its inputs."""
     grads_hat = problem.per_sample_grads(lin.w_hat)  # ∇ℓ_j(ŵ), (n, d)
     grads_theta = problem.per_sample_grads(lin.theta)  # ∇ℓ_j(θ), (n, d)
-    M = lin.K_hat() @ lin.P  # K(ŵ) ∂ε/∂g, (d, d)
-    return (grads_hat + grads_theta @ M.T) / problem.n  # (n, d)
+    M_T = lin.P_times(lin.K_hat())  # (K(ŵ) P)ᵀ = P K(ŵ) (both symmetric), O(d²) from P's structure
+    return (grads_hat + grads_theta @ M_T) / problem.n  # (n, d)
 
 
 def residual_weight_jacobian(problem: Problem, sam: SAM, theta: ArrayLike,
