@@ -21,6 +21,7 @@ Conventions
 
 from __future__ import annotations
 
+import copy
 import hashlib
 from typing import Any
 
@@ -128,8 +129,13 @@ class Problem:
         return X_test, y_test
 
     def with_weights(self, weights: ArrayLike | None) -> Problem:
-        """The same problem with sample weights ``weights`` (e.g. w_j = 0 for leave-one-out)."""
-        return Problem(self.model, self.X, self.y, self.weight_decay, weights, self.regularization)
+        """The same problem with sample weights ``weights`` (e.g. w_j = 0 for leave-one-out).
+
+        Shares X, y and the design with this problem (no O(n·d) copy: a problem never writes to them);
+        only the weights are new."""
+        other = copy.copy(self)
+        other.weights = self.check_weights(weights)
+        return other
 
     def init_params(self, seed: object = None) -> Array:
         """The model's seeded initial θ for this data, shape (d,)."""
