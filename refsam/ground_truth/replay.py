@@ -15,7 +15,7 @@ Conventions
   removed; trajectory influence predicts it to first order as −I_j(f).
 * Test functions f are the per-sample test losses ℓ(z_k^test, θ): results have shape (len(indices), m).
 Cost: two (finite differences) or one (leave-one-out) replays of the whole run per index, advanced
-in blocks of up to 32 points (:func:`refsam.training.replay_final`: one (d, K) block of runs); the
+in blocks of up to 64 points (:func:`refsam.training.replay_final`: one (d, K) block of runs); the
 blocks run serially, on a caller's ``executor`` or on ``n_jobs`` processes (:mod:`.parallel`).
 """
 

@@ -123,23 +123,43 @@ def _prepare(problem: Problem, sam: SAM, theta: Any, variant: str, root_tol: flo
     return theta, variant, terms, X_test, y_test
 
 
+class _WeightJacobian:
+    """∂G/∂w (n, d) of a variant, as a matrix or through its product with a block V (d, m):
+    G_w V = (1/n)[∇ℓ(ŵ) V + ∇ℓ(θ) (P K(ŵ) V)] costs O(n d m + d² m) where forming G_w costs O(n d²)."""
+
+    def __init__(self, problem: Problem, lin: Linearisation | None, point: Array) -> None:
+        self.problem, self.lin, self.point = problem, lin, point
+
+    def matrix(self) -> Array:
+        if self.lin is not None:
+            return weight_jacobian(self.problem, self.lin)  # (n, d)
+        return self.problem.per_sample_grads(self.point) / self.problem.n
+
+    def times(self, V: Array) -> Array:
+        """G_w V, (n, m), without the (n, d) × (d, d) product."""
+        problem, lin = self.problem, self.lin
+        if lin is None:
+            return problem.at(self.point).jvp(V) / problem.n  # ∇ℓ_j(x)ᵀ V
+        moved = lin.P_times(lin.K_hat() @ V)  # P K(ŵ) V, (d, m)
+        return (problem.at(lin.w_hat).jvp(V) + problem.at(lin.theta).jvp(moved)) / problem.n
+
+
 def _system(problem: Problem, sam: SAM, theta: Array, terms: StepTerms,
-            variant: str) -> tuple[Any, Array, Linearisation | None]:
-    """(LU factors of J, G_w (n, d), the Linearisation for "full" else None) for the variant (module
+            variant: str) -> tuple[Any, _WeightJacobian, Linearisation | None]:
+    """(LU factors of J, ∂G/∂w, the Linearisation for "full" else None) for the variant (module
     docstring): "full" builds both Hessians and E; "frozen" only H(ŵ); "erm" only H(θ̂)."""
-    n = problem.n
     Lam = decay_matrix(problem.weight_decay, problem.d)  # λ I, or diag(λ_i) per coordinate
     lin = None
     if variant == "full":
         lin = linearise(problem, sam, theta)
         J = lin.jacobian
-        G_w = weight_jacobian(problem, lin)  # (n, d)
+        G_w = _WeightJacobian(problem, lin, theta)
     elif variant == "frozen":
         J = problem.hessian(terms.w_hat) + Lam
-        G_w = problem.per_sample_grads(terms.w_hat) / n
+        G_w = _WeightJacobian(problem, None, terms.w_hat)
     else:  # "erm"
         J = problem.hessian(theta) + Lam
-        G_w = problem.per_sample_grads(theta) / n
+        G_w = _WeightJacobian(problem, None, theta)
     # Singular relative to its own scale (linearisation.factorise: a zero pivot or σ_min ≤ d·eps·σ_max). A
     # finite cond (8.8e17 for a constant feature beside the bias) still leaves an exact zero pivot.
     factors = factorise(J)
@@ -191,7 +211,7 @@ def hessian_influence(problem: Problem, sam: SAM, theta: ArrayLike | FixedPoint,
     lu, G_w, _ = _system(problem, sam, theta_hat, terms, variant)
     test_grads = problem.model.per_sample_grads(theta_hat, X_arr, y_arr)  # ∇f_k(θ̂), (m, d)
     V = scipy.linalg.lu_solve(lu, test_grads.T, trans=1)  # v_k = J⁻ᵀ ∇f_k, (d, m)
-    return -G_w @ V  # I[j, k] = −(∂G/∂w_j)ᵀ v_k, (n, m)
+    return -G_w.times(V)  # I[j, k] = −(∂G/∂w_j)ᵀ v_k, (n, m)
 
 
 def parameter_influence(problem: Problem, sam: SAM, theta: ArrayLike | FixedPoint, variant: str = "full", *,
@@ -200,7 +220,7 @@ def parameter_influence(problem: Problem, sam: SAM, theta: ArrayLike | FixedPoin
     :func:`hessian_influence`. Cost: O(n d² + d³)."""
     theta_hat, variant, terms, _, _ = _prepare(problem, sam, theta, variant, root_tol, on_unverified)
     lu, G_w, _ = _system(problem, sam, theta_hat, terms, variant)
-    return -scipy.linalg.lu_solve(lu, G_w.T).T  # row j: −J⁻¹ ∂G/∂w_j, (n, d)
+    return -scipy.linalg.lu_solve(lu, G_w.matrix().T).T  # row j: −J⁻¹ ∂G/∂w_j, (n, d)
 
 
 def self_influence(problem: Problem, sam: SAM, theta: ArrayLike | FixedPoint, variant: str = "full", *,
