@@ -199,11 +199,14 @@ def run_demo_command(args: argparse.Namespace) -> int:
                         hidden=args.hidden, rule=args.rule, rho=args.rho, weight_decay=args.weight_decay,
                         lr=args.lr, steps=sizes["steps"], flip_fraction=args.flip,
                         subset=sizes["subset"],
-                        seed=args.seed, methods=_methods(args.methods), out_dir=_figure_dir(args),
+                        seed=args.seed, methods=_methods(args.methods),
+                        out_dir=args.out if not args.no_figures and matplotlib_available() else None,
                         progress=not args.quiet, momentum=args.momentum, dampening=args.dampening,
                         nesterov=args.nesterov, n_jobs=args.jobs).validate()  # every argument checked first
     result = run_demo(config)
     print(format_report(result))
+    if not args.no_figures and not matplotlib_available():  # said after the work, where figures would be
+        print("matplotlib is not installed: no figures (pip install matplotlib)")
     return 0
 
 
