@@ -136,7 +136,7 @@ class LogisticDerivatives(BatchDerivatives):
         return self.residual[:, None] * self.X  # (σ(z) − y) x̃, (n, d)
 
     def per_sample_grad_norms(self) -> Array:
-        return np.abs(self.residual) * np.linalg.norm(self.X, axis=1)  # |r_i| ‖x̃_i‖
+        return np.abs(self.residual) * _row_norms(self.X)  # |r_i| ‖x̃_i‖
 
     def hvp_and_jvp(self, V: ArrayLike) -> tuple[Array, Array]:
         V, _ = as_columns(V)
@@ -249,7 +249,7 @@ class SoftmaxDerivatives(BatchDerivatives):
         return (self.X[:, :, None] * self.residual[:, None, :]).reshape(self.n, self.d)
 
     def per_sample_grad_norms(self) -> Array:
-        return np.linalg.norm(self.X, axis=1) * np.linalg.norm(self.residual, axis=1)  # ‖x̃_i ⊗ R_i‖
+        return _row_norms(self.X) * np.linalg.norm(self.residual, axis=1)  # ‖x̃_i ⊗ R_i‖
 
     def _directional_logits(self, V: Array) -> Array:
         """u_i = Vᵀ x̃_i for every column of V: (n, K, k)."""
@@ -286,3 +286,8 @@ def augment(X: ArrayLike) -> Array:
     out = np.empty((X.shape[0], X.shape[1] + 1))
     out[:, :-1], out[:, -1] = X, 1.0
     return out
+
+
+def _row_norms(A: Array) -> Array:
+    """‖a_i‖ for every row, without the (n, d) temporary of np.linalg.norm(A, axis=1)."""
+    return np.sqrt(np.einsum("ij,ij->i", A, A))
