@@ -151,7 +151,7 @@ def _system(problem: Problem, sam: SAM, theta: Array, terms: StepTerms,
     Lam = decay_matrix(problem.weight_decay, problem.d)  # λ I, or diag(λ_i) per coordinate
     lin = None
     if variant == "full":
-        lin = linearise(problem, sam, theta)
+        lin = linearise(problem, sam, theta, terms=terms)  # G from the root check, not again
         J = lin.jacobian
         G_w = _WeightJacobian(problem, lin, theta)
     elif variant == "frozen":

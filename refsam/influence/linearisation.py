@@ -36,7 +36,7 @@ from ..errors import InvalidInputError
 from ..objective import Problem, decay_matrix
 from ..sam import SAM
 from ..tolerances import COND_WARN
-from ..training import descent_direction
+from ..training import StepTerms, descent_direction
 
 __all__ = [
     "Factorised",
@@ -98,15 +98,18 @@ class Linearisation:
         return self.H_hat + decay_matrix(self.lam_in, self.H_hat.shape[0])
 
 
-def linearise(problem: Problem, sam: SAM, theta: Array, weights: ArrayLike | None = None) -> Linearisation:
+def linearise(problem: Problem, sam: SAM, theta: Array, weights: ArrayLike | None = None,
+              terms: StepTerms | None = None) -> Linearisation:
     """All terms of G and J at θ (module docstring); trusts its inputs.
 
     Cost: two Hessians and one d × d matrix product: E = P K(θ) + S in O(d²) from the structure
     P = s T (I − c u uᵀ) T (``SAM.jvp_g`` on the columns of K(θ)) and S = diag(a) − b cᵀ, then
-    J = K(ŵ) + K(ŵ) E + λ_out I, the one O(d³) product.
+    J = K(ŵ) + K(ŵ) E + λ_out I, the one O(d³) product. ``terms``: the full-batch step at θ if the
+    caller has it already (``descent_direction(problem, sam, theta, None, weights)``).
     """
     lam_in, lam_out = problem.weight_decay_split()
-    terms = descent_direction(problem, sam, theta, None, weights)
+    if terms is None:
+        terms = descent_direction(problem, sam, theta, None, weights)
     H_theta = problem.hessian(theta, None, weights)  # (d, d)
     H_hat = problem.hessian(terms.w_hat, None, weights)  # (d, d)
     P = sam.jacobian_g(theta, terms.g)  # ∂ε/∂g (O(d²) to form)
