@@ -15,6 +15,7 @@ import time
 from typing import Any
 
 from ..errors import InvalidInputError
+from ..ground_truth.parallel import check_parallel
 from ..kit import TARGETS, check_scores, export_cases
 
 
@@ -67,5 +68,8 @@ def add_jobs_argument(p: Any) -> None:
 
 
 def check_jobs(args: argparse.Namespace) -> None:
-    if not (args.jobs >= 1 or args.jobs == -1):
-        raise InvalidInputError(f"--jobs must be >= 1, or -1 for every CPU, got {args.jobs}")
+    """--jobs by the ground truth's own rule (ground_truth.parallel.check_parallel), named as the CLI's."""
+    try:
+        check_parallel(None, args.jobs)
+    except InvalidInputError:
+        raise InvalidInputError(f"--jobs must be >= 1, or -1 for every CPU, got {args.jobs}") from None
