@@ -46,6 +46,9 @@ from .influence import (
     solve_fixed_point,
 )
 
+# influence: matrix-free systems, their solvers and the scalable approximations
+from .influence import SolveInfo, SolverConvergenceWarning, system_operators, trak_influence
+
 # influence: the recorded run. The 0.1 module path refsam.trajectory_influence is loaded first, so that the
 # function of the same name, bound next, stays refsam.trajectory_influence after any later import of it.
 from . import trajectory_influence as trajectory_influence_module  # noqa: F401
@@ -73,6 +76,10 @@ __all__ = [
     "fixed_point_diagnostics",
     "finite_difference_influence",
     "hessian_influence",
+    "SolveInfo",
+    "SolverConvergenceWarning",
+    "system_operators",
+    "trak_influence",
     "hyperparameter_sensitivity",
     "leave_one_out",
     "parameter_influence",

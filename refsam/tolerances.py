@@ -30,6 +30,8 @@ RTOL_SAME_FORMULA               1e-9      two float64 evaluations of one exact f
                                           (e.g. the USAM root = the ERM root)
 RTOL_CHAIN_RULE                 1e-9      scores = (dθ_T/dw) ∇f(θ_T): one exact derivative contracted two
                                           ways
+RTOL_ITERATIVE_SOLVER           1e-8      an iterative solver of Jᵀv = ∇f run to rtol ≤ 1e-12 vs direct LU:
+                                          the residual bound times cond(J) (≤ 1e4 on the test problems)
 RTOL_CASE_EXACT                 1e-7      an external float64 port vs a stored exact output of a reference
                                           case: ports reorder sums and use other solvers (~1e-12); a dropped
                                           SAM term moves the scores by more than 1e-3
@@ -92,6 +94,7 @@ RTOL_JACOBIAN = 1e-9
 RTOL_EXACT_METHODS = 1e-9
 RTOL_SAME_FORMULA = 1e-9
 RTOL_CHAIN_RULE = 1e-9
+RTOL_ITERATIVE_SOLVER = 1e-8
 RTOL_CASE_EXACT = 1e-7
 RTOL_REFIT = 1e-7
 RTOL_FD_HVP = 1e-6

@@ -28,10 +28,18 @@ from .linearisation import (
     weight_jacobian,
 )
 from .methods import METHOD_TABLE, MethodInfo, method_info
+from .operators import CURVATURES, SystemOperators, system_operators
+from .projection import trak_influence
+from .solvers import SOLVERS, SolveInfo, SolverConvergenceWarning
 from .trajectory import trajectory_influence, trajectory_parameter_influence
 
 __all__ = [
+    "CURVATURES",
     "METHOD_TABLE",
+    "SOLVERS",
+    "SolveInfo",
+    "SolverConvergenceWarning",
+    "SystemOperators",
     "FixedPoint",
     "FixedPointError",
     "HyperparameterSensitivity",
@@ -53,6 +61,8 @@ __all__ = [
     "self_influence",
     "solve_fixed_point",
     "spectral_radius",
+    "system_operators",
+    "trak_influence",
     "trajectory_influence",
     "trajectory_parameter_influence",
     "weight_jacobian",

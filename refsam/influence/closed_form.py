@@ -31,6 +31,7 @@ Cost: two d×d Hessians, O(n d² + d³), plus O(d²) per test function. Derivati
 
 from __future__ import annotations
 
+import time
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -39,7 +40,7 @@ import numpy as np
 import scipy.linalg
 from numpy.typing import ArrayLike, NDArray
 
-from ..errors import InvalidInputError, SingularSystemError
+from ..errors import InvalidInputError, SingularSystemError, check_finite_result
 from ..objective import Problem, decay_matrix
 from ..sam import SAM
 from ..tolerances import COND_WARN, ROOT_TOL_INFLUENCE
@@ -48,6 +49,14 @@ from ..validation import check_choice, check_positive
 from .fixed_point import FixedPoint, no_root_reason
 from .linearisation import Linearisation, check_root_inputs, factorise, linearise, weight_jacobian
 from .methods import CLOSED_FORM_VARIANTS
+from .operators import CURVATURES, SystemOperators
+from .solvers import (
+    SolveInfo,
+    SolverConvergenceWarning,
+    check_solver_options,
+    relative_residual,
+    solve_iteratively,
+)
 
 __all__ = [
     "ON_UNVERIFIED",
@@ -160,6 +169,11 @@ def _system(problem: Problem, sam: SAM, theta: Array, terms: StepTerms,
     else:  # "erm"
         J = problem.hessian(theta) + Lam
         G_w = _WeightJacobian(problem, None, theta)
+    return _checked_factors(J, variant), G_w, lin
+
+
+def _checked_factors(J: Array, variant: str) -> Any:
+    """LU factors of J, refusing a singular J and warning of an ill-conditioned one."""
     # Singular relative to its own scale (linearisation.factorise: a zero pivot or σ_min ≤ d·eps·σ_max). A
     # finite cond (8.8e17 for a constant feature beside the bias) still leaves an exact zero pivot.
     factors = factorise(J)
@@ -172,14 +186,15 @@ def _system(problem: Problem, sam: SAM, theta: Array, terms: StepTerms,
     cond = factors.condition_number
     if cond > COND_WARN:
         warnings.warn(f"∂G/∂θ ({variant!r} variant) has condition number {cond:.2e}: the closed-form "
-                      f"influence may have lost most of its digits.", RuntimeWarning, stacklevel=3)
-    return factors.lu, G_w, lin
+                      f"influence may have lost most of its digits.", RuntimeWarning, stacklevel=4)
+    return factors.lu
 
 
 # -- public functions -----------------------------------------------------------------------------------
 def hessian_influence(problem: Problem, sam: SAM, theta: ArrayLike | FixedPoint, X_test: ArrayLike,
-                      y_test: ArrayLike, variant: str = "full", *, root_tol: float = ROOT_TOL_DEFAULT,
-                      on_unverified: str = "raise") -> Array:
+                      y_test: ArrayLike, variant: str = "full", *, solver: str = "direct",
+                      curvature: str = "exact", return_info: bool = False, root_tol: float = ROOT_TOL_DEFAULT,
+                      on_unverified: str = "raise", **options: Any) -> Any:
     """I_j(test loss k) at the SAM root ``theta``, shape (n_train, n_test).
 
     entry [j, k] = ∂ ℓ(z_k^test, θ̂(w)) / ∂ w_j = −[J⁻ᵀ ∇ℓ_k^test(θ̂)]ᵀ ∂G/∂w_j   (module docstring).
@@ -192,26 +207,81 @@ def hessian_influence(problem: Problem, sam: SAM, theta: ArrayLike | FixedPoint,
         θ̂, a root of G (checked: see ``root_tol`` / ``on_unverified``).
     X_test : array (m, p); y_test : int array (m,)
     variant : {"full", "frozen", "erm"}
+    solver : {"direct", "gmres", "bicgstab", "cg", "lissa", "arnoldi"}
+        How Jᵀ v = ∇f is solved (:mod:`refsam.influence.solvers`): "direct" (LU, the default) or
+        matrix-free from Hessian-vector products. "cg" only where J is symmetric (not the full SAM J).
+    curvature : {"exact", "gauss_newton", "kfac", "ekfac"}
+        What stands in for every Hessian H(·) in J and ∂G/∂w (:mod:`refsam.influence.operators`);
+        "exact" is the exact influence, the others approximations of it.
+    return_info : bool
+        Also return a :class:`~refsam.influence.solvers.SolveInfo` (cost in curvature products, residual,
+        iterations, seconds): ``(influence, info)``.
     root_tol : float > 0
         θ̂ is a verified root when ‖G(θ̂)‖₂ ≤ root_tol.
     on_unverified : {"raise", "warn"}
         What to do at a non-root: raise :class:`UnverifiedRootError` (default) or warn
         (:class:`UnverifiedRootWarning`) and return the approximation.
+    **options
+        The solver's options, e.g. ``rtol``, ``atol``, ``maxiter`` (gmres, bicgstab, cg), ``depth``,
+        ``scale``, ``damping``, ``repetitions``, ``batch_size`` (lissa), ``rank`` (arnoldi).
 
     Returns
     -------
-    array (n_train, n_test)
+    array (n_train, n_test), or (array, SolveInfo) with ``return_info=True``
 
     Notes
     -----
-    Cost: O(n d² + d³) once, then O(d² + d n) per test point.
+    Cost ("direct"): O(n d² + d³) once, then O(d² + d n) per test point. An iterative solver costs its
+    products (two Hessian-vector products per Jᵀv for the full variant) and never forms a d × d matrix.
     """
+    solver, options = check_solver_options(solver, options, variant != "full" or _rho(sam) == 0.0)
+    curvature = check_choice("curvature", curvature, CURVATURES)
     theta_hat, variant, terms, X_arr, y_arr = _prepare(problem, sam, theta, variant, root_tol,
                                                        on_unverified, X_test, y_test)
-    lu, G_w, _ = _system(problem, sam, theta_hat, terms, variant)
-    test_grads = problem.model.per_sample_grads(theta_hat, X_arr, y_arr)  # ∇f_k(θ̂), (m, d)
-    V = scipy.linalg.lu_solve(lu, test_grads.T, trans=1)  # v_k = J⁻ᵀ ∇f_k, (d, m)
-    return -G_w.times(V)  # I[j, k] = −(∂G/∂w_j)ᵀ v_k, (n, m)
+    test_grads = problem.model.per_sample_grads(theta_hat, X_arr, y_arr).T  # ∇f_k(θ̂), (d, m)
+    start = time.perf_counter()
+    n_curvatures = 2 if variant == "full" else 1
+    iterations, converged, extra = 1, True, dict[str, Any]()
+    if solver == "direct" and curvature == "exact":
+        lu, G_w, _ = _system(problem, sam, theta_hat, terms, variant)
+        V = scipy.linalg.lu_solve(lu, test_grads, trans=1)  # v_k = J⁻ᵀ ∇f_k, (d, m)
+        influence = -G_w.times(V)  # I[j, k] = −(∂G/∂w_j)ᵀ v_k, (n, m)
+        seconds = time.perf_counter() - start
+        products = n_curvatures * problem.d  # the Hessians' columns
+        ops: SystemOperators | None = None
+    else:
+        ops = SystemOperators(problem, sam, theta_hat, variant, curvature, terms)
+        if solver == "direct":
+            lu = _checked_factors(ops.dense_jacobian(), variant)
+            V = scipy.linalg.lu_solve(lu, test_grads, trans=1)
+            ops.count[0] += n_curvatures * problem.d
+        else:
+            stochastic = None
+            if options.get("batch_size") is not None:
+                def stochastic(rng: np.random.Generator) -> Any:
+                    return ops.minibatch_T(rng, options["batch_size"])
+            V, iterations, converged, extra = solve_iteratively(ops.jacobian_T, test_grads, solver, options,
+                                                                ops.count, stochastic)
+        influence = -ops.weight_jacobian.matmat(V)
+        seconds = time.perf_counter() - start
+        products = ops.products
+    influence = check_finite_result(f"hessian_influence(solver={solver!r})", influence)
+    if not (return_info or not converged):
+        return influence
+    residual = relative_residual((ops or SystemOperators(problem, sam, theta_hat, variant, curvature, terms)
+                                  ).jacobian_T, V, test_grads)  # not counted: refsam's own check
+    if solver in ("gmres", "bicgstab", "cg") and not converged:
+        warnings.warn(f"solver={solver!r} stopped before its tolerance (rtol={options['rtol']:g}, "
+                      f"maxiter={options['maxiter']}); relative residual {residual:.2e}",
+                      SolverConvergenceWarning, stacklevel=2)
+    if not return_info:
+        return influence
+    return influence, SolveInfo(solver, curvature, products, iterations, residual, converged, seconds,
+                                extra.get("spectral_radius"), extra.get("rank"))
+
+
+def _rho(sam: object) -> float:
+    return float(sam.rho) if isinstance(sam, SAM) else 1.0  # a non-SAM is refused by _prepare
 
 
 def parameter_influence(problem: Problem, sam: SAM, theta: ArrayLike | FixedPoint, variant: str = "full", *,

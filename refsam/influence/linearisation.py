@@ -24,6 +24,7 @@ See docs/closed_form.md for the derivation.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -99,19 +100,24 @@ class Linearisation:
 
 
 def linearise(problem: Problem, sam: SAM, theta: Array, weights: ArrayLike | None = None,
-              terms: StepTerms | None = None) -> Linearisation:
+              terms: StepTerms | None = None,
+              hessian: Callable[[Array], Array] | None = None) -> Linearisation:
     """All terms of G and J at θ (module docstring); trusts its inputs.
 
     Cost: two Hessians and one d × d matrix product: E = P K(θ) + S in O(d²) from the structure
     P = s T (I − c u uᵀ) T (``SAM.jvp_g`` on the columns of K(θ)) and S = diag(a) − b cᵀ, then
     J = K(ŵ) + K(ŵ) E + λ_out I, the one O(d³) product. ``terms``: the full-batch step at θ if the
-    caller has it already (``descent_direction(problem, sam, theta, None, weights)``).
+    caller has it already (``descent_direction(problem, sam, theta, None, weights)``). ``hessian``: the
+    curvature x ↦ C(x) (d, d) to use in place of H(x) (:mod:`refsam.influence.operators`); None: H.
     """
     lam_in, lam_out = problem.weight_decay_split()
     if terms is None:
         terms = descent_direction(problem, sam, theta, None, weights)
-    H_theta = problem.hessian(theta, None, weights)  # (d, d)
-    H_hat = problem.hessian(terms.w_hat, None, weights)  # (d, d)
+    if hessian is None:
+        def hessian(x: Array) -> Array:
+            return problem.hessian(x, None, weights)
+    H_theta = hessian(theta)  # (d, d)
+    H_hat = hessian(terms.w_hat)  # (d, d)
     P = sam.jacobian_g(theta, terms.g)  # ∂ε/∂g (O(d²) to form)
     S = sam.jacobian_theta(theta, terms.g)  # ∂ε/∂θ|_g (O(d²) to form)
     Lam_in, Lam_out = decay_matrix(lam_in, problem.d), decay_matrix(lam_out, problem.d)  # λ I or diag(λ_i)

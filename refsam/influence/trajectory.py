@@ -70,6 +70,7 @@ from ..objective import Problem, decay_times
 from ..sam import SAM
 from ..tolerances import CANCEL_WARN
 from ..training import Trajectory, sharpness_chunks
+from ..validation import check_positive_int
 from .autodiff import autodiff_through_training
 from .methods import TRAJECTORY_APPROXIMATIONS, TRAJECTORY_EXACT, TRAJECTORY_METHODS
 
@@ -95,7 +96,8 @@ Array = NDArray[np.float64]
 # -- public API --------------------------------------------------------------------------------------
 
 def trajectory_influence(problem: Problem, trajectory: Trajectory, X_test: ArrayLike, y_test: ArrayLike,
-                         method: str = "adjoint", progress: bool = False) -> Array:
+                         method: str = "adjoint", progress: bool = False, *, last_steps: int | None = None,
+                         checkpoints: int | None = None) -> Array:
     """I_j(ℓ(z_k^test, ·)) through the recorded run, shape (n_train, n_test).
 
     entry [j, k] = ∂ ℓ(z_k^test, θ_T(w)) / ∂ w_j at w = ``trajectory.weights``; −entry [j, k] is the
@@ -118,6 +120,14 @@ def trajectory_influence(problem: Problem, trajectory: Trajectory, X_test: Array
         "first_order_unperturbed", "tracin", "tracin_unperturbed".
     progress : bool
         Print progress to stderr every 10% of the steps.
+    last_steps : int, optional
+        With "adjoint": run the reverse recursion over the last K = ``last_steps`` steps only, the
+        truncated adjoint I_j ≈ Σ_{t ≥ T−K} v_{t+1}ᵀ b_{t,j} (an approximation; K ≥ T is the exact one).
+    checkpoints : int, optional
+        With the TracIn methods: k checkpoints instead of every step (TracInCP). The T steps are cut into
+        k consecutive segments of (nearly) equal length; segment s, steps [a_s, b_s), is represented by
+        the checkpoint at its first step:  I_j ≈ −Σ_s ∇ℓ_j(x_{a_s})ᵀ ∇f(x_{a_s}) Σ_{t∈s} γ_t c_{t,j},
+        x = ŵ (or θ for "tracin_unperturbed"). k = T is the per-step TracIn.
 
     Returns
     -------
@@ -132,16 +142,28 @@ def trajectory_influence(problem: Problem, trajectory: Trajectory, X_test: Array
     method = _check_method(method, METHODS)
     problem = check_run(problem, trajectory)
     X_test, y_test = problem.check_test(X_test, y_test)
+    if last_steps is not None:
+        if method != "adjoint":
+            raise InvalidInputError(f"`last_steps` truncates the adjoint recursion: it needs "
+                                    f"method='adjoint', got {method!r}")
+        last_steps = check_positive_int("last_steps", last_steps)
+    if checkpoints is not None:
+        if not method.startswith("tracin"):
+            raise InvalidInputError(f"`checkpoints` is for the TracIn methods, got method={method!r}")
+        checkpoints = check_positive_int("checkpoints", checkpoints)
+        if checkpoints > trajectory.steps:
+            raise InvalidInputError(f"`checkpoints` must be at most the run's {trajectory.steps} steps, "
+                                    f"got {checkpoints}")
     result: Array
     if method == "autodiff":
         result = autodiff_through_training(problem, trajectory,
                                            lambda theta: problem.model.losses(theta, X_test, y_test))
     elif method in APPROXIMATE_METHODS:
-        result = _approximation(problem, trajectory, X_test, y_test, method, progress)
+        result = _approximation(problem, trajectory, X_test, y_test, method, progress, checkpoints)
     else:
         test_grads = problem.model.per_sample_grads(trajectory.theta_final, X_test, y_test).T  # (d, m)
         if method == "adjoint":
-            result = _adjoint(problem, trajectory, test_grads, progress)
+            result = _adjoint(problem, trajectory, test_grads, progress, last_steps)
         else:
             result = _forward(problem, trajectory, progress) @ test_grads  # (n, d) @ (d, m)
     return check_finite_result(f"trajectory_influence(method={method!r})", result)
@@ -281,7 +303,8 @@ class _Step:
 
 # -- the exact recursions ---------------------------------------------------------------------------
 
-def _adjoint(problem: Problem, trajectory: Trajectory, V_T: Array, progress: bool) -> Array:
+def _adjoint(problem: Problem, trajectory: Trajectory, V_T: Array, progress: bool,
+             last_steps: int | None = None) -> Array:
     """Reverse recursion for the k functions whose gradients at θ_T are the columns of V_T (d, k).
 
     Returns I (n, k) with I[j, :] = Σ_t D_tᵀ β_{t,j}, β_{t,j} = ∂d_t/∂w_j, where D_t is the adjoint of
@@ -297,6 +320,8 @@ def _adjoint(problem: Problem, trajectory: Trajectory, V_T: Array, progress: boo
         PQ  = P_t Q
         I_j += c_{t,j} [∇ℓ_j(ŵ_t)ᵀ D_t + ∇ℓ_j(θ_t)ᵀ PQ]         (uses K and P symmetric)
         v_t = U + M_tᵀ D_t = U + Q + K_t(θ_t) PQ + S_tᵀ Q + λ_out D_t
+
+    ``last_steps`` = K stops after the K last steps (the truncated adjoint; None: all of them).
     """
     sam, optimizer = trajectory.sam(), trajectory.optimizer()
     mu, nesterov = optimizer.momentum, optimizer.nesterov
@@ -304,7 +329,8 @@ def _adjoint(problem: Problem, trajectory: Trajectory, V_T: Array, progress: boo
     influence = np.zeros((problem.n, V_T.shape[1]))  # (n, k)
     U = np.array(V_T, dtype=np.float64)  # v_T, (d, k)
     buffer_adjoint = np.zeros_like(U)  # a_{T−1} = 0: f depends on θ_T only
-    for t in range(steps - 1, -1, -1):
+    first = 0 if last_steps is None else max(0, steps - last_steps)
+    for t in range(steps - 1, first - 1, -1):
         step = _Step(problem, trajectory, sam, t)
         if optimizer.active:
             b_bar = buffer_adjoint - step.lr * (mu if nesterov else 1.0) * U
@@ -389,10 +415,13 @@ def step_weights(trajectory: Trajectory) -> Array:
 
 
 def _approximation(problem: Problem, trajectory: Trajectory, X_test: Array, y_test: Any, method: str,
-                   progress: bool) -> Array:
-    """First-order and TracIn sums −Σ_t η_t c_{t,j} ∇ℓ_j(x_t)ᵀ ∇f(y_t) (module docstring)."""
+                   progress: bool, checkpoints: int | None = None) -> Array:
+    """First-order and TracIn sums −Σ_t η_t c_{t,j} ∇ℓ_j(x_t)ᵀ ∇f(y_t) (module docstring); TracIn with
+    ``checkpoints`` (see :func:`trajectory_influence`)."""
     at_w_hat = not method.endswith("_unperturbed")
     tracin = method.startswith("tracin")
+    if checkpoints is not None:
+        return _tracin_checkpoints(problem, trajectory, X_test, y_test, at_w_hat, checkpoints)
     steps = trajectory.steps
     weights = step_weights(trajectory)  # γ_t (η_t without momentum)
     influence = np.zeros((problem.n, X_test.shape[0]))
@@ -412,4 +441,31 @@ def _approximation(problem: Problem, trajectory: Trajectory, X_test: Array, y_te
             contribution = problem.at(x, rows).jvp(test_grads)  # ∇ℓ_j(x)ᵀ ∇f, (|C|, m)
             _scatter_add(influence, rows, -weights[t] / len(idx) * contribution)
         _progress(t + 1, steps, method, progress)
+    return influence
+
+
+def checkpoint_segments(steps: int, checkpoints: int) -> list[range]:
+    """k consecutive segments of the steps 0 … T−1, lengths differing by at most one."""
+    edges = np.linspace(0, steps, checkpoints + 1).round().astype(int)
+    return [range(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
+
+
+def _tracin_checkpoints(problem: Problem, trajectory: Trajectory, X_test: Array, y_test: Any,
+                        at_w_hat: bool, checkpoints: int) -> Array:
+    """TracInCP: −Σ_s ∇ℓ_j(x_{a_s})ᵀ ∇f(x_{a_s}) Σ_{t∈s} γ_t c_{t,j} over the segments s."""
+    sam = trajectory.sam()
+    if at_w_hat and sam.m_sharpness is not None:
+        raise InvalidInputError("`checkpoints` with an m-sharpness run: each chunk has its own ŵ_t, so a "
+                                "checkpoint is not one point; use method='tracin_unperturbed'")
+    weights = step_weights(trajectory)
+    influence = np.zeros((problem.n, X_test.shape[0]))
+    for segment in checkpoint_segments(trajectory.steps, checkpoints):
+        coefficient = np.zeros(problem.n)  # Σ_{t∈s} γ_t c_{t,j}
+        for t in segment:
+            idx = trajectory.batches[t]
+            np.add.at(coefficient, idx, weights[t] / len(idx))
+        a = segment.start
+        x = trajectory.thetas[a] + trajectory.epsilons[a] if at_w_hat else trajectory.thetas[a]
+        test_grads = problem.model.per_sample_grads(x, X_test, y_test).T  # ∇f(x), (d, m)
+        influence -= coefficient[:, None] * problem.at(x).jvp(test_grads)
     return influence

@@ -7,7 +7,7 @@
 * :func:`build_model`, :func:`model_from_spec` — the one factory.
 """
 
-from .base import AutogradDerivatives, BatchDerivatives, Model
+from .base import AutogradDerivatives, BatchDerivatives, LayerFactors, Model
 from .factory import MODEL_NAMES, build_model, model_from_spec
 from .linear import LogisticDerivatives, LogisticRegression, SoftmaxDerivatives, SoftmaxRegression
 from .mlp import ACTIVATIONS, MLP, MLPDerivatives
@@ -18,6 +18,7 @@ __all__ = [
     "MODEL_NAMES",
     "AutogradDerivatives",
     "BatchDerivatives",
+    "LayerFactors",
     "LogisticDerivatives",
     "LogisticRegression",
     "MLPDerivatives",

@@ -30,7 +30,7 @@ and :class:`~refsam.MLP` do); :func:`refsam.kit.testing.check_grads` checks it a
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import autograd.numpy as anp
 import numpy as np
@@ -43,8 +43,9 @@ from numpy.typing import ArrayLike, NDArray
 from ..errors import InvalidInputError
 from ..validation import check_finite_array, check_nonnegative, check_random_state
 
-__all__ = ["AutogradDerivatives", "BatchDerivatives", "Model", "as_columns", "check_label_smoothing",
-           "cross_entropy", "smoothed_residual", "softmax", "weighted_gram"]
+__all__ = ["AutogradDerivatives", "BatchDerivatives", "LayerFactors", "Model", "as_columns",
+           "check_label_smoothing", "cross_entropy", "gauss_newton_from_factors", "smoothed_residual",
+           "softmax", "weighted_gram"]
 
 Array = NDArray[np.float64]
 
@@ -95,6 +96,36 @@ def weighted_gram(A: Array, w: Array) -> Array:
         return upper + np.triu(upper, 1).T
     H = (A * w[:, None]).T @ A
     return 0.5 * (H + H.T)
+
+
+class LayerFactors(NamedTuple):
+    """One layer's share of the Gauss–Newton matrix, G_l = Σ_i c_i Σ_r (x̃_i ⊗ δ_ri)(x̃_i ⊗ δ_ri)ᵀ.
+
+    ``inputs`` x̃ (n, in + 1): the layer's input with a trailing 1 (its bias); ``outputs`` δ (r, n, out):
+    the columns of R_i, R_i R_iᵀ = ∂²ℓ_i/∂z², backpropagated to the layer's pre-activation. The layer's
+    parameters are [W; b] (in + 1, out), stored row-major in θ, so its per-sample pseudo-gradients are
+    x̃_i ⊗ δ_ri in θ's order and K-FAC's factors are A = Σ c x̃x̃ᵀ and S = Σ c Σ_r δδᵀ.
+    """
+
+    inputs: Array
+    outputs: Array
+
+
+def gauss_newton_from_factors(factors: list[LayerFactors], c: Array) -> Array:
+    """G = Σ_i c_i Σ_r g_ri g_riᵀ, g_ri = concat_l (x̃_li ⊗ δ_lri): the Gauss–Newton matrix (d, d) from
+    :meth:`BatchDerivatives.layer_factors`, as rank updates on blocks of samples (``weighted_gram``)."""
+    n = factors[0].inputs.shape[0]
+    r = factors[0].outputs.shape[0]
+    d = sum(f.inputs.shape[1] * f.outputs.shape[2] for f in factors)
+    G = np.zeros((d, d))
+    step = max(1, 4_000_000 // max(1, r * d))  # samples per block: the pseudo-gradients stay ≈ 32 MB
+    for lo in range(0, n, step):
+        rows = slice(lo, min(n, lo + step))
+        m = rows.stop - rows.start
+        blocks = [(f.inputs[rows][None, :, :, None] * f.outputs[:, rows, None, :]).reshape(r * m, -1)
+                  for f in factors]  # g_ri per layer, (r·m, (in+1)·out)
+        G += weighted_gram(np.concatenate(blocks, axis=1), np.tile(c[rows], r))
+    return G
 
 
 def as_columns(V: ArrayLike) -> tuple[Array, bool]:
@@ -157,6 +188,17 @@ class BatchDerivatives:
 
     def hvp_and_jvp(self, V: ArrayLike) -> tuple[Array, Array]:
         raise NotImplementedError
+
+    def layer_factors(self) -> list[LayerFactors]:
+        """The Gauss–Newton factors of each layer (:class:`LayerFactors`), for the built-in models:
+        what the Gauss–Newton, K-FAC and EK-FAC curvatures are built from."""
+        raise NotImplementedError(f"{type(self.model).__name__} defines no layer factors: the Gauss–Newton, "
+                                  f"K-FAC and EK-FAC curvatures need one of the built-in models")
+
+    def gauss_newton(self) -> Array:
+        """The Gauss–Newton matrix Σ_i c_i J_iᵀ (∂²ℓ_i/∂z²) J_i, J_i = ∂z_i/∂θ (z: the logits), (d, d).
+        It equals the Hessian for the linear models (their logits are linear in θ)."""
+        return gauss_newton_from_factors(self.layer_factors(), self.c)
 
     def hvp(self, V: ArrayLike) -> Array:
         V, single = as_columns(V)

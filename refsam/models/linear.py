@@ -22,6 +22,7 @@ from ..validation import check_positive_int
 from .base import (
     Array,
     BatchDerivatives,
+    LayerFactors,
     Model,
     as_columns,
     check_label_smoothing,
@@ -31,7 +32,8 @@ from .base import (
     weighted_gram,
 )
 
-__all__ = ["LogisticDerivatives", "LogisticRegression", "SoftmaxDerivatives", "SoftmaxRegression", "augment"]
+__all__ = ["LogisticDerivatives", "LogisticRegression", "SoftmaxDerivatives", "SoftmaxRegression", "augment",
+           "output_hessian_root"]
 
 
 class LogisticRegression(Model):
@@ -150,6 +152,10 @@ class LogisticDerivatives(BatchDerivatives):
 
     def hessian(self) -> Array:
         return weighted_gram(self.X, self.c * self.curvature)  # Σ c_i s_i x̃_i x̃_iᵀ (a rank-n update)
+
+    def layer_factors(self) -> list[LayerFactors]:
+        """One layer, one output: x̃ and δ = √s (∂²ℓ/∂z² = s = σ(z)σ(−z), label smoothing or not)."""
+        return [LayerFactors(self.X, np.sqrt(self.curvature)[None, :, None])]
 
 
 class SoftmaxRegression(Model):
@@ -278,6 +284,17 @@ class SoftmaxDerivatives(BatchDerivatives):
         for k in range(K):  # + x̃ᵀ C diag(π_{:,k}) x̃ on the (·, k), (·, k) block
             H4[:, k, :, k] += weighted_gram(Xa, self.c * self.pi[:, k])
         return H
+
+    def layer_factors(self) -> list[LayerFactors]:
+        """One layer: x̃ and the K columns of R_i, R_i[k, r] = √π_r (δ_kr − π_k), R_i R_iᵀ = S_i."""
+        return [LayerFactors(self.X, output_hessian_root(self.pi))]
+
+
+def output_hessian_root(pi: Array) -> Array:
+    """Columns r of R_i with R_i R_iᵀ = diag(π_i) − π_i π_iᵀ (the softmax cross-entropy's Hessian in the
+    logits, whatever the labels or their smoothing): R_i[:, r] = √π_ir (e_r − π_i). Shape (K, n, K)."""
+    K = pi.shape[1]
+    return np.sqrt(pi).T[:, :, None] * (np.eye(K)[:, None, :] - pi[None, :, :])
 
 
 def augment(X: ArrayLike) -> Array:

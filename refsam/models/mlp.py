@@ -26,6 +26,7 @@ from ..validation import check_choice, check_positive_int, check_random_state
 from .base import (
     Array,
     BatchDerivatives,
+    LayerFactors,
     Model,
     as_columns,
     check_label_smoothing,
@@ -33,6 +34,7 @@ from .base import (
     smoothed_residual,
     softmax,
 )
+from .linear import output_hessian_root
 
 __all__ = ["ACTIVATIONS", "MLP", "MLPDerivatives"]
 
@@ -331,6 +333,24 @@ class MLPDerivatives(BatchDerivatives):
             parts.append(np.sum(self.primal.deltas[-1] * pre_dots[-1], axis=2).T)
         JV = np.concatenate(parts, axis=1)
         return JV[:, 0] if single else JV
+
+    # -- the Gauss–Newton factors -------------------------------------------------------------------
+    def layer_factors(self) -> list[LayerFactors]:
+        """Per layer: x̃_l = [a_{l−1}, 1] and the columns of R_i (R_i R_iᵀ = ∂²ℓ_i/∂z²,
+        :func:`~refsam.models.linear.output_hessian_root`) backpropagated like δ:
+        Δ_{L−1} = R,  Δ_{l−1} = (Δ_l W_lᵀ) ⊙ f'(pre_{l−1})."""
+        p, L = self.primal, len(self.primal.layers)
+        K = p.pi.shape[1]
+        outputs = [output_hessian_root(p.pi)]  # (K, n, K)
+        for l in range(L - 1, 0, -1):
+            back = (outputs[0].reshape(K * self.n, -1) @ p.layers[l][0].T).reshape(K, self.n, -1)
+            outputs.insert(0, back * p.slopes[l - 1])
+        factors = []
+        for a, out in zip(p.inputs, outputs):
+            x_aug = np.empty((self.n, a.shape[1] + 1))
+            x_aug[:, :-1], x_aug[:, -1] = a, 1.0
+            factors.append(LayerFactors(x_aug, out))
+        return factors
 
     # -- the exact Hessian, layer by layer ---------------------------------------------------------------
     def hessian(self) -> Array:

@@ -1,0 +1,246 @@
+"""Matrix-free products with the closed form's system, and the iterative solvers on it.
+
+Oracles: the dense J, ∂G/∂w (``residual_jacobian`` / ``residual_weight_jacobian``, themselves equal to
+autograd Jacobians in test_closed_form) and the Hessian plus λI for the ablations; the direct LU solve.
+"""
+
+import warnings
+
+import numpy as np
+import pytest
+
+import refsam
+from refsam.errors import DivergenceError, InvalidInputError
+from refsam.influence.operators import system_operators
+from refsam.influence.solvers import SolverConvergenceWarning
+from refsam.tolerances import RTOL_ITERATIVE_SOLVER, RTOL_JACOBIAN, rel_err
+
+
+def case(model="logistic", rule="sam", rho=0.1, regularization="decoupled", weight_decay=0.05, n=40,
+         root=True):
+    """(problem, sam, verified root — or with root=False a point near it —, X_test, y_test)."""
+    if model == "mlp":
+        X, y, _ = refsam.make_gaussian_classification(n=n, n_features=2, separation=1.5, seed=1)
+        Xt, yt, _ = refsam.make_gaussian_classification(n=6, n_features=2, separation=1.5, seed=9)
+        problem = refsam.Problem(refsam.MLP((2, 4, 2)), X, y, weight_decay, regularization=regularization)
+        start = refsam.train(problem, refsam.SAM(rho, rule), lr=0.5, steps=150, seed=0).theta_final
+    else:
+        k = 2 if model == "logistic" else 3
+        X, y, _ = refsam.make_gaussian_classification(n=n, n_features=3, n_classes=k, seed=0)
+        Xt, yt, _ = refsam.make_gaussian_classification(n=6, n_features=3, n_classes=k, seed=7)
+        m = refsam.LogisticRegression() if model == "logistic" else refsam.SoftmaxRegression(3)
+        problem = refsam.Problem(m, X, y, weight_decay, regularization=regularization)
+        start = problem.init_params(0)
+    sam = refsam.SAM(rho, rule)
+    if not root:  # the operators are those of the linearisation at any θ (coupled SAM has no root)
+        return problem, sam, start + 0.1 * np.random.default_rng(5).standard_normal(problem.d), Xt, yt
+    return problem, sam, refsam.solve_fixed_point(problem, sam, start, lr=0.5).theta, Xt, yt
+
+
+@pytest.mark.parametrize("model", ["logistic", "softmax", "mlp"])
+@pytest.mark.parametrize("rule", ["sam", "asam", "usam"])
+@pytest.mark.parametrize("regularization", ["decoupled", "coupled"])
+def test_operators_equal_the_dense_jacobians(model, rule, regularization):
+    problem, sam, theta, _, _ = case(model, rule, regularization=regularization, root=False)
+    rng = np.random.default_rng(0)
+    V, u = rng.standard_normal((problem.d, 3)), rng.standard_normal(problem.n)
+    J = refsam.residual_jacobian(problem, sam, theta)
+    G_w = refsam.residual_weight_jacobian(problem, sam, theta)
+    ops = system_operators(problem, sam, theta)
+    assert rel_err(ops.jacobian.matmat(V), J @ V) <= RTOL_JACOBIAN
+    assert rel_err(ops.jacobian_T.matmat(V), J.T @ V) <= RTOL_JACOBIAN
+    assert rel_err(ops.jacobian_T.matvec(V[:, 0]), J.T @ V[:, 0]) <= RTOL_JACOBIAN
+    assert rel_err(ops.weight_jacobian.matmat(V), G_w @ V) <= RTOL_JACOBIAN
+    assert rel_err(ops.weight_jacobian.rmatvec(u), G_w.T @ u) <= RTOL_JACOBIAN
+    assert rel_err(ops.dense_jacobian(), J) <= RTOL_JACOBIAN
+    assert ops.symmetric is False  # ρ > 0: SAM's J is not symmetric
+    assert rel_err(J, J.T) > 1e-6  # ... and really is not, so the symmetric solvers must be refused
+
+
+@pytest.mark.parametrize("variant", ["frozen", "erm"])
+def test_ablation_operators_are_the_hessian_plus_decay(variant):
+    problem, sam, theta, _, _ = case("softmax")
+    point = theta + sam.perturbation(theta, problem.grad(theta)) if variant == "frozen" else theta
+    dense = problem.hessian(point) + problem.weight_decay * np.eye(problem.d)
+    G_w = problem.per_sample_grads(point) / problem.n
+    ops = system_operators(problem, sam, theta, variant)
+    V = np.random.default_rng(1).standard_normal((problem.d, 2))
+    assert ops.symmetric
+    assert rel_err(ops.jacobian_T.matmat(V), dense @ V) <= RTOL_JACOBIAN
+    assert rel_err(ops.weight_jacobian.matmat(V), G_w @ V) <= RTOL_JACOBIAN
+    assert ops.products == 2  # one Hessian-vector product per column
+
+
+def test_products_are_counted_per_column():
+    problem, sam, theta, _, _ = case()
+    ops = system_operators(problem, sam, theta)
+    ops.jacobian_T.matmat(np.ones((problem.d, 3)))
+    assert ops.products == 6  # the full Jᵀv needs K(ŵ) and K(θ̂): two products per column
+
+
+def test_per_coordinate_decay_operators():
+    X, y, _ = refsam.make_gaussian_classification(n=30, n_features=3, seed=2)
+    lam = np.array([0.02, 0.05, 0.1, 0.0])
+    problem = refsam.Problem(refsam.LogisticRegression(), X, y, lam)
+    sam = refsam.SAM(0.1, "asam")
+    theta = refsam.solve_fixed_point(problem, sam, problem.init_params(0), lr=0.5).theta
+    J = refsam.residual_jacobian(problem, sam, theta)
+    V = np.random.default_rng(3).standard_normal((problem.d, 2))
+    assert rel_err(system_operators(problem, sam, theta).jacobian_T.matmat(V), J.T @ V) <= RTOL_JACOBIAN
+
+
+# -- the solvers ------------------------------------------------------------------------------------
+TIGHT = {"gmres": {"rtol": 1e-13}, "bicgstab": {"rtol": 1e-13}}
+
+
+@pytest.mark.parametrize("model", ["logistic", "softmax", "mlp"])
+@pytest.mark.parametrize("solver", ["gmres", "bicgstab", "arnoldi"])
+def test_iterative_solvers_reproduce_the_direct_closed_form(model, solver):
+    problem, sam, theta, Xt, yt = case(model)
+    direct = refsam.hessian_influence(problem, sam, theta, Xt, yt)
+    options = TIGHT.get(solver, {"rank": problem.d})
+    result, info = refsam.hessian_influence(problem, sam, theta, Xt, yt, solver=solver, return_info=True,
+                                            **options)
+    assert rel_err(result, direct) <= RTOL_ITERATIVE_SOLVER
+    assert info.converged and info.residual <= 1e-10
+    assert info.products > 0 and info.solver == solver and info.curvature == "exact"
+
+
+@pytest.mark.parametrize("variant", ["frozen", "erm"])
+@pytest.mark.parametrize("model", ["logistic", "mlp"])
+def test_cg_on_the_symmetric_ablations(model, variant):
+    problem, sam, theta, Xt, yt = case(model)
+    direct = refsam.hessian_influence(problem, sam, theta, Xt, yt, variant)
+    result = refsam.hessian_influence(problem, sam, theta, Xt, yt, variant, solver="cg", rtol=1e-13)
+    assert rel_err(result, direct) <= RTOL_ITERATIVE_SOLVER
+
+
+def test_cg_is_refused_for_the_full_sam_jacobian_and_allowed_at_rho_zero():
+    problem, sam, theta, Xt, yt = case()
+    with pytest.raises(InvalidInputError, match="not symmetric"):
+        refsam.hessian_influence(problem, sam, theta, Xt, yt, solver="cg")
+    problem0, sam0, theta0, _, _ = case(rho=0.0)
+    direct = refsam.hessian_influence(problem0, sam0, theta0, Xt, yt)
+    assert rel_err(refsam.hessian_influence(problem0, sam0, theta0, Xt, yt, solver="cg", rtol=1e-13),
+                   direct) <= RTOL_ITERATIVE_SOLVER
+
+
+def _jacobian_spectrum(problem, sam, theta):
+    return np.linalg.eigvals(refsam.residual_jacobian(problem, sam, theta))
+
+
+@pytest.mark.parametrize("model", ["logistic", "softmax"])
+def test_lissa_converges_to_the_direct_answer_where_its_condition_holds(model):
+    problem, sam, theta, Xt, yt = case(model)
+    mu = _jacobian_spectrum(problem, sam, theta)
+    assert np.all(mu.real > 0)  # convex problems: the series converges for scale > max|μ|
+    scale = 1.05 * np.max(np.abs(mu))
+    radius = np.max(np.abs(1.0 - mu / scale))
+    depth = int(np.ceil(np.log(1e-13) / np.log(radius)))  # r^depth ≤ 1e-13
+    direct = refsam.hessian_influence(problem, sam, theta, Xt, yt)
+    result, info = refsam.hessian_influence(problem, sam, theta, Xt, yt, solver="lissa", scale=scale,
+                                            depth=depth, return_info=True)
+    assert info.spectral_radius == pytest.approx(radius, rel=1e-8)
+    assert info.converged and info.products == 2 * depth * Xt.shape[0] + Xt.shape[0]  # + ∂G/∂w's K(ŵ)V
+    assert rel_err(result, direct) <= RTOL_ITERATIVE_SOLVER
+    errors = [rel_err(refsam.hessian_influence(problem, sam, theta, Xt, yt, solver="lissa", scale=scale,
+                                               depth=k), direct) for k in (5, 20, 80)]
+    assert errors[0] > errors[1] > errors[2]  # shrinking with depth
+    assert errors[0] > 1e-3  # (a short series is far from the answer: the test can tell)
+
+
+def test_lissa_says_when_its_series_diverges():
+    problem, sam, theta, Xt, yt = case()
+    mu_max = np.max(np.abs(_jacobian_spectrum(problem, sam, theta)))
+    with pytest.warns(SolverConvergenceWarning, match="diverges"):
+        _, info = refsam.hessian_influence(problem, sam, theta, Xt, yt, solver="lissa", scale=0.45 * mu_max,
+                                           depth=3, return_info=True)
+    assert info.spectral_radius > 1 and not info.converged
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SolverConvergenceWarning)
+        with pytest.raises(DivergenceError, match="overflowed"):
+            refsam.hessian_influence(problem, sam, theta, Xt, yt, solver="lissa", scale=0.1 * mu_max,
+                                     depth=100_000)
+
+
+def test_lissa_damping_shifts_the_solution():
+    """The fixed point is (Jᵀ + damping·scale·I)⁻¹ b: checked against that system solved directly."""
+    problem, sam, theta, Xt, yt = case()
+    J = refsam.residual_jacobian(problem, sam, theta)
+    scale, damping = 1.05 * np.max(np.abs(np.linalg.eigvals(J))), 0.01
+    B = problem.model.per_sample_grads(theta, Xt, yt).T
+    V = np.linalg.solve(J.T + damping * scale * np.eye(problem.d), B)
+    expected = -refsam.residual_weight_jacobian(problem, sam, theta) @ V
+    result = refsam.hessian_influence(problem, sam, theta, Xt, yt, solver="lissa", scale=scale,
+                                      damping=damping, depth=4000)
+    assert rel_err(result, expected) <= RTOL_ITERATIVE_SOLVER
+
+
+def test_stochastic_lissa_products_are_unbiased():
+    """Every pair of minibatches (one at ŵ, one at θ̂) enumerated: the average product is the full Jᵀv."""
+    import itertools
+
+    problem, sam, theta, _, _ = case(n=6)
+    ops = system_operators(problem, sam, theta)
+    subsets = list(itertools.combinations(range(6), 5))
+
+    class Enumerate:  # a generator whose draws walk through all (A, B) pairs
+        def __init__(self):
+            self.queue = [s for pair in itertools.product(subsets, subsets) for s in pair]
+
+        def choice(self, n, size, replace):
+            return np.array(self.queue.pop(0))
+
+    rng, v = Enumerate(), np.random.default_rng(4).standard_normal((problem.d, 1))
+    mean = sum(ops.minibatch_T(rng, 5).matmat(v) for _ in range(len(subsets) ** 2)) / len(subsets) ** 2
+    assert rel_err(mean, ops.jacobian_T.matmat(v)) <= 1e-12
+    X, y = problem.X[:2], problem.y[:2]
+    full = refsam.hessian_influence(problem, sam, theta, X, y, solver="lissa", scale=5.0, depth=50)
+    same = refsam.hessian_influence(problem, sam, theta, X, y, solver="lissa", scale=5.0, depth=50,
+                                    batch_size=6)  # a batch of all n rows is the full batch
+    assert rel_err(same, full) <= 1e-13
+
+
+def test_arnoldi_low_rank_is_an_approximation_with_its_rank_reported():
+    problem, sam, theta, Xt, yt = case("softmax")
+    direct = refsam.hessian_influence(problem, sam, theta, Xt, yt)
+    errors = []
+    for rank in (2, 6, problem.d):
+        result, info = refsam.hessian_influence(problem, sam, theta, Xt, yt, solver="arnoldi", rank=rank,
+                                                return_info=True)
+        errors.append(rel_err(result, direct))
+        assert info.rank >= min(rank, problem.d)
+    assert errors[-1] <= RTOL_ITERATIVE_SOLVER < errors[0]
+
+
+def test_a_solver_that_stops_early_warns_with_its_residual():
+    problem, sam, theta, Xt, yt = case("mlp")
+    with pytest.warns(SolverConvergenceWarning, match="relative residual"):
+        _, info = refsam.hessian_influence(problem, sam, theta, Xt, yt, solver="gmres", maxiter=1, restart=2,
+                                           rtol=1e-14, return_info=True)
+    assert not info.converged and info.residual > 1e-8
+
+
+def test_direct_reports_its_cost_and_residual():
+    problem, sam, theta, Xt, yt = case()
+    _, info = refsam.hessian_influence(problem, sam, theta, Xt, yt, return_info=True)
+    assert info.products == 2 * problem.d and info.residual <= 1e-13
+    _, info = refsam.hessian_influence(problem, sam, theta, Xt, yt, "erm", return_info=True)
+    assert info.products == problem.d
+
+
+@pytest.mark.parametrize("options, match", [
+    ({"solver": "lsqr"}, "solver"),
+    ({"solver": "gmres", "depth": 3}, "takes the options"),
+    ({"solver": "direct", "rtol": 1e-3}, "takes the options none"),
+    ({"solver": "arnoldi"}, "needs `rank`"),
+    ({"solver": "arnoldi", "rank": 10**6}, "at most d"),
+    ({"solver": "lissa", "scale": 0.0}, "scale"),
+    ({"solver": "gmres", "rtol": 0.0, "atol": 0.0}, "both be 0"),
+    ({"solver": "gmres", "maxiter": 0}, "maxiter"),
+    ({"curvature": "fisher"}, "curvature"),
+])
+def test_bad_solver_options_are_refused(options, match):
+    problem, sam, theta, Xt, yt = case()
+    with pytest.raises(InvalidInputError, match=match):
+        refsam.hessian_influence(problem, sam, theta, Xt, yt, **options)
