@@ -2,8 +2,10 @@
 
     refsam export-cases DIR                   write the reference suite (manifest.json + one .npz per case)
     refsam check DIR --scores FILE            compare an implementation's scores with it
+    refsam check DIR --scores FILE --rtol 0.05 --min-spearman 0.9   grade an approximate implementation
 
-``check`` prints a per-case table (pass/fail, max absolute and relative error, Spearman rank correlation)
+``check`` prints a per-case table (pass/fail, max absolute and relative error, Spearman rank correlation,
+top-k overlap) and a summary line
 and exits 0 when every case passes, 1 when any fails, and 2 with a one-line error for a missing, corrupt
 or tampered case or scores file.
 """
@@ -40,6 +42,13 @@ def add_parser(subparsers: Any) -> None:
                    help="stored output to compare with (default: trajectory)")
     p.add_argument("--cases", default=None, metavar="PATTERN",
                    help="only cases whose id matches this shell pattern (default: all)")
+    p.add_argument("--rtol", type=float, default=None, metavar="R",
+                   help="grade at this relative tolerance instead of the suite's (for an approximate "
+                        "implementation)")
+    p.add_argument("--min-spearman", type=float, default=None, metavar="S",
+                   help="also require a Spearman rank correlation >= S to pass")
+    p.add_argument("--top-k", type=int, default=3, metavar="K",
+                   help="k of the reported top-k overlap (default 3)")
     p.set_defaults(func=run_check)
 
 
@@ -55,7 +64,8 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def run_check(args: argparse.Namespace) -> int:
-    report = check_scores(args.directory, args.scores, target=args.target, cases=args.cases)
+    report = check_scores(args.directory, args.scores, target=args.target, cases=args.cases, rtol=args.rtol,
+                          top_k=args.top_k, min_spearman=args.min_spearman)
     print(report.table())
     return 0 if report.passed else 1
 

@@ -266,7 +266,7 @@ def hessian_influence(problem: Problem, sam: SAM, theta: ArrayLike | FixedPoint,
         seconds = time.perf_counter() - start
         products = ops.products
     influence = check_finite_result(f"hessian_influence(solver={solver!r})", influence)
-    if not (return_info or not converged):
+    if converged and not return_info:
         return influence
     residual = relative_residual((ops or SystemOperators(problem, sam, theta_hat, variant, curvature, terms)
                                   ).jacobian_T, V, test_grads)  # not counted: refsam's own check
@@ -281,7 +281,8 @@ def hessian_influence(problem: Problem, sam: SAM, theta: ArrayLike | FixedPoint,
 
 
 def _rho(sam: object) -> float:
-    return float(sam.rho) if isinstance(sam, SAM) else 1.0  # a non-SAM is refused by _prepare
+    """ρ for the solver check, which runs first; a `sam` that is not a SAM is refused by _prepare next."""
+    return float(sam.rho) if isinstance(sam, SAM) else 0.0
 
 
 def parameter_influence(problem: Problem, sam: SAM, theta: ArrayLike | FixedPoint, variant: str = "full", *,

@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 import scipy.linalg
-from numpy.typing import NDArray
+from numpy.typing import ArrayLike, NDArray
 from scipy.sparse.linalg import LinearOperator
 
 from ..errors import InvalidInputError
@@ -44,6 +44,7 @@ from ..objective import Problem, decay_matrix, decay_times
 from ..sam import SAM
 from ..training import StepTerms, descent_direction
 from ..validation import check_choice
+from .fixed_point import FixedPoint
 from .linearisation import check_root_inputs, linearise
 from .methods import CLOSED_FORM_VARIANTS
 
@@ -288,7 +289,7 @@ def _columns(V: Any) -> tuple[Array, bool]:
     return (V.reshape(-1, 1), True) if V.ndim == 1 else (V, False)
 
 
-def system_operators(problem: Problem, sam: SAM, theta: Array, variant: str = "full",
+def system_operators(problem: Problem, sam: SAM, theta: ArrayLike | FixedPoint, variant: str = "full",
                      curvature: str = "exact") -> SystemOperators:
     """The closed form's J_C, J_Cᵀ and ∂G/∂w at ``theta`` as LinearOperators (:class:`SystemOperators`).
 
@@ -296,6 +297,8 @@ def system_operators(problem: Problem, sam: SAM, theta: Array, variant: str = "f
     Kronecker factors only. ``theta`` need not be a root (the operators are those of the linearisation
     at θ); :func:`refsam.hessian_influence` checks the root before it solves.
     """
+    if isinstance(theta, FixedPoint):
+        theta = theta.theta
     theta_arr, _ = check_root_inputs(problem, sam, theta)
     variant = check_choice("variant", variant, CLOSED_FORM_VARIANTS)
     return SystemOperators(problem, sam, theta_arr, variant, curvature)

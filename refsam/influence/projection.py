@@ -25,6 +25,7 @@ from numpy.typing import ArrayLike, NDArray
 from ..errors import InvalidInputError, check_finite_result
 from ..objective import Problem
 from ..validation import check_choice, check_nonnegative, check_positive_int, check_random_state
+from .fixed_point import FixedPoint
 
 __all__ = ["TRAK_CURVATURES", "trak_influence"]
 
@@ -33,8 +34,9 @@ TRAK_CURVATURES = ("fisher", "exact")
 Array = NDArray[np.float64]
 
 
-def trak_influence(problem: Problem, theta: ArrayLike, X_test: ArrayLike, y_test: ArrayLike, dimension: int,
-                   *, curvature: str = "fisher", damping: float | None = None, seed: object = 0) -> Array:
+def trak_influence(problem: Problem, theta: ArrayLike | FixedPoint, X_test: ArrayLike, y_test: ArrayLike,
+                   dimension: int, *, curvature: str = "fisher", damping: float | None = None,
+                   seed: object = 0) -> Array:
     """TRAK-style influence of every training point on every test loss, shape (n_train, n_test).
 
     ``theta``: the point x the gradients are taken at; ``dimension``: k, the projection's width
@@ -43,7 +45,7 @@ def trak_influence(problem: Problem, theta: ArrayLike, X_test: ArrayLike, y_test
     """
     if not isinstance(problem, Problem):
         raise InvalidInputError(f"`problem` must be a refsam.Problem, got {type(problem).__name__}")
-    x = problem.check_theta(theta)
+    x = problem.check_theta(theta.theta if isinstance(theta, FixedPoint) else theta)
     X_test, y_test = problem.check_test(X_test, y_test)
     k = check_positive_int("dimension", dimension)
     if k > problem.d:

@@ -2,8 +2,13 @@
 
 Comparison of scores S with a reference R: ``max_abs_err = ‖S − R‖_∞``,
 ``rel_err = max_abs_err / max(‖R‖_∞, 1e-300)``; a case passes iff
-``max_abs_err <= atol + rtol · ‖R‖_∞`` with that output's (rtol, atol) from the manifest. The Spearman
-rank correlation of the flattened arrays is reported beside it (informative, not part of the verdict).
+``max_abs_err <= atol + rtol · ‖R‖_∞`` with that output's (rtol, atol) from the manifest.
+
+Grading an approximate implementation: ``rtol`` given by the user replaces the manifest's (atol = 0) —
+the report says so —, and ``min_spearman`` adds a rank criterion. Reported beside the verdict either
+way: the Spearman rank correlation of the flattened arrays, and the top-k overlap, the fraction of the
+k largest |R| entries of each column (each test function; the whole array for a 1-column or
+parameter output) that are also among the k largest |S| entries, averaged over the columns.
 """
 
 from __future__ import annotations
@@ -19,10 +24,11 @@ from numpy.typing import NDArray
 
 from ..data.archive import SingleArrayError, read_npz
 from ..errors import InvalidInputError
+from ..validation import check_nonnegative, check_positive_int
 from .files import CaseFileError, load_entry, preview, read_manifest
 from .suite import TARGETS
 
-__all__ = ["CaseCheck", "CheckReport", "check_scores", "compare", "read_scores"]
+__all__ = ["CaseCheck", "CheckReport", "check_scores", "compare", "read_scores", "top_k_overlap"]
 
 
 # -- checking external scores ---------------------------------------------------------------------------
@@ -38,6 +44,7 @@ class CaseCheck:
     rtol: float
     atol: float
     note: str = ""
+    top_k_overlap: float = float("nan")  # mean over columns of |top-k(S) ∩ top-k(R)| / k
 
 
 @dataclass(frozen=True)
@@ -48,6 +55,9 @@ class CheckReport:
     results: tuple
     skipped: tuple = ()  # cases selected but without the target output (e.g. no closed form)
     ignored_keys: tuple = ()  # score keys that name no selected case
+    top_k: int = 3
+    user_rtol: float | None = None  # the grading tolerance the user chose (None: the manifest's)
+    min_spearman: float | None = None
 
     @property
     def passed(self) -> bool:
@@ -60,14 +70,24 @@ class CheckReport:
     def table(self) -> str:
         """The per-case table printed by ``refsam check``."""
         width = max([len("case")] + [len(r.case_id) for r in self.results])
-        lines = [f"{'case':<{width}}  result  max abs err  rel err    spearman  rtol"]
+        top = f"top-{self.top_k}"
+        lines = [f"{'case':<{width}}  result  max abs err  rel err    spearman  {top:<6}  rtol"]
         for r in self.results:
             lines.append(f"{r.case_id:<{width}}  {'pass' if r.passed else 'FAIL':<6}  {r.max_abs_err:<11.3e}"
-                         f"  {r.rel_err:<9.3e}  {r.spearman:<8.4f}  {r.rtol:.0e}"
+                         f"  {r.rel_err:<9.3e}  {r.spearman:<8.4f}  {r.top_k_overlap:<6.2f}  {r.rtol:.0e}"
                          + (f"  {r.note}" if r.note else ""))
         n = len(self.results)
-        lines.append(f"{n - self.n_failed}/{n} cases passed (target: {self.target})"
+        graded = "" if self.user_rtol is None else f", graded at the user's rtol={self.user_rtol:g}"
+        if self.min_spearman is not None:
+            graded += f" and Spearman >= {self.min_spearman:g}"
+        lines.append(f"{n - self.n_failed}/{n} cases passed (target: {self.target}{graded})"
                      + ("" if self.passed else f"; {self.n_failed} FAILED"))
+        rho = np.array([r.spearman for r in self.results], dtype=float)
+        overlap = np.array([r.top_k_overlap for r in self.results], dtype=float)
+        if np.any(np.isfinite(rho)):
+            lines.append(f"Spearman: median {np.nanmedian(rho):.4f}, min {np.nanmin(rho):.4f}; "
+                         f"{top} overlap: mean {np.nanmean(overlap):.2f}, min {np.nanmin(overlap):.2f}; "
+                         f"rel err: median {np.median([r.rel_err for r in self.results]):.2e}")
         if self.skipped:
             lines.append(f"{len(self.skipped)} selected cases have no {self.target!r} output and were "
                          f"skipped: {preview(self.skipped)}")
@@ -106,8 +126,18 @@ def _spearman(a: NDArray[np.float64], b: NDArray[np.float64]) -> float:
     return float(spearmanr(a, b)[0])
 
 
+def top_k_overlap(scores: NDArray[np.float64], reference: NDArray[np.float64], k: int) -> float:
+    """Mean over columns of |top-k(|S|) ∩ top-k(|R|)| / k (a 1-d array is one column; k ≤ rows)."""
+    S = scores.reshape(scores.shape[0], -1)
+    R = reference.reshape(reference.shape[0], -1)
+    k = min(k, S.shape[0])
+    overlaps = [len(set(np.argsort(-np.abs(S[:, c]), kind="stable")[:k])
+                    & set(np.argsort(-np.abs(R[:, c]), kind="stable")[:k])) / k for c in range(S.shape[1])]
+    return float(np.mean(overlaps))
+
+
 def compare(scores: NDArray[np.float64], reference: NDArray[np.float64], rtol: float, atol: float = 0.0,
-            case_id: str = "") -> CaseCheck:
+            case_id: str = "", top_k: int = 3, min_spearman: float | None = None) -> CaseCheck:
     """Compare one score array with a reference of the same shape (criterion in the module docstring)."""
     if not np.all(np.isfinite(scores)):
         bad = int(scores.size - np.count_nonzero(np.isfinite(scores)))
@@ -115,16 +145,20 @@ def compare(scores: NDArray[np.float64], reference: NDArray[np.float64], rtol: f
                          f"{bad} non-finite scores")
     max_abs = float(np.max(np.abs(scores - reference)))
     scale = float(np.max(np.abs(reference)))
+    spearman = _spearman(scores, reference)
     passed = max_abs <= atol + rtol * scale
     note = ""
+    if min_spearman is not None and not spearman >= min_spearman:
+        passed, note = False, f"Spearman {spearman:.4f} < {min_spearman:g}"
     if not passed and np.max(np.abs(scores + reference)) <= atol + rtol * scale:
         note = "scores = -reference: sign convention flipped? (I_j = +d f / d w_j)"
-    return CaseCheck(case_id, bool(passed), max_abs, max_abs / max(scale, 1e-300),
-                     _spearman(scores, reference), rtol, atol, note)
+    return CaseCheck(case_id, bool(passed), max_abs, max_abs / max(scale, 1e-300), spearman, rtol, atol,
+                     note, top_k_overlap(scores, reference, top_k))
 
 
 def check_scores(directory: str | os.PathLike[str], scores: str | os.PathLike[str] | Mapping[str, Any],
-                 target: str = "trajectory", cases: str | None = None) -> CheckReport:
+                 target: str = "trajectory", cases: str | None = None, *, rtol: float | None = None,
+                 top_k: int = 3, min_spearman: float | None = None) -> CheckReport:
     """Compare external influence scores with the reference cases in ``directory``.
 
     Parameters
@@ -137,10 +171,19 @@ def check_scores(directory: str | os.PathLike[str], scores: str | os.PathLike[st
         target "trajectory_parameters", row j = dθ_T/dw_j. Keys naming no case are ignored.
     target : str
         Which stored output to compare with: "trajectory" (default), "trajectory_fd",
-        "trajectory_parameters", "closed_form", "closed_form_frozen", "closed_form_erm" or
-        "closed_form_fd". Cases without it are skipped.
+        "trajectory_parameters", "closed_form", "closed_form_frozen", "closed_form_erm",
+        "closed_form_fd", or the matrix-free products "jacobian_products" (J v) and
+        "jacobian_T_products" (Jᵀ v), shape (n_params, 2), for the case's ``probe_vectors`` v.
+        Cases without it are skipped.
     cases : str, optional
         Shell-style pattern restricting the cases compared (``"logistic-*"``).
+    rtol : float, optional
+        Grade at this relative tolerance instead of the manifest's (for an approximate implementation;
+        atol = 0). Must be finite and >= 0.
+    top_k : int
+        k of the reported top-k overlap (default 3).
+    min_spearman : float, optional
+        Also require Spearman >= this to pass (a rank criterion for approximations).
 
     Returns
     -------
@@ -155,6 +198,14 @@ def check_scores(directory: str | os.PathLike[str], scores: str | os.PathLike[st
     """
     if target not in TARGETS:
         raise InvalidInputError(f"`target` must be one of {list(TARGETS)}, got {target!r}")
+    if rtol is not None:
+        rtol = check_nonnegative("rtol", rtol)
+    top_k = check_positive_int("top_k", top_k)
+    if min_spearman is not None:
+        if isinstance(min_spearman, bool) or not isinstance(min_spearman, (int, float, np.floating)) \
+                or not -1.0 <= float(min_spearman) <= 1.0:
+            raise InvalidInputError(f"`min_spearman` must be a number in [-1, 1], got {min_spearman!r}")
+        min_spearman = float(min_spearman)
     manifest = read_manifest(directory, verify=True)
     entries = [c for c in manifest["cases"] if cases is None or fnmatch.fnmatchcase(c["id"], cases)]
     if not entries:
@@ -187,8 +238,9 @@ def check_scores(directory: str | os.PathLike[str], scores: str | os.PathLike[st
             hint = "; transpose it" if raw.shape == expected[::-1] else ""
             raise CaseFileError(f"{where}: scores for {entry['id']!r} have shape {raw.shape}, expected "
                                 f"{names}{expected}{hint}")
-        results.append(compare(raw.astype(np.float64), case.arrays[output["array"]], output["rtol"],
-                               output["atol"], entry["id"]))
+        case_rtol, case_atol = (output["rtol"], output["atol"]) if rtol is None else (rtol, 0.0)
+        results.append(compare(raw.astype(np.float64), case.arrays[output["array"]], case_rtol, case_atol,
+                               entry["id"], top_k, min_spearman))
     selected = {c["id"] for c in entries}
     ignored = tuple(sorted(k for k in score_arrays if k not in selected))
-    return CheckReport(target, tuple(results), skipped, ignored)
+    return CheckReport(target, tuple(results), skipped, ignored, top_k, rtol, min_spearman)

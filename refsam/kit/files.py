@@ -317,6 +317,9 @@ def load_entry(directory: str, entry: dict[str, Any], verify: bool) -> Reference
         root = output.get("root")
         if isinstance(root, dict) and isinstance(root.get("array"), str):
             shapes[root["array"]] = (d,)
+        probe = output.get("probe")  # the vectors v of a stored product (J v): the output's shape
+        if isinstance(probe, dict) and isinstance(probe.get("array"), str):
+            shapes[probe["array"]] = tuple(output["shape"])
     missing = sorted((set(shapes) | {"batch_indices"}) - set(arrays))
     if missing:
         raise CaseFileError(f"case file {path}: missing arrays {missing}; re-export the cases")
@@ -355,6 +358,11 @@ class ReferenceCase:
             raise InvalidInputError(f"case {self.case_id!r} has no output {target!r}; it has "
                              f"{sorted(self.meta['outputs'])} ({self.meta.get('closed_form_status', '')})")
         return self.arrays[self.meta["outputs"][target]["array"]]
+
+    def probe_vectors(self) -> NDArray[np.float64]:
+        """The vectors v (columns, (d, 2)) of the stored products J v and Jᵀ v (cases with a root)."""
+        self.reference("jacobian_T_products")  # a clear error for a case without a closed form
+        return self.arrays["probe_vectors"]
 
     def problem(self) -> Problem:
         m = self.meta

@@ -23,7 +23,13 @@ from ..data import make_gaussian_classification
 from ..errors import InvalidInputError
 from ..ground_truth import finite_difference_replay
 from ..ground_truth.resolve import finite_difference_influence as finite_difference_root_influence
-from ..influence import FixedPointError, hessian_influence, solve_fixed_point
+from ..influence import (
+    FixedPointError,
+    hessian_influence,
+    residual_jacobian,
+    solve_fixed_point,
+    system_operators,
+)
 from ..influence.methods import method_info
 from ..influence.trajectory import trajectory_influence, trajectory_parameter_influence
 from ..models import build_model
@@ -35,6 +41,7 @@ from ..tolerances import (
     RTOL_CASE_EXACT,
     RTOL_CHAIN_RULE,
     RTOL_CLOSED_FORM_FD,
+    RTOL_JACOBIAN,
     RTOL_TRAJECTORY_FD,
     rel_err,
 )
@@ -77,6 +84,7 @@ RHO = {"sam": 0.1, "usam": 0.2, "asam": 0.5}  # ρ per rule: each moves the infl
 KAPPA = 0.01  # ASAM's κ
 MOMENTUM = 0.9  # μ of the momentum and preset cases (their lr is scaled by 1 − μ)
 DATA_SEED = {"logistic": 1, "softmax": 2, "mlp": 3}  # data, θ_0 and batch shuffles per model
+PROBE_SEED = 4  # the probe vectors of J v and Jᵀ v
 
 # -- tolerances: each stored output carries the one a comparison against it should use (their reasons
 # are in refsam.tolerances, the one table of named tolerances)
@@ -88,8 +96,10 @@ OUTPUT_RTOL = {
     "trajectory": RTOL_EXACT, "trajectory_parameters": RTOL_EXACT, "trajectory_fd": RTOL_TRAJECTORY_FD,
     "closed_form": RTOL_EXACT, "closed_form_frozen": RTOL_EXACT, "closed_form_erm": RTOL_EXACT,
     "closed_form_fd": RTOL_CLOSED_FORM_FD,
+    "jacobian_products": RTOL_EXACT, "jacobian_T_products": RTOL_EXACT,
 }
 ROOT_WARMUP_STEPS = 200  # extra full-batch SAM steps from θ_T that warm-start the root finder
+N_PROBES = 2  # probe vectors v for the stored products J v and Jᵀ v (seeded by the case's data seed)
 
 # The stored outputs: the methods' names and descriptions come from the method table; the ground truths
 # and the parameter influence are the suite's own.
@@ -100,6 +110,9 @@ OUTPUT_METHODS = {
     "trajectory_parameters": "exact parameter influence d theta_T / d w_j (row j), adjoint recursion",
     **{name: method_info(name).summary for name in _METHOD_OUTPUTS[1:]},
     "closed_form_fd": "central finite differences of the re-solved root with w_j = 1 ± h (ground truth)",
+    "jacobian_products": "J v = dG/dtheta v at the root for the probe vectors v (columns), matrix-free",
+    "jacobian_T_products": "J^T v at the root for the probe vectors v (columns): what an iterative "
+                           "solver of the closed form applies",
 }
 TARGETS = tuple(OUTPUT_METHODS)
 
@@ -215,14 +228,32 @@ def _closed_form_outputs(problem: Problem, sam: SAM, trajectory: Trajectory, X_t
     if not err <= RTOL_CLOSED_FORM_FD:
         return {}, {}, (f"root not verified: closed form vs re-solved finite differences rel. err "
                         f"{err:.2e} > {RTOL_CLOSED_FORM_FD:.0e}")
+    # What a matrix-free implementation needs to check its products before its solver: J v and Jᵀ v for
+    # stored probe vectors, from Hessian-vector products, confirmed against the dense J.
+    probes = np.random.default_rng(PROBE_SEED).standard_normal((problem.d, N_PROBES))
+    ops = system_operators(problem, sam, theta_hat)
+    arrays["probe_vectors"] = probes
+    arrays["jacobian_products"] = ops.jacobian.matmat(probes)
+    arrays["jacobian_T_products"] = ops.jacobian_T.matmat(probes)
+    dense = residual_jacobian(problem, sam, theta_hat)
+    product_err = max(rel_err(arrays["jacobian_products"], dense @ probes),
+                      rel_err(arrays["jacobian_T_products"], dense.T @ probes))
+    if not product_err <= RTOL_JACOBIAN:  # a refsam bug: never export it
+        raise RuntimeError(f"matrix-free J v disagrees with the dense J (rel. err {product_err:.2e})")
     shape = (problem.n, len(y_test))  # (n_train, n_test)
     outputs = {
+        "jacobian_products": _output("jacobian_products", [problem.d, N_PROBES], True, RTOL_EXACT,
+                                     array="jacobian_products"),
+        "jacobian_T_products": _output("jacobian_T_products", [problem.d, N_PROBES], True, RTOL_EXACT,
+                                       array="jacobian_T_products"),
         "closed_form": _output("closed_form", shape, True, RTOL_EXACT, against="closed_form_fd", err=err,
                                tolerance=RTOL_CLOSED_FORM_FD),
         "closed_form_frozen": _output("closed_form_frozen", shape, True, RTOL_EXACT),
         "closed_form_erm": _output("closed_form_erm", shape, True, RTOL_EXACT),
         "closed_form_fd": _output("closed_form_fd", shape, False, RTOL_CLOSED_FORM_FD, step=FD_STEP),
     }
+    for name in ("jacobian_products", "jacobian_T_products"):
+        outputs[name]["probe"] = {"array": "probe_vectors"}
     outputs["closed_form"]["root"] = {
         "array": "theta_hat", "residual": float(f"{root.residual:.3e}"),
         "condition_number": float(f"{root.condition_number:.3e}"), "lr": lr,
@@ -234,10 +265,10 @@ def _closed_form_outputs(problem: Problem, sam: SAM, trajectory: Trajectory, X_t
     return arrays, outputs, status
 
 
-def _output(name: str, shape: tuple[int, ...], exact: bool, rtol: float, against: str | None = None,
+def _output(name: str, shape: Any, exact: bool, rtol: float, against: str | None = None,
             err: float | None = None, tolerance: float | None = None,
-            step: float | None = None) -> dict[str, Any]:
-    out = {"array": f"influence_{name}", "shape": list(shape), "method": OUTPUT_METHODS[name],
+            step: float | None = None, array: str | None = None) -> dict[str, Any]:
+    out = {"array": array or f"influence_{name}", "shape": list(shape), "method": OUTPUT_METHODS[name],
            "exact": exact, "rtol": rtol, "atol": ATOL}
     if against is not None:
         out["verified_against"] = {"output": against, "rel_err": float(f"{err:.3e}"),

@@ -244,3 +244,37 @@ def test_bad_solver_options_are_refused(options, match):
     problem, sam, theta, Xt, yt = case()
     with pytest.raises(InvalidInputError, match=match):
         refsam.hessian_influence(problem, sam, theta, Xt, yt, **options)
+
+
+# -- properties over random problems ----------------------------------------------------------------
+from hypothesis import assume, given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from refsam.kit.testing import problems, sam_configs  # noqa: E402
+
+
+@given(problem=problems(), sam=sam_configs(conventions=None), data=st.data(),
+       scale=st.integers(-20, 20), variant=st.sampled_from(["full", "frozen", "erm"]),
+       curvature=st.sampled_from(["exact", "gauss_newton", "kfac", "ekfac"]))
+def test_matrix_free_products_equal_the_dense_system_on_random_problems(problem, sam, data, scale, variant,
+                                                                        curvature):
+    """For any problem, rule, convention, variant and curvature, at θ of scale 2^k: the operators' J v,
+    Jᵀ v, ∂G/∂w V and its transpose equal the dense system they are products with."""
+    assume(sam.m_sharpness is None or sam.m_sharpness >= problem.n)  # the closed form's domain
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**31)))
+    theta = 2.0**scale * rng.standard_normal(problem.d)
+    try:
+        ops = system_operators(problem, sam, theta, variant, curvature)
+        J = ops.dense_jacobian()
+    except refsam.ZeroGradientError:
+        assume(False)  # g = 0 exactly (all weights zero): SAM's ε is undefined there, and refsam says so
+    V, u = rng.standard_normal((problem.d, 2)), rng.standard_normal(problem.n)
+    scale_J = np.max(np.abs(J)) * np.max(np.abs(V)) * problem.d
+    atol = 1e-12 * scale_J  # products of the same terms in another order: round-off of the largest term
+    assert np.max(np.abs(ops.jacobian.matmat(V) - J @ V)) <= atol
+    assert np.max(np.abs(ops.jacobian_T.matmat(V) - J.T @ V)) <= atol
+    if curvature == "exact" and variant == "full":
+        G_w = refsam.residual_weight_jacobian(problem, sam, theta)
+        size = np.max(np.abs(G_w)) * problem.d * problem.n
+        assert np.max(np.abs(ops.weight_jacobian.matmat(V) - G_w @ V)) <= 1e-12 * size * np.max(np.abs(V))
+        assert np.max(np.abs(ops.weight_jacobian.rmatvec(u) - G_w.T @ u)) <= 1e-12 * size * np.max(np.abs(u))

@@ -24,7 +24,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from refsam import replay
+from refsam import InvalidInputError, replay
 from refsam.cases import (
     BATCHINGS,
     CASE_SPECS,
@@ -140,7 +140,9 @@ def test_case_directory_reads_with_plain_numpy_json_and_hashlib(case_dir):
         n, m, d = entry["n_train"], entry["n_test"], entry["n_params"]
         for name, output in entry["outputs"].items():
             assert arrays[output["array"]].shape == tuple(output["shape"])
-            assert tuple(output["shape"]) == ((n, d) if name == "trajectory_parameters" else (n, m))
+            expected = {"trajectory_parameters": (n, d), "jacobian_products": (d, 2),
+                        "jacobian_T_products": (d, 2)}.get(name, (n, m))
+            assert tuple(output["shape"]) == expected
         offsets = arrays["batch_offsets"]
         assert offsets[0] == 0 and offsets[-1] == len(arrays["batch_indices"])
         assert len(offsets) == entry["steps"] + 1
@@ -193,6 +195,74 @@ def test_stored_closed_form_is_exact_at_a_verified_root(cases):
         assert _rel_err(full, case.reference("closed_form_fd")) <= RTOL_CLOSED_FORM_FD, case.case_id
         for ablation in ("closed_form_frozen", "closed_form_erm"):
             assert _rel_err(case.reference(ablation), full) > MIN_ABLATION_GAP, (case.case_id, ablation)
+
+
+def test_stored_jacobian_products_equal_an_autograd_jacobian_of_the_residual(cases):
+    """J v and Jᵀ v for the stored probes vs autograd's Jacobian of G written with Problem.objective and
+    SAM.perturbation only (none of refsam's derivative code)."""
+    import autograd
+
+    with_closed_form = [c for c in cases if "closed_form" in c.meta["outputs"]]
+    assert len(with_closed_form) == 9
+    for case in with_closed_form:
+        problem, sam, theta = case.problem(), case.sam(), case.arrays["theta_hat"]
+
+        def G(t, problem=problem, sam=sam):  # decoupled: ∇F(θ + ε(θ; ∇F(θ))) + λθ
+            grad_F = autograd.grad(problem.objective)
+            return grad_F(t + sam.perturbation(t, grad_F(t))) + problem.weight_decay * t
+
+        J = autograd.jacobian(G)(theta)
+        v = case.probe_vectors()
+        assert _rel_err(case.reference("jacobian_products"), J @ v) <= 1e-9, case.case_id
+        assert _rel_err(case.reference("jacobian_T_products"), J.T @ v) <= 1e-9, case.case_id
+        assert _rel_err(J, J.T) > 1e-6  # not symmetric: a port that confuses J v with Jᵀ v fails
+
+
+def test_products_target_checks_a_matrix_free_port_and_catches_the_transpose(case_dir, cases):
+    from refsam.influence import system_operators
+
+    with_cf = [c for c in cases if "closed_form" in c.meta["outputs"]]
+    JTv = {c.case_id: system_operators(c.problem(), c.sam(), c.arrays["theta_hat"]).jacobian_T.matmat(
+        c.probe_vectors()) for c in with_cf}
+    report = check_scores(case_dir, JTv, target="jacobian_T_products")
+    assert report.passed and len(report.results) == 9, report.table()
+    Jv = {c.case_id: c.reference("jacobian_products") for c in with_cf}
+    assert check_scores(case_dir, Jv, target="jacobian_T_products").n_failed == 9
+
+
+def test_grading_an_approximation_with_a_user_tolerance_and_ranks(case_dir, cases):
+    with_cf = [c for c in cases if "closed_form" in c.meta["outputs"]]
+    frozen = {c.case_id: c.reference("closed_form_frozen") for c in with_cf}  # an approximation
+    strict = check_scores(case_dir, frozen, target="closed_form")
+    assert strict.n_failed == 9
+    loose = check_scores(case_dir, frozen, target="closed_form", rtol=0.5)
+    assert loose.passed and "graded at the user's rtol=0.5" in loose.table(), loose.table()
+    assert all(r.rtol == 0.5 and r.atol == 0.0 for r in loose.results)
+    errors = sorted(r.rel_err for r in loose.results)
+    between = 0.5 * (errors[3] + errors[4])  # a tolerance that splits the cases: the verdict follows it
+    assert check_scores(case_dir, frozen, target="closed_form", rtol=between).n_failed == 5
+    assert "Spearman: median" in loose.table() and "top-3 overlap" in loose.table()
+    for r in loose.results:
+        assert 0.0 <= r.top_k_overlap <= 1.0 and r.spearman > 0.9
+    ranked = check_scores(case_dir, frozen, target="closed_form", rtol=0.5, min_spearman=1.0)
+    assert ranked.n_failed >= 1 and any("Spearman" in r.note for r in ranked.results)
+    shuffled = {k: v[::-1] for k, v in frozen.items()}  # right values, wrong points
+    worse = check_scores(case_dir, shuffled, target="closed_form", rtol=10.0, top_k=2)
+    assert np.mean([r.top_k_overlap for r in worse.results]) < np.mean([r.top_k_overlap for r in
+                                                                         loose.results])
+    for bad, match in [({"rtol": -1.0}, "rtol"), ({"top_k": 0}, "top_k"), ({"min_spearman": 2.0},
+                                                                               "min_spearman")]:
+        with pytest.raises(InvalidInputError, match=match):
+            check_scores(case_dir, frozen, target="closed_form", **bad)
+
+
+def test_top_k_overlap():
+    from refsam.kit.check import top_k_overlap
+
+    R = np.array([[5.0, 0.1], [4.0, 0.2], [0.1, 3.0], [0.2, -9.0]])
+    assert top_k_overlap(R, R, 2) == 1.0
+    S = np.array([[5.0, 9.0], [0.0, 8.0], [4.0, 0.0], [0.2, 0.0]])  # column 0: {0, 2} vs {0, 1}
+    assert top_k_overlap(S, R, 2) == pytest.approx((0.5 + 0.0) / 2)
 
 
 # -- the checker: green and red ------------------------------------------------------------------------

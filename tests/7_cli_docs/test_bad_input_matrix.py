@@ -145,6 +145,25 @@ API_MATRIX = [
     ("export_cases", lambda: kit.export_cases("/tmp/never-written", n_jobs=1.5), InvalidInputError,
      r"`n_jobs` must be an int >= 1"),
     # closed form, root and its ground truth
+    ("hessian_influence", lambda: refsam.hessian_influence(P, S, ROOT, XT, YT, solver="lu"), InvalidInputError,
+     r"`solver` must be one of .*got 'lu'"),
+    ("hessian_influence", lambda: refsam.hessian_influence(P, S, ROOT, XT, YT, solver="cg"), InvalidInputError,
+     r"solver='cg' needs a symmetric system"),
+    ("hessian_influence", lambda: refsam.hessian_influence(P, S, ROOT, XT, YT, solver="gmres", depth=3),
+     InvalidInputError, r"solver='gmres' takes the options .*got depth"),
+    ("hessian_influence", lambda: refsam.hessian_influence(P, S, ROOT, XT, YT, curvature="diag"), InvalidInputError,
+     r"`curvature` must be one of .*got 'diag'"),
+    ("system_operators", lambda: refsam.system_operators("p", S, ROOT), InvalidInputError,
+     r"`problem` must be a refsam.Problem"),
+    ("system_operators", lambda: refsam.system_operators(P, S, ROOT, variant="x"), InvalidInputError,
+     r"`variant` must be one of"),
+    ("system_operators", lambda: refsam.system_operators(P, S, ROOT, curvature="x"), InvalidInputError,
+     r"`curvature` must be one of"),
+    ("trak_influence", lambda: refsam.trak_influence(P, ROOT, XT, YT, 0), InvalidInputError,
+     r"`dimension` must be an int >= 1"),
+    ("trak_influence", lambda: refsam.trak_influence(P, ROOT, XT, YT, 99), InvalidInputError,
+     r"`dimension` must be at most d = 4"),
+    ("trak_influence", lambda: refsam.trak_influence(P, np.ones(2), XT, YT, 2), InvalidInputError, r"`theta`"),
     ("hessian_influence", lambda: refsam.hessian_influence(P, S, ROOT, XT, YT, variant="x"), InvalidInputError,
      r"`variant` must be one of \['erm', 'frozen', 'full'\]"),
     ("hessian_influence", lambda: refsam.hessian_influence(P, S, np.ones(P.d), XT, YT), refsam.UnverifiedRootError,
@@ -234,7 +253,7 @@ def test_api_bad_input(entry, call, error, message):
 
 
 def test_every_public_callable_has_a_row():
-    result_types = {"FixedPoint", "HyperparameterSensitivity", "Model"}  # returned, not called with input
+    result_types = {"FixedPoint", "HyperparameterSensitivity", "Model", "SolveInfo"}  # returned, not called with input
     public = {name for name in refsam.__all__ if callable(getattr(refsam, name))
               and not (isinstance(getattr(refsam, name), type) and issubclass(getattr(refsam, name), BaseException))}
     covered = {row[0] for row in API_MATRIX}

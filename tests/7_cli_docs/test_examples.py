@@ -45,3 +45,21 @@ def test_results_script_runs_in_quick_mode(tmp_path):
     assert make_results.main(["--quick", "--datasets", "synthetic", "--out", str(out)]) == 0
     text = out.read_text(encoding="utf-8")
     assert "QUICK MODE" in text and "| closed_form |" in text and "| random (baseline) |" in text
+
+
+def test_approximations_script_runs_in_quick_mode(tmp_path):
+    make_approximations = _load_script("make_approximations.py")
+    assert make_approximations.main(["--quick", "--out", str(tmp_path)]) == 0
+    text = (tmp_path / "approximations.md").read_text(encoding="utf-8")
+    assert "--quick" in text and "| exact | closed_form (direct LU) |" in text
+    for estimator in ("gmres", "lissa", "arnoldi", "kfac (full)", "ekfac (frozen)", "gauss_newton",
+                      "trak (fisher)", "checkpoints=1", "last_steps=1", "closed_form_frozen"):
+        assert f"| {estimator}" in text, estimator
+    assert "contract.md" in text  # the page links the contract, like every page
+
+
+def test_the_approximations_page_is_the_scripts_output():
+    """docs/approximations.md is generated, not hand-written: its header names the command."""
+    text = (EXAMPLES.parent / "docs" / "approximations.md").read_text(encoding="utf-8")
+    assert text.startswith("# Scalable approximations") and "make_approximations.py" in text
+    assert "--quick" not in text.splitlines()[4]  # the committed page is a full run
