@@ -53,6 +53,7 @@ from .influence import SolveInfo, SolverConvergenceWarning, system_operators, tr
 # function of the same name, bound next, stays refsam.trajectory_influence after any later import of it.
 from . import trajectory_influence as trajectory_influence_module  # noqa: F401
 from .influence import trajectory_influence, trajectory_parameter_influence
+from .influence import trajectory_hyperparameter_sensitivity
 
 # ground truth
 from .ground_truth import finite_difference_influence, finite_difference_replay, leave_one_out
@@ -100,6 +101,7 @@ __all__ = [
     "model_from_spec",
     "replay",
     "train",
+    "trajectory_hyperparameter_sensitivity",
     "trajectory_influence",
     "trajectory_parameter_influence",
     "finite_difference_replay",

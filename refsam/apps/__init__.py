@@ -8,14 +8,19 @@ from .agreement import H_RUN, Agreement, GroundTruth, choose_subset, compare_met
 from .detection import (
     BASELINES,
     DETECTION_FRACTIONS,
+    PROTOCOL_FRACTIONS,
     DetectionResult,
+    ProtocolResult,
     auroc,
     detect_mislabeled,
     detection_curve,
     detection_metrics,
+    detection_protocols,
     detection_scores,
     recall_at_fraction,
+    retrain_relabelled,
 )
+from .editing import EditResult, edit_prediction
 from .explain import Explanation, explain_prediction
 from .fitting import (
     CLOSED_FORM_METHODS,
@@ -27,7 +32,16 @@ from .fitting import (
     resolve_method,
     self_influence,
 )
-from .removal import RemovalResult, mean_loss, remove_harmful, retrain_without
+from .removal import (
+    RemovalCurve,
+    RemovalResult,
+    accuracy,
+    mean_loss,
+    removal_curves,
+    remove_harmful,
+    retrain_without,
+)
+from .tuning import TUNING_METHODS, GridResult, Trial, TuningResult, check_hypergradient, grid_search, tune
 
 __all__ = [
     "BASELINES",
@@ -35,29 +49,45 @@ __all__ = [
     "DETECTION_FRACTIONS",
     "H_RUN",
     "METHODS",
+    "PROTOCOL_FRACTIONS",
     "TRAJECTORY_METHODS",
+    "TUNING_METHODS",
     "Agreement",
     "DetectionResult",
+    "EditResult",
     "Explanation",
     "Fit",
+    "GridResult",
     "GroundTruth",
+    "ProtocolResult",
+    "RemovalCurve",
     "RemovalResult",
+    "Trial",
+    "TuningResult",
+    "accuracy",
     "auroc",
+    "check_hypergradient",
     "choose_subset",
     "compare_methods",
     "detect_mislabeled",
     "detection_curve",
     "detection_metrics",
+    "detection_protocols",
     "detection_scores",
+    "edit_prediction",
     "explain_prediction",
     "fit",
+    "grid_search",
     "ground_truth",
     "influence",
     "mean_loss",
     "recall_at_fraction",
     "rel_err",
+    "removal_curves",
     "remove_harmful",
     "resolve_method",
+    "retrain_relabelled",
     "retrain_without",
     "self_influence",
+    "tune",
 ]

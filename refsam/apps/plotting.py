@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 __all__ = ["demo_figures", "detection_curves", "explanation_2d", "loo_scatter", "matplotlib_available",
-           "removal_bars"]
+           "removal_bars", "tuning_path"]
 
 def matplotlib_available() -> bool:
     """True if matplotlib can be imported."""
@@ -117,6 +117,32 @@ def explanation_2d(X: Any, y: Any, x_test: Any, explanation: Any, out_dir: str,
     ax.scatter([x_test[0]], [x_test[1]], marker="*", s=250, c="gold", edgecolors="black", label="test point")
     ax.set_title(f"Proponents and opponents ({explanation.method})")
     ax.legend(fontsize=8)
+    return [_save(fig, out_dir, name)]
+
+
+def tuning_path(result: Any, grid: Any, out_dir: str, name: str = "tuning.png") -> list[str]:
+    """The grid's validation loss over (log ρ, log λ) with the tuner's trainings on it."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    def edges(axis: Any) -> Any:  # cell edges halfway between grid points in log space
+        logs = np.log(axis)
+        step = np.diff(logs).mean() if logs.size > 1 else 1.0
+        middle = (logs[:-1] + logs[1:]) / 2
+        return np.exp(np.concatenate([[logs[0] - step / 2], middle, [logs[-1] + step / 2]]))
+
+    mesh = ax.pcolormesh(edges(grid.weight_decays), edges(grid.rhos), grid.losses, shading="flat",
+                         cmap="viridis")
+    fig.colorbar(mesh, ax=ax, label="validation loss f")
+    path = np.array([(t.weight_decay, t.rho) for t in result.trials])
+    ax.plot(path[:, 0], path[:, 1], "w.-", lw=0.8, label=f"tuner ({result.trainings} trainings)")
+    ax.plot([result.weight_decay], [result.rho], "r*", ms=12, label="tuned")
+    g_rho, g_lam, _ = grid.best
+    ax.plot([g_lam], [g_rho], "ws", mfc="none", ms=10, label=f"grid best ({grid.trainings} trainings)")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("weight decay λ")
+    ax.set_ylabel("ρ")
+    ax.legend(fontsize=7)
     return [_save(fig, out_dir, name)]
 
 

@@ -31,7 +31,11 @@ from .methods import METHOD_TABLE, MethodInfo, method_info
 from .operators import CURVATURES, SystemOperators, system_operators
 from .projection import trak_influence
 from .solvers import SOLVERS, SolveInfo, SolverConvergenceWarning
-from .trajectory import trajectory_influence, trajectory_parameter_influence
+from .trajectory import (
+    trajectory_hyperparameter_sensitivity,
+    trajectory_influence,
+    trajectory_parameter_influence,
+)
 
 __all__ = [
     "CURVATURES",
@@ -63,6 +67,7 @@ __all__ = [
     "spectral_radius",
     "system_operators",
     "trak_influence",
+    "trajectory_hyperparameter_sensitivity",
     "trajectory_influence",
     "trajectory_parameter_influence",
     "weight_jacobian",

@@ -72,6 +72,7 @@ from ..tolerances import CANCEL_WARN
 from ..training import Trajectory, sharpness_chunks
 from ..validation import check_positive_int
 from .autodiff import autodiff_through_training
+from .closed_form import HyperparameterSensitivity
 from .methods import TRAJECTORY_APPROXIMATIONS, TRAJECTORY_EXACT, TRAJECTORY_METHODS
 
 __all__ = [
@@ -81,6 +82,7 @@ __all__ = [
     "PARAMETER_METHODS",
     "check_run",
     "step_weights",
+    "trajectory_hyperparameter_sensitivity",
     "trajectory_influence",
     "trajectory_parameter_influence",
 ]
@@ -186,6 +188,33 @@ def trajectory_parameter_influence(problem: Problem, trajectory: Trajectory, met
     else:
         result = _forward(problem, trajectory, progress)
     return check_finite_result(f"trajectory_parameter_influence(method={method!r})", result)
+
+
+def trajectory_hyperparameter_sensitivity(problem: Problem, trajectory: Trajectory,
+                                          progress: bool = False) -> HyperparameterSensitivity:
+    """dθ_T/dρ and dθ_T/dλ through the recorded run, each shape (d,): the run's own hypergradients.
+
+    The same run (θ_0, batches B_t, η_t, rule, momentum) re-run at ρ + dρ or λ + dλ; exact for any batch
+    schedule, converged or not — where the closed form (:func:`~refsam.hyperparameter_sensitivity`)
+    needs a root. Two tangent columns of the forward recursion (:func:`_forward`), started at Θ̇_0 = 0,
+    with the hyper-parameters' own terms added at every step:
+
+        ġ  = K_t(θ_t) Θ̇ + [θ_t in the λ column, coupled mode]             (g = ∇F + λ_in θ)
+        ŵ̇  = Θ̇ + P_t ġ + S_t Θ̇ + [∂ε/∂ρ = ε(θ_t; g_t)|_{ρ=1} in the ρ column]
+        ḋ  = K_t(ŵ_t) ŵ̇ + λ_out Θ̇ + [λ column: ŵ_t coupled, θ_t decoupled]
+
+    then the optimizer's tangent, Θ̇ ← Θ̇ − η_t ḋ (:func:`_tangents`, the recursion :func:`_forward` runs).
+    A validation loss f(θ_T) has the hypergradients ∇f(θ_T)ᵀ d_rho and ∇f(θ_T)ᵀ d_weight_decay. Cost:
+    about 2 Hessian-vector products per step per column. Needs a scalar λ (one derivative for one number).
+    """
+    problem = check_run(problem, trajectory)
+    if problem.per_coordinate_decay:
+        raise InvalidInputError("trajectory_hyperparameter_sensitivity differentiates with respect to one "
+                                "scalar λ; `problem` has a per-coordinate weight decay")
+    dtheta = _tangents(problem, trajectory, 2, _HyperparameterSources(problem, trajectory.sam()), progress,
+                       "hyper-parameter tangents")
+    dtheta = check_finite_result("trajectory_hyperparameter_sensitivity", dtheta)
+    return HyperparameterSensitivity(d_rho=dtheta[:, 0].copy(), d_weight_decay=dtheta[:, 1].copy())
 
 
 # -- validation ---------------------------------------------------------------------------------------
@@ -351,36 +380,96 @@ def _adjoint(problem: Problem, trajectory: Trajectory, V_T: Array, progress: boo
     return influence
 
 
-def _forward(problem: Problem, trajectory: Trajectory, progress: bool) -> Array:
-    """Tangent recursion for all n training points at once; returns dθ_T/dw as (n, d).
+class _Sources:
+    """The terms a tangent recursion adds at each step for its own parameters (none by default): into
+    ġ (``g``), ŵ̇ (``w_hat``), a perturbation's ḋ (``direction``) and the step's ḋ (``descent``), in place."""
 
-    Θ̇ holds dθ_t/dw_j in column j, (d, n). Per step, the tangent ḋ of the direction d_t:
-        ġ  = K_t(θ_t) Θ̇ + c_{t,j} ∇ℓ_j(θ_t)          (tangent of g_t; the second term for j ∈ B_t)
-        ŵ̇  = Θ̇ + P_t ġ + S_t Θ̇                       (tangent of ŵ_t)
-        ḋ  = K_t(ŵ_t) ŵ̇ + λ_out Θ̇ + c_{t,j} ∇ℓ_j(ŵ_t)
+    def g(self, step: _Step, chunk: _Chunk, dg: Array) -> None:
+        pass
+
+    def w_hat(self, step: _Step, chunk: _Chunk, dw_hat: Array) -> None:
+        pass
+
+    def direction(self, step: _Step, chunk: _Chunk, part: Array) -> None:
+        pass
+
+    def descent(self, step: _Step, descent: Array) -> None:
+        pass
+
+
+class _WeightSources(_Sources):
+    """d/dw_j: c_{t,j} ∇ℓ_j(θ_t) into ġ and c_{t,j} ∇ℓ_j(ŵ_t) into ḋ, for j ∈ B_t (column j)."""
+
+    def g(self, step: _Step, chunk: _Chunk, dg: Array) -> None:
+        _scatter_add(dg.T, chunk.idx, chunk.inv_size * chunk.at_theta.per_sample_grads())
+
+    def direction(self, step: _Step, chunk: _Chunk, part: Array) -> None:
+        _scatter_add(part.T, chunk.idx, chunk.inv_size * chunk.at_w_hat.per_sample_grads())
+
+
+class _HyperparameterSources(_Sources):
+    """d/dρ (column 0) and d/dλ (column 1): ∂ε/∂ρ = ε(θ_t; g_t) at ρ = 1 into ŵ̇; λ's terms into ġ and
+    ḋ — θ_t into ġ and ŵ_C into ḋ in coupled mode, θ_t into the step's ḋ in decoupled mode."""
+
+    def __init__(self, problem: Problem, sam: SAM) -> None:
+        self.coupled = problem.regularization == "coupled"
+        self.unit_rho = SAM(1.0, sam.rule, sam.kappa, sam.norm_eps, sam.t_mask)  # every rule is linear in ρ
+
+    def g(self, step: _Step, chunk: _Chunk, dg: Array) -> None:
+        if self.coupled:
+            dg[:, 1] += step.theta  # ∂g/∂λ = θ_t
+
+    def w_hat(self, step: _Step, chunk: _Chunk, dw_hat: Array) -> None:
+        dw_hat[:, 0] += self.unit_rho.perturbation(step.theta, chunk.g)  # ∂ε/∂ρ
+
+    def direction(self, step: _Step, chunk: _Chunk, part: Array) -> None:
+        if self.coupled:
+            part[:, 1] += chunk.w_hat  # ∂(λ ŵ)/∂λ
+
+    def descent(self, step: _Step, descent: Array) -> None:
+        if not self.coupled:
+            descent[:, 1] += step.theta  # ∂(λ θ_t)/∂λ
+
+
+def _tangents(problem: Problem, trajectory: Trajectory, width: int, sources: _Sources, progress: bool,
+              label: str) -> Array:
+    """The tangent recursion through the recorded run for ``width`` parameters at once; Θ̇_T, (d, width).
+
+    Per step, the tangent ḋ of the direction d_t (``sources`` add each parameter's own terms):
+        ġ  = K_t(θ_t) Θ̇ + [sources]                    (tangent of g_t)
+        ŵ̇  = Θ̇ + P_t ġ + S_t Θ̇ + [sources]             (tangent of ŵ_t)
+        ḋ  = K_t(ŵ_t) ŵ̇ + λ_out Θ̇ + [sources]
     then the optimizer's tangent (the buffer's tangent ḃ carries over):
         no momentum:  Θ̇ ← Θ̇ − η_t ḋ
         momentum:     ḃ ← ḋ (t = 0) or μ ḃ + (1 − τ) ḋ;   Θ̇ ← Θ̇ − η_t (ḋ + μ ḃ  Nesterov,  ḃ  heavy ball)
     """
     sam, optimizer = trajectory.sam(), trajectory.optimizer()
     steps = trajectory.steps
-    dtheta = np.zeros((problem.d, problem.n))  # Θ̇_0 = 0
+    dtheta = np.zeros((problem.d, width))  # Θ̇_0 = 0
     dbuf: Array | None = None
     for t in range(steps):
         step = _Step(problem, trajectory, sam, t)
         descent = decay_times(step.lam_out, dtheta)  # ḋ, accumulated over the step's perturbations
+        sources.descent(step, descent)
         for chunk in step.chunks:
             dg = chunk.at_theta.hvp(dtheta) + decay_times(step.lam_in, dtheta)  # K_C(θ_t) Θ̇
-            _scatter_add(dg.T, chunk.idx, chunk.inv_size * chunk.at_theta.per_sample_grads())  # columns
+            sources.g(step, chunk, dg)
             dw_hat = dtheta + chunk.P(dg) + chunk.S(dtheta)
+            sources.w_hat(step, chunk, dw_hat)
             part = chunk.at_w_hat.hvp(dw_hat) + decay_times(step.lam_in, dw_hat)
-            _scatter_add(part.T, chunk.idx, chunk.inv_size * chunk.at_w_hat.per_sample_grads())
+            sources.direction(step, chunk, part)
             descent = descent + chunk.scaled(part)
         if optimizer.active:
             dbuf, descent = optimizer.update(dbuf, descent, t)  # the same linear map on tangents
         dtheta = dtheta - step.lr * descent
-        _progress(t + 1, steps, "forward", progress)
-    return dtheta.T
+        _progress(t + 1, steps, label, progress)
+    return dtheta
+
+
+def _forward(problem: Problem, trajectory: Trajectory, progress: bool) -> Array:
+    """Tangent recursion for all n training points at once (column j: dθ_t/dw_j, with
+    :class:`_WeightSources`); returns dθ_T/dw as (n, d)."""
+    return _tangents(problem, trajectory, problem.n, _WeightSources(), progress, "forward").T
 
 
 def _scatter_add(target: Array, rows: NDArray[np.int64], values: Array) -> None:

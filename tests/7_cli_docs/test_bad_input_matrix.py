@@ -118,6 +118,14 @@ API_MATRIX = [
      r"cannot read a trajectory from '/nonexistent/t.npz'"),
     ("Trajectory", lambda: T.save("/"), InvalidInputError, r"cannot write '/': it is a directory"),
     # trajectory influence and its ground truth
+    ("trajectory_influence", lambda: refsam.trajectory_influence(P, T, XT, YT, method="tracin", last_steps=2),
+     InvalidInputError, r"`last_steps` truncates the adjoint recursion: it needs method='adjoint'"),
+    ("trajectory_influence", lambda: refsam.trajectory_influence(P, T, XT, YT, "tracin", checkpoints=99),
+     InvalidInputError, r"`checkpoints` must be at most the run's 10 steps, got 99"),
+    ("trajectory_hyperparameter_sensitivity", lambda: refsam.trajectory_hyperparameter_sensitivity(P, "run"),
+     InvalidInputError, r"`trajectory` must be a refsam.Trajectory"),
+    ("trajectory_hyperparameter_sensitivity", lambda: refsam.trajectory_hyperparameter_sensitivity(
+        refsam.Problem(LOG(), X, Y, 0.1), T), InvalidInputError, r"does not match the trajectory"),
     ("trajectory_influence", lambda: refsam.trajectory_influence(P, T, XT, YT, method="nope"), InvalidInputError,
      r"`method` must be one of \['adjoint'"),
     ("trajectory_influence", lambda: refsam.trajectory_influence(P, T, XT[:, :2], YT), InvalidInputError,
@@ -314,6 +322,21 @@ CLI_MATRIX = [
     (["explain", "--index", "-5"], r"--index must lie in 0..49 \(validation points\), got -5"),
     (["explain", "--index", "9999"], r"--index must lie in 0..49"),
     (["explain", "--k", "0"], r"--k must be >= 1, got 0"),
+    (["tune", "--val-fraction", "0"], r"--val-fraction must lie in \(0, 1\), got 0.0"),
+    (["tune", "--grid", "1"], r"--grid must be 0 \(no grid\) or >= 2, got 1"),
+    (["tune", "--max-trainings", "0"], r"--max-trainings must be >= 1, got 0"),
+    (["tune", "--rho", "0.9"], r"the start --rho 0.9 --weight-decay 0.01 must lie in rho \[1e-3, 0.2\]"),
+    (["tune", "--rho-max", "-1"], r"`--rho-max` must be a finite number > 0"),
+    (["tune", "--batch-size", "9999"], r"--batch-size must be <= the 200 training points, got 9999"),
+    (["tune", "--hypergradient", "closed_form", "--momentum", "0.9"], r"--hypergradient closed_form is for "
+                                                                      r"runs without momentum"),
+    (["tune", "--out", "{tmp}/mine.txt"], r"--out"),
+    (["edit", "--index", "9999"], r"--index must lie in 0..49 \(validation points\), got 9999"),
+    (["edit", "--max-remove", "0"], r"--max-remove must be >= 1, got 0"),
+    (["edit", "--target", "7"], r"--target must be a class in 0..1, got 7"),
+    (["remove", "--ks", "a,b"], r"--ks must be a comma-separated list of removal counts >= 0, got 'a,b'"),
+    (["remove", "--ks", "-3"], r"--ks must be a comma-separated list of removal counts >= 0"),
+    (["detect", "--protocols", "--flip", "0"], r"no flipped labels to detect: use --flip > 0"),
     (["bogus"], r"argument COMMAND: invalid choice: 'bogus'"),
 ]
 
