@@ -171,7 +171,7 @@ class SystemOperators:
     * ``weight_jacobian``: ∂G/∂w as a LinearOperator (n, d): ``matvec``/``matmat`` V ↦ G_w V (the
       influence is −G_w v), ``rmatvec`` u ↦ G_wᵀ u = Σ_j u_j ∂G/∂w_j.
     * ``products``: curvature products used so far; ``symmetric``: whether J_C is symmetric ("frozen",
-      "erm", or ρ = 0 with the SAM or USAM rule).
+      "erm", or ρ = 0 with any rule: then P = S = 0).
     """
 
     def __init__(self, problem: Problem, sam: SAM, theta: Array, variant: str, curvature: str,

@@ -226,7 +226,16 @@ def _arnoldi(op: spla.LinearOperator, B: Array, options: dict[str, Any]
         vectors = scipy.linalg.eig(op.matmat(np.eye(d)))[1]
     else:
         v0 = check_random_state(options["seed"]).standard_normal(d)
-        _, vectors = spla.eigs(op, k=rank, which="LM", v0=v0, tol=options["tol"], maxiter=50 * d)
+        try:
+            _, vectors = spla.eigs(op, k=rank, which="LM", v0=v0, tol=options["tol"], maxiter=50 * d)
+        except spla.ArpackNoConvergence as error:  # keep what converged, and say so
+            vectors = error.eigenvectors
+            warnings.warn(f"ARPACK found {vectors.shape[1]} of the rank={rank} eigenvectors within its "
+                          f"budget: the Arnoldi subspace is smaller than asked", SolverConvergenceWarning,
+                          stacklevel=4)
+            if vectors.shape[1] == 0:  # nothing converged: the dense eigenvectors of largest modulus
+                values, dense = scipy.linalg.eig(op.matmat(np.eye(d)))
+                vectors = dense[:, np.argsort(-np.abs(values), kind="stable")[:rank]]
     Q = scipy.linalg.orth(np.hstack([vectors.real, vectors.imag]))  # real basis of the subspace
     T = Q.T @ op.matmat(Q)  # Qᵀ Jᵀ Q, (r, r)
     V = Q @ scipy.linalg.solve(T, Q.T @ B)

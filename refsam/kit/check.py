@@ -77,9 +77,9 @@ class CheckReport:
                          f"  {r.rel_err:<9.3e}  {r.spearman:<8.4f}  {r.top_k_overlap:<6.2f}  {r.rtol:.0e}"
                          + (f"  {r.note}" if r.note else ""))
         n = len(self.results)
-        graded = "" if self.user_rtol is None else f", graded at the user's rtol={self.user_rtol:g}"
-        if self.min_spearman is not None:
-            graded += f" and Spearman >= {self.min_spearman:g}"
+        criteria = ([] if self.user_rtol is None else [f"the user's rtol={self.user_rtol:g}"]) + (
+            [] if self.min_spearman is None else [f"Spearman >= {self.min_spearman:g}"])
+        graded = f", graded at {' and '.join(criteria)}" if criteria else ""
         lines.append(f"{n - self.n_failed}/{n} cases passed (target: {self.target}{graded})"
                      + ("" if self.passed else f"; {self.n_failed} FAILED"))
         rho = np.array([r.spearman for r in self.results], dtype=float)
