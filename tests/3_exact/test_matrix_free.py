@@ -254,12 +254,18 @@ from refsam.kit.testing import problems, sam_configs  # noqa: E402
 
 
 @given(problem=problems(), sam=sam_configs(conventions=None), data=st.data(),
-       scale=st.integers(-20, 20), variant=st.sampled_from(["full", "frozen", "erm"]),
+       scale=st.integers(-20, 1), variant=st.sampled_from(["full", "frozen", "erm"]),
        curvature=st.sampled_from(["exact", "gauss_newton", "kfac", "ekfac"]))
 def test_matrix_free_products_equal_the_dense_system_on_random_problems(problem, sam, data, scale, variant,
                                                                         curvature):
     """For any problem, rule, convention, variant and curvature, at θ of scale 2^k: the operators' J v,
-    Jᵀ v, ∂G/∂w V and its transpose equal the dense system they are products with."""
+    Jᵀ v, ∂G/∂w V and its transpose equal the dense system they are products with.
+
+    k ≤ 1: beyond, the softmax of these small problems saturates, and both Hessian formulas — the
+    dense one and the product — cancel O(1) terms (π_k − π_k² with π_k ≈ 1) to a result far below them,
+    so the two differ by the round-off of those terms, not of the result (found with k = 3; reproduced
+    by hand: entries of 1.6e-18 differing by 1.6e-18). The methods at extreme scales are the fuzz
+    suite's, which compares them with autograd through the same formulas."""
     assume(sam.m_sharpness is None or sam.m_sharpness >= problem.n)  # the closed form's domain
     rng = np.random.default_rng(data.draw(st.integers(0, 2**31)))
     theta = 2.0**scale * rng.standard_normal(problem.d)
@@ -269,12 +275,27 @@ def test_matrix_free_products_equal_the_dense_system_on_random_problems(problem,
     except refsam.ZeroGradientError:
         assume(False)  # g = 0 exactly (all weights zero): SAM's ε is undefined there, and refsam says so
     V, u = rng.standard_normal((problem.d, 2)), rng.standard_normal(problem.n)
-    scale_J = np.max(np.abs(J)) * np.max(np.abs(V)) * problem.d
-    atol = 1e-12 * scale_J  # products of the same terms in another order: round-off of the largest term
-    assert np.max(np.abs(ops.jacobian.matmat(V) - J @ V)) <= atol
-    assert np.max(np.abs(ops.jacobian_T.matmat(V) - J.T @ V)) <= atol
+    # Round-off bound of a sum of products, c·eps·(|A||B|…)|V| elementwise, from the terms' magnitudes
+    # (J itself may be small by cancellation): the same terms multiplied in another order.
+    d, n = problem.d, problem.n
+    lam_in, lam_out = (np.abs(np.broadcast_to(x, (d,))) for x in problem.weight_decay_split())
+    if variant == "full":
+        g = ops.terms.g
+        P, S = np.abs(sam.jacobian_g(theta, g)), np.abs(sam.jacobian_theta(theta, g))
+        K_hat = np.abs(ops.at_hat.matrix()) + np.diag(lam_in)
+        K_theta = np.abs(ops.at_theta.matrix()) + np.diag(lam_in)
+        J_abs = K_hat @ (np.eye(d) + P @ K_theta + S) + np.diag(lam_out)
+    else:
+        J_abs = np.abs(ops.at_point.matrix()) + np.diag(np.abs(np.broadcast_to(problem.weight_decay, (d,))))
+    tol = 1e-13 * d * (J_abs @ np.abs(V)) + 1e-300
+    assert np.all(np.abs(ops.jacobian.matmat(V) - J @ V) <= tol)
+    assert np.all(np.abs(ops.jacobian_T.matmat(V) - J.T @ V) <= 1e-13 * d * (J_abs.T @ np.abs(V)) + 1e-300)
     if curvature == "exact" and variant == "full":
         G_w = refsam.residual_weight_jacobian(problem, sam, theta)
-        size = np.max(np.abs(G_w)) * problem.d * problem.n
-        assert np.max(np.abs(ops.weight_jacobian.matmat(V) - G_w @ V)) <= 1e-12 * size * np.max(np.abs(V))
-        assert np.max(np.abs(ops.weight_jacobian.rmatvec(u) - G_w.T @ u)) <= 1e-12 * size * np.max(np.abs(u))
+        G_hat = np.abs(problem.per_sample_grads(ops.terms.w_hat))
+        G_theta = np.abs(problem.per_sample_grads(theta))
+        G_abs = (G_hat + G_theta @ (P @ K_hat)) / n  # |∂G/∂w| term by term
+        assert np.all(np.abs(ops.weight_jacobian.matmat(V) - G_w @ V)
+                      <= 1e-13 * d * (G_abs @ np.abs(V)) + 1e-300)
+        assert np.all(np.abs(ops.weight_jacobian.rmatvec(u) - G_w.T @ u)
+                      <= 1e-13 * n * (G_abs.T @ np.abs(u)) + 1e-300)
