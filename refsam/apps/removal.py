@@ -110,11 +110,12 @@ def removal_curves(fit_: Fit, X_val: ArrayLike, y_val: ArrayLike, X_test: ArrayL
                    progress: bool = False) -> list[RemovalCurve]:
     """Remove the top k training points of each ranking for every k in ``ks``, retrain, and measure.
 
-    Rankings: each of ``methods`` by I_j(f), f = the mean validation loss (largest first: the most
-    harmful); ``extra_scores``: name → (n,) estimates of the same I_j(f) by other estimators (TRAK,
-    K-FAC, …), ranked and predicted the same way; and the baselines "loss" (highest training loss at θ_T
-    first) and "random" (the mean over ``n_random`` seeded random orders). Module docstring for
-    "retrain". ``flipped``: the mask of flipped labels, to count how many each removal takes out.
+    Rankings: each of ``methods`` (default: every method that applies to the fit) by I_j(f), f = the
+    mean validation loss (largest first: the most harmful); ``extra_scores``: name → (n,) estimates of
+    the same I_j(f) by other estimators (TRAK, K-FAC, …), ranked and predicted the same way; and the
+    baselines "loss" (highest training loss at θ_T first) and "random" (the mean over ``n_random``
+    seeded random orders). Module docstring for "retrain". ``flipped``: the mask of flipped labels, to
+    count how many each removal takes out.
     """
     check_fit(fit_)
     problem = fit_.problem
@@ -127,7 +128,10 @@ def removal_curves(fit_: Fit, X_val: ArrayLike, y_val: ArrayLike, X_test: ArrayL
     mask = None if flipped is None else np.asarray(flipped, dtype=bool)
     if mask is not None and mask.shape != (problem.n,):
         raise InvalidInputError(f"`flipped` must have shape ({problem.n},), got {mask.shape}")
-    methods = [] if methods is None else [resolve_method(m).name for m in methods]
+    if methods is None:
+        methods = list(fit_.available_methods())
+    else:
+        methods = [resolve_method(m).name for m in methods]
     rankings: dict[str, tuple[Any, Array | None]] = {}
     for i, method in enumerate(methods):
         progress_line(f"  removal curves [{i + 1}/{len(methods)}] {method}: influence", progress)
