@@ -38,6 +38,7 @@ from ..validation import check_nonnegative, check_output_directory, check_positi
 from .agreement import Agreement, GroundTruth, choose_subset, compare_methods, ground_truth
 from .detection import BASELINES, DetectionResult, detect_mislabeled
 from .fitting import CLOSED_FORM_METHODS, METHODS, Fit, fit, resolve_method
+from .removal import accuracy
 
 __all__ = [
     "MODELS",
@@ -164,10 +165,6 @@ def _known(method: object) -> bool:
     return True
 
 
-def _accuracy(problem: Problem, theta: Any, X: Any, y: Any) -> float:
-    return float(np.mean(problem.model.predict_proba(theta, X).argmax(axis=1) == y))
-
-
 def run_demo(config: DemoConfig | None = None) -> DemoResult:
     """Run the demo pipeline (module docstring) and return everything the report needs."""
     config = (config or DemoConfig()).validate()
@@ -200,9 +197,9 @@ def run_demo(config: DemoConfig | None = None) -> DemoResult:
                                                   **config.momentum_kwargs())
     except (ValueError, FloatingPointError):
         pass
-    accuracy = {
-        "train (noisy labels)": _accuracy(problem, fit_.theta_final, train.X, train.y),
-        "validation": _accuracy(problem, fit_.theta_final, val.X, val.y),
+    accuracies = {
+        "train (noisy labels)": accuracy(problem, fit_.theta_final, train.X, train.y),
+        "validation": accuracy(problem, fit_.theta_final, val.X, val.y),
     }
 
     # 5. ground truth (before 4 so the progress reads in the order of cost)
@@ -221,7 +218,7 @@ def run_demo(config: DemoConfig | None = None) -> DemoResult:
     detection = detect_mislabeled(fit_, train.flipped, methods, seed=config.seed, progress=progress)
 
     result = DemoResult(config, data_summary, fit_, diagnostics_end, truth, agreements, detection,
-                        train.flipped, accuracy, timings)
+                        train.flipped, accuracies, timings)
     # 7. figures
     if config.out_dir:
         say("[6/6] figures")

@@ -45,6 +45,7 @@ from ..sam import SAM
 from ..training import Trajectory, train
 from ..validation import check_choice, check_positive, check_positive_int
 from .fitting import progress_line
+from .removal import mean_loss
 
 __all__ = ["TUNING_METHODS", "GridResult", "Trial", "TuningResult", "check_hypergradient",
            "grid_search", "tune"]
@@ -150,7 +151,7 @@ class _Setup:
         return problem, sam, trajectory
 
     def loss(self, theta: Array) -> float:
-        return float(np.mean(self.problem.model.losses(theta, self.X_val, self.y_val)))
+        return mean_loss(self.problem, theta, self.X_val, self.y_val)
 
     def loss_gradient(self, theta: Array) -> Array:
         return np.asarray(np.mean(self.problem.model.per_sample_grads(theta, self.X_val, self.y_val), axis=0))

@@ -132,44 +132,28 @@ def _prepare(problem: Problem, sam: SAM, theta: Any, variant: str, root_tol: flo
     return theta, variant, terms, X_test, y_test
 
 
-class _WeightJacobian:
-    """∂G/∂w (n, d) of a variant, as a matrix or through its product with a block V (d, m):
-    G_w V = (1/n)[∇ℓ(ŵ) V + ∇ℓ(θ) (P K(ŵ) V)] costs O(n d m + d² m) where forming G_w costs O(n d²)."""
-
-    def __init__(self, problem: Problem, lin: Linearisation | None, point: Array) -> None:
-        self.problem, self.lin, self.point = problem, lin, point
-
-    def matrix(self) -> Array:
-        if self.lin is not None:
-            return weight_jacobian(self.problem, self.lin)  # (n, d)
-        return self.problem.per_sample_grads(self.point) / self.problem.n
-
-    def times(self, V: Array) -> Array:
-        """G_w V, (n, m), without the (n, d) × (d, d) product."""
-        problem, lin = self.problem, self.lin
-        if lin is None:
-            return problem.at(self.point).jvp(V) / problem.n  # ∇ℓ_j(x)ᵀ V
-        moved = lin.P_times(lin.K_hat() @ V)  # P K(ŵ) V, (d, m)
-        return (problem.at(lin.w_hat).jvp(V) + problem.at(lin.theta).jvp(moved)) / problem.n
+def _weight_matrix(problem: Problem, lin: Linearisation | None, point: Array) -> Array:
+    """∂G/∂w (n, d) of a variant as a matrix: the full variant's from the Linearisation, an ablation's
+    ∇ℓ_j(point)/n. (Products G_w V without the matrix: :class:`~refsam.influence.operators.
+    SystemOperators`.)"""
+    if lin is not None:
+        return weight_jacobian(problem, lin)  # (n, d)
+    return problem.per_sample_grads(point) / problem.n
 
 
 def _system(problem: Problem, sam: SAM, theta: Array, terms: StepTerms,
-            variant: str) -> tuple[Any, _WeightJacobian, Linearisation | None]:
-    """(LU factors of J, ∂G/∂w, the Linearisation for "full" else None) for the variant (module
-    docstring): "full" builds both Hessians and E; "frozen" only H(ŵ); "erm" only H(θ̂)."""
+            variant: str) -> tuple[Any, Linearisation | None, Array, Array | None]:
+    """(LU factors of J, the Linearisation for "full" else None, the point an ablation's ∂G/∂w is taken
+    at, and its Hessian there) for the variant (module docstring): "full" builds both Hessians and E;
+    "frozen" only H(ŵ); "erm" only H(θ̂)."""
     Lam = decay_matrix(problem.weight_decay, problem.d)  # λ I, or diag(λ_i) per coordinate
     lin = None
     if variant == "full":
         lin = linearise(problem, sam, theta, terms=terms)  # G from the root check, not again
-        J = lin.jacobian
-        G_w = _WeightJacobian(problem, lin, theta)
-    elif variant == "frozen":
-        J = problem.hessian(terms.w_hat) + Lam
-        G_w = _WeightJacobian(problem, None, terms.w_hat)
-    else:  # "erm"
-        J = problem.hessian(theta) + Lam
-        G_w = _WeightJacobian(problem, None, theta)
-    return _checked_factors(J, variant), G_w, lin
+        return _checked_factors(lin.jacobian, variant), lin, theta, None
+    point = terms.w_hat if variant == "frozen" else theta
+    H = problem.hessian(point)
+    return _checked_factors(H + Lam, variant), None, point, H
 
 
 def _checked_factors(J: Array, variant: str) -> Any:
@@ -243,12 +227,17 @@ def hessian_influence(problem: Problem, sam: SAM, theta: ArrayLike | FixedPoint,
     n_curvatures = 2 if variant == "full" else 1
     iterations, converged, extra = 1, True, dict[str, Any]()
     if solver == "direct" and curvature == "exact":
-        lu, G_w, _ = _system(problem, sam, theta_hat, terms, variant)
+        lu, lin, _, H = _system(problem, sam, theta_hat, terms, variant)
         V = scipy.linalg.lu_solve(lu, test_grads, trans=1)  # v_k = J⁻ᵀ ∇f_k, (d, m)
-        influence = -G_w.times(V)  # I[j, k] = −(∂G/∂w_j)ᵀ v_k, (n, m)
+        ops = SystemOperators(problem, sam, theta_hat, variant, curvature, terms)
+        if lin is not None:  # the Hessians the LU was built from serve the products too
+            ops.at_hat.adopt(lin.H_hat)
+            ops.at_theta.adopt(lin.H_theta)
+        elif H is not None:
+            ops.at_point.adopt(H)
+        influence = -ops.weight_jacobian.matmat(V)  # I[j, k] = −(∂G/∂w_j)ᵀ v_k, (n, m), no G_w matrix
         seconds = time.perf_counter() - start
         products = n_curvatures * problem.d  # the Hessians' columns
-        ops: SystemOperators | None = None
     else:
         ops = SystemOperators(problem, sam, theta_hat, variant, curvature, terms)
         if solver == "direct":
@@ -268,8 +257,7 @@ def hessian_influence(problem: Problem, sam: SAM, theta: ArrayLike | FixedPoint,
     influence = check_finite_result(f"hessian_influence(solver={solver!r})", influence)
     if converged and not return_info:
         return influence
-    residual = relative_residual((ops or SystemOperators(problem, sam, theta_hat, variant, curvature, terms)
-                                  ).jacobian_T, V, test_grads)  # not counted: refsam's own check
+    residual = relative_residual(ops.jacobian_T, V, test_grads)  # not counted: refsam's own check
     if solver in ("gmres", "bicgstab", "cg") and not converged:
         warnings.warn(f"solver={solver!r} stopped before its tolerance (rtol={options['rtol']:g}, "
                       f"maxiter={options['maxiter']}); relative residual {residual:.2e}",
@@ -290,8 +278,8 @@ def parameter_influence(problem: Problem, sam: SAM, theta: ArrayLike | FixedPoin
     """dθ̂/dw_j = −J⁻¹ ∂G/∂w_j for every j, shape (n_train, d) (row j). Arguments as
     :func:`hessian_influence`. Cost: O(n d² + d³)."""
     theta_hat, variant, terms, _, _ = _prepare(problem, sam, theta, variant, root_tol, on_unverified)
-    lu, G_w, _ = _system(problem, sam, theta_hat, terms, variant)
-    return -scipy.linalg.lu_solve(lu, G_w.matrix().T).T  # row j: −J⁻¹ ∂G/∂w_j, (n, d)
+    lu, lin, point, _ = _system(problem, sam, theta_hat, terms, variant)
+    return -scipy.linalg.lu_solve(lu, _weight_matrix(problem, lin, point).T).T  # row j: −J⁻¹ ∂G/∂w_j
 
 
 def self_influence(problem: Problem, sam: SAM, theta: ArrayLike | FixedPoint, variant: str = "full", *,
@@ -322,7 +310,7 @@ def hyperparameter_sensitivity(problem: Problem, sam: SAM, theta: ArrayLike | Fi
         raise InvalidInputError("hyperparameter_sensitivity differentiates with respect to one scalar λ; "
                          "`problem` has a per-coordinate weight decay")
     theta_hat, _, terms, _, _ = _prepare(problem, sam, theta, "full", root_tol, on_unverified)
-    lu, _, lin = _system(problem, sam, theta_hat, terms, "full")
+    lu, lin, _, _ = _system(problem, sam, theta_hat, terms, "full")
     assert lin is not None  # "full" always linearises (for the type checker)
     K_hat = lin.K_hat()  # K(ŵ) = H(ŵ) + λ_in I
     dG_drho = K_hat @ sam.d_rho(theta_hat, lin.g)

@@ -94,9 +94,16 @@ class Curvature:
             kron.append((Q_A, Q_S))
         self._kron, self._eigen = kron, (eigen if self.kind == "ekfac" else None)
 
+    def adopt(self, matrix: Array) -> None:
+        """Use an already-formed C(x) (d, d), e.g. the Hessian a dense solve built: products become
+        matrix products instead of new Hessian-vector products (the same numbers to rounding)."""
+        self._dense = matrix
+
     def times(self, V: Array) -> Array:
         """C(x) V, (d, k)."""
         self.count[0] += V.shape[1]
+        if self._dense is not None:
+            return self._dense @ V
         if self.kind == "exact":
             return self.derivatives.hvp(V)
         if self.kind == "gauss_newton":
@@ -274,9 +281,10 @@ class SystemOperators:
         """J_C (d, d), from the curvature's dense matrices (linearise's one formula for "full")."""
         if self.variant != "full":
             return self.at_point.matrix() + decay_matrix(self.lam, self.problem.d)
-        hessians = {id(self.terms.w_hat): self.at_hat.matrix(), id(self.theta): self.at_theta.matrix()}
-        return linearise(self.problem, self.sam, self.theta, terms=self.terms,
-                         hessian=lambda x: hessians[id(x)]).jacobian
+        def curvature(x: Array) -> Array:  # linearise asks for C(θ) and C(ŵ), by these very arrays
+            return self.at_hat.matrix() if x is self.terms.w_hat else self.at_theta.matrix()
+
+        return linearise(self.problem, self.sam, self.theta, terms=self.terms, hessian=curvature).jacobian
 
 
 def _weighted_grad(problem: Problem, derivatives: BatchDerivatives, u: Array) -> Array:
