@@ -16,6 +16,9 @@ that many points; :func:`chunk_size`), the same chunks whatever runs them: each 
 and the run once and advances its points' counterfactual runs together as one block
 (:func:`refsam.training.replay_final`); the rows come back in the order of the indices. The serial
 path computes the same chunks in order, so every executor gives its results bit for bit (tested).
+The pool that ``n_jobs`` makes receives the shared arguments (problem, run, test set) once per worker,
+through its initializer; a caller's executor receives them with every task (refsam cannot know what a
+cluster's workers already hold).
 Tasks and their arguments must pickle for a process pool or a cluster: refsam's models and problems
 do; a user model defined in ``__main__`` may not.
 """
@@ -86,10 +89,19 @@ def map_rows(task: Callable[..., Array], args: tuple[Any, ...], idx: NDArray[np.
             done += hi - lo
             _progress(done, len(idx), what, progress)
         return out
-    pool = ProcessPoolExecutor(max_workers=n_jobs) if executor is None else executor
+    pool: Executor
+    if executor is None:  # our own pool: the shared arguments travel once per worker, not per task
+        pool = ProcessPoolExecutor(max_workers=n_jobs, initializer=_install_shared, initargs=(task, args))
+
+        def submit(chunk: NDArray[np.int64]) -> Future[Array]:
+            return pool.submit(_run_shared, chunk)
+    else:  # the caller's executor (a cluster's, perhaps): each task carries what it needs
+        pool = executor
+
+        def submit(chunk: NDArray[np.int64]) -> Future[Array]:
+            return pool.submit(task, *args, chunk)
     try:
-        futures: dict[Future[Array], tuple[int, int]] = {
-            pool.submit(task, *args, idx[lo:hi]): (lo, hi) for lo, hi in spans}
+        futures: dict[Future[Array], tuple[int, int]] = {submit(idx[lo:hi]): (lo, hi) for lo, hi in spans}
         done = 0
         for future in as_completed(futures):
             lo, hi = futures[future]
@@ -100,6 +112,25 @@ def map_rows(task: Callable[..., Array], args: tuple[Any, ...], idx: NDArray[np.
         if executor is None:
             pool.shutdown()
     return out
+
+
+_SHARED: tuple[Callable[..., Array], tuple[Any, ...]] | None = None  # set in a refsam-made worker
+
+
+def _install_shared(task: Callable[..., Array], args: tuple[Any, ...]) -> None:
+    """Worker initializer of the pool :func:`map_rows` makes: keep the task and its shared arguments
+    (the problem, the run, the test set: ~1 MB at n = 1000) for every chunk this worker computes.
+    Sending them with each of 16 chunks instead cost the 2-process leave-one-out a third of its
+    speed-up (1.5× against 1.9×, n = 1000, d = 50; measured)."""
+    global _SHARED
+    _SHARED = (task, args)
+
+
+def _run_shared(chunk: NDArray[np.int64]) -> Array:
+    """One chunk in a worker set up by :func:`_install_shared`."""
+    assert _SHARED is not None, "a worker without the shared arguments"
+    task, args = _SHARED
+    return task(*args, chunk)
 
 
 def chunk_size(n_points: int) -> int:
