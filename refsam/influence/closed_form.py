@@ -41,7 +41,7 @@ import scipy.linalg
 from numpy.typing import ArrayLike, NDArray
 
 from ..errors import InvalidInputError, SingularSystemError, check_finite_result
-from ..objective import Problem, decay_matrix
+from ..objective import Problem, decay_matrix, reuse_derivatives
 from ..sam import SAM
 from ..tolerances import COND_WARN, ROOT_TOL_INFLUENCE
 from ..training import StepTerms, descent_direction
@@ -175,6 +175,7 @@ def _checked_factors(J: Array, variant: str) -> Any:
 
 
 # -- public functions -----------------------------------------------------------------------------------
+@reuse_derivatives()  # θ̂ and ŵ: one pass over X each for the root check, Hessians and products
 def hessian_influence(problem: Problem, sam: SAM, theta: ArrayLike | FixedPoint, X_test: ArrayLike,
                       y_test: ArrayLike, variant: str = "full", *, solver: str = "direct",
                       curvature: str = "exact", return_info: bool = False, root_tol: float = ROOT_TOL_DEFAULT,
@@ -273,6 +274,7 @@ def _rho(sam: object) -> float:
     return float(sam.rho) if isinstance(sam, SAM) else 0.0
 
 
+@reuse_derivatives()
 def parameter_influence(problem: Problem, sam: SAM, theta: ArrayLike | FixedPoint, variant: str = "full", *,
                         root_tol: float = ROOT_TOL_DEFAULT, on_unverified: str = "raise") -> Array:
     """dθ̂/dw_j = −J⁻¹ ∂G/∂w_j for every j, shape (n_train, d) (row j). Arguments as
@@ -282,6 +284,7 @@ def parameter_influence(problem: Problem, sam: SAM, theta: ArrayLike | FixedPoin
     return -scipy.linalg.lu_solve(lu, _weight_matrix(problem, lin, point).T).T  # row j: −J⁻¹ ∂G/∂w_j
 
 
+@reuse_derivatives()
 def self_influence(problem: Problem, sam: SAM, theta: ArrayLike | FixedPoint, variant: str = "full", *,
                    root_tol: float = ROOT_TOL_DEFAULT, on_unverified: str = "raise") -> Array:
     """I_j(ℓ_j) = ∇ℓ_j(θ̂)ᵀ dθ̂/dw_j, shape (n_train,).
@@ -298,6 +301,7 @@ def self_influence(problem: Problem, sam: SAM, theta: ArrayLike | FixedPoint, va
     return np.einsum("jd,jd->j", grads, d_theta)
 
 
+@reuse_derivatives()
 def hyperparameter_sensitivity(problem: Problem, sam: SAM, theta: ArrayLike | FixedPoint, *,
                                root_tol: float = ROOT_TOL_DEFAULT,
                                on_unverified: str = "raise") -> HyperparameterSensitivity:

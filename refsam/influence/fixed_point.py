@@ -35,7 +35,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from ..errors import RefsamError
 from ..models import LogisticRegression, SoftmaxRegression
-from ..objective import Problem
+from ..objective import Problem, reuse_derivatives
 from ..sam import SAM, ZeroGradientError
 from ..tolerances import ROOT_TOL
 from ..training import SGDMomentum, descent_direction
@@ -221,6 +221,7 @@ def _make_fixed_point(problem: Problem, sam: SAM, theta: Array, weights: Array |
                       optimizer=optimizer)
 
 
+@reuse_derivatives()
 def fixed_point_diagnostics(problem: Problem, sam: SAM, theta: ArrayLike, lr: float | None = None,
                             tol: float = TOL_DEFAULT, weights: ArrayLike | None = None, *,
                             momentum: float = 0.0, dampening: float = 0.0,
@@ -358,6 +359,7 @@ def _scipy_root(problem: Problem, sam: SAM, theta: Array, weights: Array | None,
     return theta_new, _safe_norm(problem, sam, theta_new, weights), counter["jac"], message
 
 
+@reuse_derivatives()  # each Newton iterate: G and J at the same θ and ŵ
 def solve_fixed_point(problem: Problem, sam: SAM, theta0: ArrayLike, lr: float | None = None,
                       tol: float = TOL_DEFAULT, max_iter: int = 100, method: str = "auto",
                       weights: ArrayLike | None = None, raise_on_failure: bool = True, *,

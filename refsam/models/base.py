@@ -91,9 +91,9 @@ def weighted_gram(A: Array, w: Array) -> Array:
     dsyrk on √w ⊙ A: half the flops of a GEMM) when w ≥ 0, a GEMM (symmetrised) otherwise. Exactly
     symmetric either way."""
     if np.all(w >= 0):
-        B = np.sqrt(w)[:, None] * A
-        upper = scipy.linalg.blas.dsyrk(1.0, B, trans=1)  # the upper triangle of BᵀB, (d, d)
-        return upper + np.triu(upper, 1).T
+        B = np.sqrt(w)[:, None] * A  # C-ordered (n, d): Bᵀ is a Fortran-ordered (d, n) view, no copy
+        upper = scipy.linalg.blas.dsyrk(1.0, B.T, trans=0)  # the upper triangle of BᵀB, (d, d)
+        return upper + np.triu(upper, 1).T  # (trans=1 on B made f2py copy B first: 23 vs 16 ms here)
     H = (A * w[:, None]).T @ A
     return 0.5 * (H + H.T)
 
