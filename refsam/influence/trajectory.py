@@ -27,8 +27,9 @@ Conventions
 
       "adjoint"   reverse recursion, exact:  v_T = ∇f(θ_T);  for t = T−1 … 0:
                       I_j += v_{t+1}ᵀ b_{t,j};   v_t = A_tᵀ v_{t+1}
-                  Per step: 2 batch Hessian-vector products, 2 batch Jacobian-vector products, one
-                  batch gradient (to rebuild g_t), O(d) SAM-rule products. No d×d matrix; memory is the
+                  Per step: 2 batch Hessian-vector products, 2 batch Jacobian-vector products, O(d)
+                  SAM-rule products (g_t from ε_t and the stored ‖g_t‖; one batch gradient where the
+                  run cannot give it, :func:`_stored_gradient`). No d×d matrix; memory is the
                   trajectory plus O(n + d) per test function. All test functions run together.
       "forward"   tangent recursion, exact:  Θ̇_0 = 0, Θ̇_{t+1} = A_t Θ̇_t + b_t, dθ_T/dw = Θ̇_T (d, n):
                   n tangents at once; a cross-check of the adjoint (it applies A_t, not A_tᵀ).
@@ -137,7 +138,7 @@ def trajectory_influence(problem: Problem, trajectory: Trajectory, X_test: Array
 
     Notes
     -----
-    Cost: "adjoint" ≈ 2 HVPs + 2 batch JVPs + 1 gradient per step for all m test functions at once
+    Cost: "adjoint" ≈ 2 HVPs + 2 batch JVPs per step for all m test functions at once
     (≤ 3× the training run, benchmarks/adjoint_vs_training.py); "forward" the same with n directions;
     the approximations one batch JVP per step (TracIn also m test gradients per step).
     """
@@ -251,12 +252,12 @@ class _Chunk:
     θ_t and at ŵ_C, the gradient g_C the perturbation is built from, and products with P_C, S_C."""
 
     def __init__(self, problem: Problem, sam: SAM, theta: Array, idx: NDArray[np.int64], share: float,
-                 w_hat: Array | None, lam_in: float | Array) -> None:
+                 w_hat: Array | None, lam_in: float | Array, g: Array | None = None) -> None:
         self.sam, self.theta, self.idx, self.share = sam, theta, idx, share  # share = |C|/|B|
         self.inv_size = 1.0 / len(idx)  # c_{t,j} within the chunk: ∂(w_j/|C|)/∂w_j
         rows, y_C, c = problem.coefficients(idx)  # the chunk's rows of the design, once for both points
         self.at_theta: BatchDerivatives = problem.model.derivatives(theta, rows, y_C, c)
-        self.g = self.at_theta.grad() + lam_in * theta  # g_C
+        self.g = self.at_theta.grad() + lam_in * theta if g is None else g  # g_C
         self.c, self.lam_in = c, lam_in
         self.w_hat = theta + sam.perturbation(theta, self.g) if w_hat is None else w_hat  # ŵ_C
         self.at_w_hat: BatchDerivatives = problem.model.derivatives(self.w_hat, rows, y_C, c)
@@ -306,9 +307,10 @@ def _warn_if_cancelled(theta: Array, g: Array, at_theta: BatchDerivatives, c: Ar
 class _Step:
     """Everything about step t that the recursions need, with products for (d, k) blocks of vectors.
 
-    Built from the stored θ_t (and ε_t without m-sharpness); g_t is recomputed (one batch gradient)
-    because P_t depends on ‖g_t‖. ``chunks`` are its perturbations: the whole batch, or with m-sharpness
-    one :class:`_Chunk` per chunk of m samples (their ε recomputed from θ_t exactly as training did).
+    Built from the stored θ_t (and ε_t without m-sharpness). P_t needs g_t: rebuilt from what the run
+    stored where that suffices (:func:`_stored_gradient`: SAM with ‖g_t‖, USAM), else recomputed (one
+    batch gradient). ``chunks`` are its perturbations: the whole batch, or with m-sharpness one
+    :class:`_Chunk` per chunk of m samples (their ε recomputed from θ_t exactly as training did).
     """
 
     def __init__(self, problem: Problem, trajectory: Trajectory, sam: SAM, t: int,
@@ -321,13 +323,34 @@ class _Step:
         parts = sharpness_chunks(self.idx, sam.m_sharpness)
         if len(parts) == 1:  # one perturbation: ŵ_t = θ_t + ε_t as recorded
             self.chunks = [_Chunk(problem, sam, self.theta, self.idx, 1.0,
-                                  self.theta + trajectory.epsilons[t], self.lam_in)]
+                                  self.theta + trajectory.epsilons[t], self.lam_in,
+                                  _stored_gradient(trajectory, sam, t))]
         else:
             self.chunks = [_Chunk(problem, sam, self.theta, part, len(part) / len(self.idx), None,
                                   self.lam_in) for part in parts]
         if exact:  # the approximations use only the chunks' ŵ: no derivative of ε, nothing to warn of
             for chunk in self.chunks:
                 chunk.warn_if_cancelled()
+
+
+def _stored_gradient(trajectory: Trajectory, sam: SAM, t: int) -> Array | None:
+    """g_t from the recorded ε_t where the rule lets it be inverted (None: recompute it):
+
+        SAM   ε = ρ g/(‖g‖ + e)   ⇒   g = (ε/ρ)(‖g‖ + e)   with the stored ‖g_t‖ (``grad_norms``)
+        USAM  ε = ρ g             ⇒   g = ε/ρ
+
+    (ε/ρ first: its entries are at most 1 in size for SAM, so the product cannot overflow where g did not.)
+    Equal to the recomputed g_t to rounding (≤ 4 eps per entry, relative to ‖g_t‖; tested). ASAM's
+    ε = ρ T²g/‖Tg‖ is not inverted (T = diag(|θ| + κ) is singular at κ = 0), nor ρ = 0 (ε = 0 carries
+    nothing). For steps with one perturbation only (an m-sharpness step has one ε per chunk)."""
+    if sam.rho == 0.0:
+        return None
+    unit = trajectory.epsilons[t] / sam.rho
+    if sam.rule == "usam":
+        return unit
+    if sam.rule == "sam" and trajectory.grad_norms is not None:
+        return unit * (float(trajectory.grad_norms[t]) + sam.norm_eps)
+    return None
 
 
 # -- the exact recursions ---------------------------------------------------------------------------

@@ -15,13 +15,14 @@ import sys
 from collections.abc import Iterator
 
 import numpy as np
+import scipy.linalg
 from numpy.typing import ArrayLike, NDArray
 
 from ..errors import DivergenceError, InvalidInputError
 from ..objective import Problem
 from ..sam import SAM
 from ..validation import check_finite_array, check_positive, check_positive_int, check_random_state
-from .step import SGDMomentum, descent_direction
+from .step import SGDMomentum, StepTerms, descent_direction
 from .trajectory import Trajectory
 
 __all__ = ["make_batches", "replay", "replay_final", "train"]
@@ -56,27 +57,31 @@ def _check_lr(lr: ArrayLike, steps: int) -> Array:
 
 
 def _run(problem: Problem, sam: SAM, theta0: Array, batches: list[NDArray[np.int64]], lrs: Array,
-         optimizer: SGDMomentum, progress: bool = False) -> tuple[Array, Array, Array | None]:
+         optimizer: SGDMomentum, progress: bool = False) -> tuple[Array, Array, Array | None, Array]:
     """Run the SAM steps over a given schedule, recording every state (train and replay).
 
-    Returns (θ_0 … θ_T, ε_0 … ε_{T−1}, buf_0 … buf_{T−1} or None without momentum).
+    Returns (θ_0 … θ_T, ε_0 … ε_{T−1}, buf_0 … buf_{T−1} or None without momentum, ‖g_0‖ … ‖g_{T−1}‖).
     """
     steps = len(lrs)
     thetas = np.empty((steps + 1, problem.d))
     epsilons = np.empty((steps, problem.d))
     buffers = np.empty((steps, problem.d)) if optimizer.active else None
+    grad_norms = np.empty(steps)
     thetas[0] = theta0
-    for t, theta, eps, buf in _steps(problem, sam, theta0, batches, lrs, optimizer, None, progress):
-        thetas[t + 1], epsilons[t] = theta, eps
+    for t, theta, terms, buf in _steps(problem, sam, theta0, batches, lrs, optimizer, None, progress):
+        thetas[t + 1], epsilons[t] = theta, terms.eps
+        grad_norms[t] = scipy.linalg.norm(terms.g)  # BLAS nrm2: no overflow where g·g would
         if buffers is not None:
             buffers[t] = buf
-    return thetas, epsilons, buffers
+    return thetas, epsilons, buffers, grad_norms
 
 
 def _steps(problem: Problem, sam: SAM, theta0: Array, batches: list[NDArray[np.int64]], lrs: Array,
-           optimizer: SGDMomentum, weights: Array | None, progress: bool) -> Iterator[tuple[int, Array, Array,
+           optimizer: SGDMomentum, weights: Array | None, progress: bool) -> Iterator[tuple[int, Array,
+                                                                                       StepTerms,
                                                                                        Array | None]]:
-    """The SAM iteration itself, the single code path of every run: yields (t, θ_{t+1}, ε_t, buf_t).
+    """The SAM iteration itself, the single code path of every run: yields (t, θ_{t+1}, step t's terms
+    (g_t, ε_t, ŵ_t, G_t), buf_t).
 
     θ_0 may be a block (d, K) with ``weights`` (n, K): K runs advance together, each column its own
     run (block replays); every yielded array is then (d, K).
@@ -99,7 +104,7 @@ def _steps(problem: Problem, sam: SAM, theta0: Array, batches: list[NDArray[np.i
             )
         if progress and ((t + 1) % report_every == 0 or t + 1 == steps):
             print(f"  step {t + 1}/{steps}", file=sys.stderr, flush=True)
-        yield t, theta, terms.eps, buf
+        yield t, theta, terms, buf
 
 
 def _check_batches(batches: object, n: int) -> list[NDArray[np.int64]]:
@@ -191,7 +196,7 @@ def train(problem: Problem, sam: SAM, lr: ArrayLike, steps: int | None = None, b
     theta0 = drawn if theta0 is None else problem.check_theta(theta0, "theta0")
     if schedule is None:
         schedule = make_batches(problem.n, steps, batch_size, rng)
-    thetas, epsilons, buffers = _run(problem, sam, theta0, schedule, lrs, optimizer, progress)
+    thetas, epsilons, buffers, grad_norms = _run(problem, sam, theta0, schedule, lrs, optimizer, progress)
     config = {
         "model": problem.model.spec(),
         **sam.config(),
@@ -206,7 +211,8 @@ def train(problem: Problem, sam: SAM, lr: ArrayLike, steps: int | None = None, b
         **optimizer.config(),
         "schedule": "external" if batches is not None else ("full" if batch_size is None else "shuffled"),
     }
-    return Trajectory(thetas, epsilons, schedule, lrs, problem.weights, config, buffers=buffers)
+    return Trajectory(thetas, epsilons, schedule, lrs, problem.weights, config, buffers=buffers,
+                      grad_norms=grad_norms)
 
 
 def replay_final(problem: Problem, trajectory: Trajectory, weights: ArrayLike) -> Array:
@@ -249,8 +255,9 @@ def replay(problem: Problem, trajectory: Trajectory, weights: ArrayLike | None =
     trajectory.check_problem(problem)
     if weights is not None:
         problem = problem.with_weights(weights)
-    thetas, epsilons, buffers = _run(problem, trajectory.sam(), trajectory.theta0, trajectory.batches,
-                                     trajectory.lrs, trajectory.optimizer(), progress)
+    thetas, epsilons, buffers, grad_norms = _run(problem, trajectory.sam(), trajectory.theta0,
+                                                 trajectory.batches, trajectory.lrs, trajectory.optimizer(),
+                                                 progress)
     config = dict(trajectory.config)
     return Trajectory(thetas, epsilons, trajectory.batches, trajectory.lrs, problem.weights, config,
-                      buffers=buffers)
+                      buffers=buffers, grad_norms=grad_norms)

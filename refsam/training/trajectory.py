@@ -20,8 +20,8 @@ from .step import SGDMomentum
 
 __all__ = ["TRAJECTORY_FORMAT_VERSION", "Trajectory", "check_writable", "is_trajectory_file"]
 
-TRAJECTORY_FORMAT_VERSION = 2  # 2: momentum buffers and the optimizer's configuration; 1 still loads
-READABLE_FORMAT_VERSIONS = (1, 2)
+TRAJECTORY_FORMAT_VERSION = 3  # 3: ‖g_t‖ per step; 2: momentum buffers and the optimizer's configuration
+READABLE_FORMAT_VERSIONS = (1, 2, 3)
 
 Array = NDArray[np.float64]
 
@@ -45,10 +45,17 @@ class Trajectory:
                                  data_sha256 (of X and y), momentum, dampening, nesterov
     buffers : array (T, d) or None   the momentum buffers buf_0 … buf_{T−1} (None without momentum):
                                  with θ_t, buf_{t−1} is the run's state
+    grad_norms : array (T,) or None  ‖g_t‖₂ of the gradient each step's perturbation was built from
+                                 (:func:`refsam.training.train` records it; None for runs recorded
+                                 elsewhere or read from files of format 1 or 2). With ε_t it gives
+                                 g_t for the SAM rule, g_t = (ε_t/ρ)(‖g_t‖ + e), so the exact
+                                 trajectory methods need no gradient at θ_t to rebuild it. Given by
+                                 hand it must be that norm.
     """
 
     def __init__(self, thetas: ArrayLike, epsilons: ArrayLike, batches: Any, lrs: ArrayLike,
-                 weights: ArrayLike, config: dict[str, Any], buffers: ArrayLike | None = None) -> None:
+                 weights: ArrayLike, config: dict[str, Any], buffers: ArrayLike | None = None,
+                 grad_norms: ArrayLike | None = None) -> None:
         # Checked as Trajectory.load checks a file: shapes against config's steps, d, n; finite float64
         # arrays; batch indices in range; a configuration SAM, the model and the optimizer accept.
         try:
@@ -58,6 +65,7 @@ class Trajectory:
             self.lrs = np.asarray(lrs, dtype=np.float64)
             self.weights = np.asarray(weights, dtype=np.float64)
             self.buffers = None if buffers is None else np.asarray(buffers, dtype=np.float64)
+            self.grad_norms = None if grad_norms is None else np.asarray(grad_norms, dtype=np.float64)
         except (TypeError, ValueError) as exc:
             raise InvalidInputError(f"Trajectory(...): every array must be numeric ({exc})") from None
         if not isinstance(config, Mapping):
@@ -74,7 +82,8 @@ class Trajectory:
         d = self.thetas.shape[1] if self.thetas.ndim == 2 else 0
         data = {"thetas": self.thetas, "epsilons": self.epsilons, "lrs": self.lrs, "weights": self.weights,
                 "batch_offsets": offsets, "batch_indices": flat,
-                "buffers": np.zeros((0, d)) if self.buffers is None else self.buffers}
+                "buffers": np.zeros((0, d)) if self.buffers is None else self.buffers,
+                "grad_norms": np.zeros(0) if self.grad_norms is None else self.grad_norms}
         problems = _inconsistencies(data, self.config, built_in_model=False)
         if problems:
             raise InvalidInputError("Trajectory(...) is inconsistent: " + "; ".join(problems))
@@ -162,6 +171,7 @@ class Trajectory:
                 lrs=self.lrs,
                 weights=self.weights,
                 buffers=np.zeros((0, self.thetas.shape[1])) if self.buffers is None else self.buffers,
+                grad_norms=np.zeros(0) if self.grad_norms is None else self.grad_norms,
                 config_json=np.array(json.dumps(self.config, sort_keys=True)),
             )
 
@@ -183,7 +193,8 @@ class Trajectory:
             got = None if version is None else version.tolist()
             raise InvalidInputError(f"{where} has format_version {got!r}, this refsam reads "
                              f"{list(READABLE_FORMAT_VERSIONS)}")
-        missing = set(_ARRAY_KEYS + (("buffers",) if int(version) >= 2 else ())) - set(data)
+        missing = (set(_ARRAY_KEYS + (("buffers",) if int(version) >= 2 else ())
+                       + (("grad_norms",) if int(version) >= 3 else ())) - set(data))
         if missing:
             raise InvalidInputError(f"{where} lacks keys {sorted(missing)}")
         try:
@@ -206,8 +217,10 @@ class Trajectory:
         batches = [flat[offsets[t]:offsets[t + 1]] for t in range(len(offsets) - 1)]
         buffers = data.get("buffers")
         buffers = None if buffers is None or buffers.shape[0] == 0 else buffers
+        grad_norms = data.get("grad_norms")
+        grad_norms = None if grad_norms is None or grad_norms.shape == (0,) else grad_norms
         return cls(data["thetas"], data["epsilons"], batches, data["lrs"], data["weights"], config,
-                   buffers=buffers)
+                   buffers=buffers, grad_norms=grad_norms)
 
     def __repr__(self) -> str:
         c = self.config
@@ -266,6 +279,12 @@ def _inconsistencies(data: dict[str, Any], config: dict[str, Any], built_in_mode
                 problems.append("buffers must be finite float64")
         elif optimizer.active:
             problems.append("a momentum run must store its buffers")
+        norms = data.get("grad_norms")
+        if norms is not None and norms.shape != (0,):
+            if norms.shape != (T,):
+                problems.append(f"grad_norms has shape {norms.shape}, expected {(T,)} (or empty)")
+            elif norms.dtype != np.float64 or not np.all(np.isfinite(norms)) or np.any(norms < 0):
+                problems.append("grad_norms must be finite float64 >= 0")
     return problems
 
 

@@ -92,6 +92,26 @@ def test_a_version_1_file_still_loads_as_a_run_without_momentum(tmp_path):
     np.testing.assert_array_equal(refsam.replay(problem, loaded).thetas, run.thetas)
 
 
+def test_a_version_2_file_loads_without_gradient_norms_and_gives_the_same_influence(tmp_path):
+    problem = _problem()
+    run = refsam.train(problem, refsam.SAM(0.1), 0.3, 5, batch_size=10, momentum=0.9)
+    assert run.grad_norms is not None and run.grad_norms.shape == (5,)
+    offsets = np.cumsum([0] + [len(b) for b in run.batches])
+    with open(tmp_path / "v2.npz", "wb") as fh:  # the format-2 layout: buffers, no gradient norms
+        np.savez(fh, format_version=np.array(2), thetas=run.thetas, epsilons=run.epsilons,
+                 batch_indices=np.concatenate(run.batches), batch_offsets=offsets, lrs=run.lrs,
+                 weights=run.weights, buffers=run.buffers,
+                 config_json=np.array(json.dumps(run.config, sort_keys=True)))
+    loaded = refsam.Trajectory.load(tmp_path / "v2.npz")
+    assert loaded.grad_norms is None
+    X_test, y_test = problem.X[:3], problem.y[:3]
+    recomputed = refsam.trajectory_influence(problem, loaded, X_test, y_test)  # g_t from a gradient
+    stored = refsam.trajectory_influence(problem, run, X_test, y_test)  # g_t from ε_t and ‖g_t‖
+    np.testing.assert_allclose(stored, recomputed, rtol=1e-12, atol=1e-15 * np.abs(recomputed).max())
+    run.save(tmp_path / "v3.npz")
+    np.testing.assert_array_equal(refsam.Trajectory.load(tmp_path / "v3.npz").grad_norms, run.grad_norms)
+
+
 def test_seed_alone_and_seed_with_its_own_init_draw_the_same_batches():
     problem = _problem()
     a = refsam.train(problem, refsam.SAM(0.1), 0.3, 9, batch_size=7, seed=5)

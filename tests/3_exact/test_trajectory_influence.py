@@ -321,3 +321,68 @@ def test_a_batch_drawn_with_replacement_counts_a_repeated_point_each_time():
     for method in ("adjoint", "forward"):
         assert rel_err(trajectory_influence(problem, run, X[:2], y[:2], method=method), autodiff) \
             <= RTOL_EXACT_METHODS
+
+
+@pytest.mark.parametrize("rule, norm_eps", [("sam", 0.0), ("sam", 1e-3), ("usam", 0.0)])
+@pytest.mark.parametrize("regularization", ["decoupled", "coupled"])
+@pytest.mark.parametrize("scale", [1.0, 2.0**-600, 2.0**600], ids=["unit", "tiny", "huge"])
+def test_the_gradient_rebuilt_from_the_run_equals_the_recomputed_one(rule, norm_eps, regularization, scale):
+    """g_t = (ε_t/ρ)(‖g_t‖ + e) (SAM) or ε_t/ρ (USAM) against ∇F_t(θ_t) + λ_in θ_t, at every step, to a
+    few eps of ‖g_t‖ — also where g·g underflows or overflows (g scaled by 2^±600: the rule's ε is
+    invariant to the scale of g, so the scaled g stands for a loss of that scale)."""
+    import scipy.linalg
+
+    from refsam.influence.trajectory import _stored_gradient
+
+    X, y, _ = refsam.make_gaussian_classification(30, 3, 2, seed=1)
+    problem = refsam.Problem(refsam.LogisticRegression(), X, y, weight_decay=0.01,
+                             regularization=regularization)
+    sam = refsam.SAM(0.1, rule, norm_eps=norm_eps * scale)
+    run = refsam.train(problem, sam, 0.5, 6, batch_size=10, seed=0)
+    lam_in, _ = problem.weight_decay_split()
+    for t in range(run.steps):
+        g = scale * (problem.grad(run.thetas[t], run.batches[t]) + lam_in * run.thetas[t])
+        at_t = np.arange(run.steps) == t
+        trial = refsam.Trajectory(run.thetas, np.where(at_t[:, None], sam.perturbation(run.thetas[t], g),
+                                                       run.epsilons),
+                                  run.batches, run.lrs, run.weights, run.config,
+                                  grad_norms=np.where(at_t, scipy.linalg.norm(g), run.grad_norms))
+        rebuilt = _stored_gradient(trial, sam, t)
+        assert rebuilt is not None
+        assert np.max(np.abs(rebuilt - g)) <= 4 * np.finfo(float).eps * scipy.linalg.norm(g)
+
+
+def test_asam_rho_zero_and_unrecorded_norms_recompute_the_gradient():
+    from refsam.influence.trajectory import _stored_gradient
+
+    X, y, _ = refsam.make_gaussian_classification(20, 3, 2, seed=0)
+    problem = refsam.Problem(refsam.LogisticRegression(), X, y, weight_decay=0.01)
+    for sam in (refsam.SAM(0.1, "asam"), refsam.SAM(0.0)):
+        assert _stored_gradient(refsam.train(problem, sam, 0.5, 2), sam, 0) is None
+    run = refsam.train(problem, refsam.SAM(0.1), 0.5, 2)
+    assert _stored_gradient(run, refsam.SAM(0.1), 0) is not None
+    bare = refsam.Trajectory(run.thetas, run.epsilons, run.batches, run.lrs, run.weights, run.config)
+    assert _stored_gradient(bare, refsam.SAM(0.1), 0) is None
+
+
+@pytest.mark.parametrize("model_name", ["logistic", "mlp"])
+def test_the_adjoint_takes_no_gradient_at_theta_t_when_the_run_stored_its_norms(model_name, monkeypatch):
+    """The saving is real: with ‖g_t‖ stored, a SAM adjoint computes no batch gradient at all (the
+    gradients at θ_t were the only ones it took), and gives the influence of the recomputing path."""
+    if model_name == "logistic":
+        X, y, _ = refsam.make_gaussian_classification(40, 4, 2, seed=2)
+        problem = refsam.Problem(refsam.LogisticRegression(), X, y, weight_decay=0.01)
+    else:
+        X, y, _ = refsam.make_gaussian_classification(40, 4, 3, seed=2)
+        problem = refsam.Problem(refsam.MLP((4, 6, 3)), X, y, weight_decay=0.01)
+    run = refsam.train(problem, refsam.SAM(0.1), 0.3, 8, batch_size=10, seed=0)
+    bare = refsam.Trajectory(run.thetas, run.epsilons, run.batches, run.lrs, run.weights, run.config)
+    derivatives_type = type(problem.at(run.theta0))
+    calls = []
+    original = derivatives_type.grad
+    monkeypatch.setattr(derivatives_type, "grad", lambda self: calls.append(1) or original(self))
+    stored = refsam.trajectory_influence(problem, run, X[:2], y[:2])
+    assert calls == []
+    recomputed = refsam.trajectory_influence(problem, bare, X[:2], y[:2])
+    assert len(calls) == run.steps
+    np.testing.assert_allclose(stored, recomputed, rtol=1e-11, atol=1e-14 * np.abs(recomputed).max())
