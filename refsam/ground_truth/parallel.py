@@ -14,7 +14,8 @@ loop serially, on an executor the caller passes, or on a process pool of ``n_job
 The indices are cut into contiguous chunks of at most 64 points (at least 2 chunks where there are
 that many points; :func:`chunk_size`), the same chunks whatever runs them: each task carries the problem
 and the run once and advances its points' counterfactual runs together as one block
-(:func:`refsam.training.replay_final`); the rows come back in the order of the indices. The serial
+(:func:`refsam.training.replay_final`; re-solves: :func:`refsam.ground_truth.resolve.resolve_block`);
+the rows come back in the order of the indices. The serial
 path computes the same chunks in order, so every executor gives its results bit for bit (tested).
 The pool that ``n_jobs`` makes receives the shared arguments (problem, run, test set) once per worker,
 through its initializer; a caller's executor receives them with every task (refsam cannot know what a
