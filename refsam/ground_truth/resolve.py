@@ -39,8 +39,7 @@ from ..validation import check_indices
 from .parallel import check_parallel, map_rows
 from .stencil import check_step, weight_stencil
 
-__all__ = ["H_DEFAULT", "finite_difference_influence", "finite_difference_parameters", "leave_one_out",
-           "resolve_block"]
+__all__ = ["H_DEFAULT", "finite_difference_influence", "finite_difference_parameters", "leave_one_out"]
 
 H_DEFAULT = FD_STEP  # central differences (refsam.tolerances)
 
@@ -160,6 +159,7 @@ def resolve_block(problem: Problem, sam: SAM, root: Array, weights: Array, owner
     block: the answer equals a lone re-solve's to rounding). A column the chord does not bring below
     RESOLVE_TOL within CHORD_MAX_STEPS (a far root, a growing residual) is re-solved alone by
     :func:`solve_fixed_point` (Newton), whose failure names the training point (``owners``).
+    Trusts its inputs (the public functions above validate them).
     """
     K = weights.shape[0]
     W = np.ascontiguousarray(weights.T)  # (n, K)
