@@ -40,6 +40,9 @@ __all__ = ["REGULARIZATION_MODES", "Problem", "decay_matrix", "decay_times", "re
 
 REGULARIZATION_MODES = ("decoupled", "coupled")
 
+Array = NDArray[np.float64]
+Index = ArrayLike | None
+
 # -- reusing full-batch derivatives within one computation ------------------------------------------------
 _REUSED: ContextVar[dict[tuple[int, bytes, bytes], tuple[Array, BatchDerivatives]] | None] = ContextVar(
     "refsam_reused_derivatives", default=None)
@@ -66,9 +69,6 @@ def reuse_derivatives() -> Iterator[None]:
         yield
     finally:
         _REUSED.reset(token)
-
-Array = NDArray[np.float64]
-Index = ArrayLike | None
 
 
 class Problem:
