@@ -136,6 +136,7 @@ CONFIGS = {
         scaling=dict(
             base=dict(n=500, p=49, steps=200),
             n=[250, 500, 1000, 2000], p=[9, 24, 49, 99, 199], steps=[100, 200, 400, 800],
+            m=[1, 10, 100, 1000],
             base_exact_checks=dict(n=100, p=9, steps=50),  # forward (n tangents) and autodiff are slow
             exact_checks=dict(n=[50, 100, 200, 400], p=[4, 9, 19, 39], steps=[25, 50, 100, 200]),
             hessian_widths=[(16, 10, 10, 5), (16, 20, 15, 5), (16, 40, 30, 5), (16, 60, 45, 5)],
@@ -162,6 +163,7 @@ CONFIGS = {
         scaling=dict(
             base=dict(n=300, p=24, steps=100),
             n=[150, 300, 600], p=[12, 24, 49], steps=[50, 100, 200],
+            m=[1, 10, 100],
             base_exact_checks=dict(n=60, p=5, steps=30),
             exact_checks=dict(n=[30, 60, 120], p=[3, 5, 10], steps=[15, 30, 60]),
             hessian_widths=[(16, 10, 10, 5), (16, 20, 15, 5), (16, 40, 30, 5)],
@@ -187,6 +189,7 @@ CONFIGS = {
         scaling=dict(
             base=dict(n=60, p=4, steps=10),
             n=[40, 60], p=[4, 6], steps=[5, 10],
+            m=[1, 4],
             base_exact_checks=dict(n=60, p=4, steps=5),
             exact_checks=dict(n=[40, 60], p=[4, 6], steps=[3, 5]),
             hessian_widths=[(3, 3, 2), (3, 5, 2)],
@@ -559,6 +562,27 @@ def scaling_closed_form_and_loo(cfg, repeats) -> dict:
     return table
 
 
+def scaling_test_functions(base, ms, repeats) -> dict:
+    """The closed form, the adjoint and TracIn against m, the number of test losses (the base problem
+    and run; test points drawn from the same clusters): {method: one scaling row on axis "m"}. The
+    closed form's m test functions are m right-hand sides of one LU and columns of one product with
+    ∂G/∂w; the adjoint carries them as the m columns of its adjoint block; TracIn takes m test
+    gradients at every step."""
+    sam = SAM(RHO)
+    problem, _, _ = logistic_problem(base["n"], base["p"])
+    X, y, _ = make_gaussian_classification(max(ms), base["p"], 2, separation=1.0, seed=7)
+    theta_hat = sam_root(problem, sam)
+    run = train(problem, sam, LR_LOGISTIC, base["steps"])
+    calls = {"closed_form": lambda m: hessian_influence(problem, sam, theta_hat, X[:m], y[:m]),
+             "adjoint": lambda m: trajectory_influence(problem, run, X[:m], y[:m]),
+             "tracin": lambda m: trajectory_influence(problem, run, X[:m], y[:m], "tracin")}
+    rows = {}
+    for method, call in calls.items():
+        seconds, memory = zip(*[_measure(lambda m=m, call=call: call(m), repeats) for m in ms])
+        rows[method] = _scaling_row("m", ms, seconds, memory)
+    return rows
+
+
 def scaling_trajectory(base, axes, methods, repeats) -> dict:
     """``methods`` (training and trajectory-influence methods) against n, d and T (logistic, full batch).
 
@@ -839,6 +863,8 @@ def run_benchmarks(mode: str = "full", log=print) -> dict:
     scaling.update(scaling_trajectory(sc["base"], sc, cheap, repeats))
     scaling.update(scaling_trajectory(sc["base_exact_checks"], sc["exact_checks"], ("forward", "autodiff"),
                                       repeats))
+    for method, row in scaling_test_functions(sc["base"], sc["m"], repeats).items():
+        scaling[method].append(row)
     scaling.update(scaling_mlp_trajectory(**sc["mlp_trajectory"], repeats=repeats))
     scaling.update(scaling_mlp_hessian(cfg["scaling"], cfg["hessian"]["n"], repeats))
     results["scaling"] = scaling
