@@ -30,7 +30,7 @@ import scipy.linalg
 from numpy.typing import ArrayLike, NDArray
 
 from ..influence.fixed_point import FixedPoint, solve_fixed_point
-from ..influence.linearisation import check_root_inputs, residual_jacobian
+from ..influence.linearisation import check_root_inputs, factorise, residual_jacobian
 from ..objective import Problem
 from ..sam import SAM
 from ..tolerances import FD_STEP, RESOLVE_TOL
@@ -164,11 +164,11 @@ def resolve_block(problem: Problem, sam: SAM, root: Array, weights: Array, owner
     """
     K = weights.shape[0]
     W = np.ascontiguousarray(weights.T)  # (n, K)
-    lu = scipy.linalg.lu_factor(residual_jacobian(problem, sam, root))
+    factors = factorise(residual_jacobian(problem, sam, root))  # the closed form's LU and singular rule
     theta = np.repeat(root[:, None], K, axis=1)  # (d, K)
     active = np.arange(K)
     previous = np.full(K, np.inf)
-    for _ in range(CHORD_MAX_STEPS):
+    for _ in range(0 if factors.singular else CHORD_MAX_STEPS):  # a singular J̄: every column to Newton
         G = descent_direction(problem, sam, theta[:, active], None, W[:, active]).direction
         norms = np.sqrt(np.einsum("ij,ij->j", G, G))
         bad = ~np.isfinite(norms)
@@ -180,7 +180,7 @@ def resolve_block(problem: Problem, sam: SAM, root: Array, weights: Array, owner
         active, G = active[keep], G[:, keep]
         if active.size == 0:
             break
-        theta[:, active] -= scipy.linalg.lu_solve(lu, G)
+        theta[:, active] -= scipy.linalg.lu_solve(factors.lu, G)
     for k in range(K):  # not below RESOLVE_TOL by the chord: Newton, alone
         if not previous[k] <= RESOLVE_TOL:
             theta[:, k] = _resolve(problem, sam, weights[k], root, owners[k])
