@@ -4,6 +4,8 @@ Oracles independent of refsam's root finder: scipy.optimize.minimize on the weig
 (ρ = 0), Koh–Liang with autograd Hessians (ρ = 0), and long SAM training runs with w_j = 0.
 """
 
+import dataclasses
+
 import autograd
 import numpy as np
 import pytest
@@ -184,3 +186,19 @@ def test_invalid_arguments_name_argument_expected_and_got(logistic, kwargs, mess
     args = {"theta_hat": np.zeros(problem.d), **kwargs}
     with pytest.raises(ValueError, match=message):
         finite_difference_influence(problem, refsam.SAM(0.0), X_test=X_test, y_test=y_test, **args)
+
+
+def test_a_singular_jacobian_at_the_root_sends_every_column_to_newton(logistic, monkeypatch):
+    problem, _, _ = logistic
+    sam = refsam.SAM(0.05)
+    root = solve_fixed_point(problem, sam, problem.init_params(0)).theta
+    weights = np.ones((3, problem.n))
+    weights[np.arange(3), [1, 2, 3]] = 0.0
+    chord = resolve.resolve_block(problem, sam, root, weights, [1, 2, 3])
+    real_factorise, real_solve = resolve.factorise, resolve.solve_fixed_point
+    calls = []
+    monkeypatch.setattr(resolve, "factorise", lambda J: dataclasses.replace(real_factorise(J), singular=True))
+    monkeypatch.setattr(resolve, "solve_fixed_point", lambda *a, **k: calls.append(1) or real_solve(*a, **k))
+    newton = resolve.resolve_block(problem, sam, root, weights, [1, 2, 3])
+    assert len(calls) == 3
+    assert np.linalg.norm(newton - chord) <= 1e-13 * np.linalg.norm(chord)
