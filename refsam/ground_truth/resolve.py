@@ -155,11 +155,12 @@ def resolve_block(problem: Problem, sam: SAM, root: Array, weights: Array, owner
     two matrix products per evaluation for the linear models). A re-solve moves θ̂ by O(‖w − w⁰‖/n), so
     J̄ is close to every column's own Jacobian and each step shrinks the error by about that factor:
     finite differences take about 3 steps, leave-one-out about 10 (18–29 for a chunk holding the point
-    whose removal moves the root most: 0.13–0.3 per step at n = 1000, d = 50). A column stops when ‖G‖ ≤ RESOLVE_TOL and its
-    last step no longer halved ‖G‖ (the rounding floor, so where a column stops does not depend on its
-    block: the answer equals a lone re-solve's to rounding). A column the chord does not bring below
-    RESOLVE_TOL within CHORD_MAX_STEPS (a far root, a growing residual) is re-solved alone by
-    :func:`solve_fixed_point` (Newton), whose failure names the training point (``owners``).
+    whose removal moves the root most: 0.13–0.3 per step at n = 1000, d = 50). A column stops when
+    ‖G‖ ≤ RESOLVE_TOL and its last step no longer halved ‖G‖ (the rounding floor, so where a column
+    stops does not depend on its block: the answer equals a lone re-solve's to rounding). A column the
+    chord does not bring below RESOLVE_TOL within CHORD_MAX_STEPS (a far root, a growing residual), or
+    every column when J̄ is singular, is re-solved alone by :func:`solve_fixed_point` (Newton), whose
+    failure names the training point (``owners``).
     Trusts its inputs (the public functions above validate them).
     """
     K = weights.shape[0]
