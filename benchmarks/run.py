@@ -294,7 +294,7 @@ def bench_closed_form_vs_loo(n: int, p: int, m: int, k: int, repeats: int) -> di
     point, warm-started at θ̂, to the ground truth's RESOLVE_TOL).
 
     The one-at-a-time re-solves are timed on the first k training points and extrapolated linearly to
-    all n (each re-solve is independent and costs the about same). refsam's own ground truth,
+    all n (each re-solve is independent and costs about the same). refsam's own ground truth,
     ``leave_one_out``, re-solves each chunk of points as one block (the chord method,
     ``resolve.resolve_block``): timed on all n, it gives ``resolve_block_speedup``.
     """
