@@ -30,7 +30,7 @@ import scipy.linalg
 from numpy.typing import ArrayLike, NDArray
 
 from ..influence.fixed_point import FixedPoint, solve_fixed_point
-from ..influence.linearisation import check_root_inputs, factorise, residual_jacobian
+from ..influence.linearisation import Factorised, check_root_inputs, factorise, residual_jacobian
 from ..objective import Problem
 from ..sam import SAM
 from ..tolerances import FD_STEP, RESOLVE_TOL
@@ -47,15 +47,16 @@ Array = NDArray[np.float64]
 
 
 def _reference(problem: Problem, sam: SAM, theta_hat: Any, X_test: Any,
-               y_test: Any) -> tuple[Array, Any, Any]:
-    """Validate once and polish θ̂ to a root at the problem's weights (warm start, tight tolerance)."""
+               y_test: Any) -> tuple[Array, Factorised, Any, Any]:
+    """Validate once, polish θ̂ to a root at the problem's weights (warm start, tight tolerance) and
+    factor J̄ = ∂G/∂θ there: the one LU every block of re-solves uses (:func:`resolve_block`)."""
     if isinstance(theta_hat, FixedPoint):
         theta_hat = theta_hat.theta
     theta_hat, _ = check_root_inputs(problem, sam, theta_hat, "theta_hat")
     if X_test is not None:
         X_test, y_test = problem.check_test(X_test, y_test)
     root = solve_fixed_point(problem, sam, theta_hat, tol=RESOLVE_TOL).theta
-    return root, X_test, y_test
+    return root, root_factors(problem, sam, root), X_test, y_test
 
 
 def _resolve(problem: Problem, sam: SAM, weights: Array, theta_start: Array, j: int) -> Array:
@@ -75,11 +76,11 @@ def finite_difference_parameters(problem: Problem, sam: SAM, theta_hat: ArrayLik
     ``executor`` / ``n_jobs``: the per-point loop on a concurrent.futures executor or a process pool
     (:mod:`.parallel`), bit for bit the serial result.
     """
-    root, _, _ = _reference(problem, sam, theta_hat, None, None)
+    root, factors, _, _ = _reference(problem, sam, theta_hat, None, None)
     idx = check_indices("indices", indices, problem.n)
     h = check_step(h)
     executor, n_jobs = check_parallel(executor, n_jobs)
-    return map_rows(_rows, ("parameters", problem, sam, root, None, None, h), idx, problem.d,
+    return map_rows(_rows, ("parameters", problem, sam, root, factors, None, None, h), idx, problem.d,
                     executor, n_jobs, "finite differences: re-solved", False)
 
 
@@ -93,11 +94,11 @@ def finite_difference_influence(problem: Problem, sam: SAM, theta_hat: ArrayLike
     ``theta_hat`` (array (d,) or FixedPoint) is first polished to a root; ``indices=None`` means all n.
     ``executor`` / ``n_jobs`` as in :func:`finite_difference_parameters`.
     """
-    root, X_arr, y_arr = _reference(problem, sam, theta_hat, X_test, y_test)
+    root, factors, X_arr, y_arr = _reference(problem, sam, theta_hat, X_test, y_test)
     idx = check_indices("indices", indices, problem.n)
     h = check_step(h)
     executor, n_jobs = check_parallel(executor, n_jobs)
-    return map_rows(_rows, ("influence", problem, sam, root, X_arr, y_arr, h), idx, X_arr.shape[0],
+    return map_rows(_rows, ("influence", problem, sam, root, factors, X_arr, y_arr, h), idx, X_arr.shape[0],
                     executor, n_jobs, "finite differences: re-solved", False)
 
 
@@ -111,15 +112,15 @@ def leave_one_out(problem: Problem, sam: SAM, theta_hat: ArrayLike | FixedPoint,
     FixedPoint) is first polished to a root; every re-solve is warm-started there. ``executor`` /
     ``n_jobs`` as in :func:`finite_difference_parameters`.
     """
-    root, X_arr, y_arr = _reference(problem, sam, theta_hat, X_test, y_test)
+    root, factors, X_arr, y_arr = _reference(problem, sam, theta_hat, X_test, y_test)
     idx = check_indices("indices", indices, problem.n)
     executor, n_jobs = check_parallel(executor, n_jobs)
-    return map_rows(_rows, ("removal", problem, sam, root, X_arr, y_arr, 0.0), idx, X_arr.shape[0],
+    return map_rows(_rows, ("removal", problem, sam, root, factors, X_arr, y_arr, 0.0), idx, X_arr.shape[0],
                     executor, n_jobs, "leave-one-out: re-solved", False)
 
 
-def _rows(kind: str, problem: Problem, sam: SAM, root: Array, X_test: Any, y_test: Any, h: float,
-          chunk: NDArray[np.int64]) -> Array:
+def _rows(kind: str, problem: Problem, sam: SAM, root: Array, factors: Factorised, X_test: Any, y_test: Any,
+          h: float, chunk: NDArray[np.int64]) -> Array:
     """One task of :func:`map_rows`: the rows of ``chunk`` for ``kind`` in {"parameters" (dθ̂/dw_j),
     "influence" (dℓ^test/dw_j), "removal" (Δℓ^test when w_j = 0)}. Every weight vector of the chunk is
     re-solved together (:func:`resolve_block`)."""
@@ -127,13 +128,13 @@ def _rows(kind: str, problem: Problem, sam: SAM, root: Array, X_test: Any, y_tes
     if kind == "removal":
         weights = np.repeat(problem.weights[None, :], len(js), axis=0)
         weights[np.arange(len(js)), js] = 0.0
-        roots = resolve_block(problem, sam, root, weights, js)
+        roots = resolve_block(problem, sam, root, weights, js, factors)
         base = problem.model.losses(root, X_test, y_test)
         return np.array([problem.model.losses(r, X_test, y_test) - base for r in roots])
     stencils = [weight_stencil(problem.weights, j, h) for j in js]
     vectors = np.array([w for stencil, _ in stencils for w in stencil])
     owners = [j for j, (stencil, _) in zip(js, stencils) for _ in stencil]
-    roots = resolve_block(problem, sam, root, vectors, owners)
+    roots = resolve_block(problem, sam, root, vectors, owners, factors)
     rows, start = [], 0
     for stencil, coefficients in stencils:
         block = roots[start:start + len(stencil)]
@@ -147,7 +148,14 @@ CHORD_MAX_STEPS = 60  # chord steps before a weight vector falls back to its own
 CHORD_STALL = 0.5  # a step that shrinks ‖G‖ by less than this factor has reached the rounding floor
 
 
-def resolve_block(problem: Problem, sam: SAM, root: Array, weights: Array, owners: list[int]) -> Array:
+def root_factors(problem: Problem, sam: SAM, root: Array) -> Factorised:
+    """LU of J̄ = ∂G/∂θ at the reference root, with the closed form's singular rule
+    (:func:`~refsam.influence.linearisation.factorise`)."""
+    return factorise(residual_jacobian(problem, sam, root))
+
+
+def resolve_block(problem: Problem, sam: SAM, root: Array, weights: Array, owners: list[int],
+                  factors: Factorised | None = None) -> Array:
     """θ̂(w) for every row w of ``weights`` (K, n), near the reference root θ̂ (rows (K, d)).
 
     The chord method in one block: Θ ← Θ − J̄⁻¹ G(Θ; W) for all K columns at once, with the one LU of
@@ -161,11 +169,16 @@ def resolve_block(problem: Problem, sam: SAM, root: Array, weights: Array, owner
     chord does not bring below RESOLVE_TOL within CHORD_MAX_STEPS (a far root, a growing residual), or
     every column when J̄ is singular, is re-solved alone by :func:`solve_fixed_point` (Newton), whose
     failure names the training point (``owners``).
-    Trusts its inputs (the public functions above validate them).
+    ``factors``: :func:`root_factors` at ``root`` (None: computed here). Trusts its inputs (the public
+    functions above validate them).
     """
     K = weights.shape[0]
     W = np.ascontiguousarray(weights.T)  # (n, K)
-    factors = factorise(residual_jacobian(problem, sam, root))  # the closed form's LU and singular rule
+    if factors is None:  # the public functions factor J̄ once per call, not once per chunk
+        factors = root_factors(problem, sam, root)
+    # scipy's getrs wrapper shifts the pivots to 1-based and back *in place*: threads sharing one LU
+    # (a ThreadPoolExecutor over the chunks) would solve with each other's shifted pivots. Own copy.
+    lu = (factors.lu[0], factors.lu[1].copy())
     theta = np.repeat(root[:, None], K, axis=1)  # (d, K)
     active = np.arange(K)
     previous = np.full(K, np.inf)
@@ -181,7 +194,7 @@ def resolve_block(problem: Problem, sam: SAM, root: Array, weights: Array, owner
         active, G = active[keep], G[:, keep]
         if active.size == 0:
             break
-        theta[:, active] -= scipy.linalg.lu_solve(factors.lu, G)
+        theta[:, active] -= scipy.linalg.lu_solve(lu, G)
     for k in range(K):  # not below RESOLVE_TOL by the chord: Newton, alone
         if not previous[k] <= RESOLVE_TOL:
             theta[:, k] = _resolve(problem, sam, weights[k], root, owners[k])

@@ -202,3 +202,22 @@ def test_a_singular_jacobian_at_the_root_sends_every_column_to_newton(logistic, 
     newton = resolve.resolve_block(problem, sam, root, weights, [1, 2, 3])
     assert len(calls) == 3
     assert np.linalg.norm(newton - chord) <= 1e-13 * np.linalg.norm(chord)
+
+
+def test_block_re_solves_never_hand_the_shared_pivots_to_scipy(logistic, monkeypatch):
+    """scipy's lu_solve shifts the pivot array to 1-based and back in place, so threads solving with
+    one shared LU corrupt each other's solves (measured: every solve wrong, then a heap corruption,
+    scipy 1.17). The LU of J̄ is computed once per call and shared by the chunks, so each block must
+    solve with its own copy of the pivots."""
+    problem, _, _ = logistic
+    sam = refsam.SAM(0.05)
+    root = solve_fixed_point(problem, sam, problem.init_params(0)).theta
+    factors = resolve.root_factors(problem, sam, root)
+    seen = []
+    real = resolve.scipy.linalg.lu_solve
+    monkeypatch.setattr(resolve.scipy.linalg, "lu_solve",
+                        lambda lu, b, **k: seen.append(lu[1] is factors.lu[1]) or real(lu, b, **k))
+    weights = np.ones((2, problem.n))
+    weights[[0, 1], [4, 8]] = 0.0
+    resolve.resolve_block(problem, sam, root, weights, [4, 8], factors)
+    assert seen and not any(seen)
