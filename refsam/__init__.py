@@ -24,8 +24,8 @@ from .models import MLP, LogisticRegression, Model, SoftmaxRegression, model_fro
 from .objective import Problem
 from .sam import SAM, ZeroGradientError
 
-# training
-from .training import Trajectory, replay, train
+# training: the base optimizers, runs and their record
+from .training import SGD, Optimizer, Trajectory, replay, train
 
 # influence: the fixed point and the closed form at it
 from .influence import (
@@ -49,9 +49,7 @@ from .influence import (
 # influence: matrix-free systems, their solvers and the scalable approximations
 from .influence import SolveInfo, SolverConvergenceWarning, system_operators, trak_influence
 
-# influence: the recorded run. The 0.1 module path refsam.trajectory_influence is loaded first, so that the
-# function of the same name, bound next, stays refsam.trajectory_influence after any later import of it.
-from . import trajectory_influence as trajectory_influence_module  # noqa: F401
+# influence: the recorded run
 from .influence import trajectory_influence, trajectory_parameter_influence
 from .influence import trajectory_hyperparameter_sensitivity
 
@@ -93,7 +91,9 @@ __all__ = [
     "SAM",
     "LogisticRegression",
     "Model",
+    "Optimizer",
     "Problem",
+    "SGD",
     "SoftmaxRegression",
     "Trajectory",
     "ZeroGradientError",

@@ -1,18 +1,16 @@
-"""The weighted objective (docs/contract.md §1): sample weights, batches and weight decay.
+"""The weighted objective (docs/contract.md §1): sample weights, batches and the loss-level L2 term.
 
 Conventions
 -----------
 * Batch objective on index set B with sample weights w (default all ones):
       F_{B,w}(θ) = (1/|B|) Σ_{i∈B} w_i ℓ_i(θ)           (mean over the batch, 1/|B| — not 1/Σw)
   The full batch is B = [n]. ``grad``, ``hessian`` and ``hvp`` are derivatives of this data term only.
-* Regulariser r(θ) = (λ/2)‖θ‖², λ = ``weight_decay``, or r(θ) = ½ Σ_i λ_i θ_i² for a per-coordinate λ
-  (an array (d,); ``decay_biases=False`` sets λ_i = 0 on the model's bias coordinates, as most training
-  recipes do), in one of two modes:
-  ``"decoupled"`` (default): the SAM perturbation uses ∇F only; λθ is added at the unperturbed point.
-  ``"coupled"``: r is part of the loss everywhere. The SAM step (:mod:`refsam.training`) applies the mode.
-* The mode as two numbers (:meth:`Problem.weight_decay_split`, the one place the split is made):
-  λ_in = λ inside the perturbed gradient (coupled) and λ_out = λ at the unperturbed point (decoupled);
-  the other is 0. Every step, residual and recursion is written with (λ_in, λ_out).
+* An optional L2 term that is **part of the loss**, r(θ) = (λ/2)‖θ‖² with λ = ``l2`` (or
+  r(θ) = ½ Σ_i λ_i θ_i² for a per-coordinate λ, an array (d,)): the SAM perturbation sees it (the
+  gradient ε is built from is ∇(F + r)) and so does the descent gradient at the perturbed point. This is
+  where the JAX SAM code puts its L2 penalty. Weight decay as ``torch.optim`` applies it (added at the
+  unperturbed point, never seen by the perturbation) belongs to the optimizer instead:
+  ``refsam.SGD(..., weight_decay=λ)`` (:mod:`refsam.training.optimizers`).
 * ``idx`` selects a batch (an int array of indices into the training set); ``None`` is the full batch.
   A batch that is all of [n] in order is served without copying X.
   ``weights`` overrides the problem's sample weights for one call (used by ground-truth re-solves and by
@@ -34,11 +32,9 @@ from numpy.typing import ArrayLike, NDArray
 
 from .errors import InvalidInputError
 from .models import BatchDerivatives, Model
-from .validation import check_choice, check_finite_array, check_nonnegative
+from .validation import check_finite_array, check_nonnegative
 
-__all__ = ["REGULARIZATION_MODES", "Problem", "decay_matrix", "decay_times", "reuse_derivatives"]
-
-REGULARIZATION_MODES = ("decoupled", "coupled")
+__all__ = ["Problem", "decay_matrix", "decay_times", "reuse_derivatives"]
 
 Array = NDArray[np.float64]
 Index = ArrayLike | None
@@ -72,26 +68,25 @@ def reuse_derivatives() -> Iterator[None]:
 
 
 class Problem:
-    """A model, training data (X, y), sample weights w and weight decay λ in a regularisation mode.
+    """A model, training data (X, y), sample weights w and an optional L2 term that is part of the loss.
 
     Parameters
     ----------
     model : Model
-        A :class:`~refsam.LogisticRegression`, :class:`~refsam.SoftmaxRegression` or :class:`~refsam.MLP`.
+        A :class:`~refsam.LogisticRegression`, :class:`~refsam.SoftmaxRegression`, :class:`~refsam.MLP`
+        or your own :class:`~refsam.Model`.
     X : array, shape (n, p)
     y : array of int, shape (n,)
-    weight_decay : float >= 0, or array (d,) of floats >= 0
-        λ in r(θ) = (λ/2)‖θ‖², or one λ_i per coordinate: r(θ) = ½ Σ_i λ_i θ_i².
     weights : array, shape (n,), entries >= 0, optional
         Sample weights w; default all ones. Influence is the derivative with respect to these at w = 1.
-    regularization : {"decoupled", "coupled"}
-    decay_biases : bool
-        False: no weight decay on the model's bias coordinates (``model.bias_mask``); λ becomes a vector.
+    l2 : float >= 0, or array (d,) of floats >= 0
+        λ of the loss-level term r(θ) = (λ/2)‖θ‖² (per coordinate: ½ Σ_i λ_i θ_i², e.g.
+        ``np.where(model.bias_mask(p), 0.0, λ)`` for weight matrices only). The perturbation sees it.
+        Weight decay in the optimizer is ``refsam.SGD(..., weight_decay=λ)``.
     """
 
-    def __init__(self, model: Model, X: ArrayLike, y: ArrayLike, weight_decay: float | ArrayLike = 0.0,
-                 weights: ArrayLike | None = None, regularization: str = "decoupled",
-                 decay_biases: bool = True) -> None:
+    def __init__(self, model: Model, X: ArrayLike, y: ArrayLike, weights: ArrayLike | None = None,
+                 l2: float | ArrayLike = 0.0) -> None:
         if not isinstance(model, Model):
             raise InvalidInputError(
                 f"`model` must be a refsam model (LogisticRegression, SoftmaxRegression, MLP), "
@@ -105,8 +100,7 @@ class Problem:
         self.n, self.p = self.X.shape
         self.d = model.n_params(self.p)
         self.design = model.design(self.X)  # what the model's derivatives read (x̃ for linear models), once
-        self.weight_decay: float | Array = self._check_weight_decay(weight_decay, decay_biases)
-        self.regularization = check_choice("regularization", regularization, REGULARIZATION_MODES)
+        self.l2: float | Array = self._check_l2(l2)
         self.weights = self.check_weights(weights)
 
     # -- validation and copies -------------------------------------------------------------------
@@ -119,29 +113,18 @@ class Problem:
             raise InvalidInputError(f"`{name}` must be >= 0, got minimum {float(w.min())!r}")
         return w.copy()  # a copy: problems and recorded runs must not alias the caller's array
 
-    def _check_weight_decay(self, weight_decay: Any, decay_biases: bool) -> float | Array:
+    def _check_l2(self, l2: Any) -> float | Array:
         """λ as a float (one λ for every coordinate) or a float64 array (d,) of per-coordinate λ_i."""
-        lam: float | Array
-        if np.ndim(weight_decay) == 0:
-            lam = check_nonnegative("weight_decay", weight_decay)
-        else:
-            vector = check_finite_array("weight_decay", weight_decay, shape=(self.d,)).copy()
-            if np.any(vector < 0):
-                raise InvalidInputError(
-                    f"`weight_decay` entries must be >= 0, got minimum {float(vector.min())!r}")
-            lam = vector
-        if not decay_biases:
-            lam = np.where(self.model.bias_mask(self.p), 0.0, lam)
-        return lam
+        if np.ndim(l2) == 0:
+            return check_nonnegative("l2", l2)
+        vector = check_finite_array("l2", l2, shape=(self.d,)).copy()
+        if np.any(vector < 0):
+            raise InvalidInputError(f"`l2` entries must be >= 0, got minimum {float(vector.min())!r}")
+        return vector
 
-    @property
-    def per_coordinate_decay(self) -> bool:
-        """True if λ is a vector (one λ_i per coordinate)."""
-        return np.ndim(self.weight_decay) != 0
-
-    def weight_decay_config(self) -> float | list[float]:
-        """λ as JSON: a float, or the list of λ_i."""
-        lam = self.weight_decay
+    def l2_config(self) -> float | list[float]:
+        """The loss-level λ as JSON: a float, or the list of λ_i."""
+        lam = self.l2
         return [float(v) for v in lam] if isinstance(lam, np.ndarray) else float(lam)
 
     def check_theta(self, theta: ArrayLike, name: str = "theta") -> Array:
@@ -177,12 +160,6 @@ class Problem:
         h.update(np.ascontiguousarray(self.X).data)  # the buffer itself: no O(n·d) copy to bytes
         h.update(np.ascontiguousarray(self.y.astype(np.int64, copy=False)).data)
         return h.hexdigest()
-
-    def weight_decay_split(self) -> tuple[float | Array, float | Array]:
-        """(λ_in, λ_out): λ inside the perturbed gradient (coupled mode), λ at the unperturbed point
-        (decoupled mode); the other is 0."""
-        lam = self.weight_decay
-        return (lam, 0.0) if self.regularization == "coupled" else (0.0, lam)
 
     # -- the objective and its derivatives -------------------------------------------------------
     def batch(self, idx: Index = None) -> tuple[Array, NDArray[np.int64], slice | NDArray[np.int64]]:
@@ -241,10 +218,10 @@ class Problem:
         return anp.dot(w[rows] / X.shape[0], self.model.losses(theta, X, y))
 
     def regularizer(self, theta: Any) -> Any:
-        """r(θ) = (λ/2)‖θ‖² (½ Σ_i λ_i θ_i² per coordinate)."""
-        if self.per_coordinate_decay:
-            return 0.5 * anp.dot(self.weight_decay * theta, theta)
-        return 0.5 * self.weight_decay * anp.dot(theta, theta)
+        """r(θ) = (λ/2)‖θ‖² with λ = ``l2`` (½ Σ_i λ_i θ_i² per coordinate). autograd-differentiable."""
+        if isinstance(self.l2, np.ndarray):
+            return 0.5 * anp.dot(self.l2 * theta, theta)
+        return 0.5 * self.l2 * anp.dot(theta, theta)
 
     def per_sample_grads(self, theta: ArrayLike, idx: Index = None) -> Array:
         """Unweighted ∇ℓ_i(θ) for i ∈ B, shape (|B|, d)."""
@@ -276,7 +253,7 @@ class Problem:
     def __repr__(self) -> str:
         return (
             f"Problem({self.model!r}, n={self.n}, p={self.p}, d={self.d}, "
-            f"weight_decay={_decay_repr(self.weight_decay)}, regularization={self.regularization!r})"
+            f"l2={_decay_repr(self.l2)})"
         )
 
 

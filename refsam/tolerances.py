@@ -66,10 +66,11 @@ Other named numbers:
 * ``FD_STEP_RESOLUTION = 1e-3``: the largest relative difference between h and the step float64 can
   represent at w_j ((w_j + h) − w_j); beyond it h is below the resolution of w_j and is refused.
 * ``FD_GRAD_STEP = 1e-6``: the step of ``check_grads``' central differences in θ.
-* ``ROOT_TOL = 1e-10``: ‖G(θ̂)‖₂ at which the root solver calls θ̂ a verified root; float64 roots polish
-  to ~1e-16.
-* ``ROOT_TOL_INFLUENCE = 1e-8``: the closed form's default acceptance of a given θ̂ as a root: its error
-  grows in proportion to ‖G(θ̂)‖.
+* ``ROOT_TOL = 1e-10``: the one rule for "θ̂ is a verified root": ‖G(θ̂)‖₂ ≤ ROOT_TOL. The root solver,
+  the closed form's acceptance of a given θ̂ (its error grows in proportion to ‖G(θ̂)‖), the applications
+  and ``FixedPoint.describe()`` all use it; float64 roots polish to ~1e-16.
+* ``RUN_AT_ROOT = 1e-6``: the one rule for "the run has reached its root": ‖θ_T − θ̂‖ ≤ RUN_AT_ROOT·(1 +
+  ‖θ̂‖); only then does the closed form at θ̂ speak for the run (the demo, the tuner).
 * ``RESOLVE_TOL = 1e-12``: the residual every re-solved root of the ground truth must reach.
 * ``COND_WARN = 1e12``: cond(∂G/∂θ) above this loses at least 12 of float64's 16 digits in a solve.
 * ``CANCEL_WARN = 1e-6``: ‖g_t‖ below this fraction of Σ_i |c_i| ‖∇ℓ_i‖ + ‖λθ‖ (the size of the terms
@@ -113,7 +114,7 @@ FD_STEP_MIN = 1e-10
 FD_STEP_RESOLUTION = 1e-3
 FD_GRAD_STEP = 1e-6
 ROOT_TOL = 1e-10
-ROOT_TOL_INFLUENCE = 1e-8
+RUN_AT_ROOT = 1e-6
 RESOLVE_TOL = 1e-12
 COND_WARN = 1e12
 CANCEL_WARN = 1e-6
@@ -126,3 +127,11 @@ def rel_err(a: ArrayLike, b: ArrayLike) -> float:
     a_arr, b_arr = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     return float(np.max(np.abs(a_arr - b_arr), initial=0.0)
                  / max(float(np.max(np.abs(b_arr), initial=0.0)), 1e-300))
+
+
+def run_at_root(theta_final: object, theta_hat: object) -> bool:
+    """The one rule for "the run has reached its root": ‖θ_T − θ̂‖ ≤ RUN_AT_ROOT·(1 + ‖θ̂‖)."""
+    import numpy as np  # noqa: PLC0415 (tolerances is imported before numpy is needed anywhere else)
+
+    a, b = np.asarray(theta_final, dtype=np.float64), np.asarray(theta_hat, dtype=np.float64)
+    return bool(np.linalg.norm(a - b) <= RUN_AT_ROOT * (1.0 + np.linalg.norm(b)))

@@ -1,3 +1,3 @@
 """The version of refsam (written into reference-case manifests and saved files)."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -28,9 +28,9 @@ from .fitting import (
     TRAJECTORY_METHODS,
     Fit,
     fit,
+    fit_self_influence,
     influence,
     resolve_method,
-    self_influence,
 )
 from .removal import (
     RemovalCurve,
@@ -88,6 +88,6 @@ __all__ = [
     "resolve_method",
     "retrain_relabelled",
     "retrain_without",
-    "self_influence",
+    "fit_self_influence",
     "tune",
 ]

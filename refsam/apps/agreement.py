@@ -117,13 +117,14 @@ def ground_truth(fit_: Fit, X_val: ArrayLike, y_val: ArrayLike, subset: ArrayLik
                                                   progress=progress, executor=pool).mean(axis=1)
         derivative_root = np.full(subset.size, np.nan)
         loo_root = np.full(subset.size, np.nan)
-        if fit_.fixed_point is not None and fit_.fixed_point.converged:
+        if fit_.has_root:
             progress_line(f"  ground truth: re-solving the SAM root for {subset.size} points (×3 solves)",
                           progress)
-            theta_hat = fit_.theta_hat
-            derivative_root = finite_difference_influence(problem, fit_.sam, theta_hat, X_val, y_val,
+            root = fit_.fixed_point  # carries the run's optimizer (its weight decay is part of G)
+            assert root is not None
+            derivative_root = finite_difference_influence(problem, fit_.sam, root, X_val, y_val,
                                                           indices=subset, executor=pool).mean(axis=1)
-            loo_root = leave_one_out(problem, fit_.sam, theta_hat, X_val, y_val, indices=subset,
+            loo_root = leave_one_out(problem, fit_.sam, root, X_val, y_val, indices=subset,
                                      executor=pool).mean(axis=1)
     return GroundTruth(subset, loo_run, derivative_run, derivative_root, loo_root,
                        time.perf_counter() - start)

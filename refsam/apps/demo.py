@@ -28,12 +28,11 @@ from ..data.loaders import Dataset
 from ..errors import InvalidInputError
 from ..ground_truth.parallel import check_parallel
 from ..influence import FixedPoint, fixed_point_diagnostics
-from ..models import MODEL_NAMES, Model
-from ..models import build_model as _factory_build_model
+from ..models import MODEL_NAMES, build_model
 from ..objective import Problem
 from ..sam import RULES, SAM
-from ..tolerances import rel_err
-from ..training import SGDMomentum
+from ..tolerances import rel_err, run_at_root
+from ..training import SGD
 from ..validation import check_nonnegative, check_output_directory, check_positive, check_positive_int
 from .agreement import Agreement, GroundTruth, choose_subset, compare_methods, ground_truth
 from .detection import BASELINES, DetectionResult, detect_mislabeled
@@ -43,10 +42,8 @@ from .removal import accuracy
 __all__ = [
     "MODELS",
     "QUICK",
-    "RUN_AT_ROOT",
     "DemoConfig",
     "DemoResult",
-    "build_model",
     "format_fixed_point",
     "format_report",
     "format_table",
@@ -66,7 +63,7 @@ class DemoConfig:
     hidden: int = 8  # MLP hidden width
     rule: str = "sam"  # sam | usam | asam
     rho: float = 0.05  # SAM radius ρ
-    weight_decay: float = 1e-2  # λ (decoupled)
+    weight_decay: float = 1e-2  # λ, the optimizer's weight decay (torch.optim.SGD's)
     lr: float = 0.5  # η
     steps: int = 300  # T, full-batch SAM steps (enough for the run to reach the root)
     momentum: float = 0.0  # μ of the base optimizer (torch.optim.SGD semantics); 0: plain SGD
@@ -81,12 +78,13 @@ class DemoConfig:
     progress: bool = True  # progress lines on stderr
     n_jobs: int = 1  # processes for the ground truth's per-point loop (-1: every CPU); same numbers
 
-    def momentum_kwargs(self) -> dict[str, Any]:
-        return {"momentum": self.momentum, "dampening": self.dampening, "nesterov": self.nesterov}
+    def optimizer(self) -> SGD:
+        """The base optimizer these settings describe (the one place they become an object)."""
+        return SGD(self.lr, self.momentum, self.dampening, self.nesterov, self.weight_decay)
 
     def validate(self) -> DemoConfig:
         check_positive_int("steps", self.steps)
-        SGDMomentum(self.momentum, self.dampening, self.nesterov)  # validates the three
+        self.optimizer()  # validates lr, momentum, dampening, nesterov, weight_decay
         check_positive_int("subset", self.subset)
         check_positive_int("hidden", self.hidden)
         check_positive("lr", self.lr)
@@ -109,7 +107,6 @@ class DemoConfig:
         return self
 
 
-RUN_AT_ROOT = 1e-4  # ‖θ_T − θ̂‖ above this (relative to 1 + ‖θ_T‖): the run has not reached the root
 QUICK = {"n": 80, "steps": 100, "subset": 6}  # --quick: a smoke run in a few seconds
 
 
@@ -128,10 +125,6 @@ class DemoResult:
     figures: list[str] = field(default_factory=list)
 
 
-def build_model(name: str, n_features: int, n_classes: int, hidden: int = 8) -> Model:
-    """The model named ``name`` for data with ``n_features`` columns and ``n_classes`` classes
-    (:func:`refsam.models.build_model`, the one factory)."""
-    return _factory_build_model(name, n_features, n_classes, hidden)
 
 
 def prepare_data(dataset: str, n: int | None, model: str, flip_fraction: float, val_fraction: float,
@@ -179,7 +172,7 @@ def run_demo(config: DemoConfig | None = None) -> DemoResult:
     train, val = prepare_data(config.dataset, config.n, config.model, config.flip_fraction,
                               config.val_fraction, config.seed, config.pca)
     model = build_model(config.model, train.p, train.n_classes, config.hidden)
-    problem = Problem(model, train.X, train.y, weight_decay=config.weight_decay)
+    problem = Problem(model, train.X, train.y)
     sam = SAM(config.rho, config.rule)
     data_summary = (f"{train.name}: {train.n} training points ({int(train.flipped.sum())} labels flipped), "
                     f"{val.n} validation points, {train.p} features, {train.n_classes} classes; "
@@ -189,12 +182,11 @@ def run_demo(config: DemoConfig | None = None) -> DemoResult:
     # 2.-3. training and the fixed point
     say(f"[2/6] training: {sam!r}, λ = {config.weight_decay}, η = {config.lr}, T = {config.steps} "
         f"full-batch steps, then refining θ_T to the SAM root")
-    fit_ = fit(problem, sam, config.lr, config.steps, seed=config.seed, **config.momentum_kwargs())
+    fit_ = fit(problem, sam, config.optimizer(), config.steps, seed=config.seed)
     timings["train + root"] = fit_.train_time
     diagnostics_end = None
     try:
-        diagnostics_end = fixed_point_diagnostics(problem, sam, fit_.theta_final, lr=config.lr,
-                                                  **config.momentum_kwargs())
+        diagnostics_end = fixed_point_diagnostics(problem, sam, fit_.theta_final, optimizer=fit_.optimizer)
     except (ValueError, FloatingPointError):
         pass
     accuracies = {
@@ -268,12 +260,11 @@ def format_fixed_point(fit_: Fit, diagnostics_end: FixedPoint | None) -> str:
                  f"‖θ_T − θ̂‖ = {np.linalg.norm(fit_.theta_final - fp.theta):.2e}")
     if fp.spectral_radius is not None:
         stable = "< 1: SAM converges to θ̂" if fp.stable else ">= 1: SAM is repelled from θ̂"
-        iteration = ("I − η ∂G/∂θ" if not fp.optimizer.active
-                     else f"the momentum iteration (μ = {fp.optimizer.momentum:g})")
+        momentum = getattr(fp.optimizer, "momentum", 0.0)
+        iteration = "I − η ∂G/∂θ" if not momentum else f"the momentum iteration (μ = {momentum:g})"
         lines.append(f"spectral radius of {iteration} = {fp.spectral_radius:.4f} ({stable})")
     lines.append(f"condition number of ∂G/∂θ = {fp.condition_number:.3e}")
-    distance = np.linalg.norm(fit_.theta_final - fp.theta)
-    if distance > RUN_AT_ROOT * (1.0 + np.linalg.norm(fit_.theta_final)):
+    if not run_at_root(fit_.theta_final, fp.theta):
         lines.append("θ_T is not at θ̂: closed-form methods describe the root, trajectory methods the run "
                      "actually trained (docs/validity.md)")
     return "\n".join(lines)
@@ -284,7 +275,7 @@ def format_report(result: DemoResult) -> str:
     c, fit_, truth = result.config, result.fit, result.truth
     out = ["refsam demo — data attribution for Sharpness-Aware Minimization", "",
            f"data      {result.data_summary}",
-           f"training  {fit_.sam!r}, λ = {c.weight_decay} (decoupled), η = {c.lr}, T = {c.steps}, "
+           f"training  {fit_.sam!r}, λ = {c.weight_decay} (SGD weight decay), η = {c.lr}, T = {c.steps}, "
            f"full batch{_momentum_text(c)}; {fit_.train_time:.2f} s",
            "accuracy  " + ", ".join(f"{k} {v:.3f}" for k, v in result.accuracy.items()), "",
            "Fixed point", format_fixed_point(fit_, result.diagnostics_end), ""]

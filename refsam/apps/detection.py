@@ -32,7 +32,7 @@ from ..influence.methods import METHOD_TABLE
 from ..objective import Problem
 from ..training import train
 from ..validation import check_finite_array, check_random_state
-from .fitting import METHODS, Fit, check_fit, influence, progress_line, resolve_method, self_influence
+from .fitting import METHODS, Fit, check_fit, fit_self_influence, influence, progress_line, resolve_method
 from .removal import accuracy
 
 __all__ = [
@@ -74,7 +74,7 @@ def detection_scores(fit_: Fit, method: str, seed: object = 0, progress: bool = 
         return check_random_state(seed).random(fit_.problem.n)
     if not isinstance(method, str) or method not in _SPELLINGS:
         raise InvalidInputError(f"`method` must be one of {list(METHODS + BASELINES)}, got {method!r}")
-    return -self_influence(fit_, method, progress)
+    return -fit_self_influence(fit_, method, progress)
 
 
 def _check_scores_mask(scores: ArrayLike, flipped: ArrayLike) -> tuple[Array, NDArray[np.bool_]]:
@@ -165,13 +165,12 @@ def detect_mislabeled(fit_: Fit, flipped: ArrayLike, methods: Any = None, seed: 
 
 
 def retrain_relabelled(fit_: Fit, y: ArrayLike) -> NDArray[np.float64]:
-    """θ_T of the recorded procedure (θ_0, batches, learning rates, rule, momentum) on labels ``y``."""
+    """θ_T of the recorded procedure (θ_0, batches, the optimizer and its rates, rule) on labels ``y``."""
     check_fit(fit_)
     p, trajectory = fit_.problem, fit_.trajectory
-    c = trajectory.config
-    relabelled = Problem(p.model, p.X, y, p.weight_decay, p.weights, p.regularization)
-    return train(relabelled, fit_.sam, trajectory.lrs, theta0=trajectory.theta0, batches=trajectory.batches,
-                 momentum=c["momentum"], dampening=c["dampening"], nesterov=c["nesterov"]).theta_final
+    relabelled = Problem(p.model, p.X, y, p.weights, l2=p.l2)
+    return train(relabelled, fit_.sam, trajectory.optimizer(), theta0=trajectory.theta0,
+                 batches=trajectory.batches).theta_final
 
 
 @dataclass

@@ -17,7 +17,6 @@ Conventions
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -95,8 +94,9 @@ def edit_prediction(fit_: Fit, X_test: ArrayLike, y_test: ArrayLike, index: int,
         raise InvalidInputError(f"`index` must lie in 0..{X_test.shape[0] - 1}, got {index}")
     index = int(index)
     info = resolve_method(method)
-    if info.family == CLOSED_FORM and fit_.fixed_point is None:
-        raise InvalidInputError(f"method {info.name!r} needs a SAM fixed point: {fit_.fixed_point_note}")
+    if info.family == CLOSED_FORM and not fit_.has_root:
+        raise InvalidInputError(f"method {info.name!r} needs a verified SAM fixed point: "
+                                f"{fit_.fixed_point_note}")
     max_remove = check_positive_int("max_remove", max_remove if max_remove is not None
                                     else max(1, problem.n // 10))
     theta = fit_.theta_final  # the trained model: its prediction and margin are what is edited
@@ -112,10 +112,8 @@ def edit_prediction(fit_: Fit, X_test: ArrayLike, y_test: ArrayLike, index: int,
     rival = predicted
     m0, grad = margin_gradient(fit_, theta, X_test[index], target, rival)
     if info.family == CLOSED_FORM:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            d_theta = parameter_influence(problem, fit_.sam, fit_.theta_hat, variant=info.call,
-                                          on_unverified="warn")  # dθ̂/dw at the root the run reached
+        assert fit_.fixed_point is not None  # has_root, checked above
+        d_theta = parameter_influence(problem, fit_.sam, fit_.fixed_point, variant=info.call)  # dθ̂/dw
     else:
         if info.call not in ("adjoint", "forward"):
             raise InvalidInputError(f"`method` must be an exact one (closed_form, closed_form_frozen, "

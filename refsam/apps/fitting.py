@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import sys
 import time
-import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,13 +31,12 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from ..errors import InvalidInputError
-from ..influence import FixedPoint, FixedPointError, hessian_influence, solve_fixed_point
-from ..influence import self_influence as closed_form_self_influence
+from ..influence import FixedPoint, FixedPointError, hessian_influence, self_influence, solve_fixed_point
 from ..influence.methods import APPLICATION_METHODS, CLOSED_FORM, TRAJECTORY, MethodInfo, method_info
 from ..influence.trajectory import trajectory_influence
 from ..objective import Problem
 from ..sam import SAM
-from ..training import Trajectory, train
+from ..training import Optimizer, Trajectory, train
 
 __all__ = [
     "CLOSED_FORM_METHODS",
@@ -50,7 +48,7 @@ __all__ = [
     "influence",
     "progress_line",
     "resolve_method",
-    "self_influence",
+    "fit_self_influence",
 ]
 
 METHODS = APPLICATION_METHODS
@@ -104,39 +102,47 @@ class Fit:
         """θ̂: the refined root when there is one, else θ_T."""
         return self.theta_final if self.fixed_point is None else np.asarray(self.fixed_point.theta)
 
+    @property
+    def optimizer(self) -> Optimizer:
+        """The run's base optimizer."""
+        return self.trajectory.optimizer()
+
+    @property
+    def has_root(self) -> bool:
+        """True iff ``fixed_point`` is a verified root (tolerances.ROOT_TOL): only then do the closed-form
+        methods apply."""
+        return self.fixed_point is not None and self.fixed_point.converged
+
     def available_methods(self) -> tuple[str, ...]:
-        """The methods that apply to this run (closed-form ones need a fixed point)."""
-        if self.fixed_point is None:
-            return TRAJECTORY_METHODS
-        return METHODS
+        """The methods that apply to this run (closed-form ones need a verified fixed point)."""
+        return METHODS if self.has_root else TRAJECTORY_METHODS
 
 
-def fit(problem: Problem, sam: SAM, lr: float = 0.5, steps: int = 300, batch_size: int | None = None,
-        seed: object = 0, solve_root: bool = True, progress: bool = False, *, momentum: float = 0.0,
-        dampening: float = 0.0, nesterov: bool = False) -> Fit:
+def fit(problem: Problem, sam: SAM, optimizer: Optimizer, steps: int = 300, batch_size: int | None = None,
+        seed: object = 0, solve_root: bool = True, progress: bool = False) -> Fit:
     """Train with SAM (:func:`refsam.train`) and, for full-batch runs, refine θ_T to the SAM fixed point
-    with ``solve_fixed_point`` so the closed-form methods apply. If no root exists (provably, e.g. coupled
-    mode on a convex model) ``fixed_point`` is None; if the solver does not reach one, ``fixed_point``
-    is its best point with ``converged=False`` and the closed forms are only approximations.
-    ``momentum``, ``dampening``, ``nesterov`` are the base optimizer's (``torch.optim.SGD``): the root is
-    the same, and its stability is judged by the momentum iteration's spectral radius.
+    with ``solve_fixed_point`` so the closed-form methods apply. If no root exists (provably, e.g. no
+    optimizer weight decay on a convex model) ``fixed_point`` is None; if the solver does not reach one,
+    ``fixed_point`` is its best point with ``converged=False`` and the closed-form methods are refused
+    (:attr:`Fit.has_root`). The optimizer's η (its last, for a schedule) and momentum judge the root's
+    stability.
 
     Cost: ``steps`` SAM steps plus a root solve (a few d×d factorizations).
     """
     start = time.perf_counter()
-    trajectory = train(problem, sam, lr, steps, batch_size=batch_size, seed=seed, progress=progress,
-                       momentum=momentum, dampening=dampening, nesterov=nesterov)
+    trajectory = train(problem, sam, optimizer, steps, batch_size=batch_size, seed=seed, progress=progress)
     fixed_point, note = None, ""
     if not solve_root:
         note = "root solve skipped"
     elif batch_size is not None and batch_size < problem.n:
         note = "minibatch run: no fixed point of the full-batch map is targeted"
     else:
-        lr_root = float(np.ravel(lr)[-1])  # the step size the run ended with, for the stability check
         try:
-            fixed_point = solve_fixed_point(problem, sam, trajectory.theta_final, lr=lr_root,
-                                            raise_on_failure=False, momentum=momentum,
-                                            dampening=dampening, nesterov=nesterov)
+            fixed_point = solve_fixed_point(problem, sam, trajectory.theta_final,
+                                            optimizer=trajectory.optimizer(), raise_on_failure=False)
+            if not fixed_point.converged:
+                note = (f"the root solver found no verified root (best ‖G‖ = {fixed_point.residual:.3e} > "
+                        f"{fixed_point.tol:.0e})")
         except FixedPointError as exc:  # no root exists (or G undefined): only trajectory methods apply
             note = str(exc).split(":")[0]  # the claim, without the proof that follows it
     return Fit(problem, sam, trajectory, fixed_point, note, time.perf_counter() - start)
@@ -170,17 +176,17 @@ def influence(fit_: Fit, method: str, X_test: ArrayLike, y_test: ArrayLike,
     problem = fit_.problem
     X_arr, y_arr = problem.model.check_data(X_test, y_test, "X_test", "y_test")
     if info.family == CLOSED_FORM:
-        if fit_.fixed_point is None:
-            raise InvalidInputError(f"method {info.name!r} needs a SAM fixed point: {fit_.fixed_point_note}")
-        with warnings.catch_warnings():  # an unverified root is reported by the caller, not warned here
-            warnings.simplefilter("ignore")
-            return np.asarray(hessian_influence(problem, fit_.sam, fit_.theta_hat, X_arr, y_arr,
-                                                variant=info.call, on_unverified="warn"))
+        if not fit_.has_root:
+            raise InvalidInputError(f"method {info.name!r} needs a verified SAM fixed point: "
+                                    f"{fit_.fixed_point_note}")
+        assert fit_.fixed_point is not None
+        return np.asarray(hessian_influence(problem, fit_.sam, fit_.fixed_point, X_arr, y_arr,
+                                            variant=info.call))
     return np.asarray(trajectory_influence(problem, fit_.trajectory, X_arr, y_arr, method=info.call,
                                            progress=progress))
 
 
-def self_influence(fit_: Fit, method: str, progress: bool = False) -> Array:
+def fit_self_influence(fit_: Fit, method: str, progress: bool = False) -> Array:
     """I_j(ℓ_j): each training point's influence on its own loss, shape (n,).
 
     Closed-form methods use ``closed_form.self_influence`` (one solve per training point); trajectory
@@ -192,11 +198,9 @@ def self_influence(fit_: Fit, method: str, progress: bool = False) -> Array:
     if key in fit_._cache:
         return np.asarray(fit_._cache[key])
     problem = fit_.problem
-    if info.family == CLOSED_FORM and fit_.fixed_point is not None:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            value = closed_form_self_influence(problem, fit_.sam, fit_.theta_hat, variant=info.call,
-                                               on_unverified="warn")
+    if info.family == CLOSED_FORM and fit_.has_root:
+        assert fit_.fixed_point is not None
+        value = self_influence(problem, fit_.sam, fit_.fixed_point, variant=info.call)
     else:
         value = np.diag(influence(fit_, info.name, problem.X, problem.y, progress)).copy()
     fit_._cache[key] = np.asarray(value, dtype=np.float64)

@@ -4,15 +4,18 @@ Conventions
 -----------
 * The objective is the validation loss L(ρ, λ) = f(θ_T(ρ, λ)), f = the mean loss on (X_val, y_val), where
   θ_T(ρ, λ) is what training produces with those hyper-parameters (same data, initial θ, batch schedule,
-  learning rates, rule and momentum). Its hypergradient ∂L/∂ρ = ∇f(θ_T)ᵀ dθ_T/dρ (and for λ) comes from
+  optimizer and its learning rates, rule). λ is the optimizer's weight decay (``penalty="weight_decay"``,
+  the default) or the loss's L2 term (``penalty="l2"``, ``Problem(l2=λ)``). Its hypergradient
+  ∂L/∂ρ = ∇f(θ_T)ᵀ dθ_T/dρ (and for λ) comes from
 
       "trajectory"   the derivative of the run itself (:func:`~refsam.trajectory_hyperparameter_sensitivity`):
                      exact for any batch schedule, converged or not
       "closed_form"  the derivative of the SAM root θ̂ (:func:`~refsam.hyperparameter_sensitivity`), used
-                     where the run has converged to it: a verified root with ‖θ_T − θ̂‖ ≤ CONVERGED·(1 + ‖θ̂‖)
-                     (then dθ_T/dρ equals dθ̂/dρ to that accuracy); elsewhere the trajectory's is used,
+                     where the run has reached it (a verified root, :func:`refsam.tolerances.run_at_root`;
+                     then dθ_T/dρ equals dθ̂/dρ to that accuracy); elsewhere the trajectory's is used,
                      and each trial records which one it has
-      "auto"         "closed_form" for full-batch runs in decoupled mode, else "trajectory"
+      "auto"         "closed_form" for full-batch runs tuning the optimizer's weight decay, else
+                     "trajectory" (with λ in the loss alone, a convex model has no root)
 
 * The search runs in log space, u = (log ρ, log λ), inside ``bounds`` (ρ and λ > 0; the chain rule
   gives ∂L/∂log ρ = ρ ∂L/∂ρ), by SciPy's L-BFGS-B; one *training* is one evaluation of L and its
@@ -42,7 +45,8 @@ from ..influence import (
 )
 from ..objective import Problem
 from ..sam import SAM
-from ..training import Trajectory, train
+from ..tolerances import run_at_root
+from ..training import Optimizer, Trajectory, check_optimizer, train
 from ..validation import check_choice, check_positive, check_positive_int
 from .fitting import progress_line
 from .removal import mean_loss
@@ -51,8 +55,8 @@ __all__ = ["TUNING_METHODS", "GridResult", "Trial", "TuningResult", "check_hyper
            "grid_search", "tune"]
 
 TUNING_METHODS = ("auto", "closed_form", "trajectory")
+PENALTIES = ("weight_decay", "l2")  # which λ is tuned: the optimizer's weight decay, or the loss's L2
 DEFAULT_BOUNDS = ((1e-3, 1.0), (1e-4, 1.0))  # (ρ, λ)
-CONVERGED = 1e-6  # ‖θ_T − θ̂‖ / (1 + ‖θ̂‖) below which a run is at its root (the closed form applies)
 
 Array = NDArray[np.float64]
 
@@ -112,42 +116,47 @@ class GridResult:
 
 
 class _Setup:
-    """Everything fixed while (ρ, λ) vary: data, model, rule, schedule, initial θ."""
+    """Everything fixed while (ρ, λ) vary: data, model, rule, optimizer, schedule, initial θ."""
 
-    def __init__(self, problem: Problem, X_val: ArrayLike, y_val: ArrayLike, rule: str, kappa: float,
-                 lr: float, steps: int, batch_size: int | None, seed: int, momentum: float,
-                 nesterov: bool, method: str) -> None:
+    def __init__(self, problem: Problem, X_val: ArrayLike, y_val: ArrayLike, optimizer: Optimizer, rule: str,
+                 kappa: float, steps: int, batch_size: int | None, seed: int, method: str,
+                 penalty: str) -> None:
         if not isinstance(problem, Problem):
             raise InvalidInputError(f"`problem` must be a refsam.Problem, got {type(problem).__name__}")
-        if problem.per_coordinate_decay:
-            raise InvalidInputError("tuning chooses one scalar λ; `problem` has a per-coordinate weight "
-                                    "decay")
+        self.optimizer = check_optimizer(optimizer, problem.d)
+        self.penalty = check_choice("penalty", penalty, PENALTIES)
+        tuned = optimizer.weight_decay if penalty == "weight_decay" else problem.l2
+        if np.ndim(tuned):
+            raise InvalidInputError(f"tuning chooses one scalar λ; the {penalty} to tune is per coordinate")
         self.problem = problem
         self.X_val, self.y_val = problem.check_test(X_val, y_val, "X_val", "y_val")
         self.rule, self.kappa = rule, kappa
         SAM(0.1, rule, kappa)  # validates the rule and κ before any training
-        self.lr = check_positive("lr", lr)
         self.steps = check_positive_int("steps", steps)
         self.batch_size = batch_size
-        self.seed, self.momentum, self.nesterov = seed, momentum, nesterov
+        self.seed = seed
         method = check_choice("method", method, TUNING_METHODS)
-        full_decoupled = batch_size is None and problem.regularization == "decoupled"
+        root_possible = batch_size is None and penalty == "weight_decay"
         if method == "auto":
-            method = "closed_form" if full_decoupled else "trajectory"
-        if method == "closed_form" and not full_decoupled:
-            raise InvalidInputError("method='closed_form' needs full-batch training in decoupled mode (a SAM "
-                                    "root); use method='trajectory' for minibatch or coupled runs")
+            method = "closed_form" if root_possible else "trajectory"
+        if method == "closed_form" and not root_possible:
+            raise InvalidInputError("method='closed_form' needs full-batch training with the optimizer's "
+                                    "weight decay tuned (a SAM root); use method='trajectory' for minibatch "
+                                    "runs or penalty='l2'")
         self.method = method
         self.theta0 = problem.init_params(seed)
 
-    def problem_at(self, weight_decay: float) -> Problem:
+    def at(self, weight_decay: float) -> tuple[Problem, Optimizer]:
+        """The problem and optimizer with λ = ``weight_decay`` where ``penalty`` puts it."""
         p = self.problem
-        return Problem(p.model, p.X, p.y, weight_decay, p.weights, p.regularization)
+        if self.penalty == "l2":
+            return Problem(p.model, p.X, p.y, p.weights, l2=weight_decay), self.optimizer
+        return p, self.optimizer.replace(weight_decay=weight_decay)
 
     def run(self, rho: float, weight_decay: float) -> tuple[Problem, SAM, Trajectory]:
-        problem, sam = self.problem_at(weight_decay), SAM(rho, self.rule, self.kappa)
-        trajectory = train(problem, sam, self.lr, self.steps, batch_size=self.batch_size, seed=self.seed,
-                           theta0=self.theta0, momentum=self.momentum, nesterov=self.nesterov)
+        (problem, optimizer), sam = self.at(weight_decay), SAM(rho, self.rule, self.kappa)
+        trajectory = train(problem, sam, optimizer, self.steps, batch_size=self.batch_size, seed=self.seed,
+                           theta0=self.theta0)
         return problem, sam, trajectory
 
     def loss(self, theta: Array) -> float:
@@ -163,24 +172,30 @@ def _evaluate(setup: _Setup, rho: float, weight_decay: float) -> Trial:
     theta = trajectory.theta_final
     grad = setup.loss_gradient(theta)
     if setup.method == "closed_form":
-        root = _converged_root(problem, sam, theta, setup.lr)
+        root = _converged_root(problem, sam, trajectory)
         if root is not None:
             closed = hyperparameter_sensitivity(problem, sam, root)
             return Trial(rho, weight_decay, setup.loss(theta), float(grad @ closed.d_rho),
-                         float(grad @ closed.d_weight_decay), "closed_form", theta)
+                         float(grad @ _tuned(closed, setup.penalty)), "closed_form", theta)
     sensitivity = trajectory_hyperparameter_sensitivity(problem, trajectory)
     return Trial(rho, weight_decay, setup.loss(theta), float(grad @ sensitivity.d_rho),
-                 float(grad @ sensitivity.d_weight_decay), "trajectory", theta)
+                 float(grad @ _tuned(sensitivity, setup.penalty)), "trajectory", theta)
 
 
-def _converged_root(problem: Problem, sam: SAM, theta: Array, lr: float) -> Any:
-    """The verified root the run has converged to (module docstring), or None."""
+def _tuned(sensitivity: Any, penalty: str) -> Array:
+    """dθ/dλ for the tuned λ (scalar by construction of :class:`_Setup`)."""
+    value = sensitivity.d_weight_decay if penalty == "weight_decay" else sensitivity.d_l2
+    assert value is not None
+    return np.asarray(value)
+
+
+def _converged_root(problem: Problem, sam: SAM, trajectory: Trajectory) -> Any:
+    """The verified root the run has reached (module docstring), or None."""
     try:
-        root = solve_fixed_point(problem, sam, theta, lr=lr)
+        root = solve_fixed_point(problem, sam, trajectory.theta_final, optimizer=trajectory.optimizer())
     except FixedPointError:
         return None
-    distance = float(np.linalg.norm(theta - root.theta))
-    return root if distance <= CONVERGED * (1.0 + float(np.linalg.norm(root.theta))) else None
+    return root if root.converged and run_at_root(trajectory.theta_final, root.theta) else None
 
 
 def _check_bounds(bounds: Any) -> tuple[tuple[float, float], tuple[float, float]]:
@@ -198,21 +213,21 @@ def _check_bounds(bounds: Any) -> tuple[tuple[float, float], tuple[float, float]
     return checked
 
 
-def tune(problem: Problem, X_val: ArrayLike, y_val: ArrayLike, rho: float = 0.05, weight_decay: float = 0.01,
-         *, rule: str = "sam", kappa: float = 0.01, lr: float = 0.5, steps: int = 300,
-         batch_size: int | None = None, seed: int = 0, momentum: float = 0.0, nesterov: bool = False,
-         method: str = "auto", bounds: Any = DEFAULT_BOUNDS, max_trainings: int = 25,
-         ftol: float = 1e-9, gtol: float = 1e-6, progress: bool = False) -> TuningResult:
+def tune(problem: Problem, X_val: ArrayLike, y_val: ArrayLike, optimizer: Optimizer, rho: float = 0.05,
+         weight_decay: float = 0.01, *, rule: str = "sam", kappa: float = 0.01, steps: int = 300,
+         batch_size: int | None = None, seed: int = 0, method: str = "auto", penalty: str = "weight_decay",
+         bounds: Any = DEFAULT_BOUNDS, max_trainings: int = 25, ftol: float = 1e-9, gtol: float = 1e-6,
+         progress: bool = False) -> TuningResult:
     """Minimise the validation loss over (ρ, λ) from the start (``rho``, ``weight_decay``) by L-BFGS-B in
     log space with exact hypergradients (module docstring); returns the best point evaluated.
 
-    ``problem`` supplies the model, training data, sample weights and regularisation mode (its own λ is
-    replaced by the tuned one); the other keywords fix the training procedure. ``max_trainings``: the
+    ``problem`` supplies the model, training data and sample weights, ``optimizer`` the base optimizer
+    (its learning rate and momentum; the tuned λ replaces its weight decay, or the problem's ``l2`` with
+    ``penalty="l2"``); the other keywords fix the training procedure. ``max_trainings``: the
     most trainings the search may use (each is one run plus, for the closed form, one root solve);
     ``ftol``, ``gtol``: L-BFGS-B's stopping rules (relative decrease of L; projected gradient in log space).
     """
-    setup = _Setup(problem, X_val, y_val, rule, kappa, lr, steps, batch_size, seed, momentum, nesterov,
-                   method)
+    setup = _Setup(problem, X_val, y_val, optimizer, rule, kappa, steps, batch_size, seed, method, penalty)
     (r_lo, r_hi), (l_lo, l_hi) = _check_bounds(bounds)
     rho, weight_decay = check_positive("rho", rho), check_positive("weight_decay", weight_decay)
     if not (r_lo <= rho <= r_hi and l_lo <= weight_decay <= l_hi):
@@ -249,13 +264,12 @@ class _BudgetSpent(RefsamError):
     """Raised inside the objective when the training budget is used up (never escapes :func:`tune`)."""
 
 
-def grid_search(problem: Problem, X_val: ArrayLike, y_val: ArrayLike, rhos: ArrayLike,
-                weight_decays: ArrayLike, *, rule: str = "sam", kappa: float = 0.01, lr: float = 0.5,
-                steps: int = 300, batch_size: int | None = None, seed: int = 0, momentum: float = 0.0,
-                nesterov: bool = False, method: str = "auto", progress: bool = False) -> GridResult:
+def grid_search(problem: Problem, X_val: ArrayLike, y_val: ArrayLike, optimizer: Optimizer, rhos: ArrayLike,
+                weight_decays: ArrayLike, *, rule: str = "sam", kappa: float = 0.01, steps: int = 300,
+                batch_size: int | None = None, seed: int = 0, method: str = "auto",
+                penalty: str = "weight_decay", progress: bool = False) -> GridResult:
     """The validation loss at every (ρ, λ) of the grid, each point one training like :func:`tune`'s."""
-    setup = _Setup(problem, X_val, y_val, rule, kappa, lr, steps, batch_size, seed, momentum, nesterov,
-                   method)
+    setup = _Setup(problem, X_val, y_val, optimizer, rule, kappa, steps, batch_size, seed, method, penalty)
     rho_axis = np.sort(np.asarray(rhos, dtype=np.float64).ravel())
     wd_axis = np.sort(np.asarray(weight_decays, dtype=np.float64).ravel())
     for name, axis in (("rhos", rho_axis), ("weight_decays", wd_axis)):
@@ -270,15 +284,16 @@ def grid_search(problem: Problem, X_val: ArrayLike, y_val: ArrayLike, rhos: Arra
     return GridResult(rho_axis, wd_axis, losses, time.perf_counter() - start)
 
 
-def check_hypergradient(problem: Problem, X_val: ArrayLike, y_val: ArrayLike, rho: float, weight_decay: float,
-                        *, h: float = 1e-5, **procedure: Any) -> tuple[Trial, Array, float]:
+def check_hypergradient(problem: Problem, X_val: ArrayLike, y_val: ArrayLike, optimizer: Optimizer,
+                        rho: float, weight_decay: float, *, h: float = 1e-5,
+                        **procedure: Any) -> tuple[Trial, Array, float]:
     """(the trial at (ρ, λ), central finite differences of retraining at ρ ± hρ and λ ± hλ (∂L/∂ρ, ∂L/∂λ),
     their max relative difference from the exact hypergradient). Five trainings. ``procedure``: the
-    keywords of :func:`tune` that fix training (rule, lr, steps, batch_size, method, …)."""
-    setup = _Setup(problem, X_val, y_val, procedure.get("rule", "sam"), procedure.get("kappa", 0.01),
-                   procedure.get("lr", 0.5), procedure.get("steps", 300), procedure.get("batch_size"),
-                   procedure.get("seed", 0), procedure.get("momentum", 0.0), procedure.get("nesterov", False),
-                   procedure.get("method", "auto"))
+    keywords of :func:`tune` that fix training (rule, kappa, steps, batch_size, seed, method, penalty)."""
+    setup = _Setup(problem, X_val, y_val, optimizer, procedure.get("rule", "sam"),
+                   procedure.get("kappa", 0.01), procedure.get("steps", 300), procedure.get("batch_size"),
+                   procedure.get("seed", 0), procedure.get("method", "auto"),
+                   procedure.get("penalty", "weight_decay"))
     h = check_positive("h", h)
     trial = _evaluate(setup, rho, weight_decay)
     fd = np.empty(2)

@@ -38,10 +38,9 @@ from ..apps.plotting import matplotlib_available
 from ..errors import InvalidInputError
 from ..objective import Problem
 from ..sam import RULES, SAM
-from ..training import SGDMomentum
 from ..validation import check_nonnegative, check_output_directory, check_positive
 from .cases import add_jobs_argument, check_jobs
-from .train import add_momentum_arguments
+from .train import add_optimizer_arguments, optimizer_from_args
 
 DEFAULT_FIGURE_DIR = "refsam-figures"
 
@@ -72,12 +71,10 @@ def _add_training(p: Any, steps: int = 300) -> None:
     p.add_argument("--hidden", type=int, default=8, help="MLP hidden width (default 8)")
     p.add_argument("--rule", choices=RULES, default="sam")
     p.add_argument("--rho", type=float, default=0.05, help="SAM radius ρ (default 0.05)")
-    p.add_argument("--weight-decay", type=float, default=1e-2, help="λ, decoupled (default 1e-2)")
-    p.add_argument("--lr", type=float, default=0.5, help="learning rate η (default 0.5)")
+    add_optimizer_arguments(p, weight_decay=1e-2)
     p.add_argument("--steps", type=int, default=None, dest="steps_given",
                    help=f"full-batch SAM steps T (default {steps})")
     p.set_defaults(steps=steps)
-    add_momentum_arguments(p)
     p.add_argument("--flip", type=float, default=0.10,
                    help="fraction of training labels flipped (default 0.1)")
     p.add_argument("--seed", type=int, default=0)
@@ -218,7 +215,7 @@ def _check_common(args: argparse.Namespace) -> None:
     check_nonnegative("--weight-decay", args.weight_decay)
     if hasattr(args, "methods"):
         _methods(args.methods)
-    SGDMomentum(args.momentum, args.dampening, args.nesterov)
+    optimizer_from_args(args)  # the optimizer's flags, checked as refsam.SGD checks them
     if not args.no_figures:
         check_output_directory("--out", args.out)
 
@@ -232,13 +229,12 @@ def _setup(args: argparse.Namespace) -> tuple[Any, Any, apps.Fit]:
     if args.command == "edit" and args.target is not None and not 0 <= args.target < train.n_classes:
         raise InvalidInputError(f"--target must be a class in 0..{train.n_classes - 1}, got {args.target}")
     model = build_model(args.model, train.p, train.n_classes, args.hidden)
-    problem = Problem(model, train.X, train.y, weight_decay=args.weight_decay)
+    problem = Problem(model, train.X, train.y)
     sam = SAM(args.rho, args.rule)
     if not args.quiet:
         print(f"training {model!r} on {train.name}: {train.n} points, {val.n} validation, "
               f"{int(train.flipped.sum())} labels flipped; {sam!r}", file=sys.stderr, flush=True)
-    fit_ = apps.fit(problem, sam, args.lr, args.steps, seed=args.seed, momentum=args.momentum,
-                    dampening=args.dampening, nesterov=args.nesterov)
+    fit_ = apps.fit(problem, sam, optimizer_from_args(args), args.steps, seed=args.seed)
     print(f"{train.name}: n = {train.n} training ({int(train.flipped.sum())} flipped), {val.n} validation, "
           f"{model!r}, d = {problem.d}; {sam!r}, λ = {args.weight_decay}, η = {args.lr}, T = {args.steps}")
     print(format_fixed_point(fit_, None))
@@ -419,22 +415,20 @@ def run_tune(args: argparse.Namespace) -> int:
     if not (bounds[0][0] <= args.rho <= bounds[0][1] and bounds[1][0] <= args.weight_decay <= bounds[1][1]):
         raise InvalidInputError(f"the start --rho {args.rho} --weight-decay {args.weight_decay} must lie in "
                                 f"rho [1e-3, {args.rho_max}], weight decay [1e-4, 1]")
-    if args.momentum and args.hypergradient == "closed_form":
-        raise InvalidInputError("--hypergradient closed_form is for runs without momentum; use trajectory")
     train, val = prepare_data(args.dataset, args.n, args.model, args.flip, args.val_fraction, args.seed,
                               args.pca)
     if args.batch_size is not None and args.batch_size > train.n:
         raise InvalidInputError(f"--batch-size must be <= the {train.n} training points, got "
                                 f"{args.batch_size}")
     model = build_model(args.model, train.p, train.n_classes, args.hidden)
-    problem = Problem(model, train.X, train.y, weight_decay=args.weight_decay)
-    procedure = {"rule": args.rule, "lr": args.lr, "steps": args.steps, "batch_size": args.batch_size,
-                 "seed": args.seed, "momentum": args.momentum, "nesterov": args.nesterov,
+    problem = Problem(model, train.X, train.y)
+    optimizer = optimizer_from_args(args)  # its weight decay is the tuned λ's start
+    procedure = {"rule": args.rule, "steps": args.steps, "batch_size": args.batch_size, "seed": args.seed,
                  "method": args.hypergradient}
     print(f"{train.name}: n = {train.n} training ({int(train.flipped.sum())} flipped), {val.n} validation, "
           f"{model!r}, d = {problem.d}; rule {args.rule}, η = {args.lr}, T = {args.steps}"
           + ("" if args.batch_size is None else f", batch size {args.batch_size}"))
-    result = apps.tune(problem, val.X, val.y, args.rho, args.weight_decay, bounds=bounds,
+    result = apps.tune(problem, val.X, val.y, optimizer, args.rho, args.weight_decay, bounds=bounds,
                        max_trainings=args.max_trainings, progress=not args.quiet, **procedure)
     start = result.trials[0]
     kinds = sorted({t.method for t in result.trials})
@@ -445,8 +439,8 @@ def run_tune(args: argparse.Namespace) -> int:
         ["tuned", f"{result.rho:.4g}", f"{result.weight_decay:.4g}", f"{result.loss:.6f}",
          str(result.trainings)]]))
     print(f"search: {result.message}")
-    trial, fd, err = apps.check_hypergradient(problem, val.X, val.y, result.rho, result.weight_decay,
-                                              **procedure)
+    trial, fd, err = apps.check_hypergradient(problem, val.X, val.y, optimizer, result.rho,
+                                              result.weight_decay, **procedure)
     print(f"hypergradient at the tuned point ({trial.method}): ∂f/∂ρ = {trial.grad_rho:+.6e}, "
           f"∂f/∂λ = {trial.grad_weight_decay:+.6e}; central differences of retraining: {fd[0]:+.6e}, "
           f"{fd[1]:+.6e}; max relative difference {err:.1e}")
@@ -454,7 +448,8 @@ def run_tune(args: argparse.Namespace) -> int:
     if args.grid:
         rhos = np.geomspace(bounds[0][0], bounds[0][1], args.grid)
         lams = np.geomspace(bounds[1][0], bounds[1][1], args.grid)
-        grid = apps.grid_search(problem, val.X, val.y, rhos, lams, progress=not args.quiet, **procedure)
+        grid = apps.grid_search(problem, val.X, val.y, optimizer, rhos, lams, progress=not args.quiet,
+                                **procedure)
         g_rho, g_lam, g_loss = grid.best
         res_rho, res_lam = grid.resolution()
         d_rho = abs(np.log(result.rho / g_rho))

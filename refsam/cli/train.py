@@ -12,9 +12,9 @@ import numpy as np
 from ..data import make_gaussian_classification
 from ..errors import InvalidInputError
 from ..models import MODEL_NAMES, build_model
-from ..objective import REGULARIZATION_MODES, Problem
+from ..objective import Problem
 from ..sam import RULES, SAM
-from ..training import train
+from ..training import SGD, train
 from ..training.trajectory import check_writable, is_trajectory_file
 
 
@@ -28,15 +28,14 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--hidden", type=int, default=8, help="MLP hidden width (default 8)")
     p.add_argument("--rule", choices=RULES, default="sam")
     p.add_argument("--rho", type=float, default=0.05, help="SAM radius ρ (default 0.05)")
-    p.add_argument("--weight-decay", type=float, default=1e-2, help="λ (default 1e-2)")
-    p.add_argument("--regularization", choices=REGULARIZATION_MODES, default="decoupled")
-    p.add_argument("--lr", type=float, default=0.5, help="learning rate η (default 0.5)")
+    add_optimizer_arguments(p, weight_decay=1e-2)
+    p.add_argument("--l2", type=float, default=0.0,
+                   help="λ of an L2 term in the loss, seen by the perturbation (default 0)")
     p.add_argument("--steps", type=int, default=500, help="SAM steps T (default 500)")
     p.add_argument("--batch-size", type=int, default=None, help="minibatch size (default: full batch)")
     p.add_argument("--seed", type=int, default=0)
-    add_momentum_arguments(p)
     p.add_argument("--no-bias-decay", action="store_true",
-                   help="no weight decay on the model's bias coordinates (per-coordinate λ)")
+                   help="no weight decay and no L2 on the model's bias coordinates (per-coordinate λ)")
     p.add_argument("--save", default=None, help="write the trajectory to this .npz file (an existing "
                                                 "file only if it is a refsam trajectory, or with --force)")
     p.add_argument("--force", action="store_true", help="let --save replace any existing file")
@@ -45,12 +44,24 @@ def add_parser(subparsers: Any) -> None:
     p.set_defaults(func=run)
 
 
-def add_momentum_arguments(p: Any) -> None:
-    """--momentum, --dampening, --nesterov: the base optimizer, as torch.optim.SGD's keywords."""
+def add_optimizer_arguments(p: Any, weight_decay: float) -> None:
+    """--lr, --momentum, --dampening, --nesterov, --weight-decay: the base optimizer, torch.optim.SGD's
+    keywords; :func:`optimizer_from_args` makes them one refsam.SGD."""
+    p.add_argument("--lr", type=float, default=0.5, help="learning rate η (default 0.5)")
     p.add_argument("--momentum", type=float, default=0.0,
                    help="momentum μ of the base optimizer, torch.optim.SGD semantics (default 0: plain SGD)")
     p.add_argument("--dampening", type=float, default=0.0, help="momentum dampening τ (default 0)")
     p.add_argument("--nesterov", action="store_true", help="Nesterov momentum (needs --momentum > 0)")
+    p.add_argument("--weight-decay", type=float, default=weight_decay,
+                   help=f"λ, the optimizer's weight decay, added at the unperturbed point (default "
+                        f"{weight_decay:g})")
+
+
+def optimizer_from_args(args: argparse.Namespace, mask: Any = None) -> SGD:
+    """The one place the optimizer flags become an object: refsam.SGD(lr, momentum, dampening, nesterov,
+    weight_decay), with λ_i = 0 where ``mask`` (bias coordinates) is True."""
+    decay = args.weight_decay if mask is None else np.where(mask, 0.0, args.weight_decay)
+    return SGD(args.lr, args.momentum, args.dampening, args.nesterov, decay)
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -76,23 +87,23 @@ def run(args: argparse.Namespace) -> int:
         check_writable(args.save, args.force, is_trajectory_file)
     X, y, _ = make_gaussian_classification(args.n, args.features, n_classes, seed=args.seed)
     model = build_model(args.model, args.features, n_classes, args.hidden)
-    problem = Problem(model, X, y, weight_decay=args.weight_decay, regularization=args.regularization,
-                      decay_biases=not args.no_bias_decay)
+    biases = model.bias_mask(args.features) if args.no_bias_decay else None
+    problem = Problem(model, X, y, l2=args.l2 if biases is None else np.where(biases, 0.0, args.l2))
+    optimizer = optimizer_from_args(args, biases)
     sam = SAM(args.rho, args.rule)
     start = time.perf_counter()
-    trajectory = train(problem, sam, args.lr, args.steps, batch_size=args.batch_size, seed=args.seed,
-                       momentum=args.momentum, dampening=args.dampening, nesterov=args.nesterov,
+    trajectory = train(problem, sam, optimizer, args.steps, batch_size=args.batch_size, seed=args.seed,
                        progress=sys.stderr.isatty() if args.progress is None else args.progress)
     elapsed = time.perf_counter() - start
     theta = trajectory.theta_final
-    residual = problem.grad(theta) + problem.weight_decay * theta
+    residual = problem.grad(theta) + (problem.l2 + optimizer.weight_decay) * theta
     accuracy = np.mean(model.predict_proba(theta, problem.X).argmax(axis=1) == problem.y)
     print(f"{problem!r}")
-    print(f"{sam!r}, lr={args.lr}, steps={args.steps}, batch_size={args.batch_size}")
+    print(f"{sam!r}, {optimizer!r}, steps={args.steps}, batch_size={args.batch_size}")
     print(f"trained in {elapsed:.2f} s")
     print(f"final objective F(θ_T)      = {float(problem.objective(theta)):.6f}")
     print(f"training accuracy           = {accuracy:.3f}")
-    print(f"‖∇F(θ_T) + λθ_T‖ (ERM grad) = {np.linalg.norm(residual):.3e}")
+    print(f"‖∇F(θ_T) + λθ_T‖ (ERM grad) = {np.linalg.norm(residual):.3e}  (λ: l2 + weight decay)")
     print(f"‖θ_T − θ_(T-1)‖             = {np.linalg.norm(theta - trajectory.thetas[-2]):.3e}")
     if args.save:
         trajectory.save(args.save, overwrite=True)  # checked above

@@ -35,15 +35,15 @@ from ..validation import check_indices
 from .parallel import check_parallel, map_rows
 from .stencil import check_step, weight_stencil
 
-__all__ = ["H_DEFAULT", "finite_difference_influence", "finite_difference_replay", "leave_one_out_replay"]
+__all__ = ["H_DEFAULT", "finite_difference_replay", "leave_one_out_replay"]
 
 H_DEFAULT = FD_STEP  # central differences (refsam.tolerances)
 
 Array = NDArray[np.float64]
 
 
-def finite_difference_influence(problem: Problem, trajectory: Trajectory, X_test: ArrayLike,
-                                y_test: ArrayLike, indices: ArrayLike | None = None, h: float = H_DEFAULT,
+def finite_difference_replay(problem: Problem, trajectory: Trajectory, X_test: ArrayLike,
+                             y_test: ArrayLike, indices: ArrayLike | None = None, h: float = H_DEFAULT,
                                 progress: bool = False, *, executor: Executor | None = None,
                                 n_jobs: int = 1) -> Array:
     """Central differences of replaying the run with w_j = w⁰_j ± h, ≈ I_j(test loss k).
@@ -121,5 +121,3 @@ def _check_inputs(problem: object, trajectory: object, X_test: ArrayLike, y_test
     return problem, X_test, y_test, check_indices("indices", indices, problem.n)
 
 
-# the name refsam exports (refsam.finite_difference_replay)
-finite_difference_replay = finite_difference_influence

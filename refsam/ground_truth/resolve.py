@@ -34,7 +34,7 @@ from ..influence.linearisation import Factorised, check_root_inputs, factorise, 
 from ..objective import Problem
 from ..sam import SAM
 from ..tolerances import FD_STEP, RESOLVE_TOL
-from ..training import descent_direction
+from ..training import Optimizer, residual
 from ..validation import check_indices
 from .parallel import check_parallel, map_rows
 from .stencil import check_step, weight_stencil
@@ -46,23 +46,27 @@ H_DEFAULT = FD_STEP  # central differences (refsam.tolerances)
 Array = NDArray[np.float64]
 
 
-def _reference(problem: Problem, sam: SAM, theta_hat: Any, X_test: Any,
-               y_test: Any) -> tuple[Array, Factorised, Any, Any]:
+def _reference(problem: Problem, sam: SAM, theta_hat: Any, optimizer: Optimizer | None, X_test: Any,
+               y_test: Any) -> tuple[Array, Optimizer | None, Factorised, Any, Any]:
     """Validate once, polish θ̂ to a root at the problem's weights (warm start, tight tolerance) and
-    factor J̄ = ∂G/∂θ there: the one LU every block of re-solves uses (:func:`resolve_block`)."""
+    factor J̄ = ∂G/∂θ there: the one LU every block of re-solves uses (:func:`resolve_block`). The
+    optimizer (whose weight decay is part of G) is ``optimizer``, else the FixedPoint's."""
     if isinstance(theta_hat, FixedPoint):
+        optimizer = theta_hat.optimizer if optimizer is None else optimizer
         theta_hat = theta_hat.theta
-    theta_hat, _ = check_root_inputs(problem, sam, theta_hat, "theta_hat")
+    theta_hat, _ = check_root_inputs(problem, sam, theta_hat, "theta_hat", optimizer=optimizer)
     if X_test is not None:
         X_test, y_test = problem.check_test(X_test, y_test)
-    root = solve_fixed_point(problem, sam, theta_hat, tol=RESOLVE_TOL).theta
-    return root, root_factors(problem, sam, root), X_test, y_test
+    root = solve_fixed_point(problem, sam, theta_hat, optimizer=optimizer, tol=RESOLVE_TOL).theta
+    return root, optimizer, root_factors(problem, sam, optimizer, root), X_test, y_test
 
 
-def _resolve(problem: Problem, sam: SAM, weights: Array, theta_start: Array, j: int) -> Array:
+def _resolve(problem: Problem, sam: SAM, optimizer: Optimizer | None, weights: Array, theta_start: Array,
+             j: int) -> Array:
     """θ̂(weights), warm-started at θ̂; the error names the training point whose re-solve failed."""
     try:
-        return solve_fixed_point(problem, sam, theta_start, tol=RESOLVE_TOL, weights=weights).theta
+        return solve_fixed_point(problem, sam, theta_start, optimizer=optimizer, tol=RESOLVE_TOL,
+                                 weights=weights).theta
     except Exception as exc:
         exc.args = (f"re-solving the root with w_{j} = {weights[j]:g} failed: {exc}",) + exc.args[1:]
         raise
@@ -70,57 +74,62 @@ def _resolve(problem: Problem, sam: SAM, weights: Array, theta_start: Array, j: 
 
 def finite_difference_parameters(problem: Problem, sam: SAM, theta_hat: ArrayLike | FixedPoint,
                                  indices: ArrayLike | None = None, h: float = H_DEFAULT, *,
-                                 executor: Executor | None = None, n_jobs: int = 1) -> Array:
+                                 executor: Executor | None = None, n_jobs: int = 1,
+                                 optimizer: Optimizer | None = None) -> Array:
     """[θ̂(w⁰ + h e_j) − θ̂(w⁰ − h e_j)] / (2h) ≈ dθ̂/dw_j, shape (len(indices), d).
 
     ``executor`` / ``n_jobs``: the per-point loop on a concurrent.futures executor or a process pool
-    (:mod:`.parallel`), bit for bit the serial result.
+    (:mod:`.parallel`), bit for bit the serial result. ``optimizer``: the run's (its weight decay is part of
+    G); default the FixedPoint's, or none.
     """
-    root, factors, _, _ = _reference(problem, sam, theta_hat, None, None)
+    root, optimizer, factors, _, _ = _reference(problem, sam, theta_hat, optimizer, None, None)
     idx = check_indices("indices", indices, problem.n)
     h = check_step(h)
     executor, n_jobs = check_parallel(executor, n_jobs)
-    return map_rows(_rows, ("parameters", problem, sam, root, factors, None, None, h), idx, problem.d,
+    return map_rows(_rows, ("parameters", problem, sam, optimizer, root, factors, None, None, h), idx,
+                    problem.d,
                     executor, n_jobs, "finite differences: re-solved", False)
 
 
 def finite_difference_influence(problem: Problem, sam: SAM, theta_hat: ArrayLike | FixedPoint,
                                 X_test: ArrayLike, y_test: ArrayLike, indices: ArrayLike | None = None,
                                 h: float = H_DEFAULT, *, executor: Executor | None = None,
-                                n_jobs: int = 1) -> Array:
+                                n_jobs: int = 1, optimizer: Optimizer | None = None) -> Array:
     """Central differences of the re-solved root's test losses, ≈ I_j(test loss k), shape (len(indices), m).
 
     entry [r, k] = [ℓ_k^test(θ̂(w⁰ + h e_j)) − ℓ_k^test(θ̂(w⁰ − h e_j))] / (2h),  j = indices[r].
     ``theta_hat`` (array (d,) or FixedPoint) is first polished to a root; ``indices=None`` means all n.
-    ``executor`` / ``n_jobs`` as in :func:`finite_difference_parameters`.
+    ``executor`` / ``n_jobs`` / ``optimizer`` as in :func:`finite_difference_parameters`.
     """
-    root, factors, X_arr, y_arr = _reference(problem, sam, theta_hat, X_test, y_test)
+    root, optimizer, factors, X_arr, y_arr = _reference(problem, sam, theta_hat, optimizer, X_test, y_test)
     idx = check_indices("indices", indices, problem.n)
     h = check_step(h)
     executor, n_jobs = check_parallel(executor, n_jobs)
-    return map_rows(_rows, ("influence", problem, sam, root, factors, X_arr, y_arr, h), idx, X_arr.shape[0],
+    return map_rows(_rows, ("influence", problem, sam, optimizer, root, factors, X_arr, y_arr, h), idx,
+                    X_arr.shape[0],
                     executor, n_jobs, "finite differences: re-solved", False)
 
 
 def leave_one_out(problem: Problem, sam: SAM, theta_hat: ArrayLike | FixedPoint, X_test: ArrayLike,
                   y_test: ArrayLike, indices: ArrayLike | None = None, *, executor: Executor | None = None,
-                  n_jobs: int = 1) -> Array:
+                  n_jobs: int = 1, optimizer: Optimizer | None = None) -> Array:
     """Actual change of each test loss when training point j is removed (w_j = 0), re-solving the root.
 
     entry [r, k] = ℓ_k^test(θ̂(w⁰ with w_j = 0)) − ℓ_k^test(θ̂),  j = indices[r];  shape (len(indices), m).
     Compare with the closed-form prediction −I_j(test loss k). ``theta_hat`` (array (d,) or
     FixedPoint) is first polished to a root; every re-solve is warm-started there. ``executor`` /
-    ``n_jobs`` as in :func:`finite_difference_parameters`.
+    ``n_jobs`` / ``optimizer`` as in :func:`finite_difference_parameters`.
     """
-    root, factors, X_arr, y_arr = _reference(problem, sam, theta_hat, X_test, y_test)
+    root, optimizer, factors, X_arr, y_arr = _reference(problem, sam, theta_hat, optimizer, X_test, y_test)
     idx = check_indices("indices", indices, problem.n)
     executor, n_jobs = check_parallel(executor, n_jobs)
-    return map_rows(_rows, ("removal", problem, sam, root, factors, X_arr, y_arr, 0.0), idx, X_arr.shape[0],
+    return map_rows(_rows, ("removal", problem, sam, optimizer, root, factors, X_arr, y_arr, 0.0), idx,
+                    X_arr.shape[0],
                     executor, n_jobs, "leave-one-out: re-solved", False)
 
 
-def _rows(kind: str, problem: Problem, sam: SAM, root: Array, factors: Factorised, X_test: Any, y_test: Any,
-          h: float, chunk: NDArray[np.int64]) -> Array:
+def _rows(kind: str, problem: Problem, sam: SAM, optimizer: Optimizer | None, root: Array,
+          factors: Factorised, X_test: Any, y_test: Any, h: float, chunk: NDArray[np.int64]) -> Array:
     """One task of :func:`map_rows`: the rows of ``chunk`` for ``kind`` in {"parameters" (dθ̂/dw_j),
     "influence" (dℓ^test/dw_j), "removal" (Δℓ^test when w_j = 0)}. Every weight vector of the chunk is
     re-solved together (:func:`resolve_block`)."""
@@ -128,13 +137,13 @@ def _rows(kind: str, problem: Problem, sam: SAM, root: Array, factors: Factorise
     if kind == "removal":
         weights = np.repeat(problem.weights[None, :], len(js), axis=0)
         weights[np.arange(len(js)), js] = 0.0
-        roots = resolve_block(problem, sam, root, weights, js, factors)
+        roots = resolve_block(problem, sam, optimizer, root, weights, js, factors)
         base = problem.model.losses(root, X_test, y_test)
         return np.array([problem.model.losses(r, X_test, y_test) - base for r in roots])
     stencils = [weight_stencil(problem.weights, j, h) for j in js]
     vectors = np.array([w for stencil, _ in stencils for w in stencil])
     owners = [j for j, (stencil, _) in zip(js, stencils) for _ in stencil]
-    roots = resolve_block(problem, sam, root, vectors, owners, factors)
+    roots = resolve_block(problem, sam, optimizer, root, vectors, owners, factors)
     rows, start = [], 0
     for stencil, coefficients in stencils:
         block = roots[start:start + len(stencil)]
@@ -148,18 +157,18 @@ CHORD_MAX_STEPS = 60  # chord steps before a weight vector falls back to its own
 CHORD_STALL = 0.5  # a step that shrinks ‖G‖ by less than this factor has reached the rounding floor
 
 
-def root_factors(problem: Problem, sam: SAM, root: Array) -> Factorised:
+def root_factors(problem: Problem, sam: SAM, optimizer: Optimizer | None, root: Array) -> Factorised:
     """LU of J̄ = ∂G/∂θ at the reference root, with the closed form's singular rule
     (:func:`~refsam.influence.linearisation.factorise`)."""
-    return factorise(residual_jacobian(problem, sam, root))
+    return factorise(residual_jacobian(problem, sam, root, optimizer=optimizer))
 
 
-def resolve_block(problem: Problem, sam: SAM, root: Array, weights: Array, owners: list[int],
-                  factors: Factorised | None = None) -> Array:
+def resolve_block(problem: Problem, sam: SAM, optimizer: Optimizer | None, root: Array, weights: Array,
+                  owners: list[int], factors: Factorised | None = None) -> Array:
     """θ̂(w) for every row w of ``weights`` (K, n), near the reference root θ̂ (rows (K, d)).
 
     The chord method in one block: Θ ← Θ − J̄⁻¹ G(Θ; W) for all K columns at once, with the one LU of
-    J̄ = ∂G/∂θ at θ̂ and the block residual G (:func:`refsam.training.descent_direction` on (d, K) blocks:
+    J̄ = ∂G/∂θ at θ̂ and the block residual G (:func:`refsam.training.residual` on (d, K) blocks:
     two matrix products per evaluation for the linear models). A re-solve moves θ̂ by O(‖w − w⁰‖/n), so
     J̄ is close to every column's own Jacobian and each step shrinks the error by about that factor:
     finite differences take about 3 steps, leave-one-out about 10 (18–29 for a chunk holding the point
@@ -175,7 +184,7 @@ def resolve_block(problem: Problem, sam: SAM, root: Array, weights: Array, owner
     K = weights.shape[0]
     W = np.ascontiguousarray(weights.T)  # (n, K)
     if factors is None:  # the public functions factor J̄ once per call, not once per chunk
-        factors = root_factors(problem, sam, root)
+        factors = root_factors(problem, sam, optimizer, root)
     # scipy's getrs wrapper shifts the pivots to 1-based and back *in place*: threads sharing one LU
     # (a ThreadPoolExecutor over the chunks) would solve with each other's shifted pivots. Own copy.
     lu = (factors.lu[0], factors.lu[1].copy())
@@ -183,7 +192,7 @@ def resolve_block(problem: Problem, sam: SAM, root: Array, weights: Array, owner
     active = np.arange(K)
     previous = np.full(K, np.inf)
     for _ in range(0 if factors.singular else CHORD_MAX_STEPS):  # a singular J̄: every column to Newton
-        G = descent_direction(problem, sam, theta[:, active], None, W[:, active]).direction
+        G = residual(problem, sam, optimizer, theta[:, active], W[:, active])
         norms = np.sqrt(np.einsum("ij,ij->j", G, G))
         bad = ~np.isfinite(norms)
         done = (norms <= RESOLVE_TOL) & (norms >= CHORD_STALL * previous[active])
@@ -197,5 +206,5 @@ def resolve_block(problem: Problem, sam: SAM, root: Array, weights: Array, owner
         theta[:, active] -= scipy.linalg.lu_solve(lu, G)
     for k in range(K):  # not below RESOLVE_TOL by the chord: Newton, alone
         if not previous[k] <= RESOLVE_TOL:
-            theta[:, k] = _resolve(problem, sam, weights[k], root, owners[k])
+            theta[:, k] = _resolve(problem, sam, optimizer, weights[k], root, owners[k])
     return np.ascontiguousarray(theta.T)

@@ -4,14 +4,14 @@ The loop below is written from :meth:`refsam.Problem.objective` and :meth:`refsa
 only — none of the hand-written gradients, Hessians, Jacobians or recursions, and not the training
 layer's step function — so it shares nothing with the methods it checks but the loss and the rule:
 
-    decoupled:  g = ∇F_{B_t,w}(θ_t),        d_t = ∇F_{B_t,w}(θ_t + ε) + λ θ_t
-    coupled:    g = ∇F_{B_t,w}(θ_t) + λθ_t, d_t = ∇F_{B_t,w}(θ_t + ε) + λ (θ_t + ε)
+    g = ∇F_{B_t,w}(θ_t) + λ₂θ_t,   d_t = ∇F_{B_t,w}(θ_t + ε) + λ₂ (θ_t + ε) + λ θ_t
+    (λ₂ the loss's ``l2``, λ the optimizer's ``weight_decay``, read from the run's configuration)
     with ε = ε(θ_t; g), then torch.optim.SGD's update, written out again here:
     μ = 0:      θ_{t+1} = θ_t − η_t d_t
     μ > 0:      buf = d_0 at the first step, else μ buf + (1 − τ) d_t;
                 θ_{t+1} = θ_t − η_t (d_t + μ buf  if Nesterov,  else buf)
     m-sharpness: the batch order cut into runs of m samples, each perturbed by its own gradient, and
-    d_t = Σ_C (|C|/|B|) (∇F_{C,w}(θ_t + ε_C) + λ_in (θ_t + ε_C)) + λ_out θ_t.
+    d_t = Σ_C (|C|/|B|) (∇F_{C,w}(θ_t + ε_C) + λ₂ (θ_t + ε_C)) + λ θ_t.
     Slow: an O(T) tape and one reverse pass per output coordinate.
 """
 
@@ -36,23 +36,23 @@ def autodiff_through_training(problem: Problem, trajectory: Trajectory,
                               output: Callable[[Any], Any]) -> NDArray[np.float64]:
     """Jacobian of output(θ_T(w)) with respect to w at ``trajectory.weights``, transposed: (n, dim output).
 
-    ``problem`` must already carry the run's weights (its data and λ are what the loop uses).
+    ``problem`` must already carry the run's weights (its data and λ₂ are what the loop uses).
     """
     sam = trajectory.sam()
-    coupled = problem.regularization == "coupled"
-    lam = problem.weight_decay
-    mu, tau = trajectory.config["momentum"], trajectory.config["dampening"]
-    nesterov = trajectory.config["nesterov"]
+    settings = trajectory.config["optimizer"]
+    if settings["name"] != "SGD":
+        raise NotImplementedError(f"the autodiff oracle replays SGD runs only, got {settings['name']!r}")
+    l2 = problem.l2
+    lam = np.asarray(settings["weight_decay"], dtype=np.float64)
+    mu, tau, nesterov = settings["momentum"], settings["dampening"], settings["nesterov"]
     grad_objective = ag_grad(problem.objective)  # ∇_θ F_{B,w}(θ), differentiable in w too
 
     m = sam.m_sharpness
 
     def direction(theta: Any, idx: Any, w: Any) -> Any:  # the SAM direction on one set of samples
-        g = grad_objective(theta, idx, w)
-        if coupled:
-            g = g + lam * theta
+        g = grad_objective(theta, idx, w) + l2 * theta
         w_hat = theta + sam.perturbation(theta, g)
-        return grad_objective(w_hat, idx, w) + (lam * w_hat if coupled else 0.0)
+        return grad_objective(w_hat, idx, w) + l2 * w_hat
 
     def final_output(w: Any) -> Any:
         theta, buf = trajectory.theta0, None
@@ -62,7 +62,7 @@ def autodiff_through_training(problem: Problem, trajectory: Trajectory,
             else:
                 descent = sum(len(idx[lo:lo + m]) / len(idx) * direction(theta, idx[lo:lo + m], w)
                               for lo in range(0, len(idx), m))
-            descent = descent + (0.0 if coupled else lam * theta)
+            descent = descent + lam * theta
             if mu == 0:
                 theta = theta - lr * descent
                 continue

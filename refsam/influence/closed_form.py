@@ -12,12 +12,15 @@ Conventions
       ∂G/∂w_j = (1/n) [ ∇ℓ_j(ŵ) + (H(ŵ) + λ_in I) (∂ε/∂g) ∇ℓ_j(θ̂) ]           (ŵ = θ̂ + ε̂)
       I_j(f)  = ∇f(θ̂)ᵀ dθ̂/dw_j = −[J⁻ᵀ ∇f(θ̂)]ᵀ ∂G/∂w_j
 
-  λ_in = λ in coupled mode, 0 in decoupled mode (the decoupled case is the paper's). One LU factorisation of
-  J, one triangular solve per test function, all n training points at once.
+  λ_in = the loss's ``l2`` (0 when the weight decay is the optimizer's only: the paper's case). One LU
+  factorisation of J, one triangular solve per test function, all n training points at once.
+* The optimizer's weight decay λ_out is part of G (and of J): it comes from ``optimizer=``, or from the
+  :class:`~refsam.influence.fixed_point.FixedPoint` passed as ``theta``; None: no weight decay.
 * Variants (ablations that measure what the SAM terms are worth):
       "full"    the exact derivative above
-      "frozen"  ε̂ treated as a constant: J = H(ŵ) + λI, ∂G/∂w_j = ∇ℓ_j(ŵ)/n (Koh–Liang at ŵ)
-      "erm"     SAM ignored:                J = H(θ̂) + λI, ∂G/∂w_j = ∇ℓ_j(θ̂)/n (Koh–Liang at θ̂)
+      "frozen"  ε̂ treated as a constant: J = H(ŵ) + ΛI, ∂G/∂w_j = ∇ℓ_j(ŵ)/n (Koh–Liang at ŵ)
+      "erm"     SAM ignored:                J = H(θ̂) + ΛI, ∂G/∂w_j = ∇ℓ_j(θ̂)/n (Koh–Liang at θ̂)
+  (Λ = λ_in + λ_out, all the L2 the objective carries.)
   All variants take the test gradient at θ̂ (the trained weights).
 * Shapes: X_test (m, p) → result (n, m); parameter influence (n, d); self-influence (n,).
 
@@ -43,11 +46,11 @@ from numpy.typing import ArrayLike, NDArray
 from ..errors import InvalidInputError, SingularSystemError, check_finite_result
 from ..objective import Problem, decay_matrix, reuse_derivatives
 from ..sam import SAM
-from ..tolerances import COND_WARN, ROOT_TOL_INFLUENCE
-from ..training import StepTerms, descent_direction
+from ..tolerances import COND_WARN, ROOT_TOL
+from ..training import Optimizer, StepTerms, sam_gradient
 from ..validation import check_choice, check_positive
 from .fixed_point import FixedPoint, no_root_reason
-from .linearisation import Linearisation, check_root_inputs, factorise, linearise, weight_jacobian
+from .linearisation import Linearisation, check_root_inputs, factorise, lam_out, linearise, weight_jacobian
 from .methods import CLOSED_FORM_VARIANTS
 from .operators import CURVATURES, SystemOperators
 from .solvers import (
@@ -72,7 +75,6 @@ __all__ = [
 
 VARIANTS = CLOSED_FORM_VARIANTS  # ("full", "frozen", "erm"), from the method table
 ON_UNVERIFIED = ("raise", "warn")
-ROOT_TOL_DEFAULT = ROOT_TOL_INFLUENCE  # ‖G(θ̂)‖ above this is not a verified root (refsam.tolerances)
 
 Array = NDArray[np.float64]
 
@@ -91,39 +93,54 @@ class UnverifiedRootWarning(RuntimeWarning):
 
 @dataclass(frozen=True)
 class HyperparameterSensitivity:
-    """dθ̂/dρ and dθ̂/dλ at a root, each shape (d,).
+    """dθ/dρ, dθ/dλ (the optimizer's weight decay) and dθ/dλ₂ (the loss's ``l2``), each shape (d,), or None
+    where that λ is per coordinate (one derivative is for one number).
 
-    d_rho          = −J⁻¹ ∂G/∂ρ,  ∂G/∂ρ = (H(ŵ) + λ_in I) ∂ε/∂ρ
-    d_weight_decay = −J⁻¹ ∂G/∂λ,  ∂G/∂λ = θ̂ (decoupled);  ŵ + (H(ŵ) + λI)(∂ε/∂g) θ̂ (coupled)
+    At a root (:func:`hyperparameter_sensitivity`), with J = ∂G/∂θ:
+
+    d_rho          = −J⁻¹ ∂G/∂ρ,   ∂G/∂ρ = (H(ŵ) + λ_in I) ∂ε/∂ρ
+    d_weight_decay = −J⁻¹ ∂G/∂λ,   ∂G/∂λ = θ̂                                  (λθ at the unperturbed point)
+    d_l2           = −J⁻¹ ∂G/∂λ₂,  ∂G/∂λ₂ = ŵ + (H(ŵ) + λ_in I)(∂ε/∂g) θ̂      (the L2 gradient moves ε too)
+
+    Through a run (:func:`~refsam.trajectory_hyperparameter_sensitivity`) the same derivatives of θ_T.
     """
 
     d_rho: Array
-    d_weight_decay: Array
+    d_weight_decay: Array | None
+    d_l2: Array | None
 
 
 # -- the linear system ----------------------------------------------------------------------------------
-def _prepare(problem: Problem, sam: SAM, theta: Any, variant: str, root_tol: float, on_unverified: str,
-             X_test: Any = None, y_test: Any = None) -> tuple[Any, ...]:
+def root_optimizer(theta: object, optimizer: Optimizer | None) -> Optimizer | None:
+    """The optimizer of a root: ``optimizer`` if given, else the one a FixedPoint carries (or None)."""
+    if optimizer is None and isinstance(theta, FixedPoint):
+        return theta.optimizer
+    return optimizer
+
+
+def _prepare(problem: Problem, sam: SAM, theta: Any, optimizer: Optimizer | None, variant: str,
+             root_tol: float, on_unverified: str, X_test: Any = None, y_test: Any = None) -> tuple[Any, ...]:
     """Validate once and apply the root rule; returns (θ̂, variant, the step terms at θ̂, X_test, y_test).
 
     The root rule needs only G (two gradients); the Hessians are built by :func:`_system`, each variant
     only those it uses."""
     if isinstance(theta, FixedPoint):
         theta = theta.theta
-    theta, _ = check_root_inputs(problem, sam, theta)
+    theta, _ = check_root_inputs(problem, sam, theta, optimizer=optimizer)
     variant = check_choice("variant", variant, VARIANTS)
     on_unverified = check_choice("on_unverified", on_unverified, ON_UNVERIFIED)
     root_tol = check_positive("root_tol", root_tol)
     if X_test is not None:
         X_test, y_test = problem.check_test(X_test, y_test)
-    terms = descent_direction(problem, sam, theta)
-    residual = float(np.linalg.norm(terms.direction))
+    terms = sam_gradient(problem, sam, theta)
+    G = terms.descent if optimizer is None else optimizer.residual(theta, terms.descent)
+    residual = float(np.linalg.norm(G))
     if not residual <= root_tol:
         message = (f"`theta` is not a verified root of the SAM residual G: ‖G(theta)‖ = {residual:.3e} > "
                    f"root_tol={root_tol:.1e}, so the closed-form influence is only an approximation. "
-                   f"Polish it with refsam.solve_fixed_point(problem, sam, theta), or pass "
+                   f"Polish it with refsam.solve_fixed_point(problem, sam, theta, optimizer=...), or pass "
                    f"on_unverified='warn' to accept the approximation.")
-        proof = no_root_reason(problem, sam)
+        proof = no_root_reason(problem, sam, optimizer)
         if proof is not None:
             message += " Moreover, " + proof
         if on_unverified == "raise":
@@ -141,15 +158,15 @@ def _weight_matrix(problem: Problem, lin: Linearisation | None, point: Array) ->
     return problem.per_sample_grads(point) / problem.n
 
 
-def _system(problem: Problem, sam: SAM, theta: Array, terms: StepTerms,
+def _system(problem: Problem, sam: SAM, optimizer: Optimizer | None, theta: Array, terms: StepTerms,
             variant: str) -> tuple[Any, Linearisation | None, Array, Array | None]:
     """(LU factors of J, the Linearisation for "full" else None, the point an ablation's ∂G/∂w is taken
     at, and its Hessian there) for the variant (module docstring): "full" builds both Hessians and E;
     "frozen" only H(ŵ); "erm" only H(θ̂)."""
-    Lam = decay_matrix(problem.weight_decay, problem.d)  # λ I, or diag(λ_i) per coordinate
+    Lam = decay_matrix(problem.l2 + lam_out(optimizer), problem.d)  # Λ = (λ_in + λ_out) I, or diag
     lin = None
     if variant == "full":
-        lin = linearise(problem, sam, theta, terms=terms)  # G from the root check, not again
+        lin = linearise(problem, sam, theta, terms=terms, optimizer=optimizer)  # G from the root check
         return _checked_factors(lin.jacobian, variant), lin, theta, None
     point = terms.w_hat if variant == "frozen" else theta
     H = problem.hessian(point)
@@ -166,7 +183,7 @@ def _checked_factors(J: Array, variant: str) -> Any:
             f"∂G/∂θ ({variant!r} variant) is singular at `theta` (σ_min/σ_max at most d·eps, or an "
             f"exact zero pivot): the root is not isolated "
             f"and the closed form is undefined — e.g. a constant feature beside the bias, or a direction "
-            f"no sample moves. Use weight_decay > 0 (softmax needs it) or trajectory influence.")
+            f"no sample moves. Use weight decay > 0 (softmax needs it) or trajectory influence.")
     cond = factors.condition_number
     if cond > COND_WARN:
         warnings.warn(f"∂G/∂θ ({variant!r} variant) has condition number {cond:.2e}: the closed-form "
@@ -178,8 +195,9 @@ def _checked_factors(J: Array, variant: str) -> Any:
 @reuse_derivatives()  # θ̂ and ŵ: one pass over X each for the root check, Hessians and products
 def hessian_influence(problem: Problem, sam: SAM, theta: ArrayLike | FixedPoint, X_test: ArrayLike,
                       y_test: ArrayLike, variant: str = "full", *, solver: str = "direct",
-                      curvature: str = "exact", return_info: bool = False, root_tol: float = ROOT_TOL_DEFAULT,
-                      on_unverified: str = "raise", **options: Any) -> Any:
+                      curvature: str = "exact", return_info: bool = False, root_tol: float = ROOT_TOL,
+                      on_unverified: str = "raise", optimizer: Optimizer | None = None,
+                      **options: Any) -> Any:
     """I_j(test loss k) at the SAM root ``theta``, shape (n_train, n_test).
 
     entry [j, k] = ∂ ℓ(z_k^test, θ̂(w)) / ∂ w_j = −[J⁻ᵀ ∇ℓ_k^test(θ̂)]ᵀ ∂G/∂w_j   (module docstring).
@@ -189,7 +207,7 @@ def hessian_influence(problem: Problem, sam: SAM, theta: ArrayLike | FixedPoint,
     ----------
     problem, sam : the training problem (full batch) and SAM rule the root belongs to.
     theta : array (d,) or FixedPoint
-        θ̂, a root of G (checked: see ``root_tol`` / ``on_unverified``).
+        θ̂, a root of G (checked: see ``root_tol`` / ``on_unverified``). A FixedPoint brings its optimizer.
     X_test : array (m, p); y_test : int array (m,)
     variant : {"full", "frozen", "erm"}
     solver : {"direct", "gmres", "bicgstab", "cg", "lissa", "arnoldi"}
@@ -206,6 +224,9 @@ def hessian_influence(problem: Problem, sam: SAM, theta: ArrayLike | FixedPoint,
     on_unverified : {"raise", "warn"}
         What to do at a non-root: raise :class:`UnverifiedRootError` (default) or warn
         (:class:`UnverifiedRootWarning`) and return the approximation.
+    optimizer : Optimizer, optional
+        The base optimizer of the run the root belongs to: its weight decay is part of G (default: the
+        FixedPoint's; with an array θ̂ and None, no weight decay).
     **options
         The solver's options, e.g. ``rtol``, ``atol``, ``maxiter`` (gmres, bicgstab, cg), ``depth``,
         ``scale``, ``damping``, ``repetitions``, ``batch_size`` (lissa), ``rank`` (arnoldi).
@@ -221,16 +242,17 @@ def hessian_influence(problem: Problem, sam: SAM, theta: ArrayLike | FixedPoint,
     """
     solver, options = check_solver_options(solver, options, variant != "full" or _rho(sam) == 0.0)
     curvature = check_choice("curvature", curvature, CURVATURES)
-    theta_hat, variant, terms, X_arr, y_arr = _prepare(problem, sam, theta, variant, root_tol,
+    optimizer = root_optimizer(theta, optimizer)
+    theta_hat, variant, terms, X_arr, y_arr = _prepare(problem, sam, theta, optimizer, variant, root_tol,
                                                        on_unverified, X_test, y_test)
     test_grads = problem.model.per_sample_grads(theta_hat, X_arr, y_arr).T  # ∇f_k(θ̂), (d, m)
     start = time.perf_counter()
     n_curvatures = 2 if variant == "full" else 1
     iterations, converged, extra = 1, True, dict[str, Any]()
     if solver == "direct" and curvature == "exact":
-        lu, lin, _, H = _system(problem, sam, theta_hat, terms, variant)
+        lu, lin, _, H = _system(problem, sam, optimizer, theta_hat, terms, variant)
         V = scipy.linalg.lu_solve(lu, test_grads, trans=1)  # v_k = J⁻ᵀ ∇f_k, (d, m)
-        ops = SystemOperators(problem, sam, theta_hat, variant, curvature, terms)
+        ops = SystemOperators(problem, sam, optimizer, theta_hat, variant, curvature, terms)
         if lin is not None:  # the Hessians the LU was built from serve the products too
             ops.at_hat.adopt(lin.H_hat)
             ops.at_theta.adopt(lin.H_theta)
@@ -240,7 +262,7 @@ def hessian_influence(problem: Problem, sam: SAM, theta: ArrayLike | FixedPoint,
         seconds = time.perf_counter() - start
         products = n_curvatures * problem.d  # the Hessians' columns
     else:
-        ops = SystemOperators(problem, sam, theta_hat, variant, curvature, terms)
+        ops = SystemOperators(problem, sam, optimizer, theta_hat, variant, curvature, terms)
         if solver == "direct":
             lu = _checked_factors(ops.dense_jacobian(), variant)
             V = scipy.linalg.lu_solve(lu, test_grads, trans=1)
@@ -276,17 +298,21 @@ def _rho(sam: object) -> float:
 
 @reuse_derivatives()
 def parameter_influence(problem: Problem, sam: SAM, theta: ArrayLike | FixedPoint, variant: str = "full", *,
-                        root_tol: float = ROOT_TOL_DEFAULT, on_unverified: str = "raise") -> Array:
+                        root_tol: float = ROOT_TOL, on_unverified: str = "raise",
+                        optimizer: Optimizer | None = None) -> Array:
     """dθ̂/dw_j = −J⁻¹ ∂G/∂w_j for every j, shape (n_train, d) (row j). Arguments as
     :func:`hessian_influence`. Cost: O(n d² + d³)."""
-    theta_hat, variant, terms, _, _ = _prepare(problem, sam, theta, variant, root_tol, on_unverified)
-    lu, lin, point, _ = _system(problem, sam, theta_hat, terms, variant)
+    optimizer = root_optimizer(theta, optimizer)
+    theta_hat, variant, terms, _, _ = _prepare(problem, sam, theta, optimizer, variant, root_tol,
+                                               on_unverified)
+    lu, lin, point, _ = _system(problem, sam, optimizer, theta_hat, terms, variant)
     return -scipy.linalg.lu_solve(lu, _weight_matrix(problem, lin, point).T).T  # row j: −J⁻¹ ∂G/∂w_j
 
 
 @reuse_derivatives()
 def self_influence(problem: Problem, sam: SAM, theta: ArrayLike | FixedPoint, variant: str = "full", *,
-                   root_tol: float = ROOT_TOL_DEFAULT, on_unverified: str = "raise") -> Array:
+                   root_tol: float = ROOT_TOL, on_unverified: str = "raise",
+                   optimizer: Optimizer | None = None) -> Array:
     """I_j(ℓ_j) = ∇ℓ_j(θ̂)ᵀ dθ̂/dw_j, shape (n_train,).
 
     The derivative of training point j's own (unweighted) loss ℓ_j(θ̂(w)) with respect to its own weight
@@ -296,31 +322,33 @@ def self_influence(problem: Problem, sam: SAM, theta: ArrayLike | FixedPoint, va
     """
     theta_arr = theta.theta if isinstance(theta, FixedPoint) else theta
     d_theta = parameter_influence(problem, sam, theta, variant, root_tol=root_tol,
-                                  on_unverified=on_unverified)  # (n, d)
+                                  on_unverified=on_unverified, optimizer=optimizer)  # (n, d)
     grads = problem.per_sample_grads(problem.check_theta(theta_arr))  # ∇ℓ_j(θ̂), (n, d)
     return np.einsum("jd,jd->j", grads, d_theta)
 
 
 @reuse_derivatives()
 def hyperparameter_sensitivity(problem: Problem, sam: SAM, theta: ArrayLike | FixedPoint, *,
-                               root_tol: float = ROOT_TOL_DEFAULT,
-                               on_unverified: str = "raise") -> HyperparameterSensitivity:
-    """dθ̂/dρ and dθ̂/dλ at the root ``theta`` (equations in :class:`HyperparameterSensitivity`).
+                               root_tol: float = ROOT_TOL, on_unverified: str = "raise",
+                               optimizer: Optimizer | None = None) -> HyperparameterSensitivity:
+    """dθ̂/dρ, dθ̂/dλ (optimizer) and dθ̂/dλ₂ (loss) at the root ``theta`` (equations in
+    :class:`HyperparameterSensitivity`; a per-coordinate λ gives None for its derivative).
 
-    ∂ε/∂ρ = ε/ρ (every rule is linear in ρ). Same root check as :func:`hessian_influence`.
+    ∂ε/∂ρ = ε/ρ (every rule is linear in ρ). Same root check and arguments as :func:`hessian_influence`.
     Cost: O(d³).
     """
-    if problem.per_coordinate_decay:
-        raise InvalidInputError("hyperparameter_sensitivity differentiates with respect to one scalar λ; "
-                         "`problem` has a per-coordinate weight decay")
-    theta_hat, _, terms, _, _ = _prepare(problem, sam, theta, "full", root_tol, on_unverified)
-    lu, lin, _, _ = _system(problem, sam, theta_hat, terms, "full")
+    optimizer = root_optimizer(theta, optimizer)
+    theta_hat, _, terms, _, _ = _prepare(problem, sam, theta, optimizer, "full", root_tol, on_unverified)
+    lu, lin, _, _ = _system(problem, sam, optimizer, theta_hat, terms, "full")
     assert lin is not None  # "full" always linearises (for the type checker)
     K_hat = lin.K_hat()  # K(ŵ) = H(ŵ) + λ_in I
     dG_drho = K_hat @ sam.d_rho(theta_hat, lin.g)
-    if problem.regularization == "coupled":
-        dG_dlam = lin.w_hat + K_hat @ lin.P_times(theta_hat)  # ∂g/∂λ = θ̂ moves ε as well
-    else:
-        dG_dlam = theta_hat
+    dG_dlam = theta_hat  # ∂(λθ)/∂λ at the unperturbed point
+    dG_dl2 = lin.w_hat + K_hat @ lin.P_times(theta_hat)  # ∂g/∂λ₂ = θ̂ moves ε as well
+
+    def solve(rhs: Array, lam: float | Array) -> Array | None:
+        return None if np.ndim(lam) else -scipy.linalg.lu_solve(lu, rhs)
+
     return HyperparameterSensitivity(d_rho=-scipy.linalg.lu_solve(lu, dG_drho),
-                                     d_weight_decay=-scipy.linalg.lu_solve(lu, dG_dlam))
+                                     d_weight_decay=solve(dG_dlam, lam_out(optimizer)),
+                                     d_l2=solve(dG_dl2, problem.l2))

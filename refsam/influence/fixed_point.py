@@ -2,8 +2,10 @@
 
 Conventions
 -----------
-* G(θ; w) is the full-batch residual of :mod:`refsam.influence.linearisation` (the descent direction of
-  one SAM step), J = ∂G/∂θ its Jacobian. A SAM solution θ̂ is a root, G(θ̂; w) = 0.
+* G(θ; w) is the full-batch residual of :mod:`refsam.influence.linearisation` (the optimizer's residual
+  of one SAM step's descent gradient: g̃ + λθ for SGD with weight decay λ), J = ∂G/∂θ its Jacobian. A
+  SAM solution θ̂ is a root, G(θ̂; w) = 0. The optimizer comes from the caller (``optimizer=``) or the
+  :class:`FixedPoint`; its weight decay is part of G, its η and momentum decide stability only.
 * Full-batch SAM with step η converges locally to θ̂ iff the spectral radius of I − η J is < 1.
   With momentum (μ, dampening τ) the iteration runs on (δθ_t, buf_{t−1}) and its linearisation is
 
@@ -15,9 +17,10 @@ Conventions
   a root the buffer is 0 and so is the step: momentum has the same roots and the same closed form.
   :class:`FixedPoint` reports it, with ‖G(θ̂)‖ and the condition number of J: the three numbers that say
   whether the closed-form influence (:mod:`refsam.influence.closed_form`) is exact and usable.
-* Coupled mode (or λ = 0) with the SAM or ASAM rule and ρ > 0 has NO root when F is convex: a root
-  would put ŵ at a minimiser θ* of the convex F + λ_in r, but then gᵀ(θ − θ*) = −gᵀε < 0, which
-  contradicts the monotonicity of a convex function's gradient. Training ends in a 2-cycle around θ*.
+* With no optimizer weight decay (the L2 term, if any, in the loss) the SAM or ASAM rule with ρ > 0 has
+  NO root when every loss is convex (``model.convex``): a root would put ŵ at a minimiser θ* of the
+  convex F + r, but then gᵀ(θ − θ*) = −gᵀε < 0, which contradicts the monotonicity of a convex
+  function's gradient. Training ends in a 2-cycle around θ*.
   :func:`solve_fixed_point` says so up front (:class:`NoFixedPointError`) instead of iterating.
 See docs/closed_form.md for the derivation.
 """
@@ -34,13 +37,12 @@ import scipy.sparse.linalg
 from numpy.typing import ArrayLike, NDArray
 
 from ..errors import RefsamError
-from ..models import LogisticRegression, SoftmaxRegression
 from ..objective import Problem, reuse_derivatives
 from ..sam import SAM, ZeroGradientError
 from ..tolerances import ROOT_TOL
-from ..training import SGDMomentum, descent_direction
+from ..training import SGD, Optimizer, residual
 from ..validation import check_choice, check_positive, check_positive_int
-from .linearisation import check_root_inputs, factorise, linearise
+from .linearisation import check_root_inputs, factorise, lam_out, linearise
 
 __all__ = [
     "SOLVER_METHODS",
@@ -94,11 +96,12 @@ class FixedPoint:
     jacobian : array (d, d)         ∂G/∂θ at θ̂
     condition_number : float        condition number of ∂G/∂θ: LAPACK's 1-norm estimate from its LU,
                                     the exact 2-norm value where that is above 1e10 (inf if singular)
-    lr : float or None              η for the stability diagnostic
+    lr : float or None              η for the stability diagnostic (the optimizer's; None without one)
     spectral_radius : float or None spectral radius of the linearised iteration (I − η ∂G/∂θ without
                                     momentum; the momentum iteration's with it); < 1 iff full-batch SAM
-                                    with step η is locally attracted to θ̂. None when ``lr`` is None.
-    optimizer : SGDMomentum         the base optimizer the radius is for (μ = 0: plain SGD)
+                                    with step η is locally attracted to θ̂. None without an optimizer.
+    optimizer : Optimizer or None   the base optimizer: its weight decay is part of G, its η and momentum
+                                    give the radius (None: G without weight decay, no radius)
     start_distance : float or None  ‖θ̂ − θ_0‖₂ from the solver's start (None from diagnostics). A root far
                                     from the end of a run may not be the point that run approaches.
     """
@@ -114,7 +117,7 @@ class FixedPoint:
     lr: float | None = None
     spectral_radius: float | None = None
     start_distance: float | None = None
-    optimizer: SGDMomentum = field(default_factory=SGDMomentum)
+    optimizer: Optimizer | None = None
 
     @property
     def stable(self) -> bool | None:
@@ -135,9 +138,10 @@ class FixedPoint:
         if self.spectral_radius is not None:
             verdict = ("stable: full-batch SAM converges here" if self.stable
                        else "unstable: full-batch SAM is repelled from this root")
-            what = "I − η ∂G/∂θ" if not self.optimizer.active else (
-                f"the {'Nesterov' if self.optimizer.nesterov else 'heavy-ball'} iteration "
-                f"(μ = {self.optimizer.momentum:g}, τ = {self.optimizer.dampening:g})")
+            o = self.optimizer
+            what = "I − η ∂G/∂θ" if not isinstance(o, SGD) or not o.momentum else (
+                f"the {'Nesterov' if o.nesterov else 'heavy-ball'} iteration "
+                f"(μ = {o.momentum:g}, τ = {o.dampening:g})")
             lines.append(f"spectral radius of {what} at η = {self.lr:g}: "
                          f"{self.spectral_radius:.6f} ({verdict})")
         return "\n".join(lines)
@@ -153,7 +157,7 @@ def _condition_number(J: np.ndarray) -> float:
     return factorise(J).condition_number
 
 
-def spectral_radius(J: ArrayLike, lr: float, optimizer: SGDMomentum | None = None) -> float:
+def spectral_radius(J: ArrayLike, lr: float, optimizer: SGD | None = None) -> float:
     """The spectral radius of full-batch SAM's linearised iteration at a root with Jacobian J.
 
     Without momentum: max |eig(I − η J)|. With momentum, per eigenvalue m of J, the 2 × 2 matrix
@@ -168,7 +172,7 @@ def spectral_radius(J: ArrayLike, lr: float, optimizer: SGDMomentum | None = Non
         radius = _iterative_spectral_radius(J, lr, optimizer)
         if radius is not None:
             return radius
-    if optimizer is None or not optimizer.active:
+    if optimizer is None or not optimizer.momentum:
         return float(np.max(np.abs(np.linalg.eigvals(np.eye(J.shape[0]) - lr * J))))
     mu, tau = optimizer.momentum, optimizer.dampening
     a, b = (1.0 + mu * (1.0 - tau), mu**2) if optimizer.nesterov else (1.0 - tau, mu)
@@ -182,10 +186,10 @@ def spectral_radius(J: ArrayLike, lr: float, optimizer: SGDMomentum | None = Non
 DENSE_EIGEN_MAX = 256  # above this d, one ARPACK eigenvalue is cheaper than all d of them
 
 
-def _iterative_spectral_radius(J: Array, lr: float, optimizer: SGDMomentum | None) -> float | None:
+def _iterative_spectral_radius(J: Array, lr: float, optimizer: SGD | None) -> float | None:
     """max |eig| of the linearised iteration by ARPACK (None if it does not converge)."""
     d = J.shape[0]
-    if optimizer is None or not optimizer.active:
+    if optimizer is None or not optimizer.momentum:
         def step(v: Array) -> Array:
             return v - lr * (J @ v)
         size = d
@@ -207,70 +211,67 @@ def _iterative_spectral_radius(J: Array, lr: float, optimizer: SGDMomentum | Non
     return float(np.abs(values[0]))
 
 
-def _make_fixed_point(problem: Problem, sam: SAM, theta: Array, weights: Array | None, iterations: int,
-                      method: str, tol: float, lr: float | None, theta0: Array | None = None,
-                      optimizer: SGDMomentum | None = None) -> FixedPoint:
-    optimizer = SGDMomentum() if optimizer is None else optimizer
-    lin = linearise(problem, sam, theta, weights)
-    residual = float(np.linalg.norm(lin.residual))
-    return FixedPoint(theta=theta, residual=residual, converged=bool(residual <= tol), iterations=iterations,
-                      method=method, tol=tol, jacobian=lin.jacobian,
-                      condition_number=_condition_number(lin.jacobian), lr=lr,
-                      spectral_radius=None if lr is None else spectral_radius(lin.jacobian, lr, optimizer),
+def _make_fixed_point(problem: Problem, sam: SAM, optimizer: Optimizer | None, theta: Array,
+                      weights: Array | None, iterations: int, method: str, tol: float,
+                      theta0: Array | None = None) -> FixedPoint:
+    lin = linearise(problem, sam, theta, weights, optimizer=optimizer)
+    residual_norm = float(np.linalg.norm(lin.residual))
+    lr = None if optimizer is None else optimizer.scalar_lr()
+    radius = None
+    if lr is not None and isinstance(optimizer, SGD):
+        radius = spectral_radius(lin.jacobian, lr, optimizer)
+    return FixedPoint(theta=theta, residual=residual_norm, converged=bool(residual_norm <= tol),
+                      iterations=iterations, method=method, tol=tol, jacobian=lin.jacobian,
+                      condition_number=_condition_number(lin.jacobian), lr=lr, spectral_radius=radius,
                       start_distance=None if theta0 is None else float(np.linalg.norm(theta - theta0)),
                       optimizer=optimizer)
 
 
 @reuse_derivatives()
-def fixed_point_diagnostics(problem: Problem, sam: SAM, theta: ArrayLike, lr: float | None = None,
-                            tol: float = TOL_DEFAULT, weights: ArrayLike | None = None, *,
-                            momentum: float = 0.0, dampening: float = 0.0,
-                            nesterov: bool = False) -> FixedPoint:
+def fixed_point_diagnostics(problem: Problem, sam: SAM, theta: ArrayLike, *,
+                            optimizer: Optimizer | None = None, tol: float = TOL_DEFAULT,
+                            weights: ArrayLike | None = None) -> FixedPoint:
     """The root diagnostics at a given θ (e.g. the end of a training run), without solving.
 
     Returns a :class:`FixedPoint` with ``method="none"``, ``iterations=0``; ``converged`` says whether θ
-    is a root to within ``tol``. ``momentum``, ``dampening``, ``nesterov`` (as in ``torch.optim.SGD``)
-    choose the iteration whose spectral radius is reported. Cost: two Hessians, one LU and (with
-    ``lr``) one eigen-decomposition.
+    is a root to within ``tol``. ``optimizer`` (e.g. the run's, ``trajectory.optimizer()``): its weight
+    decay is part of G; its η and momentum choose the iteration whose spectral radius is reported (None:
+    no weight decay, no radius). Cost: two Hessians, one LU and one eigen-decomposition.
     """
-    theta, weights = check_root_inputs(problem, sam, theta, weights=weights)
+    theta, weights = check_root_inputs(problem, sam, theta, weights=weights, optimizer=optimizer)
     tol = check_positive("tol", tol)
-    lr = None if lr is None else check_positive("lr", lr)
-    optimizer = SGDMomentum(momentum, dampening, nesterov)
-    return _make_fixed_point(problem, sam, theta, weights, 0, "none", tol, lr, optimizer=optimizer)
+    return _make_fixed_point(problem, sam, optimizer, theta, weights, 0, "none", tol)
 
 
-def no_root_reason(problem: Problem, sam: SAM) -> str | None:
-    """Why G provably has no root for (problem, sam), or None if no such proof applies.
+def no_root_reason(problem: Problem, sam: SAM, optimizer: Optimizer | None = None) -> str | None:
+    """Why G provably has no root for (problem, sam, optimizer), or None if no such proof applies.
 
-    Applies when ρ > 0, the rule is SAM or ASAM, the model is convex in θ (logistic or softmax
-    regression) and the perturbation is built from the gradient of the whole convex objective Φ
-    (coupled mode, or λ = 0): a root needs ∇Φ(ŵ) = 0, so ŵ = θ + ε is a minimiser θ*, and then
+    Applies when ρ > 0, the rule is SAM or ASAM, every loss is convex in θ (``problem.model.convex``) and
+    the optimizer adds no weight decay, so the perturbation is built from the gradient of the whole
+    convex objective Φ = F + r: a root needs ∇Φ(ŵ) = 0, so ŵ = θ + ε is a minimiser θ*, and then
     gᵀ(θ − θ*) = −gᵀε = −ρ‖g‖ (SAM) or −ρ‖Tg‖ (ASAM) < 0, while convexity demands gᵀ(θ − θ*) ≥ 0.
     """
-    convex = isinstance(problem.model, (LogisticRegression, SoftmaxRegression))
-    no_decay = not np.any(problem.weight_decay)
-    whole_objective = problem.regularization == "coupled" or no_decay
-    if not (sam.rho > 0 and sam.rule in ("sam", "asam") and convex and whole_objective):
+    whole_objective = not np.any(lam_out(optimizer))
+    if not (sam.rho > 0 and sam.rule in ("sam", "asam") and problem.model.convex and whole_objective):
         return None
-    mode = ("coupled mode" if problem.regularization == "coupled" and not no_decay
-            else "λ = 0")
+    what = "an L2 term in the loss" if np.any(problem.l2) else "no regularisation"
     return (
-        f"G(θ) = 0 has no solution for the {sam.rule.upper()} rule with rho={sam.rho} > 0 in {mode} on "
-        f"the convex {problem.model.name} objective Φ: a root would need ∇Φ(θ + ε) = 0, i.e. θ + ε = θ* "
-        f"(a minimiser), but then gᵀ(θ − θ*) = −gᵀε < 0 contradicts the monotonicity of ∇Φ. "
-        f"Full-batch training ends in a 2-cycle around θ* instead of converging (docs/closed_form.md). Use "
-        f"refsam.trajectory_influence, which is exact for the recorded run, or decoupled mode with "
-        f"weight_decay > 0."
+        f"G(θ) = 0 has no solution for the {sam.rule.upper()} rule with rho={sam.rho} > 0 with {what} and no "
+        f"optimizer weight decay on the convex {problem.model.name} objective Φ: a root would need "
+        f"∇Φ(θ + ε) = 0, i.e. θ + ε = θ* (a minimiser), but then gᵀ(θ − θ*) = −gᵀε < 0 contradicts the "
+        f"monotonicity of ∇Φ. Full-batch training ends in a 2-cycle around θ* instead of converging "
+        f"(docs/closed_form.md). Use refsam.trajectory_influence, which is exact for the recorded run, or "
+        f"weight decay in the optimizer (refsam.SGD(..., weight_decay=λ) with λ > 0)."
     )
 
 
 # -- root finding ---------------------------------------------------------------------------------------
-def _safe_norm(problem: Problem, sam: SAM, theta: Array, weights: Array | None) -> float:
+def _safe_norm(problem: Problem, sam: SAM, optimizer: Optimizer | None, theta: Array,
+               weights: Array | None) -> float:
     """‖G(θ)‖, or inf where G is undefined (‖g‖ = 0 under SAM/ASAM) or not finite."""
     try:
         with np.errstate(over="ignore", invalid="ignore"):
-            G = descent_direction(problem, sam, theta, None, weights).direction
+            G = residual(problem, sam, optimizer, theta, weights)
     except ZeroGradientError:
         return float("inf")
     r = float(np.linalg.norm(G))
@@ -287,23 +288,23 @@ def _newton_direction(J: Array, G: Array) -> Array:
         return np.asarray(np.linalg.lstsq(J, -G, rcond=None)[0], dtype=np.float64)
 
 
-def _damped_newton(problem: Problem, sam: SAM, theta: Array, weights: Array | None, tol: float,
-                   max_iter: int) -> tuple[Array, float, int, str]:
+def _damped_newton(problem: Problem, sam: SAM, optimizer: Optimizer | None, theta: Array,
+                   weights: Array | None, tol: float, max_iter: int) -> tuple[Array, float, int, str]:
     """Newton on G with backtracking on ‖G‖ (Armijo), then up to POLISH_STEPS full steps past `tol`.
 
     Stopping rule: ‖G‖ ≤ tol and the polish steps no longer lower ‖G‖; or `max_iter` Jacobians; or a
     stall (no step length ≥ MIN_STEP lowers ‖G‖ sufficiently). Returns (θ, ‖G‖, iterations, reason).
     """
-    r = _safe_norm(problem, sam, theta, weights)
+    r = _safe_norm(problem, sam, optimizer, theta, weights)
     if not np.isfinite(r):
         return theta, r, 0, "G is undefined or not finite at the starting point"
     polish_left = POLISH_STEPS
     for it in range(1, max_iter + 1):
-        lin = linearise(problem, sam, theta, weights)
+        lin = linearise(problem, sam, theta, weights, optimizer=optimizer)
         step = _newton_direction(lin.jacobian, lin.residual)  # J s = −G
         if r <= tol:  # polishing: accept a full step only while it lowers ‖G‖
             candidate = theta + step
-            r_new = _safe_norm(problem, sam, candidate, weights)
+            r_new = _safe_norm(problem, sam, optimizer, candidate, weights)
             polish_left -= 1
             if r_new < r:
                 theta, r = candidate, r_new
@@ -313,7 +314,7 @@ def _damped_newton(problem: Problem, sam: SAM, theta: Array, weights: Array | No
         alpha = 1.0
         while alpha >= MIN_STEP:
             candidate = theta + alpha * step
-            r_new = _safe_norm(problem, sam, candidate, weights)
+            r_new = _safe_norm(problem, sam, optimizer, candidate, weights)
             if r_new <= (1.0 - ARMIJO_C * alpha) * r:
                 break
             alpha /= 2.0
@@ -324,14 +325,14 @@ def _damped_newton(problem: Problem, sam: SAM, theta: Array, weights: Array | No
     return theta, r, max_iter, reason
 
 
-def _scipy_root(problem: Problem, sam: SAM, theta: Array, weights: Array | None, method: str,
-                max_iter: int) -> tuple[Array, float, int, str]:
+def _scipy_root(problem: Problem, sam: SAM, optimizer: Optimizer | None, theta: Array,
+                weights: Array | None, method: str, max_iter: int) -> tuple[Array, float, int, str]:
     """scipy.optimize.root with the hand Jacobian: 'hybr' (MINPACK Powell dogleg trust region) or 'lm'."""
     counter = {"jac": 0}
 
     def fun(t: Array) -> Array:
         try:
-            G = descent_direction(problem, sam, t, None, weights).direction
+            G = residual(problem, sam, optimizer, t, weights)
         except ZeroGradientError:
             G = np.full(problem.d, 1e300)
         return G
@@ -343,7 +344,7 @@ def _scipy_root(problem: Problem, sam: SAM, theta: Array, weights: Array | None,
             return last["J"]
         counter["jac"] += 1
         try:
-            J = linearise(problem, sam, t, weights).jacobian
+            J = linearise(problem, sam, t, weights, optimizer=optimizer).jacobian
         except ZeroGradientError:
             J = np.eye(problem.d)
         last["t"], last["J"] = np.array(t, dtype=np.float64), J
@@ -356,27 +357,27 @@ def _scipy_root(problem: Problem, sam: SAM, theta: Array, weights: Array | None,
         sol = scipy.optimize.root(fun, theta, jac=jac, method=method, options=options)
     theta_new = np.asarray(sol.x, dtype=np.float64)
     message = " ".join(str(sol.message).split())  # MINPACK messages contain line breaks
-    return theta_new, _safe_norm(problem, sam, theta_new, weights), counter["jac"], message
+    return theta_new, _safe_norm(problem, sam, optimizer, theta_new, weights), counter["jac"], message
 
 
 @reuse_derivatives()  # each Newton iterate: G and J at the same θ and ŵ
-def solve_fixed_point(problem: Problem, sam: SAM, theta0: ArrayLike, lr: float | None = None,
+def solve_fixed_point(problem: Problem, sam: SAM, theta0: ArrayLike, *, optimizer: Optimizer | None = None,
                       tol: float = TOL_DEFAULT, max_iter: int = 100, method: str = "auto",
-                      weights: ArrayLike | None = None, raise_on_failure: bool = True, *,
-                      momentum: float = 0.0, dampening: float = 0.0, nesterov: bool = False) -> FixedPoint:
+                      weights: ArrayLike | None = None, raise_on_failure: bool = True) -> FixedPoint:
     """Find a root θ̂ of the full-batch SAM residual G(θ; w) near ``theta0`` and diagnose it.
 
     Parameters
     ----------
     problem : Problem
-        Model, data, sample weights, λ and regularisation mode.
+        Model, data, sample weights and the loss's L2 term.
     sam : SAM
         Rule and radius ρ.
     theta0 : array (d,)
         Warm start (e.g. the end of a SAM run). The root found is the one this start leads to.
-    lr : float > 0, optional
-        η for the stability diagnostic ``spectral_radius`` of I − η ∂G/∂θ (or of the momentum
-        iteration, with ``momentum``).
+    optimizer : Optimizer, optional
+        The base optimizer of the training run (e.g. ``trajectory.optimizer()``): its weight decay is part
+        of G; its η (the last of a schedule) and momentum give the stability diagnostic
+        ``spectral_radius``. None: G without weight decay, no stability diagnostic.
     tol : float > 0
         The root is verified when ‖G(θ̂)‖₂ ≤ tol.
     max_iter : int >= 1
@@ -386,16 +387,13 @@ def solve_fixed_point(problem: Problem, sam: SAM, theta0: ArrayLike, lr: float |
         "hybr": MINPACK's trust-region dogleg (scipy.optimize.root) with the hand Jacobian.
         "newton": damped Newton with backtracking on ‖G‖. "lm": Levenberg–Marquardt. "auto" tries
         hybr, newton, lm in that order, each from ``theta0``, and returns the first verified root —
-        but when ``lr`` is given and that root is unstable (spectral radius ≥ 1: training with step
-        ``lr`` cannot converge to it, e.g. a saddle) it tries the remaining methods for a stable root
-        first. Trust-region results are polished with full Newton steps.
+        but when the optimizer gives a stability diagnostic and that root is unstable (spectral radius
+        ≥ 1: training with step η cannot converge to it, e.g. a saddle) it tries the remaining methods
+        for a stable root first. Trust-region results are polished with full Newton steps.
     weights : array (n,), optional
         Sample weights overriding ``problem.weights`` (used by the re-solving ground truth).
     raise_on_failure : bool
         If False, return the best point with ``converged=False`` instead of raising.
-    momentum, dampening, nesterov :
-        The base optimizer of the training run (``torch.optim.SGD``'s names): the roots are the same,
-        but whether training reaches one is decided by the momentum iteration's spectral radius.
 
     Returns
     -------
@@ -410,36 +408,35 @@ def solve_fixed_point(problem: Problem, sam: SAM, theta0: ArrayLike, lr: float |
 
     Cost: per iteration two Hessians and an O(d³) solve; then one LU and the spectral radius.
     """
-    theta0, weights = check_root_inputs(problem, sam, theta0, "theta0", weights)
+    theta0, weights = check_root_inputs(problem, sam, theta0, "theta0", weights, optimizer)
     tol = check_positive("tol", tol)
     max_iter = check_positive_int("max_iter", max_iter)
     method = check_choice("method", method, SOLVER_METHODS)
-    lr = None if lr is None else check_positive("lr", lr)
-    optimizer = SGDMomentum(momentum, dampening, nesterov)
-    reason = no_root_reason(problem, sam)
+    reason = no_root_reason(problem, sam, optimizer)
     if reason is not None:
-        raise NoFixedPointError(reason, residual=_safe_norm(problem, sam, theta0, weights),
+        raise NoFixedPointError(reason, residual=_safe_norm(problem, sam, optimizer, theta0, weights),
                                 reason="no fixed point exists", theta=None)
 
     methods = ("hybr", "newton", "lm") if method == "auto" else (method,)
-    best = (theta0, _safe_norm(problem, sam, theta0, weights))
+    best = (theta0, _safe_norm(problem, sam, optimizer, theta0, weights))
     reasons, total_iterations = [], 0
     first_root = None  # with `lr`, "auto" keeps looking past an unstable root for a stable one
     for name in methods:
         if name == "newton":
-            theta, r, its, why = _damped_newton(problem, sam, theta0, weights, tol, max_iter)
+            theta, r, its, why = _damped_newton(problem, sam, optimizer, theta0, weights, tol, max_iter)
         else:
-            theta, r, its, why = _scipy_root(problem, sam, theta0, weights, name, max_iter)
+            theta, r, its, why = _scipy_root(problem, sam, optimizer, theta0, weights, name, max_iter)
             if np.isfinite(r) and its < max_iter:  # polish within the same budget: MINPACK stops near
                 # 1e-12 relative, Newton finishes the job
-                theta, r, more, _ = _damped_newton(problem, sam, theta, weights, tol, max_iter - its)
+                theta, r, more, _ = _damped_newton(problem, sam, optimizer, theta, weights, tol,
+                                                   max_iter - its)
                 its += more
         total_iterations += its
         if r < best[1]:
             best = (theta, r)
         if r <= tol:
-            root = _make_fixed_point(problem, sam, theta, weights, total_iterations, name, tol, lr, theta0,
-                                     optimizer)
+            root = _make_fixed_point(problem, sam, optimizer, theta, weights, total_iterations, name, tol,
+                                     theta0)
             if root.stable is not False:
                 return root
             first_root = first_root or root
@@ -452,10 +449,9 @@ def solve_fixed_point(problem: Problem, sam: SAM, theta0: ArrayLike, lr: float |
     theta, r = best
     message = (f"no root of G with ‖G‖ <= tol={tol:.1e} found from `theta0` (best ‖G‖ = {r:.3e}). "
                + "; ".join(reasons)
-               + ". Try a better warm start (train longer first), a larger weight_decay, or a smaller rho.")
+               + ". Try a better warm start (train longer first), a larger weight decay, or a smaller rho.")
     if raise_on_failure:
         raise FixedPointError(message, residual=r, reason="; ".join(reasons), theta=theta)
     if not np.isfinite(r):
         raise FixedPointError(message, residual=r, reason="G undefined", theta=None)
-    return _make_fixed_point(problem, sam, theta, weights, total_iterations, "failed", tol, lr, theta0,
-                             optimizer)
+    return _make_fixed_point(problem, sam, optimizer, theta, weights, total_iterations, "failed", tol, theta0)

@@ -3,12 +3,14 @@
 Conventions
 -----------
 * Full batch, sample weights w (the problem's, unless ``weights`` is given), F_w = (1/n) Σ_i w_i ℓ_i.
-* G is the descent direction of one SAM step (:func:`refsam.training.descent_direction`, the one home
-  of that equation), with λ_in and λ_out from :meth:`~refsam.Problem.weight_decay_split`:
+* G is the optimizer's residual of one full-batch SAM step's descent gradient
+  (:func:`refsam.training.sam_gradient`, the one home of that equation), with λ_in = ``problem.l2`` (an
+  L2 term in the loss) and λ_out = the optimizer's ``weight_decay`` (0 without an optimizer):
 
       g = ∇F_w(θ) + λ_in θ,   ŵ = θ + ε(θ; g),   G(θ; w) = ∇F_w(ŵ) + λ_in ŵ + λ_out θ
 
-  A SAM solution θ̂ is a root, G(θ̂; w) = 0; one SAM step is θ − η G.
+  A SAM solution θ̂ is a root, G(θ̂; w) = 0; one plain SGD step is θ − η G (with momentum, the same
+  roots: the buffer vanishes there).
 * Names, with H(·) = ∇²F_w(·) and K(·) = H(·) + λ_in I:
 
       P  = ∂ε/∂g                          (d, d), symmetric
@@ -17,7 +19,7 @@ Conventions
       J  = ∂G/∂θ = K(ŵ)(I + E) + λ_out I   (d, d), NOT symmetric in general
       ∂G/∂w_j = (1/n) [∇ℓ_j(ŵ) + K(ŵ) P ∇ℓ_j(θ)]      (row j of an (n, d) matrix)
 
-  Decoupled mode (λ_in = 0, λ_out = λ): J = H(ŵ)(I + P H(θ) + S) + λI.
+  Weight decay in the optimizer only (λ_in = 0, λ_out = λ): J = H(ŵ)(I + P H(θ) + S) + λI.
 See docs/closed_form.md for the derivation.
 """
 
@@ -34,16 +36,19 @@ from numpy.typing import ArrayLike, NDArray
 from scipy.linalg import lapack
 
 from ..errors import InvalidInputError
+from ..models import BatchDerivatives
 from ..objective import Problem, decay_matrix
 from ..sam import SAM
 from ..tolerances import COND_WARN
-from ..training import StepTerms, descent_direction
+from ..training import Optimizer, StepTerms, check_optimizer, check_problem_sam, perturbations, residual
+from ..training.linearised import Curvature, ExactCurvature, LinearisedPerturbation, linearise_perturbations
 
 __all__ = [
     "Factorised",
     "factorise",
     "Linearisation",
     "check_root_inputs",
+    "lam_out",
     "linearise",
     "residual_jacobian",
     "residual_map",
@@ -56,85 +61,82 @@ Array = NDArray[np.float64]
 
 @dataclass(frozen=True, eq=False)
 class Linearisation:
-    """Every term of G and of its derivatives at one θ (names in the module docstring).
+    """G and J at one θ (names in the module docstring), from the step's one linearisation.
 
-    g, eps, w_hat = θ + ε, residual = G: (d,); H_theta = H(θ), H_hat = H(ŵ), P = ∂ε/∂g, S = ∂ε/∂θ|_g,
-    E = P K(θ) + S, jacobian = J: (d, d); lam_in, lam_out: floats. ``D`` and ``D_theta`` are 0.1's names
-    for ``P`` and ``S``.
+    ``part`` is the full-batch step's :class:`~refsam.training.linearised.LinearisedPerturbation` (its
+    curvatures at θ and ŵ, P, S and every product); residual = G (d,), jacobian = J (d, d);
+    lam_in, lam_out: floats or arrays (d,).
     """
 
     theta: Array
-    g: Array
-    eps: Array
-    w_hat: Array
+    part: LinearisedPerturbation
     residual: Array
-    H_theta: Array
-    H_hat: Array
-    P: Array
-    S: Array
-    E: Array
     jacobian: Array
     lam_in: float | Array
     lam_out: float | Array
-    sam: SAM | None = None  # the rule, for O(d²) products with P (None: the dense P)
+
+    @property
+    def g(self) -> Array:
+        return self.part.g
+
+    @property
+    def w_hat(self) -> Array:
+        return self.part.w_hat
+
+    @property
+    def H_theta(self) -> Array:
+        """C(θ), the curvature at θ (the Hessian by default), (d, d)."""
+        return self.part.at_theta.matrix()
+
+    @property
+    def H_hat(self) -> Array:
+        """C(ŵ), (d, d)."""
+        return self.part.at_w_hat.matrix()
 
     def P_times(self, A: Array) -> Array:
-        """P A = (∂ε/∂g) A for a block A (d, k): O(dk) from P's structure when the rule is known."""
-        if self.sam is None:
-            return self.P @ A
-        return self.sam.jvp_g(self.theta, self.g, A)
-
-    @property
-    def D(self) -> Array:
-        """∂ε/∂g (0.1's name; the same matrix as ``P``)."""
-        return self.P
-
-    @property
-    def D_theta(self) -> Array:
-        """∂ε/∂θ|_g (0.1's name; the same matrix as ``S``)."""
-        return self.S
+        """P A = (∂ε/∂g) A for a block A (d, k): O(dk) from P's structure."""
+        return self.part.P(A)
 
     def K_hat(self) -> Array:
-        """K(ŵ) = H(ŵ) + λ_in I (diag(λ_in) for a per-coordinate λ), (d, d)."""
+        """K(ŵ) = C(ŵ) + λ_in I (diag(λ_in) for a per-coordinate λ), (d, d)."""
         return self.H_hat + decay_matrix(self.lam_in, self.H_hat.shape[0])
+
+
+def lam_out(optimizer: Optimizer | None) -> float | Array:
+    """λ_out, the optimizer's weight decay at the unperturbed point (0 without an optimizer)."""
+    return 0.0 if optimizer is None else optimizer.weight_decay
 
 
 def linearise(problem: Problem, sam: SAM, theta: Array, weights: ArrayLike | None = None,
               terms: StepTerms | None = None,
-              hessian: Callable[[Array], Array] | None = None) -> Linearisation:
-    """All terms of G and J at θ (module docstring); trusts its inputs.
+              curvature: Callable[[BatchDerivatives], Curvature] | None = None,
+              optimizer: Optimizer | None = None) -> Linearisation:
+    """G and J at θ (module docstring) on the full batch; trusts its inputs.
 
-    Cost: two Hessians and one d × d matrix product: E = P K(θ) + S in O(d²) from the structure
-    P = s T (I − c u uᵀ) T (``SAM.jvp_g`` on the columns of K(θ)) and S = diag(a) − b cᵀ, then
-    J = K(ŵ) + K(ŵ) E + λ_out I, the one O(d³) product. ``terms``: the full-batch step at θ if the
-    caller has it already (``descent_direction(problem, sam, theta, None, weights)``). ``hessian``: the
-    curvature x ↦ C(x) (d, d) to use in place of H(x) (:mod:`refsam.influence.operators`); None: H.
+    J = M + λ_out I with M the step's :meth:`~refsam.training.linearised.LinearisedPerturbation.jacobian`
+    (the one formula). Cost: two Hessians and one d × d matrix product. ``terms``: the full-batch step at
+    θ if the caller has it already (its g and ŵ are used as given). ``curvature``: builds C(x) from the
+    derivatives at x (:mod:`refsam.influence.operators`); None: the exact Hessian. ``optimizer``: whose
+    weight decay is λ_out (None: 0).
     """
-    lam_in, lam_out = problem.weight_decay_split()
-    if terms is None:
-        terms = descent_direction(problem, sam, theta, None, weights)
-    if hessian is None:
-        def hessian(x: Array) -> Array:
-            return problem.hessian(x, None, weights)
-    H_theta = hessian(theta)  # (d, d)
-    H_hat = hessian(terms.w_hat)  # (d, d)
-    P = sam.jacobian_g(theta, terms.g)  # ∂ε/∂g (O(d²) to form)
-    S = sam.jacobian_theta(theta, terms.g)  # ∂ε/∂θ|_g (O(d²) to form)
-    Lam_in, Lam_out = decay_matrix(lam_in, problem.d), decay_matrix(lam_out, problem.d)  # λ I or diag(λ_i)
-    E = sam.jvp_g(theta, terms.g, H_theta + Lam_in) + S  # dε/dθ = P K(θ) + S, O(d²)
-    K_hat = H_hat + Lam_in
-    jacobian = K_hat + K_hat @ E + Lam_out  # J = ∂G/∂θ = K(ŵ)(I + E) + λ_out
-    return Linearisation(theta, terms.g, terms.eps, terms.w_hat, terms.direction, H_theta, H_hat, P, S, E,
-                         jacobian, lam_in, lam_out, sam)
+    g, w_hat = (None, None) if terms is None else (terms.g, terms.w_hat)
+    parts = perturbations(problem, sam, theta, None, weights, g, w_hat)
+    (part,) = linearise_perturbations(problem, sam, theta, parts, curvature or ExactCurvature)
+    decay = lam_out(optimizer)
+    jacobian = part.jacobian() + decay_matrix(decay, problem.d)  # J = K(ŵ)(I + E) + λ_out
+    descent = parts[0].descent
+    G = descent if optimizer is None else optimizer.residual(theta, descent)
+    return Linearisation(theta, part, G, jacobian, problem.l2, decay)
 
 
 def check_root_inputs(problem: object, sam: object, theta: ArrayLike, name: str = "theta",
-                      weights: ArrayLike | None = None) -> tuple[Array, Array | None]:
-    """Validate (problem, sam, θ, weights) at the public boundary of the fixed-point methods."""
-    if not isinstance(problem, Problem):
-        raise InvalidInputError(f"`problem` must be a refsam.Problem, got {type(problem).__name__}")
-    if not isinstance(sam, SAM):
-        raise InvalidInputError(f"`sam` must be a refsam.SAM, got {type(sam).__name__}")
+                      weights: ArrayLike | None = None,
+                      optimizer: object = None) -> tuple[Array, Array | None]:
+    """Validate (problem, sam, θ, weights, optimizer) at the public boundary of the fixed-point methods."""
+    check_problem_sam(problem, sam)
+    assert isinstance(problem, Problem) and isinstance(sam, SAM)
+    if optimizer is not None:
+        check_optimizer(optimizer, problem.d)
     if sam.m_sharpness is not None and sam.m_sharpness < problem.n:
         raise InvalidInputError(
             f"`sam` uses m-sharpness (m_sharpness={sam.m_sharpness} < n={problem.n}): the "
@@ -144,37 +146,36 @@ def check_root_inputs(problem: object, sam: object, theta: ArrayLike, name: str 
     return theta, None if weights is None else problem.check_weights(weights)
 
 
-def residual_map(problem: Problem, sam: SAM, theta: ArrayLike, weights: ArrayLike | None = None) -> Array:
+def residual_map(problem: Problem, sam: SAM, theta: ArrayLike, weights: ArrayLike | None = None, *,
+                 optimizer: Optimizer | None = None) -> Array:
     """G(θ; w) = ∇F_w(ŵ) + λ_in ŵ + λ_out θ, ŵ = θ + ε(θ; g), shape (d,) (module docstring).
 
-    Decoupled mode: G = ∇F_w(θ + ε(θ; ∇F_w(θ))) + λθ. ``weights=None`` uses ``problem.weights``.
-    One SAM step is θ − η G(θ; w). Cost: two full-batch gradients.
+    With weight decay λ in the optimizer only: G = ∇F_w(θ + ε(θ; ∇F_w(θ))) + λθ. ``weights=None`` uses
+    ``problem.weights``; ``optimizer=None``: no optimizer weight decay. Cost: two full-batch gradients.
     """
-    theta_arr, w = check_root_inputs(problem, sam, theta, weights=weights)
-    return descent_direction(problem, sam, theta_arr, None, w).direction
+    theta_arr, w = check_root_inputs(problem, sam, theta, weights=weights, optimizer=optimizer)
+    return residual(problem, sam, optimizer, theta_arr, w)
 
 
-def residual_jacobian(problem: Problem, sam: SAM, theta: ArrayLike,
-                      weights: ArrayLike | None = None) -> Array:
+def residual_jacobian(problem: Problem, sam: SAM, theta: ArrayLike, weights: ArrayLike | None = None, *,
+                      optimizer: Optimizer | None = None) -> Array:
     """J = ∂G/∂θ = K(ŵ)(I + E) + λ_out I, E = P K(θ) + S, shape (d, d).
 
-    Decoupled mode: J = H(ŵ)(I + E) + λI with E = (∂ε/∂g) H(θ) (+ ASAM's ∂ε/∂θ|_g).
-    Cost: two Hessians and O(d³).
+    With weight decay λ in the optimizer only: J = H(ŵ)(I + E) + λI with E = (∂ε/∂g) H(θ) (+ ASAM's
+    ∂ε/∂θ|_g). Cost: two Hessians and O(d³).
     """
-    theta_arr, w = check_root_inputs(problem, sam, theta, weights=weights)
-    return linearise(problem, sam, theta_arr, w).jacobian
+    theta_arr, w = check_root_inputs(problem, sam, theta, weights=weights, optimizer=optimizer)
+    return linearise(problem, sam, theta_arr, w, optimizer=optimizer).jacobian
 
 
 def weight_jacobian(problem: Problem, lin: Linearisation) -> Array:
     """Rows ∂G/∂w_j = (1/n)[∇ℓ_j(ŵ) + K(ŵ) P ∇ℓ_j(θ)], shape (n, d); trusts its inputs."""
-    grads_hat = problem.per_sample_grads(lin.w_hat)  # ∇ℓ_j(ŵ), (n, d)
-    grads_theta = problem.per_sample_grads(lin.theta)  # ∇ℓ_j(θ), (n, d)
-    M_T = lin.P_times(lin.K_hat())  # (K(ŵ) P)ᵀ = P K(ŵ) (both symmetric), O(d²) from P's structure
-    return (grads_hat + grads_theta @ M_T) / problem.n  # (n, d)
+    return lin.part.weight_rows() / problem.n  # (n, d)
 
 
 def residual_weight_jacobian(problem: Problem, sam: SAM, theta: ArrayLike,
                              weights: ArrayLike | None = None) -> Array:
+    # (the optimizer's weight decay does not depend on w: ∂G/∂w is the same with or without it)
     """∂G/∂w, shape (n, d): row j is ∂G/∂w_j = (1/n)[∇ℓ_j(ŵ) + K(ŵ) (∂ε/∂g) ∇ℓ_j(θ)].
 
     The first term moves the descent gradient ∇F_w(ŵ); the second moves ŵ through g = ∇F_w(θ)

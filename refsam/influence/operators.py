@@ -42,10 +42,11 @@ from ..errors import InvalidInputError
 from ..models import BatchDerivatives, LayerFactors
 from ..objective import Problem, decay_matrix, decay_times
 from ..sam import SAM
-from ..training import StepTerms, descent_direction
+from ..training import Optimizer, StepTerms, perturbations
+from ..training.linearised import LinearisedPerturbation
 from ..validation import check_choice
 from .fixed_point import FixedPoint
-from .linearisation import check_root_inputs, linearise
+from .linearisation import check_root_inputs, lam_out
 from .methods import CLOSED_FORM_VARIANTS
 
 __all__ = ["CURVATURES", "Curvature", "SystemOperators", "curvature_at", "system_operators"]
@@ -98,6 +99,13 @@ class Curvature:
         """Use an already-formed C(x) (d, d), e.g. the Hessian a dense solve built: products become
         matrix products instead of new Hessian-vector products (the same numbers to rounding)."""
         self._dense = matrix
+
+    def times_and_rows(self, V: Array) -> tuple[Array, Array]:
+        """(C(x) V, the per-sample rows ∇ℓ_j(x)ᵀ V (n, k)); the exact curvature shares one forward pass."""
+        if self.kind == "exact" and self._dense is None:
+            self.count[0] += V.shape[1]
+            return self.derivatives.hvp_and_jvp(V)
+        return self.times(V), self.derivatives.jvp(V)
 
     def times(self, V: Array) -> Array:
         """C(x) V, (d, k)."""
@@ -181,20 +189,23 @@ class SystemOperators:
       "erm", or ρ = 0 with any rule: then P = S = 0).
     """
 
-    def __init__(self, problem: Problem, sam: SAM, theta: Array, variant: str, curvature: str,
-                 terms: StepTerms | None = None) -> None:
+    def __init__(self, problem: Problem, sam: SAM, optimizer: Optimizer | None, theta: Array, variant: str,
+                 curvature: str, terms: StepTerms | None = None) -> None:
         self.problem, self.sam, self.theta, self.variant = problem, sam, theta, variant
+        self.optimizer = optimizer
         self.curvature_kind = check_choice("curvature", curvature, CURVATURES)
-        self.terms = descent_direction(problem, sam, theta) if terms is None else terms
+        g, w_hat = (None, None) if terms is None else (terms.g, terms.w_hat)
+        (self.step,) = perturbations(problem, sam, theta, None, None, g, w_hat)  # the full-batch step at θ
         self.count = [0]
-        self.lam_in, self.lam_out = problem.weight_decay_split()
-        self.lam = problem.weight_decay  # the frozen and erm variants' Λ
+        self.lam_out = lam_out(optimizer)
+        self.lam = problem.l2 + self.lam_out  # the frozen and erm variants' Λ
         d, n = problem.d, problem.n
         if variant == "full":
-            self.at_hat = curvature_at(problem, self.terms.w_hat, curvature, self.count)
+            self.at_hat = curvature_at(problem, self.step.w_hat, curvature, self.count)
             self.at_theta = curvature_at(problem, theta, curvature, self.count)
+            self.part = self._linearised(self.at_theta, self.at_hat)
         else:
-            point = self.terms.w_hat if variant == "frozen" else theta
+            point = self.step.w_hat if variant == "frozen" else theta
             self.at_point = curvature_at(problem, point, curvature, self.count)
         self.symmetric = variant != "full" or sam.rho == 0.0  # ρ = 0: P = S = 0, J_C = K_C(θ) + λ_out
         self.jacobian = LinearOperator((d, d), matvec=self._J, rmatvec=self._J_T, matmat=self._J,
@@ -202,6 +213,10 @@ class SystemOperators:
         self.jacobian_T = self.jacobian.adjoint()
         self.weight_jacobian = LinearOperator((n, d), matvec=self._G_w, matmat=self._G_w,
                                               rmatvec=self._G_w_T, rmatmat=self._G_w_T, dtype=np.float64)
+
+    def _linearised(self, at_theta: Curvature, at_hat: Curvature) -> LinearisedPerturbation:
+        """The step's one linearisation with the curvature C in place of H at both points."""
+        return LinearisedPerturbation(self.sam, self.problem.l2, self.theta, self.step, at_theta, at_hat)
 
     @property
     def products(self) -> int:
@@ -220,24 +235,20 @@ class SystemOperators:
         other = SystemOperators.__new__(SystemOperators)
         other.__dict__.update(self.__dict__)
         if self.variant == "full":
-            other.at_hat, other.at_theta = draw(self.terms.w_hat), draw(self.theta)
+            other.at_hat, other.at_theta = draw(self.step.w_hat), draw(self.theta)
+            other.part = other._linearised(other.at_theta, other.at_hat)
         else:
             other.at_point = draw(self.at_point.derivatives.theta)
         d = self.problem.d
         return LinearOperator((d, d), matvec=other._J_T, matmat=other._J_T, dtype=np.float64)
 
-    # -- J_C and J_Cᵀ ---------------------------------------------------------------------------------
-    def _K(self, curvature: Curvature, V: Array) -> Array:
-        return curvature.times(V) + decay_times(self.lam_in, V)  # K_C(x) V
-
+    # -- J_C and J_Cᵀ: the step's tangent and cotangent (+ λ_out) ---------------------------------------
     def _J(self, V: Any) -> Array:
         V, single = _columns(V)
         if self.variant != "full":
             out = self.at_point.times(V) + decay_times(self.lam, V)
         else:
-            theta, g = self.theta, self.terms.g
-            moved = V + self.sam.jvp_g(theta, g, self._K(self.at_theta, V)) + self.sam.jvp_theta(theta, g, V)
-            out = self._K(self.at_hat, moved) + decay_times(self.lam_out, V)  # K(ŵ)(I + E) V + λ_out V
+            out = self.part.tangent(V) + decay_times(self.lam_out, V)  # K(ŵ)(I + E) V + λ_out V
         return out[:, 0] if single else out
 
     def _J_T(self, U: Any) -> Array:
@@ -245,10 +256,9 @@ class SystemOperators:
         if self.variant != "full":
             out = self.at_point.times(U) + decay_times(self.lam, U)
         else:
-            theta, g = self.theta, self.terms.g
-            Q = self._K(self.at_hat, U)  # K(ŵ) U
-            E_T_Q = self._K(self.at_theta, self.sam.jvp_g(theta, g, Q)) + self.sam.vjp_theta(theta, g, Q)
-            out = Q + E_T_Q + decay_times(self.lam_out, U)  # (I + Eᵀ) K(ŵ) U + λ_out U
+            MtU = self.part.cotangent(U)[0]
+            assert MtU is not None
+            out = MtU + decay_times(self.lam_out, U)  # (I + Eᵀ) K(ŵ) U + λ_out U
         return out[:, 0] if single else out
 
     # -- ∂G/∂w -----------------------------------------------------------------------------------------
@@ -258,33 +268,25 @@ class SystemOperators:
         if self.variant != "full":
             out = self.at_point.derivatives.jvp(V) / problem.n
         else:
-            moved = self.sam.jvp_g(self.theta, self.terms.g, self._K(self.at_hat, V))  # P K(ŵ) V
-            out = (self.at_hat.derivatives.jvp(V) + self.at_theta.derivatives.jvp(moved)) / problem.n
+            out = self.part.cotangent(V, jacobian=False)[1] / problem.n  # rows (∂g̃/∂c_j)ᵀ V, c_j = w_j/n
         return out[:, 0] if single else out
 
     def _G_w_T(self, U: Any) -> Array:
         U, single = _columns(U)
         problem = self.problem
-        cols = []
-        for u in U.T:  # Σ_j u_j ∇ℓ_j(x) is one weighted gradient per column
-            if self.variant != "full":
-                cols.append(_weighted_grad(problem, self.at_point.derivatives, u))
-            else:
-                inner = _weighted_grad(problem, self.at_theta.derivatives, u)
-                moved = self._K(self.at_hat, self.sam.jvp_g(self.theta, self.terms.g, inner[:, None]))[:, 0]
-                cols.append(_weighted_grad(problem, self.at_hat.derivatives, u) + moved)
-        out = np.stack(cols, axis=1) / problem.n
+        if self.variant != "full":
+            out = np.stack([_weighted_grad(problem, self.at_point.derivatives, u) for u in U.T], axis=1)
+        else:
+            out = self.part.weight_tangent(U)
+        out = out / problem.n
         return out[:, 0] if single else out
 
     # -- dense, for the direct solver -------------------------------------------------------------------
     def dense_jacobian(self) -> Array:
-        """J_C (d, d), from the curvature's dense matrices (linearise's one formula for "full")."""
+        """J_C (d, d), from the curvature's dense matrices (the step's one formula for "full")."""
         if self.variant != "full":
             return self.at_point.matrix() + decay_matrix(self.lam, self.problem.d)
-        def curvature(x: Array) -> Array:  # linearise asks for C(θ) and C(ŵ), by these very arrays
-            return self.at_hat.matrix() if x is self.terms.w_hat else self.at_theta.matrix()
-
-        return linearise(self.problem, self.sam, self.theta, terms=self.terms, hessian=curvature).jacobian
+        return self.part.jacobian() + decay_matrix(self.lam_out, self.problem.d)
 
 
 def _weighted_grad(problem: Problem, derivatives: BatchDerivatives, u: Array) -> Array:
@@ -298,15 +300,17 @@ def _columns(V: Any) -> tuple[Array, bool]:
 
 
 def system_operators(problem: Problem, sam: SAM, theta: ArrayLike | FixedPoint, variant: str = "full",
-                     curvature: str = "exact") -> SystemOperators:
+                     curvature: str = "exact", *, optimizer: Optimizer | None = None) -> SystemOperators:
     """The closed form's J_C, J_Cᵀ and ∂G/∂w at ``theta`` as LinearOperators (:class:`SystemOperators`).
 
     Nothing d × d is formed for ``curvature="exact"`` or ``"gauss_newton"``; K-FAC and EK-FAC form their
     Kronecker factors only. ``theta`` need not be a root (the operators are those of the linearisation
-    at θ); :func:`refsam.hessian_influence` checks the root before it solves.
+    at θ); :func:`refsam.hessian_influence` checks the root before it solves. ``optimizer`` (default: a
+    FixedPoint's) gives λ_out.
     """
     if isinstance(theta, FixedPoint):
+        optimizer = theta.optimizer if optimizer is None else optimizer
         theta = theta.theta
-    theta_arr, _ = check_root_inputs(problem, sam, theta)
+    theta_arr, _ = check_root_inputs(problem, sam, theta, optimizer=optimizer)
     variant = check_choice("variant", variant, CLOSED_FORM_VARIANTS)
-    return SystemOperators(problem, sam, theta_arr, variant, curvature)
+    return SystemOperators(problem, sam, optimizer, theta_arr, variant, curvature)

@@ -24,8 +24,10 @@ from numpy.typing import ArrayLike, NDArray
 
 from ..errors import InvalidInputError, check_finite_result
 from ..objective import Problem
+from ..training import Optimizer
 from ..validation import check_choice, check_nonnegative, check_positive_int, check_random_state
 from .fixed_point import FixedPoint
+from .linearisation import lam_out
 
 __all__ = ["TRAK_CURVATURES", "trak_influence"]
 
@@ -36,15 +38,18 @@ Array = NDArray[np.float64]
 
 def trak_influence(problem: Problem, theta: ArrayLike | FixedPoint, X_test: ArrayLike, y_test: ArrayLike,
                    dimension: int, *, curvature: str = "fisher", damping: float | None = None,
-                   seed: object = 0) -> Array:
+                   seed: object = 0, optimizer: Optimizer | None = None) -> Array:
     """TRAK-style influence of every training point on every test loss, shape (n_train, n_test).
 
     ``theta``: the point x the gradients are taken at; ``dimension``: k, the projection's width
-    (1 ≤ k ≤ d); ``curvature``: "fisher" or "exact"; ``damping``: λ (default: the weight decay);
+    (1 ≤ k ≤ d); ``curvature``: "fisher" or "exact"; ``damping``: λ (default: the mean L2 the objective
+    carries, the loss's ``l2`` plus the optimizer's weight decay, from ``optimizer`` or a FixedPoint's);
     ``seed``: the projection's random state. Cost: O(n d k) for the projection, O(k³) for the solve.
     """
     if not isinstance(problem, Problem):
         raise InvalidInputError(f"`problem` must be a refsam.Problem, got {type(problem).__name__}")
+    if optimizer is None and isinstance(theta, FixedPoint):
+        optimizer = theta.optimizer
     x = problem.check_theta(theta.theta if isinstance(theta, FixedPoint) else theta)
     X_test, y_test = problem.check_test(X_test, y_test)
     k = check_positive_int("dimension", dimension)
@@ -52,7 +57,7 @@ def trak_influence(problem: Problem, theta: ArrayLike | FixedPoint, X_test: Arra
         raise InvalidInputError(f"`dimension` must be at most d = {problem.d}, got {k}")
     curvature = check_choice("curvature", curvature, TRAK_CURVATURES)
     if damping is None:
-        lam = float(np.mean(problem.weight_decay))
+        lam = float(np.mean(problem.l2 + lam_out(optimizer)))
     else:
         lam = check_nonnegative("damping", damping)
     P = check_random_state(seed).standard_normal((problem.d, k)) / np.sqrt(k)

@@ -53,7 +53,7 @@ from .suite import (
     CASE_SPECS,
     MODELS,
     OUTPUT_METHODS,
-    REGULARIZATIONS,
+    PENALTIES,
     RTOL_EXACT,
     RULES,
     TARGETS,
@@ -66,7 +66,7 @@ from .suite import (
 
 __all__ = [
     "ATOL", "BATCHINGS", "CASE_SPECS", "FORMAT_NAME", "MANIFEST_NAME", "MODELS", "OUTPUT_METHODS",
-    "REGULARIZATIONS", "RTOL_EXACT", "RULES", "SCHEMA_VERSION", "TARGETS", "TRAJECTORY_ARRAYS",
+    "PENALTIES", "RTOL_EXACT", "RULES", "SCHEMA_VERSION", "TARGETS", "TRAJECTORY_ARRAYS",
     "CaseCheck", "CaseFileError", "CaseSpec", "CheckReport", "ReferenceCase", "build_case", "case_ids",
     "check_scores", "compare", "export_cases", "load_case", "load_cases", "make_run", "read_manifest",
     "read_scores", "select_specs",

@@ -25,7 +25,7 @@ from ..ground_truth.parallel import check_parallel, shared_executor
 from ..models import model_from_spec
 from ..objective import Problem
 from ..sam import SAM
-from ..training import Trajectory
+from ..training import Optimizer, Trajectory, optimizer_from_config
 from ..version import __version__
 from .suite import ATOL, OUTPUT_RTOL, build_case, select_specs
 
@@ -44,7 +44,7 @@ __all__ = [
     "read_manifest",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the optimizer as an object ("optimizer") and the loss's "l2"; 1 is refused
 FORMAT_NAME = "refsam-reference-cases"
 MANIFEST_NAME = "manifest.json"
 
@@ -148,7 +148,7 @@ def export_cases(directory: str | os.PathLike[str], cases: str | None = None,
 # -- reading and verifying a case directory -------------------------------------------------------------
 _CASE_FIELDS = {
     "id": str, "file": str, "sha256": str, "model": dict, "rule": str, "rho": (int, float),
-    "kappa": (int, float), "weight_decay": (int, float), "regularization": str, "batching": str,
+    "kappa": (int, float), "l2": (int, float), "optimizer": dict, "penalty": str, "batching": str,
     "steps": int, "n_train": int, "n_test": int, "n_features": int, "n_params": int, "outputs": dict,
 }
 _OUTPUT_FIELDS = {"array": str, "shape": list, "rtol": (int, float), "atol": (int, float), "exact": bool}
@@ -185,6 +185,12 @@ def read_manifest(directory: str | os.PathLike[str], verify: bool = True) -> dic
         got = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
         raise _manifest_error(directory, f"`format` must be {FORMAT_NAME!r}, got {got!r}")
     version = manifest.get("schema_version")
+    if version == 1:
+        raise _manifest_error(directory, "`schema_version` 1 is refsam 0.1's (weight decay as "
+                                         "`weight_decay` + `regularization`, momentum as loose fields); "
+                                         f"this refsam reads schema_version {SCHEMA_VERSION} (`l2` and an "
+                                         "`optimizer` object): re-export the cases with "
+                                         "`refsam export-cases`")
     if version != SCHEMA_VERSION:
         raise _manifest_error(directory, f"`schema_version` {version!r} is not supported; this refsam "
                                          f"reads schema_version {SCHEMA_VERSION}: re-export the cases")
@@ -366,8 +372,12 @@ class ReferenceCase:
 
     def problem(self) -> Problem:
         m = self.meta
-        return Problem(model_from_spec(m["model"]), self.arrays["X"], self.arrays["y"], m["weight_decay"],
-                       self.arrays["weights"], m["regularization"])
+        a = self.arrays
+        return Problem(model_from_spec(m["model"]), a["X"], a["y"], a["weights"], l2=m["l2"])
+
+    def optimizer(self) -> Optimizer:
+        """The run's base optimizer, with its per-step rates ``lrs``."""
+        return optimizer_from_config(self.meta["optimizer"], self.arrays["lrs"])
 
     def sam(self) -> SAM:
         return SAM.from_config(self.meta)
@@ -375,13 +385,12 @@ class ReferenceCase:
     def trajectory(self) -> Trajectory:
         m, a = self.meta, self.arrays
         problem = self.problem()
-        config = {"model": m["model"], **self.sam().config(), "weight_decay": m["weight_decay"],
-                  "regularization": m["regularization"], "batch_size": m["batch_size"], "seed": None,
-                  "steps": m["steps"], "n": m["n_train"], "d": m["n_params"],
-                  "data_sha256": problem.data_fingerprint(), "momentum": m.get("momentum", 0.0),
-                  "dampening": m.get("dampening", 0.0), "nesterov": m.get("nesterov", False)}
+        config = {"model": m["model"], **self.sam().config(), "l2": m["l2"], "optimizer": m["optimizer"],
+                  "batch_size": m["batch_size"], "seed": None, "steps": m["steps"], "n": m["n_train"],
+                  "d": m["n_params"], "data_sha256": problem.data_fingerprint()}
+        states = {k[len("state_"):]: v for k, v in a.items() if k.startswith("state_")}
         return Trajectory(a["thetas"], a["epsilons"], self.batches, a["lrs"], a["weights"], config,
-                          buffers=a.get("buffers"))
+                          states=states)
 
     def __repr__(self) -> str:
         return f"ReferenceCase({self.case_id!r}, outputs={sorted(self.meta['outputs'])})"

@@ -1,8 +1,9 @@
 """The reference suite's recipe: 51 small recorded SAM runs and their self-checked outputs.
 
-The suite spans model (logistic, softmax, mlp) × rule (sam, usam, asam) × regularisation (decoupled,
-coupled) × batching (full, minibatch) — 36 cases with plain SGD — plus, on minibatches in decoupled
-mode, 6 momentum cases (model × heavy ball, Nesterov; μ = 0.9) and 9 preset cases (model × the presets
+The suite spans model (logistic, softmax, mlp) × rule (sam, usam, asam) × penalty (λ as the
+optimizer's ``weight_decay``, or as the loss's ``l2``) × batching (full, minibatch) — 36 cases with
+plain SGD — plus, on minibatches with the optimizer's weight decay, 6 momentum cases (model × heavy
+ball, Nesterov; μ = 0.9) and 9 preset cases (model × the presets
 of the public implementations, :mod:`refsam.training.presets`, with heavy-ball momentum). Each has
 n_train = 12, n_test = 3, d ≤ 20, T = 20. :func:`make_run` is the deterministic recipe of one case;
 :func:`build_case` adds the exact influence and the ground truth, refusing to return a case whose
@@ -45,7 +46,7 @@ from ..tolerances import (
     RTOL_TRAJECTORY_FD,
     rel_err,
 )
-from ..training import Trajectory, preset, train
+from ..training import SGD, Trajectory, preset, train
 
 __all__ = [
     "ATOL",
@@ -54,7 +55,7 @@ __all__ = [
     "MODELS",
     "OUTPUT_METHODS",
     "OUTPUT_RTOL",
-    "REGULARIZATIONS",
+    "PENALTIES",
     "RTOL_EXACT",
     "RULES",
     "TARGETS",
@@ -70,7 +71,7 @@ Array = NDArray[np.float64]
 # -- the suite's axes and sizes -----------------------------------------------------------------------
 MODELS = ("logistic", "softmax", "mlp")
 RULES = ("sam", "usam", "asam")
-REGULARIZATIONS = ("decoupled", "coupled")
+PENALTIES = ("weight_decay", "l2")  # where λ sits: the optimizer's weight decay, or an L2 term in the loss
 BATCHINGS = ("full", "minibatch")
 
 N_TRAIN = 12  # training points per case
@@ -129,30 +130,30 @@ OPTIMIZERS = {"sgd": (0.0, False), "heavyball": (MOMENTUM, False), "nesterov": (
 
 @dataclass(frozen=True)
 class CaseSpec:
-    """One case: a point of the grid model × rule × regularisation × batching, with the base optimizer
-    (``sgd``, ``heavyball``, ``nesterov``) and optionally a preset of a public implementation."""
+    """One case: a point of the grid model × rule × penalty (where λ sits) × batching, with the base
+    optimizer (``sgd``, ``heavyball``, ``nesterov``) and optionally a preset of a public implementation."""
 
     model: str
     rule: str
-    regularization: str
+    penalty: str
     batching: str
     optimizer: str = "sgd"
     preset: str | None = None
 
     @property
     def case_id(self) -> str:
-        base = f"{self.model}-{self.rule}-{self.regularization}-{self.batching}"
+        base = f"{self.model}-{self.rule}-{self.penalty}-{self.batching}"
         return base + ("" if self.optimizer == "sgd" else f"-{self.optimizer}") + (
             f"-{self.preset}" if self.preset else "")
 
 
 _PRESET_RULES = {"pytorch-sam": "sam", "pytorch-sam-adaptive": "asam", "asam-official": "asam"}
 CASE_SPECS = (
-    tuple(CaseSpec(m, r, reg, b)
-          for m in MODELS for r in RULES for reg in REGULARIZATIONS for b in BATCHINGS)
-    + tuple(CaseSpec(m, "sam", "decoupled", "minibatch", o)
+    tuple(CaseSpec(m, r, pen, b)
+          for m in MODELS for r in RULES for pen in PENALTIES for b in BATCHINGS)
+    + tuple(CaseSpec(m, "sam", "weight_decay", "minibatch", o)
             for m in MODELS for o in ("heavyball", "nesterov"))
-    + tuple(CaseSpec(m, _PRESET_RULES[p], "decoupled", "minibatch", "heavyball", p)
+    + tuple(CaseSpec(m, _PRESET_RULES[p], "weight_decay", "minibatch", "heavyball", p)
             for m in MODELS for p in sorted(_PRESET_RULES))
 )
 
@@ -169,8 +170,8 @@ def select_specs(pattern: str | None) -> list[CaseSpec]:
     specs = [s for s in CASE_SPECS if fnmatch.fnmatchcase(s.case_id, pattern)]
     if not specs:
         raise InvalidInputError(
-            f"`cases` pattern {pattern!r} matches no case; ids look like 'logistic-sam-decoupled-full' "
-            f"(model-rule-regularization-batching)"
+            f"`cases` pattern {pattern!r} matches no case; ids look like 'logistic-sam-weight_decay-full' "
+            f"(model-rule-penalty-batching)"
         )
     return specs
 
@@ -184,12 +185,7 @@ def make_run(spec: CaseSpec) -> tuple[Problem, SAM, Trajectory, Array, NDArray[n
     )
     X, y = X_all[:N_TRAIN], y_all[:N_TRAIN]
     X_test, y_test = X_all[N_TRAIN:], y_all[N_TRAIN:]
-    problem = Problem(model, X, y, weight_decay=WEIGHT_DECAY, regularization=spec.regularization)
     momentum, nesterov = OPTIMIZERS[spec.optimizer]
-    if spec.preset is None:
-        sam = SAM(RHO[spec.rule], spec.rule, kappa=KAPPA)
-    else:
-        sam = preset(spec.preset, problem, RHO[spec.rule], momentum, nesterov).sam
     lr: float | Array
     if spec.batching == "full":
         batch_size, lr = None, LR
@@ -198,8 +194,15 @@ def make_run(spec: CaseSpec) -> tuple[Problem, SAM, Trajectory, Array, NDArray[n
         lr = LR * (1.0 - 0.5 * np.arange(STEPS) / STEPS)  # η_t = η (1 − t/(2T)), t = 0 … T−1
     if momentum:
         lr = (1.0 - momentum) * lr  # the same effective step size η/(1 − μ) as the SGD cases
-    trajectory = train(problem, sam, lr, STEPS, batch_size=batch_size, seed=seed, momentum=momentum,
-                       nesterov=nesterov)
+    in_loss = spec.penalty == "l2"
+    problem = Problem(model, X, y, l2=WEIGHT_DECAY if in_loss else 0.0)
+    optimizer = SGD(lr, momentum, nesterov=nesterov, weight_decay=0.0 if in_loss else WEIGHT_DECAY)
+    sam = SAM(RHO[spec.rule], spec.rule, kappa=KAPPA)
+    if spec.preset is not None:  # the public implementation's rule, optimizer and λ placement
+        chosen = preset(spec.preset, Problem(model, X, y), RHO[spec.rule], optimizer.lr, WEIGHT_DECAY,
+                        momentum, nesterov)
+        problem, sam, optimizer = chosen.problem, chosen.sam, chosen.optimizer
+    trajectory = train(problem, sam, optimizer, STEPS, batch_size=batch_size, seed=seed)
     return problem, sam, trajectory, X_test, y_test
 
 
@@ -207,22 +210,21 @@ def _closed_form_outputs(problem: Problem, sam: SAM, trajectory: Trajectory, X_t
                          y_test: NDArray[np.int64], executor: Executor | None = None
                          ) -> tuple[dict[str, Any], dict[str, Any], str]:
     """(arrays, outputs-metadata, status) of the closed form, or ({}, {}, reason) without a verified root."""
-    lr = float(trajectory.lrs[0])
+    optimizer = trajectory.optimizer().replace(lr=float(trajectory.lrs[0]))
     # Warm start: θ_T after ROOT_WARMUP_STEPS more full-batch steps (T = 20 steps end too far from the
     # MLP roots for the root finder; the root found is the one the run is heading for).
-    warm = train(problem, sam, lr, ROOT_WARMUP_STEPS, theta0=trajectory.theta_final).theta_final
+    warm = train(problem, sam, optimizer, ROOT_WARMUP_STEPS, theta0=trajectory.theta_final).theta_final
     try:
-        root = solve_fixed_point(problem, sam, warm, lr=lr, tol=ROOT_TOL)
+        root = solve_fixed_point(problem, sam, warm, optimizer=optimizer, tol=ROOT_TOL)
     except FixedPointError as exc:
         return {}, {}, f"no verified root: {str(exc).splitlines()[0]}"
     theta_hat = root.theta
     arrays = {"theta_hat": theta_hat}
     for variant, name in (("full", "closed_form"), ("frozen", "closed_form_frozen"),
                           ("erm", "closed_form_erm")):
-        arrays[f"influence_{name}"] = hessian_influence(problem, sam, theta_hat, X_test, y_test,
-                                                        variant=variant)
+        arrays[f"influence_{name}"] = hessian_influence(problem, sam, root, X_test, y_test, variant=variant)
     arrays["influence_closed_form_fd"] = finite_difference_root_influence(
-        problem, sam, theta_hat, X_test, y_test, h=FD_STEP, executor=executor
+        problem, sam, root, X_test, y_test, h=FD_STEP, executor=executor
     )
     err = rel_err(arrays["influence_closed_form"], arrays["influence_closed_form_fd"])
     if not err <= RTOL_CLOSED_FORM_FD:
@@ -231,7 +233,7 @@ def _closed_form_outputs(problem: Problem, sam: SAM, trajectory: Trajectory, X_t
     # What a matrix-free implementation needs to check its products before its solver: J v and Jᵀ v for
     # stored probe vectors, from Hessian-vector products, confirmed against the dense J.
     probes = np.random.default_rng(PROBE_SEED).standard_normal((problem.d, N_PROBES))
-    ops = system_operators(problem, sam, theta_hat)
+    ops = system_operators(problem, sam, root)
     arrays["probe_vectors"] = probes
     arrays["jacobian_products"] = ops.jacobian.matmat(probes)
     arrays["jacobian_T_products"] = ops.jacobian_T.matmat(probes)
@@ -256,7 +258,7 @@ def _closed_form_outputs(problem: Problem, sam: SAM, trajectory: Trajectory, X_t
         outputs[name]["probe"] = {"array": "probe_vectors"}
     outputs["closed_form"]["root"] = {
         "array": "theta_hat", "residual": float(f"{root.residual:.3e}"),
-        "condition_number": float(f"{root.condition_number:.3e}"), "lr": lr,
+        "condition_number": float(f"{root.condition_number:.3e}"), "lr": root.lr,
         "spectral_radius": float(f"{root.spectral_radius:.6f}"),
     }
     status = (f"verified root: ||G(theta_hat)|| = {root.residual:.1e}, cond(dG/dtheta) = "
@@ -291,8 +293,8 @@ def build_case(spec: CaseSpec, executor: Executor | None = None) -> tuple[dict[s
         "batch_indices": np.concatenate(trajectory.batches).astype(np.int64), "batch_offsets": offsets,
         "test_losses": problem.model.losses(trajectory.theta_final, X_test, y_test),
     }
-    if trajectory.buffers is not None:
-        arrays["buffers"] = trajectory.buffers  # buf_0 … buf_{T−1}, (T, d): the momentum state
+    for name, values in trajectory.states.items():  # the optimizer's state after each step, (T, d)
+        arrays[f"state_{name}"] = values  # "momentum_buffer": buf_0 … buf_{T−1}
     exact = trajectory_influence(problem, trajectory, X_test, y_test, method="adjoint")
     fd = finite_difference_replay(problem, trajectory, X_test, y_test, h=FD_STEP, executor=executor)
     err = rel_err(exact, fd)
@@ -317,24 +319,23 @@ def build_case(spec: CaseSpec, executor: Executor | None = None) -> tuple[dict[s
         "trajectory_parameters": _output("trajectory_parameters", (problem.n, problem.d), True, RTOL_EXACT,
                                          against="trajectory", err=chain_err, tolerance=RTOL_CHAIN_RULE),
     }
-    if spec.regularization == "decoupled" and spec.batching == "full":
+    if spec.penalty == "weight_decay" and spec.batching == "full":
         cf_arrays, cf_outputs, closed_form_status = _closed_form_outputs(problem, sam, trajectory,
                                                                          X_test, y_test, executor)
         arrays.update(cf_arrays)
         outputs.update(cf_outputs)
     else:
-        closed_form_status = ("not applicable: the closed form is defined for decoupled, full-batch "
-                              "runs at a root")
+        closed_form_status = ("not applicable: the closed form is computed for full-batch runs with the "
+                              "optimizer's weight decay, at a root")
     c = trajectory.config
     entry = {
         "id": spec.case_id,
         "model": c["model"],
         "rule": c["rule"], "rho": c["rho"], "kappa": c["kappa"],
-        "weight_decay": c["weight_decay"], "regularization": c["regularization"],
+        "l2": c["l2"], "optimizer": c["optimizer"], "penalty": spec.penalty,
         "batching": spec.batching, "batch_size": c["batch_size"],
         "steps": trajectory.steps,
         "lr_schedule": "constant" if spec.batching == "full" else "linear decay: lr_t = lr (1 - t / (2T))",
-        "momentum": c["momentum"], "dampening": c["dampening"], "nesterov": c["nesterov"],
         "norm_eps": sam.norm_eps, "preset": spec.preset,
         **({"t_mask": [bool(v) for v in sam.t_mask]} if sam.t_mask is not None else {}),
         "n_train": problem.n, "n_test": int(X_test.shape[0]), "n_features": problem.p,

@@ -12,8 +12,9 @@ never imports it, so the runtime dependencies stay numpy, scipy and autograd.
 Strategies
 ----------
 ``problems(...)``       a :class:`~refsam.Problem`: logistic, softmax or MLP model, X with bounded
-                        entries, valid labels, λ, regularisation mode, optional sample weights.
+                        entries, valid labels, the loss's λ (``l2``), optional sample weights.
 ``sam_configs(...)``    a :class:`~refsam.SAM`: rule, ρ, κ.
+``optimizers(steps)``   a :class:`~refsam.SGD`: η (constant or per step), weight decay, momentum.
 ``trajectories(...)``   a pair ``(problem, trajectory)``: a short recorded :func:`~refsam.train` run.
 
 ``influence_problems(...)``  an :class:`InfluenceProblem` (problem, sam, trajectory, X_test, y_test):
@@ -56,10 +57,10 @@ from typing import Any
 from numpy.typing import ArrayLike
 
 from ..models import ACTIVATIONS, MLP, AutogradDerivatives, LogisticRegression, Model, SoftmaxRegression
-from ..objective import REGULARIZATION_MODES, Problem
+from ..objective import Problem
 from ..sam import RULES, SAM
 from ..tolerances import FD_GRAD_STEP, RTOL_DERIVATIVE, RTOL_FD_DERIVATIVE, rel_err
-from ..training import Trajectory, train
+from ..training import SGD, Trajectory, train
 
 __all__ = [
     "MIN_POSITIVE_WEIGHT",
@@ -68,6 +69,7 @@ __all__ = [
     "assert_influence_close",
     "check_grads",
     "influence_problems",
+    "optimizers",
     "problems",
     "rel_err",
     "sam_configs",
@@ -87,8 +89,7 @@ def _bounded_floats(low: float, high: float) -> st.SearchStrategy[float]:
 @st.composite
 def problems(draw: Any, kinds: tuple[str, ...] = MODEL_KINDS, min_n: int = 2, max_n: int = 10,
              max_features: int = 3, max_classes: int = 3, max_abs_x: float = 2.0,
-             weight_decays: tuple[float, ...] = (0.0, 1e-2, 0.1),
-             regularizations: tuple[str, ...] = REGULARIZATION_MODES, weighted: bool | None = None,
+             l2s: tuple[float, ...] = (0.0, 0.0, 1e-2, 0.1), weighted: bool | None = None,
              activations: tuple[str, ...] = ACTIVATIONS, max_depth: int = 2, max_width: int = 3) -> Problem:
     """A small random :class:`~refsam.Problem`.
 
@@ -105,9 +106,8 @@ def problems(draw: Any, kinds: tuple[str, ...] = MODEL_KINDS, min_n: int = 2, ma
         K for softmax and MLP is drawn from 2..max_classes (logistic is always binary).
     max_abs_x : float
         Entries of X lie in [−max_abs_x, max_abs_x].
-    weight_decays : sequence of float
-        λ is drawn from these values.
-    regularizations : subset of ("decoupled", "coupled")
+    l2s : sequence of float
+        The loss's λ (``Problem(l2=λ)``, seen by the perturbation) is drawn from these values.
     weighted : bool or None
         True: sample weights w_i drawn from {0} ∪ [1e-100, 2] (MIN_POSITIVE_WEIGHT: a weight of 1e-308
         makes its gradients subnormal, where refsam raises NonFiniteResultError rather than compute);
@@ -127,13 +127,12 @@ def problems(draw: Any, kinds: tuple[str, ...] = MODEL_KINDS, min_n: int = 2, ma
         model = MLP((p, *hidden, n_classes), activation=draw(st.sampled_from(activations)))
     X = draw(arrays(np.float64, (n, p), elements=_bounded_floats(-max_abs_x, max_abs_x)))
     y = draw(arrays(np.int64, (n,), elements=st.integers(0, n_classes - 1)))
-    weight_decay = draw(st.sampled_from(weight_decays))
-    regularization = draw(st.sampled_from(regularizations))
+    l2 = draw(st.sampled_from(l2s))
     if weighted is None:
         weighted = draw(st.booleans())
     weight_values = st.one_of(st.just(0.0), _bounded_floats(MIN_POSITIVE_WEIGHT, 2.0))
     weights = draw(arrays(np.float64, (n,), elements=weight_values)) if weighted else None
-    return Problem(model, X, y, weight_decay=weight_decay, weights=weights, regularization=regularization)
+    return Problem(model, X, y, weights=weights, l2=l2)
 
 
 @st.composite
@@ -161,9 +160,32 @@ def sam_configs(draw: Any, rules: tuple[str, ...] = RULES, min_rho: float = 0.0,
 
 
 @st.composite
+def optimizers(draw: Any, steps: int, max_lr: float = 0.3, per_step_lr: bool | None = None,
+               weight_decays: tuple[float, ...] = (0.0, 1e-2, 0.1), momentum: bool | None = False) -> SGD:
+    """A :class:`~refsam.SGD` for a run of ``steps`` steps.
+
+    η is drawn from [1e-3, max_lr], constant or (``per_step_lr``; None: either) one value per step; the
+    weight decay from ``weight_decays``; ``momentum`` True: μ in [0.5, 0.95], Nesterov or not, dampening 0
+    (torch.optim.SGD semantics); False (default): plain SGD; None: either.
+    """
+    if per_step_lr is None:
+        per_step_lr = draw(st.booleans())
+    lr: Any
+    if per_step_lr:
+        lr = draw(arrays(np.float64, (steps,), elements=_bounded_floats(1e-3, max_lr)))
+    else:
+        lr = draw(_bounded_floats(1e-3, max_lr))
+    if momentum is None:
+        momentum = draw(st.booleans())
+    mu, nesterov = (draw(_bounded_floats(0.5, 0.95)), draw(st.booleans())) if momentum else (0.0, False)
+    return SGD(lr, mu, nesterov=nesterov, weight_decay=draw(st.sampled_from(weight_decays)))
+
+
+@st.composite
 def trajectories(draw: Any, problem_strategy: Any = None, sam_strategy: Any = None, min_steps: int = 1,
                  max_steps: int = 5, max_lr: float = 0.3, per_step_lr: bool | None = None,
-                 minibatch: bool | None = None, momentum: bool | None = False) -> tuple[Problem, Trajectory]:
+                 minibatch: bool | None = None, momentum: bool | None = False,
+                 weight_decays: tuple[float, ...] = (0.0, 1e-2, 0.1)) -> tuple[Problem, Trajectory]:
     """``(problem, trajectory)``: a short recorded SAM run on a drawn problem.
 
     Parameters
@@ -172,16 +194,11 @@ def trajectories(draw: Any, problem_strategy: Any = None, sam_strategy: Any = No
         Default :func:`problems` and :func:`sam_configs`.
     min_steps, max_steps : int
         Range of T.
-    max_lr : float
-        η is drawn from [1e-3, max_lr] (constant) or, with ``per_step_lr``, one value per step.
-    per_step_lr : bool or None
-        True: a per-step array η_t; False: a constant; None: either.
+    max_lr, per_step_lr, momentum, weight_decays :
+        The optimizer's, as :func:`optimizers` draws it.
     minibatch : bool or None
         True: a batch size in 1..n (seeded per-epoch shuffles, possibly a smaller last batch);
         False: full batch; None: either.
-    momentum : bool or None
-        True: a base optimizer with momentum μ in [0.5, 0.95], Nesterov or not, dampening 0
-        (torch.optim.SGD semantics); False (default): plain SGD; None: either.
 
     Notes
     -----
@@ -191,23 +208,13 @@ def trajectories(draw: Any, problem_strategy: Any = None, sam_strategy: Any = No
     problem = draw(problems() if problem_strategy is None else problem_strategy)
     sam = draw(sam_configs() if sam_strategy is None else sam_strategy)
     steps = draw(st.integers(min_steps, max_steps))
-    if per_step_lr is None:
-        per_step_lr = draw(st.booleans())
-    if per_step_lr:
-        lr = draw(arrays(np.float64, (steps,), elements=_bounded_floats(1e-3, max_lr)))
-    else:
-        lr = draw(_bounded_floats(1e-3, max_lr))
+    optimizer = draw(optimizers(steps, max_lr, per_step_lr, weight_decays, momentum))
     if minibatch is None:
         minibatch = draw(st.booleans())
     batch_size = draw(st.integers(1, problem.n)) if minibatch else None
     seed = draw(st.integers(0, 2**16))
-    if momentum is None:
-        momentum = draw(st.booleans())
-    optimizer: dict[str, Any] = {}
-    if momentum:
-        optimizer = {"momentum": draw(_bounded_floats(0.5, 0.95)), "nesterov": draw(st.booleans())}
     try:
-        trajectory = train(problem, sam, lr, steps, batch_size=batch_size, seed=seed, **optimizer)
+        trajectory = train(problem, sam, optimizer, steps, batch_size=batch_size, seed=seed)
     except FloatingPointError:  # ZeroGradientError (ε undefined) or divergence: discard this draw
         assume(False)
     return problem, trajectory
@@ -320,7 +327,7 @@ def influence_problems(draw: Any, trajectory_strategy: Any = None, min_test: int
 
 
 def suite_cases(pattern: str | None = None) -> st.SearchStrategy[InfluenceProblem]:
-    """One of the oracle kit's reference-case configurations (:mod:`refsam.cases`), recorded afresh, as an
+    """One of the oracle kit's reference-case configurations (:mod:`refsam.kit`), recorded afresh, as an
     :class:`InfluenceProblem`. ``pattern`` selects case ids (``"mlp-*"``). Deterministic per case."""
     from .suite import make_run, select_specs
 

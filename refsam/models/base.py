@@ -261,6 +261,7 @@ class Model:
     """
 
     name = "model"
+    convex = False  # True if every per-sample loss is convex in θ (a user model may say so)
 
     # -- structure -----------------------------------------------------------------------------
     def n_params(self, n_features: int) -> int:

@@ -52,6 +52,7 @@ class LogisticRegression(Model):
     """
 
     name = "logistic"
+    convex = True  # the logistic loss is convex in θ
 
     def __init__(self, label_smoothing: float = 0.0) -> None:
         self.label_smoothing = check_label_smoothing(label_smoothing)
@@ -174,6 +175,7 @@ class SoftmaxRegression(Model):
     """
 
     name = "softmax"
+    convex = True  # logsumexp(z) − qᵀz is convex in θ
 
     def __init__(self, n_classes: int, label_smoothing: float = 0.0) -> None:
         self._n_classes = check_positive_int("n_classes", n_classes, minimum=2)

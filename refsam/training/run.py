@@ -1,8 +1,10 @@
-"""SAM training runs: the batch schedule, ``train`` and ``replay`` (each step θ − η G, with momentum).
+"""SAM training runs: the batch schedule, ``train`` and ``replay`` (each step: the SAM descent gradient
+handed to the base optimizer, :mod:`refsam.training.step`).
 
-A run is deterministic given (θ_0, batch schedule, η schedule, rule, ρ, λ, mode, w); the
-:class:`~refsam.Trajectory` it returns records all of them, and :func:`replay` re-runs a recorded
-schedule — with other sample weights for counterfactual runs.
+A run is deterministic given (θ_0, batch schedule, the optimizer with its η schedule, rule, ρ, the loss's
+L2 term, w); the :class:`~refsam.Trajectory` it returns records all of them, and the optimizer's state at
+every step, and :func:`replay` re-runs a recorded schedule — with other sample weights for
+counterfactual runs.
 
 Batches: ``batch_size=None`` is the full batch at every step. Otherwise each epoch draws a seeded
 permutation of [n] and cuts it into consecutive batches of ``batch_size``; the last batch of an epoch
@@ -21,11 +23,13 @@ from numpy.typing import ArrayLike, NDArray
 from ..errors import DivergenceError, InvalidInputError
 from ..objective import Problem
 from ..sam import SAM
-from ..validation import check_finite_array, check_positive, check_positive_int, check_random_state
-from .step import SGDMomentum, StepTerms, descent_direction
+from ..validation import check_finite_array, check_positive_int, check_random_state
+from .optimizers import Optimizer, State
+from .step import StepTerms, sam_gradient
 from .trajectory import Trajectory
 
-__all__ = ["make_batches", "replay", "replay_final", "train"]
+__all__ = ["check_optimizer", "check_problem_sam", "check_trajectory", "make_batches", "replay",
+           "replay_final", "train"]
 
 Array = NDArray[np.float64]
 
@@ -47,64 +51,51 @@ def make_batches(n: int, steps: int, batch_size: int | None, seed: object) -> li
     return batches
 
 
-def _check_lr(lr: ArrayLike, steps: int) -> Array:
-    if np.ndim(lr) == 0:
-        return np.full(steps, check_positive("lr", lr))
-    lrs = check_finite_array("lr", lr, shape=(steps,))
-    if np.any(lrs <= 0):
-        raise InvalidInputError(f"`lr` entries must be > 0, got minimum {float(lrs.min())!r}")
-    return lrs
-
-
-def _run(problem: Problem, sam: SAM, theta0: Array, batches: list[NDArray[np.int64]], lrs: Array,
-         optimizer: SGDMomentum, progress: bool = False) -> tuple[Array, Array, Array | None, Array]:
+def _run(problem: Problem, sam: SAM, optimizer: Optimizer, theta0: Array, batches: list[NDArray[np.int64]],
+         lrs: Array, progress: bool = False) -> tuple[Array, Array, dict[str, Array], Array]:
     """Run the SAM steps over a given schedule, recording every state (train and replay).
 
-    Returns (θ_0 … θ_T, ε_0 … ε_{T−1}, buf_0 … buf_{T−1} or None without momentum, ‖g_0‖ … ‖g_{T−1}‖).
+    Returns (θ_0 … θ_T, ε_0 … ε_{T−1}, {state name: its values after steps 0 … T−1, (T, d)},
+    ‖g_0‖ … ‖g_{T−1}‖).
     """
     steps = len(lrs)
     thetas = np.empty((steps + 1, problem.d))
     epsilons = np.empty((steps, problem.d))
-    buffers = np.empty((steps, problem.d)) if optimizer.active else None
+    states = {name: np.empty((steps, problem.d)) for name in optimizer.state_names}
     grad_norms = np.empty(steps)
     thetas[0] = theta0
-    for t, theta, terms, buf in _steps(problem, sam, theta0, batches, lrs, optimizer, None, progress):
+    for t, theta, terms, state in _steps(problem, sam, optimizer, theta0, batches, lrs, None, progress):
         thetas[t + 1], epsilons[t] = theta, terms.eps
         grad_norms[t] = scipy.linalg.norm(terms.g)  # BLAS nrm2: no overflow where g·g would
-        if buffers is not None:
-            buffers[t] = buf
-    return thetas, epsilons, buffers, grad_norms
+        for name, value in zip(optimizer.state_names, state):
+            states[name][t] = value
+    return thetas, epsilons, states, grad_norms
 
 
-def _steps(problem: Problem, sam: SAM, theta0: Array, batches: list[NDArray[np.int64]], lrs: Array,
-           optimizer: SGDMomentum, weights: Array | None, progress: bool) -> Iterator[tuple[int, Array,
-                                                                                       StepTerms,
-                                                                                       Array | None]]:
+def _steps(problem: Problem, sam: SAM, optimizer: Optimizer, theta0: Array, batches: list[NDArray[np.int64]],
+           lrs: Array, weights: Array | None,
+           progress: bool) -> Iterator[tuple[int, Array, StepTerms, State]]:
     """The SAM iteration itself, the single code path of every run: yields (t, θ_{t+1}, step t's terms
-    (g_t, ε_t, ŵ_t, G_t), buf_t).
+    (g_t, ε_t, ŵ_t, g̃_t), the optimizer's state after step t).
 
     θ_0 may be a block (d, K) with ``weights`` (n, K): K runs advance together, each column its own
     run (block replays); every yielded array is then (d, K).
     """
     steps = len(lrs)
     report_every = max(1, steps // 10)
-    theta, buf = theta0, None
+    theta, state = theta0, optimizer.init_state(theta0)
     for t in range(steps):
-        terms = descent_direction(problem, sam, theta, batches[t], weights)
+        terms = sam_gradient(problem, sam, theta, batches[t], weights)
         with np.errstate(over="ignore", invalid="ignore"):  # an overflow is reported just below
-            if optimizer.active:
-                buf, step = optimizer.update(buf, terms.direction, t)
-                theta = theta - lrs[t] * step
-            else:
-                theta = theta - lrs[t] * terms.direction
+            theta, state = optimizer.update(t, float(lrs[t]), theta, state, terms.descent)
         if not np.all(np.isfinite(theta)):
             raise DivergenceError(
-                f"training diverged at step {t}: θ_{t + 1} has non-finite entries; lower `lr` "
-                f"(got {lrs[t]}) or `rho` (got {sam.rho})"
+                f"training diverged at step {t}: θ_{t + 1} has non-finite entries; lower the optimizer's "
+                f"`lr` (got {lrs[t]}) or `rho` (got {sam.rho})"
             )
         if progress and ((t + 1) % report_every == 0 or t + 1 == steps):
             print(f"  step {t + 1}/{steps}", file=sys.stderr, flush=True)
-        yield t, theta, terms, buf
+        yield t, theta, terms, state
 
 
 def _check_batches(batches: object, n: int) -> list[NDArray[np.int64]]:
@@ -128,35 +119,38 @@ def _check_batches(batches: object, n: int) -> list[NDArray[np.int64]]:
     return out
 
 
-def train(problem: Problem, sam: SAM, lr: ArrayLike, steps: int | None = None, batch_size: int | None = None,
-          seed: object = 0, theta0: ArrayLike | None = None, progress: bool = False, *,
-          momentum: float = 0.0, dampening: float = 0.0, nesterov: bool = False,
-          batches: object = None) -> Trajectory:
-    """Train with SAM and record the trajectory.
+def train(problem: Problem, sam: SAM, optimizer: Optimizer, steps: int | None = None, *,
+          batch_size: int | None = None, batches: object = None, seed: object = 0,
+          theta0: ArrayLike | None = None, clip_grad_norm: float | None = None,
+          progress: bool = False) -> Trajectory:
+    """Train with SAM on top of a base optimizer and record the trajectory.
 
     Parameters
     ----------
     problem : Problem
+        Model, data, sample weights and the loss's own L2 term (``Problem(l2=…)``).
     sam : SAM
-    lr : float > 0 or array (steps,) of floats > 0
-        η_t, constant or per step.
+        The perturbation rule and radius ρ.
+    optimizer : Optimizer
+        The base optimizer, e.g. ``refsam.SGD(lr, momentum=0.9, nesterov=True, weight_decay=λ)``: its
+        learning rate (a float or a per-step array), momentum and weight decay.
     steps : int >= 1
-        T. May be omitted when ``batches`` is given (T = len(batches)).
+        T. May be omitted when ``batches`` is given (T = len(batches)) or when ``lr`` is a schedule
+        (T = its length).
     batch_size : int in 1..n, or None for the full batch
         Ignored when ``batches`` is given.
+    batches : sequence of int arrays, optional
+        An external batch schedule B_0 … B_{T−1} (e.g. the order a PyTorch or JAX run used): replayed as
+        given; no shuffling.
     seed : None, int or np.random.Generator
         Seeds the initial θ (when ``theta0`` is None) and then the batch shuffles. Passing
         ``theta0=problem.init_params(seed)`` draws the same batches as omitting it.
     theta0 : array (d,), optional
         Initial parameters; default ``problem.init_params(seed)``.
+    clip_grad_norm : None
+        Gradient clipping of the descent gradient is not supported yet: anything but None is refused.
     progress : bool
         Print progress to stderr every 10% of the steps.
-    momentum, dampening, nesterov :
-        The base optimizer's momentum, as ``torch.optim.SGD(momentum=, dampening=, nesterov=)``
-        (:class:`~refsam.training.SGDMomentum`); the default μ = 0 is plain SGD, bit for bit as before.
-    batches : sequence of int arrays, optional
-        An external batch schedule B_0 … B_{T−1} (e.g. the order a PyTorch or JAX run used): replayed as
-        given, with the per-step ``lr``; no shuffling.
 
     Returns
     -------
@@ -167,12 +161,13 @@ def train(problem: Problem, sam: SAM, lr: ArrayLike, steps: int | None = None, b
     ZeroGradientError
         If a batch gradient is exactly zero under the SAM or ASAM rule (ε undefined).
     """
-    if not isinstance(problem, Problem):
-        raise InvalidInputError(f"`problem` must be a refsam.Problem, got {type(problem).__name__}")
-    if not isinstance(sam, SAM):
-        raise InvalidInputError(f"`sam` must be a refsam.SAM, got {type(sam).__name__}")
-    optimizer = SGDMomentum(momentum, dampening, nesterov)
+    check_problem_sam(problem, sam)
+    check_optimizer(optimizer, problem.d)
+    if clip_grad_norm is not None:
+        raise InvalidInputError(f"`clip_grad_norm` is not supported yet (its derivatives are not written); "
+                                f"pass None, got {clip_grad_norm!r}")
     schedule = None if batches is None else _check_batches(batches, problem.n)
+    lr_steps = None if isinstance(optimizer.lr, float) else optimizer.lr.shape[0]
     if schedule is not None:
         if steps is not None and check_positive_int("steps", steps) != len(schedule):
             raise InvalidInputError(
@@ -181,9 +176,12 @@ def train(problem: Problem, sam: SAM, lr: ArrayLike, steps: int | None = None, b
             raise InvalidInputError("pass either `batches` (an external schedule) or `batch_size`, not both")
         steps = len(schedule)
     elif steps is None:
-        raise InvalidInputError("`steps` is required unless an external schedule `batches` is given")
+        if lr_steps is None:
+            raise InvalidInputError("`steps` is required unless an external schedule `batches` is given "
+                                    "or the optimizer's `lr` is a per-step array")
+        steps = lr_steps
     steps = check_positive_int("steps", steps)
-    lrs = _check_lr(lr, steps)
+    lrs = optimizer.learning_rates(steps)
     if batch_size is not None:
         batch_size = check_positive_int("batch_size", batch_size)
         if batch_size > problem.n:
@@ -196,23 +194,46 @@ def train(problem: Problem, sam: SAM, lr: ArrayLike, steps: int | None = None, b
     theta0 = drawn if theta0 is None else problem.check_theta(theta0, "theta0")
     if schedule is None:
         schedule = make_batches(problem.n, steps, batch_size, rng)
-    thetas, epsilons, buffers, grad_norms = _run(problem, sam, theta0, schedule, lrs, optimizer, progress)
+    thetas, epsilons, states, grad_norms = _run(problem, sam, optimizer, theta0, schedule, lrs, progress)
     config = {
         "model": problem.model.spec(),
         **sam.config(),
-        "weight_decay": problem.weight_decay_config(),
-        "regularization": problem.regularization,
+        "l2": problem.l2_config(),
+        "optimizer": optimizer.config(),
         "batch_size": batch_size,
         "seed": seed_record,
         "steps": steps,
         "n": problem.n,
         "d": problem.d,
         "data_sha256": problem.data_fingerprint(),
-        **optimizer.config(),
         "schedule": "external" if batches is not None else ("full" if batch_size is None else "shuffled"),
     }
-    return Trajectory(thetas, epsilons, schedule, lrs, problem.weights, config, buffers=buffers,
+    return Trajectory(thetas, epsilons, schedule, lrs, problem.weights, config, states=states,
                       grad_norms=grad_norms)
+
+
+def check_problem_sam(problem: object, sam: object) -> None:
+    """The one check that a problem and a rule are refsam's (every public entry point calls it)."""
+    if not isinstance(problem, Problem):
+        raise InvalidInputError(f"`problem` must be a refsam.Problem, got {type(problem).__name__}")
+    if not isinstance(sam, SAM):
+        raise InvalidInputError(f"`sam` must be a refsam.SAM, got {type(sam).__name__}")
+
+
+def check_optimizer(optimizer: object, d: int) -> Optimizer:
+    """The one check that ``optimizer`` is a refsam optimizer fitting θ's d coordinates."""
+    if not isinstance(optimizer, Optimizer):
+        raise InvalidInputError(f"`optimizer` must be a refsam optimizer such as refsam.SGD(lr, ...), got "
+                                f"{type(optimizer).__name__}")
+    optimizer.check_dimension(d)
+    return optimizer
+
+
+def check_trajectory(trajectory: object) -> Trajectory:
+    """The one check that ``trajectory`` is a refsam.Trajectory."""
+    if not isinstance(trajectory, Trajectory):
+        raise InvalidInputError(f"`trajectory` must be a refsam.Trajectory, got {type(trajectory).__name__}")
+    return trajectory
 
 
 def replay_final(problem: Problem, trajectory: Trajectory, weights: ArrayLike) -> Array:
@@ -226,9 +247,7 @@ def replay_final(problem: Problem, trajectory: Trajectory, weights: ArrayLike) -
     rounding like any other: measured 2e-3 apart after 100 of 300 such steps (radius 2.3), while the
     one-at-a-time ``replay`` reproduces the recorded run bit for bit. Nothing else is stored.
     """
-    if not isinstance(trajectory, Trajectory):
-        raise InvalidInputError(f"`trajectory` must be a refsam.Trajectory, got {type(trajectory).__name__}")
-    trajectory.check_problem(problem)
+    check_trajectory(trajectory).check_problem(problem)
     W = check_finite_array("weights", weights, ndim=2)
     if W.shape[1] != problem.n or W.shape[0] == 0:
         raise InvalidInputError(f"`weights` must have shape (K >= 1, {problem.n}), got {W.shape}")
@@ -236,28 +255,26 @@ def replay_final(problem: Problem, trajectory: Trajectory, weights: ArrayLike) -
         raise InvalidInputError(f"`weights` must be >= 0, got minimum {float(W.min())!r}")
     theta0 = np.repeat(trajectory.theta0[:, None], W.shape[0], axis=1)  # (d, K)
     final = theta0
-    for _, final, _, _ in _steps(problem, trajectory.sam(), theta0, trajectory.batches,  # noqa: B007
-                                 trajectory.lrs, trajectory.optimizer(), np.ascontiguousarray(W.T), False):
+    for _, final, _, _ in _steps(problem, trajectory.sam(), trajectory.optimizer(), theta0,  # noqa: B007
+                                 trajectory.batches, trajectory.lrs, np.ascontiguousarray(W.T), False):
         pass  # only the last state is kept
     return np.ascontiguousarray(final.T)
 
 
 def replay(problem: Problem, trajectory: Trajectory, weights: ArrayLike | None = None,
            progress: bool = False) -> Trajectory:
-    """Re-run a recorded schedule (θ_0, batches, η_t, SAM rule, momentum) on ``problem``.
+    """Re-run a recorded schedule (θ_0, batches, the optimizer and its η_t, the SAM rule) on ``problem``.
 
     With ``weights=None`` the run uses ``problem.weights``; a replay with the recorded weights reproduces
     the trajectory bit for bit. Other weights give the counterfactual run (same init, batches and
     learning rates), e.g. ``w_j = 0`` for leave-one-out or ``w_j = 1 ± h`` for finite differences.
     """
-    if not isinstance(trajectory, Trajectory):
-        raise InvalidInputError(f"`trajectory` must be a refsam.Trajectory, got {type(trajectory).__name__}")
-    trajectory.check_problem(problem)
+    check_trajectory(trajectory).check_problem(problem)
     if weights is not None:
         problem = problem.with_weights(weights)
-    thetas, epsilons, buffers, grad_norms = _run(problem, trajectory.sam(), trajectory.theta0,
-                                                 trajectory.batches, trajectory.lrs, trajectory.optimizer(),
-                                                 progress)
+    thetas, epsilons, states, grad_norms = _run(problem, trajectory.sam(), trajectory.optimizer(),
+                                                trajectory.theta0, trajectory.batches, trajectory.lrs,
+                                                progress)
     config = dict(trajectory.config)
     return Trajectory(thetas, epsilons, trajectory.batches, trajectory.lrs, problem.weights, config,
-                      buffers=buffers, grad_norms=grad_norms)
+                      states=states, grad_norms=grad_norms)

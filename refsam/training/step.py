@@ -1,94 +1,116 @@
-"""One SAM step and the descent direction G it follows: the same equation for training and fixed points.
+"""One SAM step: the descent gradient g̃ that SAM hands the base optimizer, and the optimizer's update.
 
-With λ_in, λ_out from :meth:`~refsam.Problem.weight_decay_split` (λ_in = λ in coupled mode, λ_out = λ
-in decoupled mode, the other 0), on batch B with sample weights w:
+With λ_in = ``problem.l2`` (an L2 term that is part of the loss), on batch B with sample weights w:
 
     g  = ∇F_{B,w}(θ) + λ_in θ                    the gradient the perturbation is built from
     ε  = ε(θ; g)                                 the SAM rule (refsam.sam)
     ŵ  = θ + ε                                   the perturbed point
-    G  = ∇F_{B,w}(ŵ) + λ_in ŵ + λ_out θ          the descent direction
-    θ' = θ − η G                                 one SAM step
-
-decoupled:  g = ∇F(θ),        G = ∇F(ŵ) + λθ       (PyTorch SAM + SGD(weight_decay=λ))
-coupled:    g = ∇F(θ) + λθ,   G = ∇F(ŵ) + λŵ       (r(θ) = (λ/2)‖θ‖² is part of the loss everywhere)
+    g̃  = ∇F_{B,w}(ŵ) + λ_in ŵ                    the descent gradient, handed to the optimizer at θ
+    (θ', s') = optimizer.update(t, η, θ, s, g̃)   (refsam.training.optimizers: SGD adds its weight decay
+                                                 λ θ at the unperturbed point, momentum, the step)
 
 With m-sharpness (``SAM(..., m_sharpness=m)``) the batch is cut into consecutive chunks C of m samples
-(the last may be smaller), each with its own perturbation, and the direction averages them:
+(the last may be smaller), each with its own perturbation, and the descent gradient averages them:
 
-    g_C = ∇F_{C,w}(θ) + λ_in θ,   ŵ_C = θ + ε(θ; g_C),
-    G = Σ_C (|C|/|B|) [∇F_{C,w}(ŵ_C) + λ_in ŵ_C] + λ_out θ
+    g_C = ∇F_{C,w}(θ) + λ_in θ,   ŵ_C = θ + ε(θ; g_C),   g̃ = Σ_C (|C|/|B|) [∇F_{C,w}(ŵ_C) + λ_in ŵ_C]
 
 (one chunk: the equations above). The recorded ε_t is then the size-weighted mean of the ε_C.
 
-On the full batch, G(θ; w) is the residual whose roots are the SAM fixed points
-(:mod:`refsam.influence.fixed_point`). ρ = 0 gives ε = 0 exactly, so the step is exactly (S)GD.
-
-Momentum (:class:`SGDMomentum`) follows ``torch.optim.SGD`` to the letter, with d_t = G_t the direction
-above (weight decay included: it goes through the buffer, PyTorch's order), μ = momentum, τ = dampening:
-
-    buf_0 = d_0                                (the first step: the buffer is the direction itself)
-    buf_t = μ buf_{t−1} + (1 − τ) d_t          (t ≥ 1)
-    step_t = d_t + μ buf_t  (Nesterov)   or   buf_t  (heavy ball)
-    θ_{t+1} = θ_t − η_t step_t
-
-μ = 0 is the plain step θ − η G, computed exactly as without momentum. (refsam's "decoupled" weight
-decay is decoupled from the *perturbation*, not SGDW/AdamW's decoupling from the momentum buffer.)
+On the full batch, the optimizer's residual of g̃ (for SGD: G(θ; w) = g̃(θ; w) + λ θ, λ its weight decay)
+is what vanishes at the SAM fixed points (:mod:`refsam.influence.fixed_point`). ρ = 0 gives ε = 0
+exactly, so the step is exactly the base optimizer's.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from ..errors import InvalidInputError
+from ..models import BatchDerivatives
 from ..objective import Problem, decay_times
 from ..sam import SAM
-from ..validation import check_nonnegative
+from .optimizers import Optimizer
 
-__all__ = ["SGDMomentum", "StepTerms", "descent_direction", "sam_step", "sharpness_chunks"]
+__all__ = ["Perturbation", "StepTerms", "perturbations", "residual", "sam_gradient", "sharpness_chunks"]
 
 Array = NDArray[np.float64]
 
 
 class StepTerms(NamedTuple):
-    """The terms of one step at θ (module docstring), each shape (d,)."""
+    """The terms of one step at θ (module docstring), each shape (d,) (or (d, K) for a block of K runs)."""
 
-    g: Array  # the perturbation's gradient
-    eps: Array  # ε(θ; g)
+    g: Array  # the perturbation's gradient (of the whole batch)
+    eps: Array  # ε(θ; g) (with m-sharpness: the size-weighted mean of the chunks' ε_C)
     w_hat: Array  # ŵ = θ + ε
-    direction: Array  # G
+    descent: Array  # g̃, the descent gradient handed to the optimizer
 
 
-def descent_direction(problem: Problem, sam: SAM, theta: Array, idx: ArrayLike | None = None,
-                      weights: ArrayLike | None = None) -> StepTerms:
-    """g, ε, ŵ and G at θ on batch ``idx`` (None: full batch); trusts its inputs. Cost: two gradients.
+class Perturbation(NamedTuple):
+    """One perturbation of a step: the whole batch, or one m-sharpness chunk C (module docstring).
 
-    θ may be a block (d, K) of K runs with ``weights`` (n, K): every term is then (d, K), column k the
-    step of run k (:meth:`Problem.grad`, :meth:`SAM.perturbation` on blocks).
+    ``at_theta`` and ``at_w_hat`` are the derivatives of F_{C,w} at θ and at ŵ_C (``problem.at``), kept
+    for the step's linearisation; None for a block of runs (only values are computed there).
     """
-    lam_in, lam_out = problem.weight_decay_split()
-    chunks = sharpness_chunks(np.arange(problem.n) if idx is None else np.asarray(idx), sam.m_sharpness)
-    if len(chunks) == 1:
-        g = problem.grad(theta, idx, weights) + decay_times(lam_in, theta)
-        eps = sam.perturbation(theta, g)
-        w_hat = theta + eps
-        direction = (problem.grad(w_hat, idx, weights) + decay_times(lam_in, w_hat)
-                     + decay_times(lam_out, theta))
-        return StepTerms(g, eps, w_hat, direction)
-    size = sum(len(chunk) for chunk in chunks)
-    direction, eps = decay_times(lam_out, theta), np.zeros_like(theta)
-    for chunk in chunks:  # m-sharpness: one perturbation per chunk
-        share = len(chunk) / size
-        eps_c = sam.perturbation(theta, problem.grad(theta, chunk, weights) + decay_times(lam_in, theta))
-        w_hat_c = theta + eps_c
-        direction = direction + share * (problem.grad(w_hat_c, chunk, weights)
-                                         + decay_times(lam_in, w_hat_c))
-        eps = eps + share * eps_c
-    g = problem.grad(theta, idx, weights) + decay_times(lam_in, theta)
-    return StepTerms(g, eps, theta + eps, direction)
+
+    idx: NDArray[np.int64]  # C
+    share: float  # |C|/|B|
+    g: Array  # g_C = ∇F_{C,w}(θ) + λ_in θ
+    eps: Array  # ε_C = ε(θ; g_C)
+    w_hat: Array  # ŵ_C = θ + ε_C
+    descent: Array  # ∇F_{C,w}(ŵ_C) + λ_in ŵ_C
+    at_theta: BatchDerivatives | None
+    at_w_hat: BatchDerivatives | None
+
+
+def perturbations(problem: Problem, sam: SAM, theta: Array, idx: ArrayLike | None = None,
+                  weights: ArrayLike | None = None, g: Array | None = None,
+                  w_hat: Array | None = None) -> list[Perturbation]:
+    """The step's perturbations at θ on batch ``idx`` (None: full batch), in the batch's order: the one
+    home of the SAM step's equation (module docstring); trusts its inputs. Cost: two gradients.
+
+    θ may be a block (d, K) of K runs with ``weights`` (n, K): every term is then (d, K) (block
+    replays). ``g`` and ``w_hat``: the gradient and perturbed point of a single-perturbation step when
+    the caller has them already (a recorded run); they are used as given.
+    """
+    lam_in = problem.l2
+    batch = np.arange(problem.n) if idx is None else np.asarray(idx)
+    chunks = sharpness_chunks(batch, sam.m_sharpness)
+    block = np.ndim(theta) == 2
+    out = []
+    for chunk in chunks:
+        rows = idx if len(chunks) == 1 else chunk  # one chunk: the batch as given (None stays the full batch)
+        at_theta = None if block else problem.at(theta, rows, weights)
+        if g is None or len(chunks) > 1:
+            gradient = problem.grad(theta, rows, weights) if at_theta is None else at_theta.grad()
+            g_c = gradient + decay_times(lam_in, theta)  # g_C = ∇F_{C,w}(θ) + λ_in θ
+        else:
+            g_c = g
+        if w_hat is None or len(chunks) > 1:
+            w_hat_c = theta + sam.perturbation(theta, g_c)  # ŵ_C = θ + ε(θ; g_C)
+        else:
+            w_hat_c = w_hat
+        at_w_hat = None if block else problem.at(w_hat_c, rows, weights)
+        grad_hat = problem.grad(w_hat_c, rows, weights) if at_w_hat is None else at_w_hat.grad()
+        out.append(Perturbation(np.asarray(chunk), len(chunk) / len(batch), g_c, w_hat_c - theta, w_hat_c,
+                                grad_hat + decay_times(lam_in, w_hat_c), at_theta, at_w_hat))
+    return out
+
+
+def sam_gradient(problem: Problem, sam: SAM, theta: Array, idx: ArrayLike | None = None,
+                 weights: ArrayLike | None = None) -> StepTerms:
+    """g, ε, ŵ and g̃ at θ on batch ``idx`` (None: full batch), from :func:`perturbations`; trusts its
+    inputs. With m-sharpness, g̃ = Σ_C (|C|/|B|) g̃_C, ε the size-weighted mean of the ε_C, and g the whole
+    batch's gradient (one more gradient: what a run records the norm of)."""
+    parts = perturbations(problem, sam, theta, idx, weights)
+    if len(parts) == 1:
+        part = parts[0]
+        return StepTerms(part.g, part.eps, part.w_hat, part.descent)
+    descent = sum((p.share * p.descent for p in parts), np.zeros_like(theta))
+    eps = sum((p.share * p.eps for p in parts), np.zeros_like(theta))
+    g = problem.grad(theta, idx, weights) + decay_times(problem.l2, theta)
+    return StepTerms(g, eps, theta + eps, descent)
 
 
 def sharpness_chunks(idx: NDArray[np.int64], m: int | None) -> list[NDArray[np.int64]]:
@@ -99,65 +121,9 @@ def sharpness_chunks(idx: NDArray[np.int64], m: int | None) -> list[NDArray[np.i
     return [idx[lo:lo + m] for lo in range(0, len(idx), m)]
 
 
-def sam_step(problem: Problem, sam: SAM, theta: Array, idx: ArrayLike | None, lr: float,
-             weights: ArrayLike | None = None) -> tuple[Array, Array]:
-    """One SAM step θ − η G(θ) on batch ``idx`` (module docstring). Returns (θ_{t+1}, ε_t)."""
-    terms = descent_direction(problem, sam, theta, idx, weights)
-    return theta - lr * terms.direction, terms.eps
-
-
-@dataclass(frozen=True)
-class SGDMomentum:
-    """The base optimizer's momentum, with ``torch.optim.SGD``'s keyword names and semantics.
-
-    Parameters
-    ----------
-    momentum : float in [0, 1)
-        μ; 0 (the default) is plain SGD.
-    dampening : float in [0, 1]
-        τ: the buffer adds (1 − τ) d_t from the second step on.
-    nesterov : bool
-        The step is d_t + μ buf_t instead of buf_t. (PyTorch rejects Nesterov with dampening ≠ 0;
-        refsam accepts it, with the same formulas.)
-    """
-
-    momentum: float = 0.0
-    dampening: float = 0.0
-    nesterov: bool = False
-
-    def __post_init__(self) -> None:
-        mu = check_nonnegative("momentum", self.momentum)
-        tau = check_nonnegative("dampening", self.dampening)
-        if mu >= 1.0:
-            raise InvalidInputError(f"`momentum` must lie in [0, 1), got {mu}")
-        if tau > 1.0:
-            raise InvalidInputError(f"`dampening` must lie in [0, 1], got {tau}")
-        if not isinstance(self.nesterov, (bool, np.bool_)):
-            raise InvalidInputError(f"`nesterov` must be True or False, got {self.nesterov!r}")
-        if self.nesterov and mu == 0.0:
-            raise InvalidInputError(
-                "`nesterov=True` needs `momentum` > 0 (as in torch.optim.SGD), got momentum=0")
-        object.__setattr__(self, "momentum", mu)
-        object.__setattr__(self, "dampening", tau)
-        object.__setattr__(self, "nesterov", bool(self.nesterov))
-
-    @property
-    def active(self) -> bool:
-        """False for μ = 0: the step is θ − η G and no buffer is kept."""
-        return self.momentum != 0.0
-
-    def buffer_weight(self, t: int) -> float:
-        """The factor of d_t in buf_t: 1 at the first step, 1 − τ afterwards."""
-        return 1.0 if t == 0 else 1.0 - self.dampening
-
-    def update(self, buf: Array | None, direction: Array, t: int) -> tuple[Array, Array]:
-        """(buf_t, step_t) from buf_{t−1} (None at t = 0) and d_t (module docstring)."""
-        if t == 0 or buf is None:
-            new_buf = direction.copy()  # buf_0 = d_0
-        else:
-            new_buf = self.momentum * buf + (1.0 - self.dampening) * direction
-        step = direction + self.momentum * new_buf if self.nesterov else new_buf
-        return new_buf, step
-
-    def config(self) -> dict[str, Any]:
-        return {"momentum": self.momentum, "dampening": self.dampening, "nesterov": self.nesterov}
+def residual(problem: Problem, sam: SAM, optimizer: Optimizer | None, theta: Array,
+             weights: ArrayLike | None = None) -> Array:
+    """G(θ; w): the optimizer's full-batch residual of the SAM descent gradient, what vanishes at a fixed
+    point (SGD: g̃ + λθ; ``optimizer=None``: g̃ alone, no weight decay); trusts its inputs."""
+    descent = sam_gradient(problem, sam, theta, None, weights).descent
+    return descent if optimizer is None else optimizer.residual(theta, descent)

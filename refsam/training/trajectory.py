@@ -16,12 +16,14 @@ from ..errors import InvalidInputError
 from ..models import model_from_spec
 from ..objective import Problem
 from ..sam import SAM
-from .step import SGDMomentum
+from .optimizers import Optimizer, optimizer_from_config
 
 __all__ = ["TRAJECTORY_FORMAT_VERSION", "Trajectory", "check_writable", "is_trajectory_file"]
 
-TRAJECTORY_FORMAT_VERSION = 3  # 3: ‖g_t‖ per step; 2: momentum buffers and the optimizer's configuration
-READABLE_FORMAT_VERSIONS = (1, 2, 3)
+# 4: the optimizer as an object (config "optimizer") and its named states, the loss's "l2";
+# 3: ‖g_t‖ per step; 2: momentum buffers and the optimizer's configuration. 1–3 load, converted (from_v3).
+TRAJECTORY_FORMAT_VERSION = 4
+READABLE_FORMAT_VERSIONS = (1, 2, 3, 4)
 
 Array = NDArray[np.float64]
 
@@ -40,11 +42,13 @@ class Trajectory:
     batches : list of T int arrays   B_t, indices into the training set
     lrs : array (T,)             η_t
     weights : array (n,)         the sample weights w the run used
-    config : dict                everything else needed to replay it: model spec, rho, rule, kappa,
-                                 weight_decay, regularization, batch_size, seed, steps, n, d,
-                                 data_sha256 (of X and y), momentum, dampening, nesterov
-    buffers : array (T, d) or None   the momentum buffers buf_0 … buf_{T−1} (None without momentum):
-                                 with θ_t, buf_{t−1} is the run's state
+    config : dict                everything else needed to replay it: model spec, rho, rule, kappa, l2
+                                 (the loss's), optimizer (its configuration without lr: name, momentum,
+                                 dampening, nesterov, weight_decay), batch_size, seed, steps, n, d,
+                                 data_sha256 (of X and y)
+    states : dict of arrays (T, d)   the optimizer's state after each step, by its names (SGD with
+                                 momentum: "momentum_buffer", buf_0 … buf_{T−1}; {} for plain SGD):
+                                 with θ_t, the state after step t − 1 is the run's state
     grad_norms : array (T,) or None  ‖g_t‖₂ of the gradient each step's perturbation was built from
                                  (:func:`refsam.training.train` records it; None for runs recorded
                                  elsewhere or read from files of format 1 or 2). With ε_t it gives
@@ -54,7 +58,7 @@ class Trajectory:
     """
 
     def __init__(self, thetas: ArrayLike, epsilons: ArrayLike, batches: Any, lrs: ArrayLike,
-                 weights: ArrayLike, config: dict[str, Any], buffers: ArrayLike | None = None,
+                 weights: ArrayLike, config: dict[str, Any], states: Mapping[str, ArrayLike] | None = None,
                  grad_norms: ArrayLike | None = None) -> None:
         # Checked as Trajectory.load checks a file: shapes against config's steps, d, n; finite float64
         # arrays; batch indices in range; a configuration SAM, the model and the optimizer accept.
@@ -64,13 +68,13 @@ class Trajectory:
             self.batches = [np.asarray(b).reshape(-1) for b in batches]
             self.lrs = np.asarray(lrs, dtype=np.float64)
             self.weights = np.asarray(weights, dtype=np.float64)
-            self.buffers = None if buffers is None else np.asarray(buffers, dtype=np.float64)
+            self.states = {str(k): np.asarray(v, dtype=np.float64) for k, v in (states or {}).items()}
             self.grad_norms = None if grad_norms is None else np.asarray(grad_norms, dtype=np.float64)
         except (TypeError, ValueError) as exc:
             raise InvalidInputError(f"Trajectory(...): every array must be numeric ({exc})") from None
         if not isinstance(config, Mapping):
             raise InvalidInputError(f"Trajectory(...): `config` must be a dict, got {type(config).__name__}")
-        self.config = {"momentum": 0.0, "dampening": 0.0, "nesterov": False, **dict(config)}
+        self.config = dict(config)
         missing = set(_CONFIG_KEYS) - set(self.config)
         if missing:
             raise InvalidInputError(f"Trajectory(...): `config` lacks keys {sorted(missing)}")
@@ -79,10 +83,9 @@ class Trajectory:
         self.batches = [b.astype(np.int64) for b in self.batches]
         offsets = np.cumsum([0] + [len(b) for b in self.batches]).astype(np.int64)
         flat = np.concatenate(self.batches) if self.batches else np.zeros(0, dtype=np.int64)
-        d = self.thetas.shape[1] if self.thetas.ndim == 2 else 0
         data = {"thetas": self.thetas, "epsilons": self.epsilons, "lrs": self.lrs, "weights": self.weights,
                 "batch_offsets": offsets, "batch_indices": flat,
-                "buffers": np.zeros((0, d)) if self.buffers is None else self.buffers,
+                **{f"state_{k}": v for k, v in self.states.items()},
                 "grad_norms": np.zeros(0) if self.grad_norms is None else self.grad_norms}
         problems = _inconsistencies(data, self.config, built_in_model=False)
         if problems:
@@ -108,15 +111,16 @@ class Trajectory:
         """The perturbed points ŵ_t = θ_t + ε_t for t < T, shape (T, d)."""
         return self.thetas[:-1] + self.epsilons
 
-    @property
-    def perturbed(self) -> Array:
-        """0.1's name for :attr:`w_hat`."""
-        return self.w_hat
+    def optimizer(self) -> Optimizer:
+        """The base optimizer of this run, with its per-step learning rates ``lrs`` as its ``lr``."""
+        return optimizer_from_config(self.config["optimizer"], self.lrs)
 
-    def optimizer(self) -> SGDMomentum:
-        """The base optimizer's momentum of this run (μ = 0 for runs recorded without it)."""
-        c = self.config
-        return SGDMomentum(c["momentum"], c["dampening"], c["nesterov"])
+    def state(self, t: int) -> tuple[Array, ...]:
+        """The optimizer's state before step t (zeros before step 0), in ``optimizer().state_names`` order."""
+        names = self.optimizer().state_names
+        if t == 0:
+            return tuple(np.zeros(self.thetas.shape[1]) for _ in names)
+        return tuple(self.states[name][t - 1] for name in names)
 
     def sam(self) -> SAM:
         """The perturbation rule of this run."""
@@ -126,26 +130,22 @@ class Trajectory:
     def problem(self, X: ArrayLike, y: ArrayLike, weights: ArrayLike | None = None) -> Problem:
         """Rebuild the run's Problem on data (X, y) (checked against the recorded fingerprint)."""
         c = self.config
-        problem = Problem(model_from_spec(c["model"]), X, y, c["weight_decay"],
-                          self.weights if weights is None else weights, c["regularization"])
+        problem = Problem(model_from_spec(c["model"]), X, y, self.weights if weights is None else weights,
+                          l2=c["l2"])
         self.check_problem(problem)
         return problem
 
     def check_problem(self, problem: Problem) -> None:
         """Raise ValueError if ``problem`` is not the problem this trajectory was recorded on
-        (model, data, weight decay, mode). Sample weights may differ (counterfactual replays)."""
+        (model, data, the loss's l2). Sample weights may differ (counterfactual replays)."""
         c = self.config
         mismatches = []
         if problem.model.spec() != c["model"]:
             mismatches.append(f"model {problem.model.spec()} != recorded {c['model']}")
         if problem.data_fingerprint() != c["data_sha256"]:
             mismatches.append("training data (X, y) differ from the recorded run's (sha256 mismatch)")
-        if problem.weight_decay_config() != c["weight_decay"]:
-            mismatches.append(f"weight_decay {problem.weight_decay_config()} != recorded {c['weight_decay']}")
-        if problem.regularization != c["regularization"]:
-            mismatches.append(
-                f"regularization {problem.regularization!r} != recorded {c['regularization']!r}"
-            )
+        if problem.l2_config() != c["l2"]:
+            mismatches.append(f"l2 {_short(problem.l2_config())} != recorded {_short(c['l2'])}")
         if mismatches:
             raise InvalidInputError("`problem` does not match the trajectory: " + "; ".join(mismatches))
 
@@ -160,20 +160,16 @@ class Trajectory:
         check_writable(path, overwrite, is_trajectory_file)
         offsets = np.cumsum([0] + [len(b) for b in self.batches]).astype(np.int64)
         flat = np.concatenate(self.batches) if self.batches else np.zeros(0, dtype=np.int64)
+        arrays: dict[str, Any] = {
+            "format_version": np.array(TRAJECTORY_FORMAT_VERSION), "thetas": self.thetas,
+            "epsilons": self.epsilons, "batch_indices": flat.astype(np.int64), "batch_offsets": offsets,
+            "lrs": self.lrs, "weights": self.weights,
+            **{f"state_{k}": v for k, v in self.states.items()},  # the optimizer's states, by name
+            "grad_norms": np.zeros(0) if self.grad_norms is None else self.grad_norms,
+            "config_json": np.array(json.dumps(self.config, sort_keys=True)),
+        }
         with open(path, "wb") as fh:  # a file object: np.savez would append ".npz" to a bare name
-            np.savez(
-                fh,
-                format_version=np.array(TRAJECTORY_FORMAT_VERSION),
-                thetas=self.thetas,
-                epsilons=self.epsilons,
-                batch_indices=flat.astype(np.int64),
-                batch_offsets=offsets,
-                lrs=self.lrs,
-                weights=self.weights,
-                buffers=np.zeros((0, self.thetas.shape[1])) if self.buffers is None else self.buffers,
-                grad_norms=np.zeros(0) if self.grad_norms is None else self.grad_norms,
-                config_json=np.array(json.dumps(self.config, sort_keys=True)),
-            )
+            np.savez(fh, **arrays)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Trajectory:
@@ -193,8 +189,9 @@ class Trajectory:
             got = None if version is None else version.tolist()
             raise InvalidInputError(f"{where} has format_version {got!r}, this refsam reads "
                              f"{list(READABLE_FORMAT_VERSIONS)}")
-        missing = (set(_ARRAY_KEYS + (("buffers",) if int(version) >= 2 else ())
-                       + (("grad_norms",) if int(version) >= 3 else ())) - set(data))
+        version = int(version)
+        missing = (set(_ARRAY_KEYS + (("buffers",) if version in (2, 3) else ())
+                       + (("grad_norms",) if version >= 3 else ())) - set(data))
         if missing:
             raise InvalidInputError(f"{where} lacks keys {sorted(missing)}")
         try:
@@ -204,36 +201,59 @@ class Trajectory:
         if not isinstance(config, dict):
             raise InvalidInputError(
                 f"{where}: config_json must hold a JSON object, got {type(config).__name__}")
-        required = _CONFIG_KEYS + (_MOMENTUM_KEYS if int(version) >= 2 else ())
+        momentum_keys = _MOMENTUM_KEYS if version in (2, 3) else ()
+        required = _CONFIG_KEYS if version >= 4 else _CONFIG_KEYS_V3 + momentum_keys
         missing = set(required) - set(config)
         if missing:
             raise InvalidInputError(f"{where}: config_json lacks keys {sorted(missing)}")
-        config = {"momentum": 0.0, "dampening": 0.0, "nesterov": False, **config}  # version 1: no momentum
-        problems = _inconsistencies(data, config)
+        states = {key[len("state_"):]: data[key] for key in data if key.startswith("state_")}
+        if version < 4:
+            config, states = _from_v3(config, data.get("buffers"))
+        problems = _inconsistencies({**data, **{f"state_{k}": v for k, v in states.items()}}, config)
         if problems:
             raise InvalidInputError(f"{where} is inconsistent (tampered or corrupt): " + "; ".join(problems))
         offsets = data["batch_offsets"]
         flat = data["batch_indices"]
         batches = [flat[offsets[t]:offsets[t + 1]] for t in range(len(offsets) - 1)]
-        buffers = data.get("buffers")
-        buffers = None if buffers is None or buffers.shape[0] == 0 else buffers
         grad_norms = data.get("grad_norms")
         grad_norms = None if grad_norms is None or grad_norms.shape == (0,) else grad_norms
         return cls(data["thetas"], data["epsilons"], batches, data["lrs"], data["weights"], config,
-                   buffers=buffers, grad_norms=grad_norms)
+                   states=states, grad_norms=grad_norms)
 
     def __repr__(self) -> str:
         c = self.config
-        extra = f", momentum={c['momentum']}" if c["momentum"] else ""
         return (f"Trajectory(steps={self.steps}, d={self.thetas.shape[1]}, rule={c['rule']!r}, "
-                f"rho={c['rho']}, batch_size={c['batch_size']}{extra})")
+                f"rho={c['rho']}, batch_size={c['batch_size']}, optimizer={self.optimizer()!r})")
 
 
 _ARRAY_KEYS = ("format_version", "thetas", "epsilons", "batch_indices", "batch_offsets", "lrs", "weights",
                "config_json")
-_CONFIG_KEYS = ("model", "rho", "rule", "kappa", "weight_decay", "regularization", "batch_size", "seed",
-                "steps", "n", "d", "data_sha256")
+_CONFIG_KEYS = ("model", "rho", "rule", "kappa", "l2", "optimizer", "batch_size", "seed", "steps", "n", "d",
+                "data_sha256")
+_CONFIG_KEYS_V3 = ("model", "rho", "rule", "kappa", "weight_decay", "regularization", "batch_size", "seed",
+                   "steps", "n", "d", "data_sha256")
 _MOMENTUM_KEYS = ("momentum", "dampening", "nesterov")
+
+
+def _from_v3(config: dict[str, Any], buffers: Array | None) -> tuple[dict[str, Any], dict[str, Array]]:
+    """A configuration of formats 1–3 in format 4's fields: 0.1's "decoupled" weight decay was SGD's
+    ``weight_decay``, its "coupled" one the loss's ``l2``; momentum buffers are the "momentum_buffer"."""
+    config = dict(config)
+    lam = config.pop("weight_decay")
+    coupled = config.pop("regularization") == "coupled"
+    mu, tau, nesterov = (config.pop(k, default) for k, default in zip(_MOMENTUM_KEYS, (0.0, 0.0, False)))
+    config["l2"] = lam if coupled else 0.0
+    config["optimizer"] = {"name": "SGD", "momentum": mu, "dampening": tau, "nesterov": nesterov,
+                           "weight_decay": 0.0 if coupled else lam}
+    has_buffers = buffers is not None and buffers.shape[0] > 0
+    return config, ({"momentum_buffer": buffers} if has_buffers and buffers is not None else {})
+
+
+def _short(value: Any) -> str:
+    """A configuration value for a message: a per-coordinate list is summarised, not printed whole."""
+    if isinstance(value, list):
+        return f"<{len(value)} per-coordinate values>"
+    return repr(value)
 
 
 def _inconsistencies(data: dict[str, Any], config: dict[str, Any], built_in_model: bool = True) -> list[str]:
@@ -266,19 +286,21 @@ def _inconsistencies(data: dict[str, Any], config: dict[str, Any], built_in_mode
             SAM.from_config(config)
             if built_in_model:
                 model_from_spec(config["model"])
-            optimizer = SGDMomentum(config["momentum"], config["dampening"], config["nesterov"])
+            optimizer = optimizer_from_config(config["optimizer"], 1.0)
+            optimizer.check_dimension(d)
         except (ValueError, TypeError, KeyError) as exc:
             problems.append(f"invalid configuration ({exc})")
             return problems
-        buffers = data.get("buffers")
-        if buffers is not None:
-            want = (T, d) if optimizer.active else (0, d)
-            if buffers.shape != want:
-                problems.append(f"buffers has shape {buffers.shape}, expected {want}")
-            elif buffers.dtype != np.float64 or not np.all(np.isfinite(buffers)):
-                problems.append("buffers must be finite float64")
-        elif optimizer.active:
-            problems.append("a momentum run must store its buffers")
+        stored = {key[len("state_"):] for key in data if key.startswith("state_")}
+        if stored != set(optimizer.state_names):
+            problems.append(f"the optimizer's states are {sorted(optimizer.state_names)}, the run stores "
+                            f"{sorted(stored)}")
+        for name in sorted(set(optimizer.state_names) & stored):
+            values = data[f"state_{name}"]
+            if values.shape != (T, d):
+                problems.append(f"state {name!r} has shape {values.shape}, expected {(T, d)}")
+            elif values.dtype != np.float64 or not np.all(np.isfinite(values)):
+                problems.append(f"state {name!r} must be finite float64")
         norms = data.get("grad_norms")
         if norms is not None and norms.shape != (0,):
             if norms.shape != (T,):

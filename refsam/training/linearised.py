@@ -1,0 +1,275 @@
+"""The SAM step linearised: one object for its update and every derivative of it.
+
+Every exact method of refsam differentiates the same step (:mod:`refsam.training.step`). This module
+is the one home of its Jacobians; training and replays call :meth:`SAMStep.update`, the adjoint
+:meth:`SAMStep.vjp`, the forward and hyper-parameter recursions :meth:`SAMStep.jvp`, and the closed form
+and its matrix-free operators the same perturbation's :meth:`LinearisedPerturbation.tangent`,
+:meth:`~LinearisedPerturbation.cotangent` and :meth:`~LinearisedPerturbation.jacobian` at a root.
+
+Conventions
+-----------
+* One perturbation C (the batch, or an m-sharpness chunk) at θ, with c_j = w_j/|C| for j ∈ C,
+  F_C = Σ_j c_j ℓ_j, the curvature C(x) (the Hessian ∇²F_C(x), or an approximation of it supplied by
+  the caller) and K(x) = C(x) + λ_in I (λ_in = ``problem.l2``):
+
+      P = ∂ε/∂g (symmetric),   S = ∂ε/∂θ|_g (ASAM's T term; 0 for SAM and USAM)
+      M_C = ∂g̃_C/∂θ = K(ŵ_C) (I + P K(θ) + S)                                   (d, d), not symmetric
+      ∂g̃_C/∂c_j = ∇ℓ_j(ŵ_C) + K(ŵ_C) P ∇ℓ_j(θ)                                   (c_j = w_j/|C|)
+
+  The step's descent gradient is g̃ = Σ_C (|C|/|B|) g̃_C, so ∂g̃/∂w_j = (1/|B|) ∂g̃_C/∂c_j for j ∈ C.
+* Tangents (forward mode), a block Θ̇ (d, k):
+      ġ = K(θ) Θ̇,   ŵ̇ = Θ̇ + P ġ + S Θ̇,   ġ̃_C = K(ŵ) ŵ̇
+  Cotangents (reverse mode), a block D (d, k) of adjoints of g̃_C:
+      Q = K(ŵ) D,   M_Cᵀ D = Q + K(θ) P Q + Sᵀ Q,   row j: (∂g̃_C/∂c_j)ᵀ D = ∇ℓ_j(ŵ)ᵀ D + ∇ℓ_j(θ)ᵀ P Q
+  (K and P are symmetric.) Then the optimizer's own JVP/VJP (:mod:`refsam.training.optimizers`)
+  carries them through its update.
+* Cost per perturbation: two curvature products (HVPs for the exact curvature) per column each way.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from typing import Protocol
+
+import numpy as np
+import scipy.linalg
+from numpy.typing import NDArray
+
+from ..models import BatchDerivatives
+from ..objective import Problem, decay_matrix, decay_times
+from ..sam import SAM
+from ..tolerances import CANCEL_WARN
+from .optimizers import Optimizer, State
+from .step import Perturbation, perturbations
+
+__all__ = ["Curvature", "ExactCurvature", "LinearisedPerturbation", "SAMStep", "scatter_add"]
+
+Array = NDArray[np.float64]
+Hook = Callable[["LinearisedPerturbation", Array], None]
+
+
+class Curvature(Protocol):
+    """C(x) at one point: products, products with the per-sample gradient rows, the dense matrix."""
+
+    derivatives: BatchDerivatives
+
+    def times(self, V: Array) -> Array: ...  # C(x) V, (d, k)
+
+    def times_and_rows(self, V: Array) -> tuple[Array, Array]: ...  # (C(x) V, ∇ℓ_j(x)ᵀ V rows (|C|, k))
+
+    def matrix(self) -> Array: ...  # C(x), (d, d)
+
+
+class ExactCurvature:
+    """C(x) = H(x), the exact Hessian: products by the model's Hessian-vector products, which share
+    their forward pass with the per-sample rows (``hvp_and_jvp``)."""
+
+    def __init__(self, derivatives: BatchDerivatives, hessian: Array | None = None) -> None:
+        self.derivatives = derivatives
+        self._matrix = hessian
+
+    def times(self, V: Array) -> Array:
+        return self.derivatives.hvp(V) if self._matrix is None else self._matrix @ V
+
+    def times_and_rows(self, V: Array) -> tuple[Array, Array]:
+        if self._matrix is None:
+            return self.derivatives.hvp_and_jvp(V)
+        return self._matrix @ V, self.derivatives.jvp(V)
+
+    def matrix(self) -> Array:
+        if self._matrix is None:
+            self._matrix = self.derivatives.hessian()
+        return self._matrix
+
+
+class LinearisedPerturbation:
+    """One perturbation C of a step with its derivatives (module docstring)."""
+
+    def __init__(self, sam: SAM, lam_in: float | Array, theta: Array, part: Perturbation,
+                 at_theta: Curvature, at_w_hat: Curvature) -> None:
+        self.sam, self.lam_in, self.theta, self.part = sam, lam_in, theta, part  # θ: (d,)
+        self.at_theta, self.at_w_hat = at_theta, at_w_hat
+        self.idx, self.share = part.idx, part.share
+        self.g, self.w_hat = part.g, part.w_hat
+
+    # -- the pieces -----------------------------------------------------------------------------------
+    def K_theta(self, V: Array) -> Array:
+        """K(θ) V = C(θ) V + λ_in V."""
+        return self.at_theta.times(V) + decay_times(self.lam_in, V)
+
+    def K_hat(self, V: Array) -> Array:
+        """K(ŵ) V = C(ŵ) V + λ_in V."""
+        return self.at_w_hat.times(V) + decay_times(self.lam_in, V)
+
+    def P(self, V: Array) -> Array:
+        """P V = (∂ε/∂g) V, O(d) per column; P is symmetric."""
+        return self.sam.jvp_g(self.theta, self.g, V)
+
+    def S(self, V: Array) -> Array:
+        """S V = (∂ε/∂θ|_g) V."""
+        return self.sam.jvp_theta(self.theta, self.g, V)
+
+    def S_T(self, V: Array) -> Array:
+        """Sᵀ V."""
+        return self.sam.vjp_theta(self.theta, self.g, V)
+
+    # -- products -------------------------------------------------------------------------------------
+    def tangent(self, dtheta: Array, add_g: Hook | None = None, add_w_hat: Hook | None = None,
+                add_descent: Hook | None = None) -> Array:
+        """ġ̃_C = K(ŵ)(Θ̇ + P K(θ) Θ̇ + S Θ̇) = M_C Θ̇ for a block Θ̇ (d, k), unscaled by the share.
+
+        The hooks add a parameter's own terms in place (a tangent recursion's sources): ``add_g`` into
+        ġ, ``add_w_hat`` into ŵ̇, ``add_descent`` into ġ̃_C."""
+        dg = self.K_theta(dtheta)  # ġ = K(θ) Θ̇
+        if add_g is not None:
+            add_g(self, dg)
+        dw_hat = dtheta + self.P(dg) + self.S(dtheta)  # ŵ̇ = Θ̇ + P ġ + S Θ̇
+        if add_w_hat is not None:
+            add_w_hat(self, dw_hat)
+        ddescent = self.K_hat(dw_hat)  # ġ̃_C = K(ŵ) ŵ̇
+        if add_descent is not None:
+            add_descent(self, ddescent)
+        return ddescent
+
+    def cotangent(self, D: Array, jacobian: bool = True) -> tuple[Array | None, Array]:
+        """(M_Cᵀ D, rows) for a block D (d, k) of adjoints of g̃_C, unscaled by the share: M_Cᵀ D =
+        Q + K(θ) P Q + Sᵀ Q with Q = K(ŵ) D, and rows (|C|, k) = ∇ℓ_j(ŵ)ᵀ D + ∇ℓ_j(θ)ᵀ P Q, the
+        adjoint of c_j (so G_w V = rows/n for the full batch). ``jacobian=False``: the rows only (None
+        for M_Cᵀ D), one curvature product per column instead of two."""
+        HD, rows_hat = self.at_w_hat.times_and_rows(D)
+        Q = HD + decay_times(self.lam_in, D)  # K(ŵ) D
+        PQ = self.P(Q)
+        if not jacobian:
+            return None, rows_hat + self.at_theta.derivatives.jvp(PQ)
+        HPQ, rows_theta = self.at_theta.times_and_rows(PQ)
+        return Q + HPQ + decay_times(self.lam_in, PQ) + self.S_T(Q), rows_hat + rows_theta
+
+    def weight_tangent(self, U: Array) -> Array:
+        """Σ_j (∂g̃_C/∂c_j) U_j for a block U (|C|, k) of tangents of the c_j, (d, k):
+        Σ_j ∇ℓ_j(ŵ) U_j + K(ŵ) P Σ_j ∇ℓ_j(θ) U_j, one weighted gradient per column at each point."""
+        inner = _weighted_grads(self.at_theta.derivatives, U)  # Σ_j ∇ℓ_j(θ) U_j, (d, k)
+        return _weighted_grads(self.at_w_hat.derivatives, U) + self.K_hat(self.P(inner))
+
+    # -- dense, for a direct solve at a root -------------------------------------------------------------
+    def jacobian(self) -> Array:
+        """M_C = K(ŵ)(I + E), E = P K(θ) + S, dense (d, d): the closed form's J without λ_out. Cost: the
+        two curvature matrices and one d × d product (E from P's structure in O(d²) per column block)."""
+        d = self.theta.shape[0]
+        K_theta = self.at_theta.matrix() + decay_matrix(self.lam_in, d)
+        K_hat = self.at_w_hat.matrix() + decay_matrix(self.lam_in, d)
+        E = self.P(K_theta) + self.sam.jacobian_theta(self.theta, self.g)  # dε/dθ = P K(θ) + S
+        return K_hat + K_hat @ E
+
+    def weight_rows(self) -> Array:
+        """Rows ∂g̃_C/∂c_j = ∇ℓ_j(ŵ) + K(ŵ) P ∇ℓ_j(θ), dense (|C|, d)."""
+        grads_hat = self.at_w_hat.derivatives.per_sample_grads()  # ∇ℓ_j(ŵ), (|C|, d)
+        grads_theta = self.at_theta.derivatives.per_sample_grads()  # ∇ℓ_j(θ), (|C|, d)
+        d = self.theta.shape[0]
+        M_T = self.P(self.at_w_hat.matrix() + decay_matrix(self.lam_in, d))  # (K(ŵ) P)ᵀ = P K(ŵ)
+        return grads_hat + grads_theta @ M_T
+
+    def warn_if_cancelled(self, stacklevel: int = 6) -> None:
+        """The exact methods differentiate ε = ρ Tg/(‖Tg‖ + e): warn when g_C is round-off-level
+        cancellation of its terms (tolerances.CANCEL_WARN): ε's direction is then set by rounding, which
+        the exact derivatives amplify by ‖terms‖/(‖g‖ + e). The size of the terms is Σ_j |c_j| ‖∇ℓ_j‖ +
+        ‖λ_in θ‖ (T scales coordinates after the sum, so the ratio is judged on g). A denominator e
+        protects only if it is large against that rounding: the public codes' 1e-12 or 1e-16 does not
+        (found by the fuzz suite: 16% disagreement at ‖g‖ ≈ e = 1e-16). Cost: O(|C| d)."""
+        if self.sam.rule == "usam" or self.sam.rho == 0.0:
+            return
+        derivatives = self.at_theta.derivatives
+        size = (float(np.abs(derivatives.c) @ derivatives.per_sample_grad_norms())
+                + float(scipy.linalg.norm(decay_times(self.lam_in, self.theta))))
+        if not 0.0 < size < np.inf:
+            return
+        ratio = (float(scipy.linalg.norm(self.g)) + self.sam.norm_eps) / size  # BLAS nrm2: no overflow
+        if ratio < CANCEL_WARN:
+            warnings.warn(f"a step's perturbation gradient is {ratio:.1e} of the size of the per-sample "
+                          f"terms it sums (cancellation): ε's direction is set by rounding there, and the "
+                          f"exact methods can disagree with each other and with autodiff. Use rule='usam', "
+                          f"norm_eps well above {CANCEL_WARN:g} x the per-sample gradients, or avoid steps "
+                          f"where the batch gradient nearly vanishes.", RuntimeWarning, stacklevel=stacklevel)
+
+
+def _weighted_grads(derivatives: BatchDerivatives, U: Array) -> Array:
+    """Σ_j ∇ℓ_j(x) U_j at the derivatives' point x, one weighted gradient per column of U (|C|, k)."""
+    model, x, X, y = derivatives.model, derivatives.theta, derivatives.X, derivatives.y
+    return np.stack([model.derivatives(x, X, y, u).grad() for u in U.T], axis=1)
+
+
+def linearise_perturbations(problem: Problem, sam: SAM, theta: Array, parts: list[Perturbation],
+                            curvature: Callable[[BatchDerivatives], Curvature] = ExactCurvature,
+                            ) -> list[LinearisedPerturbation]:
+    """Each perturbation with its curvature at θ and at ŵ_C (``curvature`` builds it from the batch
+    derivatives there; default the exact Hessian)."""
+    out = []
+    for part in parts:
+        assert part.at_theta is not None and part.at_w_hat is not None  # a single run, not a block
+        out.append(LinearisedPerturbation(sam, problem.l2, theta, part, curvature(part.at_theta),
+                                          curvature(part.at_w_hat)))
+    return out
+
+
+class SAMStep:
+    """Step t of a run: the SAM descent gradient of ``optimizer`` on batch B_t at (θ_t, s_t), with its
+    update, JVP and VJP (module docstring).
+
+    ``g`` and ``w_hat``: the step's perturbation gradient and perturbed point where the run recorded
+    them (a single perturbation); otherwise they are recomputed, exactly as training computed them.
+    """
+
+    def __init__(self, problem: Problem, sam: SAM, optimizer: Optimizer, t: int, lr: float, theta: Array,
+                 state: State, idx: NDArray[np.int64], g: Array | None = None,
+                 w_hat: Array | None = None) -> None:
+        self.problem, self.sam, self.optimizer = problem, sam, optimizer
+        self.t, self.lr, self.theta, self.state, self.idx = t, lr, theta, state, idx
+        self.inv_batch = 1.0 / len(idx)  # ∂(w_j/|B|)/∂w_j
+        parts = perturbations(problem, sam, theta, idx, None, g, w_hat)
+        self.parts = linearise_perturbations(problem, sam, theta, parts)
+        self.descent = parts[0].descent if len(parts) == 1 else sum(
+            (p.share * p.descent for p in parts), np.zeros_like(theta))  # g̃_t (m-sharpness: the mean)
+
+    def warn_if_cancelled(self) -> None:
+        for part in self.parts:
+            part.warn_if_cancelled(stacklevel=7)
+
+    def update(self) -> tuple[Array, State]:
+        """(θ_{t+1}, s_{t+1}): the optimizer's update with the descent gradient g̃_t."""
+        return self.optimizer.update(self.t, self.lr, self.theta, self.state, self.descent)
+
+    def jvp(self, dtheta: Array, dstate: State, add_g: Hook | None = None, add_w_hat: Hook | None = None,
+            add_descent: Hook | None = None, dlam: Array | None = None,
+            add_step_descent: Callable[[Array], None] | None = None) -> tuple[Array, State]:
+        """(Θ̇_{t+1}, ṡ_{t+1}) from (Θ̇_t, ṡ_t), blocks (d, k): ġ̃ = Σ_C share·M_C Θ̇ (plus the hooks'
+        sources; ``add_step_descent`` adds to ġ̃ itself), then the optimizer's JVP (``dlam``: the
+        tangent of its weight decay per column, or None)."""
+        ddescent = np.zeros_like(dtheta)
+        for part in self.parts:
+            tangent = part.tangent(dtheta, add_g, add_w_hat, add_descent)
+            ddescent = ddescent + (tangent if part.share == 1.0 else part.share * tangent)
+        if add_step_descent is not None:
+            add_step_descent(ddescent)
+        return self.optimizer.jvp(self.t, self.lr, self.theta, self.state, self.descent, dtheta, dstate,
+                                  ddescent, dlam)
+
+    def vjp(self, ct_theta: Array, ct_state: State, influence: Array) -> tuple[Array, State]:
+        """(θ̄_t, s̄_t) from (θ̄_{t+1}, s̄_{t+1}), blocks (d, k); adds each j ∈ B_t's (∂θ_{t+1}/∂w_j)ᵀ θ̄_{t+1}
+        to ``influence`` (n, k) in place."""
+        ct_theta, ct_state, D = self.optimizer.vjp(self.t, self.lr, self.theta, self.state, self.descent,
+                                                   ct_theta, ct_state)  # D = ḡ̃, the adjoint of g̃_t
+        for part in self.parts:
+            MtD, rows = part.cotangent(D)
+            assert MtD is not None
+            scatter_add(influence, part.idx, self.inv_batch * rows)  # share/|C| = 1/|B|
+            ct_theta = ct_theta + (MtD if part.share == 1.0 else part.share * MtD)
+        return ct_theta, ct_state
+
+
+def scatter_add(target: Array, rows: NDArray[np.int64], values: Array) -> None:
+    """target[rows] += values, row by row; a repeated row (an external batch drawn with replacement)
+    receives each of its contributions (np.add.at), distinct rows take one fancy-indexed add."""
+    if len(rows) > 1 and np.unique(rows).size < len(rows):
+        np.add.at(target, rows, values)
+    else:
+        target[rows] += values

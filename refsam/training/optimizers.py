@@ -1,0 +1,264 @@
+"""Base optimizers as objects, with ``torch.optim``'s names and semantics: what a SAM step hands its
+descent gradient to.
+
+Conventions
+-----------
+* The SAM step (:mod:`refsam.training.step`) builds the *descent gradient* g̃_t = ∇F_{B_t,w}(ŵ_t)
+  (+ the loss-level L2 gradient of ``Problem(l2=…)`` at ŵ_t) and hands it, with the unperturbed θ_t, to
+  the optimizer, as the PyTorch SAM wrapper does. The optimizer owns everything after that: its weight
+  decay (added at the unperturbed point: never seen by the perturbation), its state, its learning rate.
+* An optimizer's **state** is a tuple of arrays shaped like θ (``state_names`` names them, torch's
+  names); it starts at zeros (:meth:`Optimizer.init_state`). The step count t is data, not state.
+* Every optimizer gives its update and the update's derivatives, so that training, replays and every
+  exact influence method differentiate the same equation:
+
+      update(t, η, θ, s, g̃)                      → (θ', s')
+      jvp(t, η, θ, s, g̃, θ̇, ṡ, ġ̃, λ̇)            → (θ̇', ṡ')          (tangents, blocks (d, k))
+      vjp(t, η, θ, s, g̃, θ̄', s̄')                → (θ̄, s̄, ḡ̃)         (adjoints,  blocks (d, k))
+
+  with λ̇ the tangent of the weight decay λ (a row (k,) of hyper-parameter directions; None: 0).
+* At a full-batch fixed point the step is zero where the optimizer's residual is zero,
+  ``residual(θ, g̃) = g̃ + λθ`` for SGD (with or without momentum: the buffer is then 0).
+
+SGD, to the letter of ``torch.optim.SGD`` (μ = momentum, τ = dampening, λ = weight_decay):
+
+    d_t    = g̃_t + λ θ_t
+    buf_t  = μ buf_{t−1} + c_t d_t,     c_0 = 1 (torch's buf_0 = d_0), c_t = 1 − τ for t ≥ 1, buf_{−1} = 0
+    step_t = d_t + μ buf_t (Nesterov)   or   buf_t (heavy ball)   or   d_t (μ = 0: no buffer is kept)
+    θ_{t+1} = θ_t − η_t step_t
+
+λ enters d_t and goes through the buffer (torch's order). That is not SGDW/AdamW's "decoupled" weight
+decay; it is decoupled from the *perturbation* only (a loss-level L2 belongs on the problem instead).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from ..errors import InvalidInputError
+from ..objective import decay_times
+from ..validation import check_finite_array, check_nonnegative, check_positive
+
+__all__ = ["OPTIMIZERS", "SGD", "Optimizer", "optimizer_from_config"]
+
+Array = NDArray[np.float64]
+State = tuple[Array, ...]
+
+
+class Optimizer:
+    """The interface every base optimizer implements (module docstring); see :class:`SGD`.
+
+    Attributes
+    ----------
+    lr : float or array (T,)
+        η, constant or one rate per step (a schedule).
+    weight_decay : float or array (d,)
+        λ, one for every coordinate or one per coordinate (e.g. 0 on biases).
+    """
+
+    name: ClassVar[str] = ""
+    lr: float | Array
+    weight_decay: float | Array
+
+    # -- configuration ----------------------------------------------------------------------------------
+    @property
+    def state_names(self) -> tuple[str, ...]:
+        """The names of the state arrays, in order (torch's names); () for a stateless optimizer."""
+        raise NotImplementedError
+
+    def config(self) -> dict[str, Any]:
+        """The optimizer as JSON (without ``lr``: a run stores its per-step rates as an array)."""
+        raise NotImplementedError
+
+    def replace(self, **changes: Any) -> Optimizer:
+        """The same optimizer with some settings changed, e.g. ``replace(lr=0.1, weight_decay=1e-3)``."""
+        settings = {k: v for k, v in self.config().items() if k != "name"}
+        return type(self)(**{"lr": self.lr, **settings, **changes})
+
+    def learning_rates(self, steps: int) -> Array:
+        """η_0 … η_{T−1}, shape (T,): the constant rate repeated, or the schedule (its length must be T)."""
+        if isinstance(self.lr, float):
+            return np.full(steps, self.lr)
+        if self.lr.shape != (steps,):
+            raise InvalidInputError(
+                f"the optimizer's `lr` schedule has {self.lr.shape[0]} rates; the run has {steps} steps")
+        return self.lr.copy()
+
+    def scalar_lr(self) -> float:
+        """A single η for diagnostics at a root (the stability of training there): the constant rate, or
+        the schedule's last rate (where a run ends)."""
+        return self.lr if isinstance(self.lr, float) else float(self.lr[-1])
+
+    def check_dimension(self, d: int) -> None:
+        """Raise if a per-coordinate weight decay does not have d entries."""
+        if isinstance(self.weight_decay, np.ndarray) and self.weight_decay.shape != (d,):
+            raise InvalidInputError(f"the optimizer's per-coordinate `weight_decay` must have shape ({d},) "
+                                    f"like θ, got {self.weight_decay.shape}")
+
+    def weight_decay_config(self) -> float | list[float]:
+        lam = self.weight_decay
+        return [float(v) for v in lam] if isinstance(lam, np.ndarray) else float(lam)
+
+    # -- the update and its derivatives -------------------------------------------------------------------
+    def init_state(self, theta: Array) -> State:
+        """The state before the first step: zeros shaped like θ, one per state name."""
+        return tuple(np.zeros_like(theta) for _ in self.state_names)
+
+    def residual(self, theta: Array, grad: Array) -> Array:
+        """What vanishes at a full-batch fixed point of this optimizer, given the descent gradient g̃."""
+        raise NotImplementedError
+
+    def update(self, t: int, lr: float, theta: Array, state: State, grad: Array) -> tuple[Array, State]:
+        raise NotImplementedError
+
+    def jvp(self, t: int, lr: float, theta: Array, state: State, grad: Array, dtheta: Array,
+            dstate: State, dgrad: Array, dlam: Array | None = None) -> tuple[Array, State]:
+        raise NotImplementedError
+
+    def vjp(self, t: int, lr: float, theta: Array, state: State, grad: Array, ct_theta: Array,
+            ct_state: State) -> tuple[Array, State, Array]:
+        raise NotImplementedError
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent with momentum, ``torch.optim.SGD(params, lr, momentum, dampening,
+    nesterov, weight_decay)`` (module docstring for the equations).
+
+    Parameters
+    ----------
+    lr : float > 0, or array (T,) of floats > 0
+        η, constant or per step (a schedule; ``refsam.train`` checks its length against the steps).
+    momentum : float in [0, 1)
+        μ; 0 is plain SGD (no buffer).
+    dampening : float in [0, 1]
+        τ: the buffer adds (1 − τ) d_t from the second step on.
+    nesterov : bool
+        The step is d_t + μ buf_t instead of buf_t. (PyTorch rejects Nesterov with dampening ≠ 0;
+        refsam accepts it, with the same formulas.)
+    weight_decay : float >= 0, or array (d,) of floats >= 0
+        λ, added to the descent gradient at the unperturbed point: d_t = g̃_t + λ θ_t (per coordinate:
+        λ_i θ_i, e.g. ``np.where(model.bias_mask(p), 0.0, λ)`` for no decay on biases).
+    """
+
+    name = "SGD"
+
+    def __init__(self, lr: float | ArrayLike, momentum: float = 0.0, dampening: float = 0.0,
+                 nesterov: bool = False, weight_decay: float | ArrayLike = 0.0) -> None:
+        self.lr = _check_lr(lr)
+        self.momentum = check_nonnegative("momentum", momentum)
+        self.dampening = check_nonnegative("dampening", dampening)
+        if self.momentum >= 1.0:
+            raise InvalidInputError(f"`momentum` must lie in [0, 1), got {self.momentum}")
+        if self.dampening > 1.0:
+            raise InvalidInputError(f"`dampening` must lie in [0, 1], got {self.dampening}")
+        if not isinstance(nesterov, (bool, np.bool_)):
+            raise InvalidInputError(f"`nesterov` must be True or False, got {nesterov!r}")
+        if nesterov and self.momentum == 0.0:
+            raise InvalidInputError(
+                "`nesterov=True` needs `momentum` > 0 (as in torch.optim.SGD), got momentum=0")
+        self.nesterov = bool(nesterov)
+        self.weight_decay = _check_weight_decay(weight_decay)
+
+    def __repr__(self) -> str:
+        lr = f"{self.lr:g}" if isinstance(self.lr, float) else f"<schedule of {self.lr.size}>"
+        extras = "".join(f", {k}={v}" for k, v in (("momentum", self.momentum), ("dampening", self.dampening),
+                                                   ("nesterov", self.nesterov)) if v)
+        lam = self.weight_decay
+        decay = (f", weight_decay={lam:g}" if isinstance(lam, float) and lam
+                 else ", weight_decay=<per-coordinate>" if isinstance(lam, np.ndarray) else "")
+        return f"SGD(lr={lr}{extras}{decay})"
+
+    @property
+    def state_names(self) -> tuple[str, ...]:
+        return ("momentum_buffer",) if self.momentum != 0.0 else ()
+
+    def config(self) -> dict[str, Any]:
+        return {"name": self.name, "momentum": self.momentum, "dampening": self.dampening,
+                "nesterov": self.nesterov, "weight_decay": self.weight_decay_config()}
+
+    def buffer_weight(self, t: int) -> float:
+        """c_t, the factor of d_t in buf_t: 1 at the first step, 1 − τ afterwards."""
+        return 1.0 if t == 0 else 1.0 - self.dampening
+
+    def residual(self, theta: Array, grad: Array) -> Array:
+        """d = g̃ + λθ: at a root the step and the buffer are 0."""
+        return grad + decay_times(self.weight_decay, theta)
+
+    def _step(self, t: int, state: State, d: Array) -> tuple[Array, State]:
+        """(step_t, state_t) from d_t and state_{t−1}: the momentum part, linear in (d, state)."""
+        if not state:  # μ = 0: step = d exactly
+            return d, ()
+        buf = self.momentum * state[0] + self.buffer_weight(t) * d
+        return (d + self.momentum * buf if self.nesterov else buf), (buf,)
+
+    def update(self, t: int, lr: float, theta: Array, state: State, grad: Array) -> tuple[Array, State]:
+        d = self.residual(theta, grad)  # d_t = g̃_t + λ θ_t
+        step, new_state = self._step(t, state, d)
+        return theta - lr * step, new_state
+
+    def jvp(self, t: int, lr: float, theta: Array, state: State, grad: Array, dtheta: Array,
+            dstate: State, dgrad: Array, dlam: Array | None = None) -> tuple[Array, State]:
+        """The update is linear in (θ, state, g̃): its tangent is the same map on the tangents, plus θ λ̇
+        for a tangent of λ (scalar λ only)."""
+        dd = dgrad + decay_times(self.weight_decay, dtheta)  # ḋ = ġ̃ + λ θ̇ (+ θ λ̇)
+        if dlam is not None:
+            dd = dd + theta[:, None] * dlam[None, :]
+        dstep, new_dstate = self._step(t, dstate, dd)
+        return dtheta - lr * dstep, new_dstate
+
+    def vjp(self, t: int, lr: float, theta: Array, state: State, grad: Array, ct_theta: Array,
+            ct_state: State) -> tuple[Array, State, Array]:
+        """Transpose of the update (U = θ̄', a = buf̄_t, b̄ the adjoint of buf_t in total):
+
+            no momentum:  d̄ = −η U
+            heavy ball:   b̄ = a − η U,        d̄ = c_t b̄,             buf̄_{t−1} = μ b̄
+            Nesterov:     b̄ = a − η μ U,      d̄ = c_t b̄ − η U,       buf̄_{t−1} = μ b̄
+            then θ̄ = U + λ d̄ and ḡ̃ = d̄ (d = g̃ + λθ).
+        """
+        if not ct_state:
+            ct_d = -lr * ct_theta
+            new_ct_state: State = ()
+        else:
+            b_bar = ct_state[0] - lr * (self.momentum if self.nesterov else 1.0) * ct_theta
+            ct_d = self.buffer_weight(t) * b_bar
+            if self.nesterov:
+                ct_d = ct_d - lr * ct_theta
+            new_ct_state = (self.momentum * b_bar,)
+        return ct_theta + decay_times(self.weight_decay, ct_d), new_ct_state, ct_d
+
+
+OPTIMIZERS: dict[str, type[Optimizer]] = {"SGD": SGD}
+
+
+def optimizer_from_config(config: dict[str, Any], lr: float | ArrayLike) -> Optimizer:
+    """Rebuild an optimizer from :meth:`Optimizer.config` and its learning rate(s)."""
+    if not isinstance(config, dict) or config.get("name") not in OPTIMIZERS:
+        got = config.get("name") if isinstance(config, dict) else config
+        raise InvalidInputError(f"the optimizer configuration must name one of {sorted(OPTIMIZERS)}, "
+                                f"got {got!r}")
+    fields = {k: v for k, v in config.items() if k != "name"}
+    if config["name"] == "SGD":
+        return SGD(lr, **fields)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _check_lr(lr: Any) -> float | Array:
+    if np.ndim(lr) == 0:
+        return check_positive("lr", lr)
+    lrs = check_finite_array("lr", lr, ndim=1).copy()  # a copy: later edits of the caller's array stay theirs
+    if lrs.size == 0 or np.any(lrs <= 0):
+        raise InvalidInputError("`lr` must be a float > 0 or a non-empty array of floats > 0, got "
+                                + ("an empty array" if lrs.size == 0 else f"minimum {float(lrs.min())!r}"))
+    return lrs
+
+
+def _check_weight_decay(weight_decay: Any) -> float | Array:
+    if np.ndim(weight_decay) == 0:
+        return check_nonnegative("weight_decay", weight_decay)
+    lam = check_finite_array("weight_decay", weight_decay, ndim=1).copy()
+    if np.any(lam < 0):
+        raise InvalidInputError(f"`weight_decay` entries must be >= 0, got minimum {float(lam.min())!r}")
+    return lam
