@@ -24,7 +24,7 @@ import hashlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, cast
 
 import autograd.numpy as anp
 import numpy as np
@@ -34,7 +34,7 @@ from .errors import InvalidInputError
 from .models import BatchDerivatives, Model
 from .validation import check_finite_array, check_nonnegative
 
-__all__ = ["Problem", "decay_matrix", "decay_times", "reuse_derivatives"]
+__all__ = ["Problem", "check_problem", "decay_matrix", "decay_times", "reuse_derivatives"]
 
 Array = NDArray[np.float64]
 Index = ArrayLike | None
@@ -111,7 +111,8 @@ class Problem:
         w = check_finite_array(name, weights, shape=(self.n,))
         if np.any(w < 0):
             raise InvalidInputError(f"`{name}` must be >= 0, got minimum {float(w.min())!r}")
-        return w.copy()  # a copy: problems and recorded runs must not alias the caller's array
+        # a copy: problems and recorded runs must not alias the caller's array
+        return np.array(w, dtype=np.float64)
 
     def _check_l2(self, l2: Any) -> float | Array:
         """λ as a float (one λ for every coordinate) or a float64 array (d,) of per-coordinate λ_i."""
@@ -120,7 +121,7 @@ class Problem:
         vector = check_finite_array("l2", l2, shape=(self.d,)).copy()
         if np.any(vector < 0):
             raise InvalidInputError(f"`l2` entries must be >= 0, got minimum {float(vector.min())!r}")
-        return vector
+        return cast("float | Array", vector)
 
     def l2_config(self) -> float | list[float]:
         """The loss-level λ as JSON: a float, or the list of λ_i."""
@@ -255,6 +256,13 @@ class Problem:
             f"Problem({self.model!r}, n={self.n}, p={self.p}, d={self.d}, "
             f"l2={_decay_repr(self.l2)})"
         )
+
+
+def check_problem(problem: object) -> Problem:
+    """The one check that ``problem`` is a refsam.Problem (every public entry point calls it)."""
+    if not isinstance(problem, Problem):
+        raise InvalidInputError(f"`problem` must be a refsam.Problem, got {type(problem).__name__}")
+    return problem
 
 
 def decay_matrix(lam: float | Array, d: int) -> Array:

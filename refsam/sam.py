@@ -37,7 +37,7 @@ from numpy.typing import ArrayLike, NDArray
 from .errors import InvalidInputError, RefsamError
 from .validation import check_choice, check_nonnegative, check_positive_int
 
-__all__ = ["RULES", "SAM", "ZeroGradientError"]
+__all__ = ["RULES", "SAM", "ZeroGradientError", "check_sam"]
 
 RULES = ("sam", "usam", "asam")
 
@@ -182,7 +182,7 @@ class SAM:
         norm = np.sqrt(np.einsum("ij,ij->j", unit, unit))
         denominator = norm + self.norm_eps / divisor  # = (‖s‖ + e)/divisor
         denominator = np.where(scale == 0.0, self.norm_eps, denominator)  # s = 0: ρ T s / e = 0
-        return self.rho * t * unit / denominator
+        return np.asarray(self.rho * t * unit / denominator, dtype=np.float64)
 
     def _rescaled(self, s: Any, t: Any, what: str) -> Any:
         """ρ T s/(‖s‖ + e) from s/max|s|, for an s whose s·s would overflow or underflow (ε is invariant
@@ -272,7 +272,8 @@ class SAM:
 
     def d_rho(self, theta: Array, g: Array) -> Array:
         """∂ε/∂ρ = ε/ρ (every rule is linear in ρ), shape (d,)."""
-        return SAM(1.0, self.rule, self.kappa, self.norm_eps, self.t_mask).perturbation(theta, g)
+        unit_rho = SAM(1.0, self.rule, self.kappa, self.norm_eps, self.t_mask)
+        return np.asarray(unit_rho.perturbation(theta, g), dtype=np.float64)
 
     def _t(self, theta: Array, d: int) -> Array:
         """Diagonal of T: |θ| + κ for ASAM (1 off the mask), ones for SAM (so SAM is ASAM with T = I)."""
@@ -286,6 +287,13 @@ class SAM:
 # max|x| inside (_SAFE_LOW, _SAFE_HIGH): x·x neither overflows nor underflows (for any d < 1e28), so
 # sqrt(x·x) is accurate; outside it the norm is taken of x/max|x|.
 _SAFE_LOW, _SAFE_HIGH = 1e-140, 1e140
+
+
+def check_sam(sam: object) -> SAM:
+    """The one check that ``sam`` is a refsam.SAM (every public entry point calls it)."""
+    if not isinstance(sam, SAM):
+        raise InvalidInputError(f"`sam` must be a refsam.SAM, got {type(sam).__name__}")
+    return sam
 
 
 def _is_traced(x: Any) -> bool:

@@ -25,7 +25,7 @@ from .explain import Explanation, explain_prediction
 from .fitting import (
     CLOSED_FORM_METHODS,
     METHODS,
-    TRAJECTORY_METHODS,
+    RUN_METHODS,
     Fit,
     fit,
     fit_self_influence,
@@ -50,7 +50,7 @@ __all__ = [
     "H_RUN",
     "METHODS",
     "PROTOCOL_FRACTIONS",
-    "TRAJECTORY_METHODS",
+    "RUN_METHODS",
     "TUNING_METHODS",
     "Agreement",
     "DetectionResult",

@@ -41,7 +41,7 @@ from ..training import Optimizer, Trajectory, train
 __all__ = [
     "CLOSED_FORM_METHODS",
     "METHODS",
-    "TRAJECTORY_METHODS",
+    "RUN_METHODS",
     "Fit",
     "check_fit",
     "fit",
@@ -53,7 +53,7 @@ __all__ = [
 
 METHODS = APPLICATION_METHODS
 CLOSED_FORM_METHODS = tuple(m for m in METHODS if method_info(m).family == CLOSED_FORM)
-TRAJECTORY_METHODS = tuple(m for m in METHODS if method_info(m).family == TRAJECTORY)
+RUN_METHODS = tuple(m for m in METHODS if method_info(m).family == TRAJECTORY)  # through the recorded run
 
 Array = NDArray[np.float64]
 
@@ -115,7 +115,7 @@ class Fit:
 
     def available_methods(self) -> tuple[str, ...]:
         """The methods that apply to this run (closed-form ones need a verified fixed point)."""
-        return METHODS if self.has_root else TRAJECTORY_METHODS
+        return METHODS if self.has_root else RUN_METHODS
 
 
 def fit(problem: Problem, sam: SAM, optimizer: Optimizer, steps: int = 300, batch_size: int | None = None,

@@ -43,7 +43,7 @@ from ..influence import (
     solve_fixed_point,
     trajectory_hyperparameter_sensitivity,
 )
-from ..objective import Problem
+from ..objective import Problem, check_problem
 from ..sam import SAM
 from ..tolerances import run_at_root
 from ..training import Optimizer, Trajectory, check_optimizer, train
@@ -121,8 +121,7 @@ class _Setup:
     def __init__(self, problem: Problem, X_val: ArrayLike, y_val: ArrayLike, optimizer: Optimizer, rule: str,
                  kappa: float, steps: int, batch_size: int | None, seed: int, method: str,
                  penalty: str) -> None:
-        if not isinstance(problem, Problem):
-            raise InvalidInputError(f"`problem` must be a refsam.Problem, got {type(problem).__name__}")
+        problem = check_problem(problem)
         self.optimizer = check_optimizer(optimizer, problem.d)
         self.penalty = check_choice("penalty", penalty, PENALTIES)
         tuned = optimizer.weight_decay if penalty == "weight_decay" else problem.l2

@@ -27,7 +27,6 @@ from ..apps.demo import (
     MODELS,
     QUICK,
     DemoConfig,
-    build_model,
     format_fixed_point,
     format_report,
     format_table,
@@ -36,6 +35,7 @@ from ..apps.demo import (
 )
 from ..apps.plotting import matplotlib_available
 from ..errors import InvalidInputError
+from ..models import build_model
 from ..objective import Problem
 from ..sam import RULES, SAM
 from ..validation import check_nonnegative, check_output_directory, check_positive

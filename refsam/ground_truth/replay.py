@@ -27,10 +27,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from ..errors import InvalidInputError
-from ..objective import Problem
+from ..objective import Problem, check_problem
 from ..tolerances import FD_STEP
-from ..training import Trajectory, replay_final
+from ..training import Trajectory, check_trajectory, replay_final
 from ..validation import check_indices
 from .parallel import check_parallel, map_rows
 from .stencil import check_step, weight_stencil
@@ -100,7 +99,7 @@ def _removal_rows(problem: Problem, trajectory: Trajectory, X_test: Array, y_tes
     weights = np.repeat(trajectory.weights[None, :], len(chunk), axis=0)
     weights[np.arange(len(chunk)), chunk] = 0.0
     base = problem.model.losses(trajectory.theta_final, X_test, y_test)  # (m,)
-    return _final_losses(problem, trajectory, weights, X_test, y_test) - base
+    return np.asarray(_final_losses(problem, trajectory, weights, X_test, y_test) - base, dtype=np.float64)
 
 
 def _final_losses(problem: Problem, trajectory: Trajectory, weights: Array, X_test: Array,
@@ -112,12 +111,9 @@ def _final_losses(problem: Problem, trajectory: Trajectory, weights: Array, X_te
 
 def _check_inputs(problem: object, trajectory: object, X_test: ArrayLike, y_test: ArrayLike,
                   indices: ArrayLike | None) -> tuple[Problem, Array, Any, NDArray[np.int64]]:
-    if not isinstance(problem, Problem):
-        raise InvalidInputError(f"`problem` must be a refsam.Problem, got {type(problem).__name__}")
-    if not isinstance(trajectory, Trajectory):
-        raise InvalidInputError(f"`trajectory` must be a refsam.Trajectory, got {type(trajectory).__name__}")
-    trajectory.check_problem(problem)
-    X_test, y_test = problem.check_test(X_test, y_test)
-    return problem, X_test, y_test, check_indices("indices", indices, problem.n)
+    checked = check_problem(problem)
+    check_trajectory(trajectory).check_problem(checked)
+    X_arr, y_arr = checked.check_test(X_test, y_test)
+    return checked, X_arr, y_arr, check_indices("indices", indices, checked.n)
 
 

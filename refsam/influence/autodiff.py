@@ -70,4 +70,5 @@ def autodiff_through_training(problem: Problem, trajectory: Trajectory,
             theta = theta - lr * (descent + mu * buf if nesterov else buf)
         return output(theta)
 
-    return np.asarray(ag_jacobian(final_output)(anp.array(trajectory.weights))).T
+    jacobian = ag_jacobian(final_output)(anp.array(trajectory.weights))  # (dim output, n)
+    return np.ascontiguousarray(np.asarray(jacobian, dtype=np.float64).T)

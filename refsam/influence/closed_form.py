@@ -155,7 +155,7 @@ def _weight_matrix(problem: Problem, lin: Linearisation | None, point: Array) ->
     SystemOperators`.)"""
     if lin is not None:
         return weight_jacobian(problem, lin)  # (n, d)
-    return problem.per_sample_grads(point) / problem.n
+    return np.asarray(problem.per_sample_grads(point) / problem.n, dtype=np.float64)
 
 
 def _system(problem: Problem, sam: SAM, optimizer: Optimizer | None, theta: Array, terms: StepTerms,
@@ -306,7 +306,8 @@ def parameter_influence(problem: Problem, sam: SAM, theta: ArrayLike | FixedPoin
     theta_hat, variant, terms, _, _ = _prepare(problem, sam, theta, optimizer, variant, root_tol,
                                                on_unverified)
     lu, lin, point, _ = _system(problem, sam, optimizer, theta_hat, terms, variant)
-    return -scipy.linalg.lu_solve(lu, _weight_matrix(problem, lin, point).T).T  # row j: −J⁻¹ ∂G/∂w_j
+    rows = -scipy.linalg.lu_solve(lu, _weight_matrix(problem, lin, point).T).T  # row j: −J⁻¹ ∂G/∂w_j
+    return np.asarray(rows, dtype=np.float64)
 
 
 @reuse_derivatives()
@@ -324,7 +325,7 @@ def self_influence(problem: Problem, sam: SAM, theta: ArrayLike | FixedPoint, va
     d_theta = parameter_influence(problem, sam, theta, variant, root_tol=root_tol,
                                   on_unverified=on_unverified, optimizer=optimizer)  # (n, d)
     grads = problem.per_sample_grads(problem.check_theta(theta_arr))  # ∇ℓ_j(θ̂), (n, d)
-    return np.einsum("jd,jd->j", grads, d_theta)
+    return np.asarray(np.einsum("jd,jd->j", grads, d_theta), dtype=np.float64)
 
 
 @reuse_derivatives()

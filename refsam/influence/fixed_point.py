@@ -283,7 +283,7 @@ def _newton_direction(J: Array, G: Array) -> Array:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", scipy.linalg.LinAlgWarning)
-            return scipy.linalg.solve(J, -G)
+            return np.asarray(scipy.linalg.solve(J, -G), dtype=np.float64)
     except (np.linalg.LinAlgError, scipy.linalg.LinAlgWarning):
         return np.asarray(np.linalg.lstsq(J, -G, rcond=None)[0], dtype=np.float64)
 

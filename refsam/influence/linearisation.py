@@ -41,7 +41,12 @@ from ..objective import Problem, decay_matrix
 from ..sam import SAM
 from ..tolerances import COND_WARN
 from ..training import Optimizer, StepTerms, check_optimizer, check_problem_sam, perturbations, residual
-from ..training.linearised import Curvature, ExactCurvature, LinearisedPerturbation, linearise_perturbations
+from ..training.linearised import (
+    CurvatureProtocol,
+    ExactCurvature,
+    LinearisedPerturbation,
+    linearise_perturbations,
+)
 
 __all__ = [
     "Factorised",
@@ -109,7 +114,7 @@ def lam_out(optimizer: Optimizer | None) -> float | Array:
 
 def linearise(problem: Problem, sam: SAM, theta: Array, weights: ArrayLike | None = None,
               terms: StepTerms | None = None,
-              curvature: Callable[[BatchDerivatives], Curvature] | None = None,
+              curvature: Callable[[BatchDerivatives], CurvatureProtocol] | None = None,
               optimizer: Optimizer | None = None) -> Linearisation:
     """G and J at θ (module docstring) on the full batch; trusts its inputs.
 
@@ -133,8 +138,7 @@ def check_root_inputs(problem: object, sam: object, theta: ArrayLike, name: str 
                       weights: ArrayLike | None = None,
                       optimizer: object = None) -> tuple[Array, Array | None]:
     """Validate (problem, sam, θ, weights, optimizer) at the public boundary of the fixed-point methods."""
-    check_problem_sam(problem, sam)
-    assert isinstance(problem, Problem) and isinstance(sam, SAM)
+    problem, sam = check_problem_sam(problem, sam)
     if optimizer is not None:
         check_optimizer(optimizer, problem.d)
     if sam.m_sharpness is not None and sam.m_sharpness < problem.n:
@@ -170,7 +174,7 @@ def residual_jacobian(problem: Problem, sam: SAM, theta: ArrayLike, weights: Arr
 
 def weight_jacobian(problem: Problem, lin: Linearisation) -> Array:
     """Rows ∂G/∂w_j = (1/n)[∇ℓ_j(ŵ) + K(ŵ) P ∇ℓ_j(θ)], shape (n, d); trusts its inputs."""
-    return lin.part.weight_rows() / problem.n  # (n, d)
+    return np.asarray(lin.part.weight_rows() / problem.n, dtype=np.float64)  # (n, d)
 
 
 def residual_weight_jacobian(problem: Problem, sam: SAM, theta: ArrayLike,

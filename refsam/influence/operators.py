@@ -269,7 +269,7 @@ class SystemOperators:
             out = self.at_point.derivatives.jvp(V) / problem.n
         else:
             out = self.part.cotangent(V, jacobian=False)[1] / problem.n  # rows (∂g̃/∂c_j)ᵀ V, c_j = w_j/n
-        return out[:, 0] if single else out
+        return np.asarray(out[:, 0] if single else out, dtype=np.float64)
 
     def _G_w_T(self, U: Any) -> Array:
         U, single = _columns(U)
@@ -279,7 +279,7 @@ class SystemOperators:
         else:
             out = self.part.weight_tangent(U)
         out = out / problem.n
-        return out[:, 0] if single else out
+        return np.asarray(out[:, 0] if single else out, dtype=np.float64)
 
     # -- dense, for the direct solver -------------------------------------------------------------------
     def dense_jacobian(self) -> Array:

@@ -23,7 +23,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from ..errors import InvalidInputError, check_finite_result
-from ..objective import Problem
+from ..objective import Problem, check_problem
 from ..training import Optimizer
 from ..validation import check_choice, check_nonnegative, check_positive_int, check_random_state
 from .fixed_point import FixedPoint
@@ -46,8 +46,7 @@ def trak_influence(problem: Problem, theta: ArrayLike | FixedPoint, X_test: Arra
     carries, the loss's ``l2`` plus the optimizer's weight decay, from ``optimizer`` or a FixedPoint's);
     ``seed``: the projection's random state. Cost: O(n d k) for the projection, O(k³) for the solve.
     """
-    if not isinstance(problem, Problem):
-        raise InvalidInputError(f"`problem` must be a refsam.Problem, got {type(problem).__name__}")
+    problem = check_problem(problem)
     if optimizer is None and isinstance(theta, FixedPoint):
         optimizer = theta.optimizer
     x = problem.check_theta(theta.theta if isinstance(theta, FixedPoint) else theta)

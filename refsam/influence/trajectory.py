@@ -66,9 +66,9 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from ..errors import InvalidInputError, check_finite_result
-from ..objective import Problem
+from ..objective import Problem, check_problem
 from ..sam import SAM
-from ..training import SGD, Trajectory, check_problem_sam, check_trajectory, perturbations
+from ..training import SGD, Trajectory, check_trajectory, perturbations
 from ..training.linearised import LinearisedPerturbation, SAMStep, scatter_add
 from ..validation import check_positive_int
 from .autodiff import autodiff_through_training
@@ -224,10 +224,9 @@ def _check_method(method: object, allowed: tuple[str, ...]) -> str:
 def check_run(problem: object, trajectory: object) -> Problem:
     """Check that ``trajectory`` was recorded on ``problem`` and return the problem at the run's
     weights (where every trajectory derivative is taken)."""
-    check_problem_sam(problem, SAM(0.0))
-    assert isinstance(problem, Problem)
-    check_trajectory(trajectory).check_problem(problem)
-    assert isinstance(trajectory, Trajectory)
+    problem = check_problem(problem)
+    trajectory = check_trajectory(trajectory)
+    trajectory.check_problem(problem)
     if trajectory.steps == 0:
         raise InvalidInputError("`trajectory` must have at least one step, got 0")
     return problem.with_weights(trajectory.weights)
@@ -269,9 +268,9 @@ def _stored_gradient(trajectory: Trajectory, sam: SAM, t: int) -> Array | None:
         return None
     unit = trajectory.epsilons[t] / sam.rho
     if sam.rule == "usam":
-        return unit
+        return np.asarray(unit, dtype=np.float64)
     if sam.rule == "sam" and trajectory.grad_norms is not None:
-        return unit * (float(trajectory.grad_norms[t]) + sam.norm_eps)
+        return np.asarray(unit * (float(trajectory.grad_norms[t]) + sam.norm_eps), dtype=np.float64)
     return None
 
 
@@ -367,7 +366,8 @@ def _tangents(problem: Problem, trajectory: Trajectory, width: int, sources: _So
 def _forward(problem: Problem, trajectory: Trajectory, progress: bool) -> Array:
     """Tangent recursion for all n training points at once (column j: dθ_t/dw_j, with
     :class:`_WeightSources`); returns dθ_T/dw as (n, d)."""
-    return _tangents(problem, trajectory, problem.n, _WeightSources(), progress, "forward").T
+    tangents = _tangents(problem, trajectory, problem.n, _WeightSources(), progress, "forward")  # (d, n)
+    return np.ascontiguousarray(tangents.T)
 
 
 # -- the approximations -------------------------------------------------------------------------------
@@ -385,7 +385,7 @@ def step_weights(trajectory: Trajectory) -> Array:
         raise InvalidInputError(f"the first-order and TracIn weights are written for SGD runs, got "
                                 f"{optimizer.name}")
     if not optimizer.momentum:
-        return lrs.copy()
+        return np.asarray(lrs.copy(), dtype=np.float64)
     mu, tail = optimizer.momentum, np.empty_like(lrs)
     running = 0.0
     for t in range(len(lrs) - 1, -1, -1):  # tail_t = η_t + μ tail_{t+1}

@@ -69,7 +69,7 @@ def smoothed_residual(pi: Array, y: Array, label_smoothing: float) -> Array:
     residual[np.arange(len(y)), y] -= 1.0 - label_smoothing
     if label_smoothing:
         residual -= label_smoothing / pi.shape[1]
-    return residual
+    return np.asarray(residual, dtype=np.float64)
 
 
 def check_label_smoothing(alpha: object) -> float:
@@ -83,7 +83,7 @@ def check_label_smoothing(alpha: object) -> float:
 def softmax(z: Array) -> Array:
     """π = softmax(z) over the classes (axis 1), (n, K) -> (n, K); (n, K, runs) blocks too."""
     e = np.exp(z - z.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
+    return np.asarray(e / e.sum(axis=1, keepdims=True), dtype=np.float64)
 
 
 def weighted_gram(A: Array, w: Array) -> Array:
@@ -93,9 +93,10 @@ def weighted_gram(A: Array, w: Array) -> Array:
     if np.all(w >= 0):
         B = np.sqrt(w)[:, None] * A  # C-ordered (n, d): Bᵀ is a Fortran-ordered (d, n) view, no copy
         upper = scipy.linalg.blas.dsyrk(1.0, B.T, trans=0)  # the upper triangle of BᵀB, (d, d)
-        return upper + np.triu(upper, 1).T  # (trans=1 on B made f2py copy B first: 23 vs 16 ms here)
+        # (trans=1 on B made f2py copy B first: 23 vs 16 ms here)
+        return np.asarray(upper + np.triu(upper, 1).T, dtype=np.float64)
     H = (A * w[:, None]).T @ A
-    return 0.5 * (H + H.T)
+    return np.asarray(0.5 * (H + H.T), dtype=np.float64)
 
 
 class LayerFactors(NamedTuple):

@@ -101,7 +101,7 @@ class LogisticRegression(Model):
         residual = sign * expit(sign * (design @ theta))
         if self.label_smoothing:
             residual += self.label_smoothing * (y[:, None] - 0.5)
-        return design.T @ (c * residual)
+        return np.asarray(design.T @ (c * residual), dtype=np.float64)
 
 
 class LogisticDerivatives(BatchDerivatives):
@@ -133,13 +133,13 @@ class LogisticDerivatives(BatchDerivatives):
         return np.logaddexp(0.0, self.margin)  # log(1 + e^m)
 
     def grad(self) -> Array:
-        return self.X.T @ (self.c * self.residual)
+        return np.asarray(self.X.T @ (self.c * self.residual), dtype=np.float64)
 
     def per_sample_grads(self) -> Array:
-        return self.residual[:, None] * self.X  # (σ(z) − y) x̃, (n, d)
+        return np.asarray(self.residual[:, None] * self.X, dtype=np.float64)  # (σ(z) − y) x̃, (n, d)
 
     def per_sample_grad_norms(self) -> Array:
-        return np.abs(self.residual) * _row_norms(self.X)  # |r_i| ‖x̃_i‖
+        return np.asarray(np.abs(self.residual) * _row_norms(self.X), dtype=np.float64)  # |r_i| ‖x̃_i‖
 
     def hvp_and_jvp(self, V: ArrayLike) -> tuple[Array, Array]:
         V, _ = as_columns(V)
@@ -149,7 +149,7 @@ class LogisticDerivatives(BatchDerivatives):
     def jvp(self, V: ArrayLike) -> Array:
         V, single = as_columns(V)
         JV = self.residual[:, None] * (self.X @ V)
-        return JV[:, 0] if single else JV
+        return np.asarray(JV[:, 0] if single else JV, dtype=np.float64)
 
     def hessian(self) -> Array:
         return weighted_gram(self.X, self.c * self.curvature)  # Σ c_i s_i x̃_i x̃_iᵀ (a rank-n update)
@@ -223,7 +223,7 @@ class SoftmaxRegression(Model):
         logits = (design @ theta.reshape(q, K * runs)).reshape(-1, K, runs)  # (n, K classes, runs)
         residual = smoothed_residual(softmax(logits), y, self.label_smoothing)  # both act on axes 0, 1
         weighted = (c[:, None, :] * residual).reshape(-1, K * runs)
-        return (design.T @ weighted).reshape(q * K, runs)
+        return np.asarray((design.T @ weighted).reshape(q * K, runs), dtype=np.float64)
 
 
 class SoftmaxDerivatives(BatchDerivatives):
@@ -251,13 +251,14 @@ class SoftmaxDerivatives(BatchDerivatives):
         return np.asarray(cross_entropy(self.logits, self.y, self.alpha), dtype=np.float64)
 
     def grad(self) -> Array:
-        return (self.X.T @ (self.c[:, None] * self.residual)).ravel()
+        return np.asarray((self.X.T @ (self.c[:, None] * self.residual)).ravel(), dtype=np.float64)
 
     def per_sample_grads(self) -> Array:
         return (self.X[:, :, None] * self.residual[:, None, :]).reshape(self.n, self.d)
 
     def per_sample_grad_norms(self) -> Array:
-        return _row_norms(self.X) * np.linalg.norm(self.residual, axis=1)  # ‖x̃_i ⊗ R_i‖
+        norms = _row_norms(self.X) * np.linalg.norm(self.residual, axis=1)  # ‖x̃_i ⊗ R_i‖
+        return np.asarray(norms, dtype=np.float64)
 
     def _directional_logits(self, V: Array) -> Array:
         """u_i = Vᵀ x̃_i for every column of V: (n, K, k)."""
@@ -276,7 +277,7 @@ class SoftmaxDerivatives(BatchDerivatives):
     def jvp(self, V: ArrayLike) -> Array:
         V, single = as_columns(V)
         JV = np.einsum("ik,ikm->im", self.residual, self._directional_logits(V))
-        return JV[:, 0] if single else JV
+        return np.asarray(JV[:, 0] if single else JV, dtype=np.float64)
 
     def hessian(self) -> Array:
         q, K, Xa = self.q, self.K, self.X
@@ -296,7 +297,7 @@ def output_hessian_root(pi: Array) -> Array:
     """Columns r of R_i with R_i R_iᵀ = diag(π_i) − π_i π_iᵀ (the softmax cross-entropy's Hessian in the
     logits, whatever the labels or their smoothing): R_i[:, r] = √π_ir (e_r − π_i). Shape (K, n, K)."""
     K = pi.shape[1]
-    return np.sqrt(pi).T[:, :, None] * (np.eye(K)[:, None, :] - pi[None, :, :])
+    return np.asarray(np.sqrt(pi).T[:, :, None] * (np.eye(K)[:, None, :] - pi[None, :, :]), dtype=np.float64)
 
 
 def augment(X: ArrayLike) -> Array:
@@ -309,4 +310,4 @@ def augment(X: ArrayLike) -> Array:
 
 def _row_norms(A: Array) -> Array:
     """‖a_i‖ for every row, without the (n, d) temporary of np.linalg.norm(A, axis=1)."""
-    return np.sqrt(np.einsum("ij,ij->i", A, A))
+    return np.asarray(np.sqrt(np.einsum("ij,ij->i", A, A)), dtype=np.float64)

@@ -43,13 +43,13 @@ from ..tolerances import CANCEL_WARN
 from .optimizers import Optimizer, State
 from .step import Perturbation, perturbations
 
-__all__ = ["Curvature", "ExactCurvature", "LinearisedPerturbation", "SAMStep", "scatter_add"]
+__all__ = ["CurvatureProtocol", "ExactCurvature", "LinearisedPerturbation", "SAMStep", "scatter_add"]
 
 Array = NDArray[np.float64]
 Hook = Callable[["LinearisedPerturbation", Array], None]
 
 
-class Curvature(Protocol):
+class CurvatureProtocol(Protocol):
     """C(x) at one point: products, products with the per-sample gradient rows, the dense matrix."""
 
     derivatives: BatchDerivatives
@@ -87,7 +87,7 @@ class LinearisedPerturbation:
     """One perturbation C of a step with its derivatives (module docstring)."""
 
     def __init__(self, sam: SAM, lam_in: float | Array, theta: Array, part: Perturbation,
-                 at_theta: Curvature, at_w_hat: Curvature) -> None:
+                 at_theta: CurvatureProtocol, at_w_hat: CurvatureProtocol) -> None:
         self.sam, self.lam_in, self.theta, self.part = sam, lam_in, theta, part  # θ: (d,)
         self.at_theta, self.at_w_hat = at_theta, at_w_hat
         self.idx, self.share = part.idx, part.share
@@ -199,7 +199,7 @@ def _weighted_grads(derivatives: BatchDerivatives, U: Array) -> Array:
 
 
 def linearise_perturbations(problem: Problem, sam: SAM, theta: Array, parts: list[Perturbation],
-                            curvature: Callable[[BatchDerivatives], Curvature] = ExactCurvature,
+                            curvature: Callable[[BatchDerivatives], CurvatureProtocol] = ExactCurvature,
                             ) -> list[LinearisedPerturbation]:
     """Each perturbation with its curvature at θ and at ŵ_C (``curvature`` builds it from the batch
     derivatives there; default the exact Hessian)."""

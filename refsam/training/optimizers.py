@@ -33,7 +33,7 @@ decay; it is decoupled from the *perturbation* only (a loss-level L2 belongs on 
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -85,7 +85,7 @@ class Optimizer:
         if self.lr.shape != (steps,):
             raise InvalidInputError(
                 f"the optimizer's `lr` schedule has {self.lr.shape[0]} rates; the run has {steps} steps")
-        return self.lr.copy()
+        return np.asarray(self.lr.copy(), dtype=np.float64)
 
     def scalar_lr(self) -> float:
         """A single η for diagnostics at a root (the stability of training there): the constant rate, or
@@ -252,7 +252,7 @@ def _check_lr(lr: Any) -> float | Array:
     if lrs.size == 0 or np.any(lrs <= 0):
         raise InvalidInputError("`lr` must be a float > 0 or a non-empty array of floats > 0, got "
                                 + ("an empty array" if lrs.size == 0 else f"minimum {float(lrs.min())!r}"))
-    return lrs
+    return cast("float | Array", lrs)
 
 
 def _check_weight_decay(weight_decay: Any) -> float | Array:
@@ -261,4 +261,4 @@ def _check_weight_decay(weight_decay: Any) -> float | Array:
     lam = check_finite_array("weight_decay", weight_decay, ndim=1).copy()
     if np.any(lam < 0):
         raise InvalidInputError(f"`weight_decay` entries must be >= 0, got minimum {float(lam.min())!r}")
-    return lam
+    return cast("float | Array", lam)

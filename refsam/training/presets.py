@@ -30,7 +30,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from ..errors import InvalidInputError
-from ..objective import Problem
+from ..objective import Problem, check_problem
 from ..sam import SAM
 from ..validation import check_choice, check_nonnegative
 from .optimizers import SGD
@@ -69,8 +69,7 @@ def preset(name: str, problem: Problem, rho: float, lr: float | ArrayLike, weigh
     an ``l2`` term of its own.
     """
     name = check_choice("name", name, PRESETS)
-    if not isinstance(problem, Problem):
-        raise InvalidInputError(f"`problem` must be a refsam.Problem, got {type(problem).__name__}")
+    problem = check_problem(problem)
     lam = check_nonnegative("weight_decay", weight_decay)
     if np.any(problem.l2):
         raise InvalidInputError(f"preset {name!r} places the weight decay itself: build `problem` without "

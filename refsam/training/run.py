@@ -21,8 +21,8 @@ import scipy.linalg
 from numpy.typing import ArrayLike, NDArray
 
 from ..errors import DivergenceError, InvalidInputError
-from ..objective import Problem
-from ..sam import SAM
+from ..objective import Problem, check_problem
+from ..sam import SAM, check_sam
 from ..validation import check_finite_array, check_positive_int, check_random_state
 from .optimizers import Optimizer, State
 from .step import StepTerms, sam_gradient
@@ -212,12 +212,10 @@ def train(problem: Problem, sam: SAM, optimizer: Optimizer, steps: int | None = 
                       grad_norms=grad_norms)
 
 
-def check_problem_sam(problem: object, sam: object) -> None:
-    """The one check that a problem and a rule are refsam's (every public entry point calls it)."""
-    if not isinstance(problem, Problem):
-        raise InvalidInputError(f"`problem` must be a refsam.Problem, got {type(problem).__name__}")
-    if not isinstance(sam, SAM):
-        raise InvalidInputError(f"`sam` must be a refsam.SAM, got {type(sam).__name__}")
+def check_problem_sam(problem: object, sam: object) -> tuple[Problem, SAM]:
+    """``problem`` and ``sam`` checked by their types' one validators (objective.check_problem,
+    sam.check_sam)."""
+    return check_problem(problem), check_sam(sam)
 
 
 def check_optimizer(optimizer: object, d: int) -> Optimizer:
