@@ -25,7 +25,7 @@ from .objective import Problem
 from .sam import SAM, ZeroGradientError
 
 # training: the base optimizers, runs and their record
-from .training import SGD, Optimizer, Trajectory, replay, train
+from .training import SGD, Adam, AdamW, GradientClipping, Optimizer, Trajectory, replay, train
 
 # influence: the fixed point and the closed form at it
 from .influence import (
@@ -94,6 +94,9 @@ __all__ = [
     "Optimizer",
     "Problem",
     "SGD",
+    "Adam",
+    "AdamW",
+    "GradientClipping",
     "SoftmaxRegression",
     "Trajectory",
     "ZeroGradientError",

@@ -12,6 +12,11 @@ layer's step function — so it shares nothing with the methods it checks but th
                 θ_{t+1} = θ_t − η_t (d_t + μ buf  if Nesterov,  else buf)
     m-sharpness: the batch order cut into runs of m samples, each perturbed by its own gradient, and
     d_t = Σ_C (|C|/|B|) (∇F_{C,w}(θ_t + ε_C) + λ₂ (θ_t + ε_C)) + λ θ_t.
+    Adam/AdamW (torch.optim.Adam/AdamW, optax's eps_root), with g̃_t the descent gradient above (no λθ):
+    a = g̃ + λθ (Adam) or g̃ (AdamW, after θ ← θ(1 − ηλ));  m = β₁m + (1−β₁)a;  v = β₂v + (1−β₂)a²;
+    θ ← θ − η (m/(1−β₁^{t+1})) / (√(v/(1−β₂^{t+1}) + eps_root) + eps).
+    Clipping of g̃ to norm c before the optimizer: g̃ · min(1, c/(‖g̃‖ + 1e-6)) (torch) or g̃ · c/max(‖g̃‖, c)
+    (optax).
     Slow: an O(T) tape and one reverse pass per output coordinate.
 """
 
@@ -40,11 +45,8 @@ def autodiff_through_training(problem: Problem, trajectory: Trajectory,
     """
     sam = trajectory.sam()
     settings = trajectory.config["optimizer"]
-    if settings["name"] != "SGD":
-        raise NotImplementedError(f"the autodiff oracle replays SGD runs only, got {settings['name']!r}")
     l2 = problem.l2
     lam = np.asarray(settings["weight_decay"], dtype=np.float64)
-    mu, tau, nesterov = settings["momentum"], settings["dampening"], settings["nesterov"]
     grad_objective = ag_grad(problem.objective)  # ∇_θ F_{B,w}(θ), differentiable in w too
 
     m = sam.m_sharpness
@@ -54,21 +56,58 @@ def autodiff_through_training(problem: Problem, trajectory: Trajectory,
         w_hat = theta + sam.perturbation(theta, g)
         return grad_objective(w_hat, idx, w) + l2 * w_hat
 
+    clip = trajectory.config.get("clip_grad_norm")
+
+    def descent_gradient(theta: Any, idx: Any, w: Any) -> Any:
+        if m is None or len(idx) <= m:
+            g = direction(theta, idx, w)
+        else:
+            g = sum(len(idx[lo:lo + m]) / len(idx) * direction(theta, idx[lo:lo + m], w)
+                    for lo in range(0, len(idx), m))
+        if clip is None:
+            return g
+        norm = anp.sqrt(anp.sum(g * g))
+        if clip["convention"] == "torch":
+            return g * anp.minimum(1.0, clip["max_norm"] / (norm + 1e-6))
+        return g * (clip["max_norm"] / anp.maximum(norm, clip["max_norm"]))
+
     def final_output(w: Any) -> Any:
+        if settings["name"] == "SGD":
+            theta = sgd_loop(w)
+        else:
+            theta = adam_loop(w, decoupled=settings["name"] == "AdamW")
+        return output(theta)
+
+    def sgd_loop(w: Any) -> Any:
+        mu, tau, nesterov = settings["momentum"], settings["dampening"], settings["nesterov"]
         theta, buf = trajectory.theta0, None
         for idx, lr in zip(trajectory.batches, trajectory.lrs):
-            if m is None or len(idx) <= m:
-                descent = direction(theta, idx, w)
-            else:
-                descent = sum(len(idx[lo:lo + m]) / len(idx) * direction(theta, idx[lo:lo + m], w)
-                              for lo in range(0, len(idx), m))
-            descent = descent + lam * theta
+            descent = descent_gradient(theta, idx, w) + lam * theta
             if mu == 0:
                 theta = theta - lr * descent
                 continue
             buf = descent if buf is None else mu * buf + (1.0 - tau) * descent
             theta = theta - lr * (descent + mu * buf if nesterov else buf)
-        return output(theta)
+        return theta
+
+    def adam_loop(w: Any, decoupled: bool) -> Any:
+        beta1, beta2 = settings["betas"]
+        eps, eps_root = settings["eps"], settings["eps_root"]
+        theta = trajectory.theta0
+        m_t = v_t = np.zeros_like(trajectory.theta0)
+        for t, (idx, lr) in enumerate(zip(trajectory.batches, trajectory.lrs)):
+            g = descent_gradient(theta, idx, w)
+            if decoupled:
+                theta = theta - lr * lam * theta
+                a = g
+            else:
+                a = g + lam * theta
+            m_t = beta1 * m_t + (1.0 - beta1) * a
+            v_t = beta2 * v_t + (1.0 - beta2) * a * a
+            m_hat = m_t / (1.0 - beta1 ** (t + 1))
+            v_hat = v_t / (1.0 - beta2 ** (t + 1))
+            theta = theta - lr * m_hat / (anp.sqrt(v_hat + eps_root) + eps)
+        return theta
 
     jacobian = ag_jacobian(final_output)(anp.array(trajectory.weights))  # (dim output, n)
     return np.ascontiguousarray(np.asarray(jacobian, dtype=np.float64).T)

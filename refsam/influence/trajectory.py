@@ -249,7 +249,8 @@ def _step(problem: Problem, trajectory: Trajectory, sam: SAM, t: int) -> SAMStep
     step = SAMStep(problem, sam, trajectory.optimizer(), t, float(trajectory.lrs[t]), theta,
                    trajectory.state(t), trajectory.batches[t],
                    g=_stored_gradient(trajectory, sam, t) if single else None,
-                   w_hat=theta + trajectory.epsilons[t] if single else None)
+                   w_hat=theta + trajectory.epsilons[t] if single else None,
+                   clipping=trajectory.clipping())
     step.warn_if_cancelled()
     return step
 

@@ -1,7 +1,8 @@
 """Training: base optimizers as objects (:mod:`.optimizers`), one SAM step (:mod:`.step`), runs over a batch
 schedule (:mod:`.run`) and their record (:mod:`.trajectory`); presets of the public implementations."""
 
-from .optimizers import OPTIMIZERS, SGD, Optimizer, optimizer_from_config
+from .clipping import CLIP_CONVENTIONS, GradientClipping
+from .optimizers import OPTIMIZERS, SGD, Adam, AdamW, Optimizer, optimizer_from_config
 from .presets import PRESETS, Preset, preset
 from .run import (
     check_optimizer,
@@ -12,13 +13,22 @@ from .run import (
     replay_final,
     train,
 )
+from .schedules import cosine_annealing_lr, linear_lr, linear_warmup_cosine_lr, step_lr
 from .step import Perturbation, StepTerms, perturbations, residual, sam_gradient, sharpness_chunks
 from .trajectory import TRAJECTORY_FORMAT_VERSION, Trajectory
 
 __all__ = [
+    "CLIP_CONVENTIONS",
+    "GradientClipping",
+    "cosine_annealing_lr",
+    "linear_lr",
+    "linear_warmup_cosine_lr",
+    "step_lr",
     "OPTIMIZERS",
     "PRESETS",
     "SGD",
+    "Adam",
+    "AdamW",
     "TRAJECTORY_FORMAT_VERSION",
     "Optimizer",
     "Perturbation",

@@ -40,6 +40,7 @@ from ..models import BatchDerivatives
 from ..objective import Problem, decay_matrix, decay_times
 from ..sam import SAM
 from ..tolerances import CANCEL_WARN
+from .clipping import GradientClipping
 from .optimizers import Optimizer, State
 from .step import Perturbation, perturbations
 
@@ -221,18 +222,23 @@ class SAMStep:
 
     def __init__(self, problem: Problem, sam: SAM, optimizer: Optimizer, t: int, lr: float, theta: Array,
                  state: State, idx: NDArray[np.int64], g: Array | None = None,
-                 w_hat: Array | None = None) -> None:
-        self.problem, self.sam, self.optimizer = problem, sam, optimizer
+                 w_hat: Array | None = None, clipping: GradientClipping | None = None) -> None:
+        self.problem, self.sam, self.optimizer, self.clipping = problem, sam, optimizer, clipping
         self.t, self.lr, self.theta, self.state, self.idx = t, lr, theta, state, idx
         self.inv_batch = 1.0 / len(idx)  # ∂(w_j/|B|)/∂w_j
         parts = perturbations(problem, sam, theta, idx, None, g, w_hat)
         self.parts = linearise_perturbations(problem, sam, theta, parts)
-        self.descent = parts[0].descent if len(parts) == 1 else sum(
+        self.raw_descent = parts[0].descent if len(parts) == 1 else sum(
             (p.share * p.descent for p in parts), np.zeros_like(theta))  # g̃_t (m-sharpness: the mean)
+        # what the optimizer receives: g̃_t, or s g̃_t under clipping (refsam.training.clipping)
+        self.descent = self.raw_descent if clipping is None else clipping.apply(self.raw_descent)
 
     def warn_if_cancelled(self) -> None:
+        """Warn where the derivatives are ill-defined: g cancelled to round-off, or a clip on its kink."""
         for part in self.parts:
             part.warn_if_cancelled(stacklevel=7)
+        if self.clipping is not None:
+            self.clipping.warn_if_on_kink(self.raw_descent, self.t)
 
     def update(self) -> tuple[Array, State]:
         """(θ_{t+1}, s_{t+1}): the optimizer's update with the descent gradient g̃_t."""
@@ -250,6 +256,8 @@ class SAMStep:
             ddescent = ddescent + (tangent if part.share == 1.0 else part.share * tangent)
         if add_step_descent is not None:
             add_step_descent(ddescent)
+        if self.clipping is not None:
+            ddescent = self.clipping.jvp(self.raw_descent, ddescent)
         return self.optimizer.jvp(self.t, self.lr, self.theta, self.state, self.descent, dtheta, dstate,
                                   ddescent, dlam)
 
@@ -258,6 +266,8 @@ class SAMStep:
         to ``influence`` (n, k) in place."""
         ct_theta, ct_state, D = self.optimizer.vjp(self.t, self.lr, self.theta, self.state, self.descent,
                                                    ct_theta, ct_state)  # D = ḡ̃, the adjoint of g̃_t
+        if self.clipping is not None:
+            D = self.clipping.vjp(self.raw_descent, D)  # the adjoint of the unclipped g̃_t
         for part in self.parts:
             MtD, rows = part.cotangent(D)
             assert MtD is not None

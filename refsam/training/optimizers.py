@@ -33,6 +33,7 @@ decay; it is decoupled from the *perturbation* only (a loss-level L2 belongs on 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, ClassVar, cast
 
 import numpy as np
@@ -42,7 +43,7 @@ from ..errors import InvalidInputError
 from ..objective import decay_times
 from ..validation import check_finite_array, check_nonnegative, check_positive
 
-__all__ = ["OPTIMIZERS", "SGD", "Optimizer", "optimizer_from_config"]
+__all__ = ["OPTIMIZERS", "SGD", "Adam", "AdamW", "Optimizer", "optimizer_from_config"]
 
 Array = NDArray[np.float64]
 State = tuple[Array, ...]
@@ -230,7 +231,189 @@ class SGD(Optimizer):
         return ct_theta + decay_times(self.weight_decay, ct_d), new_ct_state, ct_d
 
 
-OPTIMIZERS: dict[str, type[Optimizer]] = {"SGD": SGD}
+class Adam(Optimizer):
+    """Adam, ``torch.optim.Adam(params, lr, betas, eps, weight_decay)``, with optax's ``eps_root``.
+
+    With a_t = g̃_t + λ θ_t (λ = ``weight_decay``, an L2 gradient added at the unperturbed point, inside
+    the moments: torch's Adam), β₁, β₂ = ``betas``, the state (m, v) = (exp_avg, exp_avg_sq), zeros
+    before the first step, and c₁ = 1 − β₁^{t+1}, c₂ = 1 − β₂^{t+1} (t = 0, 1, …):
+
+        m_t = β₁ m_{t−1} + (1 − β₁) a_t          v_t = β₂ v_{t−1} + (1 − β₂) a_t²
+        m̂ = m_t / c₁,   v̂ = v_t / c₂,   r = √(v̂ + eps_root)
+        θ_{t+1} = θ_t − η_t m̂ / (r + eps)
+
+    Derivatives (elementwise; u = m̂/(r + eps)): ∂u/∂m = 1/(c₁ (r + eps)),
+    ∂u/∂v = −m̂ / (2 c₂ r (r + eps)²) — unbounded as v̂ + eps_root → 0: with ``eps_root = 0`` a coordinate
+    whose v̂ is zero or round-off makes the run's derivative infinite or meaningless there. refsam warns
+    (:data:`refsam.tolerances.ADAM_V_WARN`) and, at v̂ + eps_root = 0 exactly (a coordinate no gradient ever
+    reached, where also m = 0), takes the derivative through r as 0.
+
+    Parameters
+    ----------
+    lr : float > 0, or array (T,) of floats > 0
+    betas : (β₁, β₂), each in [0, 1)
+    eps : float >= 0, added outside the root (torch's place)
+    weight_decay : float >= 0 or array (d,)
+    eps_root : float >= 0, added inside the root (optax's ``eps_root``; torch has 0)
+    amsgrad : must be False: AMSGrad's max(v_max, v) is not differentiable where the two tie, and refsam
+        refuses it rather than differentiate it silently.
+    """
+
+    name = "Adam"
+    decoupled = False  # AdamW: θ ← θ (1 − η λ) before the moments, and no λθ inside them
+
+    def __init__(self, lr: float | ArrayLike = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float | ArrayLike = 0.0, *, eps_root: float = 0.0,
+                 amsgrad: bool = False) -> None:
+        self.lr = _check_lr(lr)
+        if amsgrad:
+            raise InvalidInputError(
+                f"`amsgrad=True` is not supported by {self.name}: AMSGrad's max(v_max, v) has no derivative "
+                f"where the two tie, so the exact influence of such a run is undefined; use amsgrad=False")
+        try:
+            beta1, beta2 = (float(b) for b in betas)
+        except (TypeError, ValueError):
+            raise InvalidInputError(f"`betas` must be two floats in [0, 1), got {betas!r}") from None
+        if not (0.0 <= beta1 < 1.0 and 0.0 <= beta2 < 1.0):
+            raise InvalidInputError(f"`betas` must be two floats in [0, 1), got {betas!r}")
+        self.betas = (beta1, beta2)
+        self.eps = check_nonnegative("eps", eps)
+        self.eps_root = check_nonnegative("eps_root", eps_root)
+        if self.eps == 0.0 and self.eps_root == 0.0:
+            raise InvalidInputError("`eps` and `eps_root` are both 0: the step m̂/√v̂ divides by zero where v̂ "
+                                    "= 0; give eps > 0 (torch's default 1e-8) or eps_root > 0")
+        self.weight_decay = _check_weight_decay(weight_decay)
+
+    def __repr__(self) -> str:
+        lr = f"{self.lr:g}" if isinstance(self.lr, float) else f"<schedule of {self.lr.size}>"
+        lam = self.weight_decay
+        decay = f"{lam:g}" if isinstance(lam, float) else "<per-coordinate>"
+        root = f", eps_root={self.eps_root:g}" if self.eps_root else ""
+        return f"{self.name}(lr={lr}, betas={self.betas}, eps={self.eps:g}, weight_decay={decay}{root})"
+
+    @property
+    def state_names(self) -> tuple[str, ...]:
+        return ("exp_avg", "exp_avg_sq")  # m, v (torch's names)
+
+    def config(self) -> dict[str, Any]:
+        return {"name": self.name, "betas": list(self.betas), "eps": self.eps,
+                "weight_decay": self.weight_decay_config(), "eps_root": self.eps_root}
+
+    def replace(self, **changes: Any) -> Optimizer:
+        settings = {"lr": self.lr, "betas": self.betas, "eps": self.eps, "weight_decay": self.weight_decay,
+                    "eps_root": self.eps_root}
+        return type(self)(**{**settings, **changes})
+
+    def residual(self, theta: Array, grad: Array) -> Array:
+        """At a full-batch fixed point m̂ = 0: a = g̃ + λθ = 0, SGD's root (Adam's L2 is in the moments)."""
+        return grad + decay_times(self.weight_decay, theta)
+
+    # -- the pieces of the update ----------------------------------------------------------------------
+    def _a(self, theta: Array, grad: Array) -> Array:
+        """a_t, what the moments average: g̃ + λθ (Adam), g̃ (AdamW)."""
+        return grad if self.decoupled else grad + decay_times(self.weight_decay, theta)
+
+    def _corrections(self, t: int) -> tuple[float, float]:
+        beta1, beta2 = self.betas
+        return 1.0 - beta1 ** (t + 1), 1.0 - beta2 ** (t + 1)
+
+    def _moments(self, state: State, a: Array) -> tuple[Array, Array]:
+        beta1, beta2 = self.betas
+        m_prev, v_prev = state
+        return beta1 * m_prev + (1.0 - beta1) * a, beta2 * v_prev + (1.0 - beta2) * (a * a)
+
+    def _direction(self, t: int, m: Array, v: Array) -> tuple[Array, Array, Array, Array]:
+        """(u, ∂u/∂m, ∂u/∂v, r) elementwise, u = m̂/(r + eps), r = √(v̂ + eps_root)."""
+        c1, c2 = self._corrections(t)
+        r = np.sqrt(v / c2 + self.eps_root)
+        denominator = r + self.eps
+        u = (m / c1) / denominator
+        du_dm = 1.0 / (c1 * denominator)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            du_dv = np.where(r > 0.0, -(m / c1) / (2.0 * c2 * r * denominator * denominator), 0.0)
+        return u, du_dm, du_dv, r
+
+    def update(self, t: int, lr: float, theta: Array, state: State, grad: Array) -> tuple[Array, State]:
+        m, v = self._moments(state, self._a(theta, grad))
+        u = self._direction(t, m, v)[0]
+        if self.decoupled:  # AdamW: decay first, θ (1 − η λ)
+            theta = theta - lr * decay_times(self.weight_decay, theta)
+        return theta - lr * u, (m, v)
+
+    def jvp(self, t: int, lr: float, theta: Array, state: State, grad: Array, dtheta: Array,
+            dstate: State, dgrad: Array, dlam: Array | None = None) -> tuple[Array, State]:
+        """Tangents (blocks (d, k)) of the update; ``dlam`` the tangent of a scalar λ per column."""
+        beta1, beta2 = self.betas
+        a = self._a(theta, grad)
+        m, v = self._moments(state, a)
+        _, du_dm, du_dv, _ = self._direction(t, m, v)
+        col = (slice(None), None)
+        da = dgrad
+        if not self.decoupled:  # ȧ = ġ̃ + λ θ̇ (+ θ λ̇)
+            da = da + decay_times(self.weight_decay, dtheta)
+            if dlam is not None:
+                da = da + theta[col] * dlam[None, :]
+        dm = beta1 * dstate[0] + (1.0 - beta1) * da
+        dv = beta2 * dstate[1] + 2.0 * (1.0 - beta2) * a[col] * da
+        du = du_dm[col] * dm + du_dv[col] * dv
+        new_dtheta = dtheta - lr * du
+        if self.decoupled:  # θ (1 − ηλ): −η (λ θ̇ + θ λ̇)
+            new_dtheta = new_dtheta - lr * decay_times(self.weight_decay, dtheta)
+            if dlam is not None:
+                new_dtheta = new_dtheta - lr * theta[col] * dlam[None, :]
+        return new_dtheta, (dm, dv)
+
+    def vjp(self, t: int, lr: float, theta: Array, state: State, grad: Array, ct_theta: Array,
+            ct_state: State) -> tuple[Array, State, Array]:
+        """Transpose of :meth:`jvp` in (θ, m, v, g̃): with U = θ̄', the adjoints of m_t and v_t are
+        m̄ = (m̄ from later) − η U ∂u/∂m and v̄ = (v̄ from later) − η U ∂u/∂v; then m̄_{t−1} = β₁ m̄,
+        v̄_{t−1} = β₂ v̄, ā = (1 − β₁) m̄ + 2 (1 − β₂) a v̄ = ḡ̃, and θ̄ = U (+ λ ā for Adam; (1 − ηλ) U
+        for AdamW)."""
+        beta1, beta2 = self.betas
+        a = self._a(theta, grad)
+        m, v = self._moments(state, a)
+        _, du_dm, du_dv, _ = self._direction(t, m, v)
+        col = (slice(None), None)
+        ct_m = ct_state[0] - lr * du_dm[col] * ct_theta
+        ct_v = ct_state[1] - lr * du_dv[col] * ct_theta
+        ct_a = (1.0 - beta1) * ct_m + 2.0 * (1.0 - beta2) * a[col] * ct_v
+        if self.decoupled:
+            new_ct_theta = ct_theta - lr * decay_times(self.weight_decay, ct_theta)
+        else:
+            new_ct_theta = ct_theta + decay_times(self.weight_decay, ct_a)
+        return new_ct_theta, (beta1 * ct_m, beta2 * ct_v), ct_a
+
+    def small_second_moments(self, t: int, state_after: State, threshold: float) -> int:
+        """How many coordinates have v̂ + eps_root at or below ``threshold`` (relative to the largest)
+        after step t: where the derivative through √v̂ is huge or undefined."""
+        v_hat = state_after[1] / self._corrections(t)[1] + self.eps_root
+        top = float(np.max(v_hat)) if v_hat.size else 0.0
+        return int(np.count_nonzero(v_hat <= threshold * top)) if top > 0 else int(v_hat.size)
+
+
+class AdamW(Adam):
+    """AdamW, ``torch.optim.AdamW(params, lr, betas, eps, weight_decay)``: Adam with decoupled weight decay,
+    θ ← θ (1 − η_t λ) first (torch's order), and the moments of a_t = g̃_t alone (default λ = 1e-2, torch's).
+
+    Its full-batch fixed point is not SGD's: with m = a and v = a² at stationarity (bias corrections → 1,
+    eps_root = 0) the step vanishes where a/(|a| + eps) + λθ = 0 elementwise, a = g̃(θ): :meth:`residual`.
+    """
+
+    name = "AdamW"
+    decoupled = True
+
+    def __init__(self, lr: float | ArrayLike = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float | ArrayLike = 1e-2, *, eps_root: float = 0.0,
+                 amsgrad: bool = False) -> None:
+        super().__init__(lr, betas, eps, weight_decay, eps_root=eps_root, amsgrad=amsgrad)
+
+    def residual(self, theta: Array, grad: Array) -> Array:
+        """a/(√(a² + eps_root) + eps) + λθ (elementwise, a = g̃): the stationary AdamW step, over η."""
+        step = grad / (np.sqrt(grad * grad + self.eps_root) + self.eps)
+        return step + decay_times(self.weight_decay, theta)
+
+
+OPTIMIZERS: dict[str, Callable[..., Optimizer]] = {"SGD": SGD, "Adam": Adam, "AdamW": AdamW}
 
 
 def optimizer_from_config(config: dict[str, Any], lr: float | ArrayLike) -> Optimizer:
@@ -240,9 +423,9 @@ def optimizer_from_config(config: dict[str, Any], lr: float | ArrayLike) -> Opti
         raise InvalidInputError(f"the optimizer configuration must name one of {sorted(OPTIMIZERS)}, "
                                 f"got {got!r}")
     fields = {k: v for k, v in config.items() if k != "name"}
-    if config["name"] == "SGD":
-        return SGD(lr, **fields)
-    raise AssertionError("unreachable")  # pragma: no cover
+    if "betas" in fields:
+        fields["betas"] = tuple(fields["betas"])
+    return OPTIMIZERS[config["name"]](lr, **fields)
 
 
 def _check_lr(lr: Any) -> float | Array:

@@ -24,6 +24,7 @@ from ..errors import DivergenceError, InvalidInputError
 from ..objective import Problem, check_problem
 from ..sam import SAM, check_sam
 from ..validation import check_finite_array, check_positive_int, check_random_state
+from .clipping import GradientClipping, check_clipping
 from .optimizers import Optimizer, State
 from .step import StepTerms, sam_gradient
 from .trajectory import Trajectory
@@ -52,7 +53,8 @@ def make_batches(n: int, steps: int, batch_size: int | None, seed: object) -> li
 
 
 def _run(problem: Problem, sam: SAM, optimizer: Optimizer, theta0: Array, batches: list[NDArray[np.int64]],
-         lrs: Array, progress: bool = False) -> tuple[Array, Array, dict[str, Array], Array]:
+         lrs: Array, clipping: GradientClipping | None,
+         progress: bool = False) -> tuple[Array, Array, dict[str, Array], Array]:
     """Run the SAM steps over a given schedule, recording every state (train and replay).
 
     Returns (θ_0 … θ_T, ε_0 … ε_{T−1}, {state name: its values after steps 0 … T−1, (T, d)},
@@ -64,7 +66,8 @@ def _run(problem: Problem, sam: SAM, optimizer: Optimizer, theta0: Array, batche
     states = {name: np.empty((steps, problem.d)) for name in optimizer.state_names}
     grad_norms = np.empty(steps)
     thetas[0] = theta0
-    for t, theta, terms, state in _steps(problem, sam, optimizer, theta0, batches, lrs, None, progress):
+    for t, theta, terms, state in _steps(problem, sam, optimizer, theta0, batches, lrs, clipping, None,
+                                         progress):
         thetas[t + 1], epsilons[t] = theta, terms.eps
         grad_norms[t] = scipy.linalg.norm(terms.g)  # BLAS nrm2: no overflow where g·g would
         for name, value in zip(optimizer.state_names, state):
@@ -73,7 +76,7 @@ def _run(problem: Problem, sam: SAM, optimizer: Optimizer, theta0: Array, batche
 
 
 def _steps(problem: Problem, sam: SAM, optimizer: Optimizer, theta0: Array, batches: list[NDArray[np.int64]],
-           lrs: Array, weights: Array | None,
+           lrs: Array, clipping: GradientClipping | None, weights: Array | None,
            progress: bool) -> Iterator[tuple[int, Array, StepTerms, State]]:
     """The SAM iteration itself, the single code path of every run: yields (t, θ_{t+1}, step t's terms
     (g_t, ε_t, ŵ_t, g̃_t), the optimizer's state after step t).
@@ -86,8 +89,9 @@ def _steps(problem: Problem, sam: SAM, optimizer: Optimizer, theta0: Array, batc
     theta, state = theta0, optimizer.init_state(theta0)
     for t in range(steps):
         terms = sam_gradient(problem, sam, theta, batches[t], weights)
+        descent = terms.descent if clipping is None else clipping.apply(terms.descent)  # g̃ (clipped)
         with np.errstate(over="ignore", invalid="ignore"):  # an overflow is reported just below
-            theta, state = optimizer.update(t, float(lrs[t]), theta, state, terms.descent)
+            theta, state = optimizer.update(t, float(lrs[t]), theta, state, descent)
         if not np.all(np.isfinite(theta)):
             raise DivergenceError(
                 f"training diverged at step {t}: θ_{t + 1} has non-finite entries; lower the optimizer's "
@@ -147,8 +151,11 @@ def train(problem: Problem, sam: SAM, optimizer: Optimizer, steps: int | None = 
         ``theta0=problem.init_params(seed)`` draws the same batches as omitting it.
     theta0 : array (d,), optional
         Initial parameters; default ``problem.init_params(seed)``.
-    clip_grad_norm : None
-        Gradient clipping of the descent gradient is not supported yet: anything but None is refused.
+    clip_grad_norm : None, float > 0 or GradientClipping
+        Clip the descent gradient g̃ to this global norm before the optimizer sees it: a float c is
+        ``torch.nn.utils.clip_grad_norm_(max_norm=c)`` (s = min(1, c/(‖g̃‖ + 1e-6))), and
+        ``GradientClipping(c, "optax")`` is ``optax.clip_by_global_norm(c)`` (s = c/max(‖g̃‖, c))
+        (:mod:`refsam.training.clipping`). Recorded by the run; every exact method differentiates it.
     progress : bool
         Print progress to stderr every 10% of the steps.
 
@@ -163,9 +170,7 @@ def train(problem: Problem, sam: SAM, optimizer: Optimizer, steps: int | None = 
     """
     check_problem_sam(problem, sam)
     check_optimizer(optimizer, problem.d)
-    if clip_grad_norm is not None:
-        raise InvalidInputError(f"`clip_grad_norm` is not supported yet (its derivatives are not written); "
-                                f"pass None, got {clip_grad_norm!r}")
+    clipping = check_clipping(clip_grad_norm)
     schedule = None if batches is None else _check_batches(batches, problem.n)
     lr_steps = None if isinstance(optimizer.lr, float) else optimizer.lr.shape[0]
     if schedule is not None:
@@ -194,12 +199,14 @@ def train(problem: Problem, sam: SAM, optimizer: Optimizer, steps: int | None = 
     theta0 = drawn if theta0 is None else problem.check_theta(theta0, "theta0")
     if schedule is None:
         schedule = make_batches(problem.n, steps, batch_size, rng)
-    thetas, epsilons, states, grad_norms = _run(problem, sam, optimizer, theta0, schedule, lrs, progress)
+    thetas, epsilons, states, grad_norms = _run(problem, sam, optimizer, theta0, schedule, lrs, clipping,
+                                                progress)
     config = {
         "model": problem.model.spec(),
         **sam.config(),
         "l2": problem.l2_config(),
         "optimizer": optimizer.config(),
+        "clip_grad_norm": None if clipping is None else clipping.config(),
         "batch_size": batch_size,
         "seed": seed_record,
         "steps": steps,
@@ -254,7 +261,8 @@ def replay_final(problem: Problem, trajectory: Trajectory, weights: ArrayLike) -
     theta0 = np.repeat(trajectory.theta0[:, None], W.shape[0], axis=1)  # (d, K)
     final = theta0
     for _, final, _, _ in _steps(problem, trajectory.sam(), trajectory.optimizer(), theta0,  # noqa: B007
-                                 trajectory.batches, trajectory.lrs, np.ascontiguousarray(W.T), False):
+                                 trajectory.batches, trajectory.lrs, trajectory.clipping(),
+                                 np.ascontiguousarray(W.T), False):
         pass  # only the last state is kept
     return np.ascontiguousarray(final.T)
 
@@ -272,7 +280,7 @@ def replay(problem: Problem, trajectory: Trajectory, weights: ArrayLike | None =
         problem = problem.with_weights(weights)
     thetas, epsilons, states, grad_norms = _run(problem, trajectory.sam(), trajectory.optimizer(),
                                                 trajectory.theta0, trajectory.batches, trajectory.lrs,
-                                                progress)
+                                                trajectory.clipping(), progress)
     config = dict(trajectory.config)
     return Trajectory(thetas, epsilons, trajectory.batches, trajectory.lrs, problem.weights, config,
                       states=states, grad_norms=grad_norms)

@@ -16,6 +16,7 @@ from ..errors import InvalidInputError
 from ..models import model_from_spec
 from ..objective import Problem
 from ..sam import SAM
+from .clipping import GradientClipping, clipping_from_config
 from .optimizers import Optimizer, optimizer_from_config
 
 __all__ = ["TRAJECTORY_FORMAT_VERSION", "Trajectory", "check_writable", "is_trajectory_file"]
@@ -74,7 +75,7 @@ class Trajectory:
             raise InvalidInputError(f"Trajectory(...): every array must be numeric ({exc})") from None
         if not isinstance(config, Mapping):
             raise InvalidInputError(f"Trajectory(...): `config` must be a dict, got {type(config).__name__}")
-        self.config = dict(config)
+        self.config = {"clip_grad_norm": None, **dict(config)}  # no clipping unless recorded
         missing = set(_CONFIG_KEYS) - set(self.config)
         if missing:
             raise InvalidInputError(f"Trajectory(...): `config` lacks keys {sorted(missing)}")
@@ -114,6 +115,10 @@ class Trajectory:
     def optimizer(self) -> Optimizer:
         """The base optimizer of this run, with its per-step learning rates ``lrs`` as its ``lr``."""
         return optimizer_from_config(self.config["optimizer"], self.lrs)
+
+    def clipping(self) -> GradientClipping | None:
+        """The run's gradient clipping (None: none)."""
+        return clipping_from_config(self.config.get("clip_grad_norm"))
 
     def state(self, t: int) -> tuple[Array, ...]:
         """The optimizer's state before step t (zeros before step 0), in ``optimizer().state_names`` order."""
@@ -288,6 +293,7 @@ def _inconsistencies(data: dict[str, Any], config: dict[str, Any], built_in_mode
                 model_from_spec(config["model"])
             optimizer = optimizer_from_config(config["optimizer"], 1.0)
             optimizer.check_dimension(d)
+            clipping_from_config(config.get("clip_grad_norm"))
         except (ValueError, TypeError, KeyError) as exc:
             problems.append(f"invalid configuration ({exc})")
             return problems
