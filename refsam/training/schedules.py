@@ -1,17 +1,17 @@
 """Learning-rate schedules as the per-step arrays an optimizer's ``lr`` takes, with torch's semantics.
 
-Each helper returns η_0 … η_{T−1} for a run of T = ``steps`` steps, as the matching ``torch.optim.lr_scheduler``
-produces them when ``scheduler.step()`` is called once after every optimizer step (t counts optimizer
-steps from 0):
+Each helper returns η_0 … η_{T−1} for a run of T = ``steps`` steps, as the matching
+``torch.optim.lr_scheduler`` produces them when ``scheduler.step()`` is called once after every optimizer
+step (t counts optimizer steps from 0):
 
-    step_lr                  η_t = η γ^⌊t / step_size⌋                                      (StepLR)
-    cosine_annealing_lr      η_t = η_min + (η − η_min)(1 + cos(π t / T_max)) / 2               (CosineAnnealingLR,
-                                                                                           its closed form)
-    linear_lr                η_t = η (s + (e − s) min(t, N)/N)                                  (LinearLR)
-    linear_warmup_cosine_lr  linear_lr from s to 1 over W steps, then cosine_annealing_lr
-                             over the remaining T − W steps                      (SequentialLR of the two)
+    step_lr                  η_t = η γ^⌊t / step_size⌋                            (StepLR)
+    cosine_annealing_lr      η_t = η_min + (η − η_min)(1 + cos(π t / T_max)) / 2  (CosineAnnealingLR)
+    linear_lr                η_t = η (s + (e − s) min(t, N)/N)                     (LinearLR)
+    linear_warmup_cosine_lr  linear_lr from s to 1 over W steps, then cosine_annealing_lr over the
+                             remaining T − W steps                                 (SequentialLR of the two)
 
-Use as ``refsam.SGD(cosine_annealing_lr(0.1, T), momentum=0.9)``; the run records the array it used.
+(CosineAnnealingLR's recursive form equals this closed form up to rounding.) Use as
+``refsam.SGD(cosine_annealing_lr(0.1, T), momentum=0.9)``; the run records the array it used.
 """
 
 from __future__ import annotations
