@@ -73,6 +73,10 @@ Other named numbers:
   ‖θ̂‖); only then does the closed form at θ̂ speak for the run (the demo, the tuner).
 * ``RESOLVE_TOL = 1e-12``: the residual every re-solved root of the ground truth must reach.
 * ``COND_WARN = 1e12``: cond(∂G/∂θ) above this loses at least 12 of float64's 16 digits in a solve.
+* ``ADAM_V_WARN = 1e-8``: an Adam coordinate whose r = √(v̂ + eps_root) is at or below this fraction of the
+  largest r: the derivative of m̂/(r + eps) in v̂, −m̂/(2 c₂ r (r + eps)²), amplifies the relative error of
+  that coordinate's a_t by ≥ 1e8 (and is undefined at r = 0, where √ has a kink along the path of a
+  perturbation): the exact methods warn.
 * ``CANCEL_WARN = 1e-6``: ‖g_t‖ below this fraction of Σ_i |c_i| ‖∇ℓ_i‖ + ‖λθ‖ (the size of the terms
   it is summed from) means g_t is mostly cancellation: ε's direction keeps only ~eps/ratio relative accuracy
   (≥ 2e-10 here), the exact methods' rounding errors are amplified by 1/ratio, and they can disagree by
@@ -118,6 +122,7 @@ RUN_AT_ROOT = 1e-6
 RESOLVE_TOL = 1e-12
 COND_WARN = 1e12
 CANCEL_WARN = 1e-6
+ADAM_V_WARN = 1e-8
 
 __all__ = [name for name in dir() if name.isupper()] + ["rel_err"]
 
@@ -131,7 +136,5 @@ def rel_err(a: ArrayLike, b: ArrayLike) -> float:
 
 def run_at_root(theta_final: object, theta_hat: object) -> bool:
     """The one rule for "the run has reached its root": ‖θ_T − θ̂‖ ≤ RUN_AT_ROOT·(1 + ‖θ̂‖)."""
-    import numpy as np  # noqa: PLC0415 (tolerances is imported before numpy is needed anywhere else)
-
     a, b = np.asarray(theta_final, dtype=np.float64), np.asarray(theta_hat, dtype=np.float64)
     return bool(np.linalg.norm(a - b) <= RUN_AT_ROOT * (1.0 + np.linalg.norm(b)))

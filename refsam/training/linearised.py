@@ -234,11 +234,13 @@ class SAMStep:
         self.descent = self.raw_descent if clipping is None else clipping.apply(self.raw_descent)
 
     def warn_if_cancelled(self) -> None:
-        """Warn where the derivatives are ill-defined: g cancelled to round-off, or a clip on its kink."""
+        """Warn where the derivatives are ill-defined: g cancelled to round-off, a clip on its kink, or an
+        optimizer's own singularity (Adam's √v̂ near 0)."""
         for part in self.parts:
             part.warn_if_cancelled(stacklevel=7)
         if self.clipping is not None:
             self.clipping.warn_if_on_kink(self.raw_descent, self.t)
+        self.optimizer.warn_if_singular(self.t, self.theta, self.state, self.descent)
 
     def update(self) -> tuple[Array, State]:
         """(θ_{t+1}, s_{t+1}): the optimizer's update with the descent gradient g̃_t."""

@@ -33,6 +33,7 @@ decay; it is decoupled from the *perturbation* only (a loss-level L2 belongs on 
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any, ClassVar, cast
 
@@ -41,6 +42,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from ..errors import InvalidInputError
 from ..objective import decay_times
+from ..tolerances import ADAM_V_WARN
 from ..validation import check_finite_array, check_nonnegative, check_positive
 
 __all__ = ["OPTIMIZERS", "SGD", "Adam", "AdamW", "Optimizer", "optimizer_from_config"]
@@ -114,6 +116,9 @@ class Optimizer:
 
     def update(self, t: int, lr: float, theta: Array, state: State, grad: Array) -> tuple[Array, State]:
         raise NotImplementedError
+
+    def warn_if_singular(self, t: int, theta: Array, state: State, grad: Array) -> None:
+        """Warn where this step's derivative is undefined or dominated by rounding (none for SGD)."""
 
     def jvp(self, t: int, lr: float, theta: Array, state: State, grad: Array, dtheta: Array,
             dstate: State, dgrad: Array, dlam: Array | None = None) -> tuple[Array, State]:
@@ -383,12 +388,18 @@ class Adam(Optimizer):
             new_ct_theta = ct_theta + decay_times(self.weight_decay, ct_a)
         return new_ct_theta, (beta1 * ct_m, beta2 * ct_v), ct_a
 
-    def small_second_moments(self, t: int, state_after: State, threshold: float) -> int:
-        """How many coordinates have v̂ + eps_root at or below ``threshold`` (relative to the largest)
-        after step t: where the derivative through √v̂ is huge or undefined."""
-        v_hat = state_after[1] / self._corrections(t)[1] + self.eps_root
-        top = float(np.max(v_hat)) if v_hat.size else 0.0
-        return int(np.count_nonzero(v_hat <= threshold * top)) if top > 0 else int(v_hat.size)
+    def warn_if_singular(self, t: int, theta: Array, state: State, grad: Array) -> None:
+        """Warn where r = √(v̂ + eps_root) is round-off small (tolerances.ADAM_V_WARN relative to the
+        largest): the derivative through √v̂ is unbounded there (undefined at r = 0)."""
+        r = self._direction(t, *self._moments(state, self._a(theta, grad)))[3]
+        top = float(np.max(r)) if r.size else 0.0
+        small = int(np.count_nonzero(r <= ADAM_V_WARN * top)) if top > 0 else int(r.size)
+        if small:
+            warnings.warn(f"step {t}: {small} coordinate(s) of {self.name}'s √(v̂ + eps_root) are at most "
+                          f"{ADAM_V_WARN:g} of the largest (0 where no gradient has reached them yet): the "
+                          f"derivative through √v̂ is unbounded there and the exact influence is dominated by "
+                          f"rounding, or undefined (taken as 0 at v̂ = 0); pass eps_root > 0 to bound it",
+                          RuntimeWarning, stacklevel=5)
 
 
 class AdamW(Adam):
