@@ -230,3 +230,21 @@ def test_schedules_equal_torchs_schedulers():
     warm = rates(lambda o: sched.SequentialLR(o, [sched.LinearLR(o, 0.01, 1.0, 3), sched.CosineAnnealingLR(o, 7)],
                                               milestones=[3]), 0.1, 10)
     assert rel_err(linear_warmup_cosine_lr(0.1, 10, 3, 0.01), warm) <= 1e-12
+
+
+@pytest.mark.parametrize("cls, torch_name", [(refsam.Adam, "Adam"), (refsam.AdamW, "AdamW")])
+def test_adam_update_equals_real_torch_optim(cls, torch_name):
+    torch = pytest.importorskip("torch")
+    d = 6
+    theta0 = RNG.standard_normal(d)
+    param = torch.nn.Parameter(torch.tensor(theta0))
+    reference = getattr(torch.optim, torch_name)([param], lr=0.03, betas=(0.8, 0.97), eps=1e-6,
+                                                 weight_decay=0.02)
+    opt = cls(0.03, betas=(0.8, 0.97), eps=1e-6, weight_decay=0.02)
+    theta, state = theta0, opt.init_state(theta0)
+    for t in range(5):
+        grad = RNG.standard_normal(d)
+        param.grad = torch.tensor(grad)
+        reference.step()
+        theta, state = opt.update(t, 0.03, theta, state, grad)
+        assert rel_err(theta, param.detach().numpy()) <= RTOL_PER_STEP
