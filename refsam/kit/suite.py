@@ -46,7 +46,7 @@ from ..tolerances import (
     RTOL_TRAJECTORY_FD,
     rel_err,
 )
-from ..training import SGD, Trajectory, preset, train
+from ..training import SGD, Optimizer, Trajectory, preset, train
 
 __all__ = [
     "ATOL",
@@ -196,7 +196,7 @@ def make_run(spec: CaseSpec) -> tuple[Problem, SAM, Trajectory, Array, NDArray[n
         lr = (1.0 - momentum) * lr  # the same effective step size η/(1 − μ) as the SGD cases
     in_loss = spec.penalty == "l2"
     problem = Problem(model, X, y, l2=WEIGHT_DECAY if in_loss else 0.0)
-    optimizer = SGD(lr, momentum, nesterov=nesterov, weight_decay=0.0 if in_loss else WEIGHT_DECAY)
+    optimizer: Optimizer = SGD(lr, momentum, nesterov=nesterov, weight_decay=0.0 if in_loss else WEIGHT_DECAY)
     sam = SAM(RHO[spec.rule], spec.rule, kappa=KAPPA)
     if spec.preset is not None:  # the public implementation's rule, optimizer and λ placement
         chosen = preset(spec.preset, Problem(model, X, y), RHO[spec.rule], optimizer.lr, WEIGHT_DECAY,

@@ -14,12 +14,25 @@ Each preset is refsam's parameters for what that code computes (its conventions,
     ε = ρ T² g / (‖T g‖ + 1e-16); then SGD with momentum 0.9 and weight decay in the optimizer.
     The weights-only T needs the model's bias coordinates (``model.bias_mask``).
 
-``jax-sam`` — the JAX/Flax SAM code of the original paper
-    ε = ρ g/‖g‖ (no epsilon) with g the gradient of the loss *including* an L2 penalty ½λ Σ θ_i² on the
-    weight matrices only (``Problem(l2=…)`` with λ_i = 0 on the biases); m-sharpness: each
-    device perturbs with the gradient of its own share of the batch and the devices' gradients at their
-    own perturbed points are averaged (``m_sharpness`` = the per-device batch size); Flax's Momentum with
-    ``nesterov=True``: buf = β buf + d (from buf = 0), step d + β buf — ``torch.optim.SGD``'s Nesterov.
+``pytorch-sam-adam``, ``pytorch-sam-adamw`` — the same wrapper around ``torch.optim.Adam`` / ``AdamW``
+    (``base_optimizer=torch.optim.AdamW``): ε as ``pytorch-sam``, then Adam's step with its L2 λθ inside
+    the moments (``refsam.Adam(lr, weight_decay=λ)``), or AdamW's decoupled decay (``refsam.AdamW``);
+    torch's defaults betas = (0.9, 0.999), eps = 1e-8.
+``optax-adamw-sam`` — ``optax.contrib.sam(optax.adamw(lr, weight_decay=λ), chain(normalize(), sgd(ρ)))``
+    ε = ρ g/‖g‖ (``normalize`` divides by the global norm, no epsilon); the outer AdamW update is taken
+    at the cached unperturbed parameters, so its decay acts on θ (optax adds −η λ θ to the update:
+    torch's AdamW order); eps_root = 0 (optax's default). (``sync_period=2``: one adversarial step per
+    outer step, so refsam's step t is optax's pair of calls 2t, 2t + 1.)
+
+``jax-sam`` — the JAX/Flax SAM code of the original paper (google-research/sam, ``flax_training.py``)
+    the loss carries ½λ Σ θ_i² over *every* parameter, biases and batch-norm scales included
+    (``Problem(l2=λ)``; only with its flag ``--no_weight_decay_on_bn`` over the weight matrices alone:
+    ``weights_only=True`` here); ε = ρ g/‖g‖ (``dual_vector``, no epsilon), g the gradient of that loss;
+    m-sharpness: each device perturbs with the gradient of its own share of the batch and the devices'
+    gradients at their own perturbed points are averaged (``m_sharpness`` = the per-device batch size);
+    the averaged gradient is clipped to global norm 5.0 (``--gradient_clipping``, its default: g·c/‖g‖
+    where ‖g‖ ≥ c, optax's convention); Flax's Momentum with ``nesterov=True``: buf = β buf + d (from
+    buf = 0), step d + β buf — ``torch.optim.SGD``'s Nesterov.
 """
 
 from __future__ import annotations
@@ -33,7 +46,8 @@ from ..errors import InvalidInputError
 from ..objective import Problem, check_problem
 from ..sam import SAM
 from ..validation import check_choice, check_nonnegative
-from .optimizers import SGD
+from .clipping import GradientClipping
+from .optimizers import SGD, Adam, AdamW, Optimizer
 
 __all__ = ["PRESETS", "Preset", "preset"]
 
@@ -41,32 +55,41 @@ PRESETS = {
     "pytorch-sam": "PyTorch SAM wrapper: ε = ρ g/(‖g‖ + 1e-12), SGD momentum, weight decay in SGD",
     "pytorch-sam-adaptive": "PyTorch SAM wrapper, adaptive=True: ASAM with T = |θ| (κ = 0), ‖Tg‖ + 1e-12",
     "asam-official": "official ASAM code: T = |θ| + 0.01 on weights only, ‖Tg‖ + 1e-16, SGD momentum",
-    "jax-sam": "JAX/Flax SAM: L2 on weights only in the loss, ε = ρ g/‖g‖, m-sharpness, Nesterov momentum",
+    "pytorch-sam-adam": "PyTorch SAM wrapper around torch.optim.Adam (L2 λθ inside the moments)",
+    "pytorch-sam-adamw": "PyTorch SAM wrapper around torch.optim.AdamW (decoupled decay)",
+    "optax-adamw-sam": "optax.contrib.sam around optax.adamw: ε = ρ g/‖g‖, AdamW at the unperturbed θ",
+    "jax-sam": "JAX/Flax SAM: L2 on every parameter in the loss, ε = ρ g/‖g‖, m-sharpness, clip 5, Nesterov",
 }
+JAX_SAM_CLIP = 5.0  # google-research/sam's --gradient_clipping default
 
 
 @dataclass(frozen=True)
 class Preset:
-    """A public implementation's problem (where its L2 term sits), SAM rule and base optimizer:
-    ``train(p.problem, p.sam, p.optimizer, steps)``."""
+    """A public implementation's problem (where its L2 term sits), SAM rule, base optimizer and gradient
+    clipping: ``train(p.problem, p.sam, p.optimizer, steps, clip_grad_norm=p.clip_grad_norm)``."""
 
     name: str
     problem: Problem
     sam: SAM
-    optimizer: SGD
+    optimizer: Optimizer
+    clip_grad_norm: GradientClipping | None = None
 
 
 def preset(name: str, problem: Problem, rho: float, lr: float | ArrayLike, weight_decay: float = 0.0,
-           momentum: float = 0.9, nesterov: bool | None = None, m_sharpness: int | None = None) -> Preset:
+           momentum: float = 0.9, nesterov: bool | None = None, m_sharpness: int | None = None, *,
+           weights_only: bool = False, gradient_clipping: float | None = None) -> Preset:
     """The preset ``name`` (one of :data:`PRESETS`) for ``problem``, radius ``rho``, learning rate ``lr``,
-    weight decay λ = ``weight_decay`` and base-optimizer momentum.
+    weight decay λ = ``weight_decay`` and (SGD presets) base-optimizer momentum.
 
     Use it as ``p = preset("pytorch-sam", problem, 0.05, lr=0.1, weight_decay=5e-4); train(p.problem,
-    p.sam, p.optimizer, steps)``. λ goes where the implementation puts it: into ``SGD(weight_decay=λ)``
-    for the PyTorch presets, into the loss on the weight matrices only (``problem`` with ``l2``) for
-    ``jax-sam``. ``nesterov`` defaults to what the implementation uses (True for ``jax-sam``, False
-    otherwise); ``m_sharpness`` (``jax-sam`` only) is the per-device batch size. ``problem`` must not carry
-    an ``l2`` term of its own.
+    p.sam, p.optimizer, steps, clip_grad_norm=p.clip_grad_norm)``. λ goes where the implementation puts
+    it: into the optimizer for the PyTorch and optax presets, into the loss for ``jax-sam`` (every
+    parameter; ``weights_only=True``: the weight matrices only, its ``--no_weight_decay_on_bn``).
+    ``nesterov`` defaults to what the implementation uses (True for ``jax-sam``, False otherwise);
+    ``m_sharpness`` (``jax-sam`` only) is the per-device batch size; ``gradient_clipping``: the global norm
+    c the descent gradient is clipped to (None: the implementation's default, 5.0 for ``jax-sam`` and no
+    clipping elsewhere; 0: none), in the implementation's convention. ``problem`` must not carry an
+    ``l2`` term of its own.
     """
     name = check_choice("name", name, PRESETS)
     problem = check_problem(problem)
@@ -74,18 +97,40 @@ def preset(name: str, problem: Problem, rho: float, lr: float | ArrayLike, weigh
     if np.any(problem.l2):
         raise InvalidInputError(f"preset {name!r} places the weight decay itself: build `problem` without "
                                 f"`l2` and pass `weight_decay` to the preset")
-    if name == "jax-sam":
-        weights_only = np.where(problem.model.bias_mask(problem.p), 0.0, lam)
-        with_l2 = Problem(problem.model, problem.X, problem.y, problem.weights, l2=weights_only)
-        sam = SAM(rho, "sam", m_sharpness=m_sharpness)
-        return Preset(name, with_l2, sam, SGD(lr, momentum, 0.0, True if nesterov is None else nesterov))
-    if m_sharpness is not None:
+    if m_sharpness is not None and name != "jax-sam":
         raise InvalidInputError(f"`m_sharpness` applies to the 'jax-sam' preset only, got preset {name!r}")
-    optimizer = SGD(lr, momentum, 0.0, False if nesterov is None else nesterov, weight_decay=lam)
-    if name == "pytorch-sam":
+    if weights_only and name != "jax-sam":
+        raise InvalidInputError(f"`weights_only` applies to the 'jax-sam' preset only, got preset {name!r}")
+    clip = _clipping(name, gradient_clipping)
+    if name == "jax-sam":
+        l2 = np.where(problem.model.bias_mask(problem.p), 0.0, lam) if weights_only else lam
+        with_l2 = Problem(problem.model, problem.X, problem.y, problem.weights, l2=l2)
+        sam = SAM(rho, "sam", m_sharpness=m_sharpness)
+        nesterov = True if nesterov is None else nesterov
+        return Preset(name, with_l2, sam, SGD(lr, momentum, 0.0, nesterov), clip)
+    optimizer: Optimizer
+    if name == "pytorch-sam-adam":
+        optimizer = Adam(lr, weight_decay=lam)
+    elif name in ("pytorch-sam-adamw", "optax-adamw-sam"):
+        optimizer = AdamW(lr, weight_decay=lam)
+    else:
+        optimizer = SGD(lr, momentum, 0.0, False if nesterov is None else nesterov, weight_decay=lam)
+    if name in ("pytorch-sam", "pytorch-sam-adam", "pytorch-sam-adamw"):
         sam = SAM(rho, "sam", norm_eps=1e-12)
+    elif name == "optax-adamw-sam":
+        sam = SAM(rho, "sam")
     elif name == "pytorch-sam-adaptive":
         sam = SAM(rho, "asam", kappa=0.0, norm_eps=1e-12)
     else:  # asam-official: weights only
         sam = SAM(rho, "asam", kappa=0.01, norm_eps=1e-16, t_mask=~problem.model.bias_mask(problem.p))
-    return Preset(name, problem, sam, optimizer)
+    return Preset(name, problem, sam, optimizer, clip)
+
+
+def _clipping(name: str, gradient_clipping: float | None) -> GradientClipping | None:
+    """The preset's clipping in its implementation's convention (torch's clip_grad_norm_ for the PyTorch
+    presets, optax's for the JAX ones)."""
+    c = (JAX_SAM_CLIP if name == "jax-sam" else 0.0) if gradient_clipping is None else gradient_clipping
+    c = check_nonnegative("gradient_clipping", c)
+    if c == 0.0:
+        return None
+    return GradientClipping(c, "optax" if name in ("jax-sam", "optax-adamw-sam") else "torch")
