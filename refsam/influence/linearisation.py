@@ -16,8 +16,14 @@ Conventions
       P  = ∂ε/∂g                          (d, d), symmetric
       S  = ∂ε/∂θ|_g                        (d, d), ASAM's T = diag(|θ| + κ) term; 0 for SAM and USAM
       E  = P K(θ) + S                      (d, d), the total dε/dθ
-      J  = ∂G/∂θ = K(ŵ)(I + E) + λ_out I   (d, d), NOT symmetric in general
-      ∂G/∂w_j = (1/n) [∇ℓ_j(ŵ) + K(ŵ) P ∇ℓ_j(θ)]      (row j of an (n, d) matrix)
+      M  = ∂g̃/∂θ = K(ŵ)(I + E)              (d, d), the step's linearisation
+      D  = ∂G/∂g̃                          diagonal: 1 for SGD and Adam, AdamW's eps/(|a| + eps)² (below)
+      J  = ∂G/∂θ = D M + λ_out I           (d, d), NOT symmetric in general
+      ∂G/∂w_j = (1/n) D [∇ℓ_j(ŵ) + K(ŵ) P ∇ℓ_j(θ)]      (row j of an (n, d) matrix)
+
+  AdamW's full-batch fixed point is not SGD's root: with m = a, v = a² at stationarity its step vanishes
+  where G = a/(√(a² + eps_root) + eps) + λθ = 0 elementwise (a = g̃), so D = ∂G/∂a is diagonal and
+  small wherever |a| ≫ eps (:meth:`refsam.AdamW.residual_scale`).
 
   Weight decay in the optimizer only (λ_in = 0, λ_out = λ): J = H(ŵ)(I + P H(θ) + S) + λI.
 See docs/closed_form.md for the derivation.
@@ -55,6 +61,7 @@ __all__ = [
     "check_root_inputs",
     "lam_out",
     "linearise",
+    "scale_rows",
     "residual_jacobian",
     "residual_map",
     "residual_weight_jacobian",
@@ -79,6 +86,7 @@ class Linearisation:
     jacobian: Array
     lam_in: float | Array
     lam_out: float | Array
+    scale: float | Array = 1.0  # D = ∂G/∂g̃ (module docstring)
 
     @property
     def g(self) -> Array:
@@ -128,10 +136,18 @@ def linearise(problem: Problem, sam: SAM, theta: Array, weights: ArrayLike | Non
     parts = perturbations(problem, sam, theta, None, weights, g, w_hat)
     (part,) = linearise_perturbations(problem, sam, theta, parts, curvature or ExactCurvature)
     decay = lam_out(optimizer)
-    jacobian = part.jacobian() + decay_matrix(decay, problem.d)  # J = K(ŵ)(I + E) + λ_out
     descent = parts[0].descent
+    D = 1.0 if optimizer is None else optimizer.residual_scale(theta, descent)
+    jacobian = scale_rows(D, part.jacobian()) + decay_matrix(decay, problem.d)  # J = D K(ŵ)(I + E) + λ_out
     G = descent if optimizer is None else optimizer.residual(theta, descent)
-    return Linearisation(theta, part, G, jacobian, problem.l2, decay)
+    return Linearisation(theta, part, G, jacobian, problem.l2, decay, D)
+
+
+def scale_rows(D: float | Array, A: Array) -> Array:
+    """D A for the diagonal D of :class:`Linearisation` (a float or (d,)), A (d,) or (d, k)."""
+    if isinstance(D, float):
+        return A if D == 1.0 else D * A
+    return D[:, None] * A if A.ndim == 2 else D * A
 
 
 def check_root_inputs(problem: object, sam: object, theta: ArrayLike, name: str = "theta",
@@ -173,8 +189,9 @@ def residual_jacobian(problem: Problem, sam: SAM, theta: ArrayLike, weights: Arr
 
 
 def weight_jacobian(problem: Problem, lin: Linearisation) -> Array:
-    """Rows ∂G/∂w_j = (1/n)[∇ℓ_j(ŵ) + K(ŵ) P ∇ℓ_j(θ)], shape (n, d); trusts its inputs."""
-    return np.asarray(lin.part.weight_rows() / problem.n, dtype=np.float64)  # (n, d)
+    """Rows ∂G/∂w_j = (1/n) D [∇ℓ_j(ŵ) + K(ŵ) P ∇ℓ_j(θ)], shape (n, d); trusts its inputs."""
+    rows = scale_rows(lin.scale, lin.part.weight_rows().T).T  # (n, d)
+    return np.asarray(rows / problem.n, dtype=np.float64)
 
 
 def residual_weight_jacobian(problem: Problem, sam: SAM, theta: ArrayLike,

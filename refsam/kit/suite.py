@@ -237,7 +237,7 @@ def _closed_form_outputs(problem: Problem, sam: SAM, trajectory: Trajectory, X_t
     arrays["probe_vectors"] = probes
     arrays["jacobian_products"] = ops.jacobian.matmat(probes)
     arrays["jacobian_T_products"] = ops.jacobian_T.matmat(probes)
-    dense = residual_jacobian(problem, sam, theta_hat)
+    dense = residual_jacobian(problem, sam, theta_hat, optimizer=root.optimizer)
     product_err = max(rel_err(arrays["jacobian_products"], dense @ probes),
                       rel_err(arrays["jacobian_T_products"], dense.T @ probes))
     if not product_err <= RTOL_JACOBIAN:  # a refsam bug: never export it

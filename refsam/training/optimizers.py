@@ -114,6 +114,11 @@ class Optimizer:
         """What vanishes at a full-batch fixed point of this optimizer, given the descent gradient g̃."""
         raise NotImplementedError
 
+    def residual_scale(self, theta: Array, grad: Array) -> float | Array:
+        """D = ∂residual/∂g̃, diagonal (a float or an array (d,)): 1 where the residual is g̃ + λθ. With
+        ∂residual/∂θ|_g̃ = λ (every optimizer here), the root's Jacobian is J = D M + λ I (M = ∂g̃/∂θ)."""
+        return 1.0
+
     def update(self, t: int, lr: float, theta: Array, state: State, grad: Array) -> tuple[Array, State]:
         raise NotImplementedError
 
@@ -422,6 +427,15 @@ class AdamW(Adam):
         """a/(√(a² + eps_root) + eps) + λθ (elementwise, a = g̃): the stationary AdamW step, over η."""
         step = grad / (np.sqrt(grad * grad + self.eps_root) + self.eps)
         return step + decay_times(self.weight_decay, theta)
+
+    def residual_scale(self, theta: Array, grad: Array) -> float | Array:
+        """D = d/da [a/(s + eps)] = (eps_root/s + eps)/(s + eps)², s = √(a² + eps_root), elementwise;
+        eps/(|a| + eps)² for eps_root = 0 (1/eps at a = 0): tiny where |a| ≫ eps, which is why the AdamW
+        root's J = D M + λI is ill-conditioned for a small eps."""
+        s = np.sqrt(grad * grad + self.eps_root)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            inner = np.where(s > 0.0, self.eps_root / s, 0.0)
+        return np.asarray((inner + self.eps) / (s + self.eps) ** 2, dtype=np.float64)
 
 
 OPTIMIZERS: dict[str, Callable[..., Optimizer]] = {"SGD": SGD, "Adam": Adam, "AdamW": AdamW}
