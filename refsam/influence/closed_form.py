@@ -20,7 +20,9 @@ Conventions
       "full"    the exact derivative above
       "frozen"  ε̂ treated as a constant: J = H(ŵ) + ΛI, ∂G/∂w_j = ∇ℓ_j(ŵ)/n (Koh–Liang at ŵ)
       "erm"     SAM ignored:                J = H(θ̂) + ΛI, ∂G/∂w_j = ∇ℓ_j(θ̂)/n (Koh–Liang at θ̂)
-  (Λ = λ_in + λ_out, all the L2 the objective carries.)
+  (Λ = λ_in + λ_out, all the L2 the objective carries.) With AdamW's fixed point (its residual's diagonal
+  D = ∂G/∂g̃ ≠ I, :mod:`refsam.influence.linearisation`) every J is D (H + λ_in I) + λ_out I and every
+  ∂G/∂w_j carries D.
   All variants take the test gradient at θ̂ (the trained weights).
 * Shapes: X_test (m, p) → result (n, m); parameter influence (n, d); self-influence (n,).
 
@@ -50,7 +52,15 @@ from ..tolerances import COND_WARN, ROOT_TOL
 from ..training import Optimizer, StepTerms, sam_gradient
 from ..validation import check_choice, check_positive
 from .fixed_point import FixedPoint, no_root_reason
-from .linearisation import Linearisation, check_root_inputs, factorise, lam_out, linearise, weight_jacobian
+from .linearisation import (
+    Linearisation,
+    check_root_inputs,
+    factorise,
+    lam_out,
+    linearise,
+    scale_rows,
+    weight_jacobian,
+)
 from .methods import CLOSED_FORM_VARIANTS
 from .operators import CURVATURES, SystemOperators
 from .solvers import (
@@ -149,28 +159,30 @@ def _prepare(problem: Problem, sam: SAM, theta: Any, optimizer: Optimizer | None
     return theta, variant, terms, X_test, y_test
 
 
-def _weight_matrix(problem: Problem, lin: Linearisation | None, point: Array) -> Array:
+def _weight_matrix(problem: Problem, lin: Linearisation | None, point: Array, D: float | Array) -> Array:
     """∂G/∂w (n, d) of a variant as a matrix: the full variant's from the Linearisation, an ablation's
-    ∇ℓ_j(point)/n. (Products G_w V without the matrix: :class:`~refsam.influence.operators.
+    D ∇ℓ_j(point)/n. (Products G_w V without the matrix: :class:`~refsam.influence.operators.
     SystemOperators`.)"""
     if lin is not None:
         return weight_jacobian(problem, lin)  # (n, d)
-    return np.asarray(problem.per_sample_grads(point) / problem.n, dtype=np.float64)
+    return np.asarray(scale_rows(D, problem.per_sample_grads(point).T).T / problem.n, dtype=np.float64)
 
 
 def _system(problem: Problem, sam: SAM, optimizer: Optimizer | None, theta: Array, terms: StepTerms,
-            variant: str) -> tuple[Any, Linearisation | None, Array, Array | None]:
+            variant: str) -> tuple[Any, Linearisation | None, Array, Array | None, float | Array]:
     """(LU factors of J, the Linearisation for "full" else None, the point an ablation's ∂G/∂w is taken
-    at, and its Hessian there) for the variant (module docstring): "full" builds both Hessians and E;
+    at, its Hessian there, and D) for the variant (module docstring): "full" builds both Hessians and E;
     "frozen" only H(ŵ); "erm" only H(θ̂)."""
-    Lam = decay_matrix(problem.l2 + lam_out(optimizer), problem.d)  # Λ = (λ_in + λ_out) I, or diag
+    D = 1.0 if optimizer is None else optimizer.residual_scale(theta, terms.descent)
     lin = None
     if variant == "full":
         lin = linearise(problem, sam, theta, terms=terms, optimizer=optimizer)  # G from the root check
-        return _checked_factors(lin.jacobian, variant), lin, theta, None
+        return _checked_factors(lin.jacobian, variant), lin, theta, None, D
     point = terms.w_hat if variant == "frozen" else theta
     H = problem.hessian(point)
-    return _checked_factors(H + Lam, variant), None, point, H
+    # J = D (H + λ_in) + λ_out: for SGD and Adam (D = 1) H + Λ, Λ = (λ_in + λ_out) I or diag
+    J = scale_rows(D, H + decay_matrix(problem.l2, problem.d)) + decay_matrix(lam_out(optimizer), problem.d)
+    return _checked_factors(J, variant), None, point, H, D
 
 
 def _checked_factors(J: Array, variant: str) -> Any:
@@ -250,7 +262,7 @@ def hessian_influence(problem: Problem, sam: SAM, theta: ArrayLike | FixedPoint,
     n_curvatures = 2 if variant == "full" else 1
     iterations, converged, extra = 1, True, dict[str, Any]()
     if solver == "direct" and curvature == "exact":
-        lu, lin, _, H = _system(problem, sam, optimizer, theta_hat, terms, variant)
+        lu, lin, _, H, _ = _system(problem, sam, optimizer, theta_hat, terms, variant)
         V = scipy.linalg.lu_solve(lu, test_grads, trans=1)  # v_k = J⁻ᵀ ∇f_k, (d, m)
         ops = SystemOperators(problem, sam, optimizer, theta_hat, variant, curvature, terms)
         if lin is not None:  # the Hessians the LU was built from serve the products too
@@ -305,8 +317,8 @@ def parameter_influence(problem: Problem, sam: SAM, theta: ArrayLike | FixedPoin
     optimizer = root_optimizer(theta, optimizer)
     theta_hat, variant, terms, _, _ = _prepare(problem, sam, theta, optimizer, variant, root_tol,
                                                on_unverified)
-    lu, lin, point, _ = _system(problem, sam, optimizer, theta_hat, terms, variant)
-    rows = -scipy.linalg.lu_solve(lu, _weight_matrix(problem, lin, point).T).T  # row j: −J⁻¹ ∂G/∂w_j
+    lu, lin, point, _, D = _system(problem, sam, optimizer, theta_hat, terms, variant)
+    rows = -scipy.linalg.lu_solve(lu, _weight_matrix(problem, lin, point, D).T).T  # row j: −J⁻¹ ∂G/∂w_j
     return np.asarray(rows, dtype=np.float64)
 
 
@@ -340,12 +352,12 @@ def hyperparameter_sensitivity(problem: Problem, sam: SAM, theta: ArrayLike | Fi
     """
     optimizer = root_optimizer(theta, optimizer)
     theta_hat, _, terms, _, _ = _prepare(problem, sam, theta, optimizer, "full", root_tol, on_unverified)
-    lu, lin, _, _ = _system(problem, sam, optimizer, theta_hat, terms, "full")
+    lu, lin, _, _, D = _system(problem, sam, optimizer, theta_hat, terms, "full")
     assert lin is not None  # "full" always linearises (for the type checker)
     K_hat = lin.K_hat()  # K(ŵ) = H(ŵ) + λ_in I
-    dG_drho = K_hat @ sam.d_rho(theta_hat, lin.g)
+    dG_drho = scale_rows(D, K_hat @ sam.d_rho(theta_hat, lin.g))
     dG_dlam = theta_hat  # ∂(λθ)/∂λ at the unperturbed point
-    dG_dl2 = lin.w_hat + K_hat @ lin.P_times(theta_hat)  # ∂g/∂λ₂ = θ̂ moves ε as well
+    dG_dl2 = scale_rows(D, lin.w_hat + K_hat @ lin.P_times(theta_hat))  # ∂g/∂λ₂ = θ̂ moves ε as well
 
     def solve(rhs: Array, lam: float | Array) -> Array | None:
         return None if np.ndim(lam) else -scipy.linalg.lu_solve(lu, rhs)

@@ -21,8 +21,10 @@ Conventions
       G_w V  = (1/n) [∇ℓ(ŵ) V + ∇ℓ(θ) (P K_C(ŵ) V)]                          (rows ∂G/∂w_j)
       "frozen": J_C = C(ŵ) + Λ, G_w = ∇ℓ(ŵ)/n;    "erm": J_C = C(θ) + Λ, G_w = ∇ℓ(θ)/n   (symmetric)
 
-  (Λ = λI, or diag(λ_i) per coordinate.) So K-FAC/EK-FAC of the "frozen" variant is what a large-scale
-  implementation that treats ε as a constant computes (kronfluence at ŵ; its inverse is closed-form in
+  (Λ = λI, or diag(λ_i) per coordinate.) With AdamW's fixed point every J_C is D (C + λ_in I) + λ_out I
+  and every G_w carries D (the diagonal ∂G/∂g̃ of :mod:`refsam.influence.linearisation`).
+  So K-FAC/EK-FAC of the "frozen" variant is what a large-scale implementation that treats ε as a
+  constant computes (kronfluence at ŵ; its inverse is closed-form in
   the Kronecker eigenbasis, here a dense solve of the same matrix), and the "full" variant keeps SAM's
   ∂ε/∂θ and ∂ε/∂w terms with approximate curvature (solved by a Krylov method from cheap products).
 * Every product is counted: one curvature product per column (``SystemOperators.products``), the
@@ -46,7 +48,7 @@ from ..training import Optimizer, StepTerms, perturbations
 from ..training.linearised import LinearisedPerturbation
 from ..validation import check_choice
 from .fixed_point import FixedPoint
-from .linearisation import check_root_inputs, lam_out
+from .linearisation import check_root_inputs, lam_out, scale_rows
 from .methods import CLOSED_FORM_VARIANTS
 
 __all__ = ["CURVATURES", "Curvature", "SystemOperators", "curvature_at", "system_operators"]
@@ -198,7 +200,8 @@ class SystemOperators:
         (self.step,) = perturbations(problem, sam, theta, None, None, g, w_hat)  # the full-batch step at θ
         self.count = [0]
         self.lam_out = lam_out(optimizer)
-        self.lam = problem.l2 + self.lam_out  # the frozen and erm variants' Λ
+        # D = ∂G/∂g̃: 1 for SGD and Adam, AdamW's diagonal at its fixed point
+        self.D = 1.0 if optimizer is None else optimizer.residual_scale(theta, self.step.descent)
         d, n = problem.d, problem.n
         if variant == "full":
             self.at_hat = curvature_at(problem, self.step.w_hat, curvature, self.count)
@@ -207,7 +210,8 @@ class SystemOperators:
         else:
             point = self.step.w_hat if variant == "frozen" else theta
             self.at_point = curvature_at(problem, point, curvature, self.count)
-        self.symmetric = variant != "full" or sam.rho == 0.0  # ρ = 0: P = S = 0, J_C = K_C(θ) + λ_out
+        # ρ = 0: P = S = 0, J_C = K_C(θ) + λ_out; a non-constant D makes every J_C unsymmetric
+        self.symmetric = (variant != "full" or sam.rho == 0.0) and np.ndim(self.D) == 0
         self.jacobian = LinearOperator((d, d), matvec=self._J, rmatvec=self._J_T, matmat=self._J,
                                        rmatmat=self._J_T, dtype=np.float64)
         self.jacobian_T = self.jacobian.adjoint()
@@ -243,32 +247,37 @@ class SystemOperators:
         return LinearOperator((d, d), matvec=other._J_T, matmat=other._J_T, dtype=np.float64)
 
     # -- J_C and J_Cᵀ: the step's tangent and cotangent (+ λ_out) ---------------------------------------
+    def _K_point(self, V: Array) -> Array:
+        """(C(point) + λ_in I) V, an ablation's curvature."""
+        return self.at_point.times(V) + decay_times(self.problem.l2, V)
+
     def _J(self, V: Any) -> Array:
         V, single = _columns(V)
         if self.variant != "full":
-            out = self.at_point.times(V) + decay_times(self.lam, V)
+            out = scale_rows(self.D, self._K_point(V)) + decay_times(self.lam_out, V)
         else:
-            out = self.part.tangent(V) + decay_times(self.lam_out, V)  # K(ŵ)(I + E) V + λ_out V
+            out = scale_rows(self.D, self.part.tangent(V)) + decay_times(self.lam_out, V)  # D M V + λ_out V
         return out[:, 0] if single else out
 
     def _J_T(self, U: Any) -> Array:
         U, single = _columns(U)
         if self.variant != "full":
-            out = self.at_point.times(U) + decay_times(self.lam, U)
+            out = self._K_point(scale_rows(self.D, U)) + decay_times(self.lam_out, U)
         else:
-            MtU = self.part.cotangent(U)[0]
+            MtU = self.part.cotangent(scale_rows(self.D, U))[0]
             assert MtU is not None
-            out = MtU + decay_times(self.lam_out, U)  # (I + Eᵀ) K(ŵ) U + λ_out U
+            out = MtU + decay_times(self.lam_out, U)  # Mᵀ D U + λ_out U, Mᵀ = (I + Eᵀ) K(ŵ)
         return out[:, 0] if single else out
 
     # -- ∂G/∂w -----------------------------------------------------------------------------------------
     def _G_w(self, V: Any) -> Array:
         V, single = _columns(V)
         problem = self.problem
+        DV = scale_rows(self.D, V)  # G_w V = rows of (∂g̃/∂c_j)ᵀ D V, c_j = w_j/n
         if self.variant != "full":
-            out = self.at_point.derivatives.jvp(V) / problem.n
+            out = self.at_point.derivatives.jvp(DV) / problem.n
         else:
-            out = self.part.cotangent(V, jacobian=False)[1] / problem.n  # rows (∂g̃/∂c_j)ᵀ V, c_j = w_j/n
+            out = self.part.cotangent(DV, jacobian=False)[1] / problem.n
         return np.asarray(out[:, 0] if single else out, dtype=np.float64)
 
     def _G_w_T(self, U: Any) -> Array:
@@ -278,15 +287,17 @@ class SystemOperators:
             out = np.stack([_weighted_grad(problem, self.at_point.derivatives, u) for u in U.T], axis=1)
         else:
             out = self.part.weight_tangent(U)
-        out = out / problem.n
+        out = scale_rows(self.D, out) / problem.n
         return np.asarray(out[:, 0] if single else out, dtype=np.float64)
 
     # -- dense, for the direct solver -------------------------------------------------------------------
     def dense_jacobian(self) -> Array:
         """J_C (d, d), from the curvature's dense matrices (the step's one formula for "full")."""
+        d = self.problem.d
         if self.variant != "full":
-            return self.at_point.matrix() + decay_matrix(self.lam, self.problem.d)
-        return self.part.jacobian() + decay_matrix(self.lam_out, self.problem.d)
+            K = self.at_point.matrix() + decay_matrix(self.problem.l2, d)
+            return scale_rows(self.D, K) + decay_matrix(self.lam_out, d)
+        return scale_rows(self.D, self.part.jacobian()) + decay_matrix(self.lam_out, d)
 
 
 def _weighted_grad(problem: Problem, derivatives: BatchDerivatives, u: Array) -> Array:
