@@ -132,7 +132,7 @@ def prepare_data(dataset: str, n: int | None, model: str, flip_fraction: float, 
     """Load, split, standardise (optionally project on ``pca`` principal components) and flip a fraction
     of the training labels.
 
-    Returns (train, val) :class:`~refsam.loaders.Dataset` objects; ``train.flipped`` marks the noise.
+    Returns (train, val) :class:`~refsam.data.loaders.Dataset` objects; ``train.flipped`` marks the noise.
     """
     if n is None and dataset in ("synthetic", "synthetic2d"):
         n = 250

@@ -2,7 +2,7 @@
 
 Conventions
 -----------
-* θ̂(w) is the root of G(θ; w) (:mod:`refsam.fixed_point`) that Newton reaches from a warm start at
+* θ̂(w) is the root of G(θ; w) (:mod:`refsam.influence.fixed_point`) that Newton reaches from a warm start at
   the reference root θ̂ = θ̂(w⁰), w⁰ = ``problem.weights`` (all ones by default).
   It shares nothing with the closed form but G itself: no ∂G/∂θ formula enters the answer.
 * Central finite differences, for each j in ``indices``:

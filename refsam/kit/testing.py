@@ -32,7 +32,7 @@ Helpers
 Example
 -------
 >>> from hypothesis import given
->>> from refsam.testing import problems, sam_configs
+>>> from refsam.kit.testing import problems, sam_configs
 >>> @given(problems(kinds=("logistic",)), sam_configs(rules=("sam",), min_rho=0.01))
 ... def test_sam_radius(problem, sam): ...
 """
@@ -49,7 +49,7 @@ try:
     from hypothesis.extra.numpy import arrays
 except ImportError as exc:  # pragma: no cover - exercised only without the test extra
     raise ImportError(
-        'refsam.testing needs hypothesis; install the test extra: pip install "refsam[test]"'
+        'refsam.kit.testing needs hypothesis; install the test extra: pip install "refsam[test]"'
     ) from exc
 
 from typing import Any

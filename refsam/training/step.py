@@ -88,12 +88,14 @@ def perturbations(problem: Problem, sam: SAM, theta: Array, idx: ArrayLike | Non
         else:
             g_c = g
         if w_hat is None or len(chunks) > 1:
-            w_hat_c = theta + sam.perturbation(theta, g_c)  # ŵ_C = θ + ε(θ; g_C)
+            eps_c = sam.perturbation(theta, g_c)  # ε_C = ε(θ; g_C), recorded as computed
+            w_hat_c = theta + eps_c  # ŵ_C = θ + ε_C
         else:
             w_hat_c = w_hat
+            eps_c = w_hat - theta  # (a recorded run's ŵ: its ε is the record's)
         at_w_hat = None if block else problem.at(w_hat_c, rows, weights)
         grad_hat = problem.grad(w_hat_c, rows, weights) if at_w_hat is None else at_w_hat.grad()
-        out.append(Perturbation(np.asarray(chunk), len(chunk) / len(batch), g_c, w_hat_c - theta, w_hat_c,
+        out.append(Perturbation(np.asarray(chunk), len(chunk) / len(batch), g_c, eps_c, w_hat_c,
                                 grad_hat + decay_times(lam_in, w_hat_c), at_theta, at_w_hat))
     return out
 
