@@ -3,8 +3,8 @@
 Conventions
 -----------
 * Influence of training point j on f: I_j(f) = ∂ f(θ̂(w)) / ∂ w_j at the problem's weights (w = 1 by
-  default), where θ̂(w) is the root of G(θ; w) (:mod:`refsam.influence.fixed_point`). −I_j(f) predicts the change
-  of f when j is removed (Δw_j = −1). Koh & Liang's I_up,loss = n · I_j.
+  default), where θ̂(w) is the root of G(θ; w) (:mod:`refsam.influence.fixed_point`). −I_j(f) predicts
+  the change of f when j is removed (Δw_j = −1). Koh & Liang's I_up,loss = n · I_j.
 * Full batch, F_w = (1/n) Σ_i w_i ℓ_i, so every ∂/∂w_j carries the factor 1/n.
 * Implicit function theorem on G(θ̂(w); w) = 0, with J = ∂G/∂θ (d, d, not symmetric):
 
@@ -30,7 +30,8 @@ When it is exact: θ̂ is a root (‖G(θ̂)‖ = 0 to rounding) and J is nonsin
 checks ‖G(θ̂)‖ ≤ ``root_tol`` first; otherwise ``on_unverified="raise"`` (default) raises
 :class:`UnverifiedRootError`, and ``"warn"`` returns the (approximate) result with an
 :class:`UnverifiedRootWarning` that states the residual. Whether SAM training actually reaches θ̂ is
-a separate question: see :func:`refsam.influence.fixed_point.fixed_point_diagnostics` (spectral radius of I − η J).
+a separate question: see :func:`refsam.influence.fixed_point.fixed_point_diagnostics` (spectral radius
+of I − η J).
 Cost: two d×d Hessians, O(n d² + d³), plus O(d²) per test function. Derivation: docs/closed_form.md.
 """
 
