@@ -194,3 +194,16 @@ def test_bad_optimizer_and_schedule_arguments_are_rejected_by_name(kwargs, messa
     arguments = {"steps": 3, **{k: v for k, v in kwargs.items() if k not in optimizer_keys}}
     with pytest.raises(ValueError, match=message):
         refsam.train(_problem(), refsam.SAM(0.1), refsam.SGD(0.1, **settings), **arguments)
+
+
+def test_the_0_1_optimizer_and_step_names_are_gone():
+    """0.1's SGDMomentum, descent_direction, sam_step and train's lr/momentum keywords are gone: the base
+    optimizer is refsam.SGD, the step's descent gradient sam_gradient(...).descent."""
+    import refsam.training as training
+
+    for name in ("SGDMomentum", "descent_direction", "sam_step"):
+        assert not hasattr(training, name) and not hasattr(refsam, name), name
+    with pytest.raises(TypeError, match="momentum"):
+        refsam.train(_problem(), refsam.SAM(0.1), _sgd(0.1), 3, momentum=0.9)
+    with pytest.raises(TypeError, match="lr"):
+        refsam.train(_problem(), refsam.SAM(0.1), lr=0.1, steps=3)
