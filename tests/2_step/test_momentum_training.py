@@ -109,9 +109,10 @@ def _v01_config(config):
     return old
 
 
-def test_a_version_1_file_still_loads_as_a_run_without_momentum(tmp_path):
-    problem = _problem()
-    run = refsam.train(problem, refsam.SAM(0.1), _sgd(0.3), 5, batch_size=10)
+@pytest.mark.parametrize("penalty", ["weight_decay", "l2"])  # 0.1's "decoupled" and "coupled" files
+def test_a_version_1_file_still_loads_as_a_run_without_momentum(tmp_path, penalty):
+    problem = _problem(penalty)
+    run = refsam.train(problem, refsam.SAM(0.1), _sgd(0.3, penalty=penalty), 5, batch_size=10)
     new_keys = ("momentum", "dampening", "nesterov", "schedule")
     config = {k: v for k, v in _v01_config(run.config).items() if k not in new_keys}
     offsets = np.cumsum([0] + [len(b) for b in run.batches])
@@ -121,7 +122,9 @@ def test_a_version_1_file_still_loads_as_a_run_without_momentum(tmp_path):
                  weights=run.weights, config_json=np.array(json.dumps(config, sort_keys=True)))
     loaded = refsam.Trajectory.load(tmp_path / "v1.npz")
     assert loaded.optimizer().config() == run.optimizer().config() and loaded.states == {}
-    assert loaded.optimizer().weight_decay == LAMBDA and loaded.config["l2"] == 0.0  # decoupled -> SGD's λ
+    # decoupled -> SGD's weight decay; coupled -> the loss's l2
+    expected = (LAMBDA, 0.0) if penalty == "weight_decay" else (0.0, LAMBDA)
+    assert (loaded.optimizer().weight_decay, loaded.config["l2"]) == expected
     np.testing.assert_array_equal(refsam.replay(problem, loaded).thetas, run.thetas)
 
 
