@@ -17,8 +17,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import refsam
+from refsam.kit.testing import problems, rel_err
 from refsam.models import AutogradDerivatives, model_from_spec
-from refsam.testing import problems, rel_err
 from refsam.tolerances import RTOL_DERIVATIVE, RTOL_REORDERED
 
 
@@ -229,8 +229,8 @@ def test_predict_proba_rows_are_distributions_matching_the_loss():
 
 
 def test_refsam_imports_and_trains_without_hypothesis():
-    """hypothesis is a test extra: `import refsam` must not pull in refsam.testing, and refsam.testing
-    must say how to get hypothesis when it is missing."""
+    """hypothesis is a test extra: `import refsam` must not pull in refsam.kit.testing, and
+    refsam.kit.testing must say how to get hypothesis when it is missing."""
     script = textwrap.dedent("""
         import sys
         class BlockHypothesis:
@@ -240,14 +240,17 @@ def test_refsam_imports_and_trains_without_hypothesis():
         sys.meta_path.insert(0, BlockHypothesis())
         import refsam
         X, y, _ = refsam.make_gaussian_classification(20, 2, seed=0)
-        refsam.train(refsam.Problem(refsam.LogisticRegression(), X, y), refsam.SAM(0.05), 0.5, 3)
-        assert "refsam.testing" not in sys.modules and "hypothesis" not in sys.modules
+        refsam.train(refsam.Problem(refsam.LogisticRegression(), X, y), refsam.SAM(0.05),
+                     refsam.SGD(0.5), 3)
+        assert "refsam.kit.testing" not in sys.modules and "hypothesis" not in sys.modules
         try:
-            import refsam.testing
+            import refsam.kit.testing
         except ImportError as exc:
             print(exc)
     """)
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
-    assert 'refsam.testing needs hypothesis; install the test extra: pip install "refsam[test]"' in (
+    # TODO(lead): refsam/kit/testing.py still names the deleted 0.1 module ("refsam.testing needs
+    # hypothesis"); the message must name the module the user imported.
+    assert 'refsam.kit.testing needs hypothesis; install the test extra: pip install "refsam[test]"' in (
         result.stdout)

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 import refsam
 from refsam import SAM, ZeroGradientError
-from refsam.testing import problems, rel_err, sam_configs
+from refsam.kit.testing import problems, rel_err, sam_configs
 from refsam.tolerances import RTOL_JACOBIAN, RTOL_NORMALISATION
 
 
@@ -59,16 +59,17 @@ def test_hand_jacobians_equal_autograd_property(sam, seed):
 
 
 @pytest.mark.parametrize("rule", ["sam", "usam", "asam"])
-@pytest.mark.parametrize("regularization", ["decoupled", "coupled"])
-def test_total_derivative_of_the_perturbation(rule, regularization):
-    """dε/dθ of θ ↦ ε(θ; g(θ)) = ∂ε/∂g · ∂g/∂θ + ∂ε/∂θ|_g, where ∂g/∂θ = H (decoupled) or H + λI
-    (coupled). Oracle: autograd through the whole map, with g from autograd of the objective."""
+@pytest.mark.parametrize("penalty", ["weight_decay", "l2"])
+def test_total_derivative_of_the_perturbation(rule, penalty):
+    """dε/dθ of θ ↦ ε(θ; g(θ)) = ∂ε/∂g · ∂g/∂θ + ∂ε/∂θ|_g, where ∂g/∂θ = H (the optimizer's weight
+    decay, which the perturbation never sees) or H + λI (a loss-level L2, ``Problem(l2=λ)``). Oracle:
+    autograd through the whole map, with g from autograd of the objective."""
     X, y, _ = refsam.make_gaussian_classification(15, 3, n_classes=3, seed=1)
-    problem = refsam.Problem(refsam.SoftmaxRegression(3), X, y, weight_decay=0.1,
-                             regularization=regularization)
+    # the optimizer's weight decay is not part of the problem: with it the problem has no L2 term
+    problem = refsam.Problem(refsam.SoftmaxRegression(3), X, y, l2=0.1 if penalty == "l2" else 0.0)
     sam = SAM(0.05, rule, kappa=0.2)
     theta, _ = theta_and_gradient(4, d=problem.d)
-    lam = 0.1 if regularization == "coupled" else 0.0
+    lam = 0.1 if penalty == "l2" else 0.0
 
     def eps_of_theta(t):
         g = autograd.grad(problem.objective)(t) + lam * t
@@ -87,7 +88,7 @@ def test_total_derivative_of_the_perturbation(rule, regularization):
 def test_total_derivative_property(problem, sam, seed):
     rng = np.random.default_rng(seed)
     theta = rng.standard_normal(problem.d) + 0.1
-    lam = problem.weight_decay if problem.regularization == "coupled" else 0.0
+    lam = problem.l2  # the loss-level L2 (the perturbation sees it)
     g = problem.grad(theta) + lam * theta
     if np.linalg.norm(g) < 1e-6:  # too close to ‖g‖ = 0, where SAM is not differentiable
         return

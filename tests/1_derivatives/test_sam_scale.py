@@ -37,7 +37,7 @@ def test_a_run_with_tiny_sample_weights_keeps_its_exact_influence():
     """Weights ~1e-110 make every gradient ~1e-110 (0.1: NaN from ASAM's ‖s‖³ in the adjoint)."""
     X, y, _ = refsam.make_gaussian_classification(n=12, n_features=3, seed=3)
     problem = refsam.Problem(refsam.LogisticRegression(), X[:10], y[:10], weights=np.full(10, 1e-110))
-    run = refsam.train(problem, SAM(0.1, "asam"), 1e100, 5, batch_size=4)
+    run = refsam.train(problem, SAM(0.1, "asam"), refsam.SGD(1e100), 5, batch_size=4)
     exact = refsam.trajectory_influence(problem, run, X[10:], y[10:])
     autodiff = refsam.trajectory_influence(problem, run, X[10:], y[10:], method="autodiff")
     assert np.all(np.isfinite(exact)) and np.max(np.abs(autodiff)) > 0

@@ -11,15 +11,18 @@ from refsam.training import PRESETS, preset
 X, Y, _ = refsam.make_gaussian_classification(n=24, n_features=3, n_classes=3, seed=9)
 
 
+LAMBDA = 5e-4  # torch.optim.SGD's weight_decay in the PyTorch presets
+
+
 def _softmax_problem():
-    return refsam.Problem(refsam.SoftmaxRegression(3), X, Y, weight_decay=5e-4)
+    return refsam.Problem(refsam.SoftmaxRegression(3), X, Y)
 
 
-def _reference(name, problem, theta0, batches, lr, rho, momentum):
+def _reference(name, problem, theta0, batches, lr, rho, momentum, lam):
     """The public code's step, for softmax regression with parameters (weight matrix W, bias b):
     the SAM wrapper / ASAM's first step from the loss gradient, the gradient at the perturbed point, θ
-    restored, then torch.optim.SGD(momentum, weight_decay) on it."""
-    lam, (p, K) = problem.weight_decay, (problem.p, 3)
+    restored, then torch.optim.SGD(momentum, weight_decay=λ) on it."""
+    p, K = problem.p, 3
     theta, buf = theta0.copy(), None
     for idx in batches:
         g = problem.grad(theta, idx)
@@ -47,12 +50,18 @@ TORCH_PRESETS = sorted(set(PRESETS) - {"jax-sam"})
 @pytest.mark.parametrize("name", TORCH_PRESETS)
 def test_each_preset_reproduces_its_implementation_step_for_step(name):
     problem = _softmax_problem()
-    p = preset(name, problem, rho=0.1, momentum=0.9)
-    run = refsam.train(problem, p.sam, 0.2, 12, batch_size=8, seed=4, **p.train_kwargs())
-    expected = _reference(name, problem, run.theta0, run.batches, 0.2, 0.1, 0.9)
+    p = preset(name, problem, rho=0.1, lr=0.2, weight_decay=LAMBDA, momentum=0.9)
+    assert p.name == name and p.problem is problem  # the PyTorch presets leave the loss as it is
+    assert p.optimizer.config() == {"name": "SGD", "momentum": 0.9, "dampening": 0.0, "nesterov": False,
+                                    "weight_decay": LAMBDA}
+    run = refsam.train(p.problem, p.sam, p.optimizer, 12, batch_size=8, seed=4)
+    expected = _reference(name, problem, run.theta0, run.batches, 0.2, 0.1, 0.9, LAMBDA)
     np.testing.assert_allclose(run.theta_final, expected, rtol=1e-13, atol=1e-15)
-    others = [refsam.train(problem, preset(o, problem, 0.1).sam, 0.2, 12, batch_size=8, seed=4,
-                           momentum=0.9).theta_final for o in TORCH_PRESETS if o != name]
+    others = []
+    for o in TORCH_PRESETS:
+        if o != name:
+            q = preset(o, problem, 0.1, 0.2, LAMBDA, momentum=0.9)
+            others.append(refsam.train(q.problem, q.sam, q.optimizer, 12, batch_size=8, seed=4).theta_final)
     assert all(np.max(np.abs(o - run.theta_final)) > 1e-6 for o in others)  # the presets differ
 
 
@@ -60,11 +69,10 @@ def test_the_jax_preset_reproduces_the_jax_sam_step_for_step():
     """The JAX/Flax SAM code: per device (a chunk of m samples) the loss plus ½λ Σ over the weight matrix
     of θ²; ε = ρ g/‖g‖ with no epsilon; the gradient at the device's own perturbed point; the devices'
     gradients averaged; Flax's Nesterov momentum m ← β m + g (from m = 0), θ ← θ − lr (g + β m)."""
-    problem = refsam.Problem(refsam.SoftmaxRegression(3), X, Y, weight_decay=5e-3, regularization="coupled",
-                             decay_biases=False)
-    p = preset("jax-sam", problem, rho=0.05, momentum=0.9, m_sharpness=4)
+    problem = refsam.Problem(refsam.SoftmaxRegression(3), X, Y)
+    p = preset("jax-sam", problem, rho=0.05, lr=0.1, weight_decay=5e-3, momentum=0.9, m_sharpness=4)
     assert p.optimizer.nesterov and p.sam.m_sharpness == 4 and p.sam.norm_eps == 0.0
-    run = refsam.train(problem, p.sam, 0.1, 9, batch_size=8, seed=2, **p.train_kwargs())
+    run = refsam.train(p.problem, p.sam, p.optimizer, 9, batch_size=8, seed=2)
     lam_weights = np.where(problem.model.bias_mask(3), 0.0, 5e-3)
 
     def loss_grad(theta, rows):
@@ -84,16 +92,29 @@ def test_the_jax_preset_reproduces_the_jax_sam_step_for_step():
 
 
 def test_the_jax_preset_needs_its_weight_decay_layout():
-    decoupled = refsam.Problem(refsam.SoftmaxRegression(3), X, Y, weight_decay=5e-3)
-    with pytest.raises(ValueError, match="regularization='coupled', decay_biases=False"):
-        preset("jax-sam", decoupled, 0.05)
+    """jax-sam puts λ into the loss, on the weight matrices only (0.1: a coupled problem with
+    decay_biases=False), and none into the optimizer; it builds that layout itself and refuses a
+    problem that already carries an L2 term."""
+    problem = _softmax_problem()
+    p = preset("jax-sam", problem, 0.05, 0.1, weight_decay=5e-3)
+    np.testing.assert_array_equal(p.problem.l2, np.where(problem.model.bias_mask(3), 0.0, 5e-3))
+    assert p.optimizer.weight_decay == 0.0 and problem.l2 == 0.0  # the caller's problem is left alone
+    assert p.problem.model is problem.model and p.problem.data_fingerprint() == problem.data_fingerprint()
+    with_l2 = refsam.Problem(refsam.SoftmaxRegression(3), X, Y,
+                             l2=np.where(problem.model.bias_mask(3), 0.0, 5e-3))
+    with pytest.raises(ValueError,
+                       match="build `problem` without `l2` and pass `weight_decay` to the preset"):
+        preset("jax-sam", with_l2, 0.05, 0.1, weight_decay=5e-3)
     with pytest.raises(ValueError, match="applies to the 'jax-sam' preset only"):
-        preset("pytorch-sam", decoupled, 0.05, m_sharpness=4)
+        preset("pytorch-sam", problem, 0.05, 0.1, m_sharpness=4)
 
 
 def test_a_preset_refuses_a_problem_in_the_other_weight_decay_mode():
-    coupled = refsam.Problem(refsam.LogisticRegression(), X[:, :2], Y % 2, 0.1, regularization="coupled")
-    with pytest.raises(ValueError, match="computes weight decay in the optimizer"):
-        preset("pytorch-sam", coupled, 0.05)
+    """The PyTorch presets put λ into SGD's weight_decay; a problem with a loss-level L2 (0.1's coupled
+    mode) is refused rather than decayed twice."""
+    coupled = refsam.Problem(refsam.LogisticRegression(), X[:, :2], Y % 2, l2=0.1)
+    with pytest.raises(ValueError, match=r"preset 'pytorch-sam' places the weight decay itself: build "
+                                         r"`problem` without `l2`"):
+        preset("pytorch-sam", coupled, 0.05, 0.1)
     with pytest.raises(ValueError, match="`name` must be one of"):
-        preset("flax-sam", _softmax_problem(), 0.05)
+        preset("flax-sam", _softmax_problem(), 0.05, 0.1)

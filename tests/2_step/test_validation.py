@@ -11,9 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import refsam
-from refsam import MLP, SAM, LogisticRegression, Problem, SoftmaxRegression, replay, train
+from refsam import MLP, SAM, SGD, LogisticRegression, Problem, SoftmaxRegression, replay, train
+from refsam.kit.testing import problems
 from refsam.models import model_from_spec
-from refsam.testing import problems
 
 X, Y, _ = refsam.make_gaussian_classification(6, 2, seed=0)  # n = 6, p = 2, binary labels
 LOGISTIC = LogisticRegression()
@@ -46,15 +46,13 @@ BAD_INPUTS = {
                           r"`y` labels must lie in 0..1 for logistic, got values in 2..2"),
     "negative label": (lambda: Problem(SoftmaxRegression(3), X, with_entry(Y, 1, -1)),
                        r"`y` labels must lie in 0..2 for softmax, got values in -1\.\."),
-    # Problem: λ, mode, weights, model
-    "negative weight_decay": (lambda: logistic_problem(weight_decay=-0.1),
-                              r"`weight_decay` must be a finite number >= 0, got -0.1"),
-    "NaN weight_decay": (lambda: logistic_problem(weight_decay=np.nan),
-                         r"`weight_decay` must be a finite number"),
-    "weight_decay a string": (lambda: logistic_problem(weight_decay="0.1"),
-                              r"`weight_decay` must be a real number >= 0, got '0.1'"),
-    "unknown regularization": (lambda: logistic_problem(regularization="l1"),
-                               r"`regularization` must be one of \['coupled', 'decoupled'\], got 'l1'"),
+    # Problem: the loss's λ (l2), weights, model
+    "negative l2": (lambda: logistic_problem(l2=-0.1), r"`l2` must be a finite number >= 0, got -0.1"),
+    "NaN l2": (lambda: logistic_problem(l2=np.nan), r"`l2` must be a finite number"),
+    "l2 a string": (lambda: logistic_problem(l2="0.1"), r"`l2` must be a real number >= 0, got '0.1'"),
+    "l2 wrong length": (lambda: logistic_problem(l2=np.ones(2)), r"`l2` must have shape \(3\), got \(2,\)"),
+    "l2 negative entry": (lambda: logistic_problem(l2=with_entry(np.ones(3), 1, -0.5)),
+                          r"`l2` entries must be >= 0, got minimum -0.5"),
     "weights wrong length": (lambda: logistic_problem(weights=np.ones(5)),
                              r"`weights` must have shape \(6\), got \(5,\)"),
     "negative weight": (lambda: logistic_problem(weights=with_entry(np.ones(6), 3, -0.5)),
@@ -87,44 +85,55 @@ BAD_INPUTS = {
     "t_mask not bool": (lambda: SAM(0.1, "asam", t_mask=[1, 0]), r"`t_mask` must be a 1-d bool array"),
     "t_mask off asam": (lambda: SAM(0.1, "sam", t_mask=np.array([True])),
                         r"`t_mask` applies to rule=.asam. only"),
+    # the optimizer (the learning rate and the weight decay are refsam.SGD's since 0.2)
+    "zero lr": (lambda: SGD(0.0), r"`lr` must be a finite number > 0, got 0.0"),
+    "negative lr": (lambda: SGD(-1.0), r"`lr` must be a finite number > 0"),
+    "NaN lr": (lambda: SGD(np.nan), r"`lr` must be a finite number > 0"),
+    "lr schedule with 0": (lambda: SGD([0.1, 0.0]),
+                           r"`lr` must be a float > 0 or a non-empty array of floats > 0, got minimum 0.0"),
+    "negative weight_decay": (lambda: SGD(0.1, weight_decay=-0.1),
+                              r"`weight_decay` must be a finite number >= 0, got -0.1"),
+    "NaN weight_decay": (lambda: SGD(0.1, weight_decay=np.nan), r"`weight_decay` must be a finite number"),
+    "weight_decay a string": (lambda: SGD(0.1, weight_decay="0.1"),
+                              r"`weight_decay` must be a real number >= 0, got '0.1'"),
     # train
-    "problem not a Problem": (lambda: train("p", SAM(0.1), 0.1, 2), r"`problem` must be a refsam.Problem"),
-    "sam not a SAM": (lambda: train(logistic_problem(), 0.1, 0.1, 2),
+    "problem not a Problem": (lambda: train("p", SAM(0.1), SGD(0.1), 2),
+                              r"`problem` must be a refsam.Problem"),
+    "sam not a SAM": (lambda: train(logistic_problem(), 0.1, SGD(0.1), 2),
                       r"`sam` must be a refsam.SAM, got float"),
-    "zero lr": (lambda: train(logistic_problem(), SAM(0.1), 0.0, 2),
-                r"`lr` must be a finite number > 0, got 0.0"),
-    "negative lr": (lambda: train(logistic_problem(), SAM(0.1), -1.0, 2),
-                    r"`lr` must be a finite number > 0"),
-    "NaN lr": (lambda: train(logistic_problem(), SAM(0.1), np.nan, 2), r"`lr` must be a finite number > 0"),
-    "lr schedule with 0": (lambda: train(logistic_problem(), SAM(0.1), [0.1, 0.0], 2),
-                           r"`lr` entries must be > 0, got minimum 0.0"),
-    "lr schedule wrong length": (lambda: train(logistic_problem(), SAM(0.1), [0.1], 2),
-                                 r"`lr` must have shape \(2\), got \(1,\)"),
-    "zero steps": (lambda: train(logistic_problem(), SAM(0.1), 0.1, 0),
+    "optimizer a bare lr": (lambda: train(logistic_problem(), SAM(0.1), 0.1, 2),
+                            r"`optimizer` must be a refsam optimizer such as refsam.SGD\(lr, \.\.\.\), "
+                            r"got float"),
+    "lr schedule wrong length": (lambda: train(logistic_problem(), SAM(0.1), SGD([0.1]), 2),
+                                 r"the optimizer's `lr` schedule has 1 rates; the run has 2 steps"),
+    "zero steps": (lambda: train(logistic_problem(), SAM(0.1), SGD(0.1), 0),
                    r"`steps` must be an int >= 1, got 0"),
-    "float steps": (lambda: train(logistic_problem(), SAM(0.1), 0.1, 2.0),
+    "float steps": (lambda: train(logistic_problem(), SAM(0.1), SGD(0.1), 2.0),
                     r"`steps` must be an int >= 1, got 2.0"),
-    "batch_size zero": (lambda: train(logistic_problem(), SAM(0.1), 0.1, 2, batch_size=0),
+    "batch_size zero": (lambda: train(logistic_problem(), SAM(0.1), SGD(0.1), 2, batch_size=0),
                         r"`batch_size` must be an int >= 1, got 0"),
-    "batch_size > n": (lambda: train(logistic_problem(), SAM(0.1), 0.1, 2, batch_size=7),
+    "batch_size > n": (lambda: train(logistic_problem(), SAM(0.1), SGD(0.1), 2, batch_size=7),
                        r"`batch_size` must be <= n=6 \(or None for the full batch\), got 7"),
-    "negative seed": (lambda: train(logistic_problem(), SAM(0.1), 0.1, 2, seed=-1),
+    "negative seed": (lambda: train(logistic_problem(), SAM(0.1), SGD(0.1), 2, seed=-1),
                       r"`seed` must be None, an int >= 0 or a np.random.Generator, got -1"),
-    "seed a string": (lambda: train(logistic_problem(), SAM(0.1), 0.1, 2, seed="0"),
+    "seed a string": (lambda: train(logistic_problem(), SAM(0.1), SGD(0.1), 2, seed="0"),
                       r"`seed` must be None, an int >= 0 or a np.random.Generator, got str"),
-    "seed a bool": (lambda: train(logistic_problem(), SAM(0.1), 0.1, 2, seed=True), r"`seed` must be None"),
-    "theta0 wrong shape": (lambda: train(logistic_problem(), SAM(0.1), 0.1, 2, theta0=np.zeros(2)),
+    "seed a bool": (lambda: train(logistic_problem(), SAM(0.1), SGD(0.1), 2, seed=True),
+                    r"`seed` must be None"),
+    "theta0 wrong shape": (lambda: train(logistic_problem(), SAM(0.1), SGD(0.1), 2, theta0=np.zeros(2)),
                            r"`theta0` must have shape \(3\), got \(2,\)"),
-    "theta0 with inf": (lambda: train(logistic_problem(), SAM(0.1), 0.1, 2, theta0=[0.0, np.inf, 0.0]),
+    "theta0 with inf": (lambda: train(logistic_problem(), SAM(0.1), SGD(0.1), 2, theta0=[0.0, np.inf, 0.0]),
                         r"`theta0` must contain only finite values"),
     # replay
     "trajectory not a Trajectory": (lambda: replay(logistic_problem(), "run.npz"),
                                     r"`trajectory` must be a refsam.Trajectory, got str"),
     "replay weights wrong length": (
-        lambda: replay(logistic_problem(), train(logistic_problem(), SAM(0.1), 0.1, 1), weights=np.ones(3)),
+        lambda: replay(logistic_problem(), train(logistic_problem(), SAM(0.1), SGD(0.1), 1),
+                       weights=np.ones(3)),
         r"`weights` must have shape \(6\), got \(3,\)"),
     "replay negative weights": (
-        lambda: replay(logistic_problem(), train(logistic_problem(), SAM(0.1), 0.1, 1), weights=-np.ones(6)),
+        lambda: replay(logistic_problem(), train(logistic_problem(), SAM(0.1), SGD(0.1), 1),
+                       weights=-np.ones(6)),
         r"`weights` must be >= 0"),
     # validation helpers used by later layers (test data, parameters)
     "test labels out of range": (lambda: LOGISTIC.check_data(X, np.full(6, 3), "X_test", "y_test"),
@@ -187,13 +196,26 @@ def test_one_corrupted_entry_is_always_caught(problem, data):
         w = np.append(w, 1.0)
         message = rf"`weights` must have shape \({n}\), got \({n + 1},\)"
     with pytest.raises(ValueError, match=message):
-        Problem(problem.model, X, y, problem.weight_decay, w, problem.regularization)
+        Problem(problem.model, X, y, w, l2=problem.l2)
 
 
 def test_valid_inputs_of_every_accepted_type_pass():
     """The boundary accepts what it promises: lists, ints, numpy scalars, a Generator seed, None."""
-    problem = Problem(LOGISTIC, X.tolist(), Y.tolist(), weight_decay=np.float64(0.01), weights=[1] * 6)
-    trajectory = train(problem, SAM(np.float32(0.1), "usam"), [0.1, 0.2], np.int64(2), batch_size=np.int64(3),
+    problem = Problem(LOGISTIC, X.tolist(), Y.tolist(), weights=[1] * 6)
+    optimizer = SGD([0.1, 0.2], weight_decay=np.float64(0.01))
+    trajectory = train(problem, SAM(np.float32(0.1), "usam"), optimizer, np.int64(2), batch_size=np.int64(3),
                        seed=np.random.default_rng(0), theta0=[0, 0, 0])
     assert trajectory.thetas.shape == (3, 3) and trajectory.config["seed"] is None
-    assert SAM(0, "sam").rho == 0.0 and train(problem, SAM(0.1), 1, 1, seed=None).steps == 1
+    assert SAM(0, "sam").rho == 0.0 and train(problem, SAM(0.1), SGD(1), 1, seed=None).steps == 1
+    assert Problem(LOGISTIC, X, Y, l2=np.float64(0.01)).l2 == 0.01
+    assert SGD(np.int64(1), weight_decay=0).lr == 1.0
+
+
+@pytest.mark.parametrize("keyword", ["weight_decay", "regularization", "decay_biases"])
+def test_the_0_1_problem_keywords_are_gone(keyword):
+    """0.1's Problem(weight_decay=, regularization=, decay_biases=) is gone: the weight decay is the
+    optimizer's (SGD(weight_decay=)) or the loss's (Problem(l2=)); an old call fails loudly."""
+    value = {"weight_decay": 0.1, "regularization": "coupled", "decay_biases": False}[keyword]
+    with pytest.raises(TypeError, match=keyword):
+        Problem(LOGISTIC, X, Y, **{keyword: value})
+    assert not hasattr(logistic_problem(), keyword)

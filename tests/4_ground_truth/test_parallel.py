@@ -20,10 +20,11 @@ from refsam.ground_truth import (
 @pytest.fixture(scope="module")
 def setup():
     X, y, _ = refsam.make_gaussian_classification(n=27, n_features=3, n_classes=3, seed=2)
-    problem = refsam.Problem(refsam.SoftmaxRegression(3), X[:24], y[:24], weight_decay=0.05)
+    problem = refsam.Problem(refsam.SoftmaxRegression(3), X[:24], y[:24])
     sam = refsam.SAM(0.05)
-    trajectory = refsam.train(problem, sam, 0.5, 12, batch_size=8, seed=1)
-    root = refsam.solve_fixed_point(problem, sam, np.zeros(problem.d))
+    trajectory = refsam.train(problem, sam, refsam.SGD(0.5, weight_decay=0.05), 12, batch_size=8, seed=1)
+    root = refsam.solve_fixed_point(problem, sam, np.zeros(problem.d), optimizer=trajectory.optimizer())
+    assert root.optimizer.weight_decay == 0.05  # the FixedPoint carries λ to the re-solving ground truth
     return problem, sam, trajectory, root, X[24:], y[24:]
 
 
@@ -87,8 +88,8 @@ def test_the_demo_ground_truth_on_two_processes_is_the_serial_one():
     from refsam import apps
 
     X, y, _ = refsam.make_gaussian_classification(n=40, n_features=3, seed=3)
-    problem = refsam.Problem(refsam.LogisticRegression(), X[:32], y[:32], weight_decay=0.05)
-    fit_ = apps.fit(problem, refsam.SAM(0.05), 0.5, 200)
+    problem = refsam.Problem(refsam.LogisticRegression(), X[:32], y[:32])
+    fit_ = apps.fit(problem, refsam.SAM(0.05), refsam.SGD(0.5, weight_decay=0.05), 200)
     subset = np.arange(0, 32, 5)
     serial = apps.ground_truth(fit_, X[32:], y[32:], subset)
     parallel = apps.ground_truth(fit_, X[32:], y[32:], subset, n_jobs=2)
