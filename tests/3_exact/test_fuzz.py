@@ -22,9 +22,9 @@ import warnings
 import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
+from refsam.testing import influence_problems, problems, sam_configs, trajectories
 
 import refsam
-from refsam.testing import influence_problems, problems, sam_configs, trajectories
 from refsam.tolerances import ATOL_EXACT_METHODS, RTOL_EXACT_METHODS, RTOL_REORDERED, rel_err
 
 EXACT = ("adjoint", "forward", "autodiff")

@@ -13,17 +13,17 @@ import pytest
 from autograd import grad as ag_grad
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-import refsam
 from refsam.counterfactual import finite_difference_influence, leave_one_out_replay
 from refsam.fixed_point import residual_map, solve_fixed_point
 from refsam.testing import influence_problems, rel_err, trajectories
-from refsam.tolerances import RTOL_EXACT_METHODS, RTOL_TRAJECTORY_FD, RTOL_TRAJECTORY_TO_CLOSED_FORM
 from refsam.trajectory_influence import (
     APPROXIMATE_METHODS,
     trajectory_influence,
     trajectory_parameter_influence,
 )
+
+import refsam
+from refsam.tolerances import RTOL_EXACT_METHODS, RTOL_TRAJECTORY_FD, RTOL_TRAJECTORY_TO_CLOSED_FORM
 
 FD_STEP = 1e-4
 
