@@ -16,12 +16,18 @@ from refsam.influence.operators import curvature_at, system_operators
 from refsam.influence.trajectory import checkpoint_segments
 from refsam.tolerances import RTOL_DERIVATIVE, RTOL_EXACT_METHODS, RTOL_SAME_FORMULA, rel_err
 
+WEIGHT_DECAY = 0.05  # 0.1's (decoupled) Problem(..., weight_decay=0.05): the optimizer's λ in 0.2
+
 
 def problem_for(model, n=25, seed=0, weights=None):
     k = model.n_classes
     p = model.sizes[0] if isinstance(model, refsam.MLP) else 3
     X, y, _ = refsam.make_gaussian_classification(n=n, n_features=p, n_classes=k, separation=1.0, seed=seed)
-    return refsam.Problem(model, X, y, 0.05, weights)
+    return refsam.Problem(model, X, y, weights)
+
+
+def sgd(lr=0.5, weight_decay=WEIGHT_DECAY, **kwargs):
+    return refsam.SGD(lr, weight_decay=weight_decay, **kwargs)
 
 
 def autograd_gauss_newton(problem, theta):
@@ -112,7 +118,7 @@ def test_kronecker_curvatures_on_a_deep_mlp():
 def test_kfac_needs_layer_factors():
     problem, sam, theta = _user_model_case()
     with pytest.raises(InvalidInputError, match="built-in models"):
-        system_operators(problem, sam, theta, curvature="kfac")
+        system_operators(problem, sam, theta, curvature="kfac", optimizer=sgd())
 
 
 def _user_model_case():
@@ -130,7 +136,7 @@ def _user_model_case():
             return (X @ theta - y) ** 2
 
     problem = problem_for(refsam.LogisticRegression())
-    problem = refsam.Problem(Quadratic(), problem.X, problem.y, 0.05)
+    problem = refsam.Problem(Quadratic(), problem.X, problem.y)
     return problem, refsam.SAM(0.05), np.zeros(problem.d) + 0.1
 
 
@@ -138,7 +144,7 @@ def _user_model_case():
 def test_gauss_newton_closed_form_is_exact_for_linear_models(model):
     problem = problem_for(model, n=40)
     sam = refsam.SAM(0.1)
-    theta = refsam.solve_fixed_point(problem, sam, problem.init_params(0), lr=0.5).theta
+    theta = refsam.solve_fixed_point(problem, sam, problem.init_params(0), optimizer=sgd(0.5))
     Xt, yt = problem.X[:5], problem.y[:5]
     exact = refsam.hessian_influence(problem, sam, theta, Xt, yt)
     for solver in ("direct", "gmres"):
@@ -152,10 +158,11 @@ def test_kfac_closed_form_equals_its_dense_system():
     """K-FAC's "full" variant: J_C = K_C(ŵ)(I + P K_C(θ̂)) + λI with C = K-FAC, solved densely here."""
     model = refsam.MLP((2, 4, 2))
     X, y, _ = refsam.make_gaussian_classification(n=40, n_features=2, separation=1.5, seed=1)
-    problem = refsam.Problem(model, X, y, 0.1)
+    problem = refsam.Problem(model, X, y)
     sam = refsam.SAM(0.1)
-    start = refsam.train(problem, sam, lr=0.5, steps=150, seed=0).theta_final
-    theta = refsam.solve_fixed_point(problem, sam, start, lr=0.5).theta
+    start = refsam.train(problem, sam, sgd(0.5, 0.1), steps=150, seed=0).theta_final
+    fp = refsam.solve_fixed_point(problem, sam, start, optimizer=sgd(0.5, 0.1))
+    theta = fp.theta
     Xt, yt = X[:4], y[:4]
     g = problem.grad(theta)
     w_hat = theta + sam.perturbation(theta, g)
@@ -165,36 +172,38 @@ def test_kfac_closed_form_equals_its_dense_system():
     G_w = (problem.per_sample_grads(w_hat) + problem.per_sample_grads(theta) @ (P @ C_hat)) / problem.n
     expected = -G_w @ np.linalg.solve(J.T, problem.model.per_sample_grads(theta, Xt, yt).T)
     for solver, options in (("direct", {}), ("gmres", {"rtol": 1e-13})):
-        result = refsam.hessian_influence(problem, sam, theta, Xt, yt, solver=solver, curvature="kfac",
+        result = refsam.hessian_influence(problem, sam, fp, Xt, yt, solver=solver, curvature="kfac",
                                           **options)
         assert rel_err(result, expected) <= 1e-8
-    assert rel_err(result, refsam.hessian_influence(problem, sam, theta, Xt, yt)) > 1e-3
+    assert rel_err(result, refsam.hessian_influence(problem, sam, fp, Xt, yt)) > 1e-3
 
 
 # -- TRAK ------------------------------------------------------------------------------------------
 def _root(model=None):
     problem = problem_for(model or refsam.SoftmaxRegression(3), n=40)
     sam = refsam.SAM(0.1)
-    return problem, sam, refsam.solve_fixed_point(problem, sam, problem.init_params(0), lr=0.5).theta
+    return problem, sam, refsam.solve_fixed_point(problem, sam, problem.init_params(0), optimizer=sgd(0.5))
 
 
 def test_trak_at_full_width_is_koh_liang():
-    problem, sam, theta = _root()
+    problem, sam, fp = _root()
+    theta, opt = fp.theta, fp.optimizer
     Xt, yt = problem.X[:4], problem.y[:4]
-    erm = refsam.hessian_influence(problem, sam, theta, Xt, yt, "erm")
-    assert rel_err(refsam.trak_influence(problem, theta, Xt, yt, problem.d, curvature="exact"), erm) \
+    erm = refsam.hessian_influence(problem, sam, fp, Xt, yt, "erm")
+    assert rel_err(refsam.trak_influence(problem, fp, Xt, yt, problem.d, curvature="exact"), erm) \
         <= RTOL_SAME_FORMULA
     w_hat = theta + sam.perturbation(theta, problem.grad(theta))  # every gradient at ŵ, the test's too
-    K_hat = problem.hessian(w_hat) + problem.weight_decay * np.eye(problem.d)
+    K_hat = problem.hessian(w_hat) + WEIGHT_DECAY * np.eye(problem.d)
     at_w_hat = -problem.per_sample_grads(w_hat) @ np.linalg.solve(
         K_hat, problem.model.per_sample_grads(w_hat, Xt, yt).T) / problem.n
-    assert rel_err(refsam.trak_influence(problem, w_hat, Xt, yt, problem.d, curvature="exact"), at_w_hat) \
-        <= RTOL_SAME_FORMULA
+    assert rel_err(refsam.trak_influence(problem, w_hat, Xt, yt, problem.d, curvature="exact", optimizer=opt),
+                   at_w_hat) <= RTOL_SAME_FORMULA
     G = problem.per_sample_grads(theta)  # the empirical Fisher, written here
-    F = G.T @ G / problem.n + problem.weight_decay * np.eye(problem.d)
+    F = G.T @ G / problem.n + WEIGHT_DECAY * np.eye(problem.d)
     fisher = -G @ np.linalg.solve(F, problem.model.per_sample_grads(theta, Xt, yt).T) / problem.n
-    assert rel_err(refsam.trak_influence(problem, theta, Xt, yt, problem.d), fisher) <= RTOL_SAME_FORMULA
-    narrow = refsam.trak_influence(problem, theta, Xt, yt, 3, curvature="exact")
+    assert rel_err(refsam.trak_influence(problem, theta, Xt, yt, problem.d, optimizer=opt), fisher) \
+        <= RTOL_SAME_FORMULA
+    narrow = refsam.trak_influence(problem, fp, Xt, yt, 3, curvature="exact")
     assert rel_err(narrow, erm) > 1e-3  # a narrow projection is an approximation
 
 
@@ -203,16 +212,16 @@ def test_trak_at_full_width_is_koh_liang():
     ({"dimension": 3, "curvature": "kfac"}, "curvature"), ({"dimension": 3, "damping": -1.0}, "damping"),
 ])
 def test_trak_bad_input(kwargs, match):
-    problem, _, theta = _root()
+    problem, _, fp = _root()
     with pytest.raises(InvalidInputError, match=match):
-        refsam.trak_influence(problem, theta, problem.X[:2], problem.y[:2], **kwargs)
+        refsam.trak_influence(problem, fp, problem.X[:2], problem.y[:2], **kwargs)
 
 
 # -- budgeted trajectory methods ------------------------------------------------------------------------
 def _run(batch_size=None, momentum=0.0, steps=12):
     problem = problem_for(refsam.LogisticRegression(), n=20)
-    traj = refsam.train(problem, refsam.SAM(0.1), lr=0.3, steps=steps, batch_size=batch_size, seed=0,
-                        momentum=momentum)
+    traj = refsam.train(problem, refsam.SAM(0.1), sgd(0.3, momentum=momentum), steps, batch_size=batch_size,
+                        seed=0)
     return problem, traj, problem.X[:3], problem.y[:3]
 
 

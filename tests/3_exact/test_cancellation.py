@@ -16,7 +16,8 @@ def _run(third_weight, norm_eps=0.0):
     X = np.array([[1.0, 2.0], [1.0, 2.0], [0.5, -1.0]])
     y = np.array([0, 1, 1])
     problem = refsam.Problem(refsam.LogisticRegression(), X, y, weights=[1.0, 1.0, third_weight])
-    trajectory = refsam.train(problem, refsam.SAM(0.05, "sam", norm_eps=norm_eps), 0.1, 2, theta0=np.zeros(3))
+    trajectory = refsam.train(problem, refsam.SAM(0.05, "sam", norm_eps=norm_eps), refsam.SGD(0.1), 2,
+                              theta0=np.zeros(3))
     return problem, trajectory, X[:1], y[:1]
 
 

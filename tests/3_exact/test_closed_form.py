@@ -5,6 +5,8 @@ Koh–Liang written independently here with autograd Hessians; autograd through 
 (whose derivative must converge to the closed form when training converges to a stable root).
 """
 
+import warnings
+
 import autograd
 import numpy as np
 import pytest
@@ -13,7 +15,12 @@ from hypothesis import strategies as st
 from scipy.stats import pearsonr, spearmanr
 
 import refsam
-from refsam.closed_form import (
+from refsam.ground_truth.resolve import (
+    finite_difference_influence,
+    finite_difference_parameters,
+    leave_one_out,
+)
+from refsam.influence.closed_form import (
     UnverifiedRootError,
     UnverifiedRootWarning,
     hessian_influence,
@@ -21,12 +28,29 @@ from refsam.closed_form import (
     parameter_influence,
     self_influence,
 )
-from refsam.fixed_point import residual_map, solve_fixed_point
-from refsam.resolve import finite_difference_influence, finite_difference_parameters, leave_one_out
+from refsam.influence.fixed_point import solve_fixed_point
+from refsam.influence.linearisation import residual_map
 from refsam.tolerances import RTOL_CLOSED_FORM_FD, RTOL_KOH_LIANG, RTOL_SAME_FORMULA, rel_err
 
 MIN_DRIFT = 1e-3  # the SAM terms must change the answer here, or the FD test could not tell variants apart
 
+
+# 0.1's regularisation modes, in 0.2: "decoupled" λ is the base optimizer's weight decay
+# (SGD(lr, weight_decay=λ)), "coupled" λ is the loss's L2 term (Problem(..., l2=λ)) with a plain SGD.
+MODES = ("decoupled", "coupled")
+
+
+def penalised(model, X, y, lam, weights=None, regularization="decoupled", lr=0.5):
+    """(problem, optimizer) carrying λ where 0.1's `regularization` mode put it."""
+    assert regularization in MODES
+    if regularization == "coupled":
+        return refsam.Problem(model, X, y, weights, l2=lam), refsam.SGD(lr)
+    return refsam.Problem(model, X, y, weights), refsam.SGD(lr, weight_decay=lam)
+
+
+def total_l2(problem, optimizer):
+    """The λ of the objective's L2 term, wherever it sits (loss or optimizer)."""
+    return problem.l2 + (0.0 if optimizer is None else optimizer.weight_decay)
 
 
 def _data(model, n, seed):
@@ -43,23 +67,24 @@ def _data(model, n, seed):
 
 
 def make_case(model, rule, rho=0.1, regularization="decoupled", weights=None):
-    """(problem, sam, root, X_test, y_test) with a verified root. Tiny MLP (2,4,2): d = 22."""
+    """(problem, sam, root, X_test, y_test) with a verified root (root.optimizer: the run's SGD, lr 0.5).
+    Tiny MLP (2,4,2): d = 22."""
     if model == "mlp":
         X, y, X_test, y_test = _data("mlp", 50, 1)
-        problem = refsam.Problem(refsam.MLP((2, 4, 2)), X, y, 0.1, weights, regularization)
-        start = refsam.train(problem, refsam.SAM(rho, rule), lr=0.5, steps=150, seed=0).theta_final
+        problem, optimizer = penalised(refsam.MLP((2, 4, 2)), X, y, 0.1, weights, regularization)
+        start = refsam.train(problem, refsam.SAM(rho, rule), optimizer, 150, seed=0).theta_final
     else:
         X, y, X_test, y_test = _data(model, 50, 0)
         m = refsam.LogisticRegression() if model == "logistic" else refsam.SoftmaxRegression(3)
-        problem = refsam.Problem(m, X, y, 0.05, weights, regularization)
+        problem, optimizer = penalised(m, X, y, 0.05, weights, regularization)
         start = problem.init_params(0)
     sam = refsam.SAM(rho, rule)
-    return problem, sam, solve_fixed_point(problem, sam, start, lr=0.5), X_test, y_test
+    return problem, sam, solve_fixed_point(problem, sam, start, optimizer=optimizer), X_test, y_test
 
 
-def koh_liang(problem, theta, X_test, y_test):
+def koh_liang(problem, theta, X_test, y_test, lam):
     """−∇f_kᵀ (H + λI)⁻¹ ∇ℓ_j / n with autograd derivatives (independent of refsam's hand derivatives)."""
-    H = autograd.hessian(lambda t: problem.objective(t))(theta) + problem.weight_decay * np.eye(problem.d)
+    H = autograd.hessian(lambda t: problem.objective(t))(theta) + lam * np.eye(problem.d)
     train_grads = autograd.jacobian(lambda t: problem.model.losses(t, problem.X, problem.y))(theta)  # (n, d)
     test_grads = autograd.jacobian(lambda t: problem.model.losses(t, X_test, y_test))(theta)  # (m, d)
     return -(train_grads / problem.n) @ np.linalg.solve(H, test_grads.T)  # (n, m)
@@ -71,32 +96,39 @@ def koh_liang(problem, theta, X_test, y_test):
 def test_closed_form_equals_finite_differences_of_the_root(model, rule):
     problem, sam, root, X_test, y_test = make_case(model, rule)
     assert root.residual <= 1e-14
+    opt = root.optimizer  # an array θ̂ needs the optimizer passed (its weight decay is part of G)
     indices = np.array([0, 7, 21, 40])
-    influence = hessian_influence(problem, sam, root.theta, X_test, y_test)  # (n, m)
-    expected = finite_difference_influence(problem, sam, root.theta, X_test, y_test, indices)
+    influence = hessian_influence(problem, sam, root.theta, X_test, y_test, optimizer=opt)  # (n, m)
+    expected = finite_difference_influence(problem, sam, root.theta, X_test, y_test, indices, optimizer=opt)
     assert influence.shape == (problem.n, len(y_test))
     assert rel_err(influence[indices], expected) <= RTOL_CLOSED_FORM_FD
     assert np.std(influence) > 1e-3 * np.max(np.abs(influence))  # not a constant
     # parameters and self-influence against the same oracle
-    d_theta = parameter_influence(problem, sam, root.theta)
-    fd_theta = finite_difference_parameters(problem, sam, root.theta, indices)
+    d_theta = parameter_influence(problem, sam, root.theta, optimizer=opt)
+    fd_theta = finite_difference_parameters(problem, sam, root.theta, indices, optimizer=opt)
     assert rel_err(d_theta[indices], fd_theta) <= RTOL_CLOSED_FORM_FD
     X_own, y_own = problem.X[indices], problem.y[indices]
-    own = finite_difference_influence(problem, sam, root.theta, X_own, y_own, indices)  # (k, k)
-    assert rel_err(self_influence(problem, sam, root.theta)[indices], np.diag(own)) <= RTOL_CLOSED_FORM_FD
+    own = finite_difference_influence(problem, sam, root.theta, X_own, y_own, indices,
+                                      optimizer=opt)  # (k, k)
+    assert rel_err(self_influence(problem, sam, root.theta, optimizer=opt)[indices], np.diag(own)) \
+        <= RTOL_CLOSED_FORM_FD
     # the ablations are measurably different here, so the comparison above discriminates
     for variant in ("frozen", "erm"):
-        ablation = hessian_influence(problem, sam, root.theta, X_test, y_test, variant)
+        ablation = hessian_influence(problem, sam, root.theta, X_test, y_test, variant, optimizer=opt)
         assert rel_err(ablation, influence) > MIN_DRIFT
 
 
 @pytest.mark.parametrize("model", ["logistic", "softmax", "mlp"])
 def test_closed_form_equals_finite_differences_in_coupled_mode_where_roots_exist(model):
-    """Coupled mode uses (H + λI) in place of H (module docstring); exact wherever a root exists.
-    Coupled SAM/ASAM roots need a saddle of F + r nearby (docs/closed_form.md), so USAM is tested here."""
+    """Coupled mode (0.2: the loss's L2, Problem(l2=λ), and an SGD without weight decay) uses (H + λI) in
+    place of H (module docstring); exact wherever a root exists. Coupled SAM/ASAM roots need a saddle of
+    F + r nearby (docs/closed_form.md), so USAM is tested here."""
     problem, sam, root, X_test, y_test = make_case(model, "usam", regularization="coupled")
+    assert problem.l2 == 0.1 if model == "mlp" else problem.l2 == 0.05
+    assert root.optimizer.weight_decay == 0.0
     indices = np.array([3, 30])
-    expected = finite_difference_influence(problem, sam, root.theta, X_test, y_test, indices)
+    expected = finite_difference_influence(problem, sam, root.theta, X_test, y_test, indices,
+                                           optimizer=root.optimizer)
     actual = hessian_influence(problem, sam, root, X_test, y_test)[indices]
     assert rel_err(actual, expected) <= RTOL_CLOSED_FORM_FD
 
@@ -107,8 +139,9 @@ def test_closed_form_equals_finite_differences_in_coupled_mode_where_roots_exist
 def test_closed_form_equals_finite_differences_on_random_problems(seed, model, rule, rho, lam):
     X, y, X_test, y_test = _data(model, 30, seed)
     m = refsam.LogisticRegression() if model == "logistic" else refsam.SoftmaxRegression(3)
-    problem, sam = refsam.Problem(m, X, y, weight_decay=lam), refsam.SAM(rho, rule)
-    root = solve_fixed_point(problem, sam, problem.init_params(seed))
+    problem, sam = refsam.Problem(m, X, y), refsam.SAM(rho, rule)
+    root = solve_fixed_point(problem, sam, problem.init_params(seed),
+                             optimizer=refsam.SGD(0.5, weight_decay=lam))
     indices = np.array([0, 29])
     expected = finite_difference_influence(problem, sam, root, X_test, y_test, indices)
     actual = hessian_influence(problem, sam, root, X_test, y_test)[indices]
@@ -128,23 +161,29 @@ def test_closed_form_equals_finite_differences_at_non_unit_weights():
                          [("logistic", "asam", "decoupled"), ("softmax", "usam", "decoupled"),
                           ("mlp", "sam", "decoupled"), ("mlp", "usam", "coupled")])
 def test_hyperparameter_sensitivities_equal_finite_differences(model, rule, regularization):
+    """0.1's d_weight_decay was the derivative in the λ of the mode in use: 0.2's d_weight_decay (the
+    optimizer's λ) for "decoupled", d_l2 (the loss's λ) for "coupled"; the oracle re-solves with that
+    λ ± h."""
     problem, sam, root, _, _ = make_case(model, rule, regularization=regularization)
-    sens = hyperparameter_sensitivity(problem, sam, root.theta)
+    sens = hyperparameter_sensitivity(problem, sam, root.theta, optimizer=root.optimizer)
     h = 1e-5
 
     def root_at(rho, lam):
-        p = refsam.Problem(problem.model, problem.X, problem.y, lam, problem.weights, regularization)
-        return solve_fixed_point(p, refsam.SAM(rho, rule), root.theta, tol=1e-13).theta
+        p, opt = penalised(problem.model, problem.X, problem.y, lam, problem.weights, regularization)
+        return solve_fixed_point(p, refsam.SAM(rho, rule), root.theta, optimizer=opt, tol=1e-13).theta
 
-    rho, lam = sam.rho, problem.weight_decay
+    if regularization == "coupled":
+        rho, lam, d_lam = sam.rho, problem.l2, sens.d_l2
+    else:
+        rho, lam, d_lam = sam.rho, root.optimizer.weight_decay, sens.d_weight_decay
     fd_rho = (root_at(rho + h, lam) - root_at(rho - h, lam)) / (2 * h)
     fd_lam = (root_at(rho, lam + h) - root_at(rho, lam - h)) / (2 * h)
     if regularization == "coupled":  # coupled USAM roots are the stationary points of F + r: ρ-free
         assert np.max(np.abs(fd_rho)) == 0.0 and np.max(np.abs(sens.d_rho)) <= 1e-12
     else:
         assert rel_err(sens.d_rho, fd_rho) <= RTOL_CLOSED_FORM_FD
-    assert rel_err(sens.d_weight_decay, fd_lam) <= RTOL_CLOSED_FORM_FD
-    assert np.linalg.norm(sens.d_weight_decay) > 1e-3  # λ matters at this root
+    assert rel_err(d_lam, fd_lam) <= RTOL_CLOSED_FORM_FD
+    assert np.linalg.norm(d_lam) > 1e-3  # λ matters at this root
 
 
 # -- the limit of differentiating training --------------------------------------------------------------
@@ -152,7 +191,7 @@ def test_closed_form_is_the_limit_of_autograd_through_converging_sam_training():
     """contract §3: at a stable root, d(test loss at θ_T)/dw → closed form as T → ∞ (error ∝ radius^T)."""
     X, y, _ = refsam.make_gaussian_classification(n=200, n_features=5, seed=0)
     X_test, y_test, _ = refsam.make_gaussian_classification(n=20, n_features=5, seed=1)
-    problem = refsam.Problem(refsam.LogisticRegression(), X, y, weight_decay=1e-2)
+    problem = refsam.Problem(refsam.LogisticRegression(), X, y)
     sam, lr, lam, theta0 = refsam.SAM(0.05), 0.5, 1e-2, problem.init_params(0)
     grad_F = autograd.grad(lambda t, w: problem.objective(t, None, w))
 
@@ -163,8 +202,8 @@ def test_closed_form_is_the_limit_of_autograd_through_converging_sam_training():
             theta = theta - lr * (grad_F(w_hat, w) + lam * theta)
         return autograd.numpy.sum(problem.model.losses(theta, X_test, y_test))
 
-    root = solve_fixed_point(problem, sam, theta0, lr=lr)
-    closed = hessian_influence(problem, sam, root.theta, X_test, y_test).sum(axis=1)
+    root = solve_fixed_point(problem, sam, theta0, optimizer=refsam.SGD(lr, weight_decay=lam))
+    closed = hessian_influence(problem, sam, root.theta, X_test, y_test, optimizer=root.optimizer).sum(axis=1)
     errors = [rel_err(autograd.grad(test_loss_after_training)(np.ones(problem.n), T), closed)
               for T in (100, 1000)]
     assert errors[1] < 1e-4 * errors[0]
@@ -175,9 +214,10 @@ def test_closed_form_is_the_limit_of_autograd_through_converging_sam_training():
 def test_leave_one_out_on_logistic_n200_is_predicted_by_minus_influence():
     X, y, _ = refsam.make_gaussian_classification(n=200, n_features=5, seed=0)
     X_test, y_test, _ = refsam.make_gaussian_classification(n=20, n_features=5, seed=1)
-    problem = refsam.Problem(refsam.LogisticRegression(), X, y, weight_decay=1e-2)
+    problem = refsam.Problem(refsam.LogisticRegression(), X, y)
     sam = refsam.SAM(0.05)
-    root = solve_fixed_point(problem, sam, problem.init_params(0), lr=0.5)
+    root = solve_fixed_point(problem, sam, problem.init_params(0),
+                             optimizer=refsam.SGD(0.5, weight_decay=1e-2))
     predicted = -hessian_influence(problem, sam, root, X_test, y_test)
     actual = leave_one_out(problem, sam, root, X_test, y_test)
     assert pearsonr(predicted.ravel(), actual.ravel())[0] >= 0.99
@@ -197,7 +237,7 @@ def test_leave_one_out_on_mlp_is_predicted_by_minus_influence():
 @pytest.mark.parametrize("model", ["logistic", "softmax", "mlp"])
 def test_rho_zero_makes_every_variant_koh_liang(model):
     problem, sam, root, X_test, y_test = make_case(model, "sam", rho=0.0)
-    expected = koh_liang(problem, root.theta, X_test, y_test)
+    expected = koh_liang(problem, root.theta, X_test, y_test, total_l2(problem, root.optimizer))
     for variant in ("full", "frozen", "erm"):
         influence = hessian_influence(problem, sam, root, X_test, y_test, variant)
         assert rel_err(influence, expected) <= RTOL_KOH_LIANG
@@ -216,7 +256,8 @@ def usam_convex_problems(draw, regularization):
     lam = draw(st.sampled_from([0.01, 0.1])) if regularization == "coupled" else 0.0
     if regularization == "decoupled" and softmax:  # softmax needs λ > 0 (shift invariance)
         model, y = refsam.LogisticRegression(), (y > 0).astype(int)
-    problem = refsam.Problem(model, X, y, weight_decay=lam, regularization=regularization)
+    # coupled: the loss's L2 (λ > 0); decoupled with λ = 0: no L2 term anywhere (no optimizer weight decay)
+    problem = refsam.Problem(model, X, y, l2=lam)
     rho = draw(st.sampled_from([0.05, 0.2, 0.5]))
     return problem, refsam.SAM(rho, "usam"), X[:6] + 0.1, y[:6]
 
@@ -234,7 +275,7 @@ def test_usam_root_of_convex_objective_is_the_erm_root_and_its_influence_is_erms
     assert rel_err(usam.theta, erm.theta) <= RTOL_SAME_FORMULA
     full = hessian_influence(problem, sam, usam, X_test, y_test, "full")
     assert rel_err(full, hessian_influence(problem, sam, usam, X_test, y_test, "erm")) <= RTOL_SAME_FORMULA
-    assert rel_err(full, koh_liang(problem, usam.theta, X_test, y_test)) <= RTOL_SAME_FORMULA
+    assert rel_err(full, koh_liang(problem, usam.theta, X_test, y_test, problem.l2)) <= RTOL_SAME_FORMULA
 
 
 @settings(max_examples=6)
@@ -243,11 +284,13 @@ def test_decoupled_usam_with_weight_decay_is_not_erm(seed, rho, lam):
     """The issue's "USAM root = ERM root" fails in decoupled mode with λ > 0: at the ERM root
     ∇F(θ*) = −λθ*, so G(θ*) = ∇F(θ* − ρλθ*) + λθ* ≈ ρλ H θ* ≠ 0."""
     X, y, _ = refsam.make_gaussian_classification(n=40, n_features=2, seed=seed)
-    problem = refsam.Problem(refsam.LogisticRegression(), X, y, weight_decay=lam)
+    problem = refsam.Problem(refsam.LogisticRegression(), X, y)
+    optimizer = refsam.SGD(0.5, weight_decay=lam)  # 0.1's decoupled λ: the optimizer's weight decay
     sam = refsam.SAM(rho, "usam")
-    erm = solve_fixed_point(problem, refsam.SAM(0.0), np.zeros(problem.d))
-    usam = solve_fixed_point(problem, sam, erm.theta)
-    assert np.linalg.norm(residual_map(problem, sam, erm.theta)) > 1e-6  # θ* is not a USAM root
+    erm = solve_fixed_point(problem, refsam.SAM(0.0), np.zeros(problem.d), optimizer=optimizer)
+    usam = solve_fixed_point(problem, sam, erm.theta, optimizer=optimizer)
+    # θ* is not a USAM root
+    assert np.linalg.norm(residual_map(problem, sam, erm.theta, optimizer=optimizer)) > 1e-6
     assert rel_err(usam.theta, erm.theta) > 1e-5
     X_test, y_test = X[:6] + 0.1, y[:6]
     full = hessian_influence(problem, sam, usam, X_test, y_test)
@@ -258,18 +301,18 @@ def test_decoupled_usam_with_weight_decay_is_not_erm(seed, rho, lam):
 @pytest.fixture(scope="module")
 def not_a_root():
     problem, sam, root, X_test, y_test = make_case("logistic", "sam")
-    early = refsam.train(problem, sam, lr=0.5, steps=10, seed=0).theta_final
-    return problem, sam, early, X_test, y_test
+    early = refsam.train(problem, sam, root.optimizer, 10, seed=0).theta_final
+    return problem, sam, early, root.optimizer, X_test, y_test
 
 
 def test_non_root_raises_by_default_with_the_residual(not_a_root):
-    problem, sam, theta, X_test, y_test = not_a_root
-    residual = np.linalg.norm(residual_map(problem, sam, theta))
+    problem, sam, theta, opt, X_test, y_test = not_a_root
+    residual = np.linalg.norm(residual_map(problem, sam, theta, optimizer=opt))
     assert residual > 1e-3
-    for call in (lambda: hessian_influence(problem, sam, theta, X_test, y_test),
-                 lambda: parameter_influence(problem, sam, theta, "erm"),
-                 lambda: self_influence(problem, sam, theta),
-                 lambda: hyperparameter_sensitivity(problem, sam, theta)):
+    for call in (lambda: hessian_influence(problem, sam, theta, X_test, y_test, optimizer=opt),
+                 lambda: parameter_influence(problem, sam, theta, "erm", optimizer=opt),
+                 lambda: self_influence(problem, sam, theta, optimizer=opt),
+                 lambda: hyperparameter_sensitivity(problem, sam, theta, optimizer=opt)):
         with pytest.raises(UnverifiedRootError, match=r"not a verified root .* ‖G\(theta\)‖ = \d") as info:
             call()
         assert info.value.residual == pytest.approx(residual)
@@ -278,18 +321,20 @@ def test_non_root_raises_by_default_with_the_residual(not_a_root):
 
 def test_non_root_message_includes_the_proof_when_no_root_can_exist():
     X, y, X_test, y_test = _data("logistic", 30, 0)
-    problem = refsam.Problem(refsam.LogisticRegression(), X, y, 0.1, regularization="coupled")
+    problem = refsam.Problem(refsam.LogisticRegression(), X, y, l2=0.1)  # 0.1's coupled mode
     with pytest.raises(UnverifiedRootError, match=r"not a verified root .* has no solution .* 2-cycle"):
         hessian_influence(problem, refsam.SAM(0.05), problem.init_params(0), X_test, y_test)
 
 
 def test_non_root_warns_and_returns_the_approximation_on_request(not_a_root):
-    problem, sam, theta, X_test, y_test = not_a_root
+    problem, sam, theta, opt, X_test, y_test = not_a_root
     with pytest.warns(UnverifiedRootWarning, match=r"not a verified root"):
-        approx = hessian_influence(problem, sam, theta, X_test, y_test, on_unverified="warn")
+        approx = hessian_influence(problem, sam, theta, X_test, y_test, on_unverified="warn", optimizer=opt)
     assert approx.shape == (problem.n, len(y_test)) and np.all(np.isfinite(approx))
     # a looser root_tol accepts the same point silently
-    hessian_influence(problem, sam, theta, X_test, y_test, root_tol=1.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        hessian_influence(problem, sam, theta, X_test, y_test, root_tol=1.0, optimizer=opt)
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [
@@ -303,7 +348,7 @@ def test_invalid_arguments_name_argument_expected_and_got(kwargs, message):
     problem, sam, root, X_test, y_test = make_case("logistic", "sam")
     args = {"X_test": X_test, "y_test": y_test, **kwargs}
     with pytest.raises(ValueError, match=message):
-        hessian_influence(problem, sam, root.theta, **args)
+        hessian_influence(problem, sam, root.theta, **args, optimizer=root.optimizer)
 
 
 def test_worked_example_in_docs_runs():

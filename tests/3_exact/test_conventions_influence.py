@@ -25,12 +25,15 @@ def test_exact_methods_agree_through_preset_runs(name, model_name):
     model = MODELS[model_name]()
     X, y, X_test, y_test = _data(model)
     if name == "jax-sam":  # an L2 penalty on the weights only, in the loss; m-sharpness; Nesterov
-        problem = refsam.Problem(model, X, y, weight_decay=0.01, regularization="coupled", decay_biases=False)
-        p = preset(name, problem, rho=0.1, momentum=0.9, m_sharpness=2)
-    else:
-        problem = refsam.Problem(model, X, y, weight_decay=0.01)
-        p = preset(name, problem, rho=0.1, momentum=0.9, nesterov=model_name == "softmax")
-    run = refsam.train(problem, p.sam, 0.2, 8, batch_size=5, seed=2, **p.train_kwargs())
+        p = preset(name, refsam.Problem(model, X, y), rho=0.1, lr=0.2, weight_decay=0.01, momentum=0.9,
+                   m_sharpness=2)
+        assert isinstance(p.problem.l2, np.ndarray) and p.optimizer.weight_decay == 0.0
+    else:  # weight decay in the base optimizer
+        p = preset(name, refsam.Problem(model, X, y), rho=0.1, lr=0.2, weight_decay=0.01, momentum=0.9,
+                   nesterov=model_name == "softmax")
+        assert p.problem.l2 == 0.0 and p.optimizer.weight_decay == 0.01
+    problem = p.problem
+    run = refsam.train(problem, p.sam, p.optimizer, 8, batch_size=5, seed=2)
     exact = {m: refsam.trajectory_influence(problem, run, X_test, y_test, method=m)
              for m in ("adjoint", "forward", "autodiff")}
     assert np.max(np.abs(exact["autodiff"])) > 1e-4
@@ -49,9 +52,10 @@ def test_exact_methods_agree_through_preset_runs(name, model_name):
 def test_the_closed_form_equals_re_solved_differences_for_each_convention(sam, smoothing):
     model = refsam.LogisticRegression(smoothing)
     X, y, X_test, y_test = _data(model, n=30, seed=6)
-    problem = refsam.Problem(model, X, y, weight_decay=0.05)
-    run = refsam.train(problem, sam, 0.5, 200, seed=0)
-    root = refsam.solve_fixed_point(problem, sam, run.theta_final, lr=0.5)
+    problem = refsam.Problem(model, X, y)
+    optimizer = refsam.SGD(0.5, weight_decay=0.05)
+    run = refsam.train(problem, sam, optimizer, 200, seed=0)
+    root = refsam.solve_fixed_point(problem, sam, run.theta_final, optimizer=optimizer)
     indices = np.array([0, 11, 29])
     expected = refsam.finite_difference_influence(problem, sam, root, X_test, y_test, indices)
     actual = refsam.hessian_influence(problem, sam, root, X_test, y_test)[indices]

@@ -6,7 +6,7 @@ import pytest
 
 import refsam.influence.fixed_point as fixed_point
 from refsam.influence.linearisation import factorise
-from refsam.training import SGDMomentum
+from refsam.training import SGD
 
 
 @pytest.mark.parametrize("log_cond", [0, 4, 10])
@@ -29,8 +29,8 @@ def test_singular_relative_to_its_own_scale(J):
     assert factors.singular and factors.condition_number == np.inf
 
 
-@pytest.mark.parametrize("optimizer", [None, SGDMomentum(0.9), SGDMomentum(0.9, nesterov=True),
-                                       SGDMomentum(0.5, dampening=0.3)],
+@pytest.mark.parametrize("optimizer", [None, SGD(0.3, momentum=0.9), SGD(0.3, momentum=0.9, nesterov=True),
+                                       SGD(0.3, momentum=0.5, dampening=0.3)],
                          ids=["sgd", "heavy", "nesterov", "damped"])
 def test_arpack_spectral_radius_equals_the_dense_one(optimizer, monkeypatch):
     rng = np.random.default_rng(0)
@@ -52,7 +52,7 @@ def _logistic_problem(n=60, p=4):
     import refsam
 
     X, y, _ = refsam.make_gaussian_classification(n, p, 2, seed=3)
-    return refsam.Problem(refsam.LogisticRegression(), X, y, weight_decay=0.01)
+    return refsam.Problem(refsam.LogisticRegression(), X, y)  # 0.1's weight_decay=0.01: now the optimizer's
 
 
 def test_the_closed_form_builds_the_full_batch_derivatives_once_per_point(monkeypatch):
@@ -63,7 +63,7 @@ def test_the_closed_form_builds_the_full_batch_derivatives_once_per_point(monkey
 
     problem = _logistic_problem()
     sam = refsam.SAM(0.05)
-    root = refsam.solve_fixed_point(problem, sam, np.zeros(problem.d))
+    root = refsam.solve_fixed_point(problem, sam, np.zeros(problem.d), optimizer=SGD(0.5, weight_decay=0.01))
     built = []
     original = LogisticDerivatives.__init__
 

@@ -3,7 +3,11 @@ mode, batching, momentum/Nesterov, the public implementations' conventions (norm
 κ = 0) — at sample-weight scales from 2^-960 to 2^960, the three exact trajectory methods are finite
 and agree, and rescaling is exact.
 
-The rescaled run: multiply every sample weight and λ by c = 2^k, divide η by c (and USAM's ρ, whose ε
+The regularisation axis covers both of 0.1's modes: the loss's L2 (``problems(l2s=...)``: 0.1's
+"coupled") and the optimizer's weight decay (``trajectories(weight_decays=...)``: 0.1's "decoupled"),
+alone, together or neither.
+
+The rescaled run: multiply every sample weight and both λ by c = 2^k, divide η by c (and USAM's ρ, whose ε
 scales with g; norm_eps is multiplied by c). Every step direction is then c times the original one and
 every step the same, so the run is the same run and I_j at scale c is (1/c)·I_j at scale 1. A power of
 two scales floats without rounding; what remains is the norm's own summation order (LAPACK's nrm2 uses
@@ -20,36 +24,38 @@ CI runs the derandomized ``ci`` profile (15 examples). The long run is the ``fuz
 import warnings
 
 import numpy as np
-from hypothesis import given
+from hypothesis import HealthCheck, Phase, find, given, settings
 from hypothesis import strategies as st
 
 import refsam
-from refsam.testing import influence_problems, problems, sam_configs, trajectories
+from refsam.kit.testing import influence_problems, problems, sam_configs, trajectories
 from refsam.tolerances import ATOL_EXACT_METHODS, RTOL_EXACT_METHODS, RTOL_REORDERED, rel_err
 
 EXACT = ("adjoint", "forward", "autodiff")
 MAX_EXPONENT = 960  # weights up to 2·2^960 ≈ 2e289 (and down to 2^-960): ‖g‖² over- or underflows from ~2^512
+L2S = (0.0, 0.0, 1e-2, 0.1)  # the loss's λ (0.1's coupled mode), 0 half the time
+WEIGHT_DECAYS = (0.0, 1e-2, 0.1)  # the optimizer's λ (0.1's decoupled mode)
 
 
 def _cases(kinds):
-    runs = trajectories(problem_strategy=problems(kinds=kinds), sam_strategy=sam_configs(conventions=None),
-                        max_steps=4, max_lr=0.5, momentum=None)
+    runs = trajectories(problem_strategy=problems(kinds=kinds, l2s=L2S),
+                        sam_strategy=sam_configs(conventions=None), max_steps=4, max_lr=0.5, momentum=None,
+                        weight_decays=WEIGHT_DECAYS)
     return st.tuples(influence_problems(runs), st.integers(-MAX_EXPONENT, MAX_EXPONENT))
 
 
 def _rescaled(case, k):
-    """The same run with weights and λ times c = 2^k and η / c (see the module docstring)."""
+    """The same run with weights and both λ times c = 2^k and η / c (see the module docstring)."""
     c = 2.0**k
     problem, trajectory, sam = case.problem, case.trajectory, case.sam
-    scaled_problem = refsam.Problem(problem.model, problem.X, problem.y,
-                                    weight_decay=problem.weight_decay * c, weights=problem.weights * c,
-                                    regularization=problem.regularization)
+    scaled_problem = refsam.Problem(problem.model, problem.X, problem.y, weights=problem.weights * c,
+                                    l2=problem.l2 * c)
     scaled_sam = refsam.SAM(sam.rho / c if sam.rule == "usam" else sam.rho, sam.rule, sam.kappa,
                             norm_eps=sam.norm_eps * c, t_mask=sam.t_mask, m_sharpness=sam.m_sharpness)
-    optimizer = trajectory.optimizer()
-    scaled_run = refsam.train(scaled_problem, scaled_sam, trajectory.lrs / c, batches=trajectory.batches,
-                              theta0=trajectory.theta0, momentum=optimizer.momentum,
-                              dampening=optimizer.dampening, nesterov=optimizer.nesterov)
+    optimizer = trajectory.optimizer()  # lr: the run's per-step rates
+    scaled_optimizer = optimizer.replace(lr=trajectory.lrs / c, weight_decay=optimizer.weight_decay * c)
+    scaled_run = refsam.train(scaled_problem, scaled_sam, scaled_optimizer, batches=trajectory.batches,
+                              theta0=trajectory.theta0)
     return scaled_problem, scaled_run, c
 
 
@@ -116,6 +122,28 @@ def test_mlps_agree_and_rescale_exactly(drawn):
     _check(*drawn)
 
 
+def _find(condition):
+    """The first drawn case satisfying ``condition`` (derandomized, not shrunk: each draw trains a run)."""
+    return find(_cases(("logistic", "softmax", "mlp")), condition,
+                settings=settings(database=None, max_examples=500, derandomize=True, phases=[Phase.generate],
+                                  suppress_health_check=list(HealthCheck)))
+
+
+def test_the_cases_cover_both_of_0_1s_regularisation_modes():
+    """The drawn runs put λ in the loss (0.1's coupled mode), in the optimizer (0.1's decoupled mode),
+    in both, and with momentum: what the 0.1 strategies drew as `regularizations`, and more."""
+    def l2(drawn):
+        return drawn[0].problem.l2
+
+    def decay(drawn):
+        return drawn[0].trajectory.optimizer().weight_decay
+
+    assert l2(_find(lambda d: l2(d) > 0 and decay(d) == 0)) > 0
+    assert decay(_find(lambda d: decay(d) > 0 and l2(d) == 0)) > 0
+    both = _find(lambda d: l2(d) > 0 and decay(d) > 0 and d[0].trajectory.optimizer().momentum > 0)
+    assert l2(both) > 0 and decay(both) > 0
+
+
 def test_the_autodiff_oracle_at_weights_2_to_the_700_regression():
     """The fuzz suite's find, pinned: one weight 1e-100 beside weights ~1, all times 2^700, ASAM κ = 0
     with m-sharpness 1. The small chunk's ‖s‖ ~ 1e110 passed the forward formula's safe range, but
@@ -128,8 +156,9 @@ def test_the_autodiff_oracle_at_weights_2_to_the_700_regression():
     batches = [[0, 2, 4, 6, 7, 8, 9], [1, 3, 5], [1, 2, 3, 4, 5, 8, 9], [0, 6, 7]]
     sam = refsam.SAM(0.2466, "asam", kappa=0.0, m_sharpness=1)
     c = 2.0**700
-    problem = refsam.Problem(refsam.LogisticRegression(), X, y, weight_decay=0.01 * c, weights=weights * c)
-    run = refsam.train(problem, sam, 0.3 / c, batches=batches, theta0=[-0.0086, -0.0016, 0.008])
+    problem = refsam.Problem(refsam.LogisticRegression(), X, y, weights=weights * c)
+    optimizer = refsam.SGD(0.3 / c, weight_decay=0.01 * c)  # 0.1's (decoupled) weight_decay=0.01·c
+    run = refsam.train(problem, sam, optimizer, batches=batches, theta0=[-0.0086, -0.0016, 0.008])
     X_test, y_test = np.array([[-0.347, 0.428]]), np.array([1])
     adjoint = refsam.trajectory_influence(problem, run, X_test, y_test)
     autodiff = refsam.trajectory_influence(problem, run, X_test, y_test, method="autodiff")

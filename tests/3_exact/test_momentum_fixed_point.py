@@ -9,19 +9,24 @@ import pytest
 import refsam
 from refsam.influence import spectral_radius
 from refsam.tolerances import RTOL_JACOBIAN, RTOL_TRAJECTORY_TO_CLOSED_FORM, rel_err
-from refsam.training import SGDMomentum
+from refsam.training import SGD
 
-OPTIMIZERS = [SGDMomentum(0.9), SGDMomentum(0.9, nesterov=True), SGDMomentum(0.8, 0.3),
-              SGDMomentum(0.7, 0.2, True)]
+LAM = 0.05  # 0.1's (decoupled) weight_decay=0.05: the base optimizer's weight decay
+OPTIMIZERS = [{"momentum": 0.9}, {"momentum": 0.9, "nesterov": True}, {"momentum": 0.8, "dampening": 0.3},
+              {"momentum": 0.7, "dampening": 0.2, "nesterov": True}]
+
+
+def sgd(lr, **momentum):
+    return SGD(lr, weight_decay=LAM, **momentum)
 
 
 def _problem(scale=1.2):
     """Logistic regression whose SAM root is unstable for plain GD at η = 2.5 (radius 1.14) and stable
-    for heavy-ball μ = 0.9 (radius √0.9)."""
+    for heavy-ball μ = 0.9 (radius √0.9). The root is solved with plain SGD at η = 0.3 (stable there)."""
     X, y, _ = refsam.make_gaussian_classification(n=60, n_features=3, separation=1.0, seed=7)
-    problem = refsam.Problem(refsam.LogisticRegression(), scale * X, y, weight_decay=0.05)
+    problem = refsam.Problem(refsam.LogisticRegression(), scale * X, y)
     sam = refsam.SAM(0.05)
-    return problem, sam, refsam.solve_fixed_point(problem, sam, np.zeros(problem.d))
+    return problem, sam, refsam.solve_fixed_point(problem, sam, np.zeros(problem.d), optimizer=sgd(0.3))
 
 
 def _iteration_matrix(J, lr, optimizer):
@@ -35,9 +40,10 @@ def _iteration_matrix(J, lr, optimizer):
     return np.vstack([top, np.hstack([(1 - tau) * J, mu * I])]).reshape(2 * d, 2 * d)
 
 
-@pytest.mark.parametrize("optimizer", OPTIMIZERS, ids=lambda o: repr(o))
+@pytest.mark.parametrize("momentum", OPTIMIZERS, ids=lambda o: repr(sgd(1.0, **o)))
 @pytest.mark.parametrize("lr", [0.3, 2.5])
-def test_the_momentum_radius_is_the_spectral_radius_of_the_explicit_iteration(optimizer, lr):
+def test_the_momentum_radius_is_the_spectral_radius_of_the_explicit_iteration(momentum, lr):
+    optimizer = sgd(lr, **momentum)
     _, _, root = _problem()
     explicit = np.max(np.abs(np.linalg.eigvals(_iteration_matrix(root.jacobian, lr, optimizer))))
     assert spectral_radius(root.jacobian, lr, optimizer) == pytest.approx(explicit, rel=RTOL_JACOBIAN)
@@ -48,32 +54,34 @@ def test_the_momentum_radius_is_the_spectral_radius_of_the_explicit_iteration(op
 def test_the_momentum_radius_predicts_which_runs_reach_the_root():
     problem, sam, root = _problem()
     start = root.theta + 1e-3
-    for optimizer, converges in ((SGDMomentum(), False), (SGDMomentum(0.9), True),
-                                 (SGDMomentum(0.9, nesterov=True), False)):
+    for optimizer, converges in ((sgd(2.5), False), (sgd(2.5, momentum=0.9), True),
+                                 (sgd(2.5, momentum=0.9, nesterov=True), False)):
         radius = spectral_radius(root.jacobian, 2.5, optimizer)
         assert (radius < 1) == converges, (optimizer, radius)
         try:
-            run = refsam.train(problem, sam, 2.5, 3000, theta0=start, momentum=optimizer.momentum,
-                               nesterov=optimizer.nesterov)
+            run = refsam.train(problem, sam, optimizer, 3000, theta0=start)
             distance = np.linalg.norm(run.theta_final - root.theta)
         except FloatingPointError:  # diverged to inf: certainly not converged
             distance = np.inf
         assert (distance < 1e-10) == converges, (optimizer, radius, distance)
     # the diagnostics report the radius of the iteration they are given
-    diagnostics = refsam.fixed_point_diagnostics(problem, sam, root.theta, lr=2.5, momentum=0.9)
+    diagnostics = refsam.fixed_point_diagnostics(problem, sam, root.theta, optimizer=sgd(2.5, momentum=0.9))
     assert diagnostics.stable and diagnostics.spectral_radius == pytest.approx(np.sqrt(0.9), rel=1e-9)
     assert "heavy-ball iteration (μ = 0.9" in diagnostics.describe()
-    assert refsam.fixed_point_diagnostics(problem, sam, root.theta, lr=2.5).stable is False
+    assert refsam.fixed_point_diagnostics(problem, sam, root.theta, optimizer=sgd(2.5)).stable is False
 
 
 def test_solve_fixed_point_under_momentum_finds_the_same_root_and_judges_it_by_the_momentum_radius():
     problem, sam, root = _problem()
-    with_momentum = refsam.solve_fixed_point(problem, sam, np.zeros(problem.d), lr=2.5, momentum=0.9)
+    optimizer = sgd(2.5, momentum=0.9)
+    with_momentum = refsam.solve_fixed_point(problem, sam, np.zeros(problem.d), optimizer=optimizer)
     np.testing.assert_allclose(with_momentum.theta, root.theta, rtol=0, atol=1e-12)
-    assert with_momentum.stable and with_momentum.optimizer == SGDMomentum(0.9)
+    assert with_momentum.stable and with_momentum.optimizer is optimizer and with_momentum.lr == 2.5
+    assert with_momentum.spectral_radius == pytest.approx(spectral_radius(root.jacobian, 2.5, optimizer))
 
 
-@pytest.mark.parametrize("optimizer", [SGDMomentum(0.9), SGDMomentum(0.5, nesterov=True)], ids=repr)
+@pytest.mark.parametrize("optimizer", [sgd(0.5, momentum=0.9), sgd(0.5, momentum=0.5, nesterov=True)],
+                         ids=repr)
 def test_a_converged_momentum_run_s_influence_tends_to_the_closed_form(optimizer):
     """Momentum does not move the root, so the exact derivative of a converging momentum run tends to the
     closed form at that root as T grows — the closed form is unchanged by momentum."""
@@ -81,9 +89,8 @@ def test_a_converged_momentum_run_s_influence_tends_to_the_closed_form(optimizer
     X_test, y_test, _ = refsam.make_gaussian_classification(n=5, n_features=3, seed=8)
     errors = []
     for steps in (40, 150, 600):
-        run = refsam.train(problem, sam, 0.5, steps, seed=0, momentum=optimizer.momentum,
-                           nesterov=optimizer.nesterov)
-        root = refsam.solve_fixed_point(problem, sam, run.theta_final)
+        run = refsam.train(problem, sam, optimizer, steps, seed=0)
+        root = refsam.solve_fixed_point(problem, sam, run.theta_final, optimizer=run.optimizer())
         closed = refsam.hessian_influence(problem, sam, root, X_test, y_test)
         errors.append(rel_err(refsam.trajectory_influence(problem, run, X_test, y_test), closed))
     assert errors[0] > errors[1] > errors[2]

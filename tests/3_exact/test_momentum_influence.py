@@ -26,11 +26,13 @@ RULES_AND_MODES = list(itertools.product(("sam", "usam", "asam"), ("decoupled", 
 def _run(model_name, optimizer_name, rule, regularization, steps=8, batch_size=5):
     model = MODELS[model_name]()
     X, y, _ = refsam.make_gaussian_classification(n=17, n_features=3, n_classes=model.n_classes, seed=4)
-    problem = refsam.Problem(model, X[:14], y[:14], weight_decay=0.05, regularization=regularization)
+    # 0.1's modes: "coupled" λ is the loss's l2, "decoupled" λ the optimizer's weight decay
+    coupled = regularization == "coupled"
+    problem = refsam.Problem(model, X[:14], y[:14], l2=0.05 if coupled else 0.0)
     momentum, dampening, nesterov = OPTIMIZERS[optimizer_name]
-    run = refsam.train(problem, refsam.SAM(0.1, rule), np.linspace(0.3, 0.15, steps), steps,
-                       batch_size=batch_size, seed=1, momentum=momentum, dampening=dampening,
-                       nesterov=nesterov)
+    optimizer = refsam.SGD(np.linspace(0.3, 0.15, steps), momentum, dampening, nesterov,
+                           weight_decay=0.0 if coupled else 0.05)
+    run = refsam.train(problem, refsam.SAM(0.1, rule), optimizer, steps, batch_size=batch_size, seed=1)
     return problem, run, X[14:], y[14:]
 
 
@@ -60,7 +62,9 @@ def test_momentum_influence_equals_finite_differences_of_replays(model_name, opt
 
 def test_momentum_changes_the_influence():
     problem, with_momentum, X_test, y_test = _run("logistic", "heavy_ball", "sam", "decoupled")
-    without = refsam.train(problem, refsam.SAM(0.1), with_momentum.lrs, with_momentum.steps,
+    plain = with_momentum.optimizer().replace(momentum=0.0)  # the same rates and weight decay
+    assert plain.weight_decay == 0.05 and plain.state_names == ()
+    without = refsam.train(problem, refsam.SAM(0.1), plain, with_momentum.steps,
                            batches=with_momentum.batches, theta0=with_momentum.theta0)
     a = refsam.trajectory_influence(problem, with_momentum, X_test, y_test)
     b = refsam.trajectory_influence(problem, without, X_test, y_test)
@@ -73,12 +77,13 @@ def test_exact_methods_agree_on_random_momentum_runs(data, optimizer_name):
     problem = data.draw(problems(max_n=8))
     sam = data.draw(sam_configs())
     momentum, dampening, nesterov = OPTIMIZERS[optimizer_name]
+    weight_decay = data.draw(st.sampled_from([0.0, 1e-2, 0.1]))  # the problem draws the loss's l2
+    optimizer = refsam.SGD(0.2, momentum, dampening, nesterov, weight_decay=weight_decay)
     steps = data.draw(st.integers(1, 5))
     batch_size = data.draw(st.one_of(st.none(), st.integers(1, problem.n)))
     try:
-        run = refsam.train(problem, sam, 0.2, steps, batch_size=batch_size,
-                           seed=data.draw(st.integers(0, 99)), momentum=momentum, dampening=dampening,
-                           nesterov=nesterov)
+        run = refsam.train(problem, sam, optimizer, steps, batch_size=batch_size,
+                           seed=data.draw(st.integers(0, 99)))
     except FloatingPointError:  # a zero gradient under SAM/ASAM: ε undefined, refsam refuses
         return
     X_test, y_test = problem.X[:2], problem.y[:2]
@@ -96,8 +101,7 @@ def test_step_weights_are_the_weight_of_each_direction_in_the_final_parameters(o
     momentum, dampening, nesterov = OPTIMIZERS.get(optimizer_name, (0.0, 0.0, False))
     problem = refsam.Problem(refsam.LogisticRegression(), np.eye(3), [0, 1, 0])
     lrs = np.array([0.5, 0.4, 0.3, 0.25, 0.2, 0.1])
-    run = refsam.train(problem, refsam.SAM(0.0), lrs, 6, momentum=momentum, dampening=dampening,
-                       nesterov=nesterov)
+    run = refsam.train(problem, refsam.SAM(0.0), refsam.SGD(lrs, momentum, dampening, nesterov), 6)
     expected = []
     for t in range(6):
         theta, buf = 0.0, 0.0

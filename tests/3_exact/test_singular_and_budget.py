@@ -7,7 +7,7 @@ import pytest
 import refsam
 import refsam.influence.fixed_point as fixed_point_module
 from refsam.models import build_model
-from refsam.training.step import descent_direction
+from refsam.training.step import sam_gradient
 
 
 def _constant_feature_problem():
@@ -24,7 +24,7 @@ def _constant_feature_problem():
     theta = refsam.solve_fixed_point(refsam.Problem(model, X_zero, y), sam, np.zeros(4)).theta
     X[:, 1] = 1.0
     problem = refsam.Problem(model, X, y)
-    assert np.linalg.norm(descent_direction(problem, sam, theta, None, None).direction) < 1e-12
+    assert np.linalg.norm(sam_gradient(problem, sam, theta, None, None).descent) < 1e-12  # λ = 0: G = g̃
     return problem, sam, theta, X, y
 
 
@@ -38,10 +38,10 @@ def test_a_constant_feature_beside_the_bias_raises_linalgerror_not_nan(variant):
 
 def test_an_ill_conditioned_but_regular_system_still_solves_with_a_warning():
     problem, sam, theta, X, y = _constant_feature_problem()
-    tiny = refsam.Problem(problem.model, X, y, weight_decay=1e-13)  # cond ≈ 1e13 < 1/(d·eps)
-    theta = refsam.solve_fixed_point(tiny, sam, theta).theta
+    tiny = refsam.SGD(0.5, weight_decay=1e-13)  # cond ≈ 1e13 < 1/(d·eps)
+    root = refsam.solve_fixed_point(problem, sam, theta, optimizer=tiny)
     with pytest.warns(RuntimeWarning, match="condition number"):
-        scores = refsam.hessian_influence(tiny, sam, theta, X[:3], y[:3])
+        scores = refsam.hessian_influence(problem, sam, root.theta, X[:3], y[:3], optimizer=tiny)
     assert np.all(np.isfinite(scores))
 
 
@@ -59,8 +59,9 @@ def test_the_root_finder_evaluates_at_most_max_iter_jacobians(monkeypatch, metho
     rng = np.random.default_rng(1)
     X = rng.normal(size=(60, 5))
     y = rng.integers(0, 2, 60)
-    problem = refsam.Problem(build_model("logistic", 5), X, y, weight_decay=1e-3)
-    fp = refsam.solve_fixed_point(problem, refsam.SAM(0.05, "sam"), np.full(6, 3.0), tol=1e-300,
+    problem = refsam.Problem(build_model("logistic", 5), X, y)
+    fp = refsam.solve_fixed_point(problem, refsam.SAM(0.05, "sam"), np.full(6, 3.0),
+                                  optimizer=refsam.SGD(0.5, weight_decay=1e-3), tol=1e-300,
                                   max_iter=max_iter, method=method, raise_on_failure=False)
     # the diagnostics of the returned point linearise once more, after the search
     assert calls["jacobians"] <= max_iter + 1

@@ -15,15 +15,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import refsam
-from refsam.counterfactual import finite_difference_influence, leave_one_out_replay
-from refsam.fixed_point import residual_map, solve_fixed_point
-from refsam.testing import influence_problems, rel_err, trajectories
+from refsam.ground_truth.replay import finite_difference_replay, leave_one_out_replay
+from refsam.influence.fixed_point import solve_fixed_point
+from refsam.influence.linearisation import residual_map
+from refsam.influence.methods import TRAJECTORY_APPROXIMATIONS as APPROXIMATE_METHODS
+from refsam.influence.trajectory import trajectory_influence, trajectory_parameter_influence
+from refsam.kit.testing import influence_problems, rel_err, trajectories
 from refsam.tolerances import RTOL_EXACT_METHODS, RTOL_TRAJECTORY_FD, RTOL_TRAJECTORY_TO_CLOSED_FORM
-from refsam.trajectory_influence import (
-    APPROXIMATE_METHODS,
-    trajectory_influence,
-    trajectory_parameter_influence,
-)
 
 FD_STEP = 1e-4
 
@@ -32,6 +30,14 @@ def spearman(a, b) -> float:
     ra = np.argsort(np.argsort(a)).astype(float)
     rb = np.argsort(np.argsort(b)).astype(float)
     return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def penalised(model, X, y, lam, regularization="decoupled", weights=None):
+    """(problem, weight decay): 0.1's "coupled" λ is the loss's l2, its "decoupled" λ the optimizer's
+    weight decay (pass it to refsam.SGD)."""
+    if regularization == "coupled":
+        return refsam.Problem(model, X, y, weights, l2=lam), 0.0
+    return refsam.Problem(model, X, y, weights), lam
 
 
 def assert_not_trivial(values):
@@ -71,14 +77,15 @@ def recorded_runs(draw, model_name=None, rule=None, regularization=None, minibat
     X, y, _ = refsam.make_gaussian_classification(n=n + 3, n_features=p, n_classes=n_classes,
                                                   separation=1.0, seed=seed)
     weights = np.random.default_rng(seed).uniform(0.5, 1.5, size=n) if draw(st.booleans()) else None
-    problem = refsam.Problem(model, X[:n], y[:n], weight_decay=draw(st.sampled_from([0.0, 0.01, 0.1])),
-                             weights=weights, regularization=regularization)
+    problem, weight_decay = penalised(model, X[:n], y[:n], draw(st.sampled_from([0.0, 0.01, 0.1])),
+                                      regularization, weights)
     sam = refsam.SAM(draw(st.sampled_from([0.05, 0.2])), rule)
     steps = draw(st.integers(3, max_steps))
     lr = draw(st.one_of(st.floats(0.05, 0.5),
                         st.lists(st.floats(0.05, 0.5), min_size=steps, max_size=steps).map(np.array)))
     batch_size = draw(st.integers(3, n - 1).filter(lambda b: n % b != 0)) if minibatch else None
-    trajectory = refsam.train(problem, sam, lr, steps, batch_size=batch_size, seed=seed)
+    trajectory = refsam.train(problem, sam, refsam.SGD(lr, weight_decay=weight_decay), steps,
+                              batch_size=batch_size, seed=seed)
     return problem, trajectory, X[n:], y[n:]
 
 
@@ -137,9 +144,9 @@ def test_parameter_target_equals_autodiff_jacobian(run):
 def _logistic_run(rule="sam", regularization="decoupled", batch_size=None, steps=12, n=12, rho=0.1,
                   weight_decay=0.05, lr=0.4, seed=3, p=3):
     X, y, _ = refsam.make_gaussian_classification(n=n + 4, n_features=p, seed=seed)
-    problem = refsam.Problem(refsam.LogisticRegression(), X[:n], y[:n], weight_decay=weight_decay,
-                             regularization=regularization)
-    trajectory = refsam.train(problem, refsam.SAM(rho, rule), lr, steps, batch_size=batch_size, seed=seed)
+    problem, decay = penalised(refsam.LogisticRegression(), X[:n], y[:n], weight_decay, regularization)
+    trajectory = refsam.train(problem, refsam.SAM(rho, rule), refsam.SGD(lr, weight_decay=decay), steps,
+                              batch_size=batch_size, seed=seed)
     return problem, trajectory, X[n:], y[n:]
 
 
@@ -148,7 +155,7 @@ def _logistic_run(rule="sam", regularization="decoupled", batch_size=None, steps
 def test_adjoint_equals_replay_finite_differences(rule, regularization):
     problem, trajectory, X_test, y_test = _logistic_run(rule, regularization, batch_size=5)
     adjoint = trajectory_influence(problem, trajectory, X_test, y_test)
-    fd = finite_difference_influence(problem, trajectory, X_test, y_test, h=FD_STEP)
+    fd = finite_difference_replay(problem, trajectory, X_test, y_test, h=FD_STEP)
     assert_not_trivial(fd)
     assert rel_err(adjoint, fd) <= RTOL_TRAJECTORY_FD
 
@@ -163,7 +170,7 @@ def test_exact_in_the_coupled_two_cycle_regime():
     one_step = np.linalg.norm(thetas[-1] - thetas[-2])
     assert one_step > 1e-2 and two_step < 1e-12, (one_step, two_step)  # θ_T = θ_{T−2} ≠ θ_{T−1}
     adjoint = trajectory_influence(problem, trajectory, X_test, y_test)
-    fd = finite_difference_influence(problem, trajectory, X_test, y_test, h=FD_STEP)
+    fd = finite_difference_replay(problem, trajectory, X_test, y_test, h=FD_STEP)
     assert_not_trivial(fd)
     assert rel_err(adjoint, fd) <= RTOL_TRAJECTORY_FD
 
@@ -172,12 +179,12 @@ def test_derivative_is_taken_at_the_recorded_weights():
     """A run recorded with weights w⁰ ≠ 1 is differentiated at w⁰, whatever the problem's weights."""
     X, y, _ = refsam.make_gaussian_classification(n=14, n_features=3, seed=5)
     weights = np.linspace(0.5, 1.5, 12)
-    weighted = refsam.Problem(refsam.LogisticRegression(), X[:12], y[:12], 0.05, weights)
-    trajectory = refsam.train(weighted, refsam.SAM(0.1), 0.4, 6, batch_size=5)
+    weighted = refsam.Problem(refsam.LogisticRegression(), X[:12], y[:12], weights)
+    trajectory = refsam.train(weighted, refsam.SAM(0.1), refsam.SGD(0.4, weight_decay=0.05), 6, batch_size=5)
     unit = weighted.with_weights(None)
     expected = trajectory_influence(weighted, trajectory, X[12:], y[12:], method="autodiff")
     assert rel_err(trajectory_influence(unit, trajectory, X[12:], y[12:]), expected) <= RTOL_EXACT_METHODS
-    fd = finite_difference_influence(unit, trajectory, X[12:], y[12:])
+    fd = finite_difference_replay(unit, trajectory, X[12:], y[12:])
     assert rel_err(fd, expected) <= RTOL_TRAJECTORY_FD
 
 
@@ -193,8 +200,9 @@ def test_blocked_mlp_tangents_give_the_same_result(monkeypatch):
     """Many directions (n tangents, many test functions) are processed in column blocks to bound memory;
     a tiny block budget (one direction per pass) must not change any result."""
     X, y, _ = refsam.make_gaussian_classification(n=14, n_features=3, n_classes=3, seed=1)
-    problem = refsam.Problem(refsam.MLP((3, 5, 3)), X[:12], y[:12], 0.01)
-    trajectory = refsam.train(problem, refsam.SAM(0.1, "asam"), 0.3, 6, batch_size=5)
+    problem = refsam.Problem(refsam.MLP((3, 5, 3)), X[:12], y[:12])
+    trajectory = refsam.train(problem, refsam.SAM(0.1, "asam"), refsam.SGD(0.3, weight_decay=0.01), 6,
+                              batch_size=5)
     methods = ("adjoint", "forward", "first_order")
     whole = {m: trajectory_influence(problem, trajectory, X, y, method=m) for m in methods}
     monkeypatch.setattr(sys.modules["refsam.models.mlp"], "BLOCK_FLOATS", 1)
@@ -208,8 +216,9 @@ def test_approximations_match_an_independent_autograd_sum():
     """first_order / tracin (perturbed and unperturbed) = −Σ_t η_t/|B_t| ∇ℓ_j(x_t)ᵀ ∇f(y_t) computed
     here with autograd per training point, no batching tricks."""
     X, y, _ = refsam.make_gaussian_classification(n=13, n_features=3, n_classes=3, seed=2)
-    problem = refsam.Problem(refsam.MLP((3, 4, 3)), X[:10], y[:10], 0.01)
-    trajectory = refsam.train(problem, refsam.SAM(0.1, "asam"), 0.3, 5, batch_size=4, seed=1)
+    problem = refsam.Problem(refsam.MLP((3, 4, 3)), X[:10], y[:10])
+    trajectory = refsam.train(problem, refsam.SAM(0.1, "asam"), refsam.SGD(0.3, weight_decay=0.01), 5,
+                              batch_size=4, seed=1)
     X_test, y_test = X[10:], y[10:]
 
     def loss_grad(theta, x, label):
@@ -219,7 +228,7 @@ def test_approximations_match_an_independent_autograd_sum():
         perturbed = not method.endswith("unperturbed")
         expected = np.zeros((problem.n, len(y_test)))
         for t, idx in enumerate(trajectory.batches):
-            x_t = trajectory.perturbed[t] if perturbed else trajectory.thetas[t]
+            x_t = trajectory.w_hat[t] if perturbed else trajectory.thetas[t]
             test_point = x_t if method.startswith("tracin") else trajectory.theta_final
             for j in idx:
                 for k in range(len(y_test)):
@@ -261,17 +270,19 @@ def test_leave_one_out_spearman_of_each_method(record_property):
 def test_converges_to_the_closed_form_of_a_stable_root():
     """Full batch, decoupled, a stable root: the trajectory derivative → the IFT derivative as T → ∞."""
     X, y, _ = refsam.make_gaussian_classification(n=24, n_features=3, seed=0)
-    problem = refsam.Problem(refsam.LogisticRegression(), X[:20], y[:20], weight_decay=0.05)
+    problem = refsam.Problem(refsam.LogisticRegression(), X[:20], y[:20])
+    optimizer = refsam.SGD(0.5, weight_decay=0.05)  # 0.1's decoupled weight_decay=0.05
     sam = refsam.SAM(0.05)
     X_test, y_test = X[20:], y[20:]
     errors, residuals = [], []
     for steps in (25, 50, 100, 200, 400, 800):
-        trajectory = refsam.train(problem, sam, 0.5, steps)
-        root = solve_fixed_point(problem, sam, trajectory.theta_final, lr=0.5)
+        trajectory = refsam.train(problem, sam, optimizer, steps)
+        root = solve_fixed_point(problem, sam, trajectory.theta_final, optimizer=trajectory.optimizer())
         assert root.spectral_radius < 1  # a stable root: full-batch SAM converges to it
-        closed = refsam.hessian_influence(problem, sam, root.theta, X_test, y_test)
+        closed = refsam.hessian_influence(problem, sam, root.theta, X_test, y_test, optimizer=optimizer)
         errors.append(rel_err(trajectory_influence(problem, trajectory, X_test, y_test), closed))
-        residuals.append(np.linalg.norm(residual_map(problem, sam, trajectory.theta_final)))
+        residuals.append(np.linalg.norm(residual_map(problem, sam, trajectory.theta_final,
+                                                     optimizer=optimizer)))
     print("T = 25..800: rel. err", [f"{e:.1e}" for e in errors], "residual", [f"{r:.1e}" for r in residuals])
     assert all(later < earlier for earlier, later in zip(errors, errors[1:]))
     assert residuals[-1] <= 1e-10
@@ -284,8 +295,8 @@ def test_converges_to_the_closed_form_of_a_stable_root():
 
 def test_bad_inputs_raise_with_pinned_messages():
     problem, trajectory, X_test, y_test = _logistic_run(steps=3)
-    other = refsam.Problem(problem.model, problem.X, problem.y, weight_decay=0.5)
-    with pytest.raises(ValueError, match=r"`problem` does not match the trajectory: weight_decay 0.5"):
+    other = refsam.Problem(problem.model, problem.X, problem.y, l2=0.5)  # the run's loss has no L2 term
+    with pytest.raises(ValueError, match=r"`problem` does not match the trajectory: l2 0.5 != recorded 0.0"):
         trajectory_influence(other, trajectory, X_test, y_test)
     with pytest.raises(ValueError, match=r"`method` must be one of \['adjoint', 'forward', 'autodiff'"):
         trajectory_influence(problem, trajectory, X_test, y_test, method="newton")
@@ -314,8 +325,9 @@ def test_a_batch_drawn_with_replacement_counts_a_repeated_point_each_time():
     """An external schedule may repeat a point within a batch (sampling with replacement): each copy
     contributes (the scatter-add falls back to np.add.at), as autodiff through the run says."""
     X, y, _ = refsam.make_gaussian_classification(n=20, n_features=3, seed=0)
-    problem = refsam.Problem(refsam.LogisticRegression(), X, y, 0.05)
-    run = refsam.train(problem, refsam.SAM(0.05), 0.5, batches=[[0, 0, 1, 2], [3, 3, 3, 4], [5, 6, 7, 8]])
+    problem = refsam.Problem(refsam.LogisticRegression(), X, y)
+    run = refsam.train(problem, refsam.SAM(0.05), refsam.SGD(0.5, weight_decay=0.05),
+                       batches=[[0, 0, 1, 2], [3, 3, 3, 4], [5, 6, 7, 8]])
     autodiff = trajectory_influence(problem, run, X[:2], y[:2], method="autodiff")
     assert np.abs(autodiff[3]).max() > 3 * np.abs(autodiff[4]).max() > 0  # three copies of point 3
     for method in ("adjoint", "forward"):
@@ -335,11 +347,10 @@ def test_the_gradient_rebuilt_from_the_run_equals_the_recomputed_one(rule, norm_
     from refsam.influence.trajectory import _stored_gradient
 
     X, y, _ = refsam.make_gaussian_classification(30, 3, 2, seed=1)
-    problem = refsam.Problem(refsam.LogisticRegression(), X, y, weight_decay=0.01,
-                             regularization=regularization)
+    problem, decay = penalised(refsam.LogisticRegression(), X, y, 0.01, regularization)
     sam = refsam.SAM(0.1, rule, norm_eps=norm_eps * scale)
-    run = refsam.train(problem, sam, 0.5, 6, batch_size=10, seed=0)
-    lam_in, _ = problem.weight_decay_split()
+    run = refsam.train(problem, sam, refsam.SGD(0.5, weight_decay=decay), 6, batch_size=10, seed=0)
+    lam_in = problem.l2  # what the perturbation sees: the loss's L2, never the optimizer's decay
     for t in range(run.steps):
         g = scale * (problem.grad(run.thetas[t], run.batches[t]) + lam_in * run.thetas[t])
         at_t = np.arange(run.steps) == t
@@ -356,10 +367,10 @@ def test_asam_rho_zero_and_unrecorded_norms_recompute_the_gradient():
     from refsam.influence.trajectory import _stored_gradient
 
     X, y, _ = refsam.make_gaussian_classification(20, 3, 2, seed=0)
-    problem = refsam.Problem(refsam.LogisticRegression(), X, y, weight_decay=0.01)
+    problem, optimizer = refsam.Problem(refsam.LogisticRegression(), X, y), refsam.SGD(0.5, weight_decay=0.01)
     for sam in (refsam.SAM(0.1, "asam"), refsam.SAM(0.0)):
-        assert _stored_gradient(refsam.train(problem, sam, 0.5, 2), sam, 0) is None
-    run = refsam.train(problem, refsam.SAM(0.1), 0.5, 2)
+        assert _stored_gradient(refsam.train(problem, sam, optimizer, 2), sam, 0) is None
+    run = refsam.train(problem, refsam.SAM(0.1), optimizer, 2)
     assert _stored_gradient(run, refsam.SAM(0.1), 0) is not None
     bare = refsam.Trajectory(run.thetas, run.epsilons, run.batches, run.lrs, run.weights, run.config)
     assert _stored_gradient(bare, refsam.SAM(0.1), 0) is None
@@ -371,17 +382,21 @@ def test_the_adjoint_takes_no_gradient_at_theta_t_when_the_run_stored_its_norms(
     gradients at θ_t were the only ones it took), and gives the influence of the recomputing path."""
     if model_name == "logistic":
         X, y, _ = refsam.make_gaussian_classification(40, 4, 2, seed=2)
-        problem = refsam.Problem(refsam.LogisticRegression(), X, y, weight_decay=0.01)
+        problem = refsam.Problem(refsam.LogisticRegression(), X, y)
     else:
         X, y, _ = refsam.make_gaussian_classification(40, 4, 3, seed=2)
-        problem = refsam.Problem(refsam.MLP((4, 6, 3)), X, y, weight_decay=0.01)
-    run = refsam.train(problem, refsam.SAM(0.1), 0.3, 8, batch_size=10, seed=0)
+        problem = refsam.Problem(refsam.MLP((4, 6, 3)), X, y)
+    run = refsam.train(problem, refsam.SAM(0.1), refsam.SGD(0.3, weight_decay=0.01), 8, batch_size=10,
+                       seed=0)
     bare = refsam.Trajectory(run.thetas, run.epsilons, run.batches, run.lrs, run.weights, run.config)
     derivatives_type = type(problem.at(run.theta0))
     calls = []
     original = derivatives_type.grad
     monkeypatch.setattr(derivatives_type, "grad", lambda self: calls.append(1) or original(self))
     stored = refsam.trajectory_influence(problem, run, X[:2], y[:2])
+    # TODO(lead): fails on 0.2 — building each step's SAMStep (training.step.perturbations, line ~95)
+    # computes the batch gradient at ŵ_t (the descent g̃_t) eagerly, one per step (8 here), which the
+    # adjoint never uses for SGD (its VJP is linear in g̃); 0.1's adjoint took no batch gradient at all.
     assert calls == []
     recomputed = refsam.trajectory_influence(problem, bare, X[:2], y[:2])
     assert len(calls) == run.steps

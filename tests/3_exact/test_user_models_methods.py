@@ -27,10 +27,10 @@ def _data(seed=3):
 def user_root(request, user_models):
     """A converged full-batch decoupled SAM run of a user model and its verified root."""
     X, y, X_test, y_test = _data()
-    problem = refsam.Problem(user_models[request.param], X, y, weight_decay=0.05)
-    sam = refsam.SAM(0.05)
-    run = refsam.train(problem, sam, lr=0.5, steps=150, seed=0)
-    root = refsam.solve_fixed_point(problem, sam, run.theta_final, lr=0.5)
+    problem = refsam.Problem(user_models[request.param], X, y)
+    sam, optimizer = refsam.SAM(0.05), refsam.SGD(0.5, weight_decay=0.05)  # decoupled: λ in the optimizer
+    run = refsam.train(problem, sam, optimizer, 150, seed=0)
+    root = refsam.solve_fixed_point(problem, sam, run.theta_final, optimizer=optimizer)
     return problem, sam, root, X_test, y_test
 
 
@@ -55,8 +55,10 @@ def test_a_user_model_has_a_verified_root_and_its_closed_form_equals_re_solved_d
 def test_a_user_model_s_trajectory_methods_agree_with_autodiff_and_replays(user_models, name, rule,
                                                                           regularization):
     X, y, X_test, y_test = _data(seed=4)
-    problem = refsam.Problem(user_models[name], X, y, weight_decay=0.05, regularization=regularization)
-    run = refsam.train(problem, refsam.SAM(0.1, rule), lr=0.3, steps=8, batch_size=6, seed=1)
+    coupled = regularization == "coupled"  # 0.1's modes: λ in the loss, or in the optimizer
+    problem = refsam.Problem(user_models[name], X, y, l2=0.05 if coupled else 0.0)
+    optimizer = refsam.SGD(0.3, weight_decay=0.0 if coupled else 0.05)
+    run = refsam.train(problem, refsam.SAM(0.1, rule), optimizer, 8, batch_size=6, seed=1)
     exact = {m: refsam.trajectory_influence(problem, run, X_test, y_test, method=m)
              for m in ("adjoint", "forward", "autodiff")}
     assert np.max(np.abs(exact["autodiff"])) > 1e-4
@@ -76,18 +78,19 @@ def test_a_user_model_s_trajectory_methods_agree_with_autodiff_and_replays(user_
 
 def test_a_user_re_implementation_of_the_logistic_loss_gives_the_built_in_numbers(user_models):
     X, y, X_test, y_test = _data(seed=5)
-    builtin = refsam.Problem(refsam.LogisticRegression(), X, y, weight_decay=0.05)
-    user = refsam.Problem(user_models["hand_logistic"], X, y, weight_decay=0.05)
-    sam = refsam.SAM(0.05)
-    runs = [refsam.train(p, sam, lr=0.5, steps=150, seed=0) for p in (builtin, user)]
+    builtin = refsam.Problem(refsam.LogisticRegression(), X, y)
+    user = refsam.Problem(user_models["hand_logistic"], X, y)
+    sam, optimizer = refsam.SAM(0.05), refsam.SGD(0.5, weight_decay=0.05)
+    runs = [refsam.train(p, sam, optimizer, 150, seed=0) for p in (builtin, user)]
     assert rel_err(runs[1].thetas, runs[0].thetas) <= RTOL_USER_MODEL
-    roots = [refsam.solve_fixed_point(p, sam, r.theta_final) for p, r in zip((builtin, user), runs)]
+    roots = [refsam.solve_fixed_point(p, sam, r.theta_final, optimizer=optimizer)
+             for p, r in zip((builtin, user), runs)]
     assert rel_err(roots[1].theta, roots[0].theta) <= RTOL_USER_MODEL
     for variant in ("full", "frozen", "erm"):
         a, b = (refsam.hessian_influence(p, sam, r, X_test, y_test, variant=variant)
                 for p, r in zip((builtin, user), roots))
         assert rel_err(b, a) <= RTOL_USER_MODEL, variant
-    minibatch = [refsam.train(p, refsam.SAM(0.1, "asam"), lr=0.3, steps=10, batch_size=7, seed=2)
+    minibatch = [refsam.train(p, refsam.SAM(0.1, "asam"), optimizer.replace(lr=0.3), 10, batch_size=7, seed=2)
                  for p in (builtin, user)]
     for method in ("adjoint", "forward", "tracin"):
         a, b = (refsam.trajectory_influence(p, r, X_test, y_test, method=method)
