@@ -137,6 +137,7 @@ def linearise(problem: Problem, sam: SAM, theta: Array, weights: ArrayLike | Non
     (part,) = linearise_perturbations(problem, sam, theta, parts, curvature or ExactCurvature)
     decay = lam_out(optimizer)
     descent = parts[0].descent
+    assert descent is not None  # perturbations(..., descent=True)
     D = 1.0 if optimizer is None else optimizer.residual_scale(theta, descent)
     jacobian = scale_rows(D, part.jacobian()) + decay_matrix(decay, problem.d)  # J = D K(ŵ)(I + E) + λ_out
     G = descent if optimizer is None else optimizer.residual(theta, descent)

@@ -201,6 +201,7 @@ class SystemOperators:
         self.count = [0]
         self.lam_out = lam_out(optimizer)
         # D = ∂G/∂g̃: 1 for SGD and Adam, AdamW's diagonal at its fixed point
+        assert self.step.descent is not None  # perturbations(..., descent=True)
         self.D = 1.0 if optimizer is None else optimizer.residual_scale(theta, self.step.descent)
         d, n = problem.d, problem.n
         if variant == "full":

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
+from functools import cached_property
 from typing import Protocol
 
 import numpy as np
@@ -42,7 +43,7 @@ from ..sam import SAM
 from ..tolerances import CANCEL_WARN
 from .clipping import GradientClipping
 from .optimizers import Optimizer, State
-from .step import Perturbation, perturbations
+from .step import Perturbation, chunk_descent, perturbations
 
 __all__ = ["CurvatureProtocol", "ExactCurvature", "LinearisedPerturbation", "SAMStep", "scatter_add"]
 
@@ -226,12 +227,29 @@ class SAMStep:
         self.problem, self.sam, self.optimizer, self.clipping = problem, sam, optimizer, clipping
         self.t, self.lr, self.theta, self.state, self.idx = t, lr, theta, state, idx
         self.inv_batch = 1.0 / len(idx)  # ∂(w_j/|B|)/∂w_j
-        parts = perturbations(problem, sam, theta, idx, None, g, w_hat)
+        # g̃_t is a batch gradient at ŵ_t: computed only where the step's derivatives read it (Adam's, a
+        # clip's), never for a recorded SGD step, whose Jacobians do not depend on it
+        self.needs_descent = clipping is not None or optimizer.derivatives_read_gradient
+        parts = perturbations(problem, sam, theta, idx, None, g, w_hat, descent=self.needs_descent)
         self.parts = linearise_perturbations(problem, sam, theta, parts)
-        self.raw_descent = parts[0].descent if len(parts) == 1 else sum(
-            (p.share * p.descent for p in parts), np.zeros_like(theta))  # g̃_t (m-sharpness: the mean)
-        # what the optimizer receives: g̃_t, or s g̃_t under clipping (refsam.training.clipping)
-        self.descent = self.raw_descent if clipping is None else clipping.apply(self.raw_descent)
+
+    @cached_property
+    def raw_descent(self) -> Array:
+        """g̃_t = Σ_C (|C|/|B|) g̃_C (one perturbation: g̃_C itself)."""
+        descents = [p.part.descent if p.part.descent is not None
+                    else chunk_descent(self.problem, p.at_w_hat.derivatives.grad(), p.w_hat)
+                    for p in self.parts]
+        if len(descents) == 1:
+            return descents[0]
+        return sum((p.share * d for p, d in zip(self.parts, descents)), np.zeros_like(self.theta))
+
+    @cached_property
+    def descent(self) -> Array:
+        """What the optimizer receives: g̃_t, or s g̃_t under clipping (refsam.training.clipping)."""
+        return self.raw_descent if self.clipping is None else self.clipping.apply(self.raw_descent)
+
+    def _gradient_for_derivatives(self) -> Array | None:
+        return self.descent if self.needs_descent else None
 
     def warn_if_cancelled(self) -> None:
         """Warn where the derivatives are ill-defined: g cancelled to round-off, a clip on its kink, or an
@@ -240,7 +258,8 @@ class SAMStep:
             part.warn_if_cancelled(stacklevel=7)
         if self.clipping is not None:
             self.clipping.warn_if_on_kink(self.raw_descent, self.t)
-        self.optimizer.warn_if_singular(self.t, self.theta, self.state, self.descent)
+        if self.optimizer.derivatives_read_gradient:
+            self.optimizer.warn_if_singular(self.t, self.theta, self.state, self.descent)
 
     def update(self) -> tuple[Array, State]:
         """(θ_{t+1}, s_{t+1}): the optimizer's update with the descent gradient g̃_t."""
@@ -260,14 +279,15 @@ class SAMStep:
             add_step_descent(ddescent)
         if self.clipping is not None:
             ddescent = self.clipping.jvp(self.raw_descent, ddescent)
-        return self.optimizer.jvp(self.t, self.lr, self.theta, self.state, self.descent, dtheta, dstate,
-                                  ddescent, dlam)
+        return self.optimizer.jvp(self.t, self.lr, self.theta, self.state, self._gradient_for_derivatives(),
+                                  dtheta, dstate, ddescent, dlam)
 
     def vjp(self, ct_theta: Array, ct_state: State, influence: Array) -> tuple[Array, State]:
         """(θ̄_t, s̄_t) from (θ̄_{t+1}, s̄_{t+1}), blocks (d, k); adds each j ∈ B_t's (∂θ_{t+1}/∂w_j)ᵀ θ̄_{t+1}
         to ``influence`` (n, k) in place."""
-        ct_theta, ct_state, D = self.optimizer.vjp(self.t, self.lr, self.theta, self.state, self.descent,
-                                                   ct_theta, ct_state)  # D = ḡ̃, the adjoint of g̃_t
+        ct_theta, ct_state, D = self.optimizer.vjp(self.t, self.lr, self.theta, self.state,
+                                                   self._gradient_for_derivatives(), ct_theta,
+                                                   ct_state)  # D = ḡ̃, the adjoint of g̃_t
         if self.clipping is not None:
             D = self.clipping.vjp(self.raw_descent, D)  # the adjoint of the unclipped g̃_t
         for part in self.parts:

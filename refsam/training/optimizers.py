@@ -63,6 +63,7 @@ class Optimizer:
     """
 
     name: ClassVar[str] = ""
+    derivatives_read_gradient: ClassVar[bool] = True  # jvp/vjp read g̃ (False: linear in it, SGD)
     lr: float | Array
     weight_decay: float | Array
 
@@ -125,12 +126,14 @@ class Optimizer:
     def warn_if_singular(self, t: int, theta: Array, state: State, grad: Array) -> None:
         """Warn where this step's derivative is undefined or dominated by rounding (none for SGD)."""
 
-    def jvp(self, t: int, lr: float, theta: Array, state: State, grad: Array, dtheta: Array,
+    def jvp(self, t: int, lr: float, theta: Array, state: State, grad: Array | None, dtheta: Array,
             dstate: State, dgrad: Array, dlam: Array | None = None) -> tuple[Array, State]:
+        """Tangents of :meth:`update`; ``grad`` may be None where ``derivatives_read_gradient`` is False."""
         raise NotImplementedError
 
-    def vjp(self, t: int, lr: float, theta: Array, state: State, grad: Array, ct_theta: Array,
+    def vjp(self, t: int, lr: float, theta: Array, state: State, grad: Array | None, ct_theta: Array,
             ct_state: State) -> tuple[Array, State, Array]:
+        """Adjoints of :meth:`update` (its transpose); ``grad`` as in :meth:`jvp`."""
         raise NotImplementedError
 
 
@@ -155,6 +158,7 @@ class SGD(Optimizer):
     """
 
     name = "SGD"
+    derivatives_read_gradient = False  # the update is linear in (θ, state, g̃)
 
     def __init__(self, lr: float | ArrayLike, momentum: float = 0.0, dampening: float = 0.0,
                  nesterov: bool = False, weight_decay: float | ArrayLike = 0.0) -> None:
@@ -210,7 +214,7 @@ class SGD(Optimizer):
         step, new_state = self._step(t, state, d)
         return theta - lr * step, new_state
 
-    def jvp(self, t: int, lr: float, theta: Array, state: State, grad: Array, dtheta: Array,
+    def jvp(self, t: int, lr: float, theta: Array, state: State, grad: Array | None, dtheta: Array,
             dstate: State, dgrad: Array, dlam: Array | None = None) -> tuple[Array, State]:
         """The update is linear in (θ, state, g̃): its tangent is the same map on the tangents, plus θ λ̇
         for a tangent of λ (scalar λ only)."""
@@ -220,7 +224,7 @@ class SGD(Optimizer):
         dstep, new_dstate = self._step(t, dstate, dd)
         return dtheta - lr * dstep, new_dstate
 
-    def vjp(self, t: int, lr: float, theta: Array, state: State, grad: Array, ct_theta: Array,
+    def vjp(self, t: int, lr: float, theta: Array, state: State, grad: Array | None, ct_theta: Array,
             ct_state: State) -> tuple[Array, State, Array]:
         """Transpose of the update (U = θ̄', a = buf̄_t, b̄ the adjoint of buf_t in total):
 
@@ -350,9 +354,10 @@ class Adam(Optimizer):
             theta = theta - lr * decay_times(self.weight_decay, theta)
         return theta - lr * u, (m, v)
 
-    def jvp(self, t: int, lr: float, theta: Array, state: State, grad: Array, dtheta: Array,
+    def jvp(self, t: int, lr: float, theta: Array, state: State, grad: Array | None, dtheta: Array,
             dstate: State, dgrad: Array, dlam: Array | None = None) -> tuple[Array, State]:
         """Tangents (blocks (d, k)) of the update; ``dlam`` the tangent of a scalar λ per column."""
+        assert grad is not None  # Adam's derivatives read g̃
         beta1, beta2 = self.betas
         a = self._a(theta, grad)
         m, v = self._moments(state, a)
@@ -373,12 +378,13 @@ class Adam(Optimizer):
                 new_dtheta = new_dtheta - lr * theta[col] * dlam[None, :]
         return new_dtheta, (dm, dv)
 
-    def vjp(self, t: int, lr: float, theta: Array, state: State, grad: Array, ct_theta: Array,
+    def vjp(self, t: int, lr: float, theta: Array, state: State, grad: Array | None, ct_theta: Array,
             ct_state: State) -> tuple[Array, State, Array]:
         """Transpose of :meth:`jvp` in (θ, m, v, g̃): with U = θ̄', the adjoints of m_t and v_t are
         m̄ = (m̄ from later) − η U ∂u/∂m and v̄ = (v̄ from later) − η U ∂u/∂v; then m̄_{t−1} = β₁ m̄,
         v̄_{t−1} = β₂ v̄, ā = (1 − β₁) m̄ + 2 (1 − β₂) a v̄ = ḡ̃, and θ̄ = U (+ λ ā for Adam; (1 − ηλ) U
         for AdamW)."""
+        assert grad is not None  # Adam's derivatives read g̃
         beta1, beta2 = self.betas
         a = self._a(theta, grad)
         m, v = self._moments(state, a)

@@ -33,7 +33,8 @@ from ..objective import Problem, decay_times
 from ..sam import SAM
 from .optimizers import Optimizer
 
-__all__ = ["Perturbation", "StepTerms", "perturbations", "residual", "sam_gradient", "sharpness_chunks"]
+__all__ = ["Perturbation", "StepTerms", "chunk_descent", "perturbations", "residual", "sam_gradient",
+           "sharpness_chunks"]
 
 Array = NDArray[np.float64]
 
@@ -59,20 +60,22 @@ class Perturbation(NamedTuple):
     g: Array  # g_C = ∇F_{C,w}(θ) + λ_in θ
     eps: Array  # ε_C = ε(θ; g_C)
     w_hat: Array  # ŵ_C = θ + ε_C
-    descent: Array  # ∇F_{C,w}(ŵ_C) + λ_in ŵ_C
+    descent: Array | None  # ∇F_{C,w}(ŵ_C) + λ_in ŵ_C (None when not asked for: see perturbations)
     at_theta: BatchDerivatives | None
     at_w_hat: BatchDerivatives | None
 
 
 def perturbations(problem: Problem, sam: SAM, theta: Array, idx: ArrayLike | None = None,
                   weights: ArrayLike | None = None, g: Array | None = None,
-                  w_hat: Array | None = None) -> list[Perturbation]:
+                  w_hat: Array | None = None, descent: bool = True) -> list[Perturbation]:
     """The step's perturbations at θ on batch ``idx`` (None: full batch), in the batch's order: the one
     home of the SAM step's equation (module docstring); trusts its inputs. Cost: two gradients.
 
     θ may be a block (d, K) of K runs with ``weights`` (n, K): every term is then (d, K) (block
     replays). ``g`` and ``w_hat``: the gradient and perturbed point of a single-perturbation step when
-    the caller has them already (a recorded run); they are used as given.
+    the caller has them already (a recorded run); they are used as given. ``descent=False`` leaves g̃_C
+    out (None; :func:`chunk_descent` computes it later): the derivatives of a recorded SGD step never
+    need it, and it costs a batch gradient.
     """
     lam_in = problem.l2
     batch = np.arange(problem.n) if idx is None else np.asarray(idx)
@@ -94,10 +97,18 @@ def perturbations(problem: Problem, sam: SAM, theta: Array, idx: ArrayLike | Non
             w_hat_c = w_hat
             eps_c = w_hat - theta  # (a recorded run's ŵ: its ε is the record's)
         at_w_hat = None if block else problem.at(w_hat_c, rows, weights)
-        grad_hat = problem.grad(w_hat_c, rows, weights) if at_w_hat is None else at_w_hat.grad()
-        out.append(Perturbation(np.asarray(chunk), len(chunk) / len(batch), g_c, eps_c, w_hat_c,
-                                grad_hat + decay_times(lam_in, w_hat_c), at_theta, at_w_hat))
+        descent_c = None
+        if descent or block:
+            grad_hat = problem.grad(w_hat_c, rows, weights) if at_w_hat is None else at_w_hat.grad()
+            descent_c = chunk_descent(problem, grad_hat, w_hat_c)
+        out.append(Perturbation(np.asarray(chunk), len(chunk) / len(batch), g_c, eps_c, w_hat_c, descent_c,
+                                at_theta, at_w_hat))
     return out
+
+
+def chunk_descent(problem: Problem, grad_hat: Array, w_hat: Array) -> Array:
+    """g̃_C = ∇F_{C,w}(ŵ_C) + λ_in ŵ_C from the data gradient at ŵ_C (module docstring)."""
+    return grad_hat + decay_times(problem.l2, w_hat)
 
 
 def sam_gradient(problem: Problem, sam: SAM, theta: Array, idx: ArrayLike | None = None,
@@ -106,10 +117,11 @@ def sam_gradient(problem: Problem, sam: SAM, theta: Array, idx: ArrayLike | None
     inputs. With m-sharpness, g̃ = Σ_C (|C|/|B|) g̃_C, ε the size-weighted mean of the ε_C, and g the whole
     batch's gradient (one more gradient: what a run records the norm of)."""
     parts = perturbations(problem, sam, theta, idx, weights)
+    descents = [p.descent for p in parts if p.descent is not None]  # every one: descent=True
     if len(parts) == 1:
         part = parts[0]
-        return StepTerms(part.g, part.eps, part.w_hat, part.descent)
-    descent = sum((p.share * p.descent for p in parts), np.zeros_like(theta))
+        return StepTerms(part.g, part.eps, part.w_hat, descents[0])
+    descent = sum((p.share * d for p, d in zip(parts, descents)), np.zeros_like(theta))
     eps = sum((p.share * p.eps for p in parts), np.zeros_like(theta))
     g = problem.grad(theta, idx, weights) + decay_times(problem.l2, theta)
     return StepTerms(g, eps, theta + eps, descent)

@@ -44,7 +44,9 @@ def _reference(name, problem, theta0, batches, lr, rho, momentum, lam):
     return theta
 
 
-TORCH_PRESETS = sorted(set(PRESETS) - {"jax-sam"})
+# the SGD presets (the Adam/AdamW ones: tests/2_step/test_presets_adam_and_jax.py)
+TORCH_PRESETS = ["asam-official", "pytorch-sam", "pytorch-sam-adaptive"]
+assert set(TORCH_PRESETS) < set(PRESETS)
 
 
 @pytest.mark.parametrize("name", TORCH_PRESETS)
@@ -65,15 +67,21 @@ def test_each_preset_reproduces_its_implementation_step_for_step(name):
     assert all(np.max(np.abs(o - run.theta_final)) > 1e-6 for o in others)  # the presets differ
 
 
-def test_the_jax_preset_reproduces_the_jax_sam_step_for_step():
-    """The JAX/Flax SAM code: per device (a chunk of m samples) the loss plus ½λ Σ over the weight matrix
-    of θ²; ε = ρ g/‖g‖ with no epsilon; the gradient at the device's own perturbed point; the devices'
-    gradients averaged; Flax's Nesterov momentum m ← β m + g (from m = 0), θ ← θ − lr (g + β m)."""
+@pytest.mark.parametrize("weights_only", [False, True])
+def test_the_jax_preset_reproduces_the_jax_sam_step_for_step(weights_only):
+    """The JAX/Flax SAM code: per device (a chunk of m samples) the loss plus ½λ Σ θ² over every parameter
+    (its default; over the weight matrix only with --no_weight_decay_on_bn); ε = ρ g/‖g‖ with no epsilon;
+    the gradient at the device's own perturbed point; the devices' gradients averaged, then clipped to
+    global norm 5.0 (g·c/‖g‖ where ‖g‖ ≥ c); Flax's Nesterov momentum m ← β m + g (from m = 0),
+    θ ← θ − lr (g + β m)."""
     problem = refsam.Problem(refsam.SoftmaxRegression(3), X, Y)
-    p = preset("jax-sam", problem, rho=0.05, lr=0.1, weight_decay=5e-3, momentum=0.9, m_sharpness=4)
+    p = preset("jax-sam", problem, rho=0.05, lr=0.1, weight_decay=5e-3, momentum=0.9, m_sharpness=4,
+               weights_only=weights_only, gradient_clipping=0.45)
     assert p.optimizer.nesterov and p.sam.m_sharpness == 4 and p.sam.norm_eps == 0.0
-    run = refsam.train(p.problem, p.sam, p.optimizer, 9, batch_size=8, seed=2)
-    lam_weights = np.where(problem.model.bias_mask(3), 0.0, 5e-3)
+    run = refsam.train(p.problem, p.sam, p.optimizer, 9, batch_size=8, seed=2,
+                       clip_grad_norm=p.clip_grad_norm)
+    lam_weights = np.where(problem.model.bias_mask(3), 0.0, 5e-3) if weights_only else 5e-3
+    clipped = 0
 
     def loss_grad(theta, rows):
         return problem.grad(theta, rows) + lam_weights * theta  # ∇(loss + ½λ Σ_weights θ²)
@@ -86,17 +94,22 @@ def test_the_jax_preset_reproduces_the_jax_sam_step_for_step():
             noised = theta + 0.05 * (g / np.sqrt(np.sum(g**2)))
             device_grads.append(loss_grad(noised, rows))
         grad = np.mean(device_grads, axis=0)  # pmean over the devices
+        norm = np.sqrt(np.sum(grad**2))
+        if not norm < 0.45:  # clip_by_global_norm: trigger = g_norm < c
+            grad, clipped = grad / norm * 0.45, clipped + 1
         momentum_buffer = 0.9 * momentum_buffer + grad
         theta = theta - 0.1 * (grad + 0.9 * momentum_buffer)
     np.testing.assert_allclose(run.theta_final, theta, rtol=1e-13, atol=1e-15)
+    assert 0 < clipped < len(run.batches)  # the clip acted on some steps, not all: both sides are checked
 
 
 def test_the_jax_preset_needs_its_weight_decay_layout():
-    """jax-sam puts λ into the loss, on the weight matrices only (0.1: a coupled problem with
-    decay_biases=False), and none into the optimizer; it builds that layout itself and refuses a
-    problem that already carries an L2 term."""
+    """jax-sam puts λ into the loss — on every parameter by default (the official train_step decays
+    biases and batch-norm scales too), on the weight matrices only with ``weights_only`` — and none into
+    the optimizer; it builds that layout itself and refuses a problem that already carries an L2 term."""
     problem = _softmax_problem()
-    p = preset("jax-sam", problem, 0.05, 0.1, weight_decay=5e-3)
+    assert preset("jax-sam", problem, 0.05, 0.1, weight_decay=5e-3).problem.l2 == 5e-3
+    p = preset("jax-sam", problem, 0.05, 0.1, weight_decay=5e-3, weights_only=True)
     np.testing.assert_array_equal(p.problem.l2, np.where(problem.model.bias_mask(3), 0.0, 5e-3))
     assert p.optimizer.weight_decay == 0.0 and problem.l2 == 0.0  # the caller's problem is left alone
     assert p.problem.model is problem.model and p.problem.data_fingerprint() == problem.data_fingerprint()

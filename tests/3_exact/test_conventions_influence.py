@@ -24,16 +24,17 @@ def _data(model, n=14, seed=5):
 def test_exact_methods_agree_through_preset_runs(name, model_name):
     model = MODELS[model_name]()
     X, y, X_test, y_test = _data(model)
-    if name == "jax-sam":  # an L2 penalty on the weights only, in the loss; m-sharpness; Nesterov
+    if name == "jax-sam":  # an L2 penalty on the weights only (its --no_weight_decay_on_bn), in the loss;
+        # m-sharpness; Nesterov; its clipping at 5.0 (optax's convention)
         p = preset(name, refsam.Problem(model, X, y), rho=0.1, lr=0.2, weight_decay=0.01, momentum=0.9,
-                   m_sharpness=2)
+                   m_sharpness=2, weights_only=True)
         assert isinstance(p.problem.l2, np.ndarray) and p.optimizer.weight_decay == 0.0
     else:  # weight decay in the base optimizer
         p = preset(name, refsam.Problem(model, X, y), rho=0.1, lr=0.2, weight_decay=0.01, momentum=0.9,
                    nesterov=model_name == "softmax")
         assert p.problem.l2 == 0.0 and p.optimizer.weight_decay == 0.01
     problem = p.problem
-    run = refsam.train(problem, p.sam, p.optimizer, 8, batch_size=5, seed=2)
+    run = refsam.train(problem, p.sam, p.optimizer, 8, batch_size=5, seed=2, clip_grad_norm=p.clip_grad_norm)
     exact = {m: refsam.trajectory_influence(problem, run, X_test, y_test, method=m)
              for m in ("adjoint", "forward", "autodiff")}
     assert np.max(np.abs(exact["autodiff"])) > 1e-4
