@@ -91,13 +91,15 @@ def test_adam_jvp_is_the_derivative_of_update_and_vjp_its_transpose(cls):
     for col in range(k):
         def shifted(sign, col=col):
             return opt.update(t, lr, theta + sign * h * dtheta[:, col],
-                              (state[0] + sign * h * dstate[0][:, col], state[1] + sign * h * dstate[1][:, col]),
+                              (state[0] + sign * h * dstate[0][:, col],
+                               state[1] + sign * h * dstate[1][:, col]),
                               grad + sign * h * dgrad[:, col])
         (tp, (mp, vp)), (tm, (mm, vm)) = shifted(1.0), shifted(-1.0)
         assert rel_err(jt[:, col], (tp - tm) / (2 * h)) <= 1e-7
         assert rel_err(jm[:, col], (mp - mm) / (2 * h)) <= 1e-7
         assert rel_err(jv[:, col], (vp - vm) / (2 * h)) <= 1e-7
-    ct_theta, ct_state = RNG.standard_normal((d, k)), (RNG.standard_normal((d, k)), RNG.standard_normal((d, k)))
+    ct_theta = RNG.standard_normal((d, k))
+    ct_state = (RNG.standard_normal((d, k)), RNG.standard_normal((d, k)))
     back_theta, (back_m, back_v), back_grad = opt.vjp(t, lr, theta, state, grad, ct_theta, ct_state)
     forward = np.sum(ct_theta * jt) + np.sum(ct_state[0] * jm) + np.sum(ct_state[1] * jv)
     backward = (np.sum(back_theta * dtheta) + np.sum(back_m * dstate[0]) + np.sum(back_v * dstate[1])
@@ -155,7 +157,8 @@ def test_clipping_jacobian_is_the_derivative_on_the_clipped_side(convention):
     g, V = RNG.standard_normal(6), RNG.standard_normal((6, 3))
     assert clip.clipped(g)
     h = 1e-6
-    fd = np.stack([(clip.apply(g + h * V[:, k]) - clip.apply(g - h * V[:, k])) / (2 * h) for k in range(3)], 1)
+    fd = np.stack([(clip.apply(g + h * V[:, k]) - clip.apply(g - h * V[:, k])) / (2 * h)
+                   for k in range(3)], 1)
     assert rel_err(clip.jvp(g, V), fd) <= 1e-8
     J = clip.jvp(g, np.eye(6))
     assert np.allclose(J, J.T, rtol=0, atol=1e-15)  # symmetric: the VJP is the same map
@@ -226,8 +229,10 @@ def test_schedules_equal_torchs_schedulers():
     assert rel_err(step_lr(0.1, 9, 2, 0.3), rates(lambda o: sched.StepLR(o, 2, 0.3), 0.1, 9)) <= 1e-15
     assert rel_err(cosine_annealing_lr(0.1, 12, eta_min=1e-3),
                    rates(lambda o: sched.CosineAnnealingLR(o, 12, 1e-3), 0.1, 12)) <= 1e-12
-    assert rel_err(linear_lr(0.1, 9, 0.2, 1.0, 5), rates(lambda o: sched.LinearLR(o, 0.2, 1.0, 5), 0.1, 9)) <= 1e-14
-    warm = rates(lambda o: sched.SequentialLR(o, [sched.LinearLR(o, 0.01, 1.0, 3), sched.CosineAnnealingLR(o, 7)],
+    assert rel_err(linear_lr(0.1, 9, 0.2, 1.0, 5),
+                   rates(lambda o: sched.LinearLR(o, 0.2, 1.0, 5), 0.1, 9)) <= 1e-14
+    warm = rates(lambda o: sched.SequentialLR(o, [sched.LinearLR(o, 0.01, 1.0, 3),
+                                                  sched.CosineAnnealingLR(o, 7)],
                                               milestones=[3]), 0.1, 10)
     assert rel_err(linear_warmup_cosine_lr(0.1, 10, 3, 0.01), warm) <= 1e-12
 

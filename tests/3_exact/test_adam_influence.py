@@ -58,7 +58,8 @@ def test_adam_runs_exact_methods_agree_with_autodiff_and_finite_differences(mode
     problem, run, X_test, y_test = _run(model_name, rule, optimizer_cls, batch_size, clip)
     if clip is not None:  # the clip must be active on some steps, or the test proves nothing about it
         norms = [np.linalg.norm(refsam.training.sam_gradient(problem, run.sam(), run.thetas[t],
-                                                             run.batches[t]).descent) for t in range(run.steps)]
+                                                             run.batches[t]).descent)
+                 for t in range(run.steps)]
         assert sum(clip.factor(n) < 1.0 for n in norms) >= 2
     adjoint = refsam.trajectory_influence(problem, run, X_test, y_test, "adjoint")
     forward = refsam.trajectory_influence(problem, run, X_test, y_test, "forward")
@@ -74,7 +75,8 @@ def test_adam_runs_exact_methods_agree_with_autodiff_and_finite_differences(mode
 def test_adam_parameter_influence_and_hypergradients_match_retraining(optimizer_cls):
     problem, run, _, _ = _run("mlp", "sam", optimizer_cls, 5, GradientClipping(0.05))
     parameters = refsam.trajectory_parameter_influence(problem, run, "adjoint")
-    assert rel_err(parameters, refsam.trajectory_parameter_influence(problem, run, "autodiff")) <= RTOL_EXACT_METHODS
+    autodiff = refsam.trajectory_parameter_influence(problem, run, "autodiff")
+    assert rel_err(parameters, autodiff) <= RTOL_EXACT_METHODS
     sensitivity = refsam.trajectory_hyperparameter_sensitivity(problem, run)
     h = 1e-5
 
@@ -84,10 +86,12 @@ def test_adam_parameter_influence_and_hypergradients_match_retraining(optimizer_
         return refsam.train(p, refsam.SAM(rho), opt, run.steps, batch_size=5, seed=2, theta0=run.theta0,
                             clip_grad_norm=GradientClipping(0.05)).theta_final
 
-    assert rel_err(sensitivity.d_rho, (final(rho=0.05 + h) - final(rho=0.05 - h)) / (2 * h)) <= RTOL_TRAJECTORY_FD
-    assert rel_err(sensitivity.d_weight_decay,
-                   (final(weight_decay=0.05 + h) - final(weight_decay=0.05 - h)) / (2 * h)) <= RTOL_TRAJECTORY_FD
-    assert rel_err(sensitivity.d_l2, (final(l2=1e-3 + h) - final(l2=1e-3 - h)) / (2 * h)) <= RTOL_TRAJECTORY_FD
+    fd_rho = (final(rho=0.05 + h) - final(rho=0.05 - h)) / (2 * h)
+    fd_weight_decay = (final(weight_decay=0.05 + h) - final(weight_decay=0.05 - h)) / (2 * h)
+    fd_l2 = (final(l2=1e-3 + h) - final(l2=1e-3 - h)) / (2 * h)
+    assert rel_err(sensitivity.d_rho, fd_rho) <= RTOL_TRAJECTORY_FD
+    assert rel_err(sensitivity.d_weight_decay, fd_weight_decay) <= RTOL_TRAJECTORY_FD
+    assert rel_err(sensitivity.d_l2, fd_l2) <= RTOL_TRAJECTORY_FD
 
 
 def test_adam_warns_where_the_second_moment_is_round_off_small():

@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from refsam.fixed_point import solve_fixed_point
+from refsam.loaders import flip_labels, load_dataset
 
 from refsam import SAM, LogisticRegression, Problem, replay
 from refsam import applications as apps
-from refsam.fixed_point import solve_fixed_point
-from refsam.loaders import flip_labels, load_dataset
 from refsam.tolerances import FD_STEP, RTOL_CLOSED_FORM_FD, RTOL_REPLAY_VS_ROOT, RTOL_TRAJECTORY_FD
 
 LINEAR_REGIME = 0.35  # removing k=3 of 60 points: the linear prediction is right to within ~35%

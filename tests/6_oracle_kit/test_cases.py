@@ -23,8 +23,6 @@ import zipfile
 
 import numpy as np
 import pytest
-
-from refsam import InvalidInputError, replay
 from refsam.cases import (
     BATCHINGS,
     CASE_SPECS,
@@ -38,10 +36,12 @@ from refsam.cases import (
     load_cases,
     read_manifest,
 )
-from refsam.cli import main
 from refsam.fixed_point import residual_map
-from refsam.tolerances import ROOT_TOL, RTOL_CHAIN_RULE, RTOL_CLOSED_FORM_FD, RTOL_TRAJECTORY_FD
 from refsam.trajectory_influence import trajectory_influence
+
+from refsam import InvalidInputError, replay
+from refsam.cli import main
+from refsam.tolerances import ROOT_TOL, RTOL_CHAIN_RULE, RTOL_CLOSED_FORM_FD, RTOL_TRAJECTORY_FD
 
 MIN_ABLATION_GAP = 1e-3  # frozen/erm must differ from full by far more than any tolerance (1e-7)
 MIN_SCALE = 1e-3  # a guard against trivially small (or zero) reference influences

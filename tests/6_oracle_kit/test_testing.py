@@ -11,11 +11,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from hypothesis import given, settings
-
 from refsam.counterfactual import finite_difference_influence
 from refsam.testing import InfluenceProblem, assert_influence_close, influence_problems, suite_cases
-from refsam.tolerances import ATOL_EXACT_METHODS, RTOL_EXACT_METHODS, RTOL_TRAJECTORY_FD
 from refsam.trajectory_influence import trajectory_influence
+
+from refsam.tolerances import ATOL_EXACT_METHODS, RTOL_EXACT_METHODS, RTOL_TRAJECTORY_FD
 
 
 @pytest.fixture

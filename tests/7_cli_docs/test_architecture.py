@@ -194,7 +194,8 @@ def test_the_0_1_attributes_and_keywords_are_kept():
 
 
 def test_importing_the_0_1_module_path_does_not_shadow_the_function_of_the_same_name():
-    import refsam
     import refsam.trajectory_influence  # noqa: F401  (the 0.1 module path)
+
+    import refsam
 
     assert callable(refsam.trajectory_influence)

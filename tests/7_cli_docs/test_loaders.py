@@ -2,8 +2,6 @@
 
 import numpy as np
 import pytest
-
-from refsam.cli import main
 from refsam.loaders import (
     Dataset,
     check_labels_fit,
@@ -15,6 +13,8 @@ from refsam.loaders import (
     standardize,
     train_test_split,
 )
+
+from refsam.cli import main
 
 
 def _write(tmp_path, name, text):
