@@ -95,11 +95,16 @@ def _difference_rows(problem: Problem, trajectory: Trajectory, X_test: Array, y_
 def _removal_rows(problem: Problem, trajectory: Trajectory, X_test: Array, y_test: Any,
                   chunk: NDArray[np.int64]) -> Array:
     """The leave-one-out rows of the training points in ``chunk`` (one task of :func:`map_rows`): their
-    runs with w_j = 0 replayed together as one block."""
-    weights = np.repeat(trajectory.weights[None, :], len(chunk), axis=0)
-    weights[np.arange(len(chunk)), chunk] = 0.0
-    base = problem.model.losses(trajectory.theta_final, X_test, y_test)  # (m,)
-    return np.asarray(_final_losses(problem, trajectory, weights, X_test, y_test) - base, dtype=np.float64)
+    runs with w_j = 0 replayed together as one block. A point whose weight is already 0 leaves the run
+    unchanged: its row is exactly 0 (not the rounding of a block replay against the recorded run)."""
+    out = np.zeros((len(chunk), X_test.shape[0]))
+    moved = np.flatnonzero(trajectory.weights[chunk] != 0.0)  # rows whose removal changes w
+    if moved.size:
+        weights = np.repeat(trajectory.weights[None, :], moved.size, axis=0)
+        weights[np.arange(moved.size), chunk[moved]] = 0.0
+        base = problem.model.losses(trajectory.theta_final, X_test, y_test)  # (m,)
+        out[moved] = _final_losses(problem, trajectory, weights, X_test, y_test) - base
+    return out
 
 
 def _final_losses(problem: Problem, trajectory: Trajectory, weights: Array, X_test: Array,
