@@ -9,9 +9,11 @@ from .detection import (
     BASELINES,
     DETECTION_FRACTIONS,
     PROTOCOL_FRACTIONS,
+    SCORES_FILE,
     DetectionResult,
     ProtocolResult,
     auroc,
+    check_scores_path,
     detect_mislabeled,
     detection_curve,
     detection_metrics,
@@ -19,6 +21,7 @@ from .detection import (
     detection_scores,
     recall_at_fraction,
     retrain_relabelled,
+    save_scores,
 )
 from .editing import EditResult, edit_prediction
 from .explain import Explanation, explain_prediction
@@ -50,6 +53,7 @@ __all__ = [
     "H_RUN",
     "METHODS",
     "PROTOCOL_FRACTIONS",
+    "SCORES_FILE",
     "TRAJECTORY_METHODS",
     "TUNING_METHODS",
     "Agreement",
@@ -67,6 +71,7 @@ __all__ = [
     "accuracy",
     "auroc",
     "check_hypergradient",
+    "check_scores_path",
     "choose_subset",
     "compare_methods",
     "detect_mislabeled",
@@ -88,6 +93,7 @@ __all__ = [
     "resolve_method",
     "retrain_relabelled",
     "retrain_without",
+    "save_scores",
     "self_influence",
     "tune",
 ]

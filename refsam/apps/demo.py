@@ -23,7 +23,15 @@ from typing import Any
 
 import numpy as np
 
-from ..data import check_labels_fit, flip_labels, load_dataset, project_pca, standardize, train_test_split
+from ..data import (
+    BUILTIN_DATASETS,
+    check_labels_fit,
+    flip_labels,
+    load_dataset,
+    project_pca,
+    standardize,
+    train_test_split,
+)
 from ..data.loaders import Dataset
 from ..errors import InvalidInputError
 from ..ground_truth.parallel import check_parallel
@@ -46,6 +54,7 @@ __all__ = [
     "RUN_AT_ROOT",
     "DemoConfig",
     "DemoResult",
+    "DEFAULT_FLIP",
     "build_model",
     "format_fixed_point",
     "format_report",
@@ -109,6 +118,7 @@ class DemoConfig:
         return self
 
 
+DEFAULT_FLIP = 0.10  # labels flipped in a built-in dataset's training set unless told (a file's: none)
 RUN_AT_ROOT = 1e-4  # ‖θ_T − θ̂‖ above this (relative to 1 + ‖θ_T‖): the run has not reached the root
 QUICK = {"n": 80, "steps": 100, "subset": 6}  # --quick: a smoke run in a few seconds
 
@@ -134,21 +144,32 @@ def build_model(name: str, n_features: int, n_classes: int, hidden: int = 8) -> 
     return _factory_build_model(name, n_features, n_classes, hidden)
 
 
-def prepare_data(dataset: str, n: int | None, model: str, flip_fraction: float, val_fraction: float,
+def prepare_data(dataset: str, n: int | None, model: str, flip_fraction: float | None, val_fraction: float,
                  seed: int, pca: int | None = None) -> tuple[Dataset, Dataset]:
     """Load, split, standardise (optionally project on ``pca`` principal components) and flip a fraction
     of the training labels.
 
-    Returns (train, val) :class:`~refsam.loaders.Dataset` objects; ``train.flipped`` marks the noise.
+    ``flip_fraction=None`` plants noise only where it is a benchmark: :data:`DEFAULT_FLIP` of a built-in
+    dataset's training labels, none of a file's (a user's labels are taken as they are, and an NPZ file's
+    own ``flipped`` array, if any, marks the noise). A file with its own ``flipped`` array is not flipped
+    again. Returns (train, val) :class:`~refsam.data.Dataset` objects; ``train.flipped`` marks the noise
+    and ``train.rows``/``val.rows`` each sample's row in the source.
     """
     if n is None and dataset in ("synthetic", "synthetic2d"):
         n = 250
     data = load_dataset(dataset, n=n, seed=seed)
     check_labels_fit(data, model)
+    if flip_fraction is None:
+        flip_fraction = DEFAULT_FLIP if dataset in BUILTIN_DATASETS else 0.0
+    if flip_fraction > 0 and data.flipped.any():
+        raise InvalidInputError(f"`flip_fraction` {flip_fraction}: {data.name} marks its own flipped labels "
+                                f"(its `flipped` array); use 0 (--flip 0) to detect those")
     train, val = train_test_split(data, val_fraction, seed=seed)
     train, val = standardize(train, val)
     if pca is not None:
         train, val = project_pca(train, val, n_components=pca)
+    if flip_fraction == 0:
+        return train, val
     y_noisy, flipped = flip_labels(train.y, train.n_classes, flip_fraction, seed=seed + 1)
     if flipped.all():  # checked here, before any training: nothing clean is left to learn from
         raise InvalidInputError(f"`flip_fraction` {flip_fraction} flips all {train.n} training labels; use a "
