@@ -23,13 +23,14 @@ from .detection import (
     retrain_relabelled,
     save_scores,
 )
-from .editing import EditResult, edit_prediction
+from .editing import EditResult, edit_prediction, first_misclassified
 from .explain import Explanation, explain_prediction
 from .fitting import (
     CLOSED_FORM_METHODS,
     METHODS,
     TRAJECTORY_METHODS,
     Fit,
+    divergence,
     fit,
     influence,
     resolve_method,
@@ -44,7 +45,17 @@ from .removal import (
     remove_harmful,
     retrain_without,
 )
-from .tuning import TUNING_METHODS, GridResult, Trial, TuningResult, check_hypergradient, grid_search, tune
+from .tuning import (
+    TUNING_METHODS,
+    GridComparison,
+    GridResult,
+    Trial,
+    TuningResult,
+    check_hypergradient,
+    compare_with_grid,
+    grid_search,
+    tune,
+)
 
 __all__ = [
     "BASELINES",
@@ -61,6 +72,7 @@ __all__ = [
     "EditResult",
     "Explanation",
     "Fit",
+    "GridComparison",
     "GridResult",
     "GroundTruth",
     "ProtocolResult",
@@ -71,6 +83,7 @@ __all__ = [
     "accuracy",
     "auroc",
     "check_hypergradient",
+    "compare_with_grid",
     "check_scores_path",
     "choose_subset",
     "compare_methods",
@@ -79,9 +92,11 @@ __all__ = [
     "detection_metrics",
     "detection_protocols",
     "detection_scores",
+    "divergence",
     "edit_prediction",
     "explain_prediction",
     "fit",
+    "first_misclassified",
     "grid_search",
     "ground_truth",
     "influence",

@@ -81,7 +81,7 @@ class DemoConfig:
     momentum: float = 0.0  # μ of the base optimizer (torch.optim.SGD semantics); 0: plain SGD
     nesterov: bool = False  # Nesterov momentum
     dampening: float = 0.0  # τ
-    flip_fraction: float = 0.10  # fraction of training labels flipped
+    flip_fraction: float | None = None  # labels flipped: None = 0.1 of a built-in set's, none of a file's
     val_fraction: float = 0.2  # held-out fraction for the validation loss f
     subset: int = 20  # training points validated against retraining
     seed: int = 0
@@ -108,7 +108,7 @@ class DemoConfig:
             raise InvalidInputError(f"`model` must be one of {list(MODELS)}, got {self.model!r}")
         if self.rule not in RULES:
             raise InvalidInputError(f"`rule` must be one of {list(RULES)}, got {self.rule!r}")
-        if not 0 <= self.flip_fraction < 1:
+        if self.flip_fraction is not None and not 0 <= self.flip_fraction < 1:
             raise InvalidInputError(f"`flip_fraction` must lie in [0, 1), got {self.flip_fraction}")
         try:
             self.methods = tuple(resolve_method(m).name for m in self.methods)
@@ -236,7 +236,8 @@ def run_demo(config: DemoConfig | None = None) -> DemoResult:
 
     # 6. detection
     say("[5/6] mislabeled-data detection by self-influence")
-    detection = detect_mislabeled(fit_, train.flipped, methods, seed=config.seed, progress=progress)
+    known = train.flipped if train.flipped.any() else None  # a user's file: the noise is unknown
+    detection = detect_mislabeled(fit_, known, methods, seed=config.seed, progress=progress)
 
     result = DemoResult(config, data_summary, fit_, diagnostics_end, truth, agreements, detection,
                         train.flipped, accuracies, timings)
@@ -324,19 +325,23 @@ def format_report(result: DemoResult) -> str:
         target = "root" if a.method in CLOSED_FORM_METHODS else "run"
         d = det.get(a.method)
         rows.append([a.method, f"{_fmt(a.max_rel_err, '.1e')} ({target})", _fmt(a.pearson, ".4f"),
-                     _fmt(a.spearman, ".4f"), _fmt(d.metrics["top10%"] if d else None, ".2f"),
-                     _fmt(d.metrics["auroc"] if d else None, ".3f"),
+                     _fmt(a.spearman, ".4f"), _fmt(d.metrics.get("top10%") if d else None, ".2f"),
+                     _fmt(d.metrics.get("auroc") if d else None, ".3f"),
                      f"{a.seconds + (d.seconds if d else 0):.2f}"])
     for name in BASELINES:
         d = det[name]
-        rows.append([f"{name} (baseline)", "—", "—", "—", _fmt(d.metrics["top10%"], ".2f"),
-                     _fmt(d.metrics["auroc"], ".3f"), f"{d.seconds:.2f}"])
+        rows.append([f"{name} (baseline)", "—", "—", "—", _fmt(d.metrics.get("top10%"), ".2f"),
+                     _fmt(d.metrics.get("auroc"), ".3f"), f"{d.seconds:.2f}"])
     out.append(format_table(["method", "derivative err", "Pearson(LOO)", "Spearman(LOO)",
                              "top-10% recall", "AUROC", "time [s]"], rows))
-    out += ["", f"Detection: fraction of the {int(result.flipped.sum())} flipped labels among the top-ranked "
-            "training points (score −I_j(ℓ_j), self-influence)"]
-    rows = [[d.method] + [_fmt(v, ".3f") for v in d.metrics.values()] for d in result.detection]
-    out.append(format_table(["method"] + list(result.detection[0].metrics), rows))
+    if result.flipped.any():
+        out += ["", f"Detection: fraction of the {int(result.flipped.sum())} flipped labels among the "
+                "top-ranked training points (score −I_j(ℓ_j), self-influence)"]
+        rows = [[d.method] + [_fmt(v, ".3f") for v in d.metrics.values()] for d in result.detection]
+        out.append(format_table(["method"] + list(result.detection[0].metrics), rows))
+    else:
+        out += ["", "Detection: no label is known to be flipped (--flip 0, a file's labels as given); "
+                "`refsam detect` lists the most suspicious rows"]
     out += ["", "How to read this: docs/tutorial.md. When each method is exact: docs/validity.md."]
     if result.figures:
         out += ["", "Figures written:"] + [f"  {path}" for path in result.figures]
