@@ -9,58 +9,110 @@ The package follows the data, each layer importing only the layers above it in t
 ``kit`` (the oracle kit) → ``apps`` → ``cli``; ``validation`` and ``tolerances`` serve every layer.
 """
 
-# Grouped by layer, in the order of the data flow (not alphabetically):
+import importlib
+import sys
+import types
+from typing import TYPE_CHECKING, Any
+
+# The exceptions and the version load at once (cheap); every other public name on first use (PEP 562),
+# so that `import refsam.cli` — and `refsam --help` — loads no numerical code (no scipy.optimize, no
+# autograd). Type checkers and readers see the names where they live:
 # isort: off
-# data
-from .data import make_gaussian_classification
-
-# exceptions: one base class, each subclass also the standard type
 from .errors import DivergenceError, InvalidInputError, NonFiniteResultError, RefsamError, SingularSystemError
-
-# models
-from .models import MLP, LogisticRegression, Model, SoftmaxRegression, model_from_spec
-
-# objective and SAM rule
-from .objective import Problem
-from .sam import SAM, ZeroGradientError
-
-# training
-from .training import Trajectory, replay, train
-
-# influence: the fixed point and the closed form at it
-from .influence import (
-    FixedPoint,
-    FixedPointError,
-    HyperparameterSensitivity,
-    NoFixedPointError,
-    UnverifiedRootError,
-    UnverifiedRootWarning,
-    fixed_point_diagnostics,
-    hessian_influence,
-    hyperparameter_sensitivity,
-    parameter_influence,
-    residual_jacobian,
-    residual_map,
-    residual_weight_jacobian,
-    self_influence,
-    solve_fixed_point,
-)
-
-# influence: matrix-free systems, their solvers and the scalable approximations
-from .influence import SolveInfo, SolverConvergenceWarning, system_operators, trak_influence
-
-# influence: the recorded run. The 0.1 module path refsam.trajectory_influence is loaded first, so that the
-# function of the same name, bound next, stays refsam.trajectory_influence after any later import of it.
-from . import trajectory_influence as trajectory_influence_module  # noqa: F401
-from .influence import trajectory_influence, trajectory_parameter_influence
-from .influence import trajectory_hyperparameter_sensitivity
-
-# ground truth
-from .ground_truth import finite_difference_influence, finite_difference_replay, leave_one_out
-from .ground_truth import leave_one_out_replay
-
 from .version import __version__ as __version__
 # isort: on
+
+if TYPE_CHECKING:  # grouped by layer, in the order of the data flow (not alphabetically)
+    # isort: off
+    # data
+    from .data import make_gaussian_classification
+
+    # models
+    from .models import MLP, LogisticRegression, Model, SoftmaxRegression, model_from_spec
+
+    # objective and SAM rule
+    from .objective import Problem
+    from .sam import SAM, ZeroGradientError
+
+    # training
+    from .training import Trajectory, replay, train
+
+    # influence: the fixed point and the closed form at it
+    from .influence import (
+        FixedPoint,
+        FixedPointError,
+        HyperparameterSensitivity,
+        NoFixedPointError,
+        UnverifiedRootError,
+        UnverifiedRootWarning,
+        fixed_point_diagnostics,
+        hessian_influence,
+        hyperparameter_sensitivity,
+        parameter_influence,
+        residual_jacobian,
+        residual_map,
+        residual_weight_jacobian,
+        self_influence,
+        solve_fixed_point,
+    )
+
+    # influence: matrix-free systems, their solvers and the scalable approximations
+    from .influence import SolveInfo, SolverConvergenceWarning, system_operators, trak_influence
+
+    # influence: the recorded run
+    from .influence import trajectory_influence, trajectory_parameter_influence
+    from .influence import trajectory_hyperparameter_sensitivity
+
+    # ground truth
+    from .ground_truth import finite_difference_influence, finite_difference_replay, leave_one_out
+    from .ground_truth import leave_one_out_replay
+    # isort: on
+
+_HOMES: dict[str, tuple[str, ...]] = {  # module → the public names it defines, in the order of the data flow
+    ".data": ("make_gaussian_classification",),
+    ".models": ("MLP", "LogisticRegression", "Model", "SoftmaxRegression", "model_from_spec"),
+    ".objective": ("Problem",),
+    ".sam": ("SAM", "ZeroGradientError"),
+    ".training": ("Trajectory", "replay", "train"),
+    ".influence": (
+        "FixedPoint", "FixedPointError", "HyperparameterSensitivity", "NoFixedPointError",
+        "UnverifiedRootError", "UnverifiedRootWarning", "fixed_point_diagnostics", "hessian_influence",
+        "hyperparameter_sensitivity", "parameter_influence", "residual_jacobian", "residual_map",
+        "residual_weight_jacobian", "self_influence", "solve_fixed_point", "SolveInfo",
+        "SolverConvergenceWarning", "system_operators", "trak_influence", "trajectory_influence",
+        "trajectory_parameter_influence", "trajectory_hyperparameter_sensitivity"),
+    ".ground_truth": ("finite_difference_influence", "finite_difference_replay", "leave_one_out",
+                      "leave_one_out_replay"),
+}
+_HOME = {name: module for module, names in _HOMES.items() for name in names}
+
+
+def __getattr__(name: str) -> Any:
+    """A public name, imported from its module on first use and then bound here."""
+    module = _HOME.get(name)
+    if module is None:
+        raise AttributeError(f"module 'refsam' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_HOME))
+
+
+class _Package(types.ModuleType):
+    """refsam's module type: importing the 0.1 module path ``refsam.trajectory_influence`` does not rebind
+    the name ``refsam.trajectory_influence``, which stays the function (the import system would otherwise
+    set the package attribute to the submodule)."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "trajectory_influence" and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 __all__ = [
     "InvalidInputError",

@@ -18,32 +18,19 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .. import apps
-from ..apps.demo import (
-    DEFAULT_FLIP,
-    MODELS,
-    QUICK,
-    DemoConfig,
-    build_model,
-    format_fixed_point,
-    format_report,
-    format_table,
-    prepare_data,
-    run_demo,
-)
-from ..apps.plotting import matplotlib_available
-from ..data import BUILTIN_DATASETS
 from ..errors import DivergenceError, InvalidInputError
-from ..objective import Problem
-from ..sam import RULES, SAM
-from ..training import SGDMomentum
 from ..validation import check_nonnegative, check_output_directory, check_positive
 from .cases import add_jobs_argument, check_jobs
+from .choices import BUILTIN_DATASETS, DEFAULT_FLIP, METHODS, QUICK, RULES, TUNING_METHODS
+from .choices import MODEL_NAMES as MODELS
 from .train import add_momentum_arguments
+
+if TYPE_CHECKING:  # the applications load when a command runs, not when the parser is built (--help)
+    from .. import apps
 
 DEFAULT_FIGURE_DIR = "refsam-figures"
 
@@ -53,8 +40,8 @@ def _add_common(p: Any, steps: int = 300, methods: str = "all") -> None:
     list run one by one instead of --method) or "one" (--method only: --methods is refused, not ignored)."""
     _add_training(p, steps)
     if methods == "all":
-        p.add_argument("--methods", default=",".join(apps.METHODS),
-                       help=f"comma-separated influence methods (default all: {','.join(apps.METHODS)})")
+        p.add_argument("--methods", default=",".join(METHODS),
+                       help=f"comma-separated influence methods (default all: {','.join(METHODS)})")
     elif methods == "each":
         p.add_argument("--methods", default=None, metavar="M1,M2,...",
                        help="explain by each of these methods in turn (default: the one --method)")
@@ -73,6 +60,7 @@ def _add_output(p: Any) -> None:
 
 def _add_training(p: Any, steps: int = 300) -> None:
     """The data, model, rule and training arguments every application shares."""
+
     p.add_argument("--dataset", default="synthetic",
                    help="synthetic, synthetic2d, breast_cancer, digits (need scikit-learn), or a .csv/.npz "
                         "path (default synthetic)")
@@ -97,6 +85,7 @@ def _add_training(p: Any, steps: int = 300) -> None:
 
 
 def add_parser(subparsers: Any) -> None:
+
     p = subparsers.add_parser("demo", help="the full pipeline: train, verify, attribute by every method, "
                                            "validate against retraining, detect flipped labels")
     _add_common(p)
@@ -135,7 +124,7 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--index", type=int, default=0, help="validation point to explain (default 0)")
     p.add_argument("--k", type=int, default=5, help="proponents and opponents to list (default 5)")
     p.add_argument("--method", type=_method, default="closed_form", metavar="METHOD",
-                   help=f"influence method, one of {','.join(apps.METHODS)} (default closed_form; 0.1's "
+                   help=f"influence method, one of {','.join(METHODS)} (default closed_form; 0.1's "
                         f"names such as sam-full are accepted)")
     p.set_defaults(func=run_explain)
 
@@ -161,7 +150,7 @@ def add_parser(subparsers: Any) -> None:
                    help="held-out fraction whose mean loss is minimised (default 0.2)")
     p.add_argument("--batch-size", type=int, default=None,
                    help="minibatch training (default: full batch); hypergradients then go through the run")
-    p.add_argument("--hypergradient", choices=apps.TUNING_METHODS, default="auto",
+    p.add_argument("--hypergradient", choices=TUNING_METHODS, default="auto",
                    help="closed_form (at converged SAM roots), trajectory (through the run), or auto "
                         "(closed_form for full-batch runs; default)")
     p.add_argument("--max-trainings", type=int, default=25, help="training budget of the search (25)")
@@ -174,26 +163,32 @@ def add_parser(subparsers: Any) -> None:
 
 def _method(text: str) -> str:
     """One method name (canonical or a 0.1 spelling) as its canonical name; argparse reports errors."""
+    from .. import apps
+
     try:
         return apps.resolve_method(text).name
     except ValueError:
-        raise argparse.ArgumentTypeError(f"must be one of {','.join(apps.METHODS)}, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"must be one of {','.join(METHODS)}, got {text!r}") from None
 
 
 def _methods(text: str) -> tuple[str, ...]:
+    from .. import apps
+
     names = tuple(m.strip() for m in text.split(",") if m.strip())
     try:
         methods = tuple(apps.resolve_method(m).name for m in names)
     except ValueError:
         methods = ()
     if not methods:
-        raise InvalidInputError(f"--methods must be a comma-separated subset of {','.join(apps.METHODS)}, "
+        raise InvalidInputError(f"--methods must be a comma-separated subset of {','.join(METHODS)}, "
                          f"got {text!r}")
     return methods
 
 
 def _figure_dir(args: argparse.Namespace) -> str | None:
     """The figure directory, or None (and a note on stdout) when figures are off or impossible."""
+    from ..apps.plotting import matplotlib_available
+
     if args.no_figures:
         return None
     if not matplotlib_available():
@@ -211,6 +206,9 @@ def _print_figures(paths: list[str]) -> None:
 
 def _check_common(args: argparse.Namespace) -> None:
     """Every shared argument checked before any data is loaded or any model trained."""
+    from .. import apps
+    from ..training import SGDMomentum
+
     if args.steps_given is not None:
         args.steps = args.steps_given
     for name in ("steps", "hidden"):
@@ -252,6 +250,11 @@ def _check_common(args: argparse.Namespace) -> None:
 
 def _setup(args: argparse.Namespace) -> tuple[Any, Any, apps.Fit]:
     """Data, problem and fit shared by detect/remove/explain. Returns (train, val, fit)."""
+    from .. import apps
+    from ..apps.demo import build_model, format_fixed_point, prepare_data
+    from ..objective import Problem
+    from ..sam import SAM
+
     _check_common(args)
     train, val = prepare_data(args.dataset, args.n, args.model, args.flip, 0.2, args.seed, args.pca)
     if args.command in ("explain", "edit") and args.index is not None and not 0 <= args.index < val.n:
@@ -326,6 +329,9 @@ def _chosen(fit_: apps.Fit, args: argparse.Namespace) -> list[str]:
 
 
 def run_demo_command(args: argparse.Namespace) -> int:
+    from ..apps.demo import DemoConfig, format_report, run_demo
+    from ..apps.plotting import matplotlib_available
+
     _check_common(args)
     check_jobs(args)
     given = {"n": args.n, "steps": args.steps_given, "subset": args.subset}  # None: not on the command line
@@ -348,6 +354,9 @@ def run_demo_command(args: argparse.Namespace) -> int:
 
 
 def run_detect(args: argparse.Namespace) -> int:
+    from .. import apps
+    from ..apps.demo import format_table
+
     train, val, fit_ = _setup(args)
     if args.flip and not train.flipped.any():  # --flip > 0 so small that no label flipped
         raise InvalidInputError(f"--flip {args.flip} flips no label of {train.n}: use a larger --flip")
@@ -374,6 +383,9 @@ def run_detect(args: argparse.Namespace) -> int:
 def _print_suspects(results: list[apps.DetectionResult], train: Any, val: Any,
                     args: argparse.Namespace) -> None:
     """The top suspects by the first ranking, named by their row in the file; every row to --out."""
+    from .. import apps
+    from ..apps.demo import format_table
+
     lead, loss = results[0], next(r for r in results if r.method == "loss")
     top = lead.ranking[:min(args.top, train.n)]
     source = "the file" if args.dataset not in BUILTIN_DATASETS else args.dataset
@@ -398,6 +410,9 @@ def _print_suspects(results: list[apps.DetectionResult], train: Any, val: Any,
 
 
 def _print_protocols(fit_: apps.Fit, train: Any, held_out: Any, args: argparse.Namespace) -> None:
+    from .. import apps
+    from ..apps.demo import format_table, prepare_data
+
     val, test = _split_held_out(held_out)
     true = prepare_data(args.dataset, args.n, args.model, 0.0, 0.2, args.seed, args.pca)[0].y  # as given
     results, accs = apps.detection_protocols(fit_, train.flipped, true, val.X, val.y, test.X, test.y,
@@ -420,6 +435,9 @@ def _print_protocols(fit_: apps.Fit, train: Any, held_out: Any, args: argparse.N
 
 
 def _print_curves(fit_: apps.Fit, train: Any, held_out: Any, args: argparse.Namespace) -> None:
+    from .. import apps
+    from ..apps.demo import format_table
+
     val, test = _split_held_out(held_out)
     ks = [k for k in args.ks if k < train.n]
     if not ks:
@@ -437,6 +455,9 @@ def _print_curves(fit_: apps.Fit, train: Any, held_out: Any, args: argparse.Name
 
 
 def run_remove(args: argparse.Namespace) -> int:
+    from .. import apps
+    from ..apps.demo import format_table
+
     train, val, fit_ = _setup(args)
     if args.ks is not None:
         _print_curves(fit_, train, val, args)
@@ -467,6 +488,9 @@ def run_remove(args: argparse.Namespace) -> int:
 
 
 def run_explain(args: argparse.Namespace) -> int:
+    from .. import apps
+    from ..apps.demo import format_table
+
     train, val, fit_ = _setup(args)
     if args.methods is None and args.method not in fit_.available_methods():
         raise InvalidInputError(f"--method {args.method} needs a SAM fixed point: {fit_.fixed_point_note}")
@@ -508,6 +532,10 @@ def run_explain(args: argparse.Namespace) -> int:
 
 
 def run_tune(args: argparse.Namespace) -> int:
+    from .. import apps
+    from ..apps.demo import build_model, format_table, prepare_data
+    from ..objective import Problem
+
     _check_common(args)
     if not 0 < args.val_fraction < 1:
         raise InvalidInputError(f"--val-fraction must lie in (0, 1), got {args.val_fraction}")
@@ -581,6 +609,8 @@ def run_tune(args: argparse.Namespace) -> int:
 
 
 def run_edit(args: argparse.Namespace) -> int:
+    from .. import apps
+
     train, val, fit_ = _setup(args)
     index = args.index
     if index is None:

@@ -7,15 +7,8 @@ import sys
 import time
 from typing import Any
 
-import numpy as np
-
-from ..data import make_gaussian_classification
-from ..errors import InvalidInputError
-from ..models import MODEL_NAMES, build_model
-from ..objective import REGULARIZATION_MODES, Problem
-from ..sam import RULES, SAM
-from ..training import train
-from ..training.trajectory import check_writable, is_trajectory_file
+from ..errors import DivergenceError, InvalidInputError
+from .choices import MODEL_NAMES, REGULARIZATION_MODES, RULES
 
 
 def add_parser(subparsers: Any) -> None:
@@ -71,6 +64,16 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from ..apps.fitting import divergence
+    from ..data import make_gaussian_classification
+    from ..models import build_model
+    from ..objective import Problem
+    from ..sam import SAM
+    from ..training import train
+    from ..training.trajectory import check_writable, is_trajectory_file
+
     n_classes = _check(args)
     if args.save:  # before the work: a bad --save fails in a second, not after training
         check_writable(args.save, args.force, is_trajectory_file)
@@ -84,6 +87,9 @@ def run(args: argparse.Namespace) -> int:
                        momentum=args.momentum, dampening=args.dampening, nesterov=args.nesterov,
                        progress=sys.stderr.isatty() if args.progress is None else args.progress)
     elapsed = time.perf_counter() - start
+    reason = divergence(problem, trajectory)
+    if reason:
+        raise DivergenceError(f"{reason}; lower --lr (got {args.lr})")
     theta = trajectory.theta_final
     residual = problem.grad(theta) + problem.weight_decay * theta
     accuracy = np.mean(model.predict_proba(theta, problem.X).argmax(axis=1) == problem.y)
