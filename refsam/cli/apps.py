@@ -391,8 +391,9 @@ def _print_suspects(results: list[apps.DetectionResult], train: Any, val: Any,
     lead, loss = results[0], next(r for r in results if r.method == "loss")
     top = lead.ranking[:min(args.top, train.n)]
     source = "the file" if args.dataset not in BUILTIN_DATASETS else args.dataset
-    print(f"\nMost suspicious training rows by {lead.method} (score −I_j(ℓ_j): how much the row's own loss "
-          f"would rise were it removed; higher = more suspicious); row = 0-based data row of {source}")
+    print("\n" + textwrap.fill(
+        f"Most suspicious training rows by {lead.method} (score −I_j(ℓ_j): how much the row's own loss would "
+        f"rise were it removed; higher = more suspicious); row = 0-based data row of {source}", WIDTH))
     labels = train.label_names()
     header = ["rank", "row", "label"] + ([] if not train.flipped.any() else ["flipped"]) + [
         f"score ({lead.method})", "loss"]
@@ -402,13 +403,14 @@ def _print_suspects(results: list[apps.DetectionResult], train: Any, val: Any,
     print(format_table(header, rows))
     held_out = f"; the {val.n} rows held out for validation are not scored"
     if args.out is None:
-        print(f"({train.n} training rows ranked{held_out}; --out DIR writes every row's scores to "
-              f"DIR/{apps.SCORES_FILE})")
+        print(textwrap.fill(f"({train.n} training rows ranked{held_out}; --out DIR writes every row's "
+                            f"scores to DIR/{apps.SCORES_FILE})", WIDTH))
         return
     names = np.array(labels, dtype=object)[train.y]
     path = apps.save_scores(args.out, results, train.rows, names,
                             train.flipped if train.flipped.any() else None, overwrite=args.force)
-    print(f"scores of all {train.n} training rows, most suspicious first, written to {path}{held_out}")
+    print(textwrap.fill(f"scores of all {train.n} training rows, most suspicious first, written to {path}"
+                        f"{held_out}", WIDTH))
 
 
 def _print_protocols(fit_: apps.Fit, train: Any, held_out: Any, args: argparse.Namespace) -> None:

@@ -68,7 +68,7 @@ def test_detect_on_a_users_csv_lists_suspects_by_file_row_and_writes_every_train
     out = capsys.readouterr().out
     assert "labels: 'cat' → 0, 'dog' → 1" in out
     assert "(labels as given)" in out and "Detection of" not in out  # nothing flipped, no recall table
-    table = out[out.index("Most suspicious training rows"):].splitlines()[1:8]
+    table = out[out.index("\nrank "):].splitlines()[1:8]
     assert table[0].split() == ["rank", "row", "label", "score", "(closed_form)", "loss"]
     printed = [line.split() for line in table[2:7]]
     rows = _scores(out_dir / "scores.csv")
