@@ -152,7 +152,8 @@ def prepare_data(dataset: str, n: int | None, model: str, flip_fraction: float |
     ``flip_fraction=None`` plants noise only where it is a benchmark: :data:`DEFAULT_FLIP` of a built-in
     dataset's training labels, none of a file's (a user's labels are taken as they are, and an NPZ file's
     own ``flipped`` array, if any, marks the noise). A file with its own ``flipped`` array is not flipped
-    again. Returns (train, val) :class:`~refsam.data.Dataset` objects; ``train.flipped`` marks the noise
+    again. ``val_fraction=0`` holds nothing out (``val`` is empty). Returns (train, val)
+    :class:`~refsam.data.Dataset` objects; ``train.flipped`` marks the noise
     and ``train.rows``/``val.rows`` each sample's row in the source.
     """
     if n is None and dataset in ("synthetic", "synthetic2d"):
@@ -164,7 +165,10 @@ def prepare_data(dataset: str, n: int | None, model: str, flip_fraction: float |
     if flip_fraction > 0 and data.flipped.any():
         raise InvalidInputError(f"`flip_fraction` {flip_fraction}: {data.name} marks its own flipped labels "
                                 f"(its `flipped` array); use 0 (--flip 0) to detect those")
-    train, val = train_test_split(data, val_fraction, seed=seed)
+    if val_fraction == 0:  # every row trains (detect ranks them all); an empty validation set
+        train, val = data, data.subset(np.arange(0))
+    else:
+        train, val = train_test_split(data, val_fraction, seed=seed)
     train, val = standardize(train, val)
     if pca is not None:
         train, val = project_pca(train, val, n_components=pca)

@@ -258,7 +258,8 @@ def _setup(args: argparse.Namespace) -> tuple[Any, Any, apps.Fit]:
     from ..sam import SAM
 
     _check_common(args)
-    train, val = prepare_data(args.dataset, args.n, args.model, args.flip, 0.2, args.seed, args.pca)
+    held_out = 0.0 if args.command == "detect" and not args.protocols else 0.2  # detect ranks every row
+    train, val = prepare_data(args.dataset, args.n, args.model, args.flip, held_out, args.seed, args.pca)
     if args.command in ("explain", "edit") and args.index is not None and not 0 <= args.index < val.n:
         raise InvalidInputError(f"--index must lie in 0..{val.n - 1} (validation points), got {args.index}")
     if args.command == "edit" and args.target is not None and not 0 <= args.target < train.n_classes:
@@ -267,18 +268,22 @@ def _setup(args: argparse.Namespace) -> tuple[Any, Any, apps.Fit]:
     problem = Problem(model, train.X, train.y, weight_decay=args.weight_decay)
     sam = SAM(args.rho, args.rule)
     if not args.quiet:
-        print(f"training {model!r} on {train.name}: {train.n} points, {val.n} validation, "
+        print(f"training {model!r} on {train.name}: {train.n} points, {_held_out(val)}, "
               f"{_noise(train)}; {sam!r}", file=sys.stderr, flush=True)
     fit_ = apps.fit(problem, sam, args.lr, args.steps, seed=args.seed, momentum=args.momentum,
                     dampening=args.dampening, nesterov=args.nesterov)
     reason = apps.divergence(fit_.problem, fit_.trajectory)
     if reason:
         raise DivergenceError(f"{reason}; lower --lr (got {args.lr})")
-    print(f"{train.name}: n = {train.n} training ({_noise(train)}), {val.n} validation, "
+    print(f"{train.name}: n = {train.n} training ({_noise(train)}), {_held_out(val)}, "
           f"{model!r}, d = {problem.d}; {sam!r}, λ = {args.weight_decay}, η = {args.lr}, T = {args.steps}")
     _print_label_map(train)
     print(format_fixed_point(fit_, None))
     return train, val, fit_
+
+
+def _held_out(val: Any) -> str:
+    return f"{val.n} validation" if val.n else "none held out"
 
 
 def _noise(train: Any) -> str:
@@ -401,7 +406,7 @@ def _print_suspects(results: list[apps.DetectionResult], train: Any, val: Any,
             + ([] if not train.flipped.any() else ["yes" if train.flipped[j] else "no"])
             + [f"{lead.scores[j]:+.4e}", f"{loss.scores[j]:.4f}"] for i, j in enumerate(top)]
     print(format_table(header, rows))
-    held_out = f"; the {val.n} rows held out for validation are not scored"
+    held_out = f"; the {val.n} rows held out for validation are not scored" if val.n else ""
     if args.out is None:
         print(textwrap.fill(f"({train.n} training rows ranked{held_out}; --out DIR writes every row's "
                             f"scores to DIR/{apps.SCORES_FILE})", WIDTH))
