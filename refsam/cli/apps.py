@@ -101,7 +101,7 @@ def add_parser(subparsers: Any) -> None:
                                              "rows; lists the top suspects by their row in the file")
     _add_common(p)
     p.add_argument("--top", type=int, default=10, metavar="K",
-                   help="suspects to list (default 10); --out DIR writes every training row's scores to "
+                   help="suspects to list (default 10); --out DIR writes every scored row's scores to "
                         "DIR/scores.csv")
     p.add_argument("--force", action="store_true",
                    help="let --out replace a scores.csv refsam did not write")
