@@ -106,6 +106,7 @@ def test_detect_flip_defaults_plant_noise_only_in_built_in_data(capsys):
     assert main(["detect", "--methods", "closed_form", "--n", "80", "--flip", "0", *FAST]) == 0
     out = capsys.readouterr().out
     assert "(labels as given)" in out and "Most suspicious training rows" in out and "flipped" not in out
+    assert "--out DIR writes every row's scores to DIR/scores.csv" in " ".join(out.split())
 
 
 def test_an_npz_files_own_flipped_mask_is_used_and_not_flipped_again(tmp_path, capsys):
