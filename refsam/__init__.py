@@ -9,56 +9,95 @@ The package follows the data, each layer importing only the layers above it in t
 ``kit`` (the oracle kit) → ``apps`` → ``cli``; ``validation`` and ``tolerances`` serve every layer.
 """
 
-# Grouped by layer, in the order of the data flow (not alphabetically):
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# The exceptions and the version load at once (cheap); every other public name on first use (PEP 562),
+# so that `import refsam.cli` — and `refsam --help` — loads no numerical code (no scipy.optimize, no
+# autograd). Type checkers and readers see the names where they live:
 # isort: off
-# data
-from .data import make_gaussian_classification
-
-# exceptions: one base class, each subclass also the standard type
 from .errors import DivergenceError, InvalidInputError, NonFiniteResultError, RefsamError, SingularSystemError
-
-# models
-from .models import MLP, LogisticRegression, Model, SoftmaxRegression, model_from_spec
-
-# objective and SAM rule
-from .objective import Problem
-from .sam import SAM, ZeroGradientError
-
-# training: the base optimizers, runs and their record
-from .training import SGD, Adam, AdamW, GradientClipping, Optimizer, Trajectory, replay, train
-
-# influence: the fixed point and the closed form at it
-from .influence import (
-    FixedPoint,
-    FixedPointError,
-    HyperparameterSensitivity,
-    NoFixedPointError,
-    UnverifiedRootError,
-    UnverifiedRootWarning,
-    fixed_point_diagnostics,
-    hessian_influence,
-    hyperparameter_sensitivity,
-    parameter_influence,
-    residual_jacobian,
-    residual_map,
-    residual_weight_jacobian,
-    self_influence,
-    solve_fixed_point,
-)
-
-# influence: matrix-free systems, their solvers and the scalable approximations
-from .influence import SolveInfo, SolverConvergenceWarning, system_operators, trak_influence
-
-# influence: the recorded run
-from .influence import trajectory_influence, trajectory_parameter_influence
-from .influence import trajectory_hyperparameter_sensitivity
-
-# ground truth
-from .ground_truth import finite_difference_influence, finite_difference_replay, leave_one_out
-from .ground_truth import leave_one_out_replay
-
 from .version import __version__ as __version__
 # isort: on
+
+if TYPE_CHECKING:  # grouped by layer, in the order of the data flow (not alphabetically)
+    # isort: off
+    # data
+    from .data import make_gaussian_classification
+
+    # models
+    from .models import MLP, LogisticRegression, Model, SoftmaxRegression, model_from_spec
+
+    # objective and SAM rule
+    from .objective import Problem
+    from .sam import SAM, ZeroGradientError
+
+    # training: the base optimizers, runs and their record
+    from .training import SGD, Adam, AdamW, GradientClipping, Optimizer, Trajectory, replay, train
+
+    # influence: the fixed point and the closed form at it
+    from .influence import (
+        FixedPoint,
+        FixedPointError,
+        HyperparameterSensitivity,
+        NoFixedPointError,
+        UnverifiedRootError,
+        UnverifiedRootWarning,
+        fixed_point_diagnostics,
+        hessian_influence,
+        hyperparameter_sensitivity,
+        parameter_influence,
+        residual_jacobian,
+        residual_map,
+        residual_weight_jacobian,
+        self_influence,
+        solve_fixed_point,
+    )
+
+    # influence: matrix-free systems, their solvers and the scalable approximations
+    from .influence import SolveInfo, SolverConvergenceWarning, system_operators, trak_influence
+
+    # influence: the recorded run
+    from .influence import trajectory_influence, trajectory_parameter_influence
+    from .influence import trajectory_hyperparameter_sensitivity
+
+    # ground truth
+    from .ground_truth import finite_difference_influence, finite_difference_replay, leave_one_out
+    from .ground_truth import leave_one_out_replay
+    # isort: on
+
+_HOMES: dict[str, tuple[str, ...]] = {  # module → the public names it defines, in the order of the data flow
+    ".data": ("make_gaussian_classification",),
+    ".models": ("MLP", "LogisticRegression", "Model", "SoftmaxRegression", "model_from_spec"),
+    ".objective": ("Problem",),
+    ".sam": ("SAM", "ZeroGradientError"),
+    ".training": ("SGD", "Adam", "AdamW", "GradientClipping", "Optimizer", "Trajectory", "replay", "train"),
+    ".influence": (
+        "FixedPoint", "FixedPointError", "HyperparameterSensitivity", "NoFixedPointError",
+        "UnverifiedRootError", "UnverifiedRootWarning", "fixed_point_diagnostics", "hessian_influence",
+        "hyperparameter_sensitivity", "parameter_influence", "residual_jacobian", "residual_map",
+        "residual_weight_jacobian", "self_influence", "solve_fixed_point", "SolveInfo",
+        "SolverConvergenceWarning", "system_operators", "trak_influence", "trajectory_influence",
+        "trajectory_parameter_influence", "trajectory_hyperparameter_sensitivity"),
+    ".ground_truth": ("finite_difference_influence", "finite_difference_replay", "leave_one_out",
+                      "leave_one_out_replay"),
+}
+_HOME = {name: module for module, names in _HOMES.items() for name in names}
+
+
+def __getattr__(name: str) -> Any:
+    """A public name, imported from its module on first use and then bound here."""
+    module = _HOME.get(name)
+    if module is None:
+        raise AttributeError(f"module 'refsam' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_HOME))
+
 
 __all__ = [
     "InvalidInputError",

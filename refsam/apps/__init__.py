@@ -9,9 +9,11 @@ from .detection import (
     BASELINES,
     DETECTION_FRACTIONS,
     PROTOCOL_FRACTIONS,
+    SCORES_FILE,
     DetectionResult,
     ProtocolResult,
     auroc,
+    check_scores_path,
     detect_mislabeled,
     detection_curve,
     detection_metrics,
@@ -19,14 +21,16 @@ from .detection import (
     detection_scores,
     recall_at_fraction,
     retrain_relabelled,
+    save_scores,
 )
-from .editing import EditResult, edit_prediction
+from .editing import EditResult, edit_prediction, first_misclassified
 from .explain import Explanation, explain_prediction
 from .fitting import (
     CLOSED_FORM_METHODS,
     METHODS,
     RUN_METHODS,
     Fit,
+    divergence,
     fit,
     fit_self_influence,
     influence,
@@ -41,7 +45,17 @@ from .removal import (
     remove_harmful,
     retrain_without,
 )
-from .tuning import TUNING_METHODS, GridResult, Trial, TuningResult, check_hypergradient, grid_search, tune
+from .tuning import (
+    TUNING_METHODS,
+    GridComparison,
+    GridResult,
+    Trial,
+    TuningResult,
+    check_hypergradient,
+    compare_with_grid,
+    grid_search,
+    tune,
+)
 
 __all__ = [
     "BASELINES",
@@ -51,12 +65,14 @@ __all__ = [
     "METHODS",
     "PROTOCOL_FRACTIONS",
     "RUN_METHODS",
+    "SCORES_FILE",
     "TUNING_METHODS",
     "Agreement",
     "DetectionResult",
     "EditResult",
     "Explanation",
     "Fit",
+    "GridComparison",
     "GridResult",
     "GroundTruth",
     "ProtocolResult",
@@ -67,6 +83,8 @@ __all__ = [
     "accuracy",
     "auroc",
     "check_hypergradient",
+    "compare_with_grid",
+    "check_scores_path",
     "choose_subset",
     "compare_methods",
     "detect_mislabeled",
@@ -74,9 +92,11 @@ __all__ = [
     "detection_metrics",
     "detection_protocols",
     "detection_scores",
+    "divergence",
     "edit_prediction",
     "explain_prediction",
     "fit",
+    "first_misclassified",
     "grid_search",
     "ground_truth",
     "influence",
@@ -89,5 +109,6 @@ __all__ = [
     "retrain_relabelled",
     "retrain_without",
     "fit_self_influence",
+    "save_scores",
     "tune",
 ]

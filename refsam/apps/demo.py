@@ -23,7 +23,15 @@ from typing import Any
 
 import numpy as np
 
-from ..data import check_labels_fit, flip_labels, load_dataset, project_pca, standardize, train_test_split
+from ..data import (
+    BUILTIN_DATASETS,
+    check_labels_fit,
+    flip_labels,
+    load_dataset,
+    project_pca,
+    standardize,
+    train_test_split,
+)
 from ..data.loaders import Dataset
 from ..errors import InvalidInputError
 from ..ground_truth.parallel import check_parallel
@@ -44,6 +52,7 @@ __all__ = [
     "QUICK",
     "DemoConfig",
     "DemoResult",
+    "DEFAULT_FLIP",
     "format_fixed_point",
     "format_report",
     "format_table",
@@ -69,7 +78,7 @@ class DemoConfig:
     momentum: float = 0.0  # μ of the base optimizer (torch.optim.SGD semantics); 0: plain SGD
     nesterov: bool = False  # Nesterov momentum
     dampening: float = 0.0  # τ
-    flip_fraction: float = 0.10  # fraction of training labels flipped
+    flip_fraction: float | None = None  # labels flipped: None = 0.1 of a built-in set's, none of a file's
     val_fraction: float = 0.2  # held-out fraction for the validation loss f
     subset: int = 20  # training points validated against retraining
     seed: int = 0
@@ -97,7 +106,7 @@ class DemoConfig:
             raise InvalidInputError(f"`model` must be one of {list(MODELS)}, got {self.model!r}")
         if self.rule not in RULES:
             raise InvalidInputError(f"`rule` must be one of {list(RULES)}, got {self.rule!r}")
-        if not 0 <= self.flip_fraction < 1:
+        if self.flip_fraction is not None and not 0 <= self.flip_fraction < 1:
             raise InvalidInputError(f"`flip_fraction` must lie in [0, 1), got {self.flip_fraction}")
         try:
             self.methods = tuple(resolve_method(m).name for m in self.methods)
@@ -107,6 +116,7 @@ class DemoConfig:
         return self
 
 
+DEFAULT_FLIP = 0.10  # labels flipped in a built-in dataset's training set unless told (a file's: none)
 QUICK = {"n": 80, "steps": 100, "subset": 6}  # --quick: a smoke run in a few seconds
 
 
@@ -127,21 +137,36 @@ class DemoResult:
 
 
 
-def prepare_data(dataset: str, n: int | None, model: str, flip_fraction: float, val_fraction: float,
+def prepare_data(dataset: str, n: int | None, model: str, flip_fraction: float | None, val_fraction: float,
                  seed: int, pca: int | None = None) -> tuple[Dataset, Dataset]:
     """Load, split, standardise (optionally project on ``pca`` principal components) and flip a fraction
     of the training labels.
 
-    Returns (train, val) :class:`~refsam.data.loaders.Dataset` objects; ``train.flipped`` marks the noise.
+    ``flip_fraction=None`` plants noise only where it is a benchmark: :data:`DEFAULT_FLIP` of a built-in
+    dataset's training labels, none of a file's (a user's labels are taken as they are, and an NPZ file's
+    own ``flipped`` array, if any, marks the noise). A file with its own ``flipped`` array is not flipped
+    again. ``val_fraction=0`` holds nothing out (``val`` is empty). Returns (train, val)
+    :class:`~refsam.data.Dataset` objects; ``train.flipped`` marks the noise
+    and ``train.rows``/``val.rows`` each sample's row in the source.
     """
     if n is None and dataset in ("synthetic", "synthetic2d"):
         n = 250
     data = load_dataset(dataset, n=n, seed=seed)
     check_labels_fit(data, model)
-    train, val = train_test_split(data, val_fraction, seed=seed)
+    if flip_fraction is None:
+        flip_fraction = DEFAULT_FLIP if dataset in BUILTIN_DATASETS else 0.0
+    if flip_fraction > 0 and data.flipped.any():
+        raise InvalidInputError(f"`flip_fraction` {flip_fraction}: {data.name} marks its own flipped labels "
+                                f"(its `flipped` array); use 0 (--flip 0) to detect those")
+    if val_fraction == 0:  # every row trains (detect ranks them all); an empty validation set
+        train, val = data, data.subset(np.arange(0))
+    else:
+        train, val = train_test_split(data, val_fraction, seed=seed)
     train, val = standardize(train, val)
     if pca is not None:
         train, val = project_pca(train, val, n_components=pca)
+    if flip_fraction == 0:
+        return train, val
     y_noisy, flipped = flip_labels(train.y, train.n_classes, flip_fraction, seed=seed + 1)
     if flipped.all():  # checked here, before any training: nothing clean is left to learn from
         raise InvalidInputError(f"`flip_fraction` {flip_fraction} flips all {train.n} training labels; use a "
@@ -207,7 +232,8 @@ def run_demo(config: DemoConfig | None = None) -> DemoResult:
 
     # 6. detection
     say("[5/6] mislabeled-data detection by self-influence")
-    detection = detect_mislabeled(fit_, train.flipped, methods, seed=config.seed, progress=progress)
+    known = train.flipped if train.flipped.any() else None  # a user's file: the noise is unknown
+    detection = detect_mislabeled(fit_, known, methods, seed=config.seed, progress=progress)
 
     result = DemoResult(config, data_summary, fit_, diagnostics_end, truth, agreements, detection,
                         train.flipped, accuracies, timings)
@@ -294,19 +320,23 @@ def format_report(result: DemoResult) -> str:
         target = "root" if a.method in CLOSED_FORM_METHODS else "run"
         d = det.get(a.method)
         rows.append([a.method, f"{_fmt(a.max_rel_err, '.1e')} ({target})", _fmt(a.pearson, ".4f"),
-                     _fmt(a.spearman, ".4f"), _fmt(d.metrics["top10%"] if d else None, ".2f"),
-                     _fmt(d.metrics["auroc"] if d else None, ".3f"),
+                     _fmt(a.spearman, ".4f"), _fmt(d.metrics.get("top10%") if d else None, ".2f"),
+                     _fmt(d.metrics.get("auroc") if d else None, ".3f"),
                      f"{a.seconds + (d.seconds if d else 0):.2f}"])
     for name in BASELINES:
         d = det[name]
-        rows.append([f"{name} (baseline)", "—", "—", "—", _fmt(d.metrics["top10%"], ".2f"),
-                     _fmt(d.metrics["auroc"], ".3f"), f"{d.seconds:.2f}"])
+        rows.append([f"{name} (baseline)", "—", "—", "—", _fmt(d.metrics.get("top10%"), ".2f"),
+                     _fmt(d.metrics.get("auroc"), ".3f"), f"{d.seconds:.2f}"])
     out.append(format_table(["method", "derivative err", "Pearson(LOO)", "Spearman(LOO)",
                              "top-10% recall", "AUROC", "time [s]"], rows))
-    out += ["", f"Detection: fraction of the {int(result.flipped.sum())} flipped labels among the top-ranked "
-            "training points (score −I_j(ℓ_j), self-influence)"]
-    rows = [[d.method] + [_fmt(v, ".3f") for v in d.metrics.values()] for d in result.detection]
-    out.append(format_table(["method"] + list(result.detection[0].metrics), rows))
+    if result.flipped.any():
+        out += ["", f"Detection: fraction of the {int(result.flipped.sum())} flipped labels among the "
+                "top-ranked training points (score −I_j(ℓ_j), self-influence)"]
+        rows = [[d.method] + [_fmt(v, ".3f") for v in d.metrics.values()] for d in result.detection]
+        out.append(format_table(["method"] + list(result.detection[0].metrics), rows))
+    else:
+        out += ["", "Detection: no label is known to be flipped (--flip 0, a file's labels as given); "
+                "`refsam detect` lists the most suspicious rows"]
     out += ["", "How to read this: docs/tutorial.md. When each method is exact: docs/validity.md."]
     if result.figures:
         out += ["", "Figures written:"] + [f"  {path}" for path in result.figures]

@@ -19,6 +19,8 @@ influence methods: ``loss`` (rank by ℓ_j(θ_T)) and ``random``.
 
 from __future__ import annotations
 
+import csv
+import os
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -38,6 +40,7 @@ from .removal import accuracy
 __all__ = [
     "BASELINES",
     "PROTOCOL_FRACTIONS",
+    "SCORES_FILE",
     "ProtocolResult",
     "detection_protocols",
     "retrain_relabelled",
@@ -49,6 +52,8 @@ __all__ = [
     "detection_metrics",
     "detection_scores",
     "recall_at_fraction",
+    "check_scores_path",
+    "save_scores",
 ]
 
 BASELINES = ("loss", "random")
@@ -138,18 +143,28 @@ def detection_curve(scores: ArrayLike, flipped: ArrayLike) -> tuple[Array, Array
 class DetectionResult:
     method: str
     scores: Array  # (n,), higher = more suspicious
-    metrics: dict[str, float]
+    metrics: dict[str, float]  # against the known `flipped` mask; empty when the noise is unknown
     seconds: float
 
+    @property
+    def ranking(self) -> NDArray[np.int64]:
+        """Training indices, most suspicious first (ties in index order)."""
+        return np.argsort(-self.scores, kind="stable")
 
-def detect_mislabeled(fit_: Fit, flipped: ArrayLike, methods: Any = None, seed: object = 0,
+
+def detect_mislabeled(fit_: Fit, flipped: ArrayLike | None = None, methods: Any = None, seed: object = 0,
                       progress: bool = False) -> list[DetectionResult]:
-    """Rank training points by every method (and the loss and random baselines) and score the ranking
-    against the known ``flipped`` mask. Returns a list of :class:`DetectionResult`."""
+    """Rank training points by every method (and the loss and random baselines) and, when the noise is
+    known, score each ranking against the ``flipped`` mask. Returns a list of :class:`DetectionResult`.
+
+    ``flipped=None`` (a user's data, the noise unknown): the rankings only, each ``metrics`` empty — the
+    same as calling :func:`detection_scores` per method.
+    """
     check_fit(fit_)
-    flipped = np.asarray(flipped, dtype=bool)
-    if flipped.shape != (fit_.problem.n,):
-        raise InvalidInputError(f"`flipped` must have shape ({fit_.problem.n},), got {flipped.shape}")
+    if flipped is not None:
+        flipped = np.asarray(flipped, dtype=bool)
+        if flipped.shape != (fit_.problem.n,):
+            raise InvalidInputError(f"`flipped` must have shape ({fit_.problem.n},), got {flipped.shape}")
     chosen = fit_.available_methods() if methods is None else [resolve_method(m).name for m in methods]
     methods = list(chosen) + list(BASELINES)
     results = []
@@ -158,8 +173,65 @@ def detect_mislabeled(fit_: Fit, flipped: ArrayLike, methods: Any = None, seed: 
         start = time.perf_counter()
         scores = detection_scores(fit_, method, seed, progress and method == "trajectory")
         seconds = time.perf_counter() - start
-        results.append(DetectionResult(method, scores, detection_metrics(scores, flipped), seconds))
+        metrics = {} if flipped is None else detection_metrics(scores, flipped)
+        results.append(DetectionResult(method, scores, metrics, seconds))
     return results
+
+
+# -- scores on file --------------------------------------------------------------------------------------
+
+SCORES_FILE = "scores.csv"
+
+
+def _is_scores_file(path: str) -> bool:
+    """A file :func:`save_scores` wrote (its header starts ``row,label,``): one it may replace."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return fh.readline().startswith("row,label,")
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+def check_scores_path(directory: str | os.PathLike[str], overwrite: bool = False) -> str:
+    """The path ``directory/scores.csv``, checked before any work: refused (ValueError) when a file
+    there was not written by :func:`save_scores`, unless ``overwrite``. The directory may not exist yet."""
+    path = os.path.join(os.fspath(directory), SCORES_FILE)
+    if os.path.isdir(path):
+        raise InvalidInputError(f"cannot write {path!r}: it is a directory")
+    if os.path.exists(path) and not overwrite and not _is_scores_file(path):
+        raise InvalidInputError(f"refusing to overwrite {path!r}: refsam did not write it; choose another "
+                                f"--out, or pass --force (overwrite=True)")
+    return path
+
+
+def save_scores(directory: str | os.PathLike[str], results: list[DetectionResult], rows: ArrayLike,
+                labels: ArrayLike, flipped: ArrayLike | None = None, overwrite: bool = False) -> str:
+    """Write every training point's suspicion scores to ``directory/scores.csv``; returns its path.
+
+    One header line, then one line per training point, most suspicious first by ``results[0]``:
+    ``row`` (the point's row in the source file, :attr:`refsam.data.Dataset.rows`), ``label`` (its label
+    as in the file), ``flipped`` (only when the noise is known: 1 or 0), and one column per ranking in
+    ``results`` except ``random`` (higher = more suspicious). Refuses to replace a file it did not write
+    unless ``overwrite``.
+    """
+    path = check_scores_path(directory, overwrite)
+    rows = np.asarray(rows)
+    labels = np.asarray(labels)
+    n = results[0].scores.shape[0] if results else 0
+    if rows.shape != (n,) or labels.shape != (n,):
+        raise InvalidInputError(f"`rows` and `labels` must have shape ({n},), got {rows.shape} and "
+                                f"{labels.shape}")
+    columns = [r for r in results if r.method != "random"]
+    os.makedirs(os.fspath(directory), exist_ok=True)
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh, lineterminator="\n")
+        writer.writerow(["row", "label"] + ([] if flipped is None else ["flipped"])
+                        + [r.method for r in columns])
+        mask = None if flipped is None else np.asarray(flipped, dtype=bool)
+        for j in results[0].ranking:
+            writer.writerow([int(rows[j]), str(labels[j])] + ([] if mask is None else [int(mask[j])])
+                            + [repr(float(r.scores[j])) for r in columns])
+    return path
 
 
 

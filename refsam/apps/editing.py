@@ -31,7 +31,7 @@ from ..validation import check_positive_int
 from .fitting import Fit, check_fit, resolve_method
 from .removal import accuracy, retrain_without
 
-__all__ = ["EditResult", "edit_prediction", "margin_gradient"]
+__all__ = ["EditResult", "edit_prediction", "first_misclassified", "margin_gradient"]
 
 Array = NDArray[np.float64]
 
@@ -76,6 +76,16 @@ def margin_gradient(fit_: Fit, theta: ArrayLike, x: ArrayLike, target: int,
 
     theta = np.asarray(theta, dtype=np.float64)
     return float(m(theta)), np.asarray(autograd.grad(m)(theta), dtype=np.float64)
+
+
+def first_misclassified(fit_: Fit, X_test: ArrayLike, y_test: ArrayLike) -> int | None:
+    """The index of the first test point the fitted model misclassifies (None: every one is right),
+    the default point to edit."""
+    check_fit(fit_)
+    X_test, y_test = fit_.problem.model.check_data(X_test, y_test, "X_test", "y_test")
+    predicted = np.argmax(fit_.problem.model.predict_proba(fit_.theta_final, X_test), axis=1)
+    wrong = np.flatnonzero(predicted != y_test)
+    return int(wrong[0]) if wrong.size else None
 
 
 def edit_prediction(fit_: Fit, X_test: ArrayLike, y_test: ArrayLike, index: int, target: int | None = None,

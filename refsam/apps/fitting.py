@@ -44,6 +44,7 @@ __all__ = [
     "RUN_METHODS",
     "Fit",
     "check_fit",
+    "divergence",
     "fit",
     "influence",
     "progress_line",
@@ -146,6 +147,25 @@ def fit(problem: Problem, sam: SAM, optimizer: Optimizer, steps: int = 300, batc
         except FixedPointError as exc:  # no root exists (or G undefined): only trajectory methods apply
             note = str(exc).split(":")[0]  # the claim, without the proof that follows it
     return Fit(problem, sam, trajectory, fixed_point, note, time.perf_counter() - start)
+
+
+DIVERGED_RISE = 0.1  # a run whose F + r ends more than 10% above where it started has diverged
+
+
+def divergence(problem: Problem, trajectory: Trajectory) -> str | None:
+    """Why the run diverged, or None: the training objective F + r rose over the run,
+
+        F(θ_T) + r(θ_T) > (1 + DIVERGED_RISE) · (F(θ_0) + r(θ_0)),
+
+    which a run that descends never does (a step size too large for the curvature oscillates and
+    grows instead). Finite iterates only: a run that overflows raises DivergenceError in training.
+    """
+    start, end = (float(problem.objective(t) + problem.regularizer(t))
+                  for t in (trajectory.thetas[0], trajectory.theta_final))
+    if np.isfinite(end) and end <= (1.0 + DIVERGED_RISE) * start:
+        return None
+    return (f"the run diverged: the training objective rose from {start:.4g} at θ_0 to {end:.4g} at "
+            f"θ_T")
 
 
 # -- influence by method -------------------------------------------------------------------------------

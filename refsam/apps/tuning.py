@@ -51,12 +51,13 @@ from ..validation import check_choice, check_positive, check_positive_int
 from .fitting import progress_line
 from .removal import mean_loss
 
-__all__ = ["TUNING_METHODS", "GridResult", "Trial", "TuningResult", "check_hypergradient",
-           "grid_search", "tune"]
+__all__ = ["TUNING_METHODS", "GridComparison", "GridResult", "Trial", "TuningResult", "check_hypergradient",
+           "compare_with_grid", "grid_search", "tune"]
 
 TUNING_METHODS = ("auto", "closed_form", "trajectory")
 PENALTIES = ("weight_decay", "l2")  # which λ is tuned: the optimizer's weight decay, or the loss's L2
 DEFAULT_BOUNDS = ((1e-3, 1.0), (1e-4, 1.0))  # (ρ, λ)
+ON_BOUND = 1e-6  # |log x − log bound| below which the tuned x sits on the bound (L-BFGS-B lands on it)
 
 Array = NDArray[np.float64]
 
@@ -84,10 +85,22 @@ class TuningResult:
     trials: tuple[Trial, ...]
     message: str
     seconds: float
+    bounds: tuple[tuple[float, float], tuple[float, float]] = DEFAULT_BOUNDS  # the search's ((ρ), (λ))
 
     @property
     def trainings(self) -> int:
         return len(self.trials)
+
+    def bounds_hit(self) -> list[tuple[str, str, float]]:
+        """The bounds the tuned point sits on, as (parameter, "lower" | "upper", bound): there the
+        optimum may lie outside the searched box (an empty list: an interior point)."""
+        hit = []
+        for name, value, (low, high) in (("rho", self.rho, self.bounds[0]),
+                                         ("weight_decay", self.weight_decay, self.bounds[1])):
+            for side, bound in (("lower", low), ("upper", high)):
+                if abs(math.log(value / bound)) <= ON_BOUND:
+                    hit.append((name, side, bound))
+        return hit
 
 
 @dataclass(frozen=True)
@@ -256,7 +269,7 @@ def tune(problem: Problem, X_val: ArrayLike, y_val: ArrayLike, optimizer: Optimi
         message = f"stopped after max_trainings={max_trainings} trainings"
     best = min(trials, key=lambda t: t.loss)
     return TuningResult(best.rho, best.weight_decay, best.loss, tuple(trials), message,
-                        time.perf_counter() - start)
+                        time.perf_counter() - start, ((r_lo, r_hi), (l_lo, l_hi)))
 
 
 class _BudgetSpent(RefsamError):
@@ -281,6 +294,49 @@ def grid_search(problem: Problem, X_val: ArrayLike, y_val: ArrayLike, optimizer:
             losses[a, b] = setup.loss(setup.run(float(r), float(lam))[2].theta_final)
         progress_line(f"grid: {a + 1}/{rho_axis.size} rows of rho", progress)
     return GridResult(rho_axis, wd_axis, losses, time.perf_counter() - start)
+
+
+@dataclass(frozen=True)
+class GridComparison:
+    """The tuned point against the grid's best, measured in the log space the search runs in.
+
+    The tuned point agrees with the grid when it lies within one grid step of the grid's best on both
+    axes (|Δ log ρ| ≤ step_rho and |Δ log λ| ≤ step_weight_decay); it is at least as good when its
+    validation loss is at or below the grid's best (loss_difference = f tuned − f grid ≤ 0).
+    """
+
+    rho: float  # the grid's best ρ
+    weight_decay: float  # the grid's best λ
+    loss: float  # the grid's best f
+    d_log_rho: float  # |log ρ_tuned − log ρ_grid|
+    d_log_weight_decay: float
+    step_rho: float  # the grid's spacing in log ρ
+    step_weight_decay: float
+    loss_difference: float  # f tuned − f grid
+
+    @property
+    def within_resolution(self) -> bool:
+        return self.d_log_rho <= self.step_rho and self.d_log_weight_decay <= self.step_weight_decay
+
+    @property
+    def at_or_below(self) -> bool:
+        return self.loss_difference <= 0
+
+    def verdict(self) -> str:
+        """One line: within the grid's resolution or not; the tuned f at/below the grid's best or above."""
+        return (("within the grid's resolution" if self.within_resolution
+                 else "NOT within the grid's resolution")
+                + ("; the tuned f is at or below the grid's best" if self.at_or_below
+                   else "; the tuned f is ABOVE the grid's best"))
+
+
+def compare_with_grid(result: TuningResult, grid: GridResult) -> GridComparison:
+    """How the tuned (ρ, λ) of ``result`` compares with the best point of ``grid``."""
+    g_rho, g_lam, g_loss = grid.best
+    step_rho, step_lam = grid.resolution()
+    return GridComparison(g_rho, g_lam, g_loss, abs(math.log(result.rho / g_rho)),
+                          abs(math.log(result.weight_decay / g_lam)), step_rho, step_lam,
+                          result.loss - g_loss)
 
 
 def check_hypergradient(problem: Problem, X_val: ArrayLike, y_val: ArrayLike, optimizer: Optimizer,

@@ -3,6 +3,9 @@
 Each sub-command lives in a module that exposes ``add_parser(subparsers)``; the parser it adds sets
 ``func`` to a callable taking the parsed arguments and returning an exit status. Errors the user can fix
 (bad input, missing files) end with a one-line message and exit status 2, never a traceback.
+
+Building the parser imports no numerical code (the choices it offers are in :mod:`.choices`; each command
+imports what it runs), so ``refsam --help`` and ``refsam --version`` answer at once.
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ import argparse
 import importlib
 import sys
 from typing import NoReturn
+
+from ..version import __version__
 
 # Modules that contribute sub-commands, in the order they appear in --help.
 COMMAND_MODULES = (
@@ -32,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="refsam",
         description="Reference data attribution for Sharpness-Aware Minimization (SAM).",
     )
+    parser.add_argument("--version", action="version", version=f"refsam {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).add_parser(subparsers)

@@ -1,6 +1,6 @@
 """``refsam demo | detect | remove | explain | tune``: the applications on the command line.
 
-* ``demo``    the whole pipeline with every method beside its ground truth (:mod:`refsam.apps.demo`)
+* ``demo``    the whole pipeline with every method beside its ground truth (:mod:`refsam.demo`)
 * ``detect``  mislabeled-data detection by self-influence, against the loss and random baselines
 * ``remove``  remove the k points most harmful to the validation loss per method, retrain, compare
 * ``explain`` proponents and opponents of one validation prediction
@@ -18,49 +18,51 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+import textwrap
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .. import apps
-from ..apps.demo import (
-    MODELS,
-    QUICK,
-    DemoConfig,
-    format_fixed_point,
-    format_report,
-    format_table,
-    prepare_data,
-    run_demo,
-)
-from ..apps.plotting import matplotlib_available
-from ..errors import InvalidInputError
-from ..models import build_model
-from ..objective import Problem
-from ..sam import RULES, SAM
+from ..errors import DivergenceError, InvalidInputError
 from ..validation import check_nonnegative, check_output_directory, check_positive
 from .cases import add_jobs_argument, check_jobs
+from .choices import BUILTIN_DATASETS, DEFAULT_FLIP, METHODS, QUICK, RULES, TUNING_METHODS
+from .choices import MODEL_NAMES as MODELS
 from .train import add_optimizer_arguments, optimizer_from_args
 
+if TYPE_CHECKING:  # the applications load when a command runs, not when the parser is built (--help)
+    from .. import apps
+
 DEFAULT_FIGURE_DIR = "refsam-figures"
+WIDTH = 100  # columns of the reports' prose and tables
 
 
-def _add_common(p: Any, steps: int = 300) -> None:
+def _add_common(p: Any, steps: int = 300, methods: str = "all") -> None:
+    """The shared arguments; ``methods``: "all" (--methods, default every method), "each" (--methods, a
+    list run one by one instead of --method) or "one" (--method only: --methods is refused, not ignored)."""
     _add_training(p, steps)
-    p.add_argument("--methods", default=",".join(apps.METHODS),
-                   help=f"comma-separated influence methods (default all: {','.join(apps.METHODS)})")
+    if methods == "all":
+        p.add_argument("--methods", default=",".join(METHODS),
+                       help=f"comma-separated influence methods (default all: {','.join(METHODS)})")
+    elif methods == "each":
+        p.add_argument("--methods", default=None, metavar="M1,M2,...",
+                       help="explain by each of these methods in turn (default: the one --method)")
+    else:
+        p.add_argument("--methods", default=None, help=argparse.SUPPRESS)
     _add_output(p)
 
 
 def _add_output(p: Any) -> None:
-    p.add_argument("--out", default=DEFAULT_FIGURE_DIR,
-                   help=f"directory for figures (default ./{DEFAULT_FIGURE_DIR}; needs matplotlib)")
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help=f"directory for figures and, for detect, scores.csv (default for figures: "
+                        f"./{DEFAULT_FIGURE_DIR}; figures need matplotlib)")
     p.add_argument("--no-figures", action="store_true", help="do not write figures")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
 
 
 def _add_training(p: Any, steps: int = 300) -> None:
     """The data, model, rule and training arguments every application shares."""
+
     p.add_argument("--dataset", default="synthetic",
                    help="synthetic, synthetic2d, breast_cancer, digits (need scikit-learn), or a .csv/.npz "
                         "path (default synthetic)")
@@ -72,15 +74,18 @@ def _add_training(p: Any, steps: int = 300) -> None:
     p.add_argument("--rule", choices=RULES, default="sam")
     p.add_argument("--rho", type=float, default=0.05, help="SAM radius ρ (default 0.05)")
     add_optimizer_arguments(p, weight_decay=1e-2)
-    p.add_argument("--steps", type=int, default=None, dest="steps_given",
+    p.add_argument("--steps", type=int, default=None, dest="steps_given", metavar="STEPS",
                    help=f"full-batch SAM steps T (default {steps})")
     p.set_defaults(steps=steps)
-    p.add_argument("--flip", type=float, default=0.10,
-                   help="fraction of training labels flipped (default 0.1)")
+    p.add_argument("--flip", type=float, default=None, metavar="FRACTION",
+                   help=f"fraction of training labels flipped to plant noise (default {DEFAULT_FLIP} for the "
+                        f"built-in datasets, 0 for a file: its labels are taken as they are, and an NPZ "
+                        f"file's own `flipped` array marks known noise)")
     p.add_argument("--seed", type=int, default=0)
 
 
 def add_parser(subparsers: Any) -> None:
+
     p = subparsers.add_parser("demo", help="the full pipeline: train, verify, attribute by every method, "
                                            "validate against retraining, detect flipped labels")
     _add_common(p)
@@ -90,8 +95,14 @@ def add_parser(subparsers: Any) -> None:
     add_jobs_argument(p)
     p.set_defaults(func=run_demo_command)
 
-    p = subparsers.add_parser("detect", help="rank training points by self-influence to find flipped labels")
+    p = subparsers.add_parser("detect", help="rank training points by self-influence to find mislabeled "
+                                             "rows; lists the top suspects by their row in the file")
     _add_common(p)
+    p.add_argument("--top", type=int, default=10, metavar="K",
+                   help="suspects to list (default 10); --out DIR writes every scored row's scores to "
+                        "DIR/scores.csv")
+    p.add_argument("--force", action="store_true",
+                   help="let --out replace a scores.csv refsam did not write")
     p.add_argument("--protocols", action="store_true",
                    help="also the validation-influence ranking and the relabel-and-retrain curve, side by "
                         "side "
@@ -109,17 +120,17 @@ def add_parser(subparsers: Any) -> None:
     p.set_defaults(func=run_remove)
 
     p = subparsers.add_parser("explain", help="proponents and opponents of one validation prediction")
-    _add_common(p)
+    _add_common(p, methods="each")
     p.add_argument("--index", type=int, default=0, help="validation point to explain (default 0)")
     p.add_argument("--k", type=int, default=5, help="proponents and opponents to list (default 5)")
     p.add_argument("--method", type=_method, default="closed_form", metavar="METHOD",
-                   help=f"influence method, one of {','.join(apps.METHODS)} (default closed_form; 0.1's "
+                   help=f"influence method, one of {','.join(METHODS)} (default closed_form; 0.1's "
                         f"names such as sam-full are accepted)")
     p.set_defaults(func=run_explain)
 
     p = subparsers.add_parser("edit", help="remove the fewest training points predicted to change one "
                                            "held-out prediction, retrain, and report predicted vs actual")
-    _add_common(p)
+    _add_common(p, methods="one")
     p.add_argument("--index", type=int, default=None,
                    help="validation point to edit (default: the first misclassified one)")
     p.add_argument("--target", type=int, default=None,
@@ -139,7 +150,7 @@ def add_parser(subparsers: Any) -> None:
                    help="held-out fraction whose mean loss is minimised (default 0.2)")
     p.add_argument("--batch-size", type=int, default=None,
                    help="minibatch training (default: full batch); hypergradients then go through the run")
-    p.add_argument("--hypergradient", choices=apps.TUNING_METHODS, default="auto",
+    p.add_argument("--hypergradient", choices=TUNING_METHODS, default="auto",
                    help="closed_form (at converged SAM roots), trajectory (through the run), or auto "
                         "(closed_form for full-batch runs; default)")
     p.add_argument("--max-trainings", type=int, default=25, help="training budget of the search (25)")
@@ -152,32 +163,38 @@ def add_parser(subparsers: Any) -> None:
 
 def _method(text: str) -> str:
     """One method name (canonical or a 0.1 spelling) as its canonical name; argparse reports errors."""
+    from .. import apps
+
     try:
         return apps.resolve_method(text).name
     except ValueError:
-        raise argparse.ArgumentTypeError(f"must be one of {','.join(apps.METHODS)}, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"must be one of {','.join(METHODS)}, got {text!r}") from None
 
 
 def _methods(text: str) -> tuple[str, ...]:
+    from .. import apps
+
     names = tuple(m.strip() for m in text.split(",") if m.strip())
     try:
         methods = tuple(apps.resolve_method(m).name for m in names)
     except ValueError:
         methods = ()
     if not methods:
-        raise InvalidInputError(f"--methods must be a comma-separated subset of {','.join(apps.METHODS)}, "
+        raise InvalidInputError(f"--methods must be a comma-separated subset of {','.join(METHODS)}, "
                          f"got {text!r}")
     return methods
 
 
 def _figure_dir(args: argparse.Namespace) -> str | None:
     """The figure directory, or None (and a note on stdout) when figures are off or impossible."""
+    from ..apps.plotting import matplotlib_available
+
     if args.no_figures:
         return None
     if not matplotlib_available():
         print("matplotlib is not installed: no figures (pip install matplotlib)")
         return None
-    return check_output_directory("--out", args.out)
+    return check_output_directory("--out", args.out or DEFAULT_FIGURE_DIR)
 
 
 def _print_figures(paths: list[str]) -> None:
@@ -189,12 +206,14 @@ def _print_figures(paths: list[str]) -> None:
 
 def _check_common(args: argparse.Namespace) -> None:
     """Every shared argument checked before any data is loaded or any model trained."""
+    from .. import apps
+
     if args.steps_given is not None:
         args.steps = args.steps_given
     for name in ("steps", "hidden"):
         if getattr(args, name) < 1:
             raise InvalidInputError(f"--{name} must be >= 1, got {getattr(args, name)}")
-    if not 0 <= args.flip < 1:
+    if args.flip is not None and not 0 <= args.flip < 1:
         raise InvalidInputError(f"--flip must lie in [0, 1), got {args.flip}")
     if args.n is not None and args.n < 4:
         raise InvalidInputError(f"--n must be >= 4, got {args.n}")
@@ -206,24 +225,39 @@ def _check_common(args: argparse.Namespace) -> None:
         raise InvalidInputError(f"--max-remove must be >= 1, got {args.max_remove}")
     if getattr(args, "ks", None) is not None:
         args.ks = _ks(args.ks)
-    if args.command == "detect" and getattr(args, "protocols", False) and args.flip == 0:
-        raise InvalidInputError("no flipped labels to detect: use --flip > 0")
-    if args.command == "detect" and args.flip == 0:
-        raise InvalidInputError("no flipped labels to detect: use --flip > 0")
+    if getattr(args, "protocols", False) and (args.flip == 0 or args.flip is None
+                                              and args.dataset not in BUILTIN_DATASETS):
+        raise InvalidInputError("no flipped labels to detect: use --flip > 0 (--protocols corrects the "
+                                "labels it flipped, whose true values it knows)")
+    if getattr(args, "top", 1) < 1:
+        raise InvalidInputError(f"--top must be >= 1, got {args.top}")
+    if args.command == "edit" and args.methods is not None:
+        raise InvalidInputError(f"edit uses one exact method: --method METHOD (got --methods "
+                                f"{args.methods!r})")
     check_positive("--lr", args.lr)
     check_nonnegative("--rho", args.rho)
     check_nonnegative("--weight-decay", args.weight_decay)
-    if hasattr(args, "methods"):
+    if getattr(args, "methods", None) is not None:
         _methods(args.methods)
     optimizer_from_args(args)  # the optimizer's flags, checked as refsam.SGD checks them
     if not args.no_figures:
+        check_output_directory("--out", args.out or DEFAULT_FIGURE_DIR)
+    if args.command == "detect" and args.out is not None:  # before the work: a refusal costs a second
         check_output_directory("--out", args.out)
+        apps.check_scores_path(args.out, args.force)
 
 
 def _setup(args: argparse.Namespace) -> tuple[Any, Any, apps.Fit]:
     """Data, problem and fit shared by detect/remove/explain. Returns (train, val, fit)."""
+    from .. import apps
+    from ..apps.demo import format_fixed_point, prepare_data
+    from ..models import build_model
+    from ..objective import Problem
+    from ..sam import SAM
+
     _check_common(args)
-    train, val = prepare_data(args.dataset, args.n, args.model, args.flip, 0.2, args.seed, args.pca)
+    held_out = 0.0 if args.command == "detect" and not args.protocols else 0.2  # detect ranks every row
+    train, val = prepare_data(args.dataset, args.n, args.model, args.flip, held_out, args.seed, args.pca)
     if args.command in ("explain", "edit") and args.index is not None and not 0 <= args.index < val.n:
         raise InvalidInputError(f"--index must lie in 0..{val.n - 1} (validation points), got {args.index}")
     if args.command == "edit" and args.target is not None and not 0 <= args.target < train.n_classes:
@@ -232,13 +266,47 @@ def _setup(args: argparse.Namespace) -> tuple[Any, Any, apps.Fit]:
     problem = Problem(model, train.X, train.y)
     sam = SAM(args.rho, args.rule)
     if not args.quiet:
-        print(f"training {model!r} on {train.name}: {train.n} points, {val.n} validation, "
-              f"{int(train.flipped.sum())} labels flipped; {sam!r}", file=sys.stderr, flush=True)
+        print(f"training {model!r} on {train.name}: {train.n} points, {_held_out(val)}, "
+              f"{_noise(train)}; {sam!r}", file=sys.stderr, flush=True)
     fit_ = apps.fit(problem, sam, optimizer_from_args(args), args.steps, seed=args.seed)
-    print(f"{train.name}: n = {train.n} training ({int(train.flipped.sum())} flipped), {val.n} validation, "
+    reason = apps.divergence(fit_.problem, fit_.trajectory)
+    if reason:
+        raise DivergenceError(f"{reason}; lower --lr (got {args.lr})")
+    print(f"{train.name}: n = {train.n} training ({_noise(train)}), {_held_out(val)}, "
           f"{model!r}, d = {problem.d}; {sam!r}, λ = {args.weight_decay}, η = {args.lr}, T = {args.steps}")
+    _print_label_map(train)
     print(format_fixed_point(fit_, None))
     return train, val, fit_
+
+
+def _held_out(val: Any) -> str:
+    return f"{val.n} validation" if val.n else "none held out"
+
+
+def _noise(train: Any) -> str:
+    flipped = int(train.flipped.sum())
+    return f"{flipped} labels flipped" if flipped else "labels as given"
+
+
+def _print_label_map(train: Any) -> None:
+    """The classes' original labels, when they are not already 0..K−1 (names, or other ids)."""
+    names = train.label_names()
+    if names != [str(k) for k in range(train.n_classes)]:
+        print("labels: " + ", ".join(f"{name!r} → {k}" for k, name in enumerate(names)))
+
+
+def _cls(names: list[str], k: int) -> str:
+    """Class k, with its original label when that differs from k (``0 (cat)``)."""
+    return str(k) if names[k] == str(k) else f"{k} ({names[k]})"
+
+
+def _source(args: argparse.Namespace) -> str:
+    return args.dataset if args.dataset in BUILTIN_DATASETS else "the file"
+
+
+def _rows(train: Any, idx: Any) -> list[int]:
+    """Training indices as rows of the source (Dataset.rows)."""
+    return [int(r) for r in train.rows[np.asarray(idx, dtype=np.int64)]]
 
 
 def _ks(text: str) -> list[int]:
@@ -265,6 +333,9 @@ def _chosen(fit_: apps.Fit, args: argparse.Namespace) -> list[str]:
 
 
 def run_demo_command(args: argparse.Namespace) -> int:
+    from ..apps.demo import DemoConfig, format_report, run_demo
+    from ..apps.plotting import matplotlib_available
+
     _check_common(args)
     check_jobs(args)
     given = {"n": args.n, "steps": args.steps_given, "subset": args.subset}  # None: not on the command line
@@ -287,48 +358,102 @@ def run_demo_command(args: argparse.Namespace) -> int:
 
 
 def run_detect(args: argparse.Namespace) -> int:
+    from .. import apps
+    from ..apps.demo import format_table
+
     train, val, fit_ = _setup(args)
-    if not train.flipped.any():  # --flip > 0 so small that no label flipped
+    if args.flip and not train.flipped.any():  # --flip > 0 so small that no label flipped
         raise InvalidInputError(f"--flip {args.flip} flips no label of {train.n}: use a larger --flip")
-    results = apps.detect_mislabeled(fit_, train.flipped, _chosen(fit_, args), seed=args.seed,
+    known = train.flipped if train.flipped.any() else None  # None: a user's labels, the noise unknown
+    results = apps.detect_mislabeled(fit_, known, _chosen(fit_, args), seed=args.seed,
                                      progress=not args.quiet)
-    print(f"\nDetection of {int(train.flipped.sum())} flipped labels among {train.n} training points "
-          f"(score −I_j(ℓ_j); baselines: training loss, random)")
-    rows = [[r.method] + [f"{v:.3f}" for v in r.metrics.values()] + [f"{r.seconds:.2f}"] for r in results]
-    print(format_table(["method"] + list(results[0].metrics) + ["time [s]"], rows))
+    if known is not None:
+        print(f"\nDetection of {int(known.sum())} flipped labels among {train.n} training points "
+              f"(score −I_j(ℓ_j); baselines: training loss, random)")
+        rows = [[r.method] + [f"{v:.3f}" for v in r.metrics.values()] + [f"{r.seconds:.2f}"]
+                for r in results]
+        print(format_table(["method"] + list(results[0].metrics) + ["time [s]"], rows))
+    _print_suspects(results, train, val, args)
     if args.protocols:
         _print_protocols(fit_, train, val, args)
     out_dir = _figure_dir(args)
-    if out_dir:
+    if out_dir and known is not None:
         from ..apps.plotting import detection_curves
 
-        _print_figures(detection_curves(results, train.flipped, out_dir))
+        _print_figures(detection_curves(results, known, out_dir))
     return 0
 
 
+def _print_suspects(results: list[apps.DetectionResult], train: Any, val: Any,
+                    args: argparse.Namespace) -> None:
+    """The top suspects by the first ranking, named by their row in the file; every row to --out."""
+    from .. import apps
+    from ..apps.demo import format_table
+
+    lead, loss = results[0], next(r for r in results if r.method == "loss")
+    top = lead.ranking[:min(args.top, train.n)]
+    source = "the file" if args.dataset not in BUILTIN_DATASETS else args.dataset
+    print("\n" + textwrap.fill(
+        f"Most suspicious training rows by {lead.method} (score −I_j(ℓ_j): how much the row's own loss would "
+        f"rise were it removed; higher = more suspicious); row = 0-based data row of {source}", WIDTH))
+    labels = train.label_names()
+    header = ["rank", "row", "label"] + ([] if not train.flipped.any() else ["flipped"]) + [
+        f"score ({lead.method})", "loss"]
+    rows = [[str(i + 1), str(int(train.rows[j])), labels[train.y[j]]]
+            + ([] if not train.flipped.any() else ["yes" if train.flipped[j] else "no"])
+            + [f"{lead.scores[j]:+.4e}", f"{loss.scores[j]:.4f}"] for i, j in enumerate(top)]
+    print(format_table(header, rows))
+    held_out = f"; the {val.n} rows held out for validation are not scored" if val.n else ""
+    if args.out is None:
+        print(textwrap.fill(f"({train.n} training rows ranked{held_out}; --out DIR writes every row's "
+                            f"scores to DIR/{apps.SCORES_FILE})", WIDTH))
+        return
+    names = np.array(labels, dtype=object)[train.y]
+    path = apps.save_scores(args.out, results, train.rows, names,
+                            train.flipped if train.flipped.any() else None, overwrite=args.force)
+    print(textwrap.fill(f"scores of all {train.n} training rows, most suspicious first, written to {path}"
+                        f"{held_out}", WIDTH))
+
+
 def _print_protocols(fit_: apps.Fit, train: Any, held_out: Any, args: argparse.Namespace) -> None:
+    from .. import apps
+    from ..apps.demo import format_table, prepare_data
+    from ..apps.detection import MIN_RECOVERY_GAP
+
     val, test = _split_held_out(held_out)
-    true = prepare_data(args.dataset, args.n, args.model, 0.0, 0.2, args.seed, args.pca)[0].y  # unflipped
+    true = prepare_data(args.dataset, args.n, args.model, 0.0, 0.2, args.seed, args.pca)[0].y  # as given
     results, accs = apps.detection_protocols(fit_, train.flipped, true, val.X, val.y, test.X, test.y,
                                              _chosen(fit_, args), seed=args.seed, progress=not args.quiet)
     qs = results[0].fractions
-    print(f"\nDetection protocols: self-influence, influence on the clean validation set ({val.n} points), "
-          f"and "
-          f"relabel-and-retrain (inspect the top q, correct the flipped labels found, retrain; accuracy on "
-          f"{test.n} test points: {accs['noisy']:.3f} noisy, {accs['clean']:.3f} all corrected)")
-    header = (["ranking", "AUROC"] + [f"fixed@{q:.0%}" for q in qs] + [f"acc@{q:.0%}" for q in qs]
-              + [f"recovered@{q:.0%}" for q in qs])
-    rows = []
-    for r in results:
-        rows.append([r.ranking, f"{r.auroc:.3f}"] + [f"{x:.2f}" for x in r.fixed]
-                    + [f"{x:.3f}" for x in r.test_accuracy]
-                    + ["—" if np.isnan(x) else f"{x:.2f}" for x in r.recovered])
-    print(format_table(header, rows))
+    print("\n" + textwrap.fill(
+        f"Detection protocols: each ranking by self-influence, by influence on the clean validation set "
+        f"({val.n} points), and relabel-and-retrain: inspect the top q of the training set, correct the "
+        f"flipped labels found there, retrain; test accuracy on {test.n} points: {accs['noisy']:.3f} "
+        f"with the noisy labels, {accs['clean']:.3f} with all corrected.", WIDTH))
+    print("\nAUROC, and the fraction of the flipped labels corrected after inspecting the top q")
+    print(format_table(["ranking", "AUROC"] + [f"fixed@{q:.0%}" for q in qs],
+                       [[r.ranking, f"{r.auroc:.3f}"] + [f"{x:.2f}" for x in r.fixed] for r in results]))
+    print("\nTest accuracy after retraining on the corrected labels")
+    print(format_table(["ranking"] + [f"acc@{q:.0%}" for q in qs],
+                       [[r.ranking] + [f"{x:.3f}" for x in r.test_accuracy] for r in results]))
+    recovered = [f"recovered@{q:.0%}" for q in qs]
+    if all(np.isnan(r.recovered).all() for r in results):
+        print("\n" + textwrap.fill(
+            f"{', '.join(recovered)} (accuracy recovered) not reported: correcting every flipped label "
+            f"changes the test accuracy by fewer than {MIN_RECOVERY_GAP} of {test.n} points", WIDTH))
+    else:
+        print("\nAccuracy recovered, (acc@q − acc noisy) / (acc all corrected − acc noisy)")
+        print(format_table(["ranking"] + recovered,
+                           [[r.ranking] + ["—" if np.isnan(x) else f"{x:.2f}" for x in r.recovered]
+                            for r in results]))
     best = max(results, key=lambda r: r.auroc)
     print(f"highest AUROC: {best.ranking} ({best.auroc:.3f})")
 
 
 def _print_curves(fit_: apps.Fit, train: Any, held_out: Any, args: argparse.Namespace) -> None:
+    from .. import apps
+    from ..apps.demo import format_table
+
     val, test = _split_held_out(held_out)
     ks = [k for k in args.ks if k < train.n]
     if not ks:
@@ -346,6 +471,9 @@ def _print_curves(fit_: apps.Fit, train: Any, held_out: Any, args: argparse.Name
 
 
 def run_remove(args: argparse.Namespace) -> int:
+    from .. import apps
+    from ..apps.demo import format_table
+
     train, val, fit_ = _setup(args)
     if args.ks is not None:
         _print_curves(fit_, train, val, args)
@@ -356,12 +484,17 @@ def run_remove(args: argparse.Namespace) -> int:
     f0 = apps.mean_loss(fit_.problem, fit_.theta_final, val.X, val.y)
     print(f"\nRemoving the k = {k} training points most harmful to the validation loss "
           f"(f = {f0:.4f} before), retraining with the same procedure")
+    known = train.flipped.any()
     rows = []
     for r in results:
-        n_flipped = int(train.flipped[r.removed].sum())
         predicted = "—" if np.isnan(r.predicted_change) else f"{r.predicted_change:+.5f}"
-        rows.append([r.method, predicted, f"{r.actual_change:+.5f}", f"{n_flipped}/{k}"])
-    print(format_table(["method", "predicted Δf", "actual Δf", "flipped among removed"], rows))
+        rows.append([r.method, predicted, f"{r.actual_change:+.5f}"]
+                    + ([f"{int(train.flipped[r.removed].sum())}/{k}"] if known else []))
+    print(format_table(["method", "predicted Δf", "actual Δf"] + (["flipped among removed"] if known else []),
+                       rows))
+    lead = results[0]
+    print(f"rows removed by {lead.method} (0-based data rows of {_source(args)}): "
+          f"{_rows(train, lead.removed)}")
     out_dir = _figure_dir(args)
     if out_dir:
         from ..apps.plotting import removal_bars
@@ -371,27 +504,43 @@ def run_remove(args: argparse.Namespace) -> int:
 
 
 def run_explain(args: argparse.Namespace) -> int:
+    from .. import apps
+    from ..apps.demo import format_table
+
     train, val, fit_ = _setup(args)
-    if args.method not in fit_.available_methods():
+    if args.methods is None and args.method not in fit_.available_methods():
         raise InvalidInputError(f"--method {args.method} needs a SAM fixed point: {fit_.fixed_point_note}")
+    methods = [args.method] if args.methods is None else _chosen(fit_, args)
     x, y = val.X[args.index], int(val.y[args.index])
-    expl = apps.explain_prediction(fit_, x, y, args.k, args.method)
     proba = fit_.problem.model.predict_proba(fit_.theta_final, x[None, :])[0]
-    print(f"\nValidation point {args.index}: label {y}, predicted {int(proba.argmax())} "
-          f"(p(label) = {proba[y]:.3f}); method {args.method}")
-    print("I_j = influence of training point j on this point's loss; removing j changes it by about −I_j.")
-    sections = (("Proponents (support the prediction: removing them raises the loss)", expl.proponents),
-                ("Opponents (oppose it: removing them lowers the loss)", expl.opponents))
-    for title, idx in sections:
-        print(f"\n{title}")
-        rows = [[int(j), int(train.y[j]), "yes" if train.flipped[j] else "no", f"{expl.influence[j]:+.3e}"]
-                for j in idx]
-        print(format_table(["train index", "label", "flipped", "I_j"], rows))
+    predicted, names = int(proba.argmax()), train.label_names()
+    print(f"\nValidation point {args.index} (row {int(val.rows[args.index])} of {_source(args)}): label "
+          f"{names[y]}, predicted {names[predicted]} (p(label) = {proba[y]:.3f})")
+    print("I_j = influence of training point j on this point's loss at its label; removing j changes that "
+          "loss by about −I_j.")
+    if predicted == y:
+        titles = (f"Proponents (support the label {names[y]}, which is also the predicted class: removing "
+                  f"them raises the loss)",
+                  "Opponents (pull towards other classes: removing them lowers the loss)")
+    else:  # misclassified: the proponents argue for the true label, against the prediction
+        titles = (f"Proponents (support the true label {names[y]} against the predicted class "
+                  f"{names[predicted]}: removing them raises the loss)",
+                  f"Opponents (pull away from the label {names[y]}, e.g. towards the predicted class "
+                  f"{names[predicted]}: removing them lowers the loss)")
+    known = train.flipped.any()
+    explanations = [apps.explain_prediction(fit_, x, y, args.k, method) for method in methods]
+    for expl in explanations:
+        for title, idx in zip(titles, (expl.proponents, expl.opponents)):
+            print(f"\n{title}; method {expl.method}")
+            rows = [[str(int(train.rows[j])), names[train.y[j]]]
+                    + (["yes" if train.flipped[j] else "no"] if known else []) + [f"{expl.influence[j]:+.3e}"]
+                    for j in idx]
+            print(format_table(["row", "label"] + (["flipped"] if known else []) + ["I_j"], rows))
     out_dir = _figure_dir(args)
     if out_dir:
         from ..apps.plotting import explanation_2d
 
-        paths = explanation_2d(train.X, train.y, x, expl, out_dir)
+        paths = explanation_2d(train.X, train.y, x, explanations[0], out_dir)
         if not paths:
             print("(the proponent/opponent figure needs 2-D data: --dataset synthetic2d)")
         _print_figures(paths)
@@ -399,6 +548,11 @@ def run_explain(args: argparse.Namespace) -> int:
 
 
 def run_tune(args: argparse.Namespace) -> int:
+    from .. import apps
+    from ..apps.demo import format_table, prepare_data
+    from ..models import build_model
+    from ..objective import Problem
+
     _check_common(args)
     if not 0 < args.val_fraction < 1:
         raise InvalidInputError(f"--val-fraction must lie in (0, 1), got {args.val_fraction}")
@@ -425,9 +579,10 @@ def run_tune(args: argparse.Namespace) -> int:
     optimizer = optimizer_from_args(args)  # its weight decay is the tuned λ's start
     procedure = {"rule": args.rule, "steps": args.steps, "batch_size": args.batch_size, "seed": args.seed,
                  "method": args.hypergradient}
-    print(f"{train.name}: n = {train.n} training ({int(train.flipped.sum())} flipped), {val.n} validation, "
+    print(f"{train.name}: n = {train.n} training ({_noise(train)}), {val.n} validation, "
           f"{model!r}, d = {problem.d}; rule {args.rule}, η = {args.lr}, T = {args.steps}"
           + ("" if args.batch_size is None else f", batch size {args.batch_size}"))
+    _print_label_map(train)
     result = apps.tune(problem, val.X, val.y, optimizer, args.rho, args.weight_decay, bounds=bounds,
                        max_trainings=args.max_trainings, progress=not args.quiet, **procedure)
     start = result.trials[0]
@@ -439,6 +594,11 @@ def run_tune(args: argparse.Namespace) -> int:
         ["tuned", f"{result.rho:.4g}", f"{result.weight_decay:.4g}", f"{result.loss:.6f}",
          str(result.trainings)]]))
     print(f"search: {result.message}")
+    for name, side, bound in result.bounds_hit():
+        symbol, remedy = {"rho": ("ρ", "raise --rho-max" if side == "upper" else "ρ < 1e-3 is not searched"),
+                          "weight_decay": ("λ", "λ is searched in [1e-4, 1]")}[name]
+        print(f"note: the tuned {symbol} sits on its {side} bound {bound:g}: the optimum may lie beyond the "
+              f"searched range ({remedy})")
     trial, fd, err = apps.check_hypergradient(problem, val.X, val.y, optimizer, result.rho,
                                               result.weight_decay, **procedure)
     print(f"hypergradient at the tuned point ({trial.method}): ∂f/∂ρ = {trial.grad_rho:+.6e}, "
@@ -450,19 +610,12 @@ def run_tune(args: argparse.Namespace) -> int:
         lams = np.geomspace(bounds[1][0], bounds[1][1], args.grid)
         grid = apps.grid_search(problem, val.X, val.y, optimizer, rhos, lams, progress=not args.quiet,
                                 **procedure)
-        g_rho, g_lam, g_loss = grid.best
-        res_rho, res_lam = grid.resolution()
-        d_rho = abs(np.log(result.rho / g_rho))
-        d_lam = abs(np.log(result.weight_decay / g_lam))
-        within = d_rho <= res_rho and d_lam <= res_lam
-        verdict = ("within the grid's resolution" if within else "NOT within the grid's resolution") + (
-            "; the tuned f is at or below the grid's best" if result.loss <= g_loss
-            else "; the tuned f is ABOVE the grid's best")
-        print(f"grid search, {args.grid} × {args.grid} geometric points: best ρ = {g_rho:.4g}, "
-              f"λ = {g_lam:.4g}, f = {g_loss:.6f} ({grid.trainings} trainings)")
-        print(f"tuned vs grid: |Δ log ρ| = {d_rho:.2f} (grid step {res_rho:.2f}), |Δ log λ| = {d_lam:.2f} "
-              f"(grid step {res_lam:.2f}): {verdict} (f tuned − f grid = {result.loss - g_loss:+.2e}); "
-              f"trainings {result.trainings} vs {grid.trainings}")
+        c = apps.compare_with_grid(result, grid)
+        print(f"grid search, {args.grid} × {args.grid} geometric points: best ρ = {c.rho:.4g}, "
+              f"λ = {c.weight_decay:.4g}, f = {c.loss:.6f} ({grid.trainings} trainings)")
+        print(f"tuned vs grid: |Δ log ρ| = {c.d_log_rho:.2f} (grid step {c.step_rho:.2f}), |Δ log λ| = "
+              f"{c.d_log_weight_decay:.2f} (grid step {c.step_weight_decay:.2f}): {c.verdict()} (f tuned − "
+              f"f grid = {c.loss_difference:+.2e}); trainings {result.trainings} vs {grid.trainings}")
     out_dir = _figure_dir(args)
     if out_dir and grid is not None:
         from ..apps.plotting import tuning_path
@@ -472,21 +625,23 @@ def run_tune(args: argparse.Namespace) -> int:
 
 
 def run_edit(args: argparse.Namespace) -> int:
+    from .. import apps
+
     train, val, fit_ = _setup(args)
     index = args.index
     if index is None:
-        predicted = np.argmax(fit_.problem.model.predict_proba(fit_.theta_final, val.X), axis=1)
-        wrong = np.nonzero(predicted != val.y)[0]
-        if wrong.size == 0:
+        index = apps.first_misclassified(fit_, val.X, val.y)
+        if index is None:
             raise InvalidInputError("every validation point is classified correctly: choose one with --index")
-        index = int(wrong[0])
     e = apps.edit_prediction(fit_, val.X, val.y, index, args.target, args.method, args.max_remove)
-    print(f"\nEditing validation point {index} (label {int(val.y[index])}): make class {e.target} beat class "
-          f"{e.rival}, margin m = z_{e.target} − z_{e.rival} = {e.margin_before:+.4f} now "
+    names = train.label_names()
+    print(f"\nEditing validation point {index} (row {int(val.rows[index])} of {_source(args)}, label "
+          f"{names[int(val.y[index])]}): make class {_cls(names, e.target)} beat class "
+          f"{_cls(names, e.rival)}, margin m = z_{e.target} − z_{e.rival} = {e.margin_before:+.4f} now "
           f"(method {e.method})")
-    print(f"removing {len(e.removed)} training points {e.removed.tolist()} "
-          f"({int(train.flipped[e.removed].sum())} of them flipped) is predicted to give m = "
-          f"{e.predicted_margin:+.4f}")
+    flipped = f" ({int(train.flipped[e.removed].sum())} of them flipped)" if train.flipped.any() else ""
+    print(f"removing {len(e.removed)} training points, rows {_rows(train, e.removed)} of {_source(args)}"
+          f"{flipped}, is predicted to give m = {e.predicted_margin:+.4f}")
     print(f"retrained without them: m = {e.actual_margin:+.4f}, predicted class {e.predicted_label} "
           f"({'edit succeeded' if e.succeeded else 'edit FAILED'}); collateral: "
           f"{e.collateral_changed:.1%} of the other validation predictions changed, accuracy "

@@ -17,8 +17,7 @@ import time
 from typing import Any
 
 from ..errors import InvalidInputError
-from ..ground_truth.parallel import check_parallel
-from ..kit import TARGETS, check_scores, export_cases
+from .choices import TARGETS
 
 
 def add_parser(subparsers: Any) -> None:
@@ -53,6 +52,8 @@ def add_parser(subparsers: Any) -> None:
 
 
 def run_export(args: argparse.Namespace) -> int:
+    from ..kit import export_cases
+
     check_jobs(args)
     start = time.perf_counter()
     manifest = export_cases(args.directory, cases=args.cases, progress=True, force=args.force,
@@ -64,6 +65,8 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def run_check(args: argparse.Namespace) -> int:
+    from ..kit import check_scores
+
     report = check_scores(args.directory, args.scores, target=args.target, cases=args.cases, rtol=args.rtol,
                           top_k=args.top_k, min_spearman=args.min_spearman)
     print(report.table())
@@ -79,6 +82,8 @@ def add_jobs_argument(p: Any) -> None:
 
 def check_jobs(args: argparse.Namespace) -> None:
     """--jobs by the ground truth's own rule (ground_truth.parallel.check_parallel), named as the CLI's."""
+    from ..ground_truth.parallel import check_parallel
+
     try:
         check_parallel(None, args.jobs)
     except InvalidInputError:

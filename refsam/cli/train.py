@@ -5,17 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+from ..errors import DivergenceError, InvalidInputError
+from .choices import MODEL_NAMES, RULES
 
-from ..data import make_gaussian_classification
-from ..errors import InvalidInputError
-from ..models import MODEL_NAMES, build_model
-from ..objective import Problem
-from ..sam import RULES, SAM
-from ..training import SGD, train
-from ..training.trajectory import check_writable, is_trajectory_file
+if TYPE_CHECKING:  # the library loads when the command runs, not when the parser is built (--help)
+    from ..training import SGD
 
 
 def add_parser(subparsers: Any) -> None:
@@ -60,6 +56,10 @@ def add_optimizer_arguments(p: Any, weight_decay: float) -> None:
 def optimizer_from_args(args: argparse.Namespace, mask: Any = None) -> SGD:
     """The one place the optimizer flags become an object: refsam.SGD(lr, momentum, dampening, nesterov,
     weight_decay), with λ_i = 0 where ``mask`` (bias coordinates) is True."""
+    import numpy as np
+
+    from ..training import SGD
+
     decay = args.weight_decay if mask is None else np.where(mask, 0.0, args.weight_decay)
     return SGD(args.lr, args.momentum, args.dampening, args.nesterov, decay)
 
@@ -82,6 +82,16 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from ..apps.fitting import divergence
+    from ..data import make_gaussian_classification
+    from ..models import build_model
+    from ..objective import Problem
+    from ..sam import SAM
+    from ..training import train
+    from ..training.trajectory import check_writable, is_trajectory_file
+
     n_classes = _check(args)
     if args.save:  # before the work: a bad --save fails in a second, not after training
         check_writable(args.save, args.force, is_trajectory_file)
@@ -95,6 +105,9 @@ def run(args: argparse.Namespace) -> int:
     trajectory = train(problem, sam, optimizer, args.steps, batch_size=args.batch_size, seed=args.seed,
                        progress=sys.stderr.isatty() if args.progress is None else args.progress)
     elapsed = time.perf_counter() - start
+    reason = divergence(problem, trajectory)
+    if reason:
+        raise DivergenceError(f"{reason}; lower --lr (got {args.lr})")
     theta = trajectory.theta_final
     residual = problem.grad(theta) + (problem.l2 + optimizer.weight_decay) * theta
     accuracy = np.mean(model.predict_proba(theta, problem.X).argmax(axis=1) == problem.y)

@@ -7,7 +7,12 @@ Conventions
   ``flipped`` (n,) bool — True where a label was deliberately corrupted (all False for clean data) —
   and ``name``.
 * Labels read from files are encoded as 0..K−1 in sorted order of their original values
-  (``Dataset.classes`` keeps the original values).
+  (``Dataset.classes`` keeps the original values): integers (as numbers or text) by value, any other
+  text (``cat``, ``dog``) by string order.
+* ``rows`` (n,) int64 names each sample by its place in the source: the 0-based data row of a CSV file
+  (header and blank lines not counted), the index into an NPZ file's arrays, the index into a built-in
+  set. Subsets, splits, standardisation and projections keep it, so a result about training point j
+  maps back to the file as ``train.rows[j]``.
 * Everything is deterministic given ``seed``; randomness goes through ``check_random_state``.
 
 Errors the user can fix (unknown dataset, unreadable or malformed file, labels that do not fit the
@@ -56,12 +61,23 @@ class Dataset:
     name: str
     flipped: Any = None  # (n,) bool array; all False when no label was flipped
     classes: Any = field(default=None)  # original label values, (n_classes,)
+    rows: Any = field(default=None)  # (n,) int64: each sample's row in the source (Conventions)
 
     def __post_init__(self) -> None:
         if self.flipped is None:
             self.flipped = np.zeros(len(self.y), dtype=bool)
         if self.classes is None:
             self.classes = np.arange(self.n_classes)
+        if self.rows is None:
+            self.rows = np.arange(len(self.y), dtype=np.int64)
+
+    def with_features(self, X: NDArray[np.float64]) -> Dataset:
+        """The same samples (labels, mask, classes, rows) with features ``X`` (n, p')."""
+        return Dataset(X, self.y, self.n_classes, self.name, self.flipped, self.classes, self.rows)
+
+    def label_names(self) -> list[str]:
+        """The original label of each class id 0..K−1, as text (for reports: ``'cat' → 0``)."""
+        return [str(c) for c in self.classes]
 
     @property
     def n(self) -> int:
@@ -75,7 +91,7 @@ class Dataset:
         """The rows ``idx`` of this dataset (same classes)."""
         idx = np.asarray(idx)
         return Dataset(self.X[idx], self.y[idx], self.n_classes, self.name, self.flipped[idx],
-                       self.classes)
+                       self.classes, self.rows[idx])
 
     def __repr__(self) -> str:
         return (f"Dataset({self.name!r}, n={self.n}, p={self.p}, n_classes={self.n_classes}, "
@@ -86,7 +102,8 @@ class Dataset:
 
 def train_test_split(dataset: Dataset, test_fraction: float = 0.25, seed: object = 0
                      ) -> tuple[Dataset, Dataset]:
-    """A seeded split into (train, test) datasets; the test part keeps its ``flipped`` mask."""
+    """A seeded split into (train, test) datasets; each part keeps its ``flipped`` mask and its ``rows``
+    (the samples' rows in the source), in source order."""
     test_fraction = check_nonnegative("test_fraction", test_fraction)
     if not 0 < test_fraction < 1:
         raise InvalidInputError(f"`test_fraction` must lie in (0, 1), got {test_fraction}")
@@ -112,7 +129,7 @@ def standardize(train: Dataset, *others: Dataset) -> list[Dataset]:
     std[std == 0] = 1.0
     out = []
     for ds in (train, *others):
-        out.append(Dataset((ds.X - mean) / std, ds.y, ds.n_classes, ds.name, ds.flipped, ds.classes))
+        out.append(ds.with_features((ds.X - mean) / std))
     return out
 
 
@@ -132,22 +149,25 @@ def check_labels_fit(dataset: Dataset, model_name: str) -> None:
 
 # -- sources ----------------------------------------------------------------------------------------
 
-def _encode_labels(raw: Any, source: str) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
-    """Map label values to 0..K−1 (sorted order). Labels must be integers (as numbers or text)."""
+def _encode_labels(raw: Any, source: str) -> tuple[NDArray[np.int64], NDArray[Any]]:
+    """Map label values to 0..K−1 in sorted order: integers (as numbers or text) by value; labels with any
+    non-numeric text (``cat``, ``dog``) as strings, in string order. Returns (y, classes)."""
     raw = np.asarray(raw)
     try:
         values = raw.astype(np.float64)
-    except ValueError:
-        raise InvalidInputError(
-            f"{source}: labels must be integer class ids, got non-numeric values") from None
+    except ValueError:  # text that is not a number: the labels are names
+        names = raw.astype(str)
+        classes, y = np.unique(names, return_inverse=True)
+        return y.astype(np.int64).reshape(-1), classes
     if not np.all(np.isfinite(values)) or np.any(values != np.round(values)):
-        raise InvalidInputError(f"{source}: labels must be integer class ids, got non-integer values")
+        raise InvalidInputError(f"{source}: labels must be integer class ids or names, got non-integer "
+                                f"numbers")
     if values.size and np.max(np.abs(values)) >= 2.0**53:  # from 2^53 on, distinct integers share a float
         raise InvalidInputError(
             f"{source}: labels must be integers of magnitude <= 2^53 to be read exactly, got "
             f"{np.max(np.abs(values)):.6g}; re-encode the classes as 0..K-1")
     classes, y = np.unique(values.astype(np.int64), return_inverse=True)
-    return y.astype(np.int64), classes
+    return y.astype(np.int64).reshape(-1), classes
 
 
 def _from_arrays(X: Any, y_raw: Any, name: str, flipped: Any = None) -> Dataset:
@@ -173,13 +193,17 @@ def _from_arrays(X: Any, y_raw: Any, name: str, flipped: Any = None) -> Dataset:
 
 
 def load_csv(path: str | os.PathLike[str], label_column: int = -1, header: bool | None = None) -> Dataset:
-    """Read a numeric CSV: one row per sample, the label in ``label_column`` (default: last).
+    """Read a CSV: one row per sample, numeric features and the label in ``label_column`` (default: last).
 
-    ``header=None`` (default) decides from the first line: non-numeric fields make it a header; a
+    Labels are integer class ids or names (``cat``, ``dog``), encoded 0..K−1 in sorted order; the
+    original values stay in ``Dataset.classes``, each sample's data row (0-based, header not counted) in
+    ``Dataset.rows``.
+
+    ``header=None`` (default) decides from the first line: non-numeric features make it a header; a
     numeric first line whose label occurs in no other row looks like a numeric header (column numbers)
     and is refused with an error rather than read as a class of its own — pass ``header=True`` to skip
     the first line or ``header=False`` to keep it as data. Every data row must have the same number of
-    numeric fields.
+    fields, its features numeric.
     """
     if header is not None and not isinstance(header, bool):
         raise InvalidInputError(f"`header` must be None, True or False, got {header!r}")
@@ -200,7 +224,15 @@ def load_csv(path: str | os.PathLike[str], label_column: int = -1, header: bool 
             return False
         return True
 
-    if header or (header is None and not numeric(rows[0])):
+    width = len(rows[0])
+    if width >= 2 and not -width <= label_column < width:
+        raise InvalidInputError(f"`label_column` must lie in {-width}..{width - 1}, got {label_column}")
+    col = label_column % max(width, 1)
+
+    def features(row: list[str]) -> list[str]:
+        return row[:col] + row[col + 1:]
+
+    if header or (header is None and _looks_like_header(rows, col, numeric)):
         rows = rows[1:]
     elif header is None and len(rows) >= 3 and numeric(rows[0]) and len(rows[0]) >= 2:
         first = _label_field(rows[0], label_column)
@@ -221,14 +253,21 @@ def load_csv(path: str | os.PathLike[str], label_column: int = -1, header: bool 
         if len(row) != width:
             raise InvalidInputError(
                 f"CSV file {str(path)!r}: row {i + 1} has {len(row)} fields, expected {width}")
-        if not numeric(row):
+        if not numeric(features(row)):
             raise InvalidInputError(f"CSV file {str(path)!r}: row {i + 1} has a non-numeric field")
-    table = np.array(rows, dtype=np.float64)  # (n, width)
-    if not -width <= label_column < width:
-        raise InvalidInputError(f"`label_column` must lie in {-width}..{width - 1}, got {label_column}")
-    col = label_column % width
-    X = np.delete(table, col, axis=1)
-    return _from_arrays(X, table[:, col], name)
+    X = np.array([features(row) for row in rows], dtype=np.float64)  # (n, width − 1)
+    return _from_arrays(X, np.array([row[col] for row in rows]), name)
+
+
+def _looks_like_header(rows: list[list[str]], col: int, numeric: Any) -> bool:
+    """Whether the first line names the columns: a non-numeric feature field, or a non-numeric label
+    above labels that are all numbers (a line of text labels is data: its classes have names)."""
+    first = rows[0]
+    if not numeric(first[:col] + first[col + 1:]):
+        return True
+    if col >= len(first) or numeric([first[col]]):
+        return False
+    return all(numeric([row[col]]) for row in rows[1:] if col < len(row)) and len(rows) > 1
 
 
 def _label_field(row: list[str], label_column: int) -> float | None:
@@ -332,5 +371,4 @@ def project_pca(train: Dataset, *others: Dataset, n_components: int) -> list[Dat
     mean = train.X.mean(axis=0)
     _, _, Vt = np.linalg.svd(train.X - mean, full_matrices=False)  # rows of Vt: principal directions
     W = Vt[:n_components].T  # (p, k)
-    return [Dataset((ds.X - mean) @ W, ds.y, ds.n_classes, ds.name, ds.flipped, ds.classes)
-            for ds in (train, *others)]
+    return [ds.with_features((ds.X - mean) @ W) for ds in (train, *others)]

@@ -71,7 +71,7 @@ def test_application_commands_write_figures_and_say_where(tmp_path, capsys):
         (["demo", "--rho", "-1"], "`--rho` must be a finite number >= 0"),
         (["demo", "--methods", "sam-full,bogus"], "--methods must be a comma-separated subset"),
         (["detect", "--dataset", "nowhere.csv"], "cannot read CSV file"),
-        (["detect", "--flip", "0"], "no flipped labels to detect"),
+        (["detect", "--protocols", "--flip", "0"], "no flipped labels to detect"),
         (["explain", "--index", "9999"], "--index must lie in 0..49"),
     ],
 )

@@ -312,7 +312,10 @@ CLI_MATRIX = [
     (["demo", "--lr", "0"], r"`--lr` must be a finite number > 0, got 0.0"),
     (["demo", "--weight-decay", "nan"], r"`--weight-decay` must be a finite number >= 0, got nan"),
     (["demo", "--out", "{tmp}/mine.txt"], r"`--out` .* is a file, not a directory"),
-    (["detect", "--flip", "0"], r"no flipped labels to detect: use --flip > 0"),
+    (["detect", "--top", "0"], r"--top must be >= 1, got 0"),  # (--flip 0 ranks unknown data: issue 26)
+    (["detect", "--protocols", "--dataset", "{tmp}/d.csv"], r"no flipped labels to detect: use --flip > 0"),
+    (["detect", "--out", "{tmp}/mine.txt"], r"`--out` .*mine.txt' is a file, not a directory"),
+    (["edit", "--methods", "closed_form"], r"edit uses one exact method: --method METHOD \(got --methods"),
     (["detect", "--methods", ""], r"--methods must be a comma-separated subset of"),
     (["detect", "--rho", "-1"], r"`--rho` must be a finite number >= 0"),
     (["detect", "--momentum", "2"], r"`momentum` must lie in \[0, 1\)"),
@@ -344,6 +347,7 @@ CLI_MATRIX = [
 @pytest.mark.parametrize("argv, message", CLI_MATRIX, ids=[" ".join(row[0]) for row in CLI_MATRIX])
 def test_cli_bad_input(argv, message, tmp_path, capsys):
     (tmp_path / "mine.txt").write_text("precious\n")
+    (tmp_path / "d.csv").write_text("0.5,a\n1.5,b\n2.5,a\n3.5,b\n0.1,a\n")
     argv = [arg.replace("{tmp}", str(tmp_path)) for arg in argv]
     try:
         status = main(argv)
