@@ -100,7 +100,7 @@ Array = NDArray[np.float64]
 
 def trajectory_influence(problem: Problem, trajectory: Trajectory, X_test: ArrayLike, y_test: ArrayLike,
                          method: str = "adjoint", progress: bool = False, *, last_steps: int | None = None,
-                         checkpoints: int | None = None) -> Array:
+                         checkpoints: int | None = None, verify: bool = True) -> Array:
     """I_j(ℓ(z_k^test, ·)) through the recorded run, shape (n_train, n_test).
 
     entry [j, k] = ∂ ℓ(z_k^test, θ_T(w)) / ∂ w_j at w = ``trajectory.weights``; −entry [j, k] is the
@@ -131,6 +131,12 @@ def trajectory_influence(problem: Problem, trajectory: Trajectory, X_test: Array
         k consecutive segments of (nearly) equal length; segment s, steps [a_s, b_s), is represented by
         the checkpoint at its first step:  I_j ≈ −Σ_s ∇ℓ_j(x_{a_s})ᵀ ∇f(x_{a_s}) Σ_{t∈s} γ_t c_{t,j},
         x = ŵ (or θ for "tracin_unperturbed"). k = T is the per-step TracIn.
+    verify : bool
+        First replay the run (:meth:`~refsam.Trajectory.verify`, one training run, remembered per run)
+        and refuse, with :class:`~refsam.training.trajectory.UnverifiedRunError`, a run that its replay
+        does not reproduce (an edited θ_t or ε_t, a changed configuration, another problem): its
+        derivative would be the derivative of no run. ``verify=False`` differentiates the record as it
+        is (e.g. a run recorded by another framework whose rounding differs by more than 1e-9).
 
     Returns
     -------
@@ -143,7 +149,7 @@ def trajectory_influence(problem: Problem, trajectory: Trajectory, X_test: Array
     the approximations one batch JVP per step (TracIn also m test gradients per step).
     """
     method = _check_method(method, METHODS)
-    problem = check_run(problem, trajectory)
+    problem = check_run(problem, trajectory, verify, "trajectory_influence")
     X_test, y_test = problem.check_test(X_test, y_test)
     if last_steps is not None:
         if method != "adjoint":
@@ -173,15 +179,15 @@ def trajectory_influence(problem: Problem, trajectory: Trajectory, X_test: Array
 
 
 def trajectory_parameter_influence(problem: Problem, trajectory: Trajectory, method: str = "adjoint",
-                                   progress: bool = False) -> Array:
+                                   progress: bool = False, *, verify: bool = True) -> Array:
     """dθ_T/dw_j through the recorded run, shape (n_train, d) (row j).
 
     ``method`` is "adjoint" (d adjoint vectors, one per coordinate of θ_T: a (d, d) block), "forward"
     (n tangents: a (d, n) block — the cheaper choice when n < d) or "autodiff"; all three are exact.
-    Other arguments as :func:`trajectory_influence`.
+    Other arguments (``verify`` included) as :func:`trajectory_influence`.
     """
     method = _check_method(method, PARAMETER_METHODS)
-    problem = check_run(problem, trajectory)
+    problem = check_run(problem, trajectory, verify, "trajectory_parameter_influence")
     if method == "autodiff":
         result = autodiff_through_training(problem, trajectory, lambda theta: theta)
     elif method == "adjoint":
@@ -192,7 +198,8 @@ def trajectory_parameter_influence(problem: Problem, trajectory: Trajectory, met
 
 
 def trajectory_hyperparameter_sensitivity(problem: Problem, trajectory: Trajectory,
-                                          progress: bool = False) -> HyperparameterSensitivity:
+                                          progress: bool = False, *,
+                                          verify: bool = True) -> HyperparameterSensitivity:
     """dθ_T/dρ and dθ_T/dλ through the recorded run, each shape (d,): the run's own hypergradients.
 
     The same run (θ_0, batches B_t, η_t, rule, momentum) re-run at ρ + dρ or λ + dλ; exact for any batch
@@ -207,8 +214,9 @@ def trajectory_hyperparameter_sensitivity(problem: Problem, trajectory: Trajecto
     then the optimizer's tangent, Θ̇ ← Θ̇ − η_t ḋ (:func:`_tangents`, the recursion :func:`_forward` runs).
     A validation loss f(θ_T) has the hypergradients ∇f(θ_T)ᵀ d_rho and ∇f(θ_T)ᵀ d_weight_decay. Cost:
     about 2 Hessian-vector products per step per column. Needs a scalar λ (one derivative for one number).
+    ``verify`` as in :func:`trajectory_influence`.
     """
-    problem = check_run(problem, trajectory)
+    problem = check_run(problem, trajectory, verify, "trajectory_hyperparameter_sensitivity")
     if problem.per_coordinate_decay:
         raise InvalidInputError("trajectory_hyperparameter_sensitivity differentiates with respect to one "
                                 "scalar λ; `problem` has a per-coordinate weight decay")
@@ -227,9 +235,10 @@ def _check_method(method: object, allowed: tuple[str, ...]) -> str:
     return str(name)
 
 
-def check_run(problem: object, trajectory: object) -> Problem:
-    """Check that ``trajectory`` was recorded on ``problem`` and return the problem at the run's
-    weights (where every trajectory derivative is taken)."""
+def check_run(problem: object, trajectory: object, verify: bool = False, what: str = "") -> Problem:
+    """Check that ``trajectory`` was recorded on ``problem`` (with ``verify``: that its replay reproduces
+    it, else :class:`~refsam.training.trajectory.UnverifiedRunError` naming ``what``) and return the
+    problem at the run's weights (where every trajectory derivative is taken)."""
     if not isinstance(problem, Problem):
         raise InvalidInputError(f"`problem` must be a refsam.Problem, got {type(problem).__name__}")
     if not isinstance(trajectory, Trajectory):
@@ -237,6 +246,10 @@ def check_run(problem: object, trajectory: object) -> Problem:
     trajectory.check_problem(problem)
     if trajectory.steps == 0:
         raise InvalidInputError("`trajectory` must have at least one step, got 0")
+    if not isinstance(verify, (bool, np.bool_)):
+        raise InvalidInputError(f"`verify` must be True or False, got {verify!r}")
+    if verify:
+        trajectory.require_replay(problem, what or "the trajectory method")
     return problem.with_weights(trajectory.weights)
 
 

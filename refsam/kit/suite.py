@@ -12,6 +12,7 @@ self-check fails. Files are :mod:`refsam.kit.files`.
 from __future__ import annotations
 
 import fnmatch
+import functools
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
@@ -62,7 +63,9 @@ __all__ = [
     "build_case",
     "case_ids",
     "make_run",
+    "recompute_case",
     "select_specs",
+    "spec_of",
 ]
 
 Array = NDArray[np.float64]
@@ -345,3 +348,25 @@ def build_case(spec: CaseSpec, executor: Executor | None = None) -> tuple[dict[s
     return arrays, entry
 
 
+
+
+def spec_of(case_id: str) -> CaseSpec | None:
+    """The suite's spec of the case ``case_id`` (None: no case of this suite has that id)."""
+    return _SPECS_BY_ID.get(case_id)
+
+
+_SPECS_BY_ID = {spec.case_id: spec for spec in CASE_SPECS}
+
+
+@functools.lru_cache(maxsize=None)
+def recompute_case(case_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(arrays, manifest entry) of the case ``case_id`` computed afresh by :func:`build_case` — what
+    ``refsam check`` grades against, never the stored files. Remembered per process (the recipe is
+    code: the same id gives the same case); the arrays are read-only."""
+    spec = spec_of(case_id)
+    if spec is None:
+        raise InvalidInputError(f"no case {case_id!r} in this suite")
+    arrays, entry = build_case(spec)
+    for value in arrays.values():
+        value.flags.writeable = False
+    return arrays, entry
