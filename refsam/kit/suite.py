@@ -11,8 +11,8 @@ self-check fails. Files are :mod:`refsam.kit.files`.
 
 from __future__ import annotations
 
+import copy
 import fnmatch
-import functools
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
@@ -64,6 +64,7 @@ __all__ = [
     "case_ids",
     "make_run",
     "recompute_case",
+    "remember_case",
     "select_specs",
     "spec_of",
 ]
@@ -358,15 +359,25 @@ def spec_of(case_id: str) -> CaseSpec | None:
 _SPECS_BY_ID = {spec.case_id: spec for spec in CASE_SPECS}
 
 
-@functools.lru_cache(maxsize=None)
 def recompute_case(case_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(arrays, manifest entry) of the case ``case_id`` computed afresh by :func:`build_case` — what
-    ``refsam check`` grades against, never the stored files. Remembered per process (the recipe is
-    code: the same id gives the same case); the arrays are read-only."""
-    spec = spec_of(case_id)
-    if spec is None:
-        raise InvalidInputError(f"no case {case_id!r} in this suite")
-    arrays, entry = build_case(spec)
-    for value in arrays.values():
+    """(arrays, manifest entry) of the case ``case_id`` computed by :func:`build_case` in this process —
+    what ``refsam check`` grades against, never the stored files. Remembered per process (the recipe is
+    code: the same id gives the same case, whichever executor ran its self-checks); read-only arrays."""
+    if case_id not in _RECOMPUTED:
+        spec = spec_of(case_id)
+        if spec is None:
+            raise InvalidInputError(f"no case {case_id!r} in this suite")
+        remember_case(case_id, *build_case(spec))
+    arrays, entry = _RECOMPUTED[case_id]
+    return arrays, copy.deepcopy(entry)
+
+
+def remember_case(case_id: str, arrays: dict[str, Any], entry: dict[str, Any]) -> None:
+    """Keep a case :func:`build_case` computed in this process (export does) for :func:`recompute_case`."""
+    frozen = {key: np.array(value) for key, value in arrays.items()}
+    for value in frozen.values():
         value.flags.writeable = False
-    return arrays, entry
+    _RECOMPUTED[case_id] = (frozen, copy.deepcopy(entry))
+
+
+_RECOMPUTED: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
