@@ -57,6 +57,9 @@ def _add_output(p: Any) -> None:
     p.add_argument("--out", default=DEFAULT_FIGURE_DIR,
                    help=f"directory for figures (default ./{DEFAULT_FIGURE_DIR}; needs matplotlib)")
     p.add_argument("--no-figures", action="store_true", help="do not write figures")
+    p.add_argument("--force", action="store_true",
+                   help="let figures replace files (or symbolic links) of their names that refsam did not "
+                        "write")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
 
 
@@ -221,6 +224,9 @@ def _check_common(args: argparse.Namespace) -> None:
     SGDMomentum(args.momentum, args.dampening, args.nesterov)
     if not args.no_figures:
         check_output_directory("--out", args.out)
+        from ..apps.plotting import FIGURE_NAMES, check_figure_targets
+
+        check_figure_targets(args.out, FIGURE_NAMES.get(args.command, ()), args.force)
 
 
 def _setup(args: argparse.Namespace) -> tuple[Any, Any, apps.Fit]:
@@ -282,7 +288,7 @@ def run_demo_command(args: argparse.Namespace) -> int:
                         seed=args.seed, methods=_methods(args.methods),
                         out_dir=args.out if not args.no_figures and matplotlib_available() else None,
                         progress=not args.quiet, momentum=args.momentum, dampening=args.dampening,
-                        nesterov=args.nesterov, n_jobs=args.jobs).validate()  # every argument checked first
+                        nesterov=args.nesterov, n_jobs=args.jobs, force=args.force).validate()  # every argument checked first
     result = run_demo(config)
     print(format_report(result))
     if not args.no_figures and not matplotlib_available():  # said after the work, where figures would be
@@ -306,7 +312,7 @@ def run_detect(args: argparse.Namespace) -> int:
     if out_dir:
         from ..apps.plotting import detection_curves
 
-        _print_figures(detection_curves(results, train.flipped, out_dir))
+        _print_figures(detection_curves(results, train.flipped, out_dir, force=args.force))
     return 0
 
 
@@ -370,7 +376,7 @@ def run_remove(args: argparse.Namespace) -> int:
     if out_dir:
         from ..apps.plotting import removal_bars
 
-        _print_figures(removal_bars(results, out_dir))
+        _print_figures(removal_bars(results, out_dir, force=args.force))
     return 0
 
 
@@ -395,7 +401,7 @@ def run_explain(args: argparse.Namespace) -> int:
     if out_dir:
         from ..apps.plotting import explanation_2d
 
-        paths = explanation_2d(train.X, train.y, x, expl, out_dir)
+        paths = explanation_2d(train.X, train.y, x, expl, out_dir, force=args.force)
         if not paths:
             print("(the proponent/opponent figure needs 2-D data: --dataset synthetic2d)")
         _print_figures(paths)
@@ -472,7 +478,7 @@ def run_tune(args: argparse.Namespace) -> int:
     if out_dir and grid is not None:
         from ..apps.plotting import tuning_path
 
-        _print_figures(tuning_path(result, grid, out_dir))
+        _print_figures(tuning_path(result, grid, out_dir, force=args.force))
     return 0
 
 

@@ -1,4 +1,5 @@
-"""``refsam train``: train with SAM on a seeded synthetic problem and print a summary."""
+"""``refsam train``: train with SAM on a seeded synthetic problem and print a summary;
+``refsam verify RUN``: replay a saved run and report whether it reproduces itself."""
 
 from __future__ import annotations
 
@@ -10,11 +11,12 @@ from typing import Any
 import numpy as np
 
 from ..data import make_gaussian_classification
+from ..data.archive import read_npz
 from ..errors import InvalidInputError
 from ..models import MODEL_NAMES, build_model
 from ..objective import REGULARIZATION_MODES, Problem
 from ..sam import RULES, SAM
-from ..training import train
+from ..training import Trajectory, train
 from ..training.trajectory import check_writable, is_trajectory_file
 
 
@@ -44,6 +46,34 @@ def add_parser(subparsers: Any) -> None:
                    help="report every 10%% of the steps on stderr (default: when stderr is a terminal)")
     p.set_defaults(func=run)
 
+    p = subparsers.add_parser("verify", help="replay a saved run (refsam train --save) step by step and "
+                                             "report the largest step residual")
+    p.add_argument("run", metavar="RUN", help="a trajectory file written by refsam")
+    p.add_argument("--data", default=None, metavar="FILE",
+                   help=".npz with the training data X, y (default: the data the file carries)")
+    p.set_defaults(func=run_verify)
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    """Exit 0 if the run replays, 1 if it does not, 2 for a file that cannot be read."""
+    trajectory = Trajectory.load(args.run)
+    problem = None
+    if args.data is not None:
+        try:
+            data = read_npz(args.data)
+        except InvalidInputError as exc:
+            raise InvalidInputError(f"--data {args.data!r}: cannot read it ({exc})") from None
+        if "X" not in data or "y" not in data:
+            raise InvalidInputError(f"--data {args.data!r} must hold arrays 'X' and 'y', got {sorted(data)}")
+        problem = trajectory.problem(data["X"], data["y"])
+    elif trajectory.training_data is None:
+        raise InvalidInputError(f"RUN {args.run!r} does not carry its training data: pass --data FILE.npz "
+                                f"with the arrays X and y it was trained on")
+    check = trajectory.verify(problem)
+    print(f"{args.run}: {trajectory!r}")
+    print(check)
+    return 0 if check.ok else 1
+
 
 def add_momentum_arguments(p: Any) -> None:
     """--momentum, --dampening, --nesterov: the base optimizer, as torch.optim.SGD's keywords."""
@@ -72,8 +102,8 @@ def _check(args: argparse.Namespace) -> int:
 
 def run(args: argparse.Namespace) -> int:
     n_classes = _check(args)
-    if args.save:  # before the work: a bad --save fails in a second, not after training
-        check_writable(args.save, args.force, is_trajectory_file)
+    if args.save is not None:  # before the work: a bad --save fails in a second, not after training
+        check_writable(args.save, args.force, is_trajectory_file, "--save")
     X, y, _ = make_gaussian_classification(args.n, args.features, n_classes, seed=args.seed)
     model = build_model(args.model, args.features, n_classes, args.hidden)
     problem = Problem(model, X, y, weight_decay=args.weight_decay, regularization=args.regularization,
@@ -94,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"training accuracy           = {accuracy:.3f}")
     print(f"‖∇F(θ_T) + λθ_T‖ (ERM grad) = {np.linalg.norm(residual):.3e}")
     print(f"‖θ_T − θ_(T-1)‖             = {np.linalg.norm(theta - trajectory.thetas[-2]):.3e}")
-    if args.save:
-        trajectory.save(args.save, overwrite=True)  # checked above
+    if args.save is not None:
+        trajectory.save(args.save, overwrite=args.force, problem=problem)  # checked above; carries X, y
         print(f"trajectory written to {args.save}")
     return 0

@@ -56,6 +56,8 @@ class ReplayCheck:
     def __str__(self) -> str:
         if self.error:
             return f"the run does not replay: {self.error}"
+        if self.max_residual == 0.0:
+            return "the run replays bit for bit: largest step residual 0"
         verdict = "replays" if self.ok else "does NOT replay"
         return (f"the run {verdict}: largest step residual {self.max_residual:.2e} ({self.array} at step "
                 f"{self.step}; tolerance {self.tolerance:.0e})")
@@ -453,9 +455,9 @@ def is_trajectory_file(path: str | os.PathLike[str]) -> bool:
         return False
 
 
-def check_writable(path: str | os.PathLike[str], overwrite: bool, ours: Any) -> str:
+def check_writable(path: str | os.PathLike[str], overwrite: bool, ours: Any, argument: str = "path") -> str:
     """Raise InvalidInputError (naming ``path``) unless a file can be written there without destroying
     anything refsam did not write (:func:`refsam.data.archive.check_target`: not a directory, a FIFO or a
     symbolic link, its folder exists and is writable, and an existing file is ``ours(path)`` or
     ``overwrite`` is set). Called before the work, not after. Returns the path as a str."""
-    return check_target(path, overwrite, ours)
+    return check_target(path, overwrite, ours, argument)
