@@ -26,6 +26,7 @@ from .sam import SAM, ZeroGradientError
 
 # training
 from .training import Trajectory, replay, train
+from .training.trajectory import UnverifiedRunError
 
 # influence: the fixed point and the closed form at it
 from .influence import (
@@ -96,6 +97,7 @@ __all__ = [
     "Problem",
     "SoftmaxRegression",
     "Trajectory",
+    "UnverifiedRunError",
     "ZeroGradientError",
     "make_gaussian_classification",
     "model_from_spec",

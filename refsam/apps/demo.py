@@ -18,6 +18,7 @@ that quantity and "actual" is the change measured by retraining.
 from __future__ import annotations
 
 import sys
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -143,7 +144,9 @@ def prepare_data(dataset: str, n: int | None, model: str, flip_fraction: float, 
     """Load, split, standardise (optionally project on ``pca`` principal components) and flip a fraction
     of the training labels.
 
-    Returns (train, val) :class:`~refsam.loaders.Dataset` objects; ``train.flipped`` marks the noise.
+    Returns (train, val) :class:`~refsam.loaders.Dataset` objects; ``train.flipped`` marks the noise. A
+    dataset file that carries its own ``flipped`` mask (with any label marked) is used as it is: its mask
+    is the noise, and ``flip_fraction`` flips nothing more (a warning says so when it is > 0).
     """
     if n is None and dataset in ("synthetic", "synthetic2d"):
         n = 250
@@ -153,6 +156,12 @@ def prepare_data(dataset: str, n: int | None, model: str, flip_fraction: float, 
     train, val = standardize(train, val)
     if pca is not None:
         train, val = project_pca(train, val, n_components=pca)
+    if train.flipped.any() or val.flipped.any():  # the file marks its own noisy labels: use them as they are
+        if flip_fraction > 0:
+            warnings.warn(f"dataset {data.name!r} marks {int(data.flipped.sum())} flipped labels: using its "
+                          f"`flipped` mask; `flip_fraction` {flip_fraction} (--flip) adds no noise",
+                          UserWarning, stacklevel=2)
+        return train, val
     y_noisy, flipped = flip_labels(train.y, train.n_classes, flip_fraction, seed=seed + 1)
     if flipped.all():  # checked here, before any training: nothing clean is left to learn from
         raise InvalidInputError(f"`flip_fraction` {flip_fraction} flips all {train.n} training labels; use a "

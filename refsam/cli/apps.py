@@ -212,9 +212,8 @@ def _check_common(args: argparse.Namespace) -> None:
         raise InvalidInputError(f"--max-remove must be >= 1, got {args.max_remove}")
     if getattr(args, "ks", None) is not None:
         args.ks = _ks(args.ks)
-    if args.command == "detect" and getattr(args, "protocols", False) and args.flip == 0:
-        raise InvalidInputError("no flipped labels to detect: use --flip > 0")
-    if args.command == "detect" and args.flip == 0:
+    from_file = str(args.dataset).endswith((".npz", ".csv"))  # a file may mark its own flipped labels
+    if args.command == "detect" and args.flip == 0 and not from_file:
         raise InvalidInputError("no flipped labels to detect: use --flip > 0")
     check_positive("--lr", args.lr)
     check_nonnegative("--rho", args.rho)
@@ -233,6 +232,9 @@ def _setup(args: argparse.Namespace) -> tuple[Any, Any, apps.Fit]:
     """Data, problem and fit shared by detect/remove/explain. Returns (train, val, fit)."""
     _check_common(args)
     train, val = prepare_data(args.dataset, args.n, args.model, args.flip, 0.2, args.seed, args.pca)
+    if getattr(args, "ks", None) is not None and args.ks[-1] >= train.n:
+        raise InvalidInputError(f"--ks must list removal counts below the {train.n} training points, got "
+                                f"{args.ks[-1]}")
     if args.command in ("explain", "edit") and args.index is not None and not 0 <= args.index < val.n:
         raise InvalidInputError(f"--index must lie in 0..{val.n - 1} (validation points), got {args.index}")
     if args.command == "edit" and args.target is not None and not 0 <= args.target < train.n_classes:

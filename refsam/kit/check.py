@@ -31,7 +31,7 @@ from numpy.typing import NDArray
 
 from ..data.archive import SingleArrayError, read_npz
 from ..errors import InvalidInputError
-from ..validation import check_nonnegative, check_positive_int
+from ..validation import check_nonnegative, check_positive_int, describe
 from .files import CaseFileError, load_entry, preview, read_manifest, verify_against_recipe
 from .suite import CASE_SPECS, TARGETS
 
@@ -122,7 +122,11 @@ def read_scores(scores: str | os.PathLike[str] | Mapping[str, Any]) -> dict[str,
     """Scores as a dict case id -> array: from an ``.npz`` path (no pickle) or a mapping."""
     if isinstance(scores, Mapping):
         return dict(scores)
+    if not isinstance(scores, (str, os.PathLike)) or not os.fspath(scores):
+        raise CaseFileError(f"`scores` must be an .npz path or a dict of arrays, got {describe(scores)}")
     path = os.fspath(scores)
+    if os.path.isdir(path):
+        raise CaseFileError(f"scores file {path!r} is a directory, not an .npz file")
     if not os.path.isfile(path):
         raise CaseFileError(f"scores file {path!r} does not exist")
     try:
@@ -243,6 +247,10 @@ def check_scores(directory: str | os.PathLike[str], scores: str | os.PathLike[st
     if not compared and not missing:
         raise InvalidInputError(f"none of the selected cases has a {target!r} output (see each case's "
                          f"closed_form_status in the manifest)")
+    rows = min((recomputed[i][1]["outputs"][target]["shape"][0] for i in compared), default=top_k)
+    if top_k > rows:
+        raise InvalidInputError(f"`top_k` must be at most {rows} (the rows of the compared outputs), got "
+                                f"{top_k}")
     score_arrays = read_scores(scores)
     where = "scores" if isinstance(scores, Mapping) else f"scores file {os.fspath(scores)!r}"
     lacking = [i for i in compared if i not in score_arrays]

@@ -275,6 +275,8 @@ def read_manifest(directory: str | os.PathLike[str], verify: bool = True) -> dic
         Missing directory or manifest, invalid JSON, unknown format or schema version, missing or
         mistyped fields, a missing case file, or a sha256 mismatch (tampered or corrupted file).
     """
+    if not isinstance(directory, (str, os.PathLike)) or not os.fspath(directory):
+        raise CaseFileError(f"`directory` must be a case directory path, got {directory!r:.60}")
     directory = os.fspath(directory)
     path = os.path.join(directory, MANIFEST_NAME)
     if not os.path.isdir(directory):

@@ -21,7 +21,13 @@ from numpy.typing import ArrayLike, NDArray
 from ..errors import DivergenceError, InvalidInputError
 from ..objective import Problem
 from ..sam import SAM
-from ..validation import check_finite_array, check_positive, check_positive_int, check_random_state
+from ..validation import (
+    check_finite_array,
+    check_positive,
+    check_positive_int,
+    check_random_state,
+    describe,
+)
 from .step import SGDMomentum, StepTerms, descent_direction
 from .trajectory import Trajectory
 
@@ -120,7 +126,8 @@ def _check_batches(batches: object, n: int) -> list[NDArray[np.int64]]:
     for t, batch in enumerate(schedule):
         idx = np.asarray(batch)
         if idx.ndim != 1 or idx.size == 0 or not np.issubdtype(idx.dtype, np.integer):
-            raise InvalidInputError(f"`batches[{t}]` must be a non-empty 1-d array of ints, got {idx!r}")
+            raise InvalidInputError(f"`batches[{t}]` must be a non-empty 1-d array of ints, got "
+                                    f"{describe(idx)}")
         if idx.min() < 0 or idx.max() >= n:
             raise InvalidInputError(
                 f"`batches[{t}]` must lie in 0..{n - 1}, got values in {idx.min()}..{idx.max()}")
