@@ -290,7 +290,8 @@ def run_demo_command(args: argparse.Namespace) -> int:
                         seed=args.seed, methods=_methods(args.methods),
                         out_dir=args.out if not args.no_figures and matplotlib_available() else None,
                         progress=not args.quiet, momentum=args.momentum, dampening=args.dampening,
-                        nesterov=args.nesterov, n_jobs=args.jobs, force=args.force).validate()  # every argument checked first
+                        nesterov=args.nesterov, n_jobs=args.jobs,
+                        force=args.force).validate()  # every argument checked first
     result = run_demo(config)
     print(format_report(result))
     if not args.no_figures and not matplotlib_available():  # said after the work, where figures would be

@@ -184,7 +184,8 @@ def load_csv(path: str | os.PathLike[str], label_column: int = -1, header: bool 
     if header is not None and not isinstance(header, bool):
         raise InvalidInputError(f"`header` must be None, True or False, got {header!r}")
     if not isinstance(path, (str, os.PathLike)):
-        raise InvalidInputError(f"`path` of a CSV file must be a str or os.PathLike, got {type(path).__name__}")
+        raise InvalidInputError(f"`path` of a CSV file must be a str or os.PathLike, got "
+                                f"{type(path).__name__}")
     name = os.path.basename(str(path))
     if os.path.isdir(path):
         raise InvalidInputError(f"cannot read CSV file {str(path)!r}: it is a directory, not a file")

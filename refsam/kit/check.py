@@ -3,7 +3,8 @@
 Trust: the verdict derives from refsam, not from the files. The suite's case ids, their count and which
 outputs each case has come from refsam's code (:data:`refsam.kit.suite.CASE_SPECS`); every graded
 reference is recomputed from the case's recipe (:func:`refsam.kit.suite.recompute_case`), and a case
-whose stored files disagree with the recomputation is refused (:func:`refsam.kit.files.verify_against_recipe`).
+whose stored files disagree with the recomputation is refused
+(:func:`refsam.kit.files.verify_against_recipe`).
 A suite case absent from the directory is a failure, unless ``cases`` selects a subset by name (the
 summary then says "k of N cases").
 
@@ -233,7 +234,8 @@ def check_scores(directory: str | os.PathLike[str], scores: str | os.PathLike[st
     selected_ids = [i for i in suite_ids if cases is None or fnmatch.fnmatchcase(i, cases)]
     if not selected_ids:
         raise InvalidInputError(
-            f"`cases` pattern {cases!r} matches none of the {len(suite_ids)} cases of the suite; ids look like "
+            f"`cases` pattern {cases!r} matches none of the {len(suite_ids)} cases of the suite; ids look "
+            f"like "
             f"'logistic-sam-decoupled-full' (model-rule-regularization-batching)")
     stored = {c["id"]: c for c in manifest["cases"]}
     missing = tuple(i for i in selected_ids if i not in stored)

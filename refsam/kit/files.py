@@ -31,8 +31,8 @@ from ..ground_truth.parallel import check_parallel, shared_executor
 from ..models import model_from_spec
 from ..objective import Problem
 from ..sam import SAM
-from ..training import Trajectory
 from ..tolerances import RTOL_CASE_RECOMPUTE, rel_err
+from ..training import Trajectory
 from ..version import __version__
 from .suite import ATOL, OUTPUT_RTOL, build_case, remember_case, select_specs, spec_of
 
@@ -52,7 +52,7 @@ __all__ = [
     "verify_against_recipe",
 ]
 
-SCHEMA_VERSION = 2  # 2: the manifest's own sha256 (`manifest_sha256`); ids, files and arrays bound to the recipe
+SCHEMA_VERSION = 2  # 2: the manifest's own sha256 (`manifest_sha256`); ids, files, arrays bound to the recipe
 FORMAT_NAME = "refsam-reference-cases"
 MANIFEST_NAME = "manifest.json"
 LOCK_NAME = ".refsam-export.lock"  # present while an export writes into the directory
@@ -490,7 +490,8 @@ def verify_against_recipe(case: ReferenceCase) -> tuple[dict[str, Any], dict[str
     for name, output in entry["outputs"].items():
         for key in _BOUND_OUTPUT_FIELDS:
             if meta["outputs"][name].get(key) != output[key]:
-                raise CaseFileError(f"{where}: outputs[{name!r}].{key} is {meta['outputs'][name].get(key)!r}, "
+                got = meta["outputs"][name].get(key)
+                raise CaseFileError(f"{where}: outputs[{name!r}].{key} is {got!r}, "
                                     f"case {case.case_id!r} has {output[key]!r}: {remedy}")
     if set(case.arrays) != set(arrays):
         extra, lacking = sorted(set(case.arrays) - set(arrays)), sorted(set(arrays) - set(case.arrays))
@@ -511,7 +512,8 @@ def verify_against_recipe(case: ReferenceCase) -> tuple[dict[str, Any], dict[str
             same = finite and err <= RTOL_CASE_RECOMPUTE
         if not same:
             raise CaseFileError(f"{where}: array {key!r} is not what refsam computes for case "
-                                f"{case.case_id!r} (rel. err {err:.1e} > {RTOL_CASE_RECOMPUTE:.0e}): {remedy}")
+                                f"{case.case_id!r} (rel. err {err:.1e} > {RTOL_CASE_RECOMPUTE:.0e}): "
+                                f"{remedy}")
     return arrays, entry
 
 

@@ -303,7 +303,7 @@ class Trajectory:
             self.check_problem(problem)
             self.training_data = (np.array(problem.X), np.asarray(problem.y).astype(np.int64))
         arrays = self._arrays()
-        payload = {
+        payload: dict[str, Any] = {
             "format_version": np.array(TRAJECTORY_FORMAT_VERSION),
             **arrays,
             "config_json": np.array(json.dumps(self.config, sort_keys=True, default=_json_scalar)),
@@ -367,7 +367,8 @@ class Trajectory:
         if int(version) >= 4:
             stored = data["content_sha256"]
             if stored.shape != () or stored.dtype.kind != "U" or str(stored) != trajectory.digest():
-                raise InvalidInputError(f"{where}: its content does not match the sha256 it carries: the file "
+                raise InvalidInputError(f"{where}: its content does not match the sha256 it carries: the "
+                                        f"file "
                                         f"was edited or corrupted; record the run again")
         return trajectory
 

@@ -39,8 +39,8 @@ from refsam.cases import (
     read_manifest,
 )
 from refsam.cli import main
-from refsam.kit.files import manifest_digest
 from refsam.fixed_point import residual_map
+from refsam.kit.files import manifest_digest
 from refsam.tolerances import ROOT_TOL, RTOL_CHAIN_RULE, RTOL_CLOSED_FORM_FD, RTOL_TRAJECTORY_FD
 from refsam.trajectory_influence import trajectory_influence
 
