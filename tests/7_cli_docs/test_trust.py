@@ -211,11 +211,11 @@ def test_worker_counts_are_capped_at_the_cpus_and_the_work(monkeypatch):
     run = _run()
     serial = refsam.leave_one_out_replay(P, run, X[:2], Y[:2], indices=np.arange(8))
     spread = refsam.leave_one_out_replay(P, run, X[:2], Y[:2], indices=np.arange(8), n_jobs=20)
-    assert started == [1]  # 8 points are 2 chunks: one worker and this process, not 19 workers
+    assert started == [1]  # 8 points are 2 chunks: one worker and this process, not 19
     np.testing.assert_array_equal(spread, serial)
 
 
-# -- data, progress, docs --------------------------------------------------------------------------------------
+# -- data, progress, docs ---------------------------------------------------------------------------
 def test_a_dataset_files_flipped_mask_is_used(tmp_path):
     Xd, yd, _ = refsam.make_gaussian_classification(n=60, n_features=3, seed=1)
     flipped = np.zeros(60, dtype=bool)
