@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -181,7 +182,7 @@ def compare(scores: NDArray[np.float64], reference: NDArray[np.float64], rtol: f
 
 def check_scores(directory: str | os.PathLike[str], scores: str | os.PathLike[str] | Mapping[str, Any],
                  target: str = "trajectory", cases: str | None = None, *, rtol: float | None = None,
-                 top_k: int = 3, min_spearman: float | None = None) -> CheckReport:
+                 top_k: int = 3, min_spearman: float | None = None, progress: bool = False) -> CheckReport:
     """Compare external influence scores with the reference cases in ``directory``.
 
     Parameters
@@ -207,6 +208,8 @@ def check_scores(directory: str | os.PathLike[str], scores: str | os.PathLike[st
         k of the reported top-k overlap (default 3).
     min_spearman : float, optional
         Also require Spearman >= this to pass (a rank criterion for approximations).
+    progress : bool
+        Print a line to stderr per reference case recomputed (about 4 s for all 51).
 
     Returns
     -------
@@ -240,7 +243,10 @@ def check_scores(directory: str | os.PathLike[str], scores: str | os.PathLike[st
     stored = {c["id"]: c for c in manifest["cases"]}
     missing = tuple(i for i in selected_ids if i not in stored)
     recomputed = {}  # the references graded against: refsam computing each case from its recipe
-    for case_id in selected_ids:
+    for number, case_id in enumerate(selected_ids, 1):
+        if progress:
+            print(f"  recomputing the reference cases: {number}/{len(selected_ids)} {case_id}",
+                  file=sys.stderr, flush=True)
         if case_id in stored:
             case = load_entry(os.fspath(directory), stored[case_id], verify=False)
             recomputed[case_id] = verify_against_recipe(case)

@@ -37,6 +37,15 @@ _level = DEEP
 for _ in range(100_000):  # a configuration nested deeper than Python's recursion limit
     _level["x"] = {}
     _level = _level["x"]
+os.mkdir(os.path.join(SCRATCH, "deep"))
+with open(os.path.join(SCRATCH, "deep", "manifest.json"), "w") as _fh:
+    _fh.write("[" * 100_000)  # JSON nested deeper than Python's recursion limit
+_deep_run = os.path.join(SCRATCH, "deep", "run.npz")
+T.save(_deep_run)
+with np.load(_deep_run) as _f:
+    _arrays = {k: _f[k] for k in _f.files}
+_arrays["config_json"] = np.array("[" * 100_000)
+np.savez(_deep_run, **_arrays)
 RHO_CHANGED = refsam.Trajectory(T.thetas, T.epsilons, T.batches, T.lrs, T.weights, {**T.config, "rho": 0.5})
 
 # (entry point, call, exception type, regex the message must match)
@@ -169,6 +178,10 @@ API_MATRIX = [
     ("export_cases", lambda: kit.export_cases(None), CaseFileError, r"`directory` must be a folder name, got None"),
     ("export_cases", lambda: kit.export_cases(os.path.join(SCRATCH, "link.npz"), cases="logistic-sam-decoupled-full"),
      CaseFileError, r"refusing to export into .*link.npz': it is a symbolic link"),
+    ("check_scores", lambda: kit.check_scores(os.path.join(SCRATCH, "deep"), {}), CaseFileError,
+     r"manifest.json: not a manifest \(JSON nested too deeply\)"),
+    ("Trajectory", lambda: refsam.Trajectory.load(_deep_run), InvalidInputError,
+     r"trajectory file .*run.npz' has an unreadable config_json"),
     ("check_scores", lambda: kit.check_scores(None, {}), CaseFileError, r"`directory` must be a case directory path, got None"),
     ("read_scores", lambda: kit.read_scores(None), CaseFileError, r"`scores` must be an .npz path or a dict of arrays, got None"),
     ("read_scores", lambda: kit.read_scores(SCRATCH), CaseFileError, r"scores file .* is a directory, not an .npz file"),
