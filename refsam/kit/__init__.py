@@ -32,6 +32,10 @@ Outputs stored per case (shape (n_train, n_test) unless noted):
 The closed-form outputs exist only for decoupled, full-batch cases whose root was found and verified
 (‖G(θ̂)‖ ≤ 1e-10 and closed form = re-solved finite differences ≤ 1e-6); the manifest says why otherwise.
 The full schema is documented in docs/validating.md.
+
+Trust: :func:`check_scores` grades against references it recomputes from the suite's recipe
+(:func:`refsam.kit.suite.recompute_case`), takes the suite's ids from :data:`CASE_SPECS`, and refuses
+a case whose files disagree with the recomputation; the hashes only catch corruption early.
 """
 
 from .check import CaseCheck, CheckReport, check_scores, compare, read_scores

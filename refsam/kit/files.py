@@ -95,13 +95,17 @@ def export_cases(directory: str | os.PathLike[str], cases: str | None = None,
     directory : path
         Receives ``manifest.json`` and one ``<case id>.npz`` per case. Files of other names are left
         alone. A ``manifest.json`` already there is replaced only if refsam wrote it and the new export
-        keeps every case it lists (or with ``force``).
+        keeps every case it lists (or with ``force``); a file at a case's name only if it is a case file
+        refsam wrote; a symbolic link never (with ``force`` the link itself, not its target). Every file
+        is written whole (a temporary file renamed onto its name), and the directory is locked
+        (``.refsam-export.lock``) while the export writes: a second export into it is refused.
     cases : str, optional
         Shell-style pattern selecting case ids (``"logistic-*"``); default all 51.
     progress : bool
         Print one line per case to stdout.
     force : bool
-        Replace a manifest refsam did not write, or one listing cases this export would drop.
+        Replace a manifest refsam did not write, one listing cases this export would drop, files at the
+        cases' names that refsam did not write, and symbolic links there.
     executor, n_jobs :
         Run the self-checks' finite-difference loops on a concurrent.futures executor or a pool of
         ``n_jobs`` processes (:mod:`refsam.ground_truth.parallel`): the same bytes are written.
