@@ -241,7 +241,8 @@ class Trajectory:
         if not isinstance(problem, Problem):
             raise InvalidInputError(f"`problem` must be a refsam.Problem, got {type(problem).__name__}")
         self.check_problem(problem)
-        key = f"{self.digest()}|{type(problem.model).__module__}.{type(problem.model).__qualname__}"
+        model_class = problem.model.__class__  # a user model may share a built-in model's spec
+        key = f"{self.digest()}|{model_class.__module__}.{model_class.__qualname__}"
         if key not in self._replays:
             self._replays[key] = self._replay_check(problem)
         return self._replays[key]
