@@ -167,6 +167,19 @@ def test_one_export_into_one_directory_at_a_time(tmp_path):
     assert not (tmp_path / LOCK_NAME).exists()
 
 
+def test_a_failed_write_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys):
+    import refsam.data.archive as archive
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(archive.tempfile, "mkstemp", refuse)  # as in a folder that turned read-only
+    assert main(["export-cases", str(tmp_path / "c"), "--cases", "logistic-sam-decoupled-full"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and re.search(r"refsam export-cases: error: cannot write .*Permission denied", err[0])
+    assert not (tmp_path / "c" / LOCK_NAME).exists()  # the lock is released
+
+
 @pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root may write anywhere")
 def test_a_read_only_export_folder_is_a_clear_error(tmp_path):
     folder = tmp_path / "ro"
