@@ -176,7 +176,8 @@ def test_a_failed_write_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(archive.tempfile, "mkstemp", refuse)  # as in a folder that turned read-only
     assert main(["export-cases", str(tmp_path / "c"), "--cases", "logistic-sam-decoupled-full"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and re.search(r"refsam export-cases: error: cannot write .*Permission denied", err[0])
+    assert len(err) == 1
+    assert re.search(r"refsam export-cases: error: cannot write .*Permission denied", err[0])
     assert not (tmp_path / "c" / LOCK_NAME).exists()  # the lock is released
 
 
