@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from typing import Any
@@ -93,11 +94,32 @@ def _check(args: argparse.Namespace) -> int:
         if args.classes not in (None, 2):
             raise InvalidInputError(
                 f"--classes {args.classes} does not fit --model logistic (2 classes); use softmax or mlp")
+        _check_size(args, 2)
         return 2
     n_classes = 3 if args.classes is None else args.classes
     if n_classes < 2:
         raise InvalidInputError(f"--classes must be >= 2, got {n_classes}")
+    _check_size(args, n_classes)
     return n_classes
+
+
+def _check_size(args: argparse.Namespace, n_classes: int) -> None:
+    """Refuse sizes whose recorded run (θ_0 … θ_T and ε_0 … ε_{T−1}, 8 bytes each) cannot fit in this
+    machine's memory, naming the arguments, instead of a MemoryError (or the OOM killer) mid-run."""
+    width = n_classes if args.model != "logistic" else 1
+    hidden = max(args.hidden, 1) if args.model == "mlp" else 0
+    d = ((args.features + 1) * hidden + (hidden + 1) * width) if args.model == "mlp" else \
+        (args.features + 1) * width
+    need = 8.0 * (2 * max(args.steps, 1) + 1) * max(d, 1) + 8.0 * max(args.n, 1) * max(args.features, 1)
+    try:
+        have = float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, ValueError, OSError):
+        return
+    if need > have:
+        raise InvalidInputError(f"--steps {args.steps}, --hidden {args.hidden}, --features {args.features} "
+                                f"and --n {args.n} need {need / 2**30:.3g} GiB for the recorded run (d = {d} "
+                                f"parameters, {args.steps} steps); this machine has {have / 2**30:.3g} GiB: "
+                                f"lower them")
 
 
 def run(args: argparse.Namespace) -> int:

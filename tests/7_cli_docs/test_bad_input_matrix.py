@@ -416,7 +416,9 @@ CLI_MATRIX = [
     (["verify", "{tmp}"], r"cannot read a trajectory from .*: it is a directory, not a file"),
     (["train", "--save", ""], r"`--save` must be a file name, got ''"),
     (["train", "--save", "{tmp}/link.npz"], r"refusing to write .*link.npz': it is a symbolic link"),
-    (["train", "--steps", "1000000000000"], r"out of memory: the sizes asked for \(--n, --steps"),
+    (["train", "--steps", "1000000000000"], r"--steps 1000000000000, --hidden 8, --features 5 and --n 200 need "
+                                             r".* GiB for the recorded run .*this machine has .* GiB: lower them"),
+    (["train", "--model", "mlp", "--hidden", "1000000000"], r"--hidden 1000000000.* GiB for the recorded run"),
     (["export-cases", "{tmp}/link.npz"], r"refusing to export into .*link.npz': it is a symbolic link"),
     (["export-cases", "{tmp}", "--cases", "logistic-sam-decoupled-full"], r"refusing to overwrite .*logistic-sam-"
                                                                            r"decoupled-full.npz': refsam did not write it"),

@@ -208,6 +208,21 @@ def test_figures_never_replace_a_users_file_without_force(tmp_path):
     removal_bars(results, str(tmp_path))  # refsam's own figure: replaced without force
 
 
+def test_a_top_k_beyond_the_rows_is_refused_not_clamped(tmp_path, capsys):
+    case = "logistic-sam-decoupled-full"
+    export_cases(tmp_path / "c", cases=case)
+    scores = {case: refsam.kit.load_case(tmp_path / "c", case).reference()}
+    message = r"`top_k` must be at most 12 \(the rows of the compared outputs\), got 1000000000"
+    with pytest.raises(refsam.InvalidInputError, match=message):
+        refsam.kit.check_scores(tmp_path / "c", scores, cases=case, top_k=10**9)
+    assert refsam.kit.check_scores(tmp_path / "c", scores, cases=case, top_k=12).passed
+    np.savez(tmp_path / "s.npz", **scores)
+    argv = ["check", str(tmp_path / "c"), "--scores", str(tmp_path / "s.npz"), "--cases", case]
+    assert main(argv + ["--top-k", "1000000000"]) == 2
+    assert "`top_k` must be at most 12" in capsys.readouterr().err
+    assert main(argv) == 0 and "1 of 51 cases selected" in capsys.readouterr().out
+
+
 # -- processes -------------------------------------------------------------------------------------------
 def test_worker_counts_are_capped_at_the_cpus_and_the_work(monkeypatch):
     cpus = parallel.available_cpus()
