@@ -233,3 +233,23 @@ def test_no_random_edit_of_a_case_directory_passes_wrong_scores(suite, edits, wr
         for edit in edits:
             _apply(copy, edit, exact)
         assert _verdict(copy, wrong, cases=SUBSET) != "pass", edits
+
+
+def test_what_the_docs_say_no_case_can_tell_the_denominator_epsilon():
+    """docs/validating.md's table: ignoring `norm_eps` moves no preset case's scores by as much as the
+    check's tolerance (‖g_t‖ ≥ 0.1 throughout). When a case that can tell is added, this fails: update
+    the table."""
+    import refsam
+    from refsam.kit.suite import make_run
+    from refsam.tolerances import RTOL_CASE_EXACT, rel_err
+
+    effects = []
+    for spec in (s for s in CASE_SPECS if s.preset):
+        problem, sam, run, X_test, y_test = make_run(spec)
+        assert sam.norm_eps > 0
+        without = refsam.SAM.from_config({**sam.config(), "norm_eps": 0.0})
+        rerun = refsam.train(problem, without, run.lrs, batches=run.batches, theta0=run.theta0,
+                             momentum=run.config["momentum"], nesterov=run.config["nesterov"])
+        effects.append(rel_err(refsam.trajectory_influence(problem, rerun, X_test, y_test),
+                               refsam.trajectory_influence(problem, run, X_test, y_test)))
+    assert len(effects) == 9 and max(effects) < 1e-3 * RTOL_CASE_EXACT
