@@ -34,6 +34,7 @@ if TYPE_CHECKING:  # grouped by layer, in the order of the data flow (not alphab
 
     # training: the base optimizers, runs and their record
     from .training import SGD, Adam, AdamW, GradientClipping, Optimizer, Trajectory, replay, train
+    from .training.trajectory import UnverifiedRunError
 
     # influence: the fixed point and the closed form at it
     from .influence import (
@@ -72,6 +73,7 @@ _HOMES: dict[str, tuple[str, ...]] = {  # module → the public names it defines
     ".objective": ("Problem",),
     ".sam": ("SAM", "ZeroGradientError"),
     ".training": ("SGD", "Adam", "AdamW", "GradientClipping", "Optimizer", "Trajectory", "replay", "train"),
+    ".training.trajectory": ("UnverifiedRunError",),
     ".influence": (
         "FixedPoint", "FixedPointError", "HyperparameterSensitivity", "NoFixedPointError",
         "UnverifiedRootError", "UnverifiedRootWarning", "fixed_point_diagnostics", "hessian_influence",
@@ -138,6 +140,7 @@ __all__ = [
     "GradientClipping",
     "SoftmaxRegression",
     "Trajectory",
+    "UnverifiedRunError",
     "ZeroGradientError",
     "make_gaussian_classification",
     "model_from_spec",

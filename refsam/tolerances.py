@@ -30,11 +30,19 @@ RTOL_SAME_FORMULA               1e-9      two float64 evaluations of one exact f
                                           (e.g. the USAM root = the ERM root)
 RTOL_CHAIN_RULE                 1e-9      scores = (dθ_T/dw) ∇f(θ_T): one exact derivative contracted two
                                           ways
+RTOL_RUN_REPLAY                 1e-9      a recorded run vs its replay (``Trajectory.verify``): refsam's own
+                                          runs replay bit for bit (0); a port's record differs by rounding
+                                          grown over T steps; an edited θ_t or ε_t, or another ρ, by far more
 RTOL_ITERATIVE_SOLVER           1e-8      an iterative solver of Jᵀv = ∇f run to rtol ≤ 1e-12 vs direct LU:
                                           the residual bound times cond(J) (≤ 1e4 on the test problems)
 RTOL_CASE_EXACT                 1e-7      an external float64 port vs a stored exact output of a reference
                                           case: ports reorder sums and use other solvers (~1e-12); a dropped
                                           SAM term moves the scores by more than 1e-3
+RTOL_CASE_RECOMPUTE             1e-7      a reference case's stored arrays vs refsam recomputing them from
+                                          the suite's recipe (``refsam check``): bit for bit on the machine
+                                          that exported them; on another machine, roots solved to 1e-10 and
+                                          runs that amplify rounding differ by less than a port is allowed
+                                          to (the check grades against the recomputation either way)
 RTOL_REFIT                      1e-7      refsam's re-solved root vs an independent autograd Newton refit
 RTOL_FD_HVP                     1e-6      H v vs central differences of the gradient, h = 1e-5: truncation
                                           ~1e-10, cancellation ~1e-11
@@ -99,8 +107,10 @@ RTOL_JACOBIAN = 1e-9
 RTOL_EXACT_METHODS = 1e-9
 RTOL_SAME_FORMULA = 1e-9
 RTOL_CHAIN_RULE = 1e-9
+RTOL_RUN_REPLAY = 1e-9
 RTOL_ITERATIVE_SOLVER = 1e-8
 RTOL_CASE_EXACT = 1e-7
+RTOL_CASE_RECOMPUTE = 1e-7
 RTOL_REFIT = 1e-7
 RTOL_FD_HVP = 1e-6
 RTOL_CLOSED_FORM_FD = 1e-6

@@ -47,10 +47,27 @@ def check_random_state(seed: object) -> np.random.Generator:
     )
 
 
+def describe(value: object, limit: int = 60) -> str:
+    """A short one-line description of a value for an error message: an array by its shape and dtype
+    (never its entries), anything else by its repr cut to ``limit`` characters."""
+    if isinstance(value, np.ndarray) and value.ndim > 0:
+        return f"an array of shape {value.shape} and dtype {value.dtype}"
+    text = " ".join(repr(value).split())
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def _scalar(value: object) -> object:
+    """A 0-d array or a numpy scalar as the Python number it holds (other values unchanged)."""
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        return value.item()
+    return value
+
+
 def check_nonnegative(name: str, value: object) -> float:
     """Return `value` as a finite float >= 0, or raise naming `name`."""
+    value = _scalar(value)
     if isinstance(value, bool) or not isinstance(value, (numbers.Real, np.floating, np.integer)):
-        raise InvalidInputError(f"`{name}` must be a real number >= 0, got {value!r}")
+        raise InvalidInputError(f"`{name}` must be a real number >= 0, got {describe(value)}")
     value = float(value)
     if not np.isfinite(value) or value < 0:
         raise InvalidInputError(f"`{name}` must be a finite number >= 0, got {value!r}")
@@ -59,8 +76,9 @@ def check_nonnegative(name: str, value: object) -> float:
 
 def check_positive(name: str, value: object) -> float:
     """Return `value` as a finite float > 0, or raise naming `name`."""
+    value = _scalar(value)
     if isinstance(value, bool) or not isinstance(value, (numbers.Real, np.floating, np.integer)):
-        raise InvalidInputError(f"`{name}` must be a real number > 0, got {value!r}")
+        raise InvalidInputError(f"`{name}` must be a real number > 0, got {describe(value)}")
     value = float(value)
     if not np.isfinite(value) or value <= 0:
         raise InvalidInputError(f"`{name}` must be a finite number > 0, got {value!r}")
@@ -69,8 +87,9 @@ def check_positive(name: str, value: object) -> float:
 
 def check_positive_int(name: str, value: object, minimum: int = 1) -> int:
     """Return `value` as an int >= `minimum`, or raise naming `name`."""
+    value = _scalar(value)
     if isinstance(value, bool) or not isinstance(value, (numbers.Integral, np.integer)):
-        raise InvalidInputError(f"`{name}` must be an int >= {minimum}, got {value!r}")
+        raise InvalidInputError(f"`{name}` must be an int >= {minimum}, got {describe(value)}")
     if value < minimum:
         raise InvalidInputError(f"`{name}` must be an int >= {minimum}, got {value}")
     return int(value)
@@ -82,6 +101,8 @@ def check_finite_array(name: str, value: ArrayLike, ndim: int | None = None,
 
     `shape` may contain None for "any length" along that axis.
     """
+    if value is None:
+        raise InvalidInputError(f"`{name}` must be an array of real numbers, got None")
     if np.iscomplexobj(value):
         raise InvalidInputError(
             f"`{name}` must hold real numbers, got complex values (refsam is real float64)")
@@ -112,7 +133,7 @@ def check_choice(name: str, value: object, choices: Collection[str]) -> str:
     except TypeError:  # an unhashable value (a list, say) is not among hashable choices
         known = False
     if not known:
-        raise InvalidInputError(f"`{name}` must be one of {sorted(choices)}, got {value!r}")
+        raise InvalidInputError(f"`{name}` must be one of {sorted(choices)}, got {describe(value)}")
     return str(value)
 
 
@@ -122,7 +143,7 @@ def check_indices(name: str, indices: ArrayLike | None, n: int) -> NDArray[np.in
         return np.arange(n, dtype=np.int64)
     idx = np.asarray(indices)
     if idx.ndim != 1 or idx.size == 0 or not np.issubdtype(idx.dtype, np.integer):
-        raise InvalidInputError(f"`{name}` must be a non-empty 1-d array of ints, got {idx!r}")
+        raise InvalidInputError(f"`{name}` must be a non-empty 1-d array of ints, got {describe(idx)}")
     if idx.min() < 0 or idx.max() >= n:
         raise InvalidInputError(f"`{name}` must lie in 0..{n - 1}, got values in {idx.min()}..{idx.max()}")
     return idx.astype(np.int64)

@@ -84,6 +84,7 @@ class DemoConfig:
     seed: int = 0
     methods: tuple[str, ...] = METHODS  # influence methods to run (those that apply)
     out_dir: str | None = None  # where figures go (None: no figures)
+    force: bool = False  # replace figure files refsam did not write (or links) in out_dir
     progress: bool = True  # progress lines on stderr
     n_jobs: int = 1  # processes for the ground truth's per-point loop (-1: every CPU); same numbers
 
@@ -102,6 +103,9 @@ class DemoConfig:
         check_parallel(None, self.n_jobs)
         if self.out_dir is not None:
             self.out_dir = check_output_directory("out_dir", self.out_dir)
+            from .plotting import FIGURE_NAMES, check_figure_targets
+
+            check_figure_targets(self.out_dir, FIGURE_NAMES["demo"], self.force)
         if self.model not in MODELS:
             raise InvalidInputError(f"`model` must be one of {list(MODELS)}, got {self.model!r}")
         if self.rule not in RULES:
@@ -242,7 +246,7 @@ def run_demo(config: DemoConfig | None = None) -> DemoResult:
         say("[6/6] figures")
         from .plotting import demo_figures
 
-        result.figures = demo_figures(result, config.out_dir)
+        result.figures = demo_figures(result, config.out_dir, config.force)
     return result
 
 

@@ -2,6 +2,10 @@
 
 Every function writes PNG files into ``out_dir`` (created if needed) and returns the list of paths it
 wrote; without matplotlib they write nothing and return []. :func:`matplotlib_available` tells which.
+Each file is written whole (a temporary file renamed onto its name) and marked as refsam's (PNG text
+``Software: refsam``): an existing file of that name is replaced only if it carries the mark, never
+through a symbolic link, unless ``force=True`` (``--force``); :func:`check_figure_targets` checks that
+before the work.
 """
 
 from __future__ import annotations
@@ -11,8 +15,34 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["demo_figures", "detection_curves", "explanation_2d", "loo_scatter", "matplotlib_available",
-           "removal_bars", "tuning_path"]
+from ..data.archive import check_target, write_atomically
+
+__all__ = ["FIGURE_NAMES", "check_figure_targets", "demo_figures", "detection_curves", "explanation_2d",
+           "loo_scatter", "matplotlib_available", "removal_bars", "tuning_path"]
+
+# The files each command writes into its figure directory (default names).
+FIGURE_NAMES = {"demo": ("loo_scatter.png", "detection_curves.png"), "detect": ("detection_curves.png",),
+                "remove": ("removal.png",), "explain": ("explanation.png",), "tune": ("tuning.png",)}
+_MARK = b"Software\x00refsam"  # the PNG tEXt chunk refsam's figures carry
+
+
+def is_refsam_figure(path: str) -> bool:
+    """True if ``path`` is a PNG that refsam wrote (its text chunk ``Software: refsam``)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(1 << 16)
+    except OSError:
+        return False
+    return head.startswith(b"\x89PNG") and _MARK in head
+
+
+def check_figure_targets(out_dir: str, names: tuple[str, ...], force: bool = False) -> None:
+    """Refuse, before the work, figure names in ``out_dir`` that are links or files refsam did not write."""
+    if not os.path.isdir(out_dir):
+        return  # created by the first figure: nothing there to destroy
+    for name in names:
+        check_target(os.path.join(out_dir, name), force, is_refsam_figure, "--out")
+
 
 def matplotlib_available() -> bool:
     """True if matplotlib can be imported."""
@@ -32,15 +62,19 @@ def _pyplot() -> Any:
     return plt
 
 
-def _save(fig: Any, out_dir: str, name: str) -> str:
+def _save(fig: Any, out_dir: str, name: str, force: bool = False) -> str:
     os.makedirs(out_dir, exist_ok=True)
-    path = os.path.join(out_dir, name)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    _pyplot().close(fig)
+    path = check_target(os.path.join(out_dir, name), force, is_refsam_figure, "--out")
+    try:
+        write_atomically(path, lambda fh: fig.savefig(fh, format="png", dpi=110, bbox_inches="tight",
+                                                      metadata={"Software": "refsam"}))
+    finally:
+        _pyplot().close(fig)
     return path
 
 
-def loo_scatter(agreements: Any, out_dir: str, name: str = "loo_scatter.png") -> list[str]:
+def loo_scatter(agreements: Any, out_dir: str, name: str = "loo_scatter.png",
+                force: bool = False) -> list[str]:
     """Predicted (−I_j(f)) against actual leave-one-out change of f, one panel per method."""
     if not matplotlib_available() or not agreements:
         return []
@@ -61,11 +95,11 @@ def loo_scatter(agreements: Any, out_dir: str, name: str = "loo_scatter.png") ->
         ax.axis("off")
     fig.suptitle("Leave-one-out: predicted vs actual change of the validation loss", fontsize=10)
     fig.tight_layout()
-    return [_save(fig, out_dir, name)]
+    return [_save(fig, out_dir, name, force)]
 
 
 def detection_curves(detection: Any, flipped: Any, out_dir: str,
-                     name: str = "detection_curves.png") -> list[str]:
+                     name: str = "detection_curves.png", force: bool = False) -> list[str]:
     """Fraction of flipped labels found against fraction of the training set inspected, per method."""
     if not matplotlib_available() or not detection:
         return []
@@ -81,10 +115,11 @@ def detection_curves(detection: Any, flipped: Any, out_dir: str,
     ax.set_ylabel("fraction of flipped labels found")
     ax.set_title("Mislabeled-data detection by self-influence")
     ax.legend(fontsize=7)
-    return [_save(fig, out_dir, name)]
+    return [_save(fig, out_dir, name, force)]
 
 
-def removal_bars(results: Any, out_dir: str, name: str = "removal.png") -> list[str]:
+def removal_bars(results: Any, out_dir: str, name: str = "removal.png",
+                 force: bool = False) -> list[str]:
     """Predicted and actual change of the validation loss after removing k points, per method."""
     if not matplotlib_available() or not results:
         return []
@@ -99,11 +134,11 @@ def removal_bars(results: Any, out_dir: str, name: str = "removal.png") -> list[
     ax.set_xticks(x, labels, rotation=30, fontsize=8)
     ax.set_ylabel("change of validation loss")
     ax.legend(fontsize=8)
-    return [_save(fig, out_dir, name)]
+    return [_save(fig, out_dir, name, force)]
 
 
 def explanation_2d(X: Any, y: Any, x_test: Any, explanation: Any, out_dir: str,
-                   name: str = "explanation.png") -> list[str]:
+                   name: str = "explanation.png", force: bool = False) -> list[str]:
     """Training points of 2-D data, with the proponents and opponents of one test point marked."""
     if not matplotlib_available() or X.shape[1] != 2:
         return []
@@ -117,10 +152,11 @@ def explanation_2d(X: Any, y: Any, x_test: Any, explanation: Any, out_dir: str,
     ax.scatter([x_test[0]], [x_test[1]], marker="*", s=250, c="gold", edgecolors="black", label="test point")
     ax.set_title(f"Proponents and opponents ({explanation.method})")
     ax.legend(fontsize=8)
-    return [_save(fig, out_dir, name)]
+    return [_save(fig, out_dir, name, force)]
 
 
-def tuning_path(result: Any, grid: Any, out_dir: str, name: str = "tuning.png") -> list[str]:
+def tuning_path(result: Any, grid: Any, out_dir: str, name: str = "tuning.png",
+                force: bool = False) -> list[str]:
     """The grid's validation loss over (log ρ, log λ) with the tuner's trainings on it."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 4.5))
@@ -143,10 +179,10 @@ def tuning_path(result: Any, grid: Any, out_dir: str, name: str = "tuning.png") 
     ax.set_xlabel("weight decay λ")
     ax.set_ylabel("ρ")
     ax.legend(fontsize=7)
-    return [_save(fig, out_dir, name)]
+    return [_save(fig, out_dir, name, force)]
 
 
-def demo_figures(result: Any, out_dir: str) -> list[str]:
+def demo_figures(result: Any, out_dir: str, force: bool = False) -> list[str]:
     """The demo's figures: leave-one-out scatter and detection curves. Returns the paths written."""
-    return (loo_scatter(result.agreements, out_dir)
-            + detection_curves(result.detection, result.flipped, out_dir))
+    return (loo_scatter(result.agreements, out_dir, force=force)
+            + detection_curves(result.detection, result.flipped, out_dir, force=force))

@@ -52,9 +52,18 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError, FloatingPointError, KeyError) as exc:
+    except (ValueError, OSError, FloatingPointError, KeyError) as exc:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if isinstance(exc, OSError) and not isinstance(exc, FileNotFoundError):
+            message = f"{type(exc).__name__}: {message}"
         print(f"refsam {args.command}: error: {message}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print(f"refsam {args.command}: error: out of memory: the sizes asked for (--n, --steps, --hidden, "
+              f"--features) need more memory than this machine has; lower them", file=sys.stderr)
+        return 2
+    except RecursionError:
+        print(f"refsam {args.command}: error: an input is nested too deeply to read", file=sys.stderr)
         return 2
 
 

@@ -57,6 +57,9 @@ def _add_output(p: Any) -> None:
                    help=f"directory for figures and, for detect, scores.csv (default for figures: "
                         f"./{DEFAULT_FIGURE_DIR}; figures need matplotlib)")
     p.add_argument("--no-figures", action="store_true", help="do not write figures")
+    p.add_argument("--force", action="store_true",
+                   help="let figures (and detect's scores.csv) replace files or symbolic links of their "
+                        "names that refsam did not write")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
 
 
@@ -101,8 +104,6 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--top", type=int, default=10, metavar="K",
                    help="suspects to list (default 10); --out DIR writes every scored row's scores to "
                         "DIR/scores.csv")
-    p.add_argument("--force", action="store_true",
-                   help="let --out replace a scores.csv refsam did not write")
     p.add_argument("--protocols", action="store_true",
                    help="also the validation-influence ranking and the relabel-and-retrain curve, side by "
                         "side "
@@ -240,9 +241,12 @@ def _check_common(args: argparse.Namespace) -> None:
     if getattr(args, "methods", None) is not None:
         _methods(args.methods)
     optimizer_from_args(args)  # the optimizer's flags, checked as refsam.SGD checks them
-    if not args.no_figures:
+    if not args.no_figures:  # before the work: a refusal costs a second, not a run
         check_output_directory("--out", args.out or DEFAULT_FIGURE_DIR)
-    if args.command == "detect" and args.out is not None:  # before the work: a refusal costs a second
+        from ..apps.plotting import FIGURE_NAMES, check_figure_targets
+
+        check_figure_targets(args.out or DEFAULT_FIGURE_DIR, FIGURE_NAMES.get(args.command, ()), args.force)
+    if args.command == "detect" and args.out is not None:
         check_output_directory("--out", args.out)
         apps.check_scores_path(args.out, args.force)
 
@@ -258,6 +262,9 @@ def _setup(args: argparse.Namespace) -> tuple[Any, Any, apps.Fit]:
     _check_common(args)
     held_out = 0.0 if args.command == "detect" and not args.protocols else 0.2  # detect ranks every row
     train, val = prepare_data(args.dataset, args.n, args.model, args.flip, held_out, args.seed, args.pca)
+    if getattr(args, "ks", None) is not None and args.ks[-1] >= train.n:
+        raise InvalidInputError(f"--ks must list removal counts below the {train.n} training points, got "
+                                f"{args.ks[-1]}")
     if args.command in ("explain", "edit") and args.index is not None and not 0 <= args.index < val.n:
         raise InvalidInputError(f"--index must lie in 0..{val.n - 1} (validation points), got {args.index}")
     if args.command == "edit" and args.target is not None and not 0 <= args.target < train.n_classes:
@@ -349,7 +356,8 @@ def run_demo_command(args: argparse.Namespace) -> int:
                         seed=args.seed, methods=_methods(args.methods),
                         out_dir=args.out if not args.no_figures and matplotlib_available() else None,
                         progress=not args.quiet, momentum=args.momentum, dampening=args.dampening,
-                        nesterov=args.nesterov, n_jobs=args.jobs).validate()  # every argument checked first
+                        nesterov=args.nesterov, n_jobs=args.jobs,
+                        force=args.force).validate()  # every argument checked first
     result = run_demo(config)
     print(format_report(result))
     if not args.no_figures and not matplotlib_available():  # said after the work, where figures would be
@@ -380,7 +388,7 @@ def run_detect(args: argparse.Namespace) -> int:
     if out_dir and known is not None:
         from ..apps.plotting import detection_curves
 
-        _print_figures(detection_curves(results, known, out_dir))
+        _print_figures(detection_curves(results, known, out_dir, force=args.force))
     return 0
 
 
@@ -499,7 +507,7 @@ def run_remove(args: argparse.Namespace) -> int:
     if out_dir:
         from ..apps.plotting import removal_bars
 
-        _print_figures(removal_bars(results, out_dir))
+        _print_figures(removal_bars(results, out_dir, force=args.force))
     return 0
 
 
@@ -540,7 +548,7 @@ def run_explain(args: argparse.Namespace) -> int:
     if out_dir:
         from ..apps.plotting import explanation_2d
 
-        paths = explanation_2d(train.X, train.y, x, explanations[0], out_dir)
+        paths = explanation_2d(train.X, train.y, x, explanations[0], out_dir, force=args.force)
         if not paths:
             print("(the proponent/opponent figure needs 2-D data: --dataset synthetic2d)")
         _print_figures(paths)
@@ -620,7 +628,7 @@ def run_tune(args: argparse.Namespace) -> int:
     if out_dir and grid is not None:
         from ..apps.plotting import tuning_path
 
-        _print_figures(tuning_path(result, grid, out_dir))
+        _print_figures(tuning_path(result, grid, out_dir, force=args.force))
     return 0
 
 

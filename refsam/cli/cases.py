@@ -13,6 +13,7 @@ or tampered case or scores file.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from typing import Any
 
@@ -48,6 +49,8 @@ def add_parser(subparsers: Any) -> None:
                    help="also require a Spearman rank correlation >= S to pass")
     p.add_argument("--top-k", type=int, default=3, metavar="K",
                    help="k of the reported top-k overlap (default 3)")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="a line on stderr per reference case recomputed (default: when stderr is a terminal)")
     p.set_defaults(func=run_check)
 
 
@@ -67,8 +70,10 @@ def run_export(args: argparse.Namespace) -> int:
 def run_check(args: argparse.Namespace) -> int:
     from ..kit import check_scores
 
+    if args.progress is None:
+        args.progress = sys.stderr.isatty()
     report = check_scores(args.directory, args.scores, target=args.target, cases=args.cases, rtol=args.rtol,
-                          top_k=args.top_k, min_spearman=args.min_spearman)
+                          top_k=args.top_k, min_spearman=args.min_spearman, progress=args.progress)
     print(report.table())
     return 0 if report.passed else 1
 

@@ -1,8 +1,10 @@
-"""``refsam train``: train with SAM on a seeded synthetic problem and print a summary."""
+"""``refsam train``: train with SAM on a seeded synthetic problem and print a summary;
+``refsam verify RUN``: replay a saved run and report whether it reproduces itself."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from typing import TYPE_CHECKING, Any
@@ -39,6 +41,37 @@ def add_parser(subparsers: Any) -> None:
                    help="report every 10%% of the steps on stderr (default: when stderr is a terminal)")
     p.set_defaults(func=run)
 
+    p = subparsers.add_parser("verify", help="replay a saved run (refsam train --save) step by step and "
+                                             "report the largest step residual")
+    p.add_argument("run", metavar="RUN", help="a trajectory file written by refsam")
+    p.add_argument("--data", default=None, metavar="FILE",
+                   help=".npz with the training data X, y (default: the data the file carries)")
+    p.set_defaults(func=run_verify)
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    """Exit 0 if the run replays, 1 if it does not, 2 for a file that cannot be read."""
+    from ..data.archive import read_npz
+    from ..training import Trajectory
+
+    trajectory = Trajectory.load(args.run)
+    problem = None
+    if args.data is not None:
+        try:
+            data = read_npz(args.data)
+        except InvalidInputError as exc:
+            raise InvalidInputError(f"--data {args.data!r}: cannot read it ({exc})") from None
+        if "X" not in data or "y" not in data:
+            raise InvalidInputError(f"--data {args.data!r} must hold arrays 'X' and 'y', got {sorted(data)}")
+        problem = trajectory.problem(data["X"], data["y"])
+    elif trajectory.training_data is None:
+        raise InvalidInputError(f"RUN {args.run!r} does not carry its training data: pass --data FILE.npz "
+                                f"with the arrays X and y it was trained on")
+    check = trajectory.verify(problem)
+    print(f"{args.run}: {trajectory!r}")
+    print(check)
+    return 0 if check.ok else 1
+
 
 def add_optimizer_arguments(p: Any, weight_decay: float) -> None:
     """--lr, --momentum, --dampening, --nesterov, --weight-decay: the base optimizer, torch.optim.SGD's
@@ -74,11 +107,32 @@ def _check(args: argparse.Namespace) -> int:
         if args.classes not in (None, 2):
             raise InvalidInputError(
                 f"--classes {args.classes} does not fit --model logistic (2 classes); use softmax or mlp")
+        _check_size(args, 2)
         return 2
     n_classes = 3 if args.classes is None else args.classes
     if n_classes < 2:
         raise InvalidInputError(f"--classes must be >= 2, got {n_classes}")
+    _check_size(args, n_classes)
     return n_classes
+
+
+def _check_size(args: argparse.Namespace, n_classes: int) -> None:
+    """Refuse sizes whose recorded run (θ_0 … θ_T and ε_0 … ε_{T−1}, 8 bytes each) cannot fit in this
+    machine's memory, naming the arguments, instead of a MemoryError (or the OOM killer) mid-run."""
+    width = n_classes if args.model != "logistic" else 1
+    hidden = max(args.hidden, 1) if args.model == "mlp" else 0
+    d = ((args.features + 1) * hidden + (hidden + 1) * width) if args.model == "mlp" else \
+        (args.features + 1) * width
+    need = 8.0 * (2 * max(args.steps, 1) + 1) * max(d, 1) + 8.0 * max(args.n, 1) * max(args.features, 1)
+    try:
+        have = float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, ValueError, OSError):
+        return
+    if need > have:
+        raise InvalidInputError(f"--steps {args.steps}, --hidden {args.hidden}, --features {args.features} "
+                                f"and --n {args.n} need {need / 2**30:.3g} GiB for the recorded run (d = {d} "
+                                f"parameters, {args.steps} steps); this machine has {have / 2**30:.3g} GiB: "
+                                f"lower them")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -93,8 +147,8 @@ def run(args: argparse.Namespace) -> int:
     from ..training.trajectory import check_writable, is_trajectory_file
 
     n_classes = _check(args)
-    if args.save:  # before the work: a bad --save fails in a second, not after training
-        check_writable(args.save, args.force, is_trajectory_file)
+    if args.save is not None:  # before the work: a bad --save fails in a second, not after training
+        check_writable(args.save, args.force, is_trajectory_file, "--save")
     X, y, _ = make_gaussian_classification(args.n, args.features, n_classes, seed=args.seed)
     model = build_model(args.model, args.features, n_classes, args.hidden)
     biases = model.bias_mask(args.features) if args.no_bias_decay else None
@@ -118,7 +172,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"training accuracy           = {accuracy:.3f}")
     print(f"‖∇F(θ_T) + λθ_T‖ (ERM grad) = {np.linalg.norm(residual):.3e}  (λ: l2 + weight decay)")
     print(f"‖θ_T − θ_(T-1)‖             = {np.linalg.norm(theta - trajectory.thetas[-2]):.3e}")
-    if args.save:
-        trajectory.save(args.save, overwrite=True)  # checked above
+    if args.save is not None:
+        trajectory.save(args.save, overwrite=args.force, problem=problem)  # checked above; carries X, y
         print(f"trajectory written to {args.save}")
     return 0

@@ -207,7 +207,12 @@ def load_csv(path: str | os.PathLike[str], label_column: int = -1, header: bool 
     """
     if header is not None and not isinstance(header, bool):
         raise InvalidInputError(f"`header` must be None, True or False, got {header!r}")
+    if not isinstance(path, (str, os.PathLike)):
+        raise InvalidInputError(f"`path` of a CSV file must be a str or os.PathLike, got "
+                                f"{type(path).__name__}")
     name = os.path.basename(str(path))
+    if os.path.isdir(path):
+        raise InvalidInputError(f"cannot read CSV file {str(path)!r}: it is a directory, not a file")
     try:
         with open(path, encoding="utf-8-sig") as fh:  # utf-8-sig: a byte-order mark is not data
             lines = [line.strip() for line in fh if line.strip()]

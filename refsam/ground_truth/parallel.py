@@ -8,8 +8,11 @@ loop serially, on an executor the caller passes, or on a process pool of ``n_job
 * ``executor=`` any ``concurrent.futures.Executor`` — a ``ProcessPoolExecutor``, a
   ``ThreadPoolExecutor``, or a cluster's executor with the same interface (Dask's
   ``Client.get_executor()``, Ray's ``RayExecutor``): the caller owns it, refsam only submits to it.
-* ``n_jobs > 1`` (``-1``: every CPU) without an executor: this process and a ``ProcessPoolExecutor``
-  of ``n_jobs − 1`` workers, created for the call and shut down after it.
+* ``n_jobs > 1`` (``-1``: every CPU, as in joblib) without an executor: this process and a
+  ``ProcessPoolExecutor`` of ``n_jobs − 1`` workers, created for the call and shut down after it. The
+  count is capped at the CPUs this process may use (:func:`available_cpus`) and at the work: never more
+  processes than chunks (``n_jobs=20`` for 4 chunks starts 3 workers; ``n_jobs=10**6`` no more than the
+  CPUs).
 
 The indices are cut into contiguous chunks of at most 64 points (at least 2 chunks where there are
 that many points; :func:`chunk_size`), the same chunks whatever runs them: each task carries the problem
@@ -39,7 +42,7 @@ from numpy.typing import NDArray
 
 from ..errors import InvalidInputError
 
-__all__ = ["chunk_size", "check_parallel", "map_rows", "shared_executor"]
+__all__ = ["available_cpus", "check_parallel", "chunk_size", "map_rows", "shared_executor"]
 
 Array = NDArray[np.float64]
 BLOCK_POINTS = 64  # training points per task: their replays advance together as one block (a logistic
@@ -56,10 +59,19 @@ def check_parallel(executor: object, n_jobs: object) -> tuple[Executor | None, i
     if isinstance(n_jobs, bool) or not isinstance(n_jobs, (int, np.integer)) or not (
             n_jobs >= 1 or n_jobs == -1):
         raise InvalidInputError(f"`n_jobs` must be an int >= 1, or -1 for every CPU, got {n_jobs!r}")
-    jobs = (os.cpu_count() or 1) if n_jobs == -1 else int(n_jobs)
-    if executor is not None and jobs != 1:
+    jobs = available_cpus() if n_jobs == -1 else min(int(n_jobs), available_cpus())
+    if executor is not None and n_jobs != 1:
         raise InvalidInputError("give `executor` or `n_jobs`, not both: the executor sets the parallelism")
     return executor, jobs
+
+
+def available_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask where the OS has one; else os.cpu_count()):
+    ``n_jobs=-1`` means all of them, as in joblib, and no ``n_jobs`` starts more processes than this."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
 
 
 @contextmanager
@@ -107,7 +119,12 @@ def map_rows(task: Callable[..., Array], args: tuple[Any, ...], idx: NDArray[np.
     # here saves a fork — the costly part of a pool's start-up, in proportion to this process's memory
     # (40 ms at 700 MB here) — and starts the work at once; every chunk is computed by the same
     # function on the same data, so the rows are the serial ones bit for bit.
-    pool = ProcessPoolExecutor(max_workers=n_jobs - 1, initializer=_install_shared, initargs=(task, args))
+    workers = min(n_jobs - 1, len(spans) - 1)  # never more processes than chunks: this one takes one too
+    if workers < 1:
+        for lo, hi in spans:
+            store((lo, hi), task(*args, idx[lo:hi]))
+        return out
+    pool = ProcessPoolExecutor(max_workers=workers, initializer=_install_shared, initargs=(task, args))
     try:
         queued = [(pool.submit(_run_shared, idx[lo:hi]), (lo, hi)) for lo, hi in spans]  # in index order
         while queued and queued[-1][0].cancel():  # the pool has not started the last chunk: take it

@@ -253,6 +253,9 @@ def hessian_influence(problem: Problem, sam: SAM, theta: ArrayLike | FixedPoint,
     Cost ("direct"): O(n d² + d³) once, then O(d² + d n) per test point. An iterative solver costs its
     products (two Hessian-vector products per Jᵀv for the full variant) and never forms a d × d matrix.
     """
+    if X_test is None or y_test is None:
+        raise InvalidInputError(f"`{'X_test' if X_test is None else 'y_test'}` must be an array of test "
+                                f"points, got None")
     solver, options = check_solver_options(solver, options, variant != "full" or _rho(sam) == 0.0)
     curvature = check_choice("curvature", curvature, CURVATURES)
     optimizer = root_optimizer(theta, optimizer)

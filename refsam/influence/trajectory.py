@@ -91,7 +91,7 @@ Array = NDArray[np.float64]
 
 def trajectory_influence(problem: Problem, trajectory: Trajectory, X_test: ArrayLike, y_test: ArrayLike,
                          method: str = "adjoint", progress: bool = False, *, last_steps: int | None = None,
-                         checkpoints: int | None = None) -> Array:
+                         checkpoints: int | None = None, verify: bool = True) -> Array:
     """I_j(ℓ(z_k^test, ·)) through the recorded run, shape (n_train, n_test).
 
     entry [j, k] = ∂ ℓ(z_k^test, θ_T(w)) / ∂ w_j at w = ``trajectory.weights``; −entry [j, k] is the
@@ -123,6 +123,12 @@ def trajectory_influence(problem: Problem, trajectory: Trajectory, X_test: Array
         k consecutive segments of (nearly) equal length; segment s, steps [a_s, b_s), is represented by
         the checkpoint at its first step:  I_j ≈ −Σ_s ∇ℓ_j(x_{a_s})ᵀ ∇f(x_{a_s}) Σ_{t∈s} γ_t c_{t,j},
         x = ŵ (or θ for "tracin_unperturbed"). k = T is the per-step TracIn.
+    verify : bool
+        First replay the run (:meth:`~refsam.Trajectory.verify`, one training run, remembered per run)
+        and refuse, with :class:`~refsam.training.trajectory.UnverifiedRunError`, a run that its replay
+        does not reproduce (an edited θ_t or ε_t, a changed configuration, another problem): its
+        derivative would be the derivative of no run. ``verify=False`` differentiates the record as it
+        is (e.g. a run recorded by another framework whose rounding differs by more than 1e-9).
 
     Returns
     -------
@@ -135,7 +141,7 @@ def trajectory_influence(problem: Problem, trajectory: Trajectory, X_test: Array
     the approximations one batch JVP per step (TracIn also m test gradients per step).
     """
     method = _check_method(method, TRAJECTORY_METHODS)
-    problem = check_run(problem, trajectory)
+    problem = check_run(problem, trajectory, verify, "trajectory_influence")
     X_test, y_test = problem.check_test(X_test, y_test)
     if last_steps is not None:
         if method != "adjoint":
@@ -165,15 +171,15 @@ def trajectory_influence(problem: Problem, trajectory: Trajectory, X_test: Array
 
 
 def trajectory_parameter_influence(problem: Problem, trajectory: Trajectory, method: str = "adjoint",
-                                   progress: bool = False) -> Array:
+                                   progress: bool = False, *, verify: bool = True) -> Array:
     """dθ_T/dw_j through the recorded run, shape (n_train, d) (row j).
 
     ``method`` is "adjoint" (d adjoint vectors, one per coordinate of θ_T: a (d, d) block), "forward"
     (n tangents: a (d, n) block — the cheaper choice when n < d) or "autodiff"; all three are exact.
-    Other arguments as :func:`trajectory_influence`.
+    Other arguments (``verify`` included) as :func:`trajectory_influence`.
     """
     method = _check_method(method, TRAJECTORY_EXACT)
-    problem = check_run(problem, trajectory)
+    problem = check_run(problem, trajectory, verify, "trajectory_parameter_influence")
     if method == "autodiff":
         result = autodiff_through_training(problem, trajectory, lambda theta: theta)
     elif method == "adjoint":
@@ -184,7 +190,8 @@ def trajectory_parameter_influence(problem: Problem, trajectory: Trajectory, met
 
 
 def trajectory_hyperparameter_sensitivity(problem: Problem, trajectory: Trajectory,
-                                          progress: bool = False) -> HyperparameterSensitivity:
+                                          progress: bool = False, *,
+                                          verify: bool = True) -> HyperparameterSensitivity:
     """dθ_T/dρ, dθ_T/dλ (the optimizer's weight decay) and dθ_T/dλ₂ (the loss's ``l2``) through the
     recorded run, each shape (d,) (None for a λ that is per coordinate): the run's own hypergradients.
 
@@ -199,9 +206,9 @@ def trajectory_hyperparameter_sensitivity(problem: Problem, trajectory: Trajecto
 
     then the optimizer's tangent with θ_t in the λ column (d_t = g̃_t + λθ_t). A validation loss f(θ_T)
     has the hypergradients ∇f(θ_T)ᵀ d_rho, ∇f(θ_T)ᵀ d_weight_decay and ∇f(θ_T)ᵀ d_l2. Cost: about 2
-    Hessian-vector products per step per column.
+    Hessian-vector products per step per column. ``verify`` as in :func:`trajectory_influence`.
     """
-    problem = check_run(problem, trajectory)
+    problem = check_run(problem, trajectory, verify, "trajectory_hyperparameter_sensitivity")
     optimizer = trajectory.optimizer()
     dtheta = _tangents(problem, trajectory, 3, _HyperparameterSources(trajectory.sam()), progress,
                        "hyper-parameter tangents", dlam=np.array([0.0, 1.0, 0.0]))
@@ -221,14 +228,19 @@ def _check_method(method: object, allowed: tuple[str, ...]) -> str:
     return str(name)
 
 
-def check_run(problem: object, trajectory: object) -> Problem:
-    """Check that ``trajectory`` was recorded on ``problem`` and return the problem at the run's
-    weights (where every trajectory derivative is taken)."""
+def check_run(problem: object, trajectory: object, verify: bool = False, what: str = "") -> Problem:
+    """Check that ``trajectory`` was recorded on ``problem`` (with ``verify``: that its replay reproduces
+    it, else :class:`~refsam.training.trajectory.UnverifiedRunError` naming ``what``) and return the
+    problem at the run's weights (where every trajectory derivative is taken)."""
     problem = check_problem(problem)
     trajectory = check_trajectory(trajectory)
     trajectory.check_problem(problem)
     if trajectory.steps == 0:
         raise InvalidInputError("`trajectory` must have at least one step, got 0")
+    if not isinstance(verify, (bool, np.bool_)):
+        raise InvalidInputError(f"`verify` must be True or False, got {verify!r}")
+    if verify:
+        trajectory.require_replay(problem, what or "the trajectory method")
     return problem.with_weights(trajectory.weights)
 
 

@@ -17,9 +17,10 @@ Conventions
   ``rel_err = max_abs_err / max(‖R‖_∞, 1e-300)``; a case passes iff
   ``max_abs_err <= atol + rtol · ‖R‖_∞`` with that output's (rtol, atol). The Spearman rank correlation
   of the flattened arrays is reported beside it (informative, not part of the verdict).
-* The suite spans model (logistic, softmax, mlp) × rule (sam, usam, asam) × regularisation (decoupled,
-  coupled) × batching (full, minibatch): 36 cases, plus 6 with momentum and 9 with the presets of the
-  public implementations (51 in all), each n_train = 12, n_test = 3, d ≤ 20, T = 20.
+* The suite spans model (logistic, softmax, mlp) × rule (sam, usam, asam) × penalty (λ as the optimizer's
+  ``weight_decay`` or as the loss's ``l2``) × batching (full, minibatch): 36 cases, plus 6 with momentum
+  and 9 with the presets of the public implementations (51 in all), each n_train = 12, n_test = 3,
+  d ≤ 20, T = 20.
 
 Outputs stored per case (shape (n_train, n_test) unless noted):
     trajectory       exact trajectory influence, adjoint recursion                         every case
@@ -29,9 +30,14 @@ Outputs stored per case (shape (n_train, n_test) unless noted):
     closed_form      closed form at a verified root θ̂, variant "full"
     closed_form_frozen, closed_form_erm   the two ablations at the same root
     closed_form_fd   central finite differences of the re-solved root (ground truth)
-The closed-form outputs exist only for decoupled, full-batch cases whose root was found and verified
+The closed-form outputs exist only for full-batch cases with the optimizer's weight decay whose root was
+found and verified
 (‖G(θ̂)‖ ≤ 1e-10 and closed form = re-solved finite differences ≤ 1e-6); the manifest says why otherwise.
 The full schema is documented in docs/validating.md.
+
+Trust: :func:`check_scores` grades against references it recomputes from the suite's recipe
+(:func:`refsam.kit.suite.recompute_case`), takes the suite's ids from :data:`CASE_SPECS`, and refuses
+a case whose files disagree with the recomputation; the hashes only catch corruption early.
 """
 
 from .check import CaseCheck, CheckReport, check_scores, compare, read_scores

@@ -1,5 +1,13 @@
 """Checking an implementation's influence scores against the reference suite (``refsam check``).
 
+Trust: the verdict derives from refsam, not from the files. The suite's case ids, their count and which
+outputs each case has come from refsam's code (:data:`refsam.kit.suite.CASE_SPECS`); every graded
+reference is recomputed from the case's recipe (:func:`refsam.kit.suite.recompute_case`), and a case
+whose stored files disagree with the recomputation is refused
+(:func:`refsam.kit.files.verify_against_recipe`).
+A suite case absent from the directory is a failure, unless ``cases`` selects a subset by name (the
+summary then says "k of N cases").
+
 Comparison of scores S with a reference R: ``max_abs_err = ‖S − R‖_∞``,
 ``rel_err = max_abs_err / max(‖R‖_∞, 1e-300)``; a case passes iff
 ``max_abs_err <= atol + rtol · ‖R‖_∞`` with that output's (rtol, atol) from the manifest.
@@ -15,6 +23,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -24,9 +33,9 @@ from numpy.typing import NDArray
 
 from ..data.archive import SingleArrayError, read_npz
 from ..errors import InvalidInputError
-from ..validation import check_nonnegative, check_positive_int
-from .files import CaseFileError, load_entry, preview, read_manifest
-from .suite import TARGETS
+from ..validation import check_nonnegative, check_positive_int, describe
+from .files import CaseFileError, load_entry, preview, read_manifest, verify_against_recipe
+from .suite import CASE_SPECS, TARGETS
 
 __all__ = ["CaseCheck", "CheckReport", "check_scores", "compare", "read_scores", "top_k_overlap"]
 
@@ -58,13 +67,17 @@ class CheckReport:
     top_k: int = 3
     user_rtol: float | None = None  # the grading tolerance the user chose (None: the manifest's)
     min_spearman: float | None = None
+    missing: tuple = ()  # selected suite cases absent from the case directory: each a failure
+    n_suite: int = 0  # cases in the suite (refsam's code), of which the selection is a part
+    pattern: str | None = None  # the user's selection, if any
 
     @property
     def passed(self) -> bool:
-        return all(r.passed for r in self.results)
+        return not self.missing and all(r.passed for r in self.results)
 
     @property
     def n_failed(self) -> int:
+        """Compared cases that failed (missing cases are counted by ``missing``)."""
         return sum(not r.passed for r in self.results)
 
     def table(self) -> str:
@@ -76,14 +89,21 @@ class CheckReport:
             lines.append(f"{r.case_id:<{width}}  {'pass' if r.passed else 'FAIL':<6}  {r.max_abs_err:<11.3e}"
                          f"  {r.rel_err:<9.3e}  {r.spearman:<8.4f}  {r.top_k_overlap:<6.2f}  {r.rtol:.0e}"
                          + (f"  {r.note}" if r.note else ""))
-        n = len(self.results)
+        for case_id in self.missing:
+            lines.append(f"{case_id:<{width}}  FAIL    missing from the case directory")
+        n = len(self.results) + len(self.missing)
         criteria = ([] if self.user_rtol is None else [f"the user's rtol={self.user_rtol:g}"]) + (
             [] if self.min_spearman is None else [f"Spearman >= {self.min_spearman:g}"])
         graded = f", graded at {' and '.join(criteria)}" if criteria else ""
-        lines.append(f"{n - self.n_failed}/{n} cases passed (target: {self.target}{graded})"
-                     + ("" if self.passed else f"; {self.n_failed} FAILED"))
-        rho = np.array([r.spearman for r in self.results], dtype=float)
-        overlap = np.array([r.top_k_overlap for r in self.results], dtype=float)
+        selected = n + len(self.skipped)
+        scope = (f"; {selected} of {self.n_suite} cases selected by {self.pattern!r}"
+                 if self.pattern is not None else "")
+        failed = self.n_failed + len(self.missing)
+        lines.append(f"{n - failed}/{n} cases passed (target: {self.target}{graded}{scope})"
+                     + ("" if self.passed else f"; {failed} FAILED")
+                     + (f" ({len(self.missing)} missing from the case directory)" if self.missing else ""))
+        rho = np.array([r.spearman for r in self.results] or [np.nan], dtype=float)
+        overlap = np.array([r.top_k_overlap for r in self.results] or [np.nan], dtype=float)
         if np.any(np.isfinite(rho)):
             lines.append(f"Spearman: median {np.nanmedian(rho):.4f}, min {np.nanmin(rho):.4f}; "
                          f"{top} overlap: mean {np.nanmean(overlap):.2f}, min {np.nanmin(overlap):.2f}; "
@@ -104,7 +124,11 @@ def read_scores(scores: str | os.PathLike[str] | Mapping[str, Any]) -> dict[str,
     """Scores as a dict case id -> array: from an ``.npz`` path (no pickle) or a mapping."""
     if isinstance(scores, Mapping):
         return dict(scores)
+    if not isinstance(scores, (str, os.PathLike)) or not os.fspath(scores):
+        raise CaseFileError(f"`scores` must be an .npz path or a dict of arrays, got {describe(scores)}")
     path = os.fspath(scores)
+    if os.path.isdir(path):
+        raise CaseFileError(f"scores file {path!r} is a directory, not an .npz file")
     if not os.path.isfile(path):
         raise CaseFileError(f"scores file {path!r} does not exist")
     try:
@@ -158,7 +182,7 @@ def compare(scores: NDArray[np.float64], reference: NDArray[np.float64], rtol: f
 
 def check_scores(directory: str | os.PathLike[str], scores: str | os.PathLike[str] | Mapping[str, Any],
                  target: str = "trajectory", cases: str | None = None, *, rtol: float | None = None,
-                 top_k: int = 3, min_spearman: float | None = None) -> CheckReport:
+                 top_k: int = 3, min_spearman: float | None = None, progress: bool = False) -> CheckReport:
     """Compare external influence scores with the reference cases in ``directory``.
 
     Parameters
@@ -184,6 +208,8 @@ def check_scores(directory: str | os.PathLike[str], scores: str | os.PathLike[st
         k of the reported top-k overlap (default 3).
     min_spearman : float, optional
         Also require Spearman >= this to pass (a rank criterion for approximations).
+    progress : bool
+        Print a line to stderr per reference case recomputed (about 4 s for all 51).
 
     Returns
     -------
@@ -207,40 +233,56 @@ def check_scores(directory: str | os.PathLike[str], scores: str | os.PathLike[st
             raise InvalidInputError(f"`min_spearman` must be a number in [-1, 1], got {min_spearman!r}")
         min_spearman = float(min_spearman)
     manifest = read_manifest(directory, verify=True)
-    entries = [c for c in manifest["cases"] if cases is None or fnmatch.fnmatchcase(c["id"], cases)]
-    if not entries:
+    suite_ids = [spec.case_id for spec in CASE_SPECS]  # the suite is refsam's code, not the directory's
+    selected_ids = [i for i in suite_ids if cases is None or fnmatch.fnmatchcase(i, cases)]
+    if not selected_ids:
         raise InvalidInputError(
-            f"`cases` pattern {cases!r} matches none of the {len(manifest['cases'])} cases in "
-            f"{os.fspath(directory)!r}")
-    compared = [c for c in entries if target in c["outputs"]]
-    skipped = tuple(c["id"] for c in entries if target not in c["outputs"])
-    if not compared:
+            f"`cases` pattern {cases!r} matches none of the {len(suite_ids)} cases of the suite; ids look "
+            f"like "
+            f"'logistic-sam-weight_decay-full' (model-rule-penalty-batching)")
+    stored = {c["id"]: c for c in manifest["cases"]}
+    missing = tuple(i for i in selected_ids if i not in stored)
+    recomputed = {}  # the references graded against: refsam computing each case from its recipe
+    for number, case_id in enumerate(selected_ids, 1):
+        if progress:
+            print(f"  recomputing the reference cases: {number}/{len(selected_ids)} {case_id}",
+                  file=sys.stderr, flush=True)
+        if case_id in stored:
+            case = load_entry(os.fspath(directory), stored[case_id], verify=False)
+            recomputed[case_id] = verify_against_recipe(case)
+    compared = [i for i in recomputed if target in recomputed[i][1]["outputs"]]
+    skipped = tuple(i for i in recomputed if target not in recomputed[i][1]["outputs"])
+    if not compared and not missing:
         raise InvalidInputError(f"none of the selected cases has a {target!r} output (see each case's "
                          f"closed_form_status in the manifest)")
+    rows = min((recomputed[i][1]["outputs"][target]["shape"][0] for i in compared), default=top_k)
+    if top_k > rows:
+        raise InvalidInputError(f"`top_k` must be at most {rows} (the rows of the compared outputs), got "
+                                f"{top_k}")
     score_arrays = read_scores(scores)
     where = "scores" if isinstance(scores, Mapping) else f"scores file {os.fspath(scores)!r}"
-    missing = [c["id"] for c in compared if c["id"] not in score_arrays]
-    if missing:
-        raise CaseFileError(f"{where} lacks {len(missing)} case ids: {preview(missing)}; it has "
+    lacking = [i for i in compared if i not in score_arrays]
+    if lacking:
+        raise CaseFileError(f"{where} lacks {len(lacking)} case ids: {preview(lacking)}; it has "
                             f"{preview(sorted(score_arrays)) or 'no arrays'} (select cases with --cases)")
     results = []
-    for entry in compared:
-        case = load_entry(os.fspath(directory), entry, verify=False)
+    for case_id in compared:
+        arrays, entry = recomputed[case_id]
         output = entry["outputs"][target]
-        raw = np.asarray(score_arrays[entry["id"]])
+        raw = np.asarray(score_arrays[case_id])
         if raw.dtype.kind not in "fiu":
-            raise CaseFileError(f"{where}: scores for {entry['id']!r} have dtype {raw.dtype}, expected "
+            raise CaseFileError(f"{where}: scores for {case_id!r} have dtype {raw.dtype}, expected "
                                 f"float64")
         expected = tuple(output["shape"])
         if raw.shape != expected:
             names = {(entry["n_train"], entry["n_test"]): "(n_train, n_test) = ",
                      (entry["n_train"], entry["n_params"]): "(n_train, n_params) = "}.get(expected, "")
             hint = "; transpose it" if raw.shape == expected[::-1] else ""
-            raise CaseFileError(f"{where}: scores for {entry['id']!r} have shape {raw.shape}, expected "
+            raise CaseFileError(f"{where}: scores for {case_id!r} have shape {raw.shape}, expected "
                                 f"{names}{expected}{hint}")
         case_rtol, case_atol = (output["rtol"], output["atol"]) if rtol is None else (rtol, 0.0)
-        results.append(compare(raw.astype(np.float64), case.arrays[output["array"]], case_rtol, case_atol,
-                               entry["id"], top_k, min_spearman))
-    selected = {c["id"] for c in entries}
-    ignored = tuple(sorted(k for k in score_arrays if k not in selected))
-    return CheckReport(target, tuple(results), skipped, ignored, top_k, rtol, min_spearman)
+        results.append(compare(raw.astype(np.float64), arrays[output["array"]], case_rtol, case_atol,
+                               case_id, top_k, min_spearman))
+    ignored = tuple(sorted(k for k in score_arrays if k not in set(selected_ids)))
+    return CheckReport(target, tuple(results), skipped, ignored, top_k, rtol, min_spearman, missing,
+                       len(suite_ids), cases)

@@ -1,33 +1,40 @@
 """The reference suite on disk: export, the manifest (schema, sha256 of every file), and reading a case.
 
 A directory holds ``manifest.json`` and one ``<case id>.npz`` per case. The manifest carries the schema
-version, every case's configuration, the sha256 of every case file, and for every stored output the
-tolerance a comparison against it should use. ``.npz`` files load with ``allow_pickle=False``.
-The full schema is documented in docs/validating.md.
+version, every case's configuration, the sha256 of every case file, for every stored output the
+tolerance a comparison against it should use, and the sha256 of the manifest itself. ``.npz`` files load
+with ``allow_pickle=False``. The full schema is documented in docs/validating.md.
+
+Nothing here is trusted for a verdict: the hashes catch corruption and careless edits, and
+:func:`verify_against_recipe` binds each case (id ↔ file ↔ arrays ↔ manifest entry) to what refsam's
+recipe computes for that id (:func:`refsam.kit.suite.recompute_case`), which is what
+:func:`refsam.kit.check_scores` grades against.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import hashlib
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from concurrent.futures import Executor
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-from ..data.archive import read_npz
+from ..data.archive import check_target, read_npz, write_atomically
 from ..errors import InvalidInputError
 from ..ground_truth.parallel import check_parallel, shared_executor
 from ..models import model_from_spec
 from ..objective import Problem
 from ..sam import SAM
+from ..tolerances import RTOL_CASE_RECOMPUTE, rel_err
 from ..training import Optimizer, Trajectory, optimizer_from_config
 from ..version import __version__
-from .suite import ATOL, OUTPUT_RTOL, build_case, select_specs
+from .suite import ATOL, OUTPUT_RTOL, build_case, remember_case, select_specs, spec_of
 
 __all__ = [
     "FORMAT_NAME",
@@ -42,11 +49,15 @@ __all__ = [
     "load_entry",
     "preview",
     "read_manifest",
+    "verify_against_recipe",
 ]
 
-SCHEMA_VERSION = 2  # 2: the optimizer as an object ("optimizer") and the loss's "l2"; 1 is refused
+# 2: the optimizer as an object ("optimizer"), the loss's "l2" and the "penalty" axis; the manifest's own
+# sha256 (`manifest_sha256`); ids, files and arrays bound to the recipe. 1 (refsam 0.1's) is refused.
+SCHEMA_VERSION = 2
 FORMAT_NAME = "refsam-reference-cases"
 MANIFEST_NAME = "manifest.json"
+LOCK_NAME = ".refsam-export.lock"  # present while an export writes into the directory
 
 # Arrays every case file holds (name -> description); shapes are checked against the manifest.
 TRAJECTORY_ARRAYS = ("X", "y", "X_test", "y_test", "weights", "theta0", "thetas", "epsilons", "lrs",
@@ -86,13 +97,17 @@ def export_cases(directory: str | os.PathLike[str], cases: str | None = None,
     directory : path
         Receives ``manifest.json`` and one ``<case id>.npz`` per case. Files of other names are left
         alone. A ``manifest.json`` already there is replaced only if refsam wrote it and the new export
-        keeps every case it lists (or with ``force``).
+        keeps every case it lists (or with ``force``); a file at a case's name only if it is a case file
+        refsam wrote; a symbolic link never (with ``force`` the link itself, not its target). Every file
+        is written whole (a temporary file renamed onto its name), and the directory is locked
+        (``.refsam-export.lock``) while the export writes: a second export into it is refused.
     cases : str, optional
         Shell-style pattern selecting case ids (``"logistic-*"``); default all 51.
     progress : bool
         Print one line per case to stdout.
     force : bool
-        Replace a manifest refsam did not write, or one listing cases this export would drop.
+        Replace a manifest refsam did not write, one listing cases this export would drop, files at the
+        cases' names that refsam did not write, and symbolic links there.
     executor, n_jobs :
         Run the self-checks' finite-difference loops on a concurrent.futures executor or a pool of
         ``n_jobs`` processes (:mod:`refsam.ground_truth.parallel`): the same bytes are written.
@@ -111,38 +126,137 @@ def export_cases(directory: str | os.PathLike[str], cases: str | None = None,
     """
     specs = select_specs(cases)
     check_parallel(executor, n_jobs)
-    directory = os.fspath(directory)
-    if not force:
-        _check_replaceable(directory, {s.case_id for s in specs})
+    if directory is None or (isinstance(directory, str) and not directory.strip()):
+        raise CaseFileError(f"`directory` must be a folder name, got {directory!r}")
+    try:
+        directory = os.fspath(directory)
+    except TypeError:
+        raise CaseFileError(f"`directory` must be a path (str or os.PathLike), got "
+                            f"{type(directory).__name__}") from None
+    if os.path.islink(directory) and not force:
+        raise CaseFileError(f"refusing to export into {directory!r}: it is a symbolic link; give the folder "
+                            f"itself, or pass --force / force=True")
     try:
         os.makedirs(directory, exist_ok=True)
     except OSError as exc:
         raise CaseFileError(f"cannot create the case directory {directory!r}: {exc.strerror or exc}") from exc
-    entries = []
-    with shared_executor(executor, n_jobs) as pool:
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise CaseFileError(f"cannot write into the case directory {directory!r}: permission denied; choose "
+                            f"a writable folder")
+    with _export_lock(directory):
+        previous = set() if force else _check_replaceable(directory, {s.case_id for s in specs})
+        targets = {}  # refused before any work: a link, a FIFO, or a file refsam did not write
         for spec in specs:
-            arrays, entry = build_case(spec, pool)
-            file_name = f"{spec.case_id}.npz"
-            path = os.path.join(directory, file_name)
-            np.savez(path, **arrays)
-            entry = {"id": entry.pop("id"), "file": file_name, "sha256": _sha256(path), **entry}
-            entries.append(entry)
-            if progress:
-                print(f"  {spec.case_id:<34} {entry['closed_form_status'].split(':')[0]}", flush=True)
-    manifest = {
-        "format": FORMAT_NAME,
-        "schema_version": SCHEMA_VERSION,
-        "generator": f"refsam {__version__}",
-        "influence_convention": ("scores[j, k] = I_j(f_k) = d f_k(theta_T(w)) / d w_j at w = 1; f_k is the "
-                                 "loss of test point k; removing j is dw_j = -1"),
-        "comparison": ("pass iff max|S - R| <= atol + rtol * max|R| over all entries, with the "
-                       "output's rtol and atol"),
-        "cases": entries,
-    }
-    with open(os.path.join(directory, MANIFEST_NAME), "w", encoding="utf-8") as f:
-        json.dump(manifest, f, indent=2, sort_keys=False, ensure_ascii=False)
-        f.write("\n")
+            path = os.path.join(directory, f"{spec.case_id}.npz")
+            try:
+                targets[spec.case_id] = check_target(path, force, lambda p: os.path.basename(p) in previous
+                                                     or _is_case_file(p), "directory")
+            except InvalidInputError as exc:
+                raise CaseFileError(str(exc)) from None
+        try:
+            manifest_path = check_target(os.path.join(directory, MANIFEST_NAME), force, None, "directory")
+        except InvalidInputError as exc:
+            raise CaseFileError(str(exc)) from None
+        entries = []
+        with shared_executor(executor, n_jobs) as pool:
+            for spec in specs:
+                arrays, entry = build_case(spec, pool)
+                remember_case(spec.case_id, arrays, entry)  # refsam's own result: what check grades by
+                path = targets[spec.case_id]
+                _write(path, lambda fh, arrays=arrays: np.savez(fh, **arrays))
+                entry = {"id": entry.pop("id"), "file": os.path.basename(path), "sha256": _sha256(path),
+                         **entry}
+                entries.append(entry)
+                if progress:
+                    print(f"  {spec.case_id:<34} {entry['closed_form_status'].split(':')[0]}", flush=True)
+        manifest = {
+            "format": FORMAT_NAME,
+            "schema_version": SCHEMA_VERSION,
+            "generator": f"refsam {__version__}",
+            "influence_convention": ("scores[j, k] = I_j(f_k) = d f_k(theta_T(w)) / d w_j at w = 1; f_k is "
+                                     "the loss of test point k; removing j is dw_j = -1"),
+            "comparison": ("pass iff max|S - R| <= atol + rtol * max|R| over all entries, with the "
+                           "output's rtol and atol"),
+            "cases": entries,
+        }
+        manifest["manifest_sha256"] = manifest_digest(manifest)
+        text = json.dumps(manifest, indent=2, sort_keys=False, ensure_ascii=False) + "\n"
+        _write(manifest_path, lambda fh: fh.write(text.encode("utf-8")))
     return manifest
+
+
+def manifest_digest(manifest: dict[str, Any]) -> str:
+    """sha256 (hex) of the manifest without its ``manifest_sha256`` field, as sorted compact JSON."""
+    body = {key: value for key, value in manifest.items() if key != "manifest_sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, ensure_ascii=False,
+                                     separators=(",", ":")).encode("utf-8")).hexdigest()
+
+
+def _write(path: str, write: Any) -> None:
+    try:
+        write_atomically(path, write)
+    except OSError as exc:
+        raise CaseFileError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+def _is_case_file(path: str) -> bool:
+    """True if ``path`` is a case file (an .npz holding a case's arrays): one refsam wrote."""
+    try:
+        arrays = read_npz(path)
+    except InvalidInputError:
+        return False
+    return {"thetas", "influence_trajectory", "batch_offsets"} <= set(arrays)
+
+
+@contextlib.contextmanager
+def _export_lock(directory: str) -> Iterator[None]:
+    """Hold ``directory/.refsam-export.lock`` (created exclusively, holding this process id) while an
+    export writes: a second export into the same directory stops with a clear error instead of
+    interleaving its files and manifest with the first one's. A lock left by a process that no longer
+    runs (on this machine) is taken over."""
+    path = os.path.join(directory, LOCK_NAME)
+    for attempt in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            break
+        except FileExistsError:
+            holder = _lock_holder(path)
+            if attempt == 0 and holder is not None and not _process_alive(holder):
+                with contextlib.suppress(OSError):
+                    os.unlink(path)  # stale: its export died
+                continue
+            raise CaseFileError(
+                f"another export is writing into {directory!r} (lock file {path}, process "
+                f"{holder if holder is not None else '?'}); wait for it to finish, or delete the lock file "
+                f"if no export is running") from None
+        except OSError as exc:
+            raise CaseFileError(f"cannot write into the case directory {directory!r}: "
+                                f"{exc.strerror or exc}") from None
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(f"{os.getpid()}\n")
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+
+
+def _lock_holder(path: str) -> int | None:
+    try:
+        with open(path, encoding="ascii") as fh:
+            return int(fh.read().strip() or "x")
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return True
+    return True
 
 
 # -- reading and verifying a case directory -------------------------------------------------------------
@@ -167,6 +281,8 @@ def read_manifest(directory: str | os.PathLike[str], verify: bool = True) -> dic
         Missing directory or manifest, invalid JSON, unknown format or schema version, missing or
         mistyped fields, a missing case file, or a sha256 mismatch (tampered or corrupted file).
     """
+    if not isinstance(directory, (str, os.PathLike)) or not os.fspath(directory):
+        raise CaseFileError(f"`directory` must be a case directory path, got {directory!r:.60}")
     directory = os.fspath(directory)
     path = os.path.join(directory, MANIFEST_NAME)
     if not os.path.isdir(directory):
@@ -180,7 +296,11 @@ def read_manifest(directory: str | os.PathLike[str], verify: bool = True) -> dic
         with open(path, encoding="utf-8") as f:
             manifest = json.load(f)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise _manifest_error(directory, f"not valid JSON ({exc}); re-export the cases") from exc
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise _manifest_error(directory, f"not valid JSON ({reason}); re-export the cases") from exc
+    except RecursionError:
+        raise _manifest_error(directory, "not a manifest (JSON nested too deeply); re-export the "
+                                         "cases") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
         got = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
         raise _manifest_error(directory, f"`format` must be {FORMAT_NAME!r}, got {got!r}")
@@ -194,6 +314,10 @@ def read_manifest(directory: str | os.PathLike[str], verify: bool = True) -> dic
     if version != SCHEMA_VERSION:
         raise _manifest_error(directory, f"`schema_version` {version!r} is not supported; this refsam "
                                          f"reads schema_version {SCHEMA_VERSION}: re-export the cases")
+    stored_digest = manifest.get("manifest_sha256")
+    if stored_digest != manifest_digest(manifest):
+        raise _manifest_error(directory, "the manifest does not match its own `manifest_sha256`: it was "
+                                         "edited or corrupted; re-export the cases")
     cases = manifest.get("cases")
     if not isinstance(cases, list) or not cases:
         raise _manifest_error(directory, "`cases` must be a non-empty list")
@@ -206,9 +330,12 @@ def read_manifest(directory: str | os.PathLike[str], verify: bool = True) -> dic
         if case["id"] in seen:
             raise _manifest_error(directory, f"{where}: duplicate case id {case['id']!r}")
         seen.add(case["id"])
-        if os.path.basename(case["file"]) != case["file"]:
-            raise _manifest_error(directory, f"{where}: `file` must be a plain file name, got "
-                                             f"{case['file']!r}")
+        if spec_of(case["id"]) is None:
+            raise _manifest_error(directory, f"{where}: {case['id']!r} is not a case of this suite "
+                                             f"(schema_version {SCHEMA_VERSION}); re-export the cases")
+        if case["file"] != f"{case['id']}.npz":
+            raise _manifest_error(directory, f"{where}: `file` must be {case['id'] + '.npz'!r} (the case "
+                                             f"id's file), got {case['file']!r}")
         for name, output in case["outputs"].items():
             if not isinstance(output, dict):
                 raise _manifest_error(directory, f"{where}: outputs[{name!r}] must be an object")
@@ -225,16 +352,22 @@ def read_manifest(directory: str | os.PathLike[str], verify: bool = True) -> dic
     return manifest
 
 
-def _check_replaceable(directory: str, new_ids: set[str]) -> None:
-    """Refuse to overwrite a manifest refsam did not write, or to shrink a suite silently."""
+def _check_replaceable(directory: str, new_ids: set[str]) -> set[str]:
+    """Refuse to overwrite a manifest refsam did not write, or to shrink a suite silently; return the
+    file names the existing manifest lists (files refsam wrote, which the export may replace)."""
     path = os.path.join(directory, MANIFEST_NAME)
-    if not os.path.exists(path):
-        return
+    if not os.path.lexists(path):
+        return set()
+    files: set[str] = set()
     try:
+        if os.path.islink(path) or not os.path.isfile(path):
+            raise TypeError
         with open(path, encoding="utf-8") as f:
             existing = json.load(f)
         ids = {c["id"] for c in existing["cases"]} if existing.get("format") == FORMAT_NAME else None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, TypeError, KeyError, AttributeError):
+        files = {str(c["file"]) for c in existing["cases"]} if ids is not None else set()
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, TypeError, KeyError, AttributeError,
+            RecursionError):
         ids = None
     if ids is None:
         raise CaseFileError(f"{path} exists and was not written by refsam export-cases; refusing to "
@@ -244,6 +377,7 @@ def _check_replaceable(directory: str, new_ids: set[str]) -> None:
         raise CaseFileError(f"{path} lists {len(dropped)} cases this export would drop "
                             f"({preview(dropped)}); export them too, use another directory, or pass "
                             f"--force / force=True to replace the suite")
+    return files
 
 
 def _check_tolerances(directory: str, name: str, output: dict[str, Any], where: str) -> None:
@@ -316,8 +450,8 @@ def load_entry(directory: str, entry: dict[str, Any], verify: bool) -> Reference
     shapes = {"X": (n, p), "y": (n,), "X_test": (m, p), "y_test": (m,), "weights": (n,), "theta0": (d,),
               "thetas": (T + 1, d), "epsilons": (T, d), "lrs": (T,), "batch_offsets": (T + 1,),
               "test_losses": (m,)}
-    if entry.get("momentum"):
-        shapes["buffers"] = (T, d)
+    for name in _state_names(entry):  # the optimizer's states after each step, by name
+        shapes[f"state_{name}"] = (T, d)
     for output in entry["outputs"].values():
         shapes[output["array"]] = tuple(output["shape"])
         root = output.get("root")
@@ -334,6 +468,73 @@ def load_entry(directory: str, entry: dict[str, Any], verify: bool) -> Reference
             raise CaseFileError(f"case file {path}: array {key!r} has shape {arrays[key].shape}, the "
                                 f"manifest implies {shape}")
     return ReferenceCase(entry, arrays, path)
+
+
+def _state_names(entry: dict[str, Any]) -> tuple[str, ...]:
+    """The state arrays a case's optimizer keeps (from its manifest entry's ``optimizer``)."""
+    try:
+        return optimizer_from_config(entry["optimizer"], 1.0).state_names
+    except (InvalidInputError, TypeError, KeyError):
+        return ()  # an unreadable optimizer is refused by the recipe's binding check
+
+
+# The manifest fields that define a case (compared with the recipe's); the rest are measurements.
+_BOUND_FIELDS = ("id", "model", "rule", "rho", "kappa", "l2", "optimizer", "penalty", "batching",
+                 "batch_size", "steps", "norm_eps", "preset", "t_mask", "n_train", "n_test", "n_features",
+                 "n_params", "n_classes")
+_BOUND_OUTPUT_FIELDS = ("array", "shape", "exact", "rtol", "atol")
+
+
+def verify_against_recipe(case: ReferenceCase) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Bind a loaded case to refsam's recipe for its id and return the recipe's (arrays, entry).
+
+    The case's manifest entry must define the same case (model, rule, ρ, κ, the loss's l2, the optimizer,
+    batching, steps, preset, sizes; the same outputs, each naming the same array with the same shape and
+    tolerance) and its file must hold the same arrays, equal to what :func:`recompute_case` computes
+    (integers exactly, floats to ``RTOL_CASE_RECOMPUTE`` relative: bit for bit on the exporting
+    machine). Raises CaseFileError naming the file and the first disagreement: the directory was edited,
+    or written by a different refsam (re-export it with this one).
+    """
+    from .suite import recompute_case
+
+    arrays, entry = recompute_case(case.case_id)
+    meta, where = case.meta, f"case file {case.path}"
+    remedy = "the case directory was edited or written by another refsam; re-export the cases"
+    for key in _BOUND_FIELDS:
+        if meta.get(key) != entry.get(key):
+            raise CaseFileError(f"{where}: manifest field `{key}` is {meta.get(key)!r}, but case "
+                                f"{case.case_id!r} has {entry.get(key)!r}: {remedy}")
+    if set(meta["outputs"]) != set(entry["outputs"]):
+        raise CaseFileError(f"{where}: the manifest lists outputs {sorted(meta['outputs'])}, case "
+                            f"{case.case_id!r} has {sorted(entry['outputs'])}: {remedy}")
+    for name, output in entry["outputs"].items():
+        for key in _BOUND_OUTPUT_FIELDS:
+            if meta["outputs"][name].get(key) != output[key]:
+                got = meta["outputs"][name].get(key)
+                raise CaseFileError(f"{where}: outputs[{name!r}].{key} is {got!r}, "
+                                    f"case {case.case_id!r} has {output[key]!r}: {remedy}")
+    if set(case.arrays) != set(arrays):
+        extra, lacking = sorted(set(case.arrays) - set(arrays)), sorted(set(arrays) - set(case.arrays))
+        raise CaseFileError(f"{where}: arrays differ from case {case.case_id!r}'s (unexpected {extra}, "
+                            f"missing {lacking}): {remedy}")
+    for key, expected in arrays.items():
+        stored = case.arrays[key]
+        if stored.shape != expected.shape or stored.dtype.kind not in ("iu" if expected.dtype.kind in "iu"
+                                                                       else "f"):
+            raise CaseFileError(f"{where}: array {key!r} has shape {stored.shape} and dtype {stored.dtype}, "
+                                f"case {case.case_id!r} has {expected.shape} and {expected.dtype}: {remedy}")
+        if expected.dtype.kind in "iu":
+            same = bool(np.array_equal(stored, expected))
+            err = 0.0 if same else float("inf")
+        else:
+            finite = bool(np.all(np.isfinite(stored)))
+            err = rel_err(stored, expected) if finite else float("inf")
+            same = finite and err <= RTOL_CASE_RECOMPUTE
+        if not same:
+            raise CaseFileError(f"{where}: array {key!r} is not what refsam computes for case "
+                                f"{case.case_id!r} (rel. err {err:.1e} > {RTOL_CASE_RECOMPUTE:.0e}): "
+                                f"{remedy}")
+    return arrays, entry
 
 
 class ReferenceCase:

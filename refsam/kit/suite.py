@@ -12,6 +12,7 @@ self-check fails. Files are :mod:`refsam.kit.files`.
 
 from __future__ import annotations
 
+import copy
 import fnmatch
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -33,9 +34,9 @@ from ..influence import (
 )
 from ..influence.methods import method_info
 from ..influence.trajectory import trajectory_influence, trajectory_parameter_influence
-from ..models import build_model
+from ..models import MODEL_NAMES, build_model
 from ..objective import Problem
-from ..sam import SAM
+from ..sam import RULES, SAM
 from ..tolerances import (
     FD_STEP,
     ROOT_TOL,
@@ -63,14 +64,16 @@ __all__ = [
     "build_case",
     "case_ids",
     "make_run",
+    "recompute_case",
+    "remember_case",
     "select_specs",
+    "spec_of",
 ]
 
 Array = NDArray[np.float64]
 
 # -- the suite's axes and sizes -----------------------------------------------------------------------
-MODELS = ("logistic", "softmax", "mlp")
-RULES = ("sam", "usam", "asam")
+MODELS = MODEL_NAMES  # ("logistic", "softmax", "mlp"), refsam.models' names
 PENALTIES = ("weight_decay", "l2")  # where λ sits: the optimizer's weight decay, or an L2 term in the loss
 BATCHINGS = ("full", "minibatch")
 
@@ -346,3 +349,35 @@ def build_case(spec: CaseSpec, executor: Executor | None = None) -> tuple[dict[s
     return arrays, entry
 
 
+
+
+def spec_of(case_id: str) -> CaseSpec | None:
+    """The suite's spec of the case ``case_id`` (None: no case of this suite has that id)."""
+    return _SPECS_BY_ID.get(case_id)
+
+
+_SPECS_BY_ID = {spec.case_id: spec for spec in CASE_SPECS}
+
+
+def recompute_case(case_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(arrays, manifest entry) of the case ``case_id`` computed by :func:`build_case` in this process —
+    what ``refsam check`` grades against, never the stored files. Remembered per process (the recipe is
+    code: the same id gives the same case, whichever executor ran its self-checks); read-only arrays."""
+    if case_id not in _RECOMPUTED:
+        spec = spec_of(case_id)
+        if spec is None:
+            raise InvalidInputError(f"no case {case_id!r} in this suite")
+        remember_case(case_id, *build_case(spec))
+    arrays, entry = _RECOMPUTED[case_id]
+    return arrays, copy.deepcopy(entry)
+
+
+def remember_case(case_id: str, arrays: dict[str, Any], entry: dict[str, Any]) -> None:
+    """Keep a case :func:`build_case` computed in this process (export does) for :func:`recompute_case`."""
+    frozen = {key: np.array(value) for key, value in arrays.items()}
+    for value in frozen.values():
+        value.flags.writeable = False
+    _RECOMPUTED[case_id] = (frozen, copy.deepcopy(entry))
+
+
+_RECOMPUTED: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}

@@ -300,14 +300,13 @@ class Model:
         y_float = check_finite_array(name_y, y_arr, ndim=1)
         if np.any(y_float != np.round(y_float)):
             raise InvalidInputError(f"`{name_y}` must hold integer class labels, got non-integer values")
-        y_int = y_float.astype(np.int64)
         n_classes = self.n_classes
-        if y_int.size and (y_int.min() < 0 or y_int.max() >= n_classes):
+        if y_float.size and (y_float.min() < 0 or y_float.max() >= n_classes):  # before any int cast
             raise InvalidInputError(
                 f"`{name_y}` labels must lie in 0..{n_classes - 1} for {self.name}, "
-                f"got values in {y_int.min()}..{y_int.max()}"
+                f"got values in {y_float.min():.6g}..{y_float.max():.6g}"
             )
-        return X, y_int
+        return X, y_float.astype(np.int64)
 
     def check_theta(self, theta: ArrayLike, n_features: int, name: str = "theta") -> Array:
         """Validate a parameter vector for data with ``n_features`` columns."""

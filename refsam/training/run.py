@@ -23,7 +23,7 @@ from numpy.typing import ArrayLike, NDArray
 from ..errors import DivergenceError, InvalidInputError
 from ..objective import Problem, check_problem
 from ..sam import SAM, check_sam
-from ..validation import check_finite_array, check_positive_int, check_random_state
+from ..validation import check_finite_array, check_positive_int, check_random_state, describe
 from .clipping import GradientClipping, check_clipping
 from .optimizers import Optimizer, State
 from .step import StepTerms, sam_gradient
@@ -115,7 +115,8 @@ def _check_batches(batches: object, n: int) -> list[NDArray[np.int64]]:
     for t, batch in enumerate(schedule):
         idx = np.asarray(batch)
         if idx.ndim != 1 or idx.size == 0 or not np.issubdtype(idx.dtype, np.integer):
-            raise InvalidInputError(f"`batches[{t}]` must be a non-empty 1-d array of ints, got {idx!r}")
+            raise InvalidInputError(f"`batches[{t}]` must be a non-empty 1-d array of ints, got "
+                                    f"{describe(idx)}")
         if idx.min() < 0 or idx.max() >= n:
             raise InvalidInputError(
                 f"`batches[{t}]` must lie in 0..{n - 1}, got values in {idx.min()}..{idx.max()}")

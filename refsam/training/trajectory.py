@@ -2,31 +2,70 @@
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import json
 import os
 import zipfile
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from ..data.archive import read_npz
-from ..errors import InvalidInputError
+from ..data.archive import check_target, read_npz, write_atomically
+from ..errors import InvalidInputError, RefsamError
 from ..models import model_from_spec
 from ..objective import Problem
 from ..sam import SAM
+from ..tolerances import RTOL_RUN_REPLAY
 from .clipping import GradientClipping, clipping_from_config
 from .optimizers import Optimizer, optimizer_from_config
 
-__all__ = ["TRAJECTORY_FORMAT_VERSION", "Trajectory", "check_writable", "is_trajectory_file"]
+__all__ = ["TRAJECTORY_FORMAT_VERSION", "ReplayCheck", "Trajectory", "UnverifiedRunError", "check_writable",
+           "is_trajectory_file"]
 
-# 4: the optimizer as an object (config "optimizer") and its named states, the loss's "l2";
-# 3: ‖g_t‖ per step; 2: momentum buffers and the optimizer's configuration. 1–3 load, converted (from_v3).
+# 4: the optimizer as an object (config "optimizer", with "clip_grad_norm") and its named states
+#    ("state_<name>"), the loss's "l2"; a sha256 of the content (checked at load) and, optionally, the
+#    training data X, y;
+# 3: ‖g_t‖ per step; 2: momentum buffers and the optimizer's configuration. 1–3 load, converted (_from_v3).
 TRAJECTORY_FORMAT_VERSION = 4
 READABLE_FORMAT_VERSIONS = (1, 2, 3, 4)
 
 Array = NDArray[np.float64]
+
+
+class UnverifiedRunError(InvalidInputError):
+    """A recorded run that its own replay does not reproduce (edited, corrupted, or recorded on other
+    data or with another configuration): its derivative would be the derivative of no run."""
+
+
+@dataclass(frozen=True)
+class ReplayCheck:
+    """What :meth:`Trajectory.verify` found: the recorded run against its replay, step by step.
+
+    ``max_residual`` is the largest relative deviation, over the steps t and the recorded state
+    (θ_t, ε_{t−1}, the optimizer's states, ‖g_{t−1}‖), of the replayed value from the recorded one:
+    ``‖replayed − recorded‖_∞ / max(‖recorded array‖_∞, 1e-300)``; ``step`` and ``array`` say where.
+    A run refsam recorded replays bit for bit (residual 0).
+    """
+
+    ok: bool
+    max_residual: float
+    step: int  # the step t whose state deviates most (0 when nothing deviates)
+    array: str  # which recorded array: "thetas", "epsilons", "state_<name>" or "grad_norms"
+    tolerance: float
+    error: str = ""  # why the replay itself failed (then ok is False and max_residual is inf)
+
+    def __str__(self) -> str:
+        if self.error:
+            return f"the run does not replay: {self.error}"
+        if self.max_residual == 0.0:
+            return "the run replays bit for bit: largest step residual 0"
+        verdict = "replays" if self.ok else "does NOT replay"
+        return (f"the run {verdict}: largest step residual {self.max_residual:.2e} ({self.array} at step "
+                f"{self.step}; tolerance {self.tolerance:.0e})")
 
 
 class Trajectory:
@@ -64,18 +103,25 @@ class Trajectory:
         # Checked as Trajectory.load checks a file: shapes against config's steps, d, n; finite float64
         # arrays; batch indices in range; a configuration SAM, the model and the optimizer accept.
         try:
-            self.thetas = np.asarray(thetas, dtype=np.float64)
-            self.epsilons = np.asarray(epsilons, dtype=np.float64)
-            self.batches = [np.asarray(b).reshape(-1) for b in batches]
-            self.lrs = np.asarray(lrs, dtype=np.float64)
-            self.weights = np.asarray(weights, dtype=np.float64)
-            self.states = {str(k): np.asarray(v, dtype=np.float64) for k, v in (states or {}).items()}
-            self.grad_norms = None if grad_norms is None else np.asarray(grad_norms, dtype=np.float64)
+            # copies: a recorded run owns its arrays (a caller editing theirs later changes nothing here)
+            self.thetas = np.array(thetas, dtype=np.float64)
+            self.epsilons = np.array(epsilons, dtype=np.float64)
+            self.batches = [np.array(b).reshape(-1) for b in batches]
+            self.lrs = np.array(lrs, dtype=np.float64)
+            self.weights = np.array(weights, dtype=np.float64)
+            self.states = {str(k): np.array(v, dtype=np.float64) for k, v in (states or {}).items()}
+            self.grad_norms = None if grad_norms is None else np.array(grad_norms, dtype=np.float64)
         except (TypeError, ValueError) as exc:
             raise InvalidInputError(f"Trajectory(...): every array must be numeric ({exc})") from None
         if not isinstance(config, Mapping):
             raise InvalidInputError(f"Trajectory(...): `config` must be a dict, got {type(config).__name__}")
-        self.config = {"clip_grad_norm": None, **dict(config)}  # no clipping unless recorded
+        try:  # a deep copy: the run owns its configuration as it owns its arrays
+            owned = copy.deepcopy(dict(config))
+        except RecursionError:
+            raise InvalidInputError("Trajectory(...): `config` is nested too deeply") from None
+        self.config = {"clip_grad_norm": None, **owned}  # no clipping unless recorded
+        self.training_data: tuple[Array, NDArray[np.int64]] | None = None  # (X, y) if the file carried them
+        self._replays: dict[str, ReplayCheck] = {}  # verify()'s results by content digest and problem
         missing = set(_CONFIG_KEYS) - set(self.config)
         if missing:
             raise InvalidInputError(f"Trajectory(...): `config` lacks keys {sorted(missing)}")
@@ -154,35 +200,134 @@ class Trajectory:
         if mismatches:
             raise InvalidInputError("`problem` does not match the trajectory: " + "; ".join(mismatches))
 
-    # -- persistence -------------------------------------------------------------------------------
-    def save(self, path: str | os.PathLike[str], overwrite: bool = False) -> None:
-        """Write the trajectory to exactly ``path`` (an .npz archive, no pickle; no suffix is added).
-
-        Batches are stored flat with offsets, so batches of different sizes round-trip exactly. An existing
-        file is replaced only if it is a trajectory file (one refsam wrote) or with ``overwrite=True``;
-        a directory or an unwritable place is a ValueError naming the path.
-        """
-        check_writable(path, overwrite, is_trajectory_file)
+    # -- integrity ----------------------------------------------------------------------------------
+    def _arrays(self) -> dict[str, NDArray[Any]]:
+        """The recorded arrays as a file stores them (batches flat with offsets; the optimizer's states by
+        name; empty gradient norms where the run has none), with the training data when the run carries
+        it."""
         offsets = np.cumsum([0] + [len(b) for b in self.batches]).astype(np.int64)
         flat = np.concatenate(self.batches) if self.batches else np.zeros(0, dtype=np.int64)
-        arrays: dict[str, Any] = {
-            "format_version": np.array(TRAJECTORY_FORMAT_VERSION), "thetas": self.thetas,
-            "epsilons": self.epsilons, "batch_indices": flat.astype(np.int64), "batch_offsets": offsets,
-            "lrs": self.lrs, "weights": self.weights,
+        arrays: dict[str, NDArray[Any]] = {
+            "thetas": self.thetas, "epsilons": self.epsilons, "batch_indices": flat.astype(np.int64),
+            "batch_offsets": offsets, "lrs": self.lrs, "weights": self.weights,
             **{f"state_{k}": v for k, v in self.states.items()},  # the optimizer's states, by name
             "grad_norms": np.zeros(0) if self.grad_norms is None else self.grad_norms,
-            "config_json": np.array(json.dumps(self.config, sort_keys=True)),
         }
-        with open(path, "wb") as fh:  # a file object: np.savez would append ".npz" to a bare name
-            np.savez(fh, **arrays)
+        if self.training_data is not None:
+            arrays["X"], arrays["y"] = self.training_data
+        return arrays
+
+    def digest(self) -> str:
+        """The sha256 (hex) of the run's content: every recorded array (name, dtype, shape, bytes) and the
+        configuration as sorted JSON. A file of format 4 stores it; :meth:`load` recomputes and compares.
+        """
+        h = hashlib.sha256()
+        for key, value in sorted(self._arrays().items()):
+            a = np.ascontiguousarray(value)
+            h.update(f"{key}|{a.dtype.str}|{a.shape}|".encode())
+            h.update(a.tobytes())
+        h.update(json.dumps(self.config, sort_keys=True, default=_json_scalar).encode())
+        return h.hexdigest()
+
+    def verify(self, problem: Problem | None = None) -> ReplayCheck:
+        """Replay the run and compare every recorded state with the replayed one (:class:`ReplayCheck`).
+
+        The replay is :func:`refsam.training.replay` with the run's own weights: θ_0, the batches, the
+        learning rates, the rule, the optimizer and the clipping of the record, every step recomputed. A
+        run refsam recorded replays bit for bit; an edited θ_t or ε_t, a changed ρ in the configuration,
+        or a run recorded on other data does not. ``problem``: the problem the run was recorded on; may
+        be omitted when the run carries its training data (a file saved with ``save(..., problem=...)``).
+        Cost: one training run (the result is remembered for this content and problem).
+        """
+        if problem is None:
+            if self.training_data is None:
+                raise InvalidInputError("Trajectory.verify(): pass the `problem` the run was recorded on "
+                                        "(this run does not carry its training data)")
+            problem = self.problem(*self.training_data)
+        if not isinstance(problem, Problem):
+            raise InvalidInputError(f"`problem` must be a refsam.Problem, got {type(problem).__name__}")
+        self.check_problem(problem)
+        model_class = problem.model.__class__  # a user model may share a built-in model's spec
+        key = f"{self.digest()}|{model_class.__module__}.{model_class.__qualname__}"
+        if key not in self._replays:
+            self._replays[key] = self._replay_check(problem)
+        return self._replays[key]
+
+    def _replay_check(self, problem: Problem) -> ReplayCheck:
+        from .run import replay  # the replay machinery of the training layer (run.py imports this module)
+
+        try:
+            replayed = replay(problem, self, weights=self.weights)
+        except RefsamError as exc:
+            return ReplayCheck(False, float("inf"), 0, "thetas", RTOL_RUN_REPLAY,
+                               error=str(exc).strip().splitlines()[0])
+        worst = (0.0, 0, "thetas")
+        pairs = [("thetas", self.thetas[1:], replayed.thetas[1:]),
+                 ("epsilons", self.epsilons, replayed.epsilons)]
+        pairs += [(f"state_{name}", self.states[name], replayed.states[name])
+                  for name in sorted(set(self.states) & set(replayed.states))]
+        if self.grad_norms is not None and replayed.grad_norms is not None:
+            pairs.append(("grad_norms", self.grad_norms.reshape(-1, 1), replayed.grad_norms.reshape(-1, 1)))
+        for name, recorded, again in pairs:
+            scale = max(float(np.max(np.abs(recorded), initial=0.0)), 1e-300)
+            per_step = np.max(np.abs(again - recorded), axis=1, initial=0.0) / scale  # (T,)
+            t = int(np.argmax(per_step)) if per_step.size else 0
+            if per_step.size and not per_step[t] <= worst[0]:
+                worst = (float(per_step[t]), t + (1 if name == "thetas" else 0), name)
+        if set(self.states) != set(replayed.states):
+            return ReplayCheck(False, float("inf"), 0, "states", RTOL_RUN_REPLAY,
+                               error=f"the run records the states {sorted(self.states)}, its optimizer keeps "
+                                     f"{sorted(replayed.states)}")
+        ok = bool(worst[0] <= RTOL_RUN_REPLAY)
+        return ReplayCheck(ok, worst[0], worst[1], worst[2], RTOL_RUN_REPLAY)
+
+    def require_replay(self, problem: Problem, what: str) -> None:
+        """Raise :class:`UnverifiedRunError` naming ``what`` unless :meth:`verify` passes."""
+        check = self.verify(problem)
+        if not check.ok:
+            raise UnverifiedRunError(f"{what}: `trajectory` is not a run of `problem`: {check}; it was "
+                                     f"edited, corrupted or recorded elsewhere; pass verify=False to "
+                                     f"differentiate it anyway")
+
+    # -- persistence -------------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike[str], overwrite: bool = False, *,
+             problem: Problem | None = None) -> None:
+        """Write the trajectory to exactly ``path`` (an .npz archive, no pickle; no suffix is added).
+
+        Batches are stored flat with offsets, so batches of different sizes round-trip exactly. The file
+        carries the sha256 of its content (:meth:`digest`), checked by :meth:`load`. With ``problem``
+        (the problem the run was recorded on) it also carries the training data X, y, so that
+        :meth:`verify` and ``refsam verify RUN`` can replay it on its own.
+
+        The file is written whole or not at all (a temporary file renamed onto ``path``). An existing
+        file is replaced only if it is a trajectory file (one refsam wrote) or with ``overwrite=True``;
+        a symbolic link only with ``overwrite=True`` (the link is replaced, never written through); a
+        directory, a FIFO or an unwritable place is an error naming the path.
+        """
+        where = check_writable(path, overwrite, is_trajectory_file)
+        if problem is not None:
+            if not isinstance(problem, Problem):
+                raise InvalidInputError(f"`problem` must be a refsam.Problem, got {type(problem).__name__}")
+            self.check_problem(problem)
+            self.training_data = (np.array(problem.X), np.asarray(problem.y).astype(np.int64))
+        payload: dict[str, Any] = {
+            "format_version": np.array(TRAJECTORY_FORMAT_VERSION),
+            **self._arrays(),
+            "config_json": np.array(json.dumps(self.config, sort_keys=True, default=_json_scalar)),
+            "content_sha256": np.array(self.digest()),
+        }
+        write_atomically(where, lambda fh: np.savez(fh, **payload))  # a file object: no ".npz" appended
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Trajectory:
         """Read a trajectory written by :meth:`save`. Never unpickles.
 
         Raises ValueError naming the file if it is not such an archive, has another format version,
-        lacks a key, or is inconsistent (shapes, batch offsets and indices, configuration).
+        lacks a key, is inconsistent (shapes, batch offsets and indices, configuration), or (format 4)
+        its content does not match the sha256 it carries (an edited or corrupted file).
         """
+        if path is None or (isinstance(path, str) and not path.strip()):
+            raise InvalidInputError(f"`path` must be a trajectory file name, got {path!r}")
         where = f"trajectory file {str(path)!r}"
         try:
             data = read_npz(path)
@@ -196,13 +341,15 @@ class Trajectory:
                              f"{list(READABLE_FORMAT_VERSIONS)}")
         version = int(version)
         missing = (set(_ARRAY_KEYS + (("buffers",) if version in (2, 3) else ())
-                       + (("grad_norms",) if version >= 3 else ())) - set(data))
+                       + (("grad_norms",) if version >= 3 else ())
+                       + (("content_sha256",) if version >= 4 else ())) - set(data))
         if missing:
             raise InvalidInputError(f"{where} lacks keys {sorted(missing)}")
         try:
             config = json.loads(str(data["config_json"]))
-        except json.JSONDecodeError as exc:
-            raise InvalidInputError(f"{where} has an unreadable config_json: {exc}") from exc
+        except (json.JSONDecodeError, RecursionError) as exc:
+            raise InvalidInputError(f"{where} has an unreadable config_json: "
+                                    f"{str(exc).splitlines()[0] or type(exc).__name__}") from exc
         if not isinstance(config, dict):
             raise InvalidInputError(
                 f"{where}: config_json must hold a JSON object, got {type(config).__name__}")
@@ -222,8 +369,16 @@ class Trajectory:
         batches = [flat[offsets[t]:offsets[t + 1]] for t in range(len(offsets) - 1)]
         grad_norms = data.get("grad_norms")
         grad_norms = None if grad_norms is None or grad_norms.shape == (0,) else grad_norms
-        return cls(data["thetas"], data["epsilons"], batches, data["lrs"], data["weights"], config,
-                   states=states, grad_norms=grad_norms)
+        trajectory = cls(data["thetas"], data["epsilons"], batches, data["lrs"], data["weights"], config,
+                         states=states, grad_norms=grad_norms)
+        if "X" in data and "y" in data:
+            trajectory.training_data = (data["X"], data["y"])
+        if version >= 4:
+            stored = data["content_sha256"]
+            if stored.shape != () or stored.dtype.kind != "U" or str(stored) != trajectory.digest():
+                raise InvalidInputError(f"{where}: its content does not match the sha256 it carries: the "
+                                        f"file was edited or corrupted; record the run again")
+        return trajectory
 
     def __repr__(self) -> str:
         c = self.config
@@ -318,6 +473,13 @@ def _inconsistencies(data: dict[str, Any], config: dict[str, Any], built_in_mode
 
 
 
+def _json_scalar(value: Any) -> Any:
+    """json.dumps' fallback for numpy scalars and arrays in a configuration."""
+    if isinstance(value, (np.generic, np.ndarray)):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
 def is_trajectory_file(path: str | os.PathLike[str]) -> bool:
     """True if ``path`` is an .npz archive written by :meth:`Trajectory.save` (its keys say so)."""
     try:
@@ -327,22 +489,9 @@ def is_trajectory_file(path: str | os.PathLike[str]) -> bool:
         return False
 
 
-def check_writable(path: str | os.PathLike[str], overwrite: bool, ours: Any) -> None:
-    """Raise ValueError (naming ``path``) unless a file can be written there without destroying anything
-    refsam did not write: the path is not a directory, its folder exists and is writable, and an existing
-    file is ``ours(path)`` or ``overwrite`` is set. Called before the work, not after."""
-    where = os.fspath(path)
-    if os.path.isdir(where):
-        raise InvalidInputError(f"cannot write {where!r}: it is a directory; give a file name")
-    folder = os.path.dirname(os.path.abspath(where))
-    if not os.path.isdir(folder):
-        raise InvalidInputError(f"cannot write {where!r}: the folder {folder!r} does not exist")
-    if os.path.exists(where):
-        if not os.access(where, os.W_OK):
-            raise InvalidInputError(f"cannot write {where!r}: the file is not writable")
-        if not overwrite and not ours(where):
-            raise InvalidInputError(
-                f"refusing to overwrite {where!r}: refsam did not write it; choose another "
-                f"name, or pass overwrite=True (--force on the command line)")
-    elif not os.access(folder, os.W_OK):
-        raise InvalidInputError(f"cannot write {where!r}: the folder {folder!r} is not writable")
+def check_writable(path: str | os.PathLike[str], overwrite: bool, ours: Any, argument: str = "path") -> str:
+    """Raise InvalidInputError (naming ``path``) unless a file can be written there without destroying
+    anything refsam did not write (:func:`refsam.data.archive.check_target`: not a directory, a FIFO or a
+    symbolic link, its folder exists and is writable, and an existing file is ``ours(path)`` or
+    ``overwrite`` is set). Called before the work, not after. Returns the path as a str."""
+    return check_target(path, overwrite, ours, argument)

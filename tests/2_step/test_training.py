@@ -372,6 +372,13 @@ TAMPERING = {
     "future version": (lambda d: d.update(format_version=np.array(TRAJECTORY_FORMAT_VERSION + 1)),
                        rf"has format_version {TRAJECTORY_FORMAT_VERSION + 1}, "
                        r"this refsam reads \[1, 2, 3, 4\]"),
+    # format 4 carries the sha256 of its content: a consistent edit is still caught
+    "theta_T edited": (lambda d: d["thetas"].__setitem__((-1, 0), d["thetas"][-1, 0] + 1e-3),
+                       r"does not match the sha256 it carries: the file was edited or corrupted"),
+    "one epsilon edited": (lambda d: d["epsilons"].__setitem__((2, 1), 0.0),
+                           r"does not match the sha256 it carries"),
+    "rho changed": (_edit_config("rho", 0.5), r"does not match the sha256 it carries"),
+    "digest removed": (lambda d: d.pop("content_sha256"), r"lacks keys \['content_sha256'\]"),
     "version not an int": (lambda d: d.update(format_version=np.array("one")), r"has format_version 'one'"),
     "config not JSON": (lambda d: d.update(config_json=np.array("{rho: 0.1")), r"unreadable config_json"),
     "config key missing": (_edit_config("rule", KeyError), r"config_json lacks keys \['rule'\]"),

@@ -389,6 +389,7 @@ def test_the_adjoint_takes_no_gradient_at_theta_t_when_the_run_stored_its_norms(
     run = refsam.train(problem, refsam.SAM(0.1), refsam.SGD(0.3, weight_decay=0.01), 8, batch_size=10,
                        seed=0)
     bare = refsam.Trajectory(run.thetas, run.epsilons, run.batches, run.lrs, run.weights, run.config)
+    run.verify(problem), bare.verify(problem)  # the replay check (remembered) takes its own gradients
     derivatives_type = type(problem.at(run.theta0))
     calls = []
     original = derivatives_type.grad

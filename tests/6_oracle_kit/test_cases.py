@@ -37,6 +37,8 @@ from refsam.cases import (
     read_manifest,
 )
 from refsam.fixed_point import residual_map
+from refsam.kit.files import manifest_digest
+from refsam.tolerances import ROOT_TOL, RTOL_CHAIN_RULE, RTOL_CLOSED_FORM_FD, RTOL_TRAJECTORY_FD
 from refsam.trajectory_influence import trajectory_influence
 
 from refsam import InvalidInputError, replay
@@ -96,6 +98,7 @@ def _rewrite_case(directory, case_id, mutate):
     mutate(arrays)
     np.savez(path, **arrays)
     entry["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    manifest["manifest_sha256"] = manifest_digest(manifest)  # resealed: only the content is wrong
     manifest_path.write_text(json.dumps(manifest))
 
 
@@ -103,6 +106,7 @@ def _edit_manifest(directory, edit):
     path = directory / "manifest.json"
     manifest = json.loads(path.read_text())
     edit(manifest)
+    manifest["manifest_sha256"] = manifest_digest(manifest)  # resealed, as a deliberate edit would be
     path.write_text(json.dumps(manifest))
 
 
@@ -130,7 +134,10 @@ def test_suite_covers_every_value_of_every_axis(case_dir):
 def test_case_directory_reads_with_plain_numpy_json_and_hashlib(case_dir):
     with open(case_dir / "manifest.json", encoding="utf-8") as f:
         manifest = json.load(f)
-    assert manifest["schema_version"] == 1
+    assert manifest["schema_version"] == 2
+    body = {k: v for k, v in manifest.items() if k != "manifest_sha256"}  # the manifest's own sha256
+    canonical = json.dumps(body, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    assert hashlib.sha256(canonical.encode("utf-8")).hexdigest() == manifest["manifest_sha256"]
     for entry in manifest["cases"]:
         path = case_dir / entry["file"]
         assert hashlib.sha256(path.read_bytes()).hexdigest() == entry["sha256"]
@@ -401,7 +408,7 @@ def test_missing_case_file_and_manifest_are_rejected(copy_dir, scores_path, tmp_
     (lambda m: m["cases"][0]["outputs"]["trajectory"].pop("rtol"),
      r"outputs\['trajectory'\]: missing field `rtol`"),
     (lambda m: m["cases"][1].update(id=PROBE), r"duplicate case id"),
-    (lambda m: m["cases"][0].update(file="../x.npz"), r"`file` must be a plain file name"),
+    (lambda m: m["cases"][0].update(file="../x.npz"), r"`file` must be 'logistic-sam-decoupled-full.npz'"),
 ])
 def test_malformed_manifest_is_rejected(copy_dir, scores_path, edit, message):
     _edit_manifest(copy_dir, edit)

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from refsam.kit import CaseFileError, check_scores, export_cases
+from refsam.kit.files import manifest_digest
 
 PATTERN = "logistic-*-full"  # 6 cases: enough to exercise every output, quick to export
 
@@ -28,13 +29,14 @@ def _edited(tmp_path, suite, edit):
         (tmp_path / case["file"]).write_bytes((directory / case["file"]).read_bytes())
     edited = json.loads(json.dumps(manifest))
     edit(edited)
+    edited["manifest_sha256"] = manifest_digest(edited)  # resealed: what a deliberate edit would do
     (tmp_path / "manifest.json").write_text(json.dumps(edited))
     return tmp_path
 
 
 def test_all_zero_scores_fail_against_the_intact_manifest(suite):
     directory, _, zeros = suite
-    report = check_scores(directory, zeros)
+    report = check_scores(directory, zeros, cases=PATTERN)
     assert not report.passed and report.n_failed == 6
 
 
@@ -52,7 +54,7 @@ def test_a_loosened_tolerance_in_the_manifest_is_rejected_not_passed(tmp_path, s
         m["cases"][0]["outputs"]["trajectory"][field] = value
 
     with pytest.raises(CaseFileError, match=message):
-        check_scores(_edited(tmp_path, suite, loosen), zeros)
+        check_scores(_edited(tmp_path, suite, loosen), zeros, cases=PATTERN)
 
 
 def test_an_unknown_output_in_the_manifest_is_rejected(tmp_path, suite):
@@ -60,7 +62,7 @@ def test_an_unknown_output_in_the_manifest_is_rejected(tmp_path, suite):
         m["cases"][0]["outputs"]["trajectory_loose"] = m["cases"][0]["outputs"]["trajectory_fd"]
 
     with pytest.raises(CaseFileError, match=r"unknown output 'trajectory_loose'"):
-        check_scores(_edited(tmp_path, suite, rename), suite[2])
+        check_scores(_edited(tmp_path, suite, rename), suite[2], cases=PATTERN)
 
 
 def test_a_subset_export_does_not_shrink_an_existing_suite_silently(tmp_path):

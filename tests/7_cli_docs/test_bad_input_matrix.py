@@ -7,6 +7,9 @@ A coverage test requires a row for every public callable of ``refsam`` — a new
 row fails here.
 """
 
+import os
+import tempfile
+
 import numpy as np
 import pytest
 
@@ -24,6 +27,26 @@ ROOT = refsam.solve_fixed_point(P, S, np.zeros(P.d))
 XT, YT = X[:3], Y[:3]
 NAN = np.nan
 LOG = refsam.LogisticRegression
+SCRATCH = tempfile.mkdtemp(prefix="refsam-matrix-")  # a FIFO, a link and a folder for the rows below
+os.mkfifo(os.path.join(SCRATCH, "fifo"))
+os.symlink(os.path.join(SCRATCH, "elsewhere.npz"), os.path.join(SCRATCH, "link.npz"))
+EDITED = refsam.Trajectory(T.thetas, T.epsilons, T.batches, T.lrs, T.weights, T.config)
+EDITED.thetas[-1, 0] += 1e-3  # θ_T edited in place: a run that its replay does not reproduce
+DEEP: dict = {}
+_level = DEEP
+for _ in range(100_000):  # a configuration nested deeper than Python's recursion limit
+    _level["x"] = {}
+    _level = _level["x"]
+os.mkdir(os.path.join(SCRATCH, "deep"))
+with open(os.path.join(SCRATCH, "deep", "manifest.json"), "w") as _fh:
+    _fh.write("[" * 100_000)  # JSON nested deeper than Python's recursion limit
+_deep_run = os.path.join(SCRATCH, "deep", "run.npz")
+T.save(_deep_run)
+with np.load(_deep_run) as _f:
+    _arrays = {k: _f[k] for k in _f.files}
+_arrays["config_json"] = np.array("[" * 100_000)
+np.savez(_deep_run, **_arrays)
+RHO_CHANGED = refsam.Trajectory(T.thetas, T.epsilons, T.batches, T.lrs, T.weights, {**T.config, "rho": 0.5})
 
 # (entry point, call, exception type, regex the message must match)
 API_MATRIX = [
@@ -117,6 +140,54 @@ API_MATRIX = [
     ("Trajectory", lambda: refsam.Trajectory.load("/nonexistent/t.npz"), InvalidInputError,
      r"cannot read a trajectory from '/nonexistent/t.npz'"),
     ("Trajectory", lambda: T.save("/"), InvalidInputError, r"cannot write '/': it is a directory"),
+    # issue 25: runs prove themselves; files are never written through links, FIFOs or None
+    ("Trajectory", lambda: refsam.Trajectory.load(None), InvalidInputError, r"`path` must be a trajectory file name, got None"),
+    ("Trajectory", lambda: T.save(None), InvalidInputError, r"`path` must be a file name, got None"),
+    ("Trajectory", lambda: T.save(""), InvalidInputError, r"`path` must be a file name, got ''"),
+    ("Trajectory", lambda: T.save(os.path.join(SCRATCH, "fifo")), InvalidInputError, r"is not a regular file \(a FIFO"),
+    ("Trajectory", lambda: refsam.Trajectory.load(os.path.join(SCRATCH, "fifo")), InvalidInputError,
+     r"cannot read a trajectory from .*fifo': it is not a regular file"),
+    ("Trajectory", lambda: refsam.Trajectory.load(SCRATCH), InvalidInputError, r"it is a directory, not a file"),
+    ("Trajectory", lambda: T.save(os.path.join(SCRATCH, "link.npz")), InvalidInputError,
+     r"refusing to write .*link.npz': it is a symbolic link"),
+    ("Trajectory", lambda: T.verify(), InvalidInputError, r"Trajectory.verify\(\): pass the `problem`"),
+    ("Trajectory", lambda: refsam.Trajectory(T.thetas, T.epsilons, T.batches, T.lrs, T.weights, {**T.config, "x": DEEP}),
+     InvalidInputError, r"Trajectory\(...\): `config` is nested too deeply"),
+    ("trajectory_influence", lambda: refsam.trajectory_influence(P, EDITED, XT, YT), refsam.UnverifiedRunError,
+     r"trajectory_influence: `trajectory` is not a run of `problem`: the run does NOT replay: largest step "
+     r"residual .* \(thetas at step 10; .*pass verify=False"),
+    ("trajectory_influence", lambda: refsam.trajectory_influence(P, RHO_CHANGED, XT, YT), refsam.UnverifiedRunError,
+     r"does NOT replay: largest step residual .*\(epsilons at step \d+"),
+    ("trajectory_parameter_influence", lambda: refsam.trajectory_parameter_influence(P, EDITED),
+     refsam.UnverifiedRunError, r"trajectory_parameter_influence: `trajectory` is not a run of `problem`"),
+    ("trajectory_hyperparameter_sensitivity", lambda: refsam.trajectory_hyperparameter_sensitivity(P, EDITED),
+     refsam.UnverifiedRunError, r"trajectory_hyperparameter_sensitivity: `trajectory` is not a run"),
+    ("trajectory_influence", lambda: refsam.trajectory_influence(P, T, XT, YT, verify="no"), InvalidInputError,
+     r"`verify` must be True or False, got 'no'"),
+    ("trajectory_influence", lambda: refsam.trajectory_influence(P, T, None, None), InvalidInputError,
+     r"`X_test` must be an array of real numbers, got None"),
+    ("hessian_influence", lambda: refsam.hessian_influence(P, S, ROOT, None, None), InvalidInputError,
+     r"`X_test` must be an array of test points, got None"),
+    ("Problem", lambda: refsam.Problem(LOG(), X, np.full(20, 1e20)), InvalidInputError,
+     r"`y` labels must lie in 0..1 for logistic, got values in 1e\+20..1e\+20"),
+    ("leave_one_out_replay", lambda: refsam.leave_one_out_replay(P, T, XT, YT, indices=np.zeros((30, 30), int)),
+     InvalidInputError, r"`indices` must be a non-empty 1-d array of ints, got an array of shape \(30, 30\)"),
+    ("train", lambda: refsam.train(P, S, 0.5, batches=[np.zeros((10, 10), int)]), InvalidInputError,
+     r"`batches\[0\]` must be a non-empty 1-d array of ints, got an array of shape \(10, 10\)"),
+    ("train", lambda: refsam.train(P, S, np.array([0.5, -1.0]), 2), InvalidInputError, r"`lr` entries must be > 0"),
+    ("export_cases", lambda: kit.export_cases(None), CaseFileError, r"`directory` must be a folder name, got None"),
+    ("export_cases", lambda: kit.export_cases(os.path.join(SCRATCH, "link.npz"), cases="logistic-sam-decoupled-full"),
+     CaseFileError, r"refusing to export into .*link.npz': it is a symbolic link"),
+    ("check_scores", lambda: kit.check_scores(os.path.join(SCRATCH, "deep"), {}), CaseFileError,
+     r"manifest.json: not a manifest \(JSON nested too deeply\)"),
+    ("Trajectory", lambda: refsam.Trajectory.load(_deep_run), InvalidInputError,
+     r"trajectory file .*run.npz' has an unreadable config_json"),
+    ("check_scores", lambda: kit.check_scores(None, {}), CaseFileError, r"`directory` must be a case directory path, got None"),
+    ("read_scores", lambda: kit.read_scores(None), CaseFileError, r"`scores` must be an .npz path or a dict of arrays, got None"),
+    ("read_scores", lambda: kit.read_scores(SCRATCH), CaseFileError, r"scores file .* is a directory, not an .npz file"),
+    ("load_csv", lambda: data.load_csv(None), InvalidInputError, r"`path` of a CSV file must be a str or os.PathLike, got NoneType"),
+    ("load_csv", lambda: data.load_csv(SCRATCH), InvalidInputError, r"cannot read CSV file .*: it is a directory, not a file"),
+    ("load_npz", lambda: data.load_npz(SCRATCH), InvalidInputError, r"cannot read NPZ file .*: it is a directory, not a file"),
     # trajectory influence and its ground truth
     ("trajectory_influence", lambda: refsam.trajectory_influence(P, T, XT, YT, method="tracin", last_steps=2),
      InvalidInputError, r"`last_steps` truncates the adjoint recursion: it needs method='adjoint'"),
@@ -341,6 +412,23 @@ CLI_MATRIX = [
     (["remove", "--ks", "-3"], r"--ks must be a comma-separated list of removal counts >= 0"),
     (["detect", "--protocols", "--flip", "0"], r"no flipped labels to detect: use --flip > 0"),
     (["bogus"], r"argument COMMAND: invalid choice: 'bogus'"),
+    # issue 25
+    (["verify"], r"the following arguments are required: RUN"),
+    (["verify", "{tmp}/none.npz"], r"cannot read a trajectory from .*none.npz': FileNotFoundError"),
+    (["verify", "{tmp}/mine.txt"], r"cannot read a trajectory from .*mine.txt'"),
+    (["verify", "{tmp}"], r"cannot read a trajectory from .*: it is a directory, not a file"),
+    (["train", "--save", ""], r"`--save` must be a file name, got ''"),
+    (["train", "--save", "{tmp}/link.npz"], r"refusing to write .*link.npz': it is a symbolic link"),
+    (["train", "--steps", "1000000000000"], r"--steps 1000000000000, --hidden 8, --features 5 and --n 200 need "
+                                             r".* GiB for the recorded run .*this machine has .* GiB: lower them"),
+    (["train", "--model", "mlp", "--hidden", "1000000000"], r"--hidden 1000000000.* GiB for the recorded run"),
+    (["export-cases", "{tmp}/link.npz"], r"refusing to export into .*link.npz': it is a symbolic link"),
+    (["export-cases", "{tmp}", "--cases", "logistic-sam-decoupled-full"], r"refusing to overwrite .*logistic-sam-"
+                                                                           r"decoupled-full.npz': refsam did not write it"),
+    (["remove", "--ks", "5,9999"], r"--ks must list removal counts below the 200 training points, got 9999"),
+    (["detect", "--out", "{tmp}"], r"refusing to overwrite .*detection_curves.png': refsam did not write it"),
+    (["demo", "--out", "{tmp}"], r"refusing to overwrite .*loo_scatter.png': refsam did not write it"),
+    (["check", "{tmp}", "--scores", "{tmp}"], r"manifest.json is missing"),
 ]
 
 
@@ -348,6 +436,9 @@ CLI_MATRIX = [
 def test_cli_bad_input(argv, message, tmp_path, capsys):
     (tmp_path / "mine.txt").write_text("precious\n")
     (tmp_path / "d.csv").write_text("0.5,a\n1.5,b\n2.5,a\n3.5,b\n0.1,a\n")
+    (tmp_path / "link.npz").symlink_to(tmp_path / "mine.txt")  # a link refsam must not write through
+    for name in ("logistic-sam-weight_decay-full.npz", "detection_curves.png", "loo_scatter.png"):
+        (tmp_path / name).write_text("precious\n")  # a user's files at the names refsam would write
     argv = [arg.replace("{tmp}", str(tmp_path)) for arg in argv]
     try:
         status = main(argv)
@@ -361,6 +452,9 @@ def test_cli_bad_input(argv, message, tmp_path, capsys):
     assert out == ""  # refused before any work
     assert __import__("re").search(message, lines[0]), lines[0]
     assert (tmp_path / "mine.txt").read_text() == "precious\n"
+    assert (tmp_path / "link.npz").is_symlink()
+    for name in ("logistic-sam-decoupled-full.npz", "detection_curves.png", "loo_scatter.png"):
+        assert (tmp_path / name).read_text() == "precious\n"
 
 
 def test_every_cli_command_has_rows():
