@@ -22,6 +22,7 @@ import platform
 import sys
 import time
 import warnings
+from functools import partial
 
 import numpy as np
 from scipy.stats import pearsonr, spearmanr
@@ -36,7 +37,7 @@ from refsam.validation import check_output_directory
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEFAULT_OUT = os.path.join(ROOT, "docs")
 
-# name -> (loader kwargs, model factory, λ, description)
+# name -> (loader kwargs, model factory, λ (the optimizer's weight decay), description)
 DATASETS = {
     "synthetic": ({"source": "synthetic", "n": 250}, lambda p, k: refsam.LogisticRegression(), 0.01,
                   "seeded Gaussian clusters, 5 features, logistic regression"),
@@ -65,42 +66,45 @@ def measure(I, exact, loo_rows, loo):
     return rel_err(I, exact), spearman, top, pearson
 
 
-def closed_form_estimators(problem, sam, theta, Xv, yv, quick):
-    """(family, estimator, budget, call) for every closed-form estimator and budget."""
+def closed_form_estimators(problem, sam, optimizer, theta, Xv, yv, quick):
+    """(family, estimator, budget, call) for every closed-form estimator and budget; ``optimizer``'s
+    weight decay is part of G."""
     d = problem.d
-    J = refsam.residual_jacobian(problem, sam, theta)
+    J = refsam.residual_jacobian(problem, sam, theta, optimizer=optimizer)
+    hf = partial(hessian_influence, problem, sam, optimizer, theta, Xv, yv)
     mu = np.linalg.eigvals(J)
     scale = 1.1 * float(np.max(np.abs(mu)))
     damping = 0.0 if np.all(mu.real > 0) else 0.01  # LiSSA needs damping for eigenvalues with Re μ ≤ 0
     budgets = [b for b in (1, 4, 16, 64, 256) if b < 4 * d] if not quick else [2, 8]
     out = [("ablation", "closed_form_frozen (ε frozen)", "—",
-            lambda: hf(problem, sam, theta, Xv, yv, "frozen")),
+            lambda: hf("frozen")),
            ("ablation", "closed_form_erm (SAM ignored)", "—",
-            lambda: hf(problem, sam, theta, Xv, yv, "erm"))]
+            lambda: hf("erm"))]
     for k in budgets:
         out.append(("solver", "gmres", f"{k} iterations",
-                    lambda k=k: hf(problem, sam, theta, Xv, yv, solver="gmres", maxiter=1, restart=k,
-                                   rtol=1e-14)))
+                    lambda k=k: hf(solver="gmres", maxiter=1, restart=k, rtol=1e-14)))
     for depth in ([10, 100, 1000] if not quick else [10, 100]):
         out.append(("solver", "lissa", f"depth={depth}",
-                    lambda depth=depth: hf(problem, sam, theta, Xv, yv, solver="lissa", depth=depth,
-                                           scale=scale, damping=damping)))
+                    lambda depth=depth: hf(solver="lissa", depth=depth, scale=scale, damping=damping)))
     for rank in sorted({max(1, d // 16), max(1, d // 4), max(1, d // 2), d}):
         out.append(("solver", "arnoldi", f"rank={rank}",
-                    lambda rank=rank: hf(problem, sam, theta, Xv, yv, solver="arnoldi", rank=rank)))
+                    lambda rank=rank: hf(solver="arnoldi", rank=rank)))
     if isinstance(problem.model, refsam.MLP):
         for curvature in ("gauss_newton", "kfac", "ekfac"):
             for variant in ("full", "frozen"):
                 out.append(("curvature", f"{curvature} ({variant})", "—",
-                            lambda c=curvature, v=variant: hf(problem, sam, theta, Xv, yv, v, curvature=c)))
+                            lambda c=curvature, v=variant: hf(v, curvature=c)))
     for k in sorted({max(1, d // 8), max(1, d // 2), d}):
         out.append(("projection", "trak (fisher)", f"k={k}",
-                    lambda k=k: (refsam.trak_influence(problem, theta, Xv, yv, k), None)))
+                    lambda k=k: (refsam.trak_influence(problem, theta, Xv, yv, k, optimizer=optimizer),
+                                 None)))
     return out
 
 
-def hf(problem, sam, theta, Xv, yv, variant="full", **kwargs):
-    return refsam.hessian_influence(problem, sam, theta, Xv, yv, variant, return_info=True, **kwargs)
+def hessian_influence(problem, sam, optimizer, theta, Xv, yv, variant="full", **kwargs):
+    """(influence, solve info) of the closed form at the root ``theta`` of ``optimizer``'s G."""
+    return refsam.hessian_influence(problem, sam, theta, Xv, yv, variant, return_info=True,
+                                    optimizer=optimizer, **kwargs)
 
 
 def trajectory_estimators(problem, traj, Xv, yv, quick):
@@ -119,13 +123,13 @@ def trajectory_estimators(problem, traj, Xv, yv, quick):
     return out
 
 
-def run_setting(name, problem, Xv, yv, rule, rho, steps, quick):
+def run_setting(name, problem, optimizer, Xv, yv, rule, rho, steps, quick):
     sam = refsam.SAM(rho, rule)
     t0 = time.perf_counter()
-    traj = refsam.train(problem, sam, lr=0.5, steps=steps, seed=0)
+    traj = refsam.train(problem, sam, optimizer, steps, seed=0)
     rows, notes = [], []
     try:
-        fp = refsam.solve_fixed_point(problem, sam, traj.theta_final, lr=0.5)
+        fp = refsam.solve_fixed_point(problem, sam, traj.theta_final, optimizer=optimizer)
     except refsam.FixedPointError as error:
         fp = None
         best = f"best ‖G‖ = {error.residual:.1e}" if getattr(error, "residual", None) is not None else ""
@@ -134,7 +138,7 @@ def run_setting(name, problem, Xv, yv, rule, rho, steps, quick):
     loo_rows = np.linspace(0, problem.n - 1, LOO_POINTS if not quick else 5).astype(int)
     if fp is not None:
         start = time.perf_counter()
-        exact, info = hf(problem, sam, fp.theta, Xv, yv)
+        exact, info = hessian_influence(problem, sam, optimizer, fp.theta, Xv, yv)
         exact_cost, exact_seconds = info.products, time.perf_counter() - start
         exact = exact.mean(axis=1)
         try:
@@ -144,7 +148,8 @@ def run_setting(name, problem, Xv, yv, rule, rho, steps, quick):
             notes.append("a leave-one-out re-solve found no root: no LOO Pearson for the closed-form rows")
         rows.append(("exact", "closed_form (direct LU)", "—", exact_cost, exact_seconds,
                      *measure(exact, exact, loo_rows, loo)))
-        for family, estimator, budget, call in closed_form_estimators(problem, sam, fp.theta, Xv, yv, quick):
+        estimators = closed_form_estimators(problem, sam, optimizer, fp.theta, Xv, yv, quick)
+        for family, estimator, budget, call in estimators:
             start = time.perf_counter()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", SolverConvergenceWarning)  # the budget is the point
@@ -258,13 +263,14 @@ def main(argv=None):
         train, val = prepare_data(loader["source"], n_rows, "softmax" if digits else "logistic",
                                   0.1, 0.2, 0, 16 if digits else None)  # the demo's data
         model = make_model(train.p, train.n_classes)
-        problem = refsam.Problem(model, train.X, train.y, lam)
+        problem = refsam.Problem(model, train.X, train.y)
+        optimizer = refsam.SGD(0.5, weight_decay=lam)
         lines = [f"## {name}", "", f"{description}: n = {problem.n}, d = {problem.d}, "
                  f"f = the mean loss of {min(F_POINTS, val.n)} of the {val.n} validation points, 10% flipped "
-                 f"labels, λ = {lam} (decoupled), η = 0.5.", ""]
+                 f"labels, λ = {lam} (the optimizer's weight decay), η = 0.5.", ""]
         for rule, rho in settings:
             X_f, y_f = val.X[:F_POINTS], val.y[:F_POINTS]
-            rows, setting_notes, seconds = run_setting(name, problem, X_f, y_f, rule, rho,
+            rows, setting_notes, seconds = run_setting(name, problem, optimizer, X_f, y_f, rule, rho,
                                                        60 if args.quick else 300, args.quick)
             all_rows[(name, rule, rho)] = rows
             print(f"{name}, {rule}, rho={rho}: {seconds:.1f} s", file=sys.stderr)  # progress
