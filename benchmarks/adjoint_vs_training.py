@@ -35,11 +35,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from refsam import (  # noqa: E402
     MLP,
     SAM,
+    SGD,
     LogisticRegression,
     Problem,
     make_gaussian_classification,
     train,
-    trajectory_influence,  # noqa: E402
+    trajectory_influence,
 )
 
 TARGET = 3.0
@@ -62,22 +63,23 @@ CONFIGS = {
 
 
 def make_problem(config):
+    """(problem, base optimizer, X_test, y_test): the weight decay is the optimizer's (refsam.SGD)."""
     if config["model"] == "logistic":
         X, y, _ = make_gaussian_classification(n=config["n"] + 1, n_features=config["p"], seed=0)
-        return Problem(LogisticRegression(), X[:-1], y[:-1], weight_decay=1e-2), X[-1:], y[-1:], 0.5
+        return Problem(LogisticRegression(), X[:-1], y[:-1]), SGD(0.5, weight_decay=1e-2), X[-1:], y[-1:]
     sizes = config["sizes"]
     X, y, _ = make_gaussian_classification(n=config["n"] + 1, n_features=sizes[0], n_classes=sizes[-1],
                                            seed=0)
-    return Problem(MLP(sizes), X[:-1], y[:-1], weight_decay=1e-3), X[-1:], y[-1:], 0.1
+    return Problem(MLP(sizes), X[:-1], y[:-1]), SGD(0.1, weight_decay=1e-3), X[-1:], y[-1:]
 
 
 def measure(config, repeats: int) -> dict:
-    problem, X_test, y_test, lr = make_problem(config)
+    problem, optimizer, X_test, y_test = make_problem(config)
     sam = SAM(0.05)
     best_train = best_adjoint = np.inf
     for _ in range(repeats):
         start = time.perf_counter()
-        trajectory = train(problem, sam, lr, config["steps"], batch_size=config["batch_size"], seed=0)
+        trajectory = train(problem, sam, optimizer, config["steps"], batch_size=config["batch_size"], seed=0)
         best_train = min(best_train, time.perf_counter() - start)
         start = time.perf_counter()
         influence = trajectory_influence(problem, trajectory, X_test, y_test, method="adjoint")

@@ -24,12 +24,12 @@ N, STEPS = (60, 100) if QUICK else (300, 300)
 # 1. data with 10% flipped labels
 data = load_dataset("synthetic", n=N, seed=0)
 y_noisy, flipped = flip_labels(data.y, data.n_classes, 0.10, seed=1)
-problem = refsam.Problem(refsam.LogisticRegression(), data.X, y_noisy, weight_decay=0.05)
+problem = refsam.Problem(refsam.LogisticRegression(), data.X, y_noisy)
 
 # 2. SAM training; the end point is refined to the SAM root so the closed-form methods apply. λ = 0.05
 #    keeps that root stable (spectral radius < 1); with λ = 0.01 this data set makes full-batch SAM
 #    oscillate around an unstable root, and finite differences of retraining stop being meaningful.
-fit = apps.fit(problem, refsam.SAM(rho=0.05), lr=0.5, steps=STEPS, seed=0)
+fit = apps.fit(problem, refsam.SAM(rho=0.05), refsam.SGD(0.5, weight_decay=0.05), steps=STEPS, seed=0)
 print(f"{problem!r}\n{fit.fixed_point.describe()}\n")
 
 # 3. rank by every method and by the baselines
@@ -48,7 +48,7 @@ for sign in (1.0, -1.0):
     theta = refsam.replay(problem, fit.trajectory, weights=w).theta_final
     losses.append(problem.losses(theta)[j])
 fd = (losses[0] - losses[1]) / (2 * h)
-exact = apps.self_influence(fit, "trajectory")[j]
+exact = apps.fit_self_influence(fit, "trajectory")[j]
 print(f"\nmost suspicious point {j} (flipped: {bool(flipped[j])}): I_j(ℓ_j) = {exact:.6e}, "
       f"finite differences of retraining {fd:.6e}")
 assert abs(exact - fd) <= 1e-5 * abs(fd), "trajectory self-influence disagrees with retraining"

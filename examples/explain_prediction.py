@@ -25,8 +25,8 @@ OUT_DIR = args[0] if args else "refsam-figures"
 data = load_dataset("synthetic2d", n=N, seed=0)
 train, test = train_test_split(data, 0.2, seed=0)
 y_noisy, flipped = flip_labels(train.y, 2, 0.10, seed=1)
-problem = refsam.Problem(refsam.LogisticRegression(), train.X, y_noisy, weight_decay=0.1)
-fit = apps.fit(problem, refsam.SAM(rho=0.05), lr=0.5, steps=STEPS, seed=0)
+problem = refsam.Problem(refsam.LogisticRegression(), train.X, y_noisy)
+fit = apps.fit(problem, refsam.SAM(rho=0.05), refsam.SGD(0.5, weight_decay=0.1), steps=STEPS, seed=0)
 print(fit.fixed_point.describe())
 
 x, y = test.X[0], int(test.y[0])

@@ -23,8 +23,8 @@ N, STEPS, K = (80, 100, 3) if QUICK else (300, 300, 10)
 data = load_dataset("synthetic", n=N, seed=2)
 train, val = train_test_split(data, 0.25, seed=0)
 y_noisy, flipped = flip_labels(train.y, 2, 0.10, seed=1)
-problem = refsam.Problem(refsam.LogisticRegression(), train.X, y_noisy, weight_decay=1e-2)
-fit = apps.fit(problem, refsam.SAM(rho=0.05), lr=0.5, steps=STEPS, seed=0)
+problem = refsam.Problem(refsam.LogisticRegression(), train.X, y_noisy)
+fit = apps.fit(problem, refsam.SAM(rho=0.05), refsam.SGD(0.5, weight_decay=1e-2), steps=STEPS, seed=0)
 
 f0 = apps.mean_loss(problem, fit.theta_final, val.X, val.y)
 results = apps.remove_harmful(fit, val.X, val.y, k=K,

@@ -7,7 +7,9 @@ CASES_DIR defaults to a temporary directory filled by ``refsam.kit.export_cases`
 reads the cases with numpy and json only and does two things for every case:
 
 1. it **replays the run with a real torch optimizer**: a SAM wrapper written here around
-   ``torch.optim.SGD(momentum=μ, nesterov=…, weight_decay=λ)`` (first step: ε from the loss gradient,
+   ``torch.optim.SGD(momentum=μ, dampening=τ, nesterov=…, weight_decay=λ)``, built from the case's
+   ``optimizer`` entry (refsam's SGD uses torch's names), with the case's ``l2`` (λ₂/2)‖θ‖² in the loss
+   (first step: ε from the loss gradient,
    θ ← θ + ε; second step: the gradient at θ + ε, θ restored, then SGD's step), on the recorded θ_0,
    batch schedule and learning rates — and checks θ_t against the recorded run at every step (≤ 1e-12);
 2. it computes the scores by autograd through a functional re-run of the same training loop, with
@@ -19,8 +21,9 @@ Three variants are checked with ``refsam.kit.check_scores``:
 * "correct": the perturbation ε_t stays in the graph and momentum follows torch.optim.SGD;
 * "frozen perturbation (wrong)": ε_t is detached, which drops the inner-perturbation terms of
   docs/contract.md §4 — a classic porting bug. The checker must reject every case;
-* "weight decay outside the buffer (wrong)": λθ added after the momentum buffer (SGDW-style) instead of
-  through it (torch's order). The checker must reject every momentum case.
+* "weight decay outside the buffer (wrong)": the optimizer's λθ added after the momentum buffer
+  (SGDW-style) instead of through it (torch's order). The checker must reject every momentum case
+  (every one has weight decay).
 
 Exit status 0 iff the correct variant passes every case and each wrong one fails the cases it must.
 torch is imported lazily: without it the script prints "skipped: torch not installed" and exits 0
@@ -97,11 +100,9 @@ class SAMWrapper:
 
     def __init__(self, torch, param, meta, lr):
         self.torch, self.param, self.meta = torch, param, meta
-        coupled = meta["regularization"] == "coupled"  # coupled: λθ is in the loss, not in SGD
-        self.base = torch.optim.SGD([param], lr=lr, momentum=meta.get("momentum", 0.0),
-                                    dampening=meta.get("dampening", 0.0),
-                                    nesterov=meta.get("nesterov", False),
-                                    weight_decay=0.0 if coupled else meta["weight_decay"])
+        opt = meta["optimizer"]  # refsam's SGD, in torch's names; the loss's l2 is not the optimizer's
+        self.base = torch.optim.SGD([param], lr=lr, momentum=opt["momentum"], dampening=opt["dampening"],
+                                    nesterov=opt["nesterov"], weight_decay=opt["weight_decay"])
 
     def first_step(self):
         with self.torch.no_grad():
@@ -120,14 +121,14 @@ def replay_with_torch_optimizer(torch, meta, arrays):
     """The largest |θ_t(torch) − θ_t(recorded)| over every step of the run."""
     X, y = torch.as_tensor(arrays["X"]), torch.as_tensor(arrays["y"], dtype=torch.int64)
     losses = make_losses(torch, meta["model"], meta["n_features"])
-    lam, coupled = meta["weight_decay"], meta["regularization"] == "coupled"
+    l2 = l2_coefficient(torch, meta)
     offsets, flat, lrs = arrays["batch_offsets"], arrays["batch_indices"], arrays["lrs"]
     theta = torch.tensor(arrays["theta0"], requires_grad=True)
     optimizer, worst = SAMWrapper(torch, theta, meta, float(lrs[0])), 0.0
 
-    def loss_at_current_point(idx):  # F_B (+ (λ/2)‖θ‖² in coupled mode) at the parameter's value
+    def loss_at_current_point(idx):  # F_B (+ (λ₂/2)‖θ‖², the loss's l2) at the parameter's value
         F = losses(theta, X[idx], y[idx]).sum() / len(idx)
-        return F + 0.5 * lam * (theta * theta).sum() if coupled else F
+        return F + 0.5 * (l2 * theta * theta).sum() if l2 is not None else F
 
     for t in range(len(lrs)):
         idx = torch.as_tensor(flat[offsets[t]:offsets[t + 1]], dtype=torch.int64)
@@ -151,8 +152,8 @@ def torch_trajectory_influence(torch, meta, arrays, bug=None):
     y = torch.as_tensor(arrays["y"], dtype=torch.int64)
     y_test = torch.as_tensor(arrays["y_test"], dtype=torch.int64)
     losses = make_losses(torch, meta["model"], meta["n_features"])
-    lam, coupled = meta["weight_decay"], meta["regularization"] == "coupled"
-    mu, tau, nesterov = meta.get("momentum", 0.0), meta.get("dampening", 0.0), meta.get("nesterov", False)
+    l2, opt = l2_coefficient(torch, meta), meta["optimizer"]
+    lam, mu, tau, nesterov = opt["weight_decay"], opt["momentum"], opt["dampening"], opt["nesterov"]
     offsets, flat = arrays["batch_offsets"], arrays["batch_indices"]
 
     w = torch.ones(meta["n_train"], dtype=torch.float64, requires_grad=True)
@@ -165,14 +166,15 @@ def torch_trajectory_influence(torch, meta, arrays, bug=None):
     buf = None
     for t, lr in enumerate(arrays["lrs"]):
         idx = torch.as_tensor(flat[offsets[t]:offsets[t + 1]], dtype=torch.int64)
-        g = batch_grad(theta, idx) + (lam * theta if coupled else 0.0)
+        g = batch_grad(theta, idx) + (l2 * theta if l2 is not None else 0.0)
         if bug == "frozen":  # no derivative flows through ε_t
             eps = perturbation(torch, meta, theta.detach(), g.detach())
         else:
             eps = perturbation(torch, meta, theta, g)
         w_hat = theta + eps
-        decay = lam * (w_hat if coupled else theta)
-        descent = batch_grad(w_hat, idx) + (0.0 if bug == "decay_outside_buffer" and mu else decay)
+        descent = batch_grad(w_hat, idx) + (l2 * w_hat if l2 is not None else 0.0)  # the loss's l2
+        decay = lam * theta  # the optimizer's weight decay, as torch.optim.SGD adds it
+        descent = descent + (0.0 if bug == "decay_outside_buffer" and mu else decay)
         if mu:  # torch.optim.SGD: buf = d at the first step, then μ buf + (1 − τ) d
             buf = descent if buf is None else mu * buf + (1.0 - tau) * descent
             step = descent + mu * buf if nesterov else buf
@@ -186,6 +188,12 @@ def torch_trajectory_influence(torch, meta, arrays, bug=None):
     columns = [torch.autograd.grad(test_losses[k], w, retain_graph=True)[0]
                for k in range(len(test_losses))]
     return torch.stack(columns, dim=1).detach().numpy()
+
+
+def l2_coefficient(torch, meta):
+    """The case's loss-level L2 coefficient λ₂ (a float, or a per-coordinate list) as a tensor; None if 0."""
+    l2 = np.asarray(meta["l2"], dtype=np.float64)
+    return None if not np.any(l2) else torch.as_tensor(l2)
 
 
 def read_cases(directory):
@@ -236,7 +244,7 @@ def main(argv=None) -> int:
     correct = reports["correct"]
     frozen = reports["frozen perturbation (wrong)"]
     decay = reports["weight decay outside the buffer (wrong)"]
-    momentum_ids = {meta["id"] for meta, _ in cases if meta.get("momentum")}
+    momentum_ids = {meta["id"] for meta, _ in cases if meta["optimizer"]["momentum"]}
     decay_failed = {r.case_id for r in decay.results if not r.passed}
     print(f"\ncorrect variant: {len(correct.results) - correct.n_failed}/{len(correct.results)} passed; "
           f"wrong variant: {frozen.n_failed}/{len(frozen.results)} rejected; "

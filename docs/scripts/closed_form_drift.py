@@ -4,17 +4,18 @@ Prints the markdown table of docs/closed_form.md. Run from the repository root:
 
     python docs/scripts/closed_form_drift.py            # about 10 s
 
-Setting (the reference decoupled example of docs/closed_form.md, and a stronger-λ variant that has roots
-for larger ρ): logistic regression on seeded Gaussian data, n = 200, p = 5 (d = 6), 20 test points, η =
-0.5 for the stability column. For every (λ, rule, ρ) the script solves the root from the same start,
-then reports
+Setting (the reference example of docs/closed_form.md, λ the base optimizer's weight decay, and a
+stronger-λ variant that has roots for larger ρ): logistic regression on seeded Gaussian data, n = 200,
+p = 5 (d = 6), 20 test points, ``refsam.SGD(0.5, weight_decay=λ)`` (η = 0.5 for the stability column).
+For every (λ, rule, ρ) the script solves the root from the same start, then reports
 
 * ‖G(θ̂)‖, and the spectral radius of I − η ∂G/∂θ (stable iff < 1),
 * drift = rel_err(variant, full) = ‖I_variant − I_full‖_∞ / ‖I_full‖_∞ over the (200, 20) influence matrix,
 * the Pearson correlation of each variant's removal prediction −I with actual leave-one-out re-solves.
 
-"no root" means the solver (with the proof of refsam.fixed_point.no_root_reason where it applies, else the
-damped Newton / trust-region search) found no root: full-batch SAM then 2-cycles instead of converging.
+"no root" means the solver (with the proof of refsam.influence.fixed_point.no_root_reason where it applies,
+else the damped Newton / trust-region search) found no root: full-batch SAM then 2-cycles instead of
+converging.
 """
 
 from __future__ import annotations
@@ -43,14 +44,15 @@ def main() -> None:
           "| LOO Pearson full | frozen | erm |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for lam in WEIGHT_DECAYS:
-        problem = refsam.Problem(refsam.LogisticRegression(), X, y, weight_decay=lam)
+        problem = refsam.Problem(refsam.LogisticRegression(), X, y)
+        optimizer = refsam.SGD(LR, weight_decay=lam)  # λ: the optimizer's weight decay, part of G
         for rule in RULES:
             for rho in RHOS:
                 if rho == 0.0 and rule != "sam":
                     continue  # ρ = 0 is the same gradient descent for every rule
                 sam = refsam.SAM(rho, rule)
                 try:
-                    root = solve_fixed_point(problem, sam, problem.init_params(0), lr=LR)
+                    root = solve_fixed_point(problem, sam, problem.init_params(0), optimizer=optimizer)
                 except FixedPointError as err:
                     print(f"| {lam:g} | {rule} | {rho:g} | no root (best {err.residual:.0e}) "
                           "| – | – | – | – | – | – |")

@@ -96,14 +96,15 @@ def closed_form_estimators(problem, sam, optimizer, theta, Xv, yv, quick):
                             lambda c=curvature, v=variant: hf(v, curvature=c)))
     for k in sorted({max(1, d // 8), max(1, d // 2), d}):
         out.append(("projection", "trak (fisher)", f"k={k}",
-                    lambda k=k: (refsam.trak_influence(problem, theta, Xv, yv, k, optimizer=optimizer), None)))
+                    lambda k=k: (refsam.trak_influence(problem, theta, Xv, yv, k, optimizer=optimizer),
+                                 None)))
     return out
 
 
 def hessian_influence(problem, sam, optimizer, theta, Xv, yv, variant="full", **kwargs):
     """(influence, solve info) of the closed form at the root ``theta`` of ``optimizer``'s G."""
-    return refsam.hessian_influence(problem, sam, theta, Xv, yv, variant, return_info=True, optimizer=optimizer,
-                                    **kwargs)
+    return refsam.hessian_influence(problem, sam, theta, Xv, yv, variant, return_info=True,
+                                    optimizer=optimizer, **kwargs)
 
 
 def trajectory_estimators(problem, traj, Xv, yv, quick):
@@ -147,8 +148,8 @@ def run_setting(name, problem, optimizer, Xv, yv, rule, rho, steps, quick):
             notes.append("a leave-one-out re-solve found no root: no LOO Pearson for the closed-form rows")
         rows.append(("exact", "closed_form (direct LU)", "—", exact_cost, exact_seconds,
                      *measure(exact, exact, loo_rows, loo)))
-        for family, estimator, budget, call in closed_form_estimators(problem, sam, optimizer, fp.theta, Xv, yv,
-                                                                      quick):
+        estimators = closed_form_estimators(problem, sam, optimizer, fp.theta, Xv, yv, quick)
+        for family, estimator, budget, call in estimators:
             start = time.perf_counter()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", SolverConvergenceWarning)  # the budget is the point

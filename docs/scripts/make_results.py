@@ -6,13 +6,13 @@
 
 Datasets: the embedded synthetic set (always), scikit-learn's bundled breast-cancer and digits sets
 (only when scikit-learn is installed: `pip install scikit-learn`; without it they are skipped and the
-page says so). For each: 10% of the training labels are flipped, SAM trains full batch (decoupled
-weight decay), θ_T is refined to the SAM root, and every method's I_j(f) (f = mean validation loss) is
-compared with finite differences and leave-one-out retraining on a subset of training points; then
-mislabeled-data detection by self-influence and a data-removal experiment. Then the paper's
-applications (docs/scripts/paper_applications.py): hyper-parameter tuning against a grid search,
-removal curves, the detection protocols side by side and model editing, each checked by retraining;
-their figures are written next to the page when matplotlib is installed.
+page says so). For each: 10% of the training labels are flipped, SAM trains full batch (the base
+optimizer, refsam.SGD, with weight decay), θ_T is refined to the SAM root, and every method's I_j(f)
+(f = mean validation loss) is compared with finite differences and leave-one-out retraining on a subset
+of training points; then mislabeled-data detection by self-influence and a data-removal experiment. Then
+the paper's applications (docs/scripts/paper_applications.py): hyper-parameter tuning against a grid
+search, removal curves, the detection protocols side by side and model editing, each checked by
+retraining; their figures are written next to the page when matplotlib is installed.
 """
 
 from __future__ import annotations
@@ -56,7 +56,8 @@ def section(name: str, description: str, result, removal, k: int) -> list:
     fit, c = result.fit, result.config
     fp = fit.fixed_point
     lines = [f"## {name}", "", f"{description}. {result.data_summary}.", "",
-             f"Training: {fit.sam!r}, λ = {c.weight_decay} (decoupled), η = {c.lr}, T = {c.steps} full-batch "
+             f"Training: {fit.sam!r}, λ = {c.weight_decay} (the optimizer's weight decay), η = {c.lr}, "
+             f"T = {c.steps} full-batch "
              f"steps ({fit.train_time:.2f} s with the root solve). Accuracy: "
              + ", ".join(f"{key} {value:.3f}" for key, value in result.accuracy.items()) + ".", ""]
     if fp is not None:
@@ -186,8 +187,9 @@ def main(argv=None) -> int:
         f"Generated {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC with refsam "
         f"{refsam.__version__}, numpy {np.__version__}, Python {platform.python_version()}, "
         f"{os.cpu_count()} CPU cores; {elapsed:.0f} s in total{quick_note}.",
-        "Every setting is the `refsam demo` default (SAM rule, ρ = 0.05, λ = 0.01 decoupled, η = 0.5, "
-        "T = 300 full-batch steps, 10% flipped labels, 20% validation split, seed 0) unless stated.",
+        "Every setting is the `refsam demo` default (SAM rule, ρ = 0.05, "
+        "`refsam.SGD(0.5, weight_decay=0.01)`, i.e. η = 0.5 and λ = 0.01, T = 300 full-batch steps, 10% "
+        "flipped labels, 20% validation split, seed 0) unless stated.",
         "How to read the columns: [tutorial](tutorial.md); when each method is exact: "
         "[validity](validity.md).",
         "",

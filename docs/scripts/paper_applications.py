@@ -17,8 +17,9 @@ import numpy as np
 import refsam
 from refsam import apps
 from refsam.apps import plotting
-from refsam.apps.demo import build_model, prepare_data
+from refsam.apps.demo import prepare_data
 from refsam.data import sklearn_available
+from refsam.models import build_model
 
 
 def _f(x, spec):
@@ -48,8 +49,10 @@ def _data(model, flip, n, quick, val_fraction=0.4):
 
 
 def _fit(model, train, lam, quick):
-    problem = refsam.Problem(build_model(model, train.p, train.n_classes, 8), train.X, train.y, lam)
-    return apps.fit(problem, refsam.SAM(0.05), 0.5, 60 if quick else 300, seed=0)
+    """SAM (ρ = 0.05) on ``refsam.SGD(0.5, weight_decay=lam)``, full batch, refined to its root."""
+    problem = refsam.Problem(build_model(model, train.p, train.n_classes, 8), train.X, train.y)
+    return apps.fit(problem, refsam.SAM(0.05), refsam.SGD(0.5, weight_decay=lam), 60 if quick else 300,
+                    seed=0)
 
 
 # -- tuning -------------------------------------------------------------------------------------------
@@ -69,15 +72,16 @@ def tuning_section(quick, out_dir):
     figure = None
     for label, batch in settings:
         train, val, _, _, model, description = _data("softmax", 0.1, 300, quick, val_fraction=0.5)
-        problem = refsam.Problem(build_model(model, train.p, train.n_classes), train.X, train.y, 0.01)
-        procedure = {"steps": 40 if quick else 300, "batch_size": batch, "lr": 0.5}
+        problem = refsam.Problem(build_model(model, train.p, train.n_classes), train.X, train.y)
+        optimizer = refsam.SGD(0.5, weight_decay=0.01)  # λ tuned: the optimizer's weight decay
+        procedure = {"steps": 40 if quick else 300, "batch_size": batch}
         _log(f"  tuning ({label})")
-        result = apps.tune(problem, val.X, val.y, 0.05, 0.01, bounds=bounds, max_trainings=8 if quick else 25,
-                           **procedure)
-        grid = apps.grid_search(problem, val.X, val.y, np.geomspace(*bounds[0], 3 if quick else 6),
+        result = apps.tune(problem, val.X, val.y, optimizer, 0.05, 0.01, bounds=bounds,
+                           max_trainings=8 if quick else 25, **procedure)
+        grid = apps.grid_search(problem, val.X, val.y, optimizer, np.geomspace(*bounds[0], 3 if quick else 6),
                                 np.geomspace(*bounds[1], 3 if quick else 6), **procedure)
-        trial, _, err = apps.check_hypergradient(problem, val.X, val.y, result.rho, result.weight_decay,
-                                                 **procedure)
+        trial, _, err = apps.check_hypergradient(problem, val.X, val.y, optimizer, result.rho,
+                                                 result.weight_decay, **procedure)
         g_rho, g_lam, g_loss = grid.best
         res_rho, res_lam = grid.resolution()
         within = (abs(np.log(result.rho / g_rho)) <= res_rho
@@ -123,10 +127,12 @@ def removal_section(quick, out_dir):
         methods = [m for m in ("closed_form", "closed_form_erm", "trajectory", "tracin")
                    if m in fit.available_methods()]
         extra = {"trak": refsam.trak_influence(fit.problem, fit.theta_hat, val.X, val.y,
-                                               max(1, fit.problem.d // 2)).mean(axis=1)}
+                                               max(1, fit.problem.d // 2),
+                                               optimizer=fit.optimizer).mean(axis=1)}
         if model == "mlp" and fit.fixed_point is not None and fit.fixed_point.converged:
             extra["kfac"] = refsam.hessian_influence(fit.problem, fit.sam, fit.theta_hat, val.X, val.y,
-                                                     curvature="kfac", on_unverified="warn").mean(axis=1)
+                                                     curvature="kfac", on_unverified="warn",
+                                                     optimizer=fit.optimizer).mean(axis=1)
         curves = apps.removal_curves(fit, val.X, val.y, test.X, test.y, ks, methods, extra_scores=extra,
                                      n_random=3, flipped=train.flipped)
         all_curves[description] = curves
