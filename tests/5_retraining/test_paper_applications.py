@@ -10,6 +10,8 @@ import refsam
 from refsam import apps
 from refsam.errors import InvalidInputError
 
+WEIGHT_DECAY = 0.05  # λ of the base optimizer, refsam.SGD(0.5, weight_decay=λ)
+
 
 @pytest.fixture(scope="module")
 def setting():
@@ -19,7 +21,8 @@ def setting():
                                                   seed=5)
     y_noisy, flipped = refsam.data.flip_labels(y[:90], 3, 0.15, seed=2)
     problem = refsam.Problem(refsam.SoftmaxRegression(3), X[:90], y_noisy)
-    fit_ = apps.fit(problem, refsam.SAM(0.05), refsam.SGD(0.5, weight_decay=0.05), steps=300, seed=0)
+    fit_ = apps.fit(problem, refsam.SAM(0.05), refsam.SGD(0.5, weight_decay=WEIGHT_DECAY), steps=300,
+                    seed=0)
     assert fit_.fixed_point is not None and fit_.fixed_point.converged
     return fit_, flipped, y[:90], (X[90:150], y[90:150]), (X[150:], y[150:])
 
@@ -29,7 +32,7 @@ def _retrain(fit_, weights=None, labels=None):
     p, t = fit_.problem, fit_.trajectory
     problem = refsam.Problem(p.model, p.X, p.y if labels is None else labels,
                              p.weights if weights is None else weights, l2=p.l2)
-    optimizer = refsam.SGD(t.lrs, weight_decay=0.05)  # the fixture's optimizer, with the recorded rates
+    optimizer = refsam.SGD(t.lrs, weight_decay=WEIGHT_DECAY)  # the fixture's optimizer, the recorded rates
     return refsam.train(problem, fit_.sam, optimizer, theta0=t.theta0, batches=t.batches).theta_final
 
 
