@@ -28,15 +28,18 @@ OPTIMIZER = refsam.SGD(0.5, weight_decay=0.01)  # the tuned λ replaces its weig
 PROCEDURE = {"steps": 200}
 
 
-@pytest.mark.parametrize("method, batch_size, momentum",
-                         [("closed_form", None, 0.0), ("trajectory", None, 0.0), ("trajectory", 15, 0.9)])
-def test_the_hypergradient_equals_finite_differences_of_retraining(method, batch_size, momentum):
+@pytest.mark.parametrize("method, batch_size, momentum, penalty",
+                         [("closed_form", None, 0.0, "weight_decay"),
+                          ("trajectory", None, 0.0, "weight_decay"), ("trajectory", 15, 0.9, "weight_decay"),
+                          ("trajectory", None, 0.0, "l2"), ("trajectory", 15, 0.9, "l2")])
+def test_the_hypergradient_equals_finite_differences_of_retraining(method, batch_size, momentum, penalty):
+    """λ is the optimizer's weight decay, or (penalty="l2", 0.1's coupled mode) the loss's L2 term."""
     problem, X_val, y_val = noisy_softmax()
     lr = 0.05 if momentum else 0.5
     steps = 1500 if method == "closed_form" else 200  # long enough to reach the root: the closed form applies
-    optimizer = refsam.SGD(lr, momentum=momentum, weight_decay=0.01)
+    optimizer = refsam.SGD(lr, momentum=momentum, weight_decay=0.01 if penalty == "weight_decay" else 0.0)
     trial, fd, err = apps.check_hypergradient(problem, X_val, y_val, optimizer, 0.1, 0.05, method=method,
-                                              steps=steps, batch_size=batch_size)
+                                              steps=steps, batch_size=batch_size, penalty=penalty)
     assert trial.method == method  # the closed form is used where the run has converged to its root
     assert np.all(np.abs(fd) > 1e-4)  # both hyper-parameters move the validation loss here
     assert err <= 1e-5
