@@ -8,8 +8,9 @@ from hypothesis import strategies as st
 from refsam.fixed_point import solve_fixed_point
 from refsam.loaders import flip_labels, load_dataset
 
-from refsam import SAM, LogisticRegression, Problem, replay
-from refsam import applications as apps
+from refsam import SAM, SGD, LogisticRegression, Problem, apps, replay
+from refsam.data.loaders import flip_labels, load_dataset
+from refsam.influence.fixed_point import solve_fixed_point
 from refsam.tolerances import FD_STEP, RTOL_CLOSED_FORM_FD, RTOL_REPLAY_VS_ROOT, RTOL_TRAJECTORY_FD
 
 LINEAR_REGIME = 0.35  # removing k=3 of 60 points: the linear prediction is right to within ~35%
@@ -21,8 +22,8 @@ def noisy_fit():
     data = load_dataset("synthetic", n=90, seed=4)
     X, y = data.X[:60], data.y[:60]
     y_noisy, flipped = flip_labels(y, 2, 0.1, seed=1)
-    problem = Problem(LogisticRegression(), X, y_noisy, weight_decay=0.05)
-    fit_ = apps.fit(problem, SAM(0.05), lr=0.5, steps=150, seed=0)
+    problem = Problem(LogisticRegression(), X, y_noisy)
+    fit_ = apps.fit(problem, SAM(0.05), SGD(0.5, weight_decay=0.05), steps=150, seed=0)
     return fit_, flipped, data.X[60:], data.y[60:]
 
 
@@ -92,15 +93,16 @@ def test_self_influence_matches_finite_differences_of_retraining_and_re_solving(
     fit_, flipped, _, _ = noisy_fit
     problem = fit_.problem
     assert fit_.fixed_point.converged
-    run_self = apps.self_influence(fit_, "trajectory")
-    root_self = apps.self_influence(fit_, "closed_form")
+    run_self = apps.fit_self_influence(fit_, "trajectory")
+    root_self = apps.fit_self_influence(fit_, "closed_form")
     for j in (int(np.flatnonzero(flipped)[0]), 3):
         run_fd, root_fd = [], []
         for sign in (1.0, -1.0):
             w = np.ones(problem.n)
             w[j] += sign * FD_STEP
             run_fd.append(_loss_j(problem, replay(problem, fit_.trajectory, weights=w).theta_final, j))
-            root = solve_fixed_point(problem, fit_.sam, fit_.theta_hat, weights=w, tol=1e-13).theta
+            root = solve_fixed_point(problem, fit_.sam, fit_.theta_hat, optimizer=fit_.optimizer, weights=w,
+                                     tol=1e-13).theta
             root_fd.append(_loss_j(problem, root, j))
         run_d = (run_fd[0] - run_fd[1]) / (2 * FD_STEP)
         root_d = (root_fd[0] - root_fd[1]) / (2 * FD_STEP)
@@ -181,11 +183,11 @@ def test_ground_truth_and_method_comparison_on_a_converged_run(noisy_fit):
 
 def test_unknown_method_and_minibatch_runs_are_reported():
     data = load_dataset("synthetic", n=30, seed=0)
-    problem = Problem(LogisticRegression(), data.X, data.y, weight_decay=0.05)
-    fit_ = apps.fit(problem, SAM(0.05), lr=0.5, steps=10, batch_size=10, seed=0)
+    problem = Problem(LogisticRegression(), data.X, data.y)
+    fit_ = apps.fit(problem, SAM(0.05), SGD(0.5, weight_decay=0.05), steps=10, batch_size=10, seed=0)
     assert fit_.fixed_point is None and "minibatch" in fit_.fixed_point_note
     assert "closed_form" not in fit_.available_methods()
-    with pytest.raises(ValueError, match="needs a SAM fixed point: minibatch run"):
+    with pytest.raises(ValueError, match="needs a verified SAM fixed point: minibatch run"):
         apps.influence(fit_, "closed_form", data.X, data.y)
     with pytest.raises(ValueError, match="`method` must be one of"):
         apps.influence(fit_, "koh-liang", data.X, data.y)
@@ -193,12 +195,12 @@ def test_unknown_method_and_minibatch_runs_are_reported():
 
 def test_a_run_without_a_sam_root_keeps_only_the_trajectory_methods():
     data = load_dataset("synthetic", n=30, seed=0)
-    problem = Problem(LogisticRegression(), data.X, data.y, weight_decay=0.01, regularization="coupled")
-    fit_ = apps.fit(problem, SAM(0.05), lr=0.5, steps=20, seed=0)
+    problem = Problem(LogisticRegression(), data.X, data.y, l2=0.01)  # 0.1's coupled mode
+    fit_ = apps.fit(problem, SAM(0.05), SGD(0.5), steps=20, seed=0)
     assert fit_.fixed_point is None and "has no solution" in fit_.fixed_point_note
     assert fit_.available_methods() == apps.TRAJECTORY_METHODS
-    with pytest.raises(ValueError, match="needs a SAM fixed point: G"):
-        apps.self_influence(fit_, "closed_form_erm")
+    with pytest.raises(ValueError, match="needs a verified SAM fixed point: G"):
+        apps.fit_self_influence(fit_, "closed_form_erm")
 
 
 def test_the_0_1_method_spellings_name_the_same_methods(noisy_fit):

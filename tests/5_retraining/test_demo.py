@@ -3,12 +3,12 @@
 import re
 
 import pytest
-from refsam.demo import DemoConfig, format_report, run_demo
-from refsam.loaders import sklearn_available
-from refsam.plotting import matplotlib_available
 
-from refsam import applications as apps
+from refsam import apps
+from refsam.apps.demo import DemoConfig, format_report, run_demo
+from refsam.apps.plotting import matplotlib_available
 from refsam.cli import main
+from refsam.data.loaders import sklearn_available
 from refsam.tolerances import RTOL_CLOSED_FORM_FD, RTOL_TRAJECTORY_FD
 
 

@@ -10,6 +10,8 @@ import refsam
 from refsam import apps
 from refsam.errors import InvalidInputError
 
+WEIGHT_DECAY = 0.05  # λ of the base optimizer, refsam.SGD(0.5, weight_decay=λ)
+
 
 @pytest.fixture(scope="module")
 def setting():
@@ -18,8 +20,9 @@ def setting():
     X, y, _ = refsam.make_gaussian_classification(n=90 + 120, n_features=4, n_classes=3, separation=1.5,
                                                   seed=5)
     y_noisy, flipped = refsam.data.flip_labels(y[:90], 3, 0.15, seed=2)
-    problem = refsam.Problem(refsam.SoftmaxRegression(3), X[:90], y_noisy, 0.05)
-    fit_ = apps.fit(problem, refsam.SAM(0.05), lr=0.5, steps=300, seed=0)
+    problem = refsam.Problem(refsam.SoftmaxRegression(3), X[:90], y_noisy)
+    fit_ = apps.fit(problem, refsam.SAM(0.05), refsam.SGD(0.5, weight_decay=WEIGHT_DECAY), steps=300,
+                    seed=0)
     assert fit_.fixed_point is not None and fit_.fixed_point.converged
     return fit_, flipped, y[:90], (X[90:150], y[90:150]), (X[150:], y[150:])
 
@@ -27,9 +30,10 @@ def setting():
 def _retrain(fit_, weights=None, labels=None):
     """θ_T of the recorded procedure with other weights or labels: written here, not refsam's helpers."""
     p, t = fit_.problem, fit_.trajectory
-    problem = refsam.Problem(p.model, p.X, p.y if labels is None else labels, p.weight_decay,
-                             p.weights if weights is None else weights)
-    return refsam.train(problem, fit_.sam, t.lrs, theta0=t.theta0, batches=t.batches).theta_final
+    problem = refsam.Problem(p.model, p.X, p.y if labels is None else labels,
+                             p.weights if weights is None else weights, l2=p.l2)
+    optimizer = refsam.SGD(t.lrs, weight_decay=WEIGHT_DECAY)  # the fixture's optimizer, the recorded rates
+    return refsam.train(problem, fit_.sam, optimizer, theta0=t.theta0, batches=t.batches).theta_final
 
 
 def _acc(problem, theta, X, y):
@@ -39,7 +43,8 @@ def _acc(problem, theta, X, y):
 def test_removal_curves_are_retraining(setting):
     fit_, flipped, _, (Xv, yv), (Xt, yt) = setting
     ks = [0, 3, 9, 18]
-    trak = refsam.trak_influence(fit_.problem, fit_.theta_hat, Xv, yv, 6).mean(axis=1)
+    trak = refsam.trak_influence(fit_.problem, fit_.theta_hat, Xv, yv, 6,
+                                 optimizer=fit_.optimizer).mean(axis=1)
     curves = apps.removal_curves(fit_, Xv, yv, Xt, yt, ks, ["closed_form", "closed_form_erm", "tracin"],
                                  extra_scores={"trak": trak}, n_random=2, flipped=flipped)
     names = [c.method for c in curves]
@@ -131,7 +136,8 @@ def test_model_editing_is_checked_by_retraining(setting, method):
         # the set is the smallest predicted to flip the margin: the most negative I_j(m) first
         grad = autograd.grad(lambda t, i=i, e=e: problem.model.logits(t, Xt[i:i + 1])[0][e.target]
                              - problem.model.logits(t, Xt[i:i + 1])[0][e.rival])(fit_.theta_final)
-        d_theta = (refsam.parameter_influence(problem, fit_.sam, fit_.theta_hat) if method == "closed_form"
+        d_theta = (refsam.parameter_influence(problem, fit_.sam, fit_.theta_hat, optimizer=fit_.optimizer)
+                   if method == "closed_form"
                    else refsam.trajectory_parameter_influence(problem, fit_.trajectory))
         I_m = d_theta @ grad
         order = np.argsort(I_m, kind="stable")

@@ -1,7 +1,7 @@
-"""The oracle kit's reference cases and checker (refsam.cases, ``refsam export-cases`` / ``refsam check``).
+"""The oracle kit's reference cases and checker (refsam.kit, ``refsam export-cases`` / ``refsam check``).
 
 Claims, each a test below:
-* the suite covers every value of every axis (model × rule × regularisation × batching), one case each;
+* the suite covers every value of every axis (model × rule × penalty × batching), one case each;
 * a case directory is readable with plain numpy + json, and every sha256 in the manifest is right;
 * every recorded run replays bit for bit from the stored θ_0, batches and learning rates;
 * the stored exact outputs agree with their ground truths (adjoint vs replay finite differences ≤ 1e-5;
@@ -23,11 +23,16 @@ import zipfile
 
 import numpy as np
 import pytest
-from refsam.cases import (
+
+from refsam import InvalidInputError, replay
+from refsam.cli import main
+from refsam.influence import residual_map
+from refsam.influence.trajectory import trajectory_influence
+from refsam.kit import (
     BATCHINGS,
     CASE_SPECS,
     MODELS,
-    REGULARIZATIONS,
+    PENALTIES,
     RULES,
     CaseFileError,
     check_scores,
@@ -36,10 +41,8 @@ from refsam.cases import (
     load_cases,
     read_manifest,
 )
-from refsam.fixed_point import residual_map
 from refsam.kit.files import manifest_digest
 from refsam.tolerances import ROOT_TOL, RTOL_CHAIN_RULE, RTOL_CLOSED_FORM_FD, RTOL_TRAJECTORY_FD
-from refsam.trajectory_influence import trajectory_influence
 
 from refsam import InvalidInputError, replay
 from refsam.cli import main
@@ -47,7 +50,7 @@ from refsam.tolerances import ROOT_TOL, RTOL_CHAIN_RULE, RTOL_CLOSED_FORM_FD, RT
 
 MIN_ABLATION_GAP = 1e-3  # frozen/erm must differ from full by far more than any tolerance (1e-7)
 MIN_SCALE = 1e-3  # a guard against trivially small (or zero) reference influences
-PROBE = "logistic-sam-decoupled-full"  # the case the corruption tests tamper with
+PROBE = "logistic-sam-weight_decay-full"  # the case the corruption tests tamper with
 
 
 @pytest.fixture(scope="module")
@@ -114,18 +117,22 @@ def _edit_manifest(directory, edit):
 def test_suite_covers_every_value_of_every_axis(case_dir):
     manifest = read_manifest(case_dir)
     ids = [c["id"] for c in manifest["cases"]]
-    grid = len(MODELS) * len(RULES) * len(REGULARIZATIONS) * len(BATCHINGS)
+    grid = len(MODELS) * len(RULES) * len(PENALTIES) * len(BATCHINGS)
     assert len(ids) == len(set(ids)) == 51 == grid + len(MODELS) * 2 + len(MODELS) * 3
-    momentum = [c for c in manifest["cases"] if c["momentum"]]
-    assert len(momentum) == 15 and {c["nesterov"] for c in momentum} == {True, False}
+    momentum = [c for c in manifest["cases"] if c["optimizer"]["momentum"]]
+    assert len(momentum) == 15 and {c["optimizer"]["nesterov"] for c in momentum} == {True, False}
     assert {c["preset"] for c in momentum} == {None, "pytorch-sam", "pytorch-sam-adaptive", "asam-official"}
     for entry in manifest["cases"]:
         assert entry["model"]["name"] in MODELS and entry["rule"] in RULES
-        assert entry["regularization"] in REGULARIZATIONS and entry["batching"] in BATCHINGS
+        assert entry["penalty"] in PENALTIES and entry["batching"] in BATCHINGS
+        assert entry["optimizer"]["name"] == "SGD"
+        if entry["preset"] is None:  # λ sits where the penalty says, and only there
+            in_loss = entry["penalty"] == "l2"
+            assert (entry["l2"] > 0) == in_loss and (entry["optimizer"]["weight_decay"] > 0) != in_loss
         assert entry["n_train"] <= 20 and entry["n_params"] <= 20 and entry["steps"] <= 30
         assert {"trajectory", "trajectory_fd", "trajectory_parameters"} <= set(entry["outputs"])
         has_closed_form = "closed_form" in entry["outputs"]
-        assert has_closed_form == (entry["regularization"] == "decoupled" and entry["batching"] == "full"), \
+        assert has_closed_form == (entry["penalty"] == "weight_decay" and entry["batching"] == "full"), \
             entry["closed_form_status"]
         for output in entry["outputs"].values():
             assert output["rtol"] > 0 and output["atol"] >= 0
@@ -195,7 +202,7 @@ def test_stored_closed_form_is_exact_at_a_verified_root(cases):
     assert {c.meta["model"]["name"] for c in with_closed_form} == set(MODELS)
     assert {c.meta["rule"] for c in with_closed_form} == set(RULES)
     for case in with_closed_form:
-        G = residual_map(case.problem(), case.sam(), case.arrays["theta_hat"])
+        G = residual_map(case.problem(), case.sam(), case.arrays["theta_hat"], optimizer=case.optimizer())
         assert np.linalg.norm(G) <= ROOT_TOL, case.case_id
         full = case.reference("closed_form")
         assert np.max(np.abs(full)) > MIN_SCALE
@@ -213,10 +220,12 @@ def test_stored_jacobian_products_equal_an_autograd_jacobian_of_the_residual(cas
     assert len(with_closed_form) == 9
     for case in with_closed_form:
         problem, sam, theta = case.problem(), case.sam(), case.arrays["theta_hat"]
+        lam = case.optimizer().weight_decay  # the optimizer's weight decay (scalar in the suite)
+        assert isinstance(lam, float) and lam > 0 and problem.l2 == 0.0
 
-        def G(t, problem=problem, sam=sam):  # decoupled: ∇F(θ + ε(θ; ∇F(θ))) + λθ
+        def G(t, problem=problem, sam=sam, lam=lam):  # λ in the optimizer: ∇F(θ + ε(θ; ∇F(θ))) + λθ
             grad_F = autograd.grad(problem.objective)
-            return grad_F(t + sam.perturbation(t, grad_F(t))) + problem.weight_decay * t
+            return grad_F(t + sam.perturbation(t, grad_F(t))) + lam * t
 
         J = autograd.jacobian(G)(theta)
         v = case.probe_vectors()
@@ -229,8 +238,9 @@ def test_products_target_checks_a_matrix_free_port_and_catches_the_transpose(cas
     from refsam.influence import system_operators
 
     with_cf = [c for c in cases if "closed_form" in c.meta["outputs"]]
-    JTv = {c.case_id: system_operators(c.problem(), c.sam(), c.arrays["theta_hat"]).jacobian_T.matmat(
-        c.probe_vectors()) for c in with_cf}
+    JTv = {c.case_id: system_operators(c.problem(), c.sam(), c.arrays["theta_hat"],
+                                       optimizer=c.optimizer()).jacobian_T.matmat(c.probe_vectors())
+           for c in with_cf}
     report = check_scores(case_dir, JTv, target="jacobian_T_products")
     assert report.passed and len(report.results) == 9, report.table()
     Jv = {c.case_id: c.reference("jacobian_products") for c in with_cf}
@@ -282,15 +292,15 @@ def test_refsam_scores_check_green(case_dir, scores_path):
 
 
 def test_refsam_autodiff_scores_check_green_on_one_case_per_model(case_dir, cases):
-    subset = [c for c in cases if c.case_id.endswith("-asam-coupled-minibatch")]
+    subset = [c for c in cases if c.case_id.endswith("-asam-l2-minibatch")]
     scores = {c.case_id: trajectory_influence(c.problem(), c.trajectory(), c.arrays["X_test"],
                                               c.arrays["y_test"], method="autodiff") for c in subset}
-    report = check_scores(case_dir, scores, cases="*-asam-coupled-minibatch")
+    report = check_scores(case_dir, scores, cases="*-asam-l2-minibatch")
     assert report.passed and len(report.results) == 3, report.table()
 
 
 def test_parameter_influence_target_checks_green_and_rejects_a_transposed_array(case_dir, cases):
-    from refsam.trajectory_influence import trajectory_parameter_influence
+    from refsam.influence.trajectory import trajectory_parameter_influence
 
     forward = {c.case_id: trajectory_parameter_influence(c.problem(), c.trajectory(), method="forward")
                for c in cases if c.case_id.startswith("mlp-")}
@@ -307,11 +317,11 @@ def test_perturbed_scores_check_red(case_dir, exact_scores):
     assert report.n_failed == 51 and not report.passed
     assert "0/51 cases passed" in report.table()
     one_entry = dict(exact_scores)
-    bad = one_entry["mlp-asam-coupled-minibatch"].copy()
+    bad = one_entry["mlp-asam-l2-minibatch"].copy()
     bad[3, 1] += 1e-6 * np.max(np.abs(bad))  # a single entry, 10× the tolerance
-    one_entry["mlp-asam-coupled-minibatch"] = bad
+    one_entry["mlp-asam-l2-minibatch"] = bad
     report = check_scores(case_dir, one_entry)
-    assert [r.case_id for r in report.results if not r.passed] == ["mlp-asam-coupled-minibatch"]
+    assert [r.case_id for r in report.results if not r.passed] == ["mlp-asam-l2-minibatch"]
     report = check_scores(case_dir, {k: -v for k, v in exact_scores.items()}, cases="softmax-*")
     assert len(report.results) == 17 and report.n_failed == 17
     assert all("sign convention" in r.note for r in report.results)
@@ -326,11 +336,12 @@ def test_nonfinite_scores_fail_the_case(case_dir, exact_scores):
 
 
 def test_closed_form_target_accepts_the_closed_form_and_rejects_its_ablations(case_dir, cases):
-    from refsam.closed_form import hessian_influence
+    from refsam.influence.closed_form import hessian_influence
 
     with_cf = [c for c in cases if "closed_form" in c.meta["outputs"]]
     full = {c.case_id: hessian_influence(c.problem(), c.sam(), c.arrays["theta_hat"], c.arrays["X_test"],
-                                         c.arrays["y_test"], variant="full") for c in with_cf}
+                                         c.arrays["y_test"], variant="full", optimizer=c.optimizer())
+            for c in with_cf}
     report = check_scores(case_dir, full, target="closed_form")
     assert report.passed and len(report.results) == 9 and len(report.skipped) == 42, report.table()
     frozen = {c.case_id: c.reference("closed_form_frozen") for c in with_cf}
@@ -401,10 +412,11 @@ def test_missing_case_file_and_manifest_are_rejected(copy_dir, scores_path, tmp_
 
 @pytest.mark.parametrize(("edit", "message"), [
     (lambda m: m.update(schema_version=99), r"`schema_version` 99 is not supported"),
+    (lambda m: m.update(schema_version=1), r"`schema_version` 1 is refsam 0\.1's.*re-export the cases"),
     (lambda m: m.update(format="other"), r"`format` must be 'refsam-reference-cases'"),
     (lambda m: m.update(cases=[]), r"`cases` must be a non-empty list"),
     (lambda m: m["cases"][0].pop("n_test"),
-     r"cases\[0\] \(logistic-sam-decoupled-full\): missing field `n_test`"),
+     r"cases\[0\] \(logistic-sam-weight_decay-full\): missing field `n_test`"),
     (lambda m: m["cases"][0]["outputs"]["trajectory"].pop("rtol"),
      r"outputs\['trajectory'\]: missing field `rtol`"),
     (lambda m: m["cases"][1].update(id=PROBE), r"duplicate case id"),
@@ -456,7 +468,7 @@ def test_bad_scores_files_are_rejected(case_dir, tmp_path, exact_scores):
 
 def test_scores_with_missing_keys_or_wrong_shapes_are_rejected(case_dir, exact_scores):
     partial = {k: v for k, v in exact_scores.items() if not k.startswith("mlp")}
-    with pytest.raises(CaseFileError, match=r"scores lacks 17 case ids: 'mlp-sam-decoupled-full'"):
+    with pytest.raises(CaseFileError, match=r"scores lacks 17 case ids: 'mlp-sam-weight_decay-full'"):
         check_scores(case_dir, partial)
     assert check_scores(case_dir, partial, cases="softmax-*").passed  # a subset can be checked alone
     transposed = {**exact_scores, PROBE: exact_scores[PROBE].T}
@@ -473,8 +485,9 @@ def test_scores_with_missing_keys_or_wrong_shapes_are_rejected(case_dir, exact_s
 
 
 def test_load_case_rebuilds_the_run_and_names_unknown_cases(case_dir):
-    case = load_case(case_dir, "mlp-usam-coupled-minibatch")
-    assert case.problem().regularization == "coupled" and case.sam().rule == "usam"
+    case = load_case(case_dir, "mlp-usam-l2-minibatch")
+    assert case.meta["penalty"] == "l2" and case.sam().rule == "usam"
+    assert case.problem().l2 == case.meta["l2"] > 0 and case.optimizer().weight_decay == 0.0
     assert case.trajectory().steps == case.meta["steps"] == len(case.batches)
     with pytest.raises(ValueError, match="has no output 'closed_form'"):
         case.reference("closed_form")
@@ -515,7 +528,7 @@ def test_cli_export_cases_refuses_a_file_as_directory(tmp_path, capsys):
 def test_cli_export_cases_writes_a_subset(tmp_path, capsys):
     assert main(["export-cases", str(tmp_path / "out"), "--cases", "logistic-usam-*-full"]) == 0
     assert "wrote 2 cases (1 with closed-form outputs)" in capsys.readouterr().out
-    assert sorted(os.listdir(tmp_path / "out")) == ["logistic-usam-coupled-full.npz",
-                                                    "logistic-usam-decoupled-full.npz", "manifest.json"]
+    assert sorted(os.listdir(tmp_path / "out")) == ["logistic-usam-l2-full.npz",
+                                                    "logistic-usam-weight_decay-full.npz", "manifest.json"]
     assert main(["export-cases", str(tmp_path / "none"), "--cases", "nothing*"]) == 2
     assert "matches no case" in capsys.readouterr().err

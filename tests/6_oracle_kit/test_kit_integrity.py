@@ -68,16 +68,16 @@ def test_an_unknown_output_in_the_manifest_is_rejected(tmp_path, suite):
 def test_a_subset_export_does_not_shrink_an_existing_suite_silently(tmp_path):
     export_cases(tmp_path, cases=PATTERN)
     with pytest.raises(CaseFileError, match=r"lists 5 cases this export would drop"):
-        export_cases(tmp_path, cases="logistic-sam-decoupled-full")
+        export_cases(tmp_path, cases="logistic-sam-weight_decay-full")
     assert len(json.loads((tmp_path / "manifest.json").read_text())["cases"]) == 6  # untouched
     export_cases(tmp_path, cases=PATTERN)  # the same suite again: fine
-    assert len(export_cases(tmp_path, cases="logistic-sam-decoupled-full", force=True)["cases"]) == 1
+    assert len(export_cases(tmp_path, cases="logistic-sam-weight_decay-full", force=True)["cases"]) == 1
 
 
 def test_a_foreign_manifest_is_not_overwritten_unless_forced(tmp_path):
     (tmp_path / "manifest.json").write_text('{"my": "own file"}')
     command = [sys.executable, "-m", "refsam.cli", "export-cases", str(tmp_path), "--cases",
-               "logistic-sam-decoupled-full"]
+               "logistic-sam-weight_decay-full"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "was not written by refsam" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1

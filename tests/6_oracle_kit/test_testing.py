@@ -1,4 +1,4 @@
-"""refsam.testing's oracle-kit additions: ``assert_influence_close`` and the influence strategies.
+"""refsam.kit.testing's oracle-kit additions: ``assert_influence_close`` and the influence strategies.
 
 Claims: the helper passes exactly when the checker's criterion holds and otherwise fails with a
 diagnosis that names the cause (location of the worst entries, a flipped sign, a scale factor, a
@@ -11,9 +11,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from hypothesis import given, settings
-from refsam.counterfactual import finite_difference_influence
-from refsam.testing import InfluenceProblem, assert_influence_close, influence_problems, suite_cases
-from refsam.trajectory_influence import trajectory_influence
+
+from refsam.ground_truth.replay import finite_difference_replay
+from refsam.influence.trajectory import trajectory_influence
+from refsam.kit.testing import InfluenceProblem, assert_influence_close, influence_problems, suite_cases
+from refsam.tolerances import ATOL_EXACT_METHODS, RTOL_EXACT_METHODS, RTOL_TRAJECTORY_FD
 
 from refsam.tolerances import ATOL_EXACT_METHODS, RTOL_EXACT_METHODS, RTOL_TRAJECTORY_FD
 
@@ -83,14 +85,14 @@ def test_influence_problems_draw_runs_where_exact_methods_agree(case):
 def test_suite_cases_match_replay_finite_differences(case):
     adjoint = trajectory_influence(case.problem, case.trajectory, case.X_test, case.y_test)
     assert np.ptp(adjoint) > 1e-3  # not trivially constant
-    fd = finite_difference_influence(case.problem, case.trajectory, case.X_test, case.y_test)
+    fd = finite_difference_replay(case.problem, case.trajectory, case.X_test, case.y_test)
     assert_influence_close(adjoint, fd, rtol=RTOL_TRAJECTORY_FD)
 
 
 @settings(max_examples=1)
-@given(suite_cases("mlp-usam-coupled-minibatch"))
+@given(suite_cases("mlp-usam-l2-minibatch"))
 def test_suite_cases_pattern_selects_one_configuration(case):
-    assert case.problem.regularization == "coupled" and case.sam.rule == "usam"
+    assert case.problem.l2 > 0 and case.trajectory.optimizer().weight_decay == 0.0 and case.sam.rule == "usam"
     assert case.trajectory.config["batch_size"] == 4 and case.problem.n == 12
 
 

@@ -59,10 +59,11 @@ def test_a_pytorch_sam_run_is_replayed_to_1e_12_per_step_and_its_influence_check
     X, y, _ = refsam.make_gaussian_classification(n=30, n_features=4, n_classes=3, seed=1)
     X_train, y_train = X[:24], y[:24]
     theta0, batches, lrs, torch_thetas = _torch_run(X_train, y_train, nesterov)
-    problem = refsam.Problem(refsam.SoftmaxRegression(3), X_train, y_train, weight_decay=5e-3,
-                             decay_biases=False)
-    p = preset("pytorch-sam-adaptive", problem, rho=0.2, momentum=0.9, nesterov=nesterov)
-    run = refsam.train(problem, p.sam, lrs, theta0=theta0, batches=batches, **p.train_kwargs())
+    problem = refsam.Problem(refsam.SoftmaxRegression(3), X_train, y_train)
+    p = preset("pytorch-sam-adaptive", problem, rho=0.2, lr=lrs, momentum=0.9, nesterov=nesterov)
+    weights_only = np.where(problem.model.bias_mask(problem.p), 0.0, 5e-3)  # torch's parameter groups
+    optimizer = p.optimizer.replace(weight_decay=weights_only)
+    run = refsam.train(p.problem, p.sam, optimizer, theta0=theta0, batches=batches)
     per_step = np.max(np.abs(run.thetas[1:] - torch_thetas), axis=1)
     assert np.max(per_step) <= 1e-12, per_step
     exact = refsam.trajectory_influence(problem, run, X[24:], y[24:])

@@ -20,10 +20,11 @@ from refsam.errors import InvalidInputError
 from refsam.kit.files import CaseFileError
 
 X, Y, _ = refsam.make_gaussian_classification(n=20, n_features=3, seed=0)
-P = refsam.Problem(refsam.LogisticRegression(), X, Y, 0.05)
+P = refsam.Problem(refsam.LogisticRegression(), X, Y)
 S = refsam.SAM(0.05)
-T = refsam.train(P, S, 0.5, 10, seed=0)
-ROOT = refsam.solve_fixed_point(P, S, np.zeros(P.d))
+OPT = refsam.SGD(0.5, weight_decay=0.05)
+T = refsam.train(P, S, OPT, 10, seed=0)
+ROOT = refsam.solve_fixed_point(P, S, np.zeros(P.d), optimizer=OPT)
 XT, YT = X[:3], Y[:3]
 NAN = np.nan
 LOG = refsam.LogisticRegression
@@ -47,6 +48,7 @@ with np.load(_deep_run) as _f:
 _arrays["config_json"] = np.array("[" * 100_000)
 np.savez(_deep_run, **_arrays)
 RHO_CHANGED = refsam.Trajectory(T.thetas, T.epsilons, T.batches, T.lrs, T.weights, {**T.config, "rho": 0.5})
+SGD = refsam.SGD
 
 # (entry point, call, exception type, regex the message must match)
 API_MATRIX = [
@@ -88,53 +90,93 @@ API_MATRIX = [
      r"`y` labels must lie in 0..1 for logistic"),
     ("Problem", lambda: refsam.Problem(refsam.SoftmaxRegression(3), X, -Y), InvalidInputError,
      r"`y` labels must lie in 0..2 for softmax"),
-    ("Problem", lambda: refsam.Problem(LOG(), X, Y, -1), InvalidInputError, r"`weight_decay` must be .*>= 0"),
-    ("Problem", lambda: refsam.Problem(LOG(), X, Y, np.ones(2)), InvalidInputError,
-     r"`weight_decay` must have shape \(4\)"),
+    ("Problem", lambda: refsam.Problem(LOG(), X, Y, l2=-1), InvalidInputError, r"`l2` must be a finite number >= 0"),
+    ("Problem", lambda: refsam.Problem(LOG(), X, Y, l2=NAN), InvalidInputError, r"`l2` must be a finite number >= 0"),
+    ("Problem", lambda: refsam.Problem(LOG(), X, Y, l2="a"), InvalidInputError, r"`l2` must be a real number"),
+    ("Problem", lambda: refsam.Problem(LOG(), X, Y, l2=np.ones(2)), InvalidInputError,
+     r"`l2` must have shape \(4\)"),
+    ("Problem", lambda: refsam.Problem(LOG(), X, Y, l2=np.ones((4, 1))), InvalidInputError,
+     r"`l2` must have shape \(4\)"),
+    ("Problem", lambda: refsam.Problem(LOG(), X, Y, l2=[0.1, -1.0, 0.1, 0.0]), InvalidInputError,
+     r"`l2` entries must be >= 0, got minimum -1.0"),
+    ("Problem", lambda: refsam.Problem(LOG(), X, Y, l2=[0.1, NAN, 0.1, 0.0]), InvalidInputError,
+     r"`l2` must contain only finite"),
     ("Problem", lambda: refsam.Problem(LOG(), X, Y, weights=-np.ones(20)), InvalidInputError,
      r"`weights` must be >= 0"),
     ("Problem", lambda: refsam.Problem(LOG(), X, Y, weights=np.ones(3)), InvalidInputError,
      r"`weights` must have shape \(20\)"),
     ("Problem", lambda: refsam.Problem(LOG(), X, Y, weights=np.full(20, NAN)), InvalidInputError,
      r"`weights` must contain only finite"),
-    ("Problem", lambda: refsam.Problem(LOG(), X, Y, regularization="x"), InvalidInputError,
-     r"`regularization` must be one of"),
+    ("Problem", lambda: refsam.Problem(LOG(), X, Y, 0.05), InvalidInputError,  # 0.1's positional λ
+     r"`weights` must have shape \(20\), got \(\)"),
+    # the base optimizer
+    ("SGD", lambda: SGD(-1), InvalidInputError, r"`lr` must be a finite number > 0, got -1"),
+    ("SGD", lambda: SGD(NAN), InvalidInputError, r"`lr` must be a finite number > 0, got nan"),
+    ("SGD", lambda: SGD("a"), InvalidInputError, r"`lr` must be a real number"),
+    ("SGD", lambda: SGD([0.5, 0.0]), InvalidInputError,
+     r"`lr` must be a float > 0 or a non-empty array of floats > 0, got minimum 0.0"),
+    ("SGD", lambda: SGD([]), InvalidInputError, r"`lr` must be a float > 0 or a non-empty array .*empty array"),
+    ("SGD", lambda: SGD(np.ones((2, 2))), InvalidInputError, r"`lr` must be 1-dimensional"),
+    ("SGD", lambda: SGD([0.5, NAN]), InvalidInputError, r"`lr` must contain only finite"),
+    ("SGD", lambda: SGD(0.5, momentum=1.0), InvalidInputError, r"`momentum` must lie in \[0, 1\), got 1.0"),
+    ("SGD", lambda: SGD(0.5, momentum=-0.1), InvalidInputError, r"`momentum` must be a finite number >= 0"),
+    ("SGD", lambda: SGD(0.5, momentum=NAN), InvalidInputError, r"`momentum` must be a finite number >= 0"),
+    ("SGD", lambda: SGD(0.5, momentum=0.9, dampening=2), InvalidInputError, r"`dampening` must lie in \[0, 1\]"),
+    ("SGD", lambda: SGD(0.5, dampening=-1), InvalidInputError, r"`dampening` must be a finite number >= 0"),
+    ("SGD", lambda: SGD(0.5, nesterov=True), InvalidInputError, r"`nesterov=True` needs `momentum` > 0"),
+    ("SGD", lambda: SGD(0.5, momentum=0.9, nesterov="yes"), InvalidInputError,
+     r"`nesterov` must be True or False, got 'yes'"),
+    ("SGD", lambda: SGD(0.5, weight_decay=-1), InvalidInputError, r"`weight_decay` must be a finite number >= 0"),
+    ("SGD", lambda: SGD(0.5, weight_decay=np.inf), InvalidInputError, r"`weight_decay` must be a finite number"),
+    ("SGD", lambda: SGD(0.5, weight_decay=[0.1, -0.1]), InvalidInputError,
+     r"`weight_decay` entries must be >= 0, got minimum -0.1"),
+    ("SGD", lambda: SGD(0.5, weight_decay=np.ones((2, 2))), InvalidInputError, r"`weight_decay` must be 1-dimensional"),
     # training
-    ("train", lambda: refsam.train(P, S, -1, 10), InvalidInputError, r"`lr` must be a finite number > 0"),
-    ("train", lambda: refsam.train(P, S, NAN, 10), InvalidInputError, r"`lr` must be a finite number > 0"),
-    ("train", lambda: refsam.train(P, S, 0.5, 0), InvalidInputError, r"`steps` must be an int >= 1, got 0"),
-    ("train", lambda: refsam.train(P, S, 0.5, 2.5), InvalidInputError, r"`steps` must be an int >= 1, got 2.5"),
-    ("train", lambda: refsam.train(P, S, np.ones(3), 10), InvalidInputError, r"`lr` must have shape \(10\)"),
-    ("train", lambda: refsam.train(P, S, 0.5, 10, batch_size=0), InvalidInputError, r"`batch_size` .* >= 1"),
-    ("train", lambda: refsam.train(P, S, 0.5, 10, batch_size=100), InvalidInputError,
+    ("train", lambda: refsam.train(P, S, 0.5, 10), InvalidInputError,
+     r"`optimizer` must be a refsam optimizer such as refsam.SGD\(lr, ...\), got float"),
+    ("train", lambda: refsam.train(P, S, "sgd", 10), InvalidInputError, r"`optimizer` must be a refsam optimizer"),
+    ("train", lambda: refsam.train(P, S, SGD(0.5, weight_decay=np.ones(2)), 10), InvalidInputError,
+     r"the optimizer's per-coordinate `weight_decay` must have shape \(4,\)"),
+    ("train", lambda: refsam.train(P, S, OPT), InvalidInputError, r"`steps` is required unless"),
+    ("train", lambda: refsam.train(P, S, OPT, 10, clip_grad_norm=1.0), InvalidInputError,
+     r"`clip_grad_norm` is not supported yet"),
+    ("train", lambda: refsam.train(P, S, OPT, 0), InvalidInputError, r"`steps` must be an int >= 1, got 0"),
+    ("train", lambda: refsam.train(P, S, OPT, 2.5), InvalidInputError, r"`steps` must be an int >= 1, got 2.5"),
+    ("train", lambda: refsam.train(P, S, SGD(np.ones(3)), 10), InvalidInputError,
+     r"the optimizer's `lr` schedule has 3 rates; the run has 10 steps"),
+    ("train", lambda: refsam.train(P, S, OPT, 10, batch_size=0), InvalidInputError, r"`batch_size` .* >= 1"),
+    ("train", lambda: refsam.train(P, S, OPT, 10, batch_size=100), InvalidInputError,
      r"`batch_size` must be <= n=20"),
-    ("train", lambda: refsam.train(P, S, 0.5, 10, theta0=np.ones(2)), InvalidInputError,
+    ("train", lambda: refsam.train(P, S, OPT, 10, theta0=np.ones(2)), InvalidInputError,
      r"`theta0` must have shape \(4\)"),
-    ("train", lambda: refsam.train(P, S, 0.5, 10, theta0=np.full(P.d, NAN)), InvalidInputError,
+    ("train", lambda: refsam.train(P, S, OPT, 10, theta0=np.full(P.d, NAN)), InvalidInputError,
      r"`theta0` must contain only finite"),
-    ("train", lambda: refsam.train("p", S, 0.5, 10), InvalidInputError, r"`problem` must be a refsam.Problem"),
-    ("train", lambda: refsam.train(P, 0.05, 0.5, 10), InvalidInputError, r"`sam` must be a refsam.SAM"),
-    ("train", lambda: refsam.train(P, S, 0.5, 10, seed=-1), InvalidInputError, r"`seed` must be None"),
-    ("train", lambda: refsam.train(P, S, 0.5, 10, momentum=1.0), InvalidInputError,
-     r"`momentum` must lie in \[0, 1\)"),
-    ("train", lambda: refsam.train(P, S, 0.5, 10, nesterov=True), InvalidInputError,
-     r"`nesterov=True` needs `momentum` > 0"),
-    ("train", lambda: refsam.train(P, S, 0.5, batches=[[0, 99]]), InvalidInputError,
+    ("train", lambda: refsam.train("p", S, OPT, 10), InvalidInputError, r"`problem` must be a refsam.Problem"),
+    ("train", lambda: refsam.train(P, 0.05, OPT, 10), InvalidInputError, r"`sam` must be a refsam.SAM"),
+    ("train", lambda: refsam.train(P, S, OPT, 10, seed=-1), InvalidInputError, r"`seed` must be None"),
+    ("train", lambda: refsam.train(P, S, OPT, batches=[[0, 99]]), InvalidInputError,
      r"`batches\[0\]` must lie in 0..19"),
-    ("train", lambda: refsam.train(P, S, 0.5, batches=[[]]), InvalidInputError, r"`batches\[0\]` must be a non-empty"),
-    ("train", lambda: refsam.train(P, S, 0.5, 3, batches=[[0, 1]]), InvalidInputError,
+    ("train", lambda: refsam.train(P, S, OPT, batches=[[]]), InvalidInputError, r"`batches\[0\]` must be a non-empty"),
+    ("train", lambda: refsam.train(P, S, OPT, 3, batches=[[0, 1]]), InvalidInputError,
      r"`steps` \(3\) must equal len\(batches\) \(1\)"),
-    ("train", lambda: refsam.train(refsam.Problem(LOG(), np.zeros((2, 1)), [0, 1]), S, 0.5, 2,
+    ("train", lambda: refsam.train(refsam.Problem(LOG(), np.zeros((2, 1)), [0, 1]), S, OPT, 2,
                                    theta0=np.zeros(2)), refsam.ZeroGradientError, r"gradient is exactly zero"),
-    ("train", lambda: refsam.train(refsam.Problem(LOG(), 1e3 * np.eye(3), [0, 1, 0]), refsam.SAM(0.0), 1e306, 50),
-     refsam.DivergenceError, r"training diverged at step \d+: .* lower `lr`"),
+    ("train", lambda: refsam.train(refsam.Problem(LOG(), 1e3 * np.eye(3), [0, 1, 0]), refsam.SAM(0.0), SGD(1e306),
+                                   50),
+     refsam.DivergenceError, r"training diverged at step \d+: .* lower the optimizer's `lr`"),
     ("replay", lambda: refsam.replay(P, T, weights=np.ones(3)), InvalidInputError, r"`weights` must have shape"),
-    ("replay", lambda: refsam.replay(refsam.Problem(LOG(), X + 1, Y, 0.05), T), InvalidInputError,
+    ("replay", lambda: refsam.replay(refsam.Problem(LOG(), X + 1, Y), T), InvalidInputError,
      r"`problem` does not match the trajectory: training data"),
-    ("preset", lambda: training.preset("nope", P, 0.1), InvalidInputError, r"`name` must be one of .*'nope'"),
-    ("preset", lambda: training.preset("jax-sam", "P", 0.1), InvalidInputError, r"`problem` must be a refsam"),
-    ("SGDMomentum", lambda: training.SGDMomentum(0.9, dampening=2), InvalidInputError,
-     r"`dampening` must lie in \[0, 1\]"),
+    ("replay", lambda: refsam.replay(refsam.Problem(LOG(), X, Y, l2=0.05), T), InvalidInputError,
+     r"`problem` does not match the trajectory"),
+    ("preset", lambda: training.preset("nope", P, 0.1, 0.5), InvalidInputError, r"`name` must be one of .*'nope'"),
+    ("preset", lambda: training.preset("jax-sam", "P", 0.1, 0.5), InvalidInputError, r"`problem` must be a refsam"),
+    ("preset", lambda: training.preset("pytorch-sam", refsam.Problem(LOG(), X, Y, l2=0.1), 0.1, 0.5),
+     InvalidInputError, r"places the weight decay itself: build `problem` without `l2`"),
+    ("preset", lambda: training.preset("pytorch-sam", P, 0.1, -0.5), InvalidInputError,
+     r"`lr` must be a finite number > 0"),
+    ("preset", lambda: training.preset("pytorch-sam", P, 0.1, 0.5, momentum=0.9, nesterov=True,
+                                       m_sharpness=2), InvalidInputError, r"`m_sharpness` applies to the 'jax-sam'"),
     ("Trajectory", lambda: refsam.Trajectory(np.ones((3, 2)), np.ones((1, 2)), [[0]], [1.0], [1.0], {}),
      InvalidInputError, r"Trajectory\(...\): `config` lacks keys"),
     ("Trajectory", lambda: refsam.Trajectory.load("/nonexistent/t.npz"), InvalidInputError,
@@ -196,7 +238,7 @@ API_MATRIX = [
     ("trajectory_hyperparameter_sensitivity", lambda: refsam.trajectory_hyperparameter_sensitivity(P, "run"),
      InvalidInputError, r"`trajectory` must be a refsam.Trajectory"),
     ("trajectory_hyperparameter_sensitivity", lambda: refsam.trajectory_hyperparameter_sensitivity(
-        refsam.Problem(LOG(), X, Y, 0.1), T), InvalidInputError, r"does not match the trajectory"),
+        refsam.Problem(LOG(), X, Y, l2=0.1), T), InvalidInputError, r"does not match the trajectory"),
     ("trajectory_influence", lambda: refsam.trajectory_influence(P, T, XT, YT, method="nope"), InvalidInputError,
      r"`method` must be one of \['adjoint'"),
     ("trajectory_influence", lambda: refsam.trajectory_influence(P, T, XT[:, :2], YT), InvalidInputError,
@@ -267,10 +309,12 @@ API_MATRIX = [
      r"`method` must be one of \['auto'"),
     ("solve_fixed_point", lambda: refsam.solve_fixed_point(P, S, np.zeros(2)), InvalidInputError,
      r"`theta0` must have shape \(4\)"),
-    ("solve_fixed_point", lambda: refsam.solve_fixed_point(P, S, np.zeros(P.d), lr=-1), InvalidInputError,
-     r"`lr` must be a finite number > 0"),
-    ("fixed_point_diagnostics", lambda: refsam.fixed_point_diagnostics(P, S, ROOT.theta, lr=-1),
-     InvalidInputError, r"`lr` must be a finite number > 0"),
+    ("solve_fixed_point", lambda: refsam.solve_fixed_point(P, S, np.zeros(P.d), optimizer=0.5), InvalidInputError,
+     r"`optimizer` must be a refsam optimizer"),
+    ("solve_fixed_point", lambda: refsam.solve_fixed_point(P, S, np.zeros(P.d), optimizer=SGD(0.5, weight_decay=[1.0])),
+     InvalidInputError, r"per-coordinate `weight_decay` must have shape \(4,\)"),
+    ("fixed_point_diagnostics", lambda: refsam.fixed_point_diagnostics(P, S, ROOT.theta, optimizer="sgd"),
+     InvalidInputError, r"`optimizer` must be a refsam optimizer"),
     ("fixed_point_diagnostics", lambda: refsam.fixed_point_diagnostics(P, S, np.full(P.d, NAN)),
      InvalidInputError, r"`theta` must contain only finite"),
     ("residual_map", lambda: refsam.residual_map(P, S, np.ones(2)), InvalidInputError, r"`theta` must have shape"),
@@ -309,7 +353,12 @@ API_MATRIX = [
     ("read_scores", lambda: kit.read_scores("/nonexistent.npz"), CaseFileError, r"scores file .* does not exist"),
     ("load_case", lambda: kit.load_case("/nonexistent", "x"), CaseFileError, r"case directory .* does not exist"),
     # applications
-    ("apps.fit", lambda: apps.fit(P, S, -1, 10), InvalidInputError, r"`lr` must be a finite number > 0"),
+    ("apps.fit", lambda: apps.fit(P, S, -1, 10), InvalidInputError, r"`optimizer` must be a refsam optimizer"),
+    ("apps.tune", lambda: apps.tune(P, XT, YT, 0.5), InvalidInputError, r"`optimizer` must be a refsam optimizer"),
+    ("apps.tune", lambda: apps.tune(P, XT, YT, OPT, penalty="coupled"), InvalidInputError,
+     r"`penalty` must be one of"),
+    ("apps.tune", lambda: apps.tune(P, XT, YT, SGD(0.5, weight_decay=np.ones(P.d))), InvalidInputError,
+     r"the weight_decay to tune is per coordinate"),
     ("apps.detect_mislabeled", lambda: apps.detect_mislabeled(None, "x"), InvalidInputError,
      r"`fit_` must be a refsam.apps.Fit"),
     ("apps.remove_harmful", lambda: apps.remove_harmful(P, XT, YT, 2), InvalidInputError,
@@ -332,7 +381,8 @@ def test_api_bad_input(entry, call, error, message):
 
 
 def test_every_public_callable_has_a_row():
-    result_types = {"FixedPoint", "HyperparameterSensitivity", "Model", "SolveInfo"}  # returned, not called with input
+    # returned, not called with input; or a base class to subclass (Model, Optimizer)
+    result_types = {"FixedPoint", "HyperparameterSensitivity", "Model", "Optimizer", "SolveInfo"}
     public = {name for name in refsam.__all__ if callable(getattr(refsam, name))
               and not (isinstance(getattr(refsam, name), type) and issubclass(getattr(refsam, name), BaseException))}
     covered = {row[0] for row in API_MATRIX}
@@ -359,7 +409,12 @@ CLI_MATRIX = [
     (["train", "--weight-decay", "-1"], r"`weight_decay` must be a finite number >= 0"),
     (["train", "--seed", "-1"], r"`seed` must be None, an int >= 0"),
     (["train", "--steps", "abc"], r"argument --steps: invalid int value: 'abc'"),
-    (["train", "--regularization", "x"], r"argument --regularization: invalid choice"),
+    (["train", "--regularization", "coupled"], r"unrecognized arguments: --regularization coupled"),  # 0.1's
+    (["train", "--l2", "-1"], r"`l2` must be a finite number >= 0, got -1.0"),
+    (["train", "--l2", "nan"], r"`l2` must be a finite number >= 0, got nan"),
+    (["train", "--l2", "x"], r"argument --l2: invalid float value: 'x'"),
+    (["train", "--dampening", "-0.5"], r"`dampening` must be a finite number >= 0"),
+    (["train", "--nesterov", "--momentum", "0.9", "--dampening", "1.5"], r"`dampening` must lie in \[0, 1\]"),
     (["train", "--bogus"], r"unrecognized arguments: --bogus"),
     (["train", "--save", "{tmp}/mine.txt"], r"refusing to overwrite .*mine.txt': refsam did not write it"),
     (["train", "--save", "{tmp}"], r"cannot write .*: it is a directory"),
@@ -402,8 +457,8 @@ CLI_MATRIX = [
     (["tune", "--rho", "0.9"], r"the start --rho 0.9 --weight-decay 0.01 must lie in rho \[1e-3, 0.2\]"),
     (["tune", "--rho-max", "-1"], r"`--rho-max` must be a finite number > 0"),
     (["tune", "--batch-size", "9999"], r"--batch-size must be <= the 200 training points, got 9999"),
-    (["tune", "--hypergradient", "closed_form", "--momentum", "0.9"], r"--hypergradient closed_form is for "
-                                                                      r"runs without momentum"),
+    (["tune", "--momentum", "0.9", "--nesterov", "--dampening", "3"], r"`dampening` must lie in \[0, 1\]"),
+    (["tune", "--momentum", "-0.9"], r"`momentum` must be a finite number >= 0"),
     (["tune", "--out", "{tmp}/mine.txt"], r"--out"),
     (["edit", "--index", "9999"], r"--index must lie in 0..49 \(validation points\), got 9999"),
     (["edit", "--max-remove", "0"], r"--max-remove must be >= 1, got 0"),

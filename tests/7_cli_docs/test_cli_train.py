@@ -22,7 +22,7 @@ def test_train_command_with_defaults_trains_and_prints_a_summary(capsys):
     status, out, err = run(capsys, ["train"])
     assert status == 0 and err == ""
     assert "Problem(LogisticRegression(), n=200, p=5, d=6" in out
-    assert "SAM(rho=0.05, rule='sam'), lr=0.5, steps=500" in out
+    assert "SAM(rho=0.05, rule='sam'), SGD(lr=0.5, weight_decay=0.01), steps=500" in out
     accuracy = float(re.search(r"training accuracy\s+= ([0-9.]+)", out).group(1))
     assert 0.6 < accuracy <= 1.0  # separable-ish Gaussian clusters: well above chance
 
@@ -33,16 +33,41 @@ def test_summary_numbers_match_the_python_api(capsys, tmp_path):
     path = tmp_path / "run.npz"
     status, out, _ = run(capsys, ["train", "--model", "softmax", "--classes", "3", "--n", "40", "--steps",
                                   "30", "--batch-size", "16", "--rule", "asam", "--rho", "0.1",
-                                  "--regularization", "coupled", "--seed", "3", "--save", str(path)])
+                                  "--l2", "1e-2", "--weight-decay", "0", "--seed", "3", "--save", str(path)])
     assert status == 0 and f"trajectory written to {path}" in out
     X, y, _ = refsam.make_gaussian_classification(40, 5, 3, seed=3)
-    problem = refsam.Problem(refsam.SoftmaxRegression(3), X, y, weight_decay=1e-2, regularization="coupled")
-    expected = refsam.train(problem, refsam.SAM(0.1, "asam"), 0.5, 30, batch_size=16, seed=3)
+    problem = refsam.Problem(refsam.SoftmaxRegression(3), X, y, l2=1e-2)  # 0.1's coupled mode
+    expected = refsam.train(problem, refsam.SAM(0.1, "asam"), refsam.SGD(0.5), 30, batch_size=16, seed=3)
     saved = refsam.Trajectory.load(path)
     assert np.array_equal(saved.thetas, expected.thetas)
+    assert saved.config["l2"] == 1e-2 and saved.config["optimizer"] == refsam.SGD(0.5).config()
     assert [len(b) for b in saved.batches][:3] == [16, 16, 8]
     printed = float(re.search(r"final objective F\(θ_T\)\s+= ([0-9.]+)", out).group(1))
     assert printed == pytest.approx(float(problem.objective(expected.theta_final)), abs=1e-6)
+
+
+def test_the_optimizer_flags_make_one_sgd_and_no_bias_decay_spares_the_biases(capsys, tmp_path):
+    """--lr --momentum --dampening --nesterov --weight-decay are refsam.SGD's arguments; --l2 is the
+    loss's; --no-bias-decay zeros both on the bias coordinates. The saved run is that SGD's, bit for bit."""
+    path = tmp_path / "run.npz"
+    status, out, _ = run(capsys, ["train", "--n", "30", "--steps", "12", "--lr", "0.2", "--momentum", "0.9",
+                                  "--dampening", "0.1", "--nesterov", "--weight-decay", "0.02", "--l2",
+                                  "0.03", "--no-bias-decay", "--seed", "1", "--save", str(path)])
+    assert status == 0
+    X, y, _ = refsam.make_gaussian_classification(30, 5, 2, seed=1)
+    model = refsam.LogisticRegression()
+    biases = model.bias_mask(5)
+    assert biases.sum() == 1
+    problem = refsam.Problem(model, X, y, l2=np.where(biases, 0.0, 0.03))
+    optimizer = refsam.SGD(0.2, momentum=0.9, dampening=0.1, nesterov=True,
+                           weight_decay=np.where(biases, 0.0, 0.02))
+    assert f"{optimizer!r}, steps=12" in out
+    expected = refsam.train(problem, refsam.SAM(0.05), optimizer, 12, seed=1)
+    saved = refsam.Trajectory.load(path)
+    assert np.array_equal(saved.thetas, expected.thetas)
+    assert saved.config["optimizer"] == optimizer.config() and saved.config["l2"] == problem.l2_config()
+    assert set(saved.states) == {"momentum_buffer"}
+    np.testing.assert_array_equal(saved.states["momentum_buffer"], expected.states["momentum_buffer"])
 
 
 @pytest.mark.parametrize("model", ["logistic", "softmax", "mlp"])
@@ -55,6 +80,8 @@ def test_every_model_trains_from_the_cli(capsys, model):
     (["--rho", "-1"], r"`rho` must be a finite number >= 0, got -1.0"),
     (["--lr", "0"], r"`lr` must be a finite number > 0, got 0.0"),
     (["--weight-decay", "-0.5"], r"`weight_decay` must be a finite number >= 0, got -0.5"),
+    (["--l2", "-0.5"], r"`l2` must be a finite number >= 0, got -0.5"),
+    (["--momentum", "1"], r"`momentum` must lie in \[0, 1\), got 1.0"),
     (["--batch-size", "500"], r"`batch_size` must be <= n=200 \(or None for the full batch\), got 500"),
     (["--steps", "0"], r"`steps` must be an int >= 1, got 0"),
     (["--n", "0"], r"--n must be >= 2, got 0"),

@@ -53,9 +53,9 @@ def test_every_exception_class_refsam_defines_is_a_refsam_error():
 
 
 def test_a_diverging_run_raises_divergence_error():
-    problem = refsam.Problem(refsam.LogisticRegression(), 1e3 * np.eye(3), [0, 1, 0], 0.0)
+    problem = refsam.Problem(refsam.LogisticRegression(), 1e3 * np.eye(3), [0, 1, 0], l2=0.0)
     with pytest.raises(refsam.DivergenceError, match=r"training diverged at step \d+"):
-        refsam.train(problem, refsam.SAM(0.0, "sam"), 1e306, 50)
+        refsam.train(problem, refsam.SAM(0.0, "sam"), refsam.SGD(1e306), 50)
 
 
 def test_an_influence_that_leaves_float64s_range_raises_instead_of_returning_nan():
@@ -63,7 +63,8 @@ def test_an_influence_that_leaves_float64s_range_raises_instead_of_returning_nan
     ρ/‖g‖ overflow and the influence NaN; refsam now raises NonFiniteResultError naming the method."""
     problem = refsam.Problem(refsam.LogisticRegression(), np.zeros((2, 1)), [0, 0],
                              weights=[5.09739424e-253 * 2.0**-186, 0.0])
-    run = refsam.train(problem, refsam.SAM(0.25), 0.5 * 2.0**186, 1, theta0=[0.0012573, -0.00132105])
+    run = refsam.train(problem, refsam.SAM(0.25), refsam.SGD(0.5 * 2.0**186), 1,
+                       theta0=[0.0012573, -0.00132105])
     with pytest.raises(refsam.NonFiniteResultError, match=r"trajectory_influence\(method='adjoint'\) has \d+ "
                                                           r"non-finite entries"):
         refsam.trajectory_influence(problem, run, np.zeros((1, 1)), [0])

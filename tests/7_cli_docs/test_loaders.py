@@ -2,7 +2,9 @@
 
 import numpy as np
 import pytest
-from refsam.loaders import (
+
+from refsam.cli import main
+from refsam.data.loaders import (
     Dataset,
     check_labels_fit,
     flip_labels,
@@ -139,7 +141,7 @@ def test_cli_reports_bad_dataset_in_one_line_with_nonzero_exit(tmp_path, capsys)
 
 
 def test_pca_projection_decorrelates_and_keeps_distances_at_full_rank():
-    from refsam.loaders import project_pca
+    from refsam.data.loaders import project_pca
 
     train, test = train_test_split(load_dataset("synthetic", n=60, seed=3), 0.25, seed=0)
     (train_k, test_k) = project_pca(train, test, n_components=3)

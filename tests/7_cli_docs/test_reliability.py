@@ -74,8 +74,8 @@ def test_standardize_keeps_1e300_scale_features():
 
 
 def test_a_trajectory_never_replaces_a_file_refsam_did_not_write(tmp_path):
-    problem = refsam.Problem(refsam.LogisticRegression(), np.eye(3), [0, 1, 0], 0.1)
-    run = refsam.train(problem, refsam.SAM(0.1), 0.3, 2)
+    problem = refsam.Problem(refsam.LogisticRegression(), np.eye(3), [0, 1, 0])
+    run = refsam.train(problem, refsam.SAM(0.1), refsam.SGD(0.3, weight_decay=0.1), 2)
     mine = tmp_path / "data.csv"
     mine.write_text("precious\n")
     with pytest.raises(ValueError, match="refusing to overwrite .*data.csv.*refsam did not write it"):
