@@ -76,7 +76,7 @@ def detection_scores(fit_: Fit, method: str, seed: object = 0, progress: bool = 
     if method == "loss":
         return np.asarray(fit_.problem.losses(fit_.theta_final), dtype=np.float64)
     if method == "random":
-        return check_random_state(seed).random(fit_.problem.n)
+        return np.asarray(check_random_state(seed).random(fit_.problem.n), dtype=np.float64)
     if not isinstance(method, str) or method not in _SPELLINGS:
         raise InvalidInputError(f"`method` must be one of {list(METHODS + BASELINES)}, got {method!r}")
     return -fit_self_influence(fit_, method, progress)

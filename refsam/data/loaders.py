@@ -81,11 +81,11 @@ class Dataset:
 
     @property
     def n(self) -> int:
-        return self.X.shape[0]
+        return int(self.X.shape[0])
 
     @property
     def p(self) -> int:
-        return self.X.shape[1]
+        return int(self.X.shape[1])
 
     def subset(self, idx: ArrayLike) -> Dataset:
         """The rows ``idx`` of this dataset (same classes)."""

@@ -61,13 +61,13 @@ class CheckReport:
     """Per-case results of :func:`check_scores`; ``passed`` iff every compared case passed."""
 
     target: str
-    results: tuple
-    skipped: tuple = ()  # cases selected but without the target output (e.g. no closed form)
-    ignored_keys: tuple = ()  # score keys that name no selected case
+    results: tuple[Any, ...]
+    skipped: tuple[str, ...] = ()  # cases selected but without the target output (e.g. no closed form)
+    ignored_keys: tuple[str, ...] = ()  # score keys that name no selected case
     top_k: int = 3
     user_rtol: float | None = None  # the grading tolerance the user chose (None: the manifest's)
     min_spearman: float | None = None
-    missing: tuple = ()  # selected suite cases absent from the case directory: each a failure
+    missing: tuple[str, ...] = ()  # selected suite cases absent from the case directory: each a failure
     n_suite: int = 0  # cases in the suite (refsam's code), of which the selection is a part
     pattern: str | None = None  # the user's selection, if any
 

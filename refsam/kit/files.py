@@ -551,7 +551,7 @@ class ReferenceCase:
 
     @property
     def case_id(self) -> str:
-        return self.meta["id"]
+        return str(self.meta["id"])
 
     @property
     def batches(self) -> list[NDArray[np.int64]]:
@@ -564,12 +564,12 @@ class ReferenceCase:
         if target not in self.meta["outputs"]:
             raise InvalidInputError(f"case {self.case_id!r} has no output {target!r}; it has "
                              f"{sorted(self.meta['outputs'])} ({self.meta.get('closed_form_status', '')})")
-        return self.arrays[self.meta["outputs"][target]["array"]]
+        return np.asarray(self.arrays[self.meta["outputs"][target]["array"]], dtype=np.float64)
 
     def probe_vectors(self) -> NDArray[np.float64]:
         """The vectors v (columns, (d, 2)) of the stored products J v and Jᵀ v (cases with a root)."""
         self.reference("jacobian_T_products")  # a clear error for a case without a closed form
-        return self.arrays["probe_vectors"]
+        return np.asarray(self.arrays["probe_vectors"], dtype=np.float64)
 
     def problem(self) -> Problem:
         m = self.meta

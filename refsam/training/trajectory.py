@@ -146,12 +146,12 @@ class Trajectory:
     @property
     def theta0(self) -> Array:
         """θ_0."""
-        return self.thetas[0]
+        return np.asarray(self.thetas[0], dtype=np.float64)
 
     @property
     def theta_final(self) -> Array:
         """θ_T."""
-        return self.thetas[-1]
+        return np.asarray(self.thetas[-1], dtype=np.float64)
 
     @property
     def w_hat(self) -> Array:

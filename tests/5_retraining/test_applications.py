@@ -5,8 +5,6 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from refsam.fixed_point import solve_fixed_point
-from refsam.loaders import flip_labels, load_dataset
 
 from refsam import SAM, SGD, LogisticRegression, Problem, apps, replay
 from refsam.data.loaders import flip_labels, load_dataset

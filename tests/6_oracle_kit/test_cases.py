@@ -44,10 +44,6 @@ from refsam.kit import (
 from refsam.kit.files import manifest_digest
 from refsam.tolerances import ROOT_TOL, RTOL_CHAIN_RULE, RTOL_CLOSED_FORM_FD, RTOL_TRAJECTORY_FD
 
-from refsam import InvalidInputError, replay
-from refsam.cli import main
-from refsam.tolerances import ROOT_TOL, RTOL_CHAIN_RULE, RTOL_CLOSED_FORM_FD, RTOL_TRAJECTORY_FD
-
 MIN_ABLATION_GAP = 1e-3  # frozen/erm must differ from full by far more than any tolerance (1e-7)
 MIN_SCALE = 1e-3  # a guard against trivially small (or zero) reference influences
 PROBE = "logistic-sam-weight_decay-full"  # the case the corruption tests tamper with

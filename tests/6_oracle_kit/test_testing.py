@@ -17,8 +17,6 @@ from refsam.influence.trajectory import trajectory_influence
 from refsam.kit.testing import InfluenceProblem, assert_influence_close, influence_problems, suite_cases
 from refsam.tolerances import ATOL_EXACT_METHODS, RTOL_EXACT_METHODS, RTOL_TRAJECTORY_FD
 
-from refsam.tolerances import ATOL_EXACT_METHODS, RTOL_EXACT_METHODS, RTOL_TRAJECTORY_FD
-
 
 @pytest.fixture
 def desired():

@@ -280,8 +280,6 @@ def test_importing_the_0_1_module_path_does_not_shadow_the_function_of_the_same_
     import refsam
     import refsam.influence.trajectory  # noqa: F401  (the module the function lives in)
 
-    import refsam
-
     assert callable(refsam.trajectory_influence)
     with pytest.raises(ModuleNotFoundError):
         import refsam.trajectory_influence  # noqa: F401  (the 0.1 module path, removed)

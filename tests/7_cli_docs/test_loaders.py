@@ -16,8 +16,6 @@ from refsam.data.loaders import (
     train_test_split,
 )
 
-from refsam.cli import main
-
 
 def _write(tmp_path, name, text):
     path = tmp_path / name
