@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import refsam
+from refsam.tolerances import RTOL_STEP as RTOL_PER_STEP  # one step, the same arithmetic reordered
 from refsam.tolerances import rel_err
 from refsam.training import (
     GradientClipping,
@@ -17,7 +18,6 @@ from refsam.training import (
     step_lr,
 )
 
-RTOL_PER_STEP = 1e-12  # one step of the same float64 arithmetic in another order
 RNG = np.random.default_rng(0)
 
 

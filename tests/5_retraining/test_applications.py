@@ -196,7 +196,7 @@ def test_a_run_without_a_sam_root_keeps_only_the_trajectory_methods():
     problem = Problem(LogisticRegression(), data.X, data.y, l2=0.01)  # 0.1's coupled mode
     fit_ = apps.fit(problem, SAM(0.05), SGD(0.5), steps=20, seed=0)
     assert fit_.fixed_point is None and "has no solution" in fit_.fixed_point_note
-    assert fit_.available_methods() == apps.TRAJECTORY_METHODS
+    assert fit_.available_methods() == apps.RUN_METHODS
     with pytest.raises(ValueError, match="needs a verified SAM fixed point: G"):
         apps.fit_self_influence(fit_, "closed_form_erm")
 

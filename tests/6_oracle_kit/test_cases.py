@@ -416,7 +416,7 @@ def test_missing_case_file_and_manifest_are_rejected(copy_dir, scores_path, tmp_
     (lambda m: m["cases"][0]["outputs"]["trajectory"].pop("rtol"),
      r"outputs\['trajectory'\]: missing field `rtol`"),
     (lambda m: m["cases"][1].update(id=PROBE), r"duplicate case id"),
-    (lambda m: m["cases"][0].update(file="../x.npz"), r"`file` must be 'logistic-sam-decoupled-full.npz'"),
+    (lambda m: m["cases"][0].update(file="../x.npz"), r"`file` must be 'logistic-sam-weight_decay-full.npz'"),
 ])
 def test_malformed_manifest_is_rejected(copy_dir, scores_path, edit, message):
     _edit_manifest(copy_dir, edit)

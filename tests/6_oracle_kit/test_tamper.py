@@ -25,8 +25,8 @@ from refsam.errors import InvalidInputError
 from refsam.kit import CASE_SPECS, check_scores, export_cases, load_case
 from refsam.kit.files import manifest_digest
 
-FAILING = "logistic-sam-decoupled-full"  # the case whose scores are wrong (0.1% off)
-OTHER = "logistic-usam-decoupled-full"  # a case of the same shapes, for swaps
+FAILING = "logistic-sam-weight_decay-full"  # the case whose scores are wrong (0.1% off)
+OTHER = "logistic-usam-weight_decay-full"  # a case of the same shapes, for swaps
 SUBSET = "logistic-*-full"  # 6 cases: the directory of the property test
 
 
@@ -146,7 +146,7 @@ def test_swapping_the_files_of_two_cases_is_refused(suite, tmp_path):
 
     _reseal(copy, swap)
     forged = {**exact, FAILING: exact[OTHER], OTHER: exact[FAILING]}  # each case given the other's scores
-    with pytest.raises(InvalidInputError, match=r"`file` must be 'logistic-sam-decoupled-full.npz'"):
+    with pytest.raises(InvalidInputError, match=r"`file` must be 'logistic-sam-weight_decay-full.npz'"):
         check_scores(copy, forged)
     # the files renamed too, so that id and file name agree again: the arrays are still the other case's
     (copy / f"{FAILING}.npz").rename(copy / "tmp.npz")
@@ -248,8 +248,7 @@ def test_what_the_docs_say_no_case_can_tell_the_denominator_epsilon():
         problem, sam, run, X_test, y_test = make_run(spec)
         assert sam.norm_eps > 0
         without = refsam.SAM.from_config({**sam.config(), "norm_eps": 0.0})
-        rerun = refsam.train(problem, without, run.lrs, batches=run.batches, theta0=run.theta0,
-                             momentum=run.config["momentum"], nesterov=run.config["nesterov"])
+        rerun = refsam.train(problem, without, run.optimizer(), batches=run.batches, theta0=run.theta0)
         effects.append(rel_err(refsam.trajectory_influence(problem, rerun, X_test, y_test),
                                refsam.trajectory_influence(problem, run, X_test, y_test)))
     assert len(effects) == 9 and max(effects) < 1e-3 * RTOL_CASE_EXACT

@@ -121,7 +121,9 @@ PUBLIC_0_1 = [
 # sam_step -> sam_gradient + optimizer.update; trajectory_influence's METHODS -> the method table's
 # TRAJECTORY_METHODS / TRAJECTORY_EXACT / TRAJECTORY_APPROXIMATIONS; counterfactual's
 # finite_difference_influence -> finite_difference_replay; applications.self_influence ->
-# apps.fit_self_influence; demo.build_model -> models.build_model; cases -> kit; testing -> kit.testing.
+# apps.fit_self_influence; applications.TRAJECTORY_METHODS -> apps.RUN_METHODS (one name per thing: the
+# method table's TRAJECTORY_METHODS are trajectory_influence's); demo.build_model -> models.build_model;
+# cases -> kit; testing -> kit.testing.
 MODULES_0_2 = {
     "refsam.data.synthetic": ["make_gaussian_classification"],
     "refsam.data.loaders": ["Dataset", "flip_labels", "train_test_split", "standardize", "check_labels_fit",
@@ -148,7 +150,7 @@ MODULES_0_2 = {
                     "DetectionResult", "detect_mislabeled", "mean_loss", "retrain_without",
                     "RemovalResult", "remove_harmful", "Explanation", "explain_prediction",
                     "Agreement", "GroundTruth", "choose_subset", "ground_truth", "compare_methods",
-                    "METHODS", "CLOSED_FORM_METHODS", "TRAJECTORY_METHODS", "BASELINES"],
+                    "METHODS", "CLOSED_FORM_METHODS", "RUN_METHODS", "BASELINES"],
     "refsam.apps.demo": ["DemoConfig", "DemoResult", "prepare_data", "run_demo", "format_table",
                          "format_fixed_point", "format_report", "QUICK"],
     "refsam.apps.plotting": ["matplotlib_available", "loo_scatter", "detection_curves", "removal_bars",

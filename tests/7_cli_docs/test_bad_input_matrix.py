@@ -138,8 +138,11 @@ API_MATRIX = [
     ("train", lambda: refsam.train(P, S, SGD(0.5, weight_decay=np.ones(2)), 10), InvalidInputError,
      r"the optimizer's per-coordinate `weight_decay` must have shape \(4,\)"),
     ("train", lambda: refsam.train(P, S, OPT), InvalidInputError, r"`steps` is required unless"),
-    ("train", lambda: refsam.train(P, S, OPT, 10, clip_grad_norm=1.0), InvalidInputError,
-     r"`clip_grad_norm` is not supported yet"),
+    ("train", lambda: refsam.train(P, S, OPT, 10, clip_grad_norm=-1.0), InvalidInputError,
+     r"`clip_grad_norm` must be a finite number > 0, got -1.0"),
+    ("train", lambda: refsam.train(P, S, OPT, 10, clip_grad_norm="5"), InvalidInputError,
+     r"`clip_grad_norm` must be None, a float > 0 \(torch's clip_grad_norm_\) or a refsam.GradientClipping, "
+     r"got str"),
     ("train", lambda: refsam.train(P, S, OPT, 0), InvalidInputError, r"`steps` must be an int >= 1, got 0"),
     ("train", lambda: refsam.train(P, S, OPT, 2.5), InvalidInputError, r"`steps` must be an int >= 1, got 2.5"),
     ("train", lambda: refsam.train(P, S, SGD(np.ones(3)), 10), InvalidInputError,
@@ -214,11 +217,20 @@ API_MATRIX = [
      r"`y` labels must lie in 0..1 for logistic, got values in 1e\+20..1e\+20"),
     ("leave_one_out_replay", lambda: refsam.leave_one_out_replay(P, T, XT, YT, indices=np.zeros((30, 30), int)),
      InvalidInputError, r"`indices` must be a non-empty 1-d array of ints, got an array of shape \(30, 30\)"),
-    ("train", lambda: refsam.train(P, S, 0.5, batches=[np.zeros((10, 10), int)]), InvalidInputError,
+    ("train", lambda: refsam.train(P, S, OPT, batches=[np.zeros((10, 10), int)]), InvalidInputError,
      r"`batches\[0\]` must be a non-empty 1-d array of ints, got an array of shape \(10, 10\)"),
-    ("train", lambda: refsam.train(P, S, np.array([0.5, -1.0]), 2), InvalidInputError, r"`lr` entries must be > 0"),
+    ("SGD", lambda: SGD(np.array([0.5, -1.0])), InvalidInputError, r"`lr` must be a float > 0 or a non-empty "
+     r"array of floats > 0, got minimum -1.0"),
+    ("Adam", lambda: refsam.Adam(amsgrad=True), InvalidInputError, r"`amsgrad=True` is not supported by Adam"),
+    ("Adam", lambda: refsam.Adam(eps=0.0), InvalidInputError, r"`eps` and `eps_root` are both 0"),
+    ("AdamW", lambda: refsam.AdamW(betas=(0.9, 1.0)), InvalidInputError,
+     r"`betas` must be two floats in \[0, 1\), got \(0.9, 1.0\)"),
+    ("GradientClipping", lambda: refsam.GradientClipping(5.0, "keras"), InvalidInputError,
+     r"`convention` must be one of"),
+    ("GradientClipping", lambda: refsam.GradientClipping(0.0), InvalidInputError,
+     r"`clip_grad_norm` must be a finite number > 0, got 0.0"),
     ("export_cases", lambda: kit.export_cases(None), CaseFileError, r"`directory` must be a folder name, got None"),
-    ("export_cases", lambda: kit.export_cases(os.path.join(SCRATCH, "link.npz"), cases="logistic-sam-decoupled-full"),
+    ("export_cases", lambda: kit.export_cases(os.path.join(SCRATCH, "link.npz"), cases="logistic-sam-weight_decay-full"),
      CaseFileError, r"refusing to export into .*link.npz': it is a symbolic link"),
     ("check_scores", lambda: kit.check_scores(os.path.join(SCRATCH, "deep"), {}), CaseFileError,
      r"manifest.json: not a manifest \(JSON nested too deeply\)"),
@@ -478,8 +490,8 @@ CLI_MATRIX = [
                                              r".* GiB for the recorded run .*this machine has .* GiB: lower them"),
     (["train", "--model", "mlp", "--hidden", "1000000000"], r"--hidden 1000000000.* GiB for the recorded run"),
     (["export-cases", "{tmp}/link.npz"], r"refusing to export into .*link.npz': it is a symbolic link"),
-    (["export-cases", "{tmp}", "--cases", "logistic-sam-decoupled-full"], r"refusing to overwrite .*logistic-sam-"
-                                                                           r"decoupled-full.npz': refsam did not write it"),
+    (["export-cases", "{tmp}", "--cases", "logistic-sam-weight_decay-full"],
+     r"refusing to overwrite .*logistic-sam-weight_decay-full.npz': refsam did not write it"),
     (["remove", "--ks", "5,9999"], r"--ks must list removal counts below the 200 training points, got 9999"),
     (["detect", "--out", "{tmp}"], r"refusing to overwrite .*detection_curves.png': refsam did not write it"),
     (["demo", "--out", "{tmp}"], r"refusing to overwrite .*loo_scatter.png': refsam did not write it"),
@@ -508,7 +520,7 @@ def test_cli_bad_input(argv, message, tmp_path, capsys):
     assert __import__("re").search(message, lines[0]), lines[0]
     assert (tmp_path / "mine.txt").read_text() == "precious\n"
     assert (tmp_path / "link.npz").is_symlink()
-    for name in ("logistic-sam-decoupled-full.npz", "detection_curves.png", "loo_scatter.png"):
+    for name in ("logistic-sam-weight_decay-full.npz", "detection_curves.png", "loo_scatter.png"):
         assert (tmp_path / name).read_text() == "precious\n"
 
 

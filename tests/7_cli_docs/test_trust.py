@@ -25,12 +25,13 @@ from refsam.training.trajectory import TRAJECTORY_FORMAT_VERSION
 
 ROOT = Path(__file__).resolve().parents[2]
 X, Y, _ = refsam.make_gaussian_classification(n=20, n_features=3, seed=0)
-P = refsam.Problem(refsam.LogisticRegression(), X, Y, 0.05)
+P = refsam.Problem(refsam.LogisticRegression(), X, Y)
 S = refsam.SAM(0.05)
 
 
 def _run(steps=10, **kwargs):
-    return refsam.train(P, S, kwargs.pop("lr", 0.5), steps, seed=0, **kwargs)
+    optimizer = refsam.SGD(kwargs.pop("lr", 0.5), weight_decay=0.05)
+    return refsam.train(P, S, optimizer, steps, seed=0, **kwargs)
 
 
 # -- runs own their arrays and prove themselves --------------------------------------------------------------
@@ -95,10 +96,17 @@ def test_files_of_earlier_formats_still_load(tmp_path):
     run.save(path)
     with np.load(path) as f:
         arrays = {k: f[k] for k in f.files if k != "content_sha256"}
-    arrays["format_version"] = np.array(3)  # a format-3 file: no digest
+    config = json.loads(str(arrays["config_json"]))  # written as refsam 0.1.x wrote format 3: no digest,
+    optimizer = config.pop("optimizer")  # λ as "weight_decay" + "regularization", momentum as loose keys
+    config.pop("l2"), config.pop("clip_grad_norm")
+    config.update(weight_decay=optimizer["weight_decay"], regularization="decoupled", momentum=0.0,
+                  dampening=0.0, nesterov=False)
+    arrays.update(format_version=np.array(3), config_json=np.array(json.dumps(config)),
+                  buffers=np.zeros((0, run.thetas.shape[1])))
     with open(path, "wb") as fh:
         np.savez(fh, **arrays)
-    assert np.array_equal(refsam.Trajectory.load(path).thetas, run.thetas)
+    loaded = refsam.Trajectory.load(path)
+    assert np.array_equal(loaded.thetas, run.thetas) and loaded.optimizer().weight_decay == 0.05
 
 
 def test_refsam_verify_exits_1_for_a_run_that_does_not_replay(tmp_path, capsys):
@@ -140,30 +148,30 @@ def test_a_link_is_replaced_with_force_and_its_target_is_untouched(tmp_path):
 
 
 def test_export_refuses_a_users_file_and_a_link_at_a_case_name(tmp_path):
-    name = "logistic-sam-decoupled-full.npz"
+    name = "logistic-sam-weight_decay-full.npz"
     (tmp_path / name).write_text("mine\n")
     with pytest.raises(CaseFileError, match=rf"refusing to overwrite .*{name}': refsam did not write it"):
-        export_cases(tmp_path, cases="logistic-sam-decoupled-full")
+        export_cases(tmp_path, cases="logistic-sam-weight_decay-full")
     assert (tmp_path / name).read_text() == "mine\n" and not (tmp_path / "manifest.json").exists()
     (tmp_path / name).unlink()
     (tmp_path / "elsewhere.txt").write_text("elsewhere\n")
     (tmp_path / name).symlink_to(tmp_path / "elsewhere.txt")
     with pytest.raises(CaseFileError, match="it is a symbolic link"):
-        export_cases(tmp_path, cases="logistic-sam-decoupled-full")
-    export_cases(tmp_path, cases="logistic-sam-decoupled-full", force=True)
+        export_cases(tmp_path, cases="logistic-sam-weight_decay-full")
+    export_cases(tmp_path, cases="logistic-sam-weight_decay-full", force=True)
     assert not (tmp_path / name).is_symlink() and (tmp_path / "elsewhere.txt").read_text() == "elsewhere\n"
-    export_cases(tmp_path, cases="logistic-sam-decoupled-full")  # its own files: replaced without force
+    export_cases(tmp_path, cases="logistic-sam-weight_decay-full")  # its own files: replaced without force
 
 
 def test_one_export_into_one_directory_at_a_time(tmp_path):
     (tmp_path / LOCK_NAME).write_text(f"{os.getpid()}\n")  # an export that is running (this process)
     with pytest.raises(CaseFileError, match=r"another export is writing into .*wait for it to finish"):
-        export_cases(tmp_path, cases="logistic-sam-decoupled-full")
+        export_cases(tmp_path, cases="logistic-sam-weight_decay-full")
     assert sorted(os.listdir(tmp_path)) == [LOCK_NAME]
     with ProcessPoolExecutor(1) as pool:  # a lock left by a process that has ended: taken over
         dead = pool.submit(os.getpid).result()
     (tmp_path / LOCK_NAME).write_text(f"{dead}\n")
-    export_cases(tmp_path, cases="logistic-sam-decoupled-full")
+    export_cases(tmp_path, cases="logistic-sam-weight_decay-full")
     assert not (tmp_path / LOCK_NAME).exists()
 
 
@@ -174,7 +182,7 @@ def test_a_failed_write_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys):
         raise PermissionError(13, "Permission denied")
 
     monkeypatch.setattr(archive.tempfile, "mkstemp", refuse)  # as in a folder that turned read-only
-    assert main(["export-cases", str(tmp_path / "c"), "--cases", "logistic-sam-decoupled-full"]) == 2
+    assert main(["export-cases", str(tmp_path / "c"), "--cases", "logistic-sam-weight_decay-full"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1
     assert re.search(r"refsam export-cases: error: cannot write .*Permission denied", err[0])
@@ -188,7 +196,7 @@ def test_a_read_only_export_folder_is_a_clear_error(tmp_path):
     folder.chmod(0o500)
     try:
         with pytest.raises(CaseFileError, match="cannot write into the case directory .*permission denied"):
-            export_cases(folder, cases="logistic-sam-decoupled-full")
+            export_cases(folder, cases="logistic-sam-weight_decay-full")
     finally:
         folder.chmod(0o700)
 
@@ -197,7 +205,7 @@ def test_figures_never_replace_a_users_file_without_force(tmp_path):
     pytest.importorskip("matplotlib")
     from refsam.apps.plotting import is_refsam_figure, removal_bars
 
-    fit = refsam.apps.fit(P, S, 0.5, 50)
+    fit = refsam.apps.fit(P, S, refsam.SGD(0.5, weight_decay=0.05), 50)
     results = refsam.apps.remove_harmful(fit, X[:5], Y[:5], 2, methods=["closed_form"], n_random=1)
     (tmp_path / "removal.png").write_text("mine\n")
     with pytest.raises(refsam.InvalidInputError, match="refsam did not write it"):
@@ -209,7 +217,7 @@ def test_figures_never_replace_a_users_file_without_force(tmp_path):
 
 
 def test_a_top_k_beyond_the_rows_is_refused_not_clamped(tmp_path, capsys):
-    case = "logistic-sam-decoupled-full"
+    case = "logistic-sam-weight_decay-full"
     export_cases(tmp_path / "c", cases=case)
     scores = {case: refsam.kit.load_case(tmp_path / "c", case).reference()}
     message = r"`top_k` must be at most 12 \(the rows of the compared outputs\), got 1000000000"
@@ -251,15 +259,17 @@ def test_a_dataset_files_flipped_mask_is_used(tmp_path):
     flipped[:6] = True
     yd = np.where(flipped, 1 - yd, yd)
     np.savez(tmp_path / "noisy.npz", X=Xd, y=yd, flipped=flipped)
-    with pytest.warns(UserWarning, match=r"using its `flipped` mask"):
-        train, val = prepare_data(str(tmp_path / "noisy.npz"), None, "logistic", 0.1, 0.2, 0)
+    train, val = prepare_data(str(tmp_path / "noisy.npz"), None, "logistic", None, 0.2, 0)  # --flip unset
     assert train.flipped.sum() + val.flipped.sum() == 6  # the file's noise, none added
     clean, _ = prepare_data(str(tmp_path / "noisy.npz"), None, "logistic", 0.0, 0.2, 0)
     assert clean.flipped.sum() == train.flipped.sum()
+    with pytest.raises(refsam.InvalidInputError, match=r"marks its own flipped labels .*use 0 \(--flip 0\)"):
+        prepare_data(str(tmp_path / "noisy.npz"), None, "logistic", 0.1, 0.2, 0)  # no noise on top of it
 
 
 def test_numbers_given_as_0d_arrays_are_numbers():
-    run = refsam.train(P, refsam.SAM(np.array(0.05)), np.array(0.5), np.array(10), seed=0)
+    optimizer = refsam.SGD(np.array(0.5), weight_decay=0.05)
+    run = refsam.train(P, refsam.SAM(np.array(0.05)), optimizer, np.array(10), seed=0)
     np.testing.assert_array_equal(run.thetas, _run().thetas)
 
 
