@@ -1,4 +1,4 @@
-"""0.1 module path, kept importable: see :mod:`refsam.apps`.
+"""0.1 module path, kept importable: see `refsam.apps`.
 
 New code imports from the layer itself; this module only re-exports it."""
 

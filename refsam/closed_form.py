@@ -1,4 +1,4 @@
-"""0.1 module path, kept importable: see :mod:`refsam.influence.closed_form`.
+"""0.1 module path, kept importable: see `refsam.influence.closed_form`.
 
 New code imports from the layer itself; this module only re-exports it."""
 

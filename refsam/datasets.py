@@ -1,4 +1,4 @@
-"""0.1 module path, kept importable: the synthetic data now live in :mod:`refsam.data.synthetic`.
+"""0.1 module path, kept importable: the synthetic data now live in `refsam.data.synthetic`.
 
 New code imports from the layer itself; this module only re-exports it."""
 

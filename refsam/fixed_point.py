@@ -1,5 +1,5 @@
-"""0.1 module path, kept importable: see :mod:`refsam.influence.linearisation` and
-:mod:`refsam.influence.fixed_point`.
+"""0.1 module path, kept importable: see `refsam.influence.linearisation` and
+`refsam.influence.fixed_point`.
 
 New code imports from the layer itself; this module only re-exports it."""
 

@@ -1,4 +1,4 @@
-"""0.1 module path, kept importable: the loaders now live in :mod:`refsam.data.loaders`.
+"""0.1 module path, kept importable: the loaders now live in `refsam.data.loaders`.
 
 New code imports from the layer itself; this module only re-exports it."""
 

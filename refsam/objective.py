@@ -9,8 +9,8 @@ Conventions
   (an array (d,); ``decay_biases=False`` sets λ_i = 0 on the model's bias coordinates, as most training
   recipes do), in one of two modes:
   ``"decoupled"`` (default): the SAM perturbation uses ∇F only; λθ is added at the unperturbed point.
-  ``"coupled"``: r is part of the loss everywhere. The SAM step (:mod:`refsam.training`) applies the mode.
-* The mode as two numbers (:meth:`Problem.weight_decay_split`, the one place the split is made):
+  ``"coupled"``: r is part of the loss everywhere. The SAM step (`refsam.training`) applies the mode.
+* The mode as two numbers (`Problem.weight_decay_split()`, the one place the split is made):
   λ_in = λ inside the perturbed gradient (coupled) and λ_out = λ at the unperturbed point (decoupled);
   the other is 0. Every step, residual and recursion is written with (λ_in, λ_out).
 * ``idx`` selects a batch (an int array of indices into the training set); ``None`` is the full batch.
@@ -51,7 +51,7 @@ REUSED_POINTS = 4  # full-batch points kept: θ̂ and ŵ, and a Newton step's pr
 
 @contextmanager
 def reuse_derivatives() -> Iterator[None]:
-    """Within the block, :meth:`Problem.at` on the full batch returns one derivatives object per
+    """Within the block, `Problem.at()` on the full batch returns one derivatives object per
     (design, θ, weights) — the same values, computed once.
 
     The closed form meets θ̂ and ŵ in the root check, in both Hessians and in the products with ∂G/∂w:
@@ -77,7 +77,7 @@ class Problem:
     Parameters
     ----------
     model : Model
-        A :class:`~refsam.LogisticRegression`, :class:`~refsam.SoftmaxRegression` or :class:`~refsam.MLP`.
+        A `LogisticRegression`, `SoftmaxRegression` or `MLP`.
     X : array, shape (n, p)
     y : array of int, shape (n,)
     weight_decay : float >= 0, or array (d,) of floats >= 0
@@ -254,7 +254,7 @@ class Problem:
         """∇F_{B,w}(θ), shape (d,). Data term only (no λθ).
 
         A block θ (d, K) with weights (n, K) (or None, or (n,) shared) gives the K runs' gradients as
-        columns, (d, K) (:meth:`Model.column_grads`): what block replays of many weight vectors use.
+        columns, (d, K) (`Model.column_grads()`): what block replays of many weight vectors use.
         """
         if np.ndim(theta) == 2:
             design, y, c = self.coefficients(idx, weights)

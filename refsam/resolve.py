@@ -1,4 +1,4 @@
-"""0.1 module path, kept importable: see :mod:`refsam.ground_truth.resolve`.
+"""0.1 module path, kept importable: see `refsam.ground_truth.resolve`.
 
 New code imports from the layer itself; this module only re-exports it."""
 

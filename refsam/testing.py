@@ -1,4 +1,4 @@
-"""0.1 module path, kept importable: see :mod:`refsam.kit.testing` (needs the test extra: hypothesis).
+"""0.1 module path, kept importable: see `refsam.kit.testing` (needs the test extra: hypothesis).
 
 New code imports from the layer itself; this module only re-exports it."""
 

@@ -1,6 +1,6 @@
 """``refsam demo``: the whole pipeline on a seeded problem, with every method beside its ground truth.
 
-Steps (each numbered in :func:`run_demo`):
+Steps (each numbered in `run_demo()`):
   1. data: a seeded dataset, split into training and validation sets; 10% of the training labels flipped
   2. SAM training (full batch, decoupled weight decay), recorded as a trajectory
   3. fixed-point verification: refine θ_T to a root θ̂ of G(θ) = ∇F(θ + ε(θ)) + λθ and report the
@@ -130,7 +130,7 @@ class DemoResult:
 
 def build_model(name: str, n_features: int, n_classes: int, hidden: int = 8) -> Model:
     """The model named ``name`` for data with ``n_features`` columns and ``n_classes`` classes
-    (:func:`refsam.models.build_model`, the one factory)."""
+    (`refsam.models.build_model()`, the one factory)."""
     return _factory_build_model(name, n_features, n_classes, hidden)
 
 
@@ -139,7 +139,7 @@ def prepare_data(dataset: str, n: int | None, model: str, flip_fraction: float, 
     """Load, split, standardise (optionally project on ``pca`` principal components) and flip a fraction
     of the training labels.
 
-    Returns (train, val) :class:`~refsam.loaders.Dataset` objects; ``train.flipped`` marks the noise.
+    Returns (train, val) `Dataset` objects; ``train.flipped`` marks the noise.
     """
     if n is None and dataset in ("synthetic", "synthetic2d"):
         n = 250

@@ -1,6 +1,6 @@
 """Mislabeled-data detection: rank training points by self-influence −I_j(ℓ_j), score the ranking.
 
-Three protocols side by side (:func:`detection_protocols`), for each influence method:
+Three protocols side by side (`detection_protocols()`), for each influence method:
 
 * ``self``: self-influence −I_j(ℓ_j) (below);
 * ``validation``: influence on a clean validation set, I_j(f), f = the mean validation loss — a
@@ -145,7 +145,7 @@ class DetectionResult:
 def detect_mislabeled(fit_: Fit, flipped: ArrayLike, methods: Any = None, seed: object = 0,
                       progress: bool = False) -> list[DetectionResult]:
     """Rank training points by every method (and the loss and random baselines) and score the ranking
-    against the known ``flipped`` mask. Returns a list of :class:`DetectionResult`."""
+    against the known ``flipped`` mask. Returns a list of `DetectionResult`."""
     check_fit(fit_)
     flipped = np.asarray(flipped, dtype=bool)
     if flipped.shape != (fit_.problem.n,):

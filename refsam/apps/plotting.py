@@ -1,7 +1,7 @@
 """Figures for the applications (optional: needs matplotlib, imported lazily with the Agg backend).
 
 Every function writes PNG files into ``out_dir`` (created if needed) and returns the list of paths it
-wrote; without matplotlib they write nothing and return []. :func:`matplotlib_available` tells which.
+wrote; without matplotlib they write nothing and return []. `matplotlib_available()` tells which.
 """
 
 from __future__ import annotations

@@ -6,9 +6,9 @@ Conventions
   θ_T(ρ, λ) is what training produces with those hyper-parameters (same data, initial θ, batch schedule,
   learning rates, rule and momentum). Its hypergradient ∂L/∂ρ = ∇f(θ_T)ᵀ dθ_T/dρ (and for λ) comes from
 
-      "trajectory"   the derivative of the run itself (:func:`~refsam.trajectory_hyperparameter_sensitivity`):
+      "trajectory"   the derivative of the run itself (`trajectory_hyperparameter_sensitivity()`):
                      exact for any batch schedule, converged or not
-      "closed_form"  the derivative of the SAM root θ̂ (:func:`~refsam.hyperparameter_sensitivity`), used
+      "closed_form"  the derivative of the SAM root θ̂ (`hyperparameter_sensitivity()`), used
                      where the run has converged to it: a verified root with ‖θ_T − θ̂‖ ≤ CONVERGED·(1 + ‖θ̂‖)
                      (then dθ_T/dρ equals dθ̂/dρ to that accuracy); elsewhere the trajectory's is used,
                      and each trial records which one it has
@@ -17,9 +17,9 @@ Conventions
 * The search runs in log space, u = (log ρ, log λ), inside ``bounds`` (ρ and λ > 0; the chain rule
   gives ∂L/∂log ρ = ρ ∂L/∂ρ), by SciPy's L-BFGS-B; one *training* is one evaluation of L and its
   hypergradient. ``max_trainings`` bounds the search.
-* :func:`grid_search` is the baseline: one training per point of a ρ × λ grid (geometric axes).
+* `grid_search()` is the baseline: one training per point of a ρ × λ grid (geometric axes).
 * What a report checks: the final hypergradient against central finite differences of retraining
-  (:func:`check_hypergradient`), and the tuned point against the grid's best.
+  (`check_hypergradient()`), and the tuned point against the grid's best.
 """
 
 from __future__ import annotations
@@ -246,14 +246,14 @@ def tune(problem: Problem, X_val: ArrayLike, y_val: ArrayLike, rho: float = 0.05
 
 
 class _BudgetSpent(RefsamError):
-    """Raised inside the objective when the training budget is used up (never escapes :func:`tune`)."""
+    """Raised inside the objective when the training budget is used up (never escapes `tune()`)."""
 
 
 def grid_search(problem: Problem, X_val: ArrayLike, y_val: ArrayLike, rhos: ArrayLike,
                 weight_decays: ArrayLike, *, rule: str = "sam", kappa: float = 0.01, lr: float = 0.5,
                 steps: int = 300, batch_size: int | None = None, seed: int = 0, momentum: float = 0.0,
                 nesterov: bool = False, method: str = "auto", progress: bool = False) -> GridResult:
-    """The validation loss at every (ρ, λ) of the grid, each point one training like :func:`tune`'s."""
+    """The validation loss at every (ρ, λ) of the grid, each point one training like `tune()`'s."""
     setup = _Setup(problem, X_val, y_val, rule, kappa, lr, steps, batch_size, seed, momentum, nesterov,
                    method)
     rho_axis = np.sort(np.asarray(rhos, dtype=np.float64).ravel())
@@ -274,7 +274,7 @@ def check_hypergradient(problem: Problem, X_val: ArrayLike, y_val: ArrayLike, rh
                         *, h: float = 1e-5, **procedure: Any) -> tuple[Trial, Array, float]:
     """(the trial at (ρ, λ), central finite differences of retraining at ρ ± hρ and λ ± hλ (∂L/∂ρ, ∂L/∂λ),
     their max relative difference from the exact hypergradient). Five trainings. ``procedure``: the
-    keywords of :func:`tune` that fix training (rule, lr, steps, batch_size, method, …)."""
+    keywords of `tune()` that fix training (rule, lr, steps, batch_size, method, …)."""
     setup = _Setup(problem, X_val, y_val, procedure.get("rule", "sam"), procedure.get("kappa", 0.01),
                    procedure.get("lr", 0.5), procedure.get("steps", 300), procedure.get("batch_size"),
                    procedure.get("seed", 0), procedure.get("momentum", 0.0), procedure.get("nesterov", False),

@@ -1,6 +1,6 @@
 """``refsam demo | detect | remove | explain | tune``: the applications on the command line.
 
-* ``demo``    the whole pipeline with every method beside its ground truth (:mod:`refsam.demo`)
+* ``demo``    the whole pipeline with every method beside its ground truth (`refsam.demo`)
 * ``detect``  mislabeled-data detection by self-influence, against the loss and random baselines
 * ``remove``  remove the k points most harmful to the validation loss per method, retrain, compare
 * ``explain`` proponents and opponents of one validation prediction

@@ -3,7 +3,7 @@
 Conventions
 -----------
 * Influence of training point j on f: I_j(f) = ∂ f(θ̂(w)) / ∂ w_j at the problem's weights (w = 1 by
-  default), where θ̂(w) is the root of G(θ; w) (:mod:`refsam.fixed_point`). −I_j(f) predicts the change
+  default), where θ̂(w) is the root of G(θ; w) (`refsam.fixed_point`). −I_j(f) predicts the change
   of f when j is removed (Δw_j = −1). Koh & Liang's I_up,loss = n · I_j.
 * Full batch, F_w = (1/n) Σ_i w_i ℓ_i, so every ∂/∂w_j carries the factor 1/n.
 * Implicit function theorem on G(θ̂(w); w) = 0, with J = ∂G/∂θ (d, d, not symmetric):
@@ -23,9 +23,9 @@ Conventions
 
 When it is exact: θ̂ is a root (‖G(θ̂)‖ = 0 to rounding) and J is nonsingular. Every function here
 checks ‖G(θ̂)‖ ≤ ``root_tol`` first; otherwise ``on_unverified="raise"`` (default) raises
-:class:`UnverifiedRootError`, and ``"warn"`` returns the (approximate) result with an
-:class:`UnverifiedRootWarning` that states the residual. Whether SAM training actually reaches θ̂ is
-a separate question: see :func:`refsam.fixed_point.fixed_point_diagnostics` (spectral radius of I − η J).
+`UnverifiedRootError`, and ``"warn"`` returns the (approximate) result with an
+`UnverifiedRootWarning` that states the residual. Whether SAM training actually reaches θ̂ is
+a separate question: see `refsam.fixed_point.fixed_point_diagnostics()` (spectral radius of I − η J).
 Cost: two d×d Hessians, O(n d² + d³), plus O(d²) per test function. Derivation: docs/closed_form.md.
 """
 
@@ -106,7 +106,7 @@ def _prepare(problem: Problem, sam: SAM, theta: Any, variant: str, root_tol: flo
              X_test: Any = None, y_test: Any = None) -> tuple[Any, ...]:
     """Validate once and apply the root rule; returns (θ̂, variant, the step terms at θ̂, X_test, y_test).
 
-    The root rule needs only G (two gradients); the Hessians are built by :func:`_system`, each variant
+    The root rule needs only G (two gradients); the Hessians are built by `_system()`, each variant
     only those it uses."""
     if isinstance(theta, FixedPoint):
         theta = theta.theta
@@ -134,8 +134,7 @@ def _prepare(problem: Problem, sam: SAM, theta: Any, variant: str, root_tol: flo
 
 def _weight_matrix(problem: Problem, lin: Linearisation | None, point: Array) -> Array:
     """∂G/∂w (n, d) of a variant as a matrix: the full variant's from the Linearisation, an ablation's
-    ∇ℓ_j(point)/n. (Products G_w V without the matrix: :class:`~refsam.influence.operators.
-    SystemOperators`.)"""
+    ∇ℓ_j(point)/n. (Products G_w V without the matrix: `SystemOperators`.)"""
     if lin is not None:
         return weight_jacobian(problem, lin)  # (n, d)
     return problem.per_sample_grads(point) / problem.n
@@ -193,19 +192,19 @@ def hessian_influence(problem: Problem, sam: SAM, theta: ArrayLike | FixedPoint,
     X_test : array (m, p); y_test : int array (m,)
     variant : {"full", "frozen", "erm"}
     solver : {"direct", "gmres", "bicgstab", "cg", "lissa", "arnoldi"}
-        How Jᵀ v = ∇f is solved (:mod:`refsam.influence.solvers`): "direct" (LU, the default) or
+        How Jᵀ v = ∇f is solved (`refsam.influence.solvers`): "direct" (LU, the default) or
         matrix-free from Hessian-vector products. "cg" only where J is symmetric (not the full SAM J).
     curvature : {"exact", "gauss_newton", "kfac", "ekfac"}
-        What stands in for every Hessian H(·) in J and ∂G/∂w (:mod:`refsam.influence.operators`);
+        What stands in for every Hessian H(·) in J and ∂G/∂w (`refsam.influence.operators`);
         "exact" is the exact influence, the others approximations of it.
     return_info : bool
-        Also return a :class:`~refsam.influence.solvers.SolveInfo` (cost in curvature products, residual,
+        Also return a `SolveInfo` (cost in curvature products, residual,
         iterations, seconds): ``(influence, info)``.
     root_tol : float > 0
         θ̂ is a verified root when ‖G(θ̂)‖₂ ≤ root_tol.
     on_unverified : {"raise", "warn"}
-        What to do at a non-root: raise :class:`UnverifiedRootError` (default) or warn
-        (:class:`UnverifiedRootWarning`) and return the approximation.
+        What to do at a non-root: raise `UnverifiedRootError` (default) or warn
+        (`UnverifiedRootWarning`) and return the approximation.
     **options
         The solver's options, e.g. ``rtol``, ``atol``, ``maxiter`` (gmres, bicgstab, cg), ``depth``,
         ``scale``, ``damping``, ``repetitions``, ``batch_size`` (lissa), ``rank`` (arnoldi).
@@ -278,7 +277,7 @@ def _rho(sam: object) -> float:
 def parameter_influence(problem: Problem, sam: SAM, theta: ArrayLike | FixedPoint, variant: str = "full", *,
                         root_tol: float = ROOT_TOL_DEFAULT, on_unverified: str = "raise") -> Array:
     """dθ̂/dw_j = −J⁻¹ ∂G/∂w_j for every j, shape (n_train, d) (row j). Arguments as
-    :func:`hessian_influence`. Cost: O(n d² + d³)."""
+    `hessian_influence()`. Cost: O(n d² + d³)."""
     theta_hat, variant, terms, _, _ = _prepare(problem, sam, theta, variant, root_tol, on_unverified)
     lu, lin, point, _ = _system(problem, sam, theta_hat, terms, variant)
     return -scipy.linalg.lu_solve(lu, _weight_matrix(problem, lin, point).T).T  # row j: −J⁻¹ ∂G/∂w_j
@@ -292,7 +291,7 @@ def self_influence(problem: Problem, sam: SAM, theta: ArrayLike | FixedPoint, va
     The derivative of training point j's own (unweighted) loss ℓ_j(θ̂(w)) with respect to its own weight
     w_j; usually negative (up-weighting a point lowers its loss). −I_j(ℓ_j) predicts how much ℓ_j rises
     when j is removed, the usual signal for mislabelled or atypical points. Arguments as
-    :func:`hessian_influence`.
+    `hessian_influence()`.
     """
     theta_arr = theta.theta if isinstance(theta, FixedPoint) else theta
     d_theta = parameter_influence(problem, sam, theta, variant, root_tol=root_tol,
@@ -305,9 +304,9 @@ def self_influence(problem: Problem, sam: SAM, theta: ArrayLike | FixedPoint, va
 def hyperparameter_sensitivity(problem: Problem, sam: SAM, theta: ArrayLike | FixedPoint, *,
                                root_tol: float = ROOT_TOL_DEFAULT,
                                on_unverified: str = "raise") -> HyperparameterSensitivity:
-    """dθ̂/dρ and dθ̂/dλ at the root ``theta`` (equations in :class:`HyperparameterSensitivity`).
+    """dθ̂/dρ and dθ̂/dλ at the root ``theta`` (equations in `HyperparameterSensitivity`).
 
-    ∂ε/∂ρ = ε/ρ (every rule is linear in ρ). Same root check as :func:`hessian_influence`.
+    ∂ε/∂ρ = ε/ρ (every rule is linear in ρ). Same root check as `hessian_influence()`.
     Cost: O(d³).
     """
     if problem.per_coordinate_decay:

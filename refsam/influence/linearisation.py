@@ -3,8 +3,8 @@
 Conventions
 -----------
 * Full batch, sample weights w (the problem's, unless ``weights`` is given), F_w = (1/n) Σ_i w_i ℓ_i.
-* G is the descent direction of one SAM step (:func:`refsam.training.descent_direction`, the one home
-  of that equation), with λ_in and λ_out from :meth:`~refsam.Problem.weight_decay_split`:
+* G is the descent direction of one SAM step (`refsam.training.descent_direction()`, the one home
+  of that equation), with λ_in and λ_out from `weight_decay_split()`:
 
       g = ∇F_w(θ) + λ_in θ,   ŵ = θ + ε(θ; g),   G(θ; w) = ∇F_w(ŵ) + λ_in ŵ + λ_out θ
 
@@ -108,7 +108,7 @@ def linearise(problem: Problem, sam: SAM, theta: Array, weights: ArrayLike | Non
     P = s T (I − c u uᵀ) T (``SAM.jvp_g`` on the columns of K(θ)) and S = diag(a) − b cᵀ, then
     J = K(ŵ) + K(ŵ) E + λ_out I, the one O(d³) product. ``terms``: the full-batch step at θ if the
     caller has it already (``descent_direction(problem, sam, theta, None, weights)``). ``hessian``: the
-    curvature x ↦ C(x) (d, d) to use in place of H(x) (:mod:`refsam.influence.operators`); None: H.
+    curvature x ↦ C(x) (d, d) to use in place of H(x) (`refsam.influence.operators`); None: H.
     """
     lam_in, lam_out = problem.weight_decay_split()
     if terms is None:
@@ -207,7 +207,7 @@ GRAY_ZONE = 100.0  # estimates within this factor of COND_WARN are confirmed by 
 
 
 def factorise(J: Array) -> Factorised:
-    """LU of J with its condition number (module docstring of :class:`Factorised`)."""
+    """LU of J with its condition number (module docstring of `Factorised`)."""
     d = J.shape[0]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", scipy.linalg.LinAlgWarning)  # exact zero pivot: judged below

@@ -7,7 +7,7 @@ Conventions
   used: θ_0, the batches B_t and the learning rates η_t. −I_j(f) predicts the change of f when j is
   removed (Δw_j = −1). Test functions are the per-sample test losses f_k(θ) = ℓ(z_k^test, θ);
   results have shape (n_train, n_test); the parameter target dθ_T/dw_j has shape (n_train, d).
-* One step (:mod:`refsam.training.step`), F_t = F_{B_t,w}, H_t(·) = ∇²F_t (data term, weighted by
+* One step (`refsam.training.step`), F_t = F_{B_t,w}, H_t(·) = ∇²F_t (data term, weighted by
   w), c_{t,j} = 1[j ∈ B_t]/|B_t| (the derivative of w_j/|B_t|), (λ_in, λ_out) =
   ``problem.weight_decay_split()`` (λ_in = λ in coupled mode, λ_out = λ in decoupled mode, else 0):
 
@@ -22,25 +22,25 @@ Conventions
 
   (With E_t = P_t K_t(θ_t) + S_t this is A_t = I − η_t [K_t(ŵ_t)(I + E_t) + λ_out I], the step form of
   J = ∂G/∂θ; every product above is a batch derivative of ``problem.at(x, B_t)``.)
-* Methods (``method=``; the method table :mod:`refsam.influence.methods`; hyphens are accepted for
+* Methods (``method=``; the method table `refsam.influence.methods`; hyphens are accepted for
   underscores, "first-order" = "first_order"):
 
       "adjoint"   reverse recursion, exact:  v_T = ∇f(θ_T);  for t = T−1 … 0:
                       I_j += v_{t+1}ᵀ b_{t,j};   v_t = A_tᵀ v_{t+1}
                   Per step: 2 batch Hessian-vector products, 2 batch Jacobian-vector products, O(d)
                   SAM-rule products (g_t from ε_t and the stored ‖g_t‖; one batch gradient where the
-                  run cannot give it, :func:`_stored_gradient`). No d×d matrix; memory is the
+                  run cannot give it, `_stored_gradient()`). No d×d matrix; memory is the
                   trajectory plus O(n + d) per test function. All test functions run together.
       "forward"   tangent recursion, exact:  Θ̇_0 = 0, Θ̇_{t+1} = A_t Θ̇_t + b_t, dθ_T/dw = Θ̇_T (d, n):
                   n tangents at once; a cross-check of the adjoint (it applies A_t, not A_tᵀ).
       "autodiff"  autograd through a re-implementation of the training loop written with
-                  Problem.objective and SAM.perturbation only (:mod:`refsam.influence.autodiff`):
+                  Problem.objective and SAM.perturbation only (`refsam.influence.autodiff`):
                   independent of every formula above. Slow (O(T) tape, one reverse pass per test
                   function); for tests.
       "first_order"              A_t ≈ I and the inner term K P ∇ℓ_j(θ_t) dropped, test gradient at θ_T:
                                      I_j ≈ −Σ_t γ_t c_{t,j} ∇ℓ_j(ŵ_t)ᵀ ∇f(θ_T)
                                  (γ_t = η_t without momentum; with momentum the total weight of step
-                                 t's direction in θ_T, :func:`step_weights`)
+                                 t's direction in θ_T, `step_weights()`)
       "first_order_unperturbed"  the same with ∇ℓ_j(θ_t) in place of ∇ℓ_j(ŵ_t)
       "tracin"                   TracIn: like first_order but the test gradient is taken at the same
                                  checkpoint as the training gradient:  −Σ_t η_t c_{t,j} ∇ℓ_j(ŵ_t)ᵀ ∇f(ŵ_t)
@@ -118,7 +118,7 @@ def trajectory_influence(problem: Problem, trajectory: Trajectory, X_test: Array
     y_test : int array (m,)
         Their labels.
     method : str
-        One of :data:`METHODS` (see the module docstring): "adjoint" (default, exact, fastest),
+        One of `METHODS` (see the module docstring): "adjoint" (default, exact, fastest),
         "forward" and "autodiff" (exact cross-checks), or an approximation: "first_order",
         "first_order_unperturbed", "tracin", "tracin_unperturbed".
     progress : bool
@@ -178,7 +178,7 @@ def trajectory_parameter_influence(problem: Problem, trajectory: Trajectory, met
 
     ``method`` is "adjoint" (d adjoint vectors, one per coordinate of θ_T: a (d, d) block), "forward"
     (n tangents: a (d, n) block — the cheaper choice when n < d) or "autodiff"; all three are exact.
-    Other arguments as :func:`trajectory_influence`.
+    Other arguments as `trajectory_influence()`.
     """
     method = _check_method(method, PARAMETER_METHODS)
     problem = check_run(problem, trajectory)
@@ -196,15 +196,15 @@ def trajectory_hyperparameter_sensitivity(problem: Problem, trajectory: Trajecto
     """dθ_T/dρ and dθ_T/dλ through the recorded run, each shape (d,): the run's own hypergradients.
 
     The same run (θ_0, batches B_t, η_t, rule, momentum) re-run at ρ + dρ or λ + dλ; exact for any batch
-    schedule, converged or not — where the closed form (:func:`~refsam.hyperparameter_sensitivity`)
-    needs a root. Two tangent columns of the forward recursion (:func:`_forward`), started at Θ̇_0 = 0,
+    schedule, converged or not — where the closed form (`hyperparameter_sensitivity()`)
+    needs a root. Two tangent columns of the forward recursion (`_forward()`), started at Θ̇_0 = 0,
     with the hyper-parameters' own terms added at every step:
 
         ġ  = K_t(θ_t) Θ̇ + [θ_t in the λ column, coupled mode]             (g = ∇F + λ_in θ)
         ŵ̇  = Θ̇ + P_t ġ + S_t Θ̇ + [∂ε/∂ρ = ε(θ_t; g_t)|_{ρ=1} in the ρ column]
         ḋ  = K_t(ŵ_t) ŵ̇ + λ_out Θ̇ + [λ column: ŵ_t coupled, θ_t decoupled]
 
-    then the optimizer's tangent, Θ̇ ← Θ̇ − η_t ḋ (:func:`_tangents`, the recursion :func:`_forward` runs).
+    then the optimizer's tangent, Θ̇ ← Θ̇ − η_t ḋ (`_tangents()`, the recursion `_forward()` runs).
     A validation loss f(θ_T) has the hypergradients ∇f(θ_T)ᵀ d_rho and ∇f(θ_T)ᵀ d_weight_decay. Cost:
     about 2 Hessian-vector products per step per column. Needs a scalar λ (one derivative for one number).
     """
@@ -308,9 +308,9 @@ class _Step:
     """Everything about step t that the recursions need, with products for (d, k) blocks of vectors.
 
     Built from the stored θ_t (and ε_t without m-sharpness). P_t needs g_t: rebuilt from what the run
-    stored where that suffices (:func:`_stored_gradient`: SAM with ‖g_t‖, USAM), else recomputed (one
+    stored where that suffices (`_stored_gradient()`: SAM with ‖g_t‖, USAM), else recomputed (one
     batch gradient). ``chunks`` are its perturbations: the whole batch, or with m-sharpness one
-    :class:`_Chunk` per chunk of m samples (their ε recomputed from θ_t exactly as training did).
+    `_Chunk` per chunk of m samples (their ε recomputed from θ_t exactly as training did).
     """
 
     def __init__(self, problem: Problem, trajectory: Trajectory, sam: SAM, t: int,
@@ -491,7 +491,7 @@ def _tangents(problem: Problem, trajectory: Trajectory, width: int, sources: _So
 
 def _forward(problem: Problem, trajectory: Trajectory, progress: bool) -> Array:
     """Tangent recursion for all n training points at once (column j: dθ_t/dw_j, with
-    :class:`_WeightSources`); returns dθ_T/dw as (n, d)."""
+    `_WeightSources`); returns dθ_T/dw as (n, d)."""
     return _tangents(problem, trajectory, problem.n, _WeightSources(), progress, "forward").T
 
 
@@ -529,7 +529,7 @@ def step_weights(trajectory: Trajectory) -> Array:
 def _approximation(problem: Problem, trajectory: Trajectory, X_test: Array, y_test: Any, method: str,
                    progress: bool, checkpoints: int | None = None) -> Array:
     """First-order and TracIn sums −Σ_t η_t c_{t,j} ∇ℓ_j(x_t)ᵀ ∇f(y_t) (module docstring); TracIn with
-    ``checkpoints`` (see :func:`trajectory_influence`)."""
+    ``checkpoints`` (see `trajectory_influence()`)."""
     at_w_hat = not method.endswith("_unperturbed")
     tracin = method.startswith("tracin")
     if checkpoints is not None:

@@ -49,7 +49,7 @@ class CaseCheck:
 
 @dataclass(frozen=True)
 class CheckReport:
-    """Per-case results of :func:`check_scores`; ``passed`` iff every compared case passed."""
+    """Per-case results of `check_scores()`; ``passed`` iff every compared case passed."""
 
     target: str
     results: tuple
@@ -164,7 +164,7 @@ def check_scores(directory: str | os.PathLike[str], scores: str | os.PathLike[st
     Parameters
     ----------
     directory : path
-        A directory written by :func:`export_cases`; its manifest and every file's sha256 are verified.
+        A directory written by `export_cases()`; its manifest and every file's sha256 are verified.
     scores : path or mapping
         An ``.npz`` (loaded with ``allow_pickle=False``) or a dict holding one array per case id, shape
         (n_train, n_test), entry [j, k] = I_j(loss of test point k) — or (n_train, n_params) for the
@@ -188,7 +188,7 @@ def check_scores(directory: str | os.PathLike[str], scores: str | os.PathLike[st
     Returns
     -------
     CheckReport
-        ``.passed``, ``.results`` (one :class:`CaseCheck` per case) and ``.table()``.
+        ``.passed``, ``.results`` (one `CaseCheck` per case) and ``.table()``.
 
     Raises
     ------

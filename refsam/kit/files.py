@@ -95,7 +95,7 @@ def export_cases(directory: str | os.PathLike[str], cases: str | None = None,
         Replace a manifest refsam did not write, or one listing cases this export would drop.
     executor, n_jobs :
         Run the self-checks' finite-difference loops on a concurrent.futures executor or a pool of
-        ``n_jobs`` processes (:mod:`refsam.ground_truth.parallel`): the same bytes are written.
+        ``n_jobs`` processes (`refsam.ground_truth.parallel`): the same bytes are written.
 
     Returns
     -------
@@ -353,7 +353,7 @@ class ReferenceCase:
         return [flat[offsets[t]:offsets[t + 1]] for t in range(len(offsets) - 1)]
 
     def reference(self, target: str = "trajectory") -> NDArray[np.float64]:
-        """The stored output ``target`` (see :data:`TARGETS`), shape (n_train, n_test)."""
+        """The stored output ``target`` (see `TARGETS`), shape (n_train, n_test)."""
         if target not in self.meta["outputs"]:
             raise InvalidInputError(f"case {self.case_id!r} has no output {target!r}; it has "
                              f"{sorted(self.meta['outputs'])} ({self.meta.get('closed_form_status', '')})")

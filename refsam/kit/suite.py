@@ -3,10 +3,10 @@
 The suite spans model (logistic, softmax, mlp) × rule (sam, usam, asam) × regularisation (decoupled,
 coupled) × batching (full, minibatch) — 36 cases with plain SGD — plus, on minibatches in decoupled
 mode, 6 momentum cases (model × heavy ball, Nesterov; μ = 0.9) and 9 preset cases (model × the presets
-of the public implementations, :mod:`refsam.training.presets`, with heavy-ball momentum). Each has
-n_train = 12, n_test = 3, d ≤ 20, T = 20. :func:`make_run` is the deterministic recipe of one case;
-:func:`build_case` adds the exact influence and the ground truth, refusing to return a case whose
-self-check fails. Files are :mod:`refsam.kit.files`.
+of the public implementations, `refsam.training.presets`, with heavy-ball momentum). Each has
+n_train = 12, n_test = 3, d ≤ 20, T = 20. `make_run()` is the deterministic recipe of one case;
+`build_case()` adds the exact influence and the ground truth, refusing to return a case whose
+self-check fails. Files are `refsam.kit.files`.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""Training: one SAM step (:mod:`.step`), runs over a batch schedule (:mod:`.run`) and their record
-(:mod:`.trajectory`)."""
+"""Training: one SAM step (`step`), runs over a batch schedule (`run`) and their record
+(`trajectory`)."""
 
 from .presets import PRESETS, Preset, preset
 from .run import make_batches, replay, replay_final, train

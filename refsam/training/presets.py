@@ -55,14 +55,14 @@ class Preset:
     regularization: str  # the weight-decay mode the implementation computes
 
     def train_kwargs(self) -> dict[str, Any]:
-        """The keyword arguments of :func:`refsam.train` that select the base optimizer."""
+        """The keyword arguments of `refsam.train()` that select the base optimizer."""
         o = self.optimizer
         return {"momentum": o.momentum, "dampening": o.dampening, "nesterov": o.nesterov}
 
 
 def preset(name: str, problem: Problem, rho: float, momentum: float = 0.9, nesterov: bool | None = None,
            m_sharpness: int | None = None) -> Preset:
-    """The preset ``name`` (one of :data:`PRESETS`) for ``problem``, radius ``rho``, base-optimizer momentum.
+    """The preset ``name`` (one of `PRESETS`) for ``problem``, radius ``rho``, base-optimizer momentum.
 
     Use it as ``p = preset("pytorch-sam", problem, 0.05); train(problem, p.sam, lr, steps,
     **p.train_kwargs())``. ``nesterov`` defaults to what the implementation uses (True for ``jax-sam``,

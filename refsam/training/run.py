@@ -1,7 +1,7 @@
 """SAM training runs: the batch schedule, ``train`` and ``replay`` (each step θ − η G, with momentum).
 
 A run is deterministic given (θ_0, batch schedule, η schedule, rule, ρ, λ, mode, w); the
-:class:`~refsam.Trajectory` it returns records all of them, and :func:`replay` re-runs a recorded
+`Trajectory` it returns records all of them, and `replay()` re-runs a recorded
 schedule — with other sample weights for counterfactual runs.
 
 Batches: ``batch_size=None`` is the full batch at every step. Otherwise each epoch draws a seeded
@@ -153,7 +153,7 @@ def train(problem: Problem, sam: SAM, lr: ArrayLike, steps: int | None = None, b
         Print progress to stderr every 10% of the steps.
     momentum, dampening, nesterov :
         The base optimizer's momentum, as ``torch.optim.SGD(momentum=, dampening=, nesterov=)``
-        (:class:`~refsam.training.SGDMomentum`); the default μ = 0 is plain SGD, bit for bit as before.
+        (`SGDMomentum`); the default μ = 0 is plain SGD, bit for bit as before.
     batches : sequence of int arrays, optional
         An external batch schedule B_0 … B_{T−1} (e.g. the order a PyTorch or JAX run used): replayed as
         given, with the per-step ``lr``; no shuffling.
@@ -218,7 +218,7 @@ def train(problem: Problem, sam: SAM, lr: ArrayLike, steps: int | None = None, b
 def replay_final(problem: Problem, trajectory: Trajectory, weights: ArrayLike) -> Array:
     """θ_T of the recorded schedule replayed with each row of ``weights`` (K, n): K counterfactual runs
     advanced together as one (d, K) block — two matrix products per step for all of them where the
-    model has :meth:`~refsam.Model.column_grads` (the linear models), one gradient per run otherwise.
+    model has `column_grads()` (the linear models), one gradient per run otherwise.
 
     Returns (K, d): row k is ``replay(problem, trajectory, weights[k]).theta_final`` up to the rounding
     of a matrix product against K vector products (≤ 1e-13 relative on runs that settle, tested).

@@ -1,6 +1,6 @@
 """One SAM step and the descent direction G it follows: the same equation for training and fixed points.
 
-With λ_in, λ_out from :meth:`~refsam.Problem.weight_decay_split` (λ_in = λ in coupled mode, λ_out = λ
+With λ_in, λ_out from `weight_decay_split()` (λ_in = λ in coupled mode, λ_out = λ
 in decoupled mode, the other 0), on batch B with sample weights w:
 
     g  = ∇F_{B,w}(θ) + λ_in θ                    the gradient the perturbation is built from
@@ -21,9 +21,9 @@ With m-sharpness (``SAM(..., m_sharpness=m)``) the batch is cut into consecutive
 (one chunk: the equations above). The recorded ε_t is then the size-weighted mean of the ε_C.
 
 On the full batch, G(θ; w) is the residual whose roots are the SAM fixed points
-(:mod:`refsam.influence.fixed_point`). ρ = 0 gives ε = 0 exactly, so the step is exactly (S)GD.
+(`refsam.influence.fixed_point`). ρ = 0 gives ε = 0 exactly, so the step is exactly (S)GD.
 
-Momentum (:class:`SGDMomentum`) follows ``torch.optim.SGD`` to the letter, with d_t = G_t the direction
+Momentum (`SGDMomentum`) follows ``torch.optim.SGD`` to the letter, with d_t = G_t the direction
 above (weight decay included: it goes through the buffer, PyTorch's order), μ = momentum, τ = dampening:
 
     buf_0 = d_0                                (the first step: the buffer is the direction itself)
@@ -67,7 +67,7 @@ def descent_direction(problem: Problem, sam: SAM, theta: Array, idx: ArrayLike |
     """g, ε, ŵ and G at θ on batch ``idx`` (None: full batch); trusts its inputs. Cost: two gradients.
 
     θ may be a block (d, K) of K runs with ``weights`` (n, K): every term is then (d, K), column k the
-    step of run k (:meth:`Problem.grad`, :meth:`SAM.perturbation` on blocks).
+    step of run k (`Problem.grad()`, `SAM.perturbation()` on blocks).
     """
     lam_in, lam_out = problem.weight_decay_split()
     chunks = sharpness_chunks(np.arange(problem.n) if idx is None else np.asarray(idx), sam.m_sharpness)

@@ -1,4 +1,4 @@
-"""The record of a SAM run, :class:`Trajectory`, and its versioned ``.npz`` file format (no pickle)."""
+"""The record of a SAM run, `Trajectory`, and its versioned ``.npz`` file format (no pickle)."""
 
 from __future__ import annotations
 
@@ -29,9 +29,9 @@ Array = NDArray[np.float64]
 class Trajectory:
     """A recorded SAM run.
 
-    The constructor checks what :meth:`load` checks (shapes against ``config``'s steps, d and n, finite
+    The constructor checks what `load()` checks (shapes against ``config``'s steps, d and n, finite
     float64 arrays, batch indices in range, a valid SAM and momentum configuration) and raises
-    :class:`refsam.InvalidInputError` naming what is wrong; the model spec may be a user model's.
+    `refsam.InvalidInputError` naming what is wrong; the model spec may be a user model's.
 
     Attributes
     ----------
@@ -46,7 +46,7 @@ class Trajectory:
     buffers : array (T, d) or None   the momentum buffers buf_0 … buf_{T−1} (None without momentum):
                                  with θ_t, buf_{t−1} is the run's state
     grad_norms : array (T,) or None  ‖g_t‖₂ of the gradient each step's perturbation was built from
-                                 (:func:`refsam.training.train` records it; None for runs recorded
+                                 (`refsam.training.train()` records it; None for runs recorded
                                  elsewhere or read from files of format 1 or 2). With ε_t it gives
                                  g_t for the SAM rule, g_t = (ε_t/ρ)(‖g_t‖ + e), so the exact
                                  trajectory methods need no gradient at θ_t to rebuild it. Given by
@@ -110,7 +110,7 @@ class Trajectory:
 
     @property
     def perturbed(self) -> Array:
-        """0.1's name for :attr:`w_hat`."""
+        """0.1's name for `w_hat`."""
         return self.w_hat
 
     def optimizer(self) -> SGDMomentum:
@@ -177,7 +177,7 @@ class Trajectory:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Trajectory:
-        """Read a trajectory written by :meth:`save`. Never unpickles.
+        """Read a trajectory written by `save()`. Never unpickles.
 
         Raises ValueError naming the file if it is not such an archive, has another format version,
         lacks a key, or is inconsistent (shapes, batch offsets and indices, configuration).
@@ -291,7 +291,7 @@ def _inconsistencies(data: dict[str, Any], config: dict[str, Any], built_in_mode
 
 
 def is_trajectory_file(path: str | os.PathLike[str]) -> bool:
-    """True if ``path`` is an .npz archive written by :meth:`Trajectory.save` (its keys say so)."""
+    """True if ``path`` is an .npz archive written by `Trajectory.save()` (its keys say so)."""
     try:
         with np.load(path, allow_pickle=False) as archive:
             return {"format_version", "config_json", "thetas"} <= set(getattr(archive, "files", ()))
