@@ -186,10 +186,12 @@ def hessian_influence(problem: Problem, sam: SAM, theta: ArrayLike | FixedPoint,
 
     Parameters
     ----------
-    problem, sam : the training problem (full batch) and SAM rule the root belongs to.
+    problem, sam : Problem, SAM
+        The training problem (full batch) and SAM rule the root belongs to.
     theta : array (d,) or FixedPoint
         θ̂, a root of G (checked: see ``root_tol`` / ``on_unverified``).
-    X_test : array (m, p); y_test : int array (m,)
+    X_test : array (m, p)
+    y_test : int array (m,)
     variant : {"full", "frozen", "erm"}
     solver : {"direct", "gmres", "bicgstab", "cg", "lissa", "arnoldi"}
         How Jᵀ v = ∇f is solved (`refsam.influence.solvers`): "direct" (LU, the default) or
