@@ -6,14 +6,21 @@
   ``site/assets/mathjax/``. No script or stylesheet is loaded from another host.
 * Code is highlighted at build time by Pygments (``pymdownx.highlight``); its stylesheet is generated
   here, instead of the theme's highlight.js from a CDN.
+* Docstrings keep their reStructuredText "simple tables" (rows between ``=====  ====`` rules: the method
+  table, the tolerance table), which read well in ``help()``; Markdown has no such table, so on the site
+  each one is shown as a preformatted block with its columns aligned, not as one run-on paragraph.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import re
 from pathlib import Path
 
+from markdown import Extension
+from markdown.preprocessors import Preprocessor
 from mkdocs.exceptions import PluginError
+from mkdocs.plugins import event_priority
 from mkdocs.structure.files import File, Files
 
 MATHJAX_FILES = {"es5/tex-svg.js": "assets/mathjax/tex-svg.js", "LICENSE": "assets/mathjax/LICENSE"}
@@ -37,3 +44,37 @@ def on_files(files: Files, config, **kwargs) -> Files:  # noqa: ANN001 - mkdocs'
     css = HtmlFormatter(style="default").get_style_defs(".highlight")
     files.append(File.generated(config, "assets/pygments.css", content=css))
     return files
+
+
+RST_RULE = re.compile(r"^\s*={2,}(?: +={2,})+\s*$")
+
+
+class _SimpleTables(Preprocessor):
+    """A reStructuredText simple table (top rule, header, rule, rows, bottom rule) becomes a ``text`` block."""
+
+    def run(self, lines: list[str]) -> list[str]:
+        out: list[str] = []
+        i = 0
+        while i < len(lines):
+            rules = [j for j in range(i, min(i + 400, len(lines))) if RST_RULE.match(lines[j])][:3]
+            if not (RST_RULE.match(lines[i]) and len(rules) == 3 and rules[1] == i + 2):
+                out.append(lines[i])
+                i += 1
+                continue
+            indent = len(lines[i]) - len(lines[i].lstrip())
+            body = [line[indent:] for line in lines[i + 1:rules[2]]]
+            body[1] = re.sub("=", "-", body[1])  # the header rule, drawn as a dashed line
+            out += ["", "```text", *body, "```", ""]
+            i = rules[2] + 1
+        return out
+
+
+class SimpleTables(Extension):
+    def extendMarkdown(self, md) -> None:  # noqa: N802 - Python-Markdown's name
+        md.preprocessors.register(_SimpleTables(md), "rst_simple_tables", 35)
+
+
+@event_priority(100)  # before mkdocstrings copies the Markdown extensions for the docstrings
+def on_config(config, **kwargs):
+    config.markdown_extensions.append(SimpleTables())
+    return config

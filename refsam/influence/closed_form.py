@@ -186,8 +186,10 @@ def hessian_influence(problem: Problem, sam: SAM, theta: ArrayLike | FixedPoint,
 
     Parameters
     ----------
-    problem, sam : Problem, SAM
-        The training problem (full batch) and SAM rule the root belongs to.
+    problem : Problem
+        The training problem (full batch) the root belongs to.
+    sam : SAM
+        The SAM rule the root belongs to.
     theta : array (d,) or FixedPoint
         θ̂, a root of G (checked: see ``root_tol`` / ``on_unverified``).
     X_test : array (m, p)
@@ -213,7 +215,8 @@ def hessian_influence(problem: Problem, sam: SAM, theta: ArrayLike | FixedPoint,
 
     Returns
     -------
-    array (n_train, n_test), or (array, SolveInfo) with ``return_info=True``
+    array (n_train, n_test)
+        The influences; ``(array, SolveInfo)`` with ``return_info=True``.
 
     Notes
     -----
