@@ -50,7 +50,7 @@ RST_RULE = re.compile(r"^\s*={2,}(?: +={2,})+\s*$")
 
 
 class _SimpleTables(Preprocessor):
-    """A reStructuredText simple table (top rule, header, rule, rows, bottom rule) becomes a ``text`` block."""
+    """A reStructuredText simple table (rule, header, rule, rows, rule) becomes a ``text`` block."""
 
     def run(self, lines: list[str]) -> list[str]:
         out: list[str] = []
