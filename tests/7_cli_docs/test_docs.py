@@ -11,7 +11,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
 BLOCK = re.compile(r"(?:<!-- (?P<mark>[^>]*) -->\n)?```python\n(?P<code>.*?)```", re.S)
-OWN_TEST = {"validating.md"}  # tests/6_oracle_kit/test_docs_validating.py runs it in a scratch directory
+OWN_TEST = {"validating.md",  # tests/6_oracle_kit/test_docs_validating.py runs it in a scratch directory
+            "tutorial.md"}  # tests/7_cli_docs/test_tutorial.py runs its blocks and checks what they print
 
 
 def _runnable_blocks(page):
