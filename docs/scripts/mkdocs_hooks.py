@@ -9,6 +9,11 @@
 * Docstrings keep their reStructuredText "simple tables" (rows between ``=====  ====`` rules: the method
   table, the tolerance table), which read well in ``help()``; Markdown has no such table, so on the site
   each one is shown as a preformatted block with its columns aligned, not as one run-on paragraph.
+* A code span that names a refsam object by its dotted path (```refsam.influence.solvers```) or by a
+  name ``refsam`` exports (```train()```, ```Problem```) becomes a cross-reference to its entry in the
+  API reference: docstrings stay
+  plain code spans (readable in ``help()``), and the site links them. The link is *optional* in
+  mkdocs-autorefs' sense: a path that is not documented stays plain text, never a broken link.
 """
 
 from __future__ import annotations
@@ -16,9 +21,11 @@ from __future__ import annotations
 import importlib.util
 import re
 from pathlib import Path
+from xml.etree import ElementTree
 
 from markdown import Extension
 from markdown.preprocessors import Preprocessor
+from markdown.treeprocessors import Treeprocessor
 from mkdocs.exceptions import PluginError
 from mkdocs.plugins import event_priority
 from mkdocs.structure.files import File, Files
@@ -69,9 +76,44 @@ class _SimpleTables(Preprocessor):
         return out
 
 
+DOTTED = re.compile(r"(refsam(?:\.[A-Za-z_]\w*)+|[A-Za-z_]\w*)(?:\(\))?")
+
+
+def _identifier(name: str) -> str | None:
+    """The documented path of a code span's name: ``refsam.x.y`` as written, a name exported by
+    ``refsam`` (``train``, ``refsam.Problem``) at the module that defines it; None for anything else."""
+    import refsam
+
+    short = name.removeprefix("refsam.")
+    if "." not in short and short in refsam.__all__:
+        obj = getattr(refsam, short)
+        module = getattr(obj, "__module__", None)
+        return f"{module}.{short}" if module and module.startswith("refsam.") else None
+    return name if name.startswith("refsam.") else None
+
+
+class _CodeCrossRefs(Treeprocessor):
+    """``<code>refsam.a.b()</code>`` outside links and code blocks → an optional autorefs reference."""
+
+    def run(self, root: ElementTree.Element) -> None:
+        parents = {child: parent for parent in root.iter() for child in parent}
+        for code in list(root.iter("code")):
+            match = DOTTED.fullmatch((code.text or "").strip())
+            identifier = _identifier(match[1]) if match else None
+            parent = parents.get(code)
+            if identifier is None or parent is None or parent.tag in ("pre", "a", "autoref") or len(code):
+                continue
+            ref = ElementTree.Element("autoref", {"optional": "", "identifier": identifier})
+            ref.tail, code.tail = code.tail, None
+            parent.insert(list(parent).index(code), ref)
+            parent.remove(code)
+            ref.append(code)
+
+
 class SimpleTables(Extension):
     def extendMarkdown(self, md) -> None:  # noqa: N802 - Python-Markdown's name
         md.preprocessors.register(_SimpleTables(md), "rst_simple_tables", 35)
+        md.treeprocessors.register(_CodeCrossRefs(md), "refsam_code_crossrefs", 0)
 
 
 @event_priority(100)  # before mkdocstrings copies the Markdown extensions for the docstrings

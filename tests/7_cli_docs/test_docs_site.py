@@ -1,9 +1,10 @@
 """The documentation site reads offline with its maths rendered: built with ``mkdocs build --strict``, no
 ``$$`` or raw LaTeX is left in the text a reader sees (display maths sits in its own block, where
 arithmatex hands it to MathJax), no page loads a script or stylesheet from another host (MathJax ships with
-the site), the API reference parses numpydoc (one row per parameter) and shows no raw Sphinx roles, and
-no docs source or docstring contains a control character (a ``"\\frac"`` written without ``r`` is a form
-feed and ``rac``). The site tests skip where the docs extra (mkdocs) is not installed."""
+the site), the API reference parses numpydoc (one row per parameter), shows no raw Sphinx roles and links
+the refsam names its code spans mention, and no docs source or docstring contains a control character (a
+``"\\frac"`` written without ``r`` is a form feed and ``rac``). The site tests skip where the docs extra
+(mkdocs) is not installed."""
 
 import ast
 import importlib.util
@@ -116,6 +117,11 @@ def test_the_api_reference_is_one_page_per_layer_with_one_row_per_parameter_and_
     assert not any("problem" in t or "training" in t for t in types), types
     roles = {p: SPHINX_ROLE.findall(" ".join(page.text)) for p, page in _pages(site).items()}
     assert not {k: v for k, v in roles.items() if v}
+    assert re.search(r'<a class="autorefs autorefs-internal"[^>]*href="[^"]*#refsam\.influence\.solvers"'
+                     r"><code>refsam\.influence\.solvers</code>", section), "code spans are cross-references"
+    links = sum(len(re.findall(r'class="autorefs autorefs-internal"', p.read_text(encoding="utf-8")))
+                for p in api.glob("*/index.html"))
+    assert links >= 50, links
 
 
 def _docstrings(path):
