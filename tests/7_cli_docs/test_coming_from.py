@@ -13,9 +13,7 @@ import pytest
 
 import refsam
 from refsam import apps
-
-RTOL_SAME = 1e-9  # one solve against another of the same float64 system: a few ulps times cond(H)
-RTOL_TORCH = 1e-6  # a float64 torch implementation of the same formula
+from refsam.tolerances import RTOL_CASE_EXACT, RTOL_SAME_FORMULA  # a float64 port; one formula, two solves
 
 
 def _setup(rho=0.0, lam=0.05):
@@ -48,12 +46,12 @@ def test_koh_liang_up_loss_is_n_times_refsams_influence_and_the_libraries_follow
     n = problem.n
     up_loss, H, g_train, g_test = _koh_liang(problem, fit.fixed_point.theta, X_test, y_test, lam)
     assert np.abs(I).max() > 1e-6  # not trivially zero
-    np.testing.assert_allclose(up_loss, n * I, rtol=RTOL_SAME, atol=0)
+    np.testing.assert_allclose(up_loss, n * I, rtol=RTOL_SAME_FORMULA, atol=0)
     inner = g_test @ np.linalg.solve(H, g_train.T)  # the libraries' ∇ℓ_kᵀ H⁻¹ ∇ℓ_j, (m, n)
-    np.testing.assert_allclose(inner, -n * I.T, rtol=RTOL_SAME, atol=0)  # pyDVL, kronfluence
-    np.testing.assert_allclose(inner.T, -n * I, rtol=RTOL_SAME, atol=0)  # dattri
+    np.testing.assert_allclose(inner, -n * I.T, rtol=RTOL_SAME_FORMULA, atol=0)  # pyDVL, kronfluence
+    np.testing.assert_allclose(inner.T, -n * I, rtol=RTOL_SAME_FORMULA, atol=0)  # dattri
     captum = g_test @ np.linalg.solve(n * H, g_train.T)  # Hessian of the summed loss
-    np.testing.assert_allclose(captum, -I.T, rtol=RTOL_SAME, atol=0)
+    np.testing.assert_allclose(captum, -I.T, rtol=RTOL_SAME_FORMULA, atol=0)
 
 
 def test_removal_is_minus_refsams_influence_and_matches_leave_one_out():
@@ -77,7 +75,7 @@ def test_for_a_sam_run_the_conversions_hold_for_closed_form_erm():
     I_erm = refsam.hessian_influence(problem, sam, fit.fixed_point, X_test, y_test, variant="erm")
     I_full = refsam.hessian_influence(problem, sam, fit.fixed_point, X_test, y_test)
     up_loss = _koh_liang(problem, fit.fixed_point.theta, X_test, y_test, lam)[0]
-    np.testing.assert_allclose(up_loss, problem.n * I_erm, rtol=RTOL_SAME, atol=0)
+    np.testing.assert_allclose(up_loss, problem.n * I_erm, rtol=RTOL_SAME_FORMULA, atol=0)
     assert np.abs(I_full - I_erm).max() > 1e-3 * np.abs(I_full).max()  # the SAM terms are not nothing
 
 
@@ -88,7 +86,7 @@ def test_tracincp_over_every_step_is_minus_n_times_tracin_unperturbed():
     grads = problem.model.per_sample_grads
     tracincp = sum(eta * grads(t, X_test, y_test) @ grads(t, problem.X, problem.y).T
                    for t, eta in zip(traj.thetas[:-1], traj.lrs))  # captum's (test, train)
-    np.testing.assert_allclose(tracincp, -problem.n * tracin.T, rtol=RTOL_SAME, atol=0)
+    np.testing.assert_allclose(tracincp, -problem.n * tracin.T, rtol=RTOL_SAME_FORMULA, atol=0)
 
 
 def test_trak_margin_influence_and_the_loss_influence_differ_by_minus_one_minus_p():
@@ -99,7 +97,7 @@ def test_trak_margin_influence_and_the_loss_influence_differ_by_minus_one_minus_
     margin = autograd.jacobian(lambda t: (2 * y_test - 1) * (X_test @ t[:-1] + t[-1]))(theta)  # (m, d)
     I_margin = d_theta @ margin.T  # I_j(m_k)
     p_correct = problem.model.predict_proba(theta, X_test)[np.arange(y_test.size), y_test]
-    np.testing.assert_allclose(-(1 - p_correct) * I_margin, I, rtol=RTOL_SAME, atol=0)
+    np.testing.assert_allclose(-(1 - p_correct) * I_margin, I, rtol=RTOL_SAME_FORMULA, atol=0)
 
 
 # ----- the libraries themselves, where installed --------------------------------------------------
@@ -127,7 +125,7 @@ def test_pydvl_direct_influence_is_minus_n_times_refsams_transposed():
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(X, y), batch_size=problem.n)
     scores = DirectInfluence(model, loss, **damping).fit(loader).influences(
         torch.tensor(X_test), torch.tensor(y_test, dtype=torch.float64), X, y)
-    np.testing.assert_allclose(scores.detach().numpy(), -problem.n * I.T, rtol=RTOL_TORCH, atol=0)
+    np.testing.assert_allclose(scores.detach().numpy(), -problem.n * I.T, rtol=RTOL_CASE_EXACT, atol=0)
 
 
 def test_captum_naive_influence_is_minus_refsams_transposed(tmp_path):
@@ -146,4 +144,4 @@ def test_captum_naive_influence_is_minus_refsams_transposed(tmp_path):
         batch_size=problem.n, hessian_reg=problem.n * lam, projection_dim=problem.d,
         hessian_inverse_tol=0.0)
     scores = influence.influence((torch.tensor(X_test), torch.tensor(y_test, dtype=torch.float64)))
-    np.testing.assert_allclose(scores.detach().numpy(), -I.T, rtol=RTOL_TORCH, atol=0)
+    np.testing.assert_allclose(scores.detach().numpy(), -I.T, rtol=RTOL_CASE_EXACT, atol=0)
