@@ -4,10 +4,10 @@ Every function writes PNG files into ``out_dir`` (created if needed) and returns
 wrote; without matplotlib they write nothing and return []. `matplotlib_available()` tells which.
 
 Every figure has a title, labelled axes and a legend. Methods keep one style across figures: the
-exact methods (closed form, trajectory) black and solid, the closed-form ablations blue and cyan, the
-first-order and TracIn approximations orange/red and purple/pink (at ŵ / at θ), the loss baseline grey
-dash-dot and the random baseline light grey dotted. Rankings whose curves coincide (the exact methods
-usually do) are drawn once, with every name in the legend entry, so no curve hides another.
+exact methods solid and thick (closed form black, trajectory gold), the closed-form ablations blue and
+cyan, the first-order and TracIn approximations orange/red and purple/pink (at ŵ / at θ), the loss
+baseline grey dash-dot and the random baseline light grey dotted. Rankings whose curves coincide (the
+exact methods usually do) are drawn once, with every name in the legend entry, so no curve hides another.
 """
 
 from __future__ import annotations
@@ -18,14 +18,14 @@ from typing import Any
 import numpy as np
 
 __all__ = ["demo_figures", "detection_curves", "explanation_2d", "loo_scatter", "matplotlib_available",
-           "removal_bars", "removal_curves_figure", "tuning_path"]
+           "removal_bars", "removal_curves_figure", "removal_curves_grid", "tuning_path"]
 
 # (family prefix, colour, line style, marker); first match wins, so longer prefixes come first.
 _STYLES = [
     ("closed_form_frozen", "tab:blue", "--", "s"),
     ("closed_form_erm", "tab:cyan", "--", "^"),
     ("closed_form", "black", "-", "o"),
-    ("trajectory", "black", "-", "o"),
+    ("trajectory", "darkgoldenrod", "-", "s"),
     ("first_order_unperturbed", "tab:red", (0, (6, 2)), "<"),
     ("first_order", "tab:orange", "-.", "v"),
     ("tracin_unperturbed", "tab:pink", (0, (1, 1)), "d"),
@@ -66,7 +66,7 @@ def _style(method: str, index: int) -> dict[str, Any]:
     """Line keywords of a ranking: its family's colour, line style and marker (module docstring)."""
     family = [(c, ls, m) for prefix, c, ls, m in _STYLES if method.startswith(prefix)]
     color, ls, marker = family[0] if family else _OTHER[index % len(_OTHER)]
-    exact = color == "black"
+    exact = method in ("closed_form", "trajectory", "trajectory_forward", "trajectory_autodiff")
     return {"color": color, "ls": ls, "marker": marker, "lw": 2.2 if exact else 1.4,
             "zorder": 4 if exact else 3, "ms": 5, "mfc": "none" if marker not in (None, "x") else color}
 
@@ -228,6 +228,43 @@ def removal_curves_figure(curves: Any, out_dir: str, name: str = "removal_curves
     right.set_title("Validation loss")
     fig.suptitle("Removal curves: remove the top k of each ranking, retrain, measure", fontsize=11)
     fig.tight_layout()
+    return [_save(fig, out_dir, name)]
+
+
+def removal_curves_grid(settings: dict[str, Any], out_dir: str, name: str = "removal_curves_grid.png",
+                        columns: int = 2) -> list[str]:
+    """Test accuracy against k for several settings (title → their `removal_curves` results), one panel
+    each, with one legend for all. The exact methods are drawn thick and underneath, the other rankings
+    thin with markers on top, so curves that coincide with the exact ones stay visible."""
+    if not matplotlib_available() or not settings:
+        return []
+    import textwrap
+
+    plt = _pyplot()
+    cols = min(columns, len(settings))
+    rows = -(-len(settings) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5.6 * cols, 3.9 * rows), squeeze=False)
+    handles: dict[str, Any] = {}
+    for ax, (title, curves) in zip(axes.ravel(), settings.items()):
+        for i, c in enumerate(curves):
+            style = _style(c.method, i)
+            if style["lw"] > 2:  # exact: thick, translucent, underneath
+                style.update(lw=4.0, alpha=0.45, zorder=2, marker=None)
+            (line,) = ax.plot(c.ks, c.test_accuracy, label=c.method, **style)
+            handles.setdefault(c.method, line)
+        ax.set_title("\n".join(textwrap.wrap(title, 60)), fontsize=8)
+        ax.set_xlabel("k, training points removed (top k of the ranking)", fontsize=8)
+        ax.set_ylabel("test accuracy after retraining", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.25)
+    for ax in axes.ravel()[len(settings):]:
+        ax.axis("off")
+    fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=min(5, len(handles)),
+               fontsize=8, frameon=False, title="ranking (exact methods: thick, underneath)",
+               title_fontsize=8)
+    fig.suptitle("Removal curves: remove the top k of each ranking, retrain, measure test accuracy",
+                 fontsize=11)
+    fig.tight_layout(rect=(0, 0.04 + 0.03 * (-(-len(handles) // 5)), 1, 1))
     return [_save(fig, out_dir, name)]
 
 

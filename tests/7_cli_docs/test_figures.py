@@ -143,3 +143,20 @@ def test_remove_ks_draws_its_curves(tmp_path, capsys):
     assert main(argv) == 0
     assert (out / "removal_curves.png").stat().st_size > 0
     assert f"{out}/removal_curves.png" in capsys.readouterr().out
+
+
+def test_removal_curves_grid_one_labelled_panel_per_setting_and_one_legend(tmp_path, saved):
+    ks = np.array([0, 5])
+
+    def curve(method, acc):
+        return RemovalCurve(method, ks, np.array(acc), np.zeros(2), np.zeros(2), np.full(2, np.nan),
+                            np.zeros(2))
+
+    settings = {f"setting {i}, a long description of the data and the model that must wrap": [
+        curve("closed_form", [0.8, 0.9]), curve("tracin", [0.8, 0.9]), curve("random", [0.8, 0.8])]
+        for i in range(3)}
+    plotting.removal_curves_grid(settings, str(tmp_path), "grid.png")
+    fig = saved["grid.png"]
+    _assert_labelled(fig)
+    assert len(fig.axes) == 3 and all("\n" in title for title in fig.titles)  # long titles wrap
+    assert fig.legend == ["closed_form", "tracin", "random"]  # one legend, each ranking once
