@@ -10,7 +10,7 @@ Conventions
   gradient ε is built from is ∇(F + r)) and so does the descent gradient at the perturbed point. This is
   where the JAX SAM code puts its L2 penalty. Weight decay as ``torch.optim`` applies it (added at the
   unperturbed point, never seen by the perturbation) belongs to the optimizer instead:
-  ``refsam.SGD(..., weight_decay=λ)`` (:mod:`refsam.training.optimizers`).
+  ``refsam.SGD(..., weight_decay=λ)`` (`refsam.training.optimizers`).
 * ``idx`` selects a batch (an int array of indices into the training set); ``None`` is the full batch.
   A batch that is all of [n] in order is served without copying X.
   ``weights`` overrides the problem's sample weights for one call (used by ground-truth re-solves and by
@@ -47,7 +47,7 @@ REUSED_POINTS = 4  # full-batch points kept: θ̂ and ŵ, and a Newton step's pr
 
 @contextmanager
 def reuse_derivatives() -> Iterator[None]:
-    """Within the block, :meth:`Problem.at` on the full batch returns one derivatives object per
+    """Within the block, `Problem.at()` on the full batch returns one derivatives object per
     (design, θ, weights) — the same values, computed once.
 
     The closed form meets θ̂ and ŵ in the root check, in both Hessians and in the products with ∂G/∂w:
@@ -73,8 +73,8 @@ class Problem:
     Parameters
     ----------
     model : Model
-        A :class:`~refsam.LogisticRegression`, :class:`~refsam.SoftmaxRegression`, :class:`~refsam.MLP`
-        or your own :class:`~refsam.Model`.
+        A `LogisticRegression`, `SoftmaxRegression`, `MLP`
+        or your own `Model`.
     X : array, shape (n, p)
     y : array of int, shape (n,)
     weights : array, shape (n,), entries >= 0, optional
@@ -232,7 +232,7 @@ class Problem:
         """∇F_{B,w}(θ), shape (d,). Data term only (no λθ).
 
         A block θ (d, K) with weights (n, K) (or None, or (n,) shared) gives the K runs' gradients as
-        columns, (d, K) (:meth:`Model.column_grads`): what block replays of many weight vectors use.
+        columns, (d, K) (`Model.column_grads()`): what block replays of many weight vectors use.
         """
         if np.ndim(theta) == 2:
             design, y, c = self.coefficients(idx, weights)

@@ -18,7 +18,7 @@ Conventions
   (T = |θ|, the PyTorch SAM wrapper's adaptive mode) t_i σ_i = θ_i: the rule is smooth in θ, and at
   θ_i = 0 both a_i and c_i are 0 — the derivative of θ_i². Only ASAM depends on θ other than through g.
   The total derivative the influence methods use is dε/dθ = ∂ε/∂g · ∂g/∂θ + ∂ε/∂θ|_g.
-* ‖g‖ = 0 (or ‖Tg‖ = 0) with e = 0 makes SAM and ASAM undefined: :class:`ZeroGradientError` is raised
+* ‖g‖ = 0 (or ‖Tg‖ = 0) with e = 0 makes SAM and ASAM undefined: `ZeroGradientError` is raised
   rather than dividing by zero. With e > 0 a zero gradient gives ε = 0 (and ∂ε/∂g = (ρ/e) T²).
   ρ = 0 gives ε = 0 exactly for every rule (training reduces to (S)GD).
 * Perturbations are written in autograd.numpy so the autodiff oracle can differentiate through them;
@@ -69,7 +69,7 @@ class SAM:
         m-sharpness (the original SAM paper and its JAX code): each batch is cut into consecutive chunks
         of m samples, each chunk gets its own ε from its own gradient, and the step's direction averages
         the chunks' directions at their own perturbed points (weighted by chunk size). None: one ε per
-        batch. The training and trajectory layers apply it (:mod:`refsam.training.step`).
+        batch. The training and trajectory layers apply it (`refsam.training.step`).
     """
 
     def __init__(self, rho: float, rule: str = "sam", kappa: float = 0.01, norm_eps: float = 0.0,
@@ -102,7 +102,7 @@ class SAM:
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> SAM:
-        """The rule of a recorded :meth:`config` (missing keys: the defaults)."""
+        """The rule of a recorded `config()` (missing keys: the defaults)."""
         return cls(config["rho"], config["rule"], config["kappa"], config.get("norm_eps", 0.0),
                    config.get("t_mask"), config.get("m_sharpness"))
 
@@ -158,7 +158,7 @@ class SAM:
         return self._rescaled(s, t, "T²g/‖Tg‖")
 
     def _perturbation_columns(self, theta: Array, g: Array) -> Array:
-        """ε of every column of g (d, K): the formula of :meth:`perturbation` with norms along axis 0,
+        """ε of every column of g (d, K): the formula of `perturbation()` with norms along axis 0,
         max-scaled per column where s·s would leave the safe range, ρ T s / e for a zero column."""
         if self.rho == 0.0:
             return np.zeros_like(g)

@@ -13,8 +13,8 @@ The ladder, from the most to the least exact comparison (the rungs of the test s
 name                            value     why this value
 ==============================  ========  ================================================================
 RTOL_NORMALISATION              1e-14     ‖ε‖ = ρ after one normalisation: a few ulps
-RTOL_REORDERED_RUN              1e-13     a run whose steps each reorder one sum of O(1) terms (0.2's m-sharpness
-                                          adds λθ after the chunks; 0.1 before): 4.8e-14 after 30 steps
+RTOL_REORDERED_RUN              1e-13     a run whose steps each reorder one sum (0.2's m-sharpness adds λθ
+                                          after the chunks, 0.1 before): 4.8e-14 after 30 steps
 RTOL_REORDERED                  1e-13     one rounding per term reordered (e.g. all weights scaled by c)
 RTOL_STEP                       1e-12     hand gradients vs autograd inside one SAM step: a few ulps/term
 RTOL_USER_MODEL                 1e-12     a user model in autograd.numpy vs the built-in hand derivatives of

@@ -168,26 +168,7 @@ def _root_note(fit):
 
 
 def _removal_figure(all_curves, out_dir):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(all_curves), figsize=(4.2 * len(all_curves), 3.6), squeeze=False)
-    for ax, (title, curves) in zip(axes[0], all_curves.items()):
-        for c in curves:
-            ax.plot(c.ks, c.test_accuracy, marker="o", ms=3, label=c.method,
-                    ls="--" if c.method in ("loss", "random") else "-")
-        ax.set_title(title.split(",", 1)[1].strip(), fontsize=8)
-        ax.set_xlabel("k removed")
-        ax.set_ylabel("test accuracy")
-        ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=6)
-    fig.tight_layout()
-    path = os.path.join(out_dir, "results_removal.png")
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return plotting.removal_curves_grid(all_curves, out_dir, "results_removal.png")[0]
 
 
 # -- detection protocols ---------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Applications of influence, each checked against retraining: detection of mislabeled data
-(:mod:`.detection`), removal (:mod:`.removal`), explanation (:mod:`.explain`), every method beside its
-ground truth (:mod:`.agreement`), on a fitted model (:mod:`.fitting`); the demo (:mod:`.demo`) and
-optional figures (:mod:`.plotting`)."""
+(`detection`), removal (`removal`), explanation (`explain`), every method beside its
+ground truth (`agreement`), on a fitted model (`fitting`); the demo (`demo`) and
+optional figures (`plotting`)."""
 
 from ..tolerances import rel_err
 from .agreement import H_RUN, Agreement, GroundTruth, choose_subset, compare_methods, ground_truth

@@ -96,11 +96,11 @@ def choose_subset(n: int, size: int, flipped: ArrayLike | None = None, seed: obj
 
 def ground_truth(fit_: Fit, X_val: ArrayLike, y_val: ArrayLike, subset: ArrayLike, h: float = H_RUN,
                  progress: bool = False, *, executor: Executor | None = None, n_jobs: int = 1) -> GroundTruth:
-    """Retrain and re-solve for every j in ``subset`` (see :class:`GroundTruth`).
+    """Retrain and re-solve for every j in ``subset`` (see `GroundTruth`).
 
-    Cost: 3 replays of the run per point (:mod:`refsam.ground_truth.replay`), plus 3 root solves per
-    point when there is a root (:mod:`refsam.ground_truth.resolve`); on ``executor`` or ``n_jobs``
-    processes (one pool for all of them, :mod:`refsam.ground_truth.parallel`), with the serial result.
+    Cost: 3 replays of the run per point (`refsam.ground_truth.replay`), plus 3 root solves per
+    point when there is a root (`refsam.ground_truth.resolve`); on ``executor`` or ``n_jobs``
+    processes (one pool for all of them, `refsam.ground_truth.parallel`), with the serial result.
     """
     check_fit(fit_)
     problem = fit_.problem
@@ -136,7 +136,7 @@ def compare_methods(fit_: Fit, X_val: ArrayLike, y_val: ArrayLike, truth: Ground
 
     Closed-form methods are compared with the root's finite differences (their exact target) and
     trajectory methods with the run's; both with the actual leave-one-out retraining. Returns a list
-    of :class:`Agreement` (timing covers all n training points, not just the subset).
+    of `Agreement` (timing covers all n training points, not just the subset).
     """
     check_fit(fit_)
     methods = fit_.available_methods() if methods is None else [resolve_method(m).name for m in methods]

@@ -1,6 +1,6 @@
 """``refsam demo``: the whole pipeline on a seeded problem, with every method beside its ground truth.
 
-Steps (each numbered in :func:`run_demo`):
+Steps (each numbered in `run_demo()`):
   1. data: a seeded dataset, split into training and validation sets; 10% of the training labels flipped
   2. SAM training (full batch, decoupled weight decay), recorded as a trajectory
   3. fixed-point verification: refine θ_T to a root θ̂ of G(θ) = ∇F(θ + ε(θ)) + λθ and report the
@@ -146,11 +146,11 @@ def prepare_data(dataset: str, n: int | None, model: str, flip_fraction: float |
     """Load, split, standardise (optionally project on ``pca`` principal components) and flip a fraction
     of the training labels.
 
-    ``flip_fraction=None`` plants noise only where it is a benchmark: :data:`DEFAULT_FLIP` of a built-in
+    ``flip_fraction=None`` plants noise only where it is a benchmark: `DEFAULT_FLIP` of a built-in
     dataset's training labels, none of a file's (a user's labels are taken as they are, and an NPZ file's
     own ``flipped`` array, if any, marks the noise). A file with its own ``flipped`` array is not flipped
     again. ``val_fraction=0`` holds nothing out (``val`` is empty). Returns (train, val)
-    :class:`~refsam.data.Dataset` objects; ``train.flipped`` marks the noise
+    `Dataset` objects; ``train.flipped`` marks the noise
     and ``train.rows``/``val.rows`` each sample's row in the source.
     """
     if n is None and dataset in ("synthetic", "synthetic2d"):

@@ -1,6 +1,6 @@
 """Mislabeled-data detection: rank training points by self-influence −I_j(ℓ_j), score the ranking.
 
-Three protocols side by side (:func:`detection_protocols`), for each influence method:
+Three protocols side by side (`detection_protocols()`), for each influence method:
 
 * ``self``: self-influence −I_j(ℓ_j) (below);
 * ``validation``: influence on a clean validation set, I_j(f), f = the mean validation loss — a
@@ -155,10 +155,10 @@ class DetectionResult:
 def detect_mislabeled(fit_: Fit, flipped: ArrayLike | None = None, methods: Any = None, seed: object = 0,
                       progress: bool = False) -> list[DetectionResult]:
     """Rank training points by every method (and the loss and random baselines) and, when the noise is
-    known, score each ranking against the ``flipped`` mask. Returns a list of :class:`DetectionResult`.
+    known, score each ranking against the ``flipped`` mask. Returns a list of `DetectionResult`.
 
     ``flipped=None`` (a user's data, the noise unknown): the rankings only, each ``metrics`` empty — the
-    same as calling :func:`detection_scores` per method.
+    same as calling `detection_scores()` per method.
     """
     check_fit(fit_)
     if flipped is not None:
@@ -184,7 +184,7 @@ SCORES_FILE = "scores.csv"
 
 
 def _is_scores_file(path: str) -> bool:
-    """A file :func:`save_scores` wrote (its header starts ``row,label,``): one it may replace."""
+    """A file `save_scores()` wrote (its header starts ``row,label,``): one it may replace."""
     try:
         with open(path, encoding="utf-8") as fh:
             return fh.readline().startswith("row,label,")
@@ -194,7 +194,7 @@ def _is_scores_file(path: str) -> bool:
 
 def check_scores_path(directory: str | os.PathLike[str], overwrite: bool = False) -> str:
     """The path ``directory/scores.csv``, checked before any work: refused (ValueError) when a file
-    there was not written by :func:`save_scores`, unless ``overwrite``. The directory may not exist yet."""
+    there was not written by `save_scores()`, unless ``overwrite``. The directory may not exist yet."""
     path = os.path.join(os.fspath(directory), SCORES_FILE)
     if os.path.isdir(path):
         raise InvalidInputError(f"cannot write {path!r}: it is a directory")
@@ -209,7 +209,7 @@ def save_scores(directory: str | os.PathLike[str], results: list[DetectionResult
     """Write every training point's suspicion scores to ``directory/scores.csv``; returns its path.
 
     One header line, then one line per training point, most suspicious first by ``results[0]``:
-    ``row`` (the point's row in the source file, :attr:`refsam.data.Dataset.rows`), ``label`` (its label
+    ``row`` (the point's row in the source file, `refsam.data.Dataset.rows`), ``label`` (its label
     as in the file), ``flipped`` (only when the noise is known: 1 or 0), and one column per ranking in
     ``results`` except ``random`` (higher = more suspicious). Refuses to replace a file it did not write
     unless ``overwrite``.

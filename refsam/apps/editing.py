@@ -5,7 +5,7 @@ Conventions
 * The prediction of test point x is argmax_c z_c(x; θ). To make class t win, refsam follows its margin
   m(θ) = z_t(x; θ) − z_r(x; θ), r the strongest other class at the trained weights (held fixed), so
   t beats r when m > 0 (a binary logistic model has one logit z: m = (2t − 1) z). With more than two
-  classes a third class can still win: :attr:`EditResult.succeeded` asks whether t is the prediction.
+  classes a third class can still win: `EditResult.succeeded` asks whether t is the prediction.
 * Influence on the margin: I_j(m) = ∇m(θ_T)ᵀ dθ/dw_j (the closed form's dθ̂/dw_j at the root the run
   converged to, or the run's own dθ_T/dw_j); the prediction and margin edited are the trained model's.
   Removing a set S changes m by about −Σ_{j∈S} I_j(m), so the smallest set predicted to flip the

@@ -33,9 +33,16 @@ def explain_prediction(fit_: Fit, x: ArrayLike, y: int, k: int = 5,
 
     Parameters
     ----------
-    x : array (p,)   the test input
-    y : int          its label (the loss ℓ(z_test) is measured at this label)
-    k : int          how many of each to return
+    fit_ : Fit
+        The fitted model (`refsam.apps.fitting.fit`).
+    x : array (p,)
+        The test input.
+    y : int
+        Its label (the loss ℓ(z_test) is measured at this label).
+    k : int
+        How many of each to return.
+    method : str
+        A method of `refsam.influence.methods.METHODS`.
     """
     check_fit(fit_)
     problem = fit_.problem

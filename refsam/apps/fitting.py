@@ -1,11 +1,11 @@
-"""A trained model with everything the influence methods need (:class:`Fit`), and influence by method name.
+"""A trained model with everything the influence methods need (`Fit`), and influence by method name.
 
 Conventions
 -----------
 * Influence: ``I_j(f) = ∂ f(θ_final(w)) / ∂ w_j`` at w = 1, so removing point j changes f by about
   ``−I_j(f)``. Every method returns this quantity, shape (n_train, n_test) for the per-sample test losses
   ``f = ℓ(z_test, ·)`` (docs/contract.md).
-* Methods (:data:`METHODS`, rows of the method table :mod:`refsam.influence.methods`):
+* Methods (`METHODS`, rows of the method table `refsam.influence.methods`):
     ``closed_form``         closed form at the SAM fixed point θ̂ (implicit function theorem; exact at a root)
     ``closed_form_frozen``  Koh–Liang at ŵ = θ̂ + ε̂ with ε̂ held constant (ablation)
     ``closed_form_erm``     Koh–Liang at θ̂, SAM ignored (ablation)
@@ -16,7 +16,7 @@ Conventions
     ``first_order_unperturbed``, ``tracin_unperturbed``: the same with θ_t in place of ŵ_t
   0.1's spellings ("sam-full", "sam-frozen", "erm", "first-order", …) are still accepted.
 * Closed-form methods need a full-batch, decoupled run whose end point is refined to a root of
-  G(θ) = ∇F(θ + ε(θ)) + λθ; :class:`Fit` records the residual and spectral radius so the report can say
+  G(θ) = ∇F(θ + ε(θ)) + λθ; `Fit` records the residual and spectral radius so the report can say
   when the closed form is only an approximation (docs/validity.md).
 """
 
@@ -121,11 +121,11 @@ class Fit:
 
 def fit(problem: Problem, sam: SAM, optimizer: Optimizer, steps: int = 300, batch_size: int | None = None,
         seed: object = 0, solve_root: bool = True, progress: bool = False) -> Fit:
-    """Train with SAM (:func:`refsam.train`) and, for full-batch runs, refine θ_T to the SAM fixed point
+    """Train with SAM (`refsam.train()`) and, for full-batch runs, refine θ_T to the SAM fixed point
     with ``solve_fixed_point`` so the closed-form methods apply. If no root exists (provably, e.g. no
     optimizer weight decay on a convex model) ``fixed_point`` is None; if the solver does not reach one,
     ``fixed_point`` is its best point with ``converged=False`` and the closed-form methods are refused
-    (:attr:`Fit.has_root`). The optimizer's η (its last, for a schedule) and momentum judge the root's
+    (`Fit.has_root`). The optimizer's η (its last, for a schedule) and momentum judge the root's
     stability.
 
     Cost: ``steps`` SAM steps plus a root solve (a few d×d factorizations).
@@ -171,7 +171,7 @@ def divergence(problem: Problem, trajectory: Trajectory) -> str | None:
 # -- influence by method -------------------------------------------------------------------------------
 
 def check_fit(fit_: object) -> None:
-    """Raise InvalidInputError unless ``fit_`` is a :class:`Fit` (what :func:`fit` returns)."""
+    """Raise InvalidInputError unless ``fit_`` is a `Fit` (what `fit()` returns)."""
     if not isinstance(fit_, Fit):
         raise InvalidInputError(
             f"`fit_` must be a refsam.apps.Fit (from refsam.apps.fit(problem, sam, ...)), "
@@ -179,7 +179,7 @@ def check_fit(fit_: object) -> None:
 
 
 def resolve_method(method: object) -> MethodInfo:
-    """The method-table row of one of :data:`METHODS` (0.1 spellings such as "sam-full" accepted)."""
+    """The method-table row of one of `METHODS` (0.1 spellings such as "sam-full" accepted)."""
     return method_info(method, METHODS)
 
 
@@ -187,7 +187,7 @@ def influence(fit_: Fit, method: str, X_test: ArrayLike, y_test: ArrayLike,
               progress: bool = False) -> Array:
     """I_j(ℓ(z_test_k, ·)) for every training point j and test point k, shape (n_train, n_test).
 
-    ``method`` is one of :data:`METHODS` (the method table, :mod:`refsam.influence.methods`).
+    ``method`` is one of `METHODS` (the method table, `refsam.influence.methods`).
     Closed-form methods use θ̂, trajectory methods the recorded run. ``progress`` reports the
     trajectory sweep on stderr.
     """
@@ -210,7 +210,7 @@ def fit_self_influence(fit_: Fit, method: str, progress: bool = False) -> Array:
     """I_j(ℓ_j): each training point's influence on its own loss, shape (n,).
 
     Closed-form methods use ``closed_form.self_influence`` (one solve per training point); trajectory
-    methods take the diagonal of :func:`influence` with the training set as test set (n test functions).
+    methods take the diagonal of `influence()` with the training set as test set (n test functions).
     """
     check_fit(fit_)
     info = resolve_method(method)

@@ -1,7 +1,7 @@
 """Data removal: remove the training points most harmful to a validation loss, retrain, compare.
 
-* :func:`remove_harmful` — one k: the predicted change of the validation loss beside the actual one.
-* :func:`removal_curves` — k over a grid: test accuracy and loss after removing the top k of each
+* `remove_harmful()` — one k: the predicted change of the validation loss beside the actual one.
+* `removal_curves()` — k over a grid: test accuracy and loss after removing the top k of each
   ranking and retraining, with the baselines "random" (mean of seeded random removals) and "loss"
   (the highest training losses first), and each ranking's predicted change of the validation loss
   −Σ_{j∈S} I_j(f) beside the actual one. "Retraining" is the recorded procedure re-run with w_j = 0

@@ -8,10 +8,10 @@ Conventions
   the default) or the loss's L2 term (``penalty="l2"``, ``Problem(l2=λ)``). Its hypergradient
   ∂L/∂ρ = ∇f(θ_T)ᵀ dθ_T/dρ (and for λ) comes from
 
-      "trajectory"   the derivative of the run itself (:func:`~refsam.trajectory_hyperparameter_sensitivity`):
+      "trajectory"   the derivative of the run itself (`trajectory_hyperparameter_sensitivity()`):
                      exact for any batch schedule, converged or not
-      "closed_form"  the derivative of the SAM root θ̂ (:func:`~refsam.hyperparameter_sensitivity`), used
-                     where the run has reached it (a verified root, :func:`refsam.tolerances.run_at_root`;
+      "closed_form"  the derivative of the SAM root θ̂ (`hyperparameter_sensitivity()`), used
+                     where the run has reached it (a verified root, `refsam.tolerances.run_at_root()`;
                      then dθ_T/dρ equals dθ̂/dρ to that accuracy); elsewhere the trajectory's is used,
                      and each trial records which one it has
       "auto"         "closed_form" for full-batch runs tuning the optimizer's weight decay, else
@@ -20,9 +20,9 @@ Conventions
 * The search runs in log space, u = (log ρ, log λ), inside ``bounds`` (ρ and λ > 0; the chain rule
   gives ∂L/∂log ρ = ρ ∂L/∂ρ), by SciPy's L-BFGS-B; one *training* is one evaluation of L and its
   hypergradient. ``max_trainings`` bounds the search.
-* :func:`grid_search` is the baseline: one training per point of a ρ × λ grid (geometric axes).
+* `grid_search()` is the baseline: one training per point of a ρ × λ grid (geometric axes).
 * What a report checks: the final hypergradient against central finite differences of retraining
-  (:func:`check_hypergradient`), and the tuned point against the grid's best.
+  (`check_hypergradient()`), and the tuned point against the grid's best.
 """
 
 from __future__ import annotations
@@ -195,7 +195,7 @@ def _evaluate(setup: _Setup, rho: float, weight_decay: float) -> Trial:
 
 
 def _tuned(sensitivity: Any, penalty: str) -> Array:
-    """dθ/dλ for the tuned λ (scalar by construction of :class:`_Setup`)."""
+    """dθ/dλ for the tuned λ (scalar by construction of `_Setup`)."""
     value = sensitivity.d_weight_decay if penalty == "weight_decay" else sensitivity.d_l2
     assert value is not None
     return np.asarray(value)
@@ -273,14 +273,14 @@ def tune(problem: Problem, X_val: ArrayLike, y_val: ArrayLike, optimizer: Optimi
 
 
 class _BudgetSpent(RefsamError):
-    """Raised inside the objective when the training budget is used up (never escapes :func:`tune`)."""
+    """Raised inside the objective when the training budget is used up (never escapes `tune()`)."""
 
 
 def grid_search(problem: Problem, X_val: ArrayLike, y_val: ArrayLike, optimizer: Optimizer, rhos: ArrayLike,
                 weight_decays: ArrayLike, *, rule: str = "sam", kappa: float = 0.01, steps: int = 300,
                 batch_size: int | None = None, seed: int = 0, method: str = "auto",
                 penalty: str = "weight_decay", progress: bool = False) -> GridResult:
-    """The validation loss at every (ρ, λ) of the grid, each point one training like :func:`tune`'s."""
+    """The validation loss at every (ρ, λ) of the grid, each point one training like `tune()`'s."""
     setup = _Setup(problem, X_val, y_val, optimizer, rule, kappa, steps, batch_size, seed, method, penalty)
     rho_axis = np.sort(np.asarray(rhos, dtype=np.float64).ravel())
     wd_axis = np.sort(np.asarray(weight_decays, dtype=np.float64).ravel())
@@ -344,7 +344,7 @@ def check_hypergradient(problem: Problem, X_val: ArrayLike, y_val: ArrayLike, op
                         **procedure: Any) -> tuple[Trial, Array, float]:
     """(the trial at (ρ, λ), central finite differences of retraining at ρ ± hρ and λ ± hλ (∂L/∂ρ, ∂L/∂λ),
     their max relative difference from the exact hypergradient). Five trainings. ``procedure``: the
-    keywords of :func:`tune` that fix training (rule, kappa, steps, batch_size, seed, method, penalty)."""
+    keywords of `tune()` that fix training (rule, kappa, steps, batch_size, seed, method, penalty)."""
     setup = _Setup(problem, X_val, y_val, optimizer, procedure.get("rule", "sam"),
                    procedure.get("kappa", 0.01), procedure.get("steps", 300), procedure.get("batch_size"),
                    procedure.get("seed", 0), procedure.get("method", "auto"),

@@ -4,7 +4,7 @@ Each sub-command lives in a module that exposes ``add_parser(subparsers)``; the 
 ``func`` to a callable taking the parsed arguments and returning an exit status. Errors the user can fix
 (bad input, missing files) end with a one-line message and exit status 2, never a traceback.
 
-Building the parser imports no numerical code (the choices it offers are in :mod:`.choices`; each command
+Building the parser imports no numerical code (the choices it offers are in `choices`; each command
 imports what it runs), so ``refsam --help`` and ``refsam --version`` answer at once.
 """
 

@@ -1,6 +1,6 @@
 """``refsam demo | detect | remove | explain | tune``: the applications on the command line.
 
-* ``demo``    the whole pipeline with every method beside its ground truth (:mod:`refsam.demo`)
+* ``demo``    the whole pipeline with every method beside its ground truth (`refsam.demo`)
 * ``detect``  mislabeled-data detection by self-influence, against the loss and random baselines
 * ``remove``  remove the k points most harmful to the validation loss per method, retrain, compare
 * ``explain`` proponents and opponents of one validation prediction
@@ -476,6 +476,11 @@ def _print_curves(fit_: apps.Fit, train: Any, held_out: Any, args: argparse.Name
             + ["—" if np.isnan(c.predicted_val_change[-1]) else f"{c.predicted_val_change[-1]:+.4f}",
                f"{c.val_loss_change[-1]:+.4f}"] for c in curves]
     print(format_table(["ranking"] + [f"k={k}" for k in ks] + ["predicted Δf", "actual Δf"], rows))
+    out_dir = _figure_dir(args)
+    if out_dir:
+        from ..apps.plotting import removal_curves_figure
+
+        _print_figures(removal_curves_figure(curves, out_dir))
 
 
 def run_remove(args: argparse.Namespace) -> int:

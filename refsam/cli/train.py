@@ -75,7 +75,7 @@ def run_verify(args: argparse.Namespace) -> int:
 
 def add_optimizer_arguments(p: Any, weight_decay: float) -> None:
     """--lr, --momentum, --dampening, --nesterov, --weight-decay: the base optimizer, torch.optim.SGD's
-    keywords; :func:`optimizer_from_args` makes them one refsam.SGD."""
+    keywords; `optimizer_from_args()` makes them one refsam.SGD."""
     p.add_argument("--lr", type=float, default=0.5, help="learning rate η (default 0.5)")
     p.add_argument("--momentum", type=float, default=0.0,
                    help="momentum μ of the base optimizer, torch.optim.SGD semantics (default 0: plain SGD)")

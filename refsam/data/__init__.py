@@ -1,5 +1,5 @@
-"""The data layer: seeded synthetic data and label noise (:mod:`.synthetic`), file and bundled datasets
-(:mod:`.loaders`). Nothing here knows about models."""
+"""The data layer: seeded synthetic data and label noise (`synthetic`), file and bundled datasets
+(`loaders`). Nothing here knows about models."""
 
 from .loaders import (
     BUILTIN_DATASETS,

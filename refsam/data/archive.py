@@ -1,7 +1,7 @@
 """Reading an .npz archive without pickle: the one place that knows how a renamed .npy, a truncated or
 bit-flipped zip, or an object array shows up (datasets, trajectories, reference cases and score files
-all read through here), and writing a file whole or not at all (:func:`write_atomically`, after
-:func:`check_target`): trajectories, case directories and figures are written through there."""
+all read through here), and writing a file whole or not at all (`write_atomically()`, after
+`check_target()`): trajectories, case directories and figures are written through there."""
 
 from __future__ import annotations
 
@@ -116,7 +116,7 @@ def write_atomically(path: str, write: Callable[[BinaryIO], None]) -> None:
 
     Two processes writing one path leave one complete file (the last rename wins), never a mixture; a
     crash or an exception leaves the old file (or none) and no temporary file. A symbolic link at
-    ``path`` is replaced, never written through. Check the target first with :func:`check_target`.
+    ``path`` is replaced, never written through. Check the target first with `check_target()`.
     """
     folder = os.path.dirname(os.path.abspath(path))
     fd, temporary = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")

@@ -3,7 +3,7 @@ and scikit-learn's bundled breast-cancer and digits sets (the data layer; offlin
 
 Conventions
 -----------
-* A :class:`Dataset` holds ``X`` (n, p) float64, ``y`` (n,) int64 labels in 0..K−1, ``n_classes`` K,
+* A `Dataset` holds ``X`` (n, p) float64, ``y`` (n,) int64 labels in 0..K−1, ``n_classes`` K,
   ``flipped`` (n,) bool — True where a label was deliberately corrupted (all False for clean data) —
   and ``name``.
 * Labels read from files are encoded as 0..K−1 in sorted order of their original values
@@ -334,7 +334,7 @@ def load_dataset(source: str | os.PathLike[str] = "synthetic", n: int | None = N
 
     Returns
     -------
-    Dataset, with clean labels (``flipped`` all False): use :func:`flip_labels` to add noise.
+    Dataset, with clean labels (``flipped`` all False): use `flip_labels()` to add noise.
     """
     if not isinstance(source, (str, os.PathLike)):
         raise InvalidInputError(

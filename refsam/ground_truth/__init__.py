@@ -1,5 +1,5 @@
-"""Ground truth: counterfactual replays of a recorded run (:mod:`.replay`) and re-solved roots
-(:mod:`.resolve`) — finite differences in w_j and leave-one-out, independent of the methods they check."""
+"""Ground truth: counterfactual replays of a recorded run (`replay`) and re-solved roots
+(`resolve`) — finite differences in w_j and leave-one-out, independent of the methods they check."""
 
 from .replay import finite_difference_replay, leave_one_out_replay
 from .resolve import finite_difference_influence, finite_difference_parameters, leave_one_out

@@ -1,7 +1,7 @@
 """Running the ground truth's per-point loop on a ``concurrent.futures.Executor``.
 
 Every leave-one-out or finite-difference ground truth is a loop over training points j whose
-iterations share nothing: one replay (or re-solve) per weight vector. :func:`map_rows` runs such a
+iterations share nothing: one replay (or re-solve) per weight vector. `map_rows()` runs such a
 loop serially, on an executor the caller passes, or on a process pool of ``n_jobs`` workers:
 
 * ``executor=None, n_jobs=1`` (the default): in this process, in order.
@@ -10,14 +10,14 @@ loop serially, on an executor the caller passes, or on a process pool of ``n_job
   ``Client.get_executor()``, Ray's ``RayExecutor``): the caller owns it, refsam only submits to it.
 * ``n_jobs > 1`` (``-1``: every CPU, as in joblib) without an executor: this process and a
   ``ProcessPoolExecutor`` of ``n_jobs − 1`` workers, created for the call and shut down after it. The
-  count is capped at the CPUs this process may use (:func:`available_cpus`) and at the work: never more
+  count is capped at the CPUs this process may use (`available_cpus()`) and at the work: never more
   processes than chunks (``n_jobs=20`` for 4 chunks starts 3 workers; ``n_jobs=10**6`` no more than the
   CPUs).
 
 The indices are cut into contiguous chunks of at most 64 points (at least 2 chunks where there are
-that many points; :func:`chunk_size`), the same chunks whatever runs them: each task carries the problem
+that many points; `chunk_size()`), the same chunks whatever runs them: each task carries the problem
 and the run once and advances its points' counterfactual runs together as one block
-(:func:`refsam.training.replay_final`; re-solves: :func:`refsam.ground_truth.resolve.resolve_block`);
+(`refsam.training.replay_final()`; re-solves: `refsam.ground_truth.resolve.resolve_block()`);
 the rows come back in the order of the indices. The serial
 path computes the same chunks in order, so every executor gives its results bit for bit (tested).
 The pool that ``n_jobs`` makes receives the shared arguments (problem, run, test set) once per worker,
@@ -91,7 +91,7 @@ def map_rows(task: Callable[..., Array], args: tuple[Any, ...], idx: NDArray[np.
     """Rows ``task(*args, chunk)`` for contiguous chunks of ``idx``, stacked in index order.
 
     ``task(*args, chunk)`` must return an array (len(chunk), width). ``executor`` and ``n_jobs`` come
-    from :func:`check_parallel`. ``progress`` prints ``what done/total points`` to stderr per chunk.
+    from `check_parallel()`. ``progress`` prints ``what done/total points`` to stderr per chunk.
     """
     out = np.empty((len(idx), width))
     size = chunk_size(len(idx))
@@ -142,7 +142,7 @@ _SHARED: tuple[Callable[..., Array], tuple[Any, ...]] | None = None  # set in a 
 
 
 def _install_shared(task: Callable[..., Array], args: tuple[Any, ...]) -> None:
-    """Worker initializer of the pool :func:`map_rows` makes: keep the task and its shared arguments
+    """Worker initializer of the pool `map_rows()` makes: keep the task and its shared arguments
     (the problem, the run, the test set: ~1 MB at n = 1000) for every chunk this worker computes.
     Sending them with each of 16 chunks instead cost the 2-process leave-one-out a third of its
     speed-up (1.5× against 1.9×, n = 1000, d = 50; measured)."""
@@ -151,7 +151,7 @@ def _install_shared(task: Callable[..., Array], args: tuple[Any, ...]) -> None:
 
 
 def _run_shared(chunk: NDArray[np.int64]) -> Array:
-    """One chunk in a worker set up by :func:`_install_shared`."""
+    """One chunk in a worker set up by `_install_shared()`."""
     assert _SHARED is not None, "a worker without the shared arguments"
     task, args = _SHARED
     return task(*args, chunk)

@@ -3,20 +3,20 @@
 Conventions
 -----------
 * A counterfactual run replays the recorded schedule — same θ_0, batches B_t, learning rates η_t, SAM
-  rule — with changed sample weights (:func:`refsam.training.replay`); it is counterfactual SGD in the
+  rule — with changed sample weights (`refsam.training.replay()`); it is counterfactual SGD in the
   sense of Hara et al. (2019), here for SAM. w⁰ = ``trajectory.weights`` (all ones by default).
 * Central finite differences, for each j in ``indices``:
       I_j(f) ≈ [ f(θ_T(w⁰ + h e_j)) − f(θ_T(w⁰ − h e_j)) ] / (2h)        error O(h²) + O(δ/h)
   (δ ≈ 1e-16 · |f|, rounding); where w⁰_j < h, the second-order one-sided stencil on w⁰_j, w⁰_j + h,
-  w⁰_j + 2h (:mod:`.stencil`: no negative weight). h below 1e-10 or below w⁰_j's resolution is
+  w⁰_j + 2h (`stencil`: no negative weight). h below 1e-10 or below w⁰_j's resolution is
   refused. Uses nothing but the training step itself: an independent oracle for
-  :func:`refsam.trajectory_influence`.
+  `refsam.trajectory_influence()`.
 * Leave-one-out: Δf_j = f(θ_T(w⁰ with w_j = 0)) − f(θ_T(w⁰)), the actual change of f when j is
   removed; trajectory influence predicts it to first order as −I_j(f).
 * Test functions f are the per-sample test losses ℓ(z_k^test, θ): results have shape (len(indices), m).
 Cost: two (finite differences) or one (leave-one-out) replays of the whole run per index, advanced
-in blocks of up to 64 points (:func:`refsam.training.replay_final`: one (d, K) block of runs); the
-blocks run serially, on a caller's ``executor`` or on ``n_jobs`` processes (:mod:`.parallel`).
+in blocks of up to 64 points (`refsam.training.replay_final()`: one (d, K) block of runs); the
+blocks run serially, on a caller's ``executor`` or on ``n_jobs`` processes (`parallel`).
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def finite_difference_replay(problem: Problem, trajectory: Trajectory, X_test: A
     (one-sided, second order, where w⁰_j < h); shape (len(indices), m). ``indices=None`` means all n
     training points. ``h`` must be ≥ 1e-10 and above the float64 resolution of every w⁰_j.
     ``executor`` / ``n_jobs``: run the per-point loop on a concurrent.futures executor or a process
-    pool (:mod:`.parallel`); the result is the serial one, bit for bit.
+    pool (`parallel`); the result is the serial one, bit for bit.
     """
     problem, X_test, y_test, idx = _check_inputs(problem, trajectory, X_test, y_test, indices)
     h = check_step(h)
@@ -69,7 +69,7 @@ def leave_one_out_replay(problem: Problem, trajectory: Trajectory, X_test: Array
     (len(indices), m). Compare with the prediction −I_j(test loss k). The batches keep their size
     |B_t| (j stays in its batches with weight 0), as in Hara et al.'s counterfactual SGD.
     ``executor`` / ``n_jobs``: run the per-point loop on a concurrent.futures executor or a process
-    pool (:mod:`.parallel`); the result is the serial one, bit for bit.
+    pool (`parallel`); the result is the serial one, bit for bit.
     """
     problem, X_test, y_test, idx = _check_inputs(problem, trajectory, X_test, y_test, indices)
     executor, n_jobs = check_parallel(executor, n_jobs)
@@ -79,7 +79,7 @@ def leave_one_out_replay(problem: Problem, trajectory: Trajectory, X_test: Array
 
 def _difference_rows(problem: Problem, trajectory: Trajectory, X_test: Array, y_test: Any, h: float,
                      chunk: NDArray[np.int64]) -> Array:
-    """The finite-difference rows of the training points in ``chunk`` (one task of :func:`map_rows`):
+    """The finite-difference rows of the training points in ``chunk`` (one task of `map_rows()`):
     every stencil weight vector of the chunk replayed together as one block."""
     stencils = [weight_stencil(trajectory.weights, int(j), h) for j in chunk]
     vectors = np.array([w for ws, _ in stencils for w in ws])  # (Σ stencil sizes, n)
@@ -94,7 +94,7 @@ def _difference_rows(problem: Problem, trajectory: Trajectory, X_test: Array, y_
 
 def _removal_rows(problem: Problem, trajectory: Trajectory, X_test: Array, y_test: Any,
                   chunk: NDArray[np.int64]) -> Array:
-    """The leave-one-out rows of the training points in ``chunk`` (one task of :func:`map_rows`): their
+    """The leave-one-out rows of the training points in ``chunk`` (one task of `map_rows()`): their
     runs with w_j = 0 replayed together as one block. A point whose weight is already 0 leaves the run
     unchanged: its row is exactly 0 (not the rounding of a block replay against the recorded run)."""
     out = np.zeros((len(chunk), X_test.shape[0]))

@@ -2,22 +2,22 @@
 
 Conventions
 -----------
-* θ̂(w) is the root of G(θ; w) (:mod:`refsam.influence.fixed_point`) that Newton reaches from a warm start at
+* θ̂(w) is the root of G(θ; w) (`refsam.influence.fixed_point`) that Newton reaches from a warm start at
   the reference root θ̂ = θ̂(w⁰), w⁰ = ``problem.weights`` (all ones by default).
   It shares nothing with the closed form but G itself: no ∂G/∂θ formula enters the answer.
 * Central finite differences, for each j in ``indices``:
       I_j(f) ≈ [ f(θ̂(w⁰ + h e_j)) − f(θ̂(w⁰ − h e_j)) ] / (2h)          error O(h²) + O(δ/h)
   (δ = the re-solved roots' residual error, ~1e-16); where w⁰_j < h, the second-order one-sided
-  stencil on w⁰_j, w⁰_j + h, w⁰_j + 2h (:mod:`.stencil`). h below 1e-10 or w⁰_j's resolution is
+  stencil on w⁰_j, w⁰_j + h, w⁰_j + 2h (`stencil`). h below 1e-10 or w⁰_j's resolution is
   refused. This is an independent oracle for the closed form: it uses only G, never ∂G/∂θ's formula
   except inside Newton, whose answer does not depend on it.
 * Leave-one-out: Δf_j = f(θ̂(w⁰ − w⁰_j e_j)) − f(θ̂), the actual change of f when j is removed; the
   closed form predicts it to first order as −I_j(f).
 * Test functions f are the per-sample test losses ℓ(z_k^test, θ): results have shape (len(indices), m).
 Cost: two (finite differences) or one (leave-one-out) re-solved roots per index; the weight vectors of
-each chunk of up to 64 indices are re-solved together (:func:`resolve_block`: chord steps on (d, K)
+each chunk of up to 64 indices are re-solved together (`resolve_block()`: chord steps on (d, K)
 blocks, Newton alone for a vector the chord leaves unfinished); the chunks run serially, on a caller's
-``executor`` or on ``n_jobs`` processes (:mod:`.parallel`).
+``executor`` or on ``n_jobs`` processes (`parallel`).
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ Array = NDArray[np.float64]
 def _reference(problem: Problem, sam: SAM, theta_hat: Any, optimizer: Optimizer | None, X_test: Any,
                y_test: Any) -> tuple[Array, Optimizer | None, Factorised, Any, Any]:
     """Validate once, polish θ̂ to a root at the problem's weights (warm start, tight tolerance) and
-    factor J̄ = ∂G/∂θ there: the one LU every block of re-solves uses (:func:`resolve_block`). The
+    factor J̄ = ∂G/∂θ there: the one LU every block of re-solves uses (`resolve_block()`). The
     optimizer (whose weight decay is part of G) is ``optimizer``, else the FixedPoint's."""
     if isinstance(theta_hat, FixedPoint):
         optimizer = theta_hat.optimizer if optimizer is None else optimizer
@@ -79,7 +79,7 @@ def finite_difference_parameters(problem: Problem, sam: SAM, theta_hat: ArrayLik
     """[θ̂(w⁰ + h e_j) − θ̂(w⁰ − h e_j)] / (2h) ≈ dθ̂/dw_j, shape (len(indices), d).
 
     ``executor`` / ``n_jobs``: the per-point loop on a concurrent.futures executor or a process pool
-    (:mod:`.parallel`), bit for bit the serial result. ``optimizer``: the run's (its weight decay is part of
+    (`parallel`), bit for bit the serial result. ``optimizer``: the run's (its weight decay is part of
     G); default the FixedPoint's, or none.
     """
     root, optimizer, factors, _, _ = _reference(problem, sam, theta_hat, optimizer, None, None)
@@ -99,7 +99,7 @@ def finite_difference_influence(problem: Problem, sam: SAM, theta_hat: ArrayLike
 
     entry [r, k] = [ℓ_k^test(θ̂(w⁰ + h e_j)) − ℓ_k^test(θ̂(w⁰ − h e_j))] / (2h),  j = indices[r].
     ``theta_hat`` (array (d,) or FixedPoint) is first polished to a root; ``indices=None`` means all n.
-    ``executor`` / ``n_jobs`` / ``optimizer`` as in :func:`finite_difference_parameters`.
+    ``executor`` / ``n_jobs`` / ``optimizer`` as in `finite_difference_parameters()`.
     """
     root, optimizer, factors, X_arr, y_arr = _reference(problem, sam, theta_hat, optimizer, X_test, y_test)
     idx = check_indices("indices", indices, problem.n)
@@ -118,7 +118,7 @@ def leave_one_out(problem: Problem, sam: SAM, theta_hat: ArrayLike | FixedPoint,
     entry [r, k] = ℓ_k^test(θ̂(w⁰ with w_j = 0)) − ℓ_k^test(θ̂),  j = indices[r];  shape (len(indices), m).
     Compare with the closed-form prediction −I_j(test loss k). ``theta_hat`` (array (d,) or
     FixedPoint) is first polished to a root; every re-solve is warm-started there. ``executor`` /
-    ``n_jobs`` / ``optimizer`` as in :func:`finite_difference_parameters`.
+    ``n_jobs`` / ``optimizer`` as in `finite_difference_parameters()`.
     """
     root, optimizer, factors, X_arr, y_arr = _reference(problem, sam, theta_hat, optimizer, X_test, y_test)
     idx = check_indices("indices", indices, problem.n)
@@ -130,9 +130,9 @@ def leave_one_out(problem: Problem, sam: SAM, theta_hat: ArrayLike | FixedPoint,
 
 def _rows(kind: str, problem: Problem, sam: SAM, optimizer: Optimizer | None, root: Array,
           factors: Factorised, X_test: Any, y_test: Any, h: float, chunk: NDArray[np.int64]) -> Array:
-    """One task of :func:`map_rows`: the rows of ``chunk`` for ``kind`` in {"parameters" (dθ̂/dw_j),
+    """One task of `map_rows()`: the rows of ``chunk`` for ``kind`` in {"parameters" (dθ̂/dw_j),
     "influence" (dℓ^test/dw_j), "removal" (Δℓ^test when w_j = 0)}. Every weight vector of the chunk is
-    re-solved together (:func:`resolve_block`)."""
+    re-solved together (`resolve_block()`)."""
     js = [int(j) for j in chunk]
     if kind == "removal":
         weights = np.repeat(problem.weights[None, :], len(js), axis=0)
@@ -159,7 +159,7 @@ CHORD_STALL = 0.5  # a step that shrinks ‖G‖ by less than this factor has re
 
 def root_factors(problem: Problem, sam: SAM, optimizer: Optimizer | None, root: Array) -> Factorised:
     """LU of J̄ = ∂G/∂θ at the reference root, with the closed form's singular rule
-    (:func:`~refsam.influence.linearisation.factorise`)."""
+    (`factorise()`)."""
     return factorise(residual_jacobian(problem, sam, root, optimizer=optimizer))
 
 
@@ -168,7 +168,7 @@ def resolve_block(problem: Problem, sam: SAM, optimizer: Optimizer | None, root:
     """θ̂(w) for every row w of ``weights`` (K, n), near the reference root θ̂ (rows (K, d)).
 
     The chord method in one block: Θ ← Θ − J̄⁻¹ G(Θ; W) for all K columns at once, with the one LU of
-    J̄ = ∂G/∂θ at θ̂ and the block residual G (:func:`refsam.training.residual` on (d, K) blocks:
+    J̄ = ∂G/∂θ at θ̂ and the block residual G (`refsam.training.residual()` on (d, K) blocks:
     two matrix products per evaluation for the linear models). A re-solve moves θ̂ by O(‖w − w⁰‖/n), so
     J̄ is close to every column's own Jacobian and each step shrinks the error by about that factor:
     finite differences take about 3 steps, leave-one-out about 10 (18–29 for a chunk holding the point
@@ -176,9 +176,9 @@ def resolve_block(problem: Problem, sam: SAM, optimizer: Optimizer | None, root:
     ‖G‖ ≤ RESOLVE_TOL and its last step no longer halved ‖G‖ (the rounding floor, so where a column
     stops does not depend on its block: the answer equals a lone re-solve's to rounding). A column the
     chord does not bring below RESOLVE_TOL within CHORD_MAX_STEPS (a far root, a growing residual), or
-    every column when J̄ is singular, is re-solved alone by :func:`solve_fixed_point` (Newton), whose
+    every column when J̄ is singular, is re-solved alone by `solve_fixed_point()` (Newton), whose
     failure names the training point (``owners``).
-    ``factors``: :func:`root_factors` at ``root`` (None: computed here). Trusts its inputs (the public
+    ``factors``: `root_factors()` at ``root`` (None: computed here). Trusts its inputs (the public
     functions above validate them).
     """
     K = weights.shape[0]

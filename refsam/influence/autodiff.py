@@ -1,6 +1,6 @@
 """The independent oracle: autograd through a re-implementation of the training loop.
 
-The loop below is written from :meth:`refsam.Problem.objective` and :meth:`refsam.SAM.perturbation`
+The loop below is written from `refsam.Problem.objective()` and `refsam.SAM.perturbation()`
 only — none of the hand-written gradients, Hessians, Jacobians or recursions, and not the training
 layer's step function — so it shares nothing with the methods it checks but the loss and the rule:
 

@@ -3,7 +3,7 @@
 Conventions
 -----------
 * Influence of training point j on f: I_j(f) = ∂ f(θ̂(w)) / ∂ w_j at the problem's weights (w = 1 by
-  default), where θ̂(w) is the root of G(θ; w) (:mod:`refsam.influence.fixed_point`). −I_j(f) predicts
+  default), where θ̂(w) is the root of G(θ; w) (`refsam.influence.fixed_point`). −I_j(f) predicts
   the change of f when j is removed (Δw_j = −1). Koh & Liang's I_up,loss = n · I_j.
 * Full batch, F_w = (1/n) Σ_i w_i ℓ_i, so every ∂/∂w_j carries the factor 1/n.
 * Implicit function theorem on G(θ̂(w); w) = 0, with J = ∂G/∂θ (d, d, not symmetric):
@@ -15,22 +15,22 @@ Conventions
   λ_in = the loss's ``l2`` (0 when the weight decay is the optimizer's only: the paper's case). One LU
   factorisation of J, one triangular solve per test function, all n training points at once.
 * The optimizer's weight decay λ_out is part of G (and of J): it comes from ``optimizer=``, or from the
-  :class:`~refsam.influence.fixed_point.FixedPoint` passed as ``theta``; None: no weight decay.
+  `FixedPoint` passed as ``theta``; None: no weight decay.
 * Variants (ablations that measure what the SAM terms are worth):
       "full"    the exact derivative above
       "frozen"  ε̂ treated as a constant: J = H(ŵ) + ΛI, ∂G/∂w_j = ∇ℓ_j(ŵ)/n (Koh–Liang at ŵ)
       "erm"     SAM ignored:                J = H(θ̂) + ΛI, ∂G/∂w_j = ∇ℓ_j(θ̂)/n (Koh–Liang at θ̂)
   (Λ = λ_in + λ_out, all the L2 the objective carries.) With AdamW's fixed point (its residual's diagonal
-  D = ∂G/∂g̃ ≠ I, :mod:`refsam.influence.linearisation`) every J is D (H + λ_in I) + λ_out I and every
+  D = ∂G/∂g̃ ≠ I, `refsam.influence.linearisation`) every J is D (H + λ_in I) + λ_out I and every
   ∂G/∂w_j carries D.
   All variants take the test gradient at θ̂ (the trained weights).
 * Shapes: X_test (m, p) → result (n, m); parameter influence (n, d); self-influence (n,).
 
 When it is exact: θ̂ is a root (‖G(θ̂)‖ = 0 to rounding) and J is nonsingular. Every function here
 checks ‖G(θ̂)‖ ≤ ``root_tol`` first; otherwise ``on_unverified="raise"`` (default) raises
-:class:`UnverifiedRootError`, and ``"warn"`` returns the (approximate) result with an
-:class:`UnverifiedRootWarning` that states the residual. Whether SAM training actually reaches θ̂ is
-a separate question: see :func:`refsam.influence.fixed_point.fixed_point_diagnostics` (spectral radius
+`UnverifiedRootError`, and ``"warn"`` returns the (approximate) result with an
+`UnverifiedRootWarning` that states the residual. Whether SAM training actually reaches θ̂ is
+a separate question: see `refsam.influence.fixed_point.fixed_point_diagnostics()` (spectral radius
 of I − η J).
 Cost: two d×d Hessians, O(n d² + d³), plus O(d²) per test function. Derivation: docs/closed_form.md.
 """
@@ -107,13 +107,13 @@ class HyperparameterSensitivity:
     """dθ/dρ, dθ/dλ (the optimizer's weight decay) and dθ/dλ₂ (the loss's ``l2``), each shape (d,), or None
     where that λ is per coordinate (one derivative is for one number).
 
-    At a root (:func:`hyperparameter_sensitivity`), with J = ∂G/∂θ:
+    At a root (`hyperparameter_sensitivity()`), with J = ∂G/∂θ:
 
     d_rho          = −J⁻¹ ∂G/∂ρ,   ∂G/∂ρ = (H(ŵ) + λ_in I) ∂ε/∂ρ
     d_weight_decay = −J⁻¹ ∂G/∂λ,   ∂G/∂λ = θ̂                                  (λθ at the unperturbed point)
     d_l2           = −J⁻¹ ∂G/∂λ₂,  ∂G/∂λ₂ = ŵ + (H(ŵ) + λ_in I)(∂ε/∂g) θ̂      (the L2 gradient moves ε too)
 
-    Through a run (:func:`~refsam.trajectory_hyperparameter_sensitivity`) the same derivatives of θ_T.
+    Through a run (`trajectory_hyperparameter_sensitivity()`) the same derivatives of θ_T.
     """
 
     d_rho: Array
@@ -133,7 +133,7 @@ def _prepare(problem: Problem, sam: SAM, theta: Any, optimizer: Optimizer | None
              root_tol: float, on_unverified: str, X_test: Any = None, y_test: Any = None) -> tuple[Any, ...]:
     """Validate once and apply the root rule; returns (θ̂, variant, the step terms at θ̂, X_test, y_test).
 
-    The root rule needs only G (two gradients); the Hessians are built by :func:`_system`, each variant
+    The root rule needs only G (two gradients); the Hessians are built by `_system()`, each variant
     only those it uses."""
     if isinstance(theta, FixedPoint):
         theta = theta.theta
@@ -162,8 +162,7 @@ def _prepare(problem: Problem, sam: SAM, theta: Any, optimizer: Optimizer | None
 
 def _weight_matrix(problem: Problem, lin: Linearisation | None, point: Array, D: float | Array) -> Array:
     """∂G/∂w (n, d) of a variant as a matrix: the full variant's from the Linearisation, an ablation's
-    D ∇ℓ_j(point)/n. (Products G_w V without the matrix: :class:`~refsam.influence.operators.
-    SystemOperators`.)"""
+    D ∇ℓ_j(point)/n. (Products G_w V without the matrix: `SystemOperators`.)"""
     if lin is not None:
         return weight_jacobian(problem, lin)  # (n, d)
     return np.asarray(scale_rows(D, problem.per_sample_grads(point).T).T / problem.n, dtype=np.float64)
@@ -218,25 +217,28 @@ def hessian_influence(problem: Problem, sam: SAM, theta: ArrayLike | FixedPoint,
 
     Parameters
     ----------
-    problem, sam : the training problem (full batch) and SAM rule the root belongs to.
+    problem : Problem
+        The training problem (full batch) the root belongs to.
+    sam : SAM
+        The SAM rule the root belongs to.
     theta : array (d,) or FixedPoint
         θ̂, a root of G (checked: see ``root_tol`` / ``on_unverified``). A FixedPoint brings its optimizer.
     X_test : array (m, p); y_test : int array (m,)
     variant : {"full", "frozen", "erm"}
     solver : {"direct", "gmres", "bicgstab", "cg", "lissa", "arnoldi"}
-        How Jᵀ v = ∇f is solved (:mod:`refsam.influence.solvers`): "direct" (LU, the default) or
+        How Jᵀ v = ∇f is solved (`refsam.influence.solvers`): "direct" (LU, the default) or
         matrix-free from Hessian-vector products. "cg" only where J is symmetric (not the full SAM J).
     curvature : {"exact", "gauss_newton", "kfac", "ekfac"}
-        What stands in for every Hessian H(·) in J and ∂G/∂w (:mod:`refsam.influence.operators`);
+        What stands in for every Hessian H(·) in J and ∂G/∂w (`refsam.influence.operators`);
         "exact" is the exact influence, the others approximations of it.
     return_info : bool
-        Also return a :class:`~refsam.influence.solvers.SolveInfo` (cost in curvature products, residual,
+        Also return a `SolveInfo` (cost in curvature products, residual,
         iterations, seconds): ``(influence, info)``.
     root_tol : float > 0
         θ̂ is a verified root when ‖G(θ̂)‖₂ ≤ root_tol.
     on_unverified : {"raise", "warn"}
-        What to do at a non-root: raise :class:`UnverifiedRootError` (default) or warn
-        (:class:`UnverifiedRootWarning`) and return the approximation.
+        What to do at a non-root: raise `UnverifiedRootError` (default) or warn
+        (`UnverifiedRootWarning`) and return the approximation.
     optimizer : Optimizer, optional
         The base optimizer of the run the root belongs to: its weight decay is part of G (default: the
         FixedPoint's; with an array θ̂ and None, no weight decay).
@@ -246,7 +248,8 @@ def hessian_influence(problem: Problem, sam: SAM, theta: ArrayLike | FixedPoint,
 
     Returns
     -------
-    array (n_train, n_test), or (array, SolveInfo) with ``return_info=True``
+    array (n_train, n_test)
+        The influences; ``(array, SolveInfo)`` with ``return_info=True``.
 
     Notes
     -----
@@ -317,7 +320,7 @@ def parameter_influence(problem: Problem, sam: SAM, theta: ArrayLike | FixedPoin
                         root_tol: float = ROOT_TOL, on_unverified: str = "raise",
                         optimizer: Optimizer | None = None) -> Array:
     """dθ̂/dw_j = −J⁻¹ ∂G/∂w_j for every j, shape (n_train, d) (row j). Arguments as
-    :func:`hessian_influence`. Cost: O(n d² + d³)."""
+    `hessian_influence()`. Cost: O(n d² + d³)."""
     optimizer = root_optimizer(theta, optimizer)
     theta_hat, variant, terms, _, _ = _prepare(problem, sam, theta, optimizer, variant, root_tol,
                                                on_unverified)
@@ -335,7 +338,7 @@ def self_influence(problem: Problem, sam: SAM, theta: ArrayLike | FixedPoint, va
     The derivative of training point j's own (unweighted) loss ℓ_j(θ̂(w)) with respect to its own weight
     w_j; usually negative (up-weighting a point lowers its loss). −I_j(ℓ_j) predicts how much ℓ_j rises
     when j is removed, the usual signal for mislabelled or atypical points. Arguments as
-    :func:`hessian_influence`.
+    `hessian_influence()`.
     """
     theta_arr = theta.theta if isinstance(theta, FixedPoint) else theta
     d_theta = parameter_influence(problem, sam, theta, variant, root_tol=root_tol,
@@ -349,9 +352,9 @@ def hyperparameter_sensitivity(problem: Problem, sam: SAM, theta: ArrayLike | Fi
                                root_tol: float = ROOT_TOL, on_unverified: str = "raise",
                                optimizer: Optimizer | None = None) -> HyperparameterSensitivity:
     """dθ̂/dρ, dθ̂/dλ (optimizer) and dθ̂/dλ₂ (loss) at the root ``theta`` (equations in
-    :class:`HyperparameterSensitivity`; a per-coordinate λ gives None for its derivative).
+    `HyperparameterSensitivity`; a per-coordinate λ gives None for its derivative).
 
-    ∂ε/∂ρ = ε/ρ (every rule is linear in ρ). Same root check and arguments as :func:`hessian_influence`.
+    ∂ε/∂ρ = ε/ρ (every rule is linear in ρ). Same root check and arguments as `hessian_influence()`.
     Cost: O(d³).
     """
     optimizer = root_optimizer(theta, optimizer)

@@ -2,10 +2,10 @@
 
 Conventions
 -----------
-* G(θ; w) is the full-batch residual of :mod:`refsam.influence.linearisation` (the optimizer's residual
+* G(θ; w) is the full-batch residual of `refsam.influence.linearisation` (the optimizer's residual
   of one SAM step's descent gradient: g̃ + λθ for SGD with weight decay λ), J = ∂G/∂θ its Jacobian. A
   SAM solution θ̂ is a root, G(θ̂; w) = 0. The optimizer comes from the caller (``optimizer=``) or the
-  :class:`FixedPoint`; its weight decay is part of G, its η and momentum decide stability only.
+  `FixedPoint`; its weight decay is part of G, its η and momentum decide stability only.
 * Full-batch SAM with step η converges locally to θ̂ iff the spectral radius of I − η J is < 1.
   With momentum (μ, dampening τ) the iteration runs on (δθ_t, buf_{t−1}) and its linearisation is
 
@@ -13,15 +13,15 @@ Conventions
       Nesterov:    [[I − η(1+μ(1−τ))J,   −ημ² I], [(1−τ)J, μI]]
 
   Both blocks are polynomials in J, so each eigenvalue m of J gives the 2 × 2 matrix with m in place of
-  J, and the spectral radius is the largest modulus of their eigenvalues (:func:`spectral_radius`). At
+  J, and the spectral radius is the largest modulus of their eigenvalues (`spectral_radius()`). At
   a root the buffer is 0 and so is the step: momentum has the same roots and the same closed form.
-  :class:`FixedPoint` reports it, with ‖G(θ̂)‖ and the condition number of J: the three numbers that say
-  whether the closed-form influence (:mod:`refsam.influence.closed_form`) is exact and usable.
+  `FixedPoint` reports it, with ‖G(θ̂)‖ and the condition number of J: the three numbers that say
+  whether the closed-form influence (`refsam.influence.closed_form`) is exact and usable.
 * With no optimizer weight decay (the L2 term, if any, in the loss) the SAM or ASAM rule with ρ > 0 has
   NO root when every loss is convex (``model.convex``): a root would put ŵ at a minimiser θ* of the
   convex F + r, but then gᵀ(θ − θ*) = −gᵀε < 0, which contradicts the monotonicity of a convex
   function's gradient. Training ends in a 2-cycle around θ*.
-  :func:`solve_fixed_point` says so up front (:class:`NoFixedPointError`) instead of iterating.
+  `solve_fixed_point()` says so up front (`NoFixedPointError`) instead of iterating.
 See docs/closed_form.md for the derivation.
 """
 
@@ -90,7 +90,7 @@ class FixedPoint:
     residual : float                ‖G(θ̂; w)‖₂
     converged : bool                residual <= tol
     iterations : int                Jacobian evaluations (root-finder iterations) used
-    method : str                    "newton", "hybr", "lm"; "none" (:func:`fixed_point_diagnostics`);
+    method : str                    "newton", "hybr", "lm"; "none" (`fixed_point_diagnostics()`);
                                     "failed" (``raise_on_failure=False`` and no root found)
     tol : float                     the residual tolerance that defines ``converged``
     jacobian : array (d, d)         ∂G/∂θ at θ̂
@@ -233,7 +233,7 @@ def fixed_point_diagnostics(problem: Problem, sam: SAM, theta: ArrayLike, *,
                             weights: ArrayLike | None = None) -> FixedPoint:
     """The root diagnostics at a given θ (e.g. the end of a training run), without solving.
 
-    Returns a :class:`FixedPoint` with ``method="none"``, ``iterations=0``; ``converged`` says whether θ
+    Returns a `FixedPoint` with ``method="none"``, ``iterations=0``; ``converged`` says whether θ
     is a root to within ``tol``. ``optimizer`` (e.g. the run's, ``trajectory.optimizer()``): its weight
     decay is part of G; its η and momentum choose the iteration whose spectral radius is reported (None:
     no weight decay, no radius). Cost: two Hessians, one LU and one eigen-decomposition.
@@ -402,7 +402,7 @@ def solve_fixed_point(problem: Problem, sam: SAM, theta0: ArrayLike, *, optimize
     Raises
     ------
     NoFixedPointError
-        Up front, without iterating, when G provably has no root (:func:`no_root_reason`).
+        Up front, without iterating, when G provably has no root (`no_root_reason()`).
     FixedPointError
         When no method reaches ‖G‖ ≤ tol; ``.residual`` and ``.reason`` say how close and why.
 

@@ -4,7 +4,7 @@ Conventions
 -----------
 * Full batch, sample weights w (the problem's, unless ``weights`` is given), F_w = (1/n) Σ_i w_i ℓ_i.
 * G is the optimizer's residual of one full-batch SAM step's descent gradient
-  (:func:`refsam.training.sam_gradient`, the one home of that equation), with λ_in = ``problem.l2`` (an
+  (`refsam.training.sam_gradient()`, the one home of that equation), with λ_in = ``problem.l2`` (an
   L2 term in the loss) and λ_out = the optimizer's ``weight_decay`` (0 without an optimizer):
 
       g = ∇F_w(θ) + λ_in θ,   ŵ = θ + ε(θ; g),   G(θ; w) = ∇F_w(ŵ) + λ_in ŵ + λ_out θ
@@ -23,7 +23,7 @@ Conventions
 
   AdamW's full-batch fixed point is not SGD's root: with m = a, v = a² at stationarity its step vanishes
   where G = a/(√(a² + eps_root) + eps) + λθ = 0 elementwise (a = g̃), so D = ∂G/∂a is diagonal and
-  small wherever |a| ≫ eps (:meth:`refsam.AdamW.residual_scale`).
+  small wherever |a| ≫ eps (`refsam.AdamW.residual_scale()`).
 
   Weight decay in the optimizer only (λ_in = 0, λ_out = λ): J = H(ŵ)(I + P H(θ) + S) + λI.
 See docs/closed_form.md for the derivation.
@@ -75,7 +75,7 @@ Array = NDArray[np.float64]
 class Linearisation:
     """G and J at one θ (names in the module docstring), from the step's one linearisation.
 
-    ``part`` is the full-batch step's :class:`~refsam.training.linearised.LinearisedPerturbation` (its
+    ``part`` is the full-batch step's `LinearisedPerturbation` (its
     curvatures at θ and ŵ, P, S and every product); residual = G (d,), jacobian = J (d, d);
     lam_in, lam_out: floats or arrays (d,).
     """
@@ -126,10 +126,10 @@ def linearise(problem: Problem, sam: SAM, theta: Array, weights: ArrayLike | Non
               optimizer: Optimizer | None = None) -> Linearisation:
     """G and J at θ (module docstring) on the full batch; trusts its inputs.
 
-    J = M + λ_out I with M the step's :meth:`~refsam.training.linearised.LinearisedPerturbation.jacobian`
+    J = M + λ_out I with M the step's `jacobian()`
     (the one formula). Cost: two Hessians and one d × d matrix product. ``terms``: the full-batch step at
     θ if the caller has it already (its g and ŵ are used as given). ``curvature``: builds C(x) from the
-    derivatives at x (:mod:`refsam.influence.operators`); None: the exact Hessian. ``optimizer``: whose
+    derivatives at x (`refsam.influence.operators`); None: the exact Hessian. ``optimizer``: whose
     weight decay is λ_out (None: 0).
     """
     g, w_hat = (None, None) if terms is None else (terms.g, terms.w_hat)
@@ -145,7 +145,7 @@ def linearise(problem: Problem, sam: SAM, theta: Array, weights: ArrayLike | Non
 
 
 def scale_rows(D: float | Array, A: Array) -> Array:
-    """D A for the diagonal D of :class:`Linearisation` (a float or (d,)), A (d,) or (d, k)."""
+    """D A for the diagonal D of `Linearisation` (a float or (d,)), A (d,) or (d, k)."""
     if isinstance(D, float):
         return A if D == 1.0 else D * A
     return D[:, None] * A if A.ndim == 2 else D * A
@@ -230,7 +230,7 @@ GRAY_ZONE = 100.0  # estimates within this factor of COND_WARN are confirmed by 
 
 
 def factorise(J: Array) -> Factorised:
-    """LU of J with its condition number (module docstring of :class:`Factorised`)."""
+    """LU of J with its condition number (module docstring of `Factorised`)."""
     d = J.shape[0]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", scipy.linalg.LinAlgWarning)  # exact zero pivot: judged below

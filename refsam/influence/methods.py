@@ -3,7 +3,7 @@
 Every method estimates the same quantity, I_j(f) = ∂ f(θ_final(w)) / ∂ w_j at w = 1 (removing j changes
 f by about −I_j(f)). A method has one canonical name (lower case, underscores), which is also its output
 name in the reference cases; the API call it stands for; whether it is exact for its target; and the
-0.1 spellings still accepted (:func:`method_info` resolves any of them).
+0.1 spellings still accepted (`method_info()` resolves any of them).
 
 ====================  ===========  ======================================  =====  ==========================
 name                  target       call                                    exact  also accepted
@@ -20,7 +20,7 @@ tracin                the run      trajectory_influence(method=…)          no
 tracin_unperturbed    the run      trajectory_influence(method=…)          no     tracin-unperturbed
 ====================  ===========  ======================================  =====  ==========================
 
-The table is :data:`METHOD_TABLE`; everything else here is derived from it.
+The table is `METHOD_TABLE`; everything else here is derived from it.
 """
 
 from __future__ import annotations

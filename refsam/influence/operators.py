@@ -2,7 +2,7 @@
 
 Conventions
 -----------
-* Names as in :mod:`refsam.influence.linearisation`: at θ (a root θ̂ for the closed form), g = ∇F_w(θ) +
+* Names as in `refsam.influence.linearisation`: at θ (a root θ̂ for the closed form), g = ∇F_w(θ) +
   λ_in θ, ŵ = θ + ε(θ; g), P = ∂ε/∂g (symmetric), S = ∂ε/∂θ|_g, K_C(x) = C(x) + λ_in I, where C(x) is
   the **curvature** at x — the Hessian H(x) = ∇²F_w(x) itself, or an approximation of it:
 
@@ -13,7 +13,7 @@ Conventions
       "ekfac"         the eigenbases Q_A ⊗ Q_S of K-FAC with the exact Gauss–Newton diagonal in them
                       (George et al. 2018; Grosse et al. 2023)
 
-  (x̃, δ_r: :class:`refsam.models.LayerFactors`.) The Kronecker curvatures are block-diagonal over
+  (x̃, δ_r: `refsam.models.LayerFactors`.) The Kronecker curvatures are block-diagonal over
   layers; they are exact for one layer and one training point.
 * Where SAM's terms go when C replaces H: **everywhere H appears**, at both points,
 
@@ -22,7 +22,7 @@ Conventions
       "frozen": J_C = C(ŵ) + Λ, G_w = ∇ℓ(ŵ)/n;    "erm": J_C = C(θ) + Λ, G_w = ∇ℓ(θ)/n   (symmetric)
 
   (Λ = λI, or diag(λ_i) per coordinate.) With AdamW's fixed point every J_C is D (C + λ_in I) + λ_out I
-  and every G_w carries D (the diagonal ∂G/∂g̃ of :mod:`refsam.influence.linearisation`).
+  and every G_w carries D (the diagonal ∂G/∂g̃ of `refsam.influence.linearisation`).
   So K-FAC/EK-FAC of the "frozen" variant is what a large-scale implementation that treats ε as a
   constant computes (kronfluence at ŵ; its inverse is closed-form in
   the Kronecker eigenbasis, here a dense solve of the same matrix), and the "full" variant keeps SAM's
@@ -175,7 +175,7 @@ class Curvature:
 
 def curvature_at(problem: Problem, x: Array, kind: str = "exact",
                  count: list[int] | None = None) -> Curvature:
-    """The curvature ``kind`` (:data:`CURVATURES`) of the full-batch data term F_w at x."""
+    """The curvature ``kind`` (`CURVATURES`) of the full-batch data term F_w at x."""
     kind = check_choice("curvature", kind, CURVATURES)
     return Curvature(kind, problem.at(x), [0] if count is None else count)
 
@@ -313,11 +313,11 @@ def _columns(V: Any) -> tuple[Array, bool]:
 
 def system_operators(problem: Problem, sam: SAM, theta: ArrayLike | FixedPoint, variant: str = "full",
                      curvature: str = "exact", *, optimizer: Optimizer | None = None) -> SystemOperators:
-    """The closed form's J_C, J_Cᵀ and ∂G/∂w at ``theta`` as LinearOperators (:class:`SystemOperators`).
+    """The closed form's J_C, J_Cᵀ and ∂G/∂w at ``theta`` as LinearOperators (`SystemOperators`).
 
     Nothing d × d is formed for ``curvature="exact"`` or ``"gauss_newton"``; K-FAC and EK-FAC form their
     Kronecker factors only. ``theta`` need not be a root (the operators are those of the linearisation
-    at θ); :func:`refsam.hessian_influence` checks the root before it solves. ``optimizer`` (default: a
+    at θ); `refsam.hessian_influence()` checks the root before it solves. ``optimizer`` (default: a
     FixedPoint's) gives λ_out.
     """
     if isinstance(theta, FixedPoint):

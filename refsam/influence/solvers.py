@@ -2,8 +2,8 @@
 
 Conventions
 -----------
-* ``op`` is a LinearOperator for Jᵀ (:class:`refsam.influence.operators.SystemOperators`), ``B`` the test
-  gradients (d, m). A solver returns V (d, m) and a :class:`SolveInfo`. Cost is counted in curvature
+* ``op`` is a LinearOperator for Jᵀ (`refsam.influence.operators.SystemOperators`), ``B`` the test
+  gradients (d, m). A solver returns V (d, m) and a `SolveInfo`. Cost is counted in curvature
   products (Hessian-vector products for the exact curvature): a "full" SAM Jᵀv costs two.
 * Solvers (``solver=``; options are keyword arguments, SciPy's names where SciPy has them):
 

@@ -7,10 +7,10 @@ Conventions
   used: θ_0, the batches B_t and the learning rates η_t. −I_j(f) predicts the change of f when j is
   removed (Δw_j = −1). Test functions are the per-sample test losses f_k(θ) = ℓ(z_k^test, θ);
   results have shape (n_train, n_test); the parameter target dθ_T/dw_j has shape (n_train, d).
-* One step (:mod:`refsam.training.step`), F_t = F_{B_t,w}, H_t(·) = ∇²F_t (data term, weighted by
+* One step (`refsam.training.step`), F_t = F_{B_t,w}, H_t(·) = ∇²F_t (data term, weighted by
   w), c_{t,j} = 1[j ∈ B_t]/|B_t| (the derivative of w_j/|B_t|), λ_in = ``problem.l2`` (the loss's L2),
   λ_out = the optimizer's weight decay; written here for SGD without momentum (the optimizer's own
-  update and its derivatives, :mod:`refsam.training.optimizers`, take over after g̃_t):
+  update and its derivatives, `refsam.training.optimizers`, take over after g̃_t):
 
       g_t = ∇F_t(θ_t) + λ_in θ_t       ε_t = ε(θ_t; g_t)       ŵ_t = θ_t + ε_t
       g̃_t = ∇F_t(ŵ_t) + λ_in ŵ_t                     θ_{t+1} = θ_t − η_t [g̃_t + λ_out θ_t]
@@ -23,26 +23,26 @@ Conventions
 
   (With E_t = P_t K_t(θ_t) + S_t this is A_t = I − η_t [K_t(ŵ_t)(I + E_t) + λ_out I], the step form of
   J = ∂G/∂θ; every product above is a batch derivative of ``problem.at(x, B_t)``.) The one home of
-  these Jacobians is :class:`refsam.training.linearised.SAMStep`; this module runs its recursions.
-* Methods (``method=``; the method table :mod:`refsam.influence.methods`; hyphens are accepted for
+  these Jacobians is `refsam.training.linearised.SAMStep`; this module runs its recursions.
+* Methods (``method=``; the method table `refsam.influence.methods`; hyphens are accepted for
   underscores, "first-order" = "first_order"):
 
       "adjoint"   reverse recursion, exact:  v_T = ∇f(θ_T);  for t = T−1 … 0:
                       I_j += v_{t+1}ᵀ b_{t,j};   v_t = A_tᵀ v_{t+1}
                   Per step: 2 batch Hessian-vector products, 2 batch Jacobian-vector products, O(d)
                   SAM-rule products (g_t from ε_t and the stored ‖g_t‖; one batch gradient where the
-                  run cannot give it, :func:`_stored_gradient`). No d×d matrix; memory is the
+                  run cannot give it, `_stored_gradient()`). No d×d matrix; memory is the
                   trajectory plus O(n + d) per test function. All test functions run together.
       "forward"   tangent recursion, exact:  Θ̇_0 = 0, Θ̇_{t+1} = A_t Θ̇_t + b_t, dθ_T/dw = Θ̇_T (d, n):
                   n tangents at once; a cross-check of the adjoint (it applies A_t, not A_tᵀ).
       "autodiff"  autograd through a re-implementation of the training loop written with
-                  Problem.objective and SAM.perturbation only (:mod:`refsam.influence.autodiff`):
+                  Problem.objective and SAM.perturbation only (`refsam.influence.autodiff`):
                   independent of every formula above. Slow (O(T) tape, one reverse pass per test
                   function); for tests.
       "first_order"              A_t ≈ I and the inner term K P ∇ℓ_j(θ_t) dropped, test gradient at θ_T:
                                      I_j ≈ −Σ_t γ_t c_{t,j} ∇ℓ_j(ŵ_t)ᵀ ∇f(θ_T)
                                  (γ_t = η_t without momentum; with momentum the total weight of step
-                                 t's direction in θ_T, :func:`step_weights`)
+                                 t's direction in θ_T, `step_weights()`)
       "first_order_unperturbed"  the same with ∇ℓ_j(θ_t) in place of ∇ℓ_j(ŵ_t)
       "tracin"                   TracIn: like first_order but the test gradient is taken at the same
                                  checkpoint as the training gradient:  −Σ_t η_t c_{t,j} ∇ℓ_j(ŵ_t)ᵀ ∇f(ŵ_t)
@@ -109,7 +109,7 @@ def trajectory_influence(problem: Problem, trajectory: Trajectory, X_test: Array
     y_test : int array (m,)
         Their labels.
     method : str
-        One of :data:`~refsam.influence.methods.TRAJECTORY_METHODS` (see the module docstring):
+        One of `TRAJECTORY_METHODS` (see the module docstring):
         "adjoint" (default, exact, fastest),
         "forward" and "autodiff" (exact cross-checks), or an approximation: "first_order",
         "first_order_unperturbed", "tracin", "tracin_unperturbed".
@@ -124,8 +124,8 @@ def trajectory_influence(problem: Problem, trajectory: Trajectory, X_test: Array
         the checkpoint at its first step:  I_j ≈ −Σ_s ∇ℓ_j(x_{a_s})ᵀ ∇f(x_{a_s}) Σ_{t∈s} γ_t c_{t,j},
         x = ŵ (or θ for "tracin_unperturbed"). k = T is the per-step TracIn.
     verify : bool
-        First replay the run (:meth:`~refsam.Trajectory.verify`, one training run, remembered per run)
-        and refuse, with :class:`~refsam.training.trajectory.UnverifiedRunError`, a run that its replay
+        First replay the run (`verify()`, one training run, remembered per run)
+        and refuse, with `UnverifiedRunError`, a run that its replay
         does not reproduce (an edited θ_t or ε_t, a changed configuration, another problem): its
         derivative would be the derivative of no run. ``verify=False`` differentiates the record as it
         is (e.g. a run recorded by another framework whose rounding differs by more than 1e-9).
@@ -176,7 +176,7 @@ def trajectory_parameter_influence(problem: Problem, trajectory: Trajectory, met
 
     ``method`` is "adjoint" (d adjoint vectors, one per coordinate of θ_T: a (d, d) block), "forward"
     (n tangents: a (d, n) block — the cheaper choice when n < d) or "autodiff"; all three are exact.
-    Other arguments (``verify`` included) as :func:`trajectory_influence`.
+    Other arguments (``verify`` included) as `trajectory_influence()`.
     """
     method = _check_method(method, TRAJECTORY_EXACT)
     problem = check_run(problem, trajectory, verify, "trajectory_parameter_influence")
@@ -196,8 +196,8 @@ def trajectory_hyperparameter_sensitivity(problem: Problem, trajectory: Trajecto
     recorded run, each shape (d,) (None for a λ that is per coordinate): the run's own hypergradients.
 
     The same run (θ_0, batches B_t, η_t, rule, optimizer) re-run at ρ + dρ, λ + dλ or λ₂ + dλ₂; exact for
-    any batch schedule, converged or not — where the closed form (:func:`~refsam.hyperparameter_sensitivity`)
-    needs a root. Three tangent columns of the forward recursion (:func:`_tangents`), started at Θ̇_0 = 0,
+    any batch schedule, converged or not — where the closed form (`hyperparameter_sensitivity()`)
+    needs a root. Three tangent columns of the forward recursion (`_tangents()`), started at Θ̇_0 = 0,
     with the hyper-parameters' own terms added at every step:
 
         ġ  = K_t(θ_t) Θ̇ + [θ_t in the λ₂ column]                          (g = ∇F + λ₂ θ)
@@ -206,7 +206,7 @@ def trajectory_hyperparameter_sensitivity(problem: Problem, trajectory: Trajecto
 
     then the optimizer's tangent with θ_t in the λ column (d_t = g̃_t + λθ_t). A validation loss f(θ_T)
     has the hypergradients ∇f(θ_T)ᵀ d_rho, ∇f(θ_T)ᵀ d_weight_decay and ∇f(θ_T)ᵀ d_l2. Cost: about 2
-    Hessian-vector products per step per column. ``verify`` as in :func:`trajectory_influence`.
+    Hessian-vector products per step per column. ``verify`` as in `trajectory_influence()`.
     """
     problem = check_run(problem, trajectory, verify, "trajectory_hyperparameter_sensitivity")
     optimizer = trajectory.optimizer()
@@ -230,7 +230,7 @@ def _check_method(method: object, allowed: tuple[str, ...]) -> str:
 
 def check_run(problem: object, trajectory: object, verify: bool = False, what: str = "") -> Problem:
     """Check that ``trajectory`` was recorded on ``problem`` (with ``verify``: that its replay reproduces
-    it, else :class:`~refsam.training.trajectory.UnverifiedRunError` naming ``what``) and return the
+    it, else `UnverifiedRunError` naming ``what``) and return the
     problem at the run's weights (where every trajectory derivative is taken)."""
     problem = check_problem(problem)
     trajectory = check_trajectory(trajectory)
@@ -252,9 +252,9 @@ def _progress(t_done: int, steps: int, what: str, enabled: bool) -> None:
 # -- one step, from the record -----------------------------------------------------------------------
 
 def _step(problem: Problem, trajectory: Trajectory, sam: SAM, t: int) -> SAMStep:
-    """Step t of the recorded run as a :class:`~refsam.training.linearised.SAMStep`, built from the
+    """Step t of the recorded run as a `SAMStep`, built from the
     stored θ_t, the optimizer's state before it, and (one perturbation) the stored ε_t: ŵ_t = θ_t + ε_t
-    as recorded, g_t rebuilt from ε_t where the rule allows (:func:`_stored_gradient`), else recomputed
+    as recorded, g_t rebuilt from ε_t where the rule allows (`_stored_gradient()`), else recomputed
     (one batch gradient). Warns where g_t is round-off-level cancellation."""
     theta = trajectory.thetas[t]
     single = sam.m_sharpness is None or len(trajectory.batches[t]) <= sam.m_sharpness
@@ -294,7 +294,7 @@ def _adjoint(problem: Problem, trajectory: Trajectory, V_T: Array, progress: boo
     """Reverse recursion for the k functions whose gradients at θ_T are the columns of V_T (d, k).
 
     Returns I (n, k) with I[j, :] = Σ_t (∂θ_{t+1}/∂w_j)ᵀ v_{t+1}: from v_T = V_T and the optimizer state's
-    adjoint 0 (f depends on θ_T only), each step back is :meth:`SAMStep.vjp` — the optimizer's VJP (for SGD
+    adjoint 0 (f depends on θ_T only), each step back is `SAMStep.vjp()` — the optimizer's VJP (for SGD
     without momentum D = −η_t v_{t+1}, the adjoint of g̃_t), then per perturbation
         Q = K_t(ŵ_t) D,   PQ = P_t Q
         I_j += c_{t,j} [∇ℓ_j(ŵ_t)ᵀ D + ∇ℓ_j(θ_t)ᵀ PQ]
@@ -359,7 +359,7 @@ def _tangents(problem: Problem, trajectory: Trajectory, width: int, sources: _So
               label: str, dlam: Array | None = None) -> Array:
     """The tangent recursion through the recorded run for ``width`` parameters at once; Θ̇_T, (d, width).
 
-    Each step is :meth:`SAMStep.jvp`: per perturbation (``sources`` add each parameter's own terms)
+    Each step is `SAMStep.jvp()`: per perturbation (``sources`` add each parameter's own terms)
         ġ  = K_t(θ_t) Θ̇ + [sources]
         ŵ̇  = Θ̇ + P_t ġ + S_t Θ̇ + [sources]
         ġ̃_C = K_t(ŵ_t) ŵ̇ + [sources]
@@ -378,7 +378,7 @@ def _tangents(problem: Problem, trajectory: Trajectory, width: int, sources: _So
 
 def _forward(problem: Problem, trajectory: Trajectory, progress: bool) -> Array:
     """Tangent recursion for all n training points at once (column j: dθ_t/dw_j, with
-    :class:`_WeightSources`); returns dθ_T/dw as (n, d)."""
+    `_WeightSources`); returns dθ_T/dw as (n, d)."""
     tangents = _tangents(problem, trajectory, problem.n, _WeightSources(), progress, "forward")  # (d, n)
     return np.ascontiguousarray(tangents.T)
 
@@ -411,7 +411,7 @@ def step_weights(trajectory: Trajectory) -> Array:
 def _approximation(problem: Problem, trajectory: Trajectory, X_test: Array, y_test: Any, method: str,
                    progress: bool, checkpoints: int | None = None) -> Array:
     """First-order and TracIn sums −Σ_t η_t c_{t,j} ∇ℓ_j(x_t)ᵀ ∇f(y_t) (module docstring); TracIn with
-    ``checkpoints`` (see :func:`trajectory_influence`)."""
+    ``checkpoints`` (see `trajectory_influence()`)."""
     at_w_hat = not method.endswith("_unperturbed")
     tracin = method.startswith("tracin")
     if checkpoints is not None:

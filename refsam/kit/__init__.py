@@ -1,10 +1,10 @@
 """The oracle kit: a versioned suite of small reference cases, the checker for external scores, and (in
-:mod:`refsam.kit.testing`, with the test extra) hypothesis strategies and a derivative oracle.
+`refsam.kit.testing`, with the test extra) hypothesis strategies and a derivative oracle.
 
 A *case* is one tiny SAM run recorded completely — data, θ_0, configuration, batch schedule, learning
 rates, the trajectory — together with the exact influence refsam computes for it and a finite-difference
 ground truth. A faster implementation (PyTorch, JAX, …) reads the cases with plain numpy and json, computes
-its own influence scores, and :func:`check_scores` compares them (``refsam check DIR --scores FILE``).
+its own influence scores, and `check_scores()` compares them (``refsam check DIR --scores FILE``).
 
 Conventions
 -----------
@@ -35,8 +35,8 @@ found and verified
 (‖G(θ̂)‖ ≤ 1e-10 and closed form = re-solved finite differences ≤ 1e-6); the manifest says why otherwise.
 The full schema is documented in docs/validating.md.
 
-Trust: :func:`check_scores` grades against references it recomputes from the suite's recipe
-(:func:`refsam.kit.suite.recompute_case`), takes the suite's ids from :data:`CASE_SPECS`, and refuses
+Trust: `check_scores()` grades against references it recomputes from the suite's recipe
+(`refsam.kit.suite.recompute_case()`), takes the suite's ids from `CASE_SPECS`, and refuses
 a case whose files disagree with the recomputation; the hashes only catch corruption early.
 """
 

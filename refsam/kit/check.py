@@ -1,10 +1,10 @@
 """Checking an implementation's influence scores against the reference suite (``refsam check``).
 
 Trust: the verdict derives from refsam, not from the files. The suite's case ids, their count and which
-outputs each case has come from refsam's code (:data:`refsam.kit.suite.CASE_SPECS`); every graded
-reference is recomputed from the case's recipe (:func:`refsam.kit.suite.recompute_case`), and a case
+outputs each case has come from refsam's code (`refsam.kit.suite.CASE_SPECS`); every graded
+reference is recomputed from the case's recipe (`refsam.kit.suite.recompute_case()`), and a case
 whose stored files disagree with the recomputation is refused
-(:func:`refsam.kit.files.verify_against_recipe`).
+(`refsam.kit.files.verify_against_recipe()`).
 A suite case absent from the directory is a failure, unless ``cases`` selects a subset by name (the
 summary then says "k of N cases").
 
@@ -58,7 +58,7 @@ class CaseCheck:
 
 @dataclass(frozen=True)
 class CheckReport:
-    """Per-case results of :func:`check_scores`; ``passed`` iff every compared case passed."""
+    """Per-case results of `check_scores()`; ``passed`` iff every compared case passed."""
 
     target: str
     results: tuple[Any, ...]
@@ -188,7 +188,7 @@ def check_scores(directory: str | os.PathLike[str], scores: str | os.PathLike[st
     Parameters
     ----------
     directory : path
-        A directory written by :func:`export_cases`; its manifest and every file's sha256 are verified.
+        A directory written by `export_cases()`; its manifest and every file's sha256 are verified.
     scores : path or mapping
         An ``.npz`` (loaded with ``allow_pickle=False``) or a dict holding one array per case id, shape
         (n_train, n_test), entry [j, k] = I_j(loss of test point k) — or (n_train, n_params) for the
@@ -214,7 +214,7 @@ def check_scores(directory: str | os.PathLike[str], scores: str | os.PathLike[st
     Returns
     -------
     CheckReport
-        ``.passed``, ``.results`` (one :class:`CaseCheck` per case) and ``.table()``.
+        ``.passed``, ``.results`` (one `CaseCheck` per case) and ``.table()``.
 
     Raises
     ------

@@ -6,9 +6,9 @@ tolerance a comparison against it should use, and the sha256 of the manifest its
 with ``allow_pickle=False``. The full schema is documented in docs/validating.md.
 
 Nothing here is trusted for a verdict: the hashes catch corruption and careless edits, and
-:func:`verify_against_recipe` binds each case (id ↔ file ↔ arrays ↔ manifest entry) to what refsam's
-recipe computes for that id (:func:`refsam.kit.suite.recompute_case`), which is what
-:func:`refsam.kit.check_scores` grades against.
+`verify_against_recipe()` binds each case (id ↔ file ↔ arrays ↔ manifest entry) to what refsam's
+recipe computes for that id (`refsam.kit.suite.recompute_case()`), which is what
+`refsam.kit.check_scores()` grades against.
 """
 
 from __future__ import annotations
@@ -110,7 +110,7 @@ def export_cases(directory: str | os.PathLike[str], cases: str | None = None,
         cases' names that refsam did not write, and symbolic links there.
     executor, n_jobs :
         Run the self-checks' finite-difference loops on a concurrent.futures executor or a pool of
-        ``n_jobs`` processes (:mod:`refsam.ground_truth.parallel`): the same bytes are written.
+        ``n_jobs`` processes (`refsam.ground_truth.parallel`): the same bytes are written.
 
     Returns
     -------
@@ -490,7 +490,7 @@ def verify_against_recipe(case: ReferenceCase) -> tuple[dict[str, Any], dict[str
 
     The case's manifest entry must define the same case (model, rule, ρ, κ, the loss's l2, the optimizer,
     batching, steps, preset, sizes; the same outputs, each naming the same array with the same shape and
-    tolerance) and its file must hold the same arrays, equal to what :func:`recompute_case` computes
+    tolerance) and its file must hold the same arrays, equal to what `recompute_case()` computes
     (integers exactly, floats to ``RTOL_CASE_RECOMPUTE`` relative: bit for bit on the exporting
     machine). Raises CaseFileError naming the file and the first disagreement: the directory was edited,
     or written by a different refsam (re-export it with this one).
@@ -560,7 +560,7 @@ class ReferenceCase:
         return [flat[offsets[t]:offsets[t + 1]] for t in range(len(offsets) - 1)]
 
     def reference(self, target: str = "trajectory") -> NDArray[np.float64]:
-        """The stored output ``target`` (see :data:`TARGETS`), shape (n_train, n_test)."""
+        """The stored output ``target`` (see `TARGETS`), shape (n_train, n_test)."""
         if target not in self.meta["outputs"]:
             raise InvalidInputError(f"case {self.case_id!r} has no output {target!r}; it has "
                              f"{sorted(self.meta['outputs'])} ({self.meta.get('closed_form_status', '')})")

@@ -4,10 +4,10 @@ The suite spans model (logistic, softmax, mlp) × rule (sam, usam, asam) × pena
 optimizer's ``weight_decay``, or as the loss's ``l2``) × batching (full, minibatch) — 36 cases with
 plain SGD — plus, on minibatches with the optimizer's weight decay, 6 momentum cases (model × heavy
 ball, Nesterov; μ = 0.9) and 9 preset cases (model × the presets
-of the public implementations, :mod:`refsam.training.presets`, with heavy-ball momentum). Each has
-n_train = 12, n_test = 3, d ≤ 20, T = 20. :func:`make_run` is the deterministic recipe of one case;
-:func:`build_case` adds the exact influence and the ground truth, refusing to return a case whose
-self-check fails. Files are :mod:`refsam.kit.files`.
+of the public implementations, `refsam.training.presets`, with heavy-ball momentum). Each has
+n_train = 12, n_test = 3, d ≤ 20, T = 20. `make_run()` is the deterministic recipe of one case;
+`build_case()` adds the exact influence and the ground truth, refusing to return a case whose
+self-check fails. Files are `refsam.kit.files`.
 """
 
 from __future__ import annotations
@@ -360,7 +360,7 @@ _SPECS_BY_ID = {spec.case_id: spec for spec in CASE_SPECS}
 
 
 def recompute_case(case_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(arrays, manifest entry) of the case ``case_id`` computed by :func:`build_case` in this process —
+    """(arrays, manifest entry) of the case ``case_id`` computed by `build_case()` in this process —
     what ``refsam check`` grades against, never the stored files. Remembered per process (the recipe is
     code: the same id gives the same case, whichever executor ran its self-checks); read-only arrays."""
     if case_id not in _RECOMPUTED:
@@ -373,7 +373,7 @@ def recompute_case(case_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 def remember_case(case_id: str, arrays: dict[str, Any], entry: dict[str, Any]) -> None:
-    """Keep a case :func:`build_case` computed in this process (export does) for :func:`recompute_case`."""
+    """Keep a case `build_case()` computed in this process (export does) for `recompute_case()`."""
     frozen = {key: np.array(value) for key, value in arrays.items()}
     for value in frozen.values():
         value.flags.writeable = False

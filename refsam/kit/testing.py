@@ -11,19 +11,19 @@ never imports it, so the runtime dependencies stay numpy, scipy and autograd.
 
 Strategies
 ----------
-``problems(...)``       a :class:`~refsam.Problem`: logistic, softmax or MLP model, X with bounded
+``problems(...)``       a `Problem`: logistic, softmax or MLP model, X with bounded
                         entries, valid labels, the loss's λ (``l2``), optional sample weights.
-``sam_configs(...)``    a :class:`~refsam.SAM`: rule, ρ, κ.
-``optimizers(steps)``   a :class:`~refsam.SGD`: η (constant or per step), weight decay, momentum.
-``trajectories(...)``   a pair ``(problem, trajectory)``: a short recorded :func:`~refsam.train` run.
+``sam_configs(...)``    a `SAM`: rule, ρ, κ.
+``optimizers(steps)``   a `SGD`: η (constant or per step), weight decay, momentum.
+``trajectories(...)``   a pair ``(problem, trajectory)``: a short recorded `train()` run.
 
-``influence_problems(...)``  an :class:`InfluenceProblem` (problem, sam, trajectory, X_test, y_test):
+``influence_problems(...)``  an `InfluenceProblem` (problem, sam, trajectory, X_test, y_test):
                         a drawn run plus test points — everything an influence method takes.
 ``suite_cases(pattern)`` one of the oracle kit's 51 reference-case configurations, as an InfluenceProblem.
 
 Helpers
 -------
-``rel_err(a, b)``       refsam's relative error ‖a − b‖_∞ / max(‖b‖_∞, 1e-300) (:mod:`refsam.tolerances`).
+``rel_err(a, b)``       refsam's relative error ‖a − b‖_∞ / max(‖b‖_∞, 1e-300) (`refsam.tolerances`).
 ``check_grads(model, theta, X, y, c)``  the derivative oracle: every product of ``model.at(...)`` against
                         autograd on ``model.losses`` and against central finite differences.
 ``assert_influence_close(actual, desired, rtol, atol, err_msg)``  the ``refsam check`` criterion as
@@ -91,7 +91,7 @@ def problems(draw: Any, kinds: tuple[str, ...] = MODEL_KINDS, min_n: int = 2, ma
              max_features: int = 3, max_classes: int = 3, max_abs_x: float = 2.0,
              l2s: tuple[float, ...] = (0.0, 0.0, 1e-2, 0.1), weighted: bool | None = None,
              activations: tuple[str, ...] = ACTIVATIONS, max_depth: int = 2, max_width: int = 3) -> Problem:
-    """A small random :class:`~refsam.Problem`.
+    """A small random `Problem`.
 
     Parameters
     ----------
@@ -138,7 +138,7 @@ def problems(draw: Any, kinds: tuple[str, ...] = MODEL_KINDS, min_n: int = 2, ma
 @st.composite
 def sam_configs(draw: Any, rules: tuple[str, ...] = RULES, min_rho: float = 0.0, max_rho: float = 0.3,
                 min_kappa: float = 1e-3, max_kappa: float = 1.0, conventions: bool | None = False) -> SAM:
-    """A :class:`~refsam.SAM` with rule from ``rules``, ρ in [min_rho, max_rho], κ in [min_kappa, max_kappa].
+    """A `SAM` with rule from ``rules``, ρ in [min_rho, max_rho], κ in [min_kappa, max_kappa].
 
     Pass ``min_rho > 0`` when the property needs a genuine perturbation (‖ε‖ = ρ, say); with the
     default ``min_rho = 0`` the boundary ρ = 0 (plain (S)GD) is among the draws. ``conventions``:
@@ -162,7 +162,7 @@ def sam_configs(draw: Any, rules: tuple[str, ...] = RULES, min_rho: float = 0.0,
 @st.composite
 def optimizers(draw: Any, steps: int, max_lr: float = 0.3, per_step_lr: bool | None = None,
                weight_decays: tuple[float, ...] = (0.0, 1e-2, 0.1), momentum: bool | None = False) -> SGD:
-    """A :class:`~refsam.SGD` for a run of ``steps`` steps.
+    """A `SGD` for a run of ``steps`` steps.
 
     η is drawn from [1e-3, max_lr], constant or (``per_step_lr``; None: either) one value per step; the
     weight decay from ``weight_decays``; ``momentum`` True: μ in [0.5, 0.95], Nesterov or not, dampening 0
@@ -191,11 +191,11 @@ def trajectories(draw: Any, problem_strategy: Any = None, sam_strategy: Any = No
     Parameters
     ----------
     problem_strategy, sam_strategy : strategies, optional
-        Default :func:`problems` and :func:`sam_configs`.
+        Default `problems()` and `sam_configs()`.
     min_steps, max_steps : int
         Range of T.
     max_lr, per_step_lr, momentum, weight_decays :
-        The optimizer's, as :func:`optimizers` draws it.
+        The optimizer's, as `optimizers()` draws it.
     minibatch : bool or None
         True: a batch size in 1..n (seeded per-epoch shuffles, possibly a smaller last batch);
         False: full batch; None: either.
@@ -203,7 +203,7 @@ def trajectories(draw: Any, problem_strategy: Any = None, sam_strategy: Any = No
     Notes
     -----
     Draws where a batch gradient is exactly zero under the SAM/ASAM rule (ε undefined, refsam raises
-    :class:`~refsam.ZeroGradientError`) or the run diverges are rejected, not returned.
+    `ZeroGradientError`) or the run diverges are rejected, not returned.
     """
     problem = draw(problems() if problem_strategy is None else problem_strategy)
     sam = draw(sam_configs() if sam_strategy is None else sam_strategy)
@@ -230,7 +230,7 @@ def assert_influence_close(actual: ArrayLike, desired: ArrayLike, rtol: float = 
 
     Passes iff ``max|actual − desired| ≤ atol + rtol · max|desired|`` — the criterion of
     ``refsam check`` (rel_err over the whole array, so tiny entries need no special care).
-    ``desired`` is the reference (e.g. refsam's :func:`~refsam.trajectory_influence`); arrays are
+    ``desired`` is the reference (e.g. refsam's `trajectory_influence()`); arrays are
     typically (n_train, n_test), entry [j, k] = I_j(f_k), but any matching shapes work.
 
     On failure the AssertionError states the error and the tolerance, how many entries are off, the
@@ -317,7 +317,7 @@ class InfluenceProblem(NamedTuple):
 @st.composite
 def influence_problems(draw: Any, trajectory_strategy: Any = None, min_test: int = 1, max_test: int = 3,
                        max_abs_x: float = 2.0) -> InfluenceProblem:
-    """An :class:`InfluenceProblem`: a drawn run (default :func:`trajectories`) plus m ∈ [min_test,
+    """An `InfluenceProblem`: a drawn run (default `trajectories()`) plus m ∈ [min_test,
     max_test] test points with entries in [−max_abs_x, max_abs_x] and labels valid for the model."""
     problem, trajectory = draw(trajectories() if trajectory_strategy is None else trajectory_strategy)
     m = draw(st.integers(min_test, max_test))
@@ -327,8 +327,8 @@ def influence_problems(draw: Any, trajectory_strategy: Any = None, min_test: int
 
 
 def suite_cases(pattern: str | None = None) -> st.SearchStrategy[InfluenceProblem]:
-    """One of the oracle kit's reference-case configurations (:mod:`refsam.kit`), recorded afresh, as an
-    :class:`InfluenceProblem`. ``pattern`` selects case ids (``"mlp-*"``). Deterministic per case."""
+    """One of the oracle kit's reference-case configurations (`refsam.kit`), recorded afresh, as an
+    `InfluenceProblem`. ``pattern`` selects case ids (``"mlp-*"``). Deterministic per case."""
     from .suite import make_run, select_specs
 
     def build(spec: Any) -> InfluenceProblem:
@@ -347,8 +347,8 @@ def check_grads(model: Model, theta: ArrayLike, X: ArrayLike, y: ArrayLike, c: A
     """Assert that ``model.at(theta, X, y, c)`` computes the derivatives of ``model.losses``.
 
     Like autograd's ``check_grads``, but for refsam's derivative protocol: every product of the model's
-    :class:`~refsam.models.BatchDerivatives` — ``grad``, ``per_sample_grads``, ``hvp``, ``jvp``,
-    ``hvp_and_jvp``, ``hessian`` — is compared with :class:`~refsam.models.AutogradDerivatives`
+    `BatchDerivatives` — ``grad``, ``per_sample_grads``, ``hvp``, ``jvp``,
+    ``hvp_and_jvp``, ``hessian`` — is compared with `AutogradDerivatives`
     (autograd on ``losses``, independent of any hand derivation) to ``rtol``, along ``n_directions``
     seeded random directions; with ``finite_differences`` also the gradient and the Hessian-vector
     product with central differences of the loss and of the gradient (h = 1e-6, rtol 1e-5), an oracle

@@ -1,10 +1,10 @@
 """Models: per-sample losses on one flat float64 θ, each with the one object that owns its derivatives.
 
-* :class:`Model` — the protocol and the autograd defaults (any user model: define ``losses``,
-  ``n_params``, ``n_classes``); :class:`BatchDerivatives` — what ``model.at(theta, X, y, c)`` returns.
-* :class:`LogisticRegression`, :class:`SoftmaxRegression` — hand-written gradients and Hessians.
-* :class:`MLP` — hand-written backpropagation, the R-operator and the layer-wise exact Hessian.
-* :func:`build_model`, :func:`model_from_spec` — the one factory.
+* `Model` — the protocol and the autograd defaults (any user model: define ``losses``,
+  ``n_params``, ``n_classes``); `BatchDerivatives` — what ``model.at(theta, X, y, c)`` returns.
+* `LogisticRegression`, `SoftmaxRegression` — hand-written gradients and Hessians.
+* `MLP` — hand-written backpropagation, the R-operator and the layer-wise exact Hessian.
+* `build_model()`, `model_from_spec()` — the one factory.
 """
 
 from .base import AutogradDerivatives, BatchDerivatives, LayerFactors, Model

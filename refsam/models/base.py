@@ -6,26 +6,26 @@ Conventions
 * ``X`` has shape (n, p); ``y`` holds integer class labels, shape (n,).
 * ``losses(theta, X, y)`` returns the per-sample losses ``ℓ_i(θ)``, shape (n,), written in
   ``autograd.numpy`` so autograd can differentiate it.
-* ``model.at(theta, X, y, c)`` returns a :class:`BatchDerivatives`: every derivative of the weighted
+* ``model.at(theta, X, y, c)`` returns a `BatchDerivatives`: every derivative of the weighted
   batch loss ``Σ_i c_i ℓ_i(θ)`` at that one point (the objective layer passes ``c_i = w_i / |B|``;
   ``c=None`` means all ones). It is the single home of a model's derivatives: the objective, the SAM
   step, the fixed point, the closed form, the trajectory recursions and the benchmarks all call it.
   Blocks of directions are columns: ``V`` has shape (d, k).
 * ``at`` is ``derivatives(theta, design(X), y, c)``: ``design(X)`` is the form of the data the
   model's derivatives read (X itself by default; x̃ = [X, 1] for the linear models), computed once per
-  problem by :class:`~refsam.Problem`, which then calls ``derivatives`` on rows of it — so no step
+  problem by `Problem`, which then calls ``derivatives`` on rows of it — so no step
   rebuilds it. A model with hand-written derivatives overrides ``derivatives`` (and, if it wants
   another form of the data, ``design``).
 
 Bring your own model
 --------------------
-A subclass of :class:`Model` that defines only ``losses`` (in ``autograd.numpy``), ``n_params`` and
+A subclass of `Model` that defines only ``losses`` (in ``autograd.numpy``), ``n_params`` and
 ``n_classes`` works with every method in refsam: the base class's ``at`` returns
-:class:`AutogradDerivatives`, which differentiates ``losses`` with autograd. It is slow (one reverse pass
+`AutogradDerivatives`, which differentiates ``losses`` with autograd. It is slow (one reverse pass
 per direction) but exact, and it is also the oracle the tests hold the hand-written derivatives to.
 A model that knows its derivatives overrides ``derivatives`` and returns its own
-:class:`BatchDerivatives` (as :class:`~refsam.LogisticRegression`, :class:`~refsam.SoftmaxRegression`
-and :class:`~refsam.MLP` do); :func:`refsam.kit.testing.check_grads` checks it against autograd.
+`BatchDerivatives` (as `LogisticRegression`, `SoftmaxRegression`
+and `MLP` do); `refsam.kit.testing.check_grads()` checks it against autograd.
 """
 
 from __future__ import annotations
@@ -114,7 +114,7 @@ class LayerFactors(NamedTuple):
 
 def gauss_newton_from_factors(factors: list[LayerFactors], c: Array) -> Array:
     """G = Σ_i c_i Σ_r g_ri g_riᵀ, g_ri = concat_l (x̃_li ⊗ δ_lri): the Gauss–Newton matrix (d, d) from
-    :meth:`BatchDerivatives.layer_factors`, as rank updates on blocks of samples (``weighted_gram``)."""
+    `BatchDerivatives.layer_factors()`, as rank updates on blocks of samples (``weighted_gram``)."""
     n = factors[0].inputs.shape[0]
     r = factors[0].outputs.shape[0]
     d = sum(f.inputs.shape[1] * f.outputs.shape[2] for f in factors)
@@ -191,7 +191,7 @@ class BatchDerivatives:
         raise NotImplementedError
 
     def layer_factors(self) -> list[LayerFactors]:
-        """The Gauss–Newton factors of each layer (:class:`LayerFactors`), for the built-in models:
+        """The Gauss–Newton factors of each layer (`LayerFactors`), for the built-in models:
         what the Gauss–Newton, K-FAC and EK-FAC curvatures are built from."""
         raise NotImplementedError(f"{type(self.model).__name__} defines no layer factors: the Gauss–Newton, "
                                   f"K-FAC and EK-FAC curvatures need one of the built-in models")
@@ -213,7 +213,7 @@ class BatchDerivatives:
 
 
 class AutogradDerivatives(BatchDerivatives):
-    """The derivatives of any :class:`Model` by autograd from its ``losses`` alone.
+    """The derivatives of any `Model` by autograd from its ``losses`` alone.
 
     Independent of every hand derivation, hence the oracle the tests compare the built-in models with,
     and the default for user models. Cost: ``per_sample_grads`` one Jacobian (n reverse passes),
@@ -280,7 +280,7 @@ class Model:
         return 0.01 * rng.standard_normal(self.n_params(n_features))
 
     def spec(self) -> dict[str, Any]:
-        """A JSON-able description from which :func:`~refsam.model_from_spec` rebuilds this model."""
+        """A JSON-able description from which `model_from_spec()` rebuilds this model."""
         return {"name": self.name}
 
     def bias_mask(self, n_features: int) -> NDArray[np.bool_]:
@@ -318,27 +318,27 @@ class Model:
         raise NotImplementedError
 
     def design(self, X: ArrayLike) -> Array:
-        """The form of the data X (n, p) that :meth:`derivatives` reads; default: X itself."""
+        """The form of the data X (n, p) that `derivatives()` reads; default: X itself."""
         return np.asarray(X, dtype=np.float64)
 
     def derivatives(self, theta: ArrayLike, design: ArrayLike, y: ArrayLike,
                     c: ArrayLike | None = None) -> BatchDerivatives:
-        """The derivatives of Σ_i c_i ℓ_i at ``theta`` on rows of :meth:`design`; default: autograd.
+        """The derivatives of Σ_i c_i ℓ_i at ``theta`` on rows of `design()`; default: autograd.
 
-        A model that overrides :meth:`design` must override this too (autograd needs the raw X).
+        A model that overrides `design()` must override this too (autograd needs the raw X).
         """
         return AutogradDerivatives(self, theta, design, y, c)
 
     def column_grads(self, theta: Array, design: Array, y: Array, c: Array) -> Array:
         """∇_θ Σ_i c_{ik} ℓ_i(θ_k) for every column k of θ (d, K) and c (n, K): the gradients of K
-        runs advanced together (block replays), (d, K). Default: one :meth:`derivatives` per column;
+        runs advanced together (block replays), (d, K). Default: one `derivatives()` per column;
         the linear models override it with two matrix products for all columns."""
         return np.column_stack([self.derivatives(theta[:, k], design, y, c[:, k]).grad()
                                 for k in range(theta.shape[1])])
 
     def at(self, theta: ArrayLike, X: ArrayLike, y: ArrayLike,
            c: ArrayLike | None = None) -> BatchDerivatives:
-        """The derivatives of Σ_i c_i ℓ_i at ``theta`` for data (X, y) (:class:`BatchDerivatives`)."""
+        """The derivatives of Σ_i c_i ℓ_i at ``theta`` for data (X, y) (`BatchDerivatives`)."""
         return self.derivatives(theta, self.design(X), y, c)
 
     def per_sample_grads(self, theta: ArrayLike, X: ArrayLike, y: ArrayLike) -> Array:

@@ -32,7 +32,7 @@ def build_model(name: str, n_features: int, n_classes: int = 2, hidden: int | tu
 
 
 def model_from_spec(spec: Mapping[str, Any]) -> Model:
-    """Rebuild a model from :meth:`Model.spec` (used by saved trajectories and reference cases)."""
+    """Rebuild a model from `Model.spec()` (used by saved trajectories and reference cases)."""
     if not isinstance(spec, Mapping):
         raise InvalidInputError(
             f"`spec` must be a mapping like Model.spec() returns (e.g. {{'name': 'logistic'}}), "

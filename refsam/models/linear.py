@@ -3,9 +3,9 @@
 Conventions
 -----------
 * θ stores the weights first and the bias last: x̃ = [x, 1] is the augmented input, the linear models'
-  ``design``. A :class:`~refsam.Problem` builds it once; the derivative objects read rows of it, so
+  ``design``. A `Problem` builds it once; the derivative objects read rows of it, so
   every product is one matrix product with x̃ and no step rebuilds it.
-* Every derivative is of L(θ) = Σ_i c_i ℓ_i(θ) (see :mod:`refsam.models.base`); blocks of directions V
+* Every derivative is of L(θ) = Σ_i c_i ℓ_i(θ) (see `refsam.models.base`); blocks of directions V
   are columns, shape (d, k).
 """
 

@@ -7,7 +7,7 @@ Conventions
   the last layer's output is the logits z; ℓ = logsumexp(z) − z_y.
 * Names in the equations: pre_l = a_{l−1} W_l + b_l, a_l = f(pre_l) (a_{−1} = X), z = pre_{L−1},
   π = softmax(z), δ_l = ∂ℓ/∂pre_l (backpropagated), and a dot for a directional derivative (a tangent).
-* Every second derivative goes through :meth:`MLPDerivatives.tangents`, the one place where the
+* Every second derivative goes through `MLPDerivatives.tangents()`, the one place where the
   tangent (R-operator) equations are written: the Hessian-vector product starts it at the input with a
   parameter direction; the layer-wise Hessian starts it at a pre-activation unit.
 """
@@ -193,7 +193,7 @@ class Primal(NamedTuple):
 
 
 class MLPDerivatives(BatchDerivatives):
-    """The MLP at one θ: one forward/backward pass (:attr:`primal`) shared by every derivative.
+    """The MLP at one θ: one forward/backward pass (`primal`) shared by every derivative.
 
         forward   pre_l = a_{l−1} W_l + b_l,  a_l = f(pre_l) (hidden l),  z = pre_{L−1},  π = softmax(z)
         backward  δ_{L−1} = π − e_y,  δ_{l−1} = (δ_l W_lᵀ) ⊙ f'(pre_{l−1})
@@ -293,7 +293,7 @@ class MLPDerivatives(BatchDerivatives):
     def hvp_and_jvp(self, V: ArrayLike) -> tuple[Array, Array]:
         """(H V, per-sample ∇ℓ_iᵀ V) for the columns of V (d, k): the R-operator along each column.
 
-        Starting from ṗre_0 = X V_0 + v_0 (:meth:`tangents` with every layer's direction):
+        Starting from ṗre_0 = X V_0 + v_0 (`tangents()` with every layer's direction):
             (H v)_{W_l} = ȧ_{l−1}ᵀ C δ_l + a_{l−1}ᵀ C δ̇_l,   (H v)_{b_l} = δ̇_lᵀ c
             ∇ℓ_iᵀ v = δ_{L−1,i}ᵀ ż_i   (the forward tangent computes it anyway)
         Cost about three gradients per column; exact (tested against autograd to round-off).
@@ -337,7 +337,7 @@ class MLPDerivatives(BatchDerivatives):
     # -- the Gauss–Newton factors -------------------------------------------------------------------
     def layer_factors(self) -> list[LayerFactors]:
         """Per layer: x̃_l = [a_{l−1}, 1] and the columns of R_i (R_i R_iᵀ = ∂²ℓ_i/∂z²,
-        :func:`~refsam.models.linear.output_hessian_root`) backpropagated like δ:
+        `output_hessian_root()`) backpropagated like δ:
         Δ_{L−1} = R,  Δ_{l−1} = (Δ_l W_lᵀ) ⊙ f'(pre_{l−1})."""
         p, L = self.primal, len(self.primal.layers)
         K = p.pi.shape[1]
@@ -361,7 +361,7 @@ class MLPDerivatives(BatchDerivatives):
         ∇_{W̃_l} ℓ_i = x̃_{l,i} δ_{l,i}ᵀ depends on W̃_m only through pre_{m,i}; by the chain rule
             ∂²ℓ_i / ∂W̃_m[a, b] ∂W̃_l = x̃_{m,ia} R^{(m,b)}_{l,i},
             R^{(m,b)}_{l,i} = ∂(x̃_{l,i} δ_{l,i}ᵀ) / ∂pre_{m,ib} = ẋ̃_{l,i} δ_{l,i}ᵀ + x̃_{l,i} δ̇_{l,i}ᵀ,
-        with ẋ̃_l = [ȧ_{l−1}, 0] and δ̇_l the tangents of :meth:`tangents` started from ṗre_m = e_b. So
+        with ẋ̃_l = [ȧ_{l−1}, 0] and δ̇_l the tangents of `tangents()` started from ṗre_m = e_b. So
         the rows (m, ·, b) of H, in the columns of layers ≥ m, are one matrix product
             H[(m, :, b), layers ≥ m] = (C x̃_m)ᵀ R^{(m,b)},   (in_m+1, n) @ (n, d_{≥m}),
         and the columns of layers < m follow by symmetry. Cost: Σ_m out_m such products, O(n d²)
@@ -403,7 +403,7 @@ class MLPDerivatives(BatchDerivatives):
 
     def _fill_gradient_tangent(self, m: int, pre_dots: list[Array], delta_dots: list[Array], r: int,
                                R: Array) -> None:
-        """Write R^{(m,b)} (see :meth:`hessian`) for tangent row r into R (n, d_{≥m}), layer by layer:
+        """Write R^{(m,b)} (see `hessian()`) for tangent row r into R (n, d_{≥m}), layer by layer:
         R_l = ẋ̃_l δ_lᵀ + x̃_l δ̇_lᵀ per sample, laid out like W̃_l.ravel()."""
         p, sizes, offset = self.primal, self.mlp.sizes, 0
         for l in range(m, len(sizes) - 1):

@@ -1,5 +1,5 @@
-"""Training: base optimizers as objects (:mod:`.optimizers`), one SAM step (:mod:`.step`), runs over a batch
-schedule (:mod:`.run`) and their record (:mod:`.trajectory`); presets of the public implementations."""
+"""Training: base optimizers as objects (`optimizers`), one SAM step (`step`), runs over a batch
+schedule (`run`) and their record (`trajectory`); presets of the public implementations."""
 
 from .clipping import CLIP_CONVENTIONS, GradientClipping
 from .optimizers import OPTIMIZERS, SGD, Adam, AdamW, Optimizer, optimizer_from_config

@@ -15,7 +15,7 @@ The map is smooth away from its kink (‖g̃‖ + δ = c); on the clipped side i
     ∂(s g̃)/∂g̃ = s (I − g̃ g̃ᵀ / (‖g̃‖ (‖g̃‖ + δ))),
 
 and the identity on the other. refsam differentiates the side the step is on and warns when ‖g̃‖ + δ is
-within round-off of c (:data:`KINK_WARN` relative), where the one-sided derivatives differ.
+within round-off of c (`KINK_WARN` relative), where the one-sided derivatives differ.
 """
 
 from __future__ import annotations

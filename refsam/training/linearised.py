@@ -1,10 +1,10 @@
 """The SAM step linearised: one object for its update and every derivative of it.
 
-Every exact method of refsam differentiates the same step (:mod:`refsam.training.step`). This module
-is the one home of its Jacobians; training and replays call :meth:`SAMStep.update`, the adjoint
-:meth:`SAMStep.vjp`, the forward and hyper-parameter recursions :meth:`SAMStep.jvp`, and the closed form
-and its matrix-free operators the same perturbation's :meth:`LinearisedPerturbation.tangent`,
-:meth:`~LinearisedPerturbation.cotangent` and :meth:`~LinearisedPerturbation.jacobian` at a root.
+Every exact method of refsam differentiates the same step (`refsam.training.step`). This module
+is the one home of its Jacobians; training and replays call `SAMStep.update()`, the adjoint
+`SAMStep.vjp()`, the forward and hyper-parameter recursions `SAMStep.jvp()`, and the closed form
+and its matrix-free operators the same perturbation's `LinearisedPerturbation.tangent()`,
+`cotangent()` and `jacobian()` at a root.
 
 Conventions
 -----------
@@ -21,7 +21,7 @@ Conventions
       ġ = K(θ) Θ̇,   ŵ̇ = Θ̇ + P ġ + S Θ̇,   ġ̃_C = K(ŵ) ŵ̇
   Cotangents (reverse mode), a block D (d, k) of adjoints of g̃_C:
       Q = K(ŵ) D,   M_Cᵀ D = Q + K(θ) P Q + Sᵀ Q,   row j: (∂g̃_C/∂c_j)ᵀ D = ∇ℓ_j(ŵ)ᵀ D + ∇ℓ_j(θ)ᵀ P Q
-  (K and P are symmetric.) Then the optimizer's own JVP/VJP (:mod:`refsam.training.optimizers`)
+  (K and P are symmetric.) Then the optimizer's own JVP/VJP (`refsam.training.optimizers`)
   carries them through its update.
 * Cost per perturbation: two curvature products (HVPs for the exact curvature) per column each way.
 """

@@ -3,12 +3,12 @@ descent gradient to.
 
 Conventions
 -----------
-* The SAM step (:mod:`refsam.training.step`) builds the *descent gradient* g̃_t = ∇F_{B_t,w}(ŵ_t)
+* The SAM step (`refsam.training.step`) builds the *descent gradient* g̃_t = ∇F_{B_t,w}(ŵ_t)
   (+ the loss-level L2 gradient of ``Problem(l2=…)`` at ŵ_t) and hands it, with the unperturbed θ_t, to
   the optimizer, as the PyTorch SAM wrapper does. The optimizer owns everything after that: its weight
   decay (added at the unperturbed point: never seen by the perturbation), its state, its learning rate.
 * An optimizer's **state** is a tuple of arrays shaped like θ (``state_names`` names them, torch's
-  names); it starts at zeros (:meth:`Optimizer.init_state`). The step count t is data, not state.
+  names); it starts at zeros (`Optimizer.init_state()`). The step count t is data, not state.
 * Every optimizer gives its update and the update's derivatives, so that training, replays and every
   exact influence method differentiate the same equation:
 
@@ -52,7 +52,7 @@ State = tuple[Array, ...]
 
 
 class Optimizer:
-    """The interface every base optimizer implements (module docstring); see :class:`SGD`.
+    """The interface every base optimizer implements (module docstring); see `SGD`.
 
     Attributes
     ----------
@@ -128,12 +128,12 @@ class Optimizer:
 
     def jvp(self, t: int, lr: float, theta: Array, state: State, grad: Array | None, dtheta: Array,
             dstate: State, dgrad: Array, dlam: Array | None = None) -> tuple[Array, State]:
-        """Tangents of :meth:`update`; ``grad`` may be None where ``derivatives_read_gradient`` is False."""
+        """Tangents of `update()`; ``grad`` may be None where ``derivatives_read_gradient`` is False."""
         raise NotImplementedError
 
     def vjp(self, t: int, lr: float, theta: Array, state: State, grad: Array | None, ct_theta: Array,
             ct_state: State) -> tuple[Array, State, Array]:
-        """Adjoints of :meth:`update` (its transpose); ``grad`` as in :meth:`jvp`."""
+        """Adjoints of `update()` (its transpose); ``grad`` as in `jvp()`."""
         raise NotImplementedError
 
 
@@ -259,7 +259,7 @@ class Adam(Optimizer):
     Derivatives (elementwise; u = m̂/(r + eps)): ∂u/∂m = 1/(c₁ (r + eps)),
     ∂u/∂v = −m̂ / (2 c₂ r (r + eps)²) — unbounded as v̂ + eps_root → 0: with ``eps_root = 0`` a coordinate
     whose v̂ is zero or round-off makes the run's derivative infinite or meaningless there. refsam warns
-    (:data:`refsam.tolerances.ADAM_V_WARN`) and, at v̂ + eps_root = 0 exactly (a coordinate no gradient ever
+    (`refsam.tolerances.ADAM_V_WARN`) and, at v̂ + eps_root = 0 exactly (a coordinate no gradient ever
     reached, where also m = 0), takes the derivative through r as 0.
 
     Parameters
@@ -380,7 +380,7 @@ class Adam(Optimizer):
 
     def vjp(self, t: int, lr: float, theta: Array, state: State, grad: Array | None, ct_theta: Array,
             ct_state: State) -> tuple[Array, State, Array]:
-        """Transpose of :meth:`jvp` in (θ, m, v, g̃): with U = θ̄', the adjoints of m_t and v_t are
+        """Transpose of `jvp()` in (θ, m, v, g̃): with U = θ̄', the adjoints of m_t and v_t are
         m̄ = (m̄ from later) − η U ∂u/∂m and v̄ = (v̄ from later) − η U ∂u/∂v; then m̄_{t−1} = β₁ m̄,
         v̄_{t−1} = β₂ v̄, ā = (1 − β₁) m̄ + 2 (1 − β₂) a v̄ = ḡ̃, and θ̄ = U (+ λ ā for Adam; (1 − ηλ) U
         for AdamW)."""
@@ -418,7 +418,7 @@ class AdamW(Adam):
     θ ← θ (1 − η_t λ) first (torch's order), and the moments of a_t = g̃_t alone (default λ = 1e-2, torch's).
 
     Its full-batch fixed point is not SGD's: with m = a and v = a² at stationarity (bias corrections → 1,
-    eps_root = 0) the step vanishes where a/(|a| + eps) + λθ = 0 elementwise, a = g̃(θ): :meth:`residual`.
+    eps_root = 0) the step vanishes where a/(|a| + eps) + λθ = 0 elementwise, a = g̃(θ): `residual()`.
     """
 
     name = "AdamW"
@@ -448,7 +448,7 @@ OPTIMIZERS: dict[str, Callable[..., Optimizer]] = {"SGD": SGD, "Adam": Adam, "Ad
 
 
 def optimizer_from_config(config: dict[str, Any], lr: float | ArrayLike) -> Optimizer:
-    """Rebuild an optimizer from :meth:`Optimizer.config` and its learning rate(s)."""
+    """Rebuild an optimizer from `Optimizer.config()` and its learning rate(s)."""
     if not isinstance(config, dict) or config.get("name") not in OPTIMIZERS:
         got = config.get("name") if isinstance(config, dict) else config
         raise InvalidInputError(f"the optimizer configuration must name one of {sorted(OPTIMIZERS)}, "

@@ -78,7 +78,7 @@ class Preset:
 def preset(name: str, problem: Problem, rho: float, lr: float | ArrayLike, weight_decay: float = 0.0,
            momentum: float = 0.9, nesterov: bool | None = None, m_sharpness: int | None = None, *,
            weights_only: bool = False, gradient_clipping: float | None = None) -> Preset:
-    """The preset ``name`` (one of :data:`PRESETS`) for ``problem``, radius ``rho``, learning rate ``lr``,
+    """The preset ``name`` (one of `PRESETS`) for ``problem``, radius ``rho``, learning rate ``lr``,
     weight decay λ = ``weight_decay`` and (SGD presets) base-optimizer momentum.
 
     Use it as ``p = preset("pytorch-sam", problem, 0.05, lr=0.1, weight_decay=5e-4); train(p.problem,

@@ -1,9 +1,9 @@
 """SAM training runs: the batch schedule, ``train`` and ``replay`` (each step: the SAM descent gradient
-handed to the base optimizer, :mod:`refsam.training.step`).
+handed to the base optimizer, `refsam.training.step`).
 
 A run is deterministic given (θ_0, batch schedule, the optimizer with its η schedule, rule, ρ, the loss's
-L2 term, w); the :class:`~refsam.Trajectory` it returns records all of them, and the optimizer's state at
-every step, and :func:`replay` re-runs a recorded schedule — with other sample weights for
+L2 term, w); the `Trajectory` it returns records all of them, and the optimizer's state at
+every step, and `replay()` re-runs a recorded schedule — with other sample weights for
 counterfactual runs.
 
 Batches: ``batch_size=None`` is the full batch at every step. Otherwise each epoch draws a seeded
@@ -156,7 +156,7 @@ def train(problem: Problem, sam: SAM, optimizer: Optimizer, steps: int | None = 
         Clip the descent gradient g̃ to this global norm before the optimizer sees it: a float c is
         ``torch.nn.utils.clip_grad_norm_(max_norm=c)`` (s = min(1, c/(‖g̃‖ + 1e-6))), and
         ``GradientClipping(c, "optax")`` is ``optax.clip_by_global_norm(c)`` (s = c/max(‖g̃‖, c))
-        (:mod:`refsam.training.clipping`). Recorded by the run; every exact method differentiates it.
+        (`refsam.training.clipping`). Recorded by the run; every exact method differentiates it.
     progress : bool
         Print progress to stderr every 10% of the steps.
 
@@ -245,7 +245,7 @@ def check_trajectory(trajectory: object) -> Trajectory:
 def replay_final(problem: Problem, trajectory: Trajectory, weights: ArrayLike) -> Array:
     """θ_T of the recorded schedule replayed with each row of ``weights`` (K, n): K counterfactual runs
     advanced together as one (d, K) block — two matrix products per step for all of them where the
-    model has :meth:`~refsam.Model.column_grads` (the linear models), one gradient per run otherwise.
+    model has `column_grads()` (the linear models), one gradient per run otherwise.
 
     Returns (K, d): row k is ``replay(problem, trajectory, weights[k]).theta_final`` up to the rounding
     of a matrix product against K vector products (≤ 1e-13 relative on runs that settle, tested).

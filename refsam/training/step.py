@@ -17,7 +17,7 @@ With m-sharpness (``SAM(..., m_sharpness=m)``) the batch is cut into consecutive
 (one chunk: the equations above). The recorded ε_t is then the size-weighted mean of the ε_C.
 
 On the full batch, the optimizer's residual of g̃ (for SGD: G(θ; w) = g̃(θ; w) + λ θ, λ its weight decay)
-is what vanishes at the SAM fixed points (:mod:`refsam.influence.fixed_point`). ρ = 0 gives ε = 0
+is what vanishes at the SAM fixed points (`refsam.influence.fixed_point`). ρ = 0 gives ε = 0
 exactly, so the step is exactly the base optimizer's.
 """
 
@@ -74,7 +74,7 @@ def perturbations(problem: Problem, sam: SAM, theta: Array, idx: ArrayLike | Non
     θ may be a block (d, K) of K runs with ``weights`` (n, K): every term is then (d, K) (block
     replays). ``g`` and ``w_hat``: the gradient and perturbed point of a single-perturbation step when
     the caller has them already (a recorded run); they are used as given. ``descent=False`` leaves g̃_C
-    out (None; :func:`chunk_descent` computes it later): the derivatives of a recorded SGD step never
+    out (None; `chunk_descent()` computes it later): the derivatives of a recorded SGD step never
     need it, and it costs a batch gradient.
     """
     lam_in = problem.l2
@@ -113,7 +113,7 @@ def chunk_descent(problem: Problem, grad_hat: Array, w_hat: Array) -> Array:
 
 def sam_gradient(problem: Problem, sam: SAM, theta: Array, idx: ArrayLike | None = None,
                  weights: ArrayLike | None = None) -> StepTerms:
-    """g, ε, ŵ and g̃ at θ on batch ``idx`` (None: full batch), from :func:`perturbations`; trusts its
+    """g, ε, ŵ and g̃ at θ on batch ``idx`` (None: full batch), from `perturbations()`; trusts its
     inputs. With m-sharpness, g̃ = Σ_C (|C|/|B|) g̃_C, ε the size-weighted mean of the ε_C, and g the whole
     batch's gradient (one more gradient: what a run records the norm of)."""
     parts = perturbations(problem, sam, theta, idx, weights)

@@ -1,4 +1,4 @@
-"""The record of a SAM run, :class:`Trajectory`, and its versioned ``.npz`` file format (no pickle)."""
+"""The record of a SAM run, `Trajectory`, and its versioned ``.npz`` file format (no pickle)."""
 
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ class UnverifiedRunError(InvalidInputError):
 
 @dataclass(frozen=True)
 class ReplayCheck:
-    """What :meth:`Trajectory.verify` found: the recorded run against its replay, step by step.
+    """What `Trajectory.verify()` found: the recorded run against its replay, step by step.
 
     ``max_residual`` is the largest relative deviation, over the steps t and the recorded state
     (θ_t, ε_{t−1}, the optimizer's states, ‖g_{t−1}‖), of the replayed value from the recorded one:
@@ -71,9 +71,9 @@ class ReplayCheck:
 class Trajectory:
     """A recorded SAM run.
 
-    The constructor checks what :meth:`load` checks (shapes against ``config``'s steps, d and n, finite
+    The constructor checks what `load()` checks (shapes against ``config``'s steps, d and n, finite
     float64 arrays, batch indices in range, a valid SAM and momentum configuration) and raises
-    :class:`refsam.InvalidInputError` naming what is wrong; the model spec may be a user model's.
+    `refsam.InvalidInputError` naming what is wrong; the model spec may be a user model's.
 
     Attributes
     ----------
@@ -90,7 +90,7 @@ class Trajectory:
                                  momentum: "momentum_buffer", buf_0 … buf_{T−1}; {} for plain SGD):
                                  with θ_t, the state after step t − 1 is the run's state
     grad_norms : array (T,) or None  ‖g_t‖₂ of the gradient each step's perturbation was built from
-                                 (:func:`refsam.training.train` records it; None for runs recorded
+                                 (`refsam.training.train()` records it; None for runs recorded
                                  elsewhere or read from files of format 1 or 2). With ε_t it gives
                                  g_t for the SAM rule, g_t = (ε_t/ρ)(‖g_t‖ + e), so the exact
                                  trajectory methods need no gradient at θ_t to rebuild it. Given by
@@ -219,7 +219,7 @@ class Trajectory:
 
     def digest(self) -> str:
         """The sha256 (hex) of the run's content: every recorded array (name, dtype, shape, bytes) and the
-        configuration as sorted JSON. A file of format 4 stores it; :meth:`load` recomputes and compares.
+        configuration as sorted JSON. A file of format 4 stores it; `load()` recomputes and compares.
         """
         h = hashlib.sha256()
         for key, value in sorted(self._arrays().items()):
@@ -230,9 +230,9 @@ class Trajectory:
         return h.hexdigest()
 
     def verify(self, problem: Problem | None = None) -> ReplayCheck:
-        """Replay the run and compare every recorded state with the replayed one (:class:`ReplayCheck`).
+        """Replay the run and compare every recorded state with the replayed one (`ReplayCheck`).
 
-        The replay is :func:`refsam.training.replay` with the run's own weights: θ_0, the batches, the
+        The replay is `refsam.training.replay()` with the run's own weights: θ_0, the batches, the
         learning rates, the rule, the optimizer and the clipping of the record, every step recomputed. A
         run refsam recorded replays bit for bit; an edited θ_t or ε_t, a changed ρ in the configuration,
         or a run recorded on other data does not. ``problem``: the problem the run was recorded on; may
@@ -282,7 +282,7 @@ class Trajectory:
         return ReplayCheck(ok, worst[0], worst[1], worst[2], RTOL_RUN_REPLAY)
 
     def require_replay(self, problem: Problem, what: str) -> None:
-        """Raise :class:`UnverifiedRunError` naming ``what`` unless :meth:`verify` passes."""
+        """Raise `UnverifiedRunError` naming ``what`` unless `verify()` passes."""
         check = self.verify(problem)
         if not check.ok:
             raise UnverifiedRunError(f"{what}: `trajectory` is not a run of `problem`: {check}; it was "
@@ -295,9 +295,9 @@ class Trajectory:
         """Write the trajectory to exactly ``path`` (an .npz archive, no pickle; no suffix is added).
 
         Batches are stored flat with offsets, so batches of different sizes round-trip exactly. The file
-        carries the sha256 of its content (:meth:`digest`), checked by :meth:`load`. With ``problem``
+        carries the sha256 of its content (`digest()`), checked by `load()`. With ``problem``
         (the problem the run was recorded on) it also carries the training data X, y, so that
-        :meth:`verify` and ``refsam verify RUN`` can replay it on its own.
+        `verify()` and ``refsam verify RUN`` can replay it on its own.
 
         The file is written whole or not at all (a temporary file renamed onto ``path``). An existing
         file is replaced only if it is a trajectory file (one refsam wrote) or with ``overwrite=True``;
@@ -320,7 +320,7 @@ class Trajectory:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Trajectory:
-        """Read a trajectory written by :meth:`save`. Never unpickles.
+        """Read a trajectory written by `save()`. Never unpickles.
 
         Raises ValueError naming the file if it is not such an archive, has another format version,
         lacks a key, is inconsistent (shapes, batch offsets and indices, configuration), or (format 4)
@@ -481,7 +481,7 @@ def _json_scalar(value: Any) -> Any:
 
 
 def is_trajectory_file(path: str | os.PathLike[str]) -> bool:
-    """True if ``path`` is an .npz archive written by :meth:`Trajectory.save` (its keys say so)."""
+    """True if ``path`` is an .npz archive written by `Trajectory.save()` (its keys say so)."""
     try:
         with np.load(path, allow_pickle=False) as archive:
             return {"format_version", "config_json", "thetas"} <= set(getattr(archive, "files", ()))
@@ -491,7 +491,7 @@ def is_trajectory_file(path: str | os.PathLike[str]) -> bool:
 
 def check_writable(path: str | os.PathLike[str], overwrite: bool, ours: Any, argument: str = "path") -> str:
     """Raise InvalidInputError (naming ``path``) unless a file can be written there without destroying
-    anything refsam did not write (:func:`refsam.data.archive.check_target`: not a directory, a FIFO or a
+    anything refsam did not write (`refsam.data.archive.check_target()`: not a directory, a FIFO or a
     symbolic link, its folder exists and is writable, and an existing file is ``ours(path)`` or
     ``overwrite`` is set). Called before the work, not after. Returns the path as a str."""
     return check_target(path, overwrite, ours, argument)

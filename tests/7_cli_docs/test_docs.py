@@ -11,7 +11,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
 BLOCK = re.compile(r"(?:<!-- (?P<mark>[^>]*) -->\n)?```python\n(?P<code>.*?)```", re.S)
-OWN_TEST = {"validating.md"}  # tests/6_oracle_kit/test_docs_validating.py runs it in a scratch directory
+OWN_TEST = {"validating.md",  # tests/6_oracle_kit/test_docs_validating.py runs it in a scratch directory
+            "tutorial.md"}  # tests/7_cli_docs/test_tutorial.py runs its blocks and checks what they print
 
 
 def _runnable_blocks(page):
@@ -35,8 +36,9 @@ def test_every_python_block_of_the_page_runs(page, tmp_path, monkeypatch):
         exec(compile(match["code"], f"docs/{page}", "exec"), namespace)
 
 
-def test_the_api_page_documents_every_module_of_every_layer():
-    directives = set(re.findall(r"^::: (\S+)$", (DOCS / "api.md").read_text(encoding="utf-8"), re.M))
+def test_the_api_pages_document_every_module_of_every_layer():
+    pages = [DOCS / "api.md", *sorted((DOCS / "api").glob("*.md"))]  # the overview, then one page per layer
+    directives = set(re.findall(r"^::: (\S+)$", "".join(p.read_text(encoding="utf-8") for p in pages), re.M))
     modules = set()
     for path in (ROOT / "refsam").rglob("*.py"):
         rel = path.relative_to(ROOT).with_suffix("")
@@ -45,8 +47,8 @@ def test_the_api_page_documents_every_module_of_every_layer():
         if rel.parts[1] == "cli":
             continue  # the command line is documented by the tutorial and `refsam --help`
         modules.add(".".join(rel.parts))
-    assert modules - directives == set(), "add these modules to docs/api.md"
-    assert directives - modules == set(), "docs/api.md names modules that do not exist"
+    assert modules - directives == set(), "add these modules to a page of docs/api/"
+    assert directives - modules == set(), "docs/api/ names modules that do not exist"
 
 
 

@@ -40,3 +40,11 @@ def test_readme_python_example_runs_and_its_shape_comment_is_true():
     expected = (int(shape_comment.group(1)), int(shape_comment.group(2)))
     assert namespace["trajectory"].thetas.shape == expected
     assert np.all(np.isfinite(namespace["trajectory"].thetas))
+
+
+def test_quick_start_installs_what_the_demo_needs_for_its_figures_and_ci_installs_the_same():
+    install_and_run = quick_start_commands()[0]
+    extras = re.search(r'pip install -e "\.\[([^\]]*)\]"', install_and_run).group(1).split(",")
+    assert {"test", "examples"} <= set(extras)  # examples: matplotlib (figures), scikit-learn (datasets)
+    ci = re.search(r'pip install --quiet -e "\.\[([^\]]*)\]"', (ROOT / ".ci" / "run").read_text()).group(1)
+    assert set(extras) | {"docs"} <= set(ci.split(","))
