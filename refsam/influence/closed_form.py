@@ -223,7 +223,10 @@ def hessian_influence(problem: Problem, sam: SAM, theta: ArrayLike | FixedPoint,
         The SAM rule the root belongs to.
     theta : array (d,) or FixedPoint
         θ̂, a root of G (checked: see ``root_tol`` / ``on_unverified``). A FixedPoint brings its optimizer.
-    X_test : array (m, p); y_test : int array (m,)
+    X_test : array (m, p)
+        The test points whose losses are the functions f_k.
+    y_test : int array (m,)
+        Their labels.
     variant : {"full", "frozen", "erm"}
     solver : {"direct", "gmres", "bicgstab", "cg", "lissa", "arnoldi"}
         How Jᵀ v = ∇f is solved (`refsam.influence.solvers`): "direct" (LU, the default) or

@@ -276,10 +276,13 @@ def _stored_gradient(trajectory: Trajectory, sam: SAM, t: int) -> Array | None:
     (ε/ρ first: its entries are at most 1 in size for SAM, so the product cannot overflow where g did not.)
     Equal to the recomputed g_t to rounding (≤ 4 eps per entry, relative to ‖g_t‖; tested). ASAM's
     ε = ρ T²g/‖Tg‖ is not inverted (T = diag(|θ| + κ) is singular at κ = 0), nor ρ = 0 (ε = 0 carries
-    nothing). For steps with one perturbation only (an m-sharpness step has one ε per chunk)."""
-    if sam.rho == 0.0:
+    nothing), nor an ε_t with an entry in float64's subnormal range or an all-zero ε_t (an underflowed ε
+    carries too few digits of g: found by the fuzz suite at ρ ≈ 1e-244 on rescaled data). For steps with
+    one perturbation only (an m-sharpness step has one ε per chunk)."""
+    eps = trajectory.epsilons[t]
+    if sam.rho == 0.0 or not np.any(eps) or np.any((eps != 0.0) & (np.abs(eps) < np.finfo(np.float64).tiny)):
         return None
-    unit = trajectory.epsilons[t] / sam.rho
+    unit = eps / sam.rho
     if sam.rule == "usam":
         return np.asarray(unit, dtype=np.float64)
     if sam.rule == "sam" and trajectory.grad_norms is not None:

@@ -18,9 +18,9 @@ from refsam.tolerances import RTOL_CASE_EXACT, RTOL_SAME_FORMULA  # a float64 po
 
 def _setup(rho=0.0, lam=0.05):
     X, y, _ = refsam.make_gaussian_classification(n=90, n_features=3, seed=3)
-    problem = refsam.Problem(refsam.LogisticRegression(), X[:70], y[:70], weight_decay=lam)
+    problem = refsam.Problem(refsam.LogisticRegression(), X[:70], y[:70])
     sam = refsam.SAM(rho=rho)
-    fit = apps.fit(problem, sam, lr=0.5, steps=300)
+    fit = apps.fit(problem, sam, refsam.SGD(0.5, weight_decay=lam), steps=300)
     assert fit.fixed_point is not None and fit.fixed_point.converged
     return problem, sam, fit, X[70:], y[70:], lam
 
@@ -63,7 +63,7 @@ def test_removal_is_minus_refsams_influence_and_matches_leave_one_out():
     for j in (0, 1):
         weights = np.ones(problem.n)
         weights[j] = 0.0
-        refit = apps.fit(problem.with_weights(weights), sam, lr=0.5, steps=300)
+        refit = apps.fit(problem.with_weights(weights), sam, fit.optimizer, steps=300)
         actual = problem.model.losses(refit.fixed_point.theta, X_test, y_test) - before
         predicted = -I[j]
         slope = predicted @ actual / (predicted @ predicted)  # 1 in sign and scale (not −1, not n)
@@ -81,7 +81,7 @@ def test_for_a_sam_run_the_conversions_hold_for_closed_form_erm():
 
 def test_tracincp_over_every_step_is_minus_n_times_tracin_unperturbed():
     problem, sam, _, X_test, y_test, _ = _setup()
-    traj = refsam.train(problem, sam, lr=0.5, steps=40)
+    traj = refsam.train(problem, sam, refsam.SGD(0.5, weight_decay=0.05), 40)
     tracin = refsam.trajectory_influence(problem, traj, X_test, y_test, method="tracin_unperturbed")
     grads = problem.model.per_sample_grads
     tracincp = sum(eta * grads(t, X_test, y_test) @ grads(t, problem.X, problem.y).T

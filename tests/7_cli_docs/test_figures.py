@@ -22,9 +22,9 @@ def saved(monkeypatch):
     figures = {}
     original = plotting._save
 
-    def spy(fig, out_dir, name):
+    def spy(fig, out_dir, name, force=False):
         figures[name] = _describe(fig)
-        return original(fig, out_dir, name)
+        return original(fig, out_dir, name, force)
 
     monkeypatch.setattr(plotting, "_save", spy)
     return figures
