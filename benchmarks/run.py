@@ -20,6 +20,9 @@ Stable JSON keys (external checks read them):
     adjoint_over_training_mlp         the same for a tanh MLP (20, 64, 50, 5), d = 4849, n = 1000,
                                       T = 1000 (200 with --quick), batches of 100. Full-batch runs of
                                       both are reported too (adjoint_over_training_runs).
+    adam_adjoint_over_training        max over the logistic and MLP runs of the adjoint / training through an
+                                      AdamW + SAM run (clip 1.0, warm-up + cosine), sizes as above (target
+                                      <= 2.5; adam_adjoint_over_training_runs has both)
     autodiff_over_adjoint             autograd through the training loop / the adjoint, same run
     softmax_hessian_dgemm_fraction    the softmax Hessian's rate (flops it needs: symmetric rank-n
                                       updates) over a same-size dgemm's, same run (target >= 0.25)
@@ -44,6 +47,7 @@ results. The benchmarks themselves are in the topic modules beside it, each call
     common.py        one BLAS thread, the timers, the problems (λ = the base optimizer's weight decay)
     closed_form.py   closed form vs brute-force leave-one-out; over its unavoidable parts; MLP parts
     training.py      adjoint vs training; the MLP adjoint before/after; autodiff vs adjoint; step vs GEMV
+    adam.py          the adjoint vs training through AdamW + SAM runs (clipping, a schedule)
     hessians.py      the MLP Hessian three ways; derivative products; the softmax Hessian's dgemm rate
     parallel.py      leave-one-out replays in blocks and on two processes; the two-process ceiling
     scaling.py       time and peak memory against n, d, T and m
@@ -64,6 +68,7 @@ from pathlib import Path
 # variables (see common.py), and this checkout on sys.path (run from a checkout without installing).
 import common  # noqa: F401
 import numpy as np
+from adam import bench_adam_adjoint_over_training
 from closed_form import bench_closed_form_mlp, bench_closed_form_over_unavoidable, bench_closed_form_vs_loo
 from common import BLAS_THREADS, logistic_problem, mlp_problem
 from hessians import bench_derivative_products, bench_mlp_hessian, bench_softmax_hessian_rate
@@ -201,6 +206,17 @@ def run_benchmarks(mode: str = "full", log=print) -> dict:
     results["adjoint_over_training_mlp"] = adjoint["adjoint_mlp"]["ratio"]
     results["adjoint_over_training"] = max(results["adjoint_over_training_logistic"],
                                            results["adjoint_over_training_mlp"])
+
+    log(f"[{time.perf_counter() - start:6.1f} s] adjoint vs training through AdamW ...")
+    adam = {}
+    for key, make in (("adjoint_logistic", lambda c: logistic_problem(c["n"], c["p"])),
+                      ("adjoint_mlp", lambda c: mlp_problem(c["n"], c["sizes"]))):
+        c = cfg[key]
+        problem, _, X_test, y_test = make(c)
+        adam[key] = bench_adam_adjoint_over_training(problem, X_test, y_test, c["steps"], c["batch_size"],
+                                                     repeats)
+    results["adam_adjoint_over_training_runs"] = adam
+    results["adam_adjoint_over_training"] = max(run["ratio"] for run in adam.values())
 
     log(f"[{time.perf_counter() - start:6.1f} s] MLP adjoint before/after ...")
     results["adjoint_mlp_before_after"] = bench_adjoint_mlp_before_after(**cfg["adjoint_mlp_before_after"],
