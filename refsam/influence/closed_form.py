@@ -113,12 +113,18 @@ class HyperparameterSensitivity:
     d_weight_decay = −J⁻¹ ∂G/∂λ,   ∂G/∂λ = θ̂                                  (λθ at the unperturbed point)
     d_l2           = −J⁻¹ ∂G/∂λ₂,  ∂G/∂λ₂ = ŵ + (H(ŵ) + λ_in I)(∂ε/∂g) θ̂      (the L2 gradient moves ε too)
 
-    Through a run (`trajectory_hyperparameter_sensitivity()`) the same derivatives of θ_T.
+    Through a run (`trajectory_hyperparameter_sensitivity()`) the same derivatives of θ_T, and
+
+    d_lr_scale     = dθ_T/ds for the whole learning-rate schedule scaled, η_t → s η_t, at s = 1.
+
+    At a root d_lr_scale is 0: no optimizer's residual reads η (SGD's and Adam's g̃ + λθ, AdamW's
+    `residual`), so scaling η moves how a run approaches the root, never the root.
     """
 
     d_rho: Array
     d_weight_decay: Array | None
     d_l2: Array | None
+    d_lr_scale: Array | None = None
 
 
 # -- the linear system ----------------------------------------------------------------------------------
@@ -355,7 +361,8 @@ def hyperparameter_sensitivity(problem: Problem, sam: SAM, theta: ArrayLike | Fi
                                root_tol: float = ROOT_TOL, on_unverified: str = "raise",
                                optimizer: Optimizer | None = None) -> HyperparameterSensitivity:
     """dθ̂/dρ, dθ̂/dλ (optimizer) and dθ̂/dλ₂ (loss) at the root ``theta`` (equations in
-    `HyperparameterSensitivity`; a per-coordinate λ gives None for its derivative).
+    `HyperparameterSensitivity`; a per-coordinate λ gives None for its derivative; dθ̂/ds of the
+    learning-rate scale is 0).
 
     ∂ε/∂ρ = ε/ρ (every rule is linear in ρ). Same root check and arguments as `hessian_influence()`.
     Cost: O(d³).
@@ -374,4 +381,5 @@ def hyperparameter_sensitivity(problem: Problem, sam: SAM, theta: ArrayLike | Fi
 
     return HyperparameterSensitivity(d_rho=-scipy.linalg.lu_solve(lu, dG_drho),
                                      d_weight_decay=solve(dG_dlam, lam_out(optimizer)),
-                                     d_l2=solve(dG_dl2, problem.l2))
+                                     d_l2=solve(dG_dl2, problem.l2),
+                                     d_lr_scale=np.zeros_like(theta_hat))  # the root never reads η

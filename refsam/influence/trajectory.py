@@ -192,8 +192,9 @@ def trajectory_parameter_influence(problem: Problem, trajectory: Trajectory, met
 def trajectory_hyperparameter_sensitivity(problem: Problem, trajectory: Trajectory,
                                           progress: bool = False, *,
                                           verify: bool = True) -> HyperparameterSensitivity:
-    """dθ_T/dρ, dθ_T/dλ (the optimizer's weight decay) and dθ_T/dλ₂ (the loss's ``l2``) through the
-    recorded run, each shape (d,) (None for a λ that is per coordinate): the run's own hypergradients.
+    """dθ_T/dρ, dθ_T/dλ (the optimizer's weight decay), dθ_T/dλ₂ (the loss's ``l2``) and dθ_T/ds (the
+    learning-rate schedule scaled, η_t → s η_t at s = 1) through the recorded run, each shape (d,) (None
+    for a λ that is per coordinate): the run's own hypergradients.
 
     The same run (θ_0, batches B_t, η_t, rule, optimizer) re-run at ρ + dρ, λ + dλ or λ₂ + dλ₂; exact for
     any batch schedule, converged or not — where the closed form (`hyperparameter_sensitivity()`)
@@ -204,19 +205,24 @@ def trajectory_hyperparameter_sensitivity(problem: Problem, trajectory: Trajecto
         ŵ̇  = Θ̇ + P_t ġ + S_t Θ̇ + [∂ε/∂ρ = ε(θ_t; g_t)|_{ρ=1} in the ρ column]
         ġ̃  = K_t(ŵ_t) ŵ̇ + [ŵ_t in the λ₂ column]
 
-    then the optimizer's tangent with θ_t in the λ column (d_t = g̃_t + λθ_t). A validation loss f(θ_T)
-    has the hypergradients ∇f(θ_T)ᵀ d_rho, ∇f(θ_T)ᵀ d_weight_decay and ∇f(θ_T)ᵀ d_l2. Cost: about 2
-    Hessian-vector products per step per column. ``verify`` as in `trajectory_influence()`.
+    then the optimizer's tangent with θ_t in the λ column (d_t = g̃_t + λθ_t), and in the s column
+    η_t ∂θ_{t+1}/∂η_t = −η_t X_t (every update is θ_t − η_t X_t, `Optimizer.lr_derivative()`; one extra
+    batch gradient per step where the optimizer's derivatives do not already read g̃_t). A validation loss
+    f(θ_T) has the hypergradients ∇f(θ_T)ᵀ d_rho, ∇f(θ_T)ᵀ d_weight_decay, ∇f(θ_T)ᵀ d_l2 and
+    ∇f(θ_T)ᵀ d_lr_scale. Cost: about 2 Hessian-vector products per step per column. ``verify`` as in
+    `trajectory_influence()`.
     """
     problem = check_run(problem, trajectory, verify, "trajectory_hyperparameter_sensitivity")
     optimizer = trajectory.optimizer()
-    dtheta = _tangents(problem, trajectory, 3, _HyperparameterSources(trajectory.sam()), progress,
-                       "hyper-parameter tangents", dlam=np.array([0.0, 1.0, 0.0]))
+    dtheta = _tangents(problem, trajectory, 4, _HyperparameterSources(trajectory.sam()), progress,
+                       "hyper-parameter tangents", dlam=np.array([0.0, 1.0, 0.0, 0.0]),
+                       dlr_scale=np.array([0.0, 0.0, 0.0, 1.0]))
     dtheta = check_finite_result("trajectory_hyperparameter_sensitivity", dtheta)
     scalar = (np.ndim(optimizer.weight_decay) == 0, np.ndim(problem.l2) == 0)
     return HyperparameterSensitivity(d_rho=dtheta[:, 0].copy(),
                                      d_weight_decay=dtheta[:, 1].copy() if scalar[0] else None,
-                                     d_l2=dtheta[:, 2].copy() if scalar[1] else None)
+                                     d_l2=dtheta[:, 2].copy() if scalar[1] else None,
+                                     d_lr_scale=dtheta[:, 3].copy())
 
 
 # -- validation ---------------------------------------------------------------------------------------
@@ -342,8 +348,9 @@ class _WeightSources(_Sources):
 
 
 class _HyperparameterSources(_Sources):
-    """d/dρ (column 0), d/dλ (column 1: the optimizer's, added by its own JVP) and d/dλ₂ (column 2):
-    ∂ε/∂ρ = ε(θ_t; g_t) at ρ = 1 into ŵ̇; θ_t into ġ and ŵ_C into ġ̃_C for λ₂."""
+    """d/dρ (column 0), d/dλ (column 1: the optimizer's, added by its own JVP), d/dλ₂ (column 2) and d/ds
+    (column 3, the lr scale: added after the optimizer's JVP, no source here): ∂ε/∂ρ = ε(θ_t; g_t) at
+    ρ = 1 into ŵ̇; θ_t into ġ and ŵ_C into ġ̃_C for λ₂."""
 
     def __init__(self, sam: SAM) -> None:
         self.unit_rho = SAM(1.0, sam.rule, sam.kappa, sam.norm_eps, sam.t_mask)  # every rule is linear in ρ
@@ -359,7 +366,7 @@ class _HyperparameterSources(_Sources):
 
 
 def _tangents(problem: Problem, trajectory: Trajectory, width: int, sources: _Sources, progress: bool,
-              label: str, dlam: Array | None = None) -> Array:
+              label: str, dlam: Array | None = None, dlr_scale: Array | None = None) -> Array:
     """The tangent recursion through the recorded run for ``width`` parameters at once; Θ̇_T, (d, width).
 
     Each step is `SAMStep.jvp()`: per perturbation (``sources`` add each parameter's own terms)
@@ -367,14 +374,16 @@ def _tangents(problem: Problem, trajectory: Trajectory, width: int, sources: _So
         ŵ̇  = Θ̇ + P_t ġ + S_t Θ̇ + [sources]
         ġ̃_C = K_t(ŵ_t) ŵ̇ + [sources]
     then the optimizer's tangent (its state's tangent carries over; ``dlam`` the tangent of its weight
-    decay per column). For SGD without momentum: Θ̇ ← Θ̇ − η_t (ġ̃ + λ_out Θ̇).
+    decay per column; ``dlr_scale`` per column the tangent of a scale s of the schedule, so η̇_t =
+    η_t · dlr_scale). For SGD without momentum: Θ̇ ← Θ̇ − η_t (ġ̃ + λ_out Θ̇).
     """
     sam, steps = trajectory.sam(), trajectory.steps
     dtheta = np.zeros((problem.d, width))  # Θ̇_0 = 0
     dstate = tuple(np.zeros_like(dtheta) for _ in trajectory.optimizer().state_names)
     for t in range(steps):
         step = _step(problem, trajectory, sam, t)
-        dtheta, dstate = step.jvp(dtheta, dstate, sources.g, sources.w_hat, sources.descent, dlam)
+        dlr = None if dlr_scale is None else float(trajectory.lrs[t]) * dlr_scale
+        dtheta, dstate = step.jvp(dtheta, dstate, sources.g, sources.w_hat, sources.descent, dlam, dlr=dlr)
         _progress(t + 1, steps, label, progress)
     return dtheta
 

@@ -267,10 +267,12 @@ class SAMStep:
 
     def jvp(self, dtheta: Array, dstate: State, add_g: Hook | None = None, add_w_hat: Hook | None = None,
             add_descent: Hook | None = None, dlam: Array | None = None,
-            add_step_descent: Callable[[Array], None] | None = None) -> tuple[Array, State]:
+            add_step_descent: Callable[[Array], None] | None = None,
+            dlr: Array | None = None) -> tuple[Array, State]:
         """(Θ̇_{t+1}, ṡ_{t+1}) from (Θ̇_t, ṡ_t), blocks (d, k): ġ̃ = Σ_C share·M_C Θ̇ (plus the hooks'
         sources; ``add_step_descent`` adds to ġ̃ itself), then the optimizer's JVP (``dlam``: the
-        tangent of its weight decay per column, or None)."""
+        tangent of its weight decay per column, or None), plus (∂θ'/∂η) η̇ for ``dlr``, the tangent of
+        this step's learning rate per column (k,) (None: 0)."""
         ddescent = np.zeros_like(dtheta)
         for part in self.parts:
             tangent = part.tangent(dtheta, add_g, add_w_hat, add_descent)
@@ -279,8 +281,13 @@ class SAMStep:
             add_step_descent(ddescent)
         if self.clipping is not None:
             ddescent = self.clipping.jvp(self.raw_descent, ddescent)
-        return self.optimizer.jvp(self.t, self.lr, self.theta, self.state, self._gradient_for_derivatives(),
-                                  dtheta, dstate, ddescent, dlam)
+        new_dtheta, new_dstate = self.optimizer.jvp(self.t, self.lr, self.theta, self.state,
+                                                    self._gradient_for_derivatives(), dtheta, dstate,
+                                                    ddescent, dlam)
+        if dlr is not None:
+            lr_derivative = self.optimizer.lr_derivative(self.t, self.theta, self.state, self.descent)
+            new_dtheta = new_dtheta + lr_derivative[:, None] * dlr[None, :]
+        return new_dtheta, new_dstate
 
     def vjp(self, ct_theta: Array, ct_state: State, influence: Array) -> tuple[Array, State]:
         """(θ̄_t, s̄_t) from (θ̄_{t+1}, s̄_{t+1}), blocks (d, k); adds each j ∈ B_t's (∂θ_{t+1}/∂w_j)ᵀ θ̄_{t+1}

@@ -15,8 +15,11 @@ Conventions
       update(t, η, θ, s, g̃)                      → (θ', s')
       jvp(t, η, θ, s, g̃, θ̇, ṡ, ġ̃, λ̇)            → (θ̇', ṡ')          (tangents, blocks (d, k))
       vjp(t, η, θ, s, g̃, θ̄', s̄')                → (θ̄, s̄, ḡ̃)         (adjoints,  blocks (d, k))
+      lr_derivative(t, θ, s, g̃)                  → ∂θ'/∂η            (shape (d,))
 
-  with λ̇ the tangent of the weight decay λ (a row (k,) of hyper-parameter directions; None: 0).
+  with λ̇ the tangent of the weight decay λ (a row (k,) of hyper-parameter directions; None: 0). Every
+  update here is θ' = θ − η X(t, θ, s, g̃) with a state that never reads η, so ∂θ'/∂η = −X and
+  ∂s'/∂η = 0.
 * At a full-batch fixed point the step is zero where the optimizer's residual is zero,
   ``residual(θ, g̃) = g̃ + λθ`` for SGD (with or without momentum: the buffer is then 0).
 
@@ -123,6 +126,10 @@ class Optimizer:
     def update(self, t: int, lr: float, theta: Array, state: State, grad: Array) -> tuple[Array, State]:
         raise NotImplementedError
 
+    def lr_derivative(self, t: int, theta: Array, state: State, grad: Array) -> Array:
+        """∂θ'/∂η at fixed (θ, s, g̃): −X for the update θ' = θ − η X (module docstring), shape (d,)."""
+        raise NotImplementedError
+
     def warn_if_singular(self, t: int, theta: Array, state: State, grad: Array) -> None:
         """Warn where this step's derivative is undefined or dominated by rounding (none for SGD)."""
 
@@ -213,6 +220,10 @@ class SGD(Optimizer):
         d = self.residual(theta, grad)  # d_t = g̃_t + λ θ_t
         step, new_state = self._step(t, state, d)
         return theta - lr * step, new_state
+
+    def lr_derivative(self, t: int, theta: Array, state: State, grad: Array) -> Array:
+        """∂θ'/∂η = −step_t (the buffer does not read η)."""
+        return -self._step(t, state, self.residual(theta, grad))[0]
 
     def jvp(self, t: int, lr: float, theta: Array, state: State, grad: Array | None, dtheta: Array,
             dstate: State, dgrad: Array, dlam: Array | None = None) -> tuple[Array, State]:
@@ -353,6 +364,11 @@ class Adam(Optimizer):
         if self.decoupled:  # AdamW: decay first, θ (1 − η λ)
             theta = theta - lr * decay_times(self.weight_decay, theta)
         return theta - lr * u, (m, v)
+
+    def lr_derivative(self, t: int, theta: Array, state: State, grad: Array) -> Array:
+        """∂θ'/∂η = −u_t (Adam), −(u_t + λθ_t) (AdamW: θ' = θ(1 − ηλ) − η u); m and v do not read η."""
+        u = self._direction(t, *self._moments(state, self._a(theta, grad)))[0]
+        return -(u + decay_times(self.weight_decay, theta)) if self.decoupled else -u
 
     def jvp(self, t: int, lr: float, theta: Array, state: State, grad: Array | None, dtheta: Array,
             dstate: State, dgrad: Array, dlam: Array | None = None) -> tuple[Array, State]:

@@ -80,9 +80,9 @@ def test_adam_parameter_influence_and_hypergradients_match_retraining(optimizer_
     sensitivity = refsam.trajectory_hyperparameter_sensitivity(problem, run)
     h = 1e-5
 
-    def final(rho=0.05, weight_decay=0.05, l2=1e-3):
+    def final(rho=0.05, weight_decay=0.05, l2=1e-3, lr_scale=1.0):
         p = refsam.Problem(problem.model, problem.X, problem.y, l2=l2)
-        opt = run.optimizer().replace(weight_decay=weight_decay)
+        opt = run.optimizer().replace(weight_decay=weight_decay, lr=lr_scale * run.lrs)
         return refsam.train(p, refsam.SAM(rho), opt, run.steps, batch_size=5, seed=2, theta0=run.theta0,
                             clip_grad_norm=GradientClipping(0.05)).theta_final
 
@@ -92,6 +92,9 @@ def test_adam_parameter_influence_and_hypergradients_match_retraining(optimizer_
     assert rel_err(sensitivity.d_rho, fd_rho) <= RTOL_TRAJECTORY_FD
     assert rel_err(sensitivity.d_weight_decay, fd_weight_decay) <= RTOL_TRAJECTORY_FD
     assert rel_err(sensitivity.d_l2, fd_l2) <= RTOL_TRAJECTORY_FD
+    fd_lr_scale = (final(lr_scale=1 + h) - final(lr_scale=1 - h)) / (2 * h)
+    assert np.max(np.abs(fd_lr_scale)) > 1e-3  # the schedule's scale moves θ_T
+    assert rel_err(sensitivity.d_lr_scale, fd_lr_scale) <= RTOL_TRAJECTORY_FD
 
 
 def test_adam_warns_where_the_second_moment_is_round_off_small():
