@@ -370,14 +370,19 @@ class Adam(Optimizer):
         u = self._direction(t, *self._moments(state, self._a(theta, grad)))[0]
         return -(u + decay_times(self.weight_decay, theta)) if self.decoupled else -u
 
+    def _linearisation(self, t: int, theta: Array, state: State, grad: Array | None
+                       ) -> tuple[Array, Array, Array]:
+        """(a_t, ∂u/∂m, ∂u/∂v) at this step: what `jvp()` and `vjp()` both read."""
+        assert grad is not None  # Adam's derivatives read g̃
+        a = self._a(theta, grad)
+        _, du_dm, du_dv, _ = self._direction(t, *self._moments(state, a))
+        return a, du_dm, du_dv
+
     def jvp(self, t: int, lr: float, theta: Array, state: State, grad: Array | None, dtheta: Array,
             dstate: State, dgrad: Array, dlam: Array | None = None) -> tuple[Array, State]:
         """Tangents (blocks (d, k)) of the update; ``dlam`` the tangent of a scalar λ per column."""
-        assert grad is not None  # Adam's derivatives read g̃
         beta1, beta2 = self.betas
-        a = self._a(theta, grad)
-        m, v = self._moments(state, a)
-        _, du_dm, du_dv, _ = self._direction(t, m, v)
+        a, du_dm, du_dv = self._linearisation(t, theta, state, grad)
         col = (slice(None), None)
         da = dgrad
         if not self.decoupled:  # ȧ = ġ̃ + λ θ̇ (+ θ λ̇)
@@ -400,11 +405,8 @@ class Adam(Optimizer):
         m̄ = (m̄ from later) − η U ∂u/∂m and v̄ = (v̄ from later) − η U ∂u/∂v; then m̄_{t−1} = β₁ m̄,
         v̄_{t−1} = β₂ v̄, ā = (1 − β₁) m̄ + 2 (1 − β₂) a v̄ = ḡ̃, and θ̄ = U (+ λ ā for Adam; (1 − ηλ) U
         for AdamW)."""
-        assert grad is not None  # Adam's derivatives read g̃
         beta1, beta2 = self.betas
-        a = self._a(theta, grad)
-        m, v = self._moments(state, a)
-        _, du_dm, du_dv, _ = self._direction(t, m, v)
+        a, du_dm, du_dv = self._linearisation(t, theta, state, grad)
         col = (slice(None), None)
         ct_m = ct_state[0] - lr * du_dm[col] * ct_theta
         ct_v = ct_state[1] - lr * du_dv[col] * ct_theta
