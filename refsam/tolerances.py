@@ -85,8 +85,8 @@ Other named numbers:
 * ``COND_WARN = 1e12``: cond(∂G/∂θ) above this loses at least 12 of float64's 16 digits in a solve.
 * ``ADAM_V_WARN = 1e-8``: an Adam coordinate whose r = √(v̂ + eps_root) is at or below this fraction of the
   largest r: the derivative of m̂/(r + eps) in v̂, −m̂/(2 c₂ r (r + eps)²), amplifies the relative error of
-  that coordinate's a_t by ≥ 1e8 (and is undefined at r = 0, where √ has a kink along the path of a
-  perturbation): the exact methods warn.
+  that coordinate's a_t by ≥ 1e8: the exact methods warn (not at r = 0 exactly, where v's tangent is 0
+  too and the derivative is exact).
 * ``CANCEL_WARN = 1e-6``: ‖g_t‖ below this fraction of Σ_i |c_i| ‖∇ℓ_i‖ + ‖λθ‖ (the size of the terms
   it is summed from) means g_t is mostly cancellation: ε's direction keeps only ~eps/ratio relative accuracy
   (≥ 2e-10 here), the exact methods' rounding errors are amplified by 1/ratio, and they can disagree by

@@ -50,7 +50,7 @@ from ..errors import InvalidInputError, SingularSystemError, check_finite_result
 from ..objective import Problem, decay_matrix, reuse_derivatives
 from ..sam import SAM
 from ..tolerances import COND_WARN, ROOT_TOL
-from ..training import Optimizer, StepTerms, sam_gradient
+from ..training import Optimizer, StepTerms, root_residual, root_scale, sam_gradient
 from ..validation import check_choice, check_positive
 from .fixed_point import FixedPoint, no_root_reason
 from .linearisation import (
@@ -59,6 +59,7 @@ from .linearisation import (
     factorise,
     lam_out,
     linearise,
+    root_jacobian,
     scale_rows,
     weight_jacobian,
 )
@@ -67,6 +68,7 @@ from .operators import CURVATURES, SystemOperators
 from .solvers import (
     SolveInfo,
     SolverConvergenceWarning,
+    check_cg_symmetric,
     check_solver_options,
     relative_residual,
     solve_iteratively,
@@ -109,9 +111,11 @@ class HyperparameterSensitivity:
 
     At a root (`hyperparameter_sensitivity()`), with J = ∂G/∂θ:
 
-    d_rho          = −J⁻¹ ∂G/∂ρ,   ∂G/∂ρ = (H(ŵ) + λ_in I) ∂ε/∂ρ
+    d_rho          = −J⁻¹ ∂G/∂ρ,   ∂G/∂ρ = D (H(ŵ) + λ_in I) ∂ε/∂ρ
     d_weight_decay = −J⁻¹ ∂G/∂λ,   ∂G/∂λ = θ̂                                  (λθ at the unperturbed point)
-    d_l2           = −J⁻¹ ∂G/∂λ₂,  ∂G/∂λ₂ = ŵ + (H(ŵ) + λ_in I)(∂ε/∂g) θ̂      (the L2 gradient moves ε too)
+    d_l2           = −J⁻¹ ∂G/∂λ₂,  ∂G/∂λ₂ = D [ŵ + (H(ŵ) + λ_in I)(∂ε/∂g) θ̂]  (the L2 gradient moves ε too)
+
+    (D = ∂G/∂g̃: 1 for SGD and Adam, AdamW's diagonal at its root.)
 
     Through a run (`trajectory_hyperparameter_sensitivity()`) the same derivatives of θ_T, and
 
@@ -150,7 +154,7 @@ def _prepare(problem: Problem, sam: SAM, theta: Any, optimizer: Optimizer | None
     if X_test is not None:
         X_test, y_test = problem.check_test(X_test, y_test)
     terms = sam_gradient(problem, sam, theta)
-    G = terms.descent if optimizer is None else optimizer.residual(theta, terms.descent)
+    G = root_residual(optimizer, theta, terms.descent)
     residual = float(np.linalg.norm(G))
     if not residual <= root_tol:
         message = (f"`theta` is not a verified root of the SAM residual G: ‖G(theta)‖ = {residual:.3e} > "
@@ -179,7 +183,7 @@ def _system(problem: Problem, sam: SAM, optimizer: Optimizer | None, theta: Arra
     """(LU factors of J, the Linearisation for "full" else None, the point an ablation's ∂G/∂w is taken
     at, its Hessian there, and D) for the variant (module docstring): "full" builds both Hessians and E;
     "frozen" only H(ŵ); "erm" only H(θ̂)."""
-    D = 1.0 if optimizer is None else optimizer.residual_scale(theta, terms.descent)
+    D = root_scale(optimizer, theta, terms.descent)
     lin = None
     if variant == "full":
         lin = linearise(problem, sam, theta, terms=terms, optimizer=optimizer)  # G from the root check
@@ -187,7 +191,7 @@ def _system(problem: Problem, sam: SAM, optimizer: Optimizer | None, theta: Arra
     point = terms.w_hat if variant == "frozen" else theta
     H = problem.hessian(point)
     # J = D (H + λ_in) + λ_out: for SGD and Adam (D = 1) H + Λ, Λ = (λ_in + λ_out) I or diag
-    J = scale_rows(D, H + decay_matrix(problem.l2, problem.d)) + decay_matrix(lam_out(optimizer), problem.d)
+    J = root_jacobian(D, H + decay_matrix(problem.l2, problem.d), lam_out(optimizer))
     return _checked_factors(J, variant), None, point, H, D
 
 
@@ -291,6 +295,7 @@ def hessian_influence(problem: Problem, sam: SAM, theta: ArrayLike | FixedPoint,
         products = n_curvatures * problem.d  # the Hessians' columns
     else:
         ops = SystemOperators(problem, sam, optimizer, theta_hat, variant, curvature, terms)
+        check_cg_symmetric(solver, ops.symmetric)  # D is known only at the root: AdamW's is not scalar
         if solver == "direct":
             lu = _checked_factors(ops.dense_jacobian(), variant)
             V = scipy.linalg.lu_solve(lu, test_grads, trans=1)

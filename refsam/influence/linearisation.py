@@ -46,7 +46,16 @@ from ..models import BatchDerivatives
 from ..objective import Problem, decay_matrix
 from ..sam import SAM
 from ..tolerances import COND_WARN
-from ..training import Optimizer, StepTerms, check_optimizer, check_problem_sam, perturbations, residual
+from ..training import (
+    Optimizer,
+    StepTerms,
+    check_optimizer,
+    check_problem_sam,
+    perturbations,
+    residual,
+    root_residual,
+    root_scale,
+)
 from ..training.linearised import (
     CurvatureProtocol,
     ExactCurvature,
@@ -138,10 +147,22 @@ def linearise(problem: Problem, sam: SAM, theta: Array, weights: ArrayLike | Non
     decay = lam_out(optimizer)
     descent = parts[0].descent
     assert descent is not None  # perturbations(..., descent=True)
-    D = 1.0 if optimizer is None else optimizer.residual_scale(theta, descent)
-    jacobian = scale_rows(D, part.jacobian()) + decay_matrix(decay, problem.d)  # J = D K(ŵ)(I + E) + λ_out
-    G = descent if optimizer is None else optimizer.residual(theta, descent)
+    D = root_scale(optimizer, theta, descent)
+    jacobian = root_jacobian(D, part.jacobian(), decay)  # J = D K(ŵ)(I + E) + λ_out
+    G = root_residual(optimizer, theta, descent)
     return Linearisation(theta, part, G, jacobian, problem.l2, decay, D)
+
+
+def root_jacobian(D: float | Array, M: Array, lam_out: float | Array) -> Array:
+    """J = D M + λ_out I, shape (d, d), from M = ∂g̃/∂θ: K(ŵ)(I + E) for the full variant, H + λ_in I
+    (at ŵ or θ) for the ablations."""
+    return scale_rows(D, M) + decay_matrix(lam_out, M.shape[0])
+
+
+def symmetric_jacobian(variant: str, rho: float, D: float | Array) -> bool:
+    """Whether J is symmetric (what CG needs): the ablations and ρ = 0 have J = D (H + λ_in) + λ_out,
+    symmetric only where D is a scalar (SGD, Adam; not AdamW's diagonal); the full variant at ρ > 0 never."""
+    return (variant != "full" or rho == 0.0) and np.ndim(D) == 0
 
 
 def scale_rows(D: float | Array, A: Array) -> Array:
@@ -169,7 +190,8 @@ def check_root_inputs(problem: object, sam: object, theta: ArrayLike, name: str 
 
 def residual_map(problem: Problem, sam: SAM, theta: ArrayLike, weights: ArrayLike | None = None, *,
                  optimizer: Optimizer | None = None) -> Array:
-    """G(θ; w) = ∇F_w(ŵ) + λ_in ŵ + λ_out θ, ŵ = θ + ε(θ; g), shape (d,) (module docstring).
+    """G(θ; w) = ∇F_w(ŵ) + λ_in ŵ + λ_out θ, ŵ = θ + ε(θ; g), shape (d,) (module docstring): the SGD and
+    Adam residual; at ``optimizer=AdamW(...)`` AdamW's, a/(√(a² + eps_root) + eps) + λθ with a = g̃.
 
     With weight decay λ in the optimizer only: G = ∇F_w(θ + ε(θ; ∇F_w(θ))) + λθ. ``weights=None`` uses
     ``problem.weights``; ``optimizer=None``: no optimizer weight decay. Cost: two full-batch gradients.
@@ -180,7 +202,7 @@ def residual_map(problem: Problem, sam: SAM, theta: ArrayLike, weights: ArrayLik
 
 def residual_jacobian(problem: Problem, sam: SAM, theta: ArrayLike, weights: ArrayLike | None = None, *,
                       optimizer: Optimizer | None = None) -> Array:
-    """J = ∂G/∂θ = K(ŵ)(I + E) + λ_out I, E = P K(θ) + S, shape (d, d).
+    """J = ∂G/∂θ = D K(ŵ)(I + E) + λ_out I, E = P K(θ) + S, shape (d, d) (D = 1 but for AdamW).
 
     With weight decay λ in the optimizer only: J = H(ŵ)(I + E) + λI with E = (∂ε/∂g) H(θ) (+ ASAM's
     ∂ε/∂θ|_g). Cost: two Hessians and O(d³).
@@ -196,16 +218,18 @@ def weight_jacobian(problem: Problem, lin: Linearisation) -> Array:
 
 
 def residual_weight_jacobian(problem: Problem, sam: SAM, theta: ArrayLike,
-                             weights: ArrayLike | None = None) -> Array:
-    # (the optimizer's weight decay does not depend on w: ∂G/∂w is the same with or without it)
-    """∂G/∂w, shape (n, d): row j is ∂G/∂w_j = (1/n)[∇ℓ_j(ŵ) + K(ŵ) (∂ε/∂g) ∇ℓ_j(θ)].
+                             weights: ArrayLike | None = None, *,
+                             optimizer: Optimizer | None = None) -> Array:
+    """∂G/∂w, shape (n, d): row j is ∂G/∂w_j = (1/n) D [∇ℓ_j(ŵ) + K(ŵ) (∂ε/∂g) ∇ℓ_j(θ)].
 
     The first term moves the descent gradient ∇F_w(ŵ); the second moves ŵ through g = ∇F_w(θ)
-    (∂g/∂w_j = ∇ℓ_j(θ)/n). For ASAM, ∂ε/∂g is ASAM's (ρ/‖Tg‖) T (I − u uᵀ) T. Cost: two Hessians,
-    two per-sample gradient matrices and O(n d²).
+    (∂g/∂w_j = ∇ℓ_j(θ)/n). For ASAM, ∂ε/∂g is ASAM's (ρ/‖Tg‖) T (I − u uᵀ) T. D = ∂G/∂g̃ is 1 for SGD,
+    Adam and ``optimizer=None`` (a weight decay does not depend on w) and AdamW's diagonal at its fixed
+    point: pass the same ``optimizer`` as to `residual_jacobian()`. Cost: two Hessians, two per-sample
+    gradient matrices and O(n d²).
     """
-    theta_arr, w = check_root_inputs(problem, sam, theta, weights=weights)
-    return weight_jacobian(problem, linearise(problem, sam, theta_arr, w))
+    theta_arr, w = check_root_inputs(problem, sam, theta, weights=weights, optimizer=optimizer)
+    return weight_jacobian(problem, linearise(problem, sam, theta_arr, w, optimizer=optimizer))
 
 
 @dataclass(frozen=True)

@@ -44,11 +44,11 @@ from ..errors import InvalidInputError
 from ..models import BatchDerivatives, LayerFactors
 from ..objective import Problem, decay_matrix, decay_times
 from ..sam import SAM
-from ..training import Optimizer, StepTerms, perturbations
+from ..training import Optimizer, StepTerms, perturbations, root_scale
 from ..training.linearised import LinearisedPerturbation
 from ..validation import check_choice
 from .fixed_point import FixedPoint
-from .linearisation import check_root_inputs, lam_out, scale_rows
+from .linearisation import check_root_inputs, lam_out, root_jacobian, scale_rows, symmetric_jacobian
 from .methods import CLOSED_FORM_VARIANTS
 
 __all__ = ["CURVATURES", "Curvature", "SystemOperators", "curvature_at", "system_operators"]
@@ -202,7 +202,7 @@ class SystemOperators:
         self.lam_out = lam_out(optimizer)
         # D = ∂G/∂g̃: 1 for SGD and Adam, AdamW's diagonal at its fixed point
         assert self.step.descent is not None  # perturbations(..., descent=True)
-        self.D = 1.0 if optimizer is None else optimizer.residual_scale(theta, self.step.descent)
+        self.D = root_scale(optimizer, theta, self.step.descent)
         d, n = problem.d, problem.n
         if variant == "full":
             self.at_hat = curvature_at(problem, self.step.w_hat, curvature, self.count)
@@ -212,7 +212,7 @@ class SystemOperators:
             point = self.step.w_hat if variant == "frozen" else theta
             self.at_point = curvature_at(problem, point, curvature, self.count)
         # ρ = 0: P = S = 0, J_C = K_C(θ) + λ_out; a non-constant D makes every J_C unsymmetric
-        self.symmetric = (variant != "full" or sam.rho == 0.0) and np.ndim(self.D) == 0
+        self.symmetric = symmetric_jacobian(variant, sam.rho, self.D)
         self.jacobian = LinearOperator((d, d), matvec=self._J, rmatvec=self._J_T, matmat=self._J,
                                        rmatmat=self._J_T, dtype=np.float64)
         self.jacobian_T = self.jacobian.adjoint()
@@ -297,8 +297,8 @@ class SystemOperators:
         d = self.problem.d
         if self.variant != "full":
             K = self.at_point.matrix() + decay_matrix(self.problem.l2, d)
-            return scale_rows(self.D, K) + decay_matrix(self.lam_out, d)
-        return scale_rows(self.D, self.part.jacobian()) + decay_matrix(self.lam_out, d)
+            return root_jacobian(self.D, K, self.lam_out)
+        return root_jacobian(self.D, self.part.jacobian(), self.lam_out)
 
 
 def _weighted_grad(problem: Problem, derivatives: BatchDerivatives, u: Array) -> Array:

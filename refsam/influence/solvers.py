@@ -53,8 +53,8 @@ from ..validation import (
     check_random_state,
 )
 
-__all__ = ["SOLVERS", "SOLVER_OPTIONS", "SolveInfo", "SolverConvergenceWarning", "check_solver_options",
-           "relative_residual", "solve_iteratively"]
+__all__ = ["SOLVERS", "SOLVER_OPTIONS", "SolveInfo", "SolverConvergenceWarning", "check_cg_symmetric",
+           "check_solver_options", "relative_residual", "solve_iteratively"]
 
 Array = NDArray[np.float64]
 
@@ -96,6 +96,16 @@ class SolveInfo:
     rank: int | None = None
 
 
+def check_cg_symmetric(solver: str, symmetric: bool) -> None:
+    """Refuse CG on a system that is not symmetric (`linearisation.symmetric_jacobian`)."""
+    if solver == "cg" and not symmetric:
+        raise InvalidInputError(
+            "solver='cg' needs a symmetric system, and J is not symmetric here: SAM's J = K(ŵ)(I + E) + λI "
+            "for rho > 0 (variant='full'), and every variant at an AdamW root (J = D (H + λ_in) + λ with "
+            "AdamW's diagonal D): use solver='gmres' or 'bicgstab', or cg with variant='frozen' or 'erm' "
+            "under SGD or Adam")
+
+
 def check_solver_options(solver: object, options: dict[str, Any],
                          symmetric: bool) -> tuple[str, dict[str, Any]]:
     """(solver, options with defaults filled in); unknown or invalid options are refused."""
@@ -105,11 +115,7 @@ def check_solver_options(solver: object, options: dict[str, Any],
     if unknown:
         raise InvalidInputError(f"solver={solver!r} takes the options {sorted(allowed) or 'none'}; got "
                                 f"{', '.join(unknown)}")
-    if solver == "cg" and not symmetric:
-        raise InvalidInputError(
-            "solver='cg' needs a symmetric system, and SAM's J = K(ŵ)(I + E) + λI is not symmetric for "
-            "rho > 0 (variant='full'): use solver='gmres' or 'bicgstab', or cg with variant='frozen' or "
-            "'erm'")
+    check_cg_symmetric(solver, symmetric)
     merged = {**allowed, **options}
     for key in ("rtol", "atol", "damping", "tol"):
         if key in merged:

@@ -52,8 +52,9 @@ When each is exact: the three exact methods are the derivative of the run itself
 schedule, any number of steps, converged or not, in both regularisation modes (they need ‖g_t‖ ≠ 0 at
 every step for the SAM and ASAM rules, as training does). The approximations are exact only in
 degenerate cases (first_order with T = 1 and ρ = 0: no later step to propagate through, no inner
-term); docs/trajectory.md derives the recursions and measures the approximations against the exact
-result and against leave-one-out replays.
+term, on an SGD run without clipping; they refuse Adam, AdamW and clipped runs); docs/trajectory.md
+derives the recursions and measures the approximations against the exact result and against
+leave-one-out replays.
 """
 
 
@@ -198,7 +199,7 @@ def trajectory_hyperparameter_sensitivity(problem: Problem, trajectory: Trajecto
 
     The same run (θ_0, batches B_t, η_t, rule, optimizer) re-run at ρ + dρ, λ + dλ or λ₂ + dλ₂; exact for
     any batch schedule, converged or not — where the closed form (`hyperparameter_sensitivity()`)
-    needs a root. Three tangent columns of the forward recursion (`_tangents()`), started at Θ̇_0 = 0,
+    needs a root. Four tangent columns of the forward recursion (`_tangents()`), started at Θ̇_0 = 0,
     with the hyper-parameters' own terms added at every step:
 
         ġ  = K_t(θ_t) Θ̇ + [θ_t in the λ₂ column]                          (g = ∇F + λ₂ θ)
@@ -353,13 +354,13 @@ class _HyperparameterSources(_Sources):
     ρ = 1 into ŵ̇; θ_t into ġ and ŵ_C into ġ̃_C for λ₂."""
 
     def __init__(self, sam: SAM) -> None:
-        self.unit_rho = SAM(1.0, sam.rule, sam.kappa, sam.norm_eps, sam.t_mask)  # every rule is linear in ρ
+        self.sam = sam
 
     def g(self, part: LinearisedPerturbation, dg: Array) -> None:
         dg[:, 2] += part.theta  # ∂g/∂λ₂ = θ_t
 
     def w_hat(self, part: LinearisedPerturbation, dw_hat: Array) -> None:
-        dw_hat[:, 0] += self.unit_rho.perturbation(part.theta, part.g)  # ∂ε/∂ρ
+        dw_hat[:, 0] += self.sam.d_rho(part.theta, part.g)  # ∂ε/∂ρ = ε at ρ = 1
 
     def descent(self, part: LinearisedPerturbation, ddescent: Array) -> None:
         ddescent[:, 2] += part.w_hat  # ∂(λ₂ ŵ)/∂λ₂
@@ -409,6 +410,9 @@ def step_weights(trajectory: Trajectory) -> Array:
     if not isinstance(optimizer, SGD):
         raise InvalidInputError(f"the first-order and TracIn weights are written for SGD runs, got "
                                 f"{optimizer.name}")
+    if trajectory.clipping() is not None:  # the clip's factor s_t and its Jacobian are not in γ_t
+        raise InvalidInputError("the first-order and TracIn weights are written for unclipped runs; this run "
+                                "clips its gradient: use an exact method (adjoint, forward, autodiff)")
     if not optimizer.momentum:
         return np.asarray(lrs.copy(), dtype=np.float64)
     mu, tail = optimizer.momentum, np.empty_like(lrs)

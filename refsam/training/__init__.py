@@ -14,7 +14,16 @@ from .run import (
     train,
 )
 from .schedules import cosine_annealing_lr, linear_lr, linear_warmup_cosine_lr, step_lr
-from .step import Perturbation, StepTerms, perturbations, residual, sam_gradient, sharpness_chunks
+from .step import (
+    Perturbation,
+    StepTerms,
+    perturbations,
+    residual,
+    root_residual,
+    root_scale,
+    sam_gradient,
+    sharpness_chunks,
+)
 from .trajectory import TRAJECTORY_FORMAT_VERSION, Trajectory
 
 __all__ = [
@@ -45,6 +54,8 @@ __all__ = [
     "replay",
     "replay_final",
     "residual",
+    "root_residual",
+    "root_scale",
     "sam_gradient",
     "sharpness_chunks",
     "train",

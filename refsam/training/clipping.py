@@ -98,7 +98,8 @@ def check_clipping(clip_grad_norm: object) -> GradientClipping | None:
     """``train``'s ``clip_grad_norm``: None, a float c (torch's convention), or a GradientClipping."""
     if clip_grad_norm is None or isinstance(clip_grad_norm, GradientClipping):
         return clip_grad_norm
-    if isinstance(clip_grad_norm, bool) or not isinstance(clip_grad_norm, (int, float, np.floating)):
+    number = (int, float, np.integer, np.floating)
+    if isinstance(clip_grad_norm, bool) or not isinstance(clip_grad_norm, number):
         raise InvalidInputError(f"`clip_grad_norm` must be None, a float > 0 (torch's clip_grad_norm_) or a "
                                 f"refsam.GradientClipping, got {type(clip_grad_norm).__name__}")
     return GradientClipping(float(clip_grad_norm))

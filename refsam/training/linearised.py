@@ -1,9 +1,9 @@
-"""The SAM step linearised: one object for its update and every derivative of it.
+"""The SAM step linearised: one object for every derivative of it.
 
-Every exact method of refsam differentiates the same step (`refsam.training.step`). This module
-is the one home of its Jacobians; training and replays call `SAMStep.update()`, the adjoint
-`SAMStep.vjp()`, the forward and hyper-parameter recursions `SAMStep.jvp()`, and the closed form
-and its matrix-free operators the same perturbation's `LinearisedPerturbation.tangent()`,
+Every exact method of refsam differentiates the same step (`refsam.training.step`, which training and
+replays run, handing g̃ to the optimizer's `update()`). This module is the one home of its Jacobians:
+the adjoint calls `SAMStep.vjp()`, the forward and hyper-parameter recursions `SAMStep.jvp()`, and the
+closed form and its matrix-free operators the same perturbation's `LinearisedPerturbation.tangent()`,
 `cotangent()` and `jacobian()` at a root.
 
 Conventions
@@ -43,7 +43,7 @@ from ..sam import SAM
 from ..tolerances import CANCEL_WARN
 from .clipping import GradientClipping
 from .optimizers import Optimizer, State
-from .step import Perturbation, chunk_descent, perturbations
+from .step import Perturbation, batch_descent, chunk_descent, perturbations
 
 __all__ = ["CurvatureProtocol", "ExactCurvature", "LinearisedPerturbation", "SAMStep", "scatter_add"]
 
@@ -239,9 +239,7 @@ class SAMStep:
         descents = [p.part.descent if p.part.descent is not None
                     else chunk_descent(self.problem, p.at_w_hat.derivatives.grad(), p.w_hat)
                     for p in self.parts]
-        if len(descents) == 1:
-            return descents[0]
-        return sum((p.share * d for p, d in zip(self.parts, descents)), np.zeros_like(self.theta))
+        return batch_descent([p.share for p in self.parts], descents)
 
     @cached_property
     def descent(self) -> Array:
@@ -260,10 +258,6 @@ class SAMStep:
             self.clipping.warn_if_on_kink(self.raw_descent, self.t)
         if self.optimizer.derivatives_read_gradient:
             self.optimizer.warn_if_singular(self.t, self.theta, self.state, self.descent)
-
-    def update(self) -> tuple[Array, State]:
-        """(θ_{t+1}, s_{t+1}): the optimizer's update with the descent gradient g̃_t."""
-        return self.optimizer.update(self.t, self.lr, self.theta, self.state, self.descent)
 
     def jvp(self, dtheta: Array, dstate: State, add_g: Hook | None = None, add_w_hat: Hook | None = None,
             add_descent: Hook | None = None, dlam: Array | None = None,

@@ -268,10 +268,11 @@ class Adam(Optimizer):
         θ_{t+1} = θ_t − η_t m̂ / (r + eps)
 
     Derivatives (elementwise; u = m̂/(r + eps)): ∂u/∂m = 1/(c₁ (r + eps)),
-    ∂u/∂v = −m̂ / (2 c₂ r (r + eps)²) — unbounded as v̂ + eps_root → 0: with ``eps_root = 0`` a coordinate
-    whose v̂ is zero or round-off makes the run's derivative infinite or meaningless there. refsam warns
-    (`refsam.tolerances.ADAM_V_WARN`) and, at v̂ + eps_root = 0 exactly (a coordinate no gradient ever
-    reached, where also m = 0), takes the derivative through r as 0.
+    ∂u/∂v = −m̂ / (2 c₂ r (r + eps)²) — of order 1/eps² as v̂ + eps_root → 0 (unbounded at eps = 0):
+    with ``eps_root = 0`` a coordinate whose v̂ is round-off small amplifies the rounding of its a_t by
+    that much, and refsam warns (`refsam.tolerances.ADAM_V_WARN`). At v̂ + eps_root = 0 exactly (a
+    coordinate no gradient has reached: every a_s = 0 so far, so m = 0 and v's tangent is 0 too) the
+    term through v is multiplied by 0 and the derivative is exactly ∂u/∂m's: no warning.
 
     Parameters
     ----------
@@ -418,17 +419,17 @@ class Adam(Optimizer):
         return new_ct_theta, (beta1 * ct_m, beta2 * ct_v), ct_a
 
     def warn_if_singular(self, t: int, theta: Array, state: State, grad: Array) -> None:
-        """Warn where r = √(v̂ + eps_root) is round-off small (tolerances.ADAM_V_WARN relative to the
-        largest): the derivative through √v̂ is unbounded there (undefined at r = 0)."""
+        """Warn where r = √(v̂ + eps_root) is round-off small but not 0 (tolerances.ADAM_V_WARN relative
+        to the largest): the derivative through √v̂ amplifies rounding there (class docstring). r = 0
+        exactly is exact, no warning."""
         r = self._direction(t, *self._moments(state, self._a(theta, grad)))[3]
         top = float(np.max(r)) if r.size else 0.0
-        small = int(np.count_nonzero(r <= ADAM_V_WARN * top)) if top > 0 else int(r.size)
+        small = int(np.count_nonzero((r > 0.0) & (r <= ADAM_V_WARN * top)))
         if small:
-            warnings.warn(f"step {t}: {small} coordinate(s) of {self.name}'s √(v̂ + eps_root) are at most "
-                          f"{ADAM_V_WARN:g} of the largest (0 where no gradient has reached them yet): the "
-                          f"derivative through √v̂ is unbounded there and the exact influence is dominated by "
-                          f"rounding, or undefined (taken as 0 at v̂ = 0); pass eps_root > 0 to bound it",
-                          RuntimeWarning, stacklevel=5)
+            warnings.warn(f"step {t}: {small} coordinate(s) of {self.name}'s √(v̂ + eps_root) are nonzero but "
+                          f"at most {ADAM_V_WARN:g} of the largest: the derivative through √v̂ (of order "
+                          f"1/eps²) amplifies their rounding and the exact influence may be dominated by it "
+                          f"there; pass eps_root > 0 to bound it", RuntimeWarning, stacklevel=5)
 
 
 class AdamW(Adam):

@@ -56,6 +56,9 @@ def linear_lr(lr: float, steps: int, start_factor: float = 1.0 / 3.0, end_factor
     """η (s + (e − s) min(t, N)/N) (``LinearLR(start_factor=s, end_factor=e, total_iters=N)``)."""
     lr = check_positive("lr", lr)
     start, end = check_positive("start_factor", start_factor), check_positive("end_factor", end_factor)
+    for name, factor in (("start_factor", start), ("end_factor", end)):
+        if factor > 1.0:  # torch's LinearLR refuses it too
+            raise InvalidInputError(f"`{name}` must lie in (0, 1] (as in torch's LinearLR), got {factor}")
     n = check_positive_int("total_iters", total_iters)
     return lr * (start + (end - start) * np.minimum(_steps(steps), n) / n)
 

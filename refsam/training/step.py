@@ -33,8 +33,8 @@ from ..objective import Problem, decay_times
 from ..sam import SAM
 from .optimizers import Optimizer
 
-__all__ = ["Perturbation", "StepTerms", "chunk_descent", "perturbations", "residual", "sam_gradient",
-           "sharpness_chunks"]
+__all__ = ["Perturbation", "StepTerms", "batch_descent", "chunk_descent", "perturbations", "residual",
+           "root_residual", "root_scale", "sam_gradient", "sharpness_chunks"]
 
 Array = NDArray[np.float64]
 
@@ -111,6 +111,13 @@ def chunk_descent(problem: Problem, grad_hat: Array, w_hat: Array) -> Array:
     return grad_hat + decay_times(problem.l2, w_hat)
 
 
+def batch_descent(shares: list[float], descents: list[Array]) -> Array:
+    """g̃ = Σ_C (|C|/|B|) g̃_C over a batch's perturbations (one perturbation: g̃_C itself, unchanged)."""
+    if len(descents) == 1:
+        return descents[0]
+    return sum((share * d for share, d in zip(shares, descents)), np.zeros_like(descents[0]))
+
+
 def sam_gradient(problem: Problem, sam: SAM, theta: Array, idx: ArrayLike | None = None,
                  weights: ArrayLike | None = None) -> StepTerms:
     """g, ε, ŵ and g̃ at θ on batch ``idx`` (None: full batch), from `perturbations()`; trusts its
@@ -121,7 +128,7 @@ def sam_gradient(problem: Problem, sam: SAM, theta: Array, idx: ArrayLike | None
     if len(parts) == 1:
         part = parts[0]
         return StepTerms(part.g, part.eps, part.w_hat, descents[0])
-    descent = sum((p.share * d for p, d in zip(parts, descents)), np.zeros_like(theta))
+    descent = batch_descent([p.share for p in parts], descents)
     eps = sum((p.share * p.eps for p in parts), np.zeros_like(theta))
     g = problem.grad(theta, idx, weights) + decay_times(problem.l2, theta)
     return StepTerms(g, eps, theta + eps, descent)
@@ -139,5 +146,16 @@ def residual(problem: Problem, sam: SAM, optimizer: Optimizer | None, theta: Arr
              weights: ArrayLike | None = None) -> Array:
     """G(θ; w): the optimizer's full-batch residual of the SAM descent gradient, what vanishes at a fixed
     point (SGD: g̃ + λθ; ``optimizer=None``: g̃ alone, no weight decay); trusts its inputs."""
-    descent = sam_gradient(problem, sam, theta, None, weights).descent
+    return root_residual(optimizer, theta, sam_gradient(problem, sam, theta, None, weights).descent)
+
+
+def root_residual(optimizer: Optimizer | None, theta: Array, descent: Array) -> Array:
+    """G from the full-batch descent gradient g̃: ``optimizer.residual(θ, g̃)``, or g̃ alone without an
+    optimizer (no weight decay)."""
     return descent if optimizer is None else optimizer.residual(theta, descent)
+
+
+def root_scale(optimizer: Optimizer | None, theta: Array, descent: Array) -> float | Array:
+    """D = ∂G/∂g̃, diagonal: ``optimizer.residual_scale(θ, g̃)`` (1 for SGD and Adam, AdamW's diagonal),
+    1 without an optimizer."""
+    return 1.0 if optimizer is None else optimizer.residual_scale(theta, descent)

@@ -72,7 +72,7 @@ class Trajectory:
     """A recorded SAM run.
 
     The constructor checks what `load()` checks (shapes against ``config``'s steps, d and n, finite
-    float64 arrays, batch indices in range, a valid SAM and momentum configuration) and raises
+    float64 arrays, batch indices in range, a valid SAM and optimizer configuration) and raises
     `refsam.InvalidInputError` naming what is wrong; the model spec may be a user model's.
 
     Attributes
@@ -83,12 +83,15 @@ class Trajectory:
     lrs : array (T,)             η_t
     weights : array (n,)         the sample weights w the run used
     config : dict                everything else needed to replay it: model spec, rho, rule, kappa, l2
-                                 (the loss's), optimizer (its configuration without lr: name, momentum,
-                                 dampening, nesterov, weight_decay), batch_size, seed, steps, n, d,
-                                 data_sha256 (of X and y)
+                                 (the loss's), optimizer (its configuration without lr: name and
+                                 momentum, dampening, nesterov, weight_decay for SGD; betas, eps,
+                                 eps_root, weight_decay for Adam and AdamW), clip_grad_norm (None or
+                                 the clipping's max_norm and convention), batch_size, seed, steps, n,
+                                 d, data_sha256 (of X and y)
     states : dict of arrays (T, d)   the optimizer's state after each step, by its names (SGD with
-                                 momentum: "momentum_buffer", buf_0 … buf_{T−1}; {} for plain SGD):
-                                 with θ_t, the state after step t − 1 is the run's state
+                                 momentum: "momentum_buffer", buf_0 … buf_{T−1}; {} for plain SGD;
+                                 Adam and AdamW: "exp_avg", "exp_avg_sq"): with θ_t, the state after
+                                 step t − 1 is the run's state
     grad_norms : array (T,) or None  ‖g_t‖₂ of the gradient each step's perturbation was built from
                                  (`refsam.training.train()` records it; None for runs recorded
                                  elsewhere or read from files of format 1 or 2). With ε_t it gives

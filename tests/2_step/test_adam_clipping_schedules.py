@@ -253,3 +253,19 @@ def test_adam_update_equals_real_torch_optim(cls, torch_name):
         reference.step()
         theta, state = opt.update(t, 0.03, theta, state, grad)
         assert rel_err(theta, param.detach().numpy()) <= RTOL_PER_STEP
+
+
+def test_linear_lr_refuses_factors_above_one_like_torch():
+    with pytest.raises(refsam.InvalidInputError, match=r"`start_factor` must lie in \(0, 1\]"):
+        refsam.training.linear_lr(0.1, 10, start_factor=2.0)
+    with pytest.raises(refsam.InvalidInputError, match=r"`end_factor` must lie in \(0, 1\]"):
+        refsam.training.linear_lr(0.1, 10, end_factor=1.5)
+
+
+def test_clip_grad_norm_takes_a_numpy_integer_like_a_python_int():
+    X, y, _ = refsam.make_gaussian_classification(n=8, n_features=2, seed=0)
+    problem = refsam.Problem(refsam.LogisticRegression(), X, y)
+    runs = [refsam.train(problem, refsam.SAM(0.05), refsam.SGD(0.1), 2, clip_grad_norm=c)
+            for c in (1, np.int64(1))]
+    np.testing.assert_array_equal(runs[0].thetas, runs[1].thetas)
+    assert runs[1].clipping() is not None

@@ -7,6 +7,7 @@ replaying the run ≤ RTOL_TRAJECTORY_FD.
 """
 
 import itertools
+import warnings
 
 import numpy as np
 import pytest
@@ -98,18 +99,35 @@ def test_adam_parameter_influence_and_hypergradients_match_retraining(optimizer_
 
 
 def test_adam_warns_where_the_second_moment_is_round_off_small():
-    """A feature that is zero on every training point leaves its weights' v̂ = 0 (no gradient ever reaches
-    them): √v̂ has a kink there and the exact influence must say so, not silently return a number."""
-    X = np.c_[X3[:, :2], np.zeros(len(X3))]
+    """A feature 1e-12 the size of the others gives its weight a v̂ round-off small but not 0: the
+    derivative through √v̂ (order 1/eps²) amplifies its rounding, and the exact influence must say so,
+    not silently return a number; eps_root > 0 bounds it (no warning)."""
+    X = np.c_[X3[:, :2], 1e-12 * X3[:, 2]]
     problem = refsam.Problem(refsam.LogisticRegression(), X, (y3 > 0).astype(int))
     run = refsam.train(problem, refsam.SAM(0.05), refsam.Adam(0.01), 3)
     with pytest.warns(RuntimeWarning, match=r"√\(v̂ \+ eps_root\)"):
         refsam.trajectory_influence(problem, run, X[:2], (y3[:2] > 0).astype(int))
     bounded = refsam.train(problem, refsam.SAM(0.05), refsam.Adam(0.01, eps_root=1e-8), 3)
-    import warnings
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)  # eps_root > 0 bounds the derivative: no warning
         refsam.trajectory_influence(problem, bounded, X[:2], (y3[:2] > 0).astype(int))
+
+
+def test_adam_at_a_second_moment_of_exactly_zero_is_exact_and_quiet():
+    """A feature that is zero on every training point leaves its weight's v̂ = 0 (no gradient reaches it):
+    m = 0 and v's tangent is 0 there too, so the derivative is exact (an earlier version warned that it
+    was undefined; a review showed it is not). Held to finite differences of replaying the run and to
+    autodiff through the loop, without a warning."""
+    X = np.c_[X3[:, :2], np.zeros(len(X3))]
+    y = (y3 > 0).astype(int)
+    problem = refsam.Problem(refsam.LogisticRegression(), X, y)
+    run = refsam.train(problem, refsam.SAM(0.05), refsam.Adam(0.01, eps=1e-3), 3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        adjoint = refsam.trajectory_influence(problem, run, X[:2] + 0.3, y[:2])
+    fd = refsam.finite_difference_replay(problem, run, X[:2] + 0.3, y[:2])
+    assert np.abs(adjoint).max() > 1e-6
+    assert rel_err(adjoint, fd) <= RTOL_TRAJECTORY_FD
 
 
 def test_adam_run_round_trips_through_a_file(tmp_path):
@@ -129,3 +147,18 @@ def test_first_order_approximations_refuse_adam_runs_clearly():
     problem, run, X_test, y_test = _run("logistic", "sam", refsam.Adam, None, None)
     with pytest.raises(refsam.InvalidInputError, match="SGD runs"):
         refsam.trajectory_influence(problem, run, X_test, y_test, "first_order")
+
+
+@pytest.mark.parametrize("method", ["first_order", "tracin"])
+def test_first_order_approximations_refuse_clipped_runs(method):
+    """γ_t has no clip factor in it: on a clipped one-step ρ = 0 run, where first_order is exact without a
+    clip, it was 6.4× off (found in review). Refused; the exact methods handle the clip."""
+    X, y = X3, (y3 > 0).astype(int)
+    problem = refsam.Problem(refsam.LogisticRegression(), X, y)
+    run = refsam.train(problem, refsam.SAM(0.0), refsam.SGD(0.5), 1, clip_grad_norm=0.01)
+    with pytest.raises(refsam.InvalidInputError, match="unclipped runs"):
+        refsam.trajectory_influence(problem, run, X[:2], y[:2], method)
+    unclipped = refsam.train(problem, refsam.SAM(0.0), refsam.SGD(0.5), 1)  # where first_order is exact
+    exact = refsam.trajectory_influence(problem, unclipped, X[:2], y[:2], "adjoint")
+    first_order = refsam.trajectory_influence(problem, unclipped, X[:2], y[:2], "first_order")
+    assert rel_err(first_order, exact) <= 1e-12
