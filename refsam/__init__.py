@@ -59,6 +59,11 @@ from .influence import trajectory_hyperparameter_sensitivity
 from .ground_truth import finite_difference_influence, finite_difference_replay, leave_one_out
 from .ground_truth import leave_one_out_replay
 
+# ground truth on random subsets: counterfactual banks, and grading scores on them (LDS, group effects)
+from .ground_truth.bank import CounterfactualBank, counterfactual_bank, load_bank, merge_bank_shards
+from .kit.lds import group_effects, lds
+from .kit.peers import export_bank, import_bank
+
 from .version import __version__ as __version__
 # isort: on
 
@@ -106,4 +111,12 @@ __all__ = [
     "trajectory_parameter_influence",
     "finite_difference_replay",
     "leave_one_out_replay",
+    "CounterfactualBank",
+    "counterfactual_bank",
+    "load_bank",
+    "merge_bank_shards",
+    "lds",
+    "group_effects",
+    "export_bank",
+    "import_bank",
 ]

@@ -77,9 +77,8 @@ def _run(problem: Problem, sam: SAM, theta0: Array, batches: list[NDArray[np.int
 
 
 def _steps(problem: Problem, sam: SAM, theta0: Array, batches: list[NDArray[np.int64]], lrs: Array,
-           optimizer: SGDMomentum, weights: Array | None, progress: bool) -> Iterator[tuple[int, Array,
-                                                                                       StepTerms,
-                                                                                       Array | None]]:
+           optimizer: SGDMomentum, weights: Array | None, progress: bool,
+           removed_batches: bool = False) -> Iterator[tuple[int, Array, StepTerms, Array | None]]:
     """The SAM iteration itself, the single code path of every run: yields (t, θ_{t+1}, step t's terms
     (g_t, ε_t, ŵ_t, G_t), buf_t).
 
@@ -90,7 +89,7 @@ def _steps(problem: Problem, sam: SAM, theta0: Array, batches: list[NDArray[np.i
     report_every = max(1, steps // 10)
     theta, buf = theta0, None
     for t in range(steps):
-        terms = descent_direction(problem, sam, theta, batches[t], weights)
+        terms = descent_direction(problem, sam, theta, batches[t], weights, removed_batches=removed_batches)
         with np.errstate(over="ignore", invalid="ignore"):  # an overflow is reported just below
             if optimizer.active:
                 buf, step = optimizer.update(buf, terms.direction, t)
@@ -215,7 +214,8 @@ def train(problem: Problem, sam: SAM, lr: ArrayLike, steps: int | None = None, b
                       grad_norms=grad_norms)
 
 
-def replay_final(problem: Problem, trajectory: Trajectory, weights: ArrayLike) -> Array:
+def replay_final(problem: Problem, trajectory: Trajectory, weights: ArrayLike, *,
+                 removed_batches: bool = False) -> Array:
     """θ_T of the recorded schedule replayed with each row of ``weights`` (K, n): K counterfactual runs
     advanced together as one (d, K) block — two matrix products per step for all of them where the
     model has :meth:`~refsam.Model.column_grads` (the linear models), one gradient per run otherwise.
@@ -225,6 +225,8 @@ def replay_final(problem: Problem, trajectory: Trajectory, weights: ArrayLike) -
     A run whose step map expands (spectral radius > 1: SAM oscillating, not converging) amplifies that
     rounding like any other: measured 2e-3 apart after 100 of 300 such steps (radius 2.3), while the
     one-at-a-time ``replay`` reproduces the recorded run bit for bit. Nothing else is stored.
+    ``removed_batches``: a step whose batch has all its weights zero moves by the weight decay alone
+    (ε = 0; :func:`~refsam.training.step.perturbation_of`) instead of raising ZeroGradientError.
     """
     if not isinstance(trajectory, Trajectory):
         raise InvalidInputError(f"`trajectory` must be a refsam.Trajectory, got {type(trajectory).__name__}")
@@ -237,7 +239,8 @@ def replay_final(problem: Problem, trajectory: Trajectory, weights: ArrayLike) -
     theta0 = np.repeat(trajectory.theta0[:, None], W.shape[0], axis=1)  # (d, K)
     final = theta0
     for _, final, _, _ in _steps(problem, trajectory.sam(), theta0, trajectory.batches,  # noqa: B007
-                                 trajectory.lrs, trajectory.optimizer(), np.ascontiguousarray(W.T), False):
+                                 trajectory.lrs, trajectory.optimizer(), np.ascontiguousarray(W.T), False,
+                                 removed_batches):
         pass  # only the last state is kept
     return np.ascontiguousarray(final.T)
 

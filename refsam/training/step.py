@@ -48,7 +48,7 @@ from ..objective import Problem, decay_times
 from ..sam import SAM
 from ..validation import check_nonnegative
 
-__all__ = ["SGDMomentum", "StepTerms", "descent_direction", "sam_step", "sharpness_chunks"]
+__all__ = ["SGDMomentum", "StepTerms", "descent_direction", "perturbation_of", "sam_step", "sharpness_chunks"]
 
 Array = NDArray[np.float64]
 
@@ -63,17 +63,20 @@ class StepTerms(NamedTuple):
 
 
 def descent_direction(problem: Problem, sam: SAM, theta: Array, idx: ArrayLike | None = None,
-                      weights: ArrayLike | None = None) -> StepTerms:
+                      weights: ArrayLike | None = None, *, removed_batches: bool = False) -> StepTerms:
     """g, ε, ŵ and G at θ on batch ``idx`` (None: full batch); trusts its inputs. Cost: two gradients.
 
     θ may be a block (d, K) of K runs with ``weights`` (n, K): every term is then (d, K), column k the
     step of run k (:meth:`Problem.grad`, :meth:`SAM.perturbation` on blocks).
+    ``removed_batches``: a batch (or m-sharpness chunk) whose sample weights are all zero — every point
+    removed, as in a counterfactual bank's replays — has F_{B,w} ≡ 0, so g = 0 and ε = 0 (instead of
+    SAM's ZeroGradientError); the step is then the weight decay's alone (:func:`perturbation_of`).
     """
     lam_in, lam_out = problem.weight_decay_split()
     chunks = sharpness_chunks(np.arange(problem.n) if idx is None else np.asarray(idx), sam.m_sharpness)
     if len(chunks) == 1:
         g = problem.grad(theta, idx, weights) + decay_times(lam_in, theta)
-        eps = sam.perturbation(theta, g)
+        eps = perturbation_of(problem, sam, theta, g, idx, weights, removed_batches)
         w_hat = theta + eps
         direction = (problem.grad(w_hat, idx, weights) + decay_times(lam_in, w_hat)
                      + decay_times(lam_out, theta))
@@ -82,13 +85,36 @@ def descent_direction(problem: Problem, sam: SAM, theta: Array, idx: ArrayLike |
     direction, eps = decay_times(lam_out, theta), np.zeros_like(theta)
     for chunk in chunks:  # m-sharpness: one perturbation per chunk
         share = len(chunk) / size
-        eps_c = sam.perturbation(theta, problem.grad(theta, chunk, weights) + decay_times(lam_in, theta))
+        eps_c = perturbation_of(problem, sam, theta,
+                                problem.grad(theta, chunk, weights) + decay_times(lam_in, theta), chunk,
+                                weights, removed_batches)
         w_hat_c = theta + eps_c
         direction = direction + share * (problem.grad(w_hat_c, chunk, weights)
                                          + decay_times(lam_in, w_hat_c))
         eps = eps + share * eps_c
     g = problem.grad(theta, idx, weights) + decay_times(lam_in, theta)
     return StepTerms(g, eps, theta + eps, direction)
+
+
+def perturbation_of(problem: Problem, sam: SAM, theta: Array, g: Array, idx: ArrayLike | None,
+                    weights: ArrayLike | None, removed_batches: bool) -> Array:
+    """ε(θ; g) on batch ``idx``; with ``removed_batches``, ε = 0 for every run (column) whose batch
+    weights are all zero and whose g is exactly zero (F_{B,w} ≡ 0: nothing to perturb against). In
+    coupled mode g = λθ ≠ 0 there, and the rule applies as usual."""
+    if not removed_batches:
+        return sam.perturbation(theta, g)
+    w = problem.weights if weights is None else np.asarray(weights)
+    rows = w if idx is None else w[np.asarray(idx)]  # (|B|,) or (|B|, K)
+    empty = ~np.any(rows != 0, axis=0) & ~np.any(g != 0, axis=0)  # () or (K,)
+    if not np.any(empty):
+        return sam.perturbation(theta, g)
+    if g.ndim == 1:
+        return np.zeros_like(g)
+    eps = np.zeros_like(g)
+    live = ~empty
+    if np.any(live):
+        eps[:, live] = sam.perturbation(theta[:, live], g[:, live])
+    return eps
 
 
 def sharpness_chunks(idx: NDArray[np.int64], m: int | None) -> list[NDArray[np.int64]]:
