@@ -29,6 +29,8 @@ Stable JSON keys (external checks read them):
     loo_block_speedup                 leave-one-out replays of 64 points one at a time / in blocks, one
                                       process (target >= 10)
     loo_parallel_speedup              leave-one-out of all n points in blocks, 1 process / 2 (target >= 1.6)
+    lds_bank_block_speedup            a bank of 100 re-solved roots in blocks vs one re-solve at a time
+                                      (benchmarks/banks.py, with the bank's cost against training)
     loo_two_process_ceiling           the same serial job run by two independent processes at once:
                                       2 × (time alone) / (time together), what the 2 cores give it
     mlp_hessian_d2000                 explicit MLP Hessian (d ≈ 2,000): autograd.hessian vs the
@@ -63,6 +65,9 @@ import numpy as np  # noqa: E402
 import scipy.linalg  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/banks.py beside this file
+
+from banks import run_bank_benchmarks  # noqa: E402
 
 from refsam import (  # noqa: E402  # noqa: E402
     MLP,
@@ -855,6 +860,9 @@ def run_benchmarks(mode: str = "full", log=print) -> dict:
     results["loo_parallel_speedup"] = hardware["loo"]["loo_parallel_speedup"]
     results["loo_two_process_ceiling"] = hardware["loo"]["two_process_ceiling"]
 
+    log(f"[{time.perf_counter() - start:6.1f} s] counterfactual banks (benchmarks/banks.py) ...")
+    results.update(run_bank_benchmarks(mode, log))
+
     log(f"[{time.perf_counter() - start:6.1f} s] scaling ...")
     scaling = {}
     scaling.update(scaling_closed_form_and_loo(cfg["scaling"], repeats))
@@ -929,6 +937,10 @@ def format_summary(results: dict) -> str:
                  f"(k={lo['k']} points, n={lo['n']}, d={lo['d']}, T={lo['steps']}; block vs single rel. err "
                  f"{lo['rel_err_block_vs_single']:.1e}, 2 processes identical: {lo['parallel_identical']}; "
                  f"two independent processes of the serial job: {lo['two_process_ceiling']:.2f})")
+    if "lds_bank_block_speedup" in results:
+        lines.append(f"lds_bank_block_speedup = {results['lds_bank_block_speedup']:.1f}  target >= 5; "
+                     f"bank of 100 / training: run {results['bank_over_training_run']:.2f}, root "
+                     f"{results['bank_over_training_root']:.2f}")
     lines.append("scaling exponents (log-log fit):")
     for method, rows in results["scaling"].items():
         parts = [f"{row['axis']}: {row['exponent']:.2f}" for row in rows]
