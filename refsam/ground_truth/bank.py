@@ -50,7 +50,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from ..data.archive import read_npz
 from ..errors import InvalidInputError
-from ..influence.fixed_point import FixedPoint, solve_fixed_point
+from ..influence.fixed_point import FixedPoint, FixedPointError, solve_fixed_point
 from ..influence.linearisation import Factorised
 from ..models import LogisticRegression
 from ..objective import Problem
@@ -392,7 +392,12 @@ def _thetas(problem: Problem, sam: SAM, reference: _Reference, masks: NDArray[np
         W = problem.weights[None, :] * masks  # (K, n): w⁰ ⊙ 1_S
         if kind == "retrain":
             W = W * (problem.n / masks.sum(axis=1))[:, None]  # the mean over |S|
-        roots = resolve_block(problem, sam, reference.root, W, [0] * len(W), reference.factors)
+        try:
+            roots = resolve_block(problem, sam, reference.root, W, [0] * len(W), reference.factors)
+        except FixedPointError as exc:  # resolve_block names a training point; a bank's unit is a subset
+            reason = str(exc).split(" failed: ", 1)[-1]
+            raise FixedPointError(f"re-solving the root of a subset (kept {int(masks.sum(axis=1).min())} of "
+                                  f"{problem.n} points) failed: {reason}", exc.residual, exc.reason) from exc
         return [[r] for r in roots]
     if kind == "weights":  # the run replayed with w⁰ ⊙ 1_S, as one block
         W = reference.run.weights[None, :] * masks
