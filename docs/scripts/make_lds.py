@@ -129,7 +129,8 @@ def section(results: list[dict[str, Any]], skipped: list[str], retrain: dict[str
     if erm_gaps:
         gaps = np.array([g for g, _ in erm_gaps])
         lines.append(f"* SAM-aware closed form minus the ERM ablation at α = 0.5: median "
-                     f"{np.median(gaps):+.4f}, range {gaps.min():+.4f} to {gaps.max():+.4f} over {len(gaps)} root settings; the "
+                     f"{np.median(gaps):+.4f}, range {gaps.min():+.4f} to {gaps.max():+.4f} over "
+                     f"{len(gaps)} root settings; the "
                      f"SAM-aware one is ahead in {int(np.sum(gaps > 0))} of them.")
     approx = [(m, v[0]) for e in results for m, v in e["rows"].items() if m in ("first_order", "tracin")]
     if approx:
