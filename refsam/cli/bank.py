@@ -18,6 +18,7 @@ import argparse
 import os
 import sys
 import time
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -132,7 +133,7 @@ def run_bank(args: argparse.Namespace) -> int:
     bank = counterfactual_bank(fitted.problem, fitted.sam, target, X_test, y_test,
                                subset_ratio=args.subset_ratio, n_subsets=args.subsets, kind=args.kind,
                                output=args.output, seed=args.bank_seed, n_jobs=args.jobs, shard=shard)
-    bank.meta["recipe"] = recipe.to_json()
+    bank = replace(bank, meta={**bank.meta, "recipe": recipe.to_json()})  # lets `refsam lds` rebuild it
     path = bank.save(args.out, overwrite=args.force)
     what = "bank" if shard is None else f"shard {shard[0]}/{shard[1]} (subsets {bank.meta['subsets']})"
     print(f"{what}: {bank.n_subsets} subsets of {bank.meta['subset_size']} of n = {bank.masks.shape[1]} "

@@ -134,7 +134,7 @@ class GroupEffects:
 
 
 def group_effects(scores: ArrayLike, bank: CounterfactualBank, *, sizes: ArrayLike | None = None,
-                  per_size: int = 8, top_k: ArrayLike | None = None, classes: bool = True,
+                  per_size: int = 8, top_k: ArrayLike | None = None, classes: bool | None = None,
                   seed: int = 0) -> GroupEffects:
     """Actual vs first-order predicted change for the bank's subsets and for new groups.
 
@@ -142,8 +142,10 @@ def group_effects(scores: ArrayLike, bank: CounterfactualBank, *, sizes: ArrayLi
     :func:`refsam.ground_truth.bank.with_context`) when new groups are asked for. ``sizes``: removed-group
     sizes of ``per_size`` new random groups each; ``top_k``: sizes k of the coherent group "the k points
     with the largest Σ_q τ_iq" (removing them lowers the queries' total output most, to first order);
-    ``classes``: also remove each class in turn. New groups are computed with the bank's own kind and
-    output (:func:`refsam.counterfactual_bank` on explicit masks).
+    ``classes``: also remove each class in turn (None: when the bank's problem is attached). New groups
+    are computed with the bank's own kind and output
+    (:func:`refsam.ground_truth.bank.counterfactual_outputs`).
+    At a root with a "weights" bank, ``newton`` holds the second-order reference (:class:`GroupEffects`).
     """
     tau = _check_scores(scores, bank)
     n = bank.masks.shape[1]
@@ -152,6 +154,8 @@ def group_effects(scores: ArrayLike, bank: CounterfactualBank, *, sizes: ArrayLi
     names = ["bank"] * bank.n_subsets
     extra: list[NDArray[np.bool_]] = []
     rng = np.random.default_rng(seed)
+    if classes is None:
+        classes = bank.context is not None
     for size in [] if sizes is None else [int(s) for s in np.atleast_1d(sizes)]:
         if not 1 <= size < n:
             raise InvalidInputError(f"`sizes` entries must lie in 1..{n - 1} (removed points), got {size}")

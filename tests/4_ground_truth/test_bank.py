@@ -160,6 +160,8 @@ def test_shards_and_executors_give_the_serial_bank_bit_for_bit(minibatch_run, tm
         threaded = refsam.counterfactual_bank(problem, sam, run, X_TEST, Y_TEST, n_subsets=K, seed=2,
                                               executor=pool)
     assert np.array_equal(threaded.outputs, serial.outputs)
+    pooled = refsam.counterfactual_bank(problem, sam, run, X_TEST, Y_TEST, n_subsets=K, seed=2, n_jobs=2)
+    assert np.array_equal(pooled.outputs, serial.outputs)
 
 
 def test_merge_refuses_missing_overlapping_and_foreign_shards(minibatch_run, root, tmp_path):
