@@ -44,6 +44,8 @@ DATASETS = {
 }
 RULES = {"SAM": {"rule": "sam", "rho": 0.05}, "ASAM": {"rule": "asam", "rho": 0.05}}
 TARGETS = {"root": {"target": "root", "batch_size": None}, "run": {"target": "run", "batch_size": 32}}
+MODEL_DECAY = {"mlp": 0.05}  # λ: 0.01 (the demo's) for the linear models; at 0.01 the tanh MLPs' roots
+#                             were found for all the data but not for its subsets (re-solves stalled)
 RATIOS = (0.5, 0.9, 0.99)
 K = 100
 QUICK = {"n": 60, "steps": 60}
@@ -76,13 +78,15 @@ def grid(quick: bool, log) -> tuple[list[dict[str, Any]], list[str]]:
         for model in (linear, "mlp"):
             for rule_name, rule in RULES.items():
                 for target_name, target in TARGETS.items():
-                    settings = {**data, **rule, **target, "model": model, **(QUICK if quick else {})}
+                    settings = {**data, **rule, **target, "model": model,
+                                "weight_decay": MODEL_DECAY.get(model, 0.01), **(QUICK if quick else {})}
                     label = f"{name} / {model} / {rule_name} / {target_name}"
                     log(f"  {label} ...")
                     try:
                         result = measure(BankRecipe(**settings), RATIOS, 20 if quick else K)
                     except RefsamError as exc:  # e.g. no verified root of an MLP
-                        skipped.append(f"{label}: {str(exc).splitlines()[0]}")
+                        reason = str(exc).splitlines()[0].split(" hybr:")[0].rstrip(". ")
+                        skipped.append(f"{label}: {reason}")
                         continue
                     out.append({"dataset": name, "description": description, "model": model,
                                 "rule": rule_name, "target": target_name, **result})
@@ -111,8 +115,10 @@ def section(results: list[dict[str, Any]], skipped: list[str], retrain: dict[str
              f"{20 if quick else K} subsets) of a method's scores on a bank of kind \"weights\" (test loss), "
              f"at subset_ratio α (the kept fraction). *root*: full-batch run (T = 300), refined to its SAM "
              f"fixed point, bank re-solved; *run*: minibatch run (batches of 32, T = 300), bank replayed. "
-             f"ρ = 0.05, λ = 0.01 (decoupled), η = 0.5; 80% training points, 20% queries. The grid is "
-             f"reduced to keep it affordable on 2 cores: one λ, one ρ, one batch size, K = {K}.", ""]
+             f"ρ = 0.05, λ = 0.01 (decoupled; 0.05 for the tanh MLP with 8 hidden units, whose "
+             f"subsets' roots were not found at 0.01), η = 0.5; 80% training points, 20% queries. The "
+             f"grid is reduced to keep it affordable on 2 cores: one ρ, one batch size, K = {K}; the "
+             f"solvers and curvatures of the approximations page are not graded here.", ""]
     # summary
     erm_gaps, decays = [], []
     for e in results:

@@ -105,9 +105,14 @@ def _shard(text: str | None) -> tuple[int, int] | None:
 
 
 def _recipe(args: argparse.Namespace) -> BankRecipe:
-    for name in ("steps", "hidden", "subsets"):
+    """The recipe, with the bank's own settings checked before any data is loaded or model trained."""
+    for name in ("steps", "hidden"):
         if getattr(args, name) < 1:
             raise InvalidInputError(f"--{name} must be >= 1, got {getattr(args, name)}")
+    if args.subsets < 2:
+        raise InvalidInputError(f"--subsets must be >= 2, got {args.subsets}")
+    if not 0.0 < args.subset_ratio <= 1.0:
+        raise InvalidInputError(f"--subset-ratio must lie in (0, 1], got {args.subset_ratio}")
     if args.batch_size is not None and args.batch_size < 1:
         raise InvalidInputError(f"--batch-size must be >= 1, got {args.batch_size}")
     return BankRecipe(dataset=args.dataset, n=args.n, pca=args.pca, model=args.model, hidden=args.hidden,
@@ -126,8 +131,8 @@ def run_bank(args: argparse.Namespace) -> int:
         raise InvalidInputError("--out DIR is required: the directory the bank (or shard) is written to")
     if os.path.exists(args.out) and not os.path.isdir(args.out):
         raise InvalidInputError(f"--out {args.out!r} is a file; give a directory")
-    shard = _shard(args.shard)
     recipe = _recipe(args)
+    shard = _shard(args.shard)
     start = time.perf_counter()
     fitted, target, X_test, y_test = build_target(recipe)
     bank = counterfactual_bank(fitted.problem, fitted.sam, target, X_test, y_test,
