@@ -147,6 +147,25 @@ def format_summary(results: dict) -> str:
     return "\n".join(lines)
 
 
+def bank_markdown_rows(results: dict) -> list[str]:
+    """The rows of the README's key table for the bank keys (``benchmarks/run.py --markdown``)."""
+    rows = []
+    for key, r in results["bank_block_speedups"].items():
+        name = "`lds_bank_block_speedup`" if r["speedup"] == results["lds_bank_block_speedup"] else f"({key})"
+        bold = "**" if name.startswith("`") else ""
+        rows.append(f"| {name} | {bold}{r['speedup']:.1f}×{bold} | {'≥ 5×' if bold else '—'} | bank of "
+                    f"{r['n_subsets']} re-solved roots, subset_ratio {r['subset_ratio']}, logistic "
+                    f"n={r['n']}, d={r['d']}: in blocks {r['bank_seconds'] * 1e3:.1f} ms, one re-solve at a "
+                    f"time {r['single_seconds_extrapolated'] * 1e3:.1f} ms (timed on {r['timed_single']}, "
+                    f"extrapolated; rel. diff {r['rel_diff_bank_vs_single']:.1e}) |")
+    for key, r in results["bank_over_training"].items():
+        rows.append(f"| `bank_over_training_{key}` | {r['ratio']:.2f}× | — | bank of {r['n_subsets']} "
+                    f"(subset_ratio 0.5) / the training run, logistic n={r['n']}, d={r['d']}, "
+                    f"T={r['steps']}, batch {r['batch_size'] or 'full'}: {r['bank_seconds'] * 1e3:.1f} ms / "
+                    f"{r['training_seconds'] * 1e3:.1f} ms |")
+    return rows
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes")

@@ -67,7 +67,7 @@ import scipy.linalg  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/banks.py beside this file
 
-from banks import run_bank_benchmarks  # noqa: E402
+from banks import bank_markdown_rows, run_bank_benchmarks  # noqa: E402
 
 from refsam import (  # noqa: E402  # noqa: E402
     MLP,
@@ -1002,6 +1002,8 @@ def format_markdown(results: dict) -> str:
                 f"2 processes {_fmt_seconds(lo['two_process_seconds'])} "
                 f"(identical: {lo['parallel_identical']}); the machine's own ceiling for this job, two "
                 f"independent processes running it at once: {lo['two_process_ceiling']:.2f}× |"]
+    if "lds_bank_block_speedup" in results:
+        out += bank_markdown_rows(results)
     out += ["", "Adjoint (all n, one test loss) against the training run that recorded it:", "",
             "| run | model | n | d | T | batch | training | adjoint | ratio |", "|---" * 9 + "|"]
     for key, r in adj.items():
