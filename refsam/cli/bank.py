@@ -71,6 +71,9 @@ def add_parser(subparsers: Any) -> None:
                    help="weights: w = 1_S in the same objective (default); retrain: from scratch on S")
     p.add_argument("--output", choices=OUTPUTS, default="loss", help="test loss (default) or margin")
     p.add_argument("--bank-seed", type=int, default=0, help="seed of the subsets (default 0)")
+    p.add_argument("--seeds", default=None, metavar="S1,S2,...",
+                   help="--kind retrain --target run: training seeds whose outputs are averaged (default: "
+                        "the run's --seed)")
     p.add_argument("--shard", default=None, metavar="I/N",
                    help="compute shard I of N only (0-based; a cluster's array job), written as "
                         "DIR/shard-I-of-N.*; join them with `refsam bank merge DIR`")
@@ -104,6 +107,18 @@ def _shard(text: str | None) -> tuple[int, int] | None:
     return i, n
 
 
+def _seeds(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        seeds = []
+    if not seeds:
+        raise InvalidInputError(f"--seeds must be a comma-separated list of ints, got {text!r}")
+    return seeds
+
+
 def _recipe(args: argparse.Namespace) -> BankRecipe:
     """The recipe, with the bank's own settings checked before any data is loaded or model trained."""
     for name in ("steps", "hidden"):
@@ -133,11 +148,13 @@ def run_bank(args: argparse.Namespace) -> int:
         raise InvalidInputError(f"--out {args.out!r} is a file; give a directory")
     recipe = _recipe(args)
     shard = _shard(args.shard)
+    seeds = _seeds(args.seeds)
     start = time.perf_counter()
     fitted, target, X_test, y_test = build_target(recipe)
     bank = counterfactual_bank(fitted.problem, fitted.sam, target, X_test, y_test,
                                subset_ratio=args.subset_ratio, n_subsets=args.subsets, kind=args.kind,
-                               output=args.output, seed=args.bank_seed, n_jobs=args.jobs, shard=shard)
+                               output=args.output, seed=args.bank_seed, seeds=seeds, n_jobs=args.jobs,
+                               shard=shard)
     bank = replace(bank, meta={**bank.meta, "recipe": recipe.to_json()})  # lets `refsam lds` rebuild it
     path = bank.save(args.out, overwrite=args.force)
     what = "bank" if shard is None else f"shard {shard[0]}/{shard[1]} (subsets {bank.meta['subsets']})"

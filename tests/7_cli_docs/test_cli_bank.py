@@ -46,6 +46,20 @@ def test_shards_merge_to_the_serial_bank_file_for_file(capsys, tmp_path):
     assert np.array_equal(gt, -refsam.load_bank(tmp_path / "serial").outputs)
 
 
+def test_a_retrain_bank_of_a_run_averages_the_seeds(capsys, tmp_path):
+    argv = ["bank", "--n", "50", "--steps", "20", "--target", "run", "--batch-size", "8", "--kind", "retrain",
+            "--seeds", "0,5", "--subsets", "2", "--subset-ratio", "0.8", "--out", tmp_path]
+    assert run(capsys, argv)[0] == 0
+    bank = refsam.load_bank(tmp_path)
+    fit_, _, X_test, y_test = build_target(BankRecipe(n=50, steps=20, target="run", batch_size=8))
+    mask = bank.masks[1]
+    alone = refsam.Problem(fit_.problem.model, fit_.problem.X[mask], fit_.problem.y[mask], weight_decay=1e-2)
+    losses = [alone.model.losses(refsam.train(alone, fit_.sam, 0.5, 20, batch_size=8, seed=s).theta_final,
+                                 X_test, y_test) for s in (0, 5)]
+    np.testing.assert_allclose(bank.outputs[1], np.mean(losses, axis=0), rtol=1e-12)
+    assert bank.meta["seeds"] == [0, 5]
+
+
 def test_lds_table_grades_scores_beside_the_exact_influence(capsys, tmp_path, fitted):
     fit_, root, X_test, y_test = fitted
     assert run(capsys, BUILD + ["--out", tmp_path / "b"])[0] == 0
