@@ -109,6 +109,10 @@ def test_bank_and_lds_mistakes_end_with_one_line_and_status_2(capsys, tmp_path, 
         (BUILD + ["--out", tmp_path / "x", "--target", "root", "--batch-size", "8"],
          r"a root target needs a full-batch run"),
         (["bank", "build", "--out", tmp_path / "x"], r"takes `merge DIR"),
+        (BUILD + ["--out", tmp_path / "x", "--seeds", "a,b"],
+         r"--seeds must be a comma-separated list of ints"),
+        (BUILD + ["--out", tmp_path / "x", "--seeds", "1"],
+         r"`seeds` applies to kind='retrain' of a run only"),
     ]
     for argv, message in cases:
         status, out, err = run(capsys, argv)
