@@ -62,6 +62,10 @@ def format_summary(results: dict) -> str:
                  f"(k={lo['k']} points, n={lo['n']}, d={lo['d']}, T={lo['steps']}; block vs single rel. err "
                  f"{lo['rel_err_block_vs_single']:.1e}, 2 processes identical: {lo['parallel_identical']}; "
                  f"two independent processes of the serial job: {lo['two_process_ceiling']:.2f})")
+    if "lds_bank_block_speedup" in results:
+        lines.append(f"lds_bank_block_speedup = {results['lds_bank_block_speedup']:.1f}  target >= 5; "
+                     f"bank of 100 / training: run {results['bank_over_training_run']:.2f}, root "
+                     f"{results['bank_over_training_root']:.2f}")
     lines.append("scaling exponents (log-log fit):")
     for method, rows in results["scaling"].items():
         parts = [f"{row['axis']}: {row['exponent']:.2f}" for row in rows]
@@ -71,6 +75,25 @@ def format_summary(results: dict) -> str:
 
 def _fmt_seconds(t: float) -> str:
     return f"{t * 1e3:.1f} ms" if t < 1 else f"{t:.2f} s"
+
+
+def bank_markdown_rows(results: dict) -> list[str]:
+    """The rows of the README's key table for the bank keys (``benchmarks/run.py --markdown``)."""
+    rows = []
+    for key, r in results["bank_block_speedups"].items():
+        name = "`lds_bank_block_speedup`" if r["speedup"] == results["lds_bank_block_speedup"] else f"({key})"
+        bold = "**" if name.startswith("`") else ""
+        rows.append(f"| {name} | {bold}{r['speedup']:.1f}×{bold} | {'≥ 5×' if bold else '—'} | bank of "
+                    f"{r['n_subsets']} re-solved roots, subset_ratio {r['subset_ratio']}, logistic "
+                    f"n={r['n']}, d={r['d']}: in blocks {r['bank_seconds'] * 1e3:.1f} ms, one re-solve at a "
+                    f"time {r['single_seconds_extrapolated'] * 1e3:.1f} ms (timed on {r['timed_single']}, "
+                    f"extrapolated; rel. diff {r['rel_diff_bank_vs_single']:.1e}) |")
+    for key, r in results["bank_over_training"].items():
+        rows.append(f"| `bank_over_training_{key}` | {r['ratio']:.2f}× | — | bank of {r['n_subsets']} "
+                    f"(subset_ratio 0.5) / the training run, logistic n={r['n']}, d={r['d']}, "
+                    f"T={r['steps']}, batch {r['batch_size'] or 'full'}: {r['bank_seconds'] * 1e3:.1f} ms / "
+                    f"{r['training_seconds'] * 1e3:.1f} ms |")
+    return rows
 
 
 def format_markdown(results: dict) -> str:
@@ -123,6 +146,8 @@ def format_markdown(results: dict) -> str:
                 f"2 processes {_fmt_seconds(lo['two_process_seconds'])} "
                 f"(identical: {lo['parallel_identical']}); the machine's own ceiling for this job, two "
                 f"independent processes running it at once: {lo['two_process_ceiling']:.2f}× |"]
+    if "lds_bank_block_speedup" in results:
+        out += bank_markdown_rows(results)
     out += ["", "Adjoint (all n, one test loss) against the training run that recorded it:", "",
             "| run | model | n | d | T | batch | training | adjoint | ratio |", "|---" * 9 + "|"]
     for key, r in adj.items():

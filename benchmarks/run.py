@@ -34,6 +34,9 @@ Stable JSON keys (external checks read them):
     loo_parallel_speedup              leave-one-out of all n points in blocks, 1 process / 2 (target >= 1.6)
     loo_two_process_ceiling           the same serial job run by two independent processes at once:
                                       2 × (time alone) / (time together), what the 2 cores give it
+    lds_bank_block_speedup            a bank of 100 re-solved roots in blocks vs one re-solve at a time
+                                      (target >= 5), with bank_over_training_run / _root: the bank's
+                                      cost against one training run (banks.py)
     mlp_hessian_d2000                 explicit MLP Hessian (d ≈ 2,000): autograd.hessian vs the
                                       R-operator on identity blocks vs the layer-wise assembly
                                       (refsam's MLP.hessian), with max |difference| to autograd
@@ -50,6 +53,7 @@ results. The benchmarks themselves are in the topic modules beside it, each call
     adam.py          the adjoint vs training through AdamW + SAM runs (clipping, a schedule)
     hessians.py      the MLP Hessian three ways; derivative products; the softmax Hessian's dgemm rate
     parallel.py      leave-one-out replays in blocks and on two processes; the two-process ceiling
+    banks.py         counterfactual banks in blocks vs one re-solve at a time; a bank against training
     scaling.py       time and peak memory against n, d, T and m
     report.py        the printed summary and the README's tables
 """
@@ -69,6 +73,7 @@ from pathlib import Path
 import common  # noqa: F401
 import numpy as np
 from adam import bench_adam_adjoint_over_training
+from banks import run_bank_benchmarks
 from closed_form import bench_closed_form_mlp, bench_closed_form_over_unavoidable, bench_closed_form_vs_loo
 from common import BLAS_THREADS, logistic_problem, mlp_problem
 from hessians import bench_derivative_products, bench_mlp_hessian, bench_softmax_hessian_rate
@@ -252,6 +257,9 @@ def run_benchmarks(mode: str = "full", log=print) -> dict:
     results["loo_block_speedup"] = hardware["loo"]["loo_block_speedup"]
     results["loo_parallel_speedup"] = hardware["loo"]["loo_parallel_speedup"]
     results["loo_two_process_ceiling"] = hardware["loo"]["two_process_ceiling"]
+
+    log(f"[{time.perf_counter() - start:6.1f} s] counterfactual banks ...")
+    results.update(run_bank_benchmarks(mode, log))
 
     log(f"[{time.perf_counter() - start:6.1f} s] scaling ...")
     scaling = {}

@@ -65,6 +65,11 @@ if TYPE_CHECKING:  # grouped by layer, in the order of the data flow (not alphab
     # ground truth
     from .ground_truth import finite_difference_influence, finite_difference_replay, leave_one_out
     from .ground_truth import leave_one_out_replay
+
+    # ground truth on random subsets: counterfactual banks, and grading scores on them (LDS, group effects)
+    from .ground_truth.bank import CounterfactualBank, counterfactual_bank, load_bank, merge_bank_shards
+    from .kit.lds import group_effects, lds
+    from .kit.peers import export_bank, import_bank
     # isort: on
 
 _HOMES: dict[str, tuple[str, ...]] = {  # module → the public names it defines, in the order of the data flow
@@ -83,6 +88,9 @@ _HOMES: dict[str, tuple[str, ...]] = {  # module → the public names it defines
         "trajectory_parameter_influence", "trajectory_hyperparameter_sensitivity"),
     ".ground_truth": ("finite_difference_influence", "finite_difference_replay", "leave_one_out",
                       "leave_one_out_replay"),
+    ".ground_truth.bank": ("CounterfactualBank", "counterfactual_bank", "load_bank", "merge_bank_shards"),
+    ".kit.lds": ("group_effects", "lds"),
+    ".kit.peers": ("export_bank", "import_bank"),
 }
 _HOME = {name: module for module, names in _HOMES.items() for name in names}
 
@@ -151,4 +159,12 @@ __all__ = [
     "trajectory_parameter_influence",
     "finite_difference_replay",
     "leave_one_out_replay",
+    "CounterfactualBank",
+    "counterfactual_bank",
+    "load_bank",
+    "merge_bank_shards",
+    "lds",
+    "group_effects",
+    "export_bank",
+    "import_bank",
 ]

@@ -1,4 +1,4 @@
-"""The ``refsam`` command line (one module per group of sub-commands: train, cases, apps).
+"""The ``refsam`` command line (one module per group of sub-commands: train, cases, apps, bank).
 
 Each sub-command lives in a module that exposes ``add_parser(subparsers)``; the parser it adds sets
 ``func`` to a callable taking the parsed arguments and returning an exit status. Errors the user can fix
@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "refsam.cli.train",
     "refsam.cli.cases",
     "refsam.cli.apps",
+    "refsam.cli.bank",
 )
 
 

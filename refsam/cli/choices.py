@@ -13,3 +13,7 @@ TARGETS = ("trajectory", "trajectory_fd", "trajectory_parameters", "closed_form"
 QUICK = {"n": 80, "steps": 100, "subset": 6}  # refsam.apps.demo.QUICK
 DEFAULT_FLIP = 0.10  # refsam.apps.demo.DEFAULT_FLIP
 BUILTIN_DATASETS = ("synthetic", "synthetic2d", "breast_cancer", "digits")  # refsam.data.BUILTIN_DATASETS
+BANK_TARGETS = ("root", "run")  # refsam.apps.banks.TARGETS
+BANK_KINDS = ("weights", "retrain")  # refsam.ground_truth.bank.KINDS
+BANK_OUTPUTS = ("loss", "margin")  # refsam.ground_truth.bank.OUTPUTS
+PEER_FORMATS = ("dattri", "trak", "kronfluence")  # refsam.kit.peers.PEER_FORMATS

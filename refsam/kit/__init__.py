@@ -53,6 +53,8 @@ from .files import (
     load_cases,
     read_manifest,
 )
+from .lds import GroupEffects, LDSResult, group_effects  # the function lds is refsam.lds (the module: .lds)
+from .peers import PEER_FORMATS, export_bank, import_bank
 from .suite import (
     ATOL,
     BATCHINGS,
@@ -75,5 +77,6 @@ __all__ = [
     "PENALTIES", "RTOL_EXACT", "RULES", "SCHEMA_VERSION", "TARGETS", "TRAJECTORY_ARRAYS",
     "CaseCheck", "CaseFileError", "CaseSpec", "CheckReport", "ReferenceCase", "build_case", "case_ids",
     "check_scores", "compare", "export_cases", "load_case", "load_cases", "make_run", "read_manifest",
-    "read_scores", "select_specs",
+    "read_scores", "select_specs", "GroupEffects", "LDSResult", "PEER_FORMATS", "export_bank",
+    "group_effects", "import_bank",
 ]

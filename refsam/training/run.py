@@ -76,19 +76,20 @@ def _run(problem: Problem, sam: SAM, optimizer: Optimizer, theta0: Array, batche
 
 
 def _steps(problem: Problem, sam: SAM, optimizer: Optimizer, theta0: Array, batches: list[NDArray[np.int64]],
-           lrs: Array, clipping: GradientClipping | None, weights: Array | None,
-           progress: bool) -> Iterator[tuple[int, Array, StepTerms, State]]:
+           lrs: Array, clipping: GradientClipping | None, weights: Array | None, progress: bool,
+           removed_batches: bool = False) -> Iterator[tuple[int, Array, StepTerms, State]]:
     """The SAM iteration itself, the single code path of every run: yields (t, θ_{t+1}, step t's terms
     (g_t, ε_t, ŵ_t, g̃_t), the optimizer's state after step t).
 
     θ_0 may be a block (d, K) with ``weights`` (n, K): K runs advance together, each column its own
-    run (block replays); every yielded array is then (d, K).
+    run (block replays); every yielded array is then (d, K). ``removed_batches``: see
+    `refsam.training.step.perturbations()` (a counterfactual bank's replays only).
     """
     steps = len(lrs)
     report_every = max(1, steps // 10)
     theta, state = theta0, optimizer.init_state(theta0)
     for t in range(steps):
-        terms = sam_gradient(problem, sam, theta, batches[t], weights)
+        terms = sam_gradient(problem, sam, theta, batches[t], weights, removed_batches=removed_batches)
         descent = terms.descent if clipping is None else clipping.apply(terms.descent)  # g̃ (clipped)
         with np.errstate(over="ignore", invalid="ignore"):  # an overflow is reported just below
             theta, state = optimizer.update(t, float(lrs[t]), theta, state, descent)
@@ -126,7 +127,7 @@ def _check_batches(batches: object, n: int) -> list[NDArray[np.int64]]:
 
 def train(problem: Problem, sam: SAM, optimizer: Optimizer, steps: int | None = None, *,
           batch_size: int | None = None, batches: object = None, seed: object = 0,
-          theta0: ArrayLike | None = None, clip_grad_norm: float | None = None,
+          theta0: ArrayLike | None = None, clip_grad_norm: float | GradientClipping | None = None,
           progress: bool = False) -> Trajectory:
     """Train with SAM on top of a base optimizer and record the trajectory.
 
@@ -242,7 +243,8 @@ def check_trajectory(trajectory: object) -> Trajectory:
     return trajectory
 
 
-def replay_final(problem: Problem, trajectory: Trajectory, weights: ArrayLike) -> Array:
+def replay_final(problem: Problem, trajectory: Trajectory, weights: ArrayLike, *,
+                 removed_batches: bool = False) -> Array:
     """θ_T of the recorded schedule replayed with each row of ``weights`` (K, n): K counterfactual runs
     advanced together as one (d, K) block — two matrix products per step for all of them where the
     model has `column_grads()` (the linear models), one gradient per run otherwise.
@@ -252,6 +254,9 @@ def replay_final(problem: Problem, trajectory: Trajectory, weights: ArrayLike) -
     A run whose step map expands (spectral radius > 1: SAM oscillating, not converging) amplifies that
     rounding like any other: measured 2e-3 apart after 100 of 300 such steps (radius 2.3), while the
     one-at-a-time ``replay`` reproduces the recorded run bit for bit. Nothing else is stored.
+    ``removed_batches``: a step whose batch has all its weights zero in a row moves that run by the
+    optimizer's step on its weight decay alone (ε = 0, g̃ = 0; `refsam.training.step.perturbations()`)
+    instead of raising ZeroGradientError — what a counterfactual bank's subsets need.
     """
     check_trajectory(trajectory).check_problem(problem)
     W = check_finite_array("weights", weights, ndim=2)
@@ -263,7 +268,7 @@ def replay_final(problem: Problem, trajectory: Trajectory, weights: ArrayLike) -
     final = theta0
     for _, final, _, _ in _steps(problem, trajectory.sam(), trajectory.optimizer(), theta0,  # noqa: B007
                                  trajectory.batches, trajectory.lrs, trajectory.clipping(),
-                                 np.ascontiguousarray(W.T), False):
+                                 np.ascontiguousarray(W.T), False, removed_batches):
         pass  # only the last state is kept
     return np.ascontiguousarray(final.T)
 

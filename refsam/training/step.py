@@ -16,6 +16,12 @@ With m-sharpness (``SAM(..., m_sharpness=m)``) the batch is cut into consecutive
 
 (one chunk: the equations above). The recorded ε_t is then the size-weighted mean of the ε_C.
 
+A batch (or chunk) whose sample weights are all zero — every point removed, as in a counterfactual
+bank's replays (`refsam.ground_truth.bank`) — has F_{B,w} ≡ 0: with λ_in = 0 its g is 0, and the SAM
+and ASAM rules refuse it (ZeroGradientError). Asked for with ``removed_batches=True`` (the bank's
+replays only; training keeps the error), such a run takes ε = 0 there, so g̃ = 0 and the step is the
+optimizer's on its weight decay alone; for a block of runs, column by column.
+
 On the full batch, the optimizer's residual of g̃ (for SGD: G(θ; w) = g̃(θ; w) + λ θ, λ its weight decay)
 is what vanishes at the SAM fixed points (`refsam.influence.fixed_point`). ρ = 0 gives ε = 0
 exactly, so the step is exactly the base optimizer's.
@@ -67,7 +73,8 @@ class Perturbation(NamedTuple):
 
 def perturbations(problem: Problem, sam: SAM, theta: Array, idx: ArrayLike | None = None,
                   weights: ArrayLike | None = None, g: Array | None = None,
-                  w_hat: Array | None = None, descent: bool = True) -> list[Perturbation]:
+                  w_hat: Array | None = None, descent: bool = True,
+                  removed_batches: bool = False) -> list[Perturbation]:
     """The step's perturbations at θ on batch ``idx`` (None: full batch), in the batch's order: the one
     home of the SAM step's equation (module docstring); trusts its inputs. Cost: two gradients.
 
@@ -75,7 +82,9 @@ def perturbations(problem: Problem, sam: SAM, theta: Array, idx: ArrayLike | Non
     replays). ``g`` and ``w_hat``: the gradient and perturbed point of a single-perturbation step when
     the caller has them already (a recorded run); they are used as given. ``descent=False`` leaves g̃_C
     out (None; `chunk_descent()` computes it later): the derivatives of a recorded SGD step never
-    need it, and it costs a batch gradient.
+    need it, and it costs a batch gradient. ``removed_batches``: ε_C = 0 for a run (column) whose
+    weights on C are all zero and whose g_C is exactly 0, instead of the rule's ZeroGradientError
+    (module docstring).
     """
     lam_in = problem.l2
     batch = np.arange(problem.n) if idx is None else np.asarray(idx)
@@ -91,7 +100,8 @@ def perturbations(problem: Problem, sam: SAM, theta: Array, idx: ArrayLike | Non
         else:
             g_c = g
         if w_hat is None or len(chunks) > 1:
-            eps_c = sam.perturbation(theta, g_c)  # ε_C = ε(θ; g_C), recorded as computed
+            eps_c = (_removed_perturbation(problem, sam, theta, g_c, rows, weights) if removed_batches
+                     else sam.perturbation(theta, g_c))  # ε_C = ε(θ; g_C), recorded as computed
             w_hat_c = theta + eps_c  # ŵ_C = θ + ε_C
         else:
             w_hat_c = w_hat
@@ -104,6 +114,25 @@ def perturbations(problem: Problem, sam: SAM, theta: Array, idx: ArrayLike | Non
         out.append(Perturbation(np.asarray(chunk), len(chunk) / len(batch), g_c, eps_c, w_hat_c, descent_c,
                                 at_theta, at_w_hat))
     return out
+
+
+def _removed_perturbation(problem: Problem, sam: SAM, theta: Array, g: Array, rows: ArrayLike | None,
+                          weights: ArrayLike | None) -> Array:
+    """ε(θ; g) on the batch ``rows``, except ε = 0 for every run (column of a block) whose weights there
+    are all zero and whose g is exactly zero: F_{B,w} ≡ 0, nothing to perturb against. With an L2 term
+    in the loss g = λ_in θ ≠ 0 there, and the rule applies as usual."""
+    w = problem.weights if weights is None else np.asarray(weights)
+    kept = w if rows is None else w[np.asarray(rows)]  # (|B|,) or (|B|, K)
+    empty = ~np.any(kept != 0, axis=0) & ~np.any(g != 0, axis=0)  # () or (K,)
+    if not np.any(empty):
+        eps_all: Array = sam.perturbation(theta, g)
+        return eps_all
+    eps = np.zeros_like(g)
+    if g.ndim == 2:
+        live = ~empty
+        if np.any(live):
+            eps[:, live] = sam.perturbation(theta[:, live], g[:, live])
+    return eps
 
 
 def chunk_descent(problem: Problem, grad_hat: Array, w_hat: Array) -> Array:
@@ -119,11 +148,12 @@ def batch_descent(shares: list[float], descents: list[Array]) -> Array:
 
 
 def sam_gradient(problem: Problem, sam: SAM, theta: Array, idx: ArrayLike | None = None,
-                 weights: ArrayLike | None = None) -> StepTerms:
+                 weights: ArrayLike | None = None, *, removed_batches: bool = False) -> StepTerms:
     """g, ε, ŵ and g̃ at θ on batch ``idx`` (None: full batch), from `perturbations()`; trusts its
     inputs. With m-sharpness, g̃ = Σ_C (|C|/|B|) g̃_C, ε the size-weighted mean of the ε_C, and g the whole
-    batch's gradient (one more gradient: what a run records the norm of)."""
-    parts = perturbations(problem, sam, theta, idx, weights)
+    batch's gradient (one more gradient: what a run records the norm of). ``removed_batches``: see
+    `perturbations()` (a counterfactual bank's replays)."""
+    parts = perturbations(problem, sam, theta, idx, weights, removed_batches=removed_batches)
     descents = [p.descent for p in parts if p.descent is not None]  # every one: descent=True
     if len(parts) == 1:
         part = parts[0]

@@ -49,6 +49,7 @@ _arrays["config_json"] = np.array("[" * 100_000)
 np.savez(_deep_run, **_arrays)
 RHO_CHANGED = refsam.Trajectory(T.thetas, T.epsilons, T.batches, T.lrs, T.weights, {**T.config, "rho": 0.5})
 SGD = refsam.SGD
+BANK = refsam.counterfactual_bank(P, S, ROOT, XT, YT, n_subsets=2)
 
 # (entry point, call, exception type, regex the message must match)
 API_MATRIX = [
@@ -364,6 +365,27 @@ API_MATRIX = [
     ("check_scores", lambda: kit.check_scores(".", {}, target="x"), InvalidInputError, r"`target` must be one of"),
     ("read_scores", lambda: kit.read_scores("/nonexistent.npz"), CaseFileError, r"scores file .* does not exist"),
     ("load_case", lambda: kit.load_case("/nonexistent", "x"), CaseFileError, r"case directory .* does not exist"),
+    # counterfactual banks and the LDS
+    ("counterfactual_bank", lambda: refsam.counterfactual_bank(P, S, ROOT, XT, YT, subset_ratio=0), InvalidInputError,
+     r"`subset_ratio` must be a number in \(0, 1\] \(the kept fraction\), got 0"),
+    ("counterfactual_bank", lambda: refsam.counterfactual_bank(P, S, T, XT, YT, kind="retrain", seeds=[]),
+     InvalidInputError, r"`seeds` must be a non-empty sequence of ints"),
+    ("CounterfactualBank", lambda: BANK.save(__file__), InvalidInputError,
+     r"cannot write a bank into .*: it is a file; give a directory"),
+    ("load_bank", lambda: refsam.load_bank("/nonexistent.npz"), InvalidInputError,
+     r"bank file '/nonexistent.npz' does not exist"),
+    ("merge_bank_shards", lambda: refsam.merge_bank_shards([]), InvalidInputError, r"`shards` is empty"),
+    ("merge_bank_shards", lambda: refsam.merge_bank_shards([BANK]), InvalidInputError,
+     r"`shards` holds a whole bank, not a shard"),
+    ("lds", lambda: refsam.lds(np.zeros((3, 20)), BANK), InvalidInputError,
+     r"`scores` must have shape \(n_train, n_queries\) = \(20, 3\) like the bank, got \(3, 20\); transpose it"),
+    ("lds", lambda: refsam.lds(np.zeros((20, 3)), P), InvalidInputError, r"`bank` must be a refsam CounterfactualBank"),
+    ("group_effects", lambda: refsam.group_effects(np.zeros((20, 3)), BANK, sizes=[0]), InvalidInputError,
+     r"`sizes` entries must lie in 1..19"),
+    ("export_bank", lambda: refsam.export_bank(BANK, "/tmp/never-written", "pytorch"), InvalidInputError,
+     r"`fmt` must be one of \['dattri', 'trak', 'kronfluence'\]"),
+    ("import_bank", lambda: refsam.import_bank("/nonexistent", "trak"), InvalidInputError,
+     r"'/nonexistent/masks.npy' does not exist"),
     # applications
     ("apps.fit", lambda: apps.fit(P, S, -1, 10), InvalidInputError, r"`optimizer` must be a refsam optimizer"),
     ("apps.tune", lambda: apps.tune(P, XT, YT, 0.5), InvalidInputError, r"`optimizer` must be a refsam optimizer"),
@@ -478,6 +500,14 @@ CLI_MATRIX = [
     (["remove", "--ks", "a,b"], r"--ks must be a comma-separated list of removal counts >= 0, got 'a,b'"),
     (["remove", "--ks", "-3"], r"--ks must be a comma-separated list of removal counts >= 0"),
     (["detect", "--protocols", "--flip", "0"], r"no flipped labels to detect: use --flip > 0"),
+    (["bank", "--out", "{tmp}/b", "--subset-ratio", "0"], r"--subset-ratio must lie in \(0, 1\], got 0.0"),
+    (["bank", "--out", "{tmp}/b", "--subsets", "1"], r"--subsets must be >= 2, got 1"),
+    (["bank", "--out", "{tmp}/b", "--shard", "2/2"], r"--shard I/N needs 0 <= I < N, got '2/2'"),
+    (["bank", "--out", "{tmp}/mine.txt"], r"--out .*mine.txt' is a file; give a directory"),
+    (["bank"], r"--out DIR is required"),
+    (["bank", "merge", "{tmp}"], r"no bank shards \(shard-\*.npz\) in"),
+    (["lds", "--bank", "{tmp}", "--scores", "s.npy"], r"holds no bank \(bank.npz\)"),
+    (["lds", "--bank", "{tmp}"], r"the following arguments are required: --scores"),
     (["bogus"], r"argument COMMAND: invalid choice: 'bogus'"),
     # issue 25
     (["verify"], r"the following arguments are required: RUN"),

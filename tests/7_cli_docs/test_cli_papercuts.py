@@ -110,6 +110,12 @@ def test_the_parsers_choices_equal_their_homes():
     assert choices.METHODS == apps.METHODS and choices.TUNING_METHODS == apps.TUNING_METHODS
     assert choices.TARGETS == kit.TARGETS and choices.BUILTIN_DATASETS == data.BUILTIN_DATASETS
     assert choices.QUICK == demo.QUICK and choices.DEFAULT_FLIP == demo.DEFAULT_FLIP
+    from refsam.apps import banks
+    from refsam.ground_truth import bank
+    from refsam.kit import peers
+
+    assert choices.BANK_TARGETS == banks.TARGETS and choices.PEER_FORMATS == peers.PEER_FORMATS
+    assert choices.BANK_KINDS == bank.KINDS and choices.BANK_OUTPUTS == bank.OUTPUTS
 
 
 def test_the_package_loads_its_names_on_first_use():
