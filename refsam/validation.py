@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numbers
 import os
+import sys
 from collections.abc import Collection, Sequence
 
 import numpy as np
@@ -23,6 +24,7 @@ __all__ = [
     "check_output_directory",
     "check_positive",
     "check_positive_int",
+    "check_progress",
     "check_random_state",
 ]
 
@@ -168,3 +170,14 @@ def check_output_directory(name: str, path: object) -> str:
     if not os.access(ancestor, os.W_OK | os.X_OK):
         raise InvalidInputError(f"`{name}` {where!r} cannot be written: {ancestor!r} is not writable")
     return where
+
+
+def check_progress(progress: object) -> bool:
+    """``progress``: True or False, or None for "on where stderr is a terminal" (the default of every
+    loop that can run for more than a few seconds)."""
+    if progress is None:
+        return bool(sys.stderr.isatty())
+    if not isinstance(progress, (bool, np.bool_)):
+        raise InvalidInputError(f"`progress` must be True, False or None (on at a terminal), got "
+                                f"{progress!r}")
+    return bool(progress)

@@ -30,7 +30,7 @@ from numpy.typing import ArrayLike, NDArray
 from ..objective import Problem, check_problem
 from ..tolerances import FD_STEP
 from ..training import Trajectory, check_trajectory, replay_final
-from ..validation import check_indices
+from ..validation import check_indices, check_progress
 from .parallel import check_parallel, map_rows
 from .stencil import check_step, weight_stencil
 
@@ -43,7 +43,7 @@ Array = NDArray[np.float64]
 
 def finite_difference_replay(problem: Problem, trajectory: Trajectory, X_test: ArrayLike,
                              y_test: ArrayLike, indices: ArrayLike | None = None, h: float = H_DEFAULT,
-                                progress: bool = False, *, executor: Executor | None = None,
+                                progress: bool | None = None, *, executor: Executor | None = None,
                                 n_jobs: int = 1) -> Array:
     """Central differences of replaying the run with w_j = w⁰_j ± h, ≈ I_j(test loss k).
 
@@ -51,9 +51,11 @@ def finite_difference_replay(problem: Problem, trajectory: Trajectory, X_test: A
     (one-sided, second order, where w⁰_j < h); shape (len(indices), m). ``indices=None`` means all n
     training points. ``h`` must be ≥ 1e-10 and above the float64 resolution of every w⁰_j.
     ``executor`` / ``n_jobs``: run the per-point loop on a concurrent.futures executor or a process
-    pool (`parallel`); the result is the serial one, bit for bit.
+    pool (`parallel`); the result is the serial one, bit for bit. ``progress``: per chunk of points, to
+    stderr (None: where stderr is a terminal).
     """
     problem, X_test, y_test, idx = _check_inputs(problem, trajectory, X_test, y_test, indices)
+    progress = check_progress(progress)
     h = check_step(h)
     executor, n_jobs = check_parallel(executor, n_jobs)
     return map_rows(_difference_rows, (problem, trajectory, X_test, y_test, h), idx, X_test.shape[0],
@@ -61,7 +63,7 @@ def finite_difference_replay(problem: Problem, trajectory: Trajectory, X_test: A
 
 
 def leave_one_out_replay(problem: Problem, trajectory: Trajectory, X_test: ArrayLike, y_test: ArrayLike,
-                         indices: ArrayLike | None = None, progress: bool = False, *,
+                         indices: ArrayLike | None = None, progress: bool | None = None, *,
                          executor: Executor | None = None, n_jobs: int = 1) -> Array:
     """Actual change of each test loss when training point j is removed (w_j = 0) from the replayed run.
 
@@ -69,9 +71,11 @@ def leave_one_out_replay(problem: Problem, trajectory: Trajectory, X_test: Array
     (len(indices), m). Compare with the prediction −I_j(test loss k). The batches keep their size
     |B_t| (j stays in its batches with weight 0), as in Hara et al.'s counterfactual SGD.
     ``executor`` / ``n_jobs``: run the per-point loop on a concurrent.futures executor or a process
-    pool (`parallel`); the result is the serial one, bit for bit.
+    pool (`parallel`); the result is the serial one, bit for bit. ``progress``: per chunk of points, to
+    stderr (None: where stderr is a terminal).
     """
     problem, X_test, y_test, idx = _check_inputs(problem, trajectory, X_test, y_test, indices)
+    progress = check_progress(progress)
     executor, n_jobs = check_parallel(executor, n_jobs)
     return map_rows(_removal_rows, (problem, trajectory, X_test, y_test), idx, X_test.shape[0],
                     executor, n_jobs, "leave-one-out: replayed", progress)

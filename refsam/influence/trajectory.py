@@ -71,7 +71,7 @@ from ..objective import Problem, check_problem
 from ..sam import SAM
 from ..training import SGD, Trajectory, check_trajectory, perturbations
 from ..training.linearised import LinearisedPerturbation, SAMStep, scatter_add
-from ..validation import check_positive_int
+from ..validation import check_positive_int, check_progress
 from .autodiff import autodiff_through_training
 from .closed_form import HyperparameterSensitivity
 from .methods import TRAJECTORY_APPROXIMATIONS, TRAJECTORY_EXACT, TRAJECTORY_METHODS
@@ -91,8 +91,9 @@ Array = NDArray[np.float64]
 # -- public API --------------------------------------------------------------------------------------
 
 def trajectory_influence(problem: Problem, trajectory: Trajectory, X_test: ArrayLike, y_test: ArrayLike,
-                         method: str = "adjoint", progress: bool = False, *, last_steps: int | None = None,
-                         checkpoints: int | None = None, verify: bool = True) -> Array:
+                         method: str = "adjoint", progress: bool | None = None, *,
+                         last_steps: int | None = None, checkpoints: int | None = None,
+                         verify: bool = True) -> Array:
     """I_j(ℓ(z_k^test, ·)) through the recorded run, shape (n_train, n_test).
 
     entry [j, k] = ∂ ℓ(z_k^test, θ_T(w)) / ∂ w_j at w = ``trajectory.weights``; −entry [j, k] is the
@@ -114,8 +115,8 @@ def trajectory_influence(problem: Problem, trajectory: Trajectory, X_test: Array
         "adjoint" (default, exact, fastest),
         "forward" and "autodiff" (exact cross-checks), or an approximation: "first_order",
         "first_order_unperturbed", "tracin", "tracin_unperturbed".
-    progress : bool
-        Print progress to stderr every 10% of the steps.
+    progress : bool or None
+        Print progress to stderr every 10% of the steps (None: where stderr is a terminal).
     last_steps : int, optional
         With "adjoint": run the reverse recursion over the last K = ``last_steps`` steps only, the
         truncated adjoint I_j ≈ Σ_{t ≥ T−K} v_{t+1}ᵀ b_{t,j} (an approximation; K ≥ T is the exact one).
@@ -156,6 +157,7 @@ def trajectory_influence(problem: Problem, trajectory: Trajectory, X_test: Array
         if checkpoints > trajectory.steps:
             raise InvalidInputError(f"`checkpoints` must be at most the run's {trajectory.steps} steps, "
                                     f"got {checkpoints}")
+    progress = check_progress(progress)
     result: Array
     if method == "autodiff":
         result = autodiff_through_training(problem, trajectory,
@@ -172,7 +174,7 @@ def trajectory_influence(problem: Problem, trajectory: Trajectory, X_test: Array
 
 
 def trajectory_parameter_influence(problem: Problem, trajectory: Trajectory, method: str = "adjoint",
-                                   progress: bool = False, *, verify: bool = True) -> Array:
+                                   progress: bool | None = None, *, verify: bool = True) -> Array:
     """dθ_T/dw_j through the recorded run, shape (n_train, d) (row j).
 
     ``method`` is "adjoint" (d adjoint vectors, one per coordinate of θ_T: a (d, d) block), "forward"
@@ -181,6 +183,7 @@ def trajectory_parameter_influence(problem: Problem, trajectory: Trajectory, met
     """
     method = _check_method(method, TRAJECTORY_EXACT)
     problem = check_run(problem, trajectory, verify, "trajectory_parameter_influence")
+    progress = check_progress(progress)
     if method == "autodiff":
         result = autodiff_through_training(problem, trajectory, lambda theta: theta)
     elif method == "adjoint":
@@ -191,7 +194,7 @@ def trajectory_parameter_influence(problem: Problem, trajectory: Trajectory, met
 
 
 def trajectory_hyperparameter_sensitivity(problem: Problem, trajectory: Trajectory,
-                                          progress: bool = False, *,
+                                          progress: bool | None = None, *,
                                           verify: bool = True) -> HyperparameterSensitivity:
     """dθ_T/dρ, dθ_T/dλ (the optimizer's weight decay), dθ_T/dλ₂ (the loss's ``l2``) and dθ_T/ds (the
     learning-rate schedule scaled, η_t → s η_t at s = 1) through the recorded run, each shape (d,) (None
@@ -214,6 +217,7 @@ def trajectory_hyperparameter_sensitivity(problem: Problem, trajectory: Trajecto
     `trajectory_influence()`.
     """
     problem = check_run(problem, trajectory, verify, "trajectory_hyperparameter_sensitivity")
+    progress = check_progress(progress)
     optimizer = trajectory.optimizer()
     dtheta = _tangents(problem, trajectory, 4, _HyperparameterSources(trajectory.sam()), progress,
                        "hyper-parameter tangents", dlam=np.array([0.0, 1.0, 0.0, 0.0]),

@@ -23,7 +23,7 @@ from numpy.typing import ArrayLike, NDArray
 from ..errors import DivergenceError, InvalidInputError
 from ..objective import Problem, check_problem
 from ..sam import SAM, check_sam
-from ..validation import check_finite_array, check_positive_int, check_random_state, describe
+from ..validation import check_finite_array, check_positive_int, check_progress, check_random_state, describe
 from .clipping import GradientClipping, check_clipping
 from .optimizers import Optimizer, State
 from .step import StepTerms, sam_gradient
@@ -128,7 +128,7 @@ def _check_batches(batches: object, n: int) -> list[NDArray[np.int64]]:
 def train(problem: Problem, sam: SAM, optimizer: Optimizer, steps: int | None = None, *,
           batch_size: int | None = None, batches: object = None, seed: object = 0,
           theta0: ArrayLike | None = None, clip_grad_norm: float | GradientClipping | None = None,
-          progress: bool = False) -> Trajectory:
+          progress: bool | None = None) -> Trajectory:
     """Train with SAM on top of a base optimizer and record the trajectory.
 
     Parameters
@@ -158,8 +158,8 @@ def train(problem: Problem, sam: SAM, optimizer: Optimizer, steps: int | None = 
         ``torch.nn.utils.clip_grad_norm_(max_norm=c)`` (s = min(1, c/(‖g̃‖ + 1e-6))), and
         ``GradientClipping(c, "optax")`` is ``optax.clip_by_global_norm(c)`` (s = c/max(‖g̃‖, c))
         (`refsam.training.clipping`). Recorded by the run; every exact method differentiates it.
-    progress : bool
-        Print progress to stderr every 10% of the steps.
+    progress : bool or None
+        Print progress to stderr every 10% of the steps (None: where stderr is a terminal).
 
     Returns
     -------
@@ -173,6 +173,7 @@ def train(problem: Problem, sam: SAM, optimizer: Optimizer, steps: int | None = 
     check_problem_sam(problem, sam)
     check_optimizer(optimizer, problem.d)
     clipping = check_clipping(clip_grad_norm)
+    progress = check_progress(progress)
     schedule = None if batches is None else _check_batches(batches, problem.n)
     lr_steps = None if isinstance(optimizer.lr, float) else optimizer.lr.shape[0]
     if schedule is not None:
@@ -274,14 +275,16 @@ def replay_final(problem: Problem, trajectory: Trajectory, weights: ArrayLike, *
 
 
 def replay(problem: Problem, trajectory: Trajectory, weights: ArrayLike | None = None,
-           progress: bool = False) -> Trajectory:
+           progress: bool | None = None) -> Trajectory:
     """Re-run a recorded schedule (θ_0, batches, the optimizer and its η_t, the SAM rule) on ``problem``.
 
     With ``weights=None`` the run uses ``problem.weights``; a replay with the recorded weights reproduces
     the trajectory bit for bit. Other weights give the counterfactual run (same init, batches and
     learning rates), e.g. ``w_j = 0`` for leave-one-out or ``w_j = 1 ± h`` for finite differences.
+    ``progress``: as in `train()`.
     """
     check_trajectory(trajectory).check_problem(problem)
+    progress = check_progress(progress)
     if weights is not None:
         problem = problem.with_weights(weights)
     thetas, epsilons, states, grad_norms = _run(problem, trajectory.sam(), trajectory.optimizer(),
