@@ -267,7 +267,8 @@ def main(argv=None) -> int:
             export_cases(directory)
         cases = read_cases(directory)
         worst_replay = max(replay_with_torch_optimizer(torch, meta, arrays) for meta, arrays in cases)
-        print(f"torch.optim.SGD/Adam/AdamW-based SAM replay: max |θ_t(torch) − θ_t(recorded)| over every step of "
+        print(f"torch.optim.SGD/Adam/AdamW-based SAM replay: max |θ_t(torch) − θ_t(recorded)| over every "
+              f"step of "
               f"every case = {worst_replay:.2e}")
         if worst_replay > REPLAY_ATOL:
             print(f"the torch optimizer does not reproduce the recorded runs (> {REPLAY_ATOL:.0e})")
@@ -296,7 +297,8 @@ def main(argv=None) -> int:
     worst_adam = max((r.rel_err for r in correct.results if r.case_id in adam_ids), default=float("nan"))
     print(f"\ncorrect variant: {len(correct.results) - correct.n_failed}/{len(correct.results)} passed; "
           f"wrong variant: {frozen.n_failed}/{len(frozen.results)} rejected; "
-          f"weight decay outside the buffer: {len(decay_failed)}/{len(momentum_ids)} momentum cases rejected; "
+          f"weight decay outside the buffer: {len(decay_failed)}/{len(momentum_ids)} momentum cases "
+          f"rejected; "
           f"no bias correction: {len(bias_failed)}/{len(adam_ids)} Adam cases rejected")
     print(f"correct variant vs the reference: max rel err {worst:.2e} over all cases, {worst_adam:.2e} over "
           f"the Adam and AdamW cases")

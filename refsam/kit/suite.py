@@ -50,7 +50,6 @@ from ..tolerances import (
     rel_err,
 )
 from ..training import SGD, Adam, AdamW, Optimizer, Trajectory, preset, sam_gradient, train
-from ..training.clipping import GradientClipping
 from ..training.schedules import linear_warmup_cosine_lr
 
 __all__ = [
@@ -151,7 +150,8 @@ OPTIMIZERS = (*SGD_OPTIMIZERS, *ADAM_OPTIMIZERS)  # the base optimizers' names i
 @dataclass(frozen=True)
 class CaseSpec:
     """One case: a point of the grid model × rule × penalty (where λ sits) × batching, with the base
-    optimizer (``sgd``, ``heavyball``, ``nesterov``, ``adam``, ``adamw``) and optionally a preset of a public implementation."""
+    optimizer (``sgd``, ``heavyball``, ``nesterov``, ``adam``, ``adamw``) and optionally a preset of a public
+    implementation."""
 
     model: str
     rule: str
@@ -236,12 +236,12 @@ def _adam_run(spec: CaseSpec, model: Any, X: Array, y: NDArray[np.int64], X_test
         raise InvalidInputError(f"case {spec.case_id!r}: the Adam cases are minibatch runs with the "
                                 f"optimizer's weight decay and no preset")
     lrs = linear_warmup_cosine_lr(ADAM_LR, STEPS, ADAM_WARMUP_STEPS, ADAM_WARMUP_START)
-    optimizer = ADAM_OPTIMIZERS[spec.optimizer](lrs, ADAM_BETAS, ADAM_EPS, WEIGHT_DECAY, eps_root=ADAM_EPS_ROOT)
+    optimizer = ADAM_OPTIMIZERS[spec.optimizer](lrs, ADAM_BETAS, ADAM_EPS, WEIGHT_DECAY,
+                                                eps_root=ADAM_EPS_ROOT)
     problem = Problem(model, X, y)
     sam = SAM(RHO[spec.rule], spec.rule, kappa=KAPPA)
-    clipping = GradientClipping(CLIP_GRAD_NORM[spec.model], "torch")
     trajectory = train(problem, sam, optimizer, STEPS, batch_size=BATCH_SIZE, seed=DATA_SEED[spec.model],
-                       clip_grad_norm=clipping)
+                       clip_grad_norm=CLIP_GRAD_NORM[spec.model])  # a float: torch's convention
     return problem, sam, trajectory, X_test, y_test
 
 
@@ -255,10 +255,10 @@ def descent_norms(problem: Problem, trajectory: Trajectory) -> Array:
 
 def _lr_schedule(spec: CaseSpec) -> str:
     if spec.optimizer in ADAM_OPTIMIZERS:
-        return (f"linear warm-up + cosine: lr_t = lr ({ADAM_WARMUP_START:g} + (1 - {ADAM_WARMUP_START:g}) t / "
-                f"{ADAM_WARMUP_STEPS}) for t < {ADAM_WARMUP_STEPS}, then lr (1 + cos(pi (t - "
-                f"{ADAM_WARMUP_STEPS}) / {STEPS - ADAM_WARMUP_STEPS})) / 2 (torch's SequentialLR of LinearLR "
-                f"and CosineAnnealingLR), lr = {ADAM_LR:g}")
+        start, warmup = ADAM_WARMUP_START, ADAM_WARMUP_STEPS
+        return (f"linear warm-up + cosine: lr_t = lr ({start:g} + (1 - {start:g}) t / {warmup}) for t < "
+                f"{warmup}, then lr (1 + cos(pi (t - {warmup}) / {STEPS - warmup})) / 2 (torch's "
+                f"SequentialLR of LinearLR and CosineAnnealingLR), lr = {ADAM_LR:g}")
     return "constant" if spec.batching == "full" else "linear decay: lr_t = lr (1 - t / (2T))"
 
 
