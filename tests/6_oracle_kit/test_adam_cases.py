@@ -9,8 +9,8 @@ Claims, each a test below:
 * the stored run and influence equal an independent oracle: autograd (HIPS) through the whole unrolled
   run — SAM, clip_grad_norm_, Adam/AdamW and their bias corrections written out in this file — with
   respect to the sample weights;
-* ports with a wrong Adam (no bias correction), no clipping, optax's clip convention (δ = 0) or the
-  other optimizer's λ placement fail `check_scores` on those cases;
+* ports with a wrong Adam (no bias correction, eps inside the root), no clipping, optax's clip convention
+  (δ = 0) or the other optimizer's λ placement fail `check_scores` on those cases;
 * an exported case's optimizer, clipping and schedule round-trip (``load_case(...).optimizer()``,
   ``.clipping()``, ``.trajectory()``), and edits of them in the directory are refused.
 """
@@ -52,10 +52,12 @@ def adam_cases(adam_dir):
 
 
 # -- an independent oracle: the run unrolled in autograd.numpy -----------------------------------------
-def _unrolled(case, w, bias_correction=True, clip=True, clip_delta=TORCH_DELTA, decay_inside=None):
+def _unrolled(case, w, bias_correction=True, clip=True, clip_delta=TORCH_DELTA, decay_inside=None,
+              eps_inside_root=False):
     """θ_T(w) of the case's run, written here from the manifest's fields: SAM's ε = ρ g/(‖g‖ + e), the
     gradient at θ + ε, clip_grad_norm_, then torch's Adam (λθ inside the moments) or AdamW (θ(1 − ηλ)
-    first). ``decay_inside`` overrides where λ goes (True: Adam's placement, False: AdamW's)."""
+    first). ``decay_inside`` overrides where λ goes (True: Adam's placement, False: AdamW's);
+    ``eps_inside_root`` takes √(v̂ + eps) for √v̂ + eps (a wrong port)."""
     meta, arrays = case.meta, case.arrays
     model = case.problem().model  # only its per-sample losses ℓ_i(θ) (autograd-traceable)
     X, y = arrays["X"], arrays["y"]
@@ -85,7 +87,10 @@ def _unrolled(case, w, bias_correction=True, clip=True, clip_delta=TORCH_DELTA, 
         m = beta1 * m + (1.0 - beta1) * a
         v = beta2 * v + (1.0 - beta2) * a * a
         c1, c2 = (1.0 - beta1 ** (t + 1), 1.0 - beta2 ** (t + 1)) if bias_correction else (1.0, 1.0)
-        theta = theta - lr * (m / c1) / (anp.sqrt(v / c2 + eps_root) + eps)
+        if eps_inside_root:
+            theta = theta - lr * (m / c1) / anp.sqrt(v / c2 + eps_root + eps)
+        else:
+            theta = theta - lr * (m / c1) / (anp.sqrt(v / c2 + eps_root) + eps)
     return theta
 
 
@@ -189,6 +194,7 @@ def test_the_oracle_port_passes_and_wrong_adam_ports_fail_check_scores(adam_dir,
     wrong_ports = {
         "no bias correction": ({"bias_correction": False}, ADAM_IDS),
         "clipping ignored": ({"clip": False}, ADAM_IDS),
+        "eps inside the root": ({"eps_inside_root": True}, ADAM_IDS),
         "AdamW's λ inside the moments": ({"decay_inside": True}, [i for i in ADAM_IDS if i.endswith("w")]),
         "Adam's λ decoupled": ({"decay_inside": False}, [i for i in ADAM_IDS if i.endswith("adam")]),
     }
