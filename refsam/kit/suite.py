@@ -275,6 +275,11 @@ def _closed_form_outputs(problem: Problem, sam: SAM, trajectory: Trajectory, X_t
     except FixedPointError as exc:
         return {}, {}, f"no verified root: {str(exc).splitlines()[0]}"
     theta_hat = root.theta
+    clipping = trajectory.clipping()
+    if clipping is not None and clipping.clipped(sam_gradient(problem, sam, theta_hat).descent):
+        # the root above is the unclipped map's; where the clip acts at θ̂ the clipped map's root differs
+        return {}, {}, ("not computed: the run's gradient clipping acts at the root of the unclipped map, "
+                        "whose closed form would then not be the clipped run's")
     arrays = {"theta_hat": theta_hat}
     for variant, name in (("full", "closed_form"), ("frozen", "closed_form_frozen"),
                           ("erm", "closed_form_erm")):
@@ -315,11 +320,14 @@ def _closed_form_outputs(problem: Problem, sam: SAM, trajectory: Trajectory, X_t
     outputs["closed_form"]["root"] = {
         "array": "theta_hat", "residual": float(f"{root.residual:.3e}"),
         "condition_number": float(f"{root.condition_number:.3e}"), "lr": root.lr,
-        "spectral_radius": float(f"{root.spectral_radius:.6f}"),
+        "spectral_radius": (None if root.spectral_radius is None  # Adam/AdamW: no radius is claimed
+                            else float(f"{root.spectral_radius:.6f}")),
     }
+    radius = ("no spectral radius claimed (a preconditioned iteration with its own state)"
+              if root.spectral_radius is None else
+              f"spectral radius of I - lr dG/dtheta = {root.spectral_radius:.4f}")
     status = (f"verified root: ||G(theta_hat)|| = {root.residual:.1e}, cond(dG/dtheta) = "
-              f"{root.condition_number:.1e}, spectral radius of I - lr dG/dtheta = "
-              f"{root.spectral_radius:.4f}")
+              f"{root.condition_number:.1e}, {radius}")
     return arrays, outputs, status
 
 

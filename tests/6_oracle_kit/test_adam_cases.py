@@ -268,3 +268,59 @@ def test_rewriting_a_stored_adam_state_is_refused(adam_dir, adam_cases, tmp_path
     scores = {i: c.reference("trajectory") for i, c in adam_cases.items()}
     with pytest.raises(InvalidInputError, match=r"array 'state_exp_avg_sq' is not what refsam computes"):
         check_scores(copy, scores, cases=PATTERN)
+
+
+# -- the closed form with the trajectory's optimizer (not part of the suite: its Adam cases are minibatch)
+@pytest.fixture(scope="module")
+def full_batch_runs():
+    """Full-batch logistic runs with SGD, Adam (λ in the moments) and AdamW, and their test points."""
+    from refsam import SAM, SGD, LogisticRegression, Problem, make_gaussian_classification, train
+
+    X, y, _ = make_gaussian_classification(15, 3, 2, separation=1.0, seed=1)
+    problem, sam = Problem(LogisticRegression(), X[:12], y[:12]), SAM(0.1, "sam")
+    optimizers = {"SGD": SGD(0.5, weight_decay=0.05), "Adam": Adam(0.05, (0.9, 0.99), 1e-8, 0.05),
+                  "AdamW": AdamW(0.05, (0.9, 0.99), 1e-8, 0.05)}
+    runs = {name: train(problem, sam, opt, 20, seed=1) for name, opt in optimizers.items()}
+    return problem, sam, runs, X[12:], y[12:]
+
+
+def _sam_descent(problem, sam, theta):
+    """g̃(θ) = ∇F(θ + ρ g/‖g‖) by autograd on the full batch (SAM rule, norm_eps 0)."""
+    grad_F = autograd.grad(lambda t: anp.mean(problem.model.losses(t, problem.X, problem.y)))
+    g = grad_F(theta)
+    return grad_F(theta + sam.rho * g / np.linalg.norm(g))
+
+
+def test_the_case_builder_solves_adam_and_adamw_roots_with_their_own_optimizer(full_batch_runs):
+    from refsam.kit.suite import _closed_form_outputs
+
+    problem, sam, runs, X_test, y_test = full_batch_runs
+    built = {name: _closed_form_outputs(problem, sam, run, X_test, y_test) for name, run in runs.items()}
+    for name, (arrays, outputs, status) in built.items():
+        assert status.startswith("verified root"), (name, status)
+        assert outputs["closed_form"]["verified_against"]["rel_err"] <= 1e-6  # vs re-solved roots' FD
+    assert outputs["closed_form"]["root"]["spectral_radius"] is None  # AdamW: no radius is claimed
+    sgd, adam, adamw = (built[name][0] for name in ("SGD", "Adam", "AdamW"))
+    # Adam with λ in the moments stops where m̂ = 0: a = g̃ + λθ = 0, SGD's root, and the same closed form
+    np.testing.assert_allclose(adam["theta_hat"], sgd["theta_hat"], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(adam["influence_closed_form"], sgd["influence_closed_form"], rtol=1e-9)
+    # AdamW's root is its own: a/(|a| + eps) + λθ = 0 elementwise, a = g̃(θ̂), written out here
+    theta = adamw["theta_hat"]
+    a = _sam_descent(problem, sam, theta)
+    assert np.max(np.abs(a / (np.abs(a) + 1e-8) + 0.05 * theta)) <= 1e-9
+    assert np.max(np.abs(theta - sgd["theta_hat"])) > 1.0
+
+
+def test_the_case_builder_gives_no_closed_form_where_the_clip_acts_at_the_root(full_batch_runs):
+    """A root of the unclipped map is not the clipped run's where the clip acts there: no output, a reason."""
+    from refsam import train
+    from refsam.kit.suite import _closed_form_outputs
+
+    problem, sam, runs, X_test, y_test = full_batch_runs
+    theta_hat = _closed_form_outputs(problem, sam, runs["SGD"], X_test, y_test)[0]["theta_hat"]
+    c = 0.5 * np.linalg.norm(_sam_descent(problem, sam, theta_hat))  # acts at θ̂
+    run = train(problem, sam, runs["SGD"].optimizer(), 20, seed=1, clip_grad_norm=c)
+    arrays, outputs, status = _closed_form_outputs(problem, sam, run, X_test, y_test)
+    assert arrays == {} and outputs == {} and "clipping acts at the root" in status
+    wide = train(problem, sam, runs["SGD"].optimizer(), 20, seed=1, clip_grad_norm=1e3)  # never acts
+    assert _closed_form_outputs(problem, sam, wide, X_test, y_test)[2].startswith("verified root")
