@@ -296,7 +296,7 @@ def test_the_case_builder_solves_adam_and_adamw_roots_with_their_own_optimizer(f
 
     problem, sam, runs, X_test, y_test = full_batch_runs
     built = {name: _closed_form_outputs(problem, sam, run, X_test, y_test) for name, run in runs.items()}
-    for name, (arrays, outputs, status) in built.items():
+    for name, (_, outputs, status) in built.items():
         assert status.startswith("verified root"), (name, status)
         assert outputs["closed_form"]["verified_against"]["rel_err"] <= 1e-6  # vs re-solved roots' FD
     assert outputs["closed_form"]["root"]["spectral_radius"] is None  # AdamW: no radius is claimed
