@@ -245,7 +245,7 @@ def _adam_run(spec: CaseSpec, model: Any, X: Array, y: NDArray[np.int64], X_test
     return problem, sam, trajectory, X_test, y_test
 
 
-def descent_norms(problem: Problem, trajectory: Trajectory) -> Array:
+def _descent_norms(problem: Problem, trajectory: Trajectory) -> Array:
     """‖g̃_t‖ (T,), the norm of each step's descent gradient before clipping: what the clip compares with
     its threshold."""
     sam = trajectory.sam()
@@ -415,7 +415,7 @@ def build_case(spec: CaseSpec, executor: Executor | None = None) -> tuple[dict[s
     }
     clipping = trajectory.clipping()
     if clipping is not None:  # a measurement, for a port to compare its clipping with step by step
-        norms = descent_norms(problem, trajectory)
+        norms = _descent_norms(problem, trajectory)
         entry["clipped_steps"] = [t for t, norm in enumerate(norms) if clipping.factor(norm) < 1.0]
     return arrays, entry
 
