@@ -7,23 +7,29 @@ CASES_DIR defaults to a temporary directory filled by ``refsam.kit.export_cases`
 reads the cases with numpy and json only and does two things for every case:
 
 1. it **replays the run with a real torch optimizer**: a SAM wrapper written here around
-   ``torch.optim.SGD(momentum=μ, dampening=τ, nesterov=…, weight_decay=λ)``, built from the case's
-   ``optimizer`` entry (refsam's SGD uses torch's names), with the case's ``l2`` (λ₂/2)‖θ‖² in the loss
-   (first step: ε from the loss gradient,
-   θ ← θ + ε; second step: the gradient at θ + ε, θ restored, then SGD's step), on the recorded θ_0,
-   batch schedule and learning rates — and checks θ_t against the recorded run at every step (≤ 1e-12);
-2. it computes the scores by autograd through a functional re-run of the same training loop, with
+   ``torch.optim.SGD(momentum=μ, dampening=τ, nesterov=…, weight_decay=λ)`` or ``torch.optim.Adam`` /
+   ``torch.optim.AdamW(betas, eps, weight_decay=λ)``, built from the case's ``optimizer`` entry (refsam's
+   optimizers use torch's names), with the case's ``l2`` (λ₂/2)‖θ‖² in the loss (first step: ε from the
+   loss gradient, θ ← θ + ε; second step: the gradient at θ + ε, θ restored,
+   ``torch.nn.utils.clip_grad_norm_`` when the case has ``clip_grad_norm``, then the optimizer's step), on
+   the recorded θ_0, batch schedule and learning rates — and checks θ_t against the recorded run at every
+   step (≤ 1e-12);
+2. it computes the scores by autograd through a functional re-run of the same training loop (SGD's
+   buffer, or Adam's moments with their bias corrections, the clip and the schedule written out), with
    respect to the sample weights w (create_graph=True at every step):
 
     scores[j, k] = ∂ ℓ(z_k^test, θ_T(w)) / ∂ w_j  at w = 1   (refsam's sign and scale, docs/contract.md §1)
 
-Three variants are checked with ``refsam.kit.check_scores``:
-* "correct": the perturbation ε_t stays in the graph and momentum follows torch.optim.SGD;
+Four variants are checked with ``refsam.kit.check_scores``:
+* "correct": the perturbation ε_t stays in the graph, momentum follows torch.optim.SGD, Adam and AdamW
+  follow torch.optim.Adam / AdamW and the clip follows clip_grad_norm_;
 * "frozen perturbation (wrong)": ε_t is detached, which drops the inner-perturbation terms of
   docs/contract.md §4 — a classic porting bug. The checker must reject every case;
 * "weight decay outside the buffer (wrong)": the optimizer's λθ added after the momentum buffer
   (SGDW-style) instead of through it (torch's order). The checker must reject every momentum case
-  (every one has weight decay).
+  (every one has weight decay);
+* "no bias correction (wrong)": Adam's m̂ = m/(1 − β₁^{t+1}) and v̂ = v/(1 − β₂^{t+1}) left out. The
+  checker must reject every Adam and AdamW case (the others do not use it).
 
 Exit status 0 iff the correct variant passes every case and each wrong one fails the cases it must.
 torch is imported lazily: without it the script prints "skipped: torch not installed" and exits 0
@@ -96,13 +102,22 @@ def perturbation(torch, meta, theta, g):
 
 
 class SAMWrapper:
-    """SAM around a real ``torch.optim.SGD`` on one flat parameter tensor (written for this example)."""
+    """SAM around a real ``torch.optim.SGD``, ``Adam`` or ``AdamW`` on one flat parameter tensor (written for
+    this example), clipping the descent gradient with ``clip_grad_norm_`` when the case says so."""
 
     def __init__(self, torch, param, meta, lr):
         self.torch, self.param, self.meta = torch, param, meta
-        opt = meta["optimizer"]  # refsam's SGD, in torch's names; the loss's l2 is not the optimizer's
-        self.base = torch.optim.SGD([param], lr=lr, momentum=opt["momentum"], dampening=opt["dampening"],
-                                    nesterov=opt["nesterov"], weight_decay=opt["weight_decay"])
+        opt = meta["optimizer"]  # refsam's optimizers, in torch's names; the loss's l2 is not the optimizer's
+        if opt["name"] == "SGD":
+            self.base = torch.optim.SGD([param], lr=lr, momentum=opt["momentum"], dampening=opt["dampening"],
+                                        nesterov=opt["nesterov"], weight_decay=opt["weight_decay"])
+        else:  # torch's Adam/AdamW have no eps_root (optax's): a case with one cannot be replayed by them
+            assert opt["eps_root"] == 0.0, "torch.optim.Adam has no eps_root"
+            base = {"Adam": torch.optim.Adam, "AdamW": torch.optim.AdamW}[opt["name"]]
+            self.base = base([param], lr=lr, betas=tuple(opt["betas"]), eps=opt["eps"],
+                             weight_decay=opt["weight_decay"])
+        self.clip = meta.get("clip_grad_norm")  # None, or {"max_norm": c, "convention": "torch"}
+        assert self.clip is None or self.clip["convention"] == "torch"
 
     def first_step(self):
         with self.torch.no_grad():
@@ -111,7 +126,9 @@ class SAMWrapper:
 
     def second_step(self, lr):
         with self.torch.no_grad():
-            self.param.sub_(self.eps)  # back to θ, then SGD's step with the gradient taken at θ + ε
+            self.param.sub_(self.eps)  # back to θ, then the step with the gradient taken at θ + ε
+        if self.clip is not None:  # s = min(1, c / (‖g̃‖ + 1e-6)), before the optimizer adds its decay
+            self.torch.nn.utils.clip_grad_norm_([self.param], self.clip["max_norm"])
         for group in self.base.param_groups:
             group["lr"] = lr
         self.base.step()
@@ -145,7 +162,8 @@ def replay_with_torch_optimizer(torch, meta, arrays):
 def torch_trajectory_influence(torch, meta, arrays, bug=None):
     """Scores (n_train, n_test) by autograd through a functional re-run of the training loop, w.r.t. w.
 
-    ``bug``: None (correct), "frozen" (ε detached) or "decay_outside_buffer" (SGDW-style weight decay).
+    ``bug``: None (correct), "frozen" (ε detached), "decay_outside_buffer" (SGDW-style weight decay) or
+    "no_bias_correction" (Adam's m̂ = m, v̂ = v).
     """
     as_t = lambda a: torch.as_tensor(a, dtype=torch.float64)  # noqa: E731
     X, X_test = as_t(arrays["X"]), as_t(arrays["X_test"])
@@ -153,7 +171,9 @@ def torch_trajectory_influence(torch, meta, arrays, bug=None):
     y_test = torch.as_tensor(arrays["y_test"], dtype=torch.int64)
     losses = make_losses(torch, meta["model"], meta["n_features"])
     l2, opt = l2_coefficient(torch, meta), meta["optimizer"]
-    lam, mu, tau, nesterov = opt["weight_decay"], opt["momentum"], opt["dampening"], opt["nesterov"]
+    lam, adam = opt["weight_decay"], opt["name"] in ("Adam", "AdamW")
+    mu, tau, nesterov = (0.0, 0.0, False) if adam else (opt["momentum"], opt["dampening"], opt["nesterov"])
+    clip = meta.get("clip_grad_norm")
     offsets, flat = arrays["batch_offsets"], arrays["batch_indices"]
 
     w = torch.ones(meta["n_train"], dtype=torch.float64, requires_grad=True)
@@ -164,6 +184,7 @@ def torch_trajectory_influence(torch, meta, arrays, bug=None):
         return torch.autograd.grad(F, point, create_graph=True)[0]
 
     buf = None
+    m = v = torch.zeros_like(theta)  # Adam's exp_avg and exp_avg_sq
     for t, lr in enumerate(arrays["lrs"]):
         idx = torch.as_tensor(flat[offsets[t]:offsets[t + 1]], dtype=torch.int64)
         g = batch_grad(theta, idx) + (l2 * theta if l2 is not None else 0.0)
@@ -173,6 +194,12 @@ def torch_trajectory_influence(torch, meta, arrays, bug=None):
             eps = perturbation(torch, meta, theta, g)
         w_hat = theta + eps
         descent = batch_grad(w_hat, idx) + (l2 * w_hat if l2 is not None else 0.0)  # the loss's l2
+        if clip is not None:  # clip_grad_norm_: s = min(1, c / (‖g̃‖ + 1e-6)), differentiated through ‖g̃‖
+            descent = descent * torch.clamp(clip["max_norm"] / (torch.linalg.vector_norm(descent) + 1e-6),
+                                            max=1.0)
+        if adam:
+            theta, m, v = adam_step(torch, opt, t, float(lr), theta, m, v, descent, bug)
+            continue
         decay = lam * theta  # the optimizer's weight decay, as torch.optim.SGD adds it
         descent = descent + (0.0 if bug == "decay_outside_buffer" and mu else decay)
         if mu:  # torch.optim.SGD: buf = d at the first step, then μ buf + (1 − τ) d
@@ -188,6 +215,21 @@ def torch_trajectory_influence(torch, meta, arrays, bug=None):
     columns = [torch.autograd.grad(test_losses[k], w, retain_graph=True)[0]
                for k in range(len(test_losses))]
     return torch.stack(columns, dim=1).detach().numpy()
+
+
+def adam_step(torch, opt, t, lr, theta, m, v, descent, bug=None):
+    """One step of torch.optim.Adam (λθ inside the moments) or AdamW (θ ← θ (1 − ηλ) first), with optax's
+    eps_root inside the root (0 in torch): (θ_{t+1}, m_t, v_t)."""
+    (beta1, beta2), lam = opt["betas"], opt["weight_decay"]
+    if opt["name"] == "AdamW":
+        a = descent
+        theta = theta * (1.0 - lr * lam)
+    else:
+        a = descent + lam * theta
+    m = beta1 * m + (1.0 - beta1) * a
+    v = beta2 * v + (1.0 - beta2) * a * a
+    c1, c2 = (1.0, 1.0) if bug == "no_bias_correction" else (1.0 - beta1 ** (t + 1), 1.0 - beta2 ** (t + 1))
+    return theta - lr * (m / c1) / (torch.sqrt(v / c2 + opt["eps_root"]) + opt["eps"]), m, v
 
 
 def l2_coefficient(torch, meta):
@@ -225,13 +267,15 @@ def main(argv=None) -> int:
             export_cases(directory)
         cases = read_cases(directory)
         worst_replay = max(replay_with_torch_optimizer(torch, meta, arrays) for meta, arrays in cases)
-        print(f"torch.optim.SGD-based SAM replay: max |θ_t(torch) − θ_t(recorded)| over every step of "
+        print(f"torch.optim.SGD/Adam/AdamW-based SAM replay: max |θ_t(torch) − θ_t(recorded)| over every "
+              f"step of "
               f"every case = {worst_replay:.2e}")
         if worst_replay > REPLAY_ATOL:
             print(f"the torch optimizer does not reproduce the recorded runs (> {REPLAY_ATOL:.0e})")
             return 1
         variants = {"correct": None, "frozen perturbation (wrong)": "frozen",
-                    "weight decay outside the buffer (wrong)": "decay_outside_buffer"}
+                    "weight decay outside the buffer (wrong)": "decay_outside_buffer",
+                    "no bias correction (wrong)": "no_bias_correction"}
         reports = {}
         for label, bug in variants.items():
             scores = {meta["id"]: torch_trajectory_influence(torch, meta, arrays, bug)
@@ -244,12 +288,22 @@ def main(argv=None) -> int:
     correct = reports["correct"]
     frozen = reports["frozen perturbation (wrong)"]
     decay = reports["weight decay outside the buffer (wrong)"]
-    momentum_ids = {meta["id"] for meta, _ in cases if meta["optimizer"]["momentum"]}
+    no_bias = reports["no bias correction (wrong)"]
+    momentum_ids = {meta["id"] for meta, _ in cases if meta["optimizer"].get("momentum")}
+    adam_ids = {meta["id"] for meta, _ in cases if meta["optimizer"]["name"] in ("Adam", "AdamW")}
     decay_failed = {r.case_id for r in decay.results if not r.passed}
+    bias_failed = {r.case_id for r in no_bias.results if not r.passed}
+    worst = max(r.rel_err for r in correct.results)
+    worst_adam = max((r.rel_err for r in correct.results if r.case_id in adam_ids), default=float("nan"))
     print(f"\ncorrect variant: {len(correct.results) - correct.n_failed}/{len(correct.results)} passed; "
           f"wrong variant: {frozen.n_failed}/{len(frozen.results)} rejected; "
-          f"weight decay outside the buffer: {len(decay_failed)}/{len(momentum_ids)} momentum cases rejected")
-    ok = correct.passed and frozen.n_failed == len(frozen.results) and decay_failed == momentum_ids
+          f"weight decay outside the buffer: {len(decay_failed)}/{len(momentum_ids)} momentum cases "
+          f"rejected; "
+          f"no bias correction: {len(bias_failed)}/{len(adam_ids)} Adam cases rejected")
+    print(f"correct variant vs the reference: max rel err {worst:.2e} over all cases, {worst_adam:.2e} over "
+          f"the Adam and AdamW cases")
+    ok = (correct.passed and frozen.n_failed == len(frozen.results) and decay_failed == momentum_ids
+          and bias_failed == adam_ids)
     print("validation " + ("succeeded: the checker accepts the correct port and rejects the wrong ones"
                            if ok else "FAILED"))
     return 0 if ok else 1

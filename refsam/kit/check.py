@@ -209,7 +209,7 @@ def check_scores(directory: str | os.PathLike[str], scores: str | os.PathLike[st
     min_spearman : float, optional
         Also require Spearman >= this to pass (a rank criterion for approximations).
     progress : bool
-        Print a line to stderr per reference case recomputed (about 4 s for all 51).
+        Print a line to stderr per reference case recomputed (about 4 s for all 57).
 
     Returns
     -------

@@ -33,6 +33,7 @@ from ..objective import Problem
 from ..sam import SAM
 from ..tolerances import RTOL_CASE_RECOMPUTE, rel_err
 from ..training import Optimizer, Trajectory, optimizer_from_config
+from ..training.clipping import GradientClipping, clipping_from_config
 from ..version import __version__
 from .suite import ATOL, OUTPUT_RTOL, build_case, remember_case, select_specs, spec_of
 
@@ -102,7 +103,7 @@ def export_cases(directory: str | os.PathLike[str], cases: str | None = None,
         is written whole (a temporary file renamed onto its name), and the directory is locked
         (``.refsam-export.lock``) while the export writes: a second export into it is refused.
     cases : str, optional
-        Shell-style pattern selecting case ids (``"logistic-*"``); default all 51.
+        Shell-style pattern selecting case ids (``"logistic-*"``); default all 57.
     progress : bool
         Print one line per case to stdout.
     force : bool
@@ -479,9 +480,9 @@ def _state_names(entry: dict[str, Any]) -> tuple[str, ...]:
 
 
 # The manifest fields that define a case (compared with the recipe's); the rest are measurements.
-_BOUND_FIELDS = ("id", "model", "rule", "rho", "kappa", "l2", "optimizer", "penalty", "batching",
-                 "batch_size", "steps", "norm_eps", "preset", "t_mask", "n_train", "n_test", "n_features",
-                 "n_params", "n_classes")
+_BOUND_FIELDS = ("id", "model", "rule", "rho", "kappa", "l2", "optimizer", "clip_grad_norm", "penalty",
+                 "batching", "batch_size", "steps", "norm_eps", "preset", "t_mask", "n_train", "n_test",
+                 "n_features", "n_params", "n_classes")
 _BOUND_OUTPUT_FIELDS = ("array", "shape", "exact", "rtol", "atol")
 
 
@@ -580,6 +581,10 @@ class ReferenceCase:
         """The run's base optimizer, with its per-step rates ``lrs``."""
         return optimizer_from_config(self.meta["optimizer"], self.arrays["lrs"])
 
+    def clipping(self) -> GradientClipping | None:
+        """The run's gradient clipping (None: the run does not clip)."""
+        return clipping_from_config(self.meta.get("clip_grad_norm"))
+
     def sam(self) -> SAM:
         return SAM.from_config(self.meta)
 
@@ -587,7 +592,8 @@ class ReferenceCase:
         m, a = self.meta, self.arrays
         problem = self.problem()
         config = {"model": m["model"], **self.sam().config(), "l2": m["l2"], "optimizer": m["optimizer"],
-                  "batch_size": m["batch_size"], "seed": None, "steps": m["steps"], "n": m["n_train"],
+                  "clip_grad_norm": m.get("clip_grad_norm"), "batch_size": m["batch_size"], "seed": None,
+                  "steps": m["steps"], "n": m["n_train"],
                   "d": m["n_params"], "data_sha256": problem.data_fingerprint()}
         states = {k[len("state_"):]: v for k, v in a.items() if k.startswith("state_")}
         return Trajectory(a["thetas"], a["epsilons"], self.batches, a["lrs"], a["weights"], config,

@@ -1,10 +1,12 @@
-"""The reference suite's recipe: 51 small recorded SAM runs and their self-checked outputs.
+"""The reference suite's recipe: 57 small recorded SAM runs and their self-checked outputs.
 
 The suite spans model (logistic, softmax, mlp) × rule (sam, usam, asam) × penalty (λ as the
 optimizer's ``weight_decay``, or as the loss's ``l2``) × batching (full, minibatch) — 36 cases with
 plain SGD — plus, on minibatches with the optimizer's weight decay, 6 momentum cases (model × heavy
-ball, Nesterov; μ = 0.9) and 9 preset cases (model × the presets
-of the public implementations, `refsam.training.presets`, with heavy-ball momentum). Each has
+ball, Nesterov; μ = 0.9), 9 preset cases (model × the presets
+of the public implementations, `refsam.training.presets`, with heavy-ball momentum) and 6 Adam cases
+(model × ``Adam`` with λ inside the moments, ``AdamW`` with decoupled λ; a linear warm-up + cosine
+schedule and gradient clipping by global norm, torch's convention, that clips some steps). Each has
 n_train = 12, n_test = 3, d ≤ 20, T = 20. `make_run()` is the deterministic recipe of one case;
 `build_case()` adds the exact influence and the ground truth, refusing to return a case whose
 self-check fails. Files are `refsam.kit.files`.
@@ -47,7 +49,8 @@ from ..tolerances import (
     RTOL_TRAJECTORY_FD,
     rel_err,
 )
-from ..training import SGD, Optimizer, Trajectory, preset, train
+from ..training import SGD, Adam, AdamW, Optimizer, Trajectory, preset, sam_gradient, train
+from ..training.schedules import linear_warmup_cosine_lr
 
 __all__ = [
     "ATOL",
@@ -87,6 +90,17 @@ WEIGHT_DECAY = 0.05  # λ > 0 so that softmax has a nonsingular ∂G/∂θ
 RHO = {"sam": 0.1, "usam": 0.2, "asam": 0.5}  # ρ per rule: each moves the influence by several percent
 KAPPA = 0.01  # ASAM's κ
 MOMENTUM = 0.9  # μ of the momentum and preset cases (their lr is scaled by 1 − μ)
+# The Adam and AdamW cases (minibatch, λ = WEIGHT_DECAY as the optimizer's weight decay, SAM rule):
+ADAM_LR = 0.05  # peak η of the schedule
+ADAM_WARMUP_STEPS = 3  # linear warm-up from ADAM_WARMUP_START · η to η over 3 steps, then cosine to 0
+ADAM_WARMUP_START = 0.1
+ADAM_BETAS = (0.9, 0.999)  # torch's defaults
+ADAM_EPS = 1e-8  # torch's default, outside the root
+ADAM_EPS_ROOT = 0.0  # torch's (no eps_root): no √v̂ is round-off small in these runs (no warning fires)
+# The clipping threshold c per model (torch's clip_grad_norm_, s = min(1, c/(‖g̃‖ + 1e-6))): each Adam and
+# AdamW run clips 5 to 12 of its 20 steps, and ‖g̃_t‖ + 1e-6 stays ≥ 1.7% of c away from c at every step
+# (far from the kink; tests/6_oracle_kit/test_adam_cases.py checks both).
+CLIP_GRAD_NORM = {"logistic": 0.6, "softmax": 0.7, "mlp": 0.45}
 DATA_SEED = {"logistic": 1, "softmax": 2, "mlp": 3}  # data, θ_0 and batch shuffles per model
 PROBE_SEED = 4  # the probe vectors of J v and Jᵀ v
 
@@ -128,13 +142,16 @@ TRAJECTORY_ARRAYS = ("X", "y", "X_test", "y_test", "weights", "theta0", "thetas"
 
 
 # -- the suite ------------------------------------------------------------------------------------------
-OPTIMIZERS = {"sgd": (0.0, False), "heavyball": (MOMENTUM, False), "nesterov": (MOMENTUM, True)}
+SGD_OPTIMIZERS = {"sgd": (0.0, False), "heavyball": (MOMENTUM, False), "nesterov": (MOMENTUM, True)}
+ADAM_OPTIMIZERS: dict[str, type[Adam]] = {"adam": Adam, "adamw": AdamW}
+OPTIMIZERS = (*SGD_OPTIMIZERS, *ADAM_OPTIMIZERS)  # the base optimizers' names in case ids
 
 
 @dataclass(frozen=True)
 class CaseSpec:
     """One case: a point of the grid model × rule × penalty (where λ sits) × batching, with the base
-    optimizer (``sgd``, ``heavyball``, ``nesterov``) and optionally a preset of a public implementation."""
+    optimizer (``sgd``, ``heavyball``, ``nesterov``, ``adam``, ``adamw``) and optionally a preset of a public
+    implementation."""
 
     model: str
     rule: str
@@ -158,6 +175,7 @@ CASE_SPECS = (
             for m in MODELS for o in ("heavyball", "nesterov"))
     + tuple(CaseSpec(m, _PRESET_RULES[p], "weight_decay", "minibatch", "heavyball", p)
             for m in MODELS for p in sorted(_PRESET_RULES))
+    + tuple(CaseSpec(m, "sam", "weight_decay", "minibatch", o) for m in MODELS for o in ADAM_OPTIMIZERS)
 )
 
 
@@ -167,7 +185,7 @@ def case_ids(pattern: str | None = None) -> list[str]:
 
 
 def select_specs(pattern: str | None) -> list[CaseSpec]:
-    """The suite's case specs whose id matches the shell-style ``pattern`` (None: all 51)."""
+    """The suite's case specs whose id matches the shell-style ``pattern`` (None: all 57)."""
     if pattern is None:
         return list(CASE_SPECS)
     specs = [s for s in CASE_SPECS if fnmatch.fnmatchcase(s.case_id, pattern)]
@@ -188,7 +206,9 @@ def make_run(spec: CaseSpec) -> tuple[Problem, SAM, Trajectory, Array, NDArray[n
     )
     X, y = X_all[:N_TRAIN], y_all[:N_TRAIN]
     X_test, y_test = X_all[N_TRAIN:], y_all[N_TRAIN:]
-    momentum, nesterov = OPTIMIZERS[spec.optimizer]
+    if spec.optimizer in ADAM_OPTIMIZERS:
+        return _adam_run(spec, model, X, y, X_test, y_test)
+    momentum, nesterov = SGD_OPTIMIZERS[spec.optimizer]
     lr: float | Array
     if spec.batching == "full":
         batch_size, lr = None, LR
@@ -209,6 +229,39 @@ def make_run(spec: CaseSpec) -> tuple[Problem, SAM, Trajectory, Array, NDArray[n
     return problem, sam, trajectory, X_test, y_test
 
 
+def _adam_run(spec: CaseSpec, model: Any, X: Array, y: NDArray[np.int64], X_test: Array,
+              y_test: NDArray[np.int64]) -> tuple[Problem, SAM, Trajectory, Array, NDArray[np.int64]]:
+    """An Adam or AdamW case: λ as the optimizer's weight decay, the warm-up + cosine schedule, clipping."""
+    if spec.penalty != "weight_decay" or spec.batching != "minibatch" or spec.preset is not None:
+        raise InvalidInputError(f"case {spec.case_id!r}: the Adam cases are minibatch runs with the "
+                                f"optimizer's weight decay and no preset")
+    lrs = linear_warmup_cosine_lr(ADAM_LR, STEPS, ADAM_WARMUP_STEPS, ADAM_WARMUP_START)
+    optimizer = ADAM_OPTIMIZERS[spec.optimizer](lrs, ADAM_BETAS, ADAM_EPS, WEIGHT_DECAY,
+                                                eps_root=ADAM_EPS_ROOT)
+    problem = Problem(model, X, y)
+    sam = SAM(RHO[spec.rule], spec.rule, kappa=KAPPA)
+    trajectory = train(problem, sam, optimizer, STEPS, batch_size=BATCH_SIZE, seed=DATA_SEED[spec.model],
+                       clip_grad_norm=CLIP_GRAD_NORM[spec.model])  # a float: torch's convention
+    return problem, sam, trajectory, X_test, y_test
+
+
+def _descent_norms(problem: Problem, trajectory: Trajectory) -> Array:
+    """‖g̃_t‖ (T,), the norm of each step's descent gradient before clipping: what the clip compares with
+    its threshold."""
+    sam = trajectory.sam()
+    return np.array([np.linalg.norm(sam_gradient(problem, sam, trajectory.thetas[t], batch).descent)
+                     for t, batch in enumerate(trajectory.batches)])
+
+
+def _lr_schedule(spec: CaseSpec) -> str:
+    if spec.optimizer in ADAM_OPTIMIZERS:
+        start, warmup = ADAM_WARMUP_START, ADAM_WARMUP_STEPS
+        return (f"linear warm-up + cosine: lr_t = lr ({start:g} + (1 - {start:g}) t / {warmup}) for t < "
+                f"{warmup}, then lr (1 + cos(pi (t - {warmup}) / {STEPS - warmup})) / 2 (torch's "
+                f"SequentialLR of LinearLR and CosineAnnealingLR), lr = {ADAM_LR:g}")
+    return "constant" if spec.batching == "full" else "linear decay: lr_t = lr (1 - t / (2T))"
+
+
 def _closed_form_outputs(problem: Problem, sam: SAM, trajectory: Trajectory, X_test: Array,
                          y_test: NDArray[np.int64], executor: Executor | None = None
                          ) -> tuple[dict[str, Any], dict[str, Any], str]:
@@ -222,6 +275,11 @@ def _closed_form_outputs(problem: Problem, sam: SAM, trajectory: Trajectory, X_t
     except FixedPointError as exc:
         return {}, {}, f"no verified root: {str(exc).splitlines()[0]}"
     theta_hat = root.theta
+    clipping = trajectory.clipping()
+    if clipping is not None and clipping.clipped(sam_gradient(problem, sam, theta_hat).descent):
+        # the root above is the unclipped map's; where the clip acts at θ̂ the clipped map's root differs
+        return {}, {}, ("not computed: the run's gradient clipping acts at the root of the unclipped map, "
+                        "whose closed form would then not be the clipped run's")
     arrays = {"theta_hat": theta_hat}
     for variant, name in (("full", "closed_form"), ("frozen", "closed_form_frozen"),
                           ("erm", "closed_form_erm")):
@@ -262,11 +320,14 @@ def _closed_form_outputs(problem: Problem, sam: SAM, trajectory: Trajectory, X_t
     outputs["closed_form"]["root"] = {
         "array": "theta_hat", "residual": float(f"{root.residual:.3e}"),
         "condition_number": float(f"{root.condition_number:.3e}"), "lr": root.lr,
-        "spectral_radius": float(f"{root.spectral_radius:.6f}"),
+        "spectral_radius": (None if root.spectral_radius is None  # Adam/AdamW: no radius is claimed
+                            else float(f"{root.spectral_radius:.6f}")),
     }
+    radius = ("no spectral radius claimed (a preconditioned iteration with its own state)"
+              if root.spectral_radius is None else
+              f"spectral radius of I - lr dG/dtheta = {root.spectral_radius:.4f}")
     status = (f"verified root: ||G(theta_hat)|| = {root.residual:.1e}, cond(dG/dtheta) = "
-              f"{root.condition_number:.1e}, spectral radius of I - lr dG/dtheta = "
-              f"{root.spectral_radius:.4f}")
+              f"{root.condition_number:.1e}, {radius}")
     return arrays, outputs, status
 
 
@@ -327,6 +388,11 @@ def build_case(spec: CaseSpec, executor: Executor | None = None) -> tuple[dict[s
                                                                          X_test, y_test, executor)
         arrays.update(cf_arrays)
         outputs.update(cf_outputs)
+    elif spec.optimizer in ADAM_OPTIMIZERS:
+        closed_form_status = ("not applicable: a minibatch run (a new batch, learning rate and clipping "
+                              "factor each step) has no single fixed point; at a full-batch root Adam's "
+                              "(λ inside the moments) is SGD's, g~ + λθ = 0, and AdamW's is g~/(|g~| + eps) "
+                              "+ λθ = 0 (docs/optimizers.md)")
     else:
         closed_form_status = ("not applicable: the closed form is computed for full-batch runs with the "
                               "optimizer's weight decay, at a root")
@@ -338,7 +404,8 @@ def build_case(spec: CaseSpec, executor: Executor | None = None) -> tuple[dict[s
         "l2": c["l2"], "optimizer": c["optimizer"], "penalty": spec.penalty,
         "batching": spec.batching, "batch_size": c["batch_size"],
         "steps": trajectory.steps,
-        "lr_schedule": "constant" if spec.batching == "full" else "linear decay: lr_t = lr (1 - t / (2T))",
+        "lr_schedule": _lr_schedule(spec),
+        "clip_grad_norm": c["clip_grad_norm"],
         "norm_eps": sam.norm_eps, "preset": spec.preset,
         **({"t_mask": [bool(v) for v in sam.t_mask]} if sam.t_mask is not None else {}),
         "n_train": problem.n, "n_test": int(X_test.shape[0]), "n_features": problem.p,
@@ -346,6 +413,10 @@ def build_case(spec: CaseSpec, executor: Executor | None = None) -> tuple[dict[s
         "outputs": outputs,
         "closed_form_status": closed_form_status,
     }
+    clipping = trajectory.clipping()
+    if clipping is not None:  # a measurement, for a port to compare its clipping with step by step
+        norms = _descent_norms(problem, trajectory)
+        entry["clipped_steps"] = [t for t, norm in enumerate(norms) if clipping.factor(norm) < 1.0]
     return arrays, entry
 
 

@@ -114,14 +114,16 @@ def test_suite_covers_every_value_of_every_axis(case_dir):
     manifest = read_manifest(case_dir)
     ids = [c["id"] for c in manifest["cases"]]
     grid = len(MODELS) * len(RULES) * len(PENALTIES) * len(BATCHINGS)
-    assert len(ids) == len(set(ids)) == 51 == grid + len(MODELS) * 2 + len(MODELS) * 3
-    momentum = [c for c in manifest["cases"] if c["optimizer"]["momentum"]]
+    assert len(ids) == len(set(ids)) == 57 == grid + len(MODELS) * 2 + len(MODELS) * 3 + len(MODELS) * 2
+    momentum = [c for c in manifest["cases"] if c["optimizer"].get("momentum")]
     assert len(momentum) == 15 and {c["optimizer"]["nesterov"] for c in momentum} == {True, False}
     assert {c["preset"] for c in momentum} == {None, "pytorch-sam", "pytorch-sam-adaptive", "asam-official"}
     for entry in manifest["cases"]:
         assert entry["model"]["name"] in MODELS and entry["rule"] in RULES
         assert entry["penalty"] in PENALTIES and entry["batching"] in BATCHINGS
-        assert entry["optimizer"]["name"] == "SGD"
+        adam = {"adam": "Adam", "adamw": "AdamW"}.get(entry["id"].rsplit("-", 1)[-1])
+        assert entry["optimizer"]["name"] == (adam or "SGD"), entry["id"]  # the id names the optimizer
+        assert (entry["clip_grad_norm"] is not None) == (adam is not None)
         if entry["preset"] is None:  # λ sits where the penalty says, and only there
             in_loss = entry["penalty"] == "l2"
             assert (entry["l2"] > 0) == in_loss and (entry["optimizer"]["weight_decay"] > 0) != in_loss
@@ -282,7 +284,7 @@ def test_top_k_overlap():
 def test_refsam_scores_check_green(case_dir, scores_path):
     report = check_scores(case_dir, scores_path)
     assert report.passed, report.table()
-    assert len(report.results) == 51 and not report.skipped
+    assert len(report.results) == 57 and not report.skipped
     for r in report.results:
         assert r.rel_err < 1e-9 and r.spearman > 0.999, r
 
@@ -301,7 +303,8 @@ def test_parameter_influence_target_checks_green_and_rejects_a_transposed_array(
     forward = {c.case_id: trajectory_parameter_influence(c.problem(), c.trajectory(), method="forward")
                for c in cases if c.case_id.startswith("mlp-")}
     report = check_scores(case_dir, forward, target="trajectory_parameters", cases="mlp-*")
-    assert report.passed and len(report.results) == 17, report.table()  # 12 SGD + 2 momentum + 3 presets
+    assert report.passed and len(report.results) == 19, report.table()  # 12 SGD + 2 momentum + 3 presets
+    # + Adam and AdamW
     with pytest.raises(CaseFileError, match=r"expected \(n_train, n_params\) = \(12, 20\); transpose it"):
         check_scores(case_dir, {k: v.T for k, v in forward.items()}, target="trajectory_parameters",
                      cases="mlp-*")
@@ -310,8 +313,8 @@ def test_parameter_influence_target_checks_green_and_rejects_a_transposed_array(
 def test_perturbed_scores_check_red(case_dir, exact_scores):
     scaled = {k: v * (1 + 1e-5) for k, v in exact_scores.items()}
     report = check_scores(case_dir, scaled)
-    assert report.n_failed == 51 and not report.passed
-    assert "0/51 cases passed" in report.table()
+    assert report.n_failed == 57 and not report.passed
+    assert "0/57 cases passed" in report.table()
     one_entry = dict(exact_scores)
     bad = one_entry["mlp-asam-l2-minibatch"].copy()
     bad[3, 1] += 1e-6 * np.max(np.abs(bad))  # a single entry, 10× the tolerance
@@ -319,7 +322,7 @@ def test_perturbed_scores_check_red(case_dir, exact_scores):
     report = check_scores(case_dir, one_entry)
     assert [r.case_id for r in report.results if not r.passed] == ["mlp-asam-l2-minibatch"]
     report = check_scores(case_dir, {k: -v for k, v in exact_scores.items()}, cases="softmax-*")
-    assert len(report.results) == 17 and report.n_failed == 17
+    assert len(report.results) == 19 and report.n_failed == 19
     assert all("sign convention" in r.note for r in report.results)
 
 
@@ -339,7 +342,7 @@ def test_closed_form_target_accepts_the_closed_form_and_rejects_its_ablations(ca
                                          c.arrays["y_test"], variant="full", optimizer=c.optimizer())
             for c in with_cf}
     report = check_scores(case_dir, full, target="closed_form")
-    assert report.passed and len(report.results) == 9 and len(report.skipped) == 42, report.table()
+    assert report.passed and len(report.results) == 9 and len(report.skipped) == 48, report.table()
     frozen = {c.case_id: c.reference("closed_form_frozen") for c in with_cf}
     report = check_scores(case_dir, frozen, target="closed_form")
     assert report.n_failed == 9
@@ -464,7 +467,7 @@ def test_bad_scores_files_are_rejected(case_dir, tmp_path, exact_scores):
 
 def test_scores_with_missing_keys_or_wrong_shapes_are_rejected(case_dir, exact_scores):
     partial = {k: v for k, v in exact_scores.items() if not k.startswith("mlp")}
-    with pytest.raises(CaseFileError, match=r"scores lacks 17 case ids: 'mlp-sam-weight_decay-full'"):
+    with pytest.raises(CaseFileError, match=r"scores lacks 19 case ids: 'mlp-sam-weight_decay-full'"):
         check_scores(case_dir, partial)
     assert check_scores(case_dir, partial, cases="softmax-*").passed  # a subset can be checked alone
     transposed = {**exact_scores, PROBE: exact_scores[PROBE].T}
@@ -476,7 +479,7 @@ def test_scores_with_missing_keys_or_wrong_shapes_are_rejected(case_dir, exact_s
         check_scores(case_dir, text)
     with pytest.raises(ValueError, match="`target` must be one of"):
         check_scores(case_dir, exact_scores, target="tracin")
-    with pytest.raises(ValueError, match="matches none of the 51 cases"):
+    with pytest.raises(ValueError, match="matches none of the 57 cases"):
         check_scores(case_dir, exact_scores, cases="resnet-*")
 
 
@@ -499,12 +502,12 @@ def test_case_specs_match_the_exported_ids(case_dir):
 def test_cli_check_green_red_and_corrupt(case_dir, scores_path, exact_scores, copy_dir, tmp_path, capsys):
     assert main(["check", str(case_dir), "--scores", str(scores_path)]) == 0
     out = capsys.readouterr().out
-    assert "51/51 cases passed" in out and "max abs err" in out and "spearman" in out
+    assert "57/57 cases passed" in out and "max abs err" in out and "spearman" in out
     wrong = tmp_path / "wrong.npz"
     np.savez(wrong, **{**exact_scores, PROBE: exact_scores[PROBE] * 1.001})
     assert main(["check", str(case_dir), "--scores", str(wrong)]) == 1
     out = capsys.readouterr().out
-    assert "50/51 cases passed" in out and f"{PROBE}" in out and "FAIL" in out
+    assert "56/57 cases passed" in out and f"{PROBE}" in out and "FAIL" in out
     (copy_dir / f"{PROBE}.npz").write_bytes(b"tampered")
     assert main(["check", str(copy_dir), "--scores", str(scores_path)]) == 2
     err = capsys.readouterr().err.strip()

@@ -1,9 +1,11 @@
 """examples/validate_pytorch.py: an independent PyTorch port checked against the reference cases.
 
-With torch installed the example must replay every recorded run with a real torch.optim.SGD-based SAM
-optimizer (momentum, Nesterov, the presets) to 1e-12 at every step, pass every case with its correct
-variant, and have every case of its deliberately wrong variant (perturbation detached) and every momentum
-case of its second wrong variant (weight decay outside the momentum buffer) rejected by the checker.
+With torch installed the example must replay every recorded run with a real torch.optim.SGD-, Adam- or
+AdamW-based SAM optimizer (momentum, Nesterov, the presets, clip_grad_norm_ and the schedule of the Adam
+cases) to 1e-12 at every step, pass every case with its correct variant, and have every case of its
+deliberately wrong variant (perturbation detached), every momentum case of its second wrong variant
+(weight decay outside the momentum buffer) and every Adam/AdamW case of its third (no bias correction)
+rejected by the checker.
 Without torch (as in CI)
 it must exit 0 with a "skipped" message — tested always, by hiding torch from the interpreter.
 """
@@ -36,9 +38,10 @@ def test_example_skips_cleanly_without_torch():
 def test_pytorch_port_passes_and_its_wrong_variant_is_rejected():
     result = subprocess.run([sys.executable, str(EXAMPLE)], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert ("correct variant: 51/51 passed; wrong variant: 51/51 rejected; weight decay outside the "
-            "buffer: 15/15 momentum cases rejected") in result.stdout
+    assert ("correct variant: 57/57 passed; wrong variant: 57/57 rejected; weight decay outside the "
+            "buffer: 15/15 momentum cases rejected; no bias correction: 6/6 Adam cases rejected"
+            ) in result.stdout
     replay = float(result.stdout.split("every step of every case = ")[1].split()[0])
     assert replay <= 1e-12
-    assert "51/51 cases passed (target: trajectory)" in result.stdout
-    assert "0/51 cases passed (target: trajectory); 51 FAILED" in result.stdout
+    assert "57/57 cases passed (target: trajectory)" in result.stdout
+    assert "0/57 cases passed (target: trajectory); 57 FAILED" in result.stdout

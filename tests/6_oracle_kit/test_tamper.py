@@ -92,7 +92,7 @@ def test_deleting_the_failing_case_from_the_manifest_fails(suite, tmp_path):
     (copy / f"{FAILING}.npz").unlink()
     report = check_scores(copy, wrong)
     assert not report.passed and report.missing == (FAILING,)
-    assert "50/51 cases passed" in report.table() and "1 missing from the case directory" in report.table()
+    assert "56/57 cases passed" in report.table() and "1 missing from the case directory" in report.table()
 
 
 def test_deleting_an_entry_without_resealing_is_refused(suite, tmp_path):
@@ -105,14 +105,14 @@ def test_deleting_an_entry_without_resealing_is_refused(suite, tmp_path):
         check_scores(copy, wrong)
 
 
-def test_keeping_one_of_51_cases_fails_unless_that_case_is_asked_for_by_name(suite, tmp_path):
+def test_keeping_one_of_57_cases_fails_unless_that_case_is_asked_for_by_name(suite, tmp_path):
     directory, exact, wrong = suite
     copy = _copy(directory, tmp_path)
     _reseal(copy, lambda m: m.update(cases=[c for c in m["cases"] if c["id"] == OTHER]))
     report = check_scores(copy, wrong)
-    assert not report.passed and len(report.missing) == 50
+    assert not report.passed and len(report.missing) == 56
     subset = check_scores(copy, wrong, cases=OTHER)  # asked for by name: a pass, and it says of what
-    assert subset.passed and f"1 of 51 cases selected by {OTHER!r}" in subset.table()
+    assert subset.passed and f"1 of 57 cases selected by {OTHER!r}" in subset.table()
     assert _verdict(copy, wrong, cases="logistic-*") == "fail"  # the failing case is selected and missing
 
 
