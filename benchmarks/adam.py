@@ -12,6 +12,11 @@ SGD adjoint: about two HVPs, two JVPs and one gradient per step against training
 
 from __future__ import annotations
 
+import argparse
+import json
+import sys
+from pathlib import Path
+
 import common  # noqa: F401  (first: one BLAS thread before NumPy loads, and this checkout on sys.path)
 from common import RHO, paired_best_times
 
@@ -42,3 +47,43 @@ def bench_adam_adjoint_over_training(problem, X_test, y_test, steps, batch_size,
         "training_seconds": t_train, "adjoint_seconds": t_adjoint, "ratio": t_adjoint / t_train,
     }
 
+
+def run_adam_benchmarks(mode: str = "full", log=print) -> dict:
+    """The two runs of ``benchmarks/run.py``'s adjoint sizes (its CONFIGS[mode]), through AdamW + SAM."""
+    from common import logistic_problem, mlp_problem
+    from run import CONFIGS
+
+    cfg = CONFIGS[mode]
+    runs = {}
+    for key, make in (("adjoint_logistic", lambda c: logistic_problem(c["n"], c["p"])),
+                      ("adjoint_mlp", lambda c: mlp_problem(c["n"], c["sizes"]))):
+        c = cfg[key]
+        log(f"AdamW adjoint vs training: {key} {c}")
+        problem, _, X_test, y_test = make(c)
+        runs[key] = bench_adam_adjoint_over_training(problem, X_test, y_test, c["steps"], c["batch_size"],
+                                                     cfg["repeats"])
+    return {"adam_adjoint_over_training": max(r["ratio"] for r in runs.values()),
+            "adam_adjoint_over_training_runs": runs}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller sizes")
+    parser.add_argument("--update", metavar="RESULTS", help="merge the keys into an existing results JSON")
+    args = parser.parse_args(argv)
+    results = run_adam_benchmarks("quick" if args.quick else "full",
+                                  log=lambda msg: print(msg, file=sys.stderr, flush=True))
+    for key, r in results["adam_adjoint_over_training_runs"].items():
+        print(f"{key}: {r['model']} n={r['n']} d={r['d']} T={r['steps']} batch={r['batch_size']}: adjoint "
+              f"{r['adjoint_seconds']:.3f} s / training {r['training_seconds']:.3f} s = {r['ratio']:.2f}")
+    print(f"adam_adjoint_over_training = {results['adam_adjoint_over_training']:.2f}  target <= 2.5")
+    if args.update:
+        path = Path(args.update)
+        merged = json.loads(path.read_text())
+        merged.update(results)
+        path.write_text(json.dumps(merged, indent=2, sort_keys=True) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -349,12 +349,13 @@ def run_demo_command(args: argparse.Namespace) -> int:
     sizes: dict[str, Any] = {  # --quick fills only the sizes that were not given
         key: (QUICK[key] if args.quick else default) if given[key] is None else given[key]
         for key, default in (("n", None), ("steps", 300), ("subset", 20))}
+    figures = None if args.no_figures or not matplotlib_available() else args.out or DEFAULT_FIGURE_DIR
     config = DemoConfig(dataset=args.dataset, n=sizes["n"], pca=args.pca, model=args.model,
                         hidden=args.hidden, rule=args.rule, rho=args.rho, weight_decay=args.weight_decay,
                         lr=args.lr, steps=sizes["steps"], flip_fraction=args.flip,
                         subset=sizes["subset"],
                         seed=args.seed, methods=_methods(args.methods),
-                        out_dir=args.out if not args.no_figures and matplotlib_available() else None,
+                        out_dir=figures,
                         progress=not args.quiet, momentum=args.momentum, dampening=args.dampening,
                         nesterov=args.nesterov, n_jobs=args.jobs,
                         force=args.force).validate()  # every argument checked first

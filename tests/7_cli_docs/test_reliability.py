@@ -169,3 +169,15 @@ def test_an_unwritable_output_directory_is_refused(tmp_path, monkeypatch):
         check_output_directory("out", tmp_path / "new")
     with pytest.raises(ValueError, match="`out_dir` .* is not writable"):
         DemoConfig(out_dir=str(tmp_path / "figs")).validate()
+
+
+def test_demo_writes_its_figures_to_the_default_folder_as_the_readme_says(tmp_path):
+    """The quick start promises the demo's figures in refsam-figures/ without --out; a change that read
+    only --out wrote none (found by running the README verbatim in a new venv)."""
+    pytest.importorskip("matplotlib")
+    result = subprocess.run([sys.executable, "-m", "refsam.cli", "demo", "--quick", "--quiet", "--methods",
+                             "closed_form"], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    written = sorted(p.name for p in (tmp_path / "refsam-figures").glob("*.png"))
+    assert written, result.stdout
+    assert "Figures written:" in result.stdout and "refsam-figures" in result.stdout
