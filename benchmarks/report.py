@@ -66,6 +66,9 @@ def format_summary(results: dict) -> str:
         lines.append(f"lds_bank_block_speedup = {results['lds_bank_block_speedup']:.1f}  target >= 5; "
                      f"bank of 100 / training: run {results['bank_over_training_run']:.2f}, root "
                      f"{results['bank_over_training_root']:.2f}")
+    if "adam_adjoint_over_training" in results:
+        lines.append(f"adam_adjoint_over_training = {results['adam_adjoint_over_training']:.2f}  "
+                     f"target <= 2.5 (AdamW + SAM, clip 1.0, warm-up + cosine)")
     lines.append("scaling exponents (log-log fit):")
     for method, rows in results["scaling"].items():
         parts = [f"{row['axis']}: {row['exponent']:.2f}" for row in rows]
@@ -75,6 +78,18 @@ def format_summary(results: dict) -> str:
 
 def _fmt_seconds(t: float) -> str:
     return f"{t * 1e3:.1f} ms" if t < 1 else f"{t:.2f} s"
+
+
+def adam_markdown_rows(results: dict) -> list[str]:
+    """The rows of the key table for ``adam_adjoint_over_training`` (``benchmarks/run.py --markdown``)."""
+    runs = results["adam_adjoint_over_training_runs"]
+    ratio = results["adam_adjoint_over_training"]
+    rows = [f"| `adam_adjoint_over_training` | **{ratio:.2f}×** | ≤ 2.5× | max of the two below |"]
+    for r in runs.values():
+        rows.append(f"| (AdamW, {r['model']}) | {r['ratio']:.2f}× | — | {r['optimizer']}, n={r['n']}, "
+                    f"d={r['d']}, T={r['steps']}, batch {r['batch_size'] or 'full'}, 1 test loss: training "
+                    f"{_fmt_seconds(r['training_seconds'])}, adjoint {_fmt_seconds(r['adjoint_seconds'])} |")
+    return rows
 
 
 def bank_markdown_rows(results: dict) -> list[str]:
@@ -148,6 +163,8 @@ def format_markdown(results: dict) -> str:
                 f"independent processes running it at once: {lo['two_process_ceiling']:.2f}× |"]
     if "lds_bank_block_speedup" in results:
         out += bank_markdown_rows(results)
+    if "adam_adjoint_over_training" in results:
+        out += adam_markdown_rows(results)
     out += ["", "Adjoint (all n, one test loss) against the training run that recorded it:", "",
             "| run | model | n | d | T | batch | training | adjoint | ratio |", "|---" * 9 + "|"]
     for key, r in adj.items():

@@ -69,7 +69,7 @@ from numpy.typing import ArrayLike, NDArray
 from ..errors import InvalidInputError, check_finite_result
 from ..objective import Problem, check_problem
 from ..sam import SAM
-from ..training import SGD, Trajectory, check_trajectory, perturbations
+from ..training import SGD, GradientClipping, Optimizer, Trajectory, check_trajectory, perturbations
 from ..training.linearised import LinearisedPerturbation, SAMStep, scatter_add
 from ..validation import check_positive_int, check_progress
 from .autodiff import autodiff_through_training
@@ -262,18 +262,19 @@ def _progress(t_done: int, steps: int, what: str, enabled: bool) -> None:
 
 # -- one step, from the record -----------------------------------------------------------------------
 
-def _step(problem: Problem, trajectory: Trajectory, sam: SAM, t: int) -> SAMStep:
+def _step(problem: Problem, trajectory: Trajectory, sam: SAM, optimizer: Optimizer,
+          clipping: GradientClipping | None, t: int) -> SAMStep:
     """Step t of the recorded run as a `SAMStep`, built from the
     stored θ_t, the optimizer's state before it, and (one perturbation) the stored ε_t: ŵ_t = θ_t + ε_t
     as recorded, g_t rebuilt from ε_t where the rule allows (`_stored_gradient()`), else recomputed
     (one batch gradient). Warns where g_t is round-off-level cancellation."""
     theta = trajectory.thetas[t]
     single = sam.m_sharpness is None or len(trajectory.batches[t]) <= sam.m_sharpness
-    step = SAMStep(problem, sam, trajectory.optimizer(), t, float(trajectory.lrs[t]), theta,
-                   trajectory.state(t), trajectory.batches[t],
+    step = SAMStep(problem, sam, optimizer, t, float(trajectory.lrs[t]), theta,
+                   trajectory.state(t, optimizer), trajectory.batches[t],
                    g=_stored_gradient(trajectory, sam, t) if single else None,
                    w_hat=theta + trajectory.epsilons[t] if single else None,
-                   clipping=trajectory.clipping())
+                   clipping=clipping)
     step.warn_if_cancelled()
     return step
 
@@ -316,12 +317,13 @@ def _adjoint(problem: Problem, trajectory: Trajectory, V_T: Array, progress: boo
     ``last_steps`` = K stops after the K last steps (the truncated adjoint; None: all of them).
     """
     sam, steps = trajectory.sam(), trajectory.steps
+    optimizer, clipping = trajectory.optimizer(), trajectory.clipping()  # built once, not per step
     influence = np.zeros((problem.n, V_T.shape[1]))  # (n, k)
     U = np.array(V_T, dtype=np.float64)  # v_T, (d, k)
-    ct_state = tuple(np.zeros_like(U) for _ in trajectory.optimizer().state_names)
+    ct_state = tuple(np.zeros_like(U) for _ in optimizer.state_names)
     first = 0 if last_steps is None else max(0, steps - last_steps)
     for t in range(steps - 1, first - 1, -1):
-        U, ct_state = _step(problem, trajectory, sam, t).vjp(U, ct_state, influence)
+        U, ct_state = _step(problem, trajectory, sam, optimizer, clipping, t).vjp(U, ct_state, influence)
         _progress(steps - t, steps, "adjoint", progress)
     return influence
 
@@ -383,10 +385,11 @@ def _tangents(problem: Problem, trajectory: Trajectory, width: int, sources: _So
     η_t · dlr_scale). For SGD without momentum: Θ̇ ← Θ̇ − η_t (ġ̃ + λ_out Θ̇).
     """
     sam, steps = trajectory.sam(), trajectory.steps
+    optimizer, clipping = trajectory.optimizer(), trajectory.clipping()  # built once, not per step
     dtheta = np.zeros((problem.d, width))  # Θ̇_0 = 0
-    dstate = tuple(np.zeros_like(dtheta) for _ in trajectory.optimizer().state_names)
+    dstate = tuple(np.zeros_like(dtheta) for _ in optimizer.state_names)
     for t in range(steps):
-        step = _step(problem, trajectory, sam, t)
+        step = _step(problem, trajectory, sam, optimizer, clipping, t)
         dlr = None if dlr_scale is None else float(trajectory.lrs[t]) * dlr_scale
         dtheta, dstate = step.jvp(dtheta, dstate, sources.g, sources.w_hat, sources.descent, dlam, dlr=dlr)
         _progress(t + 1, steps, label, progress)

@@ -169,9 +169,10 @@ class Trajectory:
         """The run's gradient clipping (None: none)."""
         return clipping_from_config(self.config.get("clip_grad_norm"))
 
-    def state(self, t: int) -> tuple[Array, ...]:
-        """The optimizer's state before step t (zeros before step 0), in ``optimizer().state_names`` order."""
-        names = self.optimizer().state_names
+    def state(self, t: int, optimizer: Optimizer | None = None) -> tuple[Array, ...]:
+        """The optimizer's state before step t (zeros before step 0), in ``optimizer().state_names`` order
+        (``optimizer``: this run's, already built, e.g. by a loop over its steps)."""
+        names = (self.optimizer() if optimizer is None else optimizer).state_names
         if t == 0:
             return tuple(np.zeros(self.thetas.shape[1]) for _ in names)
         return tuple(self.states[name][t - 1] for name in names)

@@ -17,7 +17,8 @@ ROOT = Path(__file__).resolve().parents[2]
 STABLE_KEYS = ("closed_form_vs_loo_speedup", "adjoint_over_training", "adjoint_over_training_logistic",
                "adjoint_over_training_mlp", "autodiff_over_adjoint", "softmax_hessian_dgemm_fraction",
                "closed_form_over_unavoidable", "training_step_over_gemv", "loo_block_speedup",
-               "loo_parallel_speedup", "resolve_block_speedup", "loo_two_process_ceiling")
+               "loo_parallel_speedup", "resolve_block_speedup", "loo_two_process_ceiling",
+               "adam_adjoint_over_training")
 
 
 def test_benchmark_script_writes_finite_stable_keys(tmp_path):
@@ -31,6 +32,8 @@ def test_benchmark_script_writes_finite_stable_keys(tmp_path):
         assert math.isfinite(results[key]) and results[key] > 0, key
     assert results["adjoint_over_training"] == max(results["adjoint_over_training_logistic"],
                                                    results["adjoint_over_training_mlp"])
+    assert results["adam_adjoint_over_training"] == max(
+        run["ratio"] for run in results["adam_adjoint_over_training_runs"].values())
     assert results["autodiff_vs_adjoint"]["rel_err_adjoint_vs_autodiff"] <= RTOL_EXACT_METHODS
     assert results["hardware"]["loo"]["rel_err_block_vs_single"] <= RTOL_REORDERED  # blocks = one at a time
     assert results["hardware"]["loo"]["parallel_identical"]
