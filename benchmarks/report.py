@@ -165,6 +165,14 @@ def format_markdown(results: dict) -> str:
         out += bank_markdown_rows(results)
     if "adam_adjoint_over_training" in results:
         out += adam_markdown_rows(results)
+    if "user_model_adjoint_over_builtin" in results:
+        for key, r in results["user_model_runs"].items():
+            name = f"`user_{'model' if key == 'logistic' else 'mlp'}_adjoint_over_builtin`"
+            out.append(f"| {name} | **{r['ratio']:.1f}×** | ≤ 3× | the trajectory adjoint of {key} written "
+                       f"as a user model (autograd derivatives) over the built-in, n={r['n']}, d={r['d']}, "
+                       f"T={r['steps']}, batch {r['batch_size']}: {_fmt_seconds(r['user_seconds'])} against "
+                       f"{_fmt_seconds(r['builtin_seconds'])} (max rel. diff "
+                       f"{r['max_rel_diff_user_vs_builtin']:.1e}) |")
     out += ["", "Adjoint (all n, one test loss) against the training run that recorded it:", "",
             "| run | model | n | d | T | batch | training | adjoint | ratio |", "|---" * 9 + "|"]
     for key, r in adj.items():

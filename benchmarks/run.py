@@ -20,6 +20,10 @@ Stable JSON keys (external checks read them):
     adjoint_over_training_mlp         the same for a tanh MLP (20, 64, 50, 5), d = 4849, n = 1000,
                                       T = 1000 (200 with --quick), batches of 100. Full-batch runs of
                                       both are reported too (adjoint_over_training_runs).
+    user_model_adjoint_over_builtin   the trajectory adjoint of a user logistic model (losses in
+                                      autograd.numpy only) over refsam.LogisticRegression's, same problem
+                                      (target <= 3; user_mlp_adjoint_over_builtin the same for the MLP;
+                                      user_model_runs has both)
     adam_adjoint_over_training        max over the logistic and MLP runs of the adjoint / training through an
                                       AdamW + SAM run (clip 1.0, warm-up + cosine), sizes as above (target
                                       <= 2.5; adam_adjoint_over_training_runs has both)
@@ -51,6 +55,7 @@ results. The benchmarks themselves are in the topic modules beside it, each call
     closed_form.py   closed form vs brute-force leave-one-out; over its unavoidable parts; MLP parts
     training.py      adjoint vs training; the MLP adjoint before/after; autodiff vs adjoint; step vs GEMV
     adam.py          the adjoint vs training through AdamW + SAM runs (clipping, a schedule)
+    user_models.py   a user's own model (autograd derivatives) vs the built-in model, same run
     hessians.py      the MLP Hessian three ways; derivative products; the softmax Hessian's dgemm rate
     parallel.py      leave-one-out replays in blocks and on two processes; the two-process ceiling
     banks.py         counterfactual banks in blocks vs one re-solve at a time; a bank against training
@@ -92,6 +97,7 @@ from training import (
     bench_autodiff_over_adjoint,
     bench_training_step_over_gemv,
 )
+from user_models import bench_user_model_adjoint_over_builtin
 
 # Sizes per mode. "full" is what the README reports; "quick" finishes in under two minutes; "tiny" is
 # the smoke test's (seconds, numbers meaningless).
@@ -104,6 +110,7 @@ CONFIGS = {
         adjoint_mlp=dict(n=1000, sizes=(20, 64, 50, 5), steps=1000, batch_size=100),
         adjoint_mlp_full_batch=dict(n=1000, sizes=(20, 64, 50, 5), steps=100, batch_size=None),
         adjoint_mlp_before_after=dict(n=1000, sizes=(20, 64, 50, 5), steps=200, batch_size=100),
+        user_models=dict(n=1000, p=49, sizes=(20, 64, 50, 5), steps=200, mlp_steps=50, batch_size=100),
         autodiff=dict(n=1000, p=49, steps=100, batch_size=100),
         hessian=dict(n=500, sizes=(16, 40, 30, 5)),
         closed_form_mlp=dict(n=500, sizes=(16, 40, 30, 5)),
@@ -131,6 +138,7 @@ CONFIGS = {
         adjoint_mlp=dict(n=1000, sizes=(20, 64, 50, 5), steps=200, batch_size=100),
         adjoint_mlp_full_batch=dict(n=1000, sizes=(20, 64, 50, 5), steps=20, batch_size=None),
         adjoint_mlp_before_after=dict(n=1000, sizes=(20, 64, 50, 5), steps=50, batch_size=100),
+        user_models=dict(n=1000, p=49, sizes=(20, 64, 50, 5), steps=100, mlp_steps=20, batch_size=100),
         autodiff=dict(n=1000, p=49, steps=30, batch_size=100),
         hessian=dict(n=200, sizes=(16, 40, 30, 5)),
         closed_form_mlp=dict(n=200, sizes=(16, 20, 15, 5)),
@@ -158,6 +166,7 @@ CONFIGS = {
         adjoint_mlp=dict(n=60, sizes=(4, 6, 3), steps=10, batch_size=10),
         adjoint_mlp_full_batch=dict(n=60, sizes=(4, 6, 3), steps=5, batch_size=None),
         adjoint_mlp_before_after=dict(n=60, sizes=(4, 6, 3), steps=5, batch_size=10),
+        user_models=dict(n=60, p=4, sizes=(4, 6, 3), steps=5, mlp_steps=3, batch_size=10),
         autodiff=dict(n=60, p=4, steps=5, batch_size=10),
         hessian=dict(n=20, sizes=(3, 5, 4, 3)),
         closed_form_mlp=dict(n=20, sizes=(3, 5, 4, 3)),
@@ -222,6 +231,9 @@ def run_benchmarks(mode: str = "full", log=print) -> dict:
                                                      repeats)
     results["adam_adjoint_over_training_runs"] = adam
     results["adam_adjoint_over_training"] = max(run["ratio"] for run in adam.values())
+
+    log(f"[{time.perf_counter() - start:6.1f} s] a user's own model vs the built-in ...")
+    results.update(bench_user_model_adjoint_over_builtin(**cfg["user_models"], repeats=repeats))
 
     log(f"[{time.perf_counter() - start:6.1f} s] MLP adjoint before/after ...")
     results["adjoint_mlp_before_after"] = bench_adjoint_mlp_before_after(**cfg["adjoint_mlp_before_after"],

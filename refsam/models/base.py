@@ -30,6 +30,7 @@ and `MLP` do); `refsam.kit.testing.check_grads()` checks it against autograd.
 
 from __future__ import annotations
 
+from functools import cached_property
 from typing import Any, NamedTuple
 
 import autograd.numpy as anp
@@ -38,6 +39,7 @@ import scipy.linalg
 from autograd import grad as ag_grad
 from autograd import hessian as ag_hessian
 from autograd import jacobian as ag_jacobian
+from autograd.differential_operators import make_jvp_reversemode
 from numpy.typing import ArrayLike, NDArray
 
 from ..errors import InvalidInputError
@@ -216,12 +218,39 @@ class AutogradDerivatives(BatchDerivatives):
     """The derivatives of any `Model` by autograd from its ``losses`` alone.
 
     Independent of every hand derivation, hence the oracle the tests compare the built-in models with,
-    and the default for user models. Cost: ``per_sample_grads`` one Jacobian (n reverse passes),
-    ``hvp`` one forward-over-reverse pass per column, ``hessian`` d passes.
+    and the default for user models. Every pass runs ``losses`` on the whole batch at once, so a pass
+    costs one batched evaluation:
+
+        jvp(V)              J V with J = ∂ℓ/∂θ (n, d): reverse-of-reverse (`make_jvp_reversemode`): the
+                            losses' forward pass and their VJP traced once per point, then one backward
+                            pass per column (not the n passes of forming J)
+        hvp(V)              H V: the same trick on ∇L, one backward pass per column after one trace
+        per_sample_grads()  J: d JVP columns where d < n, else n VJP rows (`autograd.jacobian`)
+        hessian()           d passes
+
+    The traces are kept on the object (one per point and batch, as the built-ins keep theirs).
     """
 
     def _batch_loss(self, t: Any) -> Any:
         return anp.dot(self.c, self.model.losses(t, self.X, self.y))
+
+    @cached_property
+    def _losses_jvp(self) -> Any:
+        """v ↦ J v at this point (the losses' Jacobian), traced once."""
+        return make_jvp_reversemode(lambda t: self.model.losses(t, self.X, self.y))(self.theta)
+
+    @cached_property
+    def _grad_jvp(self) -> Any:
+        """v ↦ H v = ∂(∇L)/∂θ v at this point, traced once."""
+        return make_jvp_reversemode(ag_grad(self._batch_loss))(self.theta)
+
+    def jvp(self, V: ArrayLike) -> Array:
+        V, single = as_columns(V)
+        JV = np.zeros((self.n, V.shape[1]))
+        if self.n:
+            for col in range(V.shape[1]):
+                JV[:, col] = self._losses_jvp(V[:, col])
+        return JV[:, 0] if single else JV
 
     def grad(self) -> Array:
         if self.n == 0:
@@ -231,6 +260,8 @@ class AutogradDerivatives(BatchDerivatives):
     def per_sample_grads(self) -> Array:
         if self.n == 0:
             return np.zeros((0, self.d))
+        if self.d < self.n:  # d JVP columns, each one backward pass, instead of n VJP rows
+            return self.jvp(np.eye(self.d))
         return np.asarray(ag_jacobian(lambda t: self.model.losses(t, self.X, self.y))(self.theta),
                           dtype=np.float64).reshape(self.n, self.d)
 
@@ -243,10 +274,8 @@ class AutogradDerivatives(BatchDerivatives):
         V, single = as_columns(V)
         HV = np.zeros_like(V)
         if self.n:
-            gradient = ag_grad(self._batch_loss)
             for col in range(V.shape[1]):
-                v = V[:, col]
-                HV[:, col] = ag_grad(lambda t, v=v: anp.dot(gradient(t), v))(self.theta)
+                HV[:, col] = self._grad_jvp(V[:, col])
         return HV[:, 0] if single else HV
 
     def hvp_and_jvp(self, V: ArrayLike) -> tuple[Array, Array]:

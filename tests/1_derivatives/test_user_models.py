@@ -64,3 +64,36 @@ def test_the_derivative_oracle_rejects_a_wrong_derivative(model, product):
     theta = 0.5 * rng.standard_normal(model.n_params(X.shape[1]))
     with pytest.raises(AssertionError, match=product):
         check_grads(model, theta, X, y, c)
+
+
+@pytest.mark.parametrize("n", [2, 9], ids=["d_at_least_n", "d_below_n"])
+def test_autograd_derivatives_by_reverse_of_reverse_equal_the_hand_written_ones(n):
+    """A user model's J v and H v come from one trace per point (reverse-of-reverse) and its per-sample
+    gradients from d JVP columns where d < n (else n VJP rows): both branches against the built-in
+    logistic model's hand-written derivatives (an independent derivation), columns one and several."""
+    from refsam.models import AutogradDerivatives
+
+    X, y, c, rng = _data(p=3, n=n, seed=3)
+    model = refsam.LogisticRegression()
+    theta = 0.5 * rng.standard_normal(4)
+    design = model.design(X)
+
+    class Plain(refsam.Model):  # the same loss on the raw X, as a user writes it
+        n_classes = 2
+
+        def n_params(self, p):
+            return p + 1
+
+        def losses(self, t, X_, y_):
+            import autograd.numpy as anp
+
+            return anp.logaddexp(0.0, (1.0 - 2.0 * y_) * (anp.dot(X_, t[:-1]) + t[-1]))
+
+    user = AutogradDerivatives(Plain(), theta, X, y, c)
+    hand = model.derivatives(theta, design, y, c)
+    V = rng.standard_normal((4, 3))
+    np.testing.assert_allclose(user.per_sample_grads(), hand.per_sample_grads(), rtol=1e-13, atol=1e-15)
+    np.testing.assert_allclose(user.jvp(V), hand.jvp(V), rtol=1e-13, atol=1e-15)
+    np.testing.assert_allclose(user.jvp(V[:, 0]), hand.jvp(V[:, 0]), rtol=1e-13, atol=1e-15)
+    np.testing.assert_allclose(user.hvp(V), hand.hvp(V), rtol=1e-13, atol=1e-15)
+    np.testing.assert_allclose(user.hessian(), hand.hessian(), rtol=1e-13, atol=1e-15)

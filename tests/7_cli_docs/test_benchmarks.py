@@ -18,7 +18,8 @@ STABLE_KEYS = ("closed_form_vs_loo_speedup", "adjoint_over_training", "adjoint_o
                "adjoint_over_training_mlp", "autodiff_over_adjoint", "softmax_hessian_dgemm_fraction",
                "closed_form_over_unavoidable", "training_step_over_gemv", "loo_block_speedup",
                "loo_parallel_speedup", "resolve_block_speedup", "loo_two_process_ceiling",
-               "adam_adjoint_over_training")
+               "adam_adjoint_over_training", "user_model_adjoint_over_builtin",
+               "user_mlp_adjoint_over_builtin")
 
 
 def test_benchmark_script_writes_finite_stable_keys(tmp_path):
@@ -34,6 +35,8 @@ def test_benchmark_script_writes_finite_stable_keys(tmp_path):
                                                    results["adjoint_over_training_mlp"])
     assert results["adam_adjoint_over_training"] == max(
         run["ratio"] for run in results["adam_adjoint_over_training_runs"].values())
+    for run in results["user_model_runs"].values():  # the user model's influence is the built-in's
+        assert run["max_rel_diff_user_vs_builtin"] <= RTOL_EXACT_METHODS
     assert results["autodiff_vs_adjoint"]["rel_err_adjoint_vs_autodiff"] <= RTOL_EXACT_METHODS
     assert results["hardware"]["loo"]["rel_err_block_vs_single"] <= RTOL_REORDERED  # blocks = one at a time
     assert results["hardware"]["loo"]["parallel_identical"]

@@ -1,0 +1,104 @@
+"""A user's own model (a `refsam.Model` with per-sample losses in autograd.numpy, nothing else) against
+the built-in model of the same loss, on the same run.
+
+    bench_user_model_adjoint_over_builtin   user_model_adjoint_over_builtin (target <= 3): the trajectory
+                                            adjoint (all n, one test loss) of a user logistic model over
+                                            `refsam.LogisticRegression`'s, and the same for an MLP written
+                                            as a user model (`AutogradMLP`: the MLP's spec, autograd's
+                                            derivatives) over `refsam.MLP`'s
+
+A user model's derivatives are `refsam.models.AutogradDerivatives`: J v and H v by reverse-of-reverse
+(one trace of the batch's losses and of their VJP per point, then one backward pass per column), and
+the per-sample gradients as d JVP columns where d < n. Both runs are trained from the same seed with the
+same optimizer, so they are the same run up to rounding; the table reports the influences' difference.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import autograd.numpy as anp
+import common  # noqa: F401  (first: one BLAS thread before NumPy loads, and this checkout on sys.path)
+import numpy as np
+from common import RHO, AutogradMLP, logistic_problem, mlp_problem, paired_best_times, with_model
+
+import refsam
+from refsam import SAM, train, trajectory_influence
+
+
+class UserLogistic(refsam.Model):
+    """Binary logistic regression as a user writes it: θ = [w, b], ℓ = log(1 + e^{−s z}), s = ±1."""
+
+    name = "user_logistic"
+
+    @property
+    def n_classes(self) -> int:
+        return 2
+
+    def n_params(self, n_features: int) -> int:
+        return n_features + 1
+
+    def losses(self, theta, X, y):
+        z = anp.dot(X, theta[:-1]) + theta[-1]
+        return anp.logaddexp(0.0, (1.0 - 2.0 * y) * z)
+
+
+def _adjoint_pair(builtin, user, optimizer, X_test, y_test, steps, batch_size, repeats, same_spec):
+    sam = SAM(RHO)
+    run_b = train(builtin, sam, optimizer, steps, batch_size=batch_size, seed=0, progress=False)
+    run_u = run_b if same_spec else train(user, sam, optimizer, steps, batch_size=batch_size, seed=0,
+                                          progress=False)
+    out = {}
+
+    def adjoint_builtin():
+        out["builtin"] = trajectory_influence(builtin, run_b, X_test[:1], y_test[:1], verify=False,
+                                              progress=False)
+
+    def adjoint_user():
+        out["user"] = trajectory_influence(user, run_u, X_test[:1], y_test[:1], verify=False, progress=False)
+
+    t_builtin, t_user = paired_best_times(adjoint_builtin, adjoint_user, repeats)
+    diff = float(np.max(np.abs(out["user"] - out["builtin"])) / np.max(np.abs(out["builtin"])))
+    return {"n": builtin.n, "d": builtin.d, "steps": steps, "batch_size": batch_size,
+            "builtin_seconds": t_builtin, "user_seconds": t_user, "ratio": t_user / t_builtin,
+            "max_rel_diff_user_vs_builtin": diff}
+
+
+def bench_user_model_adjoint_over_builtin(n=1000, p=49, sizes=(20, 64, 50, 5), steps=200, mlp_steps=50,
+                                          batch_size=100, repeats=3) -> dict:
+    problem, optimizer, X_test, y_test = logistic_problem(n, p)
+    user = refsam.Problem(UserLogistic(), problem.X, problem.y, problem.weights, l2=problem.l2)
+    logistic = _adjoint_pair(problem, user, optimizer, X_test, y_test, steps, batch_size, repeats, False)
+    problem, optimizer, X_test, y_test = mlp_problem(n, sizes)
+    user = with_model(problem, AutogradMLP(sizes, "tanh"))
+    mlp = _adjoint_pair(problem, user, optimizer, X_test, y_test, mlp_steps, batch_size, repeats, True)
+    return {"user_model_adjoint_over_builtin": logistic["ratio"],
+            "user_mlp_adjoint_over_builtin": mlp["ratio"],
+            "user_model_runs": {"logistic": logistic, "mlp": mlp}}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--update", metavar="RESULTS", help="merge the keys into an existing results JSON")
+    args = parser.parse_args(argv)
+    from run import CONFIGS
+
+    results = bench_user_model_adjoint_over_builtin(**CONFIGS["full"]["user_models"],
+                                                    repeats=CONFIGS["full"]["repeats"])
+    for key, r in results["user_model_runs"].items():
+        print(f"{key}: n={r['n']} d={r['d']} T={r['steps']} batch={r['batch_size']}: user "
+              f"{r['user_seconds']:.3f} s / built-in {r['builtin_seconds']:.3f} s = {r['ratio']:.2f} "
+              f"(max rel. diff {r['max_rel_diff_user_vs_builtin']:.1e})")
+    if args.update:
+        path = Path(args.update)
+        merged = json.loads(path.read_text())
+        merged.update(results)
+        path.write_text(json.dumps(merged, indent=2, sort_keys=True) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
