@@ -22,7 +22,8 @@ Bring your own model
 A subclass of `Model` that defines only ``losses`` (in ``autograd.numpy``), ``n_params`` and
 ``n_classes`` works with every method in refsam: the base class's ``at`` returns
 `AutogradDerivatives`, which differentiates ``losses`` with autograd. It is slower than hand-written
-derivatives (one backward pass per direction after one trace per point) but exact, and it is also the oracle the tests hold the hand-written derivatives to.
+derivatives (one backward pass per direction after one trace per point) but exact, and it is also
+the oracle the tests hold the hand-written derivatives to.
 A model that knows its derivatives overrides ``derivatives`` and returns its own
 `BatchDerivatives` (as `LogisticRegression`, `SoftmaxRegression`
 and `MLP` do); `refsam.kit.testing.check_grads()` checks it against autograd.
