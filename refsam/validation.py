@@ -175,8 +175,9 @@ def check_output_directory(name: str, path: object) -> str:
 def check_progress(progress: object) -> bool:
     """``progress``: True or False, or None for "on where stderr is a terminal" (the default of every
     loop that can run for more than a few seconds)."""
-    if progress is None:
-        return bool(sys.stderr.isatty())
+    if progress is None:  # sys.stderr is None under pythonw and some service launchers
+        stream = sys.stderr
+        return bool(stream is not None and getattr(stream, "isatty", lambda: False)())
     if not isinstance(progress, (bool, np.bool_)):
         raise InvalidInputError(f"`progress` must be True, False or None (on at a terminal), got "
                                 f"{progress!r}")

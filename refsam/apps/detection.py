@@ -242,7 +242,7 @@ def retrain_relabelled(fit_: Fit, y: ArrayLike) -> NDArray[np.float64]:
     p, trajectory = fit_.problem, fit_.trajectory
     relabelled = Problem(p.model, p.X, y, p.weights, l2=p.l2)
     return train(relabelled, fit_.sam, trajectory.optimizer(), theta0=trajectory.theta0,
-                 batches=trajectory.batches).theta_final
+                 batches=trajectory.batches, progress=False).theta_final
 
 
 @dataclass

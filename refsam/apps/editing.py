@@ -128,7 +128,7 @@ def edit_prediction(fit_: Fit, X_test: ArrayLike, y_test: ArrayLike, index: int,
         if info.call not in ("adjoint", "forward"):
             raise InvalidInputError(f"`method` must be an exact one (closed_form, closed_form_frozen, "
                                     f"closed_form_erm, trajectory), got {info.name!r}")
-        d_theta = trajectory_parameter_influence(problem, fit_.trajectory, "adjoint")
+        d_theta = trajectory_parameter_influence(problem, fit_.trajectory, "adjoint", progress=False)
     I_m = d_theta @ grad  # I_j(m), (n,)
     order = np.argsort(I_m, kind="stable")  # most negative first: removing them raises m most
     gains = np.cumsum(-I_m[order])

@@ -43,7 +43,7 @@ def retrain_without(fit_: Fit, removed: ArrayLike) -> Array:
     check_fit(fit_)
     weights = fit_.problem.weights.copy()
     weights[np.asarray(removed, dtype=np.int64)] = 0.0
-    return replay(fit_.problem, fit_.trajectory, weights=weights).theta_final
+    return replay(fit_.problem, fit_.trajectory, weights=weights, progress=False).theta_final
 
 
 @dataclass

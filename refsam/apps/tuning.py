@@ -168,7 +168,7 @@ class _Setup:
     def run(self, rho: float, weight_decay: float) -> tuple[Problem, SAM, Trajectory]:
         (problem, optimizer), sam = self.at(weight_decay), SAM(rho, self.rule, self.kappa)
         trajectory = train(problem, sam, optimizer, self.steps, batch_size=self.batch_size, seed=self.seed,
-                           theta0=self.theta0)
+                           theta0=self.theta0, progress=False)
         return problem, sam, trajectory
 
     def loss(self, theta: Array) -> float:
@@ -189,7 +189,7 @@ def _evaluate(setup: _Setup, rho: float, weight_decay: float) -> Trial:
             closed = hyperparameter_sensitivity(problem, sam, root)
             return Trial(rho, weight_decay, setup.loss(theta), float(grad @ closed.d_rho),
                          float(grad @ _tuned(closed, setup.penalty)), "closed_form", theta)
-    sensitivity = trajectory_hyperparameter_sensitivity(problem, trajectory)
+    sensitivity = trajectory_hyperparameter_sensitivity(problem, trajectory, progress=False)
     return Trial(rho, weight_decay, setup.loss(theta), float(grad @ sensitivity.d_rho),
                  float(grad @ _tuned(sensitivity, setup.penalty)), "trajectory", theta)
 

@@ -391,7 +391,8 @@ def _retrain(problem: Problem, run: Trajectory, rows: NDArray[np.int64], seed: i
     """θ_T of the run's procedure (its optimizer with η_t, steps, batch size, clipping, rule) trained from
     scratch on ``rows`` with ``seed`` (the one place this module calls ``train``)."""
     fresh = train(_subproblem(problem, rows), run.sam(), run.optimizer(), run.steps,
-                  batch_size=run.config["batch_size"], seed=seed, clip_grad_norm=run.clipping())
+                  batch_size=run.config["batch_size"], seed=seed, clip_grad_norm=run.clipping(),
+                  progress=False)
     return fresh.theta_final
 
 

@@ -225,7 +225,7 @@ def make_run(spec: CaseSpec) -> tuple[Problem, SAM, Trajectory, Array, NDArray[n
         chosen = preset(spec.preset, Problem(model, X, y), RHO[spec.rule], optimizer.lr, WEIGHT_DECAY,
                         momentum, nesterov)
         problem, sam, optimizer = chosen.problem, chosen.sam, chosen.optimizer
-    trajectory = train(problem, sam, optimizer, STEPS, batch_size=batch_size, seed=seed)
+    trajectory = train(problem, sam, optimizer, STEPS, batch_size=batch_size, seed=seed, progress=False)
     return problem, sam, trajectory, X_test, y_test
 
 
@@ -241,7 +241,8 @@ def _adam_run(spec: CaseSpec, model: Any, X: Array, y: NDArray[np.int64], X_test
     problem = Problem(model, X, y)
     sam = SAM(RHO[spec.rule], spec.rule, kappa=KAPPA)
     trajectory = train(problem, sam, optimizer, STEPS, batch_size=BATCH_SIZE, seed=DATA_SEED[spec.model],
-                       clip_grad_norm=CLIP_GRAD_NORM[spec.model])  # a float: torch's convention
+                       clip_grad_norm=CLIP_GRAD_NORM[spec.model],  # a float: torch's convention
+                       progress=False)
     return problem, sam, trajectory, X_test, y_test
 
 
@@ -269,7 +270,8 @@ def _closed_form_outputs(problem: Problem, sam: SAM, trajectory: Trajectory, X_t
     optimizer = trajectory.optimizer().replace(lr=float(trajectory.lrs[0]))
     # Warm start: θ_T after ROOT_WARMUP_STEPS more full-batch steps (T = 20 steps end too far from the
     # MLP roots for the root finder; the root found is the one the run is heading for).
-    warm = train(problem, sam, optimizer, ROOT_WARMUP_STEPS, theta0=trajectory.theta_final).theta_final
+    warm = train(problem, sam, optimizer, ROOT_WARMUP_STEPS, theta0=trajectory.theta_final,
+                 progress=False).theta_final
     try:
         root = solve_fixed_point(problem, sam, warm, optimizer=optimizer, tol=ROOT_TOL)
     except FixedPointError as exc:
@@ -359,14 +361,16 @@ def build_case(spec: CaseSpec, executor: Executor | None = None) -> tuple[dict[s
     }
     for name, values in trajectory.states.items():  # the optimizer's state after each step, (T, d)
         arrays[f"state_{name}"] = values  # "momentum_buffer": buf_0 … buf_{T−1}
-    exact = trajectory_influence(problem, trajectory, X_test, y_test, method="adjoint")
-    fd = finite_difference_replay(problem, trajectory, X_test, y_test, h=FD_STEP, executor=executor)
+    exact = trajectory_influence(problem, trajectory, X_test, y_test, method="adjoint", progress=False)
+    fd = finite_difference_replay(problem, trajectory, X_test, y_test, h=FD_STEP, executor=executor,
+                                  progress=False)
     err = rel_err(exact, fd)
     if not err <= RTOL_TRAJECTORY_FD:  # a failed self-check is a refsam bug: never export it
         raise RuntimeError(f"case {spec.case_id}: adjoint vs finite differences rel. err {err:.2e} "
                            f"> {RTOL_TRAJECTORY_FD:.0e}; refusing to export an unverified case")
     # dθ_T/dw_j, row j; checked by the chain rule: scores[j, k] = (dθ_T/dw_j) · ∇f_k(θ_T)
-    parameters = trajectory_parameter_influence(problem, trajectory, method="adjoint")  # (n, d)
+    parameters = trajectory_parameter_influence(problem, trajectory, method="adjoint",
+                                                progress=False)  # (n, d)
     test_grads = problem.model.per_sample_grads(trajectory.theta_final, X_test, y_test)  # (m, d)
     chain_err = rel_err(parameters @ test_grads.T, exact)
     if not chain_err <= RTOL_CHAIN_RULE:

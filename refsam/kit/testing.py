@@ -214,7 +214,7 @@ def trajectories(draw: Any, problem_strategy: Any = None, sam_strategy: Any = No
     batch_size = draw(st.integers(1, problem.n)) if minibatch else None
     seed = draw(st.integers(0, 2**16))
     try:
-        trajectory = train(problem, sam, optimizer, steps, batch_size=batch_size, seed=seed)
+        trajectory = train(problem, sam, optimizer, steps, batch_size=batch_size, seed=seed, progress=False)
     except FloatingPointError:  # ZeroGradientError (ε undefined) or divergence: discard this draw
         assume(False)
     return problem, trajectory

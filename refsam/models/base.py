@@ -232,6 +232,17 @@ class AutogradDerivatives(BatchDerivatives):
     The traces are kept on the object (one per point and batch, as the built-ins keep theirs).
     """
 
+    def __init__(self, model: Model, theta: ArrayLike, X: ArrayLike, y: ArrayLike,
+                 c: ArrayLike | None = None) -> None:
+        super().__init__(model, theta, X, y, c)
+        # the traces below freeze θ and c: own copies, so an in-place edit of the caller's arrays cannot
+        # leave this object answering at two points (X, the batch's design, is kept by reference)
+        self.theta, self.c = self.theta.copy(), self.c.copy()
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Picklable (for process pools): the traces are closures and are rebuilt on demand."""
+        return {k: v for k, v in self.__dict__.items() if k not in ("_losses_jvp", "_grad_jvp")}
+
     def _batch_loss(self, t: Any) -> Any:
         return anp.dot(self.c, self.model.losses(t, self.X, self.y))
 

@@ -261,7 +261,7 @@ class Trajectory:
         from .run import replay  # the replay machinery of the training layer (run.py imports this module)
 
         try:
-            replayed = replay(problem, self, weights=self.weights)
+            replayed = replay(problem, self, weights=self.weights, progress=False)
         except RefsamError as exc:
             return ReplayCheck(False, float("inf"), 0, "thetas", RTOL_RUN_REPLAY,
                                error=str(exc).strip().splitlines()[0])

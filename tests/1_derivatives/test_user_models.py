@@ -2,12 +2,25 @@
 on correct derivatives (the autograd defaults of user models, the built-in hand derivatives) and fails on
 a wrong one."""
 
+import autograd.numpy as anp
 import numpy as np
 import pytest
 
 import refsam
 from refsam.kit.testing import check_grads
 from refsam.models import LogisticDerivatives
+
+
+class PlainLogistic(refsam.Model):
+    """The built-in logistic loss on the raw X, as a user writes it (autograd derivatives)."""
+
+    n_classes = 2
+
+    def n_params(self, p):
+        return p + 1
+
+    def losses(self, t, X_, y_):
+        return anp.logaddexp(0.0, (1.0 - 2.0 * y_) * (anp.dot(X_, t[:-1]) + t[-1]))
 
 
 def _data(p=3, n=9, seed=0):
@@ -78,18 +91,7 @@ def test_autograd_derivatives_by_reverse_of_reverse_equal_the_hand_written_ones(
     theta = 0.5 * rng.standard_normal(4)
     design = model.design(X)
 
-    class Plain(refsam.Model):  # the same loss on the raw X, as a user writes it
-        n_classes = 2
-
-        def n_params(self, p):
-            return p + 1
-
-        def losses(self, t, X_, y_):
-            import autograd.numpy as anp
-
-            return anp.logaddexp(0.0, (1.0 - 2.0 * y_) * (anp.dot(X_, t[:-1]) + t[-1]))
-
-    user = AutogradDerivatives(Plain(), theta, X, y, c)
+    user = AutogradDerivatives(PlainLogistic(), theta, X, y, c)
     hand = model.derivatives(theta, design, y, c)
     V = rng.standard_normal((4, 3))
     np.testing.assert_allclose(user.per_sample_grads(), hand.per_sample_grads(), rtol=1e-13, atol=1e-15)
@@ -97,3 +99,25 @@ def test_autograd_derivatives_by_reverse_of_reverse_equal_the_hand_written_ones(
     np.testing.assert_allclose(user.jvp(V[:, 0]), hand.jvp(V[:, 0]), rtol=1e-13, atol=1e-15)
     np.testing.assert_allclose(user.hvp(V), hand.hvp(V), rtol=1e-13, atol=1e-15)
     np.testing.assert_allclose(user.hessian(), hand.hessian(), rtol=1e-13, atol=1e-15)
+
+
+def test_autograd_derivatives_keep_their_point_and_pickle():
+    """The traces freeze θ: the object owns its θ and c (an in-place edit of the caller's array does not
+    split it between two points), and pickles without its traces (found in review)."""
+    import pickle
+
+    from refsam.models import AutogradDerivatives
+
+    X, y, c, rng = _data(p=3, n=9, seed=4)
+    model = refsam.LogisticRegression()
+
+    theta = 0.5 * rng.standard_normal(4)
+    user = AutogradDerivatives(PlainLogistic(), theta, X, y, c)
+    v = rng.standard_normal(4)
+    before = user.hvp(v), user.grad()
+    theta += 1.0  # the caller edits its array in place
+    np.testing.assert_array_equal(user.hvp(v), before[0])
+    np.testing.assert_array_equal(user.grad(), before[1])
+    clone = pickle.loads(pickle.dumps(user))
+    hand = model.derivatives(theta - 1.0, model.design(X), y, c)
+    np.testing.assert_allclose(clone.hvp(v), hand.hvp(v), rtol=1e-13, atol=1e-15)

@@ -62,3 +62,25 @@ def test_progress_defaults_to_whether_stderr_is_a_terminal(name, monkeypatch):
 def test_progress_of_another_type_is_refused(name):
     with pytest.raises(refsam.InvalidInputError, match="`progress` must be True, False or None"):
         _calls()[name](progress="yes")
+
+
+def test_progress_false_is_quiet_at_a_terminal_inside_every_call(monkeypatch):
+    """refsam's own inner loops (the replay that verifies a run, a bank's retrainings, the apps') never
+    inherit the terminal default: an explicit progress=False prints nothing (a review found the verifying
+    replay printing its steps)."""
+    problem, X_test, y_test = _problem()
+    run = refsam.train(problem, refsam.SAM(0.05), refsam.SGD(0.1), 30, progress=False)  # fresh: not verified
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    refsam.trajectory_influence(problem, run, X_test, y_test, progress=False)  # verifies (replays) first
+    bank = refsam.counterfactual_bank(problem, refsam.SAM(0.05), run, X_test, y_test, kind="retrain",
+                                      n_subsets=2)
+    assert bank.outputs.shape == (2, 2)
+    assert terminal.getvalue() == ""
+
+
+def test_progress_default_without_a_stderr_is_off(monkeypatch):
+    monkeypatch.setattr(sys, "stderr", None)  # pythonw and some service launchers
+    from refsam.validation import check_progress
+
+    assert check_progress(None) is False
