@@ -13,12 +13,10 @@ SGD adjoint: about two HVPs, two JVPs and one gradient per step against training
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from pathlib import Path
 
 import common  # noqa: F401  (first: one BLAS thread before NumPy loads, and this checkout on sys.path)
-from common import RHO, paired_best_times
+from common import RHO, merge_results, paired_best_times
 
 from refsam import SAM, AdamW, GradientClipping, train, trajectory_influence
 from refsam.training import linear_warmup_cosine_lr
@@ -78,10 +76,7 @@ def main(argv=None) -> int:
               f"{r['adjoint_seconds']:.3f} s / training {r['training_seconds']:.3f} s = {r['ratio']:.2f}")
     print(f"adam_adjoint_over_training = {results['adam_adjoint_over_training']:.2f}  target <= 2.5")
     if args.update:
-        path = Path(args.update)
-        merged = json.loads(path.read_text())
-        merged.update(results)
-        path.write_text(json.dumps(merged, indent=2, sort_keys=True) + "\n")
+        merge_results(args.update, results)
     return 0
 
 

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import common  # noqa: F401  (first: one BLAS thread before NumPy loads, and this checkout on sys.path)
 import numpy as np
-from common import round_robin_best_times
+from common import merge_results, round_robin_best_times
 
 from refsam import (
     SAM,
@@ -152,10 +152,7 @@ def main(argv=None) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
     if args.update:
-        path = Path(args.update)
-        merged = json.loads(path.read_text())
-        merged.update(results)
-        path.write_text(json.dumps(merged, indent=2, sort_keys=True) + "\n")
+        merge_results(args.update, results)
     return 0
 
 

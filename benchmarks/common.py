@@ -176,3 +176,14 @@ class DenseJvpMLP(MLP):
 def with_model(problem: Problem, model: MLP) -> Problem:
     """The same data, weights and loss (its l2) with another implementation of the same MLP (same spec)."""
     return Problem(model, problem.X, problem.y, problem.weights, l2=problem.l2)
+
+
+def merge_results(path, results: dict) -> None:
+    """Merge ``results``' keys into the results JSON at ``path`` (a topic module run alone, ``--update``)."""
+    import json
+    from pathlib import Path
+
+    target = Path(path)
+    merged = json.loads(target.read_text())
+    merged.update(results)
+    target.write_text(json.dumps(merged, indent=2, sort_keys=True) + "\n")

@@ -16,14 +16,20 @@ same optimizer, so they are the same run up to rounding; the table reports the i
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from pathlib import Path
 
 import autograd.numpy as anp
 import common  # noqa: F401  (first: one BLAS thread before NumPy loads, and this checkout on sys.path)
 import numpy as np
-from common import RHO, AutogradMLP, logistic_problem, mlp_problem, paired_best_times, with_model
+from common import (
+    RHO,
+    AutogradMLP,
+    logistic_problem,
+    merge_results,
+    mlp_problem,
+    paired_best_times,
+    with_model,
+)
 
 import refsam
 from refsam import SAM, train, trajectory_influence
@@ -93,10 +99,7 @@ def main(argv=None) -> int:
               f"{r['user_seconds']:.3f} s / built-in {r['builtin_seconds']:.3f} s = {r['ratio']:.2f} "
               f"(max rel. diff {r['max_rel_diff_user_vs_builtin']:.1e})")
     if args.update:
-        path = Path(args.update)
-        merged = json.loads(path.read_text())
-        merged.update(results)
-        path.write_text(json.dumps(merged, indent=2, sort_keys=True) + "\n")
+        merge_results(args.update, results)
     return 0
 
 
