@@ -61,6 +61,7 @@ from .linearisation import (
     linearise,
     root_jacobian,
     scale_rows,
+    symmetric_jacobian,
     weight_jacobian,
 )
 from .methods import CLOSED_FORM_VARIANTS
@@ -272,7 +273,8 @@ def hessian_influence(problem: Problem, sam: SAM, theta: ArrayLike | FixedPoint,
     if X_test is None or y_test is None:
         raise InvalidInputError(f"`{'X_test' if X_test is None else 'y_test'}` must be an array of test "
                                 f"points, got None")
-    solver, options = check_solver_options(solver, options, variant != "full" or _rho(sam) == 0.0)
+    # up front, as far as it is known before the root (D = 1 here; AdamW's D is checked once it is known)
+    solver, options = check_solver_options(solver, options, symmetric_jacobian(str(variant), _rho(sam), 1.0))
     curvature = check_choice("curvature", curvature, CURVATURES)
     optimizer = root_optimizer(theta, optimizer)
     theta_hat, variant, terms, X_arr, y_arr = _prepare(problem, sam, theta, optimizer, variant, root_tol,
