@@ -3,7 +3,7 @@ building the parser — and ``refsam --help`` — imports no numerical code. Eac
 constant, named beside it; tests/7_cli_docs/test_cli_papercuts.py pins every copy equal to its home."""
 
 MODEL_NAMES = ("logistic", "softmax", "mlp")  # refsam.models.MODEL_NAMES
-RULES = ("sam", "usam", "asam")  # refsam.sam.RULES
+RULES = ("sam", "usam", "asam", "fisher", "friendly")  # refsam.sam.RULES
 METHODS = ("closed_form", "closed_form_frozen", "closed_form_erm", "trajectory", "first_order",
            "first_order_unperturbed", "tracin", "tracin_unperturbed")  # refsam.apps.METHODS
 TUNING_METHODS = ("auto", "closed_form", "trajectory")  # refsam.apps.TUNING_METHODS

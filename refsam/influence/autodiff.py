@@ -1,12 +1,14 @@
 """The independent oracle: autograd through a re-implementation of the training loop.
 
-The loop below is written from `refsam.Problem.objective()` and `refsam.SAM.perturbation()`
-only — none of the hand-written gradients, Hessians, Jacobians or recursions, and not the training
-layer's step function — so it shares nothing with the methods it checks but the loss and the rule:
+The loop below is written from `refsam.Problem.objective()` and the rule's value functions
+(`SAM.at_step`, `perturbation_input`, `perturbation`, `descent`, `next_rule_state`) only — none of the
+hand-written gradients, Hessians, Jacobians or recursions, and not the training layer's step function —
+so it shares nothing with the methods it checks but the loss and the rule's formulas:
 
-    g = ∇F_{B_t,w}(θ_t) + λ₂θ_t,   d_t = ∇F_{B_t,w}(θ_t + ε) + λ₂ (θ_t + ε) + λ θ_t
-    (λ₂ the loss's ``l2``, λ the optimizer's ``weight_decay``, read from the run's configuration)
-    with ε = ε(θ_t; g), then torch.optim.SGD's update, written out again here:
+    g = ∇F_{B_t,w}(θ_t) + λ₂θ_t,   u = g (Friendly SAM: g − σ m),   ε = ε(θ_t; u),
+    g^p = ∇F_{B_t,w}(θ_t + ε) + λ₂ (θ_t + ε),   d_t = φ(g, g^p) + λ θ_t,   m ← next state
+    (λ₂ the loss's ``l2``, λ the optimizer's ``weight_decay``, read from the run's configuration; the
+    rule of step t, φ its direction), then torch.optim.SGD's update, written out again here:
     μ = 0:      θ_{t+1} = θ_t − η_t d_t
     μ > 0:      buf = d_0 at the first step, else μ buf + (1 − τ) d_t;
                 θ_{t+1} = θ_t − η_t (d_t + μ buf  if Nesterov,  else buf)
@@ -51,18 +53,21 @@ def autodiff_through_training(problem: Problem, trajectory: Trajectory,
 
     m = sam.m_sharpness
 
-    def direction(theta: Any, idx: Any, w: Any) -> Any:  # the SAM direction on one set of samples
+    def direction(rule: Any, theta: Any, idx: Any, w: Any, state: Any) -> Any:  # on one set of samples
         g = grad_objective(theta, idx, w) + l2 * theta
-        w_hat = theta + sam.perturbation(theta, g)
-        return grad_objective(w_hat, idx, w) + l2 * w_hat
+        w_hat = theta + rule.perturbation(theta, rule.perturbation_input(g, state))
+        g_p = grad_objective(w_hat, idx, w) + l2 * w_hat
+        return rule.descent(g, g_p), rule.next_rule_state(g, state)
 
     clip = trajectory.config.get("clip_grad_norm")
+    rule_states: list[Any] = [np.zeros_like(trajectory.theta0) if sam.state_names else None]
 
-    def descent_gradient(theta: Any, idx: Any, w: Any) -> Any:
+    def descent_gradient(t: int, theta: Any, idx: Any, w: Any) -> Any:
+        rule = sam.at_step(t)
         if m is None or len(idx) <= m:
-            g = direction(theta, idx, w)
+            g, rule_states[0] = direction(rule, theta, idx, w, rule_states[0])
         else:
-            g = sum(len(idx[lo:lo + m]) / len(idx) * direction(theta, idx[lo:lo + m], w)
+            g = sum(len(idx[lo:lo + m]) / len(idx) * direction(rule, theta, idx[lo:lo + m], w, None)[0]
                     for lo in range(0, len(idx), m))
         if clip is None:
             return g
@@ -72,6 +77,7 @@ def autodiff_through_training(problem: Problem, trajectory: Trajectory,
         return g * (clip["max_norm"] / anp.maximum(norm, clip["max_norm"]))
 
     def final_output(w: Any) -> Any:
+        rule_states[0] = np.zeros_like(trajectory.theta0) if sam.state_names else None
         if settings["name"] == "SGD":
             theta = sgd_loop(w)
         else:
@@ -81,8 +87,8 @@ def autodiff_through_training(problem: Problem, trajectory: Trajectory,
     def sgd_loop(w: Any) -> Any:
         mu, tau, nesterov = settings["momentum"], settings["dampening"], settings["nesterov"]
         theta, buf = trajectory.theta0, None
-        for idx, lr in zip(trajectory.batches, trajectory.lrs):
-            descent = descent_gradient(theta, idx, w) + lam * theta
+        for t, (idx, lr) in enumerate(zip(trajectory.batches, trajectory.lrs)):
+            descent = descent_gradient(t, theta, idx, w) + lam * theta
             if mu == 0:
                 theta = theta - lr * descent
                 continue
@@ -96,7 +102,7 @@ def autodiff_through_training(problem: Problem, trajectory: Trajectory,
         theta = trajectory.theta0
         m_t = v_t = np.zeros_like(trajectory.theta0)
         for t, (idx, lr) in enumerate(zip(trajectory.batches, trajectory.lrs)):
-            g = descent_gradient(theta, idx, w)
+            g = descent_gradient(t, theta, idx, w)
             if decoupled:
                 theta = theta - lr * lam * theta
                 a = g

@@ -246,13 +246,17 @@ def fixed_point_diagnostics(problem: Problem, sam: SAM, theta: ArrayLike, *,
 def no_root_reason(problem: Problem, sam: SAM, optimizer: Optimizer | None = None) -> str | None:
     """Why G provably has no root for (problem, sam, optimizer), or None if no such proof applies.
 
-    Applies when ρ > 0, the rule is SAM or ASAM, every loss is convex in θ (``problem.model.convex``) and
-    the optimizer adds no weight decay, so the perturbation is built from the gradient of the whole
-    convex objective Φ = F + r: a root needs ∇Φ(ŵ) = 0, so ŵ = θ + ε is a minimiser θ*, and then
-    gᵀ(θ − θ*) = −gᵀε = −ρ‖g‖ (SAM) or −ρ‖Tg‖ (ASAM) < 0, while convexity demands gᵀ(θ − θ*) ≥ 0.
+    Applies when ρ > 0, the rule is SAM, ASAM or Fisher SAM with the "sam" direction (g̃ = g^p), every
+    loss is convex in θ (``problem.model.convex``) and the optimizer adds no weight decay, so the
+    perturbation is built from the gradient of the whole convex objective Φ = F + r: a root needs
+    ∇Φ(ŵ) = 0, so ŵ = θ + ε is a minimiser θ*, and then gᵀ(θ − θ*) = −gᵀε < 0 (−ρ‖Mg‖ for SAM, −ρ‖TMg‖
+    for ASAM, −ρ gᵀf⁻¹g/√(gᵀf⁻¹g) for Fisher SAM, M a perturbation mask), while convexity demands
+    gᵀ(θ − θ*) ≥ 0. GSAM's and the gradient-norm penalty's directions mix g into g̃, so a root need not
+    put ŵ at θ*: no claim there.
     """
     whole_objective = not np.any(lam_out(optimizer))
-    if not (sam.rho > 0 and sam.rule in ("sam", "asam") and problem.model.convex and whole_objective):
+    if not (sam.rho > 0 and sam.rule in ("sam", "asam", "fisher") and sam.direction == "sam"
+            and problem.model.convex and whole_objective):
         return None
     what = "an L2 term in the loss" if np.any(problem.l2) else "no regularisation"
     return (

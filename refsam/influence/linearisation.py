@@ -177,6 +177,7 @@ def check_root_inputs(problem: object, sam: object, theta: ArrayLike, name: str 
                       optimizer: object = None) -> tuple[Array, Array | None]:
     """Validate (problem, sam, θ, weights, optimizer) at the public boundary of the fixed-point methods."""
     problem, sam = check_problem_sam(problem, sam)
+    sam.root_rule()  # one step map, or NoStepMapError
     if optimizer is not None:
         check_optimizer(optimizer, problem.d)
     if sam.m_sharpness is not None and sam.m_sharpness < problem.n:

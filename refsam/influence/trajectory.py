@@ -219,7 +219,7 @@ def trajectory_hyperparameter_sensitivity(problem: Problem, trajectory: Trajecto
     problem = check_run(problem, trajectory, verify, "trajectory_hyperparameter_sensitivity")
     progress = check_progress(progress)
     optimizer = trajectory.optimizer()
-    dtheta = _tangents(problem, trajectory, 4, _HyperparameterSources(trajectory.sam()), progress,
+    dtheta = _tangents(problem, trajectory, 4, _HyperparameterSources(), progress,
                        "hyper-parameter tangents", dlam=np.array([0.0, 1.0, 0.0, 0.0]),
                        dlr_scale=np.array([0.0, 0.0, 0.0, 1.0]))
     dtheta = check_finite_result("trajectory_hyperparameter_sensitivity", dtheta)
@@ -272,9 +272,9 @@ def _step(problem: Problem, trajectory: Trajectory, sam: SAM, optimizer: Optimiz
     single = sam.m_sharpness is None or len(trajectory.batches[t]) <= sam.m_sharpness
     step = SAMStep(problem, sam, optimizer, t, float(trajectory.lrs[t]), theta,
                    trajectory.state(t, optimizer), trajectory.batches[t],
-                   g=_stored_gradient(trajectory, sam, t) if single else None,
+                   g=_stored_gradient(trajectory, sam.at_step(t), t) if single else None,
                    w_hat=theta + trajectory.epsilons[t] if single else None,
-                   clipping=clipping)
+                   clipping=clipping, rule_state=trajectory.rule_state(t, sam))
     step.warn_if_cancelled()
     return step
 
@@ -289,10 +289,13 @@ def _stored_gradient(trajectory: Trajectory, sam: SAM, t: int) -> Array | None:
     Equal to the recomputed g_t to rounding (≤ 4 eps per entry, relative to ‖g_t‖; tested). ASAM's
     ε = ρ T²g/‖Tg‖ is not inverted (T = diag(|θ| + κ) is singular at κ = 0), nor ρ = 0 (ε = 0 carries
     nothing), nor an ε_t with an entry in float64's subnormal range or an all-zero ε_t (an underflowed ε
-    carries too few digits of g: found by the fuzz suite at ρ ≈ 1e-244 on rescaled data). For steps with
-    one perturbation only (an m-sharpness step has one ε per chunk)."""
+    carries too few digits of g: found by the fuzz suite at ρ ≈ 1e-244 on rescaled data), nor the other
+    rules or a ``perturb_mask`` (ε carries g on the mask only). For steps with one perturbation only (an
+    m-sharpness step has one ε per chunk); ``sam`` is the rule of step t."""
     eps = trajectory.epsilons[t]
-    if sam.rho == 0.0 or not np.any(eps) or np.any((eps != 0.0) & (np.abs(eps) < np.finfo(np.float64).tiny)):
+    tiny = np.finfo(np.float64).tiny
+    if sam.perturb_mask is not None or sam.rho == 0.0 or not np.any(eps) \
+            or np.any((eps != 0.0) & (np.abs(eps) < tiny)):
         return None
     unit = eps / sam.rho
     if sam.rule == "usam":
@@ -320,7 +323,7 @@ def _adjoint(problem: Problem, trajectory: Trajectory, V_T: Array, progress: boo
     optimizer, clipping = trajectory.optimizer(), trajectory.clipping()  # built once, not per step
     influence = np.zeros((problem.n, V_T.shape[1]))  # (n, k)
     U = np.array(V_T, dtype=np.float64)  # v_T, (d, k)
-    ct_state = tuple(np.zeros_like(U) for _ in optimizer.state_names)
+    ct_state = tuple(np.zeros_like(U) for _ in optimizer.state_names + sam.state_names)
     first = 0 if last_steps is None else max(0, steps - last_steps)
     for t in range(steps - 1, first - 1, -1):
         U, ct_state = _step(problem, trajectory, sam, optimizer, clipping, t).vjp(U, ct_state, influence)
@@ -357,16 +360,14 @@ class _WeightSources(_Sources):
 class _HyperparameterSources(_Sources):
     """d/dρ (column 0), d/dλ (column 1: the optimizer's, added by its own JVP), d/dλ₂ (column 2) and d/ds
     (column 3, the lr scale: added after the optimizer's JVP, no source here): ∂ε/∂ρ = ε(θ_t; g_t) at
-    ρ = 1 into ŵ̇; θ_t into ġ and ŵ_C into ġ̃_C for λ₂."""
-
-    def __init__(self, sam: SAM) -> None:
-        self.sam = sam
+    ρ = 1 into ŵ̇ (for a ρ schedule: the schedule scaled with its peak, `SAM.d_rho`); θ_t into ġ and ŵ_C
+    into ġ^p_C for λ₂."""
 
     def g(self, part: LinearisedPerturbation, dg: Array) -> None:
         dg[:, 2] += part.theta  # ∂g/∂λ₂ = θ_t
 
     def w_hat(self, part: LinearisedPerturbation, dw_hat: Array) -> None:
-        dw_hat[:, 0] += self.sam.d_rho(part.theta, part.g)  # ∂ε/∂ρ = ε at ρ = 1
+        dw_hat[:, 0] += part.sam.d_rho(part.theta, part.u)  # ∂ε/∂ρ = ε at ρ = 1 (the step's rule)
 
     def descent(self, part: LinearisedPerturbation, ddescent: Array) -> None:
         ddescent[:, 2] += part.w_hat  # ∂(λ₂ ŵ)/∂λ₂
@@ -387,7 +388,7 @@ def _tangents(problem: Problem, trajectory: Trajectory, width: int, sources: _So
     sam, steps = trajectory.sam(), trajectory.steps
     optimizer, clipping = trajectory.optimizer(), trajectory.clipping()  # built once, not per step
     dtheta = np.zeros((problem.d, width))  # Θ̇_0 = 0
-    dstate = tuple(np.zeros_like(dtheta) for _ in optimizer.state_names)
+    dstate = tuple(np.zeros_like(dtheta) for _ in optimizer.state_names + sam.state_names)
     for t in range(steps):
         step = _step(problem, trajectory, sam, optimizer, clipping, t)
         dlr = None if dlr_scale is None else float(trajectory.lrs[t]) * dlr_scale
@@ -447,7 +448,7 @@ def _approximation(problem: Problem, trajectory: Trajectory, X_test: Array, y_te
     for t in range(steps):
         idx = trajectory.batches[t]
         if at_w_hat and sam.m_sharpness is not None and len(idx) > sam.m_sharpness:
-            parts = perturbations(problem, sam, trajectory.thetas[t], idx)  # each chunk's own ŵ_C
+            parts = perturbations(problem, sam.at_step(t), trajectory.thetas[t], idx)  # each chunk's ŵ_C
             points = [(part.idx, part.w_hat) for part in parts]
         else:
             x_t = trajectory.thetas[t] + trajectory.epsilons[t] if at_w_hat else trajectory.thetas[t]

@@ -38,7 +38,7 @@ from ..influence.methods import method_info
 from ..influence.trajectory import trajectory_influence, trajectory_parameter_influence
 from ..models import MODEL_NAMES, build_model
 from ..objective import Problem
-from ..sam import RULES, SAM
+from ..sam import BASE_RULES, RULES, SAM
 from ..tolerances import (
     FD_STEP,
     ROOT_TOL,
@@ -170,7 +170,7 @@ class CaseSpec:
 _PRESET_RULES = {"pytorch-sam": "sam", "pytorch-sam-adaptive": "asam", "asam-official": "asam"}
 CASE_SPECS = (
     tuple(CaseSpec(m, r, pen, b)
-          for m in MODELS for r in RULES for pen in PENALTIES for b in BATCHINGS)
+          for m in MODELS for r in BASE_RULES for pen in PENALTIES for b in BATCHINGS)
     + tuple(CaseSpec(m, "sam", "weight_decay", "minibatch", o)
             for m in MODELS for o in ("heavyball", "nesterov"))
     + tuple(CaseSpec(m, _PRESET_RULES[p], "weight_decay", "minibatch", "heavyball", p)

@@ -58,7 +58,7 @@ from numpy.typing import ArrayLike
 
 from ..models import ACTIVATIONS, MLP, AutogradDerivatives, LogisticRegression, Model, SoftmaxRegression
 from ..objective import Problem
-from ..sam import RULES, SAM
+from ..sam import BASE_RULES, SAM
 from ..tolerances import FD_GRAD_STEP, RTOL_DERIVATIVE, RTOL_FD_DERIVATIVE, rel_err
 from ..training import SGD, Trajectory, train
 
@@ -136,7 +136,8 @@ def problems(draw: Any, kinds: tuple[str, ...] = MODEL_KINDS, min_n: int = 2, ma
 
 
 @st.composite
-def sam_configs(draw: Any, rules: tuple[str, ...] = RULES, min_rho: float = 0.0, max_rho: float = 0.3,
+def sam_configs(draw: Any, rules: tuple[str, ...] = BASE_RULES, min_rho: float = 0.0,
+                max_rho: float = 0.3,
                 min_kappa: float = 1e-3, max_kappa: float = 1.0, conventions: bool | None = False) -> SAM:
     """A `SAM` with rule from ``rules``, ρ in [min_rho, max_rho], κ in [min_kappa, max_kappa].
 

@@ -10,19 +10,26 @@ Conventions
 -----------
 * One perturbation C (the batch, or an m-sharpness chunk) at θ, with c_j = w_j/|C| for j ∈ C,
   F_C = Σ_j c_j ℓ_j, the curvature C(x) (the Hessian ∇²F_C(x), or an approximation of it supplied by
-  the caller) and K(x) = C(x) + λ_in I (λ_in = ``problem.l2``):
+  the caller) and K(x) = C(x) + λ_in I (λ_in = ``problem.l2``); the step's rule (`SAM.at_step`) perturbs
+  along u (u = g, or Friendly SAM's u = g − σm with m its running mean) and forms g̃_C = φ(g, g^p)
+  (`SAM.descent`; φ = g^p for the "sam" direction):
 
-      P = ∂ε/∂g (symmetric),   S = ∂ε/∂θ|_g (ASAM's T term; 0 for SAM and USAM)
-      M_C = ∂g̃_C/∂θ = K(ŵ_C) (I + P K(θ) + S)                                   (d, d), not symmetric
-      ∂g̃_C/∂c_j = ∇ℓ_j(ŵ_C) + K(ŵ_C) P ∇ℓ_j(θ)                                   (c_j = w_j/|C|)
+      P = ∂ε/∂u (symmetric but for Fisher SAM),   S = ∂ε/∂θ|_u (ASAM's T term; 0 for the other rules)
+      A_g = ∂φ/∂g,  A_p = ∂φ/∂g^p                 (A_g = 0, A_p = I for the "sam" direction)
+      M_C = ∂g̃_C/∂θ = A_p K(ŵ_C) (I + P K(θ) + S) + A_g K(θ)                     (d, d), not symmetric
+      ∂g̃_C/∂c_j = A_p [∇ℓ_j(ŵ_C) + K(ŵ_C) P ∇ℓ_j(θ)] + A_g ∇ℓ_j(θ)                (c_j = w_j/|C|)
 
   The step's descent gradient is g̃ = Σ_C (|C|/|B|) g̃_C, so ∂g̃/∂w_j = (1/|B|) ∂g̃_C/∂c_j for j ∈ C.
-* Tangents (forward mode), a block Θ̇ (d, k):
-      ġ = K(θ) Θ̇,   ŵ̇ = Θ̇ + P ġ + S Θ̇,   ġ̃_C = K(ŵ) ŵ̇
-  Cotangents (reverse mode), a block D (d, k) of adjoints of g̃_C:
-      Q = K(ŵ) D,   M_Cᵀ D = Q + K(θ) P Q + Sᵀ Q,   row j: (∂g̃_C/∂c_j)ᵀ D = ∇ℓ_j(ŵ)ᵀ D + ∇ℓ_j(θ)ᵀ P Q
-  (K and P are symmetric.) Then the optimizer's own JVP/VJP (`refsam.training.optimizers`)
-  carries them through its update.
+  Friendly SAM adds its state: ∂u/∂m = −σ I, and m' = λ_f m + (1 − λ_f) g (m' = g on its first step).
+* Tangents (forward mode), a block Θ̇ (d, k) and the state's ṁ:
+      ġ = K(θ) Θ̇,   u̇ = ġ − σ ṁ,   ŵ̇ = Θ̇ + P u̇ + S Θ̇,   ġ^p = K(ŵ) ŵ̇,   ġ̃_C = A_g ġ + A_p ġ^p,
+      ṁ' = λ_f ṁ + (1 − λ_f) ġ
+  Cotangents (reverse mode), a block D (d, k) of adjoints of g̃_C and m̄' of m':
+      D_p = A_pᵀ D,  Q = K(ŵ) D_p,  ū = Pᵀ Q,  Z = ū + A_gᵀ D + (1 − λ_f) m̄'   (the adjoint of g)
+      M_Cᵀ D = Q + Sᵀ Q + K(θ) Z,   m̄ = −σ ū + λ_f m̄',
+      row j: (∂g̃_C/∂c_j)ᵀ D = ∇ℓ_j(ŵ)ᵀ D_p + ∇ℓ_j(θ)ᵀ Z
+  (K is symmetric.) Then the optimizer's own JVP/VJP (`refsam.training.optimizers`) carries them
+  through its update.
 * Cost per perturbation: two curvature products (HVPs for the exact curvature) per column each way.
 """
 
@@ -93,7 +100,8 @@ class LinearisedPerturbation:
         self.sam, self.lam_in, self.theta, self.part = sam, lam_in, theta, part  # θ: (d,)
         self.at_theta, self.at_w_hat = at_theta, at_w_hat
         self.idx, self.share = part.idx, part.share
-        self.g, self.w_hat = part.g, part.w_hat
+        self.g, self.w_hat, self.g_p = part.g, part.w_hat, part.g_p
+        self.u = part.g if part.u is None else part.u  # the rule's input
 
     # -- the pieces -----------------------------------------------------------------------------------
     def K_theta(self, V: Array) -> Array:
@@ -105,71 +113,105 @@ class LinearisedPerturbation:
         return self.at_w_hat.times(V) + decay_times(self.lam_in, V)
 
     def P(self, V: Array) -> Array:
-        """P V = (∂ε/∂g) V, O(d) per column; P is symmetric."""
-        return self.sam.jvp_g(self.theta, self.g, V)
+        """P V = (∂ε/∂u) V, O(d) per column."""
+        return self.sam.jvp_g(self.theta, self.u, V)
+
+    def P_T(self, V: Array) -> Array:
+        """Pᵀ V (P V itself but for Fisher SAM)."""
+        return self.sam.vjp_g(self.theta, self.u, V)
 
     def S(self, V: Array) -> Array:
-        """S V = (∂ε/∂θ|_g) V."""
-        return self.sam.jvp_theta(self.theta, self.g, V)
+        """S V = (∂ε/∂θ|_u) V."""
+        return self.sam.jvp_theta(self.theta, self.u, V)
 
     def S_T(self, V: Array) -> Array:
         """Sᵀ V."""
-        return self.sam.vjp_theta(self.theta, self.g, V)
+        return self.sam.vjp_theta(self.theta, self.u, V)
+
+    def direction(self, dg: Array, dg_p: Array) -> Array:
+        """ġ̃_C = A_g ġ + A_p ġ^p."""
+        assert self.sam.direction == "sam" or self.g_p is not None  # perturbations() computed g^p
+        return self.sam.descent_jvp(self.g, self.g_p if self.g_p is not None else self.g, dg, dg_p)
 
     # -- products -------------------------------------------------------------------------------------
     def tangent(self, dtheta: Array, add_g: Hook | None = None, add_w_hat: Hook | None = None,
                 add_descent: Hook | None = None) -> Array:
-        """ġ̃_C = K(ŵ)(Θ̇ + P K(θ) Θ̇ + S Θ̇) = M_C Θ̇ for a block Θ̇ (d, k), unscaled by the share.
+        """ġ̃_C = M_C Θ̇ for a block Θ̇ (d, k), unscaled by the share (a stateless rule; `tangents()`)."""
+        return self.tangents(dtheta, None, add_g, add_w_hat, add_descent)[0]
+
+    def tangents(self, dtheta: Array, dm: Array | None, add_g: Hook | None = None,
+                 add_w_hat: Hook | None = None,
+                 add_descent: Hook | None = None) -> tuple[Array, Array | None]:
+        """(ġ̃_C, ṁ') for a block Θ̇ (d, k) and the rule state's tangent ṁ (None for a stateless rule).
 
         The hooks add a parameter's own terms in place (a tangent recursion's sources): ``add_g`` into
-        ġ, ``add_w_hat`` into ŵ̇, ``add_descent`` into ġ̃_C."""
+        ġ, ``add_w_hat`` into ŵ̇, ``add_descent`` into ġ^p (the gradient at ŵ)."""
         dg = self.K_theta(dtheta)  # ġ = K(θ) Θ̇
         if add_g is not None:
             add_g(self, dg)
-        dw_hat = dtheta + self.P(dg) + self.S(dtheta)  # ŵ̇ = Θ̇ + P ġ + S Θ̇
+        du = self.sam.perturbation_input(dg, dm)  # u̇ = ġ − σ ṁ (linear: the rule's own map)
+        dw_hat = dtheta + self.P(du) + self.S(dtheta)  # ŵ̇ = Θ̇ + P u̇ + S Θ̇
         if add_w_hat is not None:
             add_w_hat(self, dw_hat)
-        ddescent = self.K_hat(dw_hat)  # ġ̃_C = K(ŵ) ŵ̇
+        dg_p = self.K_hat(dw_hat)  # ġ^p = K(ŵ) ŵ̇
         if add_descent is not None:
-            add_descent(self, ddescent)
-        return ddescent
+            add_descent(self, dg_p)
+        return self.direction(dg, dg_p), self.sam.next_rule_state(dg, dm)  # ṁ' (linear too)
 
     def cotangent(self, D: Array, jacobian: bool = True) -> tuple[Array | None, Array]:
-        """(M_Cᵀ D, rows) for a block D (d, k) of adjoints of g̃_C, unscaled by the share: M_Cᵀ D =
-        Q + K(θ) P Q + Sᵀ Q with Q = K(ŵ) D, and rows (|C|, k) = ∇ℓ_j(ŵ)ᵀ D + ∇ℓ_j(θ)ᵀ P Q, the
-        adjoint of c_j (so G_w V = rows/n for the full batch). ``jacobian=False``: the rows only (None
-        for M_Cᵀ D), one curvature product per column instead of two."""
-        HD, rows_hat = self.at_w_hat.times_and_rows(D)
-        Q = HD + decay_times(self.lam_in, D)  # K(ŵ) D
-        PQ = self.P(Q)
+        """(M_Cᵀ D, rows) for a block D (d, k) of adjoints of g̃_C, unscaled by the share (a stateless
+        rule; `cotangents()`): rows (|C|, k) are the adjoints of the c_j (so G_w V = rows/n for the full
+        batch). ``jacobian=False``: the rows only (None for M_Cᵀ D), one curvature product per column
+        instead of two."""
+        MtD, rows, _ = self.cotangents(D, None, jacobian)
+        return MtD, rows
+
+    def cotangents(self, D: Array, ct_m: Array | None,
+                   jacobian: bool = True) -> tuple[Array | None, Array, Array | None]:
+        """(M_Cᵀ D, rows, m̄) from D (d, k), the adjoint of g̃_C, and m̄', the adjoint of the rule's next
+        state (None for a stateless rule) (module docstring)."""
+        D_g, D_p = self.sam.descent_vjp(self.g, self.g_p if self.g_p is not None else self.g, D)
+        HD, rows_hat = self.at_w_hat.times_and_rows(D_p)
+        Q = HD + decay_times(self.lam_in, D_p)  # K(ŵ) D_p, the adjoint of ŵ
+        U = self.P_T(Q)  # ū
+        Z = U if D_g is None else U + D_g  # the adjoint of g: through u and the direction ...
+        from_state, ct_m_before = self.sam.rule_state_vjp(U, ct_m)
+        if from_state is not None:
+            Z = Z + from_state  # ... and through the rule's next state
         if not jacobian:
-            return None, rows_hat + self.at_theta.derivatives.jvp(PQ)
-        HPQ, rows_theta = self.at_theta.times_and_rows(PQ)
-        return Q + HPQ + decay_times(self.lam_in, PQ) + self.S_T(Q), rows_hat + rows_theta
+            return None, rows_hat + self.at_theta.derivatives.jvp(Z), ct_m_before
+        HZ, rows_theta = self.at_theta.times_and_rows(Z)
+        return Q + HZ + decay_times(self.lam_in, Z) + self.S_T(Q), rows_hat + rows_theta, ct_m_before
 
     def weight_tangent(self, U: Array) -> Array:
         """Σ_j (∂g̃_C/∂c_j) U_j for a block U (|C|, k) of tangents of the c_j, (d, k):
-        Σ_j ∇ℓ_j(ŵ) U_j + K(ŵ) P Σ_j ∇ℓ_j(θ) U_j, one weighted gradient per column at each point."""
+        A_p [Σ_j ∇ℓ_j(ŵ) U_j + K(ŵ) P Σ_j ∇ℓ_j(θ) U_j] + A_g Σ_j ∇ℓ_j(θ) U_j."""
         inner = _weighted_grads(self.at_theta.derivatives, U)  # Σ_j ∇ℓ_j(θ) U_j, (d, k)
-        return _weighted_grads(self.at_w_hat.derivatives, U) + self.K_hat(self.P(inner))
+        at_w_hat = _weighted_grads(self.at_w_hat.derivatives, U)  # Σ_j ∇ℓ_j(ŵ) U_j
+        return self.direction(inner, at_w_hat + self.K_hat(self.P(inner)))
 
     # -- dense, for a direct solve at a root -------------------------------------------------------------
     def jacobian(self) -> Array:
-        """M_C = K(ŵ)(I + E), E = P K(θ) + S, dense (d, d): the closed form's J without λ_out. Cost: the
-        two curvature matrices and one d × d product (E from P's structure in O(d²) per column block)."""
+        """M_C = A_p K(ŵ)(I + E) + A_g K(θ), E = P K(θ) + S, dense (d, d): the closed form's J without
+        λ_out. Cost: the two curvature matrices and one d × d product (E from P's structure in O(d²) per
+        column block)."""
         d = self.theta.shape[0]
         K_theta = self.at_theta.matrix() + decay_matrix(self.lam_in, d)
         K_hat = self.at_w_hat.matrix() + decay_matrix(self.lam_in, d)
-        E = self.P(K_theta) + self.sam.jacobian_theta(self.theta, self.g)  # dε/dθ = P K(θ) + S
-        return K_hat + K_hat @ E
+        E = self.P(K_theta) + self.sam.jacobian_theta(self.theta, self.u)  # dε/dθ = P K(θ) + S
+        return self.direction(K_theta, K_hat + K_hat @ E)
 
     def weight_rows(self) -> Array:
-        """Rows ∂g̃_C/∂c_j = ∇ℓ_j(ŵ) + K(ŵ) P ∇ℓ_j(θ), dense (|C|, d)."""
+        """Rows ∂g̃_C/∂c_j = A_p [∇ℓ_j(ŵ) + K(ŵ) P ∇ℓ_j(θ)] + A_g ∇ℓ_j(θ), dense (|C|, d)."""
         grads_hat = self.at_w_hat.derivatives.per_sample_grads()  # ∇ℓ_j(ŵ), (|C|, d)
         grads_theta = self.at_theta.derivatives.per_sample_grads()  # ∇ℓ_j(θ), (|C|, d)
         d = self.theta.shape[0]
-        M_T = self.P(self.at_w_hat.matrix() + decay_matrix(self.lam_in, d))  # (K(ŵ) P)ᵀ = P K(ŵ)
-        return grads_hat + grads_theta @ M_T
+        if self.sam.direction == "sam" and self.sam.rule != "fisher":  # P symmetric: (K(ŵ) P)ᵀ = P K(ŵ)
+            M_T = self.P(self.at_w_hat.matrix() + decay_matrix(self.lam_in, d))
+            return grads_hat + grads_theta @ M_T
+        K_hat = self.at_w_hat.matrix() + decay_matrix(self.lam_in, d)
+        columns = self.direction(grads_theta.T, grads_hat.T + K_hat @ self.P(grads_theta.T))
+        return np.ascontiguousarray(columns.T)
 
     def warn_if_cancelled(self, stacklevel: int = 6) -> None:
         """The exact methods differentiate ε = ρ Tg/(‖Tg‖ + e): warn when g_C is round-off-level
@@ -215,7 +257,10 @@ def linearise_perturbations(problem: Problem, sam: SAM, theta: Array, parts: lis
 
 class SAMStep:
     """Step t of a run: the SAM descent gradient of ``optimizer`` on batch B_t at (θ_t, s_t), with its
-    update, JVP and VJP (module docstring).
+    update, JVP and VJP (module docstring). ``sam`` is the run's rule; the step uses its rule of step t
+    (`SAM.at_step`), whose own state before the step is ``rule_state`` (Friendly SAM's running mean; None
+    for a stateless rule). The JVP and VJP carry the state tuples of the optimizer's ``state_names``
+    followed by the rule's.
 
     ``g`` and ``w_hat``: the step's perturbation gradient and perturbed point where the run recorded
     them (a single perturbation); otherwise they are recomputed, exactly as training computed them.
@@ -223,14 +268,18 @@ class SAMStep:
 
     def __init__(self, problem: Problem, sam: SAM, optimizer: Optimizer, t: int, lr: float, theta: Array,
                  state: State, idx: NDArray[np.int64], g: Array | None = None,
-                 w_hat: Array | None = None, clipping: GradientClipping | None = None) -> None:
+                 w_hat: Array | None = None, clipping: GradientClipping | None = None,
+                 rule_state: Array | None = None) -> None:
+        sam = sam.at_step(t)
         self.problem, self.sam, self.optimizer, self.clipping = problem, sam, optimizer, clipping
         self.t, self.lr, self.theta, self.state, self.idx = t, lr, theta, state, idx
         self.inv_batch = 1.0 / len(idx)  # ∂(w_j/|B|)/∂w_j
+        self.n_optimizer_states = len(optimizer.state_names)
         # g̃_t is a batch gradient at ŵ_t: computed only where the step's derivatives read it (Adam's, a
         # clip's), never for a recorded SGD step, whose Jacobians do not depend on it
         self.needs_descent = clipping is not None or optimizer.derivatives_read_gradient
-        parts = perturbations(problem, sam, theta, idx, None, g, w_hat, descent=self.needs_descent)
+        parts = perturbations(problem, sam, theta, idx, None, g, w_hat, descent=self.needs_descent,
+                              rule_state=rule_state)
         self.parts = linearise_perturbations(problem, sam, theta, parts)
 
     @cached_property
@@ -238,7 +287,7 @@ class SAMStep:
         """g̃_t = Σ_C (|C|/|B|) g̃_C (one perturbation: g̃_C itself)."""
         descents = [p.part.descent if p.part.descent is not None
                     else chunk_descent(self.problem, p.at_w_hat.derivatives.grad(), p.w_hat)
-                    for p in self.parts]
+                    for p in self.parts]  # (g̃_C = g^p_C where it was not computed: the "sam" direction)
         return batch_descent([p.share for p in self.parts], descents)
 
     @cached_property
@@ -259,6 +308,11 @@ class SAMStep:
         if self.optimizer.derivatives_read_gradient:
             self.optimizer.warn_if_singular(self.t, self.theta, self.state, self.descent)
 
+    def _split(self, states: State) -> tuple[State, Array | None]:
+        """(the optimizer's part, the rule's state or None) of a state tuple."""
+        k = self.n_optimizer_states
+        return tuple(states[:k]), (states[k] if len(states) > k else None)
+
     def jvp(self, dtheta: Array, dstate: State, add_g: Hook | None = None, add_w_hat: Hook | None = None,
             add_descent: Hook | None = None, dlam: Array | None = None,
             add_step_descent: Callable[[Array], None] | None = None,
@@ -266,37 +320,41 @@ class SAMStep:
         """(Θ̇_{t+1}, ṡ_{t+1}) from (Θ̇_t, ṡ_t), blocks (d, k): ġ̃ = Σ_C share·M_C Θ̇ (plus the hooks'
         sources; ``add_step_descent`` adds to ġ̃ itself), then the optimizer's JVP (``dlam``: the
         tangent of its weight decay per column, or None), plus (∂θ'/∂η) η̇ for ``dlr``, the tangent of
-        this step's learning rate per column (k,) (None: 0)."""
+        this step's learning rate per column (k,) (None: 0). ṡ ends with the rule state's tangent."""
+        dopt, dm = self._split(dstate)
         ddescent = np.zeros_like(dtheta)
+        dm_next = None
         for part in self.parts:
-            tangent = part.tangent(dtheta, add_g, add_w_hat, add_descent)
+            tangent, dm_next = part.tangents(dtheta, dm, add_g, add_w_hat, add_descent)
             ddescent = ddescent + (tangent if part.share == 1.0 else part.share * tangent)
         if add_step_descent is not None:
             add_step_descent(ddescent)
         if self.clipping is not None:
             ddescent = self.clipping.jvp(self.raw_descent, ddescent)
         new_dtheta, new_dstate = self.optimizer.jvp(self.t, self.lr, self.theta, self.state,
-                                                    self._gradient_for_derivatives(), dtheta, dstate,
+                                                    self._gradient_for_derivatives(), dtheta, dopt,
                                                     ddescent, dlam)
         if dlr is not None:
             lr_derivative = self.optimizer.lr_derivative(self.t, self.theta, self.state, self.descent)
             new_dtheta = new_dtheta + lr_derivative[:, None] * dlr[None, :]
-        return new_dtheta, new_dstate
+        return new_dtheta, new_dstate if dm_next is None else (*new_dstate, dm_next)
 
     def vjp(self, ct_theta: Array, ct_state: State, influence: Array) -> tuple[Array, State]:
         """(θ̄_t, s̄_t) from (θ̄_{t+1}, s̄_{t+1}), blocks (d, k); adds each j ∈ B_t's (∂θ_{t+1}/∂w_j)ᵀ θ̄_{t+1}
-        to ``influence`` (n, k) in place."""
-        ct_theta, ct_state, D = self.optimizer.vjp(self.t, self.lr, self.theta, self.state,
-                                                   self._gradient_for_derivatives(), ct_theta,
-                                                   ct_state)  # D = ḡ̃, the adjoint of g̃_t
+        to ``influence`` (n, k) in place. s̄ ends with the rule state's adjoint."""
+        ct_opt, ct_m = self._split(ct_state)
+        ct_theta, ct_opt, D = self.optimizer.vjp(self.t, self.lr, self.theta, self.state,
+                                                 self._gradient_for_derivatives(), ct_theta,
+                                                 ct_opt)  # D = ḡ̃, the adjoint of g̃_t
         if self.clipping is not None:
             D = self.clipping.vjp(self.raw_descent, D)  # the adjoint of the unclipped g̃_t
+        ct_m_before = None
         for part in self.parts:
-            MtD, rows = part.cotangent(D)
+            MtD, rows, ct_m_before = part.cotangents(D, ct_m)
             assert MtD is not None
             scatter_add(influence, part.idx, self.inv_batch * rows)  # share/|C| = 1/|B|
             ct_theta = ct_theta + (MtD if part.share == 1.0 else part.share * MtD)
-        return ct_theta, ct_state
+        return ct_theta, ct_opt if ct_m_before is None else (*ct_opt, ct_m_before)
 
 
 def scatter_add(target: Array, rows: NDArray[np.int64], values: Array) -> None:

@@ -33,6 +33,29 @@ Each preset is refsam's parameters for what that code computes (its conventions,
     the averaged gradient is clipped to global norm 5.0 (``--gradient_clipping``, its default: g·c/‖g‖
     where ‖g‖ ≥ c, optax's convention); Flax's Momentum with ``nesterov=True``: buf = β buf + d (from
     buf = 0), step d + β buf — ``torch.optim.SGD``'s Nesterov.
+
+The SAM variants (docs/variants.md says what each official code computes, with its lines):
+
+``gsam`` — GSAM's official PyTorch code (juntang-zhuang/GSAM, ``example/train.py``)
+    the adaptive perturbation ε = ρ_t θ² g/(‖θ g‖ + 1e-12) (ASAM, κ = 0), the direction g^p − α g_⊥
+    (α = 0.4), torch.optim.SGD with momentum 0.9 and weight decay; ρ_t follows the learning rate,
+    ρ_t = ρ_min + (ρ − ρ_min)(η_t − 0)/(max η − 0), except ρ_0, which the example's loop order computes
+    from its lr scheduler's initial value 0 — ρ_0 = ρ_min at the step where η = max η.
+``gnp`` — the gradient-norm penalty's official JAX code (zhaoyang-0204/gnp)
+    L2 in the loss over every parameter, ε = r g/‖g‖ (no epsilon), the direction (1 − α) g/‖g‖ + α g^p
+    (``norm_perturbations=True``, its default; α = 0.8 in its recipes), clipped to global norm 5.0
+    (optax's convention), Flax's Momentum 0.9 with Nesterov.
+``friendly-sam`` — Friendly SAM's official code (nblt/F-SAM)
+    d = g − σ m_old, m = λ_f m_old + (1 − λ_f) g (σ = 1, λ_f = 0.9, its class defaults; step 0 plain SAM
+    with m = g), ε = ρ d/(‖d‖ + 1e-12), torch.optim.SGD with momentum 0.9 and weight decay.
+``sam-on`` — SAM-ON's official code (mueller-mp/SAM-ON, its README's ASAM_ON command)
+    ε = ρ T² g/(‖T g‖ + 1e-16) over the selected tensors only (``perturb_mask``: the normalisation
+    layers), T = |θ| there (η = 0, ``--normalize_bias``), 0 elsewhere; SGD momentum 0.9, weight decay.
+``fisher-sam`` — Fisher SAM (no authors' code; the third-party implementations' defaults)
+    ε = ρ f⁻¹g/(√(gᵀf⁻¹g) + 1e-12), f = 1 + η_f g² (η_f = 1), SGD momentum 0.9, weight decay.
+``composer-sam`` — Composer's SAM (mosaicml/composer, ``SAMOptimizer``)
+    ε = ρ g/(‖g‖ + 1e-12) on steps with (t + 1) % interval == 0 (``every``), the base optimizer's plain
+    step otherwise.
 """
 
 from __future__ import annotations
@@ -59,7 +82,19 @@ PRESETS = {
     "pytorch-sam-adamw": "PyTorch SAM wrapper around torch.optim.AdamW (decoupled decay)",
     "optax-adamw-sam": "optax.contrib.sam around optax.adamw: ε = ρ g/‖g‖, AdamW at the unperturbed θ",
     "jax-sam": "JAX/Flax SAM: L2 on every parameter in the loss, ε = ρ g/‖g‖, m-sharpness, clip 5, Nesterov",
+    "gsam": "official GSAM: adaptive ε (κ = 0), g^p − α g_⊥, ρ_t proportional to η_t (ρ_0 = ρ_min), SGD",
+    "gnp": "official gradient-norm penalty: L2 in the loss, (1 − α) g/‖g‖ + α g^p, clip 5, Nesterov",
+    "friendly-sam": "official Friendly SAM: ε along g − σ m_old, m an EMA of g (σ = 1, λ_f = 0.9), SGD",
+    "sam-on": "official SAM-ON (ASAM_ON): T = |θ| on the selected tensors only, ‖Tg‖ + 1e-16, SGD",
+    "fisher-sam": "Fisher SAM: ε = ρ f⁻¹g/(√(gᵀf⁻¹g) + 1e-12), f = 1 + g², SGD",
+    "composer-sam": "Composer's SAM: ε = ρ g/(‖g‖ + 1e-12) every `every` steps, plain steps between, SGD",
 }
+GNP_CLIP = 5.0  # zhaoyang-0204/gnp's gradient_clipping default
+GSAM_ALPHA = 0.4  # GSAM's example
+GNP_ALPHA = 0.8  # the gradient-norm penalty's recipes
+VARIANT_KEYWORDS = {"alpha": ("gsam", "gnp"), "rho_min": ("gsam",), "sigma": ("friendly-sam",),
+                    "ema": ("friendly-sam",), "perturb_mask": ("sam-on",), "fisher_eta": ("fisher-sam",),
+                    "every": ("composer-sam",)}
 JAX_SAM_CLIP = 5.0  # google-research/sam's --gradient_clipping default
 
 
@@ -77,7 +112,10 @@ class Preset:
 
 def preset(name: str, problem: Problem, rho: float, lr: float | ArrayLike, weight_decay: float = 0.0,
            momentum: float = 0.9, nesterov: bool | None = None, m_sharpness: int | None = None, *,
-           weights_only: bool = False, gradient_clipping: float | None = None) -> Preset:
+           weights_only: bool = False, gradient_clipping: float | None = None, alpha: float | None = None,
+           rho_min: float | None = None, sigma: float | None = None, ema: float | None = None,
+           perturb_mask: ArrayLike | None = None, fisher_eta: float | None = None,
+           every: int | None = None) -> Preset:
     """The preset ``name`` (one of `PRESETS`) for ``problem``, radius ``rho``, learning rate ``lr``,
     weight decay λ = ``weight_decay`` and (SGD presets) base-optimizer momentum.
 
@@ -87,9 +125,14 @@ def preset(name: str, problem: Problem, rho: float, lr: float | ArrayLike, weigh
     parameter; ``weights_only=True``: the weight matrices only, its ``--no_weight_decay_on_bn``).
     ``nesterov`` defaults to what the implementation uses (True for ``jax-sam``, False otherwise);
     ``m_sharpness`` (``jax-sam`` only) is the per-device batch size; ``gradient_clipping``: the global norm
-    c the descent gradient is clipped to (None: the implementation's default, 5.0 for ``jax-sam`` and no
-    clipping elsewhere; 0: none), in the implementation's convention. ``problem`` must not carry an
-    ``l2`` term of its own.
+    c the descent gradient is clipped to (None: the implementation's default, 5.0 for ``jax-sam`` and
+    ``gnp``, no clipping elsewhere; 0: none), in the implementation's convention. ``problem`` must not
+    carry an ``l2`` term of its own.
+
+    The variants' own keywords (None: the official default): ``alpha`` (``gsam`` 0.4, ``gnp`` 0.8),
+    ``rho_min`` (``gsam``: the ρ at η = 0; default ``rho``, a constant ρ as in its example), ``sigma`` and
+    ``ema`` (``friendly-sam``: 1.0, 0.9), ``perturb_mask`` (``sam-on``, required: the coordinates of the
+    selected tensors), ``fisher_eta`` (``fisher-sam``: 1.0), ``every`` (``composer-sam``: 1).
     """
     name = check_choice("name", name, PRESETS)
     problem = check_problem(problem)
@@ -101,7 +144,15 @@ def preset(name: str, problem: Problem, rho: float, lr: float | ArrayLike, weigh
         raise InvalidInputError(f"`m_sharpness` applies to the 'jax-sam' preset only, got preset {name!r}")
     if weights_only and name != "jax-sam":
         raise InvalidInputError(f"`weights_only` applies to the 'jax-sam' preset only, got preset {name!r}")
+    given: dict[str, object] = {"alpha": alpha, "rho_min": rho_min, "sigma": sigma, "ema": ema,
+                                "perturb_mask": perturb_mask, "fisher_eta": fisher_eta, "every": every}
+    for key, value in given.items():
+        if value is not None and name not in VARIANT_KEYWORDS[key]:
+            raise InvalidInputError(f"`{key}` applies to the preset(s) {list(VARIANT_KEYWORDS[key])} only, "
+                                    f"got preset {name!r}")
     clip = _clipping(name, gradient_clipping)
+    if name in VARIANT_PRESETS:
+        return _variant(name, problem, rho, lr, lam, momentum, nesterov, clip, given)
     if name == "jax-sam":
         l2 = np.where(problem.model.bias_mask(problem.p), 0.0, lam) if weights_only else lam
         with_l2 = Problem(problem.model, problem.X, problem.y, problem.weights, l2=l2)
@@ -126,11 +177,59 @@ def preset(name: str, problem: Problem, rho: float, lr: float | ArrayLike, weigh
     return Preset(name, problem, sam, optimizer, clip)
 
 
+VARIANT_PRESETS = ("gsam", "gnp", "friendly-sam", "sam-on", "fisher-sam", "composer-sam")
+
+
+def _variant(name: str, problem: Problem, rho: float, lr: float | ArrayLike, lam: float, momentum: float,
+             nesterov: bool | None, clip: GradientClipping | None, given: dict[str, object]) -> Preset:
+    """The SAM-variant presets (module docstring)."""
+    if name == "gnp":
+        with_l2 = Problem(problem.model, problem.X, problem.y, problem.weights, l2=lam)
+        sam = SAM(rho, "sam", direction="gnp", alpha=_or(given["alpha"], GNP_ALPHA), unit_gradient=True)
+        return Preset(name, with_l2, sam, SGD(lr, momentum, 0.0, True if nesterov is None else nesterov),
+                      clip)
+    optimizer = SGD(lr, momentum, 0.0, False if nesterov is None else nesterov, weight_decay=lam)
+    if name == "gsam":
+        lrs = optimizer.learning_rates(1 if isinstance(optimizer.lr, float) else len(optimizer.lr))
+        rho_max = check_nonnegative("rho", rho)
+        low = check_nonnegative("rho_min", _or(given["rho_min"], rho_max))
+        # ProportionScheduler: ρ = ρ_min + (ρ_max − ρ_min)(η − η_min)/(η_max − η_min), η_min = 0 (the
+        # example's min_lr), ρ_max where η_max = η_min; step 0 reads the lr scheduler's initial value 0
+        if isinstance(optimizer.lr, float) and low != rho_max:
+            raise InvalidInputError("preset 'gsam' with `rho_min` != `rho` ties ρ_t to the learning rate: "
+                                    "pass `lr` as the per-step schedule")
+        top = float(np.max(lrs))
+        rhos = low + (rho_max - low) * lrs / top if top > 0.0 else np.full(len(lrs), rho_max)
+        rhos[0] = low if top > 0.0 else rho_max
+        schedule: float | ArrayLike = rhos if not isinstance(optimizer.lr, float) else float(rhos[0])
+        sam = SAM(schedule, "asam", kappa=0.0, norm_eps=1e-12, direction="gsam",
+                  alpha=_or(given["alpha"], GSAM_ALPHA))
+    elif name == "friendly-sam":
+        sam = SAM(rho, "friendly", norm_eps=1e-12, sigma=_or(given["sigma"], 1.0), ema=_or(given["ema"], 0.9))
+    elif name == "sam-on":
+        if given["perturb_mask"] is None:
+            raise InvalidInputError("preset 'sam-on' needs `perturb_mask`: the coordinates of the tensors "
+                                    "it perturbs (its normalisation layers)")
+        mask = np.asarray(given["perturb_mask"])
+        sam = SAM(rho, "asam", kappa=0.0, norm_eps=1e-16, perturb_mask=mask)
+    elif name == "fisher-sam":
+        sam = SAM(rho, "fisher", norm_eps=1e-12, fisher_eta=_or(given["fisher_eta"], 1.0))
+    else:  # composer-sam
+        sam = SAM(rho, "sam", norm_eps=1e-12, every=int(_or(given["every"], 1)))
+    return Preset(name, problem, sam, optimizer, clip)
+
+
+def _or(value: object, default: float) -> float:
+    """``value`` as a float, or ``default`` where it is None."""
+    return default if value is None else float(value)  # type: ignore[arg-type]
+
+
 def _clipping(name: str, gradient_clipping: float | None) -> GradientClipping | None:
     """The preset's clipping in its implementation's convention (torch's clip_grad_norm_ for the PyTorch
     presets, optax's for the JAX ones)."""
-    c = (JAX_SAM_CLIP if name == "jax-sam" else 0.0) if gradient_clipping is None else gradient_clipping
+    default = {"jax-sam": JAX_SAM_CLIP, "gnp": GNP_CLIP}.get(name, 0.0)
+    c = default if gradient_clipping is None else gradient_clipping
     c = check_nonnegative("gradient_clipping", c)
     if c == 0.0:
         return None
-    return GradientClipping(c, "optax" if name in ("jax-sam", "optax-adamw-sam") else "torch")
+    return GradientClipping(c, "optax" if name in ("jax-sam", "optax-adamw-sam", "gnp") else "torch")

@@ -63,7 +63,7 @@ def _run(problem: Problem, sam: SAM, optimizer: Optimizer, theta0: Array, batche
     steps = len(lrs)
     thetas = np.empty((steps + 1, problem.d))
     epsilons = np.empty((steps, problem.d))
-    states = {name: np.empty((steps, problem.d)) for name in optimizer.state_names}
+    states = {name: np.empty((steps, problem.d)) for name in optimizer.state_names + sam.state_names}
     grad_norms = np.empty(steps)
     thetas[0] = theta0
     for t, theta, terms, state in _steps(problem, sam, optimizer, theta0, batches, lrs, clipping, None,
@@ -72,6 +72,8 @@ def _run(problem: Problem, sam: SAM, optimizer: Optimizer, theta0: Array, batche
         grad_norms[t] = scipy.linalg.norm(terms.g)  # BLAS nrm2: no overflow where g·g would
         for name, value in zip(optimizer.state_names, state):
             states[name][t] = value
+        for name in sam.state_names:  # the rule's own state (Friendly SAM's running mean)
+            states[name][t] = terms.rule_state
     return thetas, epsilons, states, grad_norms
 
 
@@ -83,13 +85,19 @@ def _steps(problem: Problem, sam: SAM, optimizer: Optimizer, theta0: Array, batc
 
     θ_0 may be a block (d, K) with ``weights`` (n, K): K runs advance together, each column its own
     run (block replays); every yielded array is then (d, K). ``removed_batches``: see
-    `refsam.training.step.perturbations()` (a counterfactual bank's replays only).
+    `refsam.training.step.perturbations()` (a counterfactual bank's replays only). Step t runs the rule
+    of step t (`SAM.at_step`) with the rule's own state (Friendly SAM's running mean, zeros before its
+    first step), carried in the yielded terms.
     """
     steps = len(lrs)
+    sam.check_steps(steps)
     report_every = max(1, steps // 10)
     theta, state = theta0, optimizer.init_state(theta0)
+    rule_state = np.zeros_like(theta0) if sam.state_names else None
     for t in range(steps):
-        terms = sam_gradient(problem, sam, theta, batches[t], weights, removed_batches=removed_batches)
+        terms = sam_gradient(problem, sam.at_step(t), theta, batches[t], weights,
+                             removed_batches=removed_batches, rule_state=rule_state)
+        rule_state = terms.rule_state
         descent = terms.descent if clipping is None else clipping.apply(terms.descent)  # g̃ (clipped)
         with np.errstate(over="ignore", invalid="ignore"):  # an overflow is reported just below
             theta, state = optimizer.update(t, float(lrs[t]), theta, state, descent)

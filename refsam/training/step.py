@@ -1,16 +1,23 @@
 """One SAM step: the descent gradient g̃ that SAM hands the base optimizer, and the optimizer's update.
 
-With λ_in = ``problem.l2`` (an L2 term that is part of the loss), on batch B with sample weights w:
+With λ_in = ``problem.l2`` (an L2 term that is part of the loss), on batch B with sample weights w, and
+``sam`` the rule of this step (`SAM.at_step(t)`: its ρ_t, a plain step of interval SAM, Friendly SAM's
+first step):
 
-    g  = ∇F_{B,w}(θ) + λ_in θ                    the gradient the perturbation is built from
-    ε  = ε(θ; g)                                 the SAM rule (refsam.sam)
-    ŵ  = θ + ε                                   the perturbed point
-    g̃  = ∇F_{B,w}(ŵ) + λ_in ŵ                    the descent gradient, handed to the optimizer at θ
+    g   = ∇F_{B,w}(θ) + λ_in θ                   the gradient the perturbation is built from
+    u   = g  (Friendly SAM: u = g − σ m, m its running mean; `SAM.perturbation_input`)
+    ε   = ε(θ; u)                                the SAM rule (refsam.sam), masked by ``perturb_mask``
+    ŵ   = θ + ε                                  the perturbed point
+    g^p = ∇F_{B,w}(ŵ) + λ_in ŵ                   the gradient at the perturbed point
+    g̃   = φ(g, g^p)                              the direction (`SAM.descent`): g^p for SAM; GSAM's and
+                                                 the gradient-norm penalty's mixes of g and g^p
+    m'  = `SAM.next_rule_state(g, m)`            Friendly SAM's running mean (no state otherwise)
     (θ', s') = optimizer.update(t, η, θ, s, g̃)   (refsam.training.optimizers: SGD adds its weight decay
                                                  λ θ at the unperturbed point, momentum, the step)
 
-With m-sharpness (``SAM(..., m_sharpness=m)``) the batch is cut into consecutive chunks C of m samples
-(the last may be smaller), each with its own perturbation, and the descent gradient averages them:
+With m-sharpness (``SAM(..., m_sharpness=m)``, the "sam" direction and a stateless rule) the batch is cut
+into consecutive chunks C of m samples (the last may be smaller), each with its own perturbation, and
+the descent gradient averages them:
 
     g_C = ∇F_{C,w}(θ) + λ_in θ,   ŵ_C = θ + ε(θ; g_C),   g̃ = Σ_C (|C|/|B|) [∇F_{C,w}(ŵ_C) + λ_in ŵ_C]
 
@@ -23,8 +30,9 @@ replays only; training keeps the error), such a run takes ε = 0 there, so g̃ =
 optimizer's on its weight decay alone; for a block of runs, column by column.
 
 On the full batch, the optimizer's residual of g̃ (for SGD: G(θ; w) = g̃(θ; w) + λ θ, λ its weight decay)
-is what vanishes at the SAM fixed points (`refsam.influence.fixed_point`). ρ = 0 gives ε = 0
-exactly, so the step is exactly the base optimizer's.
+is what vanishes at the SAM fixed points (`refsam.influence.fixed_point`; rules whose step map changes
+from step to step have none, `SAM.root_rule`). ρ = 0 gives ε = 0 exactly, so the step is exactly the
+base optimizer's (for the "sam" direction).
 """
 
 from __future__ import annotations
@@ -49,9 +57,10 @@ class StepTerms(NamedTuple):
     """The terms of one step at θ (module docstring), each shape (d,) (or (d, K) for a block of K runs)."""
 
     g: Array  # the perturbation's gradient (of the whole batch)
-    eps: Array  # ε(θ; g) (with m-sharpness: the size-weighted mean of the chunks' ε_C)
+    eps: Array  # ε(θ; u) (with m-sharpness: the size-weighted mean of the chunks' ε_C)
     w_hat: Array  # ŵ = θ + ε
     descent: Array  # g̃, the descent gradient handed to the optimizer
+    rule_state: Array | None = None  # the rule's state after the step (Friendly SAM's m'; else None)
 
 
 class Perturbation(NamedTuple):
@@ -64,17 +73,19 @@ class Perturbation(NamedTuple):
     idx: NDArray[np.int64]  # C
     share: float  # |C|/|B|
     g: Array  # g_C = ∇F_{C,w}(θ) + λ_in θ
-    eps: Array  # ε_C = ε(θ; g_C)
+    eps: Array  # ε_C = ε(θ; u_C)
     w_hat: Array  # ŵ_C = θ + ε_C
-    descent: Array | None  # ∇F_{C,w}(ŵ_C) + λ_in ŵ_C (None when not asked for: see perturbations)
+    descent: Array | None  # g̃_C = φ(g_C, g^p_C) (None when not asked for: see perturbations)
     at_theta: BatchDerivatives | None
     at_w_hat: BatchDerivatives | None
+    u: Array | None = None  # the rule's input u_C (Friendly SAM's d = g − σm; None: u_C = g_C)
+    g_p: Array | None = None  # g^p_C = ∇F_{C,w}(ŵ_C) + λ_in ŵ_C where computed
 
 
 def perturbations(problem: Problem, sam: SAM, theta: Array, idx: ArrayLike | None = None,
                   weights: ArrayLike | None = None, g: Array | None = None,
                   w_hat: Array | None = None, descent: bool = True,
-                  removed_batches: bool = False) -> list[Perturbation]:
+                  removed_batches: bool = False, rule_state: Array | None = None) -> list[Perturbation]:
     """The step's perturbations at θ on batch ``idx`` (None: full batch), in the batch's order: the one
     home of the SAM step's equation (module docstring); trusts its inputs. Cost: two gradients.
 
@@ -99,20 +110,22 @@ def perturbations(problem: Problem, sam: SAM, theta: Array, idx: ArrayLike | Non
             g_c = gradient + decay_times(lam_in, theta)  # g_C = ∇F_{C,w}(θ) + λ_in θ
         else:
             g_c = g
+        u_c = sam.perturbation_input(g_c, rule_state)  # u_C: g_C, or Friendly SAM's g − σm
         if w_hat is None or len(chunks) > 1:
-            eps_c = (_removed_perturbation(problem, sam, theta, g_c, rows, weights) if removed_batches
-                     else sam.perturbation(theta, g_c))  # ε_C = ε(θ; g_C), recorded as computed
+            eps_c = (_removed_perturbation(problem, sam, theta, u_c, rows, weights) if removed_batches
+                     else sam.perturbation(theta, u_c))  # ε_C = ε(θ; u_C), recorded as computed
             w_hat_c = theta + eps_c  # ŵ_C = θ + ε_C
         else:
             w_hat_c = w_hat
             eps_c = w_hat - theta  # (a recorded run's ŵ: its ε is the record's)
         at_w_hat = None if block else problem.at(w_hat_c, rows, weights)
-        descent_c = None
-        if descent or block:
+        descent_c = g_p = None
+        if descent or block or sam.direction != "sam":
             grad_hat = problem.grad(w_hat_c, rows, weights) if at_w_hat is None else at_w_hat.grad()
-            descent_c = chunk_descent(problem, grad_hat, w_hat_c)
+            g_p = chunk_descent(problem, grad_hat, w_hat_c)  # g^p_C
+            descent_c = sam.descent(g_c, g_p)  # g̃_C = φ(g_C, g^p_C)
         out.append(Perturbation(np.asarray(chunk), len(chunk) / len(batch), g_c, eps_c, w_hat_c, descent_c,
-                                at_theta, at_w_hat))
+                                at_theta, at_w_hat, None if u_c is g_c else u_c, g_p))
     return out
 
 
@@ -136,7 +149,8 @@ def _removed_perturbation(problem: Problem, sam: SAM, theta: Array, g: Array, ro
 
 
 def chunk_descent(problem: Problem, grad_hat: Array, w_hat: Array) -> Array:
-    """g̃_C = ∇F_{C,w}(ŵ_C) + λ_in ŵ_C from the data gradient at ŵ_C (module docstring)."""
+    """g^p_C = ∇F_{C,w}(ŵ_C) + λ_in ŵ_C from the data gradient at ŵ_C (module docstring): the gradient at
+    the perturbed point, which is g̃_C for the "sam" direction."""
     return grad_hat + decay_times(problem.l2, w_hat)
 
 
@@ -148,16 +162,19 @@ def batch_descent(shares: list[float], descents: list[Array]) -> Array:
 
 
 def sam_gradient(problem: Problem, sam: SAM, theta: Array, idx: ArrayLike | None = None,
-                 weights: ArrayLike | None = None, *, removed_batches: bool = False) -> StepTerms:
+                 weights: ArrayLike | None = None, *, removed_batches: bool = False,
+                 rule_state: Array | None = None) -> StepTerms:
     """g, ε, ŵ and g̃ at θ on batch ``idx`` (None: full batch), from `perturbations()`; trusts its
     inputs. With m-sharpness, g̃ = Σ_C (|C|/|B|) g̃_C, ε the size-weighted mean of the ε_C, and g the whole
     batch's gradient (one more gradient: what a run records the norm of). ``removed_batches``: see
-    `perturbations()` (a counterfactual bank's replays)."""
-    parts = perturbations(problem, sam, theta, idx, weights, removed_batches=removed_batches)
+    `perturbations()` (a counterfactual bank's replays). ``sam`` is the rule of this step
+    (`SAM.at_step`), ``rule_state`` its state before it; the returned terms carry its state after."""
+    parts = perturbations(problem, sam, theta, idx, weights, removed_batches=removed_batches,
+                          rule_state=rule_state)
     descents = [p.descent for p in parts if p.descent is not None]  # every one: descent=True
     if len(parts) == 1:
         part = parts[0]
-        return StepTerms(part.g, part.eps, part.w_hat, descents[0])
+        return StepTerms(part.g, part.eps, part.w_hat, descents[0], sam.next_rule_state(part.g, rule_state))
     descent = batch_descent([p.share for p in parts], descents)
     eps = sum((p.share * p.eps for p in parts), np.zeros_like(theta))
     g = problem.grad(theta, idx, weights) + decay_times(problem.l2, theta)
@@ -175,7 +192,8 @@ def sharpness_chunks(idx: NDArray[np.int64], m: int | None) -> list[NDArray[np.i
 def residual(problem: Problem, sam: SAM, optimizer: Optimizer | None, theta: Array,
              weights: ArrayLike | None = None) -> Array:
     """G(θ; w): the optimizer's full-batch residual of the SAM descent gradient, what vanishes at a fixed
-    point (SGD: g̃ + λθ; ``optimizer=None``: g̃ alone, no weight decay); trusts its inputs."""
+    point (SGD: g̃ + λθ; ``optimizer=None``: g̃ alone, no weight decay); trusts its inputs (``sam`` a
+    rule with one step map, `SAM.root_rule`)."""
     return root_residual(optimizer, theta, sam_gradient(problem, sam, theta, None, weights).descent)
 
 

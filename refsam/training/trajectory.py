@@ -177,6 +177,14 @@ class Trajectory:
             return tuple(np.zeros(self.thetas.shape[1]) for _ in names)
         return tuple(self.states[name][t - 1] for name in names)
 
+    def rule_state(self, t: int, sam: SAM | None = None) -> Array | None:
+        """The SAM rule's own state before step t (Friendly SAM's running mean m; zeros before step 0),
+        None for a stateless rule (``sam``: this run's rule, already built)."""
+        names = (self.sam() if sam is None else sam).state_names
+        if not names:
+            return None
+        return np.zeros(self.thetas.shape[1]) if t == 0 else self.states[names[0]][t - 1]
+
     def sam(self) -> SAM:
         """The perturbation rule of this run."""
         c = self.config
@@ -447,7 +455,8 @@ def _inconsistencies(data: dict[str, Any], config: dict[str, Any], built_in_mode
             problems.append(f"batch_indices must lie in 0..{n - 1}")
     if not problems:
         try:
-            SAM.from_config(config)
+            sam = SAM.from_config(config)
+            sam.check_steps(T)
             if built_in_model:
                 model_from_spec(config["model"])
             optimizer = optimizer_from_config(config["optimizer"], 1.0)
@@ -457,10 +466,11 @@ def _inconsistencies(data: dict[str, Any], config: dict[str, Any], built_in_mode
             problems.append(f"invalid configuration ({exc})")
             return problems
         stored = {key[len("state_"):] for key in data if key.startswith("state_")}
-        if stored != set(optimizer.state_names):
-            problems.append(f"the optimizer's states are {sorted(optimizer.state_names)}, the run stores "
-                            f"{sorted(stored)}")
-        for name in sorted(set(optimizer.state_names) & stored):
+        kept = optimizer.state_names + sam.state_names
+        if stored != set(kept):
+            whose = "the optimizer's and the rule's" if sam.state_names else "the optimizer's"
+            problems.append(f"{whose} states are {sorted(kept)}, the run stores {sorted(stored)}")
+        for name in sorted(set(kept) & stored):
             values = data[f"state_{name}"]
             if values.shape != (T, d):
                 problems.append(f"state {name!r} has shape {values.shape}, expected {(T, d)}")

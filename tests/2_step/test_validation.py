@@ -78,7 +78,7 @@ BAD_INPUTS = {
     "negative rho": (lambda: SAM(-0.1), r"`rho` must be a finite number >= 0, got -0.1"),
     "infinite rho": (lambda: SAM(np.inf), r"`rho` must be a finite number >= 0, got inf"),
     "unknown rule": (lambda: SAM(0.1, rule="gsam"),
-                     r"`rule` must be one of \['asam', 'sam', 'usam'\], got 'gsam'"),
+                     r"`rule` must be one of \['asam', 'fisher', 'friendly', 'sam', 'usam'\], got 'gsam'"),
     "negative kappa": (lambda: SAM(0.1, "asam", kappa=-0.5),
                        r"`kappa` must be a finite number >= 0, got -0.5"),
     "negative norm_eps": (lambda: SAM(0.1, norm_eps=-1e-12), r"`norm_eps` must be a finite number >= 0"),

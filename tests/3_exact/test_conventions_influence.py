@@ -29,9 +29,16 @@ def test_exact_methods_agree_through_preset_runs(name, model_name):
         p = preset(name, refsam.Problem(model, X, y), rho=0.1, lr=0.2, weight_decay=0.01, momentum=0.9,
                    m_sharpness=2, weights_only=True)
         assert isinstance(p.problem.l2, np.ndarray) and p.optimizer.weight_decay == 0.0
+    elif name == "gnp":  # L2 on every parameter in the loss, the unit-gradient mix, clip 5, Nesterov
+        p = preset(name, refsam.Problem(model, X, y), rho=0.1, lr=0.2, weight_decay=0.01, momentum=0.9)
+        assert p.problem.l2 == 0.01 and p.optimizer.weight_decay == 0.0 and p.optimizer.nesterov
     else:  # weight decay in the base optimizer
-        p = preset(name, refsam.Problem(model, X, y), rho=0.1, lr=0.2, weight_decay=0.01, momentum=0.9,
-                   nesterov=model_name == "softmax")
+        extra = {"perturb_mask": model.bias_mask(3)} if name == "sam-on" else {}  # biases: the "norm" layers
+        if name == "gsam":  # ρ_t tied to the learning rate
+            extra = {"rho_min": 0.02}
+        lr = np.linspace(0.2, 0.1, 8) if name == "gsam" else 0.2
+        p = preset(name, refsam.Problem(model, X, y), rho=0.1, lr=lr, weight_decay=0.01, momentum=0.9,
+                   nesterov=model_name == "softmax", **extra)
         assert p.problem.l2 == 0.0 and p.optimizer.weight_decay == 0.01
     problem = p.problem
     run = refsam.train(problem, p.sam, p.optimizer, 8, batch_size=5, seed=2, clip_grad_norm=p.clip_grad_norm)
