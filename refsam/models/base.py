@@ -22,8 +22,8 @@ Bring your own model
 A subclass of `Model` that defines only ``losses`` (in ``autograd.numpy``), ``n_params`` and
 ``n_classes`` works with every method in refsam: the base class's ``at`` returns
 `AutogradDerivatives`, which differentiates ``losses`` with autograd. It is slower than hand-written
-derivatives (one backward pass per direction after one trace per point) but exact, and it is also
-the oracle the tests hold the hand-written derivatives to.
+derivatives (one backward pass per direction after one trace per point, and autograd's overhead per
+operation in both) but exact, and it is also the oracle the tests hold the hand-written derivatives to.
 A model that knows its derivatives overrides ``derivatives`` and returns its own
 `BatchDerivatives` (as `LogisticRegression`, `SoftmaxRegression`
 and `MLP` do); `refsam.kit.testing.check_grads()` checks it against autograd.
@@ -45,7 +45,7 @@ from autograd.differential_operators import make_jvp_reversemode
 from numpy.typing import ArrayLike, NDArray
 
 from ..errors import InvalidInputError
-from ..tolerances import CANCEL_SCREEN_MARGIN, FD_GRAD_STEP, GRAD_NORM_PROBES
+from ..tolerances import CANCEL_SCREEN_MARGIN, FD_GRAD_STEP
 from ..validation import check_finite_array, check_nonnegative, check_random_state
 
 __all__ = ["AutogradDerivatives", "BatchDerivatives", "LayerFactors", "Model", "as_columns",
@@ -53,6 +53,8 @@ __all__ = ["AutogradDerivatives", "BatchDerivatives", "LayerFactors", "Model", "
            "smoothed_residual", "softmax", "weighted_gram"]
 
 Array = NDArray[np.float64]
+
+GRAD_NORM_PROBES = 4  # k, the random directions of `grad_norm_sum_screen` (k + 1 evaluations of the losses)
 
 
 def cross_entropy(z: Any, y: Any, label_smoothing: float = 0.0) -> Any:
@@ -335,7 +337,7 @@ class AutogradDerivatives(BatchDerivatives):
 
     def weighted_grad_norm_sum(self, below: float = np.inf) -> float:
         """Σ_i |c_i| ‖∇ℓ_i‖; for a finite ``below``, the screen's bound instead where it is below it
-        (`grad_norm_sum_screen`: 2·GRAD_NORM_PROBES evaluations of ``losses``, against the d or n
+        (`grad_norm_sum_screen`: GRAD_NORM_PROBES + 1 evaluations of ``losses``, against the d or n
         backward passes of the exact sum)."""
         if np.isfinite(below) and min(self.n, self.d) > GRAD_NORM_PROBES:
             bound = grad_norm_sum_screen(self._losses_of, self.theta, self.c)
