@@ -7,16 +7,24 @@ the built-in model of the same loss, on the same run.
                                             as a user model (`AutogradMLP`: the MLP's spec, autograd's
                                             derivatives) over `refsam.MLP`'s
 
-A user model's derivatives are `refsam.models.AutogradDerivatives`: J v and H v by reverse-of-reverse
-(one trace of the batch's losses and of their VJP per point, then one backward pass per column), and
-the per-sample gradients as d JVP columns where d < n. Both runs are trained from the same seed with the
-same optimizer, so they are the same run up to rounding; the table reports the influences' difference.
+A user model's derivatives are `refsam.models.AutogradDerivatives`: (H v, J v) together by
+reverse-of-reverse (one trace per point of φ(θ, u) = J(θ)ᵀu, then one backward pass per column), and the
+cancellation check's Σ|c_i|‖∇ℓ_i‖ bounded by 5 evaluations of the losses unless the bound cannot rule the
+warning out. Both runs are trained from the same seed with the same optimizer, so they are the same run
+up to rounding; the table reports the influences' difference.
+
+Each run also records where a user step's time goes (``per_step``, µs, process time, best of 20): the
+adjoint's step does two points (θ_t and ŵ_t), each one trace and one backward pass, plus the screen at
+θ_t; ``trace_and_backward`` is a fresh point's first (H v, J v), ``backward`` a second column at that
+point, ``screen`` the cancellation check's bound; ``builtin_step`` and ``user_step`` the two adjoints'
+process times (best of ``repeats``) divided by T.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import time
 
 import autograd.numpy as anp
 import common  # noqa: F401  (first: one BLAS thread before NumPy loads, and this checkout on sys.path)
@@ -33,6 +41,7 @@ from common import (
 
 import refsam
 from refsam import SAM, train, trajectory_influence
+from refsam.models import AutogradDerivatives, grad_norm_sum_screen
 
 
 class UserLogistic(refsam.Model):
@@ -52,6 +61,33 @@ class UserLogistic(refsam.Model):
         return anp.logaddexp(0.0, (1.0 - 2.0 * y) * z)
 
 
+def _cpu_best(fn, repeats: int) -> float:
+    """Minimum process time of ``fn()`` over ``repeats`` calls, seconds (less sensitive to load than wall)."""
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.process_time()
+        fn()
+        best = min(best, time.process_time() - start)
+    return best
+
+
+def _per_step(user, run, repeats=20) -> dict:
+    """µs of one point's derivative work for the user model, at θ_T on the last batch (module docstring)."""
+    idx, theta = run.batches[-1], run.thetas[-1]
+    X, y, c = user.X[idx], user.y[idx], user.weights[idx] / len(idx)
+    v = np.random.default_rng(0).standard_normal((theta.shape[0], 2))
+    at = AutogradDerivatives(user.model, theta, X, y, c)
+    at.hvp_and_jvp(v[:, 0])
+
+    def losses(t):
+        return user.model.losses(t, X, y)
+
+    return {"trace_and_backward": 1e6 * _cpu_best(
+                lambda: AutogradDerivatives(user.model, theta, X, y, c).hvp_and_jvp(v[:, 0]), repeats),
+            "backward": 1e6 * _cpu_best(lambda: at.hvp_and_jvp(v[:, 1]), repeats),
+            "screen": 1e6 * _cpu_best(lambda: grad_norm_sum_screen(losses, theta, c), repeats)}
+
+
 def _adjoint_pair(builtin, user, optimizer, X_test, y_test, steps, batch_size, repeats, same_spec):
     sam = SAM(RHO)
     run_b = train(builtin, sam, optimizer, steps, batch_size=batch_size, seed=0, progress=False)
@@ -68,9 +104,12 @@ def _adjoint_pair(builtin, user, optimizer, X_test, y_test, steps, batch_size, r
 
     t_builtin, t_user = paired_best_times(adjoint_builtin, adjoint_user, repeats)
     diff = float(np.max(np.abs(out["user"] - out["builtin"])) / np.max(np.abs(out["builtin"])))
+    per_step = _per_step(user, run_u)
+    per_step.update(builtin_step=1e6 * _cpu_best(adjoint_builtin, repeats) / steps,
+                    user_step=1e6 * _cpu_best(adjoint_user, repeats) / steps)
     return {"n": builtin.n, "d": builtin.d, "steps": steps, "batch_size": batch_size,
             "builtin_seconds": t_builtin, "user_seconds": t_user, "ratio": t_user / t_builtin,
-            "max_rel_diff_user_vs_builtin": diff}
+            "max_rel_diff_user_vs_builtin": diff, "per_step": per_step}
 
 
 def bench_user_model_adjoint_over_builtin(n=1000, p=49, sizes=(20, 64, 50, 5), steps=200, mlp_steps=50,
@@ -89,15 +128,17 @@ def bench_user_model_adjoint_over_builtin(n=1000, p=49, sizes=(20, 64, 50, 5), s
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--update", metavar="RESULTS", help="merge the keys into an existing results JSON")
+    parser.add_argument("--repeats", type=int, help="timings per side (default: the full run's)")
     args = parser.parse_args(argv)
     from run import CONFIGS
 
     results = bench_user_model_adjoint_over_builtin(**CONFIGS["full"]["user_models"],
-                                                    repeats=CONFIGS["full"]["repeats"])
+                                                    repeats=args.repeats or CONFIGS["full"]["repeats"])
     for key, r in results["user_model_runs"].items():
         print(f"{key}: n={r['n']} d={r['d']} T={r['steps']} batch={r['batch_size']}: user "
               f"{r['user_seconds']:.3f} s / built-in {r['builtin_seconds']:.3f} s = {r['ratio']:.2f} "
               f"(max rel. diff {r['max_rel_diff_user_vs_builtin']:.1e})")
+        print("  per step (us): " + ", ".join(f"{k} {v:.0f}" for k, v in r["per_step"].items()))
     if args.update:
         merge_results(args.update, results)
     return 0

@@ -91,6 +91,10 @@ Other named numbers:
   it is summed from) means g_t is mostly cancellation: ε's direction keeps only ~eps/ratio relative accuracy
   (≥ 2e-10 here), the exact methods' rounding errors are amplified by 1/ratio, and they can disagree by
   more than ``RTOL_EXACT_METHODS``; the trajectory methods warn.
+* ``CANCEL_SCREEN_MARGIN = 100``: for a model whose exact per-sample gradient norms are dear (a user
+  model: d or n backward passes), the check first bounds Σ_i |c_i| ‖∇ℓ_i‖ by 100 × a 4-probe estimate
+  (`refsam.models.grad_norm_sum_screen`) and computes the exact sum only where that bound cannot rule the
+  warning out; the estimate falls 100× short with probability ≈ 2e-8.
 """
 
 from __future__ import annotations
@@ -135,6 +139,7 @@ RUN_AT_ROOT = 1e-6
 RESOLVE_TOL = 1e-12
 COND_WARN = 1e12
 CANCEL_WARN = 1e-6
+CANCEL_SCREEN_MARGIN = 100.0
 ADAM_V_WARN = 1e-8
 
 __all__ = [name for name in dir() if name.isupper()] + ["rel_err"]

@@ -7,7 +7,7 @@
 * `build_model()`, `model_from_spec()` — the one factory.
 """
 
-from .base import AutogradDerivatives, BatchDerivatives, LayerFactors, Model
+from .base import AutogradDerivatives, BatchDerivatives, LayerFactors, Model, grad_norm_sum_screen
 from .factory import MODEL_NAMES, build_model, model_from_spec
 from .linear import LogisticDerivatives, LogisticRegression, SoftmaxDerivatives, SoftmaxRegression
 from .mlp import ACTIVATIONS, MLP, MLPDerivatives
@@ -26,5 +26,6 @@ __all__ = [
     "SoftmaxDerivatives",
     "SoftmaxRegression",
     "build_model",
+    "grad_norm_sum_screen",
     "model_from_spec",
 ]

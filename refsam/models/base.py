@@ -22,8 +22,8 @@ Bring your own model
 A subclass of `Model` that defines only ``losses`` (in ``autograd.numpy``), ``n_params`` and
 ``n_classes`` works with every method in refsam: the base class's ``at`` returns
 `AutogradDerivatives`, which differentiates ``losses`` with autograd. It is slower than hand-written
-derivatives (one backward pass per direction after one trace per point) but exact, and it is also
-the oracle the tests hold the hand-written derivatives to.
+derivatives (one backward pass per direction after one trace per point, and autograd's overhead per
+operation in both) but exact, and it is also the oracle the tests hold the hand-written derivatives to.
 A model that knows its derivatives overrides ``derivatives`` and returns its own
 `BatchDerivatives` (as `LogisticRegression`, `SoftmaxRegression`
 and `MLP` do); `refsam.kit.testing.check_grads()` checks it against autograd.
@@ -31,7 +31,7 @@ and `MLP` do); `refsam.kit.testing.check_grads()` checks it against autograd.
 
 from __future__ import annotations
 
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import Any, NamedTuple
 
 import autograd.numpy as anp
@@ -40,17 +40,21 @@ import scipy.linalg
 from autograd import grad as ag_grad
 from autograd import hessian as ag_hessian
 from autograd import jacobian as ag_jacobian
+from autograd import make_vjp
 from autograd.differential_operators import make_jvp_reversemode
 from numpy.typing import ArrayLike, NDArray
 
 from ..errors import InvalidInputError
+from ..tolerances import CANCEL_SCREEN_MARGIN, FD_GRAD_STEP
 from ..validation import check_finite_array, check_nonnegative, check_random_state
 
 __all__ = ["AutogradDerivatives", "BatchDerivatives", "LayerFactors", "Model", "as_columns",
-           "check_label_smoothing", "cross_entropy", "gauss_newton_from_factors", "smoothed_residual",
-           "softmax", "weighted_gram"]
+           "check_label_smoothing", "cross_entropy", "gauss_newton_from_factors", "grad_norm_sum_screen",
+           "smoothed_residual", "softmax", "weighted_gram"]
 
 Array = NDArray[np.float64]
+
+GRAD_NORM_PROBES = 4  # k, the random directions of `grad_norm_sum_screen` (k + 1 evaluations of the losses)
 
 
 def cross_entropy(z: Any, y: Any, label_smoothing: float = 0.0) -> Any:
@@ -187,6 +191,14 @@ class BatchDerivatives:
         G = self.per_sample_grads()
         return np.asarray(np.sqrt(np.einsum("ij,ij->i", G, G)), dtype=np.float64)
 
+    def weighted_grad_norm_sum(self, below: float = np.inf) -> float:
+        """Σ_i |c_i| ‖∇ℓ_i‖: the size of the terms ∇L sums (the cancellation check's denominator).
+
+        ``below``: for a caller who only asks whether the sum is below this threshold. Where the exact
+        sum is dear, an implementation may then return a cheap upper bound of it instead, if that bound
+        is below ``below`` (`AutogradDerivatives`); otherwise, and by default, the exact sum."""
+        return float(np.abs(self.c) @ self.per_sample_grad_norms())
+
     def hessian(self) -> Array:
         raise NotImplementedError
 
@@ -215,21 +227,57 @@ class BatchDerivatives:
         return JV[:, 0] if single else JV
 
 
+def grad_norm_sum_screen(losses: Any, theta: Array, c: Array) -> float:
+    """A cheap upper bound of Σ_i |c_i| ‖∇ℓ_i(θ)‖ for a model known only by its ``losses`` (θ ↦ ℓ, (n,)),
+    that holds except with a tiny probability; k + 1 evaluations of ``losses``, no derivative:
+
+        Σ_i |c_i| ‖∇ℓ_i‖ ≤ √(Σ_i |c_i|) · √S,  S = Σ_i |c_i| ‖∇ℓ_i‖² = E_v Σ_i |c_i| (∇ℓ_iᵀ v)²  (v ~ N(0, I))
+        Ŝ = (1/k) Σ_m Σ_i |c_i| δ_mi²,  δ_m = (ℓ(θ + h_m v_m) − ℓ(θ)) / h_m ≈ J v_m            (k probes)
+        bound = M · √(Σ_i |c_i|) · √Ŝ                                 (M = CANCEL_SCREEN_MARGIN)
+
+    Ŝ = (1/k) Σ_m v_mᵀ A v_m with A = Jᵀ diag|c| J (trace S) falls below S/M² with probability
+    P(χ²_k < k/M²) ≈ 2/M⁴ = 2e-8 (k = GRAD_NORM_PROBES = 4, M = 100) when the gradients span one
+    direction (the least favourable case: spread over more directions, Ŝ concentrates further). The
+    probes are seeded (the same for every call of a given d); h_m = FD_GRAD_STEP · max(1, ‖θ‖_∞)/‖v_m‖_∞,
+    and by the mean-value theorem δ_mi is ∇ℓ_iᵀ v_m exactly at a point within FD_GRAD_STEP·max(1, ‖θ‖_∞)
+    of θ (in each coordinate). A NaN or ∞ bound (an overflow at θ + h_m v_m) rules nothing out."""
+    probes, inv_sizes = _screen_probes(theta.shape[0])  # (k, d), (k,)
+    steps = FD_GRAD_STEP * max(1.0, float(np.max(np.abs(theta)))) * inv_sizes  # h_m, (k,)
+    weights = np.abs(c)
+    at_theta = np.asarray(losses(theta), dtype=np.float64)  # (n,)
+    S_hat = 0.0
+    for v, h in zip(probes, steps):
+        delta = (np.asarray(losses(theta + h * v), dtype=np.float64) - at_theta) / h  # ≈ J v, (n,)
+        S_hat += float(weights @ (delta * delta))
+    return CANCEL_SCREEN_MARGIN * float(np.sqrt(weights.sum() * S_hat / GRAD_NORM_PROBES))
+
+
+@lru_cache(maxsize=8)
+def _screen_probes(d: int) -> tuple[Array, Array]:
+    """The screen's k seeded Gaussian probes v_m as rows (k, d), and 1/‖v_m‖_∞ (k,)."""
+    probes = check_random_state(0).standard_normal((GRAD_NORM_PROBES, d))
+    return probes, 1.0 / np.max(np.abs(probes), axis=1)
+
+
 class AutogradDerivatives(BatchDerivatives):
     """The derivatives of any `Model` by autograd from its ``losses`` alone.
 
     Independent of every hand derivation, hence the oracle the tests compare the built-in models with,
     and the default for user models. Every pass runs ``losses`` on the whole batch at once, so a pass
-    costs one batched evaluation:
+    costs one batched evaluation (J = ∂ℓ/∂θ, (n, d)):
 
-        jvp(V)              J V with J = ∂ℓ/∂θ (n, d): reverse-of-reverse (`make_jvp_reversemode`): the
-                            losses' forward pass and their VJP traced once per point, then one backward
-                            pass per column (not the n passes of forming J)
-        hvp(V)              H V: the same trick on ∇L, one backward pass per column after one trace
-        per_sample_grads()  J: d JVP columns where d < n, else n VJP rows (`autograd.jacobian`)
-        hessian()           d passes
+        hvp(V), hvp_and_jvp(V)  reverse-of-reverse on φ(θ, u) = J(θ)ᵀ u, traced once per point at
+                                (θ, c) (its value is ∇L): one backward pass of the trace per column v
+                                gives ∂(vᵀφ)/∂θ = Σ_i c_i ∇²ℓ_i v = H v and ∂(vᵀφ)/∂u = J v together
+        jvp(V)                  J V: the same trick on the losses alone (`make_jvp_reversemode`), one
+                                cheaper trace per point, one backward pass per column
+        per_sample_grads()      J: d JVP columns where d < n, else n VJP rows (`autograd.jacobian`)
+        hessian()               d passes
+        weighted_grad_norm_sum  Σ_i |c_i| ‖∇ℓ_i‖, with a cheap screen when the caller only asks whether it
+                                is below a threshold (`grad_norm_sum_screen`)
 
-    The traces are kept on the object (one per point and batch, as the built-ins keep theirs).
+    The traces are kept on the object (one per point and batch, as the built-ins keep theirs). What a
+    step costs, measured: benchmarks/README.md (user-model rows).
     """
 
     def __init__(self, model: Model, theta: ArrayLike, X: ArrayLike, y: ArrayLike,
@@ -241,20 +289,29 @@ class AutogradDerivatives(BatchDerivatives):
 
     def __getstate__(self) -> dict[str, Any]:
         """Picklable (for process pools): the traces are closures and are rebuilt on demand."""
-        return {k: v for k, v in self.__dict__.items() if k not in ("_losses_jvp", "_grad_jvp")}
+        return {k: v for k, v in self.__dict__.items() if k not in ("_losses_jvp", "_second_order")}
+
+    def _losses_of(self, t: Any) -> Any:
+        return self.model.losses(t, self.X, self.y)
 
     def _batch_loss(self, t: Any) -> Any:
-        return anp.dot(self.c, self.model.losses(t, self.X, self.y))
+        return anp.dot(self.c, self._losses_of(t))
+
+    def _losses_vjp(self, theta_u: Any) -> Any:
+        """φ(θ, u) = J(θ)ᵀ u = ∇_θ (uᵀ ℓ(θ)), (d,): one reverse pass of the losses, itself traced."""
+        theta, u = theta_u
+        return make_vjp(self._losses_of)(theta)[0](u)
 
     @cached_property
     def _losses_jvp(self) -> Any:
         """v ↦ J v at this point (the losses' Jacobian), traced once."""
-        return make_jvp_reversemode(lambda t: self.model.losses(t, self.X, self.y))(self.theta)
+        return make_jvp_reversemode(self._losses_of)(self.theta)
 
     @cached_property
-    def _grad_jvp(self) -> Any:
-        """v ↦ H v = ∂(∇L)/∂θ v at this point, traced once."""
-        return make_jvp_reversemode(ag_grad(self._batch_loss))(self.theta)
+    def _second_order(self) -> tuple[Any, Any]:
+        """(v ↦ (H v, J v), ∇L) at this point: the backward pass of φ's trace at (θ, c), and φ's value."""
+        backward, value = make_vjp(self._losses_vjp)((self.theta, self.c))
+        return backward, value
 
     def jvp(self, V: ArrayLike) -> Array:
         V, single = as_columns(V)
@@ -267,6 +324,8 @@ class AutogradDerivatives(BatchDerivatives):
     def grad(self) -> Array:
         if self.n == 0:
             return np.zeros(self.d)
+        if "_second_order" in self.__dict__:  # φ(θ, c) = ∇L, already computed by the trace
+            return np.asarray(self._second_order[1], dtype=np.float64)
         return np.asarray(ag_grad(self._batch_loss)(self.theta), dtype=np.float64)
 
     def per_sample_grads(self) -> Array:
@@ -274,25 +333,36 @@ class AutogradDerivatives(BatchDerivatives):
             return np.zeros((0, self.d))
         if self.d < self.n:  # d JVP columns, each one backward pass, instead of n VJP rows
             return self.jvp(np.eye(self.d))
-        return np.asarray(ag_jacobian(lambda t: self.model.losses(t, self.X, self.y))(self.theta),
-                          dtype=np.float64).reshape(self.n, self.d)
+        return np.asarray(ag_jacobian(self._losses_of)(self.theta), dtype=np.float64).reshape(self.n, self.d)
+
+    def weighted_grad_norm_sum(self, below: float = np.inf) -> float:
+        """Σ_i |c_i| ‖∇ℓ_i‖; for a finite ``below``, the screen's bound instead where it is below it
+        (`grad_norm_sum_screen`: GRAD_NORM_PROBES + 1 evaluations of ``losses``, against the d or n
+        backward passes of the exact sum)."""
+        if np.isfinite(below) and min(self.n, self.d) > GRAD_NORM_PROBES:
+            bound = grad_norm_sum_screen(self._losses_of, self.theta, self.c)
+            if bound < below:  # (False for a NaN bound: the exact sum decides)
+                return bound
+        return super().weighted_grad_norm_sum()
 
     def hessian(self) -> Array:
         if self.n == 0:
             return np.zeros((self.d, self.d))
         return np.asarray(ag_hessian(self._batch_loss)(self.theta), dtype=np.float64)
 
-    def hvp(self, V: ArrayLike) -> Array:
-        V, single = as_columns(V)
-        HV = np.zeros_like(V)
-        if self.n:
-            for col in range(V.shape[1]):
-                HV[:, col] = self._grad_jvp(V[:, col])
-        return HV[:, 0] if single else HV
-
     def hvp_and_jvp(self, V: ArrayLike) -> tuple[Array, Array]:
         V, _ = as_columns(V)
-        return self.hvp(V), self.jvp(V)
+        HV, JV = np.zeros_like(V), np.zeros((self.n, V.shape[1]))
+        if self.n:
+            backward = self._second_order[0]
+            for col in range(V.shape[1]):
+                HV[:, col], JV[:, col] = backward(V[:, col])  # (∂(vᵀφ)/∂θ, ∂(vᵀφ)/∂u)
+        return HV, JV
+
+    def hvp(self, V: ArrayLike) -> Array:
+        V, single = as_columns(V)
+        HV = self.hvp_and_jvp(V)[0]
+        return HV[:, 0] if single else HV
 
 
 class Model:

@@ -81,9 +81,10 @@ def test_the_derivative_oracle_rejects_a_wrong_derivative(model, product):
 
 @pytest.mark.parametrize("n", [2, 9], ids=["d_at_least_n", "d_below_n"])
 def test_autograd_derivatives_by_reverse_of_reverse_equal_the_hand_written_ones(n):
-    """A user model's J v and H v come from one trace per point (reverse-of-reverse) and its per-sample
-    gradients from d JVP columns where d < n (else n VJP rows): both branches against the built-in
-    logistic model's hand-written derivatives (an independent derivation), columns one and several."""
+    """A user model's (H v, J v) come from one trace per point (reverse-of-reverse on J(θ)ᵀu, whose value
+    is also ∇L), J v alone from a trace of the losses, and its per-sample gradients from d JVP columns
+    where d < n (else n VJP rows): every branch against the built-in logistic model's hand-written
+    derivatives (an independent derivation), columns one and several, ∇L before and after the trace."""
     from refsam.models import AutogradDerivatives
 
     X, y, c, rng = _data(p=3, n=n, seed=3)
@@ -94,6 +95,10 @@ def test_autograd_derivatives_by_reverse_of_reverse_equal_the_hand_written_ones(
     user = AutogradDerivatives(PlainLogistic(), theta, X, y, c)
     hand = model.derivatives(theta, design, y, c)
     V = rng.standard_normal((4, 3))
+    np.testing.assert_allclose(user.grad(), hand.grad(), rtol=1e-13, atol=1e-15)  # before any trace
+    for got, expected in zip(user.hvp_and_jvp(V), hand.hvp_and_jvp(V)):  # (H V, J V) from one trace
+        np.testing.assert_allclose(got, expected, rtol=1e-13, atol=1e-15)
+    np.testing.assert_allclose(user.grad(), hand.grad(), rtol=1e-13, atol=1e-15)  # the trace's value
     np.testing.assert_allclose(user.per_sample_grads(), hand.per_sample_grads(), rtol=1e-13, atol=1e-15)
     np.testing.assert_allclose(user.jvp(V), hand.jvp(V), rtol=1e-13, atol=1e-15)
     np.testing.assert_allclose(user.jvp(V[:, 0]), hand.jvp(V[:, 0]), rtol=1e-13, atol=1e-15)
@@ -121,3 +126,29 @@ def test_autograd_derivatives_keep_their_point_and_pickle():
     clone = pickle.loads(pickle.dumps(user))
     hand = model.derivatives(theta - 1.0, model.design(X), y, c)
     np.testing.assert_allclose(clone.hvp(v), hand.hvp(v), rtol=1e-13, atol=1e-15)
+
+
+def test_a_user_model_s_gradient_norm_sum_is_exact_unless_a_bound_suffices():
+    """Σ_i |c_i| ‖∇ℓ_i‖, the cancellation check's denominator: a user model returns the exact sum (equal to
+    the hand-written norms) unless the caller's threshold lies above the screen's bound; the bound is
+    then returned, and it lies above the exact sum (on 200 draws of θ, c and data) and within its
+    margin of it (not a constant)."""
+    from refsam.models import AutogradDerivatives
+    from refsam.tolerances import CANCEL_SCREEN_MARGIN
+
+    model = refsam.LogisticRegression()
+    ratios = []
+    for seed in range(200):
+        X, y, c, rng = _data(p=6, n=9, seed=seed)  # min(n, d) above the screen's 4 probes
+        c = c * rng.choice([-1.0, 1.0], c.shape)  # |c_i|: the sum reads magnitudes
+        theta = rng.standard_normal(7) * rng.choice([0.1, 1.0, 10.0])
+        exact = model.derivatives(theta, model.design(X), y, c).weighted_grad_norm_sum()
+        user = AutogradDerivatives(PlainLogistic(), theta, X, y, c)
+        np.testing.assert_allclose(user.weighted_grad_norm_sum(), exact, rtol=1e-13)
+        np.testing.assert_allclose(user.weighted_grad_norm_sum(below=0.5 * CANCEL_SCREEN_MARGIN * exact),
+                                   exact, rtol=1e-13)  # the bound is not below the threshold: exact
+        bound = user.weighted_grad_norm_sum(below=1e300)
+        assert exact < bound < 1e300
+        ratios.append(bound / exact)
+    assert 1.0 < min(ratios) and max(ratios) < CANCEL_SCREEN_MARGIN * 3.0 * 4.0  # ≤ M·√n·(probe spread)
+    assert np.ptp(ratios) > 0

@@ -3,11 +3,16 @@ training, the fixed point, the closed form (every variant), the trajectory metho
 approximate) and both ground truths — and a user re-implementation of the built-in logistic loss gives
 the built-in model's numbers to round-off."""
 
+import warnings
+
+import autograd.numpy as anp
 import numpy as np
 import pytest
 
 import refsam
+from refsam.models import AutogradDerivatives
 from refsam.tolerances import (
+    CANCEL_WARN,
     RTOL_CLOSED_FORM_FD,
     RTOL_EXACT_METHODS,
     RTOL_TRAJECTORY_FD,
@@ -96,3 +101,58 @@ def test_a_user_re_implementation_of_the_logistic_loss_gives_the_built_in_number
         a, b = (refsam.trajectory_influence(p, r, X_test, y_test, method=method)
                 for p, r in zip((builtin, user), minibatch))
         assert rel_err(b, a) <= RTOL_USER_MODEL, method
+
+
+class _CountingDerivatives(AutogradDerivatives):
+    """autograd's derivatives, counting the exact per-sample gradient norms they are asked for."""
+
+    calls = 0
+
+    def per_sample_grad_norms(self):
+        type(self).calls += 1
+        return super().per_sample_grad_norms()
+
+
+class _CountingLogistic(refsam.Model):
+    """The logistic loss as a user writes it, with the counting derivatives."""
+
+    n_classes = 2
+
+    def n_params(self, n_features):
+        return n_features + 1
+
+    def losses(self, theta, X, y):
+        return anp.logaddexp(0.0, (1.0 - 2.0 * y) * (anp.dot(X, theta[:-1]) + theta[-1]))
+
+    def derivatives(self, theta, design, y, c=None):
+        return _CountingDerivatives(self, theta, design, y, c)
+
+
+@pytest.mark.parametrize(("last_weight", "warns", "exact_sums"),
+                         [(1e-12, True, True), (100 * CANCEL_WARN, False, True), (1.0, False, False)],
+                         ids=["cancelled", "small_but_above_round_off", "ordinary"])
+def test_a_user_model_warns_on_a_cancelled_gradient_as_the_built_in_does(last_weight, warns, exact_sums):
+    """The cancellation check of a user model first bounds the terms by a few evaluations of its losses
+    (d, n > 4 here, so the screen runs): a cancelled gradient (pairs of equal x with opposite labels cancel
+    at θ = 0; the last point's weight sets ‖g‖/‖terms‖) still warns, as the built-in model does, and a
+    small gradient above round-off still does not, both after the exact per-sample gradients; an ordinary
+    run never pays for them. The influences equal the built-in model's either way."""
+    rng = np.random.default_rng(0)
+    pairs = rng.standard_normal((3, 5))
+    X = np.vstack([pairs, pairs, rng.standard_normal((1, 5))])  # (7, 5): d = 6
+    y = np.array([0, 0, 0, 1, 1, 1, 1])
+    weights = np.r_[np.ones(6), last_weight]
+    sam, optimizer = refsam.SAM(0.05, "sam", norm_eps=0.0), refsam.SGD(0.1)
+    scores = []
+    for model in (refsam.LogisticRegression(), _CountingLogistic()):
+        problem = refsam.Problem(model, X, y, weights=weights)
+        run = refsam.train(problem, sam, optimizer, 3, theta0=np.zeros(6))
+        _CountingDerivatives.calls = 0
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            scores.append(refsam.trajectory_influence(problem, run, X[:1], y[:1]))
+        cancelled = [w for w in caught if "of the size of the per-sample terms" in str(w.message)]
+        assert bool(cancelled) == warns, model
+    assert (_CountingDerivatives.calls > 0) == exact_sums
+    assert np.max(np.abs(scores[0])) > 0
+    assert rel_err(scores[1], scores[0]) <= RTOL_USER_MODEL
