@@ -66,6 +66,10 @@ def format_summary(results: dict) -> str:
         lines.append(f"lds_bank_block_speedup = {results['lds_bank_block_speedup']:.1f}  target >= 5; "
                      f"bank of 100 / training: run {results['bank_over_training_run']:.2f}, root "
                      f"{results['bank_over_training_root']:.2f}")
+    for label, run in results.get("peers_runs", {}).items():
+        lines.append(f"peers {label} (d={run['d']}): " + ", ".join(
+            f"{peer} {ratio:.1f}x refsam (max rel. diff {run['max_rel_diff'][peer]:.1e})"
+            for peer, ratio in run["over_refsam"].items()))
     if "adam_adjoint_over_training" in results:
         lines.append(f"adam_adjoint_over_training = {results['adam_adjoint_over_training']:.2f}  "
                      f"target <= 2.5 (AdamW + SAM, clip 1.0, warm-up + cosine)")
@@ -108,6 +112,27 @@ def bank_markdown_rows(results: dict) -> list[str]:
                     f"(subset_ratio 0.5) / the training run, logistic n={r['n']}, d={r['d']}, "
                     f"T={r['steps']}, batch {r['batch_size'] or 'full'}: {r['bank_seconds'] * 1e3:.1f} ms / "
                     f"{r['training_seconds'] * 1e3:.1f} ms |")
+    return rows
+
+
+def peer_markdown_rows(results: dict) -> list[str]:
+    """The rows of the key table for refsam against pyDVL and dattri at ρ = 0 (``benchmarks/peers.py``)."""
+    rows = []
+    names = {"pydvl": ("pydvl_direct_over_refsam", "pyDVL `DirectInfluence`"),
+             "dattri": ("dattri_explicit_over_refsam", "dattri `IFAttributorExplicit`")}
+    for peer, (key, call) in names.items():
+        runs = results.get("peers_runs", {})
+        for label, ratio in sorted(results.get(key, {}).items(),
+                                   key=lambda item: (runs[item[0]]["model"], runs[item[0]]["d"])):
+            r = runs[label]
+            rows.append(f"| `{key}` ({label}) | {ratio:.1f}× | — | {call} / refsam's closed form at ρ = 0, "
+                        f"{r['model']} n={r['n']}, d={r['d']}, {r['m']} test losses, "
+                        f"λ = {r['weight_decay']:g} at {r['theta']}: {_fmt_seconds(r['seconds'][peer])} "
+                        f"against {_fmt_seconds(r['seconds']['refsam'])} (max abs diff "
+                        f"{r['max_abs_diff'][peer]:.1e}, relative to the largest score "
+                        f"{r['max_rel_diff'][peer]:.1e}) |")
+    for peer, why in results.get("peers_skipped", {}).items():
+        rows.append(f"| `{names[peer][0]}` | — | — | not measured: {why} |")
     return rows
 
 
@@ -165,6 +190,8 @@ def format_markdown(results: dict) -> str:
         out += bank_markdown_rows(results)
     if "adam_adjoint_over_training" in results:
         out += adam_markdown_rows(results)
+    if "peers_skipped" in results:
+        out += peer_markdown_rows(results)
     if "user_model_adjoint_over_builtin" in results:
         for key, r in results["user_model_runs"].items():
             name = f"`user_{'model' if key == 'logistic' else 'mlp'}_adjoint_over_builtin`"

@@ -41,6 +41,12 @@ Stable JSON keys (external checks read them):
     lds_bank_block_speedup            a bank of 100 re-solved roots in blocks vs one re-solve at a time
                                       (target >= 5), with bank_over_training_run / _root: the bank's
                                       cost against one training run (banks.py)
+    pydvl_direct_over_refsam          {size: pyDVL's DirectInfluence / refsam's closed form} at ρ = 0, the
+                                      same problems and roots (logistic d = 11, 51, 201 at n = 1000; tanh
+                                      MLPs at n = 500), all n × m scores each; dattri_explicit_over_refsam
+                                      the same for dattri's IFAttributorExplicit; peers_runs has the times
+                                      and the max |difference| of the scores. Only where the peer is
+                                      installed; peers_skipped says which were not (peers.py)
     mlp_hessian_d2000                 explicit MLP Hessian (d ≈ 2,000): autograd.hessian vs the
                                       R-operator on identity blocks vs the layer-wise assembly
                                       (refsam's MLP.hessian), with max |difference| to autograd
@@ -59,6 +65,7 @@ results. The benchmarks themselves are in the topic modules beside it, each call
     hessians.py      the MLP Hessian three ways; derivative products; the softmax Hessian's dgemm rate
     parallel.py      leave-one-out replays in blocks and on two processes; the two-process ceiling
     banks.py         counterfactual banks in blocks vs one re-solve at a time; a bank against training
+    peers.py         refsam's closed form vs pyDVL's DirectInfluence and dattri's at ρ = 0 (where installed)
     scaling.py       time and peak memory against n, d, T and m
     report.py        the printed summary and the README's tables
 """
@@ -83,6 +90,7 @@ from closed_form import bench_closed_form_mlp, bench_closed_form_over_unavoidabl
 from common import BLAS_THREADS, logistic_problem, mlp_problem
 from hessians import bench_derivative_products, bench_mlp_hessian, bench_softmax_hessian_rate
 from parallel import bench_loo_block_and_parallel
+from peers import run_peer_benchmarks
 from report import format_markdown, format_summary
 from scaling import (
     scaling_closed_form_and_loo,
@@ -114,6 +122,9 @@ CONFIGS = {
         autodiff=dict(n=1000, p=49, steps=100, batch_size=100),
         hessian=dict(n=500, sizes=(16, 40, 30, 5)),
         closed_form_mlp=dict(n=500, sizes=(16, 40, 30, 5)),
+        # refsam vs pyDVL / dattri at ρ = 0 (peers.py; skipped where they are not installed); m test losses
+        peers=dict(repeats=5, n=1000, m=10, logistic_p=(10, 50, 200), mlp_n=500,
+                   mlp_sizes=((10, 16, 3), (20, 32, 3), (20, 48, 5)), mlp_steps=1000),
         products=dict(sizes=(20, 64, 50, 5), batch_sizes=(100, 1000)),
         hardware=dict(softmax=dict(n=5000, p=100, K=10), closed_form=dict(n=5000, p=300),
                       step=dict(n=10_000, p=499, steps=20),
@@ -142,6 +153,8 @@ CONFIGS = {
         autodiff=dict(n=1000, p=49, steps=30, batch_size=100),
         hessian=dict(n=200, sizes=(16, 40, 30, 5)),
         closed_form_mlp=dict(n=200, sizes=(16, 20, 15, 5)),
+        peers=dict(repeats=3, n=500, m=10, logistic_p=(10, 50), mlp_n=300, mlp_sizes=((10, 16, 3),),
+                   mlp_steps=300),
         products=dict(sizes=(20, 64, 50, 5), batch_sizes=(100, 1000)),
         hardware=dict(softmax=dict(n=5000, p=100, K=10), closed_form=dict(n=5000, p=300),
                       step=dict(n=10_000, p=499, steps=10),
@@ -170,6 +183,7 @@ CONFIGS = {
         autodiff=dict(n=60, p=4, steps=5, batch_size=10),
         hessian=dict(n=20, sizes=(3, 5, 4, 3)),
         closed_form_mlp=dict(n=20, sizes=(3, 5, 4, 3)),
+        peers=dict(repeats=1, n=60, m=3, logistic_p=(4,), mlp_n=60, mlp_sizes=((4, 5, 3),), mlp_steps=20),
         products=dict(sizes=(4, 6, 3), batch_sizes=(10,)),
         hardware=dict(softmax=dict(n=200, p=5, K=3), closed_form=dict(n=100, p=5),
                       step=dict(n=200, p=5, steps=3), loo=dict(n=40, p=4, steps=5, batch_size=10, k=8)),
@@ -272,6 +286,9 @@ def run_benchmarks(mode: str = "full", log=print) -> dict:
 
     log(f"[{time.perf_counter() - start:6.1f} s] counterfactual banks ...")
     results.update(run_bank_benchmarks(mode, log))
+
+    log(f"[{time.perf_counter() - start:6.1f} s] peers at rho = 0 (pyDVL, dattri where installed) ...")
+    results.update(run_peer_benchmarks(cfg["peers"], log))
 
     log(f"[{time.perf_counter() - start:6.1f} s] scaling ...")
     scaling = {}

@@ -19,7 +19,7 @@ from ..ground_truth import (
 )
 from ..ground_truth.parallel import shared_executor
 from ..tolerances import FD_STEP, rel_err
-from ..validation import check_positive_int, check_random_state
+from ..validation import check_positive_int, check_progress, check_random_state
 from .fitting import CLOSED_FORM_METHODS, Fit, check_fit, influence, progress_line, resolve_method
 
 __all__ = ["H_RUN", "Agreement", "GroundTruth", "choose_subset", "compare_methods", "ground_truth"]
@@ -95,13 +95,15 @@ def choose_subset(n: int, size: int, flipped: ArrayLike | None = None, seed: obj
 
 
 def ground_truth(fit_: Fit, X_val: ArrayLike, y_val: ArrayLike, subset: ArrayLike, h: float = H_RUN,
-                 progress: bool = False, *, executor: Executor | None = None, n_jobs: int = 1) -> GroundTruth:
+                 progress: bool | None = None, *, executor: Executor | None = None,
+                 n_jobs: int = 1) -> GroundTruth:
     """Retrain and re-solve for every j in ``subset`` (see `GroundTruth`).
 
     Cost: 3 replays of the run per point (`refsam.ground_truth.replay`), plus 3 root solves per
     point when there is a root (`refsam.ground_truth.resolve`); on ``executor`` or ``n_jobs``
     processes (one pool for all of them, `refsam.ground_truth.parallel`), with the serial result.
     """
+    progress = check_progress(progress)
     check_fit(fit_)
     problem = fit_.problem
     X_val, y_val = problem.model.check_data(X_val, y_val, "X_val", "y_val")
@@ -123,21 +125,23 @@ def ground_truth(fit_: Fit, X_val: ArrayLike, y_val: ArrayLike, subset: ArrayLik
             root = fit_.fixed_point  # carries the run's optimizer (its weight decay is part of G)
             assert root is not None
             derivative_root = finite_difference_influence(problem, fit_.sam, root, X_val, y_val,
-                                                          indices=subset, executor=pool).mean(axis=1)
+                                                          indices=subset, executor=pool,
+                                                          progress=progress).mean(axis=1)
             loo_root = leave_one_out(problem, fit_.sam, root, X_val, y_val, indices=subset,
-                                     executor=pool).mean(axis=1)
+                                     executor=pool, progress=progress).mean(axis=1)
     return GroundTruth(subset, loo_run, derivative_run, derivative_root, loo_root,
                        time.perf_counter() - start)
 
 
 def compare_methods(fit_: Fit, X_val: ArrayLike, y_val: ArrayLike, truth: GroundTruth,
-                    methods: Any = None, progress: bool = False) -> list[Agreement]:
+                    methods: Any = None, progress: bool | None = None) -> list[Agreement]:
     """Each method's I_j(f), f = mean validation loss, beside the ground truth on ``truth.subset``.
 
     Closed-form methods are compared with the root's finite differences (their exact target) and
     trajectory methods with the run's; both with the actual leave-one-out retraining. Returns a list
     of `Agreement` (timing covers all n training points, not just the subset).
     """
+    progress = check_progress(progress)
     check_fit(fit_)
     methods = fit_.available_methods() if methods is None else [resolve_method(m).name for m in methods]
     out = []

@@ -32,6 +32,7 @@ from ..models import build_model
 from ..objective import Problem
 from ..sam import SAM
 from ..training import SGD, Trajectory
+from ..validation import check_progress
 from .demo import prepare_data
 from .fitting import Fit, fit, influence
 
@@ -73,8 +74,9 @@ class BankRecipe:
 
 
 def build_target(recipe: BankRecipe,
-                 progress: bool = False) -> tuple[Fit, FixedPoint | Trajectory, Array, Any]:
+                 progress: bool | None = None) -> tuple[Fit, FixedPoint | Trajectory, Array, Any]:
     """(fit, target, X_test, y_test): the trained model, its root or run, and the queries."""
+    progress = check_progress(progress)
     if recipe.target not in TARGETS:
         raise InvalidInputError(f"the target must be one of {list(TARGETS)}, got {recipe.target!r}")
     if recipe.target == "root" and recipe.batch_size is not None:
@@ -97,7 +99,7 @@ def build_target(recipe: BankRecipe,
 def method_scores(fitted: Fit, method: str, X_test: Array, y_test: Any, output: str) -> Array | None:
     """The method's scores (n, m) for the bank's ``output``, refsam's sign; None where it has none
     (a margin of a model with more than two classes, or a user function)."""
-    loss_scores = influence(fitted, method, X_test, y_test)
+    loss_scores = influence(fitted, method, X_test, y_test, progress=False)
     if output == "loss":
         return loss_scores
     if output == "margin" and fitted.problem.model.n_classes == 2:

@@ -41,7 +41,13 @@ from ..objective import Problem
 from ..sam import RULES, SAM
 from ..tolerances import rel_err, run_at_root
 from ..training import SGD
-from ..validation import check_nonnegative, check_output_directory, check_positive, check_positive_int
+from ..validation import (
+    check_nonnegative,
+    check_output_directory,
+    check_positive,
+    check_positive_int,
+    check_progress,
+)
 from .agreement import Agreement, GroundTruth, choose_subset, compare_methods, ground_truth
 from .detection import BASELINES, DetectionResult, detect_mislabeled
 from .fitting import CLOSED_FORM_METHODS, METHODS, Fit, fit, resolve_method
@@ -85,7 +91,7 @@ class DemoConfig:
     methods: tuple[str, ...] = METHODS  # influence methods to run (those that apply)
     out_dir: str | None = None  # where figures go (None: no figures)
     force: bool = False  # replace figure files refsam did not write (or links) in out_dir
-    progress: bool = True  # progress lines on stderr
+    progress: bool | None = None  # progress lines on stderr; None: where stderr is a terminal
     n_jobs: int = 1  # processes for the ground truth's per-point loop (-1: every CPU); same numbers
 
     def optimizer(self) -> SGD:
@@ -190,7 +196,7 @@ def _known(method: object) -> bool:
 def run_demo(config: DemoConfig | None = None) -> DemoResult:
     """Run the demo pipeline (module docstring) and return everything the report needs."""
     config = (config or DemoConfig()).validate()
-    progress = config.progress
+    progress = check_progress(config.progress)
 
     def say(message: str) -> None:
         if progress:
@@ -211,7 +217,7 @@ def run_demo(config: DemoConfig | None = None) -> DemoResult:
     # 2.-3. training and the fixed point
     say(f"[2/6] training: {sam!r}, λ = {config.weight_decay}, η = {config.lr}, T = {config.steps} "
         f"full-batch steps, then refining θ_T to the SAM root")
-    fit_ = fit(problem, sam, config.optimizer(), config.steps, seed=config.seed)
+    fit_ = fit(problem, sam, config.optimizer(), config.steps, seed=config.seed, progress=False)
     timings["train + root"] = fit_.train_time
     diagnostics_end = None
     try:

@@ -33,7 +33,7 @@ from ..errors import InvalidInputError
 from ..influence.methods import METHOD_TABLE
 from ..objective import Problem
 from ..training import train
-from ..validation import check_finite_array, check_random_state
+from ..validation import check_finite_array, check_progress, check_random_state
 from .fitting import METHODS, Fit, check_fit, fit_self_influence, influence, progress_line, resolve_method
 from .removal import accuracy
 
@@ -65,13 +65,14 @@ _SPELLINGS = {s for i in METHOD_TABLE if i.name in METHODS for s in (i.name, *i.
 Array = NDArray[np.float64]
 
 
-def detection_scores(fit_: Fit, method: str, seed: object = 0, progress: bool = False) -> Array:
+def detection_scores(fit_: Fit, method: str, seed: object = 0, progress: bool | None = None) -> Array:
     """Suspicion scores, shape (n,): higher means more likely mislabeled.
 
     * influence methods: ``−I_j(ℓ_j)`` (self-influence, sign flipped: the rise of j's loss on removal)
     * ``loss``: ``ℓ_j(θ_T)``, the training loss at the end of the run
     * ``random``: seeded uniform noise (the chance baseline)
     """
+    progress = check_progress(progress)
     check_fit(fit_)
     if method == "loss":
         return np.asarray(fit_.problem.losses(fit_.theta_final), dtype=np.float64)
@@ -153,13 +154,14 @@ class DetectionResult:
 
 
 def detect_mislabeled(fit_: Fit, flipped: ArrayLike | None = None, methods: Any = None, seed: object = 0,
-                      progress: bool = False) -> list[DetectionResult]:
+                      progress: bool | None = None) -> list[DetectionResult]:
     """Rank training points by every method (and the loss and random baselines) and, when the noise is
     known, score each ranking against the ``flipped`` mask. Returns a list of `DetectionResult`.
 
     ``flipped=None`` (a user's data, the noise unknown): the rankings only, each ``metrics`` empty — the
     same as calling `detection_scores()` per method.
     """
+    progress = check_progress(progress)
     check_fit(fit_)
     if flipped is not None:
         flipped = np.asarray(flipped, dtype=bool)
@@ -260,13 +262,14 @@ class ProtocolResult:
 def detection_protocols(fit_: Fit, flipped: ArrayLike, true_labels: ArrayLike, X_val: ArrayLike,
                         y_val: ArrayLike, X_test: ArrayLike, y_test: ArrayLike, methods: Any = None,
                         fractions: tuple[float, ...] = PROTOCOL_FRACTIONS, seed: object = 0,
-                        progress: bool = False) -> tuple[list[ProtocolResult], dict[str, float]]:
+                        progress: bool | None = None) -> tuple[list[ProtocolResult], dict[str, float]]:
     """The three protocols of the module docstring for every method, with the loss and random baselines.
 
     ``true_labels`` are the labels before flipping (known in a benchmark), used to correct the flipped
     points a ranking finds. Returns (results, {"noisy": acc, "clean": acc}) — the test accuracies of
     the run on the noisy labels and retrained on all labels corrected.
     """
+    progress = check_progress(progress)
     check_fit(fit_)
     problem = fit_.problem
     mask = np.asarray(flipped, dtype=bool)
@@ -288,10 +291,11 @@ def detection_protocols(fit_: Fit, flipped: ArrayLike, true_labels: ArrayLike, X
     for i, method in enumerate(chosen):
         progress_line(f"  protocols [{i + 1}/{len(chosen)}] {method}: self-influence and validation "
                       f"influence", progress)
-        rankings[f"{method} (self)"] = detection_scores(fit_, method, seed)
-        rankings[f"{method} (validation)"] = influence(fit_, method, X_val, y_val).mean(axis=1)  # I_j(f)
+        rankings[f"{method} (self)"] = detection_scores(fit_, method, seed, progress=False)
+        rankings[f"{method} (validation)"] = influence(fit_, method, X_val, y_val,
+                                                       progress=False).mean(axis=1)  # I_j(f)
     for baseline in BASELINES:
-        rankings[baseline] = detection_scores(fit_, baseline, seed)
+        rankings[baseline] = detection_scores(fit_, baseline, seed, progress=False)
     acc_noisy = accuracy(problem, fit_.theta_final, X_test, y_test)
     acc_clean = accuracy(problem, retrain_relabelled(fit_, true), X_test, y_test)
     results = []

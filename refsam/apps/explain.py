@@ -49,7 +49,7 @@ def explain_prediction(fit_: Fit, x: ArrayLike, y: int, k: int = 5,
     k = check_positive_int("k", k)
     x = check_finite_array("x", x, shape=(problem.p,))
     name = resolve_method(method).name
-    inf = influence(fit_, name, x[None, :], np.array([y]))[:, 0]  # (n,)
+    inf = influence(fit_, name, x[None, :], np.array([y]), progress=False)[:, 0]  # (n,)
     order = np.argsort(inf, kind="stable")
     k = min(k, problem.n)
     return Explanation(name, inf, order[:k], order[::-1][:k])

@@ -37,6 +37,7 @@ from ..influence.trajectory import trajectory_influence
 from ..objective import Problem
 from ..sam import SAM
 from ..training import Optimizer, Trajectory, train
+from ..validation import check_progress
 
 __all__ = [
     "CLOSED_FORM_METHODS",
@@ -120,7 +121,7 @@ class Fit:
 
 
 def fit(problem: Problem, sam: SAM, optimizer: Optimizer, steps: int = 300, batch_size: int | None = None,
-        seed: object = 0, solve_root: bool = True, progress: bool = False) -> Fit:
+        seed: object = 0, solve_root: bool = True, progress: bool | None = None) -> Fit:
     """Train with SAM (`refsam.train()`) and, for full-batch runs, refine θ_T to the SAM fixed point
     with ``solve_fixed_point`` so the closed-form methods apply. If no root exists (provably, e.g. no
     optimizer weight decay on a convex model) ``fixed_point`` is None; if the solver does not reach one,
@@ -130,6 +131,7 @@ def fit(problem: Problem, sam: SAM, optimizer: Optimizer, steps: int = 300, batc
 
     Cost: ``steps`` SAM steps plus a root solve (a few d×d factorizations).
     """
+    progress = check_progress(progress)
     start = time.perf_counter()
     trajectory = train(problem, sam, optimizer, steps, batch_size=batch_size, seed=seed, progress=progress)
     fixed_point, note = None, ""
@@ -184,13 +186,14 @@ def resolve_method(method: object) -> MethodInfo:
 
 
 def influence(fit_: Fit, method: str, X_test: ArrayLike, y_test: ArrayLike,
-              progress: bool = False) -> Array:
+              progress: bool | None = None) -> Array:
     """I_j(ℓ(z_test_k, ·)) for every training point j and test point k, shape (n_train, n_test).
 
     ``method`` is one of `METHODS` (the method table, `refsam.influence.methods`).
     Closed-form methods use θ̂, trajectory methods the recorded run. ``progress`` reports the
-    trajectory sweep on stderr.
+    trajectory sweep on stderr (None, the default: where stderr is a terminal).
     """
+    progress = check_progress(progress)
     check_fit(fit_)
     info = resolve_method(method)
     problem = fit_.problem
@@ -206,12 +209,13 @@ def influence(fit_: Fit, method: str, X_test: ArrayLike, y_test: ArrayLike,
                                            progress=progress))
 
 
-def fit_self_influence(fit_: Fit, method: str, progress: bool = False) -> Array:
+def fit_self_influence(fit_: Fit, method: str, progress: bool | None = None) -> Array:
     """I_j(ℓ_j): each training point's influence on its own loss, shape (n,).
 
     Closed-form methods use ``closed_form.self_influence`` (one solve per training point); trajectory
     methods take the diagonal of `influence()` with the training set as test set (n test functions).
     """
+    progress = check_progress(progress)
     check_fit(fit_)
     info = resolve_method(method)
     key = ("self", info.name)

@@ -19,7 +19,7 @@ from numpy.typing import ArrayLike, NDArray
 from ..errors import InvalidInputError
 from ..objective import Problem
 from ..training import replay
-from ..validation import check_positive_int, check_random_state
+from ..validation import check_positive_int, check_progress, check_random_state
 from .fitting import Fit, check_fit, influence, progress_line, resolve_method
 
 __all__ = ["RemovalCurve", "RemovalResult", "accuracy", "mean_loss", "removal_curves", "remove_harmful",
@@ -57,7 +57,7 @@ class RemovalResult:
 
 
 def remove_harmful(fit_: Fit, X_val: ArrayLike, y_val: ArrayLike, k: int, methods: Any = None,
-                   n_random: int = 3, seed: object = 0, progress: bool = False) -> list[RemovalResult]:
+                   n_random: int = 3, seed: object = 0, progress: bool | None = None) -> list[RemovalResult]:
     """Remove the k training points most harmful to the mean validation loss f, per method, retrain
     with the same procedure (w_j = 0), and compare the actual change of f with the prediction.
 
@@ -65,6 +65,7 @@ def remove_harmful(fit_: Fit, X_val: ArrayLike, y_val: ArrayLike, k: int, method
     prediction of removing the set S is ``Δf ≈ −Σ_{j∈S} I_j(f)`` (negative: f should fall). ``n_random``
     random sets of k points give the reference ("random" rows, no prediction).
     """
+    progress = check_progress(progress)
     check_fit(fit_)
     problem = fit_.problem
     k = check_positive_int("k", k)
@@ -76,7 +77,7 @@ def remove_harmful(fit_: Fit, X_val: ArrayLike, y_val: ArrayLike, k: int, method
     results = []
     for i, method in enumerate(methods):
         progress_line(f"  removal [{i + 1}/{len(methods)}] {method}: influence and retraining", progress)
-        inf_f = influence(fit_, method, X_val, y_val).mean(axis=1)  # I_j(f), (n,)
+        inf_f = influence(fit_, method, X_val, y_val, progress=False).mean(axis=1)  # I_j(f), (n,)
         removed = np.sort(np.argsort(-inf_f, kind="stable")[:k])
         predicted = -float(inf_f[removed].sum())
         actual = mean_loss(problem, retrain_without(fit_, removed), X_val, y_val) - f0
@@ -107,7 +108,7 @@ class RemovalCurve:
 def removal_curves(fit_: Fit, X_val: ArrayLike, y_val: ArrayLike, X_test: ArrayLike, y_test: ArrayLike,
                    ks: ArrayLike, methods: Any = None, extra_scores: dict[str, ArrayLike] | None = None,
                    n_random: int = 3, flipped: ArrayLike | None = None, seed: object = 0,
-                   progress: bool = False) -> list[RemovalCurve]:
+                   progress: bool | None = None) -> list[RemovalCurve]:
     """Remove the top k training points of each ranking for every k in ``ks``, retrain, and measure.
 
     Rankings: each of ``methods`` (default: every method that applies to the fit) by I_j(f), f = the
@@ -117,6 +118,7 @@ def removal_curves(fit_: Fit, X_val: ArrayLike, y_val: ArrayLike, X_test: ArrayL
     seeded random orders). Module docstring for "retrain". ``flipped``: the mask of flipped labels, to
     count how many each removal takes out.
     """
+    progress = check_progress(progress)
     check_fit(fit_)
     problem = fit_.problem
     ks_arr = np.unique(np.asarray(ks, dtype=np.int64).ravel())
@@ -135,7 +137,7 @@ def removal_curves(fit_: Fit, X_val: ArrayLike, y_val: ArrayLike, X_test: ArrayL
     rankings: dict[str, tuple[Any, Array | None]] = {}
     for i, method in enumerate(methods):
         progress_line(f"  removal curves [{i + 1}/{len(methods)}] {method}: influence", progress)
-        scores = influence(fit_, method, X_val, y_val).mean(axis=1)  # I_j(f)
+        scores = influence(fit_, method, X_val, y_val, progress=False).mean(axis=1)  # I_j(f)
         rankings[method] = (np.argsort(-scores, kind="stable"), scores)
     for name, raw in (extra_scores or {}).items():
         scores = np.asarray(raw, dtype=np.float64)

@@ -47,7 +47,7 @@ from ..objective import Problem, check_problem
 from ..sam import SAM
 from ..tolerances import run_at_root
 from ..training import Optimizer, Trajectory, check_optimizer, train
-from ..validation import check_choice, check_positive, check_positive_int
+from ..validation import check_choice, check_positive, check_positive_int, check_progress
 from .fitting import progress_line
 from .removal import mean_loss
 
@@ -229,7 +229,7 @@ def tune(problem: Problem, X_val: ArrayLike, y_val: ArrayLike, optimizer: Optimi
          weight_decay: float = 0.01, *, rule: str = "sam", kappa: float = 0.01, steps: int = 300,
          batch_size: int | None = None, seed: int = 0, method: str = "auto", penalty: str = "weight_decay",
          bounds: Any = DEFAULT_BOUNDS, max_trainings: int = 25, ftol: float = 1e-9, gtol: float = 1e-6,
-         progress: bool = False) -> TuningResult:
+         progress: bool | None = None) -> TuningResult:
     """Minimise the validation loss over (ρ, λ) from the start (``rho``, ``weight_decay``) by L-BFGS-B in
     log space with exact hypergradients (module docstring); returns the best point evaluated.
 
@@ -239,6 +239,7 @@ def tune(problem: Problem, X_val: ArrayLike, y_val: ArrayLike, optimizer: Optimi
     most trainings the search may use (each is one run plus, for the closed form, one root solve);
     ``ftol``, ``gtol``: L-BFGS-B's stopping rules (relative decrease of L; projected gradient in log space).
     """
+    progress = check_progress(progress)
     setup = _Setup(problem, X_val, y_val, optimizer, rule, kappa, steps, batch_size, seed, method, penalty)
     (r_lo, r_hi), (l_lo, l_hi) = _check_bounds(bounds)
     rho, weight_decay = check_positive("rho", rho), check_positive("weight_decay", weight_decay)
@@ -279,8 +280,9 @@ class _BudgetSpent(RefsamError):
 def grid_search(problem: Problem, X_val: ArrayLike, y_val: ArrayLike, optimizer: Optimizer, rhos: ArrayLike,
                 weight_decays: ArrayLike, *, rule: str = "sam", kappa: float = 0.01, steps: int = 300,
                 batch_size: int | None = None, seed: int = 0, method: str = "auto",
-                penalty: str = "weight_decay", progress: bool = False) -> GridResult:
+                penalty: str = "weight_decay", progress: bool | None = None) -> GridResult:
     """The validation loss at every (ρ, λ) of the grid, each point one training like `tune()`'s."""
+    progress = check_progress(progress)
     setup = _Setup(problem, X_val, y_val, optimizer, rule, kappa, steps, batch_size, seed, method, penalty)
     rho_axis = np.sort(np.asarray(rhos, dtype=np.float64).ravel())
     wd_axis = np.sort(np.asarray(weight_decays, dtype=np.float64).ravel())

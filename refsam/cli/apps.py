@@ -275,7 +275,7 @@ def _setup(args: argparse.Namespace) -> tuple[Any, Any, apps.Fit]:
     if not args.quiet:
         print(f"training {model!r} on {train.name}: {train.n} points, {_held_out(val)}, "
               f"{_noise(train)}; {sam!r}", file=sys.stderr, flush=True)
-    fit_ = apps.fit(problem, sam, optimizer_from_args(args), args.steps, seed=args.seed)
+    fit_ = apps.fit(problem, sam, optimizer_from_args(args), args.steps, seed=args.seed, progress=False)
     reason = apps.divergence(fit_.problem, fit_.trajectory)
     if reason:
         raise DivergenceError(f"{reason}; lower --lr (got {args.lr})")

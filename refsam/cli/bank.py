@@ -150,7 +150,7 @@ def run_bank(args: argparse.Namespace) -> int:
     shard = _shard(args.shard)
     seeds = _seeds(args.seeds)
     start = time.perf_counter()
-    fitted, target, X_test, y_test = build_target(recipe)
+    fitted, target, X_test, y_test = build_target(recipe, progress=False)
     bank = counterfactual_bank(fitted.problem, fitted.sam, target, X_test, y_test,
                                subset_ratio=args.subset_ratio, n_subsets=args.subsets, kind=args.kind,
                                output=args.output, seed=args.bank_seed, seeds=seeds, n_jobs=args.jobs,
@@ -257,7 +257,7 @@ def _print_exact(bank: Any, args: argparse.Namespace) -> None:
     if recipe_json is None:
         print("exact influence: not available (the bank stores no recipe: built by the API or imported)")
         return
-    fitted, target, X_test, y_test = build_target(BankRecipe.from_json(recipe_json))
+    fitted, target, X_test, y_test = build_target(BankRecipe.from_json(recipe_json), progress=False)
     with_context(bank, fitted.problem, fitted.sam, target, X_test, y_test)  # refuses another problem
     method = exact_method(target)
     scores = method_scores(fitted, method, X_test, y_test, bank.meta["output"])

@@ -60,6 +60,7 @@ from ..objective import Problem
 from ..sam import SAM
 from ..tolerances import RESOLVE_TOL
 from ..training import Optimizer, Trajectory, replay_final, train
+from ..validation import check_progress
 from ..version import __version__
 from .parallel import check_parallel, map_rows
 from .resolve import resolve_block, root_factors
@@ -216,7 +217,8 @@ def counterfactual_bank(problem: Problem, sam: SAM, target: FixedPoint | Traject
                         kind: str = "weights", output: str | OutputFn = "loss", seed: int = 0,
                         seeds: Sequence[int] | None = None, executor: Executor | None = None,
                         n_jobs: int = 1, shard: tuple[int, int] | None = None,
-                        directory: str | os.PathLike[str] | None = None) -> CounterfactualBank:
+                        directory: str | os.PathLike[str] | None = None,
+                        progress: bool | None = None) -> CounterfactualBank:
     """The exact counterfactual bank of ``target`` (module docstring).
 
     Parameters
@@ -235,6 +237,8 @@ def counterfactual_bank(problem: Problem, sam: SAM, target: FixedPoint | Traject
     shard : (i, N), optional            compute only shard i of N (0 ≤ i < N): a contiguous run of whole
                                         blocks; `merge_bank_shards()` joins the N shards
     directory : path, optional          also save the bank (or shard) there (`CounterfactualBank.save()`)
+    progress : bool or None             a line on stderr per block of subsets; None (the default): on
+                                        where stderr is a terminal
 
     Returns
     -------
@@ -243,6 +247,7 @@ def counterfactual_bank(problem: Problem, sam: SAM, target: FixedPoint | Traject
     spec = _check_bank_inputs(problem, sam, target, X_test, y_test, subset_ratio, n_subsets, kind, output,
                               seed, seeds, shard)
     executor, n_jobs = check_parallel(executor, n_jobs)
+    progress = check_progress(progress)
     X_arr, y_arr, output = spec["X_test"], spec["y_test"], spec["output"]
     all_masks = draw_masks(problem.n, spec["subset_size"], n_subsets, seed)
     blocks = np.arange(-(-n_subsets // BANK_BLOCK), dtype=np.int64)
@@ -254,7 +259,8 @@ def counterfactual_bank(problem: Problem, sam: SAM, target: FixedPoint | Traject
     reference = _Reference.build(problem, sam, target, kind, spec["seeds"])
     task_args = (problem, sam, reference, X_arr, y_arr, output, kind, all_masks)
     if blocks.size:
-        rows = map_rows(_block_rows, task_args, blocks, BANK_BLOCK * m, executor, n_jobs, "bank", False)
+        rows = map_rows(_block_rows, task_args, blocks, BANK_BLOCK * m, executor, n_jobs, "bank:", progress,
+                        f"blocks of {BANK_BLOCK} subsets")
         outputs = rows.reshape(-1, m)[:stop - start]  # the last block may be short: its padding dropped
     else:
         outputs = np.zeros((0, m))

@@ -87,11 +87,13 @@ def shared_executor(executor: object = None, n_jobs: object = 1) -> Iterator[Exe
 
 
 def map_rows(task: Callable[..., Array], args: tuple[Any, ...], idx: NDArray[np.int64], width: int,
-             executor: Executor | None, n_jobs: int, what: str, progress: bool) -> Array:
+             executor: Executor | None, n_jobs: int, what: str, progress: bool,
+             unit: str = "points") -> Array:
     """Rows ``task(*args, chunk)`` for contiguous chunks of ``idx``, stacked in index order.
 
     ``task(*args, chunk)`` must return an array (len(chunk), width). ``executor`` and ``n_jobs`` come
-    from `check_parallel()`. ``progress`` prints ``what done/total points`` to stderr per chunk.
+    from `check_parallel()`. ``progress`` (a bool, already resolved) prints ``what done/total unit`` to
+    stderr per chunk; ``unit`` names what ``idx`` counts.
     """
     out = np.empty((len(idx), width))
     size = chunk_size(len(idx))
@@ -102,7 +104,7 @@ def map_rows(task: Callable[..., Array], args: tuple[Any, ...], idx: NDArray[np.
         nonlocal done
         out[span[0]:span[1]] = rows
         done += span[1] - span[0]
-        _progress(done, len(idx), what, progress)
+        _progress(done, len(idx), what, progress, unit)
 
     if executor is None and n_jobs == 1:
         for lo, hi in spans:
@@ -164,6 +166,6 @@ def chunk_size(n_points: int) -> int:
     return max(1, min(BLOCK_POINTS, -(-n_points // MIN_CHUNKS)))
 
 
-def _progress(done: int, total: int, what: str, enabled: bool) -> None:
+def _progress(done: int, total: int, what: str, enabled: bool, unit: str) -> None:
     if enabled:
-        print(f"  {what} {done}/{total} points", file=sys.stderr, flush=True)
+        print(f"  {what} {done}/{total} {unit}", file=sys.stderr, flush=True)

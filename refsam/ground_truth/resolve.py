@@ -35,7 +35,7 @@ from ..objective import Problem
 from ..sam import SAM
 from ..tolerances import FD_STEP, RESOLVE_TOL
 from ..training import Optimizer, residual
-from ..validation import check_indices
+from ..validation import check_indices, check_progress
 from .parallel import check_parallel, map_rows
 from .stencil import check_step, weight_stencil
 
@@ -75,57 +75,62 @@ def _resolve(problem: Problem, sam: SAM, optimizer: Optimizer | None, weights: A
 def finite_difference_parameters(problem: Problem, sam: SAM, theta_hat: ArrayLike | FixedPoint,
                                  indices: ArrayLike | None = None, h: float = H_DEFAULT, *,
                                  executor: Executor | None = None, n_jobs: int = 1,
-                                 optimizer: Optimizer | None = None) -> Array:
+                                 optimizer: Optimizer | None = None, progress: bool | None = None) -> Array:
     """[θ̂(w⁰ + h e_j) − θ̂(w⁰ − h e_j)] / (2h) ≈ dθ̂/dw_j, shape (len(indices), d).
 
     ``executor`` / ``n_jobs``: the per-point loop on a concurrent.futures executor or a process pool
     (`parallel`), bit for bit the serial result. ``optimizer``: the run's (its weight decay is part of
-    G); default the FixedPoint's, or none.
+    G); default the FixedPoint's, or none. ``progress``: a line on stderr per chunk of points; None (the
+    default) means on where stderr is a terminal.
     """
+    progress = check_progress(progress)
     root, optimizer, factors, _, _ = _reference(problem, sam, theta_hat, optimizer, None, None)
     idx = check_indices("indices", indices, problem.n)
     h = check_step(h)
     executor, n_jobs = check_parallel(executor, n_jobs)
     return map_rows(_rows, ("parameters", problem, sam, optimizer, root, factors, None, None, h), idx,
                     problem.d,
-                    executor, n_jobs, "finite differences: re-solved", False)
+                    executor, n_jobs, "finite differences: re-solved", progress)
 
 
 def finite_difference_influence(problem: Problem, sam: SAM, theta_hat: ArrayLike | FixedPoint,
                                 X_test: ArrayLike, y_test: ArrayLike, indices: ArrayLike | None = None,
                                 h: float = H_DEFAULT, *, executor: Executor | None = None,
-                                n_jobs: int = 1, optimizer: Optimizer | None = None) -> Array:
+                                n_jobs: int = 1, optimizer: Optimizer | None = None,
+                                progress: bool | None = None) -> Array:
     """Central differences of the re-solved root's test losses, ≈ I_j(test loss k), shape (len(indices), m).
 
     entry [r, k] = [ℓ_k^test(θ̂(w⁰ + h e_j)) − ℓ_k^test(θ̂(w⁰ − h e_j))] / (2h),  j = indices[r].
     ``theta_hat`` (array (d,) or FixedPoint) is first polished to a root; ``indices=None`` means all n.
-    ``executor`` / ``n_jobs`` / ``optimizer`` as in `finite_difference_parameters()`.
+    ``executor`` / ``n_jobs`` / ``optimizer`` / ``progress`` as in `finite_difference_parameters()`.
     """
+    progress = check_progress(progress)
     root, optimizer, factors, X_arr, y_arr = _reference(problem, sam, theta_hat, optimizer, X_test, y_test)
     idx = check_indices("indices", indices, problem.n)
     h = check_step(h)
     executor, n_jobs = check_parallel(executor, n_jobs)
     return map_rows(_rows, ("influence", problem, sam, optimizer, root, factors, X_arr, y_arr, h), idx,
                     X_arr.shape[0],
-                    executor, n_jobs, "finite differences: re-solved", False)
+                    executor, n_jobs, "finite differences: re-solved", progress)
 
 
 def leave_one_out(problem: Problem, sam: SAM, theta_hat: ArrayLike | FixedPoint, X_test: ArrayLike,
                   y_test: ArrayLike, indices: ArrayLike | None = None, *, executor: Executor | None = None,
-                  n_jobs: int = 1, optimizer: Optimizer | None = None) -> Array:
+                  n_jobs: int = 1, optimizer: Optimizer | None = None, progress: bool | None = None) -> Array:
     """Actual change of each test loss when training point j is removed (w_j = 0), re-solving the root.
 
     entry [r, k] = ℓ_k^test(θ̂(w⁰ with w_j = 0)) − ℓ_k^test(θ̂),  j = indices[r];  shape (len(indices), m).
     Compare with the closed-form prediction −I_j(test loss k). ``theta_hat`` (array (d,) or
     FixedPoint) is first polished to a root; every re-solve is warm-started there. ``executor`` /
-    ``n_jobs`` / ``optimizer`` as in `finite_difference_parameters()`.
+    ``n_jobs`` / ``optimizer`` / ``progress`` as in `finite_difference_parameters()`.
     """
+    progress = check_progress(progress)
     root, optimizer, factors, X_arr, y_arr = _reference(problem, sam, theta_hat, optimizer, X_test, y_test)
     idx = check_indices("indices", indices, problem.n)
     executor, n_jobs = check_parallel(executor, n_jobs)
     return map_rows(_rows, ("removal", problem, sam, optimizer, root, factors, X_arr, y_arr, 0.0), idx,
                     X_arr.shape[0],
-                    executor, n_jobs, "leave-one-out: re-solved", False)
+                    executor, n_jobs, "leave-one-out: re-solved", progress)
 
 
 def _rows(kind: str, problem: Problem, sam: SAM, optimizer: Optimizer | None, root: Array,

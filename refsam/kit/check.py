@@ -33,7 +33,7 @@ from numpy.typing import NDArray
 
 from ..data.archive import SingleArrayError, read_npz
 from ..errors import InvalidInputError
-from ..validation import check_nonnegative, check_positive_int, describe
+from ..validation import check_nonnegative, check_positive_int, check_progress, describe
 from .files import CaseFileError, load_entry, preview, read_manifest, verify_against_recipe
 from .suite import CASE_SPECS, TARGETS
 
@@ -182,7 +182,8 @@ def compare(scores: NDArray[np.float64], reference: NDArray[np.float64], rtol: f
 
 def check_scores(directory: str | os.PathLike[str], scores: str | os.PathLike[str] | Mapping[str, Any],
                  target: str = "trajectory", cases: str | None = None, *, rtol: float | None = None,
-                 top_k: int = 3, min_spearman: float | None = None, progress: bool = False) -> CheckReport:
+                 top_k: int = 3, min_spearman: float | None = None,
+                 progress: bool | None = None) -> CheckReport:
     """Compare external influence scores with the reference cases in ``directory``.
 
     Parameters
@@ -208,8 +209,9 @@ def check_scores(directory: str | os.PathLike[str], scores: str | os.PathLike[st
         k of the reported top-k overlap (default 3).
     min_spearman : float, optional
         Also require Spearman >= this to pass (a rank criterion for approximations).
-    progress : bool
-        Print a line to stderr per reference case recomputed (about 4 s for all 57).
+    progress : bool or None
+        Print a line to stderr per reference case recomputed (about 4 s for all 57); None (the default)
+        means on where stderr is a terminal.
 
     Returns
     -------
@@ -222,6 +224,7 @@ def check_scores(directory: str | os.PathLike[str], scores: str | os.PathLike[st
         For a corrupt, tampered or missing case file or manifest, an unreadable scores file, a selected
         case missing from the scores, or scores of the wrong shape or dtype.
     """
+    progress = check_progress(progress)
     if target not in TARGETS:
         raise InvalidInputError(f"`target` must be one of {list(TARGETS)}, got {target!r}")
     if rtol is not None:

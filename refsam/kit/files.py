@@ -18,6 +18,7 @@ import fnmatch
 import hashlib
 import json
 import os
+import sys
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Executor
 from typing import Any
@@ -34,6 +35,7 @@ from ..sam import SAM
 from ..tolerances import RTOL_CASE_RECOMPUTE, rel_err
 from ..training import Optimizer, Trajectory, optimizer_from_config
 from ..training.clipping import GradientClipping, clipping_from_config
+from ..validation import check_progress
 from ..version import __version__
 from .suite import ATOL, OUTPUT_RTOL, build_case, remember_case, select_specs, spec_of
 
@@ -89,7 +91,7 @@ def _sha256(path: str) -> str:
 
 
 def export_cases(directory: str | os.PathLike[str], cases: str | None = None,
-                 progress: bool = False, force: bool = False, *, executor: Executor | None = None,
+                 progress: bool | None = None, force: bool = False, *, executor: Executor | None = None,
                  n_jobs: int = 1) -> dict[str, Any]:
     """Write the reference suite to ``directory`` (created if needed) and return its manifest.
 
@@ -104,8 +106,8 @@ def export_cases(directory: str | os.PathLike[str], cases: str | None = None,
         (``.refsam-export.lock``) while the export writes: a second export into it is refused.
     cases : str, optional
         Shell-style pattern selecting case ids (``"logistic-*"``); default all 57.
-    progress : bool
-        Print one line per case to stdout.
+    progress : bool or None
+        A line per case on stderr; None (the default) means on where stderr is a terminal.
     force : bool
         Replace a manifest refsam did not write, one listing cases this export would drop, files at the
         cases' names that refsam did not write, and symbolic links there.
@@ -125,6 +127,7 @@ def export_cases(directory: str | os.PathLike[str], cases: str | None = None,
     differences ≤ 1e-5; closed form vs re-solved finite differences ≤ 1e-6 where a root is claimed).
     Cost: a few seconds for the whole suite.
     """
+    progress = check_progress(progress)
     specs = select_specs(cases)
     check_parallel(executor, n_jobs)
     if directory is None or (isinstance(directory, str) and not directory.strip()):
@@ -169,7 +172,8 @@ def export_cases(directory: str | os.PathLike[str], cases: str | None = None,
                          **entry}
                 entries.append(entry)
                 if progress:
-                    print(f"  {spec.case_id:<34} {entry['closed_form_status'].split(':')[0]}", flush=True)
+                    status = entry["closed_form_status"].split(":")[0]
+                    print(f"  {spec.case_id:<34} {status}", file=sys.stderr, flush=True)
         manifest = {
             "format": FORMAT_NAME,
             "schema_version": SCHEMA_VERSION,

@@ -287,7 +287,7 @@ def _closed_form_outputs(problem: Problem, sam: SAM, trajectory: Trajectory, X_t
                           ("erm", "closed_form_erm")):
         arrays[f"influence_{name}"] = hessian_influence(problem, sam, root, X_test, y_test, variant=variant)
     arrays["influence_closed_form_fd"] = finite_difference_root_influence(
-        problem, sam, root, X_test, y_test, h=FD_STEP, executor=executor
+        problem, sam, root, X_test, y_test, h=FD_STEP, executor=executor, progress=False
     )
     err = rel_err(arrays["influence_closed_form"], arrays["influence_closed_form_fd"])
     if not err <= RTOL_CLOSED_FORM_FD:

@@ -11,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from refsam.tolerances import RTOL_DERIVATIVE, RTOL_EXACT_METHODS, RTOL_REORDERED
+from refsam.tolerances import RTOL_CASE_EXACT, RTOL_DERIVATIVE, RTOL_EXACT_METHODS, RTOL_REORDERED
 
 ROOT = Path(__file__).resolve().parents[2]
 STABLE_KEYS = ("closed_form_vs_loo_speedup", "adjoint_over_training", "adjoint_over_training_logistic",
@@ -47,6 +47,14 @@ def test_benchmark_script_writes_finite_stable_keys(tmp_path):
     assert hessian["max_abs_entry"] > 0
     assert set(hessian["seconds"]) == {"autograd", "hvp_blocks", "layerwise"}
     assert all(diff <= atol_hessian for diff in hessian["max_abs_diff"].values())
+    # the peers (pyDVL, dattri) are optional: measured where installed, skipped with a reason where not
+    for peer, key in (("pydvl", "pydvl_direct_over_refsam"), ("dattri", "dattri_explicit_over_refsam")):
+        if peer in results["peers_skipped"]:
+            assert key not in results and results["peers_skipped"][peer]
+            continue
+        assert all(math.isfinite(r) and r > 0 for r in results[key].values()), key
+        for run in results["peers_runs"].values():  # the peer's scores are refsam's, converted
+            assert run["max_rel_diff"][peer] <= RTOL_CASE_EXACT, (peer, run)
     for method, rows in results["scaling"].items():
         for row in rows:
             assert len(row["sizes"]) == len(row["seconds"]) == len(row["peak_bytes"]) >= 2, method

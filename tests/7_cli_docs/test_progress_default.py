@@ -1,13 +1,22 @@
 """Progress is on by default where stderr is a terminal, and off where it is not (a pipe, a file, a
-captured test): the long loops of training, replay, the trajectory methods and the replay ground truths
-take ``progress=None`` by default and decide from ``sys.stderr.isatty()``; True and False override it."""
+captured test): every loop that can run past a few seconds — training, replay, the trajectory methods,
+the replay and re-solve ground truths, counterfactual banks, the applications (fit, influence,
+detection, removal, tuning, the ground truth and the demo) and the oracle kit (export, check) — takes
+``progress=None`` by default and decides from ``sys.stderr.isatty()``; True and False override it, and
+an explicit False is quiet all the way down."""
 
+import dataclasses
 import io
 import sys
 
+import numpy as np
 import pytest
 
 import refsam
+from refsam import apps
+from refsam.apps.banks import BankRecipe, build_target
+from refsam.ground_truth import finite_difference_parameters
+from refsam.kit import check_scores, export_cases
 
 
 class Terminal(io.StringIO):
@@ -74,7 +83,7 @@ def test_progress_false_is_quiet_at_a_terminal_inside_every_call(monkeypatch):
     monkeypatch.setattr(sys, "stderr", terminal)
     refsam.trajectory_influence(problem, run, X_test, y_test, progress=False)  # verifies (replays) first
     bank = refsam.counterfactual_bank(problem, refsam.SAM(0.05), run, X_test, y_test, kind="retrain",
-                                      n_subsets=2)
+                                      n_subsets=2, progress=False)  # its retrainings are quiet too
     assert bank.outputs.shape == (2, 2)
     assert terminal.getvalue() == ""
 
@@ -84,3 +93,102 @@ def test_progress_default_without_a_stderr_is_off(monkeypatch):
     from refsam.validation import check_progress
 
     assert check_progress(None) is False
+
+
+# ----- the other loops that can run past a few seconds: re-solve ground truths, banks, apps, the kit -----
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory):
+    """A small logistic run with a verified root, held-out points, its ground truth, and a case directory
+    with (wrong) scores of the right shape."""
+    X, y, flipped = refsam.make_gaussian_classification(n=40, n_features=2, flip_fraction=0.1, seed=0)
+    problem = refsam.Problem(refsam.LogisticRegression(), X[:30], y[:30])
+    optimizer = refsam.SGD(0.5, weight_decay=0.05)
+    fit_ = apps.fit(problem, refsam.SAM(0.05), optimizer, 100, progress=False)
+    assert fit_.fixed_point is not None and fit_.fixed_point.converged
+    X_val, y_val = X[30:35], y[30:35]
+    truth = apps.ground_truth(fit_, X_val, y_val, [0, 1], progress=False)
+    cases = tmp_path_factory.mktemp("cases")
+    manifest = export_cases(cases, cases="logistic-sam-weight_decay-full", progress=False)
+    scores = {case["id"]: np.zeros((case["n_train"], case["n_test"])) for case in manifest["cases"]}
+    return fit_, optimizer, X_val, y_val, X[35:], y[35:], flipped[:30], truth, cases, scores
+
+
+def _long_loops(fitted, tmp_path):
+    fit_, optimizer, X_val, y_val, X_test, y_test, flipped, truth, cases, scores = fitted
+    problem, sam, root = fit_.problem, fit_.sam, fit_.fixed_point
+    true_labels = np.where(flipped, 1 - problem.y, problem.y)
+
+    def fresh():  # a copy of the fit without its cached self-influence (which a second call would reuse)
+        return dataclasses.replace(fit_, _cache={})
+
+    return {
+        "leave_one_out": lambda **kw: refsam.leave_one_out(problem, sam, root, X_val, y_val, [0, 1], **kw),
+        "finite_difference_influence": lambda **kw: refsam.finite_difference_influence(
+            problem, sam, root, X_val, y_val, [0, 1], **kw),
+        "finite_difference_parameters": lambda **kw: finite_difference_parameters(problem, sam, root, [0, 1],
+                                                                                    **kw),
+        "counterfactual_bank": lambda **kw: refsam.counterfactual_bank(problem, sam, root, X_val, y_val,
+                                                                       n_subsets=2, **kw),
+        "apps.fit": lambda **kw: apps.fit(problem, sam, optimizer, 10, solve_root=False, **kw),
+        "apps.influence": lambda **kw: apps.influence(fit_, "trajectory", X_val, y_val, **kw),
+        "apps.fit_self_influence": lambda **kw: apps.fit_self_influence(fresh(), "trajectory", **kw),
+        "apps.detection_scores": lambda **kw: apps.detection_scores(fresh(), "trajectory", **kw),
+        "apps.detect_mislabeled": lambda **kw: apps.detect_mislabeled(fit_, flipped, ["closed_form"], **kw),
+        "apps.detection_protocols": lambda **kw: apps.detection_protocols(
+            fit_, flipped, true_labels, X_val, y_val, X_test, y_test, ["closed_form"], **kw),
+        "apps.remove_harmful": lambda **kw: apps.remove_harmful(fit_, X_val, y_val, 1, ["closed_form"],
+                                                                n_random=1, **kw),
+        "apps.removal_curves": lambda **kw: apps.removal_curves(fit_, X_val, y_val, X_test, y_test, [0, 1],
+                                                                ["closed_form"], n_random=1, **kw),
+        "apps.ground_truth": lambda **kw: apps.ground_truth(fit_, X_val, y_val, [0, 1], **kw),
+        "apps.compare_methods": lambda **kw: apps.compare_methods(fit_, X_val, y_val, truth, ["closed_form"],
+                                                                  **kw),
+        "apps.tune": lambda **kw: apps.tune(problem, X_val, y_val, optimizer, steps=20, max_trainings=2,
+                                            **kw),
+        "apps.grid_search": lambda **kw: apps.grid_search(problem, X_val, y_val, optimizer, [0.05], [0.05],
+                                                          steps=20, **kw),
+        "apps.banks.build_target": lambda **kw: build_target(BankRecipe(n=30, steps=20, target="run"),
+                                                             **kw),
+        "kit.export_cases": lambda **kw: export_cases(tmp_path / "again",
+                                                      cases="logistic-sam-weight_decay-full", **kw),
+        "kit.check_scores": lambda **kw: check_scores(cases, scores, **kw),
+    }
+
+
+LONG_LOOPS = ("leave_one_out", "finite_difference_influence", "finite_difference_parameters",
+              "counterfactual_bank", "apps.fit", "apps.influence", "apps.fit_self_influence",
+              "apps.detection_scores", "apps.detect_mislabeled", "apps.detection_protocols",
+              "apps.remove_harmful", "apps.removal_curves", "apps.ground_truth", "apps.compare_methods",
+              "apps.tune", "apps.grid_search", "apps.banks.build_target", "kit.export_cases",
+              "kit.check_scores")
+
+
+@pytest.mark.parametrize("name", LONG_LOOPS)
+def test_every_long_loop_reports_progress_at_a_terminal_and_only_there(name, fitted, tmp_path, monkeypatch):
+    """The loops that can run past a few seconds beyond training and replay (re-solve ground truths, banks,
+    the applications, the oracle kit) default to progress=None too; an explicit False is quiet at a
+    terminal all the way down (their nested loops do not inherit the terminal default)."""
+    call = _long_loops(fitted, tmp_path)[name]
+    for attempt, (stream, keywords, expect_output) in enumerate(
+            ((Terminal(), {}, True), (Pipe(), {}, False), (Terminal(), {"progress": False}, False))):
+        if name == "kit.export_cases":
+            keywords = {**keywords, "force": attempt > 0}  # the same directory again
+        monkeypatch.setattr(sys, "stderr", stream)
+        call(**keywords)
+        assert bool(stream.getvalue()) == expect_output, (name, type(stream).__name__, keywords,
+                                                          stream.getvalue())
+
+
+def test_a_long_loop_refuses_progress_of_another_type(fitted, tmp_path):
+    with pytest.raises(refsam.InvalidInputError, match="`progress` must be True, False or None"):
+        _long_loops(fitted, tmp_path)["counterfactual_bank"](progress="yes")
+
+
+def test_the_demo_reports_progress_at_a_terminal_and_only_there(monkeypatch):
+    from refsam.apps.demo import DemoConfig, run_demo
+
+    for stream, expect_output in ((Terminal(), True), (Pipe(), False)):
+        monkeypatch.setattr(sys, "stderr", stream)
+        run_demo(DemoConfig(n=40, steps=50, subset=2, methods=("closed_form",)))
+        assert bool(stream.getvalue()) == expect_output, type(stream).__name__
