@@ -20,14 +20,18 @@ reads the cases with numpy and json only and does two things for every case:
 
     scores[j, k] = ∂ ℓ(z_k^test, θ_T(w)) / ∂ w_j  at w = 1   (refsam's sign and scale, docs/contract.md §1)
 
+The SAM rule is read from the case's fields alone (docs/variants.md): SAM, USAM, ASAM, Fisher SAM,
+Friendly SAM with its running mean, GSAM's and the gradient-norm penalty's directions, perturbation masks,
+interval SAM and per-step ρ schedules (``rule_at``, ``perturbation``, ``direction``, ``sam_step_terms``).
+
 Four variants are checked with ``refsam.kit.check_scores``:
 * "correct": the perturbation ε_t stays in the graph, momentum follows torch.optim.SGD, Adam and AdamW
   follow torch.optim.Adam / AdamW and the clip follows clip_grad_norm_;
 * "frozen perturbation (wrong)": ε_t is detached, which drops the inner-perturbation terms of
   docs/contract.md §4 — a classic porting bug. The checker must reject every case;
 * "weight decay outside the buffer (wrong)": the optimizer's λθ added after the momentum buffer
-  (SGDW-style) instead of through it (torch's order). The checker must reject every momentum case
-  (every one has weight decay);
+  (SGDW-style) instead of through it (torch's order). The checker must reject every momentum case with
+  the optimizer's weight decay;
 * "no bias correction (wrong)": Adam's m̂ = m/(1 − β₁^{t+1}) and v̂ = v/(1 − β₂^{t+1}) left out. The
   checker must reject every Adam and AdamW case (the others do not use it).
 
@@ -87,18 +91,76 @@ def make_losses(torch, spec, n_features):
     return losses
 
 
-def perturbation(torch, meta, theta, g):
-    """ε(θ; g): SAM ρ g/(‖g‖ + e), USAM ρ g, ASAM ρ T²g/(‖Tg‖ + e) with T = diag(|θ| + κ) on the
-    masked coordinates (all without ``t_mask``) and 1 elsewhere; e = the case's ``norm_eps``."""
-    rule, rho, e = meta["rule"], meta["rho"], meta.get("norm_eps", 0.0)
+def rule_at(meta, t):
+    """(ρ_t, phase) of step t: ρ_t from a per-step ``rho`` list; "plain" on interval SAM's other steps
+    (``every``: SAM when (t + 1) % every == 0), "first" on Friendly SAM's first SAM step, else "sam"."""
+    rho = meta["rho"][t] if isinstance(meta["rho"], list) else meta["rho"]
+    every = meta.get("every")
+    if every is not None and (t + 1) % every != 0:
+        return 0.0, "plain"
+    first = 0 if every is None else every - 1
+    return rho, "first" if meta["rule"] == "friendly" and t == first else "sam"
+
+
+def perturbation(torch, meta, theta, g, rho):
+    """ε(θ; g) with radius ρ: SAM (and Friendly SAM, on its d) ρ g/(‖g‖ + e), USAM ρ g, ASAM ρ T²g/(‖Tg‖ + e)
+    with T = diag(|θ| + κ) on the masked coordinates (all without ``t_mask``) and 1 elsewhere, Fisher SAM
+    ρ f⁻¹g/(√(gᵀf⁻¹g) + e) with f = 1 + η_f g²; e = the case's ``norm_eps``; with ``perturb_mask`` g is
+    zeroed off the mask first (so ε is 0 there and every norm is over the mask)."""
+    rule, e = meta["rule"], meta.get("norm_eps", 0.0)
+    if meta.get("perturb_mask") is not None:
+        g = torch.where(torch.as_tensor(meta["perturb_mask"]), g, torch.zeros_like(g))
+    if rho == 0.0:
+        return torch.zeros_like(g)
     if rule == "usam":
         return rho * g
-    if rule == "sam":
+    if rule in ("sam", "friendly"):
         return rho * g / (torch.linalg.vector_norm(g) + e)
+    if rule == "fisher":
+        h = g / (1.0 + meta["fisher_eta"] * g * g)
+        return rho * h / (torch.sqrt((g * h).sum()) + e)
     t = theta.abs() + meta["kappa"]
     if meta.get("t_mask") is not None:
         t = torch.where(torch.as_tensor(meta["t_mask"]), t, torch.ones_like(t))
     return rho * t**2 * g / (torch.linalg.vector_norm(t * g) + e)
+
+
+def direction(torch, meta, g, g_p):
+    """The descent gradient from g (at θ) and g^p (at θ + ε): g^p; GSAM's g^p − α (g − cos ‖g‖ g^p/(‖g^p‖ +
+    e)) with cos = ⟨g, g^p⟩/(‖g^p‖‖g‖ + e), e = 1e-12; the gradient-norm penalty's (1 − α) g + α g^p, or
+    (1 − α) g/‖g‖ + α g^p with ``unit_gradient``."""
+    kind, alpha = meta.get("direction", "sam"), meta.get("alpha")
+    if kind == "sam":
+        return g_p
+    norm_g = torch.linalg.vector_norm(g)
+    if kind == "gnp":
+        return (1.0 - alpha) * (g / norm_g if meta.get("unit_gradient") else g) + alpha * g_p
+    norm_p = torch.linalg.vector_norm(g_p)
+    cos = (g * g_p).sum() / (norm_p * norm_g + 1e-12)
+    return g_p - alpha * (g - cos * norm_g * g_p / (norm_p + 1e-12))
+
+
+def sam_step_terms(torch, meta, t, theta, g, m):
+    """(the rule's input u, its next state m', ρ_t, phase): Friendly SAM perturbs along u = g − σ m with m
+    the running mean before the step (u = g and m' = g on its first SAM step; m' = m on a plain step), then
+    m' = λ_f m + (1 − λ_f) g; u = g for the other rules (m' None)."""
+    rho, phase = rule_at(meta, t)
+    if meta["rule"] != "friendly":
+        return g, None, rho, phase
+    if phase == "first":
+        return g, g, rho, phase
+    if phase == "plain":
+        return g, m, rho, phase
+    return g - meta["sigma"] * m, meta["ema"] * m + (1.0 - meta["ema"]) * g, rho, phase
+
+
+def clip_descent(torch, clip, descent):
+    """The case's clip of the descent gradient: clip_grad_norm_'s s = min(1, c/(‖g̃‖ + 1e-6)) ("torch") or
+    optax.clip_by_global_norm's s = c/max(‖g̃‖, c) ("optax"), differentiable through ‖g̃‖."""
+    norm = torch.linalg.vector_norm(descent)
+    if clip["convention"] == "torch":
+        return descent * torch.clamp(clip["max_norm"] / (norm + 1e-6), max=1.0)
+    return descent * (clip["max_norm"] / torch.clamp(norm, min=clip["max_norm"]))
 
 
 class SAMWrapper:
@@ -116,19 +178,26 @@ class SAMWrapper:
             base = {"Adam": torch.optim.Adam, "AdamW": torch.optim.AdamW}[opt["name"]]
             self.base = base([param], lr=lr, betas=tuple(opt["betas"]), eps=opt["eps"],
                              weight_decay=opt["weight_decay"])
-        self.clip = meta.get("clip_grad_norm")  # None, or {"max_norm": c, "convention": "torch"}
-        assert self.clip is None or self.clip["convention"] == "torch"
+        self.clip = meta.get("clip_grad_norm")  # None, or {"max_norm": c, "convention": "torch" | "optax"}
+        self.m = torch.zeros_like(param)  # Friendly SAM's running mean of the gradients
 
-    def first_step(self):
+    def first_step(self, t):
         with self.torch.no_grad():
-            self.eps = perturbation(self.torch, self.meta, self.param, self.param.grad)
+            self.g = self.param.grad.clone()
+            u, m_next, rho, _ = sam_step_terms(self.torch, self.meta, t, self.param, self.g, self.m)
+            self.m = self.m if m_next is None else m_next
+            self.eps = perturbation(self.torch, self.meta, self.param, u, rho)
             self.param.add_(self.eps)  # to θ + ε
 
     def second_step(self, lr):
         with self.torch.no_grad():
             self.param.sub_(self.eps)  # back to θ, then the step with the gradient taken at θ + ε
-        if self.clip is not None:  # s = min(1, c / (‖g̃‖ + 1e-6)), before the optimizer adds its decay
+            self.param.grad = direction(self.torch, self.meta, self.g, self.param.grad)
+        if self.clip is not None and self.clip["convention"] == "torch":  # before the optimizer's decay
             self.torch.nn.utils.clip_grad_norm_([self.param], self.clip["max_norm"])
+        elif self.clip is not None:
+            with self.torch.no_grad():
+                self.param.grad = clip_descent(self.torch, self.clip, self.param.grad)
         for group in self.base.param_groups:
             group["lr"] = lr
         self.base.step()
@@ -151,7 +220,7 @@ def replay_with_torch_optimizer(torch, meta, arrays):
         idx = torch.as_tensor(flat[offsets[t]:offsets[t + 1]], dtype=torch.int64)
         theta.grad = None
         loss_at_current_point(idx).backward()
-        optimizer.first_step()
+        optimizer.first_step(t)
         theta.grad = None
         loss_at_current_point(idx).backward()
         optimizer.second_step(float(lrs[t]))
@@ -185,18 +254,21 @@ def torch_trajectory_influence(torch, meta, arrays, bug=None):
 
     buf = None
     m = v = torch.zeros_like(theta)  # Adam's exp_avg and exp_avg_sq
+    ema = torch.zeros_like(theta)  # Friendly SAM's running mean of the gradients
     for t, lr in enumerate(arrays["lrs"]):
         idx = torch.as_tensor(flat[offsets[t]:offsets[t + 1]], dtype=torch.int64)
         g = batch_grad(theta, idx) + (l2 * theta if l2 is not None else 0.0)
+        u, ema_next, rho, _ = sam_step_terms(torch, meta, t, theta, g, ema)
+        ema = ema if ema_next is None else ema_next
         if bug == "frozen":  # no derivative flows through ε_t
-            eps = perturbation(torch, meta, theta.detach(), g.detach())
+            eps = perturbation(torch, meta, theta.detach(), u.detach(), rho)
         else:
-            eps = perturbation(torch, meta, theta, g)
+            eps = perturbation(torch, meta, theta, u, rho)
         w_hat = theta + eps
-        descent = batch_grad(w_hat, idx) + (l2 * w_hat if l2 is not None else 0.0)  # the loss's l2
-        if clip is not None:  # clip_grad_norm_: s = min(1, c / (‖g̃‖ + 1e-6)), differentiated through ‖g̃‖
-            descent = descent * torch.clamp(clip["max_norm"] / (torch.linalg.vector_norm(descent) + 1e-6),
-                                            max=1.0)
+        g_p = batch_grad(w_hat, idx) + (l2 * w_hat if l2 is not None else 0.0)  # the loss's l2
+        descent = direction(torch, meta, g, g_p)
+        if clip is not None:  # the clip, differentiated through ‖g̃‖
+            descent = clip_descent(torch, clip, descent)
         if adam:
             theta, m, v = adam_step(torch, opt, t, float(lr), theta, m, v, descent, bug)
             continue
@@ -289,7 +361,8 @@ def main(argv=None) -> int:
     frozen = reports["frozen perturbation (wrong)"]
     decay = reports["weight decay outside the buffer (wrong)"]
     no_bias = reports["no bias correction (wrong)"]
-    momentum_ids = {meta["id"] for meta, _ in cases if meta["optimizer"].get("momentum")}
+    momentum_ids = {meta["id"] for meta, _ in cases  # (the GNP cases keep their L2 in the loss: no decay)
+                    if meta["optimizer"].get("momentum") and np.any(meta["optimizer"]["weight_decay"])}
     adam_ids = {meta["id"] for meta, _ in cases if meta["optimizer"]["name"] in ("Adam", "AdamW")}
     decay_failed = {r.case_id for r in decay.results if not r.passed}
     bias_failed = {r.case_id for r in no_bias.results if not r.passed}
@@ -297,7 +370,8 @@ def main(argv=None) -> int:
     worst_adam = max((r.rel_err for r in correct.results if r.case_id in adam_ids), default=float("nan"))
     print(f"\ncorrect variant: {len(correct.results) - correct.n_failed}/{len(correct.results)} passed; "
           f"wrong variant: {frozen.n_failed}/{len(frozen.results)} rejected; "
-          f"weight decay outside the buffer: {len(decay_failed)}/{len(momentum_ids)} momentum cases "
+          f"weight decay outside the buffer: {len(decay_failed)}/{len(momentum_ids)} momentum cases with "
+          f"weight decay "
           f"rejected; "
           f"no bias correction: {len(bias_failed)}/{len(adam_ids)} Adam cases rejected")
     print(f"correct variant vs the reference: max rel err {worst:.2e} over all cases, {worst_adam:.2e} over "

@@ -210,7 +210,7 @@ def check_scores(directory: str | os.PathLike[str], scores: str | os.PathLike[st
     min_spearman : float, optional
         Also require Spearman >= this to pass (a rank criterion for approximations).
     progress : bool or None
-        Print a line to stderr per reference case recomputed (about 4 s for all 57); None (the default)
+        Print a line to stderr per reference case recomputed (about 4 s for all 84); None (the default)
         means on where stderr is a terminal.
 
     Returns

@@ -55,9 +55,12 @@ __all__ = [
     "verify_against_recipe",
 ]
 
+# 3: the SAM variants: `rho` a number or a per-step list, the rule's own fields (`fisher_eta`, `sigma`,
+#    `ema`, `direction`, `alpha`, `unit_gradient`, `perturb_mask`, `every`, each only where it applies) and
+#    the rule's state array (`state_sam_ema`, Friendly SAM's running mean);
 # 2: the optimizer as an object ("optimizer"), the loss's "l2" and the "penalty" axis; the manifest's own
 # sha256 (`manifest_sha256`); ids, files and arrays bound to the recipe. 1 (refsam 0.1's) is refused.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 FORMAT_NAME = "refsam-reference-cases"
 MANIFEST_NAME = "manifest.json"
 LOCK_NAME = ".refsam-export.lock"  # present while an export writes into the directory
@@ -105,7 +108,7 @@ def export_cases(directory: str | os.PathLike[str], cases: str | None = None,
         is written whole (a temporary file renamed onto its name), and the directory is locked
         (``.refsam-export.lock``) while the export writes: a second export into it is refused.
     cases : str, optional
-        Shell-style pattern selecting case ids (``"logistic-*"``); default all 57.
+        Shell-style pattern selecting case ids (``"logistic-*"``); default all 84.
     progress : bool or None
         A line per case on stderr; None (the default) means on where stderr is a terminal.
     force : bool
@@ -266,7 +269,7 @@ def _process_alive(pid: int) -> bool:
 
 # -- reading and verifying a case directory -------------------------------------------------------------
 _CASE_FIELDS = {
-    "id": str, "file": str, "sha256": str, "model": dict, "rule": str, "rho": (int, float),
+    "id": str, "file": str, "sha256": str, "model": dict, "rule": str, "rho": (int, float, list),
     "kappa": (int, float), "l2": (int, float), "optimizer": dict, "penalty": str, "batching": str,
     "steps": int, "n_train": int, "n_test": int, "n_features": int, "n_params": int, "outputs": dict,
 }
@@ -478,7 +481,7 @@ def load_entry(directory: str, entry: dict[str, Any], verify: bool) -> Reference
 def _state_names(entry: dict[str, Any]) -> tuple[str, ...]:
     """The state arrays a case's optimizer keeps (from its manifest entry's ``optimizer``)."""
     try:
-        return optimizer_from_config(entry["optimizer"], 1.0).state_names
+        return optimizer_from_config(entry["optimizer"], 1.0).state_names + SAM.from_config(entry).state_names
     except (InvalidInputError, TypeError, KeyError):
         return ()  # an unreadable optimizer is refused by the recipe's binding check
 
@@ -486,7 +489,8 @@ def _state_names(entry: dict[str, Any]) -> tuple[str, ...]:
 # The manifest fields that define a case (compared with the recipe's); the rest are measurements.
 _BOUND_FIELDS = ("id", "model", "rule", "rho", "kappa", "l2", "optimizer", "clip_grad_norm", "penalty",
                  "batching", "batch_size", "steps", "norm_eps", "preset", "t_mask", "n_train", "n_test",
-                 "n_features", "n_params", "n_classes")
+                 "n_features", "n_params", "n_classes", "fisher_eta", "sigma", "ema", "direction", "alpha",
+                 "unit_gradient", "perturb_mask", "every")
 _BOUND_OUTPUT_FIELDS = ("array", "shape", "exact", "rtol", "atol")
 
 

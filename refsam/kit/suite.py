@@ -1,4 +1,4 @@
-"""The reference suite's recipe: 57 small recorded SAM runs and their self-checked outputs.
+"""The reference suite's recipe: 84 small recorded SAM runs and their self-checked outputs.
 
 The suite spans model (logistic, softmax, mlp) × rule (sam, usam, asam) × penalty (λ as the
 optimizer's ``weight_decay``, or as the loss's ``l2``) × batching (full, minibatch) — 36 cases with
@@ -38,7 +38,7 @@ from ..influence.methods import method_info
 from ..influence.trajectory import trajectory_influence, trajectory_parameter_influence
 from ..models import MODEL_NAMES, build_model
 from ..objective import Problem
-from ..sam import BASE_RULES, RULES, SAM
+from ..sam import BASE_RULES, RULES, SAM, NoStepMapError
 from ..tolerances import (
     FD_STEP,
     ROOT_TOL,
@@ -87,7 +87,8 @@ STEPS = 20  # T
 BATCH_SIZE = 4  # minibatch cases: 3 batches per epoch, reshuffled every epoch
 LR = 0.5  # η; minibatch cases decay it linearly, η_t = η (1 − t/(2T)) (the per-step lr array is exercised)
 WEIGHT_DECAY = 0.05  # λ > 0 so that softmax has a nonsingular ∂G/∂θ
-RHO = {"sam": 0.1, "usam": 0.2, "asam": 0.5}  # ρ per rule: each moves the influence by several percent
+RHO = {"sam": 0.1, "usam": 0.2, "asam": 0.5, "fisher": 0.1, "friendly": 0.1}  # ρ per rule: each moves
+# the influence by several percent
 KAPPA = 0.01  # ASAM's κ
 MOMENTUM = 0.9  # μ of the momentum and preset cases (their lr is scaled by 1 − μ)
 # The Adam and AdamW cases (minibatch, λ = WEIGHT_DECAY as the optimizer's weight decay, SAM rule):
@@ -168,6 +169,14 @@ class CaseSpec:
 
 
 _PRESET_RULES = {"pytorch-sam": "sam", "pytorch-sam-adaptive": "asam", "asam-official": "asam"}
+# The SAM variants' presets (their official codes' conventions), each a minibatch run of every model, and
+# the full-batch runs of those whose step map has a fixed point (closed form): their rule, and the
+# optimizer each recipe uses (GNP's: Nesterov, with its L2 in the loss).
+_VARIANT_RULES = {"composer-sam": "sam", "fisher-sam": "fisher", "friendly-sam": "friendly", "gnp": "sam",
+                  "gsam": "asam", "sam-on": "asam"}
+_VARIANT_ROOTS = ("fisher-sam", "gsam", "sam-on")
+VARIANT_RHO_MIN = 0.25  # GSAM's ρ_min as a fraction of ρ: its ρ_t then follows the decaying lr
+VARIANT_EVERY = 2  # interval SAM: a SAM step every second step
 CASE_SPECS = (
     tuple(CaseSpec(m, r, pen, b)
           for m in MODELS for r in BASE_RULES for pen in PENALTIES for b in BATCHINGS)
@@ -176,6 +185,10 @@ CASE_SPECS = (
     + tuple(CaseSpec(m, _PRESET_RULES[p], "weight_decay", "minibatch", "heavyball", p)
             for m in MODELS for p in sorted(_PRESET_RULES))
     + tuple(CaseSpec(m, "sam", "weight_decay", "minibatch", o) for m in MODELS for o in ADAM_OPTIMIZERS)
+    + tuple(CaseSpec(m, _VARIANT_RULES[p], "l2" if p == "gnp" else "weight_decay", b,
+                     "nesterov" if p == "gnp" else "heavyball", p)
+            for m in MODELS for p in sorted(_VARIANT_RULES)
+            for b in (("full", "minibatch") if p in _VARIANT_ROOTS else ("minibatch",)))
 )
 
 
@@ -185,7 +198,7 @@ def case_ids(pattern: str | None = None) -> list[str]:
 
 
 def select_specs(pattern: str | None) -> list[CaseSpec]:
-    """The suite's case specs whose id matches the shell-style ``pattern`` (None: all 57)."""
+    """The suite's case specs whose id matches the shell-style ``pattern`` (None: all 84)."""
     if pattern is None:
         return list(CASE_SPECS)
     specs = [s for s in CASE_SPECS if fnmatch.fnmatchcase(s.case_id, pattern)]
@@ -221,12 +234,27 @@ def make_run(spec: CaseSpec) -> tuple[Problem, SAM, Trajectory, Array, NDArray[n
     problem = Problem(model, X, y, l2=WEIGHT_DECAY if in_loss else 0.0)
     optimizer: Optimizer = SGD(lr, momentum, nesterov=nesterov, weight_decay=0.0 if in_loss else WEIGHT_DECAY)
     sam = SAM(RHO[spec.rule], spec.rule, kappa=KAPPA)
+    clip = None
     if spec.preset is not None:  # the public implementation's rule, optimizer and λ placement
         chosen = preset(spec.preset, Problem(model, X, y), RHO[spec.rule], optimizer.lr, WEIGHT_DECAY,
-                        momentum, nesterov)
-        problem, sam, optimizer = chosen.problem, chosen.sam, chosen.optimizer
-    trajectory = train(problem, sam, optimizer, STEPS, batch_size=batch_size, seed=seed, progress=False)
+                        momentum, nesterov, **_variant_keywords(spec, model))
+        problem, sam, optimizer, clip = chosen.problem, chosen.sam, chosen.optimizer, chosen.clip_grad_norm
+    trajectory = train(problem, sam, optimizer, STEPS, batch_size=batch_size, seed=seed, clip_grad_norm=clip,
+                       progress=False)
     return problem, sam, trajectory, X_test, y_test
+
+
+def _variant_keywords(spec: CaseSpec, model: Any) -> dict[str, Any]:
+    """The variant presets' own choices in the suite: GSAM's ρ_min, SAM-ON's selected tensors (the weight
+    matrices stand in for the normalisation layers: a bias starts at 0, where T = |θ| = 0), interval SAM's
+    period."""
+    if spec.preset == "gsam" and spec.batching == "minibatch":
+        return {"rho_min": VARIANT_RHO_MIN * RHO[spec.rule]}
+    if spec.preset == "sam-on":
+        return {"perturb_mask": ~model.bias_mask(N_FEATURES)}
+    if spec.preset == "composer-sam":
+        return {"every": VARIANT_EVERY}
+    return {}
 
 
 def _adam_run(spec: CaseSpec, model: Any, X: Array, y: NDArray[np.int64], X_test: Array,
@@ -250,7 +278,8 @@ def _descent_norms(problem: Problem, trajectory: Trajectory) -> Array:
     """‖g̃_t‖ (T,), the norm of each step's descent gradient before clipping: what the clip compares with
     its threshold."""
     sam = trajectory.sam()
-    return np.array([np.linalg.norm(sam_gradient(problem, sam, trajectory.thetas[t], batch).descent)
+    return np.array([np.linalg.norm(sam_gradient(problem, sam.at_step(t), trajectory.thetas[t], batch,
+                                                 rule_state=trajectory.rule_state(t, sam)).descent)
                      for t, batch in enumerate(trajectory.batches)])
 
 
@@ -274,7 +303,7 @@ def _closed_form_outputs(problem: Problem, sam: SAM, trajectory: Trajectory, X_t
                  progress=False).theta_final
     try:
         root = solve_fixed_point(problem, sam, warm, optimizer=optimizer, tol=ROOT_TOL)
-    except FixedPointError as exc:
+    except (FixedPointError, NoStepMapError) as exc:
         return {}, {}, f"no verified root: {str(exc).splitlines()[0]}"
     theta_hat = root.theta
     clipping = trajectory.clipping()
@@ -404,14 +433,13 @@ def build_case(spec: CaseSpec, executor: Executor | None = None) -> tuple[dict[s
     entry = {
         "id": spec.case_id,
         "model": c["model"],
-        "rule": c["rule"], "rho": c["rho"], "kappa": c["kappa"],
+        **sam.config(),  # the rule and every parameter of it (rho, kappa, a variant's own, masks)
         "l2": c["l2"], "optimizer": c["optimizer"], "penalty": spec.penalty,
         "batching": spec.batching, "batch_size": c["batch_size"],
         "steps": trajectory.steps,
         "lr_schedule": _lr_schedule(spec),
         "clip_grad_norm": c["clip_grad_norm"],
         "norm_eps": sam.norm_eps, "preset": spec.preset,
-        **({"t_mask": [bool(v) for v in sam.t_mask]} if sam.t_mask is not None else {}),
         "n_train": problem.n, "n_test": int(X_test.shape[0]), "n_features": problem.p,
         "n_params": problem.d, "n_classes": problem.model.n_classes,
         "outputs": outputs,

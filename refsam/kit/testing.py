@@ -19,7 +19,7 @@ Strategies
 
 ``influence_problems(...)``  an `InfluenceProblem` (problem, sam, trajectory, X_test, y_test):
                         a drawn run plus test points — everything an influence method takes.
-``suite_cases(pattern)`` one of the oracle kit's 57 reference-case configurations, as an InfluenceProblem.
+``suite_cases(pattern)`` one of the oracle kit's 84 reference-case configurations, as an InfluenceProblem.
 
 Helpers
 -------

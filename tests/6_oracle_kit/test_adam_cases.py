@@ -124,7 +124,7 @@ def _descent_norms(case):
 def test_the_adam_cases_exist_with_ids_naming_their_optimizer():
     ids = [s.case_id for s in CASE_SPECS]
     assert [i for i in ids if i.endswith(("-adam", "-adamw"))] == ADAM_IDS
-    assert len(ids) == 57 and len(set(ids)) == 57
+    assert len(ids) == 84 and len(set(ids)) == 84
     assert {s.model for s in CASE_SPECS if s.optimizer in ("adam", "adamw")} == set(MODELS)
 
 

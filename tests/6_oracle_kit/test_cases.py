@@ -115,16 +115,28 @@ def test_suite_covers_every_value_of_every_axis(case_dir):
     manifest = read_manifest(case_dir)
     ids = [c["id"] for c in manifest["cases"]]
     grid = len(MODELS) * len(BASE_RULES) * len(PENALTIES) * len(BATCHINGS)
-    assert len(ids) == len(set(ids)) == 57 == grid + len(MODELS) * 2 + len(MODELS) * 3 + len(MODELS) * 2
+    # the grid, momentum (2), the SAM presets (3), Adam and AdamW (2), the SAM variants' presets (6
+    # minibatch runs, and 3 full-batch runs of the variants with a fixed point), per model
+    variants = len(MODELS) * (6 + 3)
+    assert len(ids) == len(set(ids)) == 84
+    assert len(ids) == grid + len(MODELS) * 2 + len(MODELS) * 3 + len(MODELS) * 2 + variants
+    variant_cases = [c for c in manifest["cases"] if c["preset"] in ("gsam", "gnp", "friendly-sam", "sam-on",
+                                                                       "fisher-sam", "composer-sam")]
+    assert {c["rule"] for c in variant_cases} == {"sam", "asam", "fisher", "friendly"}
+    assert {c.get("direction") for c in variant_cases} == {None, "gsam", "gnp"}
+    assert any(isinstance(c["rho"], list) for c in variant_cases)  # GSAM's ρ schedule
+    assert any("perturb_mask" in c for c in variant_cases) and any(c.get("every") == 2 for c in variant_cases)
     momentum = [c for c in manifest["cases"] if c["optimizer"].get("momentum")]
-    assert len(momentum) == 15 and {c["optimizer"]["nesterov"] for c in momentum} == {True, False}
-    assert {c["preset"] for c in momentum} == {None, "pytorch-sam", "pytorch-sam-adaptive", "asam-official"}
+    assert len(momentum) == 15 + 27 and {c["optimizer"]["nesterov"] for c in momentum} == {True, False}
+    assert {c["preset"] for c in momentum} == {None, "pytorch-sam", "pytorch-sam-adaptive", "asam-official",
+                                               "gsam", "gnp", "friendly-sam", "sam-on", "fisher-sam",
+                                               "composer-sam"}
     for entry in manifest["cases"]:
         assert entry["model"]["name"] in MODELS and entry["rule"] in RULES
         assert entry["penalty"] in PENALTIES and entry["batching"] in BATCHINGS
         adam = {"adam": "Adam", "adamw": "AdamW"}.get(entry["id"].rsplit("-", 1)[-1])
         assert entry["optimizer"]["name"] == (adam or "SGD"), entry["id"]  # the id names the optimizer
-        assert (entry["clip_grad_norm"] is not None) == (adam is not None)
+        assert (entry["clip_grad_norm"] is not None) == (adam is not None or entry["preset"] == "gnp")
         if entry["preset"] is None:  # λ sits where the penalty says, and only there
             in_loss = entry["penalty"] == "l2"
             assert (entry["l2"] > 0) == in_loss and (entry["optimizer"]["weight_decay"] > 0) != in_loss
@@ -140,7 +152,7 @@ def test_suite_covers_every_value_of_every_axis(case_dir):
 def test_case_directory_reads_with_plain_numpy_json_and_hashlib(case_dir):
     with open(case_dir / "manifest.json", encoding="utf-8") as f:
         manifest = json.load(f)
-    assert manifest["schema_version"] == 2
+    assert manifest["schema_version"] == 3
     body = {k: v for k, v in manifest.items() if k != "manifest_sha256"}  # the manifest's own sha256
     canonical = json.dumps(body, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     assert hashlib.sha256(canonical.encode("utf-8")).hexdigest() == manifest["manifest_sha256"]
@@ -212,19 +224,21 @@ def test_stored_closed_form_is_exact_at_a_verified_root(cases):
 
 def test_stored_jacobian_products_equal_an_autograd_jacobian_of_the_residual(cases):
     """J v and Jᵀ v for the stored probes vs autograd's Jacobian of G written with Problem.objective and
-    SAM.perturbation only (none of refsam's derivative code)."""
+    the rule's value functions SAM.perturbation and SAM.descent only (none of refsam's derivative code)."""
     import autograd
 
     with_closed_form = [c for c in cases if "closed_form" in c.meta["outputs"]]
-    assert len(with_closed_form) == 9
+    assert len(with_closed_form) == 9 + 9  # the grid's full-batch weight-decay runs, and the variants'
+    # with a fixed point (Fisher SAM, GSAM at a constant ρ, SAM-ON), for every model
     for case in with_closed_form:
         problem, sam, theta = case.problem(), case.sam(), case.arrays["theta_hat"]
         lam = case.optimizer().weight_decay  # the optimizer's weight decay (scalar in the suite)
         assert isinstance(lam, float) and lam > 0 and problem.l2 == 0.0
 
-        def G(t, problem=problem, sam=sam, lam=lam):  # λ in the optimizer: ∇F(θ + ε(θ; ∇F(θ))) + λθ
+        def G(t, problem=problem, sam=sam, lam=lam):  # λ in the optimizer: φ(g, ∇F(θ + ε(θ; g))) + λθ
             grad_F = autograd.grad(problem.objective)
-            return grad_F(t + sam.perturbation(t, grad_F(t))) + lam * t
+            g = grad_F(t)
+            return sam.descent(g, grad_F(t + sam.perturbation(t, g))) + lam * t
 
         J = autograd.jacobian(G)(theta)
         v = case.probe_vectors()
@@ -241,22 +255,22 @@ def test_products_target_checks_a_matrix_free_port_and_catches_the_transpose(cas
                                        optimizer=c.optimizer()).jacobian_T.matmat(c.probe_vectors())
            for c in with_cf}
     report = check_scores(case_dir, JTv, target="jacobian_T_products")
-    assert report.passed and len(report.results) == 9, report.table()
+    assert report.passed and len(report.results) == 18, report.table()
     Jv = {c.case_id: c.reference("jacobian_products") for c in with_cf}
-    assert check_scores(case_dir, Jv, target="jacobian_T_products").n_failed == 9
+    assert check_scores(case_dir, Jv, target="jacobian_T_products").n_failed == 18
 
 
 def test_grading_an_approximation_with_a_user_tolerance_and_ranks(case_dir, cases):
     with_cf = [c for c in cases if "closed_form" in c.meta["outputs"]]
     frozen = {c.case_id: c.reference("closed_form_frozen") for c in with_cf}  # an approximation
     strict = check_scores(case_dir, frozen, target="closed_form")
-    assert strict.n_failed == 9
+    assert strict.n_failed == 18
     loose = check_scores(case_dir, frozen, target="closed_form", rtol=0.5)
     assert loose.passed and "graded at the user's rtol=0.5" in loose.table(), loose.table()
     assert all(r.rtol == 0.5 and r.atol == 0.0 for r in loose.results)
     errors = sorted(r.rel_err for r in loose.results)
     between = 0.5 * (errors[3] + errors[4])  # a tolerance that splits the cases: the verdict follows it
-    assert check_scores(case_dir, frozen, target="closed_form", rtol=between).n_failed == 5
+    assert check_scores(case_dir, frozen, target="closed_form", rtol=between).n_failed == len(errors) - 4
     assert "Spearman: median" in loose.table() and "top-3 overlap" in loose.table()
     for r in loose.results:
         assert 0.0 <= r.top_k_overlap <= 1.0 and r.spearman > 0.9
@@ -285,7 +299,7 @@ def test_top_k_overlap():
 def test_refsam_scores_check_green(case_dir, scores_path):
     report = check_scores(case_dir, scores_path)
     assert report.passed, report.table()
-    assert len(report.results) == 57 and not report.skipped
+    assert len(report.results) == 84 and not report.skipped
     for r in report.results:
         assert r.rel_err < 1e-9 and r.spearman > 0.999, r
 
@@ -304,8 +318,8 @@ def test_parameter_influence_target_checks_green_and_rejects_a_transposed_array(
     forward = {c.case_id: trajectory_parameter_influence(c.problem(), c.trajectory(), method="forward")
                for c in cases if c.case_id.startswith("mlp-")}
     report = check_scores(case_dir, forward, target="trajectory_parameters", cases="mlp-*")
-    assert report.passed and len(report.results) == 19, report.table()  # 12 SGD + 2 momentum + 3 presets
-    # + Adam and AdamW
+    assert report.passed and len(report.results) == 28, report.table()  # 12 SGD + 2 momentum + 3 presets
+    # + Adam and AdamW + 9 of the variants
     with pytest.raises(CaseFileError, match=r"expected \(n_train, n_params\) = \(12, 20\); transpose it"):
         check_scores(case_dir, {k: v.T for k, v in forward.items()}, target="trajectory_parameters",
                      cases="mlp-*")
@@ -314,8 +328,8 @@ def test_parameter_influence_target_checks_green_and_rejects_a_transposed_array(
 def test_perturbed_scores_check_red(case_dir, exact_scores):
     scaled = {k: v * (1 + 1e-5) for k, v in exact_scores.items()}
     report = check_scores(case_dir, scaled)
-    assert report.n_failed == 57 and not report.passed
-    assert "0/57 cases passed" in report.table()
+    assert report.n_failed == 84 and not report.passed
+    assert "0/84 cases passed" in report.table()
     one_entry = dict(exact_scores)
     bad = one_entry["mlp-asam-l2-minibatch"].copy()
     bad[3, 1] += 1e-6 * np.max(np.abs(bad))  # a single entry, 10× the tolerance
@@ -323,7 +337,7 @@ def test_perturbed_scores_check_red(case_dir, exact_scores):
     report = check_scores(case_dir, one_entry)
     assert [r.case_id for r in report.results if not r.passed] == ["mlp-asam-l2-minibatch"]
     report = check_scores(case_dir, {k: -v for k, v in exact_scores.items()}, cases="softmax-*")
-    assert len(report.results) == 19 and report.n_failed == 19
+    assert len(report.results) == 28 and report.n_failed == 28
     assert all("sign convention" in r.note for r in report.results)
 
 
@@ -343,10 +357,10 @@ def test_closed_form_target_accepts_the_closed_form_and_rejects_its_ablations(ca
                                          c.arrays["y_test"], variant="full", optimizer=c.optimizer())
             for c in with_cf}
     report = check_scores(case_dir, full, target="closed_form")
-    assert report.passed and len(report.results) == 9 and len(report.skipped) == 48, report.table()
+    assert report.passed and len(report.results) == 18 and len(report.skipped) == 66, report.table()
     frozen = {c.case_id: c.reference("closed_form_frozen") for c in with_cf}
     report = check_scores(case_dir, frozen, target="closed_form")
-    assert report.n_failed == 9
+    assert report.n_failed == 18
     assert check_scores(case_dir, frozen, target="closed_form_frozen").passed
 
 
@@ -468,7 +482,7 @@ def test_bad_scores_files_are_rejected(case_dir, tmp_path, exact_scores):
 
 def test_scores_with_missing_keys_or_wrong_shapes_are_rejected(case_dir, exact_scores):
     partial = {k: v for k, v in exact_scores.items() if not k.startswith("mlp")}
-    with pytest.raises(CaseFileError, match=r"scores lacks 19 case ids: 'mlp-sam-weight_decay-full'"):
+    with pytest.raises(CaseFileError, match=r"scores lacks 28 case ids: 'mlp-sam-weight_decay-full'"):
         check_scores(case_dir, partial)
     assert check_scores(case_dir, partial, cases="softmax-*").passed  # a subset can be checked alone
     transposed = {**exact_scores, PROBE: exact_scores[PROBE].T}
@@ -480,7 +494,7 @@ def test_scores_with_missing_keys_or_wrong_shapes_are_rejected(case_dir, exact_s
         check_scores(case_dir, text)
     with pytest.raises(ValueError, match="`target` must be one of"):
         check_scores(case_dir, exact_scores, target="tracin")
-    with pytest.raises(ValueError, match="matches none of the 57 cases"):
+    with pytest.raises(ValueError, match="matches none of the 84 cases"):
         check_scores(case_dir, exact_scores, cases="resnet-*")
 
 
@@ -503,12 +517,12 @@ def test_case_specs_match_the_exported_ids(case_dir):
 def test_cli_check_green_red_and_corrupt(case_dir, scores_path, exact_scores, copy_dir, tmp_path, capsys):
     assert main(["check", str(case_dir), "--scores", str(scores_path)]) == 0
     out = capsys.readouterr().out
-    assert "57/57 cases passed" in out and "max abs err" in out and "spearman" in out
+    assert "84/84 cases passed" in out and "max abs err" in out and "spearman" in out
     wrong = tmp_path / "wrong.npz"
     np.savez(wrong, **{**exact_scores, PROBE: exact_scores[PROBE] * 1.001})
     assert main(["check", str(case_dir), "--scores", str(wrong)]) == 1
     out = capsys.readouterr().out
-    assert "56/57 cases passed" in out and f"{PROBE}" in out and "FAIL" in out
+    assert "83/84 cases passed" in out and f"{PROBE}" in out and "FAIL" in out
     (copy_dir / f"{PROBE}.npz").write_bytes(b"tampered")
     assert main(["check", str(copy_dir), "--scores", str(scores_path)]) == 2
     err = capsys.readouterr().err.strip()

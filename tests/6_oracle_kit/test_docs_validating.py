@@ -60,15 +60,15 @@ def test_tutorial_runs_verbatim_and_ends_green_then_red(tmp_path):
     result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True,
                             timeout=300)
     assert result.returncode == 0, result.stderr
-    assert "57/57 cases passed" in result.stdout and result.stdout.endswith("examples ran\n")
+    assert "84/84 cases passed" in result.stdout and result.stdout.endswith("examples ran\n")
     export, green, red, graded = outputs
-    assert "wrote 57 cases" in export
-    assert "57/57 cases passed (target: trajectory)" in green and "FAIL" not in green
-    assert "56/57 cases passed" in red and "1 FAILED" in red
+    assert "wrote 84 cases" in export
+    assert "84/84 cases passed (target: trajectory)" in green and "FAIL" not in green
+    assert "83/84 cases passed" in red and "1 FAILED" in red
     assert "exit status 1: the check failed, as it should" in red
     row = next(line for line in red.splitlines() if line.startswith("logistic-sam-weight_decay-full "))
     assert "FAIL" in row and "1.000e-03" in row
     # graded at the user's 1%: the same 0.1% error passes, and the summary names the tolerance
-    assert "57/57 cases passed (target: trajectory, graded at the user's rtol=0.01 and Spearman >= 0.99)" \
+    assert "84/84 cases passed (target: trajectory, graded at the user's rtol=0.01 and Spearman >= 0.99)" \
         in graded, graded
 

@@ -38,10 +38,10 @@ def test_example_skips_cleanly_without_torch():
 def test_pytorch_port_passes_and_its_wrong_variant_is_rejected():
     result = subprocess.run([sys.executable, str(EXAMPLE)], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert ("correct variant: 57/57 passed; wrong variant: 57/57 rejected; weight decay outside the "
-            "buffer: 15/15 momentum cases rejected; no bias correction: 6/6 Adam cases rejected"
+    assert ("correct variant: 84/84 passed; wrong variant: 84/84 rejected; weight decay outside the "
+            "buffer: 39/39 momentum cases with weight decay rejected; no bias correction: 6/6 Adam cases rejected"
             ) in result.stdout
     replay = float(result.stdout.split("every step of every case = ")[1].split()[0])
     assert replay <= 1e-12
-    assert "57/57 cases passed (target: trajectory)" in result.stdout
-    assert "0/57 cases passed (target: trajectory); 57 FAILED" in result.stdout
+    assert "84/84 cases passed (target: trajectory)" in result.stdout
+    assert "0/84 cases passed (target: trajectory); 84 FAILED" in result.stdout

@@ -92,7 +92,7 @@ def test_deleting_the_failing_case_from_the_manifest_fails(suite, tmp_path):
     (copy / f"{FAILING}.npz").unlink()
     report = check_scores(copy, wrong)
     assert not report.passed and report.missing == (FAILING,)
-    assert "56/57 cases passed" in report.table() and "1 missing from the case directory" in report.table()
+    assert "83/84 cases passed" in report.table() and "1 missing from the case directory" in report.table()
 
 
 def test_deleting_an_entry_without_resealing_is_refused(suite, tmp_path):
@@ -105,14 +105,14 @@ def test_deleting_an_entry_without_resealing_is_refused(suite, tmp_path):
         check_scores(copy, wrong)
 
 
-def test_keeping_one_of_57_cases_fails_unless_that_case_is_asked_for_by_name(suite, tmp_path):
+def test_keeping_one_of_84_cases_fails_unless_that_case_is_asked_for_by_name(suite, tmp_path):
     directory, exact, wrong = suite
     copy = _copy(directory, tmp_path)
     _reseal(copy, lambda m: m.update(cases=[c for c in m["cases"] if c["id"] == OTHER]))
     report = check_scores(copy, wrong)
-    assert not report.passed and len(report.missing) == 56
+    assert not report.passed and len(report.missing) == 83
     subset = check_scores(copy, wrong, cases=OTHER)  # asked for by name: a pass, and it says of what
-    assert subset.passed and f"1 of 57 cases selected by {OTHER!r}" in subset.table()
+    assert subset.passed and f"1 of 84 cases selected by {OTHER!r}" in subset.table()
     assert _verdict(copy, wrong, cases="logistic-*") == "fail"  # the failing case is selected and missing
 
 
@@ -246,9 +246,15 @@ def test_what_the_docs_say_no_case_can_tell_the_denominator_epsilon():
     effects = []
     for spec in (s for s in CASE_SPECS if s.preset):
         problem, sam, run, X_test, y_test = make_run(spec)
+        if spec.preset == "gnp":  # its code normalises with no epsilon at all
+            assert sam.norm_eps == 0.0
+            continue
         assert sam.norm_eps > 0
         without = refsam.SAM.from_config({**sam.config(), "norm_eps": 0.0})
-        rerun = refsam.train(problem, without, run.optimizer(), batches=run.batches, theta0=run.theta0)
+        rerun = refsam.train(problem, without, run.optimizer(), batches=run.batches, theta0=run.theta0,
+                             clip_grad_norm=run.clipping())
         effects.append(rel_err(refsam.trajectory_influence(problem, rerun, X_test, y_test),
                                refsam.trajectory_influence(problem, run, X_test, y_test)))
-    assert len(effects) == 9 and max(effects) < 1e-3 * RTOL_CASE_EXACT
+    # 9 SAM presets and 24 variant cases (27, less GNP's three); measured 1e-16 to 6e-12, and 1.7e-10 on
+    # the MLP's GSAM minibatch case (its ‖g_t‖ is smallest): at least 500× below the tolerance
+    assert len(effects) == 9 + 24 and max(effects) < 2e-3 * RTOL_CASE_EXACT

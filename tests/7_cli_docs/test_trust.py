@@ -228,7 +228,7 @@ def test_a_top_k_beyond_the_rows_is_refused_not_clamped(tmp_path, capsys):
     argv = ["check", str(tmp_path / "c"), "--scores", str(tmp_path / "s.npz"), "--cases", case]
     assert main(argv + ["--top-k", "1000000000"]) == 2
     assert "`top_k` must be at most 12" in capsys.readouterr().err
-    assert main(argv) == 0 and "1 of 57 cases selected" in capsys.readouterr().out
+    assert main(argv) == 0 and "1 of 84 cases selected" in capsys.readouterr().out
 
 
 # -- processes -------------------------------------------------------------------------------------------
