@@ -331,8 +331,12 @@ def main(argv=None):
     if not sklearn_available():
         header += ["*(breast cancer and digits skipped: scikit-learn is not installed)*", ""]
     path = os.path.join(args.out, "approximations.md")
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from make_results import kept_section  # docs/scripts/make_variants.py's section, kept as it is
+
+    kept = kept_section(path, "variants")
     with open(path, "w", encoding="utf-8") as fh:
-        fh.write("\n".join(header + sections).rstrip() + "\n")
+        fh.write("\n".join(header + sections).rstrip() + "\n" + ("\n" + kept if kept else ""))
     print(f"wrote {path}" + (f" and {figure_path}" if figure_path else ""), file=sys.stderr)
     return 0
 

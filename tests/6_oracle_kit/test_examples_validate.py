@@ -39,7 +39,8 @@ def test_pytorch_port_passes_and_its_wrong_variant_is_rejected():
     result = subprocess.run([sys.executable, str(EXAMPLE)], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
     assert ("correct variant: 84/84 passed; wrong variant: 84/84 rejected; weight decay outside the "
-            "buffer: 39/39 momentum cases with weight decay rejected; no bias correction: 6/6 Adam cases rejected"
+            "buffer: 39/39 momentum cases with weight decay rejected; no bias correction: 6/6 Adam cases "
+            "rejected"
             ) in result.stdout
     replay = float(result.stdout.split("every step of every case = ")[1].split()[0])
     assert replay <= 1e-12

@@ -63,3 +63,20 @@ def test_the_approximations_page_is_the_scripts_output():
     text = (EXAMPLES.parent / "docs" / "approximations.md").read_text(encoding="utf-8")
     assert text.startswith("# Scalable approximations") and "make_approximations.py" in text
     assert "--quick" not in text.splitlines()[4]  # the committed page is a full run
+
+
+def test_variants_script_runs_in_quick_mode_and_keeps_the_rest_of_each_page(tmp_path):
+    """make_variants.py writes only between its markers: the rest of results.md and approximations.md stays,
+    and make_results.py / make_approximations.py keep its section when they regenerate their pages."""
+    make_variants = _load_script("make_variants.py")
+    (tmp_path / "results.md").write_text("# Results\n\nbefore\n", encoding="utf-8")
+    assert make_variants.main(["--quick", "--out", str(tmp_path)]) == 0
+    assert make_variants.main(["--quick", "--out", str(tmp_path)]) == 0  # a second run replaces, not appends
+    text = (tmp_path / "results.md").read_text(encoding="utf-8")
+    assert text.startswith("# Results\n\nbefore\n") and text.count("<!-- variants:begin -->") == 1
+    assert "| logistic | SAM |" in text and "| logistic | GSAM direction (α = 0.4) |" in text
+    make_results = _load_script("make_results.py")
+    assert make_results.kept_section(str(tmp_path / "results.md"), "variants").count("| logistic | SAM |") == 1
+    for page in ("results.md", "approximations.md"):
+        committed = (EXAMPLES.parent / "docs" / page).read_text(encoding="utf-8")
+        assert committed.count("<!-- variants:begin -->") == 1 and "<!-- variants:end -->" in committed
