@@ -371,17 +371,19 @@ def hyperparameter_sensitivity(problem: Problem, sam: SAM, theta: ArrayLike | Fi
     `HyperparameterSensitivity`; a per-coordinate λ gives None for its derivative; dθ̂/ds of the
     learning-rate scale is 0).
 
-    ∂ε/∂ρ = ε/ρ (every rule is linear in ρ). Same root check and arguments as `hessian_influence()`.
+    ∂ε/∂ρ = ε/ρ (every rule is linear in ρ); with GSAM's or the gradient-norm penalty's direction both
+    derivatives go through it (ġ̃ = A_g ġ + A_p ġ^p). Same root check and arguments as `hessian_influence()`.
     Cost: O(d³).
     """
     optimizer = root_optimizer(theta, optimizer)
     theta_hat, _, terms, _, _ = _prepare(problem, sam, theta, optimizer, "full", root_tol, on_unverified)
     lu, lin, _, _, D = _system(problem, sam, optimizer, theta_hat, terms, "full")
     assert lin is not None  # "full" always linearises (for the type checker)
-    K_hat = lin.K_hat()  # K(ŵ) = H(ŵ) + λ_in I
-    dG_drho = scale_rows(D, K_hat @ sam.d_rho(theta_hat, lin.g))
+    K_hat, part = lin.K_hat(), lin.part  # K(ŵ) = H(ŵ) + λ_in I; the step's direction: ġ̃ = A_g ġ + A_p ġ^p
+    dG_drho = scale_rows(D, part.direction(np.zeros_like(theta_hat), K_hat @ sam.d_rho(theta_hat, part.u)))
     dG_dlam = theta_hat  # ∂(λθ)/∂λ at the unperturbed point
-    dG_dl2 = scale_rows(D, lin.w_hat + K_hat @ lin.P_times(theta_hat))  # ∂g/∂λ₂ = θ̂ moves ε as well
+    # ∂g/∂λ₂ = θ̂, which moves ε as well: ∂g^p/∂λ₂ = ŵ + K(ŵ) P θ̂
+    dG_dl2 = scale_rows(D, part.direction(theta_hat, lin.w_hat + K_hat @ lin.P_times(theta_hat)))
 
     def solve(rhs: Array, lam: float | Array) -> Array | None:
         return None if np.ndim(lam) else -scipy.linalg.lu_solve(lu, rhs)
