@@ -333,8 +333,11 @@ class SAM:
 
     def _fisher(self, g: Any, traced: bool) -> Any:
         """Fisher SAM: ε = ρ h/(‖r‖ + e), h = g/f, r = g/√f, f = 1 + η_f g² (so ‖r‖² = gᵀ f⁻¹ g)."""
-        if traced:  # the oracle: the formula as written
+        if traced:  # the oracle: the formula as written (g = 0 with e > 0: ε = ρ h/e, ∂ε/∂g = ρ I/e)
             h = g / (1.0 + self.fisher_eta * g**2)
+            if _value(anp.max(anp.abs(g))) == 0.0:
+                self._norm(0.0, "f⁻¹g/√(gᵀf⁻¹g)")
+                return self.rho * h / self.norm_eps
             return self.rho * h / (anp.sqrt(anp.sum(g * h)) + self.norm_eps)
         h, r, _ = _fisher_factors(g, self.fisher_eta)
         norm = _norm_2(r)
@@ -419,22 +422,36 @@ class SAM:
         blocks (d, K) column by column."""
         if self.direction == "sam":
             return g_p
-        norm_g = anp.sqrt(anp.sum(g * g, axis=0))
+        norm_g = _norm_columns(g)
         if self.direction == "gnp":
+            if self.unit_gradient and np.any(_value_array(norm_g) == 0.0):
+                raise ZeroGradientError("the gradient-norm penalty's unit-gradient mix (1 − α) g/‖g‖ + α g^p "
+                                        "is undefined: the gradient is exactly zero")
             first = g / norm_g if self.unit_gradient else g
             return (1.0 - self.alpha) * first + self.alpha * g_p
-        norm_p = anp.sqrt(anp.sum(g_p * g_p, axis=0))
+        norm_p = _norm_columns(g_p)
         cos = anp.sum(g * g_p, axis=0) / (norm_p * norm_g + GSAM_EPS)
         return g_p - self.alpha * (g - cos * norm_g * g_p / (norm_p + GSAM_EPS))
+
+    @staticmethod
+    def _unit_norm(g: Array) -> float:
+        """‖g‖ for the unit-gradient mix, which is undefined at g = 0."""
+        n = _norm_2(g)
+        if n == 0.0:
+            raise ZeroGradientError("the gradient-norm penalty's unit-gradient mix (1 − α) g/‖g‖ + α g^p is "
+                                    "undefined: the gradient is exactly zero")
+        return n
 
     def _gsam_factors(self, g: Array, g_p: Array) -> tuple[float, Array, Array]:
         """(c, ∂c/∂g, ∂c/∂g^p) for GSAM's g̃ = (1 + αc) g^p − α g with c = a n/((p n + e)(p + e)),
         a = ⟨g, g^p⟩, n = ‖g‖, p = ‖g^p‖."""
         a, n, p = float(g @ g_p), _norm_2(g), _norm_2(g_p)
         e = GSAM_EPS
-        if n == 0.0 or p == 0.0:
-            raise ZeroGradientError("GSAM's direction is not differentiable where g or g^p is exactly zero")
         q1, q2 = p * n + e, p + e
+        if n == 0.0:  # c = O(‖g‖²) near g = 0: c = 0 and its gradient 0 (e > 0 keeps the rest smooth)
+            return 0.0, np.zeros_like(g), np.zeros_like(g)
+        if p == 0.0:  # a = 0: only ∂a/∂g^p = g survives, c's gradient in g^p is n g/e²
+            return 0.0, np.zeros_like(g), n * g / (q1 * q2)
         c = a * n / (q1 * q2)
         dc_dg = (n * g_p + (a / n) * g) / (q1 * q2) - a * p * g / (q1 * q1 * q2)
         dc_dp = n * g / (q1 * q2) - a * n * (g_p / p) * (n * q2 + q1) / (q1 * q2) ** 2
@@ -447,7 +464,7 @@ class SAM:
         if self.direction == "gnp":
             if not self.unit_gradient:
                 return (1.0 - self.alpha) * dg + self.alpha * dg_p
-            n = _norm_2(g)
+            n = self._unit_norm(g)
             u = g / n
             return (1.0 - self.alpha) / n * (dg - _column(u, dg) * (u @ dg)) + self.alpha * dg_p
         c, dc_dg, dc_dp = self._gsam_factors(g, g_p)
@@ -461,7 +478,7 @@ class SAM:
         if self.direction == "gnp":
             if not self.unit_gradient:
                 return (1.0 - self.alpha) * D, self.alpha * D
-            n = _norm_2(g)
+            n = self._unit_norm(g)
             u = g / n
             return (1.0 - self.alpha) / n * (D - _column(u, D) * (u @ D)), self.alpha * D
         c, dc_dg, dc_dp = self._gsam_factors(g, g_p)
@@ -667,6 +684,21 @@ def _only_for(name: str, value: object, applies: bool, where: str, default: floa
             raise InvalidInputError(f"`{name}` applies to {where} only")
         return default
     return default if value is None else check_nonnegative(name, value)
+
+
+def _norm_columns(x: Any) -> Any:
+    """‖x‖ (or the norm of each column of a block), autograd-differentiable with derivative 0 at x = 0
+    (where ‖·‖ has none; GSAM's c = O(‖g‖²) there, so 0 is its derivative)."""
+    squares = anp.sum(x * x, axis=0)
+    positive = squares > 0.0
+    return anp.where(positive, anp.sqrt(anp.where(positive, squares, 1.0)), 0.0)
+
+
+def _value_array(x: Any) -> Any:
+    """The array inside an autograd box (or x itself)."""
+    while hasattr(x, "_value"):
+        x = x._value
+    return x
 
 
 def _column(a: Array, v: Array) -> Array:

@@ -163,3 +163,83 @@ def test_the_autodiff_oracle_at_weights_2_to_the_700_regression():
     adjoint = refsam.trajectory_influence(problem, run, X_test, y_test)
     autodiff = refsam.trajectory_influence(problem, run, X_test, y_test, method="autodiff")
     assert rel_err(autodiff, adjoint) <= RTOL_EXACT_METHODS
+
+
+# -- the SAM variants ----------------------------------------------------------------------------------
+VARIANT_EXPONENT = 200  # Fisher SAM's f = 1 + η_f g² in the autodiff oracle (written as is) needs g² < 1e308
+
+
+@st.composite
+def _variant_cases(draw, kinds):
+    """A short run of a SAM variant on a drawn problem: rule × direction × mask × interval, drawn together
+    (a mask needs the problem's d, so the problem comes first)."""
+    problem = draw(problems(kinds=kinds, l2s=L2S))
+    rule = draw(st.sampled_from(["sam", "asam", "fisher", "friendly"]))
+    direction = draw(st.sampled_from(["sam", "gsam", "gnp"]))
+    kwargs = {"norm_eps": draw(st.sampled_from([0.0, 1e-12]))}
+    if rule == "asam":
+        kwargs["kappa"] = draw(st.sampled_from([0.0, 0.01]))
+    if rule == "fisher":
+        kwargs["fisher_eta"] = draw(st.floats(0.0, 100.0))
+    if rule == "friendly":
+        kwargs.update(sigma=draw(st.floats(0.0, 1.0)), ema=draw(st.floats(0.0, 0.95)))
+    if direction != "sam":
+        kwargs.update(direction=direction, alpha=draw(st.floats(-0.5, 1.0)))
+        kwargs["unit_gradient"] = direction == "gnp" and draw(st.booleans())
+    if draw(st.booleans()):
+        mask = np.array(draw(st.lists(st.booleans(), min_size=problem.d, max_size=problem.d)))
+        mask[draw(st.integers(0, problem.d - 1))] = True  # at least one perturbed coordinate
+        kwargs["perturb_mask"] = mask
+    if draw(st.booleans()):
+        kwargs["every"] = draw(st.integers(1, 3))
+    sam = refsam.SAM(draw(st.floats(0.0, 0.3)), rule, **kwargs)
+    _, run = draw(trajectories(problem_strategy=st.just(problem), sam_strategy=st.just(sam), max_steps=4,
+                               max_lr=0.5, momentum=None, weight_decays=WEIGHT_DECAYS))
+    X_test = draw(st.just(problem.X[:2] + 0.1))
+    return problem, run, X_test, problem.y[:2], draw(st.integers(-VARIANT_EXPONENT, VARIANT_EXPONENT))
+
+
+def _rescaled_variant(problem, run, k):
+    """The same run at weights × 2^k (and both λ, e and Fisher's η_f / 4^k, η / 2^k): the step is then the
+    same map of θ wherever the rule is scale-covariant — every one but GSAM (its fixed e = 1e-12 in the
+    cosine) and the unit-gradient mix (g/‖g‖ does not scale). None where it is not."""
+    sam = run.sam()
+    if sam.direction == "gsam" or sam.unit_gradient:
+        return None
+    c = 2.0**k
+    config = {**sam.config(), "norm_eps": sam.norm_eps * c}
+    if sam.rule == "fisher":
+        config["fisher_eta"] = sam.fisher_eta / c**2
+    scaled_problem = refsam.Problem(problem.model, problem.X, problem.y, weights=problem.weights * c,
+                                    l2=problem.l2 * c)
+    optimizer = run.optimizer()
+    scaled_optimizer = optimizer.replace(lr=run.lrs / c, weight_decay=optimizer.weight_decay * c)
+    return scaled_problem, refsam.train(scaled_problem, refsam.SAM.from_config(config), scaled_optimizer,
+                                        batches=run.batches, theta0=run.theta0, progress=False), c
+
+
+@given(_variant_cases(("logistic", "softmax", "mlp")))
+def test_variants_agree_and_rescale_exactly(drawn):
+    """adjoint = forward = autodiff on random variant runs, and (scale-covariant rules) the same scores,
+    times c, at weights × c."""
+    problem, run, X_test, y_test, k = drawn
+    k = _in_range(int(np.clip(k, -VARIANT_EXPONENT, VARIANT_EXPONENT)), problem)
+    base, cancelled = _exact_scores(problem, run, X_test, y_test)
+    for method, scores in base.items():
+        assert np.all(np.isfinite(scores)), method
+    if cancelled:
+        return
+    for method in EXACT:
+        assert rel_err(base[method], base["autodiff"]) <= RTOL_EXACT_METHODS or \
+            np.max(np.abs(base[method] - base["autodiff"])) <= ATOL_EXACT_METHODS, method
+    rescaled = _rescaled_variant(problem, run, k)
+    if rescaled is None:
+        return
+    scaled_problem, scaled_run, c = rescaled
+    assert rel_err(scaled_run.thetas, run.thetas) <= RTOL_REORDERED  # the same run
+    scaled, cancelled = _exact_scores(scaled_problem, scaled_run, X_test, y_test)
+    if cancelled:
+        return
+    for method in EXACT:
+        assert rel_err(c * scaled[method], base["autodiff"]) <= RTOL_EXACT_METHODS or \
+            np.max(np.abs(c * scaled[method] - base["autodiff"])) <= ATOL_EXACT_METHODS, f"{method} at 2^{k}"

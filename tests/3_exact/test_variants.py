@@ -492,3 +492,32 @@ def test_block_replays_equal_one_run_at_a_time(name):
         single = refsam.replay(problem, run, W[k], progress=False).theta_final
         assert rel_err(block[k], single) <= 1e-12
     assert rel_err(block[0], run.theta_final) > 1e-6  # the weights changed the runs
+
+
+def test_gsam_is_differentiable_where_g_or_g_p_vanishes():
+    """GSAM's c = ⟨g, g^p⟩‖g‖/((‖g^p‖‖g‖ + e)(‖g^p‖ + e)) is O(‖g‖²/e) at g = 0, with gradient 0 there, and
+    at g^p = 0 its gradient in g^p is ‖g‖ g/e² (e = 1e-12 > 0): the hand Jacobians there equal autograd's
+    (found by the fuzz suite: they raised ZeroGradientError on a ρ = 0 run whose gradient vanished).
+    Central differences cannot check this: c's curvature is ~1/e, so no step resolves it in float64."""
+    sam = SAM(0.1, direction="gsam", alpha=0.4)
+    rng = np.random.default_rng(2)
+    eye, zero = np.eye(4), np.zeros((4, 4))
+    for g, g_p in ((np.zeros(4), rng.normal(size=4)), (rng.normal(size=4), np.zeros(4))):
+        auto_g = autograd.jacobian(lambda x, g_p=g_p: sam.descent(x, g_p))(g)
+        auto_p = autograd.jacobian(lambda x, g=g: sam.descent(g, x))(g_p)
+        assert np.all(np.isfinite(auto_g)) and np.all(np.isfinite(auto_p))
+        assert rel_err(sam.descent_jvp(g, g_p, eye, zero), auto_g) <= RTOL_DERIVATIVE
+        assert rel_err(sam.descent_jvp(g, g_p, zero, eye), auto_p) <= RTOL_DERIVATIVE
+        vjp_g, vjp_p = sam.descent_vjp(g, g_p, eye)
+        assert rel_err(vjp_g, auto_g.T) <= RTOL_DERIVATIVE and rel_err(vjp_p, auto_p.T) <= RTOL_DERIVATIVE
+
+
+def test_unit_gradient_and_fisher_at_a_zero_gradient():
+    """The unit-gradient mix is undefined at g = 0 (ZeroGradientError, as SAM's ε); Fisher SAM with e > 0 has
+    ε = ρ h/e there and the autodiff oracle's formula agrees (it divided 0 by sqrt'(0) = ∞ before)."""
+    with pytest.raises(refsam.ZeroGradientError, match="unit-gradient mix"):
+        SAM(0.1, direction="gnp", alpha=0.5, unit_gradient=True).descent(np.zeros(3), np.ones(3))
+    sam = SAM(0.1, "fisher", norm_eps=1e-12)
+    auto = autograd.jacobian(lambda x: sam.perturbation(np.zeros(3), x))(np.zeros(3))
+    assert rel_err(auto, sam.jacobian_g(np.zeros(3), np.zeros(3))) <= 1e-15
+    assert rel_err(auto, 0.1 / 1e-12 * np.eye(3)) <= 1e-15
