@@ -333,12 +333,16 @@ class SAM:
 
     def _fisher(self, g: Any, traced: bool) -> Any:
         """Fisher SAM: ε = ρ h/(‖r‖ + e), h = g/f, r = g/√f, f = 1 + η_f g² (so ‖r‖² = gᵀ f⁻¹ g)."""
-        if traced:  # the oracle: the formula as written (g = 0 with e > 0: ε = ρ h/e, ∂ε/∂g = ρ I/e)
+        if traced:  # the oracle: the formula as written (g = 0 with e > 0: ε = ρ h/e, ∂ε/∂g = ρ I/e), with
+            # h, g and e divided by the constant s = max|g| (g·h and its reverse pass's 1/q² underflow for
+            # ‖g‖ ~ 1e-160; ε is the same ratio)
             h = g / (1.0 + self.fisher_eta * g**2)
-            if _value(anp.max(anp.abs(g))) == 0.0:
+            scale = _value(anp.max(anp.abs(g)))
+            if scale == 0.0:
                 self._norm(0.0, "f⁻¹g/√(gᵀf⁻¹g)")
                 return self.rho * h / self.norm_eps
-            return self.rho * h / (anp.sqrt(anp.sum(g * h)) + self.norm_eps)
+            h_s = h / scale
+            return self.rho * h_s / (anp.sqrt(anp.sum((g / scale) * h_s)) + self.norm_eps / scale)
         h, r, _ = _fisher_factors(g, self.fisher_eta)
         norm = _norm_2(r)
         self._norm(norm, "f⁻¹g/√(gᵀf⁻¹g)")
@@ -539,15 +543,17 @@ class SAM:
         return _column(diag, v) * v - _column(right, v) * (left @ v)
 
     def _fisher_jacobian_factors(self, g: Array) -> tuple[float, Array, Array, Array]:
-        """(ρ/q, a, h, b/(q n)) with ∂ε/∂g = (ρ/q)(diag(a) − h bᵀ/(q n)) for Fisher SAM: h = g/f,
-        a = h' = (1 − η_f g²)/f², b = g/f² (= n ∂n/∂g), n = ‖r‖ = √(gᵀf⁻¹g), q = n + e."""
+        """(ρ/q, a, h/q, b/n) with ∂ε/∂g = (ρ/q)(diag(a) − (h/q)(b/n)ᵀ) for Fisher SAM: h = g/f,
+        a = h' = (1 − η_f g²)/f², b = g/f² (= n ∂n/∂g), n = ‖r‖ = √(gᵀf⁻¹g), q = n + e. Each factor is
+        bounded whatever the scale of g (|h| ≲ n ≤ q, |b| ≤ |g|/f ≲ n): q n itself underflows for
+        ‖g‖ ~ 1e-160 (found by the fuzz suite)."""
         h, r, inv_f = _fisher_factors(g, self.fisher_eta)
         n = _norm_2(r)
         self._norm(n, "f⁻¹g/√(gᵀf⁻¹g)")
         q = n + self.norm_eps
         a = inv_f - 2.0 * self.fisher_eta * h * h  # (1 − ηg²)/f² = 1/f − 2η g²/f²
         b = h * inv_f  # g/f²
-        return float(self.rho / q), a, h, (b / (q * n) if n > 0.0 else np.zeros_like(b))
+        return float(self.rho / q), a, h / q, (b / n if n > 0.0 else np.zeros_like(b))
 
     def _g_factors(self, theta: Array, g: Array) -> tuple[float, Array, Array, float]:
         """(ρ/q, t, u, n/q) with ∂ε/∂g = (ρ/q) T (I − (n/q) u uᵀ) T, s = T g, n = ‖s‖, q = n + e,

@@ -4,6 +4,7 @@ constant, named beside it; tests/7_cli_docs/test_cli_papercuts.py pins every cop
 
 MODEL_NAMES = ("logistic", "softmax", "mlp")  # refsam.models.MODEL_NAMES
 RULES = ("sam", "usam", "asam", "fisher", "friendly")  # refsam.sam.RULES
+DIRECTIONS = ("sam", "gsam", "gnp")  # refsam.sam.DIRECTIONS
 METHODS = ("closed_form", "closed_form_frozen", "closed_form_erm", "trajectory", "first_order",
            "first_order_unperturbed", "tracin", "tracin_unperturbed")  # refsam.apps.METHODS
 TUNING_METHODS = ("auto", "closed_form", "trajectory")  # refsam.apps.TUNING_METHODS

@@ -10,7 +10,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from ..errors import DivergenceError, InvalidInputError
-from .choices import MODEL_NAMES, RULES
+from .choices import DIRECTIONS, MODEL_NAMES, RULES
 
 if TYPE_CHECKING:  # the library loads when the command runs, not when the parser is built (--help)
     from ..training import SGD
@@ -26,6 +26,12 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--hidden", type=int, default=8, help="MLP hidden width (default 8)")
     p.add_argument("--rule", choices=RULES, default="sam")
     p.add_argument("--rho", type=float, default=0.05, help="SAM radius ρ (default 0.05)")
+    p.add_argument("--direction", choices=DIRECTIONS, default="sam",
+                   help="how the descent gradient mixes g and g^p: GSAM's or the gradient-norm penalty's "
+                        "(needs --alpha; default sam: g^p)")
+    p.add_argument("--alpha", type=float, default=None, help="α of --direction gsam or gnp")
+    p.add_argument("--every", type=int, default=None,
+                   help="interval SAM: a SAM step every K steps, plain steps between (default: every step)")
     add_optimizer_arguments(p, weight_decay=1e-2)
     p.add_argument("--l2", type=float, default=0.0,
                    help="λ of an L2 term in the loss, seen by the perturbation (default 0)")
@@ -154,7 +160,7 @@ def run(args: argparse.Namespace) -> int:
     biases = model.bias_mask(args.features) if args.no_bias_decay else None
     problem = Problem(model, X, y, l2=args.l2 if biases is None else np.where(biases, 0.0, args.l2))
     optimizer = optimizer_from_args(args, biases)
-    sam = SAM(args.rho, args.rule)
+    sam = SAM(args.rho, args.rule, direction=args.direction, alpha=args.alpha, every=args.every)
     start = time.perf_counter()
     trajectory = train(problem, sam, optimizer, args.steps, batch_size=args.batch_size, seed=args.seed,
                        progress=sys.stderr.isatty() if args.progress is None else args.progress)

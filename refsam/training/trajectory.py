@@ -394,8 +394,8 @@ class Trajectory:
 
     def __repr__(self) -> str:
         c = self.config
-        return (f"Trajectory(steps={self.steps}, d={self.thetas.shape[1]}, rule={c['rule']!r}, "
-                f"rho={c['rho']}, batch_size={c['batch_size']}, optimizer={self.optimizer()!r})")
+        return (f"Trajectory(steps={self.steps}, d={self.thetas.shape[1]}, sam={self.sam()!r}, "
+                f"batch_size={c['batch_size']}, optimizer={self.optimizer()!r})")
 
 
 _ARRAY_KEYS = ("format_version", "thetas", "epsilons", "batch_indices", "batch_offsets", "lrs", "weights",
