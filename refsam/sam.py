@@ -161,8 +161,8 @@ class SAM:
         """The rule of step t (0-based): ρ_t of a schedule; with ``every``, a plain step (ρ = 0, direction
         g̃ = g, the rule's state unchanged) unless (t + 1) % every == 0; for Friendly SAM, its first SAM step
         is a plain SAM step that starts the running mean (m = g)."""
-        if not self.per_step:
-            return self
+        if not self.per_step or (self.phase != "sam" and self.rhos is None and self.every is None):
+            return self  # (the rule of a step already: its phase is set)
         rule = copy.copy(self)
         rule.rhos, rule.every = None, None
         if self.rhos is not None:
@@ -197,7 +197,7 @@ class SAM:
                 "Friendly SAM carries a running mean of the gradients from step to step: with σ = 1 its "
                 "perturbation d = g − σm vanishes at convergence, so the full-batch step has no usable "
                 "fixed point; use refsam.trajectory_influence (exact for any run)")
-        if self.every is not None:
+        if self.every not in (None, 1):
             raise NoStepMapError(
                 f"interval SAM (every={self.every}) alternates plain and SAM steps: its step map is "
                 f"periodic, not one map with a fixed point; use refsam.trajectory_influence")
@@ -277,7 +277,7 @@ class SAM:
                 raise InvalidInputError(f"`{name}` has {mask.size} entries, the parameters have {d}")
 
     def _one_step(self) -> None:
-        if self.every is not None or (self.rhos is not None and np.any(self.rhos != self.rho)):
+        if self.every not in (None, 1) or (self.rhos is not None and np.any(self.rhos != self.rho)):
             raise InvalidInputError(f"{self!r} changes from step to step: take the rule of step t with "
                                     f"sam.at_step(t) (or sam.root_rule() for a fixed point)")
 
@@ -288,6 +288,11 @@ class SAM:
         self._check_mask(v.shape[0])
         mask = self.perturb_mask if np.ndim(v) == 1 else self.perturb_mask[:, None]
         return anp.where(mask, v, 0.0)
+
+    def masked(self, v: Array) -> Array:
+        """M v: ``v`` (d,) or (d, k) with the rows off ``perturb_mask`` set to 0 (``v`` itself without a
+        mask): what the rule sees of a gradient."""
+        return self._mask_out(v)
 
     def _mask_out(self, v: Array) -> Array:
         """`_masked` for plain arrays (the Jacobians)."""
@@ -423,8 +428,9 @@ class SAM:
         """The descent gradient from g (at θ) and g^p (at ŵ): "sam" g^p; "gnp" (1 − α) g + α g^p (or
         (1 − α) g/‖g‖ + α g^p, ``unit_gradient``); "gsam" g^p − α g_⊥ with cos = ⟨g, g^p⟩/(‖g^p‖‖g‖ + e)
         and g_⊥ = g − cos ‖g‖ g^p/(‖g^p‖ + e), e = GSAM_EPS (the official code's). autograd-differentiable;
-        blocks (d, K) column by column."""
-        if self.direction == "sam":
+        blocks (d, K) column by column. At ρ = 0 every direction is g̃ = g^p = g, the base optimizer's
+        plain step (as the gradient-norm penalty's code treats r = 0; ρ = 0 is (S)GD for every rule)."""
+        if self.direction == "sam" or self.rho == 0.0:
             return g_p
         norm_g = _norm_columns(g)
         if self.direction == "gnp":
@@ -463,7 +469,7 @@ class SAM:
 
     def descent_jvp(self, g: Array, g_p: Array, dg: Array, dg_p: Array) -> Array:
         """ġ̃ = A_g ġ + A_p ġ^p for blocks (d, k) (A_g = ∂g̃/∂g, A_p = ∂g̃/∂g^p of `descent()`)."""
-        if self.direction == "sam":
+        if self.direction == "sam" or self.rho == 0.0:
             return dg_p
         if self.direction == "gnp":
             if not self.unit_gradient:
@@ -476,8 +482,9 @@ class SAM:
                 + self.alpha * _column(g_p, dg) * (dc_dg @ dg + dc_dp @ dg_p))
 
     def descent_vjp(self, g: Array, g_p: Array, D: Array) -> tuple[Array | None, Array]:
-        """(A_gᵀ D, A_pᵀ D) for a block D (d, k) of adjoints of g̃ (None for A_g = 0, the "sam" direction)."""
-        if self.direction == "sam":
+        """(A_gᵀ D, A_pᵀ D) for a block D (d, k) of adjoints of g̃ (None for A_g = 0: the "sam" direction,
+        and every direction at ρ = 0)."""
+        if self.direction == "sam" or self.rho == 0.0:
             return None, D
         if self.direction == "gnp":
             if not self.unit_gradient:

@@ -19,7 +19,8 @@ Conventions
                   drawn from S, means over |B ∩ S| = |B|; the outputs averaged over the ``seeds`` (each
                   seed draws θ_0 and the batches), and ``base`` is the same average for runs on all n
                   points.
-* A replayed batch whose points are all removed has F_{B,w} ≡ 0: its gradient is 0, so ε = 0 and the
+* A replayed batch whose points are all removed has F_{B,w} ≡ 0: its gradient is 0, so ε = 0 (Friendly
+  SAM's ε from −σm is harmless: F ≡ 0 at any point), g̃ = 0 whatever the direction, and the
   step is the optimizer's step on its weight decay alone — no error, no NaN (``removed_batches=True``
   of `refsam.training.replay_final()`, `refsam.training.step.perturbations()`; ordinary training
   keeps SAM's ZeroGradientError). With batches of b points at α = 1/2 a given batch is all removed with

@@ -252,7 +252,9 @@ def no_root_reason(problem: Problem, sam: SAM, optimizer: Optimizer | None = Non
     ∇Φ(ŵ) = 0, so ŵ = θ + ε is a minimiser θ*, and then gᵀ(θ − θ*) = −gᵀε < 0 (−ρ‖Mg‖ for SAM, −ρ‖TMg‖
     for ASAM, −ρ gᵀf⁻¹g/√(gᵀf⁻¹g) for Fisher SAM, M a perturbation mask), while convexity demands
     gᵀ(θ − θ*) ≥ 0. GSAM's and the gradient-norm penalty's directions mix g into g̃, so a root need not
-    put ŵ at θ*: no claim there.
+    put ŵ at θ*: no claim there. With a denominator e > 0 (``norm_eps``) the claim is about the roots
+    with g ≠ 0: θ* itself, where g = 0 exactly, has ε = 0 and is a degenerate root (∂ε/∂g = ρ/e there),
+    one no run settles at and whose closed form would carry the factor ρ/e.
     """
     whole_objective = not np.any(lam_out(optimizer))
     if not (sam.rho > 0 and sam.rule in ("sam", "asam", "fisher") and sam.direction == "sam"

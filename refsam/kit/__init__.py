@@ -19,8 +19,10 @@ Conventions
   of the flattened arrays is reported beside it (informative, not part of the verdict).
 * The suite spans model (logistic, softmax, mlp) × rule (sam, usam, asam) × penalty (λ as the optimizer's
   ``weight_decay`` or as the loss's ``l2``) × batching (full, minibatch): 36 cases, plus 6 with momentum,
-  9 with the presets of the public implementations and 6 with Adam and AdamW (a warm-up + cosine
-  schedule, gradient clipping) (84 in all), each n_train = 12, n_test = 3, d ≤ 20, T = 20.
+  9 with the presets of the public implementations, 6 with Adam and AdamW (a warm-up + cosine
+  schedule, gradient clipping) and 27 with the SAM variants' presets (docs/variants.md) (84 in all),
+  each n_train = 12, n_test = 3, d ≤ 20, T = 20. ``RULES`` lists every rule a case may name; the grid's
+  rule axis is the first three (``refsam.sam.BASE_RULES``).
 
 Outputs stored per case (shape (n_train, n_test) unless noted):
     trajectory       exact trajectory influence, adjoint recursion                         every case

@@ -6,8 +6,12 @@ plain SGD — plus, on minibatches with the optimizer's weight decay, 6 momentum
 ball, Nesterov; μ = 0.9), 9 preset cases (model × the presets
 of the public implementations, `refsam.training.presets`, with heavy-ball momentum) and 6 Adam cases
 (model × ``Adam`` with λ inside the moments, ``AdamW`` with decoupled λ; a linear warm-up + cosine
-schedule and gradient clipping by global norm, torch's convention, that clips some steps). Each has
-n_train = 12, n_test = 3, d ≤ 20, T = 20. `make_run()` is the deterministic recipe of one case;
+schedule and gradient clipping by global norm, torch's convention, that clips some steps), and 27
+cases of the SAM variants (model × the presets of their official codes: ``composer-sam`` every 2 steps,
+``fisher-sam``, ``friendly-sam``, ``gnp`` with its L2 in the loss, Nesterov and its clip, ``gsam`` with
+its ρ schedule, ``sam-on`` on the weight matrices; minibatch runs, and full-batch runs of the three with
+a fixed point: Fisher SAM, GSAM at a constant ρ, SAM-ON). Each has n_train = 12, n_test = 3, d ≤ 20,
+T = 20. `make_run()` is the deterministic recipe of one case;
 `build_case()` adds the exact influence and the ground truth, refusing to return a case whose
 self-check fails. Files are `refsam.kit.files`.
 """

@@ -61,6 +61,7 @@ The SAM variants (docs/variants.md says what each official code computes, with i
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -215,13 +216,13 @@ def _variant(name: str, problem: Problem, rho: float, lr: float | ArrayLike, lam
     elif name == "fisher-sam":
         sam = SAM(rho, "fisher", norm_eps=1e-12, fisher_eta=_or(given["fisher_eta"], 1.0))
     else:  # composer-sam
-        sam = SAM(rho, "sam", norm_eps=1e-12, every=int(_or(given["every"], 1)))
+        sam = SAM(rho, "sam", norm_eps=1e-12, every=_or(given["every"], 1))
     return Preset(name, problem, sam, optimizer, clip)
 
 
-def _or(value: object, default: float) -> float:
-    """``value`` as a float, or ``default`` where it is None."""
-    return default if value is None else float(value)  # type: ignore[arg-type]
+def _or(value: object, default: float) -> Any:
+    """``value`` as given (`SAM` validates it: no bool, no 2.5 steps), or ``default`` where it is None."""
+    return default if value is None else value
 
 
 def _clipping(name: str, gradient_clipping: float | None) -> GradientClipping | None:

@@ -104,7 +104,7 @@ def _steps(problem: Problem, sam: SAM, optimizer: Optimizer, theta0: Array, batc
         if not np.all(np.isfinite(theta)):
             raise DivergenceError(
                 f"training diverged at step {t}: θ_{t + 1} has non-finite entries; lower the optimizer's "
-                f"`lr` (got {lrs[t]}) or `rho` (got {sam.rho})"
+                f"`lr` (got {lrs[t]}) or `rho` (got {sam.at_step(t).rho} at this step)"
             )
         if progress and ((t + 1) % report_every == 0 or t + 1 == steps):
             print(f"  step {t + 1}/{steps}", file=sys.stderr, flush=True)

@@ -123,7 +123,8 @@ def perturbations(problem: Problem, sam: SAM, theta: Array, idx: ArrayLike | Non
         if descent or block or sam.direction != "sam":
             grad_hat = problem.grad(w_hat_c, rows, weights) if at_w_hat is None else at_w_hat.grad()
             g_p = chunk_descent(problem, grad_hat, w_hat_c)  # g^p_C
-            descent_c = sam.descent(g_c, g_p)  # g̃_C = φ(g_C, g^p_C)
+            descent_c = (_removed_descent(problem, sam, g_c, g_p, rows, weights) if removed_batches
+                         else sam.descent(g_c, g_p))  # g̃_C = φ(g_C, g^p_C)
         out.append(Perturbation(np.asarray(chunk), len(chunk) / len(batch), g_c, eps_c, w_hat_c, descent_c,
                                 at_theta, at_w_hat, None if u_c is g_c else u_c, g_p))
     return out
@@ -134,9 +135,7 @@ def _removed_perturbation(problem: Problem, sam: SAM, theta: Array, g: Array, ro
     """ε(θ; g) on the batch ``rows``, except ε = 0 for every run (column of a block) whose weights there
     are all zero and whose g is exactly zero: F_{B,w} ≡ 0, nothing to perturb against. With an L2 term
     in the loss g = λ_in θ ≠ 0 there, and the rule applies as usual."""
-    w = problem.weights if weights is None else np.asarray(weights)
-    kept = w if rows is None else w[np.asarray(rows)]  # (|B|,) or (|B|, K)
-    empty = ~np.any(kept != 0, axis=0) & ~np.any(g != 0, axis=0)  # () or (K,)
+    empty = _empty(problem, g, rows, weights)
     if not np.any(empty):
         eps_all: Array = sam.perturbation(theta, g)
         return eps_all
@@ -146,6 +145,30 @@ def _removed_perturbation(problem: Problem, sam: SAM, theta: Array, g: Array, ro
         if np.any(live):
             eps[:, live] = sam.perturbation(theta[:, live], g[:, live])
     return eps
+
+
+def _empty(problem: Problem, g: Array, rows: ArrayLike | None,
+           weights: ArrayLike | None) -> NDArray[np.bool_]:
+    """Which runs (columns of a block; a 0-d array for one run) have all their weights zero on ``rows``
+    and an exactly zero g there: F_{B,w} ≡ 0 (module docstring)."""
+    w = problem.weights if weights is None else np.asarray(weights)
+    kept = w if rows is None else w[np.asarray(rows)]  # (|B|,) or (|B|, K)
+    return np.asarray(~np.any(kept != 0, axis=0) & ~np.any(g != 0, axis=0))
+
+
+def _removed_descent(problem: Problem, sam: SAM, g: Array, g_p: Array, rows: ArrayLike | None,
+                     weights: ArrayLike | None) -> Array:
+    """φ(g, g^p), except g̃ = g^p (= 0 there) for every run whose batch is removed (`_empty`): a direction
+    undefined at g = 0 (the unit-gradient mix) has nothing to mix there."""
+    empty = _empty(problem, g, rows, weights)
+    if not np.any(empty):
+        descent: Array = sam.descent(g, g_p)
+        return descent
+    out = np.array(g_p, dtype=np.float64)
+    if g.ndim == 2 and not np.all(empty):
+        live = ~empty
+        out[:, live] = sam.descent(g[:, live], g_p[:, live])
+    return out
 
 
 def chunk_descent(problem: Problem, grad_hat: Array, w_hat: Array) -> Array:

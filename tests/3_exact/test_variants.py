@@ -526,3 +526,83 @@ def test_unit_gradient_and_fisher_at_a_zero_gradient():
     auto = autograd.jacobian(lambda x: sam.perturbation(np.zeros(3), x))(np.zeros(3))
     assert rel_err(auto, sam.jacobian_g(np.zeros(3), np.zeros(3))) <= 1e-15
     assert rel_err(auto, 0.1 / 1e-12 * np.eye(3)) <= 1e-15
+
+
+# -- found by this session's review -----------------------------------------------------------------------
+
+def test_removed_batches_in_block_replays_of_a_direction_undefined_at_zero():
+    """A bank's replay whose batch is entirely removed has g = g^p = 0 there (no L2 in the loss): the
+    unit-gradient mix, undefined at g = 0, must give g̃ = 0 like every direction (it raised before)."""
+    problem = _problem(l2=0.0)
+    sam = SAM(0.05, direction="gnp", alpha=0.8, unit_gradient=True)
+    run = refsam.train(problem, sam, OPTIMIZERS["sgd"](), STEPS, batch_size=2, seed=2, progress=False)
+    W = np.ones((2, problem.n))
+    W[1, run.batches[3]] = 0.0  # step 3's batch removed from run 1
+    block = refsam.training.replay_final(problem, run, W, removed_batches=True)
+    assert rel_err(block[0], run.theta_final) <= 1e-12
+    # the same as a run whose step 3 is a plain step (ρ_3 = 0): F ≡ 0 on that batch either way
+    rhos = np.full(STEPS, 0.05)
+    rhos[3] = 0.0
+    plain = _with_sam(run, SAM(rhos, direction="gnp", alpha=0.8, unit_gradient=True))
+    expected = refsam.training.replay_final(problem, plain, W[1:])[0]
+    assert rel_err(block[1], expected) <= 1e-12 and rel_err(block[1], run.theta_final) > 1e-6
+
+
+def test_rho_zero_is_plain_sgd_for_every_direction():
+    """ρ = 0 reduces every rule and direction to the base optimizer exactly (the gradient-norm penalty's code
+    treats r = 0 as plain training); before, the unit-gradient mix still formed (1 − α) g/‖g‖ + α g."""
+    problem = _problem()
+    plain = refsam.train(problem, SAM(0.0), OPTIMIZERS["sgd"](), STEPS, batch_size=5, seed=2, progress=False)
+    for kwargs in (dict(direction="gnp", alpha=0.8, unit_gradient=True), dict(direction="gsam", alpha=0.4),
+                   dict(direction="gnp", alpha=0.3)):
+        run = refsam.train(problem, SAM(0.0, **kwargs), OPTIMIZERS["sgd"](), STEPS, batch_size=5, seed=2,
+                           progress=False)
+        assert np.array_equal(run.thetas, plain.thetas), kwargs
+        one = refsam.train(problem, SAM(0.0, **kwargs), refsam.SGD(0.1), 1, seed=2, progress=False)
+        first = refsam.trajectory_influence(problem, one, X_TEST, Y_TEST, "first_order", progress=False)
+        exact = refsam.trajectory_influence(problem, one, X_TEST, Y_TEST, progress=False)
+        assert rel_err(first, exact) <= 1e-12  # T = 1, ρ = 0: first_order is exact (trajectory.py)
+
+
+def test_interval_one_is_sam_and_has_its_fixed_point():
+    """every=1 (composer-sam's default) is SAM at every step: the same run, and the same root."""
+    problem = _problem()
+    optimizer = refsam.SGD(0.05, weight_decay=0.05)
+    a = refsam.train(problem, SAM(0.05), optimizer, 50, seed=1, progress=False)
+    b = refsam.train(problem, SAM(0.05, every=1), optimizer, 50, seed=1, progress=False)
+    assert np.array_equal(a.thetas, b.thetas)
+    root_a = refsam.solve_fixed_point(problem, SAM(0.05), a.theta_final, optimizer=optimizer)
+    root_b = refsam.solve_fixed_point(problem, SAM(0.05, every=1), a.theta_final, optimizer=optimizer)
+    assert np.array_equal(root_a.theta, root_b.theta)
+
+
+def test_the_rule_of_a_step_is_its_own_rule_of_that_step():
+    """at_step is idempotent: a user who passes sam.at_step(t) where the run's rule is expected gets the
+    same step (Friendly SAM's first SAM step with an interval was reset to the plain step's phase)."""
+    sam = SAM(0.1, "friendly", every=3)
+    for t in range(7):
+        rule = sam.at_step(t)
+        again = rule.at_step(t)
+        assert (again.phase, again.rho) == (rule.phase, rule.rho), t
+    assert [sam.at_step(t).phase for t in range(6)] == ["plain", "plain", "first", "plain", "plain", "sam"]
+
+
+def test_friendly_sam_warns_where_its_input_cancels():
+    """Friendly SAM normalises u = g − σm, not g: a step whose u is round-off (θ barely moves, σ = 1) must
+    warn like a cancelled g does (the check read ‖g‖ before, which stays large)."""
+    problem = _problem()
+    run = refsam.train(problem, SAM(0.05, "friendly", sigma=1.0, ema=0.0), refsam.SGD(1e-13), 3, seed=1,
+                       progress=False)
+    with pytest.warns(RuntimeWarning, match="cancellation"):
+        refsam.trajectory_influence(problem, run, X_TEST, Y_TEST, progress=False)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(every=2.5), r"`every` must be an int >= 1, got 2.5"),
+    (dict(every=True), r"`every` must be an int >= 1, got True"),
+])
+def test_preset_keywords_are_checked_like_sam_s(kwargs, message):
+    with pytest.raises(refsam.InvalidInputError, match=message):
+        refsam.training.preset("composer-sam", _problem(l2=0.0), 0.05, 0.1, 0.01, **kwargs)
+    with pytest.raises(refsam.InvalidInputError, match=r"`alpha` must be a finite real number, got True"):
+        refsam.training.preset("gsam", _problem(l2=0.0), 0.05, 0.1, 0.01, alpha=True)
