@@ -218,18 +218,23 @@ class LinearisedPerturbation:
         Friendly SAM's g − σm; M a perturb_mask) is round-off-level cancellation of its terms
         (tolerances.CANCEL_WARN): ε's direction is then set by rounding, which the exact derivatives
         amplify by ‖terms‖/(‖Mu‖ + e). The size of the terms is Σ_j |c_j| ‖∇ℓ_j‖ + ‖λ_in θ‖ (+ σ‖m‖) (T
-        scales coordinates after the sum, so the ratio is judged on u). A denominator e
+        scales coordinates after the sum, so the ratio is judged on u); the unit-gradient mix's g/‖g‖ is
+        judged the same way. A denominator e
         protects only if it is large against that rounding: the public codes' 1e-12 or 1e-16 does not
         (found by the fuzz suite: 16% disagreement at ‖g‖ ≈ e = 1e-16). Cost: O(|C| d) for the built-in
         models; a user model first bounds the terms by a few evaluations of its losses and pays its d or n
         backward passes only where that bound cannot rule the warning out
         (`BatchDerivatives.weighted_grad_norm_sum`)."""
-        if self.sam.rule == "usam" or self.sam.rho == 0.0:
+        # what the step divides by its norm: the rule's input, and g in the unit-gradient mix
+        normalises = [] if self.sam.rule == "usam" else [self.sam.masked(self.u)]
+        if self.sam.unit_gradient:
+            normalises.append(self.g)  # the gradient-norm penalty's g/‖g‖
+        if self.sam.rho == 0.0 or not normalises:
             return
         # the rule normalises M u (u = g − σm for Friendly SAM, M a perturb_mask): σm joins the terms
         decay = (float(scipy.linalg.norm(decay_times(self.lam_in, self.theta)))
                  + (float(scipy.linalg.norm(self.u - self.g)) if self.u is not self.g else 0.0))
-        top = float(scipy.linalg.norm(self.sam.masked(self.u))) + self.sam.norm_eps  # BLAS nrm2: no overflow
+        top = min(float(scipy.linalg.norm(v)) for v in normalises) + self.sam.norm_eps  # nrm2: no overflow
         # terms below top/CANCEL_WARN − ‖λθ‖ cannot warn: the model may answer with a cheap bound there
         size = self.at_theta.derivatives.weighted_grad_norm_sum(below=top / CANCEL_WARN - decay) + decay
         if not 0.0 < size < np.inf:

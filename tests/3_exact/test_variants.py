@@ -606,3 +606,17 @@ def test_preset_keywords_are_checked_like_sam_s(kwargs, message):
         refsam.training.preset("composer-sam", _problem(l2=0.0), 0.05, 0.1, 0.01, **kwargs)
     with pytest.raises(refsam.InvalidInputError, match=r"`alpha` must be a finite real number, got True"):
         refsam.training.preset("gsam", _problem(l2=0.0), 0.05, 0.1, 0.01, alpha=True)
+
+
+def test_the_unit_gradient_mix_warns_where_g_cancels():
+    """(1 − α) g/‖g‖ amplifies a round-off g by ‖terms‖/‖g‖ like SAM's ε does: a USAM run (whose rule never
+    normalises) with the unit-gradient mix warns where the batch gradient cancels (found by the fuzz suite:
+    adjoint and autodiff 1e21 apart, of opposite signs, at a g of round-off size)."""
+    X = np.array([[1.0], [-1.0], [1.0], [-1.0]])
+    y = np.array([1, 0, 0, 1])
+    problem = refsam.Problem(refsam.LogisticRegression(), X, y)  # θ = 0: the four gradients cancel exactly
+    theta0 = np.array([1e-9, 0.0])  # g ~ 1e-10 of terms ~ 0.5: below CANCEL_WARN = 1e-6
+    run = refsam.train(problem, SAM(0.05, "usam", direction="gnp", alpha=0.5, unit_gradient=True),
+                       refsam.SGD(0.1), 1, theta0=theta0, progress=False)
+    with pytest.warns(RuntimeWarning, match="cancellation"):
+        refsam.trajectory_influence(problem, run, X, y, progress=False)
