@@ -432,13 +432,15 @@ class SAM:
         plain step (as the gradient-norm penalty's code treats r = 0; ρ = 0 is (S)GD for every rule)."""
         if self.direction == "sam" or self.rho == 0.0:
             return g_p
-        norm_g = _norm_columns(g)
         if self.direction == "gnp":
-            if self.unit_gradient and np.any(_value_array(norm_g) == 0.0):
+            if not self.unit_gradient:
+                return (1.0 - self.alpha) * g + self.alpha * g_p
+            safe, unit_norm = _scaled_norm(g)  # g/‖g‖ = (g/s)/‖g/s‖: no square leaves float64's range
+            if np.any(_value_array(unit_norm) == 0.0):
                 raise ZeroGradientError("the gradient-norm penalty's unit-gradient mix (1 − α) g/‖g‖ + α g^p "
                                         "is undefined: the gradient is exactly zero")
-            first = g / norm_g if self.unit_gradient else g
-            return (1.0 - self.alpha) * first + self.alpha * g_p
+            return (1.0 - self.alpha) * (g / safe) / unit_norm + self.alpha * g_p
+        norm_g = _norm_columns(g)
         norm_p = _norm_columns(g_p)
         cos = anp.sum(g * g_p, axis=0) / (norm_p * norm_g + GSAM_EPS)
         return g_p - self.alpha * (g - cos * norm_g * g_p / (norm_p + GSAM_EPS))
@@ -701,10 +703,21 @@ def _only_for(name: str, value: object, applies: bool, where: str, default: floa
 
 def _norm_columns(x: Any) -> Any:
     """‖x‖ (or the norm of each column of a block), autograd-differentiable with derivative 0 at x = 0
-    (where ‖·‖ has none; GSAM's c = O(‖g‖²) there, so 0 is its derivative)."""
-    squares = anp.sum(x * x, axis=0)
+    (where ‖·‖ has none; GSAM's c = O(‖g‖²) there, so 0 is its derivative). Taken of x/s for the constant
+    s = max|x| (per column): x·x under- or overflows for ‖x‖ beyond 1e±154 (found by the fuzz suite: a
+    unit-gradient mix of a g ~ 1e-170 was off in the oracle by 1e68)."""
+    safe, unit_norm = _scaled_norm(x)
+    return safe * unit_norm
+
+
+def _scaled_norm(x: Any) -> tuple[Any, Any]:
+    """(s, ‖x/s‖) with s = max|x| per column (1 for a zero column, a constant for autograd): ‖x‖ = s ‖x/s‖,
+    ‖x/s‖ in [1, √d] or 0, its derivative 0 at x = 0 (the double where)."""
+    scale = np.max(np.abs(_value_array(x)), axis=0)
+    safe = np.where(scale > 0.0, scale, 1.0)
+    squares = anp.sum((x / safe) ** 2, axis=0)
     positive = squares > 0.0
-    return anp.where(positive, anp.sqrt(anp.where(positive, squares, 1.0)), 0.0)
+    return safe, anp.where(positive, anp.sqrt(anp.where(positive, squares, 1.0)), 0.0)
 
 
 def _value_array(x: Any) -> Any:

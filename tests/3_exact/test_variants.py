@@ -620,3 +620,17 @@ def test_the_unit_gradient_mix_warns_where_g_cancels():
                        refsam.SGD(0.1), 1, theta0=theta0, progress=False)
     with pytest.warns(RuntimeWarning, match="cancellation"):
         refsam.trajectory_influence(problem, run, X, y, progress=False)
+
+
+def test_directions_at_extreme_gradient_scales():
+    """The unit-gradient mix and GSAM's norms are taken of g/max|g|: g·g underflows for ‖g‖ < 1e-154 and
+    overflows above 1e154 (found by the fuzz suite: the oracle's unit mix of a g ~ 1e-87 was off by 1e68)."""
+    v = np.array([3.0, -4.0, 0.0])
+    for scale in (1e-170, 1.0, 1e170):
+        g = scale * v
+        unit = SAM(0.1, direction="gnp", alpha=0.0, unit_gradient=True).descent(g, np.zeros(3))
+        assert rel_err(unit, v / 5.0) <= 1e-15
+        auto = autograd.jacobian(lambda x: SAM(0.1, direction="gnp", alpha=0.0,
+                                               unit_gradient=True).descent(x, np.zeros(3)))(g)
+        assert np.all(np.isfinite(auto))
+        assert rel_err(auto * scale, (np.eye(3) - np.outer(v, v) / 25) / 5) <= 1e-14
