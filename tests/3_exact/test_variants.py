@@ -634,3 +634,17 @@ def test_directions_at_extreme_gradient_scales():
                                                unit_gradient=True).descent(x, np.zeros(3)))(g)
         assert np.all(np.isfinite(auto))
         assert rel_err(auto * scale, (np.eye(3) - np.outer(v, v) / 25) / 5) <= 1e-14
+
+
+def test_the_unit_gradient_mix_warns_on_a_batch_of_tiny_weights():
+    """g/‖g‖ does not scale with the weights, so a batch whose weights are tiny (1e-86) carries the rounding
+    of ∂g/∂w_j = ∇ℓ_j/|B| amplified by 1/‖g‖ ~ 1/w_j: refsam warns there (the fuzz suite's case: adjoint
+    and autodiff 30% apart, each of size 1e67, where the derivative is 0)."""
+    X = np.ones((4, 1))
+    y = np.zeros(4, dtype=int)
+    weights = np.array([1.0, 1.0, 1.0, 1.8e-86])
+    problem = refsam.Problem(refsam.LogisticRegression(), X, y, weights=weights)
+    run = refsam.train(problem, SAM(0.25, "asam", kappa=0.0, direction="gnp", alpha=0.0, unit_gradient=True),
+                       refsam.SGD(0.5), batches=[[0], [1], [3]], theta0=np.array([0.1, -0.2]), progress=False)
+    with pytest.warns(RuntimeWarning, match="cancellation"):
+        refsam.trajectory_influence(problem, run, X[:2], y[:2], progress=False)
