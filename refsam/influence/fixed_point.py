@@ -378,8 +378,8 @@ def _pseudo_transient(problem: Problem, sam: SAM, optimizer: Optimizer | None, t
     lin = linearise(problem, sam, theta, weights, optimizer=optimizer)
     G, J, jacobians = lin.residual, lin.jacobian, 1
     r = float(np.linalg.norm(G))
-    if not np.isfinite(r):
-        return theta, float("inf"), jacobians, "G is undefined or not finite at the starting point"
+    if not (np.isfinite(r) and np.all(np.isfinite(J))):
+        return theta, float("inf"), jacobians, "G or ∂G/∂θ is undefined or not finite at the starting point"
     radius = float("inf")  # Δ: the first step is Newton's (guarded)
     polish_left = POLISH_STEPS
     while True:
@@ -400,6 +400,7 @@ def _pseudo_transient(problem: Problem, sam: SAM, optimizer: Optimizer | None, t
                                              + _basin_note(shifted.eigenvalues, "at the last iterate"))
             while True:
                 step, delta = shifted.step_within(PTC_GUARD * nu, radius)
+                predictor = float(np.linalg.norm(step))  # ≤ Δ: what a rejection shrinks
                 G_new = _safe_residual(problem, sam, optimizer, theta + step, weights)
                 # chord corrections of the implicit step, G(θ + s) + δ s = 0, with the same factors:
                 # they pull the stiff directions back where the linear step overshot them
@@ -419,9 +420,9 @@ def _pseudo_transient(problem: Problem, sam: SAM, optimizer: Optimizer | None, t
                 grow = size <= PTC_IMPLICIT**2 * r or r_new <= PTC_IMPLICIT * r
                 if accept:
                     break
-                if not np.isfinite(length):  # J + δI singular, or G undefined there
-                    length = min(radius, float(np.linalg.norm(theta)) + 1.0)
-                radius = length / 4.0
+                if not np.isfinite(predictor):  # J + δI exactly singular
+                    predictor = min(radius, float(np.linalg.norm(theta)) + 1.0)
+                radius = min(radius, predictor) / 4.0  # strictly shrinking: the loop ends
                 if radius <= PTC_MIN_RADIUS * max(float(np.linalg.norm(theta)), 1.0):
                     return theta, r, jacobians, (
                         f"ptc stalled at ‖G‖ = {r:.3e}: no step within a trust radius of "
@@ -431,6 +432,8 @@ def _pseudo_transient(problem: Problem, sam: SAM, optimizer: Optimizer | None, t
             theta, G, r = theta + step, G_new, r_new
         lin = linearise(problem, sam, theta, weights, optimizer=optimizer)
         G, J, jacobians = lin.residual, lin.jacobian, jacobians + 1
+        if not np.all(np.isfinite(J)):
+            return theta, r, jacobians, f"ptc stopped at ‖G‖ = {r:.3e}: ∂G/∂θ is not finite there"
 
 
 class _ShiftedSolver:
@@ -478,7 +481,8 @@ class _ShiftedSolver:
 
 
 def _basin_note(eigenvalues: Array, where: str) -> str:
-    """"; J has k eigenvalues with negative real part …" when it has any (the start is outside the basin)."""
+    """The stopping reason's note on J's eigenvalues with negative real part, "" when there are none
+    (with some, the iterate is still outside the basin of a stable root)."""
     k = int(np.sum(eigenvalues.real < 0))
     if k == 0:
         return ""
