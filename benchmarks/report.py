@@ -66,6 +66,9 @@ def format_summary(results: dict) -> str:
         lines.append(f"lds_bank_block_speedup = {results['lds_bank_block_speedup']:.1f}  target >= 5; "
                      f"bank of 100 / training: run {results['bank_over_training_run']:.2f}, root "
                      f"{results['bank_over_training_root']:.2f}")
+    if "root_solve_jacobians" in results:
+        lines.append(f"root_solve_jacobians = {results['root_solve_jacobians']}  target <= 15; "
+                     f"root_solve_over_training = {results['root_solve_over_training']:.2f}")
     if "adam_adjoint_over_training" in results:
         lines.append(f"adam_adjoint_over_training = {results['adam_adjoint_over_training']:.2f}  "
                      f"target <= 2.5 (AdamW + SAM, clip 1.0, warm-up + cosine)")
@@ -108,6 +111,31 @@ def bank_markdown_rows(results: dict) -> list[str]:
                     f"(subset_ratio 0.5) / the training run, logistic n={r['n']}, d={r['d']}, "
                     f"T={r['steps']}, batch {r['batch_size'] or 'full'}: {r['bank_seconds'] * 1e3:.1f} ms / "
                     f"{r['training_seconds'] * 1e3:.1f} ms |")
+    return rows
+
+
+def root_markdown_rows(results: dict) -> list[str]:
+    """The rows of the README's key table for the root-solver keys (``benchmarks/run.py --markdown``)."""
+    rows = []
+    for r in sorted(results["root_solve_runs"].values(), key=lambda run: run["steps"]):
+        ptc, hybr = r["ptc"], r["hybr"]
+        headline = "ratio" in r
+        name = "`root_solve_jacobians`" if headline else f"(from {r['steps']} steps)"
+        value = ptc["jacobians"] if ptc["converged"] else "no root"
+        bold = "**" if headline else ""
+        other = (f"hybr: {hybr['jacobians']} J, spectral radius {hybr['spectral_radius']:.6f}, "
+                 f"{hybr['distance_from_end_point']:.3f} away" if hybr["converged"] else "hybr: no root")
+        setting = (f"ptc from the end of a {r['steps']}-step run, tanh MLP n={r['n']}, d={r['d']} "
+                   f"(‖G‖ = {r['start_residual']:.1e}, {r['start_negative_eigenvalues']} eigenvalues of J "
+                   f"with Re < 0)")
+        if ptc["converged"]:
+            setting += (f": ‖G‖ = {ptc['residual']:.0e}, spectral radius {ptc['spectral_radius']:.6f}, "
+                        f"{ptc['distance_from_end_point']:.3f} from the end point; {other}")
+        rows.append(f"| {name} | {bold}{value}{bold} | {'≤ 15' if headline else '—'} | {setting} |")
+        if headline:
+            rows.append(f"| `root_solve_over_training` | {r['ratio']:.2f}× | — | the solve "
+                        f"{_fmt_seconds(r['solve_seconds'])} / the {r['steps']}-step training run "
+                        f"{_fmt_seconds(r['training_seconds'])} |")
     return rows
 
 
@@ -165,6 +193,8 @@ def format_markdown(results: dict) -> str:
         out += bank_markdown_rows(results)
     if "adam_adjoint_over_training" in results:
         out += adam_markdown_rows(results)
+    if "root_solve_jacobians" in results:
+        out += root_markdown_rows(results)
     if "user_model_adjoint_over_builtin" in results:
         for key, r in results["user_model_runs"].items():
             name = f"`user_{'model' if key == 'logistic' else 'mlp'}_adjoint_over_builtin`"

@@ -41,6 +41,11 @@ Stable JSON keys (external checks read them):
     lds_bank_block_speedup            a bank of 100 re-solved roots in blocks vs one re-solve at a time
                                       (target >= 5), with bank_over_training_run / _root: the bank's
                                       cost against one training run (banks.py)
+    root_solve_jacobians              Jacobian evaluations of G for solve_fixed_point(method="ptc") from the
+                                      end of a 2000-step full-batch SAM run of a tanh MLP (8, 40, 2),
+                                      n = 1000, to a verified root stable under the run's optimizer (target
+                                      <= 15), with root_solve_over_training: the solve's time / the run's
+                                      (roots.py)
     mlp_hessian_d2000                 explicit MLP Hessian (d ≈ 2,000): autograd.hessian vs the
                                       R-operator on identity blocks vs the layer-wise assembly
                                       (refsam's MLP.hessian), with max |difference| to autograd
@@ -59,6 +64,7 @@ results. The benchmarks themselves are in the topic modules beside it, each call
     hessians.py      the MLP Hessian three ways; derivative products; the softmax Hessian's dgemm rate
     parallel.py      leave-one-out replays in blocks and on two processes; the two-process ceiling
     banks.py         counterfactual banks in blocks vs one re-solve at a time; a bank against training
+    roots.py         the root solver from a trained MLP's end point: Jacobians, time against training
     scaling.py       time and peak memory against n, d, T and m
     report.py        the printed summary and the README's tables
 """
@@ -84,6 +90,7 @@ from common import BLAS_THREADS, logistic_problem, mlp_problem
 from hessians import bench_derivative_products, bench_mlp_hessian, bench_softmax_hessian_rate
 from parallel import bench_loo_block_and_parallel
 from report import format_markdown, format_summary
+from roots import run_root_benchmarks
 from scaling import (
     scaling_closed_form_and_loo,
     scaling_mlp_hessian,
@@ -272,6 +279,9 @@ def run_benchmarks(mode: str = "full", log=print) -> dict:
 
     log(f"[{time.perf_counter() - start:6.1f} s] counterfactual banks ...")
     results.update(run_bank_benchmarks(mode, log))
+
+    log(f"[{time.perf_counter() - start:6.1f} s] the root solver from a trained MLP's end point ...")
+    results.update(run_root_benchmarks(mode, log))
 
     log(f"[{time.perf_counter() - start:6.1f} s] scaling ...")
     scaling = {}
