@@ -70,6 +70,9 @@ def format_summary(results: dict) -> str:
         lines.append(f"peers {label} (d={run['d']}): " + ", ".join(
             f"{peer} {ratio:.1f}x refsam (max rel. diff {run['max_rel_diff'][peer]:.1e})"
             for peer, ratio in run["over_refsam"].items()))
+    if "root_solve_jacobians" in results:
+        lines.append(f"root_solve_jacobians = {results['root_solve_jacobians']}  target <= 15; "
+                     f"root_solve_over_training = {results['root_solve_over_training']:.2f}")
     if "adam_adjoint_over_training" in results:
         lines.append(f"adam_adjoint_over_training = {results['adam_adjoint_over_training']:.2f}  "
                      f"target <= 2.5 (AdamW + SAM, clip 1.0, warm-up + cosine)")
@@ -136,6 +139,31 @@ def peer_markdown_rows(results: dict) -> list[str]:
     return rows
 
 
+def root_markdown_rows(results: dict) -> list[str]:
+    """The rows of the README's key table for the root-solver keys (``benchmarks/run.py --markdown``)."""
+    rows = []
+    for r in sorted(results["root_solve_runs"].values(), key=lambda run: run["steps"]):
+        ptc, hybr = r["ptc"], r["hybr"]
+        headline = "ratio" in r
+        name = "`root_solve_jacobians`" if headline else f"(from {r['steps']} steps)"
+        value = ptc["jacobians"] if ptc["converged"] else "no root"
+        bold = "**" if headline else ""
+        other = (f"hybr: {hybr['jacobians']} J, spectral radius {hybr['spectral_radius']:.6f}, "
+                 f"{hybr['distance_from_end_point']:.3f} away" if hybr["converged"] else "hybr: no root")
+        setting = (f"ptc from the end of a {r['steps']}-step run, tanh MLP n={r['n']}, d={r['d']} "
+                   f"(‖G‖ = {r['start_residual']:.1e}, {r['start_negative_eigenvalues']} eigenvalues of J "
+                   f"with Re < 0)")
+        if ptc["converged"]:
+            setting += (f": ‖G‖ = {ptc['residual']:.0e}, spectral radius {ptc['spectral_radius']:.6f}, "
+                        f"{ptc['distance_from_end_point']:.3f} from the end point; {other}")
+        rows.append(f"| {name} | {bold}{value}{bold} | {'≤ 15' if headline else '—'} | {setting} |")
+        if headline:
+            rows.append(f"| `root_solve_over_training` | {r['ratio']:.2f}× | — | the solve "
+                        f"{_fmt_seconds(r['solve_seconds'])} / the {r['steps']}-step training run "
+                        f"{_fmt_seconds(r['training_seconds'])} |")
+    return rows
+
+
 def format_markdown(results: dict) -> str:
     """The README's tables, generated from a results JSON (``--markdown RESULTS.json``)."""
     out = []
@@ -192,6 +220,8 @@ def format_markdown(results: dict) -> str:
         out += adam_markdown_rows(results)
     if "peers_skipped" in results:
         out += peer_markdown_rows(results)
+    if "root_solve_jacobians" in results:
+        out += root_markdown_rows(results)
     if "user_model_adjoint_over_builtin" in results:
         for key, r in results["user_model_runs"].items():
             name = f"`user_{'model' if key == 'logistic' else 'mlp'}_adjoint_over_builtin`"

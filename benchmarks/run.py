@@ -47,6 +47,11 @@ Stable JSON keys (external checks read them):
                                       the same for dattri's IFAttributorExplicit; peers_runs has the times
                                       and the max |difference| of the scores. Only where the peer is
                                       installed; peers_skipped says which were not (peers.py)
+    root_solve_jacobians              Jacobian evaluations of G for solve_fixed_point(method="ptc") from the
+                                      end of a 2000-step full-batch SAM run of a tanh MLP (8, 40, 2),
+                                      n = 1000, to a verified root stable under the run's optimizer (target
+                                      <= 15), with root_solve_over_training: the solve's time / the run's
+                                      (roots.py)
     mlp_hessian_d2000                 explicit MLP Hessian (d ≈ 2,000): autograd.hessian vs the
                                       R-operator on identity blocks vs the layer-wise assembly
                                       (refsam's MLP.hessian), with max |difference| to autograd
@@ -66,6 +71,7 @@ results. The benchmarks themselves are in the topic modules beside it, each call
     parallel.py      leave-one-out replays in blocks and on two processes; the two-process ceiling
     banks.py         counterfactual banks in blocks vs one re-solve at a time; a bank against training
     peers.py         refsam's closed form vs pyDVL's DirectInfluence and dattri's at ρ = 0 (where installed)
+    roots.py         the root solver from a trained MLP's end point: Jacobians, time against training
     scaling.py       time and peak memory against n, d, T and m
     report.py        the printed summary and the README's tables
 """
@@ -92,6 +98,7 @@ from hessians import bench_derivative_products, bench_mlp_hessian, bench_softmax
 from parallel import bench_loo_block_and_parallel
 from peers import run_peer_benchmarks
 from report import format_markdown, format_summary
+from roots import run_root_benchmarks
 from scaling import (
     scaling_closed_form_and_loo,
     scaling_mlp_hessian,
@@ -289,6 +296,8 @@ def run_benchmarks(mode: str = "full", log=print) -> dict:
 
     log(f"[{time.perf_counter() - start:6.1f} s] peers at rho = 0 (pyDVL, dattri where installed) ...")
     results.update(run_peer_benchmarks(cfg["peers"], log))
+    log(f"[{time.perf_counter() - start:6.1f} s] the root solver from a trained MLP's end point ...")
+    results.update(run_root_benchmarks(mode, log))
 
     log(f"[{time.perf_counter() - start:6.1f} s] scaling ...")
     scaling = {}

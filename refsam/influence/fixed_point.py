@@ -57,11 +57,17 @@ __all__ = [
 
 Array = NDArray[np.float64]
 
-SOLVER_METHODS = ("auto", "newton", "hybr", "lm")
+SOLVER_METHODS = ("auto", "ptc", "newton", "hybr", "lm")
 TOL_DEFAULT = ROOT_TOL  # ‖G‖ at which a root counts as verified (refsam.tolerances)
 POLISH_STEPS = 3  # extra full Newton steps after reaching `tol`, kept only while ‖G‖ keeps falling
 ARMIJO_C = 1e-4  # sufficient decrease ‖G(θ + αs)‖ ≤ (1 − c α)‖G(θ)‖ for the damped Newton step
 MIN_STEP = 2.0**-30  # smallest backtracking step before the damped Newton method declares a stall
+# Pseudo-transient continuation ("ptc", `_pseudo_transient`): (J + δI) s = −G, ‖s‖ ≤ Δ, δ ≥ PTC_GUARD·ν
+PTC_IMPLICIT = 0.5  # accept s when it solves G(θ + s) + δ s = 0 to PTC_IMPLICIT·‖G(θ)‖ (or lowers ‖G‖)
+PTC_CONTRACT = 0.5  # chord corrections continue while each shrinks the implicit equation's residual by this
+PTC_GUARD = 2.0  # δ ≥ 2ν, ν = −min Re eig(J) > 0: the flow's unstable directions are followed, not solved
+PTC_CHORD = 10  # chord corrections of each trial step at most (one G and O(d²) each)
+PTC_MIN_RADIUS = 1e-14  # trust radius / max(‖θ‖, 1) below which the method declares a stall
 
 
 class FixedPointError(RefsamError, RuntimeError):
@@ -89,8 +95,8 @@ class FixedPoint:
     theta : array (d,)              θ̂
     residual : float                ‖G(θ̂; w)‖₂
     converged : bool                residual <= tol
-    iterations : int                Jacobian evaluations (root-finder iterations) used
-    method : str                    "newton", "hybr", "lm"; "none" (`fixed_point_diagnostics()`);
+    iterations : int                Jacobian evaluations of G used (every method, summed under "auto")
+    method : str                    "ptc", "newton", "hybr", "lm"; "none" (`fixed_point_diagnostics()`);
                                     "failed" (``raise_on_failure=False`` and no root found)
     tol : float                     the residual tolerance that defines ``converged``
     jacobian : array (d, d)         ∂G/∂θ at θ̂
@@ -104,6 +110,8 @@ class FixedPoint:
                                     give the radius (None: G without weight decay, no radius)
     start_distance : float or None  ‖θ̂ − θ_0‖₂ from the solver's start (None from diagnostics). A root far
                                     from the end of a run may not be the point that run approaches.
+    reason : str                    why the solver stopped ("converged", or the failed method's reason when
+                                    ``raise_on_failure=False``); "" from `fixed_point_diagnostics()`
     """
 
     theta: np.ndarray
@@ -118,6 +126,7 @@ class FixedPoint:
     spectral_radius: float | None = None
     start_distance: float | None = None
     optimizer: Optimizer | None = None
+    reason: str = ""
 
     @property
     def stable(self) -> bool | None:
@@ -213,7 +222,7 @@ def _iterative_spectral_radius(J: Array, lr: float, optimizer: SGD | None) -> fl
 
 def _make_fixed_point(problem: Problem, sam: SAM, optimizer: Optimizer | None, theta: Array,
                       weights: Array | None, iterations: int, method: str, tol: float,
-                      theta0: Array | None = None) -> FixedPoint:
+                      theta0: Array | None = None, reason: str = "") -> FixedPoint:
     lin = linearise(problem, sam, theta, weights, optimizer=optimizer)
     residual_norm = float(np.linalg.norm(lin.residual))
     lr = None if optimizer is None else optimizer.scalar_lr()
@@ -224,7 +233,7 @@ def _make_fixed_point(problem: Problem, sam: SAM, optimizer: Optimizer | None, t
                       iterations=iterations, method=method, tol=tol, jacobian=lin.jacobian,
                       condition_number=_condition_number(lin.jacobian), lr=lr, spectral_radius=radius,
                       start_distance=None if theta0 is None else float(np.linalg.norm(theta - theta0)),
-                      optimizer=optimizer)
+                      optimizer=optimizer, reason=reason)
 
 
 @reuse_derivatives()
@@ -284,6 +293,16 @@ def _safe_norm(problem: Problem, sam: SAM, optimizer: Optimizer | None, theta: A
     return r if np.isfinite(r) else float("inf")
 
 
+def _safe_residual(problem: Problem, sam: SAM, optimizer: Optimizer | None, theta: Array,
+                   weights: Array | None) -> Array:
+    """G(θ), or inf entries where G is undefined (‖g‖ = 0 under SAM/ASAM)."""
+    try:
+        with np.errstate(over="ignore", invalid="ignore"):
+            return residual(problem, sam, optimizer, theta, weights)
+    except ZeroGradientError:
+        return np.full(problem.d, np.inf)
+
+
 def _newton_direction(J: Array, G: Array) -> Array:
     """s solving J s = −G (least squares if J is singular)."""
     try:
@@ -329,6 +348,153 @@ def _damped_newton(problem: Problem, sam: SAM, optimizer: Optimizer | None, thet
         theta, r = candidate, r_new
     reason = "converged" if r <= tol else f"damped Newton reached max_iter={max_iter} at ‖G‖ = {r:.3e}"
     return theta, r, max_iter, reason
+
+
+def _pseudo_transient(problem: Problem, sam: SAM, optimizer: Optimizer | None, theta: Array,
+                      weights: Array | None, tol: float, max_iter: int) -> tuple[Array, float, int, str]:
+    """Pseudo-transient continuation with a trust radius: shifted Newton steps along training's flow.
+
+    Full-batch SGD is the explicit Euler method for the flow dθ/dt = −G(θ) (step η; η/(1 − μ) with
+    momentum μ), and the root training converges to is the flow's attracting equilibrium. One implicit
+    Euler step of pseudo-time τ = 1/δ, linearised, is
+
+        (J + δ I) s = −G,   δ ≥ PTC_GUARD · ν,   ν = max(0, −min Re eig(J))
+
+    a gradient step s ≈ −G/δ at large δ and Newton's step at δ = 0. The guard keeps δ above the flow's
+    unstable rates: along an eigenvalue m < 0 of J the step −g/(δ + m) points where the flow goes (away
+    from a saddle), where Newton's −g/m walks into the saddle. δ is otherwise the smallest shift whose
+    step fits the trust radius Δ around θ (Δ₀ = ∞: a start inside Newton's region takes Newton steps).
+
+    Each trial step is then corrected by up to PTC_CHORD chord iterations of the implicit equation
+    G(θ + s) + δ s = 0 with the same factors (one G and O(d²) each, while each shrinks its residual by
+    PTC_CONTRACT): the linear step overshoots in the stiff directions of J (eigenvalues up to ~1 where the
+    slow ones are ~1e-4), and the chord pulls them back at no Jacobian's cost. The step is accepted when it
+    solves the implicit equation to PTC_IMPLICIT·‖G(θ)‖ (a backward Euler step of the flow: accepted
+    even where ‖G‖ grows along the flow) or lowers ‖G‖ by the Armijo fraction; Δ ← 2‖s‖ after an
+    accurate step, ‖s‖ after an accepted one, ‖s‖/4 on a rejection (one G and the chord, no new J).
+    Past ‖G‖ ≤ tol, up to POLISH_STEPS full Newton steps while ‖G‖ falls. One complex Schur form
+    J = Z T Zᴴ per Jacobian gives ν and every shifted solve as a triangular one.
+
+    Stopping rule: ‖G‖ ≤ tol and polished (or a root where J has an eigenvalue with negative real part:
+    a saddle, reported as it is); or ``max_iter`` Jacobians; or Δ below PTC_MIN_RADIUS·max(‖θ‖, 1) (no
+    step is accepted). Returns (θ, ‖G‖, Jacobians, reason); a stop short of a root says how many
+    eigenvalues of J have negative real part (the iterate is not yet in the basin of a stable root).
+    Cost per Jacobian: two Hessians and one Schur decomposition, O(d³); per rejected step one G, O(d²).
+    """
+    lin = linearise(problem, sam, theta, weights, optimizer=optimizer)
+    G, J, jacobians = lin.residual, lin.jacobian, 1
+    r = float(np.linalg.norm(G))
+    if not (np.isfinite(r) and np.all(np.isfinite(J))):
+        return theta, float("inf"), jacobians, "G or ∂G/∂θ is undefined or not finite at the starting point"
+    radius = float("inf")  # Δ: the first step is Newton's (guarded)
+    polish_left = POLISH_STEPS
+    while True:
+        shifted = _ShiftedSolver(J, G)  # (J + δI) s = −G for any δ, O(d²) each
+        nu = max(0.0, -float(np.min(shifted.eigenvalues.real)))  # the flow's fastest unstable rate
+        if r <= tol:  # polishing: full Newton steps while ‖G‖ falls
+            if nu > 0.0 or polish_left == 0 or r == 0.0 or jacobians >= max_iter:
+                return theta, r, jacobians, "converged"
+            candidate = theta + _newton_direction(J, G)
+            r_new = _safe_norm(problem, sam, optimizer, candidate, weights)
+            polish_left -= 1
+            if r_new >= r:
+                return theta, r, jacobians, "converged"
+            theta, r = candidate, r_new
+        else:
+            if jacobians >= max_iter:
+                return theta, r, jacobians, (f"ptc reached max_iter={max_iter} at ‖G‖ = {r:.3e}"
+                                             + _basin_note(shifted.eigenvalues, "at the last iterate"))
+            while True:
+                step, delta = shifted.step_within(PTC_GUARD * nu, radius)
+                predictor = float(np.linalg.norm(step))  # ≤ Δ: what a rejection shrinks
+                G_new = _safe_residual(problem, sam, optimizer, theta + step, weights)
+                # chord corrections of the implicit step, G(θ + s) + δ s = 0, with the same factors:
+                # they pull the stiff directions back where the linear step overshot them
+                size = float(np.linalg.norm(G_new + delta * step))
+                for _ in range(PTC_CHORD):
+                    trial = step + shifted.solve(delta, -(G_new + delta * step))
+                    G_trial = _safe_residual(problem, sam, optimizer, theta + trial, weights)
+                    size_trial = float(np.linalg.norm(G_trial + delta * trial))
+                    if not size_trial <= PTC_CONTRACT * size:
+                        break
+                    step, G_new, size = trial, G_trial, size_trial
+                length, r_new = float(np.linalg.norm(step)), float(np.linalg.norm(G_new))
+                # accept an implicit Euler step solved to a fraction of ‖G‖ (it follows the flow, even
+                # where ‖G‖ grows along it), or any step that lowers ‖G‖; double Δ after an accurate one
+                solved = size <= PTC_IMPLICIT * r
+                accept = solved or r_new <= (1.0 - ARMIJO_C) * r  # False for nan
+                grow = size <= PTC_IMPLICIT**2 * r or r_new <= PTC_IMPLICIT * r
+                if accept:
+                    break
+                if not np.isfinite(predictor):  # J + δI exactly singular
+                    predictor = min(radius, float(np.linalg.norm(theta)) + 1.0)
+                radius = min(radius, predictor) / 4.0  # strictly shrinking: the loop ends
+                if radius <= PTC_MIN_RADIUS * max(float(np.linalg.norm(theta)), 1.0):
+                    return theta, r, jacobians, (
+                        f"ptc stalled at ‖G‖ = {r:.3e}: no step within a trust radius of "
+                        f"{PTC_MIN_RADIUS:.0e}·‖θ‖ is accepted"
+                        + _basin_note(shifted.eigenvalues, "here"))
+            radius = 2.0 * length if grow else length
+            theta, G, r = theta + step, G_new, r_new
+        lin = linearise(problem, sam, theta, weights, optimizer=optimizer)
+        G, J, jacobians = lin.residual, lin.jacobian, jacobians + 1
+        if not np.all(np.isfinite(J)):
+            return theta, r, jacobians, f"ptc stopped at ‖G‖ = {r:.3e}: ∂G/∂θ is not finite there"
+
+
+class _ShiftedSolver:
+    """s(δ) = −(J + δI)⁻¹ G for many shifts δ from one complex Schur form J = Z T Zᴴ (T upper
+    triangular, its diagonal J's eigenvalues): each s(δ) = −Z (T + δI)⁻¹ Zᴴ G is a triangular solve."""
+
+    def __init__(self, J: Array, G: Array) -> None:
+        self.T, self.Z = scipy.linalg.rsf2csf(*scipy.linalg.schur(J))  # 3× faster than output="complex"
+        self.eigenvalues = np.diag(self.T)
+        self.rhs = -(self.Z.conj().T @ G)
+        self.eye = np.eye(J.shape[0])
+
+    def step(self, delta: float) -> Array:
+        """s(δ), shape (d,); all nan where J + δI is exactly singular."""
+        return self.solve(delta, None)
+
+    def solve(self, delta: float, b: Array | None) -> Array:
+        """x = (J + δI)⁻¹ b (b = None: −G), shape (d,); all nan where J + δI is exactly singular."""
+        rhs = self.rhs if b is None else self.Z.conj().T @ b
+        try:
+            with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+                y = scipy.linalg.solve_triangular(self.T + delta * self.eye, rhs, check_finite=False)
+        except np.linalg.LinAlgError:
+            return np.full(self.T.shape[0], np.nan)
+        return np.asarray((self.Z @ y).real, dtype=np.float64)
+
+    def step_within(self, delta_min: float, radius: float) -> tuple[Array, float]:
+        """s(δ) for the smallest δ ≥ delta_min with ‖s(δ)‖ ≤ radius (bisection on log δ: ‖s(δ)‖ ≈ ‖G‖/δ
+        for large δ), or s(delta_min) if that fits."""
+        step = self.step(delta_min)
+        if np.linalg.norm(step) <= radius:  # False for nan
+            return step, delta_min
+        low = max(delta_min, 1e-300)
+        high = max(2.0 * low, 2.0 * (float(np.linalg.norm(self.rhs)) / radius
+                                     + float(np.max(np.abs(self.eigenvalues)))))
+        for _ in range(60):  # to a relative δ of about 2^-60 · log-range: far below what matters
+            mid = float(np.sqrt(low * high)) if low > 1e-300 else high * 1e-8
+            if np.linalg.norm(self.step(mid)) <= radius:
+                high = mid
+            else:
+                low = mid
+            if high <= low * (1.0 + 1e-3):
+                break
+        return self.step(high), high
+
+
+def _basin_note(eigenvalues: Array, where: str) -> str:
+    """The stopping reason's note on J's eigenvalues with negative real part, "" when there are none
+    (with some, the iterate is still outside the basin of a stable root)."""
+    k = int(np.sum(eigenvalues.real < 0))
+    if k == 0:
+        return ""
+    return (f"; ∂G/∂θ has {k} eigenvalue(s) with negative real part {where} (min "
+            f"{float(np.min(eigenvalues.real)):.2e}): training's flow is still leaving a saddle region, "
+            f"outside the basin of a stable root")
 
 
 def _scipy_root(problem: Problem, sam: SAM, optimizer: Optimizer | None, theta: Array,
@@ -389,10 +555,13 @@ def solve_fixed_point(problem: Problem, sam: SAM, theta0: ArrayLike, *, optimize
     max_iter : int >= 1
         The budget per method, honoured exactly: at most ``max_iter`` Jacobians of G, the Newton polish
         of hybr and lm included (which also stop after ``max_iter`` evaluations of G).
-    method : {"auto", "newton", "hybr", "lm"}
-        "hybr": MINPACK's trust-region dogleg (scipy.optimize.root) with the hand Jacobian.
-        "newton": damped Newton with backtracking on ‖G‖. "lm": Levenberg–Marquardt. "auto" tries
-        hybr, newton, lm in that order, each from ``theta0``, and returns the first verified root —
+    method : {"auto", "ptc", "newton", "hybr", "lm"}
+        "ptc": pseudo-transient continuation, shifted Newton steps (J + δI) s = −G that follow training's
+        flow dθ/dt = −G in a trust radius around ``theta0``, δ kept above the flow's unstable rates so
+        that no step walks into a saddle (`_pseudo_transient`). "hybr": MINPACK's trust-region dogleg
+        (scipy.optimize.root) with the hand Jacobian. "newton": damped Newton with backtracking on ‖G‖.
+        "lm": Levenberg–Marquardt. "auto" tries ptc, hybr, newton, lm in that order, each from
+        ``theta0``, and returns the first verified root —
         but when the optimizer gives a stability diagnostic and that root is unstable (spectral radius
         ≥ 1: training with step η cannot converge to it, e.g. a saddle) it tries the remaining methods
         for a stable root first. Trust-region results are polished with full Newton steps.
@@ -410,9 +579,13 @@ def solve_fixed_point(problem: Problem, sam: SAM, theta0: ArrayLike, *, optimize
     NoFixedPointError
         Up front, without iterating, when G provably has no root (`no_root_reason()`).
     FixedPointError
-        When no method reaches ‖G‖ ≤ tol; ``.residual`` and ``.reason`` say how close and why.
+        When no method reaches ‖G‖ ≤ tol; ``.residual`` and ``.reason`` say how close and why (for
+        "ptc": how many eigenvalues of ∂G/∂θ have negative real part where it stopped, i.e. whether
+        the iterate was still outside the basin of a stable root).
 
-    Cost: per iteration two Hessians and an O(d³) solve; then one LU and the spectral radius.
+    ``FixedPoint.iterations`` counts Jacobian evaluations (all methods tried), ``FixedPoint.reason``
+    each method's stopping reason. Cost: per iteration two Hessians and an O(d³) solve ("ptc": a Schur
+    decomposition); then one LU and the spectral radius.
     """
     theta0, weights = check_root_inputs(problem, sam, theta0, "theta0", weights, optimizer)
     tol = check_positive("tol", tol)
@@ -423,12 +596,15 @@ def solve_fixed_point(problem: Problem, sam: SAM, theta0: ArrayLike, *, optimize
         raise NoFixedPointError(reason, residual=_safe_norm(problem, sam, optimizer, theta0, weights),
                                 reason="no fixed point exists", theta=None)
 
-    methods = ("hybr", "newton", "lm") if method == "auto" else (method,)
+    methods = ("ptc", "hybr", "newton", "lm") if method == "auto" else (method,)
     best = (theta0, _safe_norm(problem, sam, optimizer, theta0, weights))
-    reasons, total_iterations = [], 0
+    reasons: list[str] = []
+    total_iterations = 0
     first_root = None  # with `lr`, "auto" keeps looking past an unstable root for a stable one
     for name in methods:
-        if name == "newton":
+        if name == "ptc":
+            theta, r, its, why = _pseudo_transient(problem, sam, optimizer, theta0, weights, tol, max_iter)
+        elif name == "newton":
             theta, r, its, why = _damped_newton(problem, sam, optimizer, theta0, weights, tol, max_iter)
         else:
             theta, r, its, why = _scipy_root(problem, sam, optimizer, theta0, weights, name, max_iter)
@@ -442,7 +618,7 @@ def solve_fixed_point(problem: Problem, sam: SAM, theta0: ArrayLike, *, optimize
             best = (theta, r)
         if r <= tol:
             root = _make_fixed_point(problem, sam, optimizer, theta, weights, total_iterations, name, tol,
-                                     theta0)
+                                     theta0, "; ".join([*reasons, f"{name}: converged"]))
             if root.stable is not False:
                 return root
             first_root = first_root or root
@@ -460,4 +636,5 @@ def solve_fixed_point(problem: Problem, sam: SAM, theta0: ArrayLike, *, optimize
         raise FixedPointError(message, residual=r, reason="; ".join(reasons), theta=theta)
     if not np.isfinite(r):
         raise FixedPointError(message, residual=r, reason="G undefined", theta=None)
-    return _make_fixed_point(problem, sam, optimizer, theta, weights, total_iterations, "failed", tol, theta0)
+    return _make_fixed_point(problem, sam, optimizer, theta, weights, total_iterations, "failed", tol, theta0,
+                             "; ".join(reasons))

@@ -132,7 +132,7 @@ def spec_example():
 def test_spec_example_root_is_stable_and_sam_training_converges_to_it(spec_example):
     problem, sam, opt = spec_example
     root = solve_fixed_point(problem, sam, problem.init_params(0), optimizer=opt)
-    assert root.converged and root.method in ("hybr", "newton")
+    assert root.converged and root.method in ("ptc", "hybr", "newton")
     assert root.optimizer is opt and root.lr == 0.5
     assert np.linalg.norm(residual_oracle(problem, sam, root.theta, problem.weights, opt)) <= ATOL_ROOT
     assert 0.5 < root.spectral_radius < 1.0 and root.stable
@@ -171,7 +171,7 @@ def _mlp_problem(seed, weight_decay, mode="decoupled", lr=0.5):
     return penalised(refsam.MLP((2, 4, 2)), X, y, weight_decay, mode, lr=lr)
 
 
-@pytest.mark.parametrize("method", ["newton", "hybr", "lm"])
+@pytest.mark.parametrize("method", ["ptc", "newton", "hybr", "lm"])
 def test_every_solver_method_reaches_the_same_mlp_root(method):
     (problem, opt), sam = _mlp_problem(1, 0.1), refsam.SAM(0.05, "sam")
     start = refsam.train(problem, sam, opt, 150, seed=0).theta_final  # ‖G‖ ≈ 1e-3 here
@@ -322,7 +322,7 @@ def test_coupled_mlp_search_is_bounded():
 @pytest.mark.parametrize(("kwargs", "message"), [
     ({"tol": 0.0}, r"`tol` must be a finite number > 0, got 0.0"),
     ({"max_iter": 0}, r"`max_iter` must be an int >= 1, got 0"),
-    ({"method": "bfgs"}, r"`method` must be one of \['auto', 'hybr', 'lm', 'newton'\], got 'bfgs'"),
+    ({"method": "bfgs"}, r"`method` must be one of \['auto', 'hybr', 'lm', 'newton', 'ptc'\], got 'bfgs'"),
     ({"optimizer": 0.5}, r"`optimizer` must be a refsam optimizer such as refsam.SGD\(lr, ...\), got float"),
     ({"optimizer": refsam.SGD(0.5, weight_decay=np.ones(3))},
      r"per-coordinate `weight_decay` must have shape \(6,\) like θ, got \(3,\)"),

@@ -45,7 +45,7 @@ def test_an_ill_conditioned_but_regular_system_still_solves_with_a_warning():
     assert np.all(np.isfinite(scores))
 
 
-@pytest.mark.parametrize("method", ["hybr", "lm", "newton"])
+@pytest.mark.parametrize("method", ["ptc", "hybr", "lm", "newton"])
 @pytest.mark.parametrize("max_iter", [1, 2, 5])
 def test_the_root_finder_evaluates_at_most_max_iter_jacobians(monkeypatch, method, max_iter):
     calls = {"jacobians": 0}

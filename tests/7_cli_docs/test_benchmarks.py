@@ -19,7 +19,7 @@ STABLE_KEYS = ("closed_form_vs_loo_speedup", "adjoint_over_training", "adjoint_o
                "closed_form_over_unavoidable", "training_step_over_gemv", "loo_block_speedup",
                "loo_parallel_speedup", "resolve_block_speedup", "loo_two_process_ceiling",
                "adam_adjoint_over_training", "user_model_adjoint_over_builtin",
-               "user_mlp_adjoint_over_builtin")
+               "user_mlp_adjoint_over_builtin", "root_solve_jacobians", "root_solve_over_training")
 
 
 def test_benchmark_script_writes_finite_stable_keys(tmp_path):
@@ -37,6 +37,8 @@ def test_benchmark_script_writes_finite_stable_keys(tmp_path):
         run["ratio"] for run in results["adam_adjoint_over_training_runs"].values())
     for run in results["user_model_runs"].values():  # the user model's influence is the built-in's
         assert run["max_rel_diff_user_vs_builtin"] <= RTOL_EXACT_METHODS
+    for run in results["root_solve_runs"].values():  # the benchmark's root is verified and stable
+        assert run["ptc"]["converged"] and run["ptc"]["residual"] <= 1e-10 and run["ptc"]["stable"]
     assert results["autodiff_vs_adjoint"]["rel_err_adjoint_vs_autodiff"] <= RTOL_EXACT_METHODS
     assert results["hardware"]["loo"]["rel_err_block_vs_single"] <= RTOL_REORDERED  # blocks = one at a time
     assert results["hardware"]["loo"]["parallel_identical"]

@@ -1,0 +1,130 @@
+"""The "ptc" root solver (pseudo-transient continuation along training's flow): it reaches the root
+training converges to, from a trained MLP's end point, within a Jacobian budget; it says why when it
+cannot; its shifted solves are the dense solves they replace.
+
+Oracles: long full-batch training runs (the root training approaches), `spectral_radius` of the run's
+optimizer at the root, ``np.linalg.solve`` for the shifted systems, and the other solver methods (which
+reach saddles from the same starts).
+"""
+
+import numpy as np
+import pytest
+
+import refsam
+from refsam.influence.fixed_point import (
+    SOLVER_METHODS,
+    FixedPointError,
+    _ShiftedSolver,
+    solve_fixed_point,
+)
+from refsam.influence.linearisation import residual_jacobian, residual_map
+from refsam.tolerances import ATOL_ROOT
+
+JACOBIAN_BUDGET = 15  # issue 27: Jacobian evaluations from a trained MLP's end point to the verified root
+
+
+def _mlp_run(n, sizes, seed=0):
+    """A tanh MLP on Gaussian clusters with 5% flipped labels, SAM ρ = 0.05 on SGD(0.1, momentum 0.9,
+    weight decay 1e-2): benchmarks/roots.py's problem at a smaller size."""
+    X, y, _ = refsam.make_gaussian_classification(n + 20, sizes[0], sizes[-1], separation=1.0,
+                                                  flip_fraction=0.05, seed=seed)
+    problem = refsam.Problem(refsam.MLP(sizes, "tanh"), X[:n], y[:n])  # benchmarks/common.py's data
+    return problem, refsam.SAM(0.05), refsam.SGD(0.1, momentum=0.9, weight_decay=1e-2)
+
+
+@pytest.fixture(scope="module")
+def small_run():
+    """MLP (4, 8, 2), d = 58, n = 200, 1000 steps: the end point has ‖G‖ ≈ 7e-4; hybr and damped Newton
+    stop short of a root from it."""
+    problem, sam, optimizer = _mlp_run(200, (4, 8, 2))
+    end = refsam.train(problem, sam, optimizer, 1000, progress=False).theta_final
+    return problem, sam, optimizer, end
+
+
+def test_ptc_reaches_the_stable_root_training_converges_to_within_the_jacobian_budget(small_run):
+    problem, sam, optimizer, end = small_run
+    root = solve_fixed_point(problem, sam, end, optimizer=optimizer, method="ptc")
+    assert root.converged and root.method == "ptc" and root.reason == "ptc: converged"
+    assert np.linalg.norm(residual_map(problem, sam, root.theta, optimizer=optimizer)) <= ATOL_ROOT
+    assert root.iterations <= JACOBIAN_BUDGET
+    assert root.stable and root.spectral_radius < 1.0
+    assert 0.1 < root.start_distance < 1.0  # a real journey from the end point, not a polish
+    # the oracle: training itself, run on from the end point, converges to the same root
+    onward = refsam.train(problem, sam, optimizer, 10000, theta0=end, progress=False).theta_final
+    assert np.linalg.norm(onward - root.theta) <= 1e-6 * np.linalg.norm(root.theta)
+    # auto tries ptc first and returns it
+    auto = solve_fixed_point(problem, sam, end, optimizer=optimizer)
+    assert auto.method == "ptc" and np.array_equal(auto.theta, root.theta)
+
+
+def test_the_other_methods_stop_short_from_the_same_end_point(small_run):
+    """Why ptc is first in "auto": from this end point hybr and damped Newton find no root at all."""
+    problem, sam, optimizer, end = small_run
+    for method in ("hybr", "newton"):
+        with pytest.raises(FixedPointError):
+            solve_fixed_point(problem, sam, end, optimizer=optimizer, method=method)
+
+
+def test_ptc_follows_the_flow_past_a_saddle_that_hybr_and_newton_land_on():
+    """MLP (3, 4, 2), n = 60, 300 steps: the end point's ∂G/∂θ has an eigenvalue with negative real part.
+    hybr and Newton converge to the saddle next to it (spectral radius > 1: training is repelled from
+    it); ptc follows the flow out of the saddle region to the root training reaches."""
+    problem, sam, optimizer = _mlp_run(60, (3, 4, 2))
+    end = refsam.train(problem, sam, optimizer, 300, progress=False).theta_final
+    assert np.min(np.linalg.eigvals(residual_jacobian(problem, sam, end, optimizer=optimizer)).real) < 0
+    ptc = solve_fixed_point(problem, sam, end, optimizer=optimizer, method="ptc")
+    hybr = solve_fixed_point(problem, sam, end, optimizer=optimizer, method="hybr")
+    assert ptc.converged and ptc.stable and hybr.converged and not hybr.stable
+    assert np.linalg.norm(ptc.theta - hybr.theta) > 1.0
+    onward = refsam.train(problem, sam, optimizer, 20000, theta0=end, progress=False).theta_final
+    assert np.linalg.norm(onward - ptc.theta) < 1e-2 * np.linalg.norm(onward - hybr.theta)
+
+
+def test_ptc_says_the_start_is_outside_the_basin_when_its_budget_runs_out():
+    problem, sam, optimizer = _mlp_run(60, (3, 4, 2))
+    end = refsam.train(problem, sam, optimizer, 300, progress=False).theta_final
+    with pytest.raises(FixedPointError, match=r"ptc reached max_iter=3 at ‖G‖ = ") as info:
+        solve_fixed_point(problem, sam, end, optimizer=optimizer, method="ptc", max_iter=3)
+    err = info.value
+    assert "1 eigenvalue(s) with negative real part at the last iterate" in err.reason
+    assert "outside the basin of a stable root" in err.reason
+    where = residual_map(problem, sam, err.theta, optimizer=optimizer)
+    assert err.residual == pytest.approx(np.linalg.norm(where))
+    best = solve_fixed_point(problem, sam, end, optimizer=optimizer, method="ptc", max_iter=3,
+                             raise_on_failure=False)
+    assert best.method == "failed" and not best.converged and best.iterations == 3
+    assert best.reason == err.reason
+
+
+def test_ptc_budget_is_honoured_exactly_and_counts_jacobians(small_run):
+    problem, sam, optimizer, end = small_run
+    for budget in (1, 4):
+        best = solve_fixed_point(problem, sam, end, optimizer=optimizer, method="ptc", max_iter=budget,
+                                 raise_on_failure=False)
+        assert best.iterations == budget and not best.converged
+
+
+def test_shifted_solves_equal_dense_solves():
+    """s(δ) = −(J + δI)⁻¹ G from one Schur form = numpy's dense solve, for δ = 0 and δ > 0; and
+    step_within returns the smallest shift whose step fits the radius."""
+    rng = np.random.default_rng(0)
+    J = rng.standard_normal((12, 12))
+    G = rng.standard_normal(12)
+    solver = _ShiftedSolver(J, G)
+    expected = np.linalg.eigvals(J)
+    assert max(np.min(np.abs(expected - m)) for m in solver.eigenvalues) <= 1e-10 * np.max(np.abs(expected))
+    for delta in (0.0, 0.3, 7.0):
+        expected = np.linalg.solve(J + delta * np.eye(12), -G)
+        np.testing.assert_allclose(solver.step(delta), expected, rtol=1e-9)
+    b = rng.standard_normal(12)
+    np.testing.assert_allclose(solver.solve(0.3, b), np.linalg.solve(J + 0.3 * np.eye(12), b), rtol=1e-9)
+    radius = 0.1 * np.linalg.norm(solver.step(0.0))
+    step, delta = solver.step_within(0.0, radius)
+    assert np.linalg.norm(step) <= radius and delta > 0
+    assert np.linalg.norm(solver.step(0.99 * delta)) > radius * 0.999  # the smallest such shift
+    step, delta = solver.step_within(0.5, np.inf)  # the guard alone
+    assert delta == 0.5 and np.allclose(step, np.linalg.solve(J + 0.5 * np.eye(12), -G))
+
+
+def test_ptc_is_a_listed_method_and_auto_tries_it_first():
+    assert SOLVER_METHODS == ("auto", "ptc", "newton", "hybr", "lm")
