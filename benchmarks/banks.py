@@ -22,14 +22,11 @@ Timings are the minimum over repeats of alternated runs (common.round_robin_best
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
-from pathlib import Path
 
 import common  # noqa: F401  (first: one BLAS thread before NumPy loads, and this checkout on sys.path)
 import numpy as np
-from common import merge_results, round_robin_best_times
+from common import round_robin_best_times, topic_main
 
 from refsam import (
     SAM,
@@ -140,20 +137,7 @@ def format_summary(results: dict) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smaller sizes")
-    parser.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # smoke test only
-    parser.add_argument("--json", metavar="OUT", help="write the results as JSON to OUT")
-    parser.add_argument("--update", metavar="RESULTS", help="merge the keys into an existing results JSON")
-    args = parser.parse_args(argv)
-    mode = "tiny" if args.tiny else "quick" if args.quick else "full"
-    results = run_bank_benchmarks(mode, log=lambda msg: print(msg, file=sys.stderr, flush=True))
-    print(format_summary(results))
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
-    if args.update:
-        merge_results(args.update, results)
-    return 0
+    return topic_main(argv, __doc__.splitlines()[0], run_bank_benchmarks, format_summary)
 
 
 if __name__ == "__main__":

@@ -187,3 +187,26 @@ def merge_results(path, results: dict) -> None:
     merged = json.loads(target.read_text())
     merged.update(results)
     target.write_text(json.dumps(merged, indent=2, sort_keys=True) + "\n")
+
+
+def topic_main(argv, description: str, run, summary, tiny_help: str | None = None) -> int:
+    """The command line of a topic module run alone (banks.py, peers.py, roots.py): ``--quick`` (smaller
+    sizes), ``--tiny`` (the smoke test's), ``--json OUT`` and ``--update RESULTS`` (merge the keys into a
+    results JSON); ``run(mode, log)`` measures, ``summary(results)`` is what it prints."""
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--quick", action="store_true", help="smaller sizes")
+    parser.add_argument("--tiny", action="store_true", help=tiny_help or argparse.SUPPRESS)
+    parser.add_argument("--json", metavar="OUT", help="write the results as JSON to OUT")
+    parser.add_argument("--update", metavar="RESULTS", help="merge the keys into an existing results JSON")
+    args = parser.parse_args(argv)
+    mode = "tiny" if args.tiny else "quick" if args.quick else "full"
+    results = run(mode, lambda msg: print(msg, file=sys.stderr, flush=True))
+    print(summary(results))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    if args.update:
+        merge_results(args.update, results)
+    return 0

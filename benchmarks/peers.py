@@ -48,23 +48,20 @@ Stable JSON keys (present only where the peer is installed):
 
 from __future__ import annotations
 
-import argparse
 import importlib.metadata
-import json
 import os
 import sys
 import warnings
-from pathlib import Path
 
 import common  # noqa: F401  (first: one BLAS thread before NumPy loads, and this checkout on sys.path)
 import numpy as np
 from common import (
     BLAS_THREADS,
     logistic_problem,
-    merge_results,
     mlp_problem,
     round_robin_best_times,
     sam_root,
+    topic_main,
 )
 
 from refsam import SAM, hessian_influence, train
@@ -252,23 +249,10 @@ def format_summary(results: dict) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smaller sizes")
-    parser.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # smoke test only
-    parser.add_argument("--json", metavar="OUT", help="write the results as JSON to OUT")
-    parser.add_argument("--update", metavar="RESULTS", help="merge the keys into an existing results JSON")
-    args = parser.parse_args(argv)
     from run import CONFIGS as RUN_CONFIGS  # the runner's sizes (run.py imports this module: import late)
 
-    mode = "tiny" if args.tiny else "quick" if args.quick else "full"
-    results = run_peer_benchmarks(RUN_CONFIGS[mode]["peers"],
-                                  log=lambda msg: print(msg, file=sys.stderr, flush=True))
-    print(format_summary(results))
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
-    if args.update:
-        merge_results(args.update, results)
-    return 0
+    return topic_main(argv, __doc__.splitlines()[0],
+                      lambda mode, log: run_peer_benchmarks(RUN_CONFIGS[mode]["peers"], log), format_summary)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """The root solver from a trained MLP's end point: Jacobian evaluations, and its time against training.
 
-    python benchmarks/roots.py [--quick] [--update RESULTS.json]
+    python benchmarks/roots.py [--quick] [--json OUT] [--update RESULTS.json]
 
 (``benchmarks/run.py`` calls :func:`run_root_benchmarks` too; ``--update`` merges the keys below into an
 existing results file, e.g. benchmarks/results.json, leaving its other keys as they are.)
@@ -23,12 +23,11 @@ Timings are the minimum over repeats of alternated runs (common.round_robin_best
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 import common  # noqa: F401  (first: one BLAS thread before NumPy loads, and this checkout on sys.path)
 import numpy as np
-from common import merge_results, mlp_problem, round_robin_best_times
+from common import mlp_problem, round_robin_best_times, topic_main
 
 from refsam import SAM, SGD, FixedPointError, solve_fixed_point, train
 from refsam.influence import residual_jacobian, residual_map
@@ -121,17 +120,8 @@ def format_summary(results: dict) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="one repeat")
-    parser.add_argument("--tiny", action="store_true", help="seconds; numbers meaningless")
-    parser.add_argument("--update", metavar="RESULTS", help="merge the keys into an existing results JSON")
-    args = parser.parse_args(argv)
-    mode = "tiny" if args.tiny else "quick" if args.quick else "full"
-    results = run_root_benchmarks(mode, log=lambda msg: print(msg, file=sys.stderr, flush=True))
-    print(format_summary(results))
-    if args.update:
-        merge_results(args.update, results)
-    return 0
+    return topic_main(argv, __doc__.splitlines()[0], run_root_benchmarks, format_summary,
+                      tiny_help="seconds; numbers meaningless")
 
 
 if __name__ == "__main__":
