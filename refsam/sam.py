@@ -45,6 +45,8 @@ BASE_RULES = ("sam", "usam", "asam")  # the rules of 0.1 (the reference kit's gr
 RULES = BASE_RULES + ("fisher", "friendly")
 DIRECTIONS = ("sam", "gsam", "gnp")
 GSAM_EPS = 1e-12  # the e in GSAM's cosine and projection (the official code's)
+UNIT_MIX_UNDEFINED = ("the gradient-norm penalty's unit-gradient mix (1 − α) g/‖g‖ + α g^p is undefined: the "
+                      "gradient is exactly zero")
 
 Array = NDArray[np.float64]
 
@@ -437,8 +439,7 @@ class SAM:
                 return (1.0 - self.alpha) * g + self.alpha * g_p
             safe, unit_norm = _scaled_norm(g)  # g/‖g‖ = (g/s)/‖g/s‖: no square leaves float64's range
             if np.any(_value_array(unit_norm) == 0.0):
-                raise ZeroGradientError("the gradient-norm penalty's unit-gradient mix (1 − α) g/‖g‖ + α g^p "
-                                        "is undefined: the gradient is exactly zero")
+                raise ZeroGradientError(UNIT_MIX_UNDEFINED)
             return (1.0 - self.alpha) * (g / safe) / unit_norm + self.alpha * g_p
         norm_g = _norm_columns(g)
         norm_p = _norm_columns(g_p)
@@ -450,8 +451,7 @@ class SAM:
         """‖g‖ for the unit-gradient mix, which is undefined at g = 0."""
         n = _norm_2(g)
         if n == 0.0:
-            raise ZeroGradientError("the gradient-norm penalty's unit-gradient mix (1 − α) g/‖g‖ + α g^p is "
-                                    "undefined: the gradient is exactly zero")
+            raise ZeroGradientError(UNIT_MIX_UNDEFINED)
         return n
 
     def _gsam_factors(self, g: Array, g_p: Array) -> tuple[float, Array, Array]:
