@@ -67,6 +67,7 @@ PTC_IMPLICIT = 0.5  # accept s when it solves G(θ + s) + δ s = 0 to PTC_IMPLIC
 PTC_CONTRACT = 0.5  # chord corrections continue while each shrinks the implicit equation's residual by this
 PTC_GUARD = 2.0  # δ ≥ 2ν, ν = −min Re eig(J) > 0: the flow's unstable directions are followed, not solved
 PTC_CHORD = 10  # chord corrections of each trial step at most (one G and O(d²) each)
+PTC_LAG = 5  # accepted steps from one Jacobian at most: a lagged J is refreshed at once when a trial fails
 PTC_MIN_RADIUS = 1e-14  # trust radius / max(‖θ‖, 1) below which the method declares a stall
 
 
@@ -372,74 +373,123 @@ def _pseudo_transient(problem: Problem, sam: SAM, optimizer: Optimizer | None, t
     solves the implicit equation to PTC_IMPLICIT·‖G(θ)‖ (a backward Euler step of the flow: accepted
     even where ‖G‖ grows along the flow) or lowers ‖G‖ by the Armijo fraction; Δ ← 2‖s‖ after an
     accurate step, ‖s‖ after an accepted one, ‖s‖/4 on a rejection (one G and the chord, no new J).
-    Past ‖G‖ ≤ tol, up to POLISH_STEPS full Newton steps while ‖G‖ falls. One complex Schur form
-    J = Z T Zᴴ per Jacobian gives ν and every shifted solve as a triangular one.
+    Past ‖G‖ ≤ tol, up to POLISH_STEPS full Newton steps while ‖G‖ falls (chord steps with the J of the
+    first iterate past tol). One complex Schur form J = Z T Zᴴ per Jacobian gives ν and every shifted
+    solve as a triangular one.
+
+    The Jacobian is lagged: a Jacobian costs two Hessians and the Schur form (≈ 265 evaluations of G on
+    benchmarks/roots.py's MLP), so up to PTC_LAG accepted steps are taken from one, each moved to its
+    own G; a trial that fails with a lagged J is retried at once with ∂G/∂θ at θ (no radius shrink),
+    and only a fresh J's failure shrinks Δ. The root is the same (the test pins it against a fresh J
+    per step); on that benchmark it takes 27 Jacobians where a fresh one per step took 37.
 
     Stopping rule: ‖G‖ ≤ tol and polished (or a root where J has an eigenvalue with negative real part:
     a saddle, reported as it is); or ``max_iter`` Jacobians; or Δ below PTC_MIN_RADIUS·max(‖θ‖, 1) (no
     step is accepted). Returns (θ, ‖G‖, Jacobians, reason); a stop short of a root says how many
     eigenvalues of J have negative real part (the iterate is not yet in the basin of a stable root).
-    Cost per Jacobian: two Hessians and one Schur decomposition, O(d³); per rejected step one G, O(d²).
+    Cost per Jacobian: two Hessians and one Schur decomposition, O(d³); per trial step one G and up to
+    PTC_CHORD chord corrections, O(d²) each.
     """
-    lin = linearise(problem, sam, theta, weights, optimizer=optimizer)
-    G, J, jacobians = lin.residual, lin.jacobian, 1
+    G = _safe_residual(problem, sam, optimizer, theta, weights)
     r = float(np.linalg.norm(G))
-    if not (np.isfinite(r) and np.all(np.isfinite(J))):
+    shifted, jacobians = _factors(problem, sam, optimizer, theta, weights, G), 1
+    if not (np.isfinite(r) and shifted is not None):
         return theta, float("inf"), jacobians, "G or ∂G/∂θ is undefined or not finite at the starting point"
+    lagged = 0  # steps accepted since `shifted` was factorised (0: its J is ∂G/∂θ at θ)
     radius = float("inf")  # Δ: the first step is Newton's (guarded)
     polish_left = POLISH_STEPS
     while True:
-        shifted = _ShiftedSolver(J, G)  # (J + δI) s = −G for any δ, O(d²) each
         nu = max(0.0, -float(np.min(shifted.eigenvalues.real)))  # the flow's fastest unstable rate
-        if r <= tol:  # polishing: full Newton steps while ‖G‖ falls
-            if nu > 0.0 or polish_left == 0 or r == 0.0 or jacobians >= max_iter:
+        if r <= tol:  # polishing: full Newton steps (with ∂G/∂θ at θ) while ‖G‖ falls
+            if nu > 0.0 or polish_left == 0 or r == 0.0 or (lagged and jacobians >= max_iter):
                 return theta, r, jacobians, "converged"
-            candidate = theta + _newton_direction(J, G)
-            r_new = _safe_norm(problem, sam, optimizer, candidate, weights)
+            if lagged:
+                fresh = _factors(problem, sam, optimizer, theta, weights, G)
+                jacobians, lagged = jacobians + 1, 0
+                if fresh is None:
+                    return theta, r, jacobians, "converged"
+                shifted = fresh
+                continue  # (ν again: the fresh J may show the root is a saddle)
+            candidate = theta + shifted.step(0.0)
+            G_new = _safe_residual(problem, sam, optimizer, candidate, weights)
+            r_new = float(np.linalg.norm(G_new))
             polish_left -= 1
-            if r_new >= r:
+            if not r_new < r:
                 return theta, r, jacobians, "converged"
-            theta, r = candidate, r_new
-        else:
-            if jacobians >= max_iter:
-                return theta, r, jacobians, (f"ptc reached max_iter={max_iter} at ‖G‖ = {r:.3e}"
-                                             + _basin_note(shifted.eigenvalues, "at the last iterate"))
-            while True:
-                step, delta = shifted.step_within(PTC_GUARD * nu, radius)
-                predictor = float(np.linalg.norm(step))  # ≤ Δ: what a rejection shrinks
-                G_new = _safe_residual(problem, sam, optimizer, theta + step, weights)
-                # chord corrections of the implicit step, G(θ + s) + δ s = 0, with the same factors:
-                # they pull the stiff directions back where the linear step overshot them
-                size = float(np.linalg.norm(G_new + delta * step))
-                for _ in range(PTC_CHORD):
-                    trial = step + shifted.solve(delta, -(G_new + delta * step))
-                    G_trial = _safe_residual(problem, sam, optimizer, theta + trial, weights)
-                    size_trial = float(np.linalg.norm(G_trial + delta * trial))
-                    if not size_trial <= PTC_CONTRACT * size:
-                        break
-                    step, G_new, size = trial, G_trial, size_trial
-                length, r_new = float(np.linalg.norm(step)), float(np.linalg.norm(G_new))
-                # accept an implicit Euler step solved to a fraction of ‖G‖ (it follows the flow, even
-                # where ‖G‖ grows along it), or any step that lowers ‖G‖; double Δ after an accurate one
-                solved = size <= PTC_IMPLICIT * r
-                accept = solved or r_new <= (1.0 - ARMIJO_C) * r  # False for nan
-                grow = size <= PTC_IMPLICIT**2 * r or r_new <= PTC_IMPLICIT * r
-                if accept:
+            theta, G, r = candidate, G_new, r_new
+            shifted.move_to(G)  # chord steps with the J of the first iterate past tol
+            continue
+        while True:
+            step, delta = shifted.step_within(PTC_GUARD * nu, radius)
+            predictor = float(np.linalg.norm(step))  # ≤ Δ: what a rejection shrinks
+            G_new = _safe_residual(problem, sam, optimizer, theta + step, weights)
+            # chord corrections of the implicit step, G(θ + s) + δ s = 0, with the same factors:
+            # they pull the stiff directions back where the linear step overshot them
+            size = float(np.linalg.norm(G_new + delta * step))
+            for _ in range(PTC_CHORD):
+                trial = step + shifted.solve(delta, -(G_new + delta * step))
+                G_trial = _safe_residual(problem, sam, optimizer, theta + trial, weights)
+                size_trial = float(np.linalg.norm(G_trial + delta * trial))
+                if not size_trial <= PTC_CONTRACT * size:
                     break
-                if not np.isfinite(predictor):  # J + δI exactly singular
-                    predictor = min(radius, float(np.linalg.norm(theta)) + 1.0)
-                radius = min(radius, predictor) / 4.0  # strictly shrinking: the loop ends
-                if radius <= PTC_MIN_RADIUS * max(float(np.linalg.norm(theta)), 1.0):
-                    return theta, r, jacobians, (
-                        f"ptc stalled at ‖G‖ = {r:.3e}: no step within a trust radius of "
-                        f"{PTC_MIN_RADIUS:.0e}·‖θ‖ is accepted"
-                        + _basin_note(shifted.eigenvalues, "here"))
-            radius = 2.0 * length if grow else length
-            theta, G, r = theta + step, G_new, r_new
-        lin = linearise(problem, sam, theta, weights, optimizer=optimizer)
-        G, J, jacobians = lin.residual, lin.jacobian, jacobians + 1
-        if not np.all(np.isfinite(J)):
+                step, G_new, size = trial, G_trial, size_trial
+            length, r_new = float(np.linalg.norm(step)), float(np.linalg.norm(G_new))
+            # accept an implicit Euler step solved to a fraction of ‖G‖ (it follows the flow, even
+            # where ‖G‖ grows along it), or any step that lowers ‖G‖; double Δ after an accurate one
+            solved = size <= PTC_IMPLICIT * r
+            accept = solved or r_new <= (1.0 - ARMIJO_C) * r  # False for nan
+            grow = size <= PTC_IMPLICIT**2 * r or r_new <= PTC_IMPLICIT * r
+            if accept:
+                break
+            if lagged:  # a lagged J's trial failed: the same trial again with ∂G/∂θ at this θ
+                if jacobians >= max_iter:
+                    return theta, r, jacobians, _out_of_budget(max_iter, r, shifted)
+                fresh = _factors(problem, sam, optimizer, theta, weights, G)
+                jacobians, lagged = jacobians + 1, 0
+                if fresh is None:
+                    return theta, r, jacobians, f"ptc stopped at ‖G‖ = {r:.3e}: ∂G/∂θ is not finite there"
+                shifted = fresh
+                nu = max(0.0, -float(np.min(shifted.eigenvalues.real)))
+                continue
+            if not np.isfinite(predictor):  # J + δI exactly singular
+                predictor = min(radius, float(np.linalg.norm(theta)) + 1.0)
+            radius = min(radius, predictor) / 4.0  # strictly shrinking: the loop ends
+            if radius <= PTC_MIN_RADIUS * max(float(np.linalg.norm(theta)), 1.0):
+                return theta, r, jacobians, (
+                    f"ptc stalled at ‖G‖ = {r:.3e}: no step within a trust radius of "
+                    f"{PTC_MIN_RADIUS:.0e}·‖θ‖ is accepted"
+                    + _basin_note(shifted.eigenvalues, "here"))
+        radius = 2.0 * length if grow else length
+        theta, G, r = theta + step, G_new, r_new
+        lagged += 1
+        if lagged < PTC_LAG or r <= tol:  # the next step from the same factors
+            shifted.move_to(G)
+            continue
+        if jacobians >= max_iter:
+            return theta, r, jacobians, _out_of_budget(max_iter, r, shifted)
+        fresh = _factors(problem, sam, optimizer, theta, weights, G)
+        jacobians, lagged = jacobians + 1, 0
+        if fresh is None:
             return theta, r, jacobians, f"ptc stopped at ‖G‖ = {r:.3e}: ∂G/∂θ is not finite there"
+        shifted = fresh
+
+
+def _factors(problem: Problem, sam: SAM, optimizer: Optimizer | None, theta: Array, weights: Array | None,
+             G: Array) -> _ShiftedSolver | None:
+    """The shifted solver of ∂G/∂θ at θ for the right-hand side −G; None where J is undefined or not
+    finite (one Jacobian: two Hessians, and the Schur form)."""
+    try:
+        with np.errstate(over="ignore", invalid="ignore"):
+            J = linearise(problem, sam, theta, weights, optimizer=optimizer).jacobian
+    except ZeroGradientError:
+        return None
+    return _ShiftedSolver(J, G) if np.all(np.isfinite(J)) and np.all(np.isfinite(G)) else None
+
+
+def _out_of_budget(max_iter: int, r: float, shifted: _ShiftedSolver) -> str:
+    """The stopping reason when the Jacobian budget runs out short of a root."""
+    return (f"ptc reached max_iter={max_iter} at ‖G‖ = {r:.3e}"
+            + _basin_note(shifted.eigenvalues, "at the last iterate"))
 
 
 class _ShiftedSolver:
@@ -449,8 +499,12 @@ class _ShiftedSolver:
     def __init__(self, J: Array, G: Array) -> None:
         self.T, self.Z = scipy.linalg.rsf2csf(*scipy.linalg.schur(J))  # 3× faster than output="complex"
         self.eigenvalues = np.diag(self.T)
-        self.rhs = -(self.Z.conj().T @ G)
         self.eye = np.eye(J.shape[0])
+        self.move_to(G)
+
+    def move_to(self, G: Array) -> None:
+        """The same J with a new right-hand side −G (a lagged Jacobian at the next iterate)."""
+        self.rhs = -(self.Z.conj().T @ G)
 
     def step(self, delta: float) -> Array:
         """s(δ), shape (d,); all nan where J + δI is exactly singular."""
