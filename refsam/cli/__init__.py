@@ -2,7 +2,9 @@
 
 Each sub-command lives in a module that exposes ``add_parser(subparsers)``; the parser it adds sets
 ``func`` to a callable taking the parsed arguments and returning an exit status. Errors the user can fix
-(bad input, missing files) end with a one-line message and exit status 2, never a traceback.
+(bad input, missing files) end with a one-line message and exit status 2, never a traceback. Every
+command with a long loop takes ``--progress`` / ``--no-progress`` (`cases.add_progress_argument`): progress
+lines on stderr, by default where stderr is a terminal, the library's rule for ``progress=None``.
 
 Building the parser imports no numerical code (the choices it offers are in `choices`; each command
 imports what it runs), so ``refsam --help`` and ``refsam --version`` answer at once.

@@ -11,7 +11,9 @@
 
 Data options are shared: ``--dataset`` (synthetic, synthetic2d, breast_cancer, digits, or a .csv/.npz
 path), ``--model``, ``--rule``, ``--rho``, ``--weight-decay``, ``--lr``, ``--steps``, ``--seed``.
-Figures go to ``--out`` when matplotlib is installed.
+Figures go to ``--out`` when matplotlib is installed. Progress lines go to stderr where stderr is a
+terminal (``--progress``, ``--no-progress``; ``--quiet`` is ``--no-progress``); the line announcing the
+training is one of them, its content repeated on stdout once trained.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import numpy as np
 
 from ..errors import DivergenceError, InvalidInputError
 from ..validation import check_nonnegative, check_output_directory, check_positive
-from .cases import add_jobs_argument, check_jobs
+from .cases import add_jobs_argument, add_progress_argument, check_jobs, progress_from_args
 from .choices import BUILTIN_DATASETS, DEFAULT_FLIP, METHODS, QUICK, RULES, TUNING_METHODS
 from .choices import MODEL_NAMES as MODELS
 from .train import add_optimizer_arguments, optimizer_from_args
@@ -60,7 +62,9 @@ def _add_output(p: Any) -> None:
     p.add_argument("--force", action="store_true",
                    help="let figures (and detect's scores.csv) replace files or symbolic links of their "
                         "names that refsam did not write")
-    p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    add_progress_argument(p, "progress lines on stderr, the line announcing the training included")
+    p.add_argument("--quiet", dest="progress", action="store_const", const=False,
+                   help="the same as --no-progress")
 
 
 def _add_training(p: Any, steps: int = 300) -> None:
@@ -272,7 +276,7 @@ def _setup(args: argparse.Namespace) -> tuple[Any, Any, apps.Fit]:
     model = build_model(args.model, train.p, train.n_classes, args.hidden)
     problem = Problem(model, train.X, train.y)
     sam = SAM(args.rho, args.rule)
-    if not args.quiet:
+    if progress_from_args(args):  # a progress line: stdout says the same once trained
         print(f"training {model!r} on {train.name}: {train.n} points, {_held_out(val)}, "
               f"{_noise(train)}; {sam!r}", file=sys.stderr, flush=True)
     fit_ = apps.fit(problem, sam, optimizer_from_args(args), args.steps, seed=args.seed, progress=False)
@@ -356,7 +360,7 @@ def run_demo_command(args: argparse.Namespace) -> int:
                         subset=sizes["subset"],
                         seed=args.seed, methods=_methods(args.methods),
                         out_dir=figures,
-                        progress=not args.quiet, momentum=args.momentum, dampening=args.dampening,
+                        progress=progress_from_args(args), momentum=args.momentum, dampening=args.dampening,
                         nesterov=args.nesterov, n_jobs=args.jobs,
                         force=args.force).validate()  # every argument checked first
     result = run_demo(config)
@@ -375,7 +379,7 @@ def run_detect(args: argparse.Namespace) -> int:
         raise InvalidInputError(f"--flip {args.flip} flips no label of {train.n}: use a larger --flip")
     known = train.flipped if train.flipped.any() else None  # None: a user's labels, the noise unknown
     results = apps.detect_mislabeled(fit_, known, _chosen(fit_, args), seed=args.seed,
-                                     progress=not args.quiet)
+                                     progress=progress_from_args(args))
     if known is not None:
         print(f"\nDetection of {int(known.sum())} flipped labels among {train.n} training points "
               f"(score −I_j(ℓ_j); baselines: training loss, random)")
@@ -432,7 +436,8 @@ def _print_protocols(fit_: apps.Fit, train: Any, held_out: Any, args: argparse.N
     val, test = _split_held_out(held_out)
     true = prepare_data(args.dataset, args.n, args.model, 0.0, 0.2, args.seed, args.pca)[0].y  # as given
     results, accs = apps.detection_protocols(fit_, train.flipped, true, val.X, val.y, test.X, test.y,
-                                             _chosen(fit_, args), seed=args.seed, progress=not args.quiet)
+                                             _chosen(fit_, args), seed=args.seed,
+                                             progress=progress_from_args(args))
     qs = results[0].fractions
     print("\n" + textwrap.fill(
         f"Detection protocols: each ranking by self-influence, by influence on the clean validation set "
@@ -469,7 +474,7 @@ def _print_curves(fit_: apps.Fit, train: Any, held_out: Any, args: argparse.Name
         raise InvalidInputError(f"--ks: every count must be below the {train.n} training points")
     curves = apps.removal_curves(fit_, val.X, val.y, test.X, test.y, ks, _chosen(fit_, args),
                                  n_random=args.random_trials, flipped=train.flipped, seed=args.seed,
-                                 progress=not args.quiet)
+                                 progress=progress_from_args(args))
     print(f"\nRemoval curves: test accuracy ({test.n} points) after removing the top k by I_j(f) "
           f"(f = mean loss on {val.n} validation points) and retraining; last columns: the change of f at "
           f"k = {ks[-1]}, predicted −Σ I_j(f) and actual")
@@ -494,7 +499,7 @@ def run_remove(args: argparse.Namespace) -> int:
         return 0
     k = args.k if args.k is not None else max(1, round(0.05 * train.n))
     results = apps.remove_harmful(fit_, val.X, val.y, k, _chosen(fit_, args), n_random=args.random_trials,
-                                  seed=args.seed, progress=not args.quiet)
+                                  seed=args.seed, progress=progress_from_args(args))
     f0 = apps.mean_loss(fit_.problem, fit_.theta_final, val.X, val.y)
     print(f"\nRemoving the k = {k} training points most harmful to the validation loss "
           f"(f = {f0:.4f} before), retraining with the same procedure")
@@ -598,7 +603,7 @@ def run_tune(args: argparse.Namespace) -> int:
           + ("" if args.batch_size is None else f", batch size {args.batch_size}"))
     _print_label_map(train)
     result = apps.tune(problem, val.X, val.y, optimizer, args.rho, args.weight_decay, bounds=bounds,
-                       max_trainings=args.max_trainings, progress=not args.quiet, **procedure)
+                       max_trainings=args.max_trainings, progress=progress_from_args(args), **procedure)
     start = result.trials[0]
     kinds = sorted({t.method for t in result.trials})
     print(f"\nTuning ρ and λ on the mean validation loss f by L-BFGS-B in log space, hypergradients: "
@@ -622,8 +627,8 @@ def run_tune(args: argparse.Namespace) -> int:
     if args.grid:
         rhos = np.geomspace(bounds[0][0], bounds[0][1], args.grid)
         lams = np.geomspace(bounds[1][0], bounds[1][1], args.grid)
-        grid = apps.grid_search(problem, val.X, val.y, optimizer, rhos, lams, progress=not args.quiet,
-                                **procedure)
+        grid = apps.grid_search(problem, val.X, val.y, optimizer, rhos, lams,
+                                progress=progress_from_args(args), **procedure)
         c = apps.compare_with_grid(result, grid)
         print(f"grid search, {args.grid} × {args.grid} geometric points: best ρ = {c.rho:.4g}, "
               f"λ = {c.weight_decay:.4g}, f = {c.loss:.6f} ({grid.trainings} trainings)")

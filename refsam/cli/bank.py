@@ -25,7 +25,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from ..errors import InvalidInputError
-from .cases import add_jobs_argument, check_jobs
+from .cases import add_jobs_argument, add_progress_argument, check_jobs, progress_from_args
 from .choices import BANK_KINDS, BANK_OUTPUTS, BANK_TARGETS, MODEL_NAMES, PEER_FORMATS, RULES
 
 if TYPE_CHECKING:  # the library loads when the command runs, not when the parser is built (--help)
@@ -76,6 +76,7 @@ def add_parser(subparsers: Any) -> None:
                    help="also write the bank in this tool's format into DIR/FORMAT/")
     p.add_argument("--force", action="store_true", help="replace files in DIR that refsam did not write")
     add_jobs_argument(p)
+    add_progress_argument(p, "progress lines on stderr: the training, then the subsets")
     p.set_defaults(func=run_bank)
 
     p = subparsers.add_parser("lds", help="grade influence scores on a bank by the linear datamodeling "
@@ -87,6 +88,7 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--negate", action="store_true",
                    help="negate the scores first (dattri's and TRAK's sign: helpfulness = −∂f/∂w)")
     p.add_argument("--no-exact", action="store_true", help="skip the exact influence's LDS")
+    add_progress_argument(p, "progress lines on stderr while the exact influence's run is rebuilt")
     p.set_defaults(func=run_lds)
 
 
@@ -150,11 +152,12 @@ def run_bank(args: argparse.Namespace) -> int:
     shard = _shard(args.shard)
     seeds = _seeds(args.seeds)
     start = time.perf_counter()
-    fitted, target, X_test, y_test = build_target(recipe, progress=False)
+    progress = progress_from_args(args)
+    fitted, target, X_test, y_test = build_target(recipe, progress=progress)
     bank = counterfactual_bank(fitted.problem, fitted.sam, target, X_test, y_test,
                                subset_ratio=args.subset_ratio, n_subsets=args.subsets, kind=args.kind,
                                output=args.output, seed=args.bank_seed, seeds=seeds, n_jobs=args.jobs,
-                               shard=shard)
+                               shard=shard, progress=progress)
     bank = replace(bank, meta={**bank.meta, "recipe": recipe.to_json()})  # lets `refsam lds` rebuild it
     path = bank.save(args.out, overwrite=args.force)
     what = "bank" if shard is None else f"shard {shard[0]}/{shard[1]} (subsets {bank.meta['subsets']})"
@@ -257,7 +260,8 @@ def _print_exact(bank: Any, args: argparse.Namespace) -> None:
     if recipe_json is None:
         print("exact influence: not available (the bank stores no recipe: built by the API or imported)")
         return
-    fitted, target, X_test, y_test = build_target(BankRecipe.from_json(recipe_json), progress=False)
+    fitted, target, X_test, y_test = build_target(BankRecipe.from_json(recipe_json),
+                                                  progress=progress_from_args(args))
     with_context(bank, fitted.problem, fitted.sam, target, X_test, y_test)  # refuses another problem
     method = exact_method(target)
     scores = method_scores(fitted, method, X_test, y_test, bank.meta["output"])

@@ -13,7 +13,6 @@ or tampered case or scores file.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from typing import Any
 
@@ -31,6 +30,7 @@ def add_parser(subparsers: Any) -> None:
                    help="replace a manifest.json refsam did not write, or one listing cases this "
                         "export drops")
     add_jobs_argument(p)
+    add_progress_argument(p, "a line on stderr per reference case written")
     p.set_defaults(func=run_export)
 
     p = subparsers.add_parser("check", help="compare an implementation's influence scores with the "
@@ -49,8 +49,7 @@ def add_parser(subparsers: Any) -> None:
                    help="also require a Spearman rank correlation >= S to pass")
     p.add_argument("--top-k", type=int, default=3, metavar="K",
                    help="k of the reported top-k overlap (default 3)")
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                   help="a line on stderr per reference case recomputed (default: when stderr is a terminal)")
+    add_progress_argument(p, "a line on stderr per reference case recomputed")
     p.set_defaults(func=run_check)
 
 
@@ -59,8 +58,8 @@ def run_export(args: argparse.Namespace) -> int:
 
     check_jobs(args)
     start = time.perf_counter()
-    manifest = export_cases(args.directory, cases=args.cases, progress=True, force=args.force,
-                            n_jobs=args.jobs)
+    manifest = export_cases(args.directory, cases=args.cases, progress=progress_from_args(args),
+                            force=args.force, n_jobs=args.jobs)
     n_closed = sum("closed_form" in c["outputs"] for c in manifest["cases"])
     print(f"wrote {len(manifest['cases'])} cases ({n_closed} with closed-form outputs) and manifest.json "
           f"to {args.directory} in {time.perf_counter() - start:.1f} s")
@@ -70,10 +69,8 @@ def run_export(args: argparse.Namespace) -> int:
 def run_check(args: argparse.Namespace) -> int:
     from ..kit import check_scores
 
-    if args.progress is None:
-        args.progress = sys.stderr.isatty()
     report = check_scores(args.directory, args.scores, target=args.target, cases=args.cases, rtol=args.rtol,
-                          top_k=args.top_k, min_spearman=args.min_spearman, progress=args.progress)
+                          top_k=args.top_k, min_spearman=args.min_spearman, progress=progress_from_args(args))
     print(report.table())
     return 0 if report.passed else 1
 
@@ -83,6 +80,21 @@ def add_jobs_argument(p: Any) -> None:
     p.add_argument("--jobs", type=int, default=1, metavar="N",
                    help="processes for the finite-difference and leave-one-out loops (default 1; -1: every "
                         "CPU); the results are identical")
+
+
+def add_progress_argument(p: Any, what: str) -> None:
+    """--progress / --no-progress: ``what`` (the command's progress lines), by default where stderr is a
+    terminal; `progress_from_args()` resolves it. Every command with a long loop takes it."""
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help=f"{what} (default: when stderr is a terminal)")
+
+
+def progress_from_args(args: argparse.Namespace) -> bool:
+    """--progress True or False as given; unset (None), the library's rule: on where stderr is a terminal
+    (refsam.validation.check_progress, the default of every long loop's ``progress=None``)."""
+    from ..validation import check_progress
+
+    return check_progress(args.progress)
 
 
 def check_jobs(args: argparse.Namespace) -> None:

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 from typing import TYPE_CHECKING, Any
 
 from ..errors import DivergenceError, InvalidInputError
+from .cases import add_progress_argument, progress_from_args
 from .choices import DIRECTIONS, MODEL_NAMES, RULES
 
 if TYPE_CHECKING:  # the library loads when the command runs, not when the parser is built (--help)
@@ -43,8 +43,7 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--save", default=None, help="write the trajectory to this .npz file (an existing "
                                                 "file only if it is a refsam trajectory, or with --force)")
     p.add_argument("--force", action="store_true", help="let --save replace any existing file")
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                   help="report every 10%% of the steps on stderr (default: when stderr is a terminal)")
+    add_progress_argument(p, "report every 10%% of the steps on stderr")
     p.set_defaults(func=run)
 
     p = subparsers.add_parser("verify", help="replay a saved run (refsam train --save) step by step and "
@@ -163,7 +162,7 @@ def run(args: argparse.Namespace) -> int:
     sam = SAM(args.rho, args.rule, direction=args.direction, alpha=args.alpha, every=args.every)
     start = time.perf_counter()
     trajectory = train(problem, sam, optimizer, args.steps, batch_size=args.batch_size, seed=args.seed,
-                       progress=sys.stderr.isatty() if args.progress is None else args.progress)
+                       progress=progress_from_args(args))
     elapsed = time.perf_counter() - start
     reason = divergence(problem, trajectory)
     if reason:

@@ -275,7 +275,7 @@ def test_numbers_given_as_0d_arrays_are_numbers():
 
 def test_mlp_detect_reports_progress_on_its_long_loop(capsys):
     status = main(["detect", "--model", "mlp", "--n", "40", "--steps", "20", "--methods", "trajectory",
-                   "--no-figures"])
+                   "--no-figures", "--progress"])  # captured stderr is no terminal: progress on request
     assert status == 0
     assert re.search(r"adjoint: step \d+/20", capsys.readouterr().err)
 
