@@ -87,7 +87,8 @@ def perturbations(problem: Problem, sam: SAM, theta: Array, idx: ArrayLike | Non
                   w_hat: Array | None = None, descent: bool = True,
                   removed_batches: bool = False, rule_state: Array | None = None) -> list[Perturbation]:
     """The step's perturbations at θ on batch ``idx`` (None: full batch), in the batch's order: the one
-    home of the SAM step's equation (module docstring); trusts its inputs. Cost: two gradients.
+    home of the SAM step's equation (module docstring); trusts its inputs. Cost: two gradients, one
+    where ε = 0 exactly (ŵ = θ: the derivatives at θ serve both points).
 
     θ may be a block (d, K) of K runs with ``weights`` (n, K): every term is then (d, K) (block
     replays). ``g`` and ``w_hat``: the gradient and perturbed point of a single-perturbation step when
@@ -105,6 +106,7 @@ def perturbations(problem: Problem, sam: SAM, theta: Array, idx: ArrayLike | Non
     for chunk in chunks:
         rows = idx if len(chunks) == 1 else chunk  # one chunk: the batch as given (None stays the full batch)
         at_theta = None if block else problem.at(theta, rows, weights)
+        gradient = None  # ∇F_{C,w}(θ) where computed
         if g is None or len(chunks) > 1:
             gradient = problem.grad(theta, rows, weights) if at_theta is None else at_theta.grad()
             g_c = gradient + decay_times(lam_in, theta)  # g_C = ∇F_{C,w}(θ) + λ_in θ
@@ -118,10 +120,16 @@ def perturbations(problem: Problem, sam: SAM, theta: Array, idx: ArrayLike | Non
         else:
             w_hat_c = w_hat
             eps_c = w_hat - theta  # (a recorded run's ŵ: its ε is the record's)
-        at_w_hat = None if block else problem.at(w_hat_c, rows, weights)
+        # ε = 0 exactly (ρ = 0: a plain step of an interval, a schedule's zero, an ERM run): ŵ_C = θ, and
+        # the derivatives at θ are those at ŵ_C (one gradient per step instead of two)
+        plain = not np.any(eps_c)
+        at_w_hat = at_theta if plain or block else problem.at(w_hat_c, rows, weights)
         descent_c = g_p = None
         if descent or block or sam.direction != "sam":
-            grad_hat = problem.grad(w_hat_c, rows, weights) if at_w_hat is None else at_w_hat.grad()
+            if plain and gradient is not None:
+                grad_hat = gradient
+            else:
+                grad_hat = problem.grad(w_hat_c, rows, weights) if at_w_hat is None else at_w_hat.grad()
             g_p = chunk_descent(problem, grad_hat, w_hat_c)  # g^p_C
             descent_c = (_removed_descent(problem, sam, g_c, g_p, rows, weights) if removed_batches
                          else sam.descent(g_c, g_p))  # g̃_C = φ(g_C, g^p_C)

@@ -130,6 +130,29 @@ def test_rho_zero_is_bitwise_gradient_descent(problem_and_trajectory):
     assert not np.any(trajectory.epsilons)
 
 
+@pytest.mark.parametrize("sam, points_per_step", [(SAM(0.0), 1.0), (SAM(0.1, every=2), 1.5),
+                                                    (SAM(0.1), 2.0)])
+def test_a_step_with_epsilon_zero_evaluates_the_model_at_one_point(monkeypatch, sam, points_per_step):
+    """ε = 0 exactly (ρ = 0, an interval's plain steps) makes ŵ = θ: training and the adjoint evaluate
+    the model's derivatives once there, not twice (before: two per step whatever ε). The run and its
+    influence are unchanged (ρ = 0 against the plain SGD loop, bitwise)."""
+    problem = small_problem(refsam.LogisticRegression(), n=12, penalty="l2")
+    calls = []
+    at = refsam.Problem.at
+    monkeypatch.setattr(refsam.Problem, "at", lambda self, *a, **k: calls.append(1) or at(self, *a, **k))
+    optimizer = refsam.SGD(0.3)
+    run = train(problem, sam, optimizer, 8, batch_size=4, seed=0, progress=False)
+    assert len(calls) == points_per_step * 8
+    calls.clear()
+    refsam.trajectory_influence(problem, run, problem.X[:1], problem.y[:1], verify=False, progress=False)
+    assert len(calls) == points_per_step * 8
+    if sam.rho == 0.0:
+        theta = run.theta0
+        for idx, lr in zip(run.batches, run.lrs):
+            theta = theta - lr * (problem.grad(theta, idx) + problem.l2 * theta)
+        assert np.array_equal(run.theta_final, theta)
+
+
 def test_rho_zero_gd_example_with_minibatches_and_lr_schedule():
     problem = small_problem(refsam.LogisticRegression(), n=10, penalty="l2")
     lrs = np.linspace(0.5, 0.1, 7)
