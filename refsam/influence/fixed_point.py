@@ -67,7 +67,8 @@ PTC_IMPLICIT = 0.5  # accept s when it solves G(θ + s) + δ s = 0 to PTC_IMPLIC
 PTC_CONTRACT = 0.5  # chord corrections continue while each shrinks the implicit equation's residual by this
 PTC_GUARD = 2.0  # δ ≥ 2ν, ν = −min Re eig(J) > 0: the flow's unstable directions are followed, not solved
 PTC_CHORD = 10  # chord corrections of each trial step at most (one G and O(d²) each)
-PTC_LAG = 5  # accepted steps from one Jacobian at most: a lagged J is refreshed at once when a trial fails
+PTC_LAG = 5  # accepted steps from one Jacobian at most (`_pseudo_transient`)
+PTC_LOOK_AHEAD = True  # a failed trial is corrected again with the Jacobian at its end (`_pseudo_transient`)
 PTC_MIN_RADIUS = 1e-14  # trust radius / max(‖θ‖, 1) below which the method declares a stall
 
 
@@ -367,21 +368,31 @@ def _pseudo_transient(problem: Problem, sam: SAM, optimizer: Optimizer | None, t
     step fits the trust radius Δ around θ (Δ₀ = ∞: a start inside Newton's region takes Newton steps).
 
     Each trial step is then corrected by up to PTC_CHORD chord iterations of the implicit equation
-    G(θ + s) + δ s = 0 with the same factors (one G and O(d²) each, while each shrinks its residual by
+    G(θ + s) + δ s = 0 (`_implicit_step`: one G and O(d²) each, while each shrinks its residual by
     PTC_CONTRACT): the linear step overshoots in the stiff directions of J (eigenvalues up to ~1 where the
     slow ones are ~1e-4), and the chord pulls them back at no Jacobian's cost. The step is accepted when it
     solves the implicit equation to PTC_IMPLICIT·‖G(θ)‖ (a backward Euler step of the flow: accepted
-    even where ‖G‖ grows along the flow) or lowers ‖G‖ by the Armijo fraction; Δ ← 2‖s‖ after an
-    accurate step, ‖s‖ after an accepted one, ‖s‖/4 on a rejection (one G and the chord, no new J).
-    Past ‖G‖ ≤ tol, up to POLISH_STEPS full Newton steps while ‖G‖ falls (chord steps with the J of the
-    first iterate past tol). One complex Schur form J = Z T Zᴴ per Jacobian gives ν and every shifted
-    solve as a triangular one.
+    even where ‖G‖ grows along the flow) or lowers ‖G‖ by the Armijo fraction.
 
-    The Jacobian is lagged: a Jacobian costs two Hessians and the Schur form (≈ 265 evaluations of G on
-    benchmarks/roots.py's MLP), so up to PTC_LAG accepted steps are taken from one, each moved to its
-    own G; a trial that fails with a lagged J is retried at once with ∂G/∂θ at θ (no radius shrink),
-    and only a fresh J's failure shrinks Δ. The root is the same (the test pins it against a fresh J
-    per step); on that benchmark it takes 27 Jacobians where a fresh one per step took 37.
+    A Jacobian costs two Hessians and a Schur form (≈ 265 evaluations of G on benchmarks/roots.py's MLP),
+    so ptc spends them where they carry a step:
+
+    * **lagged.** Up to PTC_LAG accepted steps are taken from one Jacobian, each with its own G.
+    * **at the trial's end.** When a trial fails, J is taken once at its end point θ + s and the same
+      trial is corrected again with it (the chord of the implicit equation with the Jacobian near where
+      the step lands), provided the guard holds there too (δ ≥ PTC_GUARD·ν of that J: without it, a
+      long corrected step can land in another root's basin, which a test pins). Accepted, that
+      Jacobian is the next step's: it is ∂G/∂θ within the corrections' distance of the new θ. Where
+      the flow's path bends (the Jacobian changes within 0.02 on that MLP) this carries steps two to
+      three times as long as the J at the trial's start can.
+    * otherwise Δ shrinks: Δ ← ‖s‖/4 (no new J); Δ ← 2‖s‖ after an accurate step, ‖s‖ after an accepted
+      one.
+
+    The root is the one a fresh J per step reaches (a test pins it); on the benchmark it takes 16
+    Jacobians from the 2000-step end point, where a fresh one at each step's start took 35–37.
+    Past ‖G‖ ≤ tol, up to POLISH_STEPS full Newton steps while ‖G‖ falls (chord steps with one fresh J
+    at the first iterate past tol). One complex Schur form J = Z T Zᴴ per Jacobian gives ν and every
+    shifted solve as a triangular one.
 
     Stopping rule: ‖G‖ ≤ tol and polished (or a root where J has an eigenvalue with negative real part:
     a saddle, reported as it is); or ``max_iter`` Jacobians; or Δ below PTC_MIN_RADIUS·max(‖θ‖, 1) (no
@@ -399,11 +410,11 @@ def _pseudo_transient(problem: Problem, sam: SAM, optimizer: Optimizer | None, t
     radius = float("inf")  # Δ: the first step is Newton's (guarded)
     polish_left = POLISH_STEPS
     while True:
-        nu = max(0.0, -float(np.min(shifted.eigenvalues.real)))  # the flow's fastest unstable rate
-        if r <= tol:  # polishing: full Newton steps (with ∂G/∂θ at θ) while ‖G‖ falls
+        nu = shifted.unstable_rate  # ν, the flow's fastest unstable rate
+        if r <= tol:  # polishing: full Newton steps while ‖G‖ falls
             if nu > 0.0 or polish_left == 0 or r == 0.0 or (lagged and jacobians >= max_iter):
                 return theta, r, jacobians, "converged"
-            if lagged:
+            if lagged:  # one fresh J, then chord steps with it
                 fresh = _factors(problem, sam, optimizer, theta, weights, G)
                 jacobians, lagged = jacobians + 1, 0
                 if fresh is None:
@@ -417,40 +428,26 @@ def _pseudo_transient(problem: Problem, sam: SAM, optimizer: Optimizer | None, t
             if not r_new < r:
                 return theta, r, jacobians, "converged"
             theta, G, r = candidate, G_new, r_new
-            shifted.move_to(G)  # chord steps with the J of the first iterate past tol
+            shifted.move_to(G)
             continue
+        looked_ahead = False  # a J at the end of a failed trial is taken once per step
         while True:
             step, delta = shifted.step_within(PTC_GUARD * nu, radius)
             predictor = float(np.linalg.norm(step))  # ≤ Δ: what a rejection shrinks
-            G_new = _safe_residual(problem, sam, optimizer, theta + step, weights)
-            # chord corrections of the implicit step, G(θ + s) + δ s = 0, with the same factors:
-            # they pull the stiff directions back where the linear step overshot them
-            size = float(np.linalg.norm(G_new + delta * step))
-            for _ in range(PTC_CHORD):
-                trial = step + shifted.solve(delta, -(G_new + delta * step))
-                G_trial = _safe_residual(problem, sam, optimizer, theta + trial, weights)
-                size_trial = float(np.linalg.norm(G_trial + delta * trial))
-                if not size_trial <= PTC_CONTRACT * size:
-                    break
-                step, G_new, size = trial, G_trial, size_trial
-            length, r_new = float(np.linalg.norm(step)), float(np.linalg.norm(G_new))
-            # accept an implicit Euler step solved to a fraction of ‖G‖ (it follows the flow, even
-            # where ‖G‖ grows along it), or any step that lowers ‖G‖; double Δ after an accurate one
-            solved = size <= PTC_IMPLICIT * r
-            accept = solved or r_new <= (1.0 - ARMIJO_C) * r  # False for nan
-            grow = size <= PTC_IMPLICIT**2 * r or r_new <= PTC_IMPLICIT * r
+            step, G_new, size = _implicit_step(problem, sam, optimizer, theta, weights, shifted, step, delta)
+            accept, grow = _verdict(size, float(np.linalg.norm(G_new)), r)
+            if (PTC_LOOK_AHEAD and not accept and not looked_ahead and np.isfinite(predictor)
+                    and jacobians < max_iter):
+                looked_ahead = True
+                ahead = _factors(problem, sam, optimizer, theta + step, weights, G)
+                jacobians += 1
+                if ahead is not None and delta >= PTC_GUARD * ahead.unstable_rate:  # (the guard holds there)
+                    corrected = _implicit_step(problem, sam, optimizer, theta, weights, ahead, step, delta)
+                    accept, grow = _verdict(corrected[2], float(np.linalg.norm(corrected[1])), r)
+                    if accept:
+                        (step, G_new, size), shifted, lagged = corrected, ahead, -1  # 0 after the step
             if accept:
                 break
-            if lagged:  # a lagged J's trial failed: the same trial again with ∂G/∂θ at this θ
-                if jacobians >= max_iter:
-                    return theta, r, jacobians, _out_of_budget(max_iter, r, shifted)
-                fresh = _factors(problem, sam, optimizer, theta, weights, G)
-                jacobians, lagged = jacobians + 1, 0
-                if fresh is None:
-                    return theta, r, jacobians, f"ptc stopped at ‖G‖ = {r:.3e}: ∂G/∂θ is not finite there"
-                shifted = fresh
-                nu = max(0.0, -float(np.min(shifted.eigenvalues.real)))
-                continue
             if not np.isfinite(predictor):  # J + δI exactly singular
                 predictor = min(radius, float(np.linalg.norm(theta)) + 1.0)
             radius = min(radius, predictor) / 4.0  # strictly shrinking: the loop ends
@@ -458,20 +455,48 @@ def _pseudo_transient(problem: Problem, sam: SAM, optimizer: Optimizer | None, t
                 return theta, r, jacobians, (
                     f"ptc stalled at ‖G‖ = {r:.3e}: no step within a trust radius of "
                     f"{PTC_MIN_RADIUS:.0e}·‖θ‖ is accepted"
-                    + _basin_note(shifted.eigenvalues, "here"))
+                    + _basin_note(shifted.eigenvalues, _where(shifted, theta, "here")))
+        length = float(np.linalg.norm(step))
         radius = 2.0 * length if grow else length
-        theta, G, r = theta + step, G_new, r_new
+        theta, G, r = theta + step, G_new, float(np.linalg.norm(G_new))
         lagged += 1
         if lagged < PTC_LAG or r <= tol:  # the next step from the same factors
             shifted.move_to(G)
             continue
         if jacobians >= max_iter:
-            return theta, r, jacobians, _out_of_budget(max_iter, r, shifted)
+            return theta, r, jacobians, _out_of_budget(max_iter, r, shifted, theta)
         fresh = _factors(problem, sam, optimizer, theta, weights, G)
         jacobians, lagged = jacobians + 1, 0
         if fresh is None:
             return theta, r, jacobians, f"ptc stopped at ‖G‖ = {r:.3e}: ∂G/∂θ is not finite there"
         shifted = fresh
+
+
+def _implicit_step(problem: Problem, sam: SAM, optimizer: Optimizer | None, theta: Array,
+                   weights: Array | None, shifted: _ShiftedSolver, step: Array,
+                   delta: float) -> tuple[Array, Array, float]:
+    """Chord corrections of a trial step s of the implicit Euler equation G(θ + s) + δ s = 0 with the
+    factors of ``shifted`` (up to PTC_CHORD, while each shrinks the residual by PTC_CONTRACT): returns
+    (s, G(θ + s), ‖G(θ + s) + δ s‖)."""
+    G_new = _safe_residual(problem, sam, optimizer, theta + step, weights)
+    size = float(np.linalg.norm(G_new + delta * step))
+    for _ in range(PTC_CHORD):
+        trial = step + shifted.solve(delta, -(G_new + delta * step))
+        G_trial = _safe_residual(problem, sam, optimizer, theta + trial, weights)
+        size_trial = float(np.linalg.norm(G_trial + delta * trial))
+        if not size_trial <= PTC_CONTRACT * size:
+            break
+        step, G_new, size = trial, G_trial, size_trial
+    return step, G_new, size
+
+
+def _verdict(size: float, r_new: float, r: float) -> tuple[bool, bool]:
+    """(accept, grow) for a corrected trial step: accept an implicit Euler step solved to PTC_IMPLICIT·‖G‖
+    (it follows the flow, even where ‖G‖ grows along it) or any step that lowers ‖G‖ by the Armijo
+    fraction (False for nan); grow Δ after an accurate one."""
+    accept = size <= PTC_IMPLICIT * r or r_new <= (1.0 - ARMIJO_C) * r
+    grow = size <= PTC_IMPLICIT**2 * r or r_new <= PTC_IMPLICIT * r
+    return accept, grow
 
 
 def _factors(problem: Problem, sam: SAM, optimizer: Optimizer | None, theta: Array, weights: Array | None,
@@ -483,22 +508,33 @@ def _factors(problem: Problem, sam: SAM, optimizer: Optimizer | None, theta: Arr
             J = linearise(problem, sam, theta, weights, optimizer=optimizer).jacobian
     except ZeroGradientError:
         return None
-    return _ShiftedSolver(J, G) if np.all(np.isfinite(J)) and np.all(np.isfinite(G)) else None
+    return _ShiftedSolver(J, G, theta) if np.all(np.isfinite(J)) and np.all(np.isfinite(G)) else None
 
 
-def _out_of_budget(max_iter: int, r: float, shifted: _ShiftedSolver) -> str:
+def _out_of_budget(max_iter: int, r: float, shifted: _ShiftedSolver, theta: Array) -> str:
     """The stopping reason when the Jacobian budget runs out short of a root."""
     return (f"ptc reached max_iter={max_iter} at ‖G‖ = {r:.3e}"
-            + _basin_note(shifted.eigenvalues, "at the last iterate"))
+            + _basin_note(shifted.eigenvalues, _where(shifted, theta, "at the last iterate")))
+
+
+def _where(shifted: _ShiftedSolver, theta: Array, here: str) -> str:
+    """Where the eigenvalues of ``shifted`` are ∂G/∂θ's: ``here`` when its J was taken at θ, else how far
+    from θ (a lagged or look-ahead Jacobian; the budget leaves none for θ itself)."""
+    if shifted.point is None or np.array_equal(shifted.point, theta):
+        return here
+    distance = float(np.linalg.norm(shifted.point - theta))
+    return f"at the last Jacobian, taken {distance:.1e} from the last iterate"
 
 
 class _ShiftedSolver:
     """s(δ) = −(J + δI)⁻¹ G for many shifts δ from one complex Schur form J = Z T Zᴴ (T upper
     triangular, its diagonal J's eigenvalues): each s(δ) = −Z (T + δI)⁻¹ Zᴴ G is a triangular solve."""
 
-    def __init__(self, J: Array, G: Array) -> None:
+    def __init__(self, J: Array, G: Array, point: Array | None = None) -> None:
+        self.point = point  # the θ at which J was taken (None: not said)
         self.T, self.Z = scipy.linalg.rsf2csf(*scipy.linalg.schur(J))  # 3× faster than output="complex"
         self.eigenvalues = np.diag(self.T)
+        self.unstable_rate = max(0.0, -float(np.min(self.eigenvalues.real)))  # ν = max(0, −min Re eig J)
         self.eye = np.eye(J.shape[0])
         self.move_to(G)
 
