@@ -156,6 +156,10 @@ def root_markdown_rows(results: dict) -> list[str]:
         if ptc["converged"]:
             setting += (f": ‖G‖ = {ptc['residual']:.0e}, spectral radius {ptc['spectral_radius']:.6f}, "
                         f"{ptc['distance_from_end_point']:.3f} from the end point; {other}")
+        fresh = r.get("ptc_fresh_jacobians")
+        if fresh and fresh["converged"] and "distance_to_fresh_jacobians_root" in ptc:
+            setting += (f"; with a fresh J per step (the slow reference): {fresh['jacobians']} J, the same "
+                        f"root to {ptc['distance_to_fresh_jacobians_root']:.0e}")
         rows.append(f"| {name} | {bold}{value}{bold} | {'≤ 15' if headline else '—'} | {setting} |")
         if headline:
             rows.append(f"| `root_solve_over_training` | {r['ratio']:.2f}× | — | the solve "

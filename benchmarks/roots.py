@@ -17,7 +17,10 @@ Stable JSON keys:
     root_solve_runs              per end point (2000 steps; the same run trained to ``basin_steps``, where
                                  ∂G/∂θ has no eigenvalue with negative real part any more): Jacobians,
                                  seconds, ‖G‖, ‖θ̂ − θ_T‖, spectral radius, the eigenvalues of ∂G/∂θ with
-                                 negative real part at the start, and the same for method "hybr"
+                                 negative real part at the start, and the same for method "hybr" and for
+                                 the slow reference "ptc_fresh_jacobians" (ptc with a fresh Jacobian at
+                                 every step, no look-ahead: PTC_LAG = 1, PTC_LOOK_AHEAD = False), with
+                                 ptc's distance_to_fresh_jacobians_root (the speed-up's exactness)
 Timings are the minimum over repeats of alternated runs (common.round_robin_best_times), one BLAS thread.
 """
 
@@ -30,7 +33,7 @@ import numpy as np
 from common import mlp_problem, round_robin_best_times, topic_main
 
 from refsam import SAM, SGD, FixedPointError, solve_fixed_point, train
-from refsam.influence import residual_jacobian, residual_map
+from refsam.influence import fixed_point, residual_jacobian, residual_map
 
 CONFIGS = {
     "full": dict(repeats=3, n=1000, sizes=(8, 40, 2), steps=2000, basin_steps=16000),
@@ -72,7 +75,9 @@ def bench_root_from_end_point(problem, sam, optimizer, steps: int, repeats: int,
     if time_training:
         out["training_seconds"] = best["training"]
         out["ratio"] = best["solve"] / best["training"]
-    for method, root in (("ptc", run["root"]), ("hybr", _solve(problem, sam, optimizer, start, "hybr"))):
+    reference = _slow_reference(problem, sam, optimizer, start)
+    for method, root in (("ptc", run["root"]), ("hybr", _solve(problem, sam, optimizer, start, "hybr")),
+                         ("ptc_fresh_jacobians", reference)):
         if isinstance(root, FixedPointError):
             out[method] = {"converged": False, "residual": root.residual, "reason": root.reason}
         else:
@@ -80,7 +85,21 @@ def bench_root_from_end_point(problem, sam, optimizer, steps: int, repeats: int,
                            "residual": root.residual, "distance_from_end_point": root.start_distance,
                            "spectral_radius": root.spectral_radius, "stable": bool(root.stable),
                            "min_real_eigenvalue": float(np.min(np.linalg.eigvals(root.jacobian).real))}
+    if not isinstance(run["root"], FixedPointError) and not isinstance(reference, FixedPointError):
+        # exactness: the root of the lagged, look-ahead solver against the one a fresh J per step reaches
+        out["ptc"]["distance_to_fresh_jacobians_root"] = float(np.linalg.norm(run["root"].theta
+                                                                             - reference.theta))
     return out
+
+
+def _slow_reference(problem, sam, optimizer, start):
+    """ptc as it was before its Jacobians were lagged and looked ahead: a fresh J at every step."""
+    saved = fixed_point.PTC_LAG, fixed_point.PTC_LOOK_AHEAD
+    fixed_point.PTC_LAG, fixed_point.PTC_LOOK_AHEAD = 1, False
+    try:
+        return _solve(problem, sam, optimizer, start, "ptc")
+    finally:
+        fixed_point.PTC_LAG, fixed_point.PTC_LOOK_AHEAD = saved
 
 
 def run_root_benchmarks(mode: str = "full", log=print) -> dict:
@@ -106,7 +125,7 @@ def format_summary(results: dict) -> str:
                 f"min {r['start_min_real_eigenvalue']:.1e})")
         lines.append(head + (f": {r['solve_seconds']:.2f} s / training {r['training_seconds']:.2f} s = "
                              f"{r['ratio']:.2f}" if "ratio" in r else f": {r['solve_seconds']:.2f} s"))
-        for method in ("ptc", "hybr"):
+        for method in ("ptc", "hybr", "ptc_fresh_jacobians"):
             m = r[method]
             if m["converged"]:
                 lines.append(f"    {method}: {m['jacobians']} Jacobians, ‖G‖ = {m['residual']:.1e}, "
