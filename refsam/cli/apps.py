@@ -62,7 +62,8 @@ def _add_output(p: Any) -> None:
     p.add_argument("--force", action="store_true",
                    help="let figures (and detect's scores.csv) replace files or symbolic links of their "
                         "names that refsam did not write")
-    add_progress_argument(p, "progress lines on stderr, the line announcing the training included")
+    add_progress_argument(p, "progress lines on stderr (and the line announcing the training, for the "
+                             "commands that train first)")
     p.add_argument("--quiet", dest="progress", action="store_const", const=False,
                    help="the same as --no-progress")
 

@@ -51,6 +51,7 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("run", metavar="RUN", help="a trajectory file written by refsam")
     p.add_argument("--data", default=None, metavar="FILE",
                    help=".npz with the training data X, y (default: the data the file carries)")
+    add_progress_argument(p, "report every 10%% of the replayed steps on stderr")
     p.set_defaults(func=run_verify)
 
 
@@ -72,7 +73,7 @@ def run_verify(args: argparse.Namespace) -> int:
     elif trajectory.training_data is None:
         raise InvalidInputError(f"RUN {args.run!r} does not carry its training data: pass --data FILE.npz "
                                 f"with the arrays X and y it was trained on")
-    check = trajectory.verify(problem)
+    check = trajectory.verify(problem, progress=progress_from_args(args))
     print(f"{args.run}: {trajectory!r}")
     print(check)
     return 0 if check.ok else 1

@@ -67,7 +67,7 @@ PTC_IMPLICIT = 0.5  # accept s when it solves G(θ + s) + δ s = 0 to PTC_IMPLIC
 PTC_CONTRACT = 0.5  # chord corrections continue while each shrinks the implicit equation's residual by this
 PTC_GUARD = 2.0  # δ ≥ 2ν, ν = −min Re eig(J) > 0: the flow's unstable directions are followed, not solved
 PTC_CHORD = 10  # chord corrections of each trial step at most (one G and O(d²) each)
-PTC_LAG = 5  # accepted steps from one Jacobian at most (`_pseudo_transient`)
+PTC_LAG = 5  # accepted steps from where a Jacobian was taken, at most (`_pseudo_transient`)
 PTC_LOOK_AHEAD = True  # a failed trial is corrected again with the Jacobian at its end (`_pseudo_transient`)
 PTC_MIN_RADIUS = 1e-14  # trust radius / max(‖θ‖, 1) below which the method declares a stall
 
@@ -377,22 +377,25 @@ def _pseudo_transient(problem: Problem, sam: SAM, optimizer: Optimizer | None, t
     A Jacobian costs two Hessians and a Schur form (≈ 265 evaluations of G on benchmarks/roots.py's MLP),
     so ptc spends them where they carry a step:
 
-    * **lagged.** Up to PTC_LAG accepted steps are taken from one Jacobian, each with its own G.
+    * **lagged.** Up to PTC_LAG accepted steps are taken from the point where a Jacobian was taken,
+      each with its own G, before a fresh one.
     * **at the trial's end.** When a trial fails, J is taken once at its end point θ + s and the same
       trial is corrected again with it (the chord of the implicit equation with the Jacobian near where
       the step lands), provided the guard holds there too (δ ≥ PTC_GUARD·ν of that J: without it, a
       long corrected step can land in another root's basin, which a test pins). Accepted, that
-      Jacobian is the next step's: it is ∂G/∂θ within the corrections' distance of the new θ. Where
+      Jacobian is ∂G/∂θ within the corrections' distance of the new θ, and the next PTC_LAG steps
+      are taken from it. Where
       the flow's path bends (the Jacobian changes within 0.02 on that MLP) this carries steps two to
       three times as long as the J at the trial's start can.
     * otherwise Δ shrinks: Δ ← ‖s‖/4 (no new J); Δ ← 2‖s‖ after an accurate step, ‖s‖ after an accepted
       one.
 
-    The root is the one a fresh J per step reaches (a test pins it); on the benchmark it takes 16
+    The root is the one a fresh J per step reaches (a test pins it); on the benchmark it takes 17
     Jacobians from the 2000-step end point, where a fresh one at each step's start took 35–37.
     Past ‖G‖ ≤ tol, up to POLISH_STEPS full Newton steps while ‖G‖ falls (chord steps with one fresh J
-    at the first iterate past tol). One complex Schur form J = Z T Zᴴ per Jacobian gives ν and every
-    shifted solve as a triangular one.
+    at the first iterate past tol, taken there unless the J in use is that point's; a saddle there,
+    an eigenvalue of that J with negative real part, is reported as it is). One complex Schur form
+    J = Z T Zᴴ per Jacobian gives ν and every shifted solve as a triangular one.
 
     Stopping rule: ‖G‖ ≤ tol and polished (or a root where J has an eigenvalue with negative real part:
     a saddle, reported as it is); or ``max_iter`` Jacobians; or Δ below PTC_MIN_RADIUS·max(‖θ‖, 1) (no
@@ -406,21 +409,21 @@ def _pseudo_transient(problem: Problem, sam: SAM, optimizer: Optimizer | None, t
     shifted, jacobians = _factors(problem, sam, optimizer, theta, weights, G), 1
     if not (np.isfinite(r) and shifted is not None):
         return theta, float("inf"), jacobians, "G or ∂G/∂θ is undefined or not finite at the starting point"
-    lagged = 0  # steps accepted since `shifted` was factorised (0: its J is ∂G/∂θ at θ)
+    lagged = 0  # steps taken from `shifted.point`, where its J was taken (≈ θ after a look-ahead)
     radius = float("inf")  # Δ: the first step is Newton's (guarded)
-    polish_left = POLISH_STEPS
+    polish_left, polished = POLISH_STEPS, False  # (polished: the polish's fresh J is taken)
     while True:
-        nu = shifted.unstable_rate  # ν, the flow's fastest unstable rate
         if r <= tol:  # polishing: full Newton steps while ‖G‖ falls
-            if nu > 0.0 or polish_left == 0 or r == 0.0 or (lagged and jacobians >= max_iter):
-                return theta, r, jacobians, "converged"
-            if lagged:  # one fresh J, then chord steps with it
+            if not (shifted.taken_at(theta) or polished):  # one fresh J, then chord steps
+                if polish_left == 0 or r == 0.0 or jacobians >= max_iter:
+                    return theta, r, jacobians, "converged"
                 fresh = _factors(problem, sam, optimizer, theta, weights, G)
-                jacobians, lagged = jacobians + 1, 0
+                jacobians, lagged, polished = jacobians + 1, 0, True
                 if fresh is None:
                     return theta, r, jacobians, "converged"
                 shifted = fresh
-                continue  # (ν again: the fresh J may show the root is a saddle)
+            if shifted.unstable_rate > 0.0 or polish_left == 0 or r == 0.0:  # (a saddle: reported as such)
+                return theta, r, jacobians, "converged"
             candidate = theta + shifted.step(0.0)
             G_new = _safe_residual(problem, sam, optimizer, candidate, weights)
             r_new = float(np.linalg.norm(G_new))
@@ -430,7 +433,9 @@ def _pseudo_transient(problem: Problem, sam: SAM, optimizer: Optimizer | None, t
             theta, G, r = candidate, G_new, r_new
             shifted.move_to(G)
             continue
+        nu = shifted.unstable_rate  # ν, the flow's fastest unstable rate
         looked_ahead = False  # a J at the end of a failed trial is taken once per step
+        landed = False  # True: the step was corrected with the J taken where it lands
         while True:
             step, delta = shifted.step_within(PTC_GUARD * nu, radius)
             predictor = float(np.linalg.norm(step))  # ≤ Δ: what a rejection shrinks
@@ -445,7 +450,7 @@ def _pseudo_transient(problem: Problem, sam: SAM, optimizer: Optimizer | None, t
                     corrected = _implicit_step(problem, sam, optimizer, theta, weights, ahead, step, delta)
                     accept, grow = _verdict(corrected[2], float(np.linalg.norm(corrected[1])), r)
                     if accept:
-                        (step, G_new, size), shifted, lagged = corrected, ahead, -1  # 0 after the step
+                        (step, G_new, size), shifted, landed = corrected, ahead, True
             if accept:
                 break
             if not np.isfinite(predictor):  # J + δI exactly singular
@@ -459,7 +464,7 @@ def _pseudo_transient(problem: Problem, sam: SAM, optimizer: Optimizer | None, t
         length = float(np.linalg.norm(step))
         radius = 2.0 * length if grow else length
         theta, G, r = theta + step, G_new, float(np.linalg.norm(G_new))
-        lagged += 1
+        lagged = 0 if landed else lagged + 1  # steps taken from the point where `shifted`'s J was taken
         if lagged < PTC_LAG or r <= tol:  # the next step from the same factors
             shifted.move_to(G)
             continue
@@ -520,10 +525,10 @@ def _out_of_budget(max_iter: int, r: float, shifted: _ShiftedSolver, theta: Arra
 def _where(shifted: _ShiftedSolver, theta: Array, here: str) -> str:
     """Where the eigenvalues of ``shifted`` are ∂G/∂θ's: ``here`` when its J was taken at θ, else how far
     from θ (a lagged or look-ahead Jacobian; the budget leaves none for θ itself)."""
-    if shifted.point is None or np.array_equal(shifted.point, theta):
+    if shifted.point is None or shifted.taken_at(theta):
         return here
     distance = float(np.linalg.norm(shifted.point - theta))
-    return f"at the last Jacobian, taken {distance:.1e} from the last iterate"
+    return f"at the Jacobian in use, taken {distance:.1e} from the last iterate"
 
 
 class _ShiftedSolver:
@@ -537,6 +542,10 @@ class _ShiftedSolver:
         self.unstable_rate = max(0.0, -float(np.min(self.eigenvalues.real)))  # ν = max(0, −min Re eig J)
         self.eye = np.eye(J.shape[0])
         self.move_to(G)
+
+    def taken_at(self, theta: Array) -> bool:
+        """Whether J is ∂G/∂θ at exactly this θ."""
+        return self.point is not None and bool(np.array_equal(self.point, theta))
 
     def move_to(self, G: Array) -> None:
         """The same J with a new right-hand side −G (a lagged Jacobian at the next iterate)."""

@@ -20,6 +20,7 @@ from ..models import model_from_spec
 from ..objective import Problem
 from ..sam import SAM
 from ..tolerances import RTOL_RUN_REPLAY
+from ..validation import check_progress
 from .clipping import GradientClipping, clipping_from_config
 from .optimizers import Optimizer, optimizer_from_config
 
@@ -241,7 +242,7 @@ class Trajectory:
         h.update(json.dumps(self.config, sort_keys=True, default=_json_scalar).encode())
         return h.hexdigest()
 
-    def verify(self, problem: Problem | None = None) -> ReplayCheck:
+    def verify(self, problem: Problem | None = None, progress: bool | None = False) -> ReplayCheck:
         """Replay the run and compare every recorded state with the replayed one (`ReplayCheck`).
 
         The replay is `refsam.training.replay()` with the run's own weights: θ_0, the batches, the
@@ -249,8 +250,11 @@ class Trajectory:
         run refsam recorded replays bit for bit; an edited θ_t or ε_t, a changed ρ in the configuration,
         or a run recorded on other data does not. ``problem``: the problem the run was recorded on; may
         be omitted when the run carries its training data (a file saved with ``save(..., problem=...)``).
-        Cost: one training run (the result is remembered for this content and problem).
+        Cost: one training run (the result is remembered for this content and problem). ``progress``: the
+        replay's progress lines on stderr, as `train()`'s (None: where stderr is a terminal); off by
+        default, since the influence methods call this before their own loops.
         """
+        progress = check_progress(progress)
         if problem is None:
             if self.training_data is None:
                 raise InvalidInputError("Trajectory.verify(): pass the `problem` the run was recorded on "
@@ -262,14 +266,14 @@ class Trajectory:
         model_class = problem.model.__class__  # a user model may share a built-in model's spec
         key = f"{self.digest()}|{model_class.__module__}.{model_class.__qualname__}"
         if key not in self._replays:
-            self._replays[key] = self._replay_check(problem)
+            self._replays[key] = self._replay_check(problem, progress)
         return self._replays[key]
 
-    def _replay_check(self, problem: Problem) -> ReplayCheck:
+    def _replay_check(self, problem: Problem, progress: bool | None) -> ReplayCheck:
         from .run import replay  # the replay machinery of the training layer (run.py imports this module)
 
         try:
-            replayed = replay(problem, self, weights=self.weights, progress=False)
+            replayed = replay(problem, self, weights=self.weights, progress=progress)
         except RefsamError as exc:
             return ReplayCheck(False, float("inf"), 0, "thetas", RTOL_RUN_REPLAY,
                                error=str(exc).strip().splitlines()[0])

@@ -89,9 +89,9 @@ def test_ptc_says_the_start_is_outside_the_basin_when_its_budget_runs_out():
     with pytest.raises(FixedPointError, match=r"ptc reached max_iter=3 at ‖G‖ = ") as info:
         solve_fixed_point(problem, sam, end, optimizer=optimizer, method="ptc", max_iter=3)
     err = info.value
-    # the eigenvalues are those of ptc's last Jacobian: at its last iterate, or (lagged, look-ahead) where
-    # that Jacobian was taken, and the reason says which
-    assert re.search(r"\d+ eigenvalue\(s\) with negative real part at (the last iterate|the last Jacobian, "
+    # the eigenvalues are those of the Jacobian ptc has in use: at its last iterate, or (lagged,
+    # look-ahead) where that Jacobian was taken, and the reason says which
+    assert re.search(r"\d+ eigenvalue\(s\) with negative real part at (the last iterate|the Jacobian in use, "
                      r"taken \d\.\de[-+]\d+ from the last iterate) \(min -", err.reason)
     assert "outside the basin of a stable root" in err.reason
     where = residual_map(problem, sam, err.theta, optimizer=optimizer)
@@ -107,7 +107,7 @@ def test_lagged_and_look_ahead_jacobians_change_the_cost_not_the_root(small_run,
     """ptc takes up to PTC_LAG steps from one Jacobian and, when a trial fails, corrects it with the
     Jacobian at its end. Against the solver without either (a fresh Jacobian at every step, PTC_LAG = 1,
     no look-ahead): the same root to rounding, in fewer Jacobians (small: 7 against 13; saddle: 23
-    against 46)."""
+    against 44)."""
     if run == "small":
         problem, sam, optimizer, end = small_run
     else:  # the start next to a saddle (test above)
@@ -136,8 +136,27 @@ def test_the_basin_note_counts_the_eigenvalues_where_the_jacobian_was_taken():
     assert f"{truth} eigenvalue(s) with negative real part at the last iterate" in here and truth >= 1
     moved = end + 0.03 * np.ones_like(end) / np.sqrt(end.size)  # 0.03 away
     there = fixed_point._out_of_budget(3, 1.0, solver, moved)
-    assert (f"{truth} eigenvalue(s) with negative real part at the last Jacobian, taken 3.0e-02 from the "
+    assert (f"{truth} eigenvalue(s) with negative real part at the Jacobian in use, taken 3.0e-02 from the "
             "last iterate") in there
+
+
+def test_the_polish_takes_a_fresh_jacobian_where_a_look_ahead_step_lands_within_tol():
+    """A step corrected with the Jacobian at its trial's end lands past tol 6.8e-3 from where that
+    Jacobian was taken. The polish must take ∂G/∂θ there (Newton: ‖G‖ 5.8e-11 → 2.9e-17), not chord
+    on with the look-ahead Jacobian (each chord step only ÷4: 1.1e-12 after three), as the solver did
+    before a review found it; the oracle is the solver with a fresh Jacobian at every step."""
+    problem, _, optimizer = _mlp_run(60, (3, 4, 2))
+    sam = refsam.SAM(0.05, direction="gsam", alpha=0.3)
+    end = refsam.train(problem, sam, optimizer, 300, progress=False).theta_final
+    weights = np.ones(problem.n)
+    weights[:7] = 0.0
+    root = solve_fixed_point(problem, sam, end, optimizer=optimizer, method="ptc", weights=weights)
+    assert root.converged and root.residual <= 1e-15
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(fixed_point, "PTC_LAG", 1)
+        patch.setattr(fixed_point, "PTC_LOOK_AHEAD", False)
+        fresh = solve_fixed_point(problem, sam, end, optimizer=optimizer, method="ptc", weights=weights)
+    assert np.linalg.norm(root.theta - fresh.theta) <= 1e-12 * np.linalg.norm(fresh.theta)
 
 
 def test_ptc_budget_is_honoured_exactly_and_counts_jacobians(small_run):

@@ -15,7 +15,7 @@ from refsam.cli import main
 
 SMALL = ["--n", "40", "--steps", "20", "--no-figures"]
 # Each command at sizes that run in about a second; {tmp}: a fresh directory, {cases}, {bank}: the
-# module's reference case and bank with scores of the right shape.
+# module's reference case and bank with scores of the right shape, {run}: its saved run.
 COMMANDS = {
     "demo": ["demo", "--quick", "--subset", "2", "--methods", "closed_form", "--no-figures"],
     "detect": ["detect", "--methods", "closed_form", *SMALL],
@@ -28,6 +28,7 @@ COMMANDS = {
     "train": ["train", "--steps", "20"],
     "bank": ["bank", "--n", "40", "--steps", "20", "--subsets", "2", "--out", "{tmp}/bank"],
     "lds": ["lds", "--bank", "{bank}", "--scores", "{bank}/scores.npy"],
+    "verify": ["verify", "{run}"],
 }
 APPLICATIONS = ("demo", "detect", "remove", "explain", "edit", "tune")
 
@@ -44,7 +45,7 @@ class Pipe(io.StringIO):
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
-    """A reference case and a bank, each beside zero scores of the right shape."""
+    """A reference case and a bank, each beside zero scores of the right shape; a saved run."""
     cases = tmp_path_factory.mktemp("cases")
     bank = tmp_path_factory.mktemp("bank")
     assert main(["export-cases", str(cases), "--cases", "logistic-sam-weight_decay-full"]) == 0
@@ -54,7 +55,9 @@ def prepared(tmp_path_factory):
              **{"logistic-sam-weight_decay-full": np.zeros_like(case["influence_trajectory"])})
     stored = np.load(bank / "bank.npz")
     np.save(bank / "scores.npy", np.zeros((stored["masks"].shape[1], stored["outputs"].shape[1])))
-    return {"cases": str(cases), "bank": str(bank)}
+    run = tmp_path_factory.mktemp("run") / "run.npz"
+    assert main(["train", "--steps", "20", "--save", str(run), "--no-progress"]) == 0
+    return {"cases": str(cases), "bank": str(bank), "run": str(run)}
 
 
 def _stderr_of(command, flags, stream, prepared, tmp_path, monkeypatch, capsys):
