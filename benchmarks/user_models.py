@@ -17,7 +17,11 @@ Each run also records where a user step's time goes (``per_step``, µs, process 
 adjoint's step does two points (θ_t and ŵ_t), each one trace and one backward pass, plus the screen at
 θ_t; ``trace_and_backward`` is a fresh point's first (H v, J v), ``backward`` a second column at that
 point, ``screen`` the cancellation check's bound; ``builtin_step`` and ``user_step`` the two adjoints'
-process times (best of ``repeats``) divided by T.
+process times (best of ``repeats``) divided by T. ``forward_over_reverse`` is the same (H v, J v) by
+autograd's forward mode over the reverse pass (its difference to refsam's in
+``forward_over_reverse_max_abs_diff``), the cheapest form autograd offers for one column, and
+``autograd_floor_over_builtin_step`` twice it (the step's two points) over the built-in step: what no
+adjoint through autograd can go below, whatever else it shares.
 """
 
 from __future__ import annotations
@@ -26,9 +30,13 @@ import argparse
 import sys
 import time
 
-import autograd.numpy as anp
 import common  # noqa: F401  (first: one BLAS thread before NumPy loads, and this checkout on sys.path)
+
+# isort: split
+import autograd.numpy as anp  # (autograd loads NumPy: after common)
 import numpy as np
+from autograd import make_vjp
+from autograd.differential_operators import make_jvp
 from common import (
     RHO,
     AutogradMLP,
@@ -82,10 +90,22 @@ def _per_step(user, run, repeats=20) -> dict:
     def losses(t):
         return user.model.losses(t, X, y)
 
+    def gradient_and_losses(t):  # (J(θ)ᵀc, ℓ(θ)): its forward-mode tangent along v is (H v, J v)
+        backward, values = make_vjp(losses)(t)
+        return anp.concatenate([backward(c), values])
+
+    def forward_over_reverse():
+        return make_jvp(gradient_and_losses)(theta)(v[:, 0])[1]
+
+    HV, JV = at.hvp_and_jvp(v[:, 0])
+    tangent = forward_over_reverse()
     return {"trace_and_backward": 1e6 * _cpu_best(
                 lambda: AutogradDerivatives(user.model, theta, X, y, c).hvp_and_jvp(v[:, 0]), repeats),
             "backward": 1e6 * _cpu_best(lambda: at.hvp_and_jvp(v[:, 1]), repeats),
-            "screen": 1e6 * _cpu_best(lambda: grad_norm_sum_screen(losses, theta, c), repeats)}
+            "screen": 1e6 * _cpu_best(lambda: grad_norm_sum_screen(losses, theta, c), repeats),
+            "forward_over_reverse": 1e6 * _cpu_best(forward_over_reverse, repeats),
+            "forward_over_reverse_max_abs_diff": float(np.max(np.abs(tangent - np.concatenate([HV[:, 0],
+                                                                                           JV[:, 0]]))))}
 
 
 def _adjoint_pair(builtin, user, optimizer, X_test, y_test, steps, batch_size, repeats, same_spec):
@@ -107,6 +127,10 @@ def _adjoint_pair(builtin, user, optimizer, X_test, y_test, steps, batch_size, r
     per_step = _per_step(user, run_u)
     per_step.update(builtin_step=1e6 * _cpu_best(adjoint_builtin, repeats) / steps,
                     user_step=1e6 * _cpu_best(adjoint_user, repeats) / steps)
+    # the floor of any adjoint through autograd: (H v, J v) at the step's two points by the cheapest
+    # autograd form measured, against the whole built-in step
+    floor = 2 * per_step["forward_over_reverse"]
+    per_step["autograd_floor_over_builtin_step"] = floor / per_step["builtin_step"]
     return {"n": builtin.n, "d": builtin.d, "steps": steps, "batch_size": batch_size,
             "builtin_seconds": t_builtin, "user_seconds": t_user, "ratio": t_user / t_builtin,
             "max_rel_diff_user_vs_builtin": diff, "per_step": per_step}
