@@ -4,12 +4,12 @@ forces them on, ``--no-progress`` off, and the applications' ``--quiet`` is ``--
 one-line "training ..." announcement is a progress line too). The rule itself is the library's
 (refsam.validation.check_progress); these tests pin that the command line reaches it."""
 
-import io
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+from streams import Pipe, Terminal  # (this folder's helper)
 
 from refsam.cli import main
 
@@ -31,16 +31,6 @@ COMMANDS = {
     "verify": ["verify", "{run}"],
 }
 APPLICATIONS = ("demo", "detect", "remove", "explain", "edit", "tune")
-
-
-class Terminal(io.StringIO):
-    def isatty(self):
-        return True
-
-
-class Pipe(io.StringIO):
-    def isatty(self):
-        return False
 
 
 @pytest.fixture(scope="module")
