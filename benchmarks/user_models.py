@@ -40,6 +40,7 @@ from autograd.differential_operators import make_jvp
 from common import (
     RHO,
     AutogradMLP,
+    best_time,
     logistic_problem,
     merge_results,
     mlp_problem,
@@ -69,14 +70,8 @@ class UserLogistic(refsam.Model):
         return anp.logaddexp(0.0, (1.0 - 2.0 * y) * z)
 
 
-def _cpu_best(fn, repeats: int) -> float:
-    """Minimum process time of ``fn()`` over ``repeats`` calls, seconds (less sensitive to load than wall)."""
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.process_time()
-        fn()
-        best = min(best, time.process_time() - start)
-    return best
+def _process_best(fn, repeats: int) -> float:
+    return best_time(fn, repeats, clock=time.process_time)
 
 
 def _per_step(user, run, repeats=20) -> dict:
@@ -99,11 +94,11 @@ def _per_step(user, run, repeats=20) -> dict:
 
     HV, JV = at.hvp_and_jvp(v[:, 0])
     tangent = forward_over_reverse()
-    return {"trace_and_backward": 1e6 * _cpu_best(
+    return {"trace_and_backward": 1e6 * _process_best(
                 lambda: AutogradDerivatives(user.model, theta, X, y, c).hvp_and_jvp(v[:, 0]), repeats),
-            "backward": 1e6 * _cpu_best(lambda: at.hvp_and_jvp(v[:, 1]), repeats),
-            "screen": 1e6 * _cpu_best(lambda: grad_norm_sum_screen(losses, theta, c), repeats),
-            "forward_over_reverse": 1e6 * _cpu_best(forward_over_reverse, repeats),
+            "backward": 1e6 * _process_best(lambda: at.hvp_and_jvp(v[:, 1]), repeats),
+            "screen": 1e6 * _process_best(lambda: grad_norm_sum_screen(losses, theta, c), repeats),
+            "forward_over_reverse": 1e6 * _process_best(forward_over_reverse, repeats),
             "forward_over_reverse_max_abs_diff": float(np.max(np.abs(tangent - np.concatenate([HV[:, 0],
                                                                                            JV[:, 0]]))))}
 
@@ -125,8 +120,8 @@ def _adjoint_pair(builtin, user, optimizer, X_test, y_test, steps, batch_size, r
     t_builtin, t_user = paired_best_times(adjoint_builtin, adjoint_user, repeats)
     diff = float(np.max(np.abs(out["user"] - out["builtin"])) / np.max(np.abs(out["builtin"])))
     per_step = _per_step(user, run_u)
-    per_step.update(builtin_step=1e6 * _cpu_best(adjoint_builtin, repeats) / steps,
-                    user_step=1e6 * _cpu_best(adjoint_user, repeats) / steps)
+    per_step.update(builtin_step=1e6 * _process_best(adjoint_builtin, repeats) / steps,
+                    user_step=1e6 * _process_best(adjoint_user, repeats) / steps)
     # the floor of any adjoint through autograd: (H v, J v) at the step's two points by the cheapest
     # autograd form measured, against the whole built-in step
     floor = 2 * per_step["forward_over_reverse"]
