@@ -155,11 +155,15 @@ def root_markdown_rows(results: dict) -> list[str]:
                    f"with Re < 0)")
         if ptc["converged"]:
             setting += (f": ‖G‖ = {ptc['residual']:.0e}, spectral radius {ptc['spectral_radius']:.6f}, "
-                        f"{ptc['distance_from_end_point']:.3f} from the end point; {other}")
+                        f"{ptc['distance_from_end_point']:.3f} from the end point")
+            if "jacobian_products" in ptc:
+                setting += f", and {ptc['jacobian_products']} products of J in its Krylov corrections"
+            setting += f"; {other}"
         fresh = r.get("ptc_fresh_jacobians")
         if fresh and fresh["converged"] and "distance_to_fresh_jacobians_root" in ptc:
-            setting += (f"; with a fresh J per step (the slow reference): {fresh['jacobians']} J, the same "
-                        f"root to {ptc['distance_to_fresh_jacobians_root']:.0e}")
+            setting += (f"; with a fresh J per step and chord corrections only (the slow reference): "
+                        f"{fresh['jacobians']} J, the same root to "
+                        f"{ptc['distance_to_fresh_jacobians_root']:.0e}")
         rows.append(f"| {name} | {bold}{value}{bold} | {'≤ 15' if headline else '—'} | {setting} |")
         if headline:
             rows.append(f"| `root_solve_over_training` | {r['ratio']:.2f}× | — | the solve "

@@ -19,8 +19,10 @@ Stable JSON keys:
                                  seconds, ‖G‖, ‖θ̂ − θ_T‖, spectral radius, the eigenvalues of ∂G/∂θ with
                                  negative real part at the start, and the same for method "hybr" and for
                                  the slow reference "ptc_fresh_jacobians" (ptc with a fresh Jacobian at
-                                 every step, no look-ahead: PTC_LAG = 1, PTC_LOOK_AHEAD = False), with
-                                 ptc's distance_to_fresh_jacobians_root (the speed-up's exactness)
+                                 every step and chord corrections only: PTC_LAG = 1, PTC_KRYLOV = False),
+                                 with ptc's distance_to_fresh_jacobians_root (the speed-up's exactness) and
+                                 jacobian_products (the products of J its Krylov corrections used, two
+                                 Hessian-vector products each, no Jacobian formed)
 Timings are the minimum over repeats of alternated runs (common.round_robin_best_times), one BLAS thread.
 """
 
@@ -33,7 +35,7 @@ import numpy as np
 from common import mlp_problem, round_robin_best_times, topic_main
 
 from refsam import SAM, SGD, FixedPointError, solve_fixed_point, train
-from refsam.influence import fixed_point, residual_jacobian, residual_map
+from refsam.influence import fixed_point, operators, residual_jacobian, residual_map
 
 CONFIGS = {
     "full": dict(repeats=3, n=1000, sizes=(8, 40, 2), steps=2000, basin_steps=16000),
@@ -50,6 +52,23 @@ def _solve(problem, sam, optimizer, start, method):
                                  max_iter=MAX_JACOBIANS)
     except FixedPointError as err:
         return err
+
+
+def _counted_products(solve):
+    """(solve(), the products of J made by ptc's Krylov corrections during it): each correction builds
+    one `SystemOperators`, which counts its Hessian-vector products (two per product of J)."""
+    made = []
+
+    class Counting(operators.SystemOperators):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    saved, operators.SystemOperators = operators.SystemOperators, Counting
+    try:
+        return solve(), sum(system.products for system in made) // 2
+    finally:
+        operators.SystemOperators = saved
 
 
 def bench_root_from_end_point(problem, sam, optimizer, steps: int, repeats: int,
@@ -76,6 +95,7 @@ def bench_root_from_end_point(problem, sam, optimizer, steps: int, repeats: int,
         out["training_seconds"] = best["training"]
         out["ratio"] = best["solve"] / best["training"]
     reference = _slow_reference(problem, sam, optimizer, start)
+    _, products = _counted_products(lambda: _solve(problem, sam, optimizer, start, "ptc"))
     for method, root in (("ptc", run["root"]), ("hybr", _solve(problem, sam, optimizer, start, "hybr")),
                          ("ptc_fresh_jacobians", reference)):
         if isinstance(root, FixedPointError):
@@ -86,20 +106,22 @@ def bench_root_from_end_point(problem, sam, optimizer, steps: int, repeats: int,
                            "spectral_radius": root.spectral_radius, "stable": bool(root.stable),
                            "min_real_eigenvalue": float(np.min(np.linalg.eigvals(root.jacobian).real))}
     if not isinstance(run["root"], FixedPointError) and not isinstance(reference, FixedPointError):
-        # exactness: the root of the lagged, look-ahead solver against the one a fresh J per step reaches
+        # exactness: the root of the lagged, Krylov-corrected solver against the one a fresh J per step
+        # and chord corrections reach
         out["ptc"]["distance_to_fresh_jacobians_root"] = float(np.linalg.norm(run["root"].theta
                                                                              - reference.theta))
+        out["ptc"]["jacobian_products"] = products
     return out
 
 
 def _slow_reference(problem, sam, optimizer, start):
-    """ptc as it was before its Jacobians were lagged and looked ahead: a fresh J at every step."""
-    saved = fixed_point.PTC_LAG, fixed_point.PTC_LOOK_AHEAD
-    fixed_point.PTC_LAG, fixed_point.PTC_LOOK_AHEAD = 1, False
+    """ptc as it was before its Jacobians were lagged: a fresh J at every step, chord corrections only."""
+    saved = fixed_point.PTC_LAG, fixed_point.PTC_KRYLOV
+    fixed_point.PTC_LAG, fixed_point.PTC_KRYLOV = 1, False
     try:
         return _solve(problem, sam, optimizer, start, "ptc")
     finally:
-        fixed_point.PTC_LAG, fixed_point.PTC_LOOK_AHEAD = saved
+        fixed_point.PTC_LAG, fixed_point.PTC_KRYLOV = saved
 
 
 def run_root_benchmarks(mode: str = "full", log=print) -> dict:
@@ -128,7 +150,9 @@ def format_summary(results: dict) -> str:
         for method in ("ptc", "hybr", "ptc_fresh_jacobians"):
             m = r[method]
             if m["converged"]:
-                lines.append(f"    {method}: {m['jacobians']} Jacobians, ‖G‖ = {m['residual']:.1e}, "
+                products = f" and {m['jacobian_products']} products of J" if "jacobian_products" in m else ""
+                lines.append(f"    {method}: {m['jacobians']} Jacobians{products}, "
+                             f"‖G‖ = {m['residual']:.1e}, "
                              f"‖θ̂ − θ_T‖ = {m['distance_from_end_point']:.3f}, spectral radius "
                              f"{m['spectral_radius']:.6f} ({'stable' if m['stable'] else 'UNSTABLE'})")
             else:

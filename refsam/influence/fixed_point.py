@@ -68,7 +68,9 @@ PTC_CONTRACT = 0.5  # chord corrections continue while each shrinks the implicit
 PTC_GUARD = 2.0  # δ ≥ 2ν, ν = −min Re eig(J) > 0: the flow's unstable directions are followed, not solved
 PTC_CHORD = 10  # chord corrections of each trial step at most (one G and O(d²) each)
 PTC_LAG = 5  # accepted steps from where a Jacobian was taken, at most (`_pseudo_transient`)
-PTC_LOOK_AHEAD = True  # a failed trial is corrected again with the Jacobian at its end (`_pseudo_transient`)
+PTC_KRYLOV = True  # where a chord correction does not contract, an inexact Newton one (`_krylov_correction`)
+PTC_FORCING = 0.1  # GMRES's relative tolerance in an inexact Newton correction (its forcing term)
+PTC_KRYLOV_ITER = 40  # GMRES iterations per inexact Newton correction, at most (one product of J each)
 PTC_MIN_RADIUS = 1e-14  # trust radius / max(‖θ‖, 1) below which the method declares a stall
 
 
@@ -367,49 +369,43 @@ def _pseudo_transient(problem: Problem, sam: SAM, optimizer: Optimizer | None, t
     from a saddle), where Newton's −g/m walks into the saddle. δ is otherwise the smallest shift whose
     step fits the trust radius Δ around θ (Δ₀ = ∞: a start inside Newton's region takes Newton steps).
 
-    Each trial step is then corrected by up to PTC_CHORD chord iterations of the implicit equation
-    G(θ + s) + δ s = 0 (`_implicit_step`: one G and O(d²) each, while each shrinks its residual by
-    PTC_CONTRACT): the linear step overshoots in the stiff directions of J (eigenvalues up to ~1 where the
-    slow ones are ~1e-4), and the chord pulls them back at no Jacobian's cost. The step is accepted when it
-    solves the implicit equation to PTC_IMPLICIT·‖G(θ)‖ (a backward Euler step of the flow: accepted
-    even where ‖G‖ grows along the flow) or lowers ‖G‖ by the Armijo fraction.
+    Each trial step is then corrected by up to PTC_CHORD corrections of the implicit equation
+    F(s) = G(θ + s) + δ s = 0 (`_implicit_step`, each kept while it shrinks ‖F‖ by PTC_CONTRACT): a
+    chord correction with the factors in use (one G and O(d²)), and where that does not contract, an
+    inexact Newton correction (`_krylov_correction`: GMRES on exact products of J at θ + s, two
+    Hessian-vector products each, preconditioned by the factors in use). The linear step overshoots in
+    the stiff directions of J (eigenvalues up to ~1 where the slow ones are ~1e-4) and J changes along the
+    step where the flow's path bends (within 0.02 on benchmarks/roots.py's MLP); the corrections pull
+    the step back onto the implicit equation at no Jacobian's cost. The step is accepted when it solves
+    the implicit equation to PTC_IMPLICIT·‖G(θ)‖ (a backward Euler step of the flow: accepted even where
+    ‖G‖ grows along the flow) or lowers ‖G‖ by the Armijo fraction.
 
-    A Jacobian costs two Hessians and a Schur form (≈ 265 evaluations of G on benchmarks/roots.py's MLP),
-    so ptc spends them where they carry a step:
+    A Jacobian costs two Hessians and a Schur form (≈ 265 evaluations of G, or ≈ 200 products of J, on
+    that MLP), so it is **lagged**: up to PTC_LAG accepted steps are taken from the point where a
+    Jacobian was taken, each with its own G, before a fresh one; the Krylov corrections make up for the
+    distance. Otherwise Δ shrinks after a rejected trial, Δ ← ‖s‖/4 (no new J); Δ ← 2‖s‖ after an accurate
+    step, ‖s‖ after an accepted one.
 
-    * **lagged.** Up to PTC_LAG accepted steps are taken from the point where a Jacobian was taken,
-      each with its own G, before a fresh one.
-    * **at the trial's end.** When a trial fails, J is taken once at its end point θ + s and the same
-      trial is corrected again with it (the chord of the implicit equation with the Jacobian near where
-      the step lands), provided the guard holds there too (δ ≥ PTC_GUARD·ν of that J: without it, a
-      long corrected step can land in another root's basin, which a test pins). Accepted, that
-      Jacobian is ∂G/∂θ within the corrections' distance of the new θ, and the next PTC_LAG steps
-      are taken from it. Where
-      the flow's path bends (the Jacobian changes within 0.02 on that MLP) this carries steps two to
-      three times as long as the J at the trial's start can.
-    * otherwise Δ shrinks: Δ ← ‖s‖/4 (no new J); Δ ← 2‖s‖ after an accurate step, ‖s‖ after an accepted
-      one.
-
-    The root is the one a fresh J per step reaches (a test pins it); on the benchmark it takes 17
-    Jacobians from the 2000-step end point, where a fresh one at each step's start took 35–37.
-    Past ‖G‖ ≤ tol, up to POLISH_STEPS full Newton steps while ‖G‖ falls (chord steps with one fresh J
-    at the first iterate past tol, taken there unless the J in use is that point's; a saddle there,
-    an eigenvalue of that J with negative real part, is reported as it is). One complex Schur form
-    J = Z T Zᴴ per Jacobian gives ν and every shifted solve as a triangular one.
+    The root is the one a fresh J per step and chord corrections alone reach (a test pins it); on the
+    benchmark 5 Jacobians reach it from the 2000-step end point, where a fresh one at each step took
+    35. Past ‖G‖ ≤ tol, up to POLISH_STEPS full Newton steps while ‖G‖ falls (chord steps with one
+    fresh J at the first iterate past tol, taken there unless the J in use is that point's; a saddle
+    there, an eigenvalue of that J with negative real part, is reported as it is). One complex Schur
+    form J = Z T Zᴴ per Jacobian gives ν and every shifted solve as a triangular one.
 
     Stopping rule: ‖G‖ ≤ tol and polished (or a root where J has an eigenvalue with negative real part:
     a saddle, reported as it is); or ``max_iter`` Jacobians; or Δ below PTC_MIN_RADIUS·max(‖θ‖, 1) (no
     step is accepted). Returns (θ, ‖G‖, Jacobians, reason); a stop short of a root says how many
     eigenvalues of J have negative real part (the iterate is not yet in the basin of a stable root).
     Cost per Jacobian: two Hessians and one Schur decomposition, O(d³); per trial step one G and up to
-    PTC_CHORD chord corrections, O(d²) each.
+    PTC_CHORD corrections, O(d²) each for a chord one, up to PTC_KRYLOV_ITER products of J for a Krylov one.
     """
     G = _safe_residual(problem, sam, optimizer, theta, weights)
     r = float(np.linalg.norm(G))
     shifted, jacobians = _factors(problem, sam, optimizer, theta, weights, G), 1
     if not (np.isfinite(r) and shifted is not None):
         return theta, float("inf"), jacobians, "G or ∂G/∂θ is undefined or not finite at the starting point"
-    lagged = 0  # steps taken from `shifted.point`, where its J was taken (≈ θ after a look-ahead)
+    lagged = 0  # steps taken from `shifted.point`, where its J was taken
     radius = float("inf")  # Δ: the first step is Newton's (guarded)
     polish_left, polished = POLISH_STEPS, False  # (polished: the polish's fresh J is taken)
     while True:
@@ -433,24 +429,12 @@ def _pseudo_transient(problem: Problem, sam: SAM, optimizer: Optimizer | None, t
             theta, G, r = candidate, G_new, r_new
             shifted.move_to(G)
             continue
-        nu = shifted.unstable_rate  # ν, the flow's fastest unstable rate
-        looked_ahead = False  # a J at the end of a failed trial is taken once per step
-        landed = False  # True: the step was corrected with the J taken where it lands
+        nu = shifted.unstable_rate  # ν, the flow's fastest unstable rate (at the J in use)
         while True:
             step, delta = shifted.step_within(PTC_GUARD * nu, radius)
             predictor = float(np.linalg.norm(step))  # ≤ Δ: what a rejection shrinks
             step, G_new, size = _implicit_step(problem, sam, optimizer, theta, weights, shifted, step, delta)
             accept, grow = _verdict(size, float(np.linalg.norm(G_new)), r)
-            if (PTC_LOOK_AHEAD and not accept and not looked_ahead and np.isfinite(predictor)
-                    and jacobians < max_iter):
-                looked_ahead = True
-                ahead = _factors(problem, sam, optimizer, theta + step, weights, G)
-                jacobians += 1
-                if ahead is not None and delta >= PTC_GUARD * ahead.unstable_rate:  # (the guard holds there)
-                    corrected = _implicit_step(problem, sam, optimizer, theta, weights, ahead, step, delta)
-                    accept, grow = _verdict(corrected[2], float(np.linalg.norm(corrected[1])), r)
-                    if accept:
-                        (step, G_new, size), shifted, landed = corrected, ahead, True
             if accept:
                 break
             if not np.isfinite(predictor):  # J + δI exactly singular
@@ -464,7 +448,7 @@ def _pseudo_transient(problem: Problem, sam: SAM, optimizer: Optimizer | None, t
         length = float(np.linalg.norm(step))
         radius = 2.0 * length if grow else length
         theta, G, r = theta + step, G_new, float(np.linalg.norm(G_new))
-        lagged = 0 if landed else lagged + 1  # steps taken from the point where `shifted`'s J was taken
+        lagged += 1  # steps taken from the point where `shifted`'s J was taken
         if lagged < PTC_LAG or r <= tol:  # the next step from the same factors
             shifted.move_to(G)
             continue
@@ -480,19 +464,58 @@ def _pseudo_transient(problem: Problem, sam: SAM, optimizer: Optimizer | None, t
 def _implicit_step(problem: Problem, sam: SAM, optimizer: Optimizer | None, theta: Array,
                    weights: Array | None, shifted: _ShiftedSolver, step: Array,
                    delta: float) -> tuple[Array, Array, float]:
-    """Chord corrections of a trial step s of the implicit Euler equation G(θ + s) + δ s = 0 with the
-    factors of ``shifted`` (up to PTC_CHORD, while each shrinks the residual by PTC_CONTRACT): returns
-    (s, G(θ + s), ‖G(θ + s) + δ s‖)."""
+    """Corrections of a trial step s of the implicit Euler equation F(s) = G(θ + s) + δ s = 0, up to
+    PTC_CHORD, each kept only where it shrinks ‖F‖ by PTC_CONTRACT: a chord correction
+    −(J + δI)⁻¹ F(s) with the factors of ``shifted`` (one G, O(d²)), and where that does not contract
+    (J has changed between where it was taken and θ + s), the inexact Newton correction of
+    `_krylov_correction` instead. Returns (s, G(θ + s), ‖F(s)‖)."""
     G_new = _safe_residual(problem, sam, optimizer, theta + step, weights)
     size = float(np.linalg.norm(G_new + delta * step))
     for _ in range(PTC_CHORD):
-        trial = step + shifted.solve(delta, -(G_new + delta * step))
+        F = G_new + delta * step
+        trial = step + shifted.solve(delta, -F)
         G_trial = _safe_residual(problem, sam, optimizer, theta + trial, weights)
         size_trial = float(np.linalg.norm(G_trial + delta * trial))
+        if PTC_KRYLOV and not size_trial <= PTC_CONTRACT * size and np.isfinite(size):
+            trial = step + _krylov_correction(problem, sam, optimizer, theta + step, weights, shifted, F,
+                                              delta)
+            G_trial = _safe_residual(problem, sam, optimizer, theta + trial, weights)
+            size_trial = float(np.linalg.norm(G_trial + delta * trial))
         if not size_trial <= PTC_CONTRACT * size:
             break
         step, G_new, size = trial, G_trial, size_trial
     return step, G_new, size
+
+
+def _krylov_correction(problem: Problem, sam: SAM, optimizer: Optimizer | None, point: Array,
+                       weights: Array | None, shifted: _ShiftedSolver, F: Array, delta: float) -> Array:
+    """x ≈ −(J(point) + δI)⁻¹ F: the inexact Newton correction of the implicit equation at point = θ + s.
+
+    GMRES on exact products of ∂G/∂θ at point (`SystemOperators`' J: two Hessian-vector products per
+    product, no Jacobian formed), right-preconditioned by the factors of ``shifted``: x = L y with
+    L = (J_lagged + δI)⁻¹ and (J + δI) L y = −F, a few iterations where the lagged J is close. Right
+    preconditioning keeps GMRES's residual the true one: it stops at ‖(J + δI) x + F‖ ≤
+    PTC_FORCING·‖F‖ or after PTC_KRYLOV_ITER iterations (one restart cycle). nan where J is undefined
+    at point (the correction is then rejected)."""
+    from .operators import SystemOperators  # (operators imports FixedPoint from this module)
+
+    weighted = problem if weights is None else problem.with_weights(weights)
+    try:
+        with np.errstate(over="ignore", invalid="ignore"):
+            J = SystemOperators(weighted, sam, optimizer, point, "full", "exact").jacobian
+    except ZeroGradientError:
+        return np.full_like(F, np.nan)
+
+    def preconditioned(y: Array) -> Array:  # (J + δI) L y
+        v = shifted.solve(delta, y)
+        return np.asarray(J.matvec(v) + delta * v, dtype=np.float64)
+
+    d = F.shape[0]
+    system = scipy.sparse.linalg.LinearOperator((d, d), matvec=preconditioned, dtype=np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        y, _ = scipy.sparse.linalg.gmres(system, -F, rtol=PTC_FORCING, atol=0.0, restart=PTC_KRYLOV_ITER,
+                                         maxiter=1)
+    return shifted.solve(delta, np.asarray(y, dtype=np.float64))
 
 
 def _verdict(size: float, r_new: float, r: float) -> tuple[bool, bool]:
@@ -524,7 +547,7 @@ def _out_of_budget(max_iter: int, r: float, shifted: _ShiftedSolver, theta: Arra
 
 def _where(shifted: _ShiftedSolver, theta: Array, here: str) -> str:
     """Where the eigenvalues of ``shifted`` are ∂G/∂θ's: ``here`` when its J was taken at θ, else how far
-    from θ (a lagged or look-ahead Jacobian; the budget leaves none for θ itself)."""
+    from θ (a lagged Jacobian; the budget leaves none for θ itself)."""
     if shifted.point is None or shifted.taken_at(theta):
         return here
     distance = float(np.linalg.norm(shifted.point - theta))
@@ -538,9 +561,11 @@ class _ShiftedSolver:
     def __init__(self, J: Array, G: Array, point: Array | None = None) -> None:
         self.point = point  # the θ at which J was taken (None: not said)
         self.T, self.Z = scipy.linalg.rsf2csf(*scipy.linalg.schur(J))  # 3× faster than output="complex"
+        self.Z_H = np.ascontiguousarray(self.Z.conj().T)  # Zᴴ, once: each solve starts with Zᴴ b
         self.eigenvalues = np.diag(self.T)
         self.unstable_rate = max(0.0, -float(np.min(self.eigenvalues.real)))  # ν = max(0, −min Re eig J)
         self.eye = np.eye(J.shape[0])
+        self._shift: tuple[float, Array] | None = None  # (δ, T + δI): the last shift's matrix, reused
         self.move_to(G)
 
     def taken_at(self, theta: Array) -> bool:
@@ -549,7 +574,7 @@ class _ShiftedSolver:
 
     def move_to(self, G: Array) -> None:
         """The same J with a new right-hand side −G (a lagged Jacobian at the next iterate)."""
-        self.rhs = -(self.Z.conj().T @ G)
+        self.rhs = -(self.Z_H @ G)
 
     def step(self, delta: float) -> Array:
         """s(δ), shape (d,); all nan where J + δI is exactly singular."""
@@ -557,10 +582,12 @@ class _ShiftedSolver:
 
     def solve(self, delta: float, b: Array | None) -> Array:
         """x = (J + δI)⁻¹ b (b = None: −G), shape (d,); all nan where J + δI is exactly singular."""
-        rhs = self.rhs if b is None else self.Z.conj().T @ b
+        rhs = self.rhs if b is None else self.Z_H @ b
+        if self._shift is None or self._shift[0] != delta:  # (a Krylov correction solves with one δ often)
+            self._shift = (delta, self.T + delta * self.eye)
         try:
             with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-                y = scipy.linalg.solve_triangular(self.T + delta * self.eye, rhs, check_finite=False)
+                y = scipy.linalg.solve_triangular(self._shift[1], rhs, check_finite=False)
         except np.linalg.LinAlgError:
             return np.full(self.T.shape[0], np.nan)
         return np.asarray((self.Z @ y).real, dtype=np.float64)
@@ -657,7 +684,8 @@ def solve_fixed_point(problem: Problem, sam: SAM, theta0: ArrayLike, *, optimize
     method : {"auto", "ptc", "newton", "hybr", "lm"}
         "ptc": pseudo-transient continuation, shifted Newton steps (J + δI) s = −G that follow training's
         flow dθ/dt = −G in a trust radius around ``theta0``, δ kept above the flow's unstable rates so
-        that no step walks into a saddle (`_pseudo_transient`). "hybr": MINPACK's trust-region dogleg
+        that no step walks into a saddle, each step corrected by GMRES on exact products of J where a
+        lagged Jacobian is not enough (`_pseudo_transient`). "hybr": MINPACK's trust-region dogleg
         (scipy.optimize.root) with the hand Jacobian. "newton": damped Newton with backtracking on ‖G‖.
         "lm": Levenberg–Marquardt. "auto" tries ptc, hybr, newton, lm in that order, each from
         ``theta0``, and returns the first verified root —
@@ -684,7 +712,8 @@ def solve_fixed_point(problem: Problem, sam: SAM, theta0: ArrayLike, *, optimize
 
     ``FixedPoint.iterations`` counts Jacobian evaluations (all methods tried), ``FixedPoint.reason``
     each method's stopping reason. Cost: per iteration two Hessians and an O(d³) solve ("ptc": a Schur
-    decomposition); then one LU and the spectral radius.
+    decomposition, and Hessian-vector products in its Krylov corrections); then one LU and the
+    spectral radius.
     """
     theta0, weights = check_root_inputs(problem, sam, theta0, "theta0", weights, optimizer)
     tol = check_positive("tol", tol)
