@@ -12,7 +12,7 @@ that is stable under the run's optimizer (spectral radius < 1) — the root trai
 
 Stable JSON keys:
     root_solve_jacobians         Jacobian evaluations of G from the end of the 2000-step run to the verified
-                                 stable root (target <= 15; see root_solve_runs for why it is not met)
+                                 stable root (target <= 15)
     root_solve_over_training     the solve's wall time / the 2000-step training run's
     root_solve_runs              per end point (2000 steps; the same run trained to ``basin_steps``, where
                                  ∂G/∂θ has no eigenvalue with negative real part any more): Jacobians,

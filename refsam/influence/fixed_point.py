@@ -70,7 +70,7 @@ PTC_CHORD = 10  # chord corrections of each trial step at most (one G and O(d²)
 PTC_LAG = 5  # accepted steps from where a Jacobian was taken, at most (`_pseudo_transient`)
 PTC_KRYLOV = True  # where a chord correction does not contract, an inexact Newton one (`_krylov_correction`)
 PTC_FORCING = 0.1  # GMRES's relative tolerance in an inexact Newton correction (its forcing term)
-PTC_KRYLOV_ITER = 40  # GMRES iterations per inexact Newton correction, at most (one product of J each)
+PTC_KRYLOV_ITER = 40  # GMRES iterations per inexact Newton correction, at most (a product of J each, +1)
 PTC_MIN_RADIUS = 1e-14  # trust radius / max(‖θ‖, 1) below which the method declares a stall
 
 
@@ -398,7 +398,8 @@ def _pseudo_transient(problem: Problem, sam: SAM, optimizer: Optimizer | None, t
     step is accepted). Returns (θ, ‖G‖, Jacobians, reason); a stop short of a root says how many
     eigenvalues of J have negative real part (the iterate is not yet in the basin of a stable root).
     Cost per Jacobian: two Hessians and one Schur decomposition, O(d³); per trial step one G and up to
-    PTC_CHORD corrections, O(d²) each for a chord one, up to PTC_KRYLOV_ITER products of J for a Krylov one.
+    PTC_CHORD corrections, O(d²) each for a chord one, up to PTC_KRYLOV_ITER + 1 products of J for a
+    Krylov one.
     """
     G = _safe_residual(problem, sam, optimizer, theta, weights)
     r = float(np.linalg.norm(G))
@@ -495,8 +496,14 @@ def _krylov_correction(problem: Problem, sam: SAM, optimizer: Optimizer | None, 
     product, no Jacobian formed), right-preconditioned by the factors of ``shifted``: x = L y with
     L = (J_lagged + δI)⁻¹ and (J + δI) L y = −F, a few iterations where the lagged J is close. Right
     preconditioning keeps GMRES's residual the true one: it stops at ‖(J + δI) x + F‖ ≤
-    PTC_FORCING·‖F‖ or after PTC_KRYLOV_ITER iterations (one restart cycle). nan where J is undefined
-    at point (the correction is then rejected)."""
+    PTC_FORCING·‖F‖ or after PTC_KRYLOV_ITER iterations (one restart cycle; one more product for its
+    final residual). nan where J is undefined at point (the correction is then rejected).
+
+    The guard δ ≥ PTC_GUARD·ν holds for the lagged J, not necessarily for J(point): its eigenvalues are
+    not known without forming it, and it fails there in 21 of 256 corrections measured on the saddle
+    start of tests/3_exact/test_root_solver.py. The correction then still solves the
+    same implicit equation near s (kept only where ‖F‖ halves); the root reached is pinned against the
+    fresh-Jacobian solver there and on the benchmark."""
     from .operators import SystemOperators  # (operators imports FixedPoint from this module)
 
     weighted = problem if weights is None else problem.with_weights(weights)

@@ -43,10 +43,10 @@ def test_benchmark_script_writes_finite_stable_keys(tmp_path):
     for run in results["root_solve_runs"].values():  # the benchmark's root is verified and stable
         assert run["ptc"]["converged"] and run["ptc"]["residual"] <= 1e-10 and run["ptc"]["stable"]
         # lagged Jacobians with Krylov corrections: the root a fresh Jacobian per step reaches, in fewer
-        # of them (and some products of J, counted)
+        # of them, and the Krylov corrections took part (products of J, counted: ≈ 1000 at the tiny sizes)
         assert run["ptc"]["distance_to_fresh_jacobians_root"] <= 1e-9
         assert run["ptc"]["jacobians"] < run["ptc_fresh_jacobians"]["jacobians"]
-        assert run["ptc"]["jacobian_products"] >= 0
+        assert run["ptc"]["jacobian_products"] > 0
     assert results["autodiff_vs_adjoint"]["rel_err_adjoint_vs_autodiff"] <= RTOL_EXACT_METHODS
     assert results["hardware"]["loo"]["rel_err_block_vs_single"] <= RTOL_REORDERED  # blocks = one at a time
     assert results["hardware"]["loo"]["parallel_identical"]
