@@ -142,7 +142,8 @@ def fit(problem: Problem, sam: SAM, optimizer: Optimizer, steps: int = 300, batc
     else:
         try:
             fixed_point = solve_fixed_point(problem, sam, trajectory.theta_final,
-                                            optimizer=trajectory.optimizer(), raise_on_failure=False)
+                                            optimizer=trajectory.optimizer(), raise_on_failure=False,
+                                            progress=progress)
             if not fixed_point.converged:
                 note = (f"the root solver found no verified root (best ‖G‖ = {fixed_point.residual:.3e} > "
                         f"{fixed_point.tol:.0e})")

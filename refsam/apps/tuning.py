@@ -204,7 +204,8 @@ def _tuned(sensitivity: Any, penalty: str) -> Array:
 def _converged_root(problem: Problem, sam: SAM, trajectory: Trajectory) -> Any:
     """The verified root the run has reached (module docstring), or None."""
     try:
-        root = solve_fixed_point(problem, sam, trajectory.theta_final, optimizer=trajectory.optimizer())
+        root = solve_fixed_point(problem, sam, trajectory.theta_final, optimizer=trajectory.optimizer(),
+                                 progress=False)
     except FixedPointError:
         return None
     return root if root.converged and run_at_root(trajectory.theta_final, root.theta) else None

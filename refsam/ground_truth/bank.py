@@ -385,7 +385,7 @@ def _solve_root(problem: Problem, sam: SAM, optimizer: Optimizer | None, theta_s
     """The root of G(θ; w) — the residual of the root's ``optimizer`` — reached from ``theta_start`` at
     the ground truth's tolerance (the one place this module calls the root solver)."""
     return solve_fixed_point(problem, sam, theta_start, optimizer=optimizer, tol=RESOLVE_TOL,
-                             weights=weights).theta
+                             weights=weights, progress=False).theta
 
 
 def _subproblem(problem: Problem, rows: NDArray[np.int64]) -> Problem:

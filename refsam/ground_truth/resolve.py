@@ -57,7 +57,8 @@ def _reference(problem: Problem, sam: SAM, theta_hat: Any, optimizer: Optimizer 
     theta_hat, _ = check_root_inputs(problem, sam, theta_hat, "theta_hat", optimizer=optimizer)
     if X_test is not None:
         X_test, y_test = problem.check_test(X_test, y_test)
-    root = solve_fixed_point(problem, sam, theta_hat, optimizer=optimizer, tol=RESOLVE_TOL).theta
+    root = solve_fixed_point(problem, sam, theta_hat, optimizer=optimizer, tol=RESOLVE_TOL,
+                             progress=False).theta
     return root, optimizer, root_factors(problem, sam, optimizer, root), X_test, y_test
 
 
@@ -66,7 +67,7 @@ def _resolve(problem: Problem, sam: SAM, optimizer: Optimizer | None, weights: A
     """θ̂(weights), warm-started at θ̂; the error names the training point whose re-solve failed."""
     try:
         return solve_fixed_point(problem, sam, theta_start, optimizer=optimizer, tol=RESOLVE_TOL,
-                                 weights=weights).theta
+                                 weights=weights, progress=False).theta
     except Exception as exc:
         exc.args = (f"re-solving the root with w_{j} = {weights[j]:g} failed: {exc}",) + exc.args[1:]
         raise

@@ -27,6 +27,8 @@ See docs/closed_form.md for the derivation.
 
 from __future__ import annotations
 
+import sys
+import time
 import warnings
 from dataclasses import dataclass, field
 
@@ -41,7 +43,7 @@ from ..objective import Problem, reuse_derivatives
 from ..sam import SAM, ZeroGradientError
 from ..tolerances import ROOT_TOL
 from ..training import SGD, Optimizer, residual
-from ..validation import check_choice, check_positive, check_positive_int
+from ..validation import check_choice, check_positive, check_positive_int, check_progress
 from .linearisation import check_root_inputs, factorise, lam_out, linearise
 
 __all__ = [
@@ -72,6 +74,7 @@ PTC_KRYLOV = True  # where a chord correction does not contract, an inexact Newt
 PTC_FORCING = 0.1  # GMRES's relative tolerance in an inexact Newton correction (its forcing term)
 PTC_KRYLOV_ITER = 40  # GMRES iterations per inexact Newton correction, at most (a product of J each, +1)
 PTC_MIN_RADIUS = 1e-14  # trust radius / max(‖θ‖, 1) below which the method declares a stall
+PROGRESS_EVERY = 1.0  # seconds between solve_fixed_point's progress lines, at least (`_Progress`)
 
 
 class FixedPointError(RefsamError, RuntimeError):
@@ -318,7 +321,8 @@ def _newton_direction(J: Array, G: Array) -> Array:
 
 
 def _damped_newton(problem: Problem, sam: SAM, optimizer: Optimizer | None, theta: Array,
-                   weights: Array | None, tol: float, max_iter: int) -> tuple[Array, float, int, str]:
+                   weights: Array | None, tol: float, max_iter: int,
+                   report: _Progress | None = None) -> tuple[Array, float, int, str]:
     """Newton on G with backtracking on ‖G‖ (Armijo), then up to POLISH_STEPS full steps past `tol`.
 
     Stopping rule: ‖G‖ ≤ tol and the polish steps no longer lower ‖G‖; or `max_iter` Jacobians; or a
@@ -330,6 +334,8 @@ def _damped_newton(problem: Problem, sam: SAM, optimizer: Optimizer | None, thet
     polish_left = POLISH_STEPS
     for it in range(1, max_iter + 1):
         lin = linearise(problem, sam, theta, weights, optimizer=optimizer)
+        if report is not None:
+            report(it, r)
         step = _newton_direction(lin.jacobian, lin.residual)  # J s = −G
         if r <= tol:  # polishing: accept a full step only while it lowers ‖G‖
             candidate = theta + step
@@ -355,7 +361,8 @@ def _damped_newton(problem: Problem, sam: SAM, optimizer: Optimizer | None, thet
 
 
 def _pseudo_transient(problem: Problem, sam: SAM, optimizer: Optimizer | None, theta: Array,
-                      weights: Array | None, tol: float, max_iter: int) -> tuple[Array, float, int, str]:
+                      weights: Array | None, tol: float, max_iter: int,
+                      report: _Progress | None = None) -> tuple[Array, float, int, str]:
     """Pseudo-transient continuation with a trust radius: shifted Newton steps along training's flow.
 
     Full-batch SGD is the explicit Euler method for the flow dθ/dt = −G(θ) (step η; η/(1 − μ) with
@@ -404,6 +411,8 @@ def _pseudo_transient(problem: Problem, sam: SAM, optimizer: Optimizer | None, t
     G = _safe_residual(problem, sam, optimizer, theta, weights)
     r = float(np.linalg.norm(G))
     shifted, jacobians = _factors(problem, sam, optimizer, theta, weights, G), 1
+    if report is not None:
+        report(jacobians, r)
     if not (np.isfinite(r) and shifted is not None):
         return theta, float("inf"), jacobians, "G or ∂G/∂θ is undefined or not finite at the starting point"
     lagged = 0  # steps taken from `shifted.point`, where its J was taken
@@ -416,6 +425,8 @@ def _pseudo_transient(problem: Problem, sam: SAM, optimizer: Optimizer | None, t
                     return theta, r, jacobians, "converged"
                 fresh = _factors(problem, sam, optimizer, theta, weights, G)
                 jacobians, lagged, polished = jacobians + 1, 0, True
+                if report is not None:
+                    report(jacobians, r)
                 if fresh is None:
                     return theta, r, jacobians, "converged"
                 shifted = fresh
@@ -457,6 +468,8 @@ def _pseudo_transient(problem: Problem, sam: SAM, optimizer: Optimizer | None, t
             return theta, r, jacobians, _out_of_budget(max_iter, r, shifted, theta)
         fresh = _factors(problem, sam, optimizer, theta, weights, G)
         jacobians, lagged = jacobians + 1, 0
+        if report is not None:
+            report(jacobians, r)
         if fresh is None:
             return theta, r, jacobians, f"ptc stopped at ‖G‖ = {r:.3e}: ∂G/∂θ is not finite there"
         shifted = fresh
@@ -630,16 +643,52 @@ def _basin_note(eigenvalues: Array, where: str) -> str:
             f"outside the basin of a stable root")
 
 
+class _Progress:
+    """solve_fixed_point's progress on stderr, reported after each Jacobian (the unit of its cost): the
+    method, the Jacobians so far against the budget, ‖G‖ against tol, the time. At most one line per
+    PROGRESS_EVERY seconds and none in the first, so a quick solve prints nothing; a method that printed
+    closes with its stopping reason."""
+
+    def __init__(self, enabled: bool, max_iter: int, tol: float) -> None:
+        self.enabled, self.max_iter, self.tol = enabled, max_iter, tol
+        self.started = self.last = time.perf_counter()
+        self.method, self.offset, self.printed = "", 0, False
+
+    def start(self, method: str, offset: int = 0) -> None:
+        """A method begins; ``offset`` Jacobians of its budget are already spent (hybr's Newton polish)."""
+        self.method, self.offset = method, offset
+        if offset == 0:
+            self.printed = False
+
+    def __call__(self, jacobians: int, r: float) -> None:
+        now = time.perf_counter()
+        if self.enabled and now - self.last >= PROGRESS_EVERY:
+            self._line(f"Jacobian {self.offset + jacobians}/{self.max_iter}, ‖G‖ = {r:.2e} "
+                       f"(tol {self.tol:.0e})")
+            self.last, self.printed = now, True
+
+    def finish(self, jacobians: int, r: float, why: str) -> None:
+        if self.enabled and self.printed:
+            self._line(f"{why}, ‖G‖ = {r:.2e} after {jacobians} Jacobians")
+
+    def _line(self, message: str) -> None:
+        print(f"  solve_fixed_point ({self.method}): {message}, {time.perf_counter() - self.started:.0f} s",
+              file=sys.stderr, flush=True)
+
+
 def _scipy_root(problem: Problem, sam: SAM, optimizer: Optimizer | None, theta: Array,
-                weights: Array | None, method: str, max_iter: int) -> tuple[Array, float, int, str]:
+                weights: Array | None, method: str, max_iter: int,
+                report: _Progress | None = None) -> tuple[Array, float, int, str]:
     """scipy.optimize.root with the hand Jacobian: 'hybr' (MINPACK Powell dogleg trust region) or 'lm'."""
     counter = {"jac": 0}
+    latest = {"r": float("inf")}  # ‖G‖ at the last evaluation (for the progress line)
 
     def fun(t: Array) -> Array:
         try:
             G = residual(problem, sam, optimizer, t, weights)
         except ZeroGradientError:
             G = np.full(problem.d, 1e300)
+        latest["r"] = float(np.linalg.norm(G))
         return G
 
     last: dict[str, Array] = {}  # scipy calls jac(θ₀) once to check its shape, then MINPACK again
@@ -653,6 +702,8 @@ def _scipy_root(problem: Problem, sam: SAM, optimizer: Optimizer | None, theta: 
         except ZeroGradientError:
             J = np.eye(problem.d)
         last["t"], last["J"] = np.array(t, dtype=np.float64), J
+        if report is not None:
+            report(counter["jac"], latest["r"])
         return J
 
     # The budget is max_iter evaluations of G (MINPACK's maxfev; "maxiter" is lm's name for it); MINPACK
@@ -668,7 +719,8 @@ def _scipy_root(problem: Problem, sam: SAM, optimizer: Optimizer | None, theta: 
 @reuse_derivatives()  # each Newton iterate: G and J at the same θ and ŵ
 def solve_fixed_point(problem: Problem, sam: SAM, theta0: ArrayLike, *, optimizer: Optimizer | None = None,
                       tol: float = TOL_DEFAULT, max_iter: int = 100, method: str = "auto",
-                      weights: ArrayLike | None = None, raise_on_failure: bool = True) -> FixedPoint:
+                      weights: ArrayLike | None = None, raise_on_failure: bool = True,
+                      progress: bool | None = None) -> FixedPoint:
     """Find a root θ̂ of the full-batch SAM residual G(θ; w) near ``theta0`` and diagnose it.
 
     Parameters
@@ -703,6 +755,10 @@ def solve_fixed_point(problem: Problem, sam: SAM, theta0: ArrayLike, *, optimize
         Sample weights overriding ``problem.weights`` (used by the re-solving ground truth).
     raise_on_failure : bool
         If False, return the best point with ``converged=False`` instead of raising.
+    progress : bool or None
+        Print progress to stderr after each Jacobian (method, Jacobians so far, ‖G‖, time), at most one
+        line per PROGRESS_EVERY = 1 s and none in the first second, and each method's stopping reason
+        where it printed (None: where stderr is a terminal).
 
     Returns
     -------
@@ -726,6 +782,7 @@ def solve_fixed_point(problem: Problem, sam: SAM, theta0: ArrayLike, *, optimize
     tol = check_positive("tol", tol)
     max_iter = check_positive_int("max_iter", max_iter)
     method = check_choice("method", method, SOLVER_METHODS)
+    report = _Progress(check_progress(progress), max_iter, tol)
     reason = no_root_reason(problem, sam, optimizer)
     if reason is not None:
         raise NoFixedPointError(reason, residual=_safe_norm(problem, sam, optimizer, theta0, weights),
@@ -737,17 +794,23 @@ def solve_fixed_point(problem: Problem, sam: SAM, theta0: ArrayLike, *, optimize
     total_iterations = 0
     first_root = None  # with `lr`, "auto" keeps looking past an unstable root for a stable one
     for name in methods:
+        report.start(name)
         if name == "ptc":
-            theta, r, its, why = _pseudo_transient(problem, sam, optimizer, theta0, weights, tol, max_iter)
+            theta, r, its, why = _pseudo_transient(problem, sam, optimizer, theta0, weights, tol, max_iter,
+                                                   report)
         elif name == "newton":
-            theta, r, its, why = _damped_newton(problem, sam, optimizer, theta0, weights, tol, max_iter)
+            theta, r, its, why = _damped_newton(problem, sam, optimizer, theta0, weights, tol, max_iter,
+                                                report)
         else:
-            theta, r, its, why = _scipy_root(problem, sam, optimizer, theta0, weights, name, max_iter)
+            theta, r, its, why = _scipy_root(problem, sam, optimizer, theta0, weights, name, max_iter, report)
             if np.isfinite(r) and its < max_iter:  # polish within the same budget: MINPACK stops near
                 # 1e-12 relative, Newton finishes the job
+                report.start(f"{name}, Newton polish", its)
                 theta, r, more, _ = _damped_newton(problem, sam, optimizer, theta, weights, tol,
-                                                   max_iter - its)
+                                                   max_iter - its, report)
                 its += more
+                why = "converged" if r <= tol else why
+        report.finish(its, r, why)
         total_iterations += its
         if r < best[1]:
             best = (theta, r)

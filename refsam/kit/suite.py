@@ -306,7 +306,7 @@ def _closed_form_outputs(problem: Problem, sam: SAM, trajectory: Trajectory, X_t
     warm = train(problem, sam, optimizer, ROOT_WARMUP_STEPS, theta0=trajectory.theta_final,
                  progress=False).theta_final
     try:
-        root = solve_fixed_point(problem, sam, warm, optimizer=optimizer, tol=ROOT_TOL)
+        root = solve_fixed_point(problem, sam, warm, optimizer=optimizer, tol=ROOT_TOL, progress=False)
     except (FixedPointError, NoStepMapError) as exc:
         return {}, {}, f"no verified root: {str(exc).splitlines()[0]}"
     theta_hat = root.theta

@@ -1,9 +1,9 @@
 """Progress is on by default where stderr is a terminal, and off where it is not (a pipe, a file, a
 captured test): every loop that can run past a few seconds — training, replay, the trajectory methods,
-the replay and re-solve ground truths, counterfactual banks, the applications (fit, influence,
-detection, removal, tuning, the ground truth and the demo) and the oracle kit (export, check) — takes
-``progress=None`` by default and decides from ``sys.stderr.isatty()``; True and False override it, and
-an explicit False is quiet all the way down."""
+the root solver, the replay and re-solve ground truths, counterfactual banks, the applications (fit,
+influence, detection, removal, tuning, the ground truth and the demo) and the oracle kit (export,
+check) — takes ``progress=None`` by default and decides from ``sys.stderr.isatty()``; True and False
+override it, and an explicit False is quiet all the way down."""
 
 import dataclasses
 import sys
@@ -16,6 +16,7 @@ import refsam
 from refsam import apps
 from refsam.apps.banks import BankRecipe, build_target
 from refsam.ground_truth import finite_difference_parameters
+from refsam.influence import fixed_point
 from refsam.kit import check_scores, export_cases
 
 
@@ -69,6 +70,7 @@ def test_progress_false_is_quiet_at_a_terminal_inside_every_call(monkeypatch):
     replay printing its steps)."""
     problem, X_test, y_test = _problem()
     run = refsam.train(problem, refsam.SAM(0.05), refsam.SGD(0.1), 30, progress=False)  # fresh: not verified
+    monkeypatch.setattr(fixed_point, "PROGRESS_EVERY", 0.0)  # every root solve would report at once
     terminal = Terminal()
     monkeypatch.setattr(sys, "stderr", terminal)
     refsam.trajectory_influence(problem, run, X_test, y_test, progress=False)  # verifies (replays) first
@@ -158,8 +160,10 @@ LONG_LOOPS = ("leave_one_out", "finite_difference_influence", "finite_difference
 def test_every_long_loop_reports_progress_at_a_terminal_and_only_there(name, fitted, tmp_path, monkeypatch):
     """The loops that can run past a few seconds beyond training and replay (re-solve ground truths, banks,
     the applications, the oracle kit) default to progress=None too; an explicit False is quiet at a
-    terminal all the way down (their nested loops do not inherit the terminal default)."""
+    terminal all the way down (their nested loops do not inherit the terminal default: the root solves
+    inside them would report at once here)."""
     call = _long_loops(fitted, tmp_path)[name]
+    monkeypatch.setattr(fixed_point, "PROGRESS_EVERY", 0.0)
     for attempt, (stream, keywords, expect_output) in enumerate(
             ((Terminal(), {}, True), (Pipe(), {}, False), (Terminal(), {"progress": False}, False))):
         if name == "kit.export_cases":
@@ -168,6 +172,55 @@ def test_every_long_loop_reports_progress_at_a_terminal_and_only_there(name, fit
         call(**keywords)
         assert bool(stream.getvalue()) == expect_output, (name, type(stream).__name__, keywords,
                                                           stream.getvalue())
+
+
+def _solve(fitted, **kw):
+    fit_, optimizer = fitted[0], fitted[1]
+    return refsam.solve_fixed_point(fit_.problem, fit_.sam, fit_.trajectory.theta_final, optimizer=optimizer,
+                                    **kw)
+
+
+def test_the_root_solver_reports_each_jacobian_at_a_terminal_and_only_there(fitted, monkeypatch):
+    """solve_fixed_point: one line per Jacobian (its unit of cost) with ‖G‖ against tol, then the method's
+    stopping reason; progress=None decides from the terminal, True and False override it."""
+    monkeypatch.setattr(fixed_point, "PROGRESS_EVERY", 0.0)  # (default: at most a line a second)
+    for stream, keywords, expect_output in ((Terminal(), {}, True), (Pipe(), {}, False),
+                                            (Terminal(), {"progress": False}, False),
+                                            (Pipe(), {"progress": True}, True)):
+        monkeypatch.setattr(sys, "stderr", stream)
+        root = _solve(fitted, method="ptc", **keywords)
+        lines = stream.getvalue().splitlines()
+        assert bool(lines) == expect_output, (type(stream).__name__, keywords, lines)
+    assert root.converged and len(lines) == root.iterations + 1
+    assert lines[0].startswith("  solve_fixed_point (ptc): Jacobian 1/100, ‖G‖ = ")
+    assert f"Jacobian {root.iterations}/100" in lines[-2]
+    assert lines[-1].startswith(f"  solve_fixed_point (ptc): converged, ‖G‖ = {root.residual:.2e} after "
+                                f"{root.iterations} Jacobians")
+
+
+def test_the_root_solvers_polish_continues_the_count_of_its_method(fitted, monkeypatch):
+    """hybr's Newton polish spends the same budget: its lines go on counting where MINPACK stopped."""
+    monkeypatch.setattr(fixed_point, "PROGRESS_EVERY", 0.0)
+    monkeypatch.setattr(sys, "stderr", Pipe())
+    root = _solve(fitted, method="hybr", progress=True)
+    lines = sys.stderr.getvalue().splitlines()
+    counts = [int(line.split("Jacobian ")[1].split("/")[0]) for line in lines if "Jacobian " in line]
+    assert counts == list(range(1, root.iterations + 1))
+    assert any("(hybr, Newton polish)" in line for line in lines)
+    assert lines[-1].startswith("  solve_fixed_point (hybr, Newton polish): converged")
+
+
+def test_a_quick_root_solve_prints_nothing_even_when_asked(fitted, monkeypatch):
+    """No line in the first PROGRESS_EVERY seconds: a solve of a few milliseconds stays quiet."""
+    monkeypatch.setattr(fixed_point, "PROGRESS_EVERY", 60.0)
+    monkeypatch.setattr(sys, "stderr", Pipe())
+    assert _solve(fitted, progress=True).converged
+    assert sys.stderr.getvalue() == ""
+
+
+def test_the_root_solver_refuses_progress_of_another_type(fitted):
+    with pytest.raises(refsam.InvalidInputError, match="`progress` must be True, False or None"):
+        _solve(fitted, progress="yes")
 
 
 def test_a_long_loop_refuses_progress_of_another_type(fitted, tmp_path):
