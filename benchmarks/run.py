@@ -23,7 +23,7 @@ Stable JSON keys (external checks read them):
     user_model_adjoint_over_builtin   the trajectory adjoint of a user logistic model (losses in
                                       autograd.numpy only) over refsam.LogisticRegression's, same problem
                                       (target <= 3; user_mlp_adjoint_over_builtin the same for the MLP;
-                                      user_model_runs has both)
+                                      user_model_runs has both, and both again at n = 5000, batch 1000)
     adam_adjoint_over_training        max over the logistic and MLP runs of the adjoint / training through an
                                       AdamW + SAM run (clip 1.0, warm-up + cosine), sizes as above (target
                                       <= 2.5; adam_adjoint_over_training_runs has both)
@@ -125,7 +125,8 @@ CONFIGS = {
         adjoint_mlp=dict(n=1000, sizes=(20, 64, 50, 5), steps=1000, batch_size=100),
         adjoint_mlp_full_batch=dict(n=1000, sizes=(20, 64, 50, 5), steps=100, batch_size=None),
         adjoint_mlp_before_after=dict(n=1000, sizes=(20, 64, 50, 5), steps=200, batch_size=100),
-        user_models=dict(n=1000, p=49, sizes=(20, 64, 50, 5), steps=200, mlp_steps=50, batch_size=100),
+        user_models=dict(n=1000, p=49, sizes=(20, 64, 50, 5), steps=200, mlp_steps=50, batch_size=100,
+                         large=dict(n=5000, p=199, batch_size=1000, steps=30, mlp_steps=10)),
         autodiff=dict(n=1000, p=49, steps=100, batch_size=100),
         hessian=dict(n=500, sizes=(16, 40, 30, 5)),
         closed_form_mlp=dict(n=500, sizes=(16, 40, 30, 5)),
@@ -156,7 +157,8 @@ CONFIGS = {
         adjoint_mlp=dict(n=1000, sizes=(20, 64, 50, 5), steps=200, batch_size=100),
         adjoint_mlp_full_batch=dict(n=1000, sizes=(20, 64, 50, 5), steps=20, batch_size=None),
         adjoint_mlp_before_after=dict(n=1000, sizes=(20, 64, 50, 5), steps=50, batch_size=100),
-        user_models=dict(n=1000, p=49, sizes=(20, 64, 50, 5), steps=100, mlp_steps=20, batch_size=100),
+        user_models=dict(n=1000, p=49, sizes=(20, 64, 50, 5), steps=100, mlp_steps=20, batch_size=100,
+                         large=dict(n=5000, p=199, batch_size=1000, steps=10, mlp_steps=3)),
         autodiff=dict(n=1000, p=49, steps=30, batch_size=100),
         hessian=dict(n=200, sizes=(16, 40, 30, 5)),
         closed_form_mlp=dict(n=200, sizes=(16, 20, 15, 5)),
@@ -186,7 +188,8 @@ CONFIGS = {
         adjoint_mlp=dict(n=60, sizes=(4, 6, 3), steps=10, batch_size=10),
         adjoint_mlp_full_batch=dict(n=60, sizes=(4, 6, 3), steps=5, batch_size=None),
         adjoint_mlp_before_after=dict(n=60, sizes=(4, 6, 3), steps=5, batch_size=10),
-        user_models=dict(n=60, p=4, sizes=(4, 6, 3), steps=5, mlp_steps=3, batch_size=10),
+        user_models=dict(n=60, p=4, sizes=(4, 6, 3), steps=5, mlp_steps=3, batch_size=10,
+                         large=dict(n=120, p=9, batch_size=60, steps=3, mlp_steps=2)),
         autodiff=dict(n=60, p=4, steps=5, batch_size=10),
         hessian=dict(n=20, sizes=(3, 5, 4, 3)),
         closed_form_mlp=dict(n=20, sizes=(3, 5, 4, 3)),

@@ -5,7 +5,9 @@ the built-in model of the same loss, on the same run.
                                             adjoint (all n, one test loss) of a user logistic model over
                                             `refsam.LogisticRegression`'s, and the same for an MLP written
                                             as a user model (`AutogradMLP`: the MLP's spec, autograd's
-                                            derivatives) over `refsam.MLP`'s
+                                            derivatives) over `refsam.MLP`'s (batch 100)
+    user_model_runs                         both runs' details; ``*_large_batch``: the same pair at
+                                            n = 5000, batch 1000 (logistic: d = 200)
 
 A user model's derivatives are `refsam.models.AutogradDerivatives`: (H v, J v) together by
 reverse-of-reverse (one trace per point of φ(θ, u) = J(θ)ᵀu, then one backward pass per column), and the
@@ -132,16 +134,26 @@ def _adjoint_pair(builtin, user, optimizer, X_test, y_test, steps, batch_size, r
 
 
 def bench_user_model_adjoint_over_builtin(n=1000, p=49, sizes=(20, 64, 50, 5), steps=200, mlp_steps=50,
-                                          batch_size=100, repeats=3) -> dict:
-    problem, optimizer, X_test, y_test = logistic_problem(n, p)
-    user = refsam.Problem(UserLogistic(), problem.X, problem.y, problem.weights, l2=problem.l2)
-    logistic = _adjoint_pair(problem, user, optimizer, X_test, y_test, steps, batch_size, repeats, False)
-    problem, optimizer, X_test, y_test = mlp_problem(n, sizes)
-    user = with_model(problem, AutogradMLP(sizes, "tanh"))
-    mlp = _adjoint_pair(problem, user, optimizer, X_test, y_test, mlp_steps, batch_size, repeats, True)
-    return {"user_model_adjoint_over_builtin": logistic["ratio"],
-            "user_mlp_adjoint_over_builtin": mlp["ratio"],
-            "user_model_runs": {"logistic": logistic, "mlp": mlp}}
+                                          batch_size=100, large=None, repeats=3) -> dict:
+    """The two keys at ``batch_size``; with ``large`` = dict(n=, p=, batch_size=, steps=, mlp_steps=), the
+    same pair again at a larger batch (``*_large_batch`` runs: where the arithmetic outweighs autograd's
+    per-operation overhead)."""
+    runs, sizes_by_suffix = {}, {"": (n, p, batch_size, steps, mlp_steps)}
+    if large:
+        sizes_by_suffix["_large_batch"] = tuple(large[key] for key in ("n", "p", "batch_size", "steps",
+                                                                       "mlp_steps"))
+    for suffix, (n_, p_, batch, steps_, mlp_steps_) in sizes_by_suffix.items():
+        problem, optimizer, X_test, y_test = logistic_problem(n_, p_)
+        user = refsam.Problem(UserLogistic(), problem.X, problem.y, problem.weights, l2=problem.l2)
+        runs["logistic" + suffix] = _adjoint_pair(problem, user, optimizer, X_test, y_test, steps_, batch,
+                                                  repeats, False)
+        problem, optimizer, X_test, y_test = mlp_problem(n_, sizes)
+        user = with_model(problem, AutogradMLP(sizes, "tanh"))
+        runs["mlp" + suffix] = _adjoint_pair(problem, user, optimizer, X_test, y_test, mlp_steps_, batch,
+                                             repeats, True)
+    return {"user_model_adjoint_over_builtin": runs["logistic"]["ratio"],
+            "user_mlp_adjoint_over_builtin": runs["mlp"]["ratio"],
+            "user_model_runs": runs}
 
 
 def main(argv=None) -> int:

@@ -35,7 +35,12 @@ def test_benchmark_script_writes_finite_stable_keys(tmp_path):
                                                    results["adjoint_over_training_mlp"])
     assert results["adam_adjoint_over_training"] == max(
         run["ratio"] for run in results["adam_adjoint_over_training_runs"].values())
-    for run in results["user_model_runs"].values():  # the user model's influence is the built-in's
+    user_runs = results["user_model_runs"]  # the headline pair, and the same at a larger batch
+    assert set(user_runs) == {"logistic", "mlp", "logistic_large_batch", "mlp_large_batch"}
+    assert results["user_model_adjoint_over_builtin"] == user_runs["logistic"]["ratio"]
+    for model in ("logistic", "mlp"):
+        assert user_runs[f"{model}_large_batch"]["batch_size"] > user_runs[model]["batch_size"]
+    for run in user_runs.values():  # the user model's influence is the built-in's
         assert run["max_rel_diff_user_vs_builtin"] <= RTOL_EXACT_METHODS
         # the floor's forward-over-reverse computes refsam's (H v, J v) (entries up to ~50 here)
         assert run["per_step"]["forward_over_reverse_max_abs_diff"] <= 1e-12
