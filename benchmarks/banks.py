@@ -64,7 +64,7 @@ def block_speedup(n: int, p: int, ratio: float, K: int, k: int, root_steps: int,
     problem, optimizer, X_test, y_test = _problem(n, p)
     sam = SAM(RHO)
     fp = solve_fixed_point(problem, sam, train(problem, sam, optimizer, root_steps).theta_final,
-                           optimizer=optimizer)
+                           optimizer=optimizer, progress=False)
     out: dict = {}
 
     def bank():
@@ -75,7 +75,7 @@ def block_speedup(n: int, p: int, ratio: float, K: int, k: int, root_steps: int,
         for mask in out["bank"].masks[:k]:
             weights = mask.astype(float)
             theta = solve_fixed_point(problem, sam, fp.theta, optimizer=optimizer, tol=RESOLVE_TOL,
-                                      weights=weights).theta
+                                      weights=weights, progress=False).theta
             rows.append(problem.model.losses(theta, X_test, y_test))
         out["single"] = np.array(rows)
 
@@ -94,7 +94,7 @@ def over_training(n: int, p: int, K: int, steps: int, batch_size: int | None, re
     sam = SAM(RHO)
     run = train(problem, sam, optimizer, steps, batch_size=batch_size)
     target = run if batch_size is not None else solve_fixed_point(problem, sam, run.theta_final,
-                                                                   optimizer=optimizer)
+                                                                   optimizer=optimizer, progress=False)
     best = round_robin_best_times({
         "training": lambda: train(problem, sam, optimizer, steps, batch_size=batch_size),
         "bank": lambda: counterfactual_bank(problem, sam, target, X_test, y_test, n_subsets=K)}, repeats)

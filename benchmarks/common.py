@@ -129,7 +129,7 @@ def sam_root(problem: Problem, sam: SAM, optimizer: SGD) -> FixedPoint:
     """A verified SAM root: a full-batch SAM run as the warm start, then the root solver. The FixedPoint
     carries ``optimizer``, whose weight decay is part of G."""
     warm = train(problem, sam, optimizer, 200).theta_final
-    return solve_fixed_point(problem, sam, warm, optimizer=optimizer)
+    return solve_fixed_point(problem, sam, warm, optimizer=optimizer, progress=False)
 
 
 def one_at_a_time_leave_one_out(problem: Problem, sam: SAM, root: FixedPoint, X_test, y_test, indices):
@@ -141,7 +141,7 @@ def one_at_a_time_leave_one_out(problem: Problem, sam: SAM, root: FixedPoint, X_
         weights = np.ones(problem.n)
         weights[j] = 0.0
         theta_j = solve_fixed_point(problem, sam, root.theta, optimizer=root.optimizer, tol=RESOLVE_TOL,
-                                    weights=weights).theta
+                                    weights=weights, progress=False).theta
         rows.append(problem.model.losses(theta_j, X_test, y_test) - base)
     return np.array(rows)
 

@@ -49,7 +49,7 @@ MAX_JACOBIANS = 60  # the budget given to each solve (the target is 15)
 def _solve(problem, sam, optimizer, start, method):
     try:
         return solve_fixed_point(problem, sam, start, optimizer=optimizer, method=method,
-                                 max_iter=MAX_JACOBIANS)
+                                 max_iter=MAX_JACOBIANS, progress=False)
     except FixedPointError as err:
         return err
 

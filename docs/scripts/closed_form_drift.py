@@ -52,7 +52,8 @@ def main() -> None:
                     continue  # ρ = 0 is the same gradient descent for every rule
                 sam = refsam.SAM(rho, rule)
                 try:
-                    root = solve_fixed_point(problem, sam, problem.init_params(0), optimizer=optimizer)
+                    root = solve_fixed_point(problem, sam, problem.init_params(0), optimizer=optimizer,
+                                             progress=False)
                 except FixedPointError as err:
                     print(f"| {lam:g} | {rule} | {rho:g} | no root (best {err.residual:.0e}) "
                           "| – | – | – | – | – | – |")

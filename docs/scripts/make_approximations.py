@@ -129,7 +129,7 @@ def run_setting(name, problem, optimizer, Xv, yv, rule, rho, steps, quick):
     traj = refsam.train(problem, sam, optimizer, steps, seed=0)
     rows, notes = [], []
     try:
-        fp = refsam.solve_fixed_point(problem, sam, traj.theta_final, optimizer=optimizer)
+        fp = refsam.solve_fixed_point(problem, sam, traj.theta_final, optimizer=optimizer, progress=False)
     except refsam.FixedPointError as error:
         fp = None
         best = f"best ‖G‖ = {error.residual:.1e}" if getattr(error, "residual", None) is not None else ""

@@ -78,7 +78,8 @@ def measure(quick: bool):
             start = time.perf_counter()
             run = refsam.train(problem, sam, optimizer, steps[model_name], seed=0, progress=False)
             try:
-                root = refsam.solve_fixed_point(problem, sam, run.theta_final, optimizer=optimizer)
+                root = refsam.solve_fixed_point(problem, sam, run.theta_final, optimizer=optimizer,
+                                                progress=False)
             except refsam.FixedPointError:
                 end = np.linalg.norm(refsam.influence.residual_map(problem, sam, run.theta_final,
                                                                    optimizer=optimizer))

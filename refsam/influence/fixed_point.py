@@ -667,8 +667,10 @@ class _Progress:
                        f"(tol {self.tol:.0e})")
             self.last, self.printed = now, True
 
-    def finish(self, jacobians: int, r: float, why: str) -> None:
+    def finish(self, method: str, jacobians: int, r: float, why: str) -> None:
+        """A method ends (its polish included) with ``why``: said where it or its polish printed."""
         if self.enabled and self.printed:
+            self.method = method
             self._line(f"{why}, ‖G‖ = {r:.2e} after {jacobians} Jacobians")
 
     def _line(self, message: str) -> None:
@@ -681,14 +683,15 @@ def _scipy_root(problem: Problem, sam: SAM, optimizer: Optimizer | None, theta: 
                 report: _Progress | None = None) -> tuple[Array, float, int, str]:
     """scipy.optimize.root with the hand Jacobian: 'hybr' (MINPACK Powell dogleg trust region) or 'lm'."""
     counter = {"jac": 0}
-    latest = {"r": float("inf")}  # ‖G‖ at the last evaluation (for the progress line)
+    best = {"r": float("inf")}  # the smallest ‖G‖ evaluated: ‖G‖ at MINPACK's current point, where it
+    # takes J (hybr and lm accept only steps that lower ‖G‖), for the progress line
 
     def fun(t: Array) -> Array:
         try:
             G = residual(problem, sam, optimizer, t, weights)
         except ZeroGradientError:
             G = np.full(problem.d, 1e300)
-        latest["r"] = float(np.linalg.norm(G))
+        best["r"] = min(best["r"], float(np.linalg.norm(G)))
         return G
 
     last: dict[str, Array] = {}  # scipy calls jac(θ₀) once to check its shape, then MINPACK again
@@ -703,7 +706,7 @@ def _scipy_root(problem: Problem, sam: SAM, optimizer: Optimizer | None, theta: 
             J = np.eye(problem.d)
         last["t"], last["J"] = np.array(t, dtype=np.float64), J
         if report is not None:
-            report(counter["jac"], latest["r"])
+            report(counter["jac"], best["r"])
         return J
 
     # The budget is max_iter evaluations of G (MINPACK's maxfev; "maxiter" is lm's name for it); MINPACK
@@ -806,11 +809,10 @@ def solve_fixed_point(problem: Problem, sam: SAM, theta0: ArrayLike, *, optimize
             if np.isfinite(r) and its < max_iter:  # polish within the same budget: MINPACK stops near
                 # 1e-12 relative, Newton finishes the job
                 report.start(f"{name}, Newton polish", its)
-                theta, r, more, _ = _damped_newton(problem, sam, optimizer, theta, weights, tol,
-                                                   max_iter - its, report)
+                theta, r, more, polish_why = _damped_newton(problem, sam, optimizer, theta, weights, tol,
+                                                            max_iter - its, report)
                 its += more
-                why = "converged" if r <= tol else why
-        report.finish(its, r, why)
+                why = f"{why}; Newton polish: {polish_why}"
         total_iterations += its
         if r < best[1]:
             best = (theta, r)
@@ -818,11 +820,12 @@ def solve_fixed_point(problem: Problem, sam: SAM, theta0: ArrayLike, *, optimize
             root = _make_fixed_point(problem, sam, optimizer, theta, weights, total_iterations, name, tol,
                                      theta0, "; ".join([*reasons, f"{name}: converged"]))
             if root.stable is not False:
+                report.finish(name, its, r, "converged")
                 return root
             first_root = first_root or root
-            reasons.append(f"{name}: root with spectral radius {root.spectral_radius:.4f} >= 1")
-            continue
+            why = f"root with spectral radius {root.spectral_radius:.4f} >= 1"
         reasons.append(f"{name}: {why}")
+        report.finish(name, its, r, why)
     if first_root is not None:  # only unstable roots: report the first (its diagnostics say so)
         return first_root
 

@@ -207,7 +207,37 @@ def test_the_root_solvers_polish_continues_the_count_of_its_method(fitted, monke
     counts = [int(line.split("Jacobian ")[1].split("/")[0]) for line in lines if "Jacobian " in line]
     assert counts == list(range(1, root.iterations + 1))
     assert any("(hybr, Newton polish)" in line for line in lines)
-    assert lines[-1].startswith("  solve_fixed_point (hybr, Newton polish): converged")
+    assert lines[-1].startswith(f"  solve_fixed_point (hybr): converged, ‖G‖ = {root.residual:.2e} after "
+                                f"{root.iterations} Jacobians")
+
+
+@pytest.mark.parametrize("method", ["hybr", "lm", "ptc", "newton"])
+def test_each_progress_line_gives_the_residual_where_its_jacobian_was_taken(method, monkeypatch):
+    """‖G‖ on a line is the residual at the point where that Jacobian was taken (oracle: residual_map
+    there). MINPACK evaluates G at trial points it then rejects and takes J back at its current point; a
+    review found hybr's lines giving the last trial's ‖G‖ (0.59 where it was 0.50). A tanh MLP (3, 4, 2)
+    from a 50-step run, where hybr rejects trials (3 of its 14 lines were wrong)."""
+    X, y, _ = refsam.make_gaussian_classification(80, 3, 2, separation=1.0, flip_fraction=0.05, seed=0)
+    problem = refsam.Problem(refsam.MLP((3, 4, 2), "tanh"), X[:60], y[:60])
+    sam, optimizer = refsam.SAM(0.05), refsam.SGD(0.1, momentum=0.9, weight_decay=1e-2)
+    start = refsam.train(problem, sam, optimizer, 50, progress=False).theta_final
+    taken, linearise = [], fixed_point.linearise
+
+    def recording(problem_, sam_, theta, *args, **kw):  # the points where the solver takes J
+        taken.append(np.array(theta))
+        return linearise(problem_, sam_, theta, *args, **kw)
+
+    monkeypatch.setattr(fixed_point, "linearise", recording)
+    monkeypatch.setattr(fixed_point, "PROGRESS_EVERY", 0.0)
+    monkeypatch.setattr(sys, "stderr", Pipe())
+    fixed_point_ = refsam.solve_fixed_point(problem, sam, start, optimizer=optimizer, method=method,
+                                            max_iter=20, raise_on_failure=False, progress=True)
+    lines = [line for line in sys.stderr.getvalue().splitlines() if "Jacobian " in line]
+    # (one more J after the solve: the returned point's diagnostics)
+    assert lines and len(lines) == len(taken) - 1 == fixed_point_.iterations
+    printed = [float(line.split("‖G‖ = ")[1].split(" ")[0]) for line in lines]
+    expected = [np.linalg.norm(refsam.residual_map(problem, sam, t, optimizer=optimizer)) for t in taken[:-1]]
+    np.testing.assert_allclose(printed, expected, rtol=5e-3)  # (printed to 3 digits)
 
 
 def test_a_quick_root_solve_prints_nothing_even_when_asked(fitted, monkeypatch):
@@ -218,9 +248,10 @@ def test_a_quick_root_solve_prints_nothing_even_when_asked(fitted, monkeypatch):
     assert sys.stderr.getvalue() == ""
 
 
-def test_the_root_solver_refuses_progress_of_another_type(fitted):
+@pytest.mark.parametrize("progress", ["yes", 1, 0])
+def test_the_root_solver_refuses_progress_of_another_type(fitted, progress):
     with pytest.raises(refsam.InvalidInputError, match="`progress` must be True, False or None"):
-        _solve(fitted, progress="yes")
+        _solve(fitted, progress=progress)
 
 
 def test_a_long_loop_refuses_progress_of_another_type(fitted, tmp_path):
