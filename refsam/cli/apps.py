@@ -13,7 +13,8 @@ Data options are shared: ``--dataset`` (synthetic, synthetic2d, breast_cancer, d
 path), ``--model``, ``--rule``, ``--rho``, ``--weight-decay``, ``--lr``, ``--steps``, ``--seed``.
 Figures go to ``--out`` when matplotlib is installed. Progress lines go to stderr where stderr is a
 terminal (``--progress``, ``--no-progress``; ``--quiet`` is ``--no-progress``); the line announcing the
-training is one of them, its content repeated on stdout once trained.
+training is one of them, its content repeated on stdout once trained, followed by the run's steps and,
+where it takes more than a second, the root solve's Jacobians.
 """
 
 from __future__ import annotations
@@ -277,10 +278,12 @@ def _setup(args: argparse.Namespace) -> tuple[Any, Any, apps.Fit]:
     model = build_model(args.model, train.p, train.n_classes, args.hidden)
     problem = Problem(model, train.X, train.y)
     sam = SAM(args.rho, args.rule)
-    if progress_from_args(args):  # a progress line: stdout says the same once trained
+    progress = progress_from_args(args)
+    if progress:  # a progress line: stdout says the same once trained
         print(f"training {model!r} on {train.name}: {train.n} points, {_held_out(val)}, "
               f"{_noise(train)}; {sam!r}", file=sys.stderr, flush=True)
-    fit_ = apps.fit(problem, sam, optimizer_from_args(args), args.steps, seed=args.seed, progress=False)
+    # (the run's steps every 10%, then the root solve's lines where it runs past a second)
+    fit_ = apps.fit(problem, sam, optimizer_from_args(args), args.steps, seed=args.seed, progress=progress)
     reason = apps.divergence(fit_.problem, fit_.trajectory)
     if reason:
         raise DivergenceError(f"{reason}; lower --lr (got {args.lr})")
