@@ -198,6 +198,14 @@ def format_markdown(results: dict) -> str:
     out.append(f"| `autodiff_over_adjoint` | {results['autodiff_over_adjoint']:.1f}× | — | "
                f"logistic n={ad['n']}, T={ad['steps']}, batch {ad['batch_size']}; rel. err. adjoint vs "
                f"autodiff {ad['rel_err_adjoint_vs_autodiff']:.1e} |")
+    if "self_influence_diagonal_speedup" in results:
+        si = results["self_influence_diagonal"]
+        parts = "; ".join(f"{m} {_fmt_seconds(r['matrix_seconds'])} → {_fmt_seconds(r['diagonal_seconds'])}"
+                          f" (rel. diff {r['max_rel_diff']:.1e})" for m, r in si["methods"].items())
+        out.append(f"| `self_influence_diagonal_speedup` | {si['speedup']:.0f}× | — | self-influence of "
+                   f"the approximations, the n × n matrix's diagonal / `trajectory_self_influence`, "
+                   f"{si['model']} n={si['n']}, d={si['d']}, T={si['steps']}, batch {si['batch_size']}: "
+                   f"{parts} |")
     hw = results.get("hardware")
     if hw is not None:
         sh, cf = hw["softmax_hessian"], hw["closed_form_over_unavoidable"]

@@ -28,6 +28,9 @@ Stable JSON keys (external checks read them):
                                       AdamW + SAM run (clip 1.0, warm-up + cosine), sizes as above (target
                                       <= 2.5; adam_adjoint_over_training_runs has both)
     autodiff_over_adjoint             autograd through the training loop / the adjoint, same run
+    self_influence_diagonal_speedup   the approximations' self-influence I_j(ℓ_j) as the diagonal of the
+                                      n × n matrix / trajectory_self_influence (the smaller of first_order
+                                      and tracin; MLP n = 1000, d = 4849, T = 50; self_influence_diagonal)
     softmax_hessian_dgemm_fraction    the softmax Hessian's rate (flops it needs: symmetric rank-n
                                       updates) over a same-size dgemm's, same run (target >= 0.25)
     closed_form_over_unavoidable      hessian_influence / (one Hessian + one LU at its size) (target <= 2)
@@ -110,6 +113,7 @@ from training import (
     bench_adjoint_mlp_before_after,
     bench_adjoint_over_training,
     bench_autodiff_over_adjoint,
+    bench_self_influence_diagonal,
     bench_training_step_over_gemv,
 )
 from user_models import bench_user_model_adjoint_over_builtin
@@ -128,6 +132,7 @@ CONFIGS = {
         user_models=dict(n=1000, p=49, sizes=(20, 64, 50, 5), steps=200, mlp_steps=50, batch_size=100,
                          large=dict(n=5000, p=199, batch_size=1000, steps=30, mlp_steps=10)),
         autodiff=dict(n=1000, p=49, steps=100, batch_size=100),
+        self_influence=dict(n=1000, sizes=(20, 64, 50, 5), steps=50, batch_size=100),
         hessian=dict(n=500, sizes=(16, 40, 30, 5)),
         closed_form_mlp=dict(n=500, sizes=(16, 40, 30, 5)),
         # refsam vs pyDVL / dattri at ρ = 0 (peers.py; skipped where they are not installed); m test losses
@@ -160,6 +165,7 @@ CONFIGS = {
         user_models=dict(n=1000, p=49, sizes=(20, 64, 50, 5), steps=100, mlp_steps=20, batch_size=100,
                          large=dict(n=5000, p=199, batch_size=1000, steps=10, mlp_steps=3)),
         autodiff=dict(n=1000, p=49, steps=30, batch_size=100),
+        self_influence=dict(n=1000, sizes=(20, 64, 50, 5), steps=10, batch_size=100),
         hessian=dict(n=200, sizes=(16, 40, 30, 5)),
         closed_form_mlp=dict(n=200, sizes=(16, 20, 15, 5)),
         peers=dict(repeats=3, n=500, m=10, logistic_p=(10, 50), mlp_n=300, mlp_sizes=((10, 16, 3),),
@@ -191,6 +197,7 @@ CONFIGS = {
         user_models=dict(n=60, p=4, sizes=(4, 6, 3), steps=5, mlp_steps=3, batch_size=10,
                          large=dict(n=120, p=9, batch_size=60, steps=3, mlp_steps=2)),
         autodiff=dict(n=60, p=4, steps=5, batch_size=10),
+        self_influence=dict(n=60, sizes=(4, 6, 3), steps=5, batch_size=10),
         hessian=dict(n=20, sizes=(3, 5, 4, 3)),
         closed_form_mlp=dict(n=20, sizes=(3, 5, 4, 3)),
         peers=dict(repeats=1, n=60, m=3, logistic_p=(4,), mlp_n=60, mlp_sizes=((4, 5, 3),), mlp_steps=20),
@@ -267,6 +274,11 @@ def run_benchmarks(mode: str = "full", log=print) -> dict:
     autodiff = bench_autodiff_over_adjoint(**cfg["autodiff"], repeats=repeats)
     results["autodiff_vs_adjoint"] = autodiff
     results["autodiff_over_adjoint"] = autodiff["ratio"]
+
+    log(f"[{time.perf_counter() - start:6.1f} s] self-influence: diagonal vs matrix ...")
+    own = bench_self_influence_diagonal(**cfg["self_influence"], repeats=repeats)
+    results["self_influence_diagonal"] = own
+    results["self_influence_diagonal_speedup"] = own["speedup"]
 
     log(f"[{time.perf_counter() - start:6.1f} s] MLP Hessian ...")
     results["mlp_hessian_d2000"] = bench_mlp_hessian(**cfg["hessian"], repeats=repeats)

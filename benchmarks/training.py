@@ -3,6 +3,8 @@
     bench_adjoint_over_training      adjoint_over_training_* (the adjoint for all n / the training run)
     bench_adjoint_mlp_before_after   adjoint_mlp_before_after (the MLP adjoint along the optimisations)
     bench_autodiff_over_adjoint      autodiff_over_adjoint (autograd through the loop / the adjoint)
+    bench_self_influence_diagonal    self_influence_diagonal_speedup (an approximation's self-influence:
+                                     the diagonal of the n × n matrix / trajectory_self_influence)
     bench_training_step_over_gemv    training_step_over_gemv (hardware: a SAM step / its four GEMVs)
 
 ``benchmarks/adjoint_vs_training.py`` measures the adjoint ratio on its own; these functions re-implement
@@ -26,6 +28,7 @@ from common import (
 )
 
 from refsam import SAM, train, trajectory_influence
+from refsam.influence import trajectory_self_influence
 
 
 def bench_adjoint_over_training(problem, optimizer, X_test, y_test, steps, batch_size, repeats) -> dict:
@@ -98,6 +101,33 @@ def bench_autodiff_over_adjoint(n, p, steps, batch_size, repeats) -> dict:
         "adjoint_seconds": t_adjoint, "autodiff_seconds": t_autodiff, "ratio": t_autodiff / t_adjoint,
         "rel_err_adjoint_vs_autodiff": float(error),
     }
+
+
+def bench_self_influence_diagonal(n, sizes, steps, batch_size, repeats) -> dict:
+    """I_j(ℓ_j) of the first-order and TracIn approximations on an MLP run, as `refsam detect` needs it:
+    the diagonal of trajectory_influence on the training set (n test losses: O(|B| n d) per step) against
+    trajectory_self_influence (row-wise products of per-sample gradients: O(|B| d)); the key is the
+    smaller speed-up of the two, each with the max relative difference."""
+    problem, optimizer, _, _ = mlp_problem(n, sizes)
+    trajectory = train(problem, SAM(RHO), optimizer, steps, batch_size=batch_size, seed=0, progress=False)
+    runs = {}
+    for method in ("first_order", "tracin"):
+        out = {}
+
+        def matrix(method=method, out=out):
+            out["matrix"] = np.diag(trajectory_influence(problem, trajectory, problem.X, problem.y, method,
+                                                         progress=False))
+
+        def diagonal(method=method, out=out):
+            out["diagonal"] = trajectory_self_influence(problem, trajectory, method, progress=False)
+
+        t_matrix, t_diagonal = paired_best_times(matrix, diagonal, repeats)
+        runs[method] = {"matrix_seconds": t_matrix, "diagonal_seconds": t_diagonal,
+                        "speedup": t_matrix / t_diagonal,
+                        "max_rel_diff": float(np.max(np.abs(out["diagonal"] - out["matrix"]))
+                                              / np.max(np.abs(out["matrix"])))}
+    return {"model": "mlp", "n": n, "d": problem.d, "steps": steps, "batch_size": batch_size,
+            "speedup": min(r["speedup"] for r in runs.values()), "methods": runs}
 
 
 def bench_training_step_over_gemv(n: int, p: int, steps: int, repeats: int) -> dict:

@@ -59,7 +59,7 @@ if TYPE_CHECKING:  # grouped by layer, in the order of the data flow (not alphab
     from .influence import SolveInfo, SolverConvergenceWarning, system_operators, trak_influence
 
     # influence: the recorded run
-    from .influence import trajectory_influence, trajectory_parameter_influence
+    from .influence import trajectory_influence, trajectory_parameter_influence, trajectory_self_influence
     from .influence import trajectory_hyperparameter_sensitivity
 
     # ground truth
@@ -85,7 +85,8 @@ _HOMES: dict[str, tuple[str, ...]] = {  # module → the public names it defines
         "hyperparameter_sensitivity", "parameter_influence", "residual_jacobian", "residual_map",
         "residual_weight_jacobian", "self_influence", "solve_fixed_point", "SolveInfo",
         "SolverConvergenceWarning", "system_operators", "trak_influence", "trajectory_influence",
-        "trajectory_parameter_influence", "trajectory_hyperparameter_sensitivity"),
+        "trajectory_parameter_influence", "trajectory_self_influence",
+        "trajectory_hyperparameter_sensitivity"),
     ".ground_truth": ("finite_difference_influence", "finite_difference_replay", "leave_one_out",
                       "leave_one_out_replay"),
     ".ground_truth.bank": ("CounterfactualBank", "counterfactual_bank", "load_bank", "merge_bank_shards"),
@@ -156,6 +157,7 @@ __all__ = [
     "train",
     "trajectory_hyperparameter_sensitivity",
     "trajectory_influence",
+    "trajectory_self_influence",
     "trajectory_parameter_influence",
     "finite_difference_replay",
     "leave_one_out_replay",

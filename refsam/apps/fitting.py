@@ -33,7 +33,7 @@ from numpy.typing import ArrayLike, NDArray
 from ..errors import InvalidInputError
 from ..influence import FixedPoint, FixedPointError, hessian_influence, self_influence, solve_fixed_point
 from ..influence.methods import APPLICATION_METHODS, CLOSED_FORM, TRAJECTORY, MethodInfo, method_info
-from ..influence.trajectory import trajectory_influence
+from ..influence.trajectory import trajectory_influence, trajectory_self_influence
 from ..objective import Problem
 from ..sam import SAM
 from ..training import Optimizer, Trajectory, train
@@ -200,21 +200,26 @@ def influence(fit_: Fit, method: str, X_test: ArrayLike, y_test: ArrayLike,
     problem = fit_.problem
     X_arr, y_arr = problem.model.check_data(X_test, y_test, "X_test", "y_test")
     if info.family == CLOSED_FORM:
-        if not fit_.has_root:
-            raise InvalidInputError(f"method {info.name!r} needs a verified SAM fixed point: "
-                                    f"{fit_.fixed_point_note}")
-        assert fit_.fixed_point is not None
-        return np.asarray(hessian_influence(problem, fit_.sam, fit_.fixed_point, X_arr, y_arr,
+        return np.asarray(hessian_influence(problem, fit_.sam, _root(fit_, info), X_arr, y_arr,
                                             variant=info.call))
     return np.asarray(trajectory_influence(problem, fit_.trajectory, X_arr, y_arr, method=info.call,
                                            progress=progress))
 
 
+def _root(fit_: Fit, info: MethodInfo) -> FixedPoint:
+    """The fit's verified root, which a closed-form method needs."""
+    if not fit_.has_root or fit_.fixed_point is None:
+        raise InvalidInputError(f"method {info.name!r} needs a verified SAM fixed point: "
+                                f"{fit_.fixed_point_note}")
+    return fit_.fixed_point
+
+
 def fit_self_influence(fit_: Fit, method: str, progress: bool | None = None) -> Array:
     """I_j(ℓ_j): each training point's influence on its own loss, shape (n,).
 
-    Closed-form methods use ``closed_form.self_influence`` (one solve per training point); trajectory
-    methods take the diagonal of `influence()` with the training set as test set (n test functions).
+    Closed-form methods use ``closed_form.self_influence`` (one solve per training point), trajectory
+    methods `trajectory_self_influence` (the approximations and "forward" without the n × n matrix,
+    "adjoint" with the training set as its n test functions).
     """
     progress = check_progress(progress)
     check_fit(fit_)
@@ -223,11 +228,10 @@ def fit_self_influence(fit_: Fit, method: str, progress: bool | None = None) -> 
     if key in fit_._cache:
         return np.asarray(fit_._cache[key])
     problem = fit_.problem
-    if info.family == CLOSED_FORM and fit_.has_root:
-        assert fit_.fixed_point is not None
-        value = self_influence(problem, fit_.sam, fit_.fixed_point, variant=info.call)
+    if info.family == CLOSED_FORM:
+        value = self_influence(problem, fit_.sam, _root(fit_, info), variant=info.call)
     else:
-        value = np.diag(influence(fit_, info.name, problem.X, problem.y, progress)).copy()
+        value = trajectory_self_influence(problem, fit_.trajectory, info.call, progress)
     fit_._cache[key] = np.asarray(value, dtype=np.float64)
     return np.asarray(fit_._cache[key])
 

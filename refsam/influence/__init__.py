@@ -35,6 +35,7 @@ from .trajectory import (
     trajectory_hyperparameter_sensitivity,
     trajectory_influence,
     trajectory_parameter_influence,
+    trajectory_self_influence,
 )
 
 __all__ = [
@@ -70,5 +71,6 @@ __all__ = [
     "trajectory_hyperparameter_sensitivity",
     "trajectory_influence",
     "trajectory_parameter_influence",
+    "trajectory_self_influence",
     "weight_jacobian",
 ]

@@ -82,6 +82,7 @@ __all__ = [
     "trajectory_hyperparameter_sensitivity",
     "trajectory_influence",
     "trajectory_parameter_influence",
+    "trajectory_self_influence",
 ]
 
 
@@ -171,6 +172,32 @@ def trajectory_influence(problem: Problem, trajectory: Trajectory, X_test: Array
         else:
             result = _forward(problem, trajectory, progress) @ test_grads  # (n, d) @ (d, m)
     return check_finite_result(f"trajectory_influence(method={method!r})", result)
+
+
+def trajectory_self_influence(problem: Problem, trajectory: Trajectory, method: str = "adjoint",
+                              progress: bool | None = None, *, verify: bool = True) -> Array:
+    """I_j(ℓ_j) through the recorded run: each training point's influence on its own loss, shape (n,),
+    the diagonal of ``trajectory_influence(problem, trajectory, problem.X, problem.y, method)``.
+
+    The approximations and "forward" give it without the n × n matrix. An approximation's term for j at
+    step t is then γ_t c_{t,j} ∇ℓ_j(x_t)ᵀ∇ℓ_j(y_t), row-wise products of the batch's per-sample gradients
+    (O(|B_t| d) per step instead of O(|B_t| n d)); "forward" takes the row-wise products of dθ_T/dw,
+    (n, d), with the per-sample gradients at θ_T. "adjoint" and "autodiff" need the n test functions:
+    the diagonal of the whole matrix. Parameters as in `trajectory_influence()`.
+    """
+    method = _check_method(method, TRAJECTORY_METHODS)
+    problem = check_run(problem, trajectory, verify, "trajectory_self_influence")
+    progress = check_progress(progress)
+    result: Array
+    if method in TRAJECTORY_APPROXIMATIONS:
+        result = _approximation(problem, trajectory, problem.X, problem.y, method, progress, diagonal=True)
+    elif method == "forward":
+        own = problem.model.per_sample_grads(trajectory.theta_final, problem.X, problem.y)  # ∇ℓ_j(θ_T)
+        result = np.einsum("jk,jk->j", _forward(problem, trajectory, progress), own)
+    else:
+        result = np.diag(trajectory_influence(problem, trajectory, problem.X, problem.y, method, progress,
+                                              verify=False)).copy()
+    return check_finite_result(f"trajectory_self_influence(method={method!r})", result)
 
 
 def trajectory_parameter_influence(problem: Problem, trajectory: Trajectory, method: str = "adjoint",
@@ -433,16 +460,17 @@ def step_weights(trajectory: Trajectory) -> Array:
 
 
 def _approximation(problem: Problem, trajectory: Trajectory, X_test: Array, y_test: Any, method: str,
-                   progress: bool, checkpoints: int | None = None) -> Array:
+                   progress: bool, checkpoints: int | None = None, diagonal: bool = False) -> Array:
     """First-order and TracIn sums −Σ_t η_t c_{t,j} ∇ℓ_j(x_t)ᵀ ∇f(y_t) (module docstring); TracIn with
-    ``checkpoints`` (see `trajectory_influence()`)."""
+    ``checkpoints`` (see `trajectory_influence()`). ``diagonal``: the test set is the training set and
+    only f = ℓ_j's term for j is wanted, shape (n,) (`trajectory_self_influence()`)."""
     at_w_hat = not method.endswith("_unperturbed")
     tracin = method.startswith("tracin")
     if checkpoints is not None:
         return _tracin_checkpoints(problem, trajectory, X_test, y_test, at_w_hat, checkpoints)
     steps = trajectory.steps
     weights = step_weights(trajectory)  # γ_t (η_t without momentum)
-    influence = np.zeros((problem.n, X_test.shape[0]))
+    influence = np.zeros(problem.n) if diagonal else np.zeros((problem.n, X_test.shape[0]))
     test_grads = problem.model.per_sample_grads(trajectory.theta_final, X_test, y_test).T  # ∇f(θ_T), (d, m)
     sam = trajectory.sam()
     for t in range(steps):
@@ -454,9 +482,13 @@ def _approximation(problem: Problem, trajectory: Trajectory, X_test: Array, y_te
             x_t = trajectory.thetas[t] + trajectory.epsilons[t] if at_w_hat else trajectory.thetas[t]
             points = [(idx, x_t)]
         for rows, x in points:
-            if tracin:  # the test gradient at the same checkpoint
-                test_grads = problem.model.per_sample_grads(x, X_test, y_test).T  # (d, m)
-            contribution = problem.at(x, rows).jvp(test_grads)  # ∇ℓ_j(x)ᵀ ∇f, (|C|, m)
+            if diagonal:  # ∇ℓ_j(x)ᵀ ∇ℓ_j(y) for j ∈ C only: y = x (TracIn) or θ_T, (|C|,)
+                grads = problem.at(x, rows).per_sample_grads()  # (|C|, d)
+                contribution = np.einsum("jk,jk->j", grads, grads if tracin else test_grads.T[rows])
+            else:
+                if tracin:  # the test gradient at the same checkpoint
+                    test_grads = problem.model.per_sample_grads(x, X_test, y_test).T  # (d, m)
+                contribution = problem.at(x, rows).jvp(test_grads)  # ∇ℓ_j(x)ᵀ ∇f, (|C|, m)
             scatter_add(influence, rows, -weights[t] / len(idx) * contribution)
         _progress(t + 1, steps, method, progress)
     return influence

@@ -19,9 +19,19 @@ from refsam.ground_truth.replay import finite_difference_replay, leave_one_out_r
 from refsam.influence.fixed_point import solve_fixed_point
 from refsam.influence.linearisation import residual_map
 from refsam.influence.methods import TRAJECTORY_APPROXIMATIONS as APPROXIMATE_METHODS
-from refsam.influence.trajectory import trajectory_influence, trajectory_parameter_influence
+from refsam.influence.methods import TRAJECTORY_METHODS
+from refsam.influence.trajectory import (
+    trajectory_influence,
+    trajectory_parameter_influence,
+    trajectory_self_influence,
+)
 from refsam.kit.testing import influence_problems, rel_err, trajectories
-from refsam.tolerances import RTOL_EXACT_METHODS, RTOL_TRAJECTORY_FD, RTOL_TRAJECTORY_TO_CLOSED_FORM
+from refsam.tolerances import (
+    RTOL_EXACT_METHODS,
+    RTOL_REORDERED,
+    RTOL_TRAJECTORY_FD,
+    RTOL_TRAJECTORY_TO_CLOSED_FORM,
+)
 
 FD_STEP = 1e-4
 
@@ -310,6 +320,43 @@ def test_bad_inputs_raise_with_pinned_messages():
         trajectory_influence(problem, trajectory.thetas, X_test, y_test)
     with pytest.raises(ValueError, match=r"`problem` must be a refsam.Problem, got str"):
         trajectory_influence("problem", trajectory, X_test, y_test)
+
+
+# -- self-influence: the diagonal without the n × n matrix ---------------------------------------------
+
+def _assert_self_influence_is_the_diagonal(problem, trajectory):
+    """Every method: trajectory_self_influence = the diagonal of trajectory_influence on the training set
+    (the same terms, summed per row instead of per matrix entry: ≤ RTOL_REORDERED)."""
+    for method in TRAJECTORY_METHODS:
+        full = trajectory_influence(problem, trajectory, problem.X, problem.y, method, progress=False)
+        own = trajectory_self_influence(problem, trajectory, method, progress=False)
+        assert own.shape == (problem.n,)
+        assert_not_trivial(own[:, None])
+        assert rel_err(own, np.diag(full)) <= RTOL_REORDERED, method
+
+
+@settings(max_examples=6)
+@given(run=recorded_runs())
+def test_self_influence_is_the_diagonal_of_the_influence_on_the_training_set(run):
+    """Hypothesis draws models, rules, modes, batching, weights and η schedules."""
+    _assert_self_influence_is_the_diagonal(*run[:2])
+
+
+@pytest.mark.parametrize("setting", ["momentum", "m_sharpness", "rows_drawn_twice"])
+def test_self_influence_is_the_diagonal_where_rows_and_steps_combine(setting):
+    """The cases the row-wise sum must get right: momentum (a step's weight in θ_T, `step_weights`),
+    m-sharpness (each chunk its own ŵ_C, so TracIn's test gradient differs per chunk) and a batch that
+    holds a row twice (its terms add)."""
+    X, y, _ = refsam.make_gaussian_classification(n=12, n_features=3, n_classes=3, separation=1.0, seed=1)
+    problem = refsam.Problem(refsam.MLP((3, 4, 3), activation="tanh"), X, y)
+    optimizer = refsam.SGD(0.2, momentum=0.9 if setting == "momentum" else 0.0, weight_decay=0.01)
+    sam = refsam.SAM(0.1, m_sharpness=3 if setting == "m_sharpness" else None)
+    if setting == "rows_drawn_twice":
+        batches = [np.array([0, 1, 1, 2, 5]), np.array([3, 3, 3, 7]), np.arange(12), np.array([4, 8, 8])]
+        trajectory = refsam.train(problem, sam, optimizer, batches=batches, progress=False)
+    else:
+        trajectory = refsam.train(problem, sam, optimizer, 5, batch_size=6, progress=False)
+    _assert_self_influence_is_the_diagonal(problem, trajectory)
 
 
 def test_hyphenated_method_names_and_progress(capsys):

@@ -19,7 +19,8 @@ STABLE_KEYS = ("closed_form_vs_loo_speedup", "adjoint_over_training", "adjoint_o
                "closed_form_over_unavoidable", "training_step_over_gemv", "loo_block_speedup",
                "loo_parallel_speedup", "resolve_block_speedup", "loo_two_process_ceiling",
                "adam_adjoint_over_training", "user_model_adjoint_over_builtin",
-               "user_mlp_adjoint_over_builtin", "root_solve_jacobians", "root_solve_over_training")
+               "user_mlp_adjoint_over_builtin", "root_solve_jacobians", "root_solve_over_training",
+               "self_influence_diagonal_speedup")
 
 
 def test_benchmark_script_writes_finite_stable_keys(tmp_path):
@@ -53,6 +54,8 @@ def test_benchmark_script_writes_finite_stable_keys(tmp_path):
         assert run["ptc"]["jacobians"] < run["ptc_fresh_jacobians"]["jacobians"]
         assert run["ptc"]["jacobian_products"] > 0
     assert results["autodiff_vs_adjoint"]["rel_err_adjoint_vs_autodiff"] <= RTOL_EXACT_METHODS
+    for run in results["self_influence_diagonal"]["methods"].values():  # the same terms, summed per row
+        assert run["max_rel_diff"] <= RTOL_REORDERED
     assert results["hardware"]["loo"]["rel_err_block_vs_single"] <= RTOL_REORDERED  # blocks = one at a time
     assert results["hardware"]["loo"]["parallel_identical"]
     # block chord re-solves against one Newton re-solve per point: the same roots to rounding
