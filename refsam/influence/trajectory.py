@@ -181,9 +181,11 @@ def trajectory_self_influence(problem: Problem, trajectory: Trajectory, method: 
 
     The approximations and "forward" give it without the n × n matrix. An approximation's term for j at
     step t is then γ_t c_{t,j} ∇ℓ_j(x_t)ᵀ∇ℓ_j(y_t), row-wise products of the batch's per-sample gradients
-    (O(|B_t| d) per step instead of O(|B_t| n d)); "forward" takes the row-wise products of dθ_T/dw,
-    (n, d), with the per-sample gradients at θ_T. "adjoint" and "autodiff" need the n test functions:
-    the diagonal of the whole matrix. Parameters as in `trajectory_influence()`.
+    (O(|B_t| d) per step instead of O(|B_t| n d) for the built-in models; a user model pays
+    min(|B_t|, d) autograd passes per step for its per-sample gradients where the matrix paid n);
+    "forward" takes the row-wise products of dθ_T/dw, (n, d), with the per-sample gradients at θ_T.
+    "adjoint" and "autodiff" need the n test functions: the diagonal of the whole matrix. Parameters as
+    in `trajectory_influence()`.
     """
     method = _check_method(method, TRAJECTORY_METHODS)
     problem = check_run(problem, trajectory, verify, "trajectory_self_influence")
@@ -471,7 +473,8 @@ def _approximation(problem: Problem, trajectory: Trajectory, X_test: Array, y_te
     steps = trajectory.steps
     weights = step_weights(trajectory)  # γ_t (η_t without momentum)
     influence = np.zeros(problem.n) if diagonal else np.zeros((problem.n, X_test.shape[0]))
-    test_grads = problem.model.per_sample_grads(trajectory.theta_final, X_test, y_test).T  # ∇f(θ_T), (d, m)
+    if not tracin:  # ∇f(θ_T), (d, m) (TracIn takes its test gradients at each checkpoint)
+        test_grads = problem.model.per_sample_grads(trajectory.theta_final, X_test, y_test).T
     sam = trajectory.sam()
     for t in range(steps):
         idx = trajectory.batches[t]

@@ -107,7 +107,7 @@ def _steps(problem: Problem, sam: SAM, optimizer: Optimizer, theta0: Array, batc
                 f"`lr` (got {lrs[t]}) or `rho` (got {sam.at_step(t).rho} at this step)"
             )
         if progress and ((t + 1) % report_every == 0 or t + 1 == steps):
-            print(f"  step {t + 1}/{steps}", file=sys.stderr, flush=True)
+            print(f"  training: step {t + 1}/{steps}", file=sys.stderr, flush=True)
         yield t, theta, terms, state
 
 

@@ -103,7 +103,7 @@ def test_the_applications_report_their_training_and_root_solve(command, prepared
     monkeypatch.setattr(fixed_point, "PROGRESS_EVERY", 0.0)
     lines = _stderr_of(command, ["--progress"], Pipe(), prepared, tmp_path, monkeypatch, capsys).splitlines()
     assert lines[0].startswith("training LogisticRegression() on synthetic")
-    assert lines[1:11] == [f"  step {t}/20" for t in range(2, 21, 2)]
+    assert lines[1:11] == [f"  training: step {t}/20" for t in range(2, 21, 2)]
     assert lines[11].startswith("  solve_fixed_point (ptc): Jacobian 1/100, ‖G‖ = ")
     assert any(line.startswith("  solve_fixed_point (ptc): converged") for line in lines)
 
