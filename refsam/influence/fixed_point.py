@@ -322,7 +322,7 @@ def _newton_direction(J: Array, G: Array) -> Array:
 
 def _damped_newton(problem: Problem, sam: SAM, optimizer: Optimizer | None, theta: Array,
                    weights: Array | None, tol: float, max_iter: int,
-                   report: _Progress | None = None) -> tuple[Array, float, int, str]:
+                   report: _Progress) -> tuple[Array, float, int, str]:
     """Newton on G with backtracking on ‖G‖ (Armijo), then up to POLISH_STEPS full steps past `tol`.
 
     Stopping rule: ‖G‖ ≤ tol and the polish steps no longer lower ‖G‖; or `max_iter` Jacobians; or a
@@ -334,8 +334,7 @@ def _damped_newton(problem: Problem, sam: SAM, optimizer: Optimizer | None, thet
     polish_left = POLISH_STEPS
     for it in range(1, max_iter + 1):
         lin = linearise(problem, sam, theta, weights, optimizer=optimizer)
-        if report is not None:
-            report(it, r)
+        report(it, r)
         step = _newton_direction(lin.jacobian, lin.residual)  # J s = −G
         if r <= tol:  # polishing: accept a full step only while it lowers ‖G‖
             candidate = theta + step
@@ -362,7 +361,7 @@ def _damped_newton(problem: Problem, sam: SAM, optimizer: Optimizer | None, thet
 
 def _pseudo_transient(problem: Problem, sam: SAM, optimizer: Optimizer | None, theta: Array,
                       weights: Array | None, tol: float, max_iter: int,
-                      report: _Progress | None = None) -> tuple[Array, float, int, str]:
+                      report: _Progress) -> tuple[Array, float, int, str]:
     """Pseudo-transient continuation with a trust radius: shifted Newton steps along training's flow.
 
     Full-batch SGD is the explicit Euler method for the flow dθ/dt = −G(θ) (step η; η/(1 − μ) with
@@ -411,8 +410,7 @@ def _pseudo_transient(problem: Problem, sam: SAM, optimizer: Optimizer | None, t
     G = _safe_residual(problem, sam, optimizer, theta, weights)
     r = float(np.linalg.norm(G))
     shifted, jacobians = _factors(problem, sam, optimizer, theta, weights, G), 1
-    if report is not None:
-        report(jacobians, r)
+    report(jacobians, r)
     if not (np.isfinite(r) and shifted is not None):
         return theta, float("inf"), jacobians, "G or ∂G/∂θ is undefined or not finite at the starting point"
     lagged = 0  # steps taken from `shifted.point`, where its J was taken
@@ -425,8 +423,7 @@ def _pseudo_transient(problem: Problem, sam: SAM, optimizer: Optimizer | None, t
                     return theta, r, jacobians, "converged"
                 fresh = _factors(problem, sam, optimizer, theta, weights, G)
                 jacobians, lagged, polished = jacobians + 1, 0, True
-                if report is not None:
-                    report(jacobians, r)
+                report(jacobians, r)
                 if fresh is None:
                     return theta, r, jacobians, "converged"
                 shifted = fresh
@@ -468,8 +465,7 @@ def _pseudo_transient(problem: Problem, sam: SAM, optimizer: Optimizer | None, t
             return theta, r, jacobians, _out_of_budget(max_iter, r, shifted, theta)
         fresh = _factors(problem, sam, optimizer, theta, weights, G)
         jacobians, lagged = jacobians + 1, 0
-        if report is not None:
-            report(jacobians, r)
+        report(jacobians, r)
         if fresh is None:
             return theta, r, jacobians, f"ptc stopped at ‖G‖ = {r:.3e}: ∂G/∂θ is not finite there"
         shifted = fresh
@@ -680,7 +676,7 @@ class _Progress:
 
 def _scipy_root(problem: Problem, sam: SAM, optimizer: Optimizer | None, theta: Array,
                 weights: Array | None, method: str, max_iter: int,
-                report: _Progress | None = None) -> tuple[Array, float, int, str]:
+                report: _Progress) -> tuple[Array, float, int, str]:
     """scipy.optimize.root with the hand Jacobian: 'hybr' (MINPACK Powell dogleg trust region) or 'lm'."""
     counter = {"jac": 0}
     best = {"r": float("inf")}  # the smallest ‖G‖ evaluated: ‖G‖ at MINPACK's current point, where it
@@ -705,8 +701,7 @@ def _scipy_root(problem: Problem, sam: SAM, optimizer: Optimizer | None, theta: 
         except ZeroGradientError:
             J = np.eye(problem.d)
         last["t"], last["J"] = np.array(t, dtype=np.float64), J
-        if report is not None:
-            report(counter["jac"], best["r"])
+        report(counter["jac"], best["r"])
         return J
 
     # The budget is max_iter evaluations of G (MINPACK's maxfev; "maxiter" is lm's name for it); MINPACK
